@@ -1,0 +1,314 @@
+"""Typed TOML configuration.
+
+Every option has a type, a default and a one-line help (``meshd check-config --explain``
+prints them). An invalid file is refused with the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from meshd.identity import decode_wireguard_key, public_from_node_id
+
+DEFAULT_SOCKET = "/run/meshd/meshd.sock"
+
+
+class ConfigError(Exception):
+    """One problem in a config file: where it is and what was expected."""
+
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = str(path), key, problem
+        where = f"{self.path}: {key}: " if key else f"{self.path}: "
+        super().__init__(where + problem)
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    name: str = _opt("", "human name of this node, shown to operators")
+    state_dir: Path = _opt(Path("/var/lib/meshd"), "directory holding keys and state")
+    mesh_ipv4: ipaddress.IPv4Address | None = _opt(
+        None, "this node's mesh IPv4 address (held on lo)"
+    )
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    ipv4_prefix: ipaddress.IPv4Network = _opt(
+        ipaddress.IPv4Network("10.77.0.0/16"), "the mesh's IPv4 prefix"
+    )
+    ipv6_prefix: ipaddress.IPv6Network = _opt(
+        ipaddress.IPv6Network("fd6d:6573:6864::/48"),
+        "the mesh's ULA prefix; node addresses are this plus bits of the node id",
+    )
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    socket: Path = _opt(
+        Path(DEFAULT_SOCKET), "Unix socket of the local control API (MESHD_SOCKET overrides)"
+    )
+
+
+@dataclass(frozen=True)
+class WireGuardSettings:
+    backend: str = _opt(
+        "auto", "kernel, userspace (wireguard-go) or auto", choices=("auto", "kernel", "userspace")
+    )
+    interface_prefix: str = _opt("mw", "first characters of every link interface (<= 3)")
+    keepalive_s: int = _opt(1, "persistent keepalive on every link, seconds (liveness signal)")
+    mtu: int = _opt(1420, "MTU of the link interfaces")
+
+
+@dataclass(frozen=True)
+class LivenessSettings:
+    poll_interval_s: float = _opt(0.25, "how often each link's receive counter is read")
+    dead_after_s: float = _opt(
+        2.5, "a link with no packet received for this long is down (> keepalive_s)"
+    )
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    route_protocol: int = _opt(188, "rtnetlink protocol number marking meshd's routes")
+    metric: int = _opt(100, "kernel metric of the routes meshd installs")
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    name: str = _opt("", "the neighbour's name")
+    node_id: str = _opt("", "the neighbour's node id (43 characters)", required=True)
+    wireguard_key: str = _opt("", "the neighbour's WireGuard public key (base64)", required=True)
+    endpoint: str = _opt("", "the neighbour's underlay HOST:PORT for this link", required=True)
+    listen_port: int = _opt(0, "our UDP port for this link", required=True)
+    mesh_ipv4: ipaddress.IPv4Address | None = _opt(
+        None, "the neighbour's mesh IPv4 address", required=True
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    node: NodeSettings = field(default_factory=NodeSettings)
+    mesh: MeshSettings = field(default_factory=MeshSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    wireguard: WireGuardSettings = field(default_factory=WireGuardSettings)
+    liveness: LivenessSettings = field(default_factory=LivenessSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    neighbours: tuple[Neighbour, ...] = ()
+
+
+SECTIONS: dict[str, type] = {
+    "node": NodeSettings,
+    "mesh": MeshSettings,
+    "control": ControlSettings,
+    "wireguard": WireGuardSettings,
+    "liveness": LivenessSettings,
+    "routing": RoutingSettings,
+}
+
+
+def _converter(annotation: str) -> tuple[Callable[[Any], Any], str]:
+    """Map a field's annotation (a string under `from __future__ import annotations`)."""
+    table: dict[str, tuple[Callable[[Any], Any], str]] = {
+        "str": (_expect(str), "a string"),
+        "int": (_int, "an integer"),
+        "float": (_float, "a number"),
+        "Path": (lambda v: Path(_expect(str)(v)), "a path string"),
+        "ipaddress.IPv4Address | None": (
+            lambda v: ipaddress.IPv4Address(_expect(str)(v)),
+            "an IPv4 address such as 10.77.0.1",
+        ),
+        "ipaddress.IPv4Network": (
+            lambda v: ipaddress.IPv4Network(_expect(str)(v)),
+            "an IPv4 prefix such as 10.77.0.0/16",
+        ),
+        "ipaddress.IPv6Network": (
+            lambda v: ipaddress.IPv6Network(_expect(str)(v)),
+            "an IPv6 prefix such as fd6d:6573:6864::/48",
+        ),
+    }
+    return table[annotation]
+
+
+def _expect(kind: type) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"got {type(value).__name__}")
+        return value
+
+    return check
+
+
+def _int(value: Any) -> int:
+    return int(_expect(int)(value))
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"got {type(value).__name__}")
+    return float(value)
+
+
+def _build(cls: type, table: Any, path: Path, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(path, where, f"expected a table, got {type(table).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in known:
+            raise ConfigError(path, f"{where}.{key}", f"unknown key (known: {', '.join(known)})")
+        f = known[key]
+        convert, expected = _converter(str(f.type))
+        try:
+            values[key] = convert(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(path, f"{where}.{key}", f"expected {expected} ({exc})") from None
+        choices = f.metadata.get("choices")
+        if choices and values[key] not in choices:
+            raise ConfigError(path, f"{where}.{key}", f"expected one of {', '.join(choices)}")
+    for f in known.values():
+        if f.metadata.get("required") and f.name not in values:
+            raise ConfigError(path, f"{where}.{f.name}", "missing; expected " + f.metadata["help"])
+    return cls(**values)
+
+
+def _check(cfg: Config) -> None:
+    p = cfg.path
+    if not cfg.node.name:
+        raise ConfigError(p, "node.name", "missing; expected a non-empty name")
+    if cfg.node.mesh_ipv4 is None:
+        raise ConfigError(p, "node.mesh_ipv4", "missing; expected an IPv4 address")
+    if cfg.node.mesh_ipv4 not in cfg.mesh.ipv4_prefix:
+        raise ConfigError(p, "node.mesh_ipv4", f"expected an address in {cfg.mesh.ipv4_prefix}")
+    if cfg.mesh.ipv6_prefix.prefixlen > 64:
+        raise ConfigError(p, "mesh.ipv6_prefix", "expected a prefix of length 64 or shorter")
+    wg = cfg.wireguard
+    if not (1 <= len(wg.interface_prefix) <= 3 and wg.interface_prefix.isalnum()):
+        raise ConfigError(p, "wireguard.interface_prefix", "expected 1 to 3 letters or digits")
+    if not 1 <= wg.keepalive_s <= 65535:
+        raise ConfigError(p, "wireguard.keepalive_s", "expected 1..65535 seconds")
+    if not 1280 <= wg.mtu <= 9000:
+        raise ConfigError(p, "wireguard.mtu", "expected 1280..9000")
+    if cfg.liveness.poll_interval_s <= 0:
+        raise ConfigError(p, "liveness.poll_interval_s", "expected a positive number")
+    if cfg.liveness.dead_after_s <= wg.keepalive_s:
+        raise ConfigError(
+            p,
+            "liveness.dead_after_s",
+            f"expected more than wireguard.keepalive_s ({wg.keepalive_s})",
+        )
+    if not 1 <= cfg.routing.route_protocol <= 254:
+        raise ConfigError(p, "routing.route_protocol", "expected 1..254")
+    seen_ids: set[str] = set()
+    seen_ports: set[int] = set()
+    for i, n in enumerate(cfg.neighbours):
+        where = f"neighbours[{i}]"
+        try:
+            public_from_node_id(n.node_id)
+        except ValueError as exc:
+            raise ConfigError(p, f"{where}.node_id", f"expected a node id: {exc}") from None
+        try:
+            decode_wireguard_key(n.wireguard_key)
+        except ValueError as exc:
+            raise ConfigError(p, f"{where}.wireguard_key", f"expected a key: {exc}") from None
+        try:
+            parse_endpoint(n.endpoint)
+        except ValueError as exc:
+            raise ConfigError(p, f"{where}.endpoint", f"expected HOST:PORT: {exc}") from None
+        if not 1 <= n.listen_port <= 65535:
+            raise ConfigError(p, f"{where}.listen_port", "expected 1..65535")
+        if n.node_id in seen_ids:
+            raise ConfigError(p, f"{where}.node_id", "expected each neighbour once")
+        if n.listen_port in seen_ports:
+            raise ConfigError(p, f"{where}.listen_port", "expected a port no other link uses")
+        if n.mesh_ipv4 not in cfg.mesh.ipv4_prefix or n.mesh_ipv4 == cfg.node.mesh_ipv4:
+            raise ConfigError(
+                p, f"{where}.mesh_ipv4", f"expected another address in {cfg.mesh.ipv4_prefix}"
+            )
+        seen_ids.add(n.node_id)
+        seen_ports.add(n.listen_port)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """Split HOST:PORT or [V6]:PORT; raise ValueError when it is not one."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} has no port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    ipaddress.ip_address(host)
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return host, port
+
+
+def parse(text: str, path: Path | str = "<config>") -> Config:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, raw in doc.items():
+        if key in SECTIONS:
+            values[key] = _build(SECTIONS[key], raw, path, key)
+        elif key == "neighbours":
+            if not isinstance(raw, list):
+                raise ConfigError(path, key, "expected an array of tables ([[neighbours]])")
+            values[key] = tuple(
+                _build(Neighbour, item, path, f"neighbours[{i}]") for i, item in enumerate(raw)
+            )
+        else:
+            known = ", ".join([*SECTIONS, "neighbours"])
+            raise ConfigError(path, key, f"unknown section (known: {known})")
+    cfg = Config(path=path, **values)
+    _check(cfg)
+    return cfg
+
+
+def load(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    return parse(text, path)
+
+
+def socket_path(cfg: Config | None = None) -> Path:
+    """The control socket: MESHD_SOCKET wins (the testbed sets it per node)."""
+    env = os.environ.get("MESHD_SOCKET")
+    if env:
+        return Path(env)
+    return cfg.control.socket if cfg else Path(DEFAULT_SOCKET)
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, int | float):
+        return str(value)
+    return f'"{value}"'
+
+
+def explain() -> str:
+    """Every option with its default and help, as TOML comments."""
+    lines: list[str] = []
+    for section, cls in [*SECTIONS.items(), ("[neighbours]", Neighbour)]:
+        lines.append(f"[{section}]")
+        for f in fields(cls):
+            default = "(required)" if f.metadata.get("required") else _toml_value(f.default)
+            lines.append(f"# {f.name} = {default}  -- {f.metadata['help']}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Node identity: an Ed25519 key (signs) and an X25519 WireGuard key (tunnels).
+
+Files under the state directory (DESIGN.md): private keys are ``*.key`` with mode 0600,
+public material ``*.pub``. Keys are stored as one line of standard base64, as ``wg`` does.
+The node id is the Ed25519 public key, URL-safe base64 without padding (43 characters).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
+
+IDENTITY_KEY = "identity.key"
+IDENTITY_PUB = "identity.pub"
+WIREGUARD_KEY = "wireguard.key"
+WIREGUARD_PUB = "wireguard.pub"
+NODE_ID_LENGTH = 43
+
+
+class KeyFileError(Exception):
+    """A key file is missing, unreadable, malformed or too open."""
+
+
+def node_id_from_public(public: bytes) -> str:
+    return base64.urlsafe_b64encode(public).rstrip(b"=").decode()
+
+
+def public_from_node_id(node_id: str) -> bytes:
+    """Decode a node id; raise ValueError when it is not 32 bytes of URL-safe base64."""
+    if len(node_id) != NODE_ID_LENGTH:
+        raise ValueError(f"node id must be {NODE_ID_LENGTH} characters, got {len(node_id)}")
+    try:
+        raw = base64.urlsafe_b64decode(node_id + "=")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"node id is not URL-safe base64: {exc}") from None
+    if len(raw) != 32 or node_id_from_public(raw) != node_id:
+        raise ValueError("node id is not a canonical 32-byte key")
+    return raw
+
+
+def decode_wireguard_key(text: str) -> bytes:
+    """Decode a WireGuard key (standard base64 of 32 bytes, as `wg` prints it)."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (ValueError, TypeError):
+        raise ValueError("WireGuard key is not base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"WireGuard key must be 32 bytes, got {len(raw)}")
+    return raw
+
+
+def encode_key(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@dataclass(frozen=True)
+class Identity:
+    signing_key: SigningKey
+    wireguard_private: bytes
+
+    @property
+    def node_id(self) -> str:
+        return node_id_from_public(bytes(self.signing_key.verify_key))
+
+    @property
+    def wireguard_public(self) -> bytes:
+        return bytes(PrivateKey(self.wireguard_private).public_key)
+
+    @property
+    def wireguard_public_b64(self) -> str:
+        return encode_key(self.wireguard_public)
+
+    def __repr__(self) -> str:  # never print a private key
+        return f"Identity(node_id={self.node_id!r})"
+
+
+def _write_private(path: Path, raw: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(encode_key(raw) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_private(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file is missing") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{path}: key file mode is {oct(mode & 0o777)}, expected 0600")
+    try:
+        return decode_wireguard_key(path.read_text())
+    except ValueError as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: {exc.strerror}") from None
+
+
+def generate(state_dir: Path) -> Identity:
+    """Create both keys in ``state_dir``; refuse to overwrite existing keys."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in (IDENTITY_KEY, WIREGUARD_KEY):
+        if (state_dir / name).exists():
+            raise KeyFileError(f"{state_dir / name}: already exists, not overwriting")
+    signing = SigningKey.generate()
+    wg_private = bytes(PrivateKey.generate())
+    _write_private(state_dir / IDENTITY_KEY, bytes(signing))
+    _write_private(state_dir / WIREGUARD_KEY, wg_private)
+    ident = Identity(signing, wg_private)
+    (state_dir / IDENTITY_PUB).write_text(ident.node_id + "\n")
+    (state_dir / WIREGUARD_PUB).write_text(ident.wireguard_public_b64 + "\n")
+    return ident
+
+
+def load(state_dir: Path) -> Identity:
+    """Load both keys; raise KeyFileError naming the file and the problem."""
+    signing = SigningKey(_read_private(state_dir / IDENTITY_KEY))
+    wg_private = _read_private(state_dir / WIREGUARD_KEY)
+    return Identity(signing, wg_private)
+
+
+def load_or_generate(state_dir: Path) -> Identity:
+    if not (state_dir / IDENTITY_KEY).exists() and not (state_dir / WIREGUARD_KEY).exists():
+        return generate(state_dir)
+    return load(state_dir)
