@@ -1,0 +1,123 @@
+"""Local control API: versioned JSON over a Unix socket (schema: docs/control-api.md).
+
+One request per line, one answer per line:
+
+    -> {"v": 1, "call": "status", "args": {}}
+    <- {"v": 1, "ok": true, "result": {...}}
+    <- {"v": 1, "ok": false, "error": {"code": "unknown_call", "message": "..."}}
+
+Calls are added, never changed; a client sends the version it speaks and the server answers
+``unsupported_version`` for a version it does not know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+API_VERSION = 1
+MAX_REQUEST = 64 * 1024
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+class ApiError(Exception):
+    """An error answer from the daemon, or no daemon to answer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+class CallError(Exception):
+    """Raised by a handler to answer with an error code instead of a result."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"v": API_VERSION, "ok": False, "error": {"code": code, "message": message}}
+
+
+async def answer(line: bytes, handler: Handler) -> dict[str, Any]:
+    """Turn one request line into one answer; bad requests become error answers."""
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return _error("bad_request", "request is not JSON")
+    if not isinstance(request, dict):
+        return _error("bad_request", "request is not a JSON object")
+    if request.get("v") != API_VERSION:
+        return _error("unsupported_version", f"this daemon speaks version {API_VERSION}")
+    call, args = request.get("call"), request.get("args", {})
+    if not isinstance(call, str) or not isinstance(args, dict):
+        return _error("bad_request", "expected 'call' (string) and 'args' (object)")
+    try:
+        result = await handler(call, args)
+    except CallError as exc:
+        return _error(exc.code, str(exc))
+    return {"v": API_VERSION, "ok": True, "result": result}
+
+
+async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
+    """Listen on ``path`` (replacing a stale socket file), mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                reply = await answer(line, handler)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass  # a client that hung up or sent an over-long line: drop it
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(on_client, path=str(path), limit=MAX_REQUEST)
+    path.chmod(0o600)
+    return server
+
+
+class Client:
+    """Blocking client (the CLI and tools; the TUI runs it in a worker thread)."""
+
+    def __init__(self, path: Path | str, timeout: float = 5.0) -> None:
+        self.path, self.timeout = Path(path), timeout
+
+    def call(self, call: str, **args: Any) -> Any:
+        request = json.dumps({"v": API_VERSION, "call": call, "args": args}).encode() + b"\n"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(str(self.path))
+                sock.sendall(request)
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except FileNotFoundError:
+            raise ApiError("no_daemon", f"no meshd socket at {self.path}") from None
+        except ConnectionRefusedError:
+            raise ApiError("no_daemon", f"nothing listens on {self.path}") from None
+        except TimeoutError:
+            raise ApiError("timeout", f"meshd at {self.path} did not answer") from None
+        except OSError as exc:
+            raise ApiError("no_daemon", f"{self.path}: {exc.strerror}") from None
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            raise ApiError("bad_reply", "daemon answer is not JSON") from None
+        if not reply.get("ok"):
+            err = reply.get("error") or {}
+            raise ApiError(err.get("code", "error"), err.get("message", ""))
+        return reply["result"]

@@ -1,0 +1,1 @@
+"""Kernel adapters for addresses, links, routes and sysctls."""

@@ -1,0 +1,173 @@
+"""Netlink adapter (pyroute2): addresses, links and meshd's routes.
+
+The only module that imports pyroute2's IPRoute. Routes meshd installs carry its own
+rtnetlink protocol number so that they can be found again after a crash (adoption) and
+removed on exit without touching anyone else's.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+IFA_F_NODAD = 0x02  # link addresses are unique by construction: skip duplicate detection
+
+
+class NetlinkError(Exception):
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: IPNetwork
+    ifname: str
+    src: IPAddress | None
+    metric: int
+
+
+def _family(addr: IPAddress | IPNetwork) -> int:
+    return 10 if addr.version == 6 else 2
+
+
+class Netlink:
+    def __init__(self, ipr: Any = None) -> None:
+        if ipr is None:
+            from pyroute2 import IPRoute
+
+            ipr = IPRoute()
+        self.ipr = ipr
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from pyroute2.netlink.exceptions import NetlinkError as PyrouteError
+
+        try:
+            return fn(*args, **kwargs)
+        except PyrouteError as exc:
+            raise NetlinkError(f"{what}: {exc}", exc.code) from None
+
+    def index(self, ifname: str) -> int | None:
+        found = self.ipr.link_lookup(ifname=ifname)
+        return found[0] if found else None
+
+    def _index(self, ifname: str) -> int:
+        idx = self.index(ifname)
+        if idx is None:
+            raise NetlinkError(f"no interface {ifname}", errno.ENODEV)
+        return idx
+
+    def link_names(self) -> list[str]:
+        return [str(link.get("IFLA_IFNAME")) for link in self.ipr.get_links()]
+
+    def set_up(self, ifname: str, mtu: int | None = None) -> None:
+        kwargs: dict[str, Any] = {"state": "up"}
+        if mtu is not None:
+            kwargs["mtu"] = mtu
+        self._call(f"set {ifname} up", self.ipr.link, "set", index=self._index(ifname), **kwargs)
+
+    def delete_link(self, ifname: str) -> None:
+        idx = self.index(ifname)
+        if idx is not None:
+            self._call(f"delete {ifname}", self.ipr.link, "del", index=idx)
+
+    def addresses(self, ifname: str) -> set[tuple[IPAddress, int]]:
+        idx = self._index(ifname)
+        return {
+            (ipaddress.ip_address(a.get("IFA_ADDRESS")), int(a["prefixlen"]))
+            for a in self.ipr.addr("dump", index=idx)
+        }
+
+    def ensure_address(self, ifname: str, address: IPAddress, prefixlen: int) -> bool:
+        """Add the address unless it is there; True when it was added."""
+        if (address, prefixlen) in self.addresses(ifname):
+            return False
+        kwargs: dict[str, Any] = {}
+        if address.version == 6:
+            kwargs["flags"] = IFA_F_NODAD
+        try:
+            self.ipr.addr(
+                "add",
+                index=self._index(ifname),
+                address=str(address),
+                prefixlen=prefixlen,
+                **kwargs,
+            )
+        except Exception as exc:  # pyroute2's NetlinkError; EEXIST is a race we accept
+            if getattr(exc, "code", None) == errno.EEXIST:
+                return False
+            raise NetlinkError(
+                f"add {address}/{prefixlen} to {ifname}: {exc}", getattr(exc, "code", None)
+            ) from None
+        return True
+
+    def remove_address(self, ifname: str, address: IPAddress, prefixlen: int) -> None:
+        idx = self.index(ifname)
+        if idx is None or (address, prefixlen) not in self.addresses(ifname):
+            return
+        self._call(
+            f"remove {address} from {ifname}",
+            self.ipr.addr,
+            "del",
+            index=idx,
+            address=str(address),
+            prefixlen=prefixlen,
+        )
+
+    def replace_route(self, route: Route, proto: int) -> None:
+        kwargs: dict[str, Any] = {
+            "dst": f"{route.dst.network_address}/{route.dst.prefixlen}",
+            "oif": self._index(route.ifname),
+            "proto": proto,
+            "priority": route.metric,
+            "family": _family(route.dst),
+        }
+        if route.src is not None:
+            kwargs["prefsrc"] = str(route.src)
+        self._call(f"route {route.dst} dev {route.ifname}", self.ipr.route, "replace", **kwargs)
+
+    def delete_route(self, route: Route, proto: int) -> None:
+        idx = self.index(route.ifname)
+        if idx is None:
+            return  # the route went with its interface
+        try:
+            self.ipr.route(
+                "del",
+                dst=f"{route.dst.network_address}/{route.dst.prefixlen}",
+                oif=idx,
+                proto=proto,
+                priority=route.metric,
+                family=_family(route.dst),
+            )
+        except Exception as exc:
+            if getattr(exc, "code", None) not in (errno.ESRCH, errno.ENOENT):
+                raise NetlinkError(
+                    f"delete route {route.dst}: {exc}", getattr(exc, "code", None)
+                ) from None
+
+    def routes(self, proto: int) -> list[Route]:
+        """Every route (IPv4 and IPv6, main table) carrying ``proto``."""
+        names = {link["index"]: link.get("IFLA_IFNAME") for link in self.ipr.get_links()}
+        found: list[Route] = []
+        for r in self.ipr.route("dump", proto=proto):
+            if r.get("proto") != proto or r.get("RTA_DST") is None:
+                continue
+            dst = ipaddress.ip_network(f"{r.get('RTA_DST')}/{r['dst_len']}")
+            src = r.get("RTA_PREFSRC")
+            found.append(
+                Route(
+                    dst=dst,
+                    ifname=str(names.get(r.get("RTA_OIF"), "")),
+                    src=ipaddress.ip_address(src) if src else None,
+                    metric=int(r.get("RTA_PRIORITY") or 0),
+                )
+            )
+        return found

@@ -1,0 +1,56 @@
+"""Link liveness from passive signals (pure).
+
+WireGuard's persistent keepalive makes every live peer send at least one packet per
+keepalive interval, so a receive counter that stops growing for longer than that means the
+tunnel stopped carrying packets, whatever the underlay or a control session says. The
+counter is polled a few times a second by the adapter and fed in here with the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class LinkState(StrEnum):
+    CONNECTING = "connecting"  # never heard from since we started watching
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass
+class Liveness:
+    dead_after_s: float
+    state: LinkState = LinkState.CONNECTING
+    last_rx_bytes: int | None = None
+    last_heard: float | None = None  # when the counter last grew
+
+    def observe(self, rx_bytes: int, now: float) -> LinkState | None:
+        """Feed one counter reading; return the new state when it changed."""
+        previous = self.last_rx_bytes
+        self.last_rx_bytes = rx_bytes
+        # A counter that went backwards was reset (interface recreated): the packets that
+        # reset it are not a sign of life, only a new baseline.
+        if previous is not None and rx_bytes > previous:
+            self.last_heard = now
+            return self._set(LinkState.UP)
+        return self.check(now)
+
+    def check(self, now: float) -> LinkState | None:
+        """Expire the link without a reading (e.g. the interface could not be read)."""
+        if (
+            self.state is LinkState.UP
+            and self.last_heard is not None
+            and now - self.last_heard > self.dead_after_s
+        ):
+            return self._set(LinkState.DOWN)
+        return None
+
+    def silent_for(self, now: float) -> float | None:
+        return None if self.last_heard is None else now - self.last_heard
+
+    def _set(self, state: LinkState) -> LinkState | None:
+        if state is self.state:
+            return None
+        self.state = state
+        return state
