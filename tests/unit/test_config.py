@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meshd import config, identity
+
+NODE_B = identity.node_id_from_public(bytes(range(32)))
+NODE_C = identity.node_id_from_public(bytes(range(1, 33)))
+WG_KEY = identity.encode_key(bytes(32))
+
+GOOD = f"""
+[node]
+name = "a"
+state_dir = "/tmp/a"
+mesh_ipv4 = "10.77.0.1"
+
+[wireguard]
+backend = "userspace"
+
+[[neighbours]]
+name = "b"
+node_id = "{NODE_B}"
+wireguard_key = "{WG_KEY}"
+endpoint = "100.64.0.2:51000"
+listen_port = 51000
+mesh_ipv4 = "10.77.0.2"
+"""
+
+
+def test_good_config_parses_with_defaults() -> None:
+    cfg = config.parse(GOOD, "a.toml")
+    assert cfg.node.name == "a"
+    assert cfg.node.mesh_ipv4 == ipaddress.IPv4Address("10.77.0.1")
+    assert cfg.wireguard.backend == "userspace"
+    assert cfg.wireguard.keepalive_s == 1
+    assert cfg.liveness.dead_after_s == 2.5
+    assert cfg.neighbours[0].node_id == NODE_B
+    assert cfg.neighbours[0].listen_port == 51000
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "expected"),
+    [
+        ('backend = "userspace"', 'backend = "magic"', "wireguard.backend", "one of"),
+        ('backend = "userspace"', "backend = 3", "wireguard.backend", "a string"),
+        ('mesh_ipv4 = "10.77.0.1"', 'mesh_ipv4 = "10.78.0.1"', "node.mesh_ipv4", "10.77.0.0/16"),
+        ('mesh_ipv4 = "10.77.0.1"', 'mesh_ipv4 = "banana"', "node.mesh_ipv4", "IPv4 address"),
+        ('name = "a"', 'nmae = "a"', "node.nmae", "unknown key"),
+        ("listen_port = 51000", "listen_port = 99999", "neighbours[0].listen_port", "1..65535"),
+        ("listen_port = 51000", 'listen_port = "x"', "neighbours[0].listen_port", "integer"),
+        ("listen_port = 51000\n", "", "neighbours[0].listen_port", "missing"),
+        (f'node_id = "{NODE_B}"', 'node_id = "short"', "neighbours[0].node_id", "node id"),
+        (
+            f'wireguard_key = "{WG_KEY}"',
+            'wireguard_key = "abc"',
+            "neighbours[0].wireguard_key",
+            "key",
+        ),
+        (
+            'endpoint = "100.64.0.2:51000"',
+            'endpoint = "100.64.0.2"',
+            "neighbours[0].endpoint",
+            "HOST:PORT",
+        ),
+        ("[wireguard]", "[wirguard]", "wirguard", "unknown section"),
+    ],
+)
+def test_errors_name_the_key_and_the_expectation(
+    old: str, new: str, key: str, expected: str
+) -> None:
+    assert old in GOOD
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(GOOD.replace(old, new, 1), "a.toml")
+    assert info.value.key == key
+    assert expected in info.value.problem
+    assert str(info.value).startswith(f"a.toml: {key}: ")
+
+
+def test_duplicate_neighbour_is_refused() -> None:
+    second = GOOD[GOOD.index("[[neighbours]]") :].replace("51000\n", "51001\n")
+    with pytest.raises(config.ConfigError, match=r"neighbours\[1\].node_id"):
+        config.parse(GOOD + second)
+
+
+def test_invalid_toml_names_the_file() -> None:
+    with pytest.raises(config.ConfigError, match="^x.toml: not valid TOML"):
+        config.parse("[node\n", "x.toml")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="cannot read"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_socket_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config.parse(GOOD)
+    monkeypatch.delenv("MESHD_SOCKET", raising=False)
+    assert config.socket_path(cfg) == Path(config.DEFAULT_SOCKET)
+    monkeypatch.setenv("MESHD_SOCKET", "/tmp/x.sock")
+    assert config.socket_path(cfg) == Path("/tmp/x.sock")
+
+
+def test_explain_lists_every_option() -> None:
+    text = config.explain()
+    for name in ("mesh_ipv4", "interface_prefix", "dead_after_s", "route_protocol", "endpoint"):
+        assert f"# {name} = " in text
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshd", *args], capture_output=True, text=True)
+
+
+def test_check_config_cli_gives_one_line_errors(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD.replace("/tmp/a", str(tmp_path / "state")))
+    ok = _cli("check-config", str(good))
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace('wireguard_key = "', 'wireguard_key = "!!'))
+    res = _cli("check-config", str(bad))
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert "neighbours[0].wireguard_key" in res.stderr
+
+
+def test_check_config_reports_open_key_file(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    identity.generate(state)
+    (state / identity.IDENTITY_KEY).chmod(0o644)
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(GOOD.replace("/tmp/a", str(state)))
+    res = _cli("check-config", str(cfg))
+    assert res.returncode == 1
+    assert "identity.key" in res.stderr and "0600" in res.stderr
