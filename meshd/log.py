@@ -22,5 +22,5 @@ def _fmt(value: Any) -> str:
     return repr(text) if (" " in text or not text) else text
 
 
-def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(name: str, /, level: int = logging.INFO, **fields: Any) -> None:
     logger.log(level, " ".join([name, *(f"{k}={_fmt(v)}" for k, v in fields.items())]))

@@ -37,15 +37,25 @@ def _family(addr: IPAddress | IPNetwork) -> int:
 
 
 class Netlink:
+    """Blocking calls. pyroute2's synchronous IPRoute runs an event loop of its own, so it
+    must not be used from a thread whose asyncio loop is running: the daemon makes every
+    kernel call from one worker thread, where the socket is opened on first use."""
+
     def __init__(self, ipr: Any = None) -> None:
-        if ipr is None:
+        self._ipr = ipr
+
+    @property
+    def ipr(self) -> Any:
+        if self._ipr is None:
             from pyroute2 import IPRoute
 
-            ipr = IPRoute()
-        self.ipr = ipr
+            self._ipr = IPRoute()
+        return self._ipr
 
     def close(self) -> None:
-        self.ipr.close()
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from pyroute2.netlink.exceptions import NetlinkError as PyrouteError

@@ -1,0 +1,50 @@
+"""The meshd command line. Kept light: subcommands import what they need when they run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from meshd import __version__
+
+# name -> (module under meshd.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run the daemon"),
+    "status": ("status", "show this node's links, routes and usage"),
+    "check-config": ("check_config", "check a config file and explain every error"),
+    "keygen": ("keygen", "create a node's identity and WireGuard keys"),
+    "tui": ("tui", "the operator's terminal dashboard"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meshd", description="Community mesh router: WireGuard links, shared uplinks."
+    )
+    parser.add_argument("--version", action="version", version=f"meshd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(f"meshd.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"meshd.commands.{args._module}")
+    try:
+        return int(module.main(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""meshd run --config FILE"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the node's TOML config file")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+
+
+def main(args: argparse.Namespace) -> int:
+    from meshd import config, identity, log
+    from meshd.net.netlink import Netlink, NetlinkError
+    from meshd.node import Node
+    from meshd.wg.model import WireGuardError
+    from meshd.wg.select import select_backend
+
+    log.setup(args.log_level.upper())
+    try:
+        cfg = config.load(args.config)
+        ident = identity.load_or_generate(cfg.node.state_dir)
+        backend = select_backend(cfg.wireguard.backend)
+        node = Node(cfg, ident, backend, Netlink())
+        asyncio.run(node.run())
+    except (
+        config.ConfigError,
+        identity.KeyFileError,
+        WireGuardError,
+        NetlinkError,
+        RuntimeError,
+        PermissionError,
+    ) as exc:
+        print(f"meshd: {exc}", file=sys.stderr)
+        return 1
+    return 0
