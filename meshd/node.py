@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from meshd import addressing, api, sysinfo
@@ -28,7 +29,7 @@ from meshd.net import sysctl
 from meshd.net.netlink import Netlink, NetlinkError, Route
 from meshd.routing.liveness import LinkState, Liveness
 from meshd.wg.backend import WireGuardBackend
-from meshd.wg.model import DeviceUpdate, PeerUpdate, WireGuardError
+from meshd.wg.model import DeviceStatus, DeviceUpdate, PeerUpdate, WireGuardError
 
 T = TypeVar("T")
 ALL_TRAFFIC = ("0.0.0.0/0", "::/0")
@@ -58,7 +59,9 @@ class Node:
         identity: Identity,
         backend: WireGuardBackend,
         netlink: Netlink,
+        sysctl_root: Path = Path("/proc/sys"),
     ) -> None:
+        self.sysctl_root = sysctl_root
         self.cfg, self.identity, self.backend, self.netlink = cfg, identity, backend, netlink
         self.node_id = identity.node_id
         assert cfg.node.mesh_ipv4 is not None  # checked when the config was loaded
@@ -95,14 +98,14 @@ class Node:
             Route(ipaddress.ip_network(f"{peer_v6}/128"), link.ifname, self.mesh_ipv6, metric),
         ]
 
-    def setup(self) -> None:
+    def setup(self, now: float) -> None:
         """Configure the node; safe to run over what a crashed meshd left behind."""
-        before = sysctl.apply(sysctl.ROUTER_SYSCTLS)
-        changed = {
-            k: f"{before[k]}->{v}" for k, v in sysctl.ROUTER_SYSCTLS.items() if before[k] != v
-        }
+        before = sysctl.apply(sysctl.ROUTER_SYSCTLS, self.sysctl_root)
+        changed = [
+            f"{k}={before[k]}->{v}" for k, v in sysctl.ROUTER_SYSCTLS.items() if before[k] != v
+        ]
         if changed:
-            event("sysctl.set", **changed)
+            event("sysctl.set", changed=",".join(changed))
         self.netlink.set_up("lo")
         for address, plen in self._lo_addresses():
             if self.netlink.ensure_address("lo", address, plen):
@@ -115,7 +118,7 @@ class Node:
         for link in self.links.values():
             if link.ifname in found:
                 event("link.adopted", interface=link.ifname, peer=link.neighbour.name)
-            self._setup_link(link, time.monotonic())
+            self._setup_link(link, now)
 
         wanted = {r for link in self.links.values() for r in self._neighbour_routes(link)}
         for route in self.netlink.routes(self.cfg.routing.route_protocol):
@@ -127,27 +130,16 @@ class Node:
         """Create (or adopt) and configure one neighbour link; on failure, retry later."""
         nb = link.neighbour
         try:
-            if not self.backend.exists(link.ifname):
+            if self.backend.exists(link.ifname):
+                update = self._link_update(link, self.backend.show(link.ifname))
+            else:
                 self.backend.create(link.ifname)
                 event("link.created", interface=link.ifname, peer=nb.name)
-            self.backend.configure(
-                link.ifname,
-                DeviceUpdate(
-                    private_key=self.identity.wireguard_private,
-                    listen_port=nb.listen_port,
-                    replace_peers=True,
-                    peers=(
-                        PeerUpdate(
-                            public_key=decode_wireguard_key(nb.wireguard_key),
-                            endpoint=parse_endpoint(nb.endpoint),
-                            allowed_ips=ALL_TRAFFIC,
-                            persistent_keepalive_s=self.cfg.wireguard.keepalive_s,
-                        ),
-                    ),
-                ),
-            )
+                update = self._link_update(link, None)
+            if update != DeviceUpdate():
+                self.backend.configure(link.ifname, update)
             self.netlink.set_up(link.ifname, mtu=self.cfg.wireguard.mtu)
-            sysctl.apply(sysctl.interface_rp_filter(link.ifname))
+            sysctl.apply(sysctl.interface_rp_filter(link.ifname), self.sysctl_root)
             self.netlink.ensure_address(link.ifname, addressing.link_local(self.node_id), 64)
             for route in self._neighbour_routes(link):
                 self.netlink.replace_route(route, self.cfg.routing.route_protocol)
@@ -165,6 +157,35 @@ class Node:
         if not link.ready:
             event("link.configured", interface=link.ifname, peer=nb.name, endpoint=nb.endpoint)
         link.ready = True
+
+    def _link_update(self, link: Link, current: DeviceStatus | None) -> DeviceUpdate:
+        """What the interface lacks. An adopted interface keeps its peer, session and
+        counters: only what differs is set (replacing the peer would reset them)."""
+        nb = link.neighbour
+        peer_key = decode_wireguard_key(nb.wireguard_key)
+        private: bytes | None = self.identity.wireguard_private
+        port: int | None = nb.listen_port
+        stale: tuple[PeerUpdate, ...] = ()
+        if current is not None:
+            if current.public_key == self.identity.wireguard_public:
+                private = None
+            if current.listen_port == port:
+                port = None
+            stale = tuple(
+                PeerUpdate(public_key=p.public_key, remove=True)
+                for p in current.peers
+                if p.public_key != peer_key
+            )
+        wanted = PeerUpdate(
+            public_key=peer_key,
+            endpoint=parse_endpoint(nb.endpoint),
+            allowed_ips=ALL_TRAFFIC,
+            persistent_keepalive_s=self.cfg.wireguard.keepalive_s,
+        )
+        peers = (*stale, wanted)
+        if current is not None and not stale and _peer_matches(current, wanted):
+            peers = ()
+        return DeviceUpdate(private_key=private, listen_port=port, peers=peers)
 
     def teardown(self) -> None:
         """Remove every interface, route and address this node made."""
@@ -281,7 +302,7 @@ class Node:
             loop.add_signal_handler(sig, self.stopping.set)
         server = None
         try:
-            await self.kernel(self.setup)
+            await self.kernel(self.setup, time.monotonic())
             server = await api.serve(path, self.handle)
             event(
                 "node.started",
@@ -300,6 +321,17 @@ class Node:
             self._kernel.shutdown()
             self.netlink.close()
             event("node.stopped", name=self.cfg.node.name)
+
+
+def _peer_matches(current: DeviceStatus, wanted: PeerUpdate) -> bool:
+    for p in current.peers:
+        if p.public_key == wanted.public_key:
+            return (
+                p.endpoint == wanted.endpoint
+                and set(p.allowed_ips) == set(wanted.allowed_ips or ())
+                and p.persistent_keepalive_s == wanted.persistent_keepalive_s
+            )
+    return False
 
 
 def _round(value: float | None) -> float | None:
