@@ -1,0 +1,1 @@
+"""WireGuard backends behind one neutral device/peer model (as wireguard-tools' ipc.c)."""
