@@ -137,3 +137,28 @@ def test_check_config_reports_open_key_file(tmp_path: Path) -> None:
     res = _cli("check-config", str(cfg))
     assert res.returncode == 1
     assert "identity.key" in res.stderr and "0600" in res.stderr
+
+
+@pytest.mark.parametrize("broken", ["config", "key", "neighbour_key"])
+def test_run_refuses_bad_input_in_one_line(tmp_path: Path, broken: str) -> None:
+    state = tmp_path / "state"
+    identity.generate(state)
+    text = GOOD.replace("/tmp/a", str(state))
+    if broken == "config":
+        text = text.replace("[node]", "[node\n")
+    elif broken == "key":
+        (state / identity.WIREGUARD_KEY).unlink()
+    else:
+        text = text.replace(f'wireguard_key = "{WG_KEY}"', 'wireguard_key = "AAAA"')
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(text)
+    res = _cli("run", "--config", str(cfg))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert res.stderr.startswith("meshd: ") and res.stderr.count("\n") == 1, res.stderr
+    expected = {
+        "config": "not valid TOML",
+        "key": "wireguard.key: key file is missing",
+        "neighbour_key": "neighbours[0].wireguard_key",
+    }[broken]
+    assert expected in res.stderr
