@@ -259,6 +259,9 @@ class Node:
             "mesh_ipv4": str(self.mesh_ipv4),
             "mesh_ipv6": str(self.mesh_ipv6),
             "backend": self.backend.name,
+            # What this daemon routes to: "neighbours" (configured links only) until route
+            # discovery; tools such as `testbed wait-converged` read it to know what to expect.
+            "routing": "neighbours",
             "uptime_s": round(time.time() - self.started, 1),
             "neighbours": [
                 {
