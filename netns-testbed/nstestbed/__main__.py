@@ -1,0 +1,3 @@
+from nstestbed.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,219 @@
+"""Namespaces, veths, bridges, addresses, routes, nftables and tc: the plan made real.
+
+Only ``ip``, ``nft`` and ``tc`` are run, always scoped to a testbed namespace (``ip -n``,
+``ip netns exec``): veths are created directly in their namespaces, so no interface, address
+or route is ever made in the host's namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from nstestbed.plan import INTERNET_ADDRESS, INTERNET_BRIDGE, INTERNET_NET, Plan
+from nstestbed.rules import Impairments, internet_ruleset, node_ruleset, shaped_interfaces, tbf_args
+
+# For tests: make ``up`` fail at the named step, to check that it cleans up after itself.
+FAIL_AT_ENV = "MESHD_TESTBED_FAIL_AT"
+
+
+class BuildError(Exception):
+    """A command failed: which one and what it said."""
+
+
+def run(argv: Sequence[str], input: str | None = None, check: bool = True) -> str:
+    try:
+        proc = subprocess.run(
+            list(argv), input=input, capture_output=True, text=True, check=False, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildError(f"{' '.join(argv)}: {exc}") from None
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().replace("\n", " | ")
+        raise BuildError(f"{' '.join(argv)}: {detail or f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
+def ipn(namespace: str, *args: str) -> str:
+    return run(["ip", "-n", namespace, *args])
+
+
+def nft(namespace: str, ruleset: str) -> None:
+    run(["ip", "netns", "exec", namespace, "nft", "-f", "-"], input=ruleset)
+
+
+def sysctl(namespace: str, settings: dict[str, str]) -> None:
+    run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            "sysctl",
+            "-qw",
+            *(f"{k}={v}" for k, v in settings.items()),
+        ]
+    )
+
+
+def veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mac_a: str | None = None) -> None:
+    """A veth pair created directly in its two namespaces (never in the host's)."""
+    address = ["address", mac_a] if mac_a else []
+    run(
+        [
+            "ip",
+            "link",
+            "add",
+            "name",
+            name_a,
+            *address,
+            "netns",
+            ns_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            name_b,
+            "netns",
+            ns_b,
+        ]
+    )
+
+
+def existing_namespaces() -> set[str]:
+    out = run(["ip", "netns", "list"])
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def tun_interfaces(namespace: str) -> set[str]:
+    """Names of the TUN interfaces in a namespace: the ones wireguard-go serves."""
+    out = run(["ip", "-n", namespace, "-d", "-o", "link", "show"], check=False)
+    names = set()
+    for line in out.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and " tun type tun " in parts[2]:
+            names.add(parts[1].strip().split("@")[0])
+    return names
+
+
+def _checkpoint(step: str) -> None:
+    if os.environ.get(FAIL_AT_ENV) == step:
+        raise BuildError(f"failing at step {step!r} as {FAIL_AT_ENV} asks")
+
+
+NODE_SYSCTLS = {
+    # Forwarding is left at the new namespace's default (off): meshd must turn it on itself,
+    # as it must on a Pi. No duplicate address detection: link-local addresses usable at once.
+    "net.ipv6.conf.default.accept_dad": "0",
+    "net.ipv6.conf.all.accept_dad": "0",
+}
+
+
+def build(plan: Plan, imp: Impairments) -> None:
+    """Create every namespace, link, bridge, address and route of the plan, then apply the
+    impairments. Raises BuildError at the first failure (the caller tears down)."""
+    for ns in plan.namespaces():
+        run(["ip", "netns", "add", ns])
+        ipn(ns, "link", "set", "lo", "up")
+    for node in plan.nodes:
+        sysctl(node.namespace, NODE_SYSCTLS)
+    _checkpoint("namespaces")
+
+    inet = plan.internet_namespace
+    ipn(inet, "link", "add", INTERNET_BRIDGE, "type", "bridge")
+    ipn(inet, "addr", "add", f"{INTERNET_ADDRESS}/{INTERNET_NET.prefixlen}", "dev", INTERNET_BRIDGE)
+    ipn(inet, "link", "set", INTERNET_BRIDGE, "up")
+
+    for link in plan.links:
+        ns_a, ns_b = plan.node(link.a.node).namespace, plan.node(link.b.node).namespace
+        veth(ns_a, link.a.ifname, ns_b, link.b.ifname)
+        for ns, end in ((ns_a, link.a), (ns_b, link.b)):
+            if link.mtu:
+                ipn(ns, "link", "set", end.ifname, "mtu", str(link.mtu))
+            ipn(ns, "addr", "add", str(end.address), "dev", end.ifname)
+            ipn(ns, "link", "set", end.ifname, "up")
+    _checkpoint("links")
+
+    if plan.switch_namespace:
+        sw = plan.switch_namespace
+        for seg in plan.segments:
+            # No multicast snooping: LAN beacons to multicast groups reach every member.
+            ipn(sw, "link", "add", seg.bridge, "type", "bridge", "mcast_snooping", "0")
+            ipn(sw, "link", "set", seg.bridge, "up")
+            for port in seg.ports:
+                ns = plan.node(port.endpoint.node).namespace
+                veth(ns, port.endpoint.ifname, sw, port.switch_port, port.endpoint.mac)
+                ipn(sw, "link", "set", port.switch_port, "master", seg.bridge, "up")
+                ipn(ns, "addr", "add", str(port.endpoint.address), "dev", port.endpoint.ifname)
+                ipn(ns, "link", "set", port.endpoint.ifname, "up")
+    _checkpoint("segments")
+
+    for node in plan.nodes:
+        if node.uplink:
+            up = node.uplink
+            veth(node.namespace, up.ifname, inet, up.internet_port)
+            ipn(inet, "link", "set", up.internet_port, "master", INTERNET_BRIDGE, "up")
+            ipn(node.namespace, "addr", "add", str(up.address), "dev", up.ifname)
+            ipn(node.namespace, "link", "set", up.ifname, "up")
+            ipn(node.namespace, "route", "add", "default", "via", str(INTERNET_ADDRESS))
+        if node.lan:
+            lan = node.lan
+            veth(node.namespace, lan.node_ifname, lan.namespace, lan.host_ifname)
+            ipn(node.namespace, "addr", "add", str(lan.node_address), "dev", lan.node_ifname)
+            ipn(node.namespace, "link", "set", lan.node_ifname, "up")
+            ipn(lan.namespace, "addr", "add", str(lan.host_address), "dev", lan.host_ifname)
+            ipn(lan.namespace, "link", "set", lan.host_ifname, "up")
+            ipn(lan.namespace, "route", "add", "default", "via", str(lan.node_address.ip))
+    _checkpoint("uplinks")
+
+    apply_rules(plan, imp)
+    apply_shaping(plan, imp)
+    _checkpoint("rules")
+
+
+def apply_rules(plan: Plan, imp: Impairments, nodes: Iterable[str] | None = None) -> None:
+    """Replace the ``testbed`` tables of the given nodes (all by default) and the internet's."""
+    wanted = set(nodes) if nodes is not None else None
+    for node in plan.nodes:
+        if wanted is None or node.name in wanted:
+            nft(node.namespace, node_ruleset(node, imp))
+    nft(plan.internet_namespace, internet_ruleset(plan, imp))
+
+
+def apply_shaping(
+    plan: Plan, imp: Impairments, only: Iterable[tuple[str, str]] | None = None
+) -> None:
+    """Set (or remove) tbf on the given veth ends (all shapeable ones by default)."""
+    wanted = set(only) if only is not None else None
+    for (ns, ifname), rate in shaped_interfaces(plan, imp).items():
+        if wanted is not None and (ns, ifname) not in wanted:
+            continue
+        if rate is None:
+            run(["tc", "-n", ns, "qdisc", "del", "dev", ifname, "root"], check=False)
+        else:
+            run(["tc", "-n", ns, "qdisc", "replace", "dev", ifname, "root", *tbf_args(rate)])
+
+
+def delete_namespace(namespace: str) -> None:
+    run(["ip", "netns", "del", namespace], check=False)
+
+
+def remove_wireguard_sockets(names: Iterable[str], prefixes: Iterable[str] = ()) -> list[Path]:
+    """Remove wireguard-go's UAPI sockets of these TUN interfaces, and of any whose
+    name starts with one of ``prefixes`` (a node's own interfaces, found even when the
+    interface is already gone). The directory is shared by every namespace."""
+    base = Path("/var/run/wireguard")
+    removed = []
+    candidates = {base / f"{name}.sock" for name in names}
+    prefixes = tuple(p for p in prefixes if p)
+    if prefixes and base.is_dir():
+        candidates |= {p for p in base.glob("*.sock") if p.stem.startswith(prefixes)}
+    for path in sorted(candidates):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed

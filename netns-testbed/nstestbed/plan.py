@@ -1,0 +1,376 @@
+"""Names, addresses, ports and per-node meshd configs for a topology (pure).
+
+Everything the testbed creates is derived here, deterministically, from the topology, the
+testbed id and the state directory; ``build`` only carries it out.
+
+Plan (all addresses live inside the testbed's namespaces, never in the host's):
+- namespaces: ``<id>-<node>`` per node, ``<id>-<node>-lan`` per LAN host, ``<id>-inet`` for the
+  internet, ``<id>-sw`` for segment bridges (only when there are segments);
+- p2p link k (file order): 100.64.0.0/10 carved in /24s, ``100.64.0.0 + 256*k``; the first
+  node of ``between`` gets .1, the second .2; interfaces ``u-<peer>`` in each node;
+- segment s: bridge ``seg<s>`` in ``<id>-sw``; member i gets ``s<s>`` with 100.127.<s>.<i+1>/24
+  and MAC 02:6d:74:00:<s>:<i+1> (cut rules match it); its bridge port is ``s<s>-<node>``;
+- internet: bridge ``inet0`` in ``<id>-inet`` holding 198.51.100.1/24; node i with an uplink
+  gets ``upl`` with 198.51.100.<10+i>/24 (default route via .1), bridge port ``n-<node>``;
+- LAN of node i: 172.20.<i>.0/24, node .1 on ``lan0``, host .2 on ``eth0`` (default via .1);
+- mesh IPv4 of node i: 10.77.0.<i+1> in 10.77.0.0/16;
+- UDP listen ports: node's k-th neighbour (links in file order, then segments) -> 51000 + k;
+  A's endpoint for B is B's address on their shared link or segment and B's port for A.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nstestbed.topology import LinkSpec, Rate, SegmentSpec, Topology
+
+DEFAULT_ID = "mtb"
+DEFAULT_STATE_DIR = Path("/run/meshd-testbed")
+TESTBED_ID = re.compile(r"[a-z0-9]{1,16}")
+LINK_POOL = ipaddress.IPv4Network("100.64.0.0/10")
+SEGMENT_BASE = ipaddress.IPv4Address("100.127.0.0")
+INTERNET_NET = ipaddress.IPv4Network("198.51.100.0/24")
+INTERNET_ADDRESS = ipaddress.IPv4Address("198.51.100.1")
+UPLINK_HOST_BASE = 10
+LAN_BASE = ipaddress.IPv4Address("172.20.0.0")
+MESH_PREFIX = ipaddress.IPv4Network("10.77.0.0/16")
+LISTEN_PORT_BASE = 51000
+HTTP_PORT = 80
+IPERF_PORTS = tuple(range(5201, 5211))
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
+UPLINK_IF = "upl"
+LAN_NODE_IF = "lan0"
+LAN_HOST_IF = "eth0"
+INTERNET_BRIDGE = "inet0"
+
+
+class PlanError(Exception):
+    """The topology cannot be laid out with these settings (id, state directory)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One node's interface on a link or segment."""
+
+    node: str
+    ifname: str
+    address: ipaddress.IPv4Interface
+    mac: str | None = None  # set on segment ports, where cut rules match the sender's MAC
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    index: int
+    a: Endpoint
+    b: Endpoint
+    rate: Rate | None
+    loss: float
+    mtu: int | None
+
+    @property
+    def key(self) -> str:
+        return pair_key(self.a.node, self.b.node)
+
+
+@dataclass(frozen=True)
+class SegmentPort:
+    endpoint: Endpoint
+    switch_port: str  # the veth end enslaved to the bridge in <id>-sw
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    index: int
+    bridge: str
+    ports: tuple[SegmentPort, ...]
+
+
+@dataclass(frozen=True)
+class UplinkPlan:
+    ifname: str
+    address: ipaddress.IPv4Interface
+    internet_port: str  # the veth end enslaved to the internet bridge
+    rate: Rate | None
+
+
+@dataclass(frozen=True)
+class LanPlan:
+    namespace: str
+    node_ifname: str
+    node_address: ipaddress.IPv4Interface
+    host_ifname: str
+    host_address: ipaddress.IPv4Interface
+
+
+@dataclass(frozen=True)
+class Adjacency:
+    """A neighbour relation seen from ``local.node``: how it reaches ``remote.node``."""
+
+    local: Endpoint
+    remote: Endpoint
+    listen_port: int  # local node's UDP port for this neighbour
+    peer_port: int  # the neighbour's UDP port for local node
+    medium: str  # "links[k]" or "segments[s]"
+
+    @property
+    def peer(self) -> str:
+        return self.remote.node
+
+    @property
+    def is_segment(self) -> bool:
+        return self.medium.startswith("segments")
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    index: int
+    namespace: str
+    mesh_ipv4: ipaddress.IPv4Address
+    share: bool
+    directory: Path
+    adjacencies: tuple[Adjacency, ...]
+    uplink: UplinkPlan | None
+    lan: LanPlan | None
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "meshd.toml"
+
+    @property
+    def meshd_state_dir(self) -> Path:
+        return self.directory / "state"
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "meshd.sock"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "meshd.log"
+
+    def adjacency(self, peer: str) -> Adjacency | None:
+        for adj in self.adjacencies:
+            if adj.peer == peer:
+                return adj
+        return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    testbed_id: str
+    state_dir: Path
+    topology: Topology
+    nodes: tuple[NodePlan, ...]
+    links: tuple[LinkPlan, ...]
+    segments: tuple[SegmentPlan, ...]
+
+    @property
+    def internet_namespace(self) -> str:
+        return f"{self.testbed_id}-inet"
+
+    @property
+    def switch_namespace(self) -> str | None:
+        return f"{self.testbed_id}-sw" if self.segments else None
+
+    @property
+    def internet_dir(self) -> Path:
+        return self.state_dir / "inet"
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def namespaces(self) -> list[str]:
+        """Every namespace of this testbed, nodes first (the order ``down`` deletes them)."""
+        names = [n.namespace for n in self.nodes]
+        names += [n.lan.namespace for n in self.nodes if n.lan]
+        names.append(self.internet_namespace)
+        if self.switch_namespace:
+            names.append(self.switch_namespace)
+        return names
+
+    def link_between(self, a: str, b: str) -> LinkPlan | None:
+        for link in self.links:
+            if {link.a.node, link.b.node} == {a, b}:
+                return link
+        return None
+
+
+def pair_key(a: str, b: str) -> str:
+    """Canonical name of an unordered node pair ("a-b"); node names hold no '-'."""
+    return "-".join(sorted((a, b)))
+
+
+def namespace_pattern(testbed_id: str) -> re.Pattern[str]:
+    """Every namespace a testbed with this id may have made (for cleaning up without a
+    state file). Ids hold no '-', so another id's namespaces never match."""
+    return re.compile(rf"{re.escape(testbed_id)}-[a-z0-9]{{1,8}}(-lan)?")
+
+
+def check_id(testbed_id: str) -> str:
+    if not TESTBED_ID.fullmatch(testbed_id):
+        raise PlanError(f"MESHD_TESTBED_ID={testbed_id!r}: expected 1-16 characters a-z, 0-9")
+    return testbed_id
+
+
+def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
+    check_id(testbed_id)
+    state_dir = Path(state_dir)
+    if not state_dir.is_absolute():
+        raise PlanError(f"MESHD_TESTBED_DIR={state_dir}: expected an absolute path")
+    links = tuple(_link(k, spec) for k, spec in enumerate(topology.links))
+    segments = tuple(_segment(s, members) for s, members in enumerate(topology.segments))
+
+    # Neighbour relations in a fixed order: links in file order, then segments.
+    pairs: list[tuple[Endpoint, Endpoint, str]] = []
+    for link in links:
+        pairs.append((link.a, link.b, f"links[{link.index}]"))
+    for seg in segments:
+        for x, port in enumerate(seg.ports):
+            for other in seg.ports[x + 1 :]:
+                pairs.append((port.endpoint, other.endpoint, f"segments[{seg.index}]"))
+    ports: dict[tuple[str, str], int] = {}
+    counters: dict[str, int] = {}
+    for one, two, _ in pairs:
+        for local, remote in ((one, two), (two, one)):
+            k = counters.get(local.node, 0)
+            counters[local.node] = k + 1
+            ports[(local.node, remote.node)] = LISTEN_PORT_BASE + k
+    adjacencies: dict[str, list[Adjacency]] = {}
+    for one, two, medium in pairs:
+        for local, remote in ((one, two), (two, one)):
+            adjacencies.setdefault(local.node, []).append(
+                Adjacency(
+                    local=local,
+                    remote=remote,
+                    listen_port=ports[(local.node, remote.node)],
+                    peer_port=ports[(remote.node, local.node)],
+                    medium=medium,
+                )
+            )
+
+    nodes = []
+    for i, spec in enumerate(topology.nodes):
+        namespace = f"{testbed_id}-{spec.name}"
+        uplink = None
+        if spec.uplink:
+            uplink = UplinkPlan(
+                UPLINK_IF,
+                ipaddress.IPv4Interface(f"{INTERNET_NET[UPLINK_HOST_BASE + i]}/24"),
+                f"n-{spec.name}",
+                spec.uplink_rate,
+            )
+        lan = None
+        if spec.lan:
+            base = int(LAN_BASE) + 256 * i
+            lan = LanPlan(
+                f"{namespace}-lan",
+                LAN_NODE_IF,
+                ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(base + 1)}/24"),
+                LAN_HOST_IF,
+                ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(base + 2)}/24"),
+            )
+        node = NodePlan(
+            name=spec.name,
+            index=i,
+            namespace=namespace,
+            mesh_ipv4=MESH_PREFIX[i + 1],
+            share=spec.share,
+            directory=state_dir / "nodes" / spec.name,
+            adjacencies=tuple(adjacencies.get(spec.name, ())),
+            uplink=uplink,
+            lan=lan,
+        )
+        if len(str(node.socket).encode()) > UNIX_PATH_MAX:
+            raise PlanError(
+                f"MESHD_TESTBED_DIR={state_dir}: too long for the control socket "
+                f"{node.socket} (at most {UNIX_PATH_MAX} bytes)"
+            )
+        nodes.append(node)
+    return Plan(testbed_id, state_dir, topology, tuple(nodes), links, segments)
+
+
+def _link(k: int, spec: LinkSpec) -> LinkPlan:
+    base = int(LINK_POOL.network_address) + 256 * k
+    a = Endpoint(
+        spec.a, f"u-{spec.b}", ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(base + 1)}/24")
+    )
+    b = Endpoint(
+        spec.b, f"u-{spec.a}", ipaddress.IPv4Interface(f"{ipaddress.IPv4Address(base + 2)}/24")
+    )
+    return LinkPlan(k, a, b, spec.rate, spec.loss, spec.mtu)
+
+
+def _segment(s: int, spec: SegmentSpec) -> SegmentPlan:
+    ports = []
+    for i, name in enumerate(spec.members):
+        address = ipaddress.IPv4Address(int(SEGMENT_BASE) + 256 * s + i + 1)
+        endpoint = Endpoint(
+            name,
+            f"s{s}",
+            ipaddress.IPv4Interface(f"{address}/24"),
+            f"02:6d:74:00:{s:02x}:{i + 1:02x}",
+        )
+        ports.append(SegmentPort(endpoint, f"s{s}-{name}"))
+    return SegmentPlan(s, f"seg{s}", tuple(ports))
+
+
+# -- meshd configs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    """The public half of a node's identity, as the neighbours' configs need it."""
+
+    node_id: str
+    wireguard_public: str
+
+
+def _toml_str(value: object) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(str(value))
+
+
+def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys]) -> str:
+    """The meshd config of ``node`` (meshd/config.py): its own settings and one
+    [[neighbours]] entry per adjacency."""
+    lines = [
+        f"# meshd config of testbed node {node.name} (generated by netns-testbed; do not edit)",
+        "[node]",
+        f"name = {_toml_str(node.name)}",
+        f"state_dir = {_toml_str(node.meshd_state_dir)}",
+        f"mesh_ipv4 = {_toml_str(node.mesh_ipv4)}",
+        "",
+        "[mesh]",
+        f"ipv4_prefix = {_toml_str(MESH_PREFIX)}",
+        "",
+        "[control]",
+        f"socket = {_toml_str(node.socket)}",
+        "",
+        "[wireguard]",
+        "",
+        "[liveness]",
+        "",
+        "[routing]",
+    ]
+    for adj in node.adjacencies:
+        peer = plan.node(adj.peer)
+        lines += [
+            "",
+            f"# over {adj.medium}: {adj.local.ifname} {adj.local.address} -> {adj.remote.address}",
+            "[[neighbours]]",
+            f"name = {_toml_str(peer.name)}",
+            f"node_id = {_toml_str(keys[peer.name].node_id)}",
+            f"wireguard_key = {_toml_str(keys[peer.name].wireguard_public)}",
+            f"endpoint = {_toml_str(f'{adj.remote.address.ip}:{adj.peer_port}')}",
+            f"listen_port = {adj.listen_port}",
+            f"mesh_ipv4 = {_toml_str(peer.mesh_ipv4)}",
+        ]
+    return "\n".join(lines) + "\n"

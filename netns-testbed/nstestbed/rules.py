@@ -1,0 +1,179 @@
+"""Impairments (cuts, loss, rates, uplinks down) and the nftables/tc settings that make
+them (pure).
+
+Drops happen where packets *arrive* (prerouting, priority raw), never on the sending side:
+a packet dropped in the sender's output hook makes ``sendmsg`` fail with EPERM, which
+would tell meshd the link is gone, while a fading radio link is silent. So "cut A B" puts a
+rule in A's namespace dropping what arrives from B and one in B's dropping what arrives
+from A. On a p2p link everything arriving on ``u-<peer>`` comes from the peer; on a segment
+the peer is told apart by its (planned) MAC address, which also covers its IPv6 link-local
+traffic. ARP is not IP and passes, so neighbour entries stay valid and the interfaces stay
+up. Every change re-renders a node's whole ``inet testbed`` table in one atomic ``nft -f``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from nstestbed.plan import Adjacency, NodePlan, Plan, pair_key
+from nstestbed.topology import Rate, parse_rate
+
+TABLE = "testbed"
+LOSS_SCALE = 10000  # numgen range: loss is applied in steps of 0.01 %
+TBF_LATENCY = "50ms"
+
+
+@dataclass(frozen=True)
+class Impairments:
+    """What is currently done to the underlay. Pair keys come from ``plan.pair_key``."""
+
+    cut: frozenset[str] = frozenset()
+    loss: dict[str, float] = field(default_factory=dict)  # percent per direction
+    rate: dict[str, str] = field(default_factory=dict)  # p2p links only
+    uplink_down: frozenset[str] = frozenset()
+
+    @classmethod
+    def initial(cls, plan: Plan) -> Impairments:
+        """The topology's own ``loss`` and ``rate`` of each link."""
+        return cls(
+            loss={link.key: link.loss for link in plan.links if link.loss > 0},
+            rate={link.key: link.rate.text for link in plan.links if link.rate},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cut": sorted(self.cut),
+            "loss": dict(sorted(self.loss.items())),
+            "rate": dict(sorted(self.rate.items())),
+            "uplink_down": sorted(self.uplink_down),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Impairments:
+        return cls(
+            cut=frozenset(doc.get("cut", ())),
+            loss={k: float(v) for k, v in doc.get("loss", {}).items()},
+            rate=dict(doc.get("rate", {})),
+            uplink_down=frozenset(doc.get("uplink_down", ())),
+        )
+
+    def with_cut(self, key: str, cut: bool) -> Impairments:
+        return dataclasses.replace(self, cut=self.cut | {key} if cut else self.cut - {key})
+
+    def with_loss(self, key: str, percent: float) -> Impairments:
+        loss = {k: v for k, v in self.loss.items() if k != key}
+        if percent > 0:
+            loss[key] = percent
+        return dataclasses.replace(self, loss=loss)
+
+    def with_rate(self, key: str, rate: Rate | None) -> Impairments:
+        rates = {k: v for k, v in self.rate.items() if k != key}
+        if rate is not None:
+            rates[key] = rate.text
+        return dataclasses.replace(self, rate=rates)
+
+    def with_uplink(self, node: str, up: bool) -> Impairments:
+        down = self.uplink_down - {node} if up else self.uplink_down | {node}
+        return dataclasses.replace(self, uplink_down=down)
+
+    def describe(self) -> list[str]:
+        out = [f"cut {k}" for k in sorted(self.cut)]
+        out += [f"loss {k} {v:g}%" for k, v in sorted(self.loss.items())]
+        out += [f"rate {k} {v}" for k, v in sorted(self.rate.items())]
+        out += [f"uplink {n} down" for n in sorted(self.uplink_down)]
+        return out
+
+
+def _from_peer(adj: Adjacency) -> str:
+    """Match what arrives at ``adj.local`` from ``adj.remote`` over their shared medium."""
+    if adj.is_segment:
+        return f'iifname "{adj.local.ifname}" ether saddr {adj.remote.mac}'
+    return f'iifname "{adj.local.ifname}"'
+
+
+def _loss_rule(match: str, percent: float, comment: str) -> str:
+    threshold = round(percent * LOSS_SCALE / 100)
+    if threshold >= LOSS_SCALE:
+        return f'{match} drop comment "{comment}"'
+    return f'{match} numgen random mod {LOSS_SCALE} < {threshold} drop comment "{comment}"'
+
+
+def node_ruleset(node: NodePlan, imp: Impairments) -> str:
+    """The whole ``inet testbed`` table of one node, replacing any previous one atomically."""
+    drops: list[str] = []
+    for adj in node.adjacencies:
+        key = pair_key(adj.local.node, adj.peer)
+        if key in imp.cut:
+            drops.append(f'{_from_peer(adj)} drop comment "cut {adj.peer}"')
+        elif imp.loss.get(key, 0) > 0:
+            pct = imp.loss[key]
+            drops.append(_loss_rule(_from_peer(adj), pct, f"loss {adj.peer} {pct:g}%"))
+    if node.uplink and node.name in imp.uplink_down:
+        drops.append(f'iifname "{node.uplink.ifname}" drop comment "uplink down"')
+    lines = [
+        f"table inet {TABLE} {{}}",
+        f"delete table inet {TABLE}",
+        f"table inet {TABLE} {{",
+        "\tchain prerouting {",
+        "\t\ttype filter hook prerouting priority raw; policy accept;",
+        *(f"\t\t{rule}" for rule in drops),
+        "\t}",
+    ]
+    if node.uplink and node.lan:
+        # The household's own router NAT: the LAN reaches the internet over the node's own
+        # uplink. Only the LAN prefix, so meshd's handling of relayed traffic is untouched.
+        lines += [
+            "\tchain postrouting {",
+            "\t\ttype nat hook postrouting priority srcnat; policy accept;",
+            f'\t\tip saddr {node.lan.node_address.network} oifname "{node.uplink.ifname}" '
+            'masquerade comment "household router"',
+            "\t}",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def internet_ruleset(plan: Plan, imp: Impairments) -> str:
+    """The internet side of "uplink NODE down": drop the node's IP packets at its bridge
+    port, so they vanish without an error at the sender."""
+    drops = [
+        f'iifname "{n.uplink.internet_port}" meta protocol {{ ip, ip6 }} drop '
+        f'comment "uplink {n.name} down"'
+        for n in plan.nodes
+        if n.uplink and n.name in imp.uplink_down
+    ]
+    lines = [
+        f"table bridge {TABLE} {{}}",
+        f"delete table bridge {TABLE}",
+        f"table bridge {TABLE} {{",
+        "\tchain prerouting {",
+        "\t\ttype filter hook prerouting priority -300; policy accept;",
+        *(f"\t\t{rule}" for rule in drops),
+        "\t}",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def shaped_interfaces(plan: Plan, imp: Impairments) -> dict[tuple[str, str], Rate | None]:
+    """Every shapeable veth end, (namespace, ifname) -> its rate, None for unshaped."""
+    out: dict[tuple[str, str], Rate | None] = {}
+    for link in plan.links:
+        text = imp.rate.get(link.key)
+        rate = parse_rate(text) if text else None
+        out[(plan.node(link.a.node).namespace, link.a.ifname)] = rate
+        out[(plan.node(link.b.node).namespace, link.b.ifname)] = rate
+    for node in plan.nodes:
+        if node.uplink:
+            out[(node.namespace, node.uplink.ifname)] = node.uplink.rate
+            out[(plan.internet_namespace, node.uplink.internet_port)] = node.uplink.rate
+    return out
+
+
+def tbf_args(rate: Rate) -> list[str]:
+    """tc tbf parameters: a bucket of about 4 ms of traffic (at least a few full frames,
+    so the configured rate is reached), queueing at most 50 ms."""
+    burst = max(4 * 1514, rate.bits_per_s // 8 // 250)
+    return ["tbf", "rate", rate.text, "burst", str(burst), "latency", TBF_LATENCY]

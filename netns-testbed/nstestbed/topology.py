@@ -1,0 +1,301 @@
+"""Topology files: TOML in, a validated ``Topology`` out (pure; DESIGN.md, netns-testbed).
+
+    [nodes.a]
+    uplink = true           # wired to the testbed's "internet" namespace
+    uplink_rate = "50mbit"  # optional, tbf on both ends of the uplink
+    share = true            # offers that uplink to the mesh (read by meshd, not the testbed)
+    lan = true              # a household LAN host namespace behind the node
+    [[links]]               # point-to-point underlay link
+    between = ["a", "b"]
+    rate = "100mbit"        # optional, tbf on both ends
+    loss = 0                # optional percent, dropped by nftables per direction
+    mtu = 1500              # optional underlay MTU
+    [[segments]]            # shared underlay segment (a bridge)
+    members = ["a", "b", "c"]
+
+Every problem becomes one ``TopologyError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+NODE_NAME = re.compile(r"[a-z0-9]{1,8}")
+# Namespaces <id>-inet and <id>-sw exist beside the nodes' <id>-<node>.
+RESERVED_NAMES = frozenset({"inet", "sw"})
+MAX_NODES = 200  # 198.51.100.<10+i> and 172.20.<i>.0/24 must fit
+MAX_LINKS = 4000  # 100.64.0.0 + 256*k must stay below 100.127.0.0 (segments)
+MAX_SEGMENTS = 256  # 100.127.<s>.0/24
+MAX_SEGMENT_MEMBERS = 250
+MTU_RANGE = (576, 9000)
+
+_RATE = re.compile(r"(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)")
+_RATE_FACTOR = {
+    "bit": 1,
+    "kbit": 10**3,
+    "mbit": 10**6,
+    "gbit": 10**9,
+    "tbit": 10**12,
+    "bps": 8,
+    "kbps": 8 * 10**3,
+    "mbps": 8 * 10**6,
+    "gbps": 8 * 10**9,
+    "tbps": 8 * 10**12,
+}
+MIN_RATE_BITS = 8_000
+
+
+class TopologyError(Exception):
+    """One problem in a topology file: where it is and what was expected."""
+
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = str(path), key, problem
+        super().__init__(f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A tc rate such as ``50mbit``; ``bits_per_s`` sizes the tbf burst."""
+
+    text: str
+    bits_per_s: int
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse a tc-style rate (``50mbit``, ``1gbit``, ``500kbps``); raise ValueError."""
+    normal = text.strip().lower()
+    m = _RATE.fullmatch(normal)
+    if not m:
+        raise ValueError(
+            f'{text!r} is not a rate such as "50mbit" (units: {", ".join(_RATE_FACTOR)})'
+        )
+    bits = int(float(m.group(1)) * _RATE_FACTOR[m.group(2)])
+    if bits < MIN_RATE_BITS:
+        raise ValueError(f"{text!r} is below the minimum of 8kbit")
+    return Rate(normal, bits)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    uplink: bool = False
+    uplink_rate: Rate | None = None
+    share: bool = False
+    lan: bool = False
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A point-to-point underlay link; ``a`` and ``b`` in the file's order."""
+
+    a: str
+    b: str
+    rate: Rate | None = None
+    loss: float = 0.0
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    path: str
+    nodes: tuple[NodeSpec, ...]  # in the file's order: that order numbers addresses
+    links: tuple[LinkSpec, ...] = ()
+    segments: tuple[SegmentSpec, ...] = ()
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def load(path: Path | str) -> Topology:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TopologyError(path, "", f"cannot read: {exc.strerror}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path | str = "<topology>") -> Topology:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(path, "", f"not valid TOML: {exc}") from None
+    _known_keys(path, "", doc, {"nodes", "links", "segments"})
+    nodes = _nodes(path, doc.get("nodes"))
+    names = {n.name for n in nodes}
+    links = _links(path, doc.get("links", []), names)
+    segments = _segments(path, doc.get("segments", []), names)
+    _check_pairs(path, links, segments)
+    return Topology(str(path), nodes, links, segments)
+
+
+def _known_keys(path: Path | str, where: str, table: dict[str, Any], known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            name = f"{where}.{key}" if where else key
+            raise TopologyError(path, name, f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _table(path: Path | str, where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TopologyError(path, where, f"expected a table, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value), "an array" if isinstance(value, list) else "a table"
+    )
+
+
+def _bool(path: Path | str, where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TopologyError(path, where, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _rate(path: Path | str, where: str, value: Any) -> Rate:
+    if not isinstance(value, str):
+        raise TopologyError(path, where, f'expected a rate such as "50mbit", got {_kind(value)}')
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise TopologyError(path, where, f"expected {exc}") from None
+
+
+def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
+    if raw is None:
+        raise TopologyError(path, "nodes", "missing; expected at least one [nodes.NAME] table")
+    table = _table(path, "nodes", raw)
+    if not table:
+        raise TopologyError(path, "nodes", "expected at least one [nodes.NAME] table")
+    if len(table) > MAX_NODES:
+        raise TopologyError(path, "nodes", f"expected at most {MAX_NODES} nodes")
+    nodes = []
+    for name, body in table.items():
+        where = f"nodes.{name}"
+        if not NODE_NAME.fullmatch(name):
+            raise TopologyError(path, where, "expected a node name of 1-8 characters a-z, 0-9")
+        if name in RESERVED_NAMES:
+            raise TopologyError(path, where, f"the name {name!r} is reserved by the testbed")
+        body = _table(path, where, body)
+        _known_keys(path, where, body, {"uplink", "uplink_rate", "share", "lan"})
+        uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
+        rate = None
+        if "uplink_rate" in body:
+            rate = _rate(path, f"{where}.uplink_rate", body["uplink_rate"])
+            if not uplink:
+                raise TopologyError(path, f"{where}.uplink_rate", "needs uplink = true")
+        share = _bool(path, f"{where}.share", body.get("share", False))
+        if share and not uplink:
+            raise TopologyError(path, f"{where}.share", "needs uplink = true (nothing to share)")
+        lan = _bool(path, f"{where}.lan", body.get("lan", False))
+        nodes.append(NodeSpec(name, uplink, rate, share, lan))
+    return tuple(nodes)
+
+
+def _array_of_tables(path: Path | str, key: str, raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise TopologyError(path, key, f"expected an array of tables ([[{key}]])")
+    return raw
+
+
+def _members(
+    path: Path | str, where: str, raw: Any, names: set[str], exactly: int | None
+) -> tuple[str, ...]:
+    want = f"an array of {exactly} node names" if exactly else "an array of node names"
+    if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):
+        raise TopologyError(path, where, f"expected {want}")
+    if exactly is not None and len(raw) != exactly:
+        raise TopologyError(path, where, f"expected {want}, got {len(raw)}")
+    if exactly is None and not 2 <= len(raw) <= MAX_SEGMENT_MEMBERS:
+        raise TopologyError(path, where, f"expected 2 to {MAX_SEGMENT_MEMBERS} node names")
+    for m in raw:
+        if m not in names:
+            raise TopologyError(path, where, f"unknown node {m!r} (no [nodes.{m}])")
+    if len(set(raw)) != len(raw):
+        raise TopologyError(path, where, "expected each node once")
+    return tuple(raw)
+
+
+def _links(path: Path | str, raw: Any, names: set[str]) -> tuple[LinkSpec, ...]:
+    links = []
+    for i, body in enumerate(_array_of_tables(path, "links", raw)):
+        where = f"links[{i}]"
+        _known_keys(path, where, body, {"between", "rate", "loss", "mtu"})
+        if "between" not in body:
+            raise TopologyError(path, f"{where}.between", "missing; expected two node names")
+        a, b = _members(path, f"{where}.between", body["between"], names, exactly=2)
+        rate = _rate(path, f"{where}.rate", body["rate"]) if "rate" in body else None
+        loss = body.get("loss", 0)
+        if isinstance(loss, bool) or not isinstance(loss, int | float) or not 0 <= loss <= 100:
+            raise TopologyError(path, f"{where}.loss", "expected a percentage from 0 to 100")
+        mtu = body.get("mtu")
+        if mtu is not None and (
+            isinstance(mtu, bool)
+            or not isinstance(mtu, int)
+            or not MTU_RANGE[0] <= mtu <= MTU_RANGE[1]
+        ):
+            raise TopologyError(
+                path, f"{where}.mtu", f"expected an integer from {MTU_RANGE[0]} to {MTU_RANGE[1]}"
+            )
+        links.append(LinkSpec(a, b, rate, float(loss), mtu))
+    if len(links) > MAX_LINKS:
+        raise TopologyError(path, "links", f"expected at most {MAX_LINKS} links")
+    return tuple(links)
+
+
+def _segments(path: Path | str, raw: Any, names: set[str]) -> tuple[SegmentSpec, ...]:
+    segments = []
+    for i, body in enumerate(_array_of_tables(path, "segments", raw)):
+        where = f"segments[{i}]"
+        _known_keys(path, where, body, {"members"})
+        if "members" not in body:
+            raise TopologyError(path, f"{where}.members", "missing; expected node names")
+        segments.append(
+            SegmentSpec(_members(path, f"{where}.members", body["members"], names, None))
+        )
+    if len(segments) > MAX_SEGMENTS:
+        raise TopologyError(path, "segments", f"expected at most {MAX_SEGMENTS} segments")
+    return tuple(segments)
+
+
+def _check_pairs(
+    path: Path | str, links: tuple[LinkSpec, ...], segments: tuple[SegmentSpec, ...]
+) -> None:
+    """Two nodes share at most one underlay medium: meshd runs one WireGuard link (and the
+    testbed one set of cut rules) per neighbour, and link interfaces are named u-<peer>."""
+    seen: dict[frozenset[str], str] = {}
+    for i, link in enumerate(links):
+        pair = frozenset((link.a, link.b))
+        if pair in seen:
+            raise TopologyError(
+                path, f"links[{i}].between", f"{link.a} and {link.b} already share {seen[pair]}"
+            )
+        seen[pair] = f"links[{i}]"
+    for s, seg in enumerate(segments):
+        for x, member in enumerate(seg.members):
+            for other in seg.members[x + 1 :]:
+                pair = frozenset((member, other))
+                if pair in seen:
+                    raise TopologyError(
+                        path,
+                        f"segments[{s}].members",
+                        f"{member} and {other} already share {seen[pair]}",
+                    )
+                seen[pair] = f"segments[{s}]"
