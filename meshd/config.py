@@ -79,7 +79,8 @@ class LivenessSettings:
 
 @dataclass(frozen=True)
 class RoutingSettings:
-    route_protocol: int = _opt(188, "rtnetlink protocol number marking meshd's routes")
+    # 176 is named by no iproute2 rt_protos file (188, say, prints as "ospf").
+    route_protocol: int = _opt(176, "rtnetlink protocol number marking meshd's routes")
     metric: int = _opt(100, "kernel metric of the routes meshd installs")
 
 

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "netns-testbed" / "testbed"
-PROTO = "188"
+PROTO = "176"
 
 pytestmark = [
     pytest.mark.netns,

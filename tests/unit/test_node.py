@@ -15,7 +15,7 @@ from meshd.wg.fake import FakeBackend
 from meshd.wg.model import PeerUpdate
 from tests.unit.fake_netlink import FakeNetlink
 
-PROTO = 188
+PROTO = 176
 
 
 @pytest.fixture
