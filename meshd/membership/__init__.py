@@ -1,0 +1,60 @@
+"""Mesh membership as a pure core: who is in the mesh, who said so, and since when.
+
+A mesh is a signed MeshDefinition (random mesh id, IPv4/IPv6 prefixes, admin keys). Nodes
+hold MembershipCertificates signed by an admin or by a delegate (DelegationCertificate);
+admins sign Revocations, gossiped as a RevocationSet. ``verify_membership`` decides.
+No I/O and no clock: ``now`` is passed in as Unix seconds.
+"""
+
+from meshd.membership.canonical import DecodeError, MessageType
+from meshd.membership.errors import MembershipError, Reason
+from meshd.membership.issue import create_mesh, issue_delegation, issue_membership, revoke
+from meshd.membership.messages import (
+    SCOPE_ALL,
+    DelegationCertificate,
+    MembershipCertificate,
+    MeshDefinition,
+    Message,
+    Revocation,
+    RevocationKind,
+    RevocationTarget,
+    Scope,
+    decode_message,
+    message_from_json,
+)
+from meshd.membership.revocations import RevocationSet
+from meshd.membership.verify import (
+    DEFAULT_SKEW_S,
+    MeshTrust,
+    VerifiedMember,
+    verify_delegation,
+    verify_membership,
+)
+
+__all__ = [
+    "DEFAULT_SKEW_S",
+    "SCOPE_ALL",
+    "DecodeError",
+    "DelegationCertificate",
+    "MembershipCertificate",
+    "MembershipError",
+    "MeshDefinition",
+    "MeshTrust",
+    "Message",
+    "MessageType",
+    "Reason",
+    "Revocation",
+    "RevocationKind",
+    "RevocationSet",
+    "RevocationTarget",
+    "Scope",
+    "VerifiedMember",
+    "create_mesh",
+    "decode_message",
+    "issue_delegation",
+    "issue_membership",
+    "message_from_json",
+    "revoke",
+    "verify_delegation",
+    "verify_membership",
+]

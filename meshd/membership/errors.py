@@ -1,0 +1,30 @@
+"""Why a membership record was refused: one exception, one reason code per cause."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    MALFORMED = "malformed"  # not the canonical bytes / not valid JSON fields
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    UNKNOWN_ISSUER = "unknown_issuer"  # signer is neither an admin nor vouched for by the chain
+    BAD_CHAIN = "bad_chain"  # a chain where none belongs, or more than one delegation
+    REVOKED = "revoked"
+    WRONG_MESH = "wrong_mesh"
+    BAD_ADDRESS = "bad_address"
+    DELEGATION_EXPIRED = "delegation_expired"
+    DELEGATION_NOT_YET_VALID = "delegation_not_yet_valid"
+    DELEGATION_SCOPE = "delegation_scope"
+
+
+class MembershipError(Exception):
+    """A certificate, delegation, revocation or mesh definition from a peer or a file was
+    refused. Callers log ``reason_code`` and drop the record or close the session."""
+
+    def __init__(self, reason_code: Reason, message: str) -> None:
+        super().__init__(f"{reason_code}: {message}")
+        self.reason_code = reason_code
+        self.message = message
