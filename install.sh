@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# tshark: the tests check our Babel bytes against Wireshark's dissector.
 packages=(wireguard-tools wireguard-go iproute2 nftables iperf3 iputils-ping procps
-          python3 python3-venv python3-pip)
+          python3 python3-venv python3-pip tshark)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,6 +14,7 @@ done
 if ((${#missing[@]})); then
     echo "install: apt-get install ${missing[*]}"
     apt-get update -qq
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
