@@ -483,7 +483,7 @@ def parser() -> argparse.ArgumentParser:
         prog="testbed",
         description="Meshes of network namespaces for meshd. State in $MESHD_TESTBED_DIR "
         f"(default {DEFAULT_STATE_DIR}); namespaces named $MESHD_TESTBED_ID-* (default "
-        f"{DEFAULT_ID}); $MESHD_TESTBED_DAEMON replaces `python -m meshd`.",
+        f"{DEFAULT_ID}).",
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
