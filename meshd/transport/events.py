@@ -1,0 +1,64 @@
+"""Events a session hands to its owner (immutable, like h11's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SessionUp:
+    """Handshake done, the peer's node id checked and authorized."""
+
+    peer_node_id: str
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """One control frame's payload (opaque bytes to the transport)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DatagramReceived:
+    """One unreliable message (RFC 9221 DATAGRAM frame)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    """The session is over; emitted once.
+
+    ``reason`` is a reason code: ours or the peer's (``unknown``, ``revoked``,
+    ``wrong_node_id``, ``duplicate``, ``frame_too_large``...), ``idle_timeout``,
+    ``handshake_timeout``, or ``quic_error_0x..`` for a transport error.
+    ``by_peer`` tells whether the peer closed it.
+    """
+
+    reason: str
+    by_peer: bool = False
+    error_code: int = 0
+    peer_node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionIdIssued:
+    """For the adapter: datagrams to this connection id now belong to this session."""
+
+    connection_id: bytes
+
+
+@dataclass(frozen=True)
+class ConnectionIdRetired:
+    connection_id: bytes
+
+
+SessionEvent = (
+    SessionUp
+    | MessageReceived
+    | DatagramReceived
+    | SessionClosed
+    | ConnectionIdIssued
+    | ConnectionIdRetired
+)

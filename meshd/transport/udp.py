@@ -1,0 +1,323 @@
+"""The asyncio adapter: one UDP socket per node for every dialled and accepted session.
+
+Like aioquic's ``asyncio/protocol.py``, it only feeds datagrams in (routed by destination
+connection id), sends what comes out and re-arms one timer per session. What it adds:
+one active session per peer node id, with the tie-break for simultaneous dials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from meshd.transport.certs import NodeCredentials
+from meshd.transport.events import (
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    DatagramReceived,
+    MessageReceived,
+    SessionClosed,
+    SessionEvent,
+    SessionUp,
+)
+from meshd.transport.session import (
+    ERROR_DUPLICATE,
+    Authorize,
+    Session,
+    SessionNotUp,
+    SessionSettings,
+    destination_cid,
+    initial_packet_cid,
+)
+
+log = logging.getLogger("meshd.transport")
+
+Address = tuple[str, int]
+
+# Two sessions with one peer that both came up within this many seconds are a simultaneous
+# dial; otherwise the older one is a leftover (the peer restarted) and the newer one wins.
+DUPLICATE_WINDOW = 5.0
+MAX_SESSIONS = 256  # accepted + dialled; a flood of INITIALs cannot exhaust memory
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """A session event for the owner, with the peer it concerns.
+
+    ``event`` is SessionUp, MessageReceived, DatagramReceived or SessionClosed. A
+    SessionClosed with ``was_up=False`` is a session that never came up (refused by either
+    side, handshake timeout): log it, the peer's state did not change.
+    """
+
+    peer_node_id: str | None
+    addr: Address
+    event: SessionEvent
+    was_up: bool = True
+
+
+class _Entry:
+    """A session, its address, its timer, and the connection ids routed to it."""
+
+    def __init__(self, session: Session, addr: Address) -> None:
+        self.session = session
+        self.addr = addr
+        self.cids: set[bytes] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+        self.up_at: float | None = None
+
+
+class QuicTransport(asyncio.DatagramProtocol):
+    """All of a node's neighbour sessions on one UDP socket."""
+
+    def __init__(
+        self,
+        *,
+        credentials: NodeCredentials,
+        authorize: Authorize,
+        on_event: Callable[[PeerEvent], None],
+        settings: SessionSettings | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.settings = settings or SessionSettings()
+        self._authorize = authorize
+        self._on_event = on_event
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._by_cid: dict[bytes, _Entry] = {}
+        self._entries: set[_Entry] = set()
+        self._active: dict[str, _Entry] = {}  # peer node id -> its one session that is up
+        self._closed = asyncio.Event()
+
+    @classmethod
+    async def listen(
+        cls,
+        *,
+        credentials: NodeCredentials,
+        authorize: Authorize,
+        on_event: Callable[[PeerEvent], None],
+        host: str,
+        port: int,
+        settings: SessionSettings | None = None,
+    ) -> QuicTransport:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: cls(
+                credentials=credentials,
+                authorize=authorize,
+                on_event=on_event,
+                settings=settings,
+            ),
+            local_addr=(host, port),
+        )
+        return protocol
+
+    # -- asyncio.DatagramProtocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed.set()
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        cid = destination_cid(data)
+        if cid is None:
+            return
+        entry = self._by_cid.get(cid)
+        if entry is None:
+            original_cid = initial_packet_cid(data)
+            if original_cid is None or len(self._entries) >= MAX_SESSIONS:
+                return
+            session = Session.accept(
+                credentials=self.credentials,
+                authorize=self._authorize,
+                original_destination_connection_id=original_cid,
+                settings=self.settings,
+            )
+            entry = self._add(session, addr)
+            self._route(entry, original_cid)
+        entry.addr = addr
+        entry.session.receive_datagram(data, addr, now=self._loop.time())
+        self._service(entry)
+
+    # -- commands ------------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> Address:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return (host, port)
+
+    def dial(self, addr: Address, expected_node_id: str | None = None) -> None:
+        """Start a session to ``addr``; nothing if that neighbour is already up."""
+        if expected_node_id is not None and expected_node_id in self._active:
+            return
+        session = Session.dial(
+            credentials=self.credentials,
+            authorize=self._authorize,
+            addr=addr,
+            now=self._loop.time(),
+            expected_node_id=expected_node_id,
+            settings=self.settings,
+        )
+        self._service(self._add(session, addr))
+
+    def peers(self) -> dict[str, Address]:
+        """The neighbours with a session up, and their addresses."""
+        return {node_id: entry.addr for node_id, entry in self._active.items()}
+
+    @property
+    def session_count(self) -> int:
+        """Sessions of any state still held (dialling, up, closing, draining)."""
+        return len(self._entries)
+
+    def send_message(self, node_id: str, data: bytes) -> None:
+        entry = self._up(node_id)
+        entry.session.send_message(data)
+        self._service(entry)
+
+    def send_datagram(self, node_id: str, data: bytes) -> None:
+        entry = self._up(node_id)
+        entry.session.send_datagram(data)
+        self._service(entry)
+
+    def max_datagram_payload(self, node_id: str) -> int | None:
+        return self._up(node_id).session.max_datagram_payload
+
+    def close_peer(self, node_id: str, reason: str = "closed") -> None:
+        entry = self._active.get(node_id)
+        if entry is not None:
+            entry.session.close(reason)
+            self._service(entry)
+
+    async def close(self, reason: str = "shutdown", linger: float = 0.05) -> None:
+        """Close every session (the peers get ``reason``) and the socket."""
+        for entry in list(self._entries):
+            entry.session.close(reason)
+            self._service(entry)
+        await asyncio.sleep(linger)  # let the CONNECTION_CLOSE datagrams leave
+        for entry in list(self._entries):
+            self._forget(entry)
+        if self._transport is not None:
+            self._transport.close()
+            await self._closed.wait()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _up(self, node_id: str) -> _Entry:
+        entry = self._active.get(node_id)
+        if entry is None:
+            raise SessionNotUp(f"no session up with {node_id}")
+        return entry
+
+    def _add(self, session: Session, addr: Address) -> _Entry:
+        entry = _Entry(session, addr)
+        self._entries.add(entry)
+        return entry
+
+    def _route(self, entry: _Entry, cid: bytes) -> None:
+        entry.cids.add(cid)
+        self._by_cid[cid] = entry
+
+    def _forget(self, entry: _Entry) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        for cid in entry.cids:
+            if self._by_cid.get(cid) is entry:
+                del self._by_cid[cid]
+        entry.cids.clear()
+        self._entries.discard(entry)
+        node_id = entry.session.peer_node_id
+        if node_id is not None and self._active.get(node_id) is entry:
+            del self._active[node_id]
+
+    def _service(self, entry: _Entry) -> None:
+        """Handle events, send what is due, re-arm the timer (aioquic's ``transmit``)."""
+        session = entry.session
+        now = self._loop.time()
+        for _ in range(2):  # events can queue data (and sending can produce events)
+            while (event := session.next_event()) is not None:
+                self._handle(entry, event)
+            if self._transport is not None and not self._transport.is_closing():
+                for data, addr in session.datagrams_to_send(now):
+                    self._transport.sendto(data, addr)
+        if session.is_terminated:
+            self._forget(entry)
+            return
+        timer_at = session.get_timer()
+        if timer_at != entry.timer_at:
+            if entry.timer is not None:
+                entry.timer.cancel()
+            entry.timer = (
+                None if timer_at is None else self._loop.call_at(timer_at, self._on_timer, entry)
+            )
+            entry.timer_at = timer_at
+
+    def _on_timer(self, entry: _Entry) -> None:
+        entry.timer = None
+        entry.timer_at = None
+        entry.session.handle_timer(now=self._loop.time())
+        self._service(entry)
+
+    def _handle(self, entry: _Entry, event: SessionEvent) -> None:
+        node_id = entry.session.peer_node_id
+        if isinstance(event, ConnectionIdIssued):
+            self._route(entry, event.connection_id)
+        elif isinstance(event, ConnectionIdRetired):
+            entry.cids.discard(event.connection_id)
+            if self._by_cid.get(event.connection_id) is entry:
+                del self._by_cid[event.connection_id]
+        elif isinstance(event, SessionUp):
+            self._on_up(entry, event)
+        elif isinstance(event, MessageReceived | DatagramReceived):
+            if node_id is not None and self._active.get(node_id) is entry:
+                self._on_event(PeerEvent(node_id, entry.addr, event))
+        elif isinstance(event, SessionClosed):
+            if node_id is not None and self._active.get(node_id) is entry:
+                del self._active[node_id]
+                self._on_event(PeerEvent(node_id, entry.addr, event))
+            elif event.reason != "duplicate":
+                self._on_event(PeerEvent(node_id, entry.addr, event, was_up=False))
+
+    def _on_up(self, entry: _Entry, event: SessionUp) -> None:
+        now = self._loop.time()
+        entry.up_at = now
+        node_id = event.peer_node_id
+        current = self._active.get(node_id)
+        if current is None:
+            self._active[node_id] = entry
+            self._on_event(PeerEvent(node_id, entry.addr, event))
+            return
+        winner, loser = self._tie_break(current, entry, now)
+        log.info(
+            "peer.duplicate node_id=%s kept=%s",
+            node_id,
+            "dialled" if winner.session.is_client else "accepted",
+        )
+        # The owner already saw this peer up: a switch of session is not a change of state.
+        self._active[node_id] = winner
+        loser.session.close("duplicate", ERROR_DUPLICATE)
+        if loser is not entry:  # entry is being serviced by our caller
+            self._service(loser)
+
+    def _tie_break(self, current: _Entry, new: _Entry, now: float) -> tuple[_Entry, _Entry]:
+        """Which of two sessions with one peer to keep; both ends must pick the same one."""
+        assert current.up_at is not None
+        if now - current.up_at > DUPLICATE_WINDOW or (
+            current.session.is_client == new.session.is_client
+        ):
+            return new, current  # the peer restarted or redialled: the old one is stale
+        # A simultaneous dial: keep the session dialled by the smaller node id.
+        peer = new.session.peer_node_id
+        assert peer is not None
+        smaller_dialled_by_us = self.credentials.node_id < peer
+        keep_dialled = current if current.session.is_client else new
+        keep_accepted = new if keep_dialled is current else current
+        if smaller_dialled_by_us:
+            return keep_dialled, keep_accepted
+        return keep_accepted, keep_dialled

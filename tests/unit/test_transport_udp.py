@@ -1,0 +1,193 @@
+"""Two (or three) transports on 127.0.0.1 UDP sockets in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from nacl.signing import SigningKey
+
+from meshd.transport.certs import NodeCredentials, node_certificate
+from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
+from meshd.transport.session import SessionSettings
+from meshd.transport.udp import PeerEvent, QuicTransport
+
+LOOPBACK = "127.0.0.1"
+
+
+def credentials(seed: int) -> NodeCredentials:
+    return node_certificate(SigningKey(bytes([seed]) * 32))
+
+
+class Node:
+    def __init__(self, creds: NodeCredentials, refuse: dict[str, str] | None = None) -> None:
+        self.creds = creds
+        self.refuse = refuse or {}
+        self.events: list[PeerEvent] = []
+        self.changed = asyncio.Event()
+        self.transport: QuicTransport
+
+    def authorize(self, node_id: str) -> str | None:
+        return self.refuse.get(node_id)
+
+    def on_event(self, event: PeerEvent) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    def of(self, kind: type) -> list[PeerEvent]:
+        return [e for e in self.events if isinstance(e.event, kind)]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                # Session counts change without an event: poll too.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 0.01)
+
+
+@asynccontextmanager
+async def nodes(*seeds: int, **kwargs: dict[str, str]) -> AsyncIterator[list[Node]]:
+    made: list[Node] = []
+    try:
+        for seed in seeds:
+            node = Node(credentials(seed), kwargs.get(f"refuse{seed}"))
+            node.transport = await QuicTransport.listen(
+                credentials=node.creds,
+                authorize=node.authorize,
+                on_event=node.on_event,
+                host=LOOPBACK,
+                port=0,
+                settings=SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
+            )
+            made.append(node)
+        yield made
+    finally:
+        for node in made:
+            await node.transport.close()
+        for node in made:
+            assert node.transport.session_count == 0
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(5.0):
+            await test()
+
+    asyncio.run(bounded())
+
+
+def test_connect_exchange_and_close() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
+            await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
+            await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
+            assert [e.event for e in a.of(SessionUp)] == [SessionUp(b.creds.node_id)]
+            assert [e.event for e in b.of(SessionUp)] == [SessionUp(a.creds.node_id)]
+
+            for i in range(50):
+                a.transport.send_message(b.creds.node_id, b"a->b %d" % i)
+            b.transport.send_message(a.creds.node_id, b"x" * 60_000)
+            b.transport.send_datagram(a.creds.node_id, b"unreliable")
+            await b.wait_for(lambda: len(b.of(MessageReceived)) == 50)
+            await a.wait_for(lambda: len(a.of(MessageReceived)) == 1)
+            assert [e.event.data for e in b.of(MessageReceived)] == [  # type: ignore[attr-defined]
+                b"a->b %d" % i for i in range(50)
+            ]
+            assert a.of(MessageReceived)[0].event == MessageReceived(b"x" * 60_000)
+
+            a.transport.close_peer(b.creds.node_id, "maintenance")
+            await b.wait_for(lambda: bool(b.of(SessionClosed)))
+            closed = b.of(SessionClosed)[0]
+            assert closed.event.reason == "maintenance"  # type: ignore[attr-defined]
+            assert closed.peer_node_id == a.creds.node_id and closed.was_up
+            assert b.transport.peers() == {} and a.transport.peers() == {}
+
+    run(scenario)
+
+
+def test_handshake_time_on_loopback() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            a.transport.dial(b.transport.local_address)
+            await a.wait_for(lambda: bool(a.transport.peers()))
+            elapsed = loop.time() - start
+            assert elapsed < 0.5, elapsed  # measured ~5 ms
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("order", ["smaller_first", "larger_first", "same_tick"])
+def test_simultaneous_dial_leaves_exactly_one_session(
+    order: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="meshd.transport")
+
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            small, large = sorted((a, b), key=lambda n: n.creds.node_id)
+            first, second = (small, large) if order != "larger_first" else (large, small)
+            first.transport.dial(second.transport.local_address, second.creds.node_id)
+            if order != "same_tick":
+                await asyncio.sleep(0)
+            second.transport.dial(first.transport.local_address, first.creds.node_id)
+            await a.wait_for(lambda: bool(a.transport.peers()))
+            await b.wait_for(lambda: bool(b.transport.peers()))
+            # Let the duplicate close and drain on both sides.
+            await a.wait_for(lambda: a.transport.session_count == 1)
+            await b.wait_for(lambda: b.transport.session_count == 1)
+            assert len(a.of(SessionUp)) == 1 and len(b.of(SessionUp)) == 1
+            assert a.of(SessionClosed) == [] and b.of(SessionClosed) == []
+            # The survivor is the session the smaller node id dialled, on both ends.
+            (small_entry,) = small.transport._entries
+            (large_entry,) = large.transport._entries
+            assert small_entry.session.is_client and not large_entry.session.is_client
+            small.transport.send_message(large.creds.node_id, b"one session")
+            large.transport.send_message(small.creds.node_id, b"back")
+            await large.wait_for(lambda: bool(large.of(MessageReceived)))
+            await small.wait_for(lambda: bool(small.of(MessageReceived)))
+
+    run(scenario)
+    # Both dials came up on both ends and each end chose: the tie-break really ran.
+    duplicates = [r.getMessage() for r in caplog.records if "peer.duplicate" in r.getMessage()]
+    assert len(duplicates) == 2, duplicates
+    assert all("kept=" in line for line in duplicates)
+
+
+def test_refused_peer_is_reported_with_the_reason() -> None:
+    async def scenario() -> None:
+        a_id = credentials(1).node_id
+        async with nodes(1, 2, refuse2={a_id: "revoked"}) as (a, b):
+            a.transport.dial(b.transport.local_address)
+            await a.wait_for(lambda: bool(a.of(SessionClosed)))
+            await b.wait_for(lambda: bool(b.of(SessionClosed)))
+            for node in (a, b):
+                (closed,) = node.of(SessionClosed)
+                assert closed.event.reason == "revoked"  # type: ignore[attr-defined]
+                assert not closed.was_up
+            assert a.of(SessionUp) == [] and b.of(SessionUp) == []
+
+    run(scenario)
+
+
+def test_three_nodes_one_socket_each() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2, 3) as (a, b, c):
+            a.transport.dial(b.transport.local_address)
+            c.transport.dial(a.transport.local_address)
+            b.transport.dial(c.transport.local_address)
+            for node in (a, b, c):
+                await node.wait_for(lambda node=node: len(node.transport.peers()) == 2)
+            assert {e.event.peer_node_id for e in a.of(SessionUp)} == {  # type: ignore[attr-defined]
+                b.creds.node_id,
+                c.creds.node_id,
+            }
+
+    run(scenario)
