@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from nacl.signing import SigningKey
 
@@ -24,14 +25,22 @@ from meshd.membership.messages import (
     admin_order,
 )
 
+M = TypeVar("M", MeshDefinition, MembershipCertificate, DelegationCertificate, Revocation)
+
 
 def _signer(signing_key: SigningKey) -> str:
     return node_id_from_public(bytes(signing_key.verify_key))
 
 
-def _require_admin(mesh: MeshDefinition, signer: str, what: str) -> None:
+def _require_admin(signing_key: SigningKey, mesh: MeshDefinition, what: str) -> None:
+    signer = _signer(signing_key)
     if signer not in mesh.admins:
         raise ValueError(f"{signer} is not an admin of mesh {mesh.mesh_id.hex()}: cannot {what}")
+
+
+def _signed(cls: type[M], signing_key: SigningKey, **fields: Any) -> M:
+    """A ``cls`` record of ``fields``, issued and signed by the holder of ``signing_key``."""
+    return cls(**fields, issuer=_signer(signing_key), signature=NO_SIGNATURE).sign(signing_key)
 
 
 def create_mesh(
@@ -47,18 +56,17 @@ def create_mesh(
 ) -> MeshDefinition:
     """A mesh definition signed by ``signing_key``, which becomes one of its admins.
     ``mesh_id`` is 16 random bytes the caller draws once (``secrets.token_bytes(16)``)."""
-    signer = _signer(signing_key)
-    return MeshDefinition(
+    return _signed(
+        MeshDefinition,
+        signing_key,
         mesh_id=mesh_id,
         name=name,
         ipv4_prefix=ipv4_prefix,
         ipv6_prefix=ipv6_prefix,
-        admins=admin_order([signer, *other_admins]),
+        admins=admin_order([_signer(signing_key), *other_admins]),
         serial=serial,
         issued_at=issued_at,
-        issuer=signer,
-        signature=NO_SIGNATURE,
-    ).sign(signing_key)
+    )
 
 
 def issue_membership(
@@ -84,7 +92,7 @@ def issue_membership(
     if mesh_ipv4 not in prefix or mesh_ipv4 in (prefix.network_address, prefix.broadcast_address):
         raise ValueError(f"{mesh_ipv4} is not a host address in the mesh prefix {prefix}")
     if delegation is None:
-        _require_admin(mesh, signer, "issue a membership certificate without a delegation")
+        _require_admin(signing_key, mesh, "issue a membership certificate without a delegation")
     else:
         if delegation.delegate != signer or delegation.mesh_id != mesh.mesh_id:
             raise ValueError("the delegation is not for this signing key and mesh")
@@ -92,7 +100,9 @@ def issue_membership(
             raise ValueError("the delegation does not allow issuing membership certificates")
         if mesh_ipv4 not in delegation.ipv4_pool:
             raise ValueError(f"{mesh_ipv4} is outside the delegation's pool")
-    return MembershipCertificate(
+    return _signed(
+        MembershipCertificate,
+        signing_key,
         mesh_id=mesh.mesh_id,
         node_id=node_id,
         name=name,
@@ -101,10 +111,8 @@ def issue_membership(
         mesh_ipv6=mesh_ipv6(mesh.ipv6_prefix, node_id),
         not_before=not_before,
         expires_at=expires_at,
-        issuer=signer,
         serial=serial,
-        signature=NO_SIGNATURE,
-    ).sign(signing_key)
+    )
 
 
 def issue_delegation(
@@ -120,22 +128,21 @@ def issue_delegation(
 ) -> DelegationCertificate:
     """An admin's delegation; ``ipv4_pool`` defaults to the whole mesh prefix (fine for
     invite-only delegations; give membership delegates disjoint pools)."""
-    signer = _signer(signing_key)
-    _require_admin(mesh, signer, "delegate")
+    _require_admin(signing_key, mesh, "delegate")
     pool = mesh.ipv4_prefix if ipv4_pool is None else ipv4_pool
     if not pool.subnet_of(mesh.ipv4_prefix):
         raise ValueError(f"pool {pool} is outside the mesh prefix {mesh.ipv4_prefix}")
-    return DelegationCertificate(
+    return _signed(
+        DelegationCertificate,
+        signing_key,
         mesh_id=mesh.mesh_id,
         delegate=delegate,
         scope=scope,
         ipv4_pool=pool,
         not_before=not_before,
         expires_at=expires_at,
-        issuer=signer,
         serial=serial,
-        signature=NO_SIGNATURE,
-    ).sign(signing_key)
+    )
 
 
 def revoke(
@@ -147,12 +154,7 @@ def revoke(
 ) -> Revocation:
     """An admin's revocation of ``target`` (RevocationTarget.node(...) or .certificate(...))
     in force from ``revoked_at``; backdate it to when a key may have leaked."""
-    signer = _signer(signing_key)
-    _require_admin(mesh, signer, "revoke")
-    return Revocation(
-        mesh_id=mesh.mesh_id,
-        target=target,
-        revoked_at=revoked_at,
-        issuer=signer,
-        signature=NO_SIGNATURE,
-    ).sign(signing_key)
+    _require_admin(signing_key, mesh, "revoke")
+    return _signed(
+        Revocation, signing_key, mesh_id=mesh.mesh_id, target=target, revoked_at=revoked_at
+    )

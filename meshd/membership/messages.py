@@ -6,20 +6,32 @@
 - DelegationCertificate: an admin lets another node issue invites and/or certificates.
 - Revocation: an admin withdraws a node, a membership certificate or a delegation.
 
-Each encodes with meshd.membership.canonical; field order is the order of the dataclass
-fields, and the signature is over ``DOMAIN + encoding without the signature field``.
+Each record is declared as data: every dataclass field is annotated with the Codec of its
+kind (``serial: Annotated[int, U64]``), and SignedMessage does the rest from that table:
+checking the fields, the canonical encoding (meshd.membership.canonical, one field after
+another in dataclass order, the signature last), the JSON form, signing and verifying.
+The signature is over ``DOMAIN + encoding without the signature field``.
 In Python and JSON, Ed25519 keys are node ids (the contract spelling), the WireGuard key is
 standard base64 (as ``wg`` prints it), other byte strings are lower-case hex.
 """
 
 from __future__ import annotations
 
-import abc
 import enum
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar, Self
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    Self,
+    TypeVar,
+    cast,
+    get_origin,
+    get_type_hints,
+)
 
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
@@ -45,82 +57,199 @@ IPV4_PREFIX_MAX_LENGTH = 30  # room for a network and a broadcast address plus h
 IPV6_PREFIX_MAX_LENGTH = 64  # as config.py: at least 64 bits of the node id in the address
 NO_SIGNATURE = bytes(SIGNATURE_LENGTH)
 
+T = TypeVar("T")
 
-def _check_u64(what: str, value: int) -> None:
+# --- field checks: the value (normalised) or a ValueError naming the field ------------
+
+
+def _check_u64(what: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
         raise ValueError(f"{what} must be an integer in 0..2**64-1, got {value!r}")
+    return value
 
 
-def _check_bytes(what: str, value: bytes, length: int) -> None:
+def _check_bytes(what: str, value: object, length: int) -> bytes:
     if not isinstance(value, bytes) or len(value) != length:
         raise ValueError(f"{what} must be {length} bytes")
+    return value
 
 
-def _check_node_id(what: str, value: str) -> None:
+def _check_node_id(what: str, value: Any) -> str:
     try:
         public_from_node_id(value)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{what}: {exc}") from None
+    return cast(str, value)
 
 
-def _check_name(what: str, value: str) -> None:
+def _check_name(what: str, value: Any) -> str:
     try:
         check_text(value, 1, NAME_MAX_BYTES)
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from None
+    return cast(str, value)
+
+
+def _check_type(what: str, value: object, kind: type[T]) -> T:
+    if not isinstance(value, kind):
+        raise ValueError(f"{what} must be {kind.__name__}, got {type(value).__name__}")
+    return value
 
 
 def _check_window(not_before: int, expires_at: int) -> None:
-    _check_u64("not_before", not_before)
-    _check_u64("expires_at", expires_at)
     if expires_at <= not_before:
         raise ValueError(f"expires_at {expires_at} must be after not_before {not_before}")
 
 
-def _check_type(what: str, value: object, kind: type) -> None:
-    if not isinstance(value, kind):
-        raise ValueError(f"{what} must be {kind.__name__}, got {type(value).__name__}")
+def _key(node_id: str) -> bytes:
+    return public_from_node_id(node_id)
 
 
-class SignedMessage(abc.ABC):
-    """Encoding, decoding, signing and signature checking shared by every record."""
+def _node(raw: bytes) -> str:
+    return node_id_from_public(raw)
+
+
+def admin_order(node_ids: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Admins sorted as the encoding needs them: by key bytes, not by node-id text."""
+    return tuple(sorted(set(node_ids), key=_key))
+
+
+def _check_admins(what: str, value: object) -> tuple[str, ...]:
+    admins = _check_type(what, value, tuple)
+    if not 1 <= len(admins) <= MAX_ADMINS:
+        raise ValueError(f"a mesh has 1 to {MAX_ADMINS} admins, got {len(admins)}")
+    for admin in admins:
+        _check_node_id(what, admin)
+    if admin_order(admins) != admins:
+        raise ValueError(f"{what} must be sorted by key bytes, without duplicates")
+    return admins
+
+
+# --- field kinds ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Codec(Generic[T]):
+    """One kind of field: its check, its canonical writer and reader, its JSON spelling."""
+
+    check: Callable[[str, Any], T]  # (field name, value) -> the value, or ValueError
+    write: Callable[[Writer, T], None]
+    read: Callable[[Reader, str], T]  # (reader, field name) -> the value
+    to_json: Callable[[T], object]
+    from_json: Callable[[JsonFields, str], T]  # (fields, key) -> the value
+
+
+def _same(value: T) -> T:
+    return value
+
+
+def _fixed(
+    length: int, to_json: Callable[[bytes], str], from_json: Callable[[JsonFields, str], bytes]
+) -> Codec[bytes]:
+    return Codec(
+        lambda what, value: _check_bytes(what, value, length),
+        lambda writer, value: writer.fixed(value, length),
+        lambda reader, name: reader.fixed(name, length),
+        to_json,
+        from_json,
+    )
+
+
+def _hex(length: int) -> Codec[bytes]:
+    return _fixed(length, bytes.hex, lambda fields, key: fields.hex(key, length))
+
+
+def _ip(
+    kind: type[T],
+    write: Callable[[Writer, T], None],
+    read: Callable[[Reader, str], T],
+    from_json: Callable[[JsonFields, str], T],
+) -> Codec[T]:
+    return Codec(lambda what, value: _check_type(what, value, kind), write, read, str, from_json)
+
+
+U64 = Codec(_check_u64, Writer.u64, Reader.u64, _same, JsonFields.integer)
+MESH_ID = _hex(MESH_ID_LENGTH)
+SIGNATURE = _hex(SIGNATURE_LENGTH)
+WIREGUARD_KEY = _fixed(KEY_LENGTH, encode_key, JsonFields.wireguard_key)
+NODE_ID = Codec(
+    _check_node_id,
+    lambda writer, value: writer.fixed(_key(value), KEY_LENGTH),
+    lambda reader, name: _node(reader.fixed(name, KEY_LENGTH)),
+    _same,
+    JsonFields.node_id,
+)
+NAME = Codec(
+    _check_name,
+    lambda writer, value: writer.text(value, 1, NAME_MAX_BYTES),
+    lambda reader, name: reader.text(name, 1, NAME_MAX_BYTES),
+    _same,
+    JsonFields.string,
+)
+ADMINS = Codec(
+    _check_admins,
+    lambda writer, value: writer.fixed_list([_key(admin) for admin in value], KEY_LENGTH),
+    lambda reader, name: tuple(
+        _node(k) for k in reader.fixed_list(name, KEY_LENGTH, 1, MAX_ADMINS)
+    ),
+    list,
+    JsonFields.node_ids,
+)
+IPV4 = _ip(ipaddress.IPv4Address, Writer.ipv4, Reader.ipv4, JsonFields.ipv4)
+IPV6 = _ip(ipaddress.IPv6Address, Writer.ipv6, Reader.ipv6, JsonFields.ipv6)
+IPV4_NET = _ip(ipaddress.IPv4Network, Writer.ipv4net, Reader.ipv4net, JsonFields.ipv4net)
+IPV6_NET = _ip(ipaddress.IPv6Network, Writer.ipv6net, Reader.ipv6net, JsonFields.ipv6net)
+
+Field = tuple[str, Codec[Any]]
+
+
+class SignedMessage:
+    """Checking, encoding, decoding, JSON, signing and signature checking for every record,
+    driven by FIELDS: (name, Codec) from the subclass's annotations, the signature last."""
 
     TYPE: ClassVar[MessageType]
     DOMAIN: ClassVar[bytes]
     JSON_TYPE: ClassVar[str]
+    FIELDS: ClassVar[tuple[Field, ...]]
     JSON_KEYS: ClassVar[tuple[str, ...]]  # in field order, without type, version, signature
     issuer: str
     signature: bytes
 
-    @abc.abstractmethod
-    def _write_body(self, writer: Writer) -> None: ...
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hints = get_type_hints(cls, include_extras=True)
+        cls.FIELDS = tuple(
+            (name, hints[name].__metadata__[0])
+            for name in cls.__dict__.get("__annotations__", {})
+            if get_origin(hints[name]) is Annotated
+        )
+        if [name for name, _ in cls.FIELDS][-1:] != ["signature"]:
+            raise TypeError(f"{cls.__name__}: the last field must be the signature")
+        cls.JSON_KEYS = tuple(name for name, _ in cls.FIELDS[:-1])
 
-    @classmethod
-    @abc.abstractmethod
-    def _read(cls, reader: Reader) -> Self:
-        """Read the body fields and the signature; construct (may raise ValueError)."""
+    def __post_init__(self) -> None:
+        for name, codec in self.FIELDS:
+            object.__setattr__(self, name, codec.check(name, getattr(self, name)))
+        self._check()
 
-    @abc.abstractmethod
-    def _json_body(self) -> dict[str, object]: ...
+    def _check(self) -> None:
+        """Rules across fields, after each field's own check; for subclasses to extend."""
 
-    @classmethod
-    @abc.abstractmethod
-    def _from_json_fields(cls, fields: JsonFields) -> Self: ...
+    def _canonical(self, fields: tuple[Field, ...]) -> bytes:
+        writer = Writer(self.TYPE)
+        for name, codec in fields:
+            codec.write(writer, getattr(self, name))
+        return writer.getvalue()
 
     def body_bytes(self) -> bytes:
-        writer = Writer(self.TYPE)
-        self._write_body(writer)
-        return writer.getvalue()
+        return self._canonical(self.FIELDS[:-1])
 
     def signed_bytes(self) -> bytes:
         """What the signature is over: the domain, then the encoding up to the signature."""
         return self.DOMAIN + self.body_bytes()
 
     def encode(self) -> bytes:
-        writer = Writer(self.TYPE)
-        self._write_body(writer)
-        writer.fixed(self.signature, SIGNATURE_LENGTH)
-        return writer.getvalue()
+        return self._canonical(self.FIELDS)
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
@@ -128,7 +257,7 @@ class SignedMessage(abc.ABC):
         signature is not checked here (verify_signature, or the verify functions)."""
         try:
             reader = Reader(data, cls.TYPE)
-            message = cls._read(reader)
+            message = cls(**{name: codec.read(reader, name) for name, codec in cls.FIELDS})
             reader.end()
         except (DecodeError, ValueError) as exc:  # ValueError: well framed, impossible record
             raise MembershipError(Reason.MALFORMED, f"{cls.JSON_TYPE}: {exc}") from None
@@ -157,8 +286,7 @@ class SignedMessage(abc.ABC):
         return {
             "type": self.JSON_TYPE,
             "version": JSON_VERSION,
-            **self._json_body(),
-            "signature": self.signature.hex(),
+            **{name: codec.to_json(getattr(self, name)) for name, codec in self.FIELDS},
         }
 
     @classmethod
@@ -167,22 +295,9 @@ class SignedMessage(abc.ABC):
         fields.constant("type", cls.JSON_TYPE)
         fields.constant("version", JSON_VERSION)
         try:
-            return cls._from_json_fields(fields)
+            return cls(**{name: codec.from_json(fields, name) for name, codec in cls.FIELDS})
         except ValueError as exc:
             raise MembershipError(Reason.MALFORMED, f"{cls.JSON_TYPE}: {exc}") from None
-
-
-def _key(node_id: str) -> bytes:
-    return public_from_node_id(node_id)
-
-
-def _node(raw: bytes) -> str:
-    return node_id_from_public(raw)
-
-
-def admin_order(node_ids: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Admins sorted as the encoding needs them: by key bytes, not by node-id text."""
-    return tuple(sorted(set(node_ids), key=_key))
 
 
 @dataclass(frozen=True)
@@ -192,99 +307,24 @@ class MeshDefinition(SignedMessage):
     TYPE: ClassVar[MessageType] = MessageType.MESH_DEFINITION
     DOMAIN: ClassVar[bytes] = b"meshd-mesh-v1\0"
     JSON_TYPE: ClassVar[str] = "mesh_definition"
-    JSON_KEYS: ClassVar[tuple[str, ...]] = (
-        "mesh_id",
-        "name",
-        "ipv4_prefix",
-        "ipv6_prefix",
-        "admins",
-        "serial",
-        "issued_at",
-        "issuer",
-    )
 
-    mesh_id: bytes
-    name: str
-    ipv4_prefix: ipaddress.IPv4Network
-    ipv6_prefix: ipaddress.IPv6Network
-    admins: tuple[str, ...]  # node ids, sorted by key bytes, no duplicates
-    serial: int  # a newer definition of the same mesh has a higher serial
-    issued_at: int
-    issuer: str
-    signature: bytes
+    mesh_id: Annotated[bytes, MESH_ID]
+    name: Annotated[str, NAME]
+    ipv4_prefix: Annotated[ipaddress.IPv4Network, IPV4_NET]
+    ipv6_prefix: Annotated[ipaddress.IPv6Network, IPV6_NET]
+    admins: Annotated[tuple[str, ...], ADMINS]  # node ids, sorted by key bytes, no duplicates
+    serial: Annotated[int, U64]  # a newer definition of the same mesh has a higher serial
+    issued_at: Annotated[int, U64]
+    issuer: Annotated[str, NODE_ID]
+    signature: Annotated[bytes, SIGNATURE]
 
-    def __post_init__(self) -> None:
-        _check_bytes("mesh_id", self.mesh_id, MESH_ID_LENGTH)
-        _check_name("name", self.name)
-        _check_type("ipv4_prefix", self.ipv4_prefix, ipaddress.IPv4Network)
-        _check_type("ipv6_prefix", self.ipv6_prefix, ipaddress.IPv6Network)
+    def _check(self) -> None:
         if self.ipv4_prefix.prefixlen > IPV4_PREFIX_MAX_LENGTH:
             raise ValueError(f"ipv4_prefix must be /{IPV4_PREFIX_MAX_LENGTH} or shorter")
         if self.ipv6_prefix.prefixlen > IPV6_PREFIX_MAX_LENGTH:
             raise ValueError(f"ipv6_prefix must be /{IPV6_PREFIX_MAX_LENGTH} or shorter")
-        _check_type("admins", self.admins, tuple)
-        if not 1 <= len(self.admins) <= MAX_ADMINS:
-            raise ValueError(f"a mesh has 1 to {MAX_ADMINS} admins, got {len(self.admins)}")
-        for admin in self.admins:
-            _check_node_id("admins", admin)
-        if admin_order(self.admins) != self.admins:
-            raise ValueError("admins must be sorted by key bytes, without duplicates")
-        _check_u64("serial", self.serial)
-        _check_u64("issued_at", self.issued_at)
-        _check_node_id("issuer", self.issuer)
         if self.issuer not in self.admins:
             raise ValueError("a mesh definition is signed by one of its admins")
-        _check_bytes("signature", self.signature, SIGNATURE_LENGTH)
-
-    def _write_body(self, writer: Writer) -> None:
-        writer.fixed(self.mesh_id, MESH_ID_LENGTH)
-        writer.text(self.name, 1, NAME_MAX_BYTES)
-        writer.ipv4net(self.ipv4_prefix)
-        writer.ipv6net(self.ipv6_prefix)
-        writer.fixed_list([_key(admin) for admin in self.admins], KEY_LENGTH)
-        writer.u64(self.serial)
-        writer.u64(self.issued_at)
-        writer.fixed(_key(self.issuer), KEY_LENGTH)
-
-    @classmethod
-    def _read(cls, reader: Reader) -> Self:
-        return cls(
-            mesh_id=reader.fixed("mesh_id", MESH_ID_LENGTH),
-            name=reader.text("name", 1, NAME_MAX_BYTES),
-            ipv4_prefix=reader.ipv4net("ipv4_prefix"),
-            ipv6_prefix=reader.ipv6net("ipv6_prefix"),
-            admins=tuple(_node(k) for k in reader.fixed_list("admins", KEY_LENGTH, 1, MAX_ADMINS)),
-            serial=reader.u64("serial"),
-            issued_at=reader.u64("issued_at"),
-            issuer=_node(reader.fixed("issuer", KEY_LENGTH)),
-            signature=reader.fixed("signature", SIGNATURE_LENGTH),
-        )
-
-    def _json_body(self) -> dict[str, object]:
-        return {
-            "mesh_id": self.mesh_id.hex(),
-            "name": self.name,
-            "ipv4_prefix": str(self.ipv4_prefix),
-            "ipv6_prefix": str(self.ipv6_prefix),
-            "admins": list(self.admins),
-            "serial": self.serial,
-            "issued_at": self.issued_at,
-            "issuer": self.issuer,
-        }
-
-    @classmethod
-    def _from_json_fields(cls, fields: JsonFields) -> Self:
-        return cls(
-            mesh_id=fields.hex("mesh_id", MESH_ID_LENGTH),
-            name=fields.string("name"),
-            ipv4_prefix=fields.ipv4net("ipv4_prefix"),
-            ipv6_prefix=fields.ipv6net("ipv6_prefix"),
-            admins=fields.node_ids("admins"),
-            serial=fields.integer("serial"),
-            issued_at=fields.integer("issued_at"),
-            issuer=fields.node_id("issuer"),
-            signature=fields.hex("signature", SIGNATURE_LENGTH),
-        )
 
 
 @dataclass(frozen=True)
@@ -294,100 +334,21 @@ class MembershipCertificate(SignedMessage):
     TYPE: ClassVar[MessageType] = MessageType.MEMBERSHIP_CERTIFICATE
     DOMAIN: ClassVar[bytes] = b"meshd-cert-v1\0"
     JSON_TYPE: ClassVar[str] = "membership_certificate"
-    JSON_KEYS: ClassVar[tuple[str, ...]] = (
-        "mesh_id",
-        "node_id",
-        "name",
-        "wireguard_public",
-        "mesh_ipv4",
-        "mesh_ipv6",
-        "not_before",
-        "expires_at",
-        "issuer",
-        "serial",
-    )
 
-    mesh_id: bytes
-    node_id: str
-    name: str
-    wireguard_public: bytes
-    mesh_ipv4: ipaddress.IPv4Address
-    mesh_ipv6: ipaddress.IPv6Address
-    not_before: int
-    expires_at: int
-    issuer: str  # an admin, or a delegate holding a membership-scope delegation
-    serial: int  # unique per issuer; (issuer, serial) names the certificate in revocations
-    signature: bytes
+    mesh_id: Annotated[bytes, MESH_ID]
+    node_id: Annotated[str, NODE_ID]
+    name: Annotated[str, NAME]
+    wireguard_public: Annotated[bytes, WIREGUARD_KEY]
+    mesh_ipv4: Annotated[ipaddress.IPv4Address, IPV4]
+    mesh_ipv6: Annotated[ipaddress.IPv6Address, IPV6]
+    not_before: Annotated[int, U64]
+    expires_at: Annotated[int, U64]
+    issuer: Annotated[str, NODE_ID]  # an admin, or a delegate with a membership delegation
+    serial: Annotated[int, U64]  # unique per issuer; (issuer, serial) names it in revocations
+    signature: Annotated[bytes, SIGNATURE]
 
-    def __post_init__(self) -> None:
-        _check_bytes("mesh_id", self.mesh_id, MESH_ID_LENGTH)
-        _check_node_id("node_id", self.node_id)
-        _check_name("name", self.name)
-        _check_bytes("wireguard_public", self.wireguard_public, KEY_LENGTH)
-        _check_type("mesh_ipv4", self.mesh_ipv4, ipaddress.IPv4Address)
-        _check_type("mesh_ipv6", self.mesh_ipv6, ipaddress.IPv6Address)
+    def _check(self) -> None:
         _check_window(self.not_before, self.expires_at)
-        _check_node_id("issuer", self.issuer)
-        _check_u64("serial", self.serial)
-        _check_bytes("signature", self.signature, SIGNATURE_LENGTH)
-
-    def _write_body(self, writer: Writer) -> None:
-        writer.fixed(self.mesh_id, MESH_ID_LENGTH)
-        writer.fixed(_key(self.node_id), KEY_LENGTH)
-        writer.text(self.name, 1, NAME_MAX_BYTES)
-        writer.fixed(self.wireguard_public, KEY_LENGTH)
-        writer.ipv4(self.mesh_ipv4)
-        writer.ipv6(self.mesh_ipv6)
-        writer.u64(self.not_before)
-        writer.u64(self.expires_at)
-        writer.fixed(_key(self.issuer), KEY_LENGTH)
-        writer.u64(self.serial)
-
-    @classmethod
-    def _read(cls, reader: Reader) -> Self:
-        return cls(
-            mesh_id=reader.fixed("mesh_id", MESH_ID_LENGTH),
-            node_id=_node(reader.fixed("node_id", KEY_LENGTH)),
-            name=reader.text("name", 1, NAME_MAX_BYTES),
-            wireguard_public=reader.fixed("wireguard_public", KEY_LENGTH),
-            mesh_ipv4=reader.ipv4("mesh_ipv4"),
-            mesh_ipv6=reader.ipv6("mesh_ipv6"),
-            not_before=reader.u64("not_before"),
-            expires_at=reader.u64("expires_at"),
-            issuer=_node(reader.fixed("issuer", KEY_LENGTH)),
-            serial=reader.u64("serial"),
-            signature=reader.fixed("signature", SIGNATURE_LENGTH),
-        )
-
-    def _json_body(self) -> dict[str, object]:
-        return {
-            "mesh_id": self.mesh_id.hex(),
-            "node_id": self.node_id,
-            "name": self.name,
-            "wireguard_public": encode_key(self.wireguard_public),
-            "mesh_ipv4": str(self.mesh_ipv4),
-            "mesh_ipv6": str(self.mesh_ipv6),
-            "not_before": self.not_before,
-            "expires_at": self.expires_at,
-            "issuer": self.issuer,
-            "serial": self.serial,
-        }
-
-    @classmethod
-    def _from_json_fields(cls, fields: JsonFields) -> Self:
-        return cls(
-            mesh_id=fields.hex("mesh_id", MESH_ID_LENGTH),
-            node_id=fields.node_id("node_id"),
-            name=fields.string("name"),
-            wireguard_public=fields.wireguard_key("wireguard_public"),
-            mesh_ipv4=fields.ipv4("mesh_ipv4"),
-            mesh_ipv6=fields.ipv6("mesh_ipv6"),
-            not_before=fields.integer("not_before"),
-            expires_at=fields.integer("expires_at"),
-            issuer=fields.node_id("issuer"),
-            serial=fields.integer("serial"),
-            signature=fields.hex("signature", SIGNATURE_LENGTH),
-        )
 
 
 class Scope(enum.IntFlag):
@@ -404,6 +365,38 @@ _SCOPE_NAMES: tuple[tuple[Scope, str], ...] = (
 )
 
 
+def _check_scope(what: str, value: object) -> Scope:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value == 0
+        or value & ~int(SCOPE_ALL)
+    ):
+        raise ValueError(f"{what} must be a non-empty combination of {list(Scope)}")
+    return Scope(value)
+
+
+def _scope_from_json(fields: JsonFields, key: str) -> Scope:
+    names = fields.strings(key)
+    known = [name for _, name in _SCOPE_NAMES]
+    if list(names) != [name for name in known if name in names]:
+        raise ValueError(f"{key} must list names from {known}, in that order, once each")
+    scope = Scope(0)
+    for flag, name in _SCOPE_NAMES:
+        if name in names:
+            scope |= flag
+    return scope
+
+
+SCOPE = Codec(
+    _check_scope,
+    lambda writer, value: writer.u8(int(value)),
+    lambda reader, name: Scope(reader.u8(name)),
+    lambda scope: [name for flag, name in _SCOPE_NAMES if flag in scope],
+    _scope_from_json,
+)
+
+
 @dataclass(frozen=True)
 class DelegationCertificate(SignedMessage):
     """An admin lets ``delegate`` issue invites and/or membership certificates.
@@ -416,102 +409,19 @@ class DelegationCertificate(SignedMessage):
     TYPE: ClassVar[MessageType] = MessageType.DELEGATION_CERTIFICATE
     DOMAIN: ClassVar[bytes] = b"meshd-delegation-v1\0"
     JSON_TYPE: ClassVar[str] = "delegation_certificate"
-    JSON_KEYS: ClassVar[tuple[str, ...]] = (
-        "mesh_id",
-        "delegate",
-        "scope",
-        "ipv4_pool",
-        "not_before",
-        "expires_at",
-        "issuer",
-        "serial",
-    )
 
-    mesh_id: bytes
-    delegate: str
-    scope: Scope
-    ipv4_pool: ipaddress.IPv4Network
-    not_before: int
-    expires_at: int
-    issuer: str  # an admin
-    serial: int
-    signature: bytes
+    mesh_id: Annotated[bytes, MESH_ID]
+    delegate: Annotated[str, NODE_ID]
+    scope: Annotated[Scope, SCOPE]
+    ipv4_pool: Annotated[ipaddress.IPv4Network, IPV4_NET]
+    not_before: Annotated[int, U64]
+    expires_at: Annotated[int, U64]
+    issuer: Annotated[str, NODE_ID]  # an admin
+    serial: Annotated[int, U64]
+    signature: Annotated[bytes, SIGNATURE]
 
-    def __post_init__(self) -> None:
-        _check_bytes("mesh_id", self.mesh_id, MESH_ID_LENGTH)
-        _check_node_id("delegate", self.delegate)
-        if (
-            not isinstance(self.scope, int)
-            or isinstance(self.scope, bool)
-            or int(self.scope) == 0
-            or int(self.scope) & ~int(SCOPE_ALL)
-        ):
-            raise ValueError(f"scope must be a non-empty combination of {list(Scope)}")
-        _check_type("ipv4_pool", self.ipv4_pool, ipaddress.IPv4Network)
+    def _check(self) -> None:
         _check_window(self.not_before, self.expires_at)
-        _check_node_id("issuer", self.issuer)
-        _check_u64("serial", self.serial)
-        _check_bytes("signature", self.signature, SIGNATURE_LENGTH)
-        if not isinstance(self.scope, Scope):
-            object.__setattr__(self, "scope", Scope(self.scope))
-
-    def _write_body(self, writer: Writer) -> None:
-        writer.fixed(self.mesh_id, MESH_ID_LENGTH)
-        writer.fixed(_key(self.delegate), KEY_LENGTH)
-        writer.u8(int(self.scope))
-        writer.ipv4net(self.ipv4_pool)
-        writer.u64(self.not_before)
-        writer.u64(self.expires_at)
-        writer.fixed(_key(self.issuer), KEY_LENGTH)
-        writer.u64(self.serial)
-
-    @classmethod
-    def _read(cls, reader: Reader) -> Self:
-        return cls(
-            mesh_id=reader.fixed("mesh_id", MESH_ID_LENGTH),
-            delegate=_node(reader.fixed("delegate", KEY_LENGTH)),
-            scope=Scope(reader.u8("scope")),
-            ipv4_pool=reader.ipv4net("ipv4_pool"),
-            not_before=reader.u64("not_before"),
-            expires_at=reader.u64("expires_at"),
-            issuer=_node(reader.fixed("issuer", KEY_LENGTH)),
-            serial=reader.u64("serial"),
-            signature=reader.fixed("signature", SIGNATURE_LENGTH),
-        )
-
-    def _json_body(self) -> dict[str, object]:
-        return {
-            "mesh_id": self.mesh_id.hex(),
-            "delegate": self.delegate,
-            "scope": [name for flag, name in _SCOPE_NAMES if flag in self.scope],
-            "ipv4_pool": str(self.ipv4_pool),
-            "not_before": self.not_before,
-            "expires_at": self.expires_at,
-            "issuer": self.issuer,
-            "serial": self.serial,
-        }
-
-    @classmethod
-    def _from_json_fields(cls, fields: JsonFields) -> Self:
-        names = fields.strings("scope")
-        known = [name for _, name in _SCOPE_NAMES]
-        if list(names) != [name for name in known if name in names]:
-            raise ValueError(f"scope must list names from {known}, in that order, once each")
-        scope = Scope(0)
-        for flag, name in _SCOPE_NAMES:
-            if name in names:
-                scope |= flag
-        return cls(
-            mesh_id=fields.hex("mesh_id", MESH_ID_LENGTH),
-            delegate=fields.node_id("delegate"),
-            scope=scope,
-            ipv4_pool=fields.ipv4net("ipv4_pool"),
-            not_before=fields.integer("not_before"),
-            expires_at=fields.integer("expires_at"),
-            issuer=fields.node_id("issuer"),
-            serial=fields.integer("serial"),
-            signature=fields.hex("signature", SIGNATURE_LENGTH),
-        )
 
 
 class RevocationKind(enum.IntEnum):
@@ -588,6 +498,29 @@ class RevocationTarget:
         return cls(kind, cert.node_id("issuer"), cert.integer("serial"))
 
 
+def _write_target(writer: Writer, target: RevocationTarget) -> None:
+    """Three canonical fields: kind (u8), key, serial."""
+    writer.u8(int(target.kind))
+    NODE_ID.write(writer, target.key)
+    writer.u64(target.serial)
+
+
+def _read_target(reader: Reader, name: str) -> RevocationTarget:
+    kind = reader.u8(f"{name}_kind")
+    key = NODE_ID.read(reader, f"{name}_key")
+    serial = reader.u64(f"{name}_serial")
+    return RevocationTarget(kind, key, serial)  # type: ignore[arg-type]  # checked there
+
+
+TARGET = Codec(
+    lambda what, value: _check_type(what, value, RevocationTarget),
+    _write_target,
+    _read_target,
+    RevocationTarget.to_json,
+    lambda fields, key: RevocationTarget.from_json_fields(fields),  # key is always "target"
+)
+
+
 @dataclass(frozen=True)
 class Revocation(SignedMessage):
     """An admin withdraws ``target`` from ``revoked_at`` on (Unix seconds, no skew: a
@@ -596,60 +529,12 @@ class Revocation(SignedMessage):
     TYPE: ClassVar[MessageType] = MessageType.REVOCATION
     DOMAIN: ClassVar[bytes] = b"meshd-revocation-v1\0"
     JSON_TYPE: ClassVar[str] = "revocation"
-    JSON_KEYS: ClassVar[tuple[str, ...]] = ("mesh_id", "target", "revoked_at", "issuer")
 
-    mesh_id: bytes
-    target: RevocationTarget
-    revoked_at: int
-    issuer: str
-    signature: bytes
-
-    def __post_init__(self) -> None:
-        _check_bytes("mesh_id", self.mesh_id, MESH_ID_LENGTH)
-        _check_type("target", self.target, RevocationTarget)
-        _check_u64("revoked_at", self.revoked_at)
-        _check_node_id("issuer", self.issuer)
-        _check_bytes("signature", self.signature, SIGNATURE_LENGTH)
-
-    def _write_body(self, writer: Writer) -> None:
-        writer.fixed(self.mesh_id, MESH_ID_LENGTH)
-        writer.u8(int(self.target.kind))
-        writer.fixed(_key(self.target.key), KEY_LENGTH)
-        writer.u64(self.target.serial)
-        writer.u64(self.revoked_at)
-        writer.fixed(_key(self.issuer), KEY_LENGTH)
-
-    @classmethod
-    def _read(cls, reader: Reader) -> Self:
-        mesh_id = reader.fixed("mesh_id", MESH_ID_LENGTH)
-        kind = reader.u8("target_kind")
-        key = _node(reader.fixed("target_key", KEY_LENGTH))
-        serial = reader.u64("target_serial")
-        return cls(
-            mesh_id=mesh_id,
-            target=RevocationTarget(kind, key, serial),  # type: ignore[arg-type]
-            revoked_at=reader.u64("revoked_at"),
-            issuer=_node(reader.fixed("issuer", KEY_LENGTH)),
-            signature=reader.fixed("signature", SIGNATURE_LENGTH),
-        )
-
-    def _json_body(self) -> dict[str, object]:
-        return {
-            "mesh_id": self.mesh_id.hex(),
-            "target": self.target.to_json(),
-            "revoked_at": self.revoked_at,
-            "issuer": self.issuer,
-        }
-
-    @classmethod
-    def _from_json_fields(cls, fields: JsonFields) -> Self:
-        return cls(
-            mesh_id=fields.hex("mesh_id", MESH_ID_LENGTH),
-            target=RevocationTarget.from_json_fields(fields),
-            revoked_at=fields.integer("revoked_at"),
-            issuer=fields.node_id("issuer"),
-            signature=fields.hex("signature", SIGNATURE_LENGTH),
-        )
+    mesh_id: Annotated[bytes, MESH_ID]
+    target: Annotated[RevocationTarget, TARGET]
+    revoked_at: Annotated[int, U64]
+    issuer: Annotated[str, NODE_ID]
+    signature: Annotated[bytes, SIGNATURE]
 
 
 Message = MeshDefinition | MembershipCertificate | DelegationCertificate | Revocation
