@@ -190,6 +190,9 @@ class Session:
         self._last_activity: float | None = None
         self._ping_uid = 0
         self._handshake_completed = False
+        self._early: list[quic_events.StreamDataReceived] = []  # data before we are up
+        self._stream_open = False  # the server has seen the client open the control stream
+        self._outbox: list[bytes] = []  # the server's frames held until then
         self._events.append(ConnectionIdIssued(self._quic.host_cid))
 
     @classmethod
@@ -298,9 +301,13 @@ class Session:
         """Queue one control message (reliable, ordered). Raise on misuse."""
         if not self.is_up:
             raise SessionNotUp(f"session is {self.state.value}")
-        self._quic.send_stream_data(
-            CONTROL_STREAM_ID, encode_frame(data, self.settings.max_frame_size)
-        )
+        frame = encode_frame(data, self.settings.max_frame_size)
+        if not self.is_client and not self._stream_open:
+            # The control stream is the dialler's (client-initiated, id 0): the server may
+            # only write to it once the client's first frame opened it. Until then, hold.
+            self._outbox.append(frame)
+            return
+        self._quic.send_stream_data(CONTROL_STREAM_ID, frame)
 
     @property
     def max_datagram_payload(self) -> int | None:
@@ -438,13 +445,34 @@ class Session:
         if self.is_client:
             self._quic.send_stream_data(CONTROL_STREAM_ID, OPEN_FRAME)
         self._events.append(SessionUp(node_id))
+        early, self._early = self._early, []
+        for data_event in early:
+            self._on_stream_data(data_event)
+
+    def _hold_early(self, event: quic_events.StreamDataReceived) -> None:
+        """Stream data that arrives before the dialler's handshake is confirmed (the server
+        speaks as soon as it is up, and its first messages can overtake HANDSHAKE_DONE):
+        aioquic has acknowledged it, so it is kept, bounded, until the session is up."""
+        held = sum(len(e.data) for e in self._early) + len(event.data)
+        if held > 2 * self.settings.max_frame_size:
+            self._close_now(ERROR_PROTOCOL, "frame_too_large")
+            return
+        self._early.append(event)
 
     def _on_stream_data(self, event: quic_events.StreamDataReceived) -> None:
+        if self.state is SessionState.HANDSHAKE:
+            self._hold_early(event)
+            return
         if not self.is_up:
             return
         if event.stream_id != CONTROL_STREAM_ID:
             self._close_now(ERROR_PROTOCOL, "unexpected_stream")
             return
+        if not self._stream_open:
+            self._stream_open = True
+            for frame in self._outbox:
+                self._quic.send_stream_data(CONTROL_STREAM_ID, frame)
+            self._outbox.clear()
         try:
             frames = self._decoder.feed(event.data)
         except FrameError as exc:

@@ -299,11 +299,15 @@ class QuicTransport(asyncio.DatagramProtocol):
             node_id,
             "dialled" if winner.session.is_client else "accepted",
         )
-        # The owner already saw this peer up: a switch of session is not a change of state.
         self._active[node_id] = winner
         loser.session.close("duplicate", ERROR_DUPLICATE)
         if loser is not entry:  # entry is being serviced by our caller
             self._service(loser)
+        if winner is entry:
+            # A new session replaced the one the owner knew (a restarted peer, or the other
+            # half of a simultaneous dial): the peer starts afresh, so the owner must too —
+            # say hello again on this session. What it sent on the old one may be lost.
+            self._on_event(PeerEvent(node_id, entry.addr, event))
 
     def _tie_break(self, current: _Entry, new: _Entry, now: float) -> tuple[_Entry, _Entry]:
         """Which of two sessions with one peer to keep; both ends must pick the same one."""
