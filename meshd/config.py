@@ -50,6 +50,12 @@ class MeshSettings:
         ipaddress.IPv6Network("fd6d:6573:6864::/48"),
         "the mesh's ULA prefix; node addresses are this plus bits of the node id",
     )
+    admin_keys: tuple[str, ...] = _opt(
+        (),
+        "node ids of the mesh's admin keys; when set, the node needs its membership "
+        "certificate (membership.cert, mesh.cert in state_dir), checks its neighbours' and "
+        "routes with Babel over QUIC sessions",
+    )
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class ControlSettings:
     socket: Path = _opt(
         Path(DEFAULT_SOCKET), "Unix socket of the local control API (MESHD_SOCKET overrides)"
     )
+    quic_port: int = _opt(6697, "UDP port of the QUIC control sessions with neighbours")
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,7 @@ def _converter(annotation: str) -> tuple[Callable[[Any], Any], str]:
     table: dict[str, tuple[Callable[[Any], Any], str]] = {
         "str": (_expect(str), "a string"),
         "int": (_int, "an integer"),
+        "tuple[str, ...]": (_strings, "a list of strings"),
         "float": (_float, "a number"),
         "Path": (lambda v: Path(_expect(str)(v)), "a path string"),
         "ipaddress.IPv4Address | None": (
@@ -152,6 +160,12 @@ def _expect(kind: type) -> Callable[[Any], Any]:
 
 def _int(value: Any) -> int:
     return int(_expect(int)(value))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"got {type(value).__name__}")
+    return tuple(value)
 
 
 def _float(value: Any) -> float:
@@ -208,6 +222,13 @@ def _check(cfg: Config) -> None:
             "liveness.dead_after_s",
             f"expected more than wireguard.keepalive_s ({wg.keepalive_s})",
         )
+    for i, key in enumerate(cfg.mesh.admin_keys):
+        try:
+            public_from_node_id(key)
+        except ValueError as exc:
+            raise ConfigError(p, f"mesh.admin_keys[{i}]", f"expected a node id: {exc}") from None
+    if not 1 <= cfg.control.quic_port <= 65535:
+        raise ConfigError(p, "control.quic_port", "expected 1..65535")
     if not 1 <= cfg.routing.route_protocol <= 254:
         raise ConfigError(p, "routing.route_protocol", "expected 1..254")
     seen_ids: set[str] = set()
@@ -300,6 +321,8 @@ def _toml_value(value: Any) -> str:
         return "(none)"
     if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     return f'"{value}"'
 
 

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from meshd import config, identity, log
+    from meshd import config, identity, log, trust
     from meshd.net.netlink import Netlink, NetlinkError
     from meshd.node import Node
     from meshd.wg.model import WireGuardError
@@ -29,6 +29,7 @@ def main(args: argparse.Namespace) -> int:
     except (
         config.ConfigError,
         identity.KeyFileError,
+        trust.TrustError,
         WireGuardError,
         NetlinkError,
         RuntimeError,

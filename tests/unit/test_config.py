@@ -162,3 +162,19 @@ def test_run_refuses_bad_input_in_one_line(tmp_path: Path, broken: str) -> None:
         "neighbour_key": "neighbours[0].wireguard_key",
     }[broken]
     assert expected in res.stderr
+
+
+def test_run_refuses_a_missing_membership_in_one_line(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    identity.generate(state)
+    admin = identity.node_id_from_public(bytes(range(2, 34)))
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(
+        GOOD.replace("/tmp/a", str(state)).replace(
+            "[wireguard]", f'[mesh]\nadmin_keys = ["{admin}"]\n\n[wireguard]'
+        )
+    )
+    res = _cli("run", "--config", str(cfg))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert "mesh.cert: missing" in res.stderr

@@ -1,0 +1,77 @@
+"""The node's membership files (an adapter: reads them from the state directory).
+
+``mesh.cert`` is the admin-signed mesh definition, ``membership.cert`` this node's
+certificate and ``delegation.cert`` (optional) the delegation that issued it or that lets
+this node issue invites. All are canonical bytes as `meshd decode` reads them. They are
+public material; the config pins the admin keys that must have signed the definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshd.membership import (
+    DecodeError,
+    DelegationCertificate,
+    MembershipCertificate,
+    MembershipError,
+    MeshDefinition,
+    MeshTrust,
+    VerifiedMember,
+    verify_membership,
+)
+
+MESH_FILE = "mesh.cert"
+MEMBERSHIP_FILE = "membership.cert"
+DELEGATION_FILE = "delegation.cert"
+
+
+class TrustError(Exception):
+    """A membership file is missing, malformed, or does not verify."""
+
+
+@dataclass(frozen=True)
+class OwnMembership:
+    trust: MeshTrust
+    certificate: MembershipCertificate
+    chain: tuple[DelegationCertificate, ...]  # the certificate's issuing delegation, if any
+    delegation: DelegationCertificate | None  # what this node may issue (invites)
+    member: VerifiedMember
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise TrustError(f"{path}: missing") from None
+    except OSError as exc:
+        raise TrustError(f"{path}: {exc.strerror}") from None
+
+
+def load(state_dir: Path, admin_keys: tuple[str, ...], node_id: str, now: float) -> OwnMembership:
+    """Load and check the node's own membership; raise TrustError naming file and reason."""
+    try:
+        definition = MeshDefinition.decode(_read(state_dir / MESH_FILE))
+        trust = MeshTrust.from_definition(definition, admin_keys)
+    except (DecodeError, MembershipError) as exc:
+        raise TrustError(f"{state_dir / MESH_FILE}: {exc}") from None
+    try:
+        cert = MembershipCertificate.decode(_read(state_dir / MEMBERSHIP_FILE))
+    except DecodeError as exc:
+        raise TrustError(f"{state_dir / MEMBERSHIP_FILE}: {exc}") from None
+    delegation = None
+    if (state_dir / DELEGATION_FILE).exists():
+        try:
+            delegation = DelegationCertificate.decode(_read(state_dir / DELEGATION_FILE))
+        except DecodeError as exc:
+            raise TrustError(f"{state_dir / DELEGATION_FILE}: {exc}") from None
+    # A certificate issued by a delegate is checked through the delegation that allowed it.
+    chain = (delegation,) if delegation is not None and cert.issuer not in trust.admins else ()
+    try:
+        member = verify_membership(cert, chain, trust, now)
+    except MembershipError as exc:
+        raise TrustError(f"{state_dir / MEMBERSHIP_FILE}: {exc}") from None
+    if member.node_id != node_id:
+        raise TrustError(f"{state_dir / MEMBERSHIP_FILE}: certifies {member.node_id}, not us")
+    return OwnMembership(trust, cert, chain, delegation, member)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshd.proto import session
+
+
+def test_golden_membership_bytes() -> None:
+    msg = session.Membership(b"\x02\x01cert", b"\x03\x01dg")
+    assert session.encode(msg).hex() == "01" + "0006" + b"\x02\x01cert".hex() + "0004" + (
+        b"\x03\x01dg".hex()
+    )
+    assert session.decode(session.encode(msg)) == msg
+
+
+def test_babel_is_the_packet_after_the_kind() -> None:
+    pkt = bytes.fromhex("2a020000")
+    assert session.encode(session.BabelPacket(pkt)) == b"\x02" + pkt
+    assert session.decode(b"\x02" + pkt) == session.BabelPacket(pkt)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"\x09abc", "unknown_kind"),
+        (b"\x01\x00", "truncated"),
+        (b"\x01\x00\x05abc", "truncated"),
+        (b"\x01\x00\x01a\x00\x00extra", "trailing_bytes"),
+        (b"\x01\x00\x00\x00\x00", "no_certificate"),
+    ],
+)
+def test_malformed(data: bytes, reason: str) -> None:
+    with pytest.raises(session.SessionMessageError) as info:
+        session.decode(data)
+    assert info.value.reason == reason
+
+
+@given(st.binary(max_size=64))
+def test_random_bytes_only_raise_the_session_error(data: bytes) -> None:
+    try:
+        msg = session.decode(data)
+    except session.SessionMessageError:
+        return
+    assert session.encode(msg) == data
