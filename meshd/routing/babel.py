@@ -1,0 +1,351 @@
+"""The Babel route-selection core (RFC 8966 section 3), sans-IO.
+
+Every neighbour link is a point-to-point interface carried by a QUIC session; hellos, IHUs
+and link costs are computed elsewhere and arrive as ``link_up`` / ``link_cost`` /
+``link_down``. Inputs are method calls with the time; outputs are drained:
+
+    router = BabelRouter(router_id, seqno=persisted, now=now)
+    router.announce(ipaddress.ip_network("10.7.0.3/32"))
+    router.link_up("nodeB", cost=96, now=now)
+    router.receive("nodeB", decode_packet_detail(data).tlvs, now)  # DecodedTLVs
+    for neighbour, tlvs in router.drain_outgoing(): send(neighbour, encode_packet(tlvs))
+    for change in router.drain_route_changes(): kernel.apply(change)
+    persist(router.seqno); wake up at router.next_deadline() and call router.tick(now)
+
+``receive`` takes TLVs with their parser state (``decode_packet_detail(...).tlvs``, or
+``with_parser_state(tlvs)`` for TLVs that never went through bytes): an Update's source is
+the packet's router-id. Next Hop TLVs are ignored: on a point-to-point link the next hop is
+always the neighbour. Each list from ``drain_outgoing`` is one packet: Router-Id TLVs come
+before the Updates they apply to, and none holds more than ``max_tlvs_per_packet`` TLVs
+(``compress_prefixes`` may shorten it further).
+
+Choices (see the RFC sections cited in place):
+- Split horizon (3.7.4): a route is not advertised to the neighbour it goes through; safe
+  here because every link is point-to-point and symmetric. Retractions go to everyone.
+- Hysteresis: the selected route is kept while it stays feasible unless another one is
+  better by more than ``switch_margin`` (a margin, not babeld's smoothed metric).
+- A link cost below 1 is taken as 1: with cost 0 our own selected route would fail the
+  feasibility condition against the distance we advertised.
+- A seqno request for our own router-id with a newer seqno sets our seqno to the requested
+  one (not +1): a node that lost its seqno is then feasible again after one round trip
+  instead of being shunned until the sources are collected.
+- Unfeasible updates are stored (never selected): they give seqno requests a target and
+  become usable when a newer seqno arrives. A source a stored route refers to is never
+  collected (as babeld).
+- RouteChange is about next hops: a change of metric alone is only seen in ``selected()``.
+- Updates may be carried unordered (QUIC datagrams): loop freedom does not depend on order,
+  but an update overtaken by a retraction brings back a stale route until it expires
+  (3.5 update intervals). An ordered stream for Updates avoids that black hole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from meshd.proto.babel import (
+    AE_IPV4,
+    AE_IPV6,
+    AE_WILDCARD,
+    METRIC_INFINITY,
+    TLV,
+    DecodedTLV,
+    RouteRequest,
+    SeqnoRequest,
+    Update,
+    seqno_less,
+)
+from meshd.routing.babel_output import packetize, with_parser_state
+from meshd.routing.babel_state import RouterState
+from meshd.routing.babel_tables import (
+    BabelParams,
+    IPNetwork,
+    NeighbourId,
+    Route,
+    RouteAction,
+    RouteChange,
+    RouteInfo,
+    SelectedRoute,
+)
+
+__all__ = [
+    "BabelParams",
+    "BabelRouter",
+    "NeighbourId",
+    "RouteAction",
+    "RouteChange",
+    "RouteInfo",
+    "SelectedRoute",
+    "with_parser_state",
+]
+
+
+class BabelRouter(RouterState):
+    """One node's Babel routing: ``BabelRouter(router_id, seqno, now, params)``, with the
+    8-octet router-id and the seqno persisted from the last run (any value if lost)."""
+
+    # --- inputs -----------------------------------------------------------------------
+
+    @property
+    def seqno(self) -> int:
+        """Our own seqno (RFC 8966 3.2.1): persist it whenever it changes."""
+        return self._seqno
+
+    def announce(self, prefix: IPNetwork) -> None:
+        """Originate ``prefix`` (metric 0, our router-id)."""
+        if prefix in self._own:
+            return
+        self._own[prefix] = None
+        self._reselect(prefix, self._now)  # our own route wins over any learned one
+        self._trigger(prefix, urgent=True)  # a new source for the prefix
+
+    def withdraw(self, prefix: IPNetwork) -> None:
+        """Stop originating ``prefix``: retract it unless a route from elsewhere remains."""
+        if prefix not in self._own:
+            raise ValueError(f"{prefix} is not announced")
+        del self._own[prefix]
+        self._reselect(prefix, self._now)
+        if prefix not in self._selected:
+            self._trigger(prefix, urgent=True)
+
+    def link_up(self, neighbour: NeighbourId, cost: int, now: float) -> None:
+        if neighbour in self._links:
+            raise ValueError(f"link to {neighbour!r} is already up")
+        self._advance(now)
+        self._links[neighbour] = self._clamp_cost(cost)
+        self._periodic[neighbour] = now + self.params.update_interval_s
+        self._queue_full_update(neighbour)
+        if self.params.request_on_link_up:
+            # RFC 8966 3.8.1.1: a wildcard request asks for the neighbour's whole table.
+            self._queued_requests.setdefault(neighbour, []).append(
+                RouteRequest(ae=AE_WILDCARD, prefix=None)
+            )
+
+    def link_cost(self, neighbour: NeighbourId, cost: int, now: float) -> None:
+        self._check_link(neighbour)
+        self._advance(now)
+        cost = self._clamp_cost(cost)
+        if self._links[neighbour] == cost:
+            return
+        self._links[neighbour] = cost
+        for prefix, by_neighbour in list(self._routes.items()):
+            route = by_neighbour.get(neighbour)
+            if route is not None:
+                route.cost = cost
+                self._reselect(prefix, now)
+
+    def link_down(self, neighbour: NeighbourId, now: float) -> None:
+        """The link is gone: its routes go at once (retracted or replaced)."""
+        self._check_link(neighbour)
+        self._advance(now)
+        del self._links[neighbour]
+        del self._periodic[neighbour]
+        self._queued.pop(neighbour, None)
+        self._queued_requests.pop(neighbour, None)
+        for prefix, by_neighbour in list(self._routes.items()):
+            if by_neighbour.pop(neighbour, None) is not None:
+                if not by_neighbour:
+                    del self._routes[prefix]
+                self._reselect(prefix, now)
+
+    def receive(self, neighbour: NeighbourId, tlvs: Iterable[DecodedTLV], now: float) -> None:
+        """Act on one packet from ``neighbour`` (TLVs with their parser state). Packets
+        from a neighbour whose link is not up are ignored (a race with link_down)."""
+        if neighbour not in self._links:
+            return
+        self._advance(now)
+        for decoded in tlvs:
+            tlv = decoded.tlv
+            if isinstance(tlv, Update):
+                self._on_update(neighbour, tlv, decoded.state.router_id, now)
+            elif isinstance(tlv, RouteRequest):
+                self._on_route_request(neighbour, tlv)
+            elif isinstance(tlv, SeqnoRequest):
+                self._on_seqno_request(neighbour, tlv, now)
+            # Hello, IHU, Ack are the link layer's; Next Hop is implied on p2p links.
+
+    def tick(self, now: float) -> None:
+        """Run the timers that are due: periodic updates, second sends of urgent updates,
+        route expiry, request resends, source collection."""
+        self._advance(now)
+        p = self.params
+        for neighbour, due in list(self._periodic.items()):
+            if due <= now:
+                self._queue_full_update(neighbour)  # RFC 8966 3.7.1: periodic updates
+                late = due + p.update_interval_s <= now  # tick called late: do not burst
+                self._periodic[neighbour] = (now if late else due) + p.update_interval_s
+        for prefix, due in list(self._resend.items()):
+            if due <= now:
+                del self._resend[prefix]
+                self._trigger(prefix, urgent=False)
+        self._expire_routes(now)
+        for request, targets in self._requests.due(now):
+            self._send_request(request, targets)
+        self._collect_sources(now)
+
+    # --- outputs ----------------------------------------------------------------------
+
+    def drain_outgoing(self) -> list[tuple[NeighbourId, list[TLV]]]:
+        """Packets to send, each a list of TLVs for one neighbour."""
+        out: list[tuple[NeighbourId, list[TLV]]] = []
+        for neighbour in list(self._links):
+            requests = self._queued_requests.pop(neighbour, [])
+            prefixes = self._queued.pop(neighbour, {})
+            updates: list[tuple[bytes, TLV]] = []
+            for prefix, forced in prefixes.items():
+                made = self._make_update(prefix, neighbour, forced)
+                if made is not None:
+                    updates.append(made)
+            # Grouped by source, so that one Router-Id TLV serves all of a node's prefixes.
+            updates.sort(key=lambda item: item[0])
+            items: list[tuple[bytes | None, TLV]] = [(None, r) for r in requests]
+            items += updates
+            out.extend(
+                (neighbour, packet) for packet in packetize(items, self.params.max_tlvs_per_packet)
+            )
+        self._queued.clear()
+        self._queued_requests.clear()
+        return out
+
+    def drain_route_changes(self) -> list[RouteChange]:
+        changes, self._changes = self._changes, []
+        return changes
+
+    def next_deadline(self) -> float | None:
+        deadlines = list(self._periodic.values())
+        deadlines += self._resend.values()
+        request_deadline = self._requests.deadline()
+        if request_deadline is not None:
+            deadlines.append(request_deadline)
+        for by_neighbour in self._routes.values():
+            for r in by_neighbour.values():
+                deadlines.append(r.expires)
+                if r.refresh_at is not None:
+                    deadlines.append(r.refresh_at)
+        if self._sources:
+            referenced = {
+                (r.prefix, r.router_id) for rs in self._routes.values() for r in rs.values()
+            }
+            deadlines += (
+                s.last_used + self.params.source_gc_s
+                for key, s in self._sources.items()
+                if key not in referenced
+            )
+        return min(deadlines, default=None)
+
+    def routes(self) -> list[RouteInfo]:
+        return [
+            RouteInfo(
+                prefix=r.prefix,
+                neighbour=r.neighbour,
+                router_id=r.router_id,
+                seqno=r.seqno,
+                refmetric=r.refmetric,
+                metric=r.metric,
+                feasible=self._feasible(r),
+                selected=self._selected.get(r.prefix) == r.neighbour,
+                expires=r.expires,
+            )
+            for rs in self._routes.values()
+            for r in rs.values()
+        ]
+
+    def selected(self) -> dict[IPNetwork, SelectedRoute]:
+        out = {p: SelectedRoute(p, None, self.router_id, self._seqno, 0) for p in self._own}
+        for prefix, neighbour in self._selected.items():
+            r = self._routes[prefix][neighbour]
+            out[prefix] = SelectedRoute(prefix, neighbour, r.router_id, r.seqno, r.metric)
+        return out
+
+    # --- receiving ----------------------------------------------------------------------
+
+    def _on_update(
+        self, neighbour: NeighbourId, tlv: Update, router_id: bytes | None, now: float
+    ) -> None:
+        if tlv.ae == AE_WILDCARD:
+            if tlv.retraction:  # RFC 8966 4.6.9: AE 0 retracts every route of the sender
+                for known, by_neighbour in list(self._routes.items()):
+                    entry = by_neighbour.get(neighbour)
+                    if entry is not None and entry.refmetric != METRIC_INFINITY:
+                        entry.refmetric = METRIC_INFINITY
+                        self._reselect(known, now)
+            return
+        prefix = tlv.prefix
+        if prefix is None or tlv.ae not in (AE_IPV4, AE_IPV6):
+            return  # link-local prefixes are not routed
+        if router_id is None or router_id == self.router_id:
+            return  # RFC 8966 4.6.9: no router-id, ignore; our own routes come back: ignore
+        by_neighbour = self._routes.setdefault(prefix, {})
+        route = by_neighbour.get(neighbour)
+        interval = tlv.interval / 100 if tlv.interval else self.params.update_interval_s
+        expires = now + self.params.route_expiry_factor * interval
+        # As babeld, a selected route that missed two updates is asked for again (a unicast
+        # Route Request, RFC 8966 3.8.1.1) before it expires: one lost datagram too many
+        # would otherwise drop a working route.
+        refresh_at = expires - 1.5 * interval
+        if route is None:
+            if tlv.retraction:
+                if not by_neighbour:
+                    del self._routes[prefix]
+                return  # RFC 8966 3.5.3: a retraction for no route is ignored
+            # Unfeasible updates are kept (never selected) so that a seqno request can be
+            # sent and they can be used once they become feasible (3.5.3 allows ignoring).
+            route = Route(
+                prefix, neighbour, router_id, tlv.seqno, tlv.metric, self._links[neighbour], 0
+            )
+            by_neighbour[neighbour] = route
+        else:
+            # RFC 8966 3.5.3: update the entry. An unfeasible update of the selected route
+            # is not ignored: the route becomes unfeasible and is deselected.
+            route.router_id, route.seqno, route.refmetric = router_id, tlv.seqno, tlv.metric
+        if not tlv.retraction:
+            route.expires = expires  # a retraction keeps the route until it expires
+            route.refresh_at = refresh_at
+            self._requests.satisfy(prefix, router_id, tlv.seqno)
+        self._reselect(prefix, now)
+        if not tlv.retraction and prefix not in self._selected and not self._feasible(route):
+            # RFC 8966 3.8.2.1: an unfeasible update and no route: ask the source for a
+            # newer seqno through this neighbour.
+            self._request_seqno(prefix, router_id, (neighbour,), now)
+
+    def _on_route_request(self, neighbour: NeighbourId, tlv: RouteRequest) -> None:
+        # RFC 8966 3.8.1.1: wildcard -> full table; else that prefix (or a retraction).
+        if tlv.ae == AE_WILDCARD or tlv.prefix is None:
+            self._queue_full_update(neighbour)
+        else:
+            self._queued.setdefault(neighbour, {})[tlv.prefix] = True
+
+    def _on_seqno_request(self, neighbour: NeighbourId, tlv: SeqnoRequest, now: float) -> None:
+        prefix = tlv.prefix
+        if prefix in self._own:
+            if tlv.router_id == self.router_id and seqno_less(self._seqno, tlv.seqno):
+                # RFC 8966 3.8.1.2: the source increases its seqno and sends an update.
+                self._seqno = tlv.seqno
+                for own in self._own:
+                    self._trigger(own, urgent=False)
+            else:
+                self._queued.setdefault(neighbour, {})[prefix] = True
+            return
+        selected = self._selected.get(prefix)
+        if selected is None:
+            return  # RFC 8966 3.8.1.2: no route (or a retracted one): ignore
+        route = self._routes[prefix][selected]
+        if route.router_id != tlv.router_id or not seqno_less(route.seqno, tlv.seqno):
+            self._queued.setdefault(neighbour, {})[prefix] = True  # we can answer it
+            return
+        if tlv.hop_count < 2:
+            return
+        # Forward to the next hop of a feasible route that is not the requester.
+        feasible = [
+            r
+            for r in self._routes[prefix].values()
+            if r.neighbour != neighbour and r.metric < METRIC_INFINITY and self._feasible(r)
+        ]
+        if not feasible:
+            return
+        feasible.sort(key=lambda r: (r.neighbour != selected, r.metric))
+        targets = (feasible[0].neighbour,)
+        request = self._requests.start(
+            prefix, tlv.router_id, tlv.seqno, tlv.hop_count - 1, targets, neighbour, now
+        )
+        if request is not None:  # else a duplicate (RFC 8966 3.8.2.3)
+            self._send_request(request, targets)
