@@ -7,5 +7,5 @@ export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
 mypy meshd/routing meshd/proto meshd/membership meshd/transport meshd/wg meshd/config.py meshd/identity.py \
-    meshd/addressing.py meshd/node.py
+    meshd/addressing.py meshd/node.py meshd/mesh.py meshd/trust.py
 python -m pytest -q -p no:cacheprovider tests "$@"

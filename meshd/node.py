@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshd import addressing, api, sysinfo
+from meshd import addressing, api, sysinfo, trust
 from meshd.config import Config, Neighbour, parse_endpoint, socket_path
 from meshd.identity import Identity, decode_wireguard_key
 from meshd.log import event
 from meshd.net import sysctl
 from meshd.net.netlink import Netlink, NetlinkError, Route
+from meshd.routing.babel import BabelRouter, RouteAction, RouteChange
 from meshd.routing.liveness import LinkState, Liveness
 from meshd.wg.backend import WireGuardBackend
 from meshd.wg.model import DeviceStatus, DeviceUpdate, PeerUpdate, WireGuardError
@@ -74,6 +75,11 @@ class Node:
                 cfg.wireguard.interface_prefix, self.node_id, nb.node_id
             )
             self.links[ifname] = Link(nb, ifname, Liveness(cfg.liveness.dead_after_s))
+        self._by_node = {link.node_id: link for link in self.links.values()}
+        # With admin keys the node routes with Babel over QUIC sessions (mesh.py);
+        # without, it routes to its configured neighbours only.
+        self.babel = bool(cfg.mesh.admin_keys)
+        self.control: Any = None  # mesh.ControlPlane once running
         self.stopping = asyncio.Event()
         self.started = time.time()
         # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
@@ -120,7 +126,12 @@ class Node:
                 event("link.adopted", interface=link.ifname, peer=link.neighbour.name)
             self._setup_link(link, now)
 
-        wanted = {r for link in self.links.values() for r in self._neighbour_routes(link)}
+        # Babel re-learns its routes within a second: a restart starts from none.
+        wanted = (
+            set()
+            if self.babel
+            else {r for link in self.links.values() for r in self._neighbour_routes(link)}
+        )
         for route in self.netlink.routes(self.cfg.routing.route_protocol):
             if route not in wanted:
                 event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
@@ -141,8 +152,9 @@ class Node:
             self.netlink.set_up(link.ifname, mtu=self.cfg.wireguard.mtu)
             sysctl.apply(sysctl.interface_rp_filter(link.ifname), self.sysctl_root)
             self.netlink.ensure_address(link.ifname, addressing.link_local(self.node_id), 64)
-            for route in self._neighbour_routes(link):
-                self.netlink.replace_route(route, self.cfg.routing.route_protocol)
+            if not self.babel:
+                for route in self._neighbour_routes(link):
+                    self.netlink.replace_route(route, self.cfg.routing.route_protocol)
         except (WireGuardError, NetlinkError, OSError) as exc:
             link.ready = False
             link.next_setup = now + RETRY_SETUP_S
@@ -203,12 +215,20 @@ class Node:
 
     # ---- watching the links --------------------------------------------------------
 
-    def poll(self, now_mono: float) -> None:
+    def poll(self, now_mono: float) -> list[tuple[Link, LinkState]]:
+        """Read every link's counters; return the liveness changes."""
+        changes: list[tuple[Link, LinkState]] = []
+
+        def note(link: Link, change: LinkState | None) -> None:
+            if change is not None:
+                event(f"peer.{change.value}", peer=link.neighbour.name, interface=link.ifname)
+                changes.append((link, change))
+
         for link in self.links.values():
             if not link.ready:
                 if now_mono >= link.next_setup:
                     self._setup_link(link, now_mono)
-                self._note(link, link.liveness.check(now_mono))
+                note(link, link.liveness.check(now_mono))
                 continue
             try:
                 status = self.backend.show(link.ifname)
@@ -216,7 +236,7 @@ class Node:
                 # The interface vanished (wireguard-go killed, link deleted): rebuild it.
                 event("link.lost", logging.WARNING, interface=link.ifname, error=str(exc))
                 link.ready = False
-                self._note(link, link.liveness.check(now_mono))
+                note(link, link.liveness.check(now_mono))
                 continue
             peer = status.peers[0] if status.peers else None
             if peer is None:
@@ -224,16 +244,52 @@ class Node:
                 continue
             link.rx_bytes, link.tx_bytes = peer.rx_bytes, peer.tx_bytes
             link.last_handshake = peer.last_handshake
-            self._note(link, link.liveness.observe(peer.rx_bytes, now_mono))
+            note(link, link.liveness.observe(peer.rx_bytes, now_mono))
+        return changes
 
-    def _note(self, link: Link, change: LinkState | None) -> None:
-        if change is not None:
-            event(f"peer.{change.value}", peer=link.neighbour.name, interface=link.ifname)
+    def apply_routes(self, changes: list[RouteChange]) -> None:
+        """Babel's route changes, in order, on the kernel thread (called from the loop)."""
+        self._kernel.submit(self._apply_routes, changes)
+
+    def _apply_routes(self, changes: list[RouteChange]) -> None:
+        proto = self.cfg.routing.route_protocol
+        for change in changes:
+            link = self._by_node.get(change.next_hop)
+            if link is None:
+                continue
+            src = self.mesh_ipv4 if change.prefix.version == 4 else self.mesh_ipv6
+            route = Route(change.prefix, link.ifname, src, self.cfg.routing.metric)
+            try:
+                if change.action is RouteAction.REMOVE:
+                    self.netlink.delete_route(route, proto)
+                else:
+                    self.netlink.replace_route(route, proto)
+            except NetlinkError as exc:
+                event(
+                    "route.failed",
+                    logging.WARNING,
+                    prefix=str(change.prefix),
+                    action=change.action.value,
+                    error=str(exc),
+                )
+                continue
+            event(
+                "route.changed",
+                prefix=str(change.prefix),
+                action=change.action.value,
+                via=link.neighbour.name,
+                metric=change.metric,
+            )
 
     async def watch(self) -> None:
         interval = self.cfg.liveness.poll_interval_s
         while not self.stopping.is_set():
-            await self.kernel(self.poll, time.monotonic())
+            now = time.monotonic()
+            changes = await self.kernel(self.poll, now)
+            if self.control is not None:
+                for link, state in changes:
+                    self.control.wireguard_state(link.node_id, state is LinkState.UP, now)
+                self.control.tick(now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
 
@@ -243,6 +299,9 @@ class Node:
         by_if = {link.ifname: link for link in self.links.values()}
         now = time.monotonic()
         routes = []
+        metrics = {}
+        if self.control is not None:
+            metrics = {p: sel.metric for p, sel in self.control.router.selected().items()}
         for r in self.netlink.routes(self.cfg.routing.route_protocol):
             link = by_if.get(r.ifname)
             routes.append(
@@ -250,7 +309,8 @@ class Node:
                     "prefix": str(r.dst),
                     "via": link.node_id if link else None,
                     "interface": r.ifname,
-                    "metric": r.metric,
+                    # The Babel metric where Babel chose the route, else the kernel's.
+                    "metric": metrics.get(r.dst, r.metric),
                 }
             )
         return {
@@ -259,16 +319,16 @@ class Node:
             "mesh_ipv4": str(self.mesh_ipv4),
             "mesh_ipv6": str(self.mesh_ipv6),
             "backend": self.backend.name,
-            # What this daemon routes to: "neighbours" (configured links only) until route
-            # discovery; tools such as `testbed wait-converged` read it to know what to expect.
-            "routing": "neighbours",
+            # What this daemon routes to: "babel" (every reachable node) or "neighbours"
+            # (configured links only); `testbed wait-converged` reads it to know what to expect.
+            "routing": "babel" if self.babel else "neighbours",
             "uptime_s": round(time.time() - self.started, 1),
             "neighbours": [
                 {
                     "node_id": link.node_id,
                     "name": link.neighbour.name,
                     "interface": link.ifname,
-                    "state": link.liveness.state.value,
+                    "state": self._state(link),
                     # RTT and loss come from hellos over the link (route discovery issue);
                     # until they exist they are unmeasured, not zero.
                     "rtt_ms": None,
@@ -278,6 +338,11 @@ class Node:
                     "last_handshake": link.last_handshake,
                     "rx_bytes": link.rx_bytes,
                     "tx_bytes": link.tx_bytes,
+                    **(
+                        {"control": self.control.neighbour_status(link.node_id)}
+                        if self.control is not None
+                        else {}
+                    ),
                 }
                 for link in self.links.values()
             ],
@@ -285,6 +350,54 @@ class Node:
             "gateway": {"selected": None, "candidates": []},
             "usage": [],
         }
+
+    def _control_plane(self) -> Any:
+        from meshd import mesh
+        from meshd.transport.certs import node_certificate
+
+        state_dir = self.cfg.node.state_dir
+        own = trust.load(state_dir, self.cfg.mesh.admin_keys, self.node_id, time.time())
+        if own.member.mesh_ipv4 != self.mesh_ipv4:
+            raise trust.TrustError(
+                f"{state_dir / trust.MEMBERSHIP_FILE}: certifies {own.member.mesh_ipv4}, the "
+                f"config says {self.mesh_ipv4}"
+            )
+        router = BabelRouter(
+            mesh.router_id(bytes(self.identity.signing_key.verify_key)),
+            mesh.load_seqno(state_dir),
+            time.monotonic(),
+        )
+        router.announce(ipaddress.ip_network(f"{self.mesh_ipv4}/32"))
+        router.announce(ipaddress.ip_network(f"{self.mesh_ipv6}/128"))
+        neighbours = {
+            link.node_id: mesh.NeighbourInfo(
+                name=link.neighbour.name,
+                ifname=link.ifname,
+                quic_address=(
+                    parse_endpoint(link.neighbour.endpoint)[0],
+                    self.cfg.control.quic_port,
+                ),
+                wireguard_public=decode_wireguard_key(link.neighbour.wireguard_key),
+            )
+            for link in self.links.values()
+        }
+        return mesh.ControlPlane(
+            self.node_id,
+            node_certificate(self.identity.signing_key),
+            own,
+            neighbours,
+            router,
+            self.apply_routes,
+            state_dir,
+        )
+
+    def _state(self, link: Link) -> str:
+        """up only when the tunnel carries packets and, with Babel, the neighbour's session
+        is verified and routing; a tunnel alive without a session is still connecting."""
+        state = link.liveness.state.value
+        if self.control is not None and state == "up":
+            return str(self.control.peers[link.node_id].state)
+        return state
 
     async def handle(self, call: str, args: dict[str, Any]) -> Any:
         if call == "status":
@@ -303,9 +416,13 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             # Signal handlers only schedule work (ExaBGP's rule).
             loop.add_signal_handler(sig, self.stopping.set)
+        if self.babel:
+            self.control = self._control_plane()  # refuses to start without valid membership
         server = None
         try:
             await self.kernel(self.setup, time.monotonic())
+            if self.control is not None:
+                await self.control.start("0.0.0.0", self.cfg.control.quic_port)
             server = await api.serve(path, self.handle)
             event(
                 "node.started",
@@ -320,6 +437,8 @@ class Node:
             if server is not None:
                 server.close()
                 path.unlink(missing_ok=True)
+            if self.control is not None:
+                await self.control.close()
             await self.kernel(self.teardown)
             self._kernel.shutdown()
             self.netlink.close()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nstestbed import build, procs, state
 from nstestbed.env import child_env
@@ -17,6 +19,8 @@ from nstestbed.plan import (
     HTTP_PORT,
     INTERNET_ADDRESS,
     IPERF_PORTS,
+    MESH_IPV6_PREFIX,
+    MESH_PREFIX,
     NodeKeys,
     NodePlan,
     Plan,
@@ -32,17 +36,23 @@ OTHERS_TERM_GRACE_S = 2.0
 
 
 def write_configs(plan: Plan) -> dict[str, dict[str, str]]:
-    """Generate every node's keys, then its meshd config (checked with meshd's own parser)."""
+    """Generate every node's keys, the mesh's admin key and definition, every node's
+    membership certificate and invite delegation, then its meshd config (checked with
+    meshd's own parser)."""
     from meshd import config, identity
 
     keys: dict[str, NodeKeys] = {}
     try:
+        admin = identity.generate(plan.state_dir / "admin")
+        idents = {}
         for node in plan.nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
             ident = identity.generate(node.meshd_state_dir)
+            idents[node.name] = ident
             keys[node.name] = NodeKeys(ident.node_id, ident.wireguard_public_b64)
+        write_memberships(plan, admin, idents)
         for node in plan.nodes:
-            node.config_path.write_text(render_config(plan, node, keys))
+            node.config_path.write_text(render_config(plan, node, keys, admin.node_id))
             config.load(node.config_path)
     except (config.ConfigError, identity.KeyFileError) as exc:
         raise build.BuildError(f"meshd config: {exc}") from None
@@ -50,6 +60,55 @@ def write_configs(plan: Plan) -> dict[str, dict[str, str]]:
         name: {"node_id": k.node_id, "wireguard_public": k.wireguard_public}
         for name, k in keys.items()
     }
+
+
+MEMBERSHIP_DAYS = 30
+
+
+def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
+    """The testbed is the mesh's admin: a mesh definition, and for every node a membership
+    certificate and a delegation to issue invites (and memberships from a pool of its own)."""
+    import ipaddress
+
+    from meshd import trust
+    from meshd.membership import SCOPE_ALL, create_mesh, issue_delegation, issue_membership
+
+    now = int(time.time())
+    mesh = create_mesh(
+        admin.signing_key,
+        mesh_id=os.urandom(16),
+        name=f"testbed {plan.testbed_id}",
+        ipv4_prefix=MESH_PREFIX,
+        ipv6_prefix=ipaddress.IPv6Network(MESH_IPV6_PREFIX),
+        issued_at=now,
+    )
+    for i, node in enumerate(plan.nodes):
+        ident = idents[node.name]
+        cert = issue_membership(
+            admin.signing_key,
+            mesh=mesh,
+            node_id=ident.node_id,
+            name=node.name,
+            wireguard_public=ident.wireguard_public,
+            mesh_ipv4=node.mesh_ipv4,
+            not_before=now - 60,
+            expires_at=now + MEMBERSHIP_DAYS * 86400,
+            serial=i + 1,
+        )
+        delegation = issue_delegation(
+            admin.signing_key,
+            mesh=mesh,
+            delegate=ident.node_id,
+            scope=SCOPE_ALL,
+            not_before=now - 60,
+            expires_at=now + MEMBERSHIP_DAYS * 86400,
+            serial=1000 + i,
+            ipv4_pool=ipaddress.IPv4Network(f"10.77.{i + 1}.0/24"),
+        )
+        state = node.meshd_state_dir
+        (state / trust.MESH_FILE).write_bytes(mesh.encode())
+        (state / trust.MEMBERSHIP_FILE).write_bytes(cert.encode())
+        (state / trust.DELEGATION_FILE).write_bytes(delegation.encode())
 
 
 def start_internet(plan: Plan) -> list[int]:

@@ -3,6 +3,7 @@
     <dir>/state.json          what exists and what runs (written before anything is made)
     <dir>/topology.toml       the topology as given to ``up`` (the plan is rebuilt from it)
     <dir>/nodes/<n>/          meshd.toml, meshd.sock, meshd.log, state/ (keys)
+    <dir>/admin/              the mesh's admin keys (identity.key/.pub)
     <dir>/inet/               www/ (served over HTTP), http.log, iperf3-<port>.log
 
 Commands that change it hold an exclusive ``flock`` on the directory itself.
@@ -98,7 +99,7 @@ def write(state: State) -> None:
     os.replace(tmp, path)
 
 
-OWN_ENTRIES = (STATE_FILE, TOPOLOGY_FILE, "state.tmp", "nodes", "inet")
+OWN_ENTRIES = (STATE_FILE, TOPOLOGY_FILE, "state.tmp", "nodes", "inet", "admin")
 
 
 def remove(state_dir: Path, keep_dir: bool = False) -> list[Path]:
