@@ -1,0 +1,180 @@
+"""Babel over QUIC sessions on a real 5-node ring (a-b-c-d-e-a) of namespaces: routes to
+every node across several hops, rerouting around a silently cut link, and a node whose
+membership certificate does not verify getting no session and no route."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TESTBED = REPO / "netns-testbed" / "testbed"
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.skipif(shutil.which("wireguard-go") is None, reason="needs wireguard-go"),
+]
+
+
+class Bed:
+    def __init__(self, ident: str) -> None:
+        self.dir = Path(f"/run/meshd-testbed-{ident}")
+        self.env = {**os.environ, "MESHD_TESTBED_ID": ident, "MESHD_TESTBED_DIR": str(self.dir)}
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        res = subprocess.run(
+            [str(TESTBED), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check:
+            assert res.returncode == 0, f"testbed {args}: {res.stderr}{res.stdout}"
+        return res.stdout
+
+    def sh(self, node: str, *cmd: str, check: bool = True) -> str:
+        return self.run("exec", node, "--", *cmd, check=check)
+
+    def status(self, node: str) -> dict[str, Any]:
+        return json.loads(self.sh(node, "meshd", "status", "--json"))
+
+    def route(self, node: str, prefix: str) -> dict[str, Any] | None:
+        return next((r for r in self.status(node)["routes"] if r["prefix"] == prefix), None)
+
+    def wait(self, what: str, predicate: Any, within: float) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"not within {within}s: {what}")
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Bed]:
+    b = Bed(f"r{os.getpid() % 10000}")
+    b.run("down", check=False)
+    try:
+        b.run("up", str(REPO / "netns-testbed/topologies/ring5.toml"), "--wait")
+        b.run("wait-converged", "--timeout", "30")
+        yield b
+    finally:
+        b.run("down", check=False)
+
+
+def test_every_node_reaches_every_other_across_hops(bed: Bed) -> None:
+    status = {n: bed.status(n) for n in "abcde"}
+    ids = {s["node_id"]: n for n, s in status.items()}
+    assert all(s["routing"] == "babel" for s in status.values())
+    for name, s in status.items():
+        prefixes = {r["prefix"] for r in s["routes"]}
+        for other, o in status.items():
+            if other != name:
+                assert f"{o['mesh_ipv4']}/32" in prefixes and f"{o['mesh_ipv6']}/128" in prefixes
+    # a -> c is two hops, through b (or e, d: three hops, so not chosen).
+    to_c = bed.route("a", f"{status['c']['mesh_ipv4']}/32")
+    assert to_c is not None and ids[to_c["via"]] == "b" and to_c["metric"] == 2 * 96
+    for addr in (status["c"]["mesh_ipv4"], status["c"]["mesh_ipv6"], status["d"]["mesh_ipv4"]):
+        bed.sh("a", "ping", "-c", "2", "-i", "0.2", "-W", "2", addr)
+    hops = bed.sh("a", "ping", "-c", "1", "-W", "2", status["c"]["mesh_ipv4"])
+    assert "ttl=63" in hops  # forwarded once, by b
+
+
+def test_a_cut_link_is_routed_around_and_back(bed: Bed) -> None:
+    b_addr = bed.status("b")["mesh_ipv4"]
+    e_id = bed.status("e")["node_id"]
+    b_id = bed.status("b")["node_id"]
+    bed.run("cut", "a", "b")
+    try:
+        bed.wait(
+            "a routes to b through e",
+            lambda: (bed.route("a", f"{b_addr}/32") or {}).get("via") == e_id,
+            within=10,
+        )
+        assert bed.route("a", f"{b_addr}/32")["metric"] == 4 * 96  # type: ignore[index]
+        bed.sh("a", "ping", "-c", "3", "-i", "0.2", "-W", "2", b_addr)  # the long way round
+    finally:
+        bed.run("heal", "a", "b")
+    bed.wait(
+        "a routes to b directly again",
+        lambda: (bed.route("a", f"{b_addr}/32") or {}).get("via") == b_id,
+        within=15,
+    )
+    bed.run("wait-converged", "--timeout", "30")
+
+
+def test_a_node_with_a_foreign_certificate_gets_no_session_and_no_route(
+    bed: Bed, tmp_path: Path
+) -> None:
+    """c runs with a certificate from a forger's admin key (same mesh id and prefixes, and
+    c pins the forger): b and d refuse it at the membership check, nobody routes to or
+    through c, and the rest of the ring goes the other way round."""
+    from meshd import identity
+    from meshd.membership import (
+        MembershipCertificate,
+        MeshDefinition,
+        create_mesh,
+        issue_membership,
+    )
+
+    node_dir = bed.dir / "nodes" / "c"
+    state = node_dir / "state"
+    saved = {
+        p: p.read_bytes()
+        for p in (state / "membership.cert", state / "mesh.cert", node_dir / "meshd.toml")
+    }
+    cert = MembershipCertificate.decode(saved[state / "membership.cert"])
+    mesh = MeshDefinition.decode(saved[state / "mesh.cert"])
+    forger = identity.generate(tmp_path / "forger")
+    forged_mesh = create_mesh(
+        forger.signing_key,
+        mesh_id=mesh.mesh_id,
+        name=mesh.name,
+        ipv4_prefix=mesh.ipv4_prefix,
+        ipv6_prefix=mesh.ipv6_prefix,
+        issued_at=mesh.issued_at,
+    )
+    forged = issue_membership(
+        forger.signing_key,
+        mesh=forged_mesh,
+        node_id=cert.node_id,
+        name="c",
+        wireguard_public=cert.wireguard_public,
+        mesh_ipv4=cert.mesh_ipv4,
+        not_before=cert.not_before,
+        expires_at=cert.expires_at,
+        serial=99,
+    )
+    c_addr = bed.status("c")["mesh_ipv4"]
+    d_addr = bed.status("d")["mesh_ipv4"]
+    a_id = bed.status("a")["node_id"]
+    try:
+        bed.run("kill", "c")
+        (state / "membership.cert").write_bytes(forged.encode())
+        (state / "mesh.cert").write_bytes(forged_mesh.encode())
+        config = saved[node_dir / "meshd.toml"].decode()
+        (node_dir / "meshd.toml").write_text(config.replace(mesh.issuer, forger.node_id))
+        bed.run("start", "c", "--wait")
+        b_log = bed.dir / "nodes" / "b" / "meshd.log"
+        bed.wait("b refuses c", lambda: "reason=unknown_issuer" in b_log.read_text(), 15)
+        bed.wait(
+            "b routes to d through a",
+            lambda: (bed.route("b", f"{d_addr}/32") or {}).get("via") == a_id,
+            within=15,
+        )
+        for node in "abde":
+            assert bed.route(node, f"{c_addr}/32") is None, node
+        assert bed.status("c")["routes"] == []
+        assert all(n["state"] != "up" for n in bed.status("c")["neighbours"])
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
+        bed.run("kill", "c", check=False)
+        bed.run("start", "c", "--wait")
+        bed.run("wait-converged", "--timeout", "40")
