@@ -9,52 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TESTBED = REPO / "netns-testbed" / "testbed"
+from tests.netns import meshbed
+
 PROTO = "176"
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(shutil.which("wireguard-go") is None, reason="needs wireguard-go"),
-]
+pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
 
 
-class Bed:
-    def __init__(self, ident: str) -> None:
-        self.env = {
-            **os.environ,
-            "MESHD_TESTBED_ID": ident,
-            "MESHD_TESTBED_DIR": f"/run/meshd-testbed-{ident}",
-        }
-
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        res = subprocess.run(
-            [str(TESTBED), *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check:
-            assert res.returncode == 0, f"testbed {args}: {res.stderr}{res.stdout}"
-        return res.stdout
-
-    def sh(self, node: str, *cmd: str, check: bool = True) -> str:
-        return self.run("exec", node, "--", *cmd, check=check)
-
-    def status(self, node: str) -> dict[str, Any]:
-        return json.loads(self.sh(node, "meshd", "status", "--json"))
-
-    def pid(self, node: str) -> int | None:
-        return json.loads(self.run("status", "--json"))["nodes"][node]["pid"]
-
+class Bed(meshbed.Bed):
     def neighbour_state(self, node: str, peer: str) -> str:
         for n in self.status(node)["neighbours"]:
             if n["name"] == peer:
@@ -62,12 +32,9 @@ class Bed:
         raise AssertionError(f"{node} has no neighbour {peer}")
 
     def wait_state(self, node: str, peer: str, state: str, within: float) -> float:
-        start = time.monotonic()
-        while time.monotonic() - start < within:
-            if self.neighbour_state(node, peer) == state:
-                return time.monotonic() - start
-            time.sleep(0.1)
-        raise AssertionError(f"{node}->{peer} not {state} within {within}s")
+        return self.wait(
+            f"{node}->{peer} {state}", lambda: self.neighbour_state(node, peer) == state, within
+        )
 
     def own_links(self, node: str) -> list[str]:
         prefix = "mw"
@@ -91,14 +58,8 @@ class Bed:
 
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
-    b = Bed(f"t{os.getpid() % 10000}")
-    b.run("down", check=False)
-    try:
-        b.run("up", str(REPO / "netns-testbed/topologies/line3.toml"), "--wait")
-        b.run("wait-converged", "--timeout", "30")
+    with meshbed.testbed("line3.toml", "t", Bed) as b:
         yield b
-    finally:
-        b.run("down", check=False)
 
 
 def test_status_has_the_contract_fields(bed: Bed) -> None:

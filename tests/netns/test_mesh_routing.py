@@ -4,68 +4,21 @@ membership certificate does not verify getting no session and no route."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TESTBED = REPO / "netns-testbed" / "testbed"
+from tests.netns import meshbed
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-    pytest.mark.skipif(shutil.which("wireguard-go") is None, reason="needs wireguard-go"),
-]
-
-
-class Bed:
-    def __init__(self, ident: str) -> None:
-        self.dir = Path(f"/run/meshd-testbed-{ident}")
-        self.env = {**os.environ, "MESHD_TESTBED_ID": ident, "MESHD_TESTBED_DIR": str(self.dir)}
-
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        res = subprocess.run(
-            [str(TESTBED), *args], env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-        if check:
-            assert res.returncode == 0, f"testbed {args}: {res.stderr}{res.stdout}"
-        return res.stdout
-
-    def sh(self, node: str, *cmd: str, check: bool = True) -> str:
-        return self.run("exec", node, "--", *cmd, check=check)
-
-    def status(self, node: str) -> dict[str, Any]:
-        return json.loads(self.sh(node, "meshd", "status", "--json"))
-
-    def route(self, node: str, prefix: str) -> dict[str, Any] | None:
-        return next((r for r in self.status(node)["routes"] if r["prefix"] == prefix), None)
-
-    def wait(self, what: str, predicate: Any, within: float) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"not within {within}s: {what}")
+pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+Bed = meshbed.Bed
 
 
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
-    b = Bed(f"r{os.getpid() % 10000}")
-    b.run("down", check=False)
-    try:
-        b.run("up", str(REPO / "netns-testbed/topologies/ring5.toml"), "--wait")
-        b.run("wait-converged", "--timeout", "30")
+    with meshbed.testbed("ring5.toml", "r", Bed) as b:
         yield b
-    finally:
-        b.run("down", check=False)
 
 
 def test_every_node_reaches_every_other_across_hops(bed: Bed) -> None:

@@ -1,0 +1,77 @@
+"""A testbed driven through its CLI (the DESIGN.md contract) for the meshd netns tests:
+one testbed per module, in a state directory and namespace prefix of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TESTBED = REPO / "netns-testbed" / "testbed"
+
+NEEDS_ROOT_AND_WIREGUARD = [
+    pytest.mark.netns,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+    pytest.mark.skipif(shutil.which("wireguard-go") is None, reason="needs wireguard-go"),
+]
+
+
+class Bed:
+    def __init__(self, ident: str) -> None:
+        self.dir = Path(f"/run/meshd-testbed-{ident}")
+        self.env = {**os.environ, "MESHD_TESTBED_ID": ident, "MESHD_TESTBED_DIR": str(self.dir)}
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        res = subprocess.run(
+            [str(TESTBED), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check:
+            assert res.returncode == 0, f"testbed {args}: {res.stderr}{res.stdout}"
+        return res.stdout
+
+    def sh(self, node: str, *cmd: str, check: bool = True) -> str:
+        return self.run("exec", node, "--", *cmd, check=check)
+
+    def status(self, node: str) -> dict[str, Any]:
+        """The node's `meshd status --json`."""
+        return json.loads(self.sh(node, "meshd", "status", "--json"))
+
+    def pid(self, node: str) -> int | None:
+        return json.loads(self.run("status", "--json"))["nodes"][node]["pid"]
+
+    def route(self, node: str, prefix: str) -> dict[str, Any] | None:
+        return next((r for r in self.status(node)["routes"] if r["prefix"] == prefix), None)
+
+    def wait(self, what: str, predicate: Callable[[], bool], within: float) -> float:
+        """Poll until ``predicate``; return how long it took, fail after ``within`` s."""
+        start = time.monotonic()
+        while time.monotonic() - start < within:
+            if predicate():
+                return time.monotonic() - start
+            time.sleep(0.1)
+        raise AssertionError(f"not within {within}s: {what}")
+
+
+B = TypeVar("B", bound=Bed)
+
+
+@contextmanager
+def testbed(topology: str, prefix: str, kind: type[B]) -> Iterator[B]:
+    """``topology`` (a file in netns-testbed/topologies) up and converged, then down."""
+    bed = kind(f"{prefix}{os.getpid() % 10000}")
+    bed.run("down", check=False)
+    try:
+        bed.run("up", str(REPO / "netns-testbed/topologies" / topology), "--wait")
+        bed.run("wait-converged", "--timeout", "30")
+        yield bed
+    finally:
+        bed.run("down", check=False)
