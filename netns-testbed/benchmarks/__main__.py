@@ -10,11 +10,12 @@ import os
 import sys
 from collections.abc import Callable
 
-from benchmarks import dataplane
+from benchmarks import dataplane, failover
 from benchmarks.results import Result, write
 
 BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
     "dataplane": dataplane.ratio_1hop,
+    "failover": failover.link_cut,
 }
 
 
