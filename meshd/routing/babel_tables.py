@@ -27,7 +27,7 @@ class BabelParams:
     faster because link failure is detected by liveness, not by missed hellos, and
     triggered updates do the converging: periodic updates only repair lost datagrams."""
 
-    update_interval_s: float = 8.0  # babeld 16 s; the Interval field of our Updates
+    update_interval_s: float = 16.0  # babeld: 16 s; the Interval field of our Updates
     route_expiry_factor: float = 3.5  # RFC 8966 3.5.3 / babeld: expiry = 3.5 x interval
     triggered_resend_s: float = 0.5  # urgent updates (retractions, new source) sent twice
     request_resend_s: float = 1.0  # babeld 2 s; doubles at each resend

@@ -10,12 +10,13 @@ import os
 import sys
 from collections.abc import Callable
 
-from benchmarks import dataplane, failover
+from benchmarks import dataplane, failover, overhead
 from benchmarks.results import Result, write
 
 BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
     "dataplane": dataplane.ratio_1hop,
     "failover": failover.link_cut,
+    "overhead": overhead.control_bytes,
 }
 
 
