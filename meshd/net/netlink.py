@@ -75,19 +75,11 @@ class Netlink:
             raise NetlinkError(f"no interface {ifname}", errno.ENODEV)
         return idx
 
-    def link_names(self) -> list[str]:
-        return [str(link.get("IFLA_IFNAME")) for link in self.ipr.get_links()]
-
     def set_up(self, ifname: str, mtu: int | None = None) -> None:
         kwargs: dict[str, Any] = {"state": "up"}
         if mtu is not None:
             kwargs["mtu"] = mtu
         self._call(f"set {ifname} up", self.ipr.link, "set", index=self._index(ifname), **kwargs)
-
-    def delete_link(self, ifname: str) -> None:
-        idx = self.index(ifname)
-        if idx is not None:
-            self._call(f"delete {ifname}", self.ipr.link, "del", index=idx)
 
     def addresses(self, ifname: str) -> set[tuple[IPAddress, int]]:
         idx = self._index(ifname)
