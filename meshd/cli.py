@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("check_config", "check a config file and explain every error"),
     "keygen": ("keygen", "create a node's identity and WireGuard keys"),
     "tui": ("tui", "the operator's terminal dashboard"),
-    "decode": ("decode", "print a control message (a Babel packet) as JSON lines"),
+    "decode": ("decode", "print any control message (Babel, membership, session) as JSON"),
 }
 
 

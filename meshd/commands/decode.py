@@ -1,4 +1,6 @@
-"""meshd decode HEX | - | --file PATH: print a Babel packet's TLVs as JSON lines."""
+"""meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
+packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
+revocation) or a message of a neighbour session (which wraps one of those)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the packet in hex (spaces and colons allowed), or - to read it from stdin",
     )
     p.add_argument("--file", help="read the packet from a file, raw bytes or hex text")
+    p.add_argument(
+        "--kind",
+        choices=("auto", "babel", "membership", "session"),
+        default="auto",
+        help="what the bytes are (auto: a Babel packet starts with 42, a membership record "
+        "decodes canonically, else a session message)",
+    )
     p.add_argument(
         "--state",
         action="store_true",
@@ -51,23 +60,83 @@ def read_packet(args: argparse.Namespace) -> bytes:
 
 
 def main(args: argparse.Namespace) -> int:
-    from meshd.proto.babel import BabelDecodeError, decode_packet_detail
-    from meshd.proto.babel_json import decoded_to_json, skipped_to_json
-
     try:
         data = read_packet(args)
     except (OSError, ValueError) as exc:
         print(f"meshd decode: bad_input: {exc}", file=sys.stderr)
         return 1
     try:
-        packet = decode_packet_detail(data)
-    except BabelDecodeError as exc:
+        for obj in decode(data, args.kind, args.state):
+            print(json.dumps(obj))
+    except DecodeFailure as exc:
         print(f"meshd decode: {exc.reason}: {exc.message}", file=sys.stderr)
         return 1
-    lines = [(d.offset, decoded_to_json(d, with_state=args.state)) for d in packet.tlvs]
-    lines += [(s.offset, skipped_to_json(s)) for s in packet.skipped]
-    for _, obj in sorted(lines, key=lambda line: line[0]):
-        print(json.dumps(obj))
-    if packet.trailer:
-        print(json.dumps({"type": "trailer", "hex": packet.trailer.hex()}))
     return 0
+
+
+class DecodeFailure(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, object]]:
+    """The JSON lines for ``data``; DecodeFailure with the reason code when it is none."""
+    if kind == "auto":
+        # Membership records start with their type (1-4), session messages with their kind
+        # (1-2); anything else is read as Babel, whose errors say what is wrong (bad_magic).
+        kind = "babel"
+        if data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04"):
+            try:
+                return _membership(data)
+            except DecodeFailure:
+                if data[:1] not in (b"\x01", b"\x02"):
+                    raise
+                kind = "session"
+    if kind == "babel":
+        return _babel(data, with_state)
+    if kind == "membership":
+        return _membership(data)
+    return _session(data, with_state)
+
+
+def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
+    from meshd.proto.babel import BabelDecodeError, decode_packet_detail
+    from meshd.proto.babel_json import decoded_to_json, skipped_to_json
+
+    try:
+        packet = decode_packet_detail(data)
+    except BabelDecodeError as exc:
+        raise DecodeFailure(exc.reason, exc.message) from None
+    lines = [(d.offset, decoded_to_json(d, with_state=with_state)) for d in packet.tlvs]
+    lines += [(s.offset, skipped_to_json(s)) for s in packet.skipped]
+    out = [obj for _, obj in sorted(lines, key=lambda line: line[0])]
+    if packet.trailer:
+        out.append({"type": "trailer", "hex": packet.trailer.hex()})
+    return out
+
+
+def _membership(data: bytes) -> list[dict[str, object]]:
+    from meshd.membership import DecodeError, MembershipError, decode_message
+
+    try:
+        return [decode_message(data).to_json()]
+    except DecodeError as exc:
+        raise DecodeFailure("malformed", str(exc)) from None
+    except MembershipError as exc:
+        raise DecodeFailure(str(exc.reason_code), exc.message) from None
+
+
+def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
+    from meshd.proto import session
+
+    try:
+        msg = session.decode(data)
+    except session.SessionMessageError as exc:
+        raise DecodeFailure(exc.reason, str(exc)) from None
+    if isinstance(msg, session.BabelPacket):
+        return [{"type": "session", "kind": "babel"}, *_babel(msg.packet, with_state)]
+    records = [_membership(msg.certificate)[0]]
+    if msg.delegation:
+        records.append(_membership(msg.delegation)[0])
+    return [{"type": "session", "kind": "membership"}, *records]
