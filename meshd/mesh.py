@@ -23,7 +23,6 @@ from typing import Any
 
 from meshd.log import event
 from meshd.membership import (
-    DecodeError,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -184,10 +183,7 @@ class ControlPlane:
             cert = MembershipCertificate.decode(msg.certificate)
             chain = (DelegationCertificate.decode(msg.delegation),) if msg.delegation else ()
             member = verify_membership(cert, chain, self.own.trust, time.time())
-        except DecodeError as exc:
-            self._refuse(node_id, peer, "malformed_certificate", str(exc))
-            return
-        except MembershipError as exc:
+        except MembershipError as exc:  # malformed, or does not verify
             self._refuse(node_id, peer, str(exc.reason_code), exc.message)
             return
         if member.node_id != node_id:

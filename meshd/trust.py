@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshd.membership import (
-    DecodeError,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -54,17 +53,17 @@ def load(state_dir: Path, admin_keys: tuple[str, ...], node_id: str, now: float)
     try:
         definition = MeshDefinition.decode(_read(state_dir / MESH_FILE))
         trust = MeshTrust.from_definition(definition, admin_keys)
-    except (DecodeError, MembershipError) as exc:
+    except MembershipError as exc:
         raise TrustError(f"{state_dir / MESH_FILE}: {exc}") from None
     try:
         cert = MembershipCertificate.decode(_read(state_dir / MEMBERSHIP_FILE))
-    except DecodeError as exc:
+    except MembershipError as exc:
         raise TrustError(f"{state_dir / MEMBERSHIP_FILE}: {exc}") from None
     delegation = None
     if (state_dir / DELEGATION_FILE).exists():
         try:
             delegation = DelegationCertificate.decode(_read(state_dir / DELEGATION_FILE))
-        except DecodeError as exc:
+        except MembershipError as exc:
             raise TrustError(f"{state_dir / DELEGATION_FILE}: {exc}") from None
     # A certificate issued by a delegate is checked through the delegation that allowed it.
     chain = (delegation,) if delegation is not None and cert.issuer not in trust.admins else ()

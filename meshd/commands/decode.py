@@ -117,12 +117,10 @@ def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
 
 
 def _membership(data: bytes) -> list[dict[str, object]]:
-    from meshd.membership import DecodeError, MembershipError, decode_message
+    from meshd.membership import MembershipError, decode_message
 
     try:
         return [decode_message(data).to_json()]
-    except DecodeError as exc:
-        raise DecodeFailure("malformed", str(exc)) from None
     except MembershipError as exc:
         raise DecodeFailure(str(exc.reason_code), exc.message) from None
 
