@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nstestbed.plan import Plan
+from meshd.addressing import mesh_ipv6
+from meshd.api import ApiError, Client
+from nstestbed.plan import MESH_IPV6_PREFIX, Plan
 from nstestbed.state import State
 
 
 def status_call(socket: Path, timeout: float = 2.0) -> dict[str, Any]:
     """One ``status`` call on a node's control socket; raises OSError or ValueError."""
     try:
-        from meshd.api import ApiError, Client
-    except ImportError:  # before meshd.api exists: speak the framing directly
-        return _raw_status(socket, timeout)
-    try:
         result = Client(socket, timeout=timeout).call("status")
     except ApiError as exc:
         raise OSError(str(exc)) from None
-    if not isinstance(result, dict):
-        raise ValueError("status result is not an object")
-    return result
-
-
-def _raw_status(socket_path: Path, timeout: float) -> dict[str, Any]:
-    import socket
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(socket_path))
-        sock.sendall(b'{"v": 1, "call": "status"}\n')
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply = json.loads(data)
-    if not reply.get("ok"):
-        raise ValueError(f"status failed: {reply.get('error')}")
-    result = reply["result"]
     if not isinstance(result, dict):
         raise ValueError("status result is not an object")
     return result
@@ -67,16 +43,10 @@ def mesh_ipv6_of(
 ) -> dict[str, str]:
     """Each node's mesh IPv6: as it reports it, else derived from its node id."""
     out: dict[str, str] = {}
-    try:
-        from meshd.addressing import mesh_ipv6
-        from meshd.config import MeshSettings
-
-        prefix = MeshSettings().ipv6_prefix
-        for name, keys in st.keys.items():
-            with contextlib.suppress(ValueError, KeyError):
-                out[name] = str(mesh_ipv6(prefix, keys["node_id"]))
-    except ImportError:
-        pass
+    prefix = ipaddress.IPv6Network(MESH_IPV6_PREFIX)
+    for name, keys in st.keys.items():
+        with contextlib.suppress(ValueError, KeyError):
+            out[name] = str(mesh_ipv6(prefix, keys["node_id"]))
     for name, status in statuses.items():
         if isinstance(status, dict) and isinstance(status.get("mesh_ipv6"), str):
             out[name] = status["mesh_ipv6"]
