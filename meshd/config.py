@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from meshd.identity import decode_wireguard_key, public_from_node_id
+from meshd.identity import public_from_node_id
 
 DEFAULT_SOCKET = "/run/meshd/meshd.sock"
 
@@ -52,9 +52,9 @@ class MeshSettings:
     )
     admin_keys: tuple[str, ...] = _opt(
         (),
-        "node ids of the mesh's admin keys; when set, the node needs its membership "
-        "certificate (membership.cert, mesh.cert in state_dir), checks its neighbours' and "
-        "routes with Babel over QUIC sessions",
+        "node ids of the mesh's admin keys (required): the node needs its membership "
+        "certificate signed under them (membership.cert, mesh.cert in state_dir) and "
+        "checks its neighbours' against them",
     )
 
 
@@ -74,6 +74,8 @@ class WireGuardSettings:
     interface_prefix: str = _opt("mw", "first characters of every link interface (<= 3)")
     keepalive_s: int = _opt(1, "persistent keepalive on every link, seconds (liveness signal)")
     mtu: int = _opt(1420, "MTU of the link interfaces")
+    listen_port_min: int = _opt(51820, "lowest UDP port of a link interface (one port per link)")
+    listen_port_max: int = _opt(52819, "highest UDP port of a link interface")
 
 
 @dataclass(frozen=True)
@@ -92,15 +94,26 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
-class Neighbour:
-    name: str = _opt("", "the neighbour's name")
-    node_id: str = _opt("", "the neighbour's node id (43 characters)", required=True)
-    wireguard_key: str = _opt("", "the neighbour's WireGuard public key (base64)", required=True)
-    endpoint: str = _opt("", "the neighbour's underlay HOST:PORT for this link", required=True)
-    listen_port: int = _opt(0, "our UDP port for this link", required=True)
-    mesh_ipv4: ipaddress.IPv4Address | None = _opt(
-        None, "the neighbour's mesh IPv4 address", required=True
+class DiscoverySettings:
+    beacons: bool = _opt(True, "send and hear signed beacons on shared LAN segments")
+    beacon_port: int = _opt(6698, "UDP port of the beacons")
+    beacon_interval_s: float = _opt(
+        30.0, "seconds between periodic beacons (a newcomer is answered at once)"
     )
+    beacon_interfaces: tuple[str, ...] = _opt(
+        (), "interfaces to beacon on; empty: every up interface with an IPv4 broadcast address"
+    )
+    share_endpoints: bool = _opt(True, "tell neighbours the addresses of our other neighbours")
+    forget_after_s: float = _opt(
+        600.0, "a neighbour unheard of for this long loses its link (bootstrap peers are kept)"
+    )
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    node_id: str = _opt("", "the peer's node id (43 characters)", required=True)
+    address: str = _opt("", "the peer's underlay HOST:PORT of its QUIC control port", required=True)
+    name: str = _opt("", "a name to show until the peer's certificate names it")
 
 
 @dataclass(frozen=True)
@@ -112,7 +125,8 @@ class Config:
     wireguard: WireGuardSettings = field(default_factory=WireGuardSettings)
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
-    neighbours: tuple[Neighbour, ...] = ()
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    bootstrap: tuple[Bootstrap, ...] = ()
 
 
 SECTIONS: dict[str, type] = {
@@ -122,6 +136,7 @@ SECTIONS: dict[str, type] = {
     "wireguard": WireGuardSettings,
     "liveness": LivenessSettings,
     "routing": RoutingSettings,
+    "discovery": DiscoverySettings,
 }
 
 
@@ -129,6 +144,7 @@ def _converter(annotation: str) -> tuple[Callable[[Any], Any], str]:
     """Map a field's annotation (a string under `from __future__ import annotations`)."""
     table: dict[str, tuple[Callable[[Any], Any], str]] = {
         "str": (_expect(str), "a string"),
+        "bool": (_bool, "true or false"),
         "int": (_int, "an integer"),
         "tuple[str, ...]": (_strings, "a list of strings"),
         "float": (_float, "a number"),
@@ -156,6 +172,12 @@ def _expect(kind: type) -> Callable[[Any], Any]:
         return value
 
     return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"got {type(value).__name__}")
+    return value
 
 
 def _int(value: Any) -> int:
@@ -231,34 +253,33 @@ def _check(cfg: Config) -> None:
         raise ConfigError(p, "control.quic_port", "expected 1..65535")
     if not 1 <= cfg.routing.route_protocol <= 254:
         raise ConfigError(p, "routing.route_protocol", "expected 1..254")
+    if not 1 <= wg.listen_port_min <= wg.listen_port_max <= 65535:
+        raise ConfigError(
+            p, "wireguard.listen_port_max", "expected 1 <= listen_port_min <= listen_port_max"
+        )
+    if not cfg.mesh.admin_keys:
+        raise ConfigError(p, "mesh.admin_keys", "missing; expected the mesh's admin node ids")
+    d = cfg.discovery
+    if not 1 <= d.beacon_port <= 65535 or d.beacon_port == cfg.control.quic_port:
+        raise ConfigError(p, "discovery.beacon_port", "expected 1..65535, not the QUIC port")
+    if d.beacon_interval_s < 1:
+        raise ConfigError(p, "discovery.beacon_interval_s", "expected at least 1 second")
+    if d.forget_after_s < 60:
+        raise ConfigError(p, "discovery.forget_after_s", "expected at least 60 seconds")
     seen_ids: set[str] = set()
-    seen_ports: set[int] = set()
-    for i, n in enumerate(cfg.neighbours):
-        where = f"neighbours[{i}]"
+    for i, b in enumerate(cfg.bootstrap):
+        where = f"bootstrap[{i}]"
         try:
-            public_from_node_id(n.node_id)
+            public_from_node_id(b.node_id)
         except ValueError as exc:
             raise ConfigError(p, f"{where}.node_id", f"expected a node id: {exc}") from None
         try:
-            decode_wireguard_key(n.wireguard_key)
+            parse_endpoint(b.address)
         except ValueError as exc:
-            raise ConfigError(p, f"{where}.wireguard_key", f"expected a key: {exc}") from None
-        try:
-            parse_endpoint(n.endpoint)
-        except ValueError as exc:
-            raise ConfigError(p, f"{where}.endpoint", f"expected HOST:PORT: {exc}") from None
-        if not 1 <= n.listen_port <= 65535:
-            raise ConfigError(p, f"{where}.listen_port", "expected 1..65535")
-        if n.node_id in seen_ids:
-            raise ConfigError(p, f"{where}.node_id", "expected each neighbour once")
-        if n.listen_port in seen_ports:
-            raise ConfigError(p, f"{where}.listen_port", "expected a port no other link uses")
-        if n.mesh_ipv4 not in cfg.mesh.ipv4_prefix or n.mesh_ipv4 == cfg.node.mesh_ipv4:
-            raise ConfigError(
-                p, f"{where}.mesh_ipv4", f"expected another address in {cfg.mesh.ipv4_prefix}"
-            )
-        seen_ids.add(n.node_id)
-        seen_ports.add(n.listen_port)
+            raise ConfigError(p, f"{where}.address", f"expected HOST:PORT: {exc}") from None
+        if b.node_id in seen_ids:
+            raise ConfigError(p, f"{where}.node_id", "expected each peer once")
+        seen_ids.add(b.node_id)
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
@@ -285,14 +306,14 @@ def parse(text: str, path: Path | str = "<config>") -> Config:
     for key, raw in doc.items():
         if key in SECTIONS:
             values[key] = _build(SECTIONS[key], raw, path, key)
-        elif key == "neighbours":
+        elif key == "bootstrap":
             if not isinstance(raw, list):
-                raise ConfigError(path, key, "expected an array of tables ([[neighbours]])")
+                raise ConfigError(path, key, "expected an array of tables ([[bootstrap]])")
             values[key] = tuple(
-                _build(Neighbour, item, path, f"neighbours[{i}]") for i, item in enumerate(raw)
+                _build(Bootstrap, item, path, f"bootstrap[{i}]") for i, item in enumerate(raw)
             )
         else:
-            known = ", ".join([*SECTIONS, "neighbours"])
+            known = ", ".join([*SECTIONS, "bootstrap"])
             raise ConfigError(path, key, f"unknown section (known: {known})")
     cfg = Config(path=path, **values)
     _check(cfg)
@@ -319,6 +340,8 @@ def socket_path(cfg: Config | None = None) -> Path:
 def _toml_value(value: Any) -> str:
     if value is None:
         return "(none)"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, tuple):
@@ -329,7 +352,7 @@ def _toml_value(value: Any) -> str:
 def explain() -> str:
     """Every option with its default and help, as TOML comments."""
     lines: list[str] = []
-    for section, cls in [*SECTIONS.items(), ("[neighbours]", Neighbour)]:
+    for section, cls in [*SECTIONS.items(), ("[bootstrap]", Bootstrap)]:
         lines.append(f"[{section}]")
         for f in fields(cls):
             default = "(required)" if f.metadata.get("required") else _toml_value(f.default)

@@ -1,31 +1,44 @@
-"""The control plane: QUIC sessions with the neighbours, membership checks, Babel.
+"""The control plane: finding neighbours, QUIC sessions with them, membership, links, Babel.
 
-Runs in the daemon's event loop. Each neighbour gets one QUIC session (both ends dial while
-they have none; the transport keeps one when both succeed). Each side's first message is its
-membership certificate; until it verifies against the mesh definition nothing else from the
-session is read. A neighbour is a Babel link only while its certificate verifies *and* its
-WireGuard tunnel carries packets (the liveness signal), so a tunnel that stops carrying
-packets is a dead link even while the QUIC session over the underlay still answers.
-Route changes go to a callback that applies them to the kernel. Timers run on the
-monotonic clock (``now``); certificates are checked against the wall clock.
+Runs in the daemon's event loop. Neighbours are found three ways: bootstrap peers from the
+config (dialled for as long as the node runs), signed beacons heard on a shared segment
+(``discovered``), and the endpoints verified neighbours tell us about (``ENDPOINTS``; a few
+tries each). Each neighbour gets one QUIC session (both ends dial while they have none; the
+transport keeps one when both succeed). Each side's first message is its membership
+certificate; until it verifies against the mesh definition nothing else from the session
+is read. Then each side tells the other its WireGuard port for their link (``LINK``): the
+peer's WireGuard key is in its certificate and its address is where the session comes from,
+so that is all a side needs to build the link (``Links.ensure_link``).
+
+A neighbour is a Babel link only while its certificate verifies *and* its WireGuard tunnel
+carries packets (the liveness signal), so a tunnel that stops carrying packets is a dead
+link even while the QUIC session over the underlay still answers. The link outlives a
+dropped session; it is removed when the neighbour is revoked or has been gone for
+``forget_after_s``. Revocations are gossiped: sent whole when a session verifies, and each
+new one forwarded to every other neighbour. Timers run on the monotonic clock (``now``);
+certificates and revocations are checked against the wall clock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from meshd import addressing
 from meshd.log import event
 from meshd.membership import (
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
+    Revocation,
     RevocationTarget,
     VerifiedMember,
     verify_membership,
@@ -36,29 +49,76 @@ from meshd.routing.babel import BabelRouter, RouteChange
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.udp import PeerEvent, QuicTransport
-from meshd.trust import OwnMembership
+from meshd.trust import OwnMembership, save_revocations
 
 LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, until RTT-based costs arrive
 REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
 REDIAL_MAX_S = 30.0
+ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked again
+SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
+MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
+
+Address = tuple[str, int]
+
+
+class Source(StrEnum):
+    """How we came to know an address of a node."""
+
+    BOOTSTRAP = "bootstrap"  # the config (from the invite)
+    BEACON = "beacon"  # heard on a shared segment
+    SHARED = "shared"  # a neighbour told us (ENDPOINTS)
+    SESSION = "session"  # a session came from (or reached) it
 
 
 @dataclass(frozen=True)
-class NeighbourInfo:
+class LinkSpec:
+    """What the node needs to build the WireGuard link to a neighbour."""
+
+    node_id: str
     name: str
-    ifname: str  # its WireGuard interface
-    quic_address: tuple[str, int]
+    ifname: str
     wireguard_public: bytes
+    endpoint: Address  # the neighbour's underlay address and WireGuard port
+    listen_port: int  # ours
+
+
+class Links(Protocol):
+    """The node's side: WireGuard links made from what the sessions say."""
+
+    def link_port(self, node_id: str) -> int:
+        """Our WireGuard port for the link to ``node_id`` (kept while its interface lives)."""
+        ...
+
+    def ensure_link(self, spec: LinkSpec) -> None: ...
+
+    def remove_link(self, node_id: str) -> None: ...
+
+
+@dataclass
+class Candidate:
+    source: Source
+    heard_at: float
+    dials: int = 0
 
 
 @dataclass
 class Peer:
-    info: NeighbourInfo
+    node_id: str
+    name: str
+    ifname: str
+    bootstrap: bool = False
+    addresses: dict[Address, Candidate] = field(default_factory=dict)
     session_up: bool = False
+    session_addr: Address | None = None
     member: VerifiedMember | None = None
+    credential: tuple[MembershipCertificate, tuple[DelegationCertificate, ...]] | None = None
     wireguard_up: bool = False
     routing: bool = False  # a Babel link now
+    own_port: int | None = None
+    peer_port: int | None = None
+    link: LinkSpec | None = None  # what the node was asked to build
+    last_seen: float = 0.0
     next_dial: float = 0.0
     failed_dials: int = 0
     last_refusal: str | None = None
@@ -69,10 +129,25 @@ class Peer:
             return "up"
         return "connecting" if self.session_up or not self.last_refusal else "down"
 
+    @property
+    def is_neighbour(self) -> bool:
+        """Listed as a neighbour: configured, talking to us, or holding a link; a
+        candidate we were only told about is not one until a session comes up."""
+        return self.bootstrap or self.session_up or self.link is not None
+
 
 def router_id(node_id_bytes: bytes) -> bytes:
     """Babel router-id: 8 bytes of the node's key hash (RFC 8966 4.1.2: any unique id)."""
     return hashlib.sha256(node_id_bytes).digest()[:8]
+
+
+def _shareable(host: str) -> bool:
+    """An address worth telling another node about: routable beyond one link."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not (ip.is_link_local or ip.is_loopback or ip.is_multicast or ip.is_unspecified)
 
 
 class ControlPlane:
@@ -81,20 +156,42 @@ class ControlPlane:
         node_id: str,
         credentials: NodeCredentials,
         own: OwnMembership,
-        neighbours: dict[str, NeighbourInfo],
         router: BabelRouter,
+        links: Links,
         apply_routes: Callable[[list[RouteChange]], None],
         state_dir: Path,
+        *,
+        interface_prefix: str = "mw",
+        bootstrap: tuple[tuple[str, Address, str], ...] = (),
+        share_endpoints: bool = True,
+        forget_after_s: float = 600.0,
+        now: float = 0.0,
     ) -> None:
         self.node_id, self.credentials, self.own = node_id, credentials, own
-        self.peers = {nid: Peer(info) for nid, info in neighbours.items()}
-        self.router, self.apply_routes = router, apply_routes
+        self.router, self.links, self.apply_routes = router, links, apply_routes
         self.state_dir = state_dir
+        self.interface_prefix = interface_prefix
+        self.share_endpoints = share_endpoints
+        self.forget_after_s = forget_after_s
+        self.peers: dict[str, Peer] = {}
+        self._next_enforce = now + ENFORCE_EVERY_S
+        for peer_id, address, name in bootstrap:
+            peer = self._peer(peer_id, now, name)
+            peer.bootstrap = True
+            peer.addresses[address] = Candidate(Source.BOOTSTRAP, now)
         self.transport: QuicTransport | None = None
         self._saved_seqno = router.seqno
         self._membership_message = messages.encode(
             messages.Membership(own.certificate.encode(), b"".join(d.encode() for d in own.chain))
         )
+
+    def _peer(self, node_id: str, now: float, name: str = "") -> Peer:
+        peer = self.peers.get(node_id)
+        if peer is None:
+            ifname = addressing.link_interface_name(self.interface_prefix, self.node_id, node_id)
+            peer = Peer(node_id, name or node_id[:8], ifname, last_seen=now)
+            self.peers[node_id] = peer
+        return peer
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -112,103 +209,259 @@ class ControlPlane:
         if self.transport is not None:
             await self.transport.close("shutdown")
 
+    # ---- finding neighbours ----------------------------------------------------------
+
+    def discovered(self, node_id: str, address: Address, source: Source, now: float) -> None:
+        """A node is at ``address`` (a beacon, or a neighbour said so): dial it if we have
+        no session with it."""
+        if node_id == self.node_id or self._revoked(node_id):
+            return
+        if node_id not in self.peers and len(self.peers) >= MAX_PEERS:
+            return
+        peer = self._peer(node_id, now)
+        if source is Source.BEACON:
+            peer.last_seen = now  # heard directly: it is there
+        known = peer.addresses.get(address)
+        if known is None:
+            peer.addresses[address] = Candidate(source, now)
+            event(
+                "peer.discovered",
+                peer=peer.name,
+                address=format_address(address),
+                source=source.value,
+            )
+            if not peer.session_up:
+                peer.next_dial = min(peer.next_dial, now)
+        elif known.source is Source.SHARED and source is not Source.SHARED:
+            known.source, known.heard_at, known.dials = source, now, 0
+        else:
+            known.heard_at = now
+
     # ---- sessions --------------------------------------------------------------------
 
     def authorize(self, node_id: str) -> str | None:
-        """At the QUIC handshake: only configured neighbours, and none revoked."""
-        if node_id not in self.peers:
-            return "unknown_node"
-        if self.own.trust.revocations.in_force(RevocationTarget.node(node_id), time.time()):
+        """At the QUIC handshake: any node not revoked (the certificate comes next)."""
+        if node_id == self.node_id:
+            return "own_node_id"
+        if self._revoked(node_id):
             return "revoked"
+        if node_id not in self.peers and len(self.peers) >= MAX_PEERS:
+            return "too_many_peers"
         return None
+
+    def _revoked(self, node_id: str) -> bool:
+        target = RevocationTarget.node(node_id)
+        return self.own.trust.revocations.in_force(target, time.time()) is not None
 
     def on_event(self, ev: PeerEvent) -> None:
         node_id = ev.peer_node_id or ""
-        peer = self.peers.get(node_id)
         now = time.monotonic()
-        if isinstance(ev.event, SessionUp) and peer is not None:
-            if peer.session_up:  # a new session replaced the old one: start afresh
-                peer.member = None
-                self._reevaluate(node_id, peer, now)
-            peer.session_up = True
-            event("session.up", peer=peer.info.name, address=f"{ev.addr[0]}:{ev.addr[1]}")
-            self._send(node_id, self._membership_message)
-        elif isinstance(ev.event, MessageReceived) and peer is not None:
-            self._on_message(node_id, peer, ev.event.data, now)
+        if isinstance(ev.event, SessionUp) and node_id:
+            self._session_up(self._peer(node_id, now), ev.addr, now)
+            return
+        known = self.peers.get(node_id)
+        if isinstance(ev.event, MessageReceived) and known is not None:
+            self._on_message(known, ev.event.data, now)
         elif isinstance(ev.event, SessionClosed):
-            if peer is None or not ev.was_up:
-                silent = ev.event.reason == "handshake_timeout"  # a neighbour not there yet
-                event(
-                    "session.timeout" if silent else "session.refused",
-                    logging.INFO if silent else logging.WARNING,
-                    peer=node_id or "?",
-                    reason=ev.event.reason,
-                    by_peer=ev.event.by_peer,
-                )
-                if peer is not None:
-                    peer.last_refusal = ev.event.reason
-                    peer.failed_dials += 1
-                return
-            event("session.down", peer=peer.info.name, reason=ev.event.reason)
-            peer.failed_dials += 1  # reset once a session verifies: a refusing peer backs off
-            peer.session_up = False
-            peer.member = None
-            peer.last_refusal = ev.event.reason
-            self._reevaluate(node_id, peer, now)
+            self._session_closed(known, node_id, ev, ev.event)
 
-    def _on_message(self, node_id: str, peer: Peer, data: bytes, now: float) -> None:
+    def _session_up(self, peer: Peer, addr: Address, now: float) -> None:
+        if peer.session_up:  # a new session replaced the old one: start afresh
+            peer.member, peer.credential = None, None
+            self._reevaluate(peer, now)
+        peer.session_up = True
+        peer.session_addr = addr
+        peer.last_seen = now
+        candidate = peer.addresses.setdefault(addr, Candidate(Source.SESSION, now))
+        candidate.dials, candidate.heard_at = 0, now
+        event("session.up", peer=peer.name, address=format_address(addr))
+        self._send(peer.node_id, self._membership_message)
+
+    def _session_closed(
+        self, peer: Peer | None, node_id: str, ev: PeerEvent, closed: SessionClosed
+    ) -> None:
+        if peer is None or not ev.was_up:
+            silent = closed.reason == "handshake_timeout"  # a neighbour not there yet
+            event(
+                "session.timeout" if silent else "session.refused",
+                logging.INFO if silent else logging.WARNING,
+                peer=peer.name if peer else node_id or "?",
+                address=format_address(ev.addr),
+                reason=closed.reason,
+                by_peer=closed.by_peer,
+            )
+            if peer is not None:
+                peer.last_refusal = closed.reason
+                peer.failed_dials += 1
+            return
+        event("session.down", peer=peer.name, reason=closed.reason)
+        peer.failed_dials += 1  # reset once a session verifies: a refusing peer backs off
+        peer.session_up = False
+        peer.member, peer.credential = None, None
+        peer.peer_port = None
+        peer.last_refusal = closed.reason
+        self._reevaluate(peer, time.monotonic())
+
+    def _on_message(self, peer: Peer, data: bytes, now: float) -> None:
         try:
             msg = messages.decode(data)
         except messages.SessionMessageError as exc:
-            self._refuse(node_id, peer, exc.reason, str(exc))
+            self._refuse(peer, exc.reason, str(exc))
             return
         if isinstance(msg, messages.Membership):
-            self._on_membership(node_id, peer, msg, now)
+            self._on_membership(peer, msg, now)
             return
         if peer.member is None:
-            self._refuse(node_id, peer, "not_verified", "a message before the certificate")
+            self._refuse(peer, "not_verified", "a message before the certificate")
             return
-        try:
-            tlvs = decode_packet_detail(msg.packet).tlvs
-        except BabelDecodeError as exc:
-            self._refuse(node_id, peer, f"babel_{exc.reason}", str(exc))
-            return
-        self.router.receive(node_id, tlvs, now)
-        self.flush()
+        peer.last_seen = now
+        if isinstance(msg, messages.Link):
+            peer.peer_port = msg.wireguard_port
+            self._update_link(peer)
+        elif isinstance(msg, messages.Endpoints):
+            for ep in msg.endpoints:
+                if _shareable(ep.host):
+                    self.discovered(ep.node_id, (ep.host, ep.port), Source.SHARED, now)
+        elif isinstance(msg, messages.Revocations):
+            self._on_revocations(peer, msg.revocations)
+        else:
+            try:
+                tlvs = decode_packet_detail(msg.packet).tlvs
+            except BabelDecodeError as exc:
+                self._refuse(peer, f"babel_{exc.reason}", str(exc))
+                return
+            self.router.receive(peer.node_id, tlvs, now)
+            self.flush()
 
-    def _on_membership(
-        self, node_id: str, peer: Peer, msg: messages.Membership, now: float
-    ) -> None:
+    def _on_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
         try:
             cert = MembershipCertificate.decode(msg.certificate)
             chain = (DelegationCertificate.decode(msg.delegation),) if msg.delegation else ()
             member = verify_membership(cert, chain, self.own.trust, time.time())
         except MembershipError as exc:  # malformed, or does not verify
-            self._refuse(node_id, peer, str(exc.reason_code), exc.message)
+            self._refuse(peer, str(exc.reason_code), exc.message)
             return
-        if member.node_id != node_id:
-            self._refuse(node_id, peer, "wrong_node_id", f"certificate for {member.node_id}")
+        if member.node_id != peer.node_id:
+            self._refuse(peer, "wrong_node_id", f"certificate for {member.node_id}")
             return
-        if member.wireguard_public != peer.info.wireguard_public:
-            self._refuse(node_id, peer, "wrong_wireguard_key", "not the configured key")
-            return
-        peer.member = member
+        peer.member, peer.credential = member, (cert, chain)
+        peer.name = member.name
         peer.last_refusal = None
         peer.failed_dials = 0
         event(
             "peer.verified",
-            peer=peer.info.name,
+            peer=peer.name,
             issuer=member.issuer,
             valid_until=member.valid_until,
         )
-        self._reevaluate(node_id, peer, now)
+        peer.own_port = self.links.link_port(peer.node_id)
+        self._send(peer.node_id, messages.encode(messages.Link(peer.own_port)))
+        if len(self.own.trust.revocations):
+            records = tuple(r.encode() for r in self.own.trust.revocations)
+            self._send(peer.node_id, messages.encode(messages.Revocations(records)))
+        if self.share_endpoints:
+            self._share_endpoints(peer)
+        self._update_link(peer)
+        self._reevaluate(peer, now)
 
-    def _refuse(self, node_id: str, peer: Peer, reason: str, detail: str) -> None:
+    def _share_endpoints(self, newcomer: Peer) -> None:
+        """Tell the newcomer where our other neighbours are, and them where it is."""
+        known = [
+            messages.Endpoint(p.node_id, p.session_addr[0], p.session_addr[1])
+            for p in self.peers.values()
+            if p is not newcomer
+            and p.member is not None
+            and p.session_addr is not None
+            and _shareable(p.session_addr[0])
+        ][: messages.MAX_ENDPOINTS]
+        if known:
+            self._send(newcomer.node_id, messages.encode(messages.Endpoints(tuple(known))))
+        if newcomer.session_addr is None or not _shareable(newcomer.session_addr[0]):
+            return
+        host, port = newcomer.session_addr
+        news = messages.encode(
+            messages.Endpoints((messages.Endpoint(newcomer.node_id, host, port),))
+        )
+        for p in self.peers.values():
+            if p is not newcomer and p.member is not None:
+                self._send(p.node_id, news)
+
+    def _update_link(self, peer: Peer) -> None:
+        """Build (or change) the WireGuard link once both ports and the key are known."""
+        if (
+            peer.member is None
+            or peer.own_port is None
+            or peer.peer_port is None
+            or peer.session_addr is None
+        ):
+            return
+        spec = LinkSpec(
+            node_id=peer.node_id,
+            name=peer.name,
+            ifname=peer.ifname,
+            wireguard_public=peer.member.wireguard_public,
+            endpoint=(peer.session_addr[0], peer.peer_port),
+            listen_port=peer.own_port,
+        )
+        if spec != peer.link:
+            peer.link = spec
+            self.links.ensure_link(spec)
+
+    def _refuse(self, peer: Peer, reason: str, detail: str) -> None:
         """Bad input from a peer closes that session only, with the reason logged."""
-        event("session.refused", logging.WARNING, peer=peer.info.name, reason=reason, detail=detail)
+        event("session.refused", logging.WARNING, peer=peer.name, reason=reason, detail=detail)
         peer.last_refusal = reason
         if self.transport is not None:
-            self.transport.close_peer(node_id, reason)
+            self.transport.close_peer(peer.node_id, reason)
+
+    # ---- revocations -----------------------------------------------------------------
+
+    def _on_revocations(self, peer: Peer, records: tuple[bytes, ...]) -> None:
+        fresh: list[Revocation] = []
+        for record in records:
+            try:
+                revocation = Revocation.decode(record)
+                if self.own.trust.revocations.add(revocation):
+                    fresh.append(revocation)
+            except MembershipError as exc:
+                # One bad record does not poison the rest, nor the session: a neighbour
+                # may relay what it could not check as well as we can (another mesh).
+                event("revocation.rejected", logging.WARNING, peer=peer.name, reason=str(exc))
+        if fresh:
+            self.add_revocations(fresh, learned_from=peer.node_id)
+
+    def add_revocations(self, fresh: list[Revocation], learned_from: str | None = None) -> None:
+        """Revocations new to us (already in the set): persist, spread, enforce."""
+        save_revocations(self.state_dir, self.own.trust.revocations)
+        message = messages.encode(messages.Revocations(tuple(r.encode() for r in fresh)))
+        for revocation in fresh:
+            event("revocation.learned", target=revocation.target.describe())
+        for p in self.peers.values():
+            if p.node_id != learned_from and p.member is not None:
+                self._send(p.node_id, message)
+        self.enforce_membership(time.monotonic())
+
+    def enforce_membership(self, now: float) -> None:
+        """Drop neighbours whose certificate no longer verifies (revoked, expired), with
+        their session and link; a revoked node we only know of is forgotten too."""
+        wall = time.time()
+        for peer in list(self.peers.values()):
+            reason = "revoked" if self._revoked(peer.node_id) else None
+            if reason is None and peer.credential is not None:
+                try:
+                    verify_membership(*peer.credential, self.own.trust, wall)
+                except MembershipError as exc:
+                    reason = str(exc.reason_code)
+            if reason is None:
+                continue
+            event("peer.dropped", logging.WARNING, peer=peer.name, reason=reason)
+            if peer.session_up and self.transport is not None:
+                self.transport.close_peer(peer.node_id, reason)
+            peer.session_up, peer.member, peer.credential = False, None, None
+            self._reevaluate(peer, now)
+            peer.bootstrap = False  # never dialled again
+            self._forget(peer)
+        self._next_enforce = now + ENFORCE_EVERY_S
 
     # ---- links -----------------------------------------------------------------------
 
@@ -217,33 +470,67 @@ class ControlPlane:
         peer = self.peers.get(node_id)
         if peer is not None and peer.wireguard_up != up:
             peer.wireguard_up = up
-            self._reevaluate(node_id, peer, now)
+            peer.last_seen = now
+            self._reevaluate(peer, now)
 
-    def _reevaluate(self, node_id: str, peer: Peer, now: float) -> None:
+    def _reevaluate(self, peer: Peer, now: float) -> None:
         routing = peer.session_up and peer.member is not None and peer.wireguard_up
         if routing == peer.routing:
             return
         peer.routing = routing
         if routing:
-            self.router.link_up(node_id, LINK_COST, now)
+            self.router.link_up(peer.node_id, LINK_COST, now)
         else:
-            self.router.link_down(node_id, now)
-        event("babel.link_" + ("up" if routing else "down"), peer=peer.info.name)
+            self.router.link_down(peer.node_id, now)
+        event("babel.link_" + ("up" if routing else "down"), peer=peer.name)
         self.flush()
+
+    def _forget(self, peer: Peer) -> None:
+        """Remove the peer's link; a bootstrap peer stays known (and dialled)."""
+        if peer.link is not None:
+            self.links.remove_link(peer.node_id)
+            peer.link = None
+        peer.own_port = peer.peer_port = None
+        if not peer.bootstrap:
+            del self.peers[peer.node_id]
 
     # ---- time ------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        if self.transport is not None:
-            for node_id, peer in self.peers.items():
-                # Both ends dial while they have no session (a restarted node cannot wait
-                # for its neighbour's idle timeout); the transport keeps one session.
-                if not peer.session_up and now >= peer.next_dial:
-                    backoff = REDIAL_S * 2 ** min(peer.failed_dials, 8)
-                    peer.next_dial = now + min(backoff, REDIAL_MAX_S)
-                    self.transport.dial(peer.info.quic_address, expected_node_id=node_id)
+        if now >= self._next_enforce:
+            self.enforce_membership(now)
+        for peer in list(self.peers.values()):
+            if peer.session_up or peer.routing:
+                peer.last_seen = now
+                continue
+            if peer.wireguard_up:
+                peer.last_seen = now
+            if now - peer.last_seen > self.forget_after_s:
+                event("peer.forgotten", peer=peer.name, silent_s=round(now - peer.last_seen))
+                self._forget(peer)
+                continue
+            if self.transport is not None and now >= peer.next_dial:
+                self._dial(peer, now)
         self.router.tick(now)
         self.flush()
+
+    def _dial(self, peer: Peer, now: float) -> None:
+        """Both ends dial while they have no session (a restarted node cannot wait for its
+        neighbour's idle timeout); the transport keeps one session. Addresses we were only
+        told about get a few tries; the others are tried for as long as they are known."""
+        for address, candidate in list(peer.addresses.items()):
+            if candidate.source is Source.SHARED and candidate.dials >= SHARED_TRIES:
+                del peer.addresses[address]
+        if not peer.addresses:
+            if not peer.bootstrap and peer.link is None:
+                del self.peers[peer.node_id]
+            return
+        address, candidate = min(peer.addresses.items(), key=lambda item: item[1].dials)
+        candidate.dials += 1
+        backoff = REDIAL_S * 2 ** min(peer.failed_dials, 8)
+        peer.next_dial = now + min(backoff, REDIAL_MAX_S)
+        assert self.transport is not None
+        self.transport.dial(address, expected_node_id=peer.node_id)
 
     def flush(self) -> None:
         for node_id, tlvs in self.router.drain_outgoing():
@@ -275,14 +562,20 @@ class ControlPlane:
 
     # ---- status ----------------------------------------------------------------------
 
-    def neighbour_status(self, node_id: str) -> dict[str, Any]:
-        peer = self.peers[node_id]
+    def neighbour_status(self, peer: Peer) -> dict[str, Any]:
         return {
             "session": "up" if peer.session_up else "down",
+            "address": format_address(peer.session_addr) if peer.session_addr else None,
             "verified": peer.member is not None,
             "routing": peer.routing,
             "refusal": peer.last_refusal,
+            "found_by": sorted({c.source.value for c in peer.addresses.values()}),
         }
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def load_seqno(state_dir: Path) -> int:

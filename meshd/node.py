@@ -1,10 +1,12 @@
 """The meshd daemon: one asyncio process configuring the kernel's data plane.
 
-It brings up one WireGuard interface per neighbour (one peer, allowed-ips everything, so the
-kernel routing table picks the next hop), holds the mesh addresses on ``lo``, installs a
-route to each neighbour's mesh addresses, watches each link's receive counter for liveness,
-and answers the control API. It adopts what a crashed predecessor left (same interface
-names, same route protocol) and removes everything it made on SIGTERM.
+It holds the mesh addresses on ``lo``, runs the control plane (meshd/mesh.py: sessions,
+membership, Babel) and builds one WireGuard interface per neighbour from what the sessions
+say (one peer, allowed-ips everything, so the kernel routing table picks the next hop). It
+watches each link's receive counter for liveness, installs Babel's routes and answers the
+control API. It adopts what a crashed predecessor left (an interface keeps its port and
+peer when the neighbour comes back; routes are relearned) and removes everything it made
+on SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshd import addressing, api, sysinfo, trust
-from meshd.config import Config, Neighbour, parse_endpoint, socket_path
-from meshd.identity import Identity, decode_wireguard_key
+from meshd import addressing, api, mesh, sysinfo, trust
+from meshd.config import Config, parse_endpoint, socket_path
+from meshd.identity import Identity
 from meshd.log import event
+from meshd.mesh import LinkSpec
 from meshd.net import sysctl
 from meshd.net.netlink import Netlink, NetlinkError, Route
 from meshd.routing.babel import BabelRouter, RouteAction, RouteChange
@@ -35,22 +38,28 @@ from meshd.wg.model import DeviceStatus, DeviceUpdate, PeerUpdate, WireGuardErro
 T = TypeVar("T")
 ALL_TRAFFIC = ("0.0.0.0/0", "::/0")
 RETRY_SETUP_S = 2.0
+# An interface a crashed meshd left waits this long for its neighbour's session to claim
+# it (keeping its port, peer and counters) before it is removed as stale.
+ADOPT_GRACE_S = 60.0
 
 
 @dataclass
 class Link:
-    neighbour: Neighbour
-    ifname: str
+    spec: LinkSpec
     liveness: Liveness
     rx_bytes: int = 0
     tx_bytes: int = 0
     last_handshake: float | None = None
-    ready: bool = False  # interface configured and routed
+    ready: bool = False  # interface configured
     next_setup: float = 0.0
 
     @property
     def node_id(self) -> str:
-        return self.neighbour.node_id
+        return self.spec.node_id
+
+    @property
+    def ifname(self) -> str:
+        return self.spec.ifname
 
 
 class Node:
@@ -69,17 +78,15 @@ class Node:
         self.mesh_ipv4: ipaddress.IPv4Address = cfg.node.mesh_ipv4
         self.mesh_ipv6 = addressing.mesh_ipv6(cfg.mesh.ipv6_prefix, self.node_id)
         self.prefix = addressing.own_interface_prefix(cfg.wireguard.interface_prefix, self.node_id)
+        # Kernel thread only: the links and their index by neighbour.
         self.links: dict[str, Link] = {}
-        for nb in cfg.neighbours:
-            ifname = addressing.link_interface_name(
-                cfg.wireguard.interface_prefix, self.node_id, nb.node_id
-            )
-            self.links[ifname] = Link(nb, ifname, Liveness(cfg.liveness.dead_after_s))
-        self._by_node = {link.node_id: link for link in self.links.values()}
-        # With admin keys the node routes with Babel over QUIC sessions (mesh.py);
-        # without, it routes to its configured neighbours only.
-        self.babel = bool(cfg.mesh.admin_keys)
-        self.control: Any = None  # mesh.ControlPlane once running
+        self._by_node: dict[str, Link] = {}
+        # Interfaces found at start, not yet claimed by a neighbour: ifname -> port.
+        self.adoptable: dict[str, int] = {}
+        self._adopt_until = 0.0
+        # Event loop only: the WireGuard port of each neighbour's link (by interface name).
+        self._ports: dict[str, int] = {}
+        self.control: mesh.ControlPlane | None = None
         self.stopping = asyncio.Event()
         self.started = time.time()
         # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
@@ -94,16 +101,6 @@ class Node:
     def _lo_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
         return [(self.mesh_ipv4, 32), (self.mesh_ipv6, 128)]
 
-    def _neighbour_routes(self, link: Link) -> list[Route]:
-        nb = link.neighbour
-        assert nb.mesh_ipv4 is not None
-        metric = self.cfg.routing.metric
-        peer_v6 = addressing.mesh_ipv6(self.cfg.mesh.ipv6_prefix, nb.node_id)
-        return [
-            Route(ipaddress.ip_network(f"{nb.mesh_ipv4}/32"), link.ifname, self.mesh_ipv4, metric),
-            Route(ipaddress.ip_network(f"{peer_v6}/128"), link.ifname, self.mesh_ipv6, metric),
-        ]
-
     def setup(self, now: float) -> None:
         """Configure the node; safe to run over what a crashed meshd left behind."""
         before = sysctl.apply(sysctl.ROUTER_SYSCTLS, self.sysctl_root)
@@ -117,44 +114,90 @@ class Node:
             if self.netlink.ensure_address("lo", address, plen):
                 event("address.added", address=f"{address}/{plen}", interface="lo")
 
-        found = set(self.backend.list_interfaces(self.prefix))
-        for ifname in sorted(found - set(self.links)):
-            event("link.removed_stale", interface=ifname)
-            self.backend.delete(ifname)
-        for link in self.links.values():
-            if link.ifname in found:
-                event("link.adopted", interface=link.ifname, peer=link.neighbour.name)
-            self._setup_link(link, now)
+        for ifname in sorted(self.backend.list_interfaces(self.prefix)):
+            try:
+                port = self.backend.show(ifname).listen_port
+            except WireGuardError:
+                port = 0
+            self.adoptable[ifname] = port
+            event("link.found", interface=ifname, port=port)
+        self._ports.update({i: p for i, p in self.adoptable.items() if p})
+        self._adopt_until = now + ADOPT_GRACE_S
 
         # Babel re-learns its routes within a second: a restart starts from none.
-        wanted = (
-            set()
-            if self.babel
-            else {r for link in self.links.values() for r in self._neighbour_routes(link)}
-        )
         for route in self.netlink.routes(self.cfg.routing.route_protocol):
-            if route not in wanted:
-                event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
-                self.netlink.delete_route(route, self.cfg.routing.route_protocol)
+            event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
+            self.netlink.delete_route(route, self.cfg.routing.route_protocol)
+
+    # ---- links, as the control plane asks (called in the event loop) -----------------
+
+    def link_port(self, node_id: str) -> int:
+        """Our port for the link to ``node_id``: the one its interface has, else the lowest
+        free one of the configured range."""
+        ifname = addressing.link_interface_name(
+            self.cfg.wireguard.interface_prefix, self.node_id, node_id
+        )
+        if ifname not in self._ports:
+            used = set(self._ports.values())
+            wg = self.cfg.wireguard
+            free = (p for p in range(wg.listen_port_min, wg.listen_port_max + 1) if p not in used)
+            port = next(free, None)
+            if port is None:
+                raise RuntimeError("no free WireGuard port left in the configured range")
+            self._ports[ifname] = port
+        return self._ports[ifname]
+
+    def ensure_link(self, spec: LinkSpec) -> None:
+        self._kernel.submit(self._ensure_link, spec, time.monotonic())
+
+    def remove_link(self, node_id: str) -> None:
+        ifname = addressing.link_interface_name(
+            self.cfg.wireguard.interface_prefix, self.node_id, node_id
+        )
+        self._ports.pop(ifname, None)
+        self._kernel.submit(self._remove_link, node_id)
+
+    def _ensure_link(self, spec: LinkSpec, now: float) -> None:
+        link = self.links.get(spec.ifname)
+        if link is None:
+            link = Link(spec, Liveness(self.cfg.liveness.dead_after_s))
+            self.links[spec.ifname] = link
+            self._by_node[spec.node_id] = link
+            if self.adoptable.pop(spec.ifname, None) is not None:
+                event("link.adopted", interface=spec.ifname, peer=spec.name)
+        else:
+            link.spec = spec
+        self._setup_link(link, now)
+
+    def _remove_link(self, node_id: str) -> None:
+        link = self._by_node.pop(node_id, None)
+        if link is None:
+            return
+        del self.links[link.ifname]
+        self._delete_interface(link.ifname)
+
+    def _delete_interface(self, ifname: str) -> None:
+        try:
+            self.backend.delete(ifname)
+            event("link.deleted", interface=ifname)
+        except WireGuardError as exc:
+            event("link.delete_failed", logging.WARNING, interface=ifname, error=str(exc))
 
     def _setup_link(self, link: Link, now: float) -> None:
         """Create (or adopt) and configure one neighbour link; on failure, retry later."""
-        nb = link.neighbour
+        spec = link.spec
         try:
             if self.backend.exists(link.ifname):
                 update = self._link_update(link, self.backend.show(link.ifname))
             else:
                 self.backend.create(link.ifname)
-                event("link.created", interface=link.ifname, peer=nb.name)
+                event("link.created", interface=link.ifname, peer=spec.name)
                 update = self._link_update(link, None)
             if update != DeviceUpdate():
                 self.backend.configure(link.ifname, update)
             self.netlink.set_up(link.ifname, mtu=self.cfg.wireguard.mtu)
             sysctl.apply(sysctl.interface_rp_filter(link.ifname), self.sysctl_root)
             self.netlink.ensure_address(link.ifname, addressing.link_local(self.node_id), 64)
-            if not self.babel:
-                for route in self._neighbour_routes(link):
-                    self.netlink.replace_route(route, self.cfg.routing.route_protocol)
         except (WireGuardError, NetlinkError, OSError) as exc:
             link.ready = False
             link.next_setup = now + RETRY_SETUP_S
@@ -162,21 +205,25 @@ class Node:
                 "link.setup_failed",
                 logging.WARNING,
                 interface=link.ifname,
-                peer=nb.name,
+                peer=spec.name,
                 error=str(exc),
             )
             return
-        if not link.ready:
-            event("link.configured", interface=link.ifname, peer=nb.name, endpoint=nb.endpoint)
+        event(
+            "link.configured",
+            interface=link.ifname,
+            peer=spec.name,
+            endpoint=mesh.format_address(spec.endpoint),
+            port=spec.listen_port,
+        )
         link.ready = True
 
     def _link_update(self, link: Link, current: DeviceStatus | None) -> DeviceUpdate:
         """What the interface lacks. An adopted interface keeps its peer, session and
         counters: only what differs is set (replacing the peer would reset them)."""
-        nb = link.neighbour
-        peer_key = decode_wireguard_key(nb.wireguard_key)
+        spec = link.spec
         private: bytes | None = self.identity.wireguard_private
-        port: int | None = nb.listen_port
+        port: int | None = spec.listen_port
         stale: tuple[PeerUpdate, ...] = ()
         if current is not None:
             if current.public_key == self.identity.wireguard_public:
@@ -186,11 +233,11 @@ class Node:
             stale = tuple(
                 PeerUpdate(public_key=p.public_key, remove=True)
                 for p in current.peers
-                if p.public_key != peer_key
+                if p.public_key != spec.wireguard_public
             )
         wanted = PeerUpdate(
-            public_key=peer_key,
-            endpoint=parse_endpoint(nb.endpoint),
+            public_key=spec.wireguard_public,
+            endpoint=spec.endpoint,
             allowed_ips=ALL_TRAFFIC,
             persistent_keepalive_s=self.cfg.wireguard.keepalive_s,
         )
@@ -202,12 +249,11 @@ class Node:
     def teardown(self) -> None:
         """Remove every interface, route and address this node made."""
         proto = self.cfg.routing.route_protocol
-        for link in self.links.values():
-            try:
-                self.backend.delete(link.ifname)
-                event("link.deleted", interface=link.ifname)
-            except WireGuardError as exc:
-                event("link.delete_failed", logging.WARNING, interface=link.ifname, error=str(exc))
+        for ifname in [*self.links, *self.adoptable]:
+            self._delete_interface(ifname)
+        self.links.clear()
+        self._by_node.clear()
+        self.adoptable.clear()
         for route in self.netlink.routes(proto):
             self.netlink.delete_route(route, proto)
         for address, plen in self._lo_addresses():
@@ -221,9 +267,14 @@ class Node:
 
         def note(link: Link, change: LinkState | None) -> None:
             if change is not None:
-                event(f"peer.{change.value}", peer=link.neighbour.name, interface=link.ifname)
+                event(f"peer.{change.value}", peer=link.spec.name, interface=link.ifname)
                 changes.append((link, change))
 
+        if self.adoptable and now_mono >= self._adopt_until:
+            for ifname in sorted(self.adoptable):
+                event("link.removed_stale", interface=ifname)
+                self._delete_interface(ifname)
+            self.adoptable.clear()
         for link in self.links.values():
             if not link.ready:
                 if now_mono >= link.next_setup:
@@ -277,7 +328,7 @@ class Node:
                 "route.changed",
                 prefix=str(change.prefix),
                 action=change.action.value,
-                via=link.neighbour.name,
+                via=link.spec.name,
                 metric=change.metric,
             )
 
@@ -295,22 +346,50 @@ class Node:
 
     # ---- control API ---------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        by_if = {link.ifname: link for link in self.links.values()}
+    def kernel_status(self) -> dict[str, Any]:
+        """What the kernel says (on the kernel thread): links and installed routes."""
         now = time.monotonic()
-        routes = []
-        metrics = {}
-        if self.control is not None:
-            metrics = {p: sel.metric for p, sel in self.control.router.selected().items()}
-        for r in self.netlink.routes(self.cfg.routing.route_protocol):
-            link = by_if.get(r.ifname)
-            routes.append(
+        return {
+            "links": {
+                link.node_id: {
+                    "interface": link.ifname,
+                    "liveness": link.liveness.state.value,
+                    "endpoint": mesh.format_address(link.spec.endpoint),
+                    "listen_port": link.spec.listen_port,
+                    "silent_s": _round(link.liveness.silent_for(now)),
+                    "last_handshake": link.last_handshake,
+                    "rx_bytes": link.rx_bytes,
+                    "tx_bytes": link.tx_bytes,
+                }
+                for link in self.links.values()
+            },
+            "routes": [
+                (r, link.node_id if (link := self.links.get(r.ifname)) else None)
+                for r in self.netlink.routes(self.cfg.routing.route_protocol)
+            ],
+        }
+
+    async def status(self) -> dict[str, Any]:
+        kernel = await self.kernel(self.kernel_status)
+        assert self.control is not None
+        metrics = {p: sel.metric for p, sel in self.control.router.selected().items()}
+        neighbours = []
+        for peer in self.control.peers.values():
+            if not peer.is_neighbour:
+                continue
+            link = kernel["links"].get(peer.node_id)
+            neighbours.append(
                 {
-                    "prefix": str(r.dst),
-                    "via": link.node_id if link else None,
-                    "interface": r.ifname,
-                    # The Babel metric where Babel chose the route, else the kernel's.
-                    "metric": metrics.get(r.dst, r.metric),
+                    "node_id": peer.node_id,
+                    "name": peer.name,
+                    "interface": peer.ifname,
+                    "state": _state(peer, link),
+                    # RTT and loss come from hellos over the link; until measured they are
+                    # unknown, not zero.
+                    "rtt_ms": None,
+                    "loss": None,
+                    **(link or {"endpoint": None}),
+                    "control": self.control.neighbour_status(peer),
                 }
             )
         return {
@@ -319,40 +398,26 @@ class Node:
             "mesh_ipv4": str(self.mesh_ipv4),
             "mesh_ipv6": str(self.mesh_ipv6),
             "backend": self.backend.name,
-            # What this daemon routes to: "babel" (every reachable node) or "neighbours"
-            # (configured links only); `testbed wait-converged` reads it to know what to expect.
-            "routing": "babel" if self.babel else "neighbours",
+            # What this daemon routes to: every reachable node (`testbed wait-converged`
+            # reads it to know what to expect).
+            "routing": "babel",
             "uptime_s": round(time.time() - self.started, 1),
-            "neighbours": [
+            "neighbours": neighbours,
+            "routes": [
                 {
-                    "node_id": link.node_id,
-                    "name": link.neighbour.name,
-                    "interface": link.ifname,
-                    "state": self._state(link),
-                    # RTT and loss come from hellos over the link (route discovery issue);
-                    # until they exist they are unmeasured, not zero.
-                    "rtt_ms": None,
-                    "loss": None,
-                    "endpoint": link.neighbour.endpoint,
-                    "silent_s": _round(link.liveness.silent_for(now)),
-                    "last_handshake": link.last_handshake,
-                    "rx_bytes": link.rx_bytes,
-                    "tx_bytes": link.tx_bytes,
-                    **(
-                        {"control": self.control.neighbour_status(link.node_id)}
-                        if self.control is not None
-                        else {}
-                    ),
+                    "prefix": str(r.dst),
+                    "via": via,
+                    "interface": r.ifname,
+                    # The Babel metric where Babel chose the route, else the kernel's.
+                    "metric": metrics.get(r.dst, r.metric),
                 }
-                for link in self.links.values()
+                for r, via in kernel["routes"]
             ],
-            "routes": routes,
             "gateway": {"selected": None, "candidates": []},
             "usage": [],
         }
 
-    def _control_plane(self) -> Any:
-        from meshd import mesh
+    def _control_plane(self) -> mesh.ControlPlane:
         from meshd.transport.certs import node_certificate
 
         state_dir = self.cfg.node.state_dir
@@ -362,46 +427,34 @@ class Node:
                 f"{state_dir / trust.MEMBERSHIP_FILE}: certifies {own.member.mesh_ipv4}, the "
                 f"config says {self.mesh_ipv4}"
             )
+        now = time.monotonic()
         router = BabelRouter(
             mesh.router_id(bytes(self.identity.signing_key.verify_key)),
             mesh.load_seqno(state_dir),
-            time.monotonic(),
+            now,
         )
         router.announce(ipaddress.ip_network(f"{self.mesh_ipv4}/32"))
         router.announce(ipaddress.ip_network(f"{self.mesh_ipv6}/128"))
-        neighbours = {
-            link.node_id: mesh.NeighbourInfo(
-                name=link.neighbour.name,
-                ifname=link.ifname,
-                quic_address=(
-                    parse_endpoint(link.neighbour.endpoint)[0],
-                    self.cfg.control.quic_port,
-                ),
-                wireguard_public=decode_wireguard_key(link.neighbour.wireguard_key),
-            )
-            for link in self.links.values()
-        }
         return mesh.ControlPlane(
             self.node_id,
             node_certificate(self.identity.signing_key),
             own,
-            neighbours,
             router,
+            self,
             self.apply_routes,
             state_dir,
+            interface_prefix=self.cfg.wireguard.interface_prefix,
+            bootstrap=tuple(
+                (b.node_id, parse_endpoint(b.address), b.name) for b in self.cfg.bootstrap
+            ),
+            share_endpoints=self.cfg.discovery.share_endpoints,
+            forget_after_s=self.cfg.discovery.forget_after_s,
+            now=now,
         )
-
-    def _state(self, link: Link) -> str:
-        """up only when the tunnel carries packets and, with Babel, the neighbour's session
-        is verified and routing; a tunnel alive without a session is still connecting."""
-        state = link.liveness.state.value
-        if self.control is not None and state == "up":
-            return str(self.control.peers[link.node_id].state)
-        return state
 
     async def handle(self, call: str, args: dict[str, Any]) -> Any:
         if call == "status":
-            return await self.kernel(self.status)
+            return await self.status()
         if call == "version":
             return sysinfo.version_info()
         raise api.CallError("unknown_call", f"no call named {call!r}")
@@ -416,20 +469,18 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             # Signal handlers only schedule work (ExaBGP's rule).
             loop.add_signal_handler(sig, self.stopping.set)
-        if self.babel:
-            self.control = self._control_plane()  # refuses to start without valid membership
+        self.control = self._control_plane()  # refuses to start without valid membership
         server = None
         try:
             await self.kernel(self.setup, time.monotonic())
-            if self.control is not None:
-                await self.control.start("0.0.0.0", self.cfg.control.quic_port)
+            await self.control.start("0.0.0.0", self.cfg.control.quic_port)
             server = await api.serve(path, self.handle)
             event(
                 "node.started",
                 node_id=self.node_id,
                 name=self.cfg.node.name,
                 backend=self.backend.name,
-                links=len(self.links),
+                bootstrap=len(self.cfg.bootstrap),
                 socket=str(path),
             )
             await self.watch()
@@ -437,12 +488,21 @@ class Node:
             if server is not None:
                 server.close()
                 path.unlink(missing_ok=True)
-            if self.control is not None:
-                await self.control.close()
+            await self.control.close()
             await self.kernel(self.teardown)
             self._kernel.shutdown()
             self.netlink.close()
             event("node.stopped", name=self.cfg.node.name)
+
+
+def _state(peer: mesh.Peer, link: dict[str, Any] | None) -> str:
+    """up only when the tunnel carries packets and the neighbour's session is verified and
+    routing; a tunnel alive without a session is still connecting."""
+    if link is None:
+        return "down" if peer.last_refusal and not peer.session_up else "connecting"
+    if link["liveness"] != "up":
+        return str(link["liveness"])
+    return peer.state
 
 
 def _peer_matches(current: DeviceStatus, wanted: PeerUpdate) -> bool:

@@ -4,19 +4,27 @@
 certificate and ``delegation.cert`` (optional) the delegation that issued it or that lets
 this node issue invites. All are canonical bytes as `meshd decode` reads them. They are
 public material; the config pins the admin keys that must have signed the definition.
+``revocations`` holds the revocations the node has learned (u16 length, then the canonical
+record, repeated), rewritten atomically whenever one is added.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshd.log import event
 from meshd.membership import (
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
     MeshDefinition,
     MeshTrust,
+    Revocation,
+    RevocationSet,
     VerifiedMember,
     verify_membership,
 )
@@ -24,6 +32,7 @@ from meshd.membership import (
 MESH_FILE = "mesh.cert"
 MEMBERSHIP_FILE = "membership.cert"
 DELEGATION_FILE = "delegation.cert"
+REVOCATIONS_FILE = "revocations"
 
 
 class TrustError(Exception):
@@ -55,6 +64,7 @@ def load(state_dir: Path, admin_keys: tuple[str, ...], node_id: str, now: float)
         trust = MeshTrust.from_definition(definition, admin_keys)
     except MembershipError as exc:
         raise TrustError(f"{state_dir / MESH_FILE}: {exc}") from None
+    load_revocations(state_dir, trust.revocations)
     try:
         cert = MembershipCertificate.decode(_read(state_dir / MEMBERSHIP_FILE))
     except MembershipError as exc:
@@ -74,3 +84,35 @@ def load(state_dir: Path, admin_keys: tuple[str, ...], node_id: str, now: float)
     if member.node_id != node_id:
         raise TrustError(f"{state_dir / MEMBERSHIP_FILE}: certifies {member.node_id}, not us")
     return OwnMembership(trust, cert, chain, delegation, member)
+
+
+def load_revocations(state_dir: Path, into: RevocationSet) -> None:
+    """Add the stored revocations to ``into``. A record that does not verify is skipped
+    with a warning (the file is left as it is: nothing stored is thrown away here)."""
+    path = state_dir / REVOCATIONS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    while data:
+        if len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
+            event("revocation.stored_truncated", logging.WARNING, file=str(path), left=len(data))
+            return
+        (length,) = struct.unpack("!H", data[:2])
+        record, data = data[2 : 2 + length], data[2 + length :]
+        try:
+            into.add(Revocation.decode(record))
+        except MembershipError as exc:
+            event("revocation.stored_rejected", logging.WARNING, file=str(path), reason=str(exc))
+
+
+def save_revocations(state_dir: Path, revocations: RevocationSet) -> None:
+    path = state_dir / REVOCATIONS_FILE
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        for revocation in revocations:
+            record = revocation.encode()
+            out.write(struct.pack("!H", len(record)) + record)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)

@@ -1,19 +1,34 @@
 """Messages on a neighbour's QUIC session (pure): one kind byte, then the body.
 
-    MEMBERSHIP (1): u16 length | membership certificate | u16 length | delegation (0: none)
-    BABEL (2):      one RFC 8966 packet (magic 42, version 2, body), as on UDP port 6696
+    MEMBERSHIP (1):  u16 length | membership certificate | u16 length | delegation (0: none)
+    BABEL (2):       one RFC 8966 packet (magic 42, version 2, body), as on UDP port 6696
+    LINK (3):        u16 the sender's WireGuard listen port for this link
+    ENDPOINTS (4):   u16 count | count x (32-octet node key | 16-octet IPv6 address, IPv4
+                     mapped | u16 QUIC port): where the sender reaches its other neighbours
+    REVOCATIONS (5): u16 count | count x (u16 length | canonical Revocation)
 
-The certificate and delegation are the canonical bytes of meshd.membership; the first
-message each side sends is its MEMBERSHIP, and nothing else is accepted before it verifies.
+Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
+of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
+is accepted before it verifies. The WireGuard public key is the certificate's, and the
+endpoint is the address the session comes from with the LINK port, so LINK carries only
+the port.
 """
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import struct
 from dataclasses import dataclass
 
 MEMBERSHIP = 1
 BABEL = 2
+LINK = 3
+ENDPOINTS = 4
+REVOCATIONS = 5
+MAX_ENDPOINTS = 256
+MAX_REVOCATIONS = 1024
+_ENDPOINT = struct.Struct("!32s16sH")
 
 
 class SessionMessageError(Exception):
@@ -33,7 +48,52 @@ class BabelPacket:
     packet: bytes
 
 
-SessionMessage = Membership | BabelPacket
+@dataclass(frozen=True)
+class Link:
+    wireguard_port: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.wireguard_port <= 0xFFFF:
+            raise ValueError(f"WireGuard port {self.wireguard_port} out of range")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    node_id: str  # 43-character node id
+    host: str  # IPv4 or IPv6 address
+    port: int
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class Revocations:
+    revocations: tuple[bytes, ...]  # canonical Revocation records
+
+
+SessionMessage = Membership | BabelPacket | Link | Endpoints | Revocations
+
+
+def _node_key(node_id: str) -> bytes:
+    raw = base64.urlsafe_b64decode(node_id + "=")
+    if len(raw) != 32:
+        raise ValueError(f"node id {node_id!r} is not 32 octets")
+    return raw
+
+
+def _host_bytes(host: str) -> bytes:
+    ip = ipaddress.ip_address(host)
+    if ip.version == 4:
+        return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + ip.packed).packed
+    return ip.packed
+
+
+def _host_text(raw: bytes) -> str:
+    ip = ipaddress.IPv6Address(raw)
+    return str(ip.ipv4_mapped or ip)
 
 
 def encode(message: SessionMessage) -> bytes:
@@ -48,7 +108,29 @@ def encode(message: SessionMessage) -> bytes:
             + struct.pack("!H", len(message.delegation))
             + message.delegation
         )
-    return bytes([BABEL]) + message.packet
+    if isinstance(message, BabelPacket):
+        return bytes([BABEL]) + message.packet
+    if isinstance(message, Link):
+        return bytes([LINK]) + struct.pack("!H", message.wireguard_port)
+    if isinstance(message, Endpoints):
+        if len(message.endpoints) > MAX_ENDPOINTS:
+            raise ValueError(f"more than {MAX_ENDPOINTS} endpoints")
+        return (
+            bytes([ENDPOINTS])
+            + struct.pack("!H", len(message.endpoints))
+            + b"".join(
+                _ENDPOINT.pack(_node_key(e.node_id), _host_bytes(e.host), e.port)
+                for e in message.endpoints
+            )
+        )
+    if len(message.revocations) > MAX_REVOCATIONS:
+        raise ValueError(f"more than {MAX_REVOCATIONS} revocations")
+    out = [bytes([REVOCATIONS]), struct.pack("!H", len(message.revocations))]
+    for record in message.revocations:
+        if len(record) > 0xFFFF:
+            raise ValueError("revocation longer than 65535 bytes")
+        out += [struct.pack("!H", len(record)), record]
+    return b"".join(out)
 
 
 def decode(data: bytes) -> SessionMessage:
@@ -57,6 +139,17 @@ def decode(data: bytes) -> SessionMessage:
     kind, body = data[0], data[1:]
     if kind == BABEL:
         return BabelPacket(body)
+    if kind == LINK:
+        if len(body) != 2:
+            raise SessionMessageError("bad_length", f"LINK of {len(body)} octets, expected 2")
+        (port,) = struct.unpack("!H", body)
+        if port == 0:
+            raise SessionMessageError("bad_port", "LINK with port 0")
+        return Link(port)
+    if kind == ENDPOINTS:
+        return _decode_endpoints(body)
+    if kind == REVOCATIONS:
+        return _decode_revocations(body)
     if kind != MEMBERSHIP:
         raise SessionMessageError("unknown_kind", f"unknown session message kind {kind}")
     parts: list[bytes] = []
@@ -73,3 +166,45 @@ def decode(data: bytes) -> SessionMessage:
     if not parts[0]:
         raise SessionMessageError("no_certificate", "membership message without a certificate")
     return Membership(parts[0], parts[1])
+
+
+def _count(body: bytes, limit: int, what: str) -> int:
+    if len(body) < 2:
+        raise SessionMessageError("truncated", f"no count of {what}")
+    (count,) = struct.unpack("!H", body[:2])
+    if count > limit:
+        raise SessionMessageError("too_many", f"{count} {what}, at most {limit}")
+    return int(count)
+
+
+def _decode_endpoints(body: bytes) -> Endpoints:
+    count = _count(body, MAX_ENDPOINTS, "endpoints")
+    rest = body[2:]
+    if len(rest) != count * _ENDPOINT.size:
+        raise SessionMessageError(
+            "bad_length", f"{len(rest)} octets for {count} endpoints of {_ENDPOINT.size}"
+        )
+    out = []
+    for key, raw_host, port in _ENDPOINT.iter_unpack(rest):
+        if port == 0:
+            raise SessionMessageError("bad_port", "endpoint with port 0")
+        node_id = base64.urlsafe_b64encode(key).rstrip(b"=").decode()
+        out.append(Endpoint(node_id, _host_text(raw_host), port))
+    return Endpoints(tuple(out))
+
+
+def _decode_revocations(body: bytes) -> Revocations:
+    count = _count(body, MAX_REVOCATIONS, "revocations")
+    rest = body[2:]
+    records = []
+    for _ in range(count):
+        if len(rest) < 2:
+            raise SessionMessageError("truncated", "no length for a revocation")
+        (length,) = struct.unpack("!H", rest[:2])
+        if len(rest) < 2 + length:
+            raise SessionMessageError("truncated", "revocation shorter than its length")
+        records.append(rest[2 : 2 + length])
+        rest = rest[2 + length :]
+    if rest:
+        raise SessionMessageError("trailing_bytes", f"{len(rest)} bytes after the message")
+    return Revocations(tuple(records))

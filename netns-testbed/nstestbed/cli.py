@@ -544,8 +544,8 @@ def parser() -> argparse.ArgumentParser:
         "--routes",
         choices=("auto", "all", "neighbours", "none"),
         default="auto",
-        help="routes required: as each node's status says it routes (auto, the default), to "
-        "every reachable node, to direct neighbours only, or none",
+        help="routes required: to every reachable node (auto or all, the default), to direct "
+        "neighbours only, or none",
     )
     wc.set_defaults(func=cmd_wait_converged)
     return p

@@ -4,9 +4,8 @@ Expected of every running node N (DESIGN.md, netns-testbed ``wait-converged``):
 - every neighbour that runs and whose link is not cut (nor at 100 % loss) is listed in N's
   ``neighbours`` with ``state == "up"``;
 - when N's status has ``routes``: an installed route to the mesh addresses (IPv4 /32, IPv6
-  /128) of every other node reachable from N over running nodes and working links; of its
-  working neighbours only when N says it routes to neighbours only (``"routing":
-  "neighbours"``, before route discovery); or, as asked, no route check at all.
+  /128) of every other node reachable from N over running nodes and working links; or, as
+  asked, of its working neighbours only, or no route check at all.
 """
 
 from __future__ import annotations
@@ -60,8 +59,8 @@ def missing(
 
     ``statuses`` maps every running node to its status result, or to an error text when it
     did not answer. ``mesh_ipv6`` maps node names to their mesh IPv6 addresses. ``routes``:
-    "auto" (what each node's ``routing`` field says: the contract), "all" (every reachable
-    node), "neighbours" (direct neighbours only) or "none"."""
+    "auto" or "all" (every reachable node), "neighbours" (direct neighbours only) or
+    "none"."""
     running = set(statuses)
     pairs = working_pairs(plan, running, imp)
     out: dict[str, list[str]] = {}
@@ -95,10 +94,7 @@ def missing(
                     have.add(ipaddress.ip_network(str(route.get("prefix")), strict=False))
                 except (ValueError, AttributeError):
                     continue
-            scope = routes
-            if scope == "auto":
-                scope = "neighbours" if status.get("routing") == "neighbours" else "all"
-            if scope == "neighbours":
+            if routes == "neighbours":
                 targets = {a.peer for a in node.adjacencies if pair_key(name, a.peer) in pairs}
             else:
                 targets = reachable(plan, name, pairs)

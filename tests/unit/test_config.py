@@ -10,8 +10,7 @@ import pytest
 from meshd import config, identity
 
 NODE_B = identity.node_id_from_public(bytes(range(32)))
-NODE_C = identity.node_id_from_public(bytes(range(1, 33)))
-WG_KEY = identity.encode_key(bytes(32))
+ADMIN = identity.node_id_from_public(bytes(range(2, 34)))
 
 GOOD = f"""
 [node]
@@ -19,16 +18,19 @@ name = "a"
 state_dir = "/tmp/a"
 mesh_ipv4 = "10.77.0.1"
 
+[mesh]
+admin_keys = ["{ADMIN}"]
+
 [wireguard]
 backend = "userspace"
 
-[[neighbours]]
+[discovery]
+beacons = true
+
+[[bootstrap]]
 name = "b"
 node_id = "{NODE_B}"
-wireguard_key = "{WG_KEY}"
-endpoint = "100.64.0.2:51000"
-listen_port = 51000
-mesh_ipv4 = "10.77.0.2"
+address = "100.64.0.2:6697"
 """
 
 
@@ -38,9 +40,11 @@ def test_good_config_parses_with_defaults() -> None:
     assert cfg.node.mesh_ipv4 == ipaddress.IPv4Address("10.77.0.1")
     assert cfg.wireguard.backend == "userspace"
     assert cfg.wireguard.keepalive_s == 1
+    assert (cfg.wireguard.listen_port_min, cfg.wireguard.listen_port_max) == (51820, 52819)
     assert cfg.liveness.dead_after_s == 2.5
-    assert cfg.neighbours[0].node_id == NODE_B
-    assert cfg.neighbours[0].listen_port == 51000
+    assert cfg.discovery.beacons and cfg.discovery.beacon_port == 6698
+    assert cfg.bootstrap[0].node_id == NODE_B
+    assert cfg.bootstrap[0].address == "100.64.0.2:6697"
 
 
 @pytest.mark.parametrize(
@@ -51,21 +55,22 @@ def test_good_config_parses_with_defaults() -> None:
         ('mesh_ipv4 = "10.77.0.1"', 'mesh_ipv4 = "10.78.0.1"', "node.mesh_ipv4", "10.77.0.0/16"),
         ('mesh_ipv4 = "10.77.0.1"', 'mesh_ipv4 = "banana"', "node.mesh_ipv4", "IPv4 address"),
         ('name = "a"', 'nmae = "a"', "node.nmae", "unknown key"),
-        ("listen_port = 51000", "listen_port = 99999", "neighbours[0].listen_port", "1..65535"),
-        ("listen_port = 51000", 'listen_port = "x"', "neighbours[0].listen_port", "integer"),
-        ("listen_port = 51000\n", "", "neighbours[0].listen_port", "missing"),
-        (f'node_id = "{NODE_B}"', 'node_id = "short"', "neighbours[0].node_id", "node id"),
+        ("beacons = true", 'beacons = "yes"', "discovery.beacons", "true or false"),
+        ("beacons = true", "beacon_port = 6697", "discovery.beacon_port", "not the QUIC port"),
+        (f'node_id = "{NODE_B}"', 'node_id = "short"', "bootstrap[0].node_id", "node id"),
+        (f'node_id = "{NODE_B}"\n', "", "bootstrap[0].node_id", "missing"),
         (
-            f'wireguard_key = "{WG_KEY}"',
-            'wireguard_key = "abc"',
-            "neighbours[0].wireguard_key",
-            "key",
-        ),
-        (
-            'endpoint = "100.64.0.2:51000"',
-            'endpoint = "100.64.0.2"',
-            "neighbours[0].endpoint",
+            'address = "100.64.0.2:6697"',
+            'address = "100.64.0.2"',
+            "bootstrap[0].address",
             "HOST:PORT",
+        ),
+        (f'admin_keys = ["{ADMIN}"]', "admin_keys = []", "mesh.admin_keys", "missing"),
+        (
+            'backend = "userspace"',
+            "listen_port_min = 60000\nlisten_port_max = 50000",
+            "wireguard.listen_port_max",
+            "listen_port_min <= listen_port_max",
         ),
         ("[wireguard]", "[wirguard]", "wirguard", "unknown section"),
     ],
@@ -81,9 +86,9 @@ def test_errors_name_the_key_and_the_expectation(
     assert str(info.value).startswith(f"a.toml: {key}: ")
 
 
-def test_duplicate_neighbour_is_refused() -> None:
-    second = GOOD[GOOD.index("[[neighbours]]") :].replace("51000\n", "51001\n")
-    with pytest.raises(config.ConfigError, match=r"neighbours\[1\].node_id"):
+def test_duplicate_bootstrap_peer_is_refused() -> None:
+    second = GOOD[GOOD.index("[[bootstrap]]") :]
+    with pytest.raises(config.ConfigError, match=r"bootstrap\[1\].node_id"):
         config.parse(GOOD + second)
 
 
@@ -107,7 +112,7 @@ def test_socket_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_explain_lists_every_option() -> None:
     text = config.explain()
-    for name in ("mesh_ipv4", "interface_prefix", "dead_after_s", "route_protocol", "endpoint"):
+    for name in ("mesh_ipv4", "interface_prefix", "dead_after_s", "route_protocol", "address"):
         assert f"# {name} = " in text
 
 
@@ -121,11 +126,11 @@ def test_check_config_cli_gives_one_line_errors(tmp_path: Path) -> None:
     ok = _cli("check-config", str(good))
     assert ok.returncode == 0, ok.stderr
     bad = tmp_path / "bad.toml"
-    bad.write_text(GOOD.replace('wireguard_key = "', 'wireguard_key = "!!'))
+    bad.write_text(GOOD.replace('node_id = "', 'node_id = "!!'))
     res = _cli("check-config", str(bad))
     assert res.returncode == 1
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
-    assert "neighbours[0].wireguard_key" in res.stderr
+    assert "bootstrap[0].node_id" in res.stderr
 
 
 def test_check_config_reports_open_key_file(tmp_path: Path) -> None:
@@ -139,7 +144,7 @@ def test_check_config_reports_open_key_file(tmp_path: Path) -> None:
     assert "identity.key" in res.stderr and "0600" in res.stderr
 
 
-@pytest.mark.parametrize("broken", ["config", "key", "neighbour_key"])
+@pytest.mark.parametrize("broken", ["config", "key", "bootstrap_address"])
 def test_run_refuses_bad_input_in_one_line(tmp_path: Path, broken: str) -> None:
     state = tmp_path / "state"
     identity.generate(state)
@@ -149,7 +154,7 @@ def test_run_refuses_bad_input_in_one_line(tmp_path: Path, broken: str) -> None:
     elif broken == "key":
         (state / identity.WIREGUARD_KEY).unlink()
     else:
-        text = text.replace(f'wireguard_key = "{WG_KEY}"', 'wireguard_key = "AAAA"')
+        text = text.replace("100.64.0.2:6697", "100.64.0.2:0")
     cfg = tmp_path / "a.toml"
     cfg.write_text(text)
     res = _cli("run", "--config", str(cfg))
@@ -159,7 +164,7 @@ def test_run_refuses_bad_input_in_one_line(tmp_path: Path, broken: str) -> None:
     expected = {
         "config": "not valid TOML",
         "key": "wireguard.key: key file is missing",
-        "neighbour_key": "neighbours[0].wireguard_key",
+        "bootstrap_address": "bootstrap[0].address",
     }[broken]
     assert expected in res.stderr
 
@@ -167,13 +172,8 @@ def test_run_refuses_bad_input_in_one_line(tmp_path: Path, broken: str) -> None:
 def test_run_refuses_a_missing_membership_in_one_line(tmp_path: Path) -> None:
     state = tmp_path / "state"
     identity.generate(state)
-    admin = identity.node_id_from_public(bytes(range(2, 34)))
     cfg = tmp_path / "a.toml"
-    cfg.write_text(
-        GOOD.replace("/tmp/a", str(state)).replace(
-            "[wireguard]", f'[mesh]\nadmin_keys = ["{admin}"]\n\n[wireguard]'
-        )
-    )
+    cfg.write_text(GOOD.replace("/tmp/a", str(state)))
     res = _cli("run", "--config", str(cfg))
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.count("\n") == 1, res.stderr

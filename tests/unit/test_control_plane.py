@@ -1,5 +1,6 @@
-"""The control plane's session logic (meshd/mesh.py) with a recording stand-in for the QUIC
-transport: what it sends, whom it refuses and why, and when a neighbour is a Babel link."""
+"""The control plane's session logic (meshd/mesh.py) with recording stand-ins for the QUIC
+transport and the node's links: what it sends, whom it refuses and why, which links it asks
+for, whom it dials and forgets, and when a neighbour is a Babel link."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from nacl.signing import SigningKey
 from meshd import identity, mesh
 from meshd.membership import (
     MeshTrust,
+    RevocationSet,
+    RevocationTarget,
     create_mesh,
     issue_membership,
+    revoke,
     verify_membership,
 )
 from meshd.proto import session
@@ -26,7 +30,7 @@ from meshd.routing.babel import BabelRouter
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.udp import PeerEvent
-from meshd.trust import OwnMembership
+from meshd.trust import OwnMembership, load_revocations
 
 NOW = int(time.time())
 ADDR = ("100.64.0.2", 6697)
@@ -46,6 +50,22 @@ class FakeTransport:
 
     def dial(self, addr: tuple[str, int], expected_node_id: str | None = None) -> None:
         self.dialled.append((addr, expected_node_id))
+
+
+class FakeLinks:
+    def __init__(self) -> None:
+        self.ports: dict[str, int] = {}
+        self.ensured: list[mesh.LinkSpec] = []
+        self.removed: list[str] = []
+
+    def link_port(self, node_id: str) -> int:
+        return self.ports.setdefault(node_id, 51820 + len(self.ports))
+
+    def ensure_link(self, spec: mesh.LinkSpec) -> None:
+        self.ensured.append(spec)
+
+    def remove_link(self, node_id: str) -> None:
+        self.removed.append(node_id)
 
 
 class World:
@@ -69,18 +89,16 @@ class World:
             self.trust, my_cert, (), None, verify_membership(my_cert, (), self.trust, NOW)
         )
         self.routes: list[Any] = []
+        self.links = FakeLinks()
         self.cp = mesh.ControlPlane(
             self.me.node_id,
             node_certificate(self.me.signing_key),
             own,
-            {
-                self.peer.node_id: mesh.NeighbourInfo(
-                    "peer", "mwx", ADDR, self.peer.wireguard_public
-                )
-            },
             BabelRouter(b"\x01" * 8, 1, 0.0),
+            self.links,
             self.routes.extend,
             tmp / "me",
+            bootstrap=((self.peer.node_id, ADDR, "peer"),),
         )
         self.transport = FakeTransport()
         self.cp.transport = self.transport  # type: ignore[assignment]
@@ -98,11 +116,19 @@ class World:
             serial=1,
         )
 
-    def event(self, ev: Any, was_up: bool = True) -> None:
-        self.cp.on_event(PeerEvent(self.peer.node_id, ADDR, ev, was_up))
+    def event(self, ev: Any, was_up: bool = True, who: identity.Identity | None = None) -> None:
+        self.cp.on_event(PeerEvent((who or self.peer).node_id, ADDR, ev, was_up))
 
-    def receive(self, data: bytes) -> None:
-        self.event(MessageReceived(data))
+    def receive(self, data: bytes, who: identity.Identity | None = None) -> None:
+        self.event(MessageReceived(data), who=who)
+
+    def verified(self, who: identity.Identity | None = None, ip: str = "10.77.0.2") -> None:
+        who = who or self.peer
+        self.event(SessionUp(who.node_id), who=who)
+        self.receive(membership_of(self, self.cert(who, ip)), who=who)
+
+    def sent_to(self, node_id: str) -> list[Any]:
+        return [session.decode(d) for to, d in self.transport.sent if to == node_id]
 
     def peer_state(self) -> mesh.Peer:
         return self.cp.peers[self.peer.node_id]
@@ -153,10 +179,9 @@ def test_a_link_needs_session_certificate_and_tunnel(world: World) -> None:
         (lambda w: b"\x07junk", "unknown_kind"),
         (lambda w: session.encode(session.Membership(b"\x02\x01garbage")), "malformed"),
         (lambda w: membership_of(w, w.cert(w.me, "10.77.0.9")), "wrong_node_id"),
-        (
-            lambda w: membership_of(w, w.cert(w.peer, "10.77.0.2", wg=bytes(32))),
-            "wrong_wireguard_key",
-        ),
+        (lambda w: session.encode(session.Link(51820)), "not_verified"),
+        (lambda w: b"\x03\x00", "bad_length"),
+        (lambda w: b"\x04\x01\x01", "too_many"),
     ],
 )
 def test_bad_input_closes_that_session_with_a_reason(world: World, make: Any, reason: str) -> None:
@@ -192,9 +217,103 @@ def test_a_certificate_from_another_admin_is_refused(world: World, tmp_path: Pat
     assert world.transport.closed == [(world.peer.node_id, "unknown_issuer")]
 
 
-def test_unknown_nodes_are_refused_at_the_handshake(world: World) -> None:
-    assert world.cp.authorize(world.me.node_id) == "unknown_node"
-    assert world.cp.authorize(world.peer.node_id) is None
+def test_any_member_may_connect_but_not_as_us_nor_revoked(world: World, tmp_path: Path) -> None:
+    stranger = identity.generate(tmp_path / "stranger")
+    assert world.cp.authorize(stranger.node_id) is None  # its certificate comes next
+    assert world.cp.authorize(world.me.node_id) == "own_node_id"
+    world.trust.revocations.add(revoke_node(world, stranger))
+    assert world.cp.authorize(stranger.node_id) == "revoked"
+
+
+def revoke_node(world: World, who: identity.Identity) -> Any:
+    return revoke(
+        world.admin,
+        mesh=world.mesh,
+        target=RevocationTarget.node(who.node_id),
+        revoked_at=NOW - 1,
+    )
+
+
+def test_the_link_is_built_from_the_ports_both_sides_announce(world: World) -> None:
+    world.verified()
+    (link,) = [m for m in world.sent_to(world.peer.node_id) if isinstance(m, session.Link)]
+    assert link.wireguard_port == 51820
+    assert world.links.ensured == []  # the peer's port is still unknown
+    world.receive(session.encode(session.Link(52000)))
+    (spec,) = world.links.ensured
+    assert spec.endpoint == (ADDR[0], 52000) and spec.listen_port == 51820
+    assert spec.wireguard_public == world.peer.wireguard_public  # from its certificate
+    assert spec.ifname == world.peer_state().ifname and spec.name == "n"
+    world.receive(session.encode(session.Link(52000)))
+    assert len(world.links.ensured) == 1  # nothing changed, nothing asked
+
+
+def test_endpoints_are_shared_both_ways(world: World, tmp_path: Path) -> None:
+    third = identity.generate(tmp_path / "third")
+    world.verified()
+    world.cp.on_event(PeerEvent(third.node_id, ("100.64.9.2", 6697), SessionUp(third.node_id)))
+    world.receive(membership_of(world, world.cert(third, "10.77.0.3")), who=third)
+    # The newcomer hears where the peer is; the peer hears where the newcomer is.
+    told_third = [m for m in world.sent_to(third.node_id) if isinstance(m, session.Endpoints)]
+    assert told_third == [session.Endpoints((session.Endpoint(world.peer.node_id, *ADDR),))]
+    told_peer = [m for m in world.sent_to(world.peer.node_id) if isinstance(m, session.Endpoints)]
+    assert told_peer == [session.Endpoints((session.Endpoint(third.node_id, "100.64.9.2", 6697),))]
+
+
+def test_a_shared_endpoint_is_tried_a_few_times_then_dropped(world: World, tmp_path: Path) -> None:
+    far = identity.generate(tmp_path / "far")
+    world.verified()
+    news = session.Endpoints(
+        (
+            session.Endpoint(far.node_id, "100.64.5.5", 6697),
+            session.Endpoint(far.node_id, "fe80::1", 6697),  # not worth sharing: ignored
+            session.Endpoint(world.me.node_id, "100.64.0.1", 6697),  # ourselves: ignored
+        )
+    )
+    world.receive(session.encode(news))
+    assert far.node_id in world.cp.peers and not world.cp.peers[far.node_id].is_neighbour
+    for step in range(400):
+        world.cp.tick(step * 0.25)
+        if world.transport.dialled and world.transport.dialled[-1][1] == far.node_id:
+            world.event(SessionClosed("handshake_timeout", False, 0, far.node_id), False, far)
+    tries = [a for a, n in world.transport.dialled if n == far.node_id]
+    assert tries == [("100.64.5.5", 6697)] * mesh.SHARED_TRIES
+    assert far.node_id not in world.cp.peers
+
+
+def test_revocations_spread_and_cut_the_revoked_node_off(world: World, tmp_path: Path) -> None:
+    third = identity.generate(tmp_path / "third")
+    world.verified()
+    world.cp.on_event(PeerEvent(third.node_id, ("100.64.9.2", 6697), SessionUp(third.node_id)))
+    world.receive(membership_of(world, world.cert(third, "10.77.0.3")), who=third)
+    world.receive(session.encode(session.Link(52000)), who=third)
+    record = revoke_node(world, third).encode()
+    world.receive(session.encode(session.Revocations((record, b"\x02garbage"))))
+    # Passed on to everyone but the sender, kept on disk, and the node is cut off.
+    assert session.Revocations((record,)) in world.sent_to(third.node_id)
+    assert session.Revocations((record,)) not in world.sent_to(world.peer.node_id)
+    assert (world.cp.state_dir / "revocations").exists()
+    assert (third.node_id, "revoked") in world.transport.closed
+    assert world.links.removed == [third.node_id] and third.node_id not in world.cp.peers
+    assert world.peer_state().member is not None  # the sender's session is unaffected
+    # A restarted node knows it from its state directory.
+    fresh = RevocationSet(world.mesh.mesh_id, world.trust.admins)
+    load_revocations(world.cp.state_dir, fresh)
+    assert len(fresh) == 1
+    # A newcomer gets the whole set as soon as it verifies.
+    late = identity.generate(tmp_path / "late")
+    world.cp.on_event(PeerEvent(late.node_id, ("100.64.8.2", 6697), SessionUp(late.node_id)))
+    world.receive(membership_of(world, world.cert(late, "10.77.0.4")), who=late)
+    assert session.Revocations((record,)) in world.sent_to(late.node_id)
+
+
+def test_a_neighbour_gone_for_long_loses_its_link(world: World, tmp_path: Path) -> None:
+    world.verified()
+    world.receive(session.encode(session.Link(52000)))
+    world.event(SessionClosed("idle_timeout", False, 0, world.peer.node_id))
+    world.cp.tick(time.monotonic() + world.cp.forget_after_s + 1)
+    assert world.links.removed == [world.peer.node_id]
+    assert world.peer.node_id in world.cp.peers  # a bootstrap peer is still dialled
 
 
 def test_dials_back_off_while_the_neighbour_is_silent(world: World) -> None:

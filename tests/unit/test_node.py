@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from meshd import addressing, config, identity
+from meshd.mesh import LinkSpec
 from meshd.net.netlink import Route
-from meshd.node import Node
+from meshd.node import ADOPT_GRACE_S, Node
 from meshd.routing.liveness import LinkState
 from meshd.wg.fake import FakeBackend
 from meshd.wg.model import PeerUpdate
@@ -32,22 +33,17 @@ def sysctl_root(tmp_path: Path) -> Path:
     return root
 
 
-def make_config(tmp_path: Path, peers: list[identity.Identity]) -> config.Config:
+ADMIN = "A" * 43
+
+
+def make_config(tmp_path: Path) -> config.Config:
     text = f"""
 [node]
 name = "a"
 state_dir = "{tmp_path / "a"}"
 mesh_ipv4 = "10.77.0.1"
-"""
-    for i, p in enumerate(peers):
-        text += f"""
-[[neighbours]]
-name = "n{i}"
-node_id = "{p.node_id}"
-wireguard_key = "{p.wireguard_public_b64}"
-endpoint = "100.64.{i}.2:{51100 + i}"
-listen_port = {51000 + i}
-mesh_ipv4 = "10.77.0.{i + 2}"
+[mesh]
+admin_keys = ["{ADMIN}"]
 """
     return config.parse(text, "a.toml")
 
@@ -56,7 +52,7 @@ mesh_ipv4 = "10.77.0.{i + 2}"
 def world(tmp_path: Path, sysctl_root: Path):  # type: ignore[no-untyped-def]
     me = identity.generate(tmp_path / "a")
     peers = [identity.generate(tmp_path / f"p{i}") for i in range(2)]
-    cfg = make_config(tmp_path, peers)
+    cfg = make_config(tmp_path)
     backend, netlink = FakeBackend(), FakeNetlink(sysctl_root)
 
     def new_node() -> Node:
@@ -69,78 +65,123 @@ def ifname(me: identity.Identity, peer: identity.Identity) -> str:
     return addressing.link_interface_name("mw", me.node_id, peer.node_id)
 
 
-def test_setup_builds_one_link_per_neighbour(world, sysctl_root: Path) -> None:  # type: ignore[no-untyped-def]
+def spec(node: Node, me: identity.Identity, peer: identity.Identity, i: int) -> LinkSpec:
+    """What the control plane hands the node once the session said the peer's port."""
+    return LinkSpec(
+        node_id=peer.node_id,
+        name=f"n{i}",
+        ifname=ifname(me, peer),
+        wireguard_public=peer.wireguard_public,
+        endpoint=(f"100.64.{i}.2", 51820 + i),
+        listen_port=node.link_port(peer.node_id),
+    )
+
+
+def linked(new_node, me, peers) -> Node:  # type: ignore[no-untyped-def]
+    node = new_node()
+    node.setup(0.0)
+    for i, p in enumerate(peers):
+        node._ensure_link(spec(node, me, p, i), 0.0)
+    return node
+
+
+def test_setup_holds_the_mesh_addresses(world, sysctl_root: Path) -> None:  # type: ignore[no-untyped-def]
     me, peers, cfg, backend, netlink, new_node = world
     node = new_node()
     node.setup(0.0)
+    assert (ipaddress.ip_address("10.77.0.1"), 32) in netlink.addrs["lo"]
+    assert (node.mesh_ipv6, 128) in netlink.addrs["lo"]
+    assert (sysctl_root / "net/ipv4/ip_forward").read_text().strip() == "1"
+    assert (sysctl_root / "net/ipv4/conf/all/rp_filter").read_text().strip() == "2"
+    assert backend.list_interfaces("mw") == []
+
+
+def test_links_are_built_from_what_the_session_says(world, sysctl_root: Path) -> None:  # type: ignore[no-untyped-def]
+    me, peers, cfg, backend, netlink, new_node = world
+    node = linked(new_node, me, peers)
     assert backend.list_interfaces("mw") == sorted(ifname(me, p) for p in peers)
     for i, p in enumerate(peers):
         dev = backend.show(ifname(me, p))
-        assert dev.listen_port == 51000 + i
+        assert dev.listen_port == 51820 + i  # the lowest free ports of the range
         assert dev.public_key == me.wireguard_public
         (peer,) = dev.peers
         assert peer.public_key == p.wireguard_public
-        assert peer.endpoint == (f"100.64.{i}.2", 51100 + i)
+        assert peer.endpoint == (f"100.64.{i}.2", 51820 + i)
         assert set(peer.allowed_ips) == {"0.0.0.0/0", "::/0"}
         assert peer.persistent_keepalive_s == 1
         assert (addressing.link_local(me.node_id), 64) in netlink.addrs[ifname(me, p)]
-    assert (ipaddress.ip_address("10.77.0.1"), 32) in netlink.addrs["lo"]
-    assert (node.mesh_ipv6, 128) in netlink.addrs["lo"]
-    routes = netlink.routes(PROTO)
-    assert len(routes) == 4
-    assert {str(r.src) for r in routes} == {"10.77.0.1", str(node.mesh_ipv6)}
-    assert (sysctl_root / "net/ipv4/ip_forward").read_text().strip() == "1"
-    assert (sysctl_root / "net/ipv4/conf/all/rp_filter").read_text().strip() == "2"
     rp = sysctl_root / f"net/ipv4/conf/{ifname(me, peers[0])}/rp_filter"
     assert rp.read_text().strip() == "2"
+    # A new endpoint (the neighbour moved) changes the peer in place.
+    moved = LinkSpec(**{**spec(node, me, peers[0], 0).__dict__, "endpoint": ("100.64.7.2", 9)})
+    node._ensure_link(moved, 1.0)
+    assert backend.show(ifname(me, peers[0])).peers[0].endpoint == ("100.64.7.2", 9)
+
+
+def test_ports_stay_with_their_link_and_are_reused_after_removal(world) -> None:  # type: ignore[no-untyped-def]
+    me, peers, cfg, backend, netlink, new_node = world
+    node = linked(new_node, me, peers)
+    assert [node.link_port(p.node_id) for p in peers] == [51820, 51821]
+    node.remove_link(peers[0].node_id)
+    node._kernel.shutdown(wait=True)  # the removal ran on the kernel thread
+    assert not backend.exists(ifname(me, peers[0]))
+    assert node.link_port(peers[0].node_id) == 51820  # free again
 
 
 def test_liveness_follows_the_receive_counter(world) -> None:  # type: ignore[no-untyped-def]
     me, peers, cfg, backend, netlink, new_node = world
-    node = new_node()
-    node.setup(0.0)
+    node = linked(new_node, me, peers)
     name, key = ifname(me, peers[0]), peers[0].wireguard_public
     link = node.links[name]
     node.poll(0.0)
     assert link.liveness.state is LinkState.CONNECTING
     backend.set_peer_stats(name, key, rx_bytes=92)
-    node.poll(0.25)
-    assert link.liveness.state is LinkState.UP
-    assert node.status()["neighbours"][0]["state"] == "up"
+    assert node.poll(0.25) == [(link, LinkState.UP)]
+    assert node.kernel_status()["links"][peers[0].node_id]["liveness"] == "up"
     node.poll(2.7)
     assert link.liveness.state is LinkState.UP
-    node.poll(2.8)
-    assert link.liveness.state is LinkState.DOWN
+    assert node.poll(2.8) == [(link, LinkState.DOWN)]
     assert node.links[ifname(me, peers[1])].liveness.state is LinkState.CONNECTING
 
 
 def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  # type: ignore[no-untyped-def]
     me, peers, cfg, backend, netlink, new_node = world
-    new_node().setup(0.0)
+    old = linked(new_node, me, peers)
     name, key = ifname(me, peers[0]), peers[0].wireguard_public
     backend.set_peer_stats(name, key, rx_bytes=5000, tx_bytes=7000, last_handshake=1.0)
-    # Leftovers of ours that the new config no longer wants:
+    netlink.replace_route(Route(ipaddress.ip_network("10.77.9.9/32"), name, None, 100), PROTO)
+    # Leftovers of ours that no neighbour will claim:
     stale = addressing.own_interface_prefix("mw", me.node_id) + "ffffff"
     backend.create(stale)
     netlink.add_link(stale)
-    netlink.replace_route(Route(ipaddress.ip_network("10.77.9.9/32"), stale, None, 100), PROTO)
     before = len(backend.updates)
+    ports = [old.link_port(p.node_id) for p in peers]
 
-    new_node().setup(0.0)  # as after kill -9
-    assert backend.list_interfaces("mw") == sorted(ifname(me, p) for p in peers)
-    assert len(netlink.routes(PROTO)) == 4
+    node = new_node()  # as after kill -9
+    node.setup(0.0)
+    assert netlink.routes(PROTO) == []  # Babel relearns them
+    # The neighbours' sessions come back: each interface keeps its port (the neighbour's
+    # endpoint for us stays right), its peer and its counters.
+    assert [node.link_port(p.node_id) for p in reversed(peers)] == list(reversed(ports))
+    for i, p in enumerate(peers):
+        node._ensure_link(spec(node, me, p, i), 1.0)
     assert len(backend.updates) == before  # nothing differed, nothing re-set
     (peer,) = backend.show(name).peers
     assert (peer.rx_bytes, peer.tx_bytes) == (5000, 7000)
+    # What no neighbour claimed goes after the grace period.
+    node.poll(1.0)
+    assert backend.exists(stale)
+    node.poll(ADOPT_GRACE_S + 0.1)
+    assert backend.list_interfaces("mw") == sorted(ifname(me, p) for p in peers)
 
 
 def test_adoption_repairs_a_changed_peer(world) -> None:  # type: ignore[no-untyped-def]
     me, peers, cfg, backend, netlink, new_node = world
-    new_node().setup(0.0)
+    linked(new_node, me, peers)
     name = ifname(me, peers[0])
     intruder = identity.generate(Path(cfg.node.state_dir).parent / "x")
     backend.configure(name, _add(intruder.wireguard_public))
-    new_node().setup(0.0)
+    linked(new_node, me, peers)
     assert [p.public_key for p in backend.show(name).peers] == [peers[0].wireguard_public]
 
 
@@ -152,8 +193,7 @@ def _add(key: bytes):  # type: ignore[no-untyped-def]
 
 def test_a_vanished_interface_is_rebuilt(world) -> None:  # type: ignore[no-untyped-def]
     me, peers, cfg, backend, netlink, new_node = world
-    node = new_node()
-    node.setup(0.0)
+    node = linked(new_node, me, peers)
     name = ifname(me, peers[0])
     backend.delete(name)  # wireguard-go killed under us
     node.poll(10.0)
@@ -164,8 +204,10 @@ def test_a_vanished_interface_is_rebuilt(world) -> None:  # type: ignore[no-unty
 
 def test_teardown_leaves_nothing(world) -> None:  # type: ignore[no-untyped-def]
     me, peers, cfg, backend, netlink, new_node = world
-    node = new_node()
-    node.setup(0.0)
+    node = linked(new_node, me, peers)
+    stale = addressing.own_interface_prefix("mw", me.node_id) + "ffffff"
+    backend.create(stale)
+    node.setup(0.0)  # found, not yet claimed
     node.teardown()
     assert backend.list_interfaces("") == []
     assert netlink.routes(PROTO) == []

@@ -274,47 +274,41 @@ def test_namespace_pattern_only_matches_its_own_id() -> None:
 # -- generated meshd configs ---------------------------------------------------------------
 
 
+ADMIN = "A" * 43
+
+
 def test_generated_configs_are_accepted_by_meshd(tmp_path: Path) -> None:
     p = plan.make_plan(topology.parse(DEMO), "mtb", tmp_path)
     keys = fake_keys(p)
     for node in p.nodes:
         path = tmp_path / f"{node.name}.toml"
-        path.write_text(plan.render_config(p, node, keys))
+        path.write_text(plan.render_config(p, node, keys, ADMIN))
         cfg = config.load(path)
         assert cfg.node.name == node.name
         assert cfg.node.mesh_ipv4 == node.mesh_ipv4
         assert cfg.node.state_dir == tmp_path / "nodes" / node.name / "state"
         assert cfg.control.socket == node.socket
         assert cfg.mesh.ipv4_prefix == ipaddress.IPv4Network("10.77.0.0/16")
-        assert len(cfg.neighbours) == len(node.adjacencies)
-        for n, adj in zip(cfg.neighbours, node.adjacencies, strict=True):
-            peer = p.node(adj.peer)
-            assert (n.name, n.node_id, n.wireguard_key) == (
-                peer.name, keys[peer.name].node_id, keys[peer.name].wireguard_public
-            )  # fmt: skip
-            assert n.endpoint == f"{adj.remote.address.ip}:{adj.peer_port}"
-            assert n.listen_port == adj.listen_port
-            assert n.mesh_ipv4 == peer.mesh_ipv4
+        assert cfg.mesh.admin_keys == (ADMIN,)
+        assert len(cfg.bootstrap) == len(node.adjacencies)
+        for b, adj in zip(cfg.bootstrap, node.adjacencies, strict=True):
+            assert (b.name, b.node_id) == (adj.peer, keys[adj.peer].node_id)
+            assert b.address == f"{adj.remote.address.ip}:{cfg.control.quic_port}"
 
 
-def test_configs_agree_pairwise(tmp_path: Path) -> None:
-    """A's endpoint for B is where B listens for A, on B's address of their shared medium."""
+def test_bootstrap_addresses_are_on_a_shared_medium(tmp_path: Path) -> None:
+    """A's bootstrap address for B is B's address on a link or segment they share."""
     p = plan.make_plan(topology.load(TOPOLOGIES / "demo.toml"), "mtb", tmp_path)
     keys = fake_keys(p)
-    cfgs = {}
+    by_id = {keys[name].node_id: name for name in keys}
     for node in p.nodes:
         path = tmp_path / f"{node.name}.toml"
-        path.write_text(plan.render_config(p, node, keys))
-        cfgs[node.name] = config.load(path)
-    by_id = {keys[name].node_id: name for name in keys}
-    for name, cfg in cfgs.items():
-        for n in cfg.neighbours:
-            back = next(x for x in cfgs[by_id[n.node_id]].neighbours if x.name == name)
-            host, port = config.parse_endpoint(n.endpoint)
-            assert port == back.listen_port
-            assert host in {
-                str(a.local.address.ip) for a in p.node(n.name).adjacencies if a.peer == name
-            }
+        path.write_text(plan.render_config(p, node, keys, ADMIN))
+        for b in config.load(path).bootstrap:
+            peer = by_id[b.node_id]
+            host, _ = config.parse_endpoint(b.address)
+            mine = {str(a.local.address.network) for a in node.adjacencies if a.peer == peer}
+            assert any(ipaddress.ip_address(host) in ipaddress.ip_network(n) for n in mine)
 
 
 # -- rules ---------------------------------------------------------------------------------
