@@ -91,6 +91,11 @@ class RoutingSettings:
     # 176 is named by no iproute2 rt_protos file (188, say, prints as "ospf").
     route_protocol: int = _opt(176, "rtnetlink protocol number marking meshd's routes")
     metric: int = _opt(100, "kernel metric of the routes meshd installs")
+    update_interval_s: float = _opt(
+        60.0,
+        "seconds between Babel's periodic full updates (babeld: 16 s over lossy UDP; meshd "
+        "sends Babel on reliable QUIC streams, where they only refresh)",
+    )
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ class DiscoverySettings:
     beacons: bool = _opt(True, "send and hear signed beacons on shared LAN segments")
     beacon_port: int = _opt(6698, "UDP port of the beacons")
     beacon_interval_s: float = _opt(
-        30.0, "seconds between periodic beacons (a newcomer is answered at once)"
+        60.0, "seconds between periodic beacons (a newcomer's burst is answered at once)"
     )
     beacon_interfaces: tuple[str, ...] = _opt(
         (), "interfaces to beacon on; empty: every up interface with an IPv4 broadcast address"
@@ -251,6 +256,8 @@ def _check(cfg: Config) -> None:
             raise ConfigError(p, f"mesh.admin_keys[{i}]", f"expected a node id: {exc}") from None
     if not 1 <= cfg.control.quic_port <= 65535:
         raise ConfigError(p, "control.quic_port", "expected 1..65535")
+    if not 4 <= cfg.routing.update_interval_s <= 600:
+        raise ConfigError(p, "routing.update_interval_s", "expected 4..600 seconds")
     if not 1 <= cfg.routing.route_protocol <= 254:
         raise ConfigError(p, "routing.route_protocol", "expected 1..254")
     if not 1 <= wg.listen_port_min <= wg.listen_port_max <= 65535:

@@ -25,6 +25,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from nacl.signing import SigningKey
+
 from meshd import addressing
+from meshd.discovery.beacon_socket import BeaconService, Underlay
+from meshd.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
 from meshd.log import event
 from meshd.membership import (
     DelegationCertificate,
@@ -43,21 +48,29 @@ from meshd.membership import (
     VerifiedMember,
     verify_membership,
 )
+from meshd.net.hello_socket import HelloSocket
 from meshd.proto import session as messages
-from meshd.proto.babel import BabelDecodeError, decode_packet_detail, encode_packet
+from meshd.proto.babel import BabelDecodeError, decode_packet, decode_packet_detail, encode_packet
 from meshd.routing.babel import BabelRouter, RouteChange
+from meshd.routing.link_quality import LinkQuality
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
+from meshd.transport.session import SessionSettings
 from meshd.transport.udp import PeerEvent, QuicTransport
 from meshd.trust import OwnMembership, save_revocations
 
-LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, until RTT-based costs arrive
+LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, before the link is measured
 REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
 REDIAL_MAX_S = 30.0
+VERIFY_S = 10.0  # a session whose certificate has not verified by then is closed
 ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked again
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
+# Sessions: a silent cut is noticed by WireGuard liveness within seconds, so the session
+# itself can idle longer: one PING per 25 s of silence (from the dialler) keeps the
+# control plane's cost per link low, and a cut of under a minute keeps the session.
+SESSION_SETTINGS = SessionSettings(idle_timeout=60.0, keepalive_interval=25.0)
 
 Address = tuple[str, int]
 
@@ -118,7 +131,9 @@ class Peer:
     own_port: int | None = None
     peer_port: int | None = None
     link: LinkSpec | None = None  # what the node was asked to build
+    quality: LinkQuality | None = None  # RTT and loss over the tunnel, once it exists
     last_seen: float = 0.0
+    session_since: float = 0.0
     next_dial: float = 0.0
     failed_dials: int = 0
     last_refusal: str | None = None
@@ -174,12 +189,18 @@ class ControlPlane:
         self.share_endpoints = share_endpoints
         self.forget_after_s = forget_after_s
         self.peers: dict[str, Peer] = {}
+        self._by_ifname: dict[str, Peer] = {}
+        # Our underlay subnets: a shared endpoint elsewhere (beyond the uplink, or on a
+        # link of the neighbour's we are not on) would only cost handshakes to nowhere.
+        self.local_subnets: list[ipaddress.IPv4Network] = []
         self._next_enforce = now + ENFORCE_EVERY_S
         for peer_id, address, name in bootstrap:
             peer = self._peer(peer_id, now, name)
             peer.bootstrap = True
             peer.addresses[address] = Candidate(Source.BOOTSTRAP, now)
         self.transport: QuicTransport | None = None
+        self.hellos: HelloSocket | None = None
+        self.beacons: BeaconService | None = None
         self._saved_seqno = router.seqno
         self._membership_message = messages.encode(
             messages.Membership(own.certificate.encode(), b"".join(d.encode() for d in own.chain))
@@ -191,6 +212,7 @@ class ControlPlane:
             ifname = addressing.link_interface_name(self.interface_prefix, self.node_id, node_id)
             peer = Peer(node_id, name or node_id[:8], ifname, last_seen=now)
             self.peers[node_id] = peer
+            self._by_ifname[ifname] = peer
         return peer
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -202,10 +224,41 @@ class ControlPlane:
             on_event=self.on_event,
             host=host,
             port=port,
+            settings=SESSION_SETTINGS,
         )
         event("control.listening", port=port)
+        self.hellos = await HelloSocket.open(self.on_hello)
+
+    async def start_beacons(
+        self, signing_key: SigningKey, port: int, quic_port: int, interval_s: float
+    ) -> None:
+        state = BeaconState(
+            mesh_id=self.own.trust.mesh_id,
+            signing_key=signing_key,
+            quic_port=quic_port,
+            random=random.random,
+            settings=BeaconSettings(interval_s=interval_s),
+        )
+        self.beacons = BeaconService(state, self.on_beacon, port=port)
+        event("beacons.listening", port=port)
+
+    async def set_underlay(
+        self, underlays: list[Underlay], subnets: list[ipaddress.IPv4Network]
+    ) -> None:
+        """The segments to beacon on and their subnets (the node reads them from the kernel
+        now and then): endpoints a neighbour shares are only tried on these subnets."""
+        self.local_subnets = subnets
+        if self.beacons is not None:
+            before = self.beacons.sockets.interfaces
+            opened = await self.beacons.set_interfaces(underlays)
+            if opened != before:
+                event("beacons.interfaces", interfaces=",".join(sorted(opened)) or "none")
 
     async def close(self) -> None:
+        if self.beacons is not None:
+            self.beacons.close()
+        if self.hellos is not None:
+            self.hellos.close()
         if self.transport is not None:
             await self.transport.close("shutdown")
 
@@ -236,6 +289,43 @@ class ControlPlane:
             known.source, known.heard_at, known.dials = source, now, 0
         else:
             known.heard_at = now
+
+    def on_beacon(self, ev: Discovered | Rejected) -> None:
+        if isinstance(ev, Discovered):
+            self.discovered(ev.node_id, ev.address, Source.BEACON, time.monotonic())
+
+    # ---- link quality ----------------------------------------------------------------
+
+    def on_hello(self, data: bytes, source: ipaddress.IPv6Address, ifname: str) -> None:
+        """A probe came through a neighbour's tunnel (only that neighbour can send there)."""
+        peer = self._by_ifname.get(ifname)
+        if peer is None or peer.quality is None:
+            return
+        try:
+            tlvs = decode_packet(data)
+        except BabelDecodeError as exc:
+            event("hello.malformed", logging.DEBUG, peer=peer.name, reason=exc.reason)
+            return
+        now = time.monotonic()
+        if peer.quality.receive(tlvs, now).cost_changed:
+            self._cost_changed(peer, now)
+
+    def _cost_changed(self, peer: Peer, now: float) -> None:
+        assert peer.quality is not None
+        if peer.routing:
+            self.router.link_cost(peer.node_id, peer.quality.reported_cost, now)
+            event("babel.link_cost", peer=peer.name, cost=peer.quality.reported_cost)
+            self.flush()
+
+    def _probe(self, peer: Peer, now: float) -> None:
+        quality = peer.quality
+        if quality is None or self.hellos is None:
+            return
+        if quality.check(now):
+            self._cost_changed(peer, now)
+        if now >= quality.next_send_at:
+            packet = encode_packet(quality.build(now))
+            self.hellos.send(packet, addressing.link_local(peer.node_id), peer.ifname)
 
     # ---- sessions --------------------------------------------------------------------
 
@@ -271,9 +361,8 @@ class ControlPlane:
             self._reevaluate(peer, now)
         peer.session_up = True
         peer.session_addr = addr
+        peer.session_since = now
         peer.last_seen = now
-        candidate = peer.addresses.setdefault(addr, Candidate(Source.SESSION, now))
-        candidate.dials, candidate.heard_at = 0, now
         event("session.up", peer=peer.name, address=format_address(addr))
         self._send(peer.node_id, self._membership_message)
 
@@ -301,6 +390,8 @@ class ControlPlane:
         peer.peer_port = None
         peer.last_refusal = closed.reason
         self._reevaluate(peer, time.monotonic())
+        if not (peer.bootstrap or peer.addresses or peer.link):
+            self._drop(peer)  # a stranger that never verified: nothing to remember
 
     def _on_message(self, peer: Peer, data: bytes, now: float) -> None:
         try:
@@ -320,7 +411,7 @@ class ControlPlane:
             self._update_link(peer)
         elif isinstance(msg, messages.Endpoints):
             for ep in msg.endpoints:
-                if _shareable(ep.host):
+                if self._on_our_segments(ep.host):
                     self.discovered(ep.node_id, (ep.host, ep.port), Source.SHARED, now)
         elif isinstance(msg, messages.Revocations):
             self._on_revocations(peer, msg.revocations)
@@ -346,6 +437,9 @@ class ControlPlane:
             return
         peer.member, peer.credential = member, (cert, chain)
         peer.name = member.name
+        if peer.session_addr is not None:  # where a verified member is: worth redialling
+            candidate = peer.addresses.setdefault(peer.session_addr, Candidate(Source.SESSION, now))
+            candidate.dials, candidate.heard_at = 0, now
         peer.last_refusal = None
         peer.failed_dials = 0
         event(
@@ -385,6 +479,12 @@ class ControlPlane:
         for p in self.peers.values():
             if p is not newcomer and p.member is not None:
                 self._send(p.node_id, news)
+
+    def _on_our_segments(self, host: str) -> bool:
+        if not _shareable(host):
+            return False
+        ip = ipaddress.ip_address(host)
+        return any(ip in subnet for subnet in self.local_subnets)
 
     def _update_link(self, peer: Peer) -> None:
         """Build (or change) the WireGuard link once both ports and the key are known."""
@@ -471,6 +571,10 @@ class ControlPlane:
         if peer is not None and peer.wireguard_up != up:
             peer.wireguard_up = up
             peer.last_seen = now
+            if up and peer.quality is None:
+                # Probes start once the tunnel carries packets: one sent before the
+                # handshake would time the handshake, not the path.
+                peer.quality = LinkQuality(now=now, initial_seqno=random.randrange(1 << 16))
             self._reevaluate(peer, now)
 
     def _reevaluate(self, peer: Peer, now: float) -> None:
@@ -479,7 +583,8 @@ class ControlPlane:
             return
         peer.routing = routing
         if routing:
-            self.router.link_up(peer.node_id, LINK_COST, now)
+            cost = peer.quality.reported_cost if peer.quality else LINK_COST
+            self.router.link_up(peer.node_id, cost, now)
         else:
             self.router.link_down(peer.node_id, now)
         event("babel.link_" + ("up" if routing else "down"), peer=peer.name)
@@ -491,8 +596,13 @@ class ControlPlane:
             self.links.remove_link(peer.node_id)
             peer.link = None
         peer.own_port = peer.peer_port = None
+        peer.quality = None
         if not peer.bootstrap:
-            del self.peers[peer.node_id]
+            self._drop(peer)
+
+    def _drop(self, peer: Peer) -> None:
+        del self.peers[peer.node_id]
+        self._by_ifname.pop(peer.ifname, None)
 
     # ---- time ------------------------------------------------------------------------
 
@@ -500,6 +610,9 @@ class ControlPlane:
         if now >= self._next_enforce:
             self.enforce_membership(now)
         for peer in list(self.peers.values()):
+            self._probe(peer, now)
+            if peer.session_up and peer.member is None and now - peer.session_since > VERIFY_S:
+                self._refuse(peer, "not_verified", f"no valid certificate within {VERIFY_S:.0f} s")
             if peer.session_up or peer.routing:
                 peer.last_seen = now
                 continue
@@ -523,7 +636,7 @@ class ControlPlane:
                 del peer.addresses[address]
         if not peer.addresses:
             if not peer.bootstrap and peer.link is None:
-                del self.peers[peer.node_id]
+                self._drop(peer)
             return
         address, candidate = min(peer.addresses.items(), key=lambda item: item[1].dials)
         candidate.dials += 1

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +27,13 @@ from typing import Any, TypeVar
 
 from meshd import addressing, api, mesh, sysinfo, trust
 from meshd.config import Config, parse_endpoint, socket_path
+from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.identity import Identity
 from meshd.log import event
 from meshd.mesh import LinkSpec
 from meshd.net import sysctl
 from meshd.net.netlink import Netlink, NetlinkError, Route
-from meshd.routing.babel import BabelRouter, RouteAction, RouteChange
+from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
 from meshd.routing.liveness import LinkState, Liveness
 from meshd.wg.backend import WireGuardBackend
 from meshd.wg.model import DeviceStatus, DeviceUpdate, PeerUpdate, WireGuardError
@@ -41,6 +44,7 @@ RETRY_SETUP_S = 2.0
 # An interface a crashed meshd left waits this long for its neighbour's session to claim
 # it (keeping its port, peer and counters) before it is removed as stale.
 ADOPT_GRACE_S = 60.0
+UNDERLAY_EVERY_S = 5.0  # how often the interfaces to beacon on are read again
 
 
 @dataclass
@@ -332,8 +336,37 @@ class Node:
                 metric=change.metric,
             )
 
+    def underlay(self) -> tuple[list[Underlay], list[ipaddress.IPv4Network]]:
+        """The segments to beacon on, and the subnets they are on: every up interface with
+        an IPv4 broadcast address but ours and the uplink (the interface of a default
+        route: the internet is not a segment of the mesh), or those the config names."""
+        try:
+            addrs = json.loads(_ip("-j", "address", "show"))
+            defaults = json.loads(_ip("-j", "route", "show", "default"))
+        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+            event("underlay.unreadable", logging.WARNING, error=str(exc))
+            return [], []
+        wanted = self.cfg.discovery.beacon_interfaces
+        uplinks = {r.get("dev") for r in defaults if isinstance(r, dict)}
+        candidates = candidate_interfaces(
+            addrs, wireguard_prefix=self.cfg.wireguard.interface_prefix
+        )
+        found = [
+            u for u in candidates if (u.ifname in wanted if wanted else u.ifname not in uplinks)
+        ]
+        names = {u.ifname for u in found}
+        subnets = [
+            ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}").network
+            for link in addrs
+            if link.get("ifname") in names
+            for a in link.get("addr_info") or []
+            if a.get("family") == "inet"
+        ]
+        return found, subnets
+
     async def watch(self) -> None:
         interval = self.cfg.liveness.poll_interval_s
+        next_underlay = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
             changes = await self.kernel(self.poll, now)
@@ -341,6 +374,9 @@ class Node:
                 for link, state in changes:
                     self.control.wireguard_state(link.node_id, state is LinkState.UP, now)
                 self.control.tick(now)
+                if now >= next_underlay:
+                    next_underlay = now + UNDERLAY_EVERY_S
+                    await self.control.set_underlay(*await self.kernel(self.underlay))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
 
@@ -378,16 +414,18 @@ class Node:
             if not peer.is_neighbour:
                 continue
             link = kernel["links"].get(peer.node_id)
+            quality = peer.quality.snapshot() if peer.quality else None
             neighbours.append(
                 {
                     "node_id": peer.node_id,
                     "name": peer.name,
                     "interface": peer.ifname,
                     "state": _state(peer, link),
-                    # RTT and loss come from hellos over the link; until measured they are
-                    # unknown, not zero.
-                    "rtt_ms": None,
-                    "loss": None,
+                    # From the probes through the tunnel; unknown (null) until measured.
+                    # loss: the share of the neighbour's probes that did not reach us.
+                    "rtt_ms": _round(quality.rtt_ms) if quality else None,
+                    "loss": _round(quality.loss) if quality else None,
+                    "cost": quality.cost if quality else None,
                     **(link or {"endpoint": None}),
                     "control": self.control.neighbour_status(peer),
                 }
@@ -428,10 +466,13 @@ class Node:
                 f"config says {self.mesh_ipv4}"
             )
         now = time.monotonic()
+        interval = self.cfg.routing.update_interval_s
         router = BabelRouter(
             mesh.router_id(bytes(self.identity.signing_key.verify_key)),
             mesh.load_seqno(state_dir),
             now,
+            # A source outlives every copy of our last advertisement of it (babel_tables).
+            BabelParams(update_interval_s=interval, source_gc_s=max(180.0, 8 * interval)),
         )
         router.announce(ipaddress.ip_network(f"{self.mesh_ipv4}/32"))
         router.announce(ipaddress.ip_network(f"{self.mesh_ipv6}/128"))
@@ -474,6 +515,13 @@ class Node:
         try:
             await self.kernel(self.setup, time.monotonic())
             await self.control.start("0.0.0.0", self.cfg.control.quic_port)
+            if self.cfg.discovery.beacons:
+                await self.control.start_beacons(
+                    self.identity.signing_key,
+                    self.cfg.discovery.beacon_port,
+                    self.cfg.control.quic_port,
+                    self.cfg.discovery.beacon_interval_s,
+                )
             server = await api.serve(path, self.handle)
             event(
                 "node.started",
@@ -514,6 +562,10 @@ def _peer_matches(current: DeviceStatus, wanted: PeerUpdate) -> bool:
                 and p.persistent_keepalive_s == wanted.persistent_keepalive_s
             )
     return False
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
 
 
 def _round(value: float | None) -> float | None:

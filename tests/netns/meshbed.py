@@ -75,3 +75,10 @@ def testbed(topology: str, prefix: str, kind: type[B]) -> Iterator[B]:
         yield bed
     finally:
         bed.run("down", check=False)
+
+
+def metric_is_hops(metric: int, hops: int) -> bool:
+    """A Babel metric of ``hops`` tunnel links: 96 each (RFC 8966 A.2.1), plus what the
+    probes measured on an idle testbed link (RTT over 10 ms, a lost probe), never a whole
+    hop's worth more."""
+    return hops * 96 <= metric < (hops + 1) * 96

@@ -32,7 +32,8 @@ def test_every_pair_reaches_across_hops(
         status = _all_pairs_reach(bed, names)
         src, dst = far
         route = bed.route(src, f"{status[dst]['mesh_ipv4']}/32")
-        assert route is not None and route["metric"] == hops * 96
+        # 96 per hop, plus what the probes measured (RTT above 10 ms, loss): never a hop's worth
+        assert route is not None and meshbed.metric_is_hops(route["metric"], hops)
         for addr in (status[dst]["mesh_ipv4"], status[dst]["mesh_ipv6"]):
             out = bed.sh(src, "ping", "-c", "2", "-i", "0.2", "-W", "2", str(addr))
             assert f"ttl={64 - (hops - 1)}" in out or f"hlim={64 - (hops - 1)}" in out, out

@@ -263,11 +263,13 @@ def test_endpoints_are_shared_both_ways(world: World, tmp_path: Path) -> None:
 def test_a_shared_endpoint_is_tried_a_few_times_then_dropped(world: World, tmp_path: Path) -> None:
     far = identity.generate(tmp_path / "far")
     world.verified()
+    world.cp.local_subnets = [ipaddress.IPv4Network("100.64.5.0/24")]
     news = session.Endpoints(
         (
             session.Endpoint(far.node_id, "100.64.5.5", 6697),
+            session.Endpoint(far.node_id, "100.65.5.5", 6697),  # not on our segments
             session.Endpoint(far.node_id, "fe80::1", 6697),  # not worth sharing: ignored
-            session.Endpoint(world.me.node_id, "100.64.0.1", 6697),  # ourselves: ignored
+            session.Endpoint(world.me.node_id, "100.64.5.1", 6697),  # ourselves: ignored
         )
     )
     world.receive(session.encode(news))
@@ -343,3 +345,20 @@ def test_garbage_from_a_peer_never_raises(data: bytes) -> None:
         world.event(SessionUp(world.peer.node_id))
         world.receive(data)
         assert len(world.transport.closed) <= 1
+
+
+def test_a_stranger_that_never_verifies_is_closed_and_forgotten(
+    world: World, tmp_path: Path
+) -> None:
+    stranger = identity.generate(tmp_path / "stranger")
+    world.event(SessionUp(stranger.node_id), who=stranger)
+    since = world.cp.peers[stranger.node_id].session_since
+    world.cp.tick(since + mesh.VERIFY_S - 1)
+    assert world.transport.closed == []
+    world.cp.tick(since + mesh.VERIFY_S + 1)
+    assert world.transport.closed == [(stranger.node_id, "not_verified")]
+    world.event(SessionClosed("not_verified", False, 0, stranger.node_id), who=stranger)
+    # Nothing kept, and never dialled back at the address it came from.
+    assert stranger.node_id not in world.cp.peers
+    world.cp.tick(since + 100)
+    assert all(n != stranger.node_id for _, n in world.transport.dialled)

@@ -290,14 +290,15 @@ def test_generated_configs_are_accepted_by_meshd(tmp_path: Path) -> None:
         assert cfg.control.socket == node.socket
         assert cfg.mesh.ipv4_prefix == ipaddress.IPv4Network("10.77.0.0/16")
         assert cfg.mesh.admin_keys == (ADMIN,)
-        assert len(cfg.bootstrap) == len(node.adjacencies)
-        for b, adj in zip(cfg.bootstrap, node.adjacencies, strict=True):
+        links = [a for a in node.adjacencies if not a.is_segment]  # segments: beacons
+        assert len(cfg.bootstrap) == len(links)
+        for b, adj in zip(cfg.bootstrap, links, strict=True):
             assert (b.name, b.node_id) == (adj.peer, keys[adj.peer].node_id)
             assert b.address == f"{adj.remote.address.ip}:{cfg.control.quic_port}"
 
 
 def test_bootstrap_addresses_are_on_a_shared_medium(tmp_path: Path) -> None:
-    """A's bootstrap address for B is B's address on a link or segment they share."""
+    """A's bootstrap address for B is B's address on a link they share."""
     p = plan.make_plan(topology.load(TOPOLOGIES / "demo.toml"), "mtb", tmp_path)
     keys = fake_keys(p)
     by_id = {keys[name].node_id: name for name in keys}
