@@ -81,8 +81,11 @@ class WireGuardSettings:
 @dataclass(frozen=True)
 class LivenessSettings:
     poll_interval_s: float = _opt(0.25, "how often each link's receive counter is read")
+    probe_after_s: float = _opt(
+        1.1, "a link silent this long gets one echo through the tunnel (a late keepalive?)"
+    )
     dead_after_s: float = _opt(
-        2.5, "a link with no packet received for this long is down (> keepalive_s)"
+        1.5, "a link with no packet received for this long is down (> keepalive_s)"
     )
 
 
@@ -92,7 +95,7 @@ class RoutingSettings:
     route_protocol: int = _opt(176, "rtnetlink protocol number marking meshd's routes")
     metric: int = _opt(100, "kernel metric of the routes meshd installs")
     update_interval_s: float = _opt(
-        60.0,
+        120.0,
         "seconds between Babel's periodic full updates (babeld: 16 s over lossy UDP; meshd "
         "sends Babel on reliable QUIC streams, where they only refresh)",
     )
@@ -243,6 +246,10 @@ def _check(cfg: Config) -> None:
         raise ConfigError(p, "wireguard.mtu", "expected 1280..9000")
     if cfg.liveness.poll_interval_s <= 0:
         raise ConfigError(p, "liveness.poll_interval_s", "expected a positive number")
+    if not 0 < cfg.liveness.probe_after_s < cfg.liveness.dead_after_s:
+        raise ConfigError(
+            p, "liveness.probe_after_s", "expected a positive number below dead_after_s"
+        )
     if cfg.liveness.dead_after_s <= wg.keepalive_s:
         raise ConfigError(
             p,

@@ -52,7 +52,7 @@ from meshd.net.hello_socket import HelloSocket
 from meshd.proto import session as messages
 from meshd.proto.babel import BabelDecodeError, decode_packet, decode_packet_detail, encode_packet
 from meshd.routing.babel import BabelRouter, RouteChange
-from meshd.routing.link_quality import LinkQuality
+from meshd.routing.link_quality import LinkQuality, LinkQualityParams
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings
@@ -68,9 +68,12 @@ SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
 # Sessions: a silent cut is noticed by WireGuard liveness within seconds, so the session
-# itself can idle longer: one PING per 25 s of silence (from the dialler) keeps the
-# control plane's cost per link low, and a cut of under a minute keeps the session.
-SESSION_SETTINGS = SessionSettings(idle_timeout=60.0, keepalive_interval=25.0)
+# itself can idle longer: one PING per 40 s of silence (from the dialler) keeps the
+# control plane's cost per link low, and a cut of under two minutes keeps the session.
+SESSION_SETTINGS = SessionSettings(idle_timeout=120.0, keepalive_interval=40.0)
+# Probes through each tunnel measure RTT and loss for the link cost, not liveness: one per
+# 16 s each way keeps them near 10 B/s per link (overhead.control_bytes_per_link_s).
+PROBE_PARAMS = LinkQualityParams(hello_interval_s=16.0)
 
 Address = tuple[str, int]
 
@@ -574,7 +577,9 @@ class ControlPlane:
             if up and peer.quality is None:
                 # Probes start once the tunnel carries packets: one sent before the
                 # handshake would time the handshake, not the path.
-                peer.quality = LinkQuality(now=now, initial_seqno=random.randrange(1 << 16))
+                peer.quality = LinkQuality(
+                    PROBE_PARAMS, now=now, initial_seqno=random.randrange(1 << 16)
+                )
             self._reevaluate(peer, now)
 
     def _reevaluate(self, peer: Peer, now: float) -> None:

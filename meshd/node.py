@@ -32,6 +32,7 @@ from meshd.identity import Identity
 from meshd.log import event
 from meshd.mesh import LinkSpec
 from meshd.net import sysctl
+from meshd.net.echo import EchoProbe
 from meshd.net.netlink import Netlink, NetlinkError, Route
 from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
 from meshd.routing.liveness import LinkState, Liveness
@@ -91,6 +92,7 @@ class Node:
         # Event loop only: the WireGuard port of each neighbour's link (by interface name).
         self._ports: dict[str, int] = {}
         self.control: mesh.ControlPlane | None = None
+        self.echo: EchoProbe | None = None  # liveness probes, once running
         self.stopping = asyncio.Event()
         self.started = time.time()
         # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
@@ -164,7 +166,8 @@ class Node:
     def _ensure_link(self, spec: LinkSpec, now: float) -> None:
         link = self.links.get(spec.ifname)
         if link is None:
-            link = Link(spec, Liveness(self.cfg.liveness.dead_after_s))
+            live = self.cfg.liveness
+            link = Link(spec, Liveness(live.dead_after_s, probe_after_s=live.probe_after_s))
             self.links[spec.ifname] = link
             self._by_node[spec.node_id] = link
             if self.adoptable.pop(spec.ifname, None) is not None:
@@ -300,6 +303,8 @@ class Node:
             link.rx_bytes, link.tx_bytes = peer.rx_bytes, peer.tx_bytes
             link.last_handshake = peer.last_handshake
             note(link, link.liveness.observe(peer.rx_bytes, now_mono))
+            if self.echo is not None and link.liveness.wants_probe(now_mono):
+                self.echo.send(str(addressing.link_local(link.node_id)), link.ifname)
         return changes
 
     def apply_routes(self, changes: list[RouteChange]) -> None:
@@ -511,6 +516,9 @@ class Node:
             # Signal handlers only schedule work (ExaBGP's rule).
             loop.add_signal_handler(sig, self.stopping.set)
         self.control = self._control_plane()  # refuses to start without valid membership
+        echo = EchoProbe()
+        if echo.open():
+            self.echo = echo
         server = None
         try:
             await self.kernel(self.setup, time.monotonic())
@@ -539,6 +547,7 @@ class Node:
             await self.control.close()
             await self.kernel(self.teardown)
             self._kernel.shutdown()
+            echo.close()
             self.netlink.close()
             event("node.stopped", name=self.cfg.node.name)
 

@@ -4,6 +4,12 @@ WireGuard's persistent keepalive makes every live peer send at least one packet 
 keepalive interval, so a receive counter that stops growing for longer than that means the
 tunnel stopped carrying packets, whatever the underlay or a control session says. The
 counter is polled a few times a second by the adapter and fed in here with the time.
+
+A keepalive can come late (a busy wireguard-go, a bulk transfer in the other direction), so
+a link silent for ``probe_after_s`` is asked once, with an echo through the tunnel that a
+live peer's kernel answers at once (``wants_probe``); only a link still silent at
+``dead_after_s`` is down. That lets ``dead_after_s`` sit close to the keepalive interval
+(fast failover) without calling a late keepalive a dead link.
 """
 
 from __future__ import annotations
@@ -21,9 +27,24 @@ class LinkState(StrEnum):
 @dataclass
 class Liveness:
     dead_after_s: float
+    probe_after_s: float | None = None  # None: never probe
     state: LinkState = LinkState.CONNECTING
     last_rx_bytes: int | None = None
     last_heard: float | None = None  # when the counter last grew
+    probed_at: float | None = None  # the probe of the current silence, if sent
+
+    def wants_probe(self, now: float) -> bool:
+        """True once per silence: an up link silent for ``probe_after_s``."""
+        if (
+            self.probe_after_s is None
+            or self.state is not LinkState.UP
+            or self.last_heard is None
+            or now - self.last_heard < self.probe_after_s
+            or (self.probed_at is not None and self.probed_at >= self.last_heard)
+        ):
+            return False
+        self.probed_at = now
+        return True
 
     def observe(self, rx_bytes: int, now: float) -> LinkState | None:
         """Feed one counter reading; return the new state when it changed."""

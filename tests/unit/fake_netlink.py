@@ -21,7 +21,7 @@ class FakeNetlink:
         if self.sysctl_root is not None:  # the kernel makes an interface's conf entries
             conf = self.sysctl_root / "net/ipv4/conf" / ifname
             conf.mkdir(parents=True, exist_ok=True)
-            (conf / "rp_filter").write_text("0\n")
+            (conf / "rp_filter").write_text("2\n")  # as systemd's default.rp_filter sets
 
     def close(self) -> None:
         pass

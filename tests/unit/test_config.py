@@ -41,7 +41,7 @@ def test_good_config_parses_with_defaults() -> None:
     assert cfg.wireguard.backend == "userspace"
     assert cfg.wireguard.keepalive_s == 1
     assert (cfg.wireguard.listen_port_min, cfg.wireguard.listen_port_max) == (51820, 52819)
-    assert cfg.liveness.dead_after_s == 2.5
+    assert (cfg.liveness.probe_after_s, cfg.liveness.dead_after_s) == (1.1, 1.5)
     assert cfg.discovery.beacons and cfg.discovery.beacon_port == 6698
     assert cfg.bootstrap[0].node_id == NODE_B
     assert cfg.bootstrap[0].address == "100.64.0.2:6697"

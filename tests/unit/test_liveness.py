@@ -48,3 +48,18 @@ def test_state_matches_silence(steps: list[tuple[int, float]]) -> None:
             assert live.state is LinkState.CONNECTING
         else:
             assert (live.state is LinkState.UP) == (silent <= 2.0)
+
+
+def test_a_silent_link_is_probed_once_per_silence() -> None:
+    live = Liveness(dead_after_s=1.5, probe_after_s=1.1)
+    live.observe(0, 0.0)
+    live.observe(60, 0.25)  # up
+    assert not live.wants_probe(1.0)
+    assert live.wants_probe(1.4)
+    assert not live.wants_probe(1.45)  # asked already
+    live.observe(120, 1.45)  # the echo came back
+    assert not live.wants_probe(2.0)
+    assert live.wants_probe(2.6)  # a new silence
+    assert live.observe(120, 3.0) is LinkState.DOWN
+    assert not live.wants_probe(3.5)  # down: nothing to confirm
+    assert not Liveness(dead_after_s=1.5).wants_probe(9.0)

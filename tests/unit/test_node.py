@@ -22,14 +22,15 @@ PROTO = 176
 @pytest.fixture
 def sysctl_root(tmp_path: Path) -> Path:
     root = tmp_path / "sys"
-    for key in (
-        "net/ipv4/ip_forward",
-        "net/ipv6/conf/all/forwarding",
-        "net/ipv4/conf/all/rp_filter",
-        "net/ipv4/conf/default/rp_filter",
+    # What a fresh Debian has: no forwarding, loose reverse-path filters everywhere.
+    for key, value in (
+        ("net/ipv4/ip_forward", "0"),
+        ("net/ipv6/conf/all/forwarding", "0"),
+        ("net/ipv4/conf/all/rp_filter", "2"),
+        ("net/ipv4/conf/default/rp_filter", "2"),
     ):
         (root / key).parent.mkdir(parents=True, exist_ok=True)
-        (root / key).write_text("0\n")
+        (root / key).write_text(value + "\n")
     return root
 
 
@@ -92,7 +93,8 @@ def test_setup_holds_the_mesh_addresses(world, sysctl_root: Path) -> None:  # ty
     assert (ipaddress.ip_address("10.77.0.1"), 32) in netlink.addrs["lo"]
     assert (node.mesh_ipv6, 128) in netlink.addrs["lo"]
     assert (sysctl_root / "net/ipv4/ip_forward").read_text().strip() == "1"
-    assert (sysctl_root / "net/ipv4/conf/all/rp_filter").read_text().strip() == "2"
+    # No reverse-path filter on the links: a reply may come back another way (sysctl.py).
+    assert (sysctl_root / "net/ipv4/conf/all/rp_filter").read_text().strip() == "0"
     assert backend.list_interfaces("mw") == []
 
 
@@ -111,7 +113,7 @@ def test_links_are_built_from_what_the_session_says(world, sysctl_root: Path) ->
         assert peer.persistent_keepalive_s == 1
         assert (addressing.link_local(me.node_id), 64) in netlink.addrs[ifname(me, p)]
     rp = sysctl_root / f"net/ipv4/conf/{ifname(me, peers[0])}/rp_filter"
-    assert rp.read_text().strip() == "2"
+    assert rp.read_text().strip() == "0"
     # A new endpoint (the neighbour moved) changes the peer in place.
     moved = LinkSpec(**{**spec(node, me, peers[0], 0).__dict__, "endpoint": ("100.64.7.2", 9)})
     node._ensure_link(moved, 1.0)
@@ -135,12 +137,18 @@ def test_liveness_follows_the_receive_counter(world) -> None:  # type: ignore[no
     link = node.links[name]
     node.poll(0.0)
     assert link.liveness.state is LinkState.CONNECTING
+    sent: list[tuple[str, str]] = []
+    node.echo = type("Echo", (), {"send": lambda self, a, i: sent.append((a, i)) or True})()
     backend.set_peer_stats(name, key, rx_bytes=92)
     assert node.poll(0.25) == [(link, LinkState.UP)]
     assert node.kernel_status()["links"][peers[0].node_id]["liveness"] == "up"
-    node.poll(2.7)
-    assert link.liveness.state is LinkState.UP
-    assert node.poll(2.8) == [(link, LinkState.DOWN)]
+    node.poll(1.0)
+    assert sent == []
+    node.poll(1.4)  # silent for longer than a keepalive: one echo through the tunnel
+    assert sent == [(str(addressing.link_local(peers[0].node_id)), name)]
+    node.poll(1.7)
+    assert link.liveness.state is LinkState.UP and len(sent) == 1
+    assert node.poll(1.8) == [(link, LinkState.DOWN)]
     assert node.links[ifname(me, peers[1])].liveness.state is LinkState.CONNECTING
 
 
