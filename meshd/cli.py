@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("keygen", "create a node's identity and WireGuard keys"),
     "tui": ("tui", "the operator's terminal dashboard"),
     "decode": ("decode", "print any control message (Babel, membership, session) as JSON"),
+    "revocations": ("revocations", "add admin-signed revocations (spread mesh-wide), or list"),
 }
 
 

@@ -519,6 +519,19 @@ class ControlPlane:
 
     # ---- revocations -----------------------------------------------------------------
 
+    def add_revocation_records(self, records: list[bytes]) -> dict[str, int]:
+        """Revocations handed in locally (the control API): all must verify, or none is
+        taken and the first that does not raises MembershipError."""
+        parsed = []
+        for record in records:
+            revocation = Revocation.decode(record)
+            self.own.trust.revocations.check(revocation)
+            parsed.append(revocation)
+        fresh = [r for r in parsed if self.own.trust.revocations.add(r)]
+        if fresh:
+            self.add_revocations(fresh)
+        return {"added": len(fresh), "known": len(parsed) - len(fresh)}
+
     def _on_revocations(self, peer: Peer, records: tuple[bytes, ...]) -> None:
         fresh: list[Revocation] = []
         for record in records:

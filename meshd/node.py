@@ -30,6 +30,7 @@ from meshd.config import Config, parse_endpoint, socket_path
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.identity import Identity
 from meshd.log import event
+from meshd.membership import MembershipError
 from meshd.mesh import LinkSpec
 from meshd.net import sysctl
 from meshd.net.echo import EchoProbe
@@ -503,6 +504,15 @@ class Node:
             return await self.status()
         if call == "version":
             return sysinfo.version_info()
+        if call == "revocations":
+            assert self.control is not None
+            return [r.to_json() for r in self.control.own.trust.revocations]
+        if call == "add_revocations":
+            assert self.control is not None
+            try:
+                return self.control.add_revocation_records(_hex_list(args.get("records")))
+            except MembershipError as exc:
+                raise api.CallError(str(exc.reason_code), exc.message) from None
         raise api.CallError("unknown_call", f"no call named {call!r}")
 
     # ---- the process ---------------------------------------------------------------
@@ -571,6 +581,15 @@ def _peer_matches(current: DeviceStatus, wanted: PeerUpdate) -> bool:
                 and p.persistent_keepalive_s == wanted.persistent_keepalive_s
             )
     return False
+
+
+def _hex_list(value: Any) -> list[bytes]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise api.CallError("bad_args", "records: expected a list of hex strings")
+    try:
+        return [bytes.fromhex(v) for v in value]
+    except ValueError as exc:
+        raise api.CallError("bad_args", f"records: {exc}") from None
 
 
 def _ip(*args: str) -> str:

@@ -1,6 +1,7 @@
 """meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
 packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
-revocation) or a message of a neighbour session (which wraps one of those)."""
+revocation), a message of a neighbour session (which may wrap those) or a discovery
+beacon."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", help="read the packet from a file, raw bytes or hex text")
     p.add_argument(
         "--kind",
-        choices=("auto", "babel", "membership", "session"),
+        choices=("auto", "babel", "membership", "session", "beacon"),
         default="auto",
-        help="what the bytes are (auto: a Babel packet starts with 42, a membership record "
-        "decodes canonically, else a session message)",
+        help="what the bytes are (auto: a Babel packet starts with 42, a beacon with MSHB, "
+        "a membership record decodes canonically, else a session message)",
     )
     p.add_argument(
         "--state",
@@ -84,20 +85,32 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
     """The JSON lines for ``data``; DecodeFailure with the reason code when it is none."""
     if kind == "auto":
         # Membership records start with their type (1-4), session messages with their kind
-        # (1-2); anything else is read as Babel, whose errors say what is wrong (bad_magic).
+        # (1-5), beacons with MSHB; anything else is read as Babel, whose errors say what is
+        # wrong (bad_magic).
         kind = "babel"
-        if data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04"):
+        if data.startswith(b"MSHB"):
+            kind = "beacon"
+        elif data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"):
             try:
                 return _membership(data)
             except DecodeFailure:
-                if data[:1] not in (b"\x01", b"\x02"):
-                    raise
                 kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
     if kind == "membership":
         return _membership(data)
+    if kind == "beacon":
+        return _beacon(data)
     return _session(data, with_state)
+
+
+def _beacon(data: bytes) -> list[dict[str, object]]:
+    from meshd.proto.beacon import BeaconError, decode_beacon
+
+    try:
+        return [{"type": "beacon", **decode_beacon(data).to_json()}]
+    except BeaconError as exc:
+        raise DecodeFailure(str(exc.reason), exc.message) from None
 
 
 def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
@@ -131,9 +144,21 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
     try:
         msg = session.decode(data)
     except session.SessionMessageError as exc:
-        raise DecodeFailure(exc.reason, str(exc)) from None
+        raise DecodeFailure(exc.reason, exc.message) from None
     if isinstance(msg, session.BabelPacket):
         return [{"type": "session", "kind": "babel"}, *_babel(msg.packet, with_state)]
+    if isinstance(msg, session.Link):
+        return [{"type": "session", "kind": "link", "wireguard_port": msg.wireguard_port}]
+    if isinstance(msg, session.Endpoints):
+        return [
+            {"type": "session", "kind": "endpoints"},
+            *({"node_id": e.node_id, "host": e.host, "port": e.port} for e in msg.endpoints),
+        ]
+    if isinstance(msg, session.Revocations):
+        return [
+            {"type": "session", "kind": "revocations"},
+            *(_membership(record)[0] for record in msg.revocations),
+        ]
     records = [_membership(msg.certificate)[0]]
     if msg.delegation:
         records.append(_membership(msg.delegation)[0])

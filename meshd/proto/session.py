@@ -34,7 +34,7 @@ _ENDPOINT = struct.Struct("!32s16sH")
 class SessionMessageError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")
-        self.reason = reason
+        self.reason, self.message = reason, message
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,37 @@ def test_a_tampered_certificate_is_one_line_with_a_reason() -> None:
     res = _decode(vector["hex"][:-2], "--kind", "membership")
     assert res.returncode == 1
     assert res.stderr.startswith("meshd decode: malformed: ") and res.stderr.count("\n") == 1
+
+
+def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessage:
+    """Build a session message from the JSON lines `meshd decode` prints for it."""
+    from meshd.membership import message_from_json
+
+    head, rest = lines[0], lines[1:]
+    if head["kind"] == "link":
+        return session.Link(int(head["wireguard_port"]))  # type: ignore[call-overload]
+    if head["kind"] == "endpoints":
+        return session.Endpoints(
+            tuple(session.Endpoint(str(e["node_id"]), str(e["host"]), int(e["port"])) for e in rest)  # type: ignore[call-overload]
+        )
+    return session.Revocations(tuple(message_from_json(r).encode() for r in rest))
+
+
+def test_discovery_session_messages_match_their_golden_vectors_both_ways() -> None:
+    vectors = json.loads((GOLDEN.parent / "session" / "vectors.json").read_text())
+    assert set(vectors) == {"link", "endpoints", "revocations"}
+    for name, vector in vectors.items():
+        res = _decode(vector["hex"])
+        assert res.returncode == 0, (name, res.stderr)
+        assert [json.loads(line) for line in res.stdout.splitlines()] == vector["json"], name
+        assert session.encode(_session_from_lines(vector["json"])).hex() == vector["hex"], name
+
+
+def test_a_beacon_decodes_to_its_golden_json() -> None:
+    vector = json.loads((GOLDEN.parent / "beacon" / "beacon.json").read_text())
+    res = _decode(vector["hex"])
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"type": "beacon", **vector["json"]}
+    tampered = vector["hex"][:-2] + ("00" if vector["hex"][-2:] != "00" else "01")
+    bad = _decode(tampered)
+    assert bad.returncode == 1 and bad.stderr.startswith("meshd decode: bad_signature: ")

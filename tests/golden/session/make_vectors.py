@@ -1,0 +1,43 @@
+"""Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
+REVOCATIONS): hex and the JSON lines `meshd decode` prints. Run from the repo root:
+``python -m tests.golden.session.make_vectors``; the tests check both directions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from meshd.commands.decode import decode
+from meshd.proto import session
+
+HERE = Path(__file__).resolve().parent
+MEMBERSHIP = HERE.parent / "membership"
+
+
+def vectors() -> dict[str, bytes]:
+    node = json.loads((MEMBERSHIP / "membership_admin.json").read_text())["json"]["node_id"]
+    revocation = bytes.fromhex(json.loads((MEMBERSHIP / "revocation_node.json").read_text())["hex"])
+    return {
+        "link": session.encode(session.Link(51820)),
+        "endpoints": session.encode(
+            session.Endpoints(
+                (
+                    session.Endpoint(node, "100.64.0.2", 6697),
+                    session.Endpoint(node, "2001:db8::7", 6697),
+                )
+            )
+        ),
+        "revocations": session.encode(session.Revocations((revocation,))),
+    }
+
+
+def main() -> None:
+    out = {
+        name: {"hex": data.hex(), "json": decode(data, "session")}
+        for name, data in vectors().items()
+    }
+    (HERE / "vectors.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
