@@ -70,7 +70,9 @@ SEQNO_FILE = "babel-seqno"
 # Sessions: a silent cut is noticed by WireGuard liveness within seconds, so the session
 # itself can idle longer: one PING per 40 s of silence (from the dialler) keeps the
 # control plane's cost per link low, and a cut of under two minutes keeps the session.
-SESSION_SETTINGS = SessionSettings(idle_timeout=120.0, keepalive_interval=40.0)
+SESSION_SETTINGS = SessionSettings(
+    idle_timeout=120.0, keepalive_interval=40.0, handshake_timeout=10.0
+)
 # Probes through each tunnel measure RTT and loss for the link cost, not liveness: one per
 # 16 s each way keeps them near 10 B/s per link (overhead.control_bytes_per_link_s).
 PROBE_PARAMS = LinkQualityParams(hello_interval_s=16.0)
@@ -373,7 +375,9 @@ class ControlPlane:
         self, peer: Peer | None, node_id: str, ev: PeerEvent, closed: SessionClosed
     ) -> None:
         if peer is None or not ev.was_up:
-            silent = closed.reason == "handshake_timeout"  # a neighbour not there yet
+            # A neighbour not there yet, or a half-open session pushed out by newer ones
+            # (a flood would otherwise log at its own rate): nothing to warn about.
+            silent = closed.reason in ("handshake_timeout", "evicted")
             event(
                 "session.timeout" if silent else "session.refused",
                 logging.INFO if silent else logging.WARNING,
@@ -587,6 +591,10 @@ class ControlPlane:
         if peer is not None and peer.wireguard_up != up:
             peer.wireguard_up = up
             peer.last_seen = now
+            if up and not peer.session_up:
+                # The tunnel carries packets again, so the underlay is back: redial now
+                # rather than at the end of a backoff grown during a long cut.
+                peer.next_dial, peer.failed_dials = now, 0
             if up and peer.quality is None:
                 # Probes start once the tunnel carries packets: one sent before the
                 # handshake would time the handshake, not the path.

@@ -1,16 +1,16 @@
 """Every use of aioquic's private API, checked against aioquic 1.7.2, in one place.
 
 aioquic has no public API to request a client certificate, to read the peer's certificate,
-to learn whether the peer accepts DATAGRAM frames, or to know whether the handshake is
-confirmed. If a later aioquic renames one of these, ``check_supported()`` fails at start
-instead of a session failing silently.
+to learn whether the peer accepts DATAGRAM frames, to know whether the handshake is
+confirmed, or whether any packet from the peer decrypted. If a later aioquic renames one
+of these, ``check_supported()`` fails at start instead of a session failing silently.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from cryptography import x509
 
 
@@ -54,6 +54,13 @@ def handshake_confirmed(connection: QuicConnection) -> bool:
     return bool(connection._handshake_confirmed)
 
 
+def received_a_packet(connection: QuicConnection) -> bool:
+    """Whether a packet from the peer has decrypted: aioquic leaves FIRSTFLIGHT on the first
+    one (``QuicConnection.receive_datagram``, "update state"); a server's INITIAL that
+    does not decrypt leaves it there."""
+    return connection._state is not QuicConnectionState.FIRSTFLIGHT
+
+
 def check_supported() -> None:
     """Raise RuntimeError when the installed aioquic lacks what this module relies on."""
     from aioquic.quic.configuration import QuicConfiguration
@@ -62,7 +69,12 @@ def check_supported() -> None:
     probe: Any = QuicConnection(configuration=QuicConfiguration(is_client=True))
     missing = [
         name
-        for name in ("_remote_max_datagram_frame_size", "_handshake_confirmed", "_is_client")
+        for name in (
+            "_remote_max_datagram_frame_size",
+            "_handshake_confirmed",
+            "_is_client",
+            "_state",
+        )
         if not hasattr(probe, name)
     ]
     context = Context(is_client=False)

@@ -32,7 +32,8 @@ class SessionClosed:
 
     ``reason`` is a reason code: ours or the peer's (``unknown``, ``revoked``,
     ``wrong_node_id``, ``duplicate``, ``frame_too_large``...), ``idle_timeout``,
-    ``handshake_timeout``, or ``quic_error_0x..`` for a transport error.
+    ``handshake_timeout``, ``evicted`` (a half-open session dropped to make room for a
+    newer one), or ``quic_error_0x..`` for a transport error.
     ``by_peer`` tells whether the peer closed it.
     """
 

@@ -10,6 +10,9 @@
 - Unreliable messages: RFC 9221 DATAGRAM frames, guarded so that one is never queued unless
   the peer advertised support and it fits in a packet.
 - Keep-alive: aioquic has none; a PING frame after ``keepalive_interval`` of silence.
+- Handshake deadline: aioquic has none either (only the idle timeout, which every packet
+  pushes back); a server session not up ``handshake_timeout`` after its first datagram is
+  dropped without a word (``drop``).
 
 No I/O and no clock: the owner passes ``now`` in, sends ``datagrams_to_send(now)``, calls
 ``handle_timer(now)`` at ``get_timer()`` and reads ``next_event()``.
@@ -97,6 +100,13 @@ class SessionSettings:
     max_udp_payload: int = field(
         default=1200, metadata={"help": "largest UDP payload we send (QUIC minimum 1200)"}
     )
+    handshake_timeout: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds a session may take to come up: a dial then fails, and one"
+            " accepted from a peer is dropped without a word"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.idle_timeout <= 0:
@@ -109,6 +119,8 @@ class SessionSettings:
             raise ValueError("max_frame_size must be positive")
         if self.max_udp_payload < 1200:
             raise ValueError("max_udp_payload must be at least 1200 (RFC 9000 14)")
+        if self.handshake_timeout <= 0:
+            raise ValueError("handshake_timeout must be positive")
 
 
 class SessionState(enum.Enum):
@@ -188,6 +200,7 @@ class Session:
         self._events: deque[SessionEvent] = deque()
         self._decoder = FrameDecoder(self.settings.max_frame_size)
         self._last_activity: float | None = None
+        self._handshake_deadline: float | None = None  # a server's, from its first datagram
         self._ping_uid = 0
         self._handshake_completed = False
         self._early: list[quic_events.StreamDataReceived] = []  # data before we are up
@@ -215,6 +228,9 @@ class Session:
         )
         session._quic.connect(addr, now=now)
         session._last_activity = now
+        # A dial that is not up by then ends too: waiting for the idle timeout would leave
+        # a neighbour that is not there (yet) undialled for minutes.
+        session._handshake_deadline = now + session.settings.handshake_timeout
         return session
 
     @classmethod
@@ -245,6 +261,11 @@ class Session:
         """Feed one UDP payload. Garbage is dropped by aioquic or closes this session."""
         if self.state is SessionState.TERMINATED:
             return
+        if self._handshake_deadline is None and not self.is_client:
+            # Before the handshake aioquic's only clock is the idle timeout, and every packet
+            # that decrypts pushes it back (RFC 9000 10.1): a client that never finishes
+            # would hold this session as long as it keeps sending. The deadline is absolute.
+            self._handshake_deadline = now + self.settings.handshake_timeout
         self._last_activity = now
         try:
             self._quic.receive_datagram(data, addr, now=now)
@@ -255,7 +276,13 @@ class Session:
         self._process(now)
 
     def handle_timer(self, now: float) -> None:
-        if self.state is SessionState.TERMINATED or not self._has_path():
+        if self.state is SessionState.TERMINATED:
+            return
+        deadline = self._pending_handshake_deadline()
+        if deadline is not None and now >= deadline:
+            self.drop("handshake_timeout")
+            return
+        if not self._has_path():
             return
         keepalive_at = self._keepalive_at()
         if keepalive_at is not None and now >= keepalive_at:
@@ -279,9 +306,14 @@ class Session:
         return datagrams
 
     def get_timer(self) -> float | None:
-        if self.state is SessionState.TERMINATED or not self._has_path():
+        if self.state is SessionState.TERMINATED:
             return None
-        timers = [t for t in (self._quic.get_timer(), self._keepalive_at()) if t is not None]
+        deadline = self._pending_handshake_deadline()
+        if not self._has_path():
+            return deadline  # aioquic has no timer yet: only ours can end this session
+        timers = [
+            t for t in (self._quic.get_timer(), self._keepalive_at(), deadline) if t is not None
+        ]
         return min(timers) if timers else None
 
     def next_event(self) -> SessionEvent | None:
@@ -294,6 +326,16 @@ class Session:
     @property
     def is_terminated(self) -> bool:
         return self.state is SessionState.TERMINATED
+
+    @property
+    def heard_from_peer(self) -> bool:
+        """Whether a packet from the peer has decrypted yet.
+
+        RFC 9001 5.2: INITIAL keys derive from the destination cid the client chose, so any
+        client's INITIAL decrypts. A server session whose first datagram left this False
+        was opened by bytes that only look like an INITIAL: nothing is worth keeping.
+        """
+        return private.received_a_packet(self._quic)
 
     # -- commands ----------------------------------------------------------------------
 
@@ -348,11 +390,31 @@ class Session:
             return
         self._close_now(error_code, reason)
 
+    def drop(self, reason: str) -> None:
+        """Forget a session that is not up, sending nothing; terminates it at once.
+
+        Emits SessionClosed unless the session was already closed. For half-open sessions
+        (from addresses anyone can forge): a CONNECTION_CLOSE would only be one more
+        datagram to whoever the address names. A real client that got our first flight
+        hears nothing and waits for its own timeout. An up session is ``close``d instead:
+        raise.
+        """
+        if self.state is SessionState.UP:
+            raise RuntimeError("a session that is up is closed, not dropped")
+        if self.state is SessionState.HANDSHAKE:
+            self._events.append(
+                SessionClosed(reason=reason[:_MAX_REASON], peer_node_id=self.peer_node_id)
+            )
+        self.state = SessionState.TERMINATED
+
     # -- internals ---------------------------------------------------------------------
 
     def _has_path(self) -> bool:
         # A server has no peer address (and aioquic cannot send) before a valid INITIAL.
         return self._quic.get_peer_address() is not None
+
+    def _pending_handshake_deadline(self) -> float | None:
+        return self._handshake_deadline if self.state is SessionState.HANDSHAKE else None
 
     def _keepalive_at(self) -> float | None:
         interval = self.settings.keepalive_interval

@@ -2,7 +2,21 @@
 
 Like aioquic's ``asyncio/protocol.py``, it only feeds datagrams in (routed by destination
 connection id), sends what comes out and re-arms one timer per session. What it adds:
-one active session per peer node id, with the tie-break for simultaneous dials.
+one active session per peer node id, with the tie-break for simultaneous dials, and a
+bounded table of sessions that INITIALs nobody completes cannot lock:
+
+- an INITIAL that does not decrypt opens nothing (``Session.heard_from_peer``);
+- a session accepted from a peer is dropped if it is not up within the settings'
+  ``handshake_timeout`` (5 s by default, instead of the idle timeout);
+- a new INITIAL makes room by evicting the oldest accepted session that never came up:
+  from its own source host when that one already holds ``MAX_HALF_OPEN_PER_HOST``, so one
+  flooding address cannot take every slot, and from anyone when the table is full. It is
+  dropped only when every slot holds a session that came up or one we dialled.
+  Evicting (rather than refusing the newcomer) keeps new handshakes answered through a
+  flood; a handshake only has to finish before ``MAX_SESSIONS`` (or, behind the flooding
+  address itself, ``MAX_HALF_OPEN_PER_HOST``) newer INITIALs arrive. Sources are counted
+  by host, not port: ports are free to vary. Forged source addresses (or an IPv6 host
+  using its whole /64) defeat the per-host count, not the eviction.
 """
 
 from __future__ import annotations
@@ -41,6 +55,9 @@ Address = tuple[str, int]
 # dial; otherwise the older one is a leftover (the peer restarted) and the newer one wins.
 DUPLICATE_WINDOW = 5.0
 MAX_SESSIONS = 256  # accepted + dialled; a flood of INITIALs cannot exhaust memory
+# Accepted sessions not up yet, per source host. A handshake takes one round trip and
+# neighbours dial once each: 16 is many legitimate dialers behind one NAT address.
+MAX_HALF_OPEN_PER_HOST = 16
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,7 @@ class PeerEvent:
 
     ``event`` is SessionUp, MessageReceived, DatagramReceived or SessionClosed. A
     SessionClosed with ``was_up=False`` is a session that never came up (refused by either
-    side, handshake timeout): log it, the peer's state did not change.
+    side, handshake timeout, evicted to make room): log it, the peer's state did not change.
     """
 
     peer_node_id: str | None
@@ -64,6 +81,7 @@ class _Entry:
     def __init__(self, session: Session, addr: Address) -> None:
         self.session = session
         self.addr = addr
+        self.source_host = addr[0]  # where its first datagram came from (addr may move)
         self.cids: set[bytes] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
@@ -90,6 +108,10 @@ class QuicTransport(asyncio.DatagramProtocol):
         self._by_cid: dict[bytes, _Entry] = {}
         self._entries: set[_Entry] = set()
         self._active: dict[str, _Entry] = {}  # peer node id -> its one session that is up
+        # Accepted sessions that never came up, oldest first (dicts keep insertion order):
+        # the ones a new INITIAL may evict. Our own dials are never evicted.
+        self._half_open: dict[_Entry, None] = {}
+        self._half_open_by_host: dict[str, dict[_Entry, None]] = {}
         self._closed = asyncio.Event()
 
     @classmethod
@@ -129,17 +151,8 @@ class QuicTransport(asyncio.DatagramProtocol):
             return
         entry = self._by_cid.get(cid)
         if entry is None:
-            original_cid = initial_packet_cid(data)
-            if original_cid is None or len(self._entries) >= MAX_SESSIONS:
-                return
-            session = Session.accept(
-                credentials=self.credentials,
-                authorize=self._authorize,
-                original_destination_connection_id=original_cid,
-                settings=self.settings,
-            )
-            entry = self._add(session, addr)
-            self._route(entry, original_cid)
+            self._accept(data, addr)
+            return
         entry.addr = addr
         entry.session.receive_datagram(data, addr, now=self._loop.time())
         self._service(entry)
@@ -174,6 +187,11 @@ class QuicTransport(asyncio.DatagramProtocol):
     def session_count(self) -> int:
         """Sessions of any state still held (dialling, up, closing, draining)."""
         return len(self._entries)
+
+    @property
+    def half_open_count(self) -> int:
+        """Accepted sessions that have not come up (handshaking, or refused and closing)."""
+        return len(self._half_open)
 
     def send_message(self, node_id: str, data: bytes) -> None:
         entry = self._up(node_id)
@@ -214,10 +232,54 @@ class QuicTransport(asyncio.DatagramProtocol):
             raise SessionNotUp(f"no session up with {node_id}")
         return entry
 
+    def _accept(self, data: bytes, addr: Address) -> None:
+        """A datagram to no session we know: an INITIAL may open one."""
+        original_cid = initial_packet_cid(data)
+        if original_cid is None:
+            return
+        if len(self._entries) >= MAX_SESSIONS and not self._half_open:
+            return  # every slot holds a session that came up or one we dialled
+        session = Session.accept(
+            credentials=self.credentials,
+            authorize=self._authorize,
+            original_destination_connection_id=original_cid,
+            settings=self.settings,
+        )
+        session.receive_datagram(data, addr, now=self._loop.time())
+        if not session.heard_from_peer:
+            return  # garbage shaped like an INITIAL: it takes no slot and evicts no one
+        same_host = self._half_open_by_host.get(addr[0], {})
+        if len(same_host) >= MAX_HALF_OPEN_PER_HOST:
+            self._evict(next(iter(same_host)))
+        while len(self._entries) >= MAX_SESSIONS and self._half_open:
+            self._evict(next(iter(self._half_open)))
+        if len(self._entries) >= MAX_SESSIONS:
+            return  # the owner dialled while hearing of an eviction: no room left
+        entry = self._add(session, addr)
+        self._half_open[entry] = None
+        self._half_open_by_host.setdefault(entry.source_host, {})[entry] = None
+        self._route(entry, original_cid)
+        self._service(entry)
+
+    def _evict(self, entry: _Entry) -> None:
+        """Make room: the owner hears SessionClosed(evicted), the client hears nothing."""
+        log.debug("session.evicted address=%s:%d", *entry.addr[:2])
+        entry.session.drop("evicted")
+        self._service(entry)
+
     def _add(self, session: Session, addr: Address) -> _Entry:
         entry = _Entry(session, addr)
         self._entries.add(entry)
         return entry
+
+    def _no_longer_half_open(self, entry: _Entry) -> None:
+        if entry not in self._half_open:
+            return
+        del self._half_open[entry]
+        same_host = self._half_open_by_host[entry.source_host]
+        del same_host[entry]
+        if not same_host:
+            del self._half_open_by_host[entry.source_host]
 
     def _route(self, entry: _Entry, cid: bytes) -> None:
         entry.cids.add(cid)
@@ -232,6 +294,7 @@ class QuicTransport(asyncio.DatagramProtocol):
                 del self._by_cid[cid]
         entry.cids.clear()
         self._entries.discard(entry)
+        self._no_longer_half_open(entry)
         node_id = entry.session.peer_node_id
         if node_id is not None and self._active.get(node_id) is entry:
             del self._active[node_id]
@@ -287,6 +350,7 @@ class QuicTransport(asyncio.DatagramProtocol):
     def _on_up(self, entry: _Entry, event: SessionUp) -> None:
         now = self._loop.time()
         entry.up_at = now
+        self._no_longer_half_open(entry)
         node_id = event.peer_node_id
         current = self._active.get(node_id)
         if current is None:

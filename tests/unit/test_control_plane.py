@@ -362,3 +362,16 @@ def test_a_stranger_that_never_verifies_is_closed_and_forgotten(
     assert stranger.node_id not in world.cp.peers
     world.cp.tick(since + 100)
     assert all(n != stranger.node_id for _, n in world.transport.dialled)
+
+
+def test_a_tunnel_that_comes_back_redials_at_once(world: World) -> None:
+    world.verified()
+    world.receive(session.encode(session.Link(52000)))
+    world.cp.wireguard_state(world.peer.node_id, True, 1.0)
+    world.event(SessionClosed("idle_timeout", False, 0, world.peer.node_id))  # a long cut
+    peer = world.peer_state()
+    peer.failed_dials, peer.next_dial = 8, 1000.0  # backed off while the underlay was gone
+    world.cp.wireguard_state(world.peer.node_id, False, 2.0)
+    world.cp.wireguard_state(world.peer.node_id, True, 3.0)  # healed
+    world.cp.tick(3.0)
+    assert world.transport.dialled[-1] == (ADDR, world.peer.node_id)

@@ -362,3 +362,26 @@ def test_garbage_with_a_valid_looking_header_never_raises(tail: bytes, cut: int)
     link.server.receive_datagram(mangled, CLIENT_ADDR, link.now)
     link.server.handle_timer(link.now)
     link.flush()
+
+
+def test_a_dial_nobody_answers_fails_at_the_handshake_deadline() -> None:
+    settings = SessionSettings(handshake_timeout=3.0)
+    creds = node_certificate(SigningKey(bytes([5]) * 32))
+    dial = Session.dial(
+        credentials=creds,
+        authorize=lambda node_id: None,
+        addr=("192.0.2.9", 6697),
+        now=0.0,
+        expected_node_id=None,
+        settings=settings,
+    )
+    dial.datagrams_to_send(0.0)  # the INITIAL goes nowhere
+    timer = dial.get_timer()
+    assert timer is not None and timer <= 3.0
+    dial.handle_timer(3.0)
+    events = []
+    while (ev := dial.next_event()) is not None:
+        events.append(ev)
+    closed = [e for e in events if isinstance(e, SessionClosed)]
+    assert [e.reason for e in closed] == ["handshake_timeout"]
+    assert dial.is_terminated and dial.datagrams_to_send(3.0) == []

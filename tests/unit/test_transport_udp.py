@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
 from nacl.signing import SigningKey
 
+from meshd.transport import udp
 from meshd.transport.certs import NodeCredentials, node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
-from meshd.transport.session import SessionSettings
-from meshd.transport.udp import PeerEvent, QuicTransport
+from meshd.transport.session import Session, SessionSettings
+from meshd.transport.udp import Address, PeerEvent, QuicTransport
 
 LOOPBACK = "127.0.0.1"
 
@@ -51,7 +53,9 @@ class Node:
 
 
 @asynccontextmanager
-async def nodes(*seeds: int, **kwargs: dict[str, str]) -> AsyncIterator[list[Node]]:
+async def nodes(
+    *seeds: int, settings: SessionSettings | None = None, **kwargs: dict[str, str]
+) -> AsyncIterator[list[Node]]:
     made: list[Node] = []
     try:
         for seed in seeds:
@@ -62,7 +66,7 @@ async def nodes(*seeds: int, **kwargs: dict[str, str]) -> AsyncIterator[list[Nod
                 on_event=node.on_event,
                 host=LOOPBACK,
                 port=0,
-                settings=SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
+                settings=settings or SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
             )
             made.append(node)
         yield made
@@ -220,5 +224,194 @@ def test_a_hello_sent_at_each_session_up_always_arrives(order: str) -> None:
             for node in (a, b):
                 await node.wait_for(lambda node=node: bool(node.of(MessageReceived)))
                 await node.wait_for(lambda node=node: node.transport.session_count == 1)
+
+    run(scenario)
+
+
+# -- half-open sessions: a flood of INITIALs must not lock new neighbours out ----------------
+
+STRANGER = credentials(9)
+
+
+class HalfOpenDialer:
+    """Real INITIALs from one source address (each a new client's first datagram, with a
+    fresh connection id) that are never followed up: each leaves the server half-open."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))  # any 127/8 address is loopback on Linux
+        self.sock.setblocking(False)
+
+    def send_initials(self, to: Address, count: int = 1, garbled: bool = False) -> None:
+        for _ in range(count):
+            client = Session.dial(credentials=STRANGER, authorize=lambda _: None, addr=to, now=0.0)
+            for data, _addr in client.datagrams_to_send(0.0):
+                if garbled:  # the header stays valid, the payload no longer decrypts
+                    data = data[:64] + bytes(64) + data[128:]  # (the header is ~26 bytes)
+                self.sock.sendto(data, to)
+
+    def received(self) -> int:
+        """How many datagrams arrived since the last call."""
+        count = 0
+        while True:
+            try:
+                self.sock.recv(65_536)
+            except BlockingIOError:
+                return count
+            count += 1
+
+
+@contextlib.contextmanager
+def dialers(*hosts: str) -> Iterator[list[HalfOpenDialer]]:
+    made = [HalfOpenDialer(host) for host in hosts]
+    try:
+        yield made
+    finally:
+        for dialer in made:
+            dialer.sock.close()
+
+
+def closes(node: Node, reason: str) -> list[PeerEvent]:
+    return [e for e in node.of(SessionClosed) if getattr(e.event, "reason", None) == reason]
+
+
+def test_a_handshake_not_done_by_the_deadline_is_dropped_quietly() -> None:
+    settings = SessionSettings(idle_timeout=5.0, keepalive_interval=1.0, handshake_timeout=0.3)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with nodes(1, 2, settings=settings) as (a, b):
+            with dialers("127.0.0.11") as (stranger,):
+
+                def on_event(ev: PeerEvent) -> None:
+                    Node.on_event(b, ev)
+                    if isinstance(ev.event, SessionClosed):
+                        stranger.received()  # what b sent before it dropped the session
+
+                b.transport._on_event = on_event
+                start = loop.time()
+                stranger.send_initials(b.transport.local_address)
+                await b.wait_for(lambda: b.transport.half_open_count == 1)
+                assert stranger.received() >= 1  # b answered: a handshake was under way
+                await b.wait_for(lambda: b.transport.session_count == 0)
+                elapsed = loop.time() - start
+                assert 0.3 <= elapsed < 1.0, elapsed  # not aioquic's 5 s idle timeout
+                (dropped,) = b.of(SessionClosed)
+                assert dropped.event == SessionClosed(reason="handshake_timeout")
+                assert not dropped.was_up and dropped.peer_node_id is None
+                assert dropped.addr[0] == "127.0.0.11"
+                await asyncio.sleep(0.3)
+                assert stranger.received() == 0  # since: no CONNECTION_CLOSE, no retransmission
+                b.transport._on_event = b.on_event
+            # A session that comes up is not bound by the deadline.
+            a.transport.dial(b.transport.local_address, b.creds.node_id)
+            await a.wait_for(lambda: bool(a.transport.peers()))
+            await asyncio.sleep(0.5)
+            assert b.creds.node_id in a.transport.peers()
+            assert a.creds.node_id in b.transport.peers()
+            assert len(b.of(SessionClosed)) == 1
+
+    run(scenario)
+
+
+def test_initials_that_do_not_decrypt_take_no_slot() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            with dialers("127.0.0.11") as (flood,):
+                flood.send_initials(b.transport.local_address, count=50, garbled=True)
+                a.transport.dial(b.transport.local_address, b.creds.node_id)
+                await a.wait_for(lambda: bool(a.transport.peers()))
+                assert b.transport.session_count == 1  # a's session only
+                assert flood.received() == 0  # nothing answered, nothing reported
+                assert b.of(SessionClosed) == []
+
+    run(scenario)
+
+
+def test_a_full_table_evicts_the_oldest_half_open_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(udp, "MAX_SESSIONS", 4)
+    hosts = [f"127.0.0.{11 + k}" for k in range(5)]
+
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            with dialers(*hosts) as strangers:
+                for k, stranger in enumerate(strangers[:4]):
+                    stranger.send_initials(b.transport.local_address)
+
+                    def held(count: int = k + 1) -> bool:
+                        return b.transport.half_open_count == count
+
+                    await b.wait_for(held)
+                assert b.of(SessionClosed) == []
+                strangers[4].send_initials(b.transport.local_address)
+                await b.wait_for(lambda: bool(closes(b, "evicted")))
+                assert b.transport.session_count == 4
+                (evicted,) = closes(b, "evicted")
+                assert evicted.addr[0] == hosts[0] and not evicted.was_up
+                # A real neighbour gets in the same way, and comes up.
+                a.transport.dial(b.transport.local_address, b.creds.node_id)
+                await a.wait_for(lambda: bool(a.transport.peers()))
+                assert [e.addr[0] for e in closes(b, "evicted")] == hosts[:2]
+                assert b.transport.session_count == 4 and b.transport.half_open_count == 3
+
+    run(scenario)
+
+
+def test_up_sessions_are_never_evicted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(udp, "MAX_SESSIONS", 2)
+
+    async def scenario() -> None:
+        async with nodes(1, 2, 3) as (a, b, c):
+            a.transport.dial(b.transport.local_address, b.creds.node_id)
+            await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
+            with dialers("127.0.0.11") as (stranger,):
+                # One up, one half-open: a new INITIAL evicts the half-open one.
+                stranger.send_initials(b.transport.local_address)
+                await b.wait_for(lambda: b.transport.half_open_count == 1)
+                stranger.send_initials(b.transport.local_address)
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 1)
+                assert a.creds.node_id in b.transport.peers()
+                # c's INITIAL evicts the other one, then every slot holds an up session.
+                c.transport.dial(b.transport.local_address, b.creds.node_id)
+                await c.wait_for(lambda: bool(c.transport.peers()))
+                await b.wait_for(lambda: len(b.transport.peers()) == 2)
+                assert len(closes(b, "evicted")) == 2
+                stranger.received()
+                stranger.send_initials(b.transport.local_address, count=5)
+                await asyncio.sleep(0.2)
+                assert stranger.received() == 0  # dropped: not even a first flight back
+                assert len(b.transport.peers()) == 2 and b.transport.session_count == 2
+                assert len(b.of(SessionClosed)) == 2  # the two evictions, nothing since
+            for node in (a, c):
+                node.transport.send_message(b.creds.node_id, b"still here")
+            await b.wait_for(lambda: len(b.of(MessageReceived)) == 2)
+
+    run(scenario)
+
+
+def test_one_source_host_holds_at_most_its_share_of_half_open_sessions() -> None:
+    cap = udp.MAX_HALF_OPEN_PER_HOST
+
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            with dialers("127.0.0.11", "127.0.0.12", LOOPBACK) as (flood, other, near):
+                flood.send_initials(b.transport.local_address, count=cap + 24)
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 24)
+                assert b.transport.half_open_count == cap
+                assert {e.addr[0] for e in closes(b, "evicted")} == {"127.0.0.11"}
+                # Other hosts are not affected by that host's cap.
+                other.send_initials(b.transport.local_address, count=3)
+                await b.wait_for(lambda: b.transport.half_open_count == cap + 3)
+                assert len(closes(b, "evicted")) == 24
+                # A flood from a real neighbour's own address: its handshake still gets
+                # a slot, the flood's oldest, and comes up.
+                near.send_initials(b.transport.local_address, count=cap + 4)
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 28)
+                a.transport.dial(b.transport.local_address, b.creds.node_id)
+                await a.wait_for(lambda: bool(a.transport.peers()))
+                await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
+                assert b.transport.half_open_count == 2 * cap + 3 - 1
 
     run(scenario)
