@@ -203,7 +203,11 @@ def wait_answering(st: State, plan: Plan, names: list[str], timeout: float) -> i
             return 0
         for name in pending:
             node = plan.node(name)
-            if not meshd_running(st, node):
+            # Not by its command line (meshd_running): while `ip netns exec` is exec'ing
+            # into meshd, /proc/PID/cmdline can read empty, and a node that had just been
+            # started was reported as exited. The pid is ours and seconds old: not reused.
+            if not procs.is_alive(st.meshd_pids.get(name)):
+                time.sleep(0.2)  # let what it wrote last reach the log
                 tail = procs.log_tail(node.log)
                 raise Failure(
                     f"testbed: meshd of {name} exited; end of {node.log}:\n{tail}\n"
