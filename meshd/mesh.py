@@ -276,6 +276,11 @@ class ControlPlane:
             return
         if node_id not in self.peers and len(self.peers) >= MAX_PEERS:
             return
+        if any(p.session_up and p.session_addr == address for p in self.peers.values()):
+            # A verified neighbour is there (or one we are talking to): a beacon's source
+            # address is not signed, and dialling it for another node id would make that
+            # neighbour take our dial for a restart and drop the session it has with us.
+            return
         peer = self._peer(node_id, now)
         if source is Source.BEACON:
             peer.last_seen = now  # heard directly: it is there

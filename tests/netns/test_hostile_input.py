@@ -17,6 +17,7 @@ import select
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -484,3 +485,32 @@ def test_new_sessions_are_answered_while_garbage_initials_keep_coming(bed: Bed) 
     assert result["up"] or result["closed"], f"b ignored a new handshake in the flood: {result}"
     assert_answered(result, "a stranger during the flood")
     assert bed.link_states("b", "a", "c") == {"a": "up", "c": "up"}
+
+
+# -- 5. hostile datagrams built with scapy at the QUIC and beacon ports ----------------------
+
+
+def test_scapy_garbage_and_spoiled_beacons_change_nothing(bed: Bed) -> None:
+    """From a: spoiled beacons signed by fresh keys (bad signature, truncated, trailing
+    bytes, wrong version, another mesh, stale), random bytes, bad UDP checksums and IP
+    fragments, at b's beacon and QUIC ports. b discovers only the signer of the one valid
+    beacon sent as a control, keeps its links and routes, and logs no disturbance."""
+    b_pid = bed.pid("b")
+    host = bed.underlay_address("b", towards="a")
+    before = {n["node_id"] for n in bed.status("b")["neighbours"]}
+    offset = bed.log_size("b")
+    script = Path(__file__).with_name("scapy_garbage.py")
+    out = json.loads(bed.sh("a", sys.executable, str(script), host, str(bed.state("a"))))
+    assert sum(out["sent"].values()) >= 40, out
+    time.sleep(1.0)
+    log = bed.log_since("b", offset)
+    found = {
+        kind
+        for kind, node_id in out["signers"].items()
+        if f"peer.discovered peer={node_id[:8]} " in log
+    }
+    assert found == {"valid"}, log  # the control shows the beacon path listens
+    assert {n["node_id"] for n in bed.status("b")["neighbours"]} == before
+    assert bed.link_states("b", "a", "c") == {"a": "up", "c": "up"}
+    assert not disturbances(log, "a", "c"), log
+    assert_b_still_routes_for_c(bed, b_pid, log)

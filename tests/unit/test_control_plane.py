@@ -16,6 +16,7 @@ from nacl.signing import SigningKey
 
 from meshd import identity, mesh
 from meshd.membership import (
+    DEFAULT_SKEW_S,
     MeshTrust,
     RevocationSet,
     RevocationTarget,
@@ -375,3 +376,32 @@ def test_a_tunnel_that_comes_back_redials_at_once(world: World) -> None:
     world.cp.wireguard_state(world.peer.node_id, True, 3.0)  # healed
     world.cp.tick(3.0)
     assert world.transport.dialled[-1] == (ADDR, world.peer.node_id)
+
+
+def test_an_address_a_neighbour_holds_is_not_dialled_for_another_node(
+    world: World, tmp_path: Path
+) -> None:
+    stranger = identity.generate(tmp_path / "stranger")
+    world.verified()  # the peer's session comes from ADDR
+    world.cp.discovered(stranger.node_id, ADDR, mesh.Source.BEACON, 1.0)
+    world.cp.tick(1.0)
+    assert stranger.node_id not in world.cp.peers
+    assert all(n != stranger.node_id for _, n in world.transport.dialled)
+
+
+def test_a_live_neighbour_whose_certificate_expires_is_dropped(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.verified()
+    world.receive(session.encode(session.Link(52000)))
+    world.cp.wireguard_state(world.peer.node_id, True, 1.0)
+    assert world.peer_state().routing
+    expiry = NOW + 3600
+    monkeypatch.setattr(time, "time", lambda: expiry + 60)  # within the clock-skew tolerance
+    world.cp.enforce_membership(2.0)
+    assert world.peer_state().routing
+    monkeypatch.setattr(time, "time", lambda: expiry + DEFAULT_SKEW_S + 1)
+    world.cp.enforce_membership(3.0)
+    assert world.transport.closed == [(world.peer.node_id, "expired")]
+    assert world.links.removed == [world.peer.node_id]
+    assert not world.cp.router._links  # no longer a Babel link
