@@ -51,7 +51,9 @@ from meshd.membership import (
 from meshd.net.hello_socket import HelloSocket
 from meshd.proto import session as messages
 from meshd.proto.babel import BabelDecodeError, decode_packet, decode_packet_detail, encode_packet
+from meshd.proto.gateway import GatewayAdvert, GatewayError, decode_advert
 from meshd.routing.babel import BabelRouter, RouteChange
+from meshd.routing.gateways import GatewayTable
 from meshd.routing.link_quality import LinkQuality, LinkQualityParams
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
@@ -194,6 +196,7 @@ class ControlPlane:
         self.share_endpoints = share_endpoints
         self.forget_after_s = forget_after_s
         self.peers: dict[str, Peer] = {}
+        self.gateways = GatewayTable()
         self._by_ifname: dict[str, Peer] = {}
         # Our underlay subnets: a shared endpoint elsewhere (beyond the uplink, or on a
         # link of the neighbour's we are not on) would only cost handshakes to nowhere.
@@ -427,6 +430,8 @@ class ControlPlane:
                     self.discovered(ep.node_id, (ep.host, ep.port), Source.SHARED, now)
         elif isinstance(msg, messages.Revocations):
             self._on_revocations(peer, msg.revocations)
+        elif isinstance(msg, messages.Gateway):
+            self._on_gateway(peer, msg.advert)
         else:
             try:
                 tlvs = decode_packet_detail(msg.packet).tlvs
@@ -465,6 +470,8 @@ class ControlPlane:
         if len(self.own.trust.revocations):
             records = tuple(r.encode() for r in self.own.trust.revocations)
             self._send(peer.node_id, messages.encode(messages.Revocations(records)))
+        for advert in self.gateways.adverts.values():  # the newcomer learns the exits
+            self._send(peer.node_id, messages.encode(messages.Gateway(advert.encode())))
         if self.share_endpoints:
             self._share_endpoints(peer)
         self._update_link(peer)
@@ -525,6 +532,57 @@ class ControlPlane:
         peer.last_refusal = reason
         if self.transport is not None:
             self.transport.close_peer(peer.node_id, reason)
+
+    # ---- gateways --------------------------------------------------------------------
+
+    def _on_gateway(self, peer: Peer, data: bytes) -> None:
+        """A gateway advert, flooded: keep the newest of each gateway, pass it on once."""
+        try:
+            advert = decode_advert(data)
+        except GatewayError as exc:
+            # Relayed, so not necessarily the sender's fault: drop it, keep the session.
+            event("gateway.rejected", logging.WARNING, peer=peer.name, reason=str(exc.reason))
+            return
+        if advert.mesh_id != self.own.trust.mesh_id or self._revoked(advert.node_id):
+            return
+        if advert.node_id == self.node_id or not self.gateways.offer(advert, time.time()):
+            return
+        event(
+            "gateway.advert",
+            gateway=advert.node_id[:8],
+            available=advert.available,
+            accepts_new=advert.accepts_new,
+            seqno=advert.seqno,
+        )
+        message = messages.encode(messages.Gateway(data))
+        for p in self.peers.values():
+            if p is not peer and p.member is not None:
+                self._send(p.node_id, message)
+
+    def gateway_status(self) -> dict[str, Any]:
+        """The exit this node would take and why (DESIGN.md status ``gateway``)."""
+        selected = self.router.selected()
+        metrics = {}
+        for node_id, advert in self.gateways.adverts.items():
+            route = selected.get(ipaddress.ip_network(f"{advert.mesh_ipv4}/32"))
+            if route is not None:
+                metrics[node_id] = route.metric
+        choice = self.gateways.choose(metrics, time.time())
+        if choice.changed:
+            event("gateway.selected", gateway=(choice.selected or "none")[:8])
+        return {
+            "selected": choice.selected,
+            "candidates": [
+                {
+                    "node_id": c.node_id,
+                    "metric": c.metric,
+                    "usable": c.usable,
+                    "reason": c.reason,
+                    **_terms(self.gateways.adverts[c.node_id]),
+                }
+                for c in choice.candidates
+            ],
+        }
 
     # ---- revocations -----------------------------------------------------------------
 
@@ -715,6 +773,15 @@ class ControlPlane:
             "refusal": peer.last_refusal,
             "found_by": sorted({c.source.value for c in peer.addresses.values()}),
         }
+
+
+def _terms(advert: GatewayAdvert) -> dict[str, Any]:
+    return {
+        "mesh_ipv4": str(advert.mesh_ipv4),
+        "available": advert.available,
+        "accepts_new": advert.accepts_new,
+        "rate_cap_kbit": advert.rate_cap_kbit or None,
+    }
 
 
 def format_address(address: Address) -> str:

@@ -457,7 +457,7 @@ class Node:
                 }
                 for r, via in kernel["routes"]
             ],
-            "gateway": {"selected": None, "candidates": []},
+            "gateway": self.control.gateway_status(),
             "usage": [],
         }
 

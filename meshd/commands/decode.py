@@ -85,12 +85,12 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
     """The JSON lines for ``data``; DecodeFailure with the reason code when it is none."""
     if kind == "auto":
         # Membership records start with their type (1-4), session messages with their kind
-        # (1-5), beacons with MSHB; anything else is read as Babel, whose errors say what is
+        # (1-6), beacons with MSHB; anything else is read as Babel, whose errors say what is
         # wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
             kind = "beacon"
-        elif data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"):
+        elif data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06"):
             try:
                 return _membership(data)
             except DecodeFailure:
@@ -154,6 +154,14 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
             {"type": "session", "kind": "endpoints"},
             *({"node_id": e.node_id, "host": e.host, "port": e.port} for e in msg.endpoints),
         ]
+    if isinstance(msg, session.Gateway):
+        from meshd.proto.gateway import GatewayError, decode_advert
+
+        try:
+            advert = decode_advert(msg.advert)
+        except GatewayError as exc:
+            raise DecodeFailure(str(exc.reason), exc.message) from None
+        return [{"type": "session", "kind": "gateway"}, {"type": "gateway", **advert.to_json()}]
     if isinstance(msg, session.Revocations):
         return [
             {"type": "session", "kind": "revocations"},

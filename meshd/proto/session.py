@@ -6,6 +6,7 @@
     ENDPOINTS (4):   u16 count | count x (32-octet node key | 16-octet IPv6 address, IPv4
                      mapped | u16 QUIC port): where the sender reaches its other neighbours
     REVOCATIONS (5): u16 count | count x (u16 length | canonical Revocation)
+    GATEWAY (6):     one signed gateway advert (meshd.proto.gateway, 192 octets), flooded
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -26,6 +27,7 @@ BABEL = 2
 LINK = 3
 ENDPOINTS = 4
 REVOCATIONS = 5
+GATEWAY = 6
 MAX_ENDPOINTS = 256
 MAX_REVOCATIONS = 1024
 _ENDPOINT = struct.Struct("!32s16sH")
@@ -74,7 +76,12 @@ class Revocations:
     revocations: tuple[bytes, ...]  # canonical Revocation records
 
 
-SessionMessage = Membership | BabelPacket | Link | Endpoints | Revocations
+@dataclass(frozen=True)
+class Gateway:
+    advert: bytes  # checked (signature, mesh) by whoever acts on it
+
+
+SessionMessage = Membership | BabelPacket | Link | Endpoints | Revocations | Gateway
 
 
 def _node_key(node_id: str) -> bytes:
@@ -112,6 +119,8 @@ def encode(message: SessionMessage) -> bytes:
         return bytes([BABEL]) + message.packet
     if isinstance(message, Link):
         return bytes([LINK]) + struct.pack("!H", message.wireguard_port)
+    if isinstance(message, Gateway):
+        return bytes([GATEWAY]) + message.advert
     if isinstance(message, Endpoints):
         if len(message.endpoints) > MAX_ENDPOINTS:
             raise ValueError(f"more than {MAX_ENDPOINTS} endpoints")
@@ -150,6 +159,8 @@ def decode(data: bytes) -> SessionMessage:
         return _decode_endpoints(body)
     if kind == REVOCATIONS:
         return _decode_revocations(body)
+    if kind == GATEWAY:
+        return Gateway(body)
     if kind != MEMBERSHIP:
         raise SessionMessageError("unknown_kind", f"unknown session message kind {kind}")
     parts: list[bytes] = []

@@ -405,3 +405,36 @@ def test_a_live_neighbour_whose_certificate_expires_is_dropped(
     assert world.transport.closed == [(world.peer.node_id, "expired")]
     assert world.links.removed == [world.peer.node_id]
     assert not world.cp.router._links  # no longer a Babel link
+
+
+def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
+    world: World, tmp_path: Path
+) -> None:
+    from meshd.proto.gateway import make_advert
+
+    third = identity.generate(tmp_path / "third")
+    world.verified()
+    world.cp.on_event(PeerEvent(third.node_id, ("100.64.9.2", 6697), SessionUp(third.node_id)))
+    world.receive(membership_of(world, world.cert(third, "10.77.0.3")), who=third)
+    gateway_key = SigningKey(bytes([3]) * 32)
+    advert = make_advert(
+        gateway_key,
+        mesh_id=world.mesh.mesh_id,
+        mesh_ipv4=ipaddress.IPv4Address("10.77.0.9"),
+        exit_port=51999,
+        seqno=1,
+        issued_at=NOW,
+        lifetime_s=90,
+    )
+    message = session.encode(session.Gateway(advert.encode()))
+    world.receive(message)
+    world.receive(message)  # a copy from another way round: not passed on again
+    assert world.sent_to(third.node_id).count(session.Gateway(advert.encode())) == 1
+    assert session.Gateway(advert.encode()) not in world.sent_to(world.peer.node_id)
+    world.receive(session.encode(session.Gateway(advert.encode()[:-1] + b"\0")))
+    assert world.transport.closed == []  # a spoiled advert is dropped, the session kept
+    status = world.cp.gateway_status()
+    assert status["selected"] is None
+    (candidate,) = status["candidates"]
+    assert candidate["node_id"] == advert.node_id and candidate["reason"] == "no route to it"
+    assert candidate["mesh_ipv4"] == "10.77.0.9"

@@ -60,6 +60,11 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
     head, rest = lines[0], lines[1:]
     if head["kind"] == "link":
         return session.Link(int(head["wireguard_port"]))  # type: ignore[call-overload]
+    if head["kind"] == "gateway":
+        from meshd.proto.gateway import GatewayAdvert
+
+        fields = {k: v for k, v in rest[0].items() if k != "type"}
+        return session.Gateway(GatewayAdvert.from_json(fields).encode())
     if head["kind"] == "endpoints":
         return session.Endpoints(
             tuple(session.Endpoint(str(e["node_id"]), str(e["host"]), int(e["port"])) for e in rest)  # type: ignore[call-overload]
@@ -69,7 +74,7 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
 
 def test_discovery_session_messages_match_their_golden_vectors_both_ways() -> None:
     vectors = json.loads((GOLDEN.parent / "session" / "vectors.json").read_text())
-    assert set(vectors) == {"link", "endpoints", "revocations"}
+    assert set(vectors) == {"link", "endpoints", "revocations", "gateway"}
     for name, vector in vectors.items():
         res = _decode(vector["hex"])
         assert res.returncode == 0, (name, res.stderr)

@@ -1,6 +1,7 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
-REVOCATIONS): hex and the JSON lines `meshd decode` prints. Run from the repo root:
-``python -m tests.golden.session.make_vectors``; the tests check both directions."""
+REVOCATIONS) and gateways (GATEWAY): hex and the JSON lines `meshd decode` prints. Run
+from the repo root: ``python -m tests.golden.session.make_vectors``; the tests check both
+directions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from meshd.commands.decode import decode
 from meshd.proto import session
+from tests.golden.gateway.make_vectors import advert as gateway_advert
 
 HERE = Path(__file__).resolve().parent
 MEMBERSHIP = HERE.parent / "membership"
@@ -28,6 +30,7 @@ def vectors() -> dict[str, bytes]:
             )
         ),
         "revocations": session.encode(session.Revocations((revocation,))),
+        "gateway": session.encode(session.Gateway(gateway_advert())),
     }
 
 
