@@ -10,10 +10,11 @@ import os
 import sys
 from collections.abc import Callable
 
-from benchmarks import dataplane, failover, overhead
+from benchmarks import core_scale, dataplane, failover, overhead
 from benchmarks.results import Result, write
 
 BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
+    "core": core_scale.core_scale,
     "dataplane": dataplane.ratio_1hop,
     "failover": failover.link_cut,
     "overhead": overhead.control_bytes,
