@@ -423,7 +423,7 @@ def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
         mesh_ipv4=ipaddress.IPv4Address("10.77.0.9"),
         exit_port=51999,
         seqno=1,
-        issued_at=NOW,
+        issued_at=int(time.time()),  # not NOW: taken at import, maybe minutes ago
         lifetime_s=90,
     )
     message = session.encode(session.Gateway(advert.encode()))
