@@ -118,7 +118,6 @@ class Links(Protocol):
 @dataclass
 class Candidate:
     source: Source
-    heard_at: float
     dials: int = 0
 
 
@@ -205,7 +204,7 @@ class ControlPlane:
         for peer_id, address, name in bootstrap:
             peer = self._peer(peer_id, now, name)
             peer.bootstrap = True
-            peer.addresses[address] = Candidate(Source.BOOTSTRAP, now)
+            peer.addresses[address] = Candidate(Source.BOOTSTRAP)
         self.transport: QuicTransport | None = None
         self.hellos: HelloSocket | None = None
         self.beacons: BeaconService | None = None
@@ -289,7 +288,7 @@ class ControlPlane:
             peer.last_seen = now  # heard directly: it is there
         known = peer.addresses.get(address)
         if known is None:
-            peer.addresses[address] = Candidate(source, now)
+            peer.addresses[address] = Candidate(source)
             event(
                 "peer.discovered",
                 peer=peer.name,
@@ -299,9 +298,7 @@ class ControlPlane:
             if not peer.session_up:
                 peer.next_dial = min(peer.next_dial, now)
         elif known.source is Source.SHARED and source is not Source.SHARED:
-            known.source, known.heard_at, known.dials = source, now, 0
-        else:
-            known.heard_at = now
+            known.source, known.dials = source, 0  # heard directly now: no longer rationed
 
     def on_beacon(self, ev: Discovered | Rejected) -> None:
         if isinstance(ev, Discovered):
@@ -455,8 +452,8 @@ class ControlPlane:
         peer.member, peer.credential = member, (cert, chain)
         peer.name = member.name
         if peer.session_addr is not None:  # where a verified member is: worth redialling
-            candidate = peer.addresses.setdefault(peer.session_addr, Candidate(Source.SESSION, now))
-            candidate.dials, candidate.heard_at = 0, now
+            candidate = peer.addresses.setdefault(peer.session_addr, Candidate(Source.SESSION))
+            candidate.dials = 0
         peer.last_refusal = None
         peer.failed_dials = 0
         event(
