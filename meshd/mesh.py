@@ -53,7 +53,7 @@ from meshd.proto import session as messages
 from meshd.proto.babel import BabelDecodeError, decode_packet, decode_packet_detail, encode_packet
 from meshd.proto.gateway import GatewayAdvert, GatewayError, decode_advert
 from meshd.routing.babel import BabelRouter, RouteChange
-from meshd.routing.gateways import GatewayTable
+from meshd.routing.gateways import Choice, GatewayTable
 from meshd.routing.link_quality import LinkQuality, LinkQualityParams
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
@@ -196,6 +196,7 @@ class ControlPlane:
         self.forget_after_s = forget_after_s
         self.peers: dict[str, Peer] = {}
         self.gateways = GatewayTable()
+        self.gateway_choice = Choice(None, (), False)
         self._by_ifname: dict[str, Peer] = {}
         # Our underlay subnets: a shared endpoint elsewhere (beyond the uplink, or on a
         # link of the neighbour's we are not on) would only cost handshakes to nowhere.
@@ -492,9 +493,7 @@ class ControlPlane:
         news = messages.encode(
             messages.Endpoints((messages.Endpoint(newcomer.node_id, host, port),))
         )
-        for p in self.peers.values():
-            if p is not newcomer and p.member is not None:
-                self._send(p.node_id, news)
+        self._send_verified(news, but=newcomer.node_id)
 
     def _on_our_segments(self, host: str) -> bool:
         if not _shareable(host):
@@ -551,33 +550,36 @@ class ControlPlane:
             accepts_new=advert.accepts_new,
             seqno=advert.seqno,
         )
-        message = messages.encode(messages.Gateway(data))
-        for p in self.peers.values():
-            if p is not peer and p.member is not None:
-                self._send(p.node_id, message)
+        self._send_verified(messages.encode(messages.Gateway(data)), but=peer.node_id)
 
-    def gateway_status(self) -> dict[str, Any]:
-        """The exit this node would take and why (DESIGN.md status ``gateway``)."""
+    def _choose_gateway(self) -> None:
+        """Pick the exit from the adverts and Babel's metrics to the gateways (each tick)."""
+        if not self.gateways.adverts and self.gateway_choice.selected is None:
+            return
         selected = self.router.selected()
         metrics = {}
         for node_id, advert in self.gateways.adverts.items():
             route = selected.get(ipaddress.ip_network(f"{advert.mesh_ipv4}/32"))
             if route is not None:
                 metrics[node_id] = route.metric
-        choice = self.gateways.choose(metrics, time.time())
-        if choice.changed:
-            event("gateway.selected", gateway=(choice.selected or "none")[:8])
+        self.gateway_choice = self.gateways.choose(metrics, time.time())
+        if self.gateway_choice.changed:
+            event("gateway.selected", gateway=(self.gateway_choice.selected or "none")[:8])
+
+    def gateway_status(self) -> dict[str, Any]:
+        """The exit this node would take and why (DESIGN.md status ``gateway``)."""
         return {
-            "selected": choice.selected,
+            "selected": self.gateway_choice.selected,
             "candidates": [
                 {
                     "node_id": c.node_id,
                     "metric": c.metric,
                     "usable": c.usable,
                     "reason": c.reason,
-                    **_terms(self.gateways.adverts[c.node_id]),
+                    **_terms(advert),
                 }
-                for c in choice.candidates
+                for c in self.gateway_choice.candidates
+                if (advert := self.gateways.adverts.get(c.node_id)) is not None
             ],
         }
 
@@ -616,9 +618,7 @@ class ControlPlane:
         message = messages.encode(messages.Revocations(tuple(r.encode() for r in fresh)))
         for revocation in fresh:
             event("revocation.learned", target=revocation.target.describe())
-        for p in self.peers.values():
-            if p.node_id != learned_from and p.member is not None:
-                self._send(p.node_id, message)
+        self._send_verified(message, but=learned_from)
         self.enforce_membership(time.monotonic())
 
     def enforce_membership(self, now: float) -> None:
@@ -712,6 +712,7 @@ class ControlPlane:
                 self._dial(peer, now)
         self.router.tick(now)
         self.flush()
+        self._choose_gateway()
 
     def _dial(self, peer: Peer, now: float) -> None:
         """Both ends dial while they have no session (a restarted node cannot wait for its
@@ -741,6 +742,13 @@ class ControlPlane:
             self.apply_routes(changes)
         if self.router.seqno != self._saved_seqno:
             self._save_seqno(self.router.seqno)
+
+    def _send_verified(self, data: bytes, but: str | None) -> None:
+        """To every neighbour whose certificate verified, except ``but`` (the one a flooded
+        message came from)."""
+        for p in self.peers.values():
+            if p.node_id != but and p.member is not None:
+                self._send(p.node_id, data)
 
     def _send(self, node_id: str, data: bytes) -> None:
         if self.transport is not None:

@@ -141,9 +141,7 @@ class Node:
     def link_port(self, node_id: str) -> int:
         """Our port for the link to ``node_id``: the one its interface has, else the lowest
         free one of the configured range."""
-        ifname = addressing.link_interface_name(
-            self.cfg.wireguard.interface_prefix, self.node_id, node_id
-        )
+        ifname = self._ifname(node_id)
         if ifname not in self._ports:
             used = set(self._ports.values())
             wg = self.cfg.wireguard
@@ -154,14 +152,16 @@ class Node:
             self._ports[ifname] = port
         return self._ports[ifname]
 
+    def _ifname(self, node_id: str) -> str:
+        return addressing.link_interface_name(
+            self.cfg.wireguard.interface_prefix, self.node_id, node_id
+        )
+
     def ensure_link(self, spec: LinkSpec) -> None:
         self._kernel.submit(self._ensure_link, spec, time.monotonic())
 
     def remove_link(self, node_id: str) -> None:
-        ifname = addressing.link_interface_name(
-            self.cfg.wireguard.interface_prefix, self.node_id, node_id
-        )
-        self._ports.pop(ifname, None)
+        self._ports.pop(self._ifname(node_id), None)
         self._kernel.submit(self._remove_link, node_id)
 
     def _ensure_link(self, spec: LinkSpec, now: float) -> None:

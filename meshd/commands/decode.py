@@ -46,17 +46,21 @@ def _looks_like_hex(raw: bytes) -> bool:
     return bool(raw.strip()) and all(b in allowed for b in raw)
 
 
+def bytes_of(raw: bytes) -> bytes:
+    """A file's or stdin's contents: hex text decoded, anything else taken as it is."""
+    return _from_text(raw.decode("ascii")) if _looks_like_hex(raw) else raw
+
+
 def read_packet(args: argparse.Namespace) -> bytes:
     """The packet bytes from the arguments; ValueError with a message if there are none."""
     if args.file:
         with open(args.file, "rb") as f:
             raw = f.read()
-        return _from_text(raw.decode("ascii")) if _looks_like_hex(raw) else raw
+        return bytes_of(raw)
     if args.packet is None:
         raise ValueError("give the packet as HEX, - for stdin, or --file PATH")
     if args.packet == "-":
-        raw = sys.stdin.buffer.read()
-        return _from_text(raw.decode("ascii")) if _looks_like_hex(raw) else raw
+        return bytes_of(sys.stdin.buffer.read())
     return _from_text(args.packet)
 
 

@@ -17,10 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read(name: str) -> bytes:
-    from meshd.commands.decode import _from_text, _looks_like_hex
+    from meshd.commands.decode import bytes_of
 
-    raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
-    return _from_text(raw.decode("ascii")) if _looks_like_hex(raw) else raw
+    return bytes_of(sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes())
 
 
 def main(args: argparse.Namespace) -> int:
