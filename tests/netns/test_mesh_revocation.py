@@ -40,7 +40,8 @@ def test_a_revocation_spreads_and_cuts_the_node_off_everywhere(bed: Bed, tmp_pat
     path.write_text(record.encode().hex() + "\n")
     # A record that does not verify is refused whole, with the reason.
     tampered = tmp_path / "bad.hex"
-    tampered.write_text(record.encode()[:-1].hex() + "00\n")
+    raw = record.encode()  # the last signature byte flipped (not set: it may be 0 already)
+    tampered.write_text((raw[:-1] + bytes([raw[-1] ^ 1])).hex() + "\n")
     bad = bed.sh("a", "sh", "-c", f"meshd revocations add {tampered} 2>&1; echo rc=$?", check=False)
     assert "bad_signature" in bad and "rc=1" in bad, bad
 
