@@ -307,7 +307,9 @@ class ControlPlane:
 
     # ---- link quality ----------------------------------------------------------------
 
-    def on_hello(self, data: bytes, source: ipaddress.IPv6Address, ifname: str) -> None:
+    def on_hello(
+        self, data: bytes, source: ipaddress.IPv6Address, ifname: str, arrived: float
+    ) -> None:
         """A probe came through a neighbour's tunnel (only that neighbour can send there)."""
         peer = self._by_ifname.get(ifname)
         if peer is None or peer.quality is None:
@@ -317,9 +319,9 @@ class ControlPlane:
         except BabelDecodeError as exc:
             event("hello.malformed", logging.DEBUG, peer=peer.name, reason=exc.reason)
             return
-        now = time.monotonic()
-        if peer.quality.receive(tlvs, now).cost_changed:
-            self._cost_changed(peer, now)
+        # Timed at arrival in the kernel: the RTT is the path's, not the event loop's.
+        if peer.quality.receive(tlvs, arrived).cost_changed:
+            self._cost_changed(peer, time.monotonic())
 
     def _cost_changed(self, peer: Peer, now: float) -> None:
         assert peer.quality is not None

@@ -21,18 +21,25 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 from meshd.log import event
 from meshd.proto.babel import BABEL_PORT
 
-OnPacket = Callable[[bytes, ipaddress.IPv6Address, str], None]
+# (data, source, interface, when it arrived: the kernel's time, on the monotonic clock)
+OnPacket = Callable[[bytes, ipaddress.IPv6Address, str, float], None]
 """Called with (datagram, link-local source address, interface name)."""
 
 MAX_DATAGRAM = 1500  # probes are 36 octets; anything longer than an MTU is not ours
 READS_PER_WAKEUP = 64  # then yield to the loop, so a flood cannot starve it
 _PKTINFO = struct.Struct("@16sI")  # struct in6_pktinfo: in6_addr, ifindex
-_ANCILLARY_SPACE = socket.CMSG_SPACE(_PKTINFO.size)
+# Kernel receive timestamps (<asm-generic/socket.h>; Python's socket module lacks them): a
+# probe's arrival is timed when the kernel took it, not when a busy event loop got to it.
+SO_TIMESTAMPNS = 35
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+_TIMESPEC = struct.Struct("=qq")
+_ANCILLARY_SPACE = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class HelloSocket:
@@ -76,6 +83,7 @@ class HelloSocket:
         try:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.setblocking(False)
             sock.bind((self._host, self._port, 0, 0))
         except OSError:
@@ -154,10 +162,15 @@ class HelloSocket:
             event("hello.dropped", logging.DEBUG, reason="truncated")
             return
         index = 0
+        waited = 0.0  # how long the datagram sat in the socket before we read it
         for level, kind, payload in ancillary:
             ours = level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO
             if ours and len(payload) >= _PKTINFO.size:
                 index = _PKTINFO.unpack_from(payload)[1]
+            stamp = level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS
+            if stamp and len(payload) >= _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack_from(payload)
+                waited = max(0.0, time.time() - (sec + nsec / 1e9))
         if not index and len(source) == 4:
             index = source[3]  # the scope id of a link-local source names the interface too
         try:
@@ -172,6 +185,6 @@ class HelloSocket:
             event("hello.dropped", logging.DEBUG, reason="not_link_local", source=address)
             return
         try:
-            self._on_packet(data, address, ifname)
+            self._on_packet(data, address, ifname, time.monotonic() - waited)
         except Exception:  # a bug in the caller must not take the socket down with it
             logging.getLogger("meshd").exception("hello.callback_failed interface=%s", ifname)

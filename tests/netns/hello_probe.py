@@ -38,7 +38,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     per_second: Counter[int] = Counter()
     costs: list[int] = []
 
-    def on_packet(data: bytes, source: ipaddress.IPv6Address, ifname: str) -> None:
+    def on_packet(data: bytes, source: ipaddress.IPv6Address, ifname: str, arrived: float) -> None:
         if ifname != args.ifname or source != peer:
             stats["foreign"] += 1
             return
@@ -49,7 +49,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return
         if quality is None:
             return  # before the shared start
-        result = quality.receive(tlvs, time.monotonic())
+        result = quality.receive(tlvs, arrived)
         stats["received"] += 1
         stats["rtt_samples"] += result.rtt_sample_ms is not None
         per_second[int(time.time() - args.start_at)] += 1
