@@ -6,7 +6,5 @@ cd "$(dirname "$0")"
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
-mypy meshd/routing meshd/proto meshd/membership meshd/transport meshd/wg meshd/discovery \
-    meshd/net/hello_socket.py meshd/config.py meshd/identity.py meshd/addressing.py meshd/node.py \
-    meshd/mesh.py meshd/trust.py
+mypy meshd
 python -m pytest -q -p no:cacheprovider tests "$@"

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tui": ("tui", "the operator's terminal dashboard"),
     "decode": ("decode", "print any control message (Babel, membership, session) as JSON"),
     "revocations": ("revocations", "add admin-signed revocations (spread mesh-wide), or list"),
+    "block": ("block", "stop (or --undo: allow) one neighbour's traffic through this gateway"),
 }
 
 

@@ -118,6 +118,52 @@ class DiscoverySettings:
 
 
 @dataclass(frozen=True)
+class UplinkSettings:
+    interface: str = _opt(
+        "", "this household's own internet uplink; empty: none (always leave by a gateway)"
+    )
+    health_target: str = _opt(
+        "",
+        "HOST:PORT that a TCP connection through the uplink (only) must reach while it works",
+    )
+    health_interval_s: float = _opt(0.5, "seconds between uplink health checks")
+    health_dead_after_s: float = _opt(
+        1.5, "the uplink is down when no check has succeeded for this long"
+    )
+    rate: str = _opt(
+        "", "the line's upload rate (such as 50mbit); set, the owner's traffic goes first"
+    )
+    share: bool = _opt(False, "offer the uplink to the mesh as a gateway while it works")
+    rate_cap: str = _opt("", "the most the mesh gets of the uplink, each way (such as 20mbit)")
+    accepts_new: bool = _opt(True, "take neighbours who are not using this gateway yet")
+    exit_port: int = _opt(52820, "UDP port of the gateway's WireGuard exit interface")
+    block_smtp: bool = _opt(True, "exit policy: no outbound SMTP (TCP port 25) for the mesh")
+    blocked: tuple[str, ...] = _opt((), "node ids that may not use this gateway")
+    monthly_quota_mb: int = _opt(
+        0, "megabytes each neighbour may send and receive through this gateway a month; 0: no quota"
+    )
+
+
+@dataclass(frozen=True)
+class ExitSettings:
+    quic_port: int = _opt(
+        6699, "UDP port of exit sessions, on mesh addresses (the same on every node)"
+    )
+    table: int = _opt(
+        177, "first of two routing tables meshd owns for exit traffic (this one and the next)"
+    )
+    fwmark: int = _opt(0x4D58, "mark of the exit tunnel's own packets (kept out of the tunnel)")
+    mtu: int = _opt(1340, "MTU of the exit tunnel (inside a mesh link)")
+
+
+@dataclass(frozen=True)
+class LanSettings:
+    interfaces: tuple[str, ...] = _opt(
+        (), "the household LAN's interfaces: NATed to the mesh address, never reachable from it"
+    )
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     node_id: str = _opt("", "the peer's node id (43 characters)", required=True)
     address: str = _opt("", "the peer's underlay HOST:PORT of its QUIC control port", required=True)
@@ -134,6 +180,9 @@ class Config:
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    uplink: UplinkSettings = field(default_factory=UplinkSettings)
+    exit: ExitSettings = field(default_factory=ExitSettings)
+    lan: LanSettings = field(default_factory=LanSettings)
     bootstrap: tuple[Bootstrap, ...] = ()
 
 
@@ -145,6 +194,9 @@ SECTIONS: dict[str, type] = {
     "liveness": LivenessSettings,
     "routing": RoutingSettings,
     "discovery": DiscoverySettings,
+    "uplink": UplinkSettings,
+    "exit": ExitSettings,
+    "lan": LanSettings,
 }
 
 
@@ -280,6 +332,7 @@ def _check(cfg: Config) -> None:
         raise ConfigError(p, "discovery.beacon_interval_s", "expected at least 1 second")
     if d.forget_after_s < 60:
         raise ConfigError(p, "discovery.forget_after_s", "expected at least 60 seconds")
+    _check_uplink(cfg)
     seen_ids: set[str] = set()
     for i, b in enumerate(cfg.bootstrap):
         where = f"bootstrap[{i}]"
@@ -294,6 +347,68 @@ def _check(cfg: Config) -> None:
         if b.node_id in seen_ids:
             raise ConfigError(p, f"{where}.node_id", "expected each peer once")
         seen_ids.add(b.node_id)
+
+
+def _check_uplink(cfg: Config) -> None:
+    p, up, ex = cfg.path, cfg.uplink, cfg.exit
+    if up.interface:
+        if not up.health_target:
+            raise ConfigError(p, "uplink.health_target", "missing; expected HOST:PORT")
+        try:
+            parse_endpoint(up.health_target)
+        except ValueError as exc:
+            raise ConfigError(p, "uplink.health_target", f"expected HOST:PORT: {exc}") from None
+    elif up.share:
+        raise ConfigError(p, "uplink.share", "expected uplink.interface too (what to share)")
+    if not 0 < up.health_interval_s < up.health_dead_after_s:
+        raise ConfigError(
+            p, "uplink.health_interval_s", "expected a positive number below health_dead_after_s"
+        )
+    for key in ("rate", "rate_cap"):
+        text = getattr(up, key)
+        if text:
+            try:
+                parse_rate_kbit(text)
+            except ValueError as exc:
+                raise ConfigError(p, f"uplink.{key}", str(exc)) from None
+    if up.rate and up.rate_cap and parse_rate_kbit(up.rate_cap) >= parse_rate_kbit(up.rate):
+        raise ConfigError(p, "uplink.rate_cap", "expected less than uplink.rate")
+    if not 1 <= up.exit_port <= 65535:
+        raise ConfigError(p, "uplink.exit_port", "expected 1..65535")
+    w = cfg.wireguard
+    if w.listen_port_min <= up.exit_port <= w.listen_port_max:
+        raise ConfigError(p, "uplink.exit_port", "expected a port outside the link port range")
+    for i, key in enumerate(up.blocked):
+        try:
+            public_from_node_id(key)
+        except ValueError as exc:
+            raise ConfigError(p, f"uplink.blocked[{i}]", f"expected a node id: {exc}") from None
+    if up.monthly_quota_mb < 0:
+        raise ConfigError(p, "uplink.monthly_quota_mb", "expected 0 or more")
+    if not 1 <= ex.quic_port <= 65535 or ex.quic_port == cfg.control.quic_port:
+        raise ConfigError(p, "exit.quic_port", "expected 1..65535, not the control port")
+    if not 1 <= ex.table <= 250:
+        raise ConfigError(p, "exit.table", "expected 1..250 (two tables: this and the next)")
+    if not 1 <= ex.fwmark <= 0xFFFFFFFF:
+        raise ConfigError(p, "exit.fwmark", "expected a non-zero 32-bit mark")
+    if not 1280 <= ex.mtu <= w.mtu - 80:
+        raise ConfigError(p, "exit.mtu", f"expected 1280..{w.mtu - 80} (inside a mesh link)")
+
+
+_RATE_UNITS = {"kbit": 1, "mbit": 1000, "gbit": 1000_000}
+
+
+def parse_rate_kbit(text: str) -> int:
+    """``20mbit`` -> 20000 (kbit/s, as tc counts); ValueError when it is not a rate."""
+    for unit, factor in _RATE_UNITS.items():
+        if text.endswith(unit):
+            try:
+                value = float(text[: -len(unit)])
+            except ValueError:
+                break
+            if value > 0:
+                return max(1, round(value * factor))
+    raise ValueError(f"expected a rate such as 20mbit or 512kbit, got {text!r}")
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:

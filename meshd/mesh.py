@@ -131,7 +131,7 @@ class Peer:
     session_up: bool = False
     session_addr: Address | None = None
     member: VerifiedMember | None = None
-    credential: tuple[MembershipCertificate, tuple[DelegationCertificate, ...]] | None = None
+    credential: Credential | None = None
     wireguard_up: bool = False
     routing: bool = False  # a Babel link now
     own_port: int | None = None
@@ -197,6 +197,9 @@ class ControlPlane:
         self.peers: dict[str, Peer] = {}
         self.gateways = GatewayTable()
         self.gateway_choice = Choice(None, (), False)
+        self.own_advert: GatewayAdvert | None = None
+        # Gateways that refused us an exit: (their reason, until when it is believed).
+        self.gateway_refusals: dict[str, tuple[str, float]] = {}
         self._by_ifname: dict[str, Peer] = {}
         # Our underlay subnets: a shared endpoint elsewhere (beyond the uplink, or on a
         # link of the neighbour's we are not on) would only cost handshakes to nowhere.
@@ -210,7 +213,7 @@ class ControlPlane:
         self.hellos: HelloSocket | None = None
         self.beacons: BeaconService | None = None
         self._saved_seqno = router.seqno
-        self._membership_message = messages.encode(
+        self.membership_message = messages.encode(
             messages.Membership(own.certificate.encode(), b"".join(d.encode() for d in own.chain))
         )
 
@@ -377,7 +380,7 @@ class ControlPlane:
         peer.session_since = now
         peer.last_seen = now
         event("session.up", peer=peer.name, address=format_address(addr))
-        self._send(peer.node_id, self._membership_message)
+        self._send(peer.node_id, self.membership_message)
 
     def _session_closed(
         self, peer: Peer | None, node_id: str, ev: PeerEvent, closed: SessionClosed
@@ -432,6 +435,8 @@ class ControlPlane:
             self._on_revocations(peer, msg.revocations)
         elif isinstance(msg, messages.Gateway):
             self._on_gateway(peer, msg.advert)
+        elif not isinstance(msg, messages.BabelPacket):  # an exit session's kind
+            self._refuse(peer, "unexpected_kind", f"{type(msg).__name__} on a neighbour session")
         else:
             try:
                 tlvs = decode_packet_detail(msg.packet).tlvs
@@ -443,16 +448,11 @@ class ControlPlane:
 
     def _on_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
         try:
-            cert = MembershipCertificate.decode(msg.certificate)
-            chain = (DelegationCertificate.decode(msg.delegation),) if msg.delegation else ()
-            member = verify_membership(cert, chain, self.own.trust, time.time())
-        except MembershipError as exc:  # malformed, or does not verify
-            self._refuse(peer, str(exc.reason_code), exc.message)
+            member, credential = check_membership(msg, self.own, peer.node_id)
+        except Refusal as exc:
+            self._refuse(peer, exc.reason, exc.detail)
             return
-        if member.node_id != peer.node_id:
-            self._refuse(peer, "wrong_node_id", f"certificate for {member.node_id}")
-            return
-        peer.member, peer.credential = member, (cert, chain)
+        peer.member, peer.credential = member, credential
         peer.name = member.name
         if peer.session_addr is not None:  # where a verified member is: worth redialling
             candidate = peer.addresses.setdefault(peer.session_addr, Candidate(Source.SESSION))
@@ -470,7 +470,8 @@ class ControlPlane:
         if len(self.own.trust.revocations):
             records = tuple(r.encode() for r in self.own.trust.revocations)
             self._send(peer.node_id, messages.encode(messages.Revocations(records)))
-        for advert in self.gateways.adverts.values():  # the newcomer learns the exits
+        adverts = [*self.gateways.adverts.values(), *filter(None, [self.own_advert])]
+        for advert in adverts:  # the newcomer learns the exits
             self._send(peer.node_id, messages.encode(messages.Gateway(advert.encode())))
         if self.share_endpoints:
             self._share_endpoints(peer)
@@ -554,17 +555,31 @@ class ControlPlane:
         )
         self._send_verified(messages.encode(messages.Gateway(data)), but=peer.node_id)
 
-    def _choose_gateway(self) -> None:
+    def originate_gateway(self, advert: GatewayAdvert) -> None:
+        """Our own advert (sharing our uplink, or withdrawing it): to every neighbour."""
+        self.own_advert = advert
+        event(
+            "gateway.announced",
+            available=advert.available,
+            accepts_new=advert.accepts_new,
+            seqno=advert.seqno,
+        )
+        self._send_verified(messages.encode(messages.Gateway(advert.encode())), but=None)
+
+    def choose_gateway(self) -> None:
         """Pick the exit from the adverts and Babel's metrics to the gateways (each tick)."""
         if not self.gateways.adverts and self.gateway_choice.selected is None:
-            return
+            return  # nothing to choose from, and nothing chosen
         selected = self.router.selected()
         metrics = {}
         for node_id, advert in self.gateways.adverts.items():
             route = selected.get(ipaddress.ip_network(f"{advert.mesh_ipv4}/32"))
             if route is not None:
                 metrics[node_id] = route.metric
-        self.gateway_choice = self.gateways.choose(metrics, time.time())
+        now = time.monotonic()
+        refused = {g: r for g, (r, until) in self.gateway_refusals.items() if now < until}
+        self.gateway_refusals = {g: self.gateway_refusals[g] for g in refused}
+        self.gateway_choice = self.gateways.choose(metrics, time.time(), refused)
         if self.gateway_choice.changed:
             event("gateway.selected", gateway=(self.gateway_choice.selected or "none")[:8])
 
@@ -714,7 +729,7 @@ class ControlPlane:
                 self._dial(peer, now)
         self.router.tick(now)
         self.flush()
-        self._choose_gateway()
+        self.choose_gateway()
 
     def _dial(self, peer: Peer, now: float) -> None:
         """Both ends dial while they have no session (a restarted node cannot wait for its
@@ -780,6 +795,33 @@ class ControlPlane:
             "refusal": peer.last_refusal,
             "found_by": sorted({c.source.value for c in peer.addresses.values()}),
         }
+
+
+class Refusal(Exception):
+    """A peer's message is refused: ``reason`` is the code its session is closed with."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+Credential = tuple[MembershipCertificate, tuple[DelegationCertificate, ...]]
+
+
+def check_membership(
+    msg: messages.Membership, own: OwnMembership, node_id: str
+) -> tuple[VerifiedMember, Credential]:
+    """The peer's certificate (and delegation) verified against our mesh, for the node id
+    its session authenticated; Refusal with the reason otherwise."""
+    try:
+        cert = MembershipCertificate.decode(msg.certificate)
+        chain = (DelegationCertificate.decode(msg.delegation),) if msg.delegation else ()
+        member = verify_membership(cert, chain, own.trust, time.time())
+    except MembershipError as exc:  # malformed, or does not verify
+        raise Refusal(str(exc.reason_code), exc.message) from None
+    if member.node_id != node_id:
+        raise Refusal("wrong_node_id", f"certificate for {member.node_id}")
+    return member, (cert, chain)
 
 
 def _terms(advert: GatewayAdvert) -> dict[str, Any]:

@@ -28,12 +28,14 @@ from typing import Any, TypeVar
 from meshd import addressing, api, mesh, sysinfo, trust
 from meshd.config import Config, parse_endpoint, socket_path
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
-from meshd.identity import Identity
+from meshd.exits import ExitService
+from meshd.identity import Identity, public_from_node_id
 from meshd.log import event
 from meshd.membership import MembershipError
 from meshd.mesh import LinkSpec
-from meshd.net import sysctl
+from meshd.net import firewall, sysctl
 from meshd.net.echo import EchoProbe
+from meshd.net.exit_tunnel import ExitTunnels, exit_interface_names
 from meshd.net.netlink import Netlink, NetlinkError, Route
 from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
 from meshd.routing.liveness import LinkState, Liveness
@@ -93,6 +95,24 @@ class Node:
         # Event loop only: the WireGuard port of each neighbour's link (by interface name).
         self._ports: dict[str, int] = {}
         self.control: mesh.ControlPlane | None = None
+        self.exits: ExitService | None = None
+        self.tunnels = ExitTunnels(
+            backend,
+            netlink,
+            identity.wireguard_private,
+            self.prefix,
+            firewall.FirewallSpec(
+                self.mesh_ipv4,
+                tunnel_prefix=self.prefix,
+                uplink=cfg.uplink.interface,
+                block_smtp=cfg.uplink.block_smtp,
+                lan=cfg.lan.interfaces,
+            ),
+            table=cfg.exit.table,
+            fwmark=cfg.exit.fwmark,
+            mtu=cfg.exit.mtu,
+            exit_port=cfg.uplink.exit_port,
+        )
         self.echo: EchoProbe | None = None  # liveness probes, once running
         self.stopping = asyncio.Event()
         self.started = time.time()
@@ -121,7 +141,11 @@ class Node:
             if self.netlink.ensure_address("lo", address, plen):
                 event("address.added", address=f"{address}/{plen}", interface="lo")
 
+        self.tunnels.setup()  # the exits start afresh (their users ask again)
+        exit_ifnames = exit_interface_names(self.prefix)
         for ifname in sorted(self.backend.list_interfaces(self.prefix)):
+            if ifname in exit_ifnames:
+                continue
             try:
                 port = self.backend.show(ifname).listen_port
             except WireGuardError:
@@ -266,6 +290,7 @@ class Node:
             self.netlink.delete_route(route, proto)
         for address, plen in self._lo_addresses():
             self.netlink.remove_address("lo", address, plen)
+        self.tunnels.teardown()
 
     # ---- watching the links --------------------------------------------------------
 
@@ -380,6 +405,8 @@ class Node:
                 for link, state in changes:
                     self.control.wireguard_state(link.node_id, state is LinkState.UP, now)
                 self.control.tick(now)
+                if self.exits is not None:
+                    self.exits.tick(now)
                 if now >= next_underlay:
                     next_underlay = now + UNDERLAY_EVERY_S
                     await self.control.set_underlay(*await self.kernel(self.underlay))
@@ -457,9 +484,37 @@ class Node:
                 }
                 for r, via in kernel["routes"]
             ],
-            "gateway": self.control.gateway_status(),
+            "gateway": self._gateway_status(),
             "usage": [],
         }
+
+    def _gateway_status(self) -> dict[str, Any]:
+        """The exit choice (``selected`` only while this node needs an exit: a working
+        uplink of its own carries its traffic), the candidates, and our own uplink."""
+        assert self.control is not None
+        out = self.control.gateway_status()
+        if self.exits is not None:
+            if not self.exits.needs_exit:
+                out["selected"] = None
+            out.update(self.exits.status(time.monotonic()))
+        return out
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a kernel change on the kernel thread, in order; failures are logged."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except (WireGuardError, NetlinkError, OSError, subprocess.CalledProcessError) as exc:
+                detail = getattr(exc, "stderr", "") or ""
+                event(
+                    "kernel.failed",
+                    logging.WARNING,
+                    call=getattr(fn, "__name__", "?"),
+                    error=f"{exc} {detail}".strip(),
+                )
+
+        self._kernel.submit(run)
 
     def _control_plane(self) -> mesh.ControlPlane:
         from meshd.transport.certs import node_certificate
@@ -513,6 +568,17 @@ class Node:
                 return self.control.add_revocation_records(_hex_list(args.get("records")))
             except MembershipError as exc:
                 raise api.CallError(str(exc.reason_code), exc.message) from None
+        if call == "block":
+            node_id, blocked = args.get("node_id"), args.get("blocked", True)
+            if not isinstance(node_id, str) or not isinstance(blocked, bool):
+                raise api.CallError("bad_args", "expected node_id (a string) and blocked (bool)")
+            try:
+                public_from_node_id(node_id)
+                assert self.exits is not None
+                self.exits.block(node_id, blocked)
+            except ValueError as exc:
+                raise api.CallError("bad_args", str(exc)) from None
+            return {"node_id": node_id, "blocked": blocked}
         raise api.CallError("unknown_call", f"no call named {call!r}")
 
     # ---- the process ---------------------------------------------------------------
@@ -540,6 +606,19 @@ class Node:
                     self.cfg.control.quic_port,
                     self.cfg.discovery.beacon_interval_s,
                 )
+            self.exits = ExitService(
+                self.node_id,
+                self.control.credentials,
+                self.identity.signing_key,
+                self.control,
+                self.tunnels,
+                self.submit,
+                self.cfg.uplink,
+                self.cfg.exit,
+                self.mesh_ipv4,
+                self.cfg.node.state_dir,
+            )
+            await self.exits.start()
             server = await api.serve(path, self.handle)
             event(
                 "node.started",
@@ -554,6 +633,8 @@ class Node:
             if server is not None:
                 server.close()
                 path.unlink(missing_ok=True)
+            if self.exits is not None:
+                await self.exits.close()  # withdraws our advert while sessions still run
             await self.control.close()
             await self.kernel(self.teardown)
             self._kernel.shutdown()

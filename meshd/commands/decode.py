@@ -89,16 +89,18 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
     """The JSON lines for ``data``; DecodeFailure with the reason code when it is none."""
     if kind == "auto":
         # Membership records start with their type (1-4), session messages with their kind
-        # (1-6), beacons with MSHB; anything else is read as Babel, whose errors say what is
+        # (1-9), beacons with MSHB; anything else is read as Babel, whose errors say what is
         # wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
             kind = "beacon"
-        elif data[:1] in (b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06"):
+        elif data[:1] and 1 <= data[0] <= 6:
             try:
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
+        elif data[:1] and 7 <= data[0] <= 9:  # only session messages
+            kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
     if kind == "membership":
@@ -166,6 +168,12 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
         except GatewayError as exc:
             raise DecodeFailure(str(exc.reason), exc.message) from None
         return [{"type": "session", "kind": "gateway"}, {"type": "gateway", **advert.to_json()}]
+    if isinstance(msg, session.ExitRequest):
+        return [{"type": "session", "kind": "exit_request"}]
+    if isinstance(msg, session.ExitGrant):
+        return [{"type": "session", "kind": "exit_grant", "wireguard_port": msg.wireguard_port}]
+    if isinstance(msg, session.ExitRefused):
+        return [{"type": "session", "kind": "exit_refused", "reason": msg.reason}]
     if isinstance(msg, session.Revocations):
         return [
             {"type": "session", "kind": "revocations"},

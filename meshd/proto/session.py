@@ -7,12 +7,16 @@
                      mapped | u16 QUIC port): where the sender reaches its other neighbours
     REVOCATIONS (5): u16 count | count x (u16 length | canonical Revocation)
     GATEWAY (6):     one signed gateway advert (meshd.proto.gateway, 192 octets), flooded
+    EXIT_REQUEST (7): (no body) on an exit session, the user asks to leave by this gateway
+    EXIT_GRANT (8):  u16 the gateway's WireGuard exit port: the user's key is a peer there
+    EXIT_REFUSED (9): the reason, 1..64 octets of ASCII letters, digits and "_"
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
 is accepted before it verifies. The WireGuard public key is the certificate's, and the
 endpoint is the address the session comes from with the LINK port, so LINK carries only
-the port.
+the port. Exit sessions (meshd.exits) run over the mesh to a gateway's mesh address and
+carry only MEMBERSHIP and the EXIT kinds.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ LINK = 3
 ENDPOINTS = 4
 REVOCATIONS = 5
 GATEWAY = 6
+EXIT_REQUEST = 7
+EXIT_GRANT = 8
+EXIT_REFUSED = 9
+MAX_REASON = 64
 MAX_ENDPOINTS = 256
 MAX_REVOCATIONS = 1024
 _ENDPOINT = struct.Struct("!32s16sH")
@@ -81,7 +89,46 @@ class Gateway:
     advert: bytes  # checked (signature, mesh) by whoever acts on it
 
 
-SessionMessage = Membership | BabelPacket | Link | Endpoints | Revocations | Gateway
+@dataclass(frozen=True)
+class ExitRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class ExitGrant:
+    wireguard_port: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.wireguard_port <= 0xFFFF:
+            raise ValueError(f"WireGuard port {self.wireguard_port} out of range")
+
+
+@dataclass(frozen=True)
+class ExitRefused:
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not _is_reason(self.reason):
+            raise ValueError(f"bad refusal reason {self.reason!r}")
+
+
+def _is_reason(text: str) -> bool:
+    return 1 <= len(text) <= MAX_REASON and all(
+        c.isascii() and (c.isalnum() or c == "_") for c in text
+    )
+
+
+SessionMessage = (
+    Membership
+    | BabelPacket
+    | Link
+    | Endpoints
+    | Revocations
+    | Gateway
+    | ExitRequest
+    | ExitGrant
+    | ExitRefused
+)
 
 
 def _node_key(node_id: str) -> bytes:
@@ -121,6 +168,12 @@ def encode(message: SessionMessage) -> bytes:
         return bytes([LINK]) + struct.pack("!H", message.wireguard_port)
     if isinstance(message, Gateway):
         return bytes([GATEWAY]) + message.advert
+    if isinstance(message, ExitRequest):
+        return bytes([EXIT_REQUEST])
+    if isinstance(message, ExitGrant):
+        return bytes([EXIT_GRANT]) + struct.pack("!H", message.wireguard_port)
+    if isinstance(message, ExitRefused):
+        return bytes([EXIT_REFUSED]) + message.reason.encode("ascii")
     if isinstance(message, Endpoints):
         if len(message.endpoints) > MAX_ENDPOINTS:
             raise ValueError(f"more than {MAX_ENDPOINTS} endpoints")
@@ -161,6 +214,22 @@ def decode(data: bytes) -> SessionMessage:
         return _decode_revocations(body)
     if kind == GATEWAY:
         return Gateway(body)
+    if kind == EXIT_REQUEST:
+        if body:
+            raise SessionMessageError("bad_length", "EXIT_REQUEST with a body")
+        return ExitRequest()
+    if kind == EXIT_GRANT:
+        if len(body) != 2:
+            raise SessionMessageError("bad_length", f"EXIT_GRANT of {len(body)} octets")
+        (port,) = struct.unpack("!H", body)
+        if port == 0:
+            raise SessionMessageError("bad_port", "EXIT_GRANT with port 0")
+        return ExitGrant(port)
+    if kind == EXIT_REFUSED:
+        reason = body.decode("ascii", errors="replace")
+        if not _is_reason(reason):
+            raise SessionMessageError("malformed", "EXIT_REFUSED reason is not a reason code")
+        return ExitRefused(reason)
     if kind != MEMBERSHIP:
         raise SessionMessageError("unknown_kind", f"unknown session message kind {kind}")
     parts: list[bytes] = []

@@ -64,9 +64,13 @@ class GatewayTable:
             del self.adverts[g]
         return gone
 
-    def choose(self, metrics: dict[str, int], now_wall: float) -> Choice:
+    def choose(
+        self, metrics: dict[str, int], now_wall: float, refused: dict[str, str] | None = None
+    ) -> Choice:
         """Pick a gateway given the Babel metric to each gateway's mesh address (by
-        gateway node id; missing or infinite: unreachable)."""
+        gateway node id; missing or infinite: unreachable), leaving out those that
+        ``refused`` us lately (gateway -> their reason)."""
+        refused = refused or {}
         self.expire(now_wall)
         candidates = []
         for node_id, advert in sorted(self.adverts.items()):
@@ -76,6 +80,8 @@ class GatewayTable:
             reason = ""
             if not advert.available:
                 reason = "withdrawn: its uplink is down"
+            elif node_id in refused:
+                reason = f"refused us: {refused[node_id]}"
             elif metric is None:
                 reason = "no route to it"
             elif not advert.accepts_new and node_id != self.selected:

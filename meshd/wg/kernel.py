@@ -251,6 +251,7 @@ class KernelBackend:
             wireguard.set(
                 ifname,
                 listen_port=update.listen_port,
+                fwmark=update.fwmark,
                 private_key=None
                 if update.private_key is None
                 else b64encode(update.private_key).decode("ascii"),

@@ -27,6 +27,9 @@ class PeerUpdate:
 class DeviceUpdate:
     private_key: bytes | None = None
     listen_port: int | None = None
+    # Marks the interface's own UDP packets, so that policy routing can keep them out of
+    # the tunnel they carry (an exit tunnel's default route); 0 clears it.
+    fwmark: int | None = None
     peers: tuple[PeerUpdate, ...] = ()
     # Drop every peer first, as WireGuard's own replace_peers does: a peer named in ``peers``
     # is created afresh, so its fields not given here are reset and its counters restart.
@@ -89,6 +92,8 @@ def check_update(update: DeviceUpdate) -> None:
         raise ValueError(f"private key must be {KEY_LEN} bytes")
     if update.listen_port is not None and not 0 <= update.listen_port <= 0xFFFF:
         raise ValueError(f"listen port out of range: {update.listen_port}")
+    if update.fwmark is not None and not 0 <= update.fwmark <= 0xFFFFFFFF:
+        raise ValueError(f"fwmark out of range: {update.fwmark}")
     for peer in update.peers:
         if len(peer.public_key) != KEY_LEN:
             raise ValueError(f"peer public key must be {KEY_LEN} bytes")

@@ -85,6 +85,8 @@ def encode_set(update: DeviceUpdate) -> str:
         lines.append(f"private_key={update.private_key.hex()}")
     if update.listen_port is not None:
         lines.append(f"listen_port={update.listen_port}")
+    if update.fwmark is not None:
+        lines.append(f"fwmark={update.fwmark}")
     if update.replace_peers:
         lines.append("replace_peers=true")
     for peer in update.peers:

@@ -16,7 +16,7 @@ from benchmarks.results import Result, write
 BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
     "core": core_scale.core_scale,
     "dataplane": dataplane.ratio_1hop,
-    "failover": failover.link_cut,
+    "failover": failover.both,
     "overhead": overhead.control_bytes,
 }
 

@@ -1,7 +1,12 @@
-"""failover.link_cut.median_s: a ping every 50 ms across the mesh, the link on its path cut
-silently (`testbed cut`: packets dropped, interfaces up), and the outage measured as the
-longest run of lost replies. Medians over the repetitions; target: at most 2 s (babeld with
-default timers needs 11-17 s to notice a silent tunnel failure)."""
+"""Failover, as the longest run of lost replies of a ping every 50 ms; medians over the
+repetitions.
+
+- failover.link_cut.median_s: across the mesh, the link on its path cut silently (`testbed
+  cut`: packets dropped, interfaces up). Target: at most 2 s (babeld with default timers
+  needs 11-17 s to notice a silent tunnel failure).
+- failover.gateway.median_s: from a household LAN host with no uplink of its own (e on the
+  demo neighbourhood) to the internet server, the uplink of the gateway it leaves by taken
+  down (`testbed uplink X down`: silent). Target: at most 3 s."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from benchmarks.results import Result, at_most
 from benchmarks.testbed import HERE, Testbed
 
 TARGET_S = 2.0
+GATEWAY_TARGET_S = 3.0
 INTERVAL_S = 0.05
 
 
@@ -66,6 +72,62 @@ def link_cut(quick: bool) -> list[Result]:
         at_most("failover.link_cut.median_s", round(statistics.median(outages), 2), "s", TARGET_S),
         Result("failover.link_cut.max_s", round(max(outages), 2), "s"),
     ]
+
+
+def gateway(quick: bool) -> list[Result]:
+    reps = 3 if quick else 10
+    tb = Testbed("mbg")
+    outages = []
+    with tb.up(HERE / "topologies" / "demo.toml"):
+        lan = tb.status()["nodes"]["e"]["lan_namespace"]
+        server = tb.status()["internet"]["address"]
+        for _ in range(reps):
+            first = _wait_exit(tb, "e")
+            ping = subprocess.Popen(
+                ["ip", "netns", "exec", lan, "ping", "-n", "-i", str(INTERVAL_S),
+                 "-c", "160", "-W", "1", server],
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            time.sleep(1.5)
+            tb.cli("uplink", first, "down")
+            out, _ = ping.communicate(timeout=60)
+            tb.cli("uplink", first, "up")
+            outages.append(outage_s(out))
+            deadline = time.monotonic() + 30  # announced again before the next round
+            while not _announced(tb, first) and time.monotonic() < deadline:
+                time.sleep(0.2)
+    return [
+        at_most(
+            "failover.gateway.median_s",
+            round(statistics.median(outages), 2),
+            "s",
+            GATEWAY_TARGET_S,
+        ),
+        Result("failover.gateway.max_s", round(max(outages), 2), "s"),
+    ]
+
+
+def _wait_exit(tb: Testbed, node: str) -> str:
+    """The name of the gateway ``node`` leaves by, once it has one."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        gateway = tb.meshd_status(node)["gateway"]
+        chosen = gateway.get("exit_gateway")
+        for name in tb.status()["nodes"]:
+            if chosen and tb.meshd_status(name)["node_id"] == chosen:
+                return str(name)
+        time.sleep(0.2)
+    raise RuntimeError(f"{node} found no exit within 30 s")
+
+
+def _announced(tb: Testbed, node: str) -> bool:
+    sharing = tb.meshd_status(node)["gateway"].get("sharing") or {}
+    return bool(sharing.get("announced"))
+
+
+def both(quick: bool) -> list[Result]:
+    return link_cut(quick) + gateway(quick)
 
 
 def _next_hop(tb: Testbed, target: str) -> str:

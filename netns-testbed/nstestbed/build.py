@@ -12,8 +12,16 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from nstestbed.plan import INTERNET_ADDRESS, INTERNET_BRIDGE, INTERNET_NET, Plan
-from nstestbed.rules import Impairments, internet_ruleset, node_ruleset, shaped_interfaces, tbf_args
+from nstestbed.plan import INTERNET_ADDRESS, INTERNET_BRIDGE, INTERNET_NET, SERVER_ADDRESS, Plan
+from nstestbed.rules import (
+    Impairments,
+    internet_ruleset,
+    node_ruleset,
+    redirect_args,
+    shaped_interfaces,
+    tbf_args,
+    upload_redirects,
+)
 
 # For tests: make ``up`` fail at the named step, to check that it cleans up after itself.
 FAIL_AT_ENV = "MESHD_TESTBED_FAIL_AT"
@@ -125,6 +133,7 @@ def build(plan: Plan, imp: Impairments) -> None:
     ipn(inet, "link", "add", INTERNET_BRIDGE, "type", "bridge")
     ipn(inet, "addr", "add", f"{INTERNET_ADDRESS}/{INTERNET_NET.prefixlen}", "dev", INTERNET_BRIDGE)
     ipn(inet, "link", "set", INTERNET_BRIDGE, "up")
+    ipn(inet, "addr", "add", f"{SERVER_ADDRESS}/32", "dev", "lo")
 
     for link in plan.links:
         ns_a, ns_b = plan.node(link.a.node).namespace, plan.node(link.b.node).namespace
@@ -166,6 +175,13 @@ def build(plan: Plan, imp: Impairments) -> None:
             ipn(lan.namespace, "addr", "add", str(lan.host_address), "dev", lan.host_ifname)
             ipn(lan.namespace, "link", "set", lan.host_ifname, "up")
             ipn(lan.namespace, "route", "add", "default", "via", str(lan.node_address.ip))
+    for port, ifb in upload_redirects(plan):
+        # What the node sends goes through an ifb in the internet namespace (apply_shaping
+        # puts the tbf on it): meshd owns the root qdisc of the node's own ``upl``.
+        ipn(inet, "link", "add", ifb, "type", "ifb")
+        ipn(inet, "link", "set", ifb, "up")
+        run(["tc", "-n", inet, "qdisc", "add", "dev", port, "handle", "ffff:", "ingress"])
+        run(["tc", "-n", inet, "filter", "add", "dev", port, *redirect_args(ifb)])
     _checkpoint("uplinks")
 
     apply_rules(plan, imp)
@@ -185,7 +201,7 @@ def apply_rules(plan: Plan, imp: Impairments, nodes: Iterable[str] | None = None
 def apply_shaping(
     plan: Plan, imp: Impairments, only: Iterable[tuple[str, str]] | None = None
 ) -> None:
-    """Set (or remove) tbf on the given veth ends (all shapeable ones by default)."""
+    """Set (or remove) tbf on the given interfaces (all shapeable ones by default)."""
     wanted = set(only) if only is not None else None
     for (ns, ifname), rate in shaped_interfaces(plan, imp).items():
         if wanted is not None and (ns, ifname) not in wanted:

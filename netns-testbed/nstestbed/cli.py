@@ -33,8 +33,9 @@ from nstestbed.plan import (
     DEFAULT_ID,
     DEFAULT_STATE_DIR,
     HTTP_PORT,
-    INTERNET_ADDRESS,
     IPERF_PORTS,
+    SERVER_ADDRESS,
+    SMTP_PORT,
     NodePlan,
     Plan,
     PlanError,
@@ -164,7 +165,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 state.write(st)
                 st.internet_pids = start_internet(plan)
                 state.write(st)
-                wait_listening(plan.internet_namespace, [HTTP_PORT, *IPERF_PORTS], 10.0)
+                wait_listening(plan.internet_namespace, [HTTP_PORT, *IPERF_PORTS, SMTP_PORT], 10.0)
                 if not args.no_meshd:
                     for node in plan.nodes:
                         st.meshd_pids[node.name] = start_meshd(st, node)
@@ -259,7 +260,7 @@ def status_json(st: State, plan: Plan) -> dict[str, Any]:
         nodes[node.name] = entry
     return {
         "nodes": nodes,
-        "internet": {"namespace": plan.internet_namespace, "address": str(INTERNET_ADDRESS)},
+        "internet": {"namespace": plan.internet_namespace, "address": str(SERVER_ADDRESS)},
     }
 
 
@@ -299,7 +300,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(
-        f"internet: {plan.internet_namespace} {INTERNET_ADDRESS} "
+        f"internet: {plan.internet_namespace} {SERVER_ADDRESS} "
         f"(http :{HTTP_PORT}, iperf3 :{IPERF_PORTS[0]}-{IPERF_PORTS[-1]})"
     )
     print("impairments: " + ("; ".join(imp.describe()) or "none"))

@@ -17,10 +17,11 @@ from nstestbed import build, procs, state
 from nstestbed.env import child_env
 from nstestbed.plan import (
     HTTP_PORT,
-    INTERNET_ADDRESS,
     IPERF_PORTS,
     MESH_IPV6_PREFIX,
     MESH_PREFIX,
+    SERVER_ADDRESS,
+    SMTP_PORT,
     NodeKeys,
     NodePlan,
     Plan,
@@ -112,7 +113,8 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
 
 
 def start_internet(plan: Plan) -> list[int]:
-    """HTTP on port 80 (hello.txt, big.bin) and iperf3 servers on 5201-5210."""
+    """HTTP on port 80 (hello.txt, big.bin), iperf3 servers on 5201-5210, and a listener on
+    the SMTP port."""
     www = plan.internet_dir / "www"
     www.mkdir(parents=True, exist_ok=True)
     (www / "hello.txt").write_text(HELLO_TEXT)
@@ -129,7 +131,7 @@ def start_internet(plan: Plan) -> list[int]:
                 "http.server",
                 str(HTTP_PORT),
                 "--bind",
-                str(INTERNET_ADDRESS),
+                str(SERVER_ADDRESS),
                 "--directory",
                 str(www),
             ],
@@ -137,7 +139,7 @@ def start_internet(plan: Plan) -> list[int]:
             env,
         )
     ]
-    for port in IPERF_PORTS:
+    for port in (*IPERF_PORTS, SMTP_PORT):
         pids.append(
             procs.start(
                 ns, ["iperf3", "-s", "-p", str(port)], plan.internet_dir / f"iperf3-{port}.log", env

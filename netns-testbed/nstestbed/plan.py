@@ -10,8 +10,10 @@ Plan (all addresses live inside the testbed's namespaces, never in the host's):
   node of ``between`` gets .1, the second .2; interfaces ``u-<peer>`` in each node;
 - segment s: bridge ``seg<s>`` in ``<id>-sw``; member i gets ``s<s>`` with 100.127.<s>.<i+1>/24
   and MAC 02:6d:74:00:<s>:<i+1> (cut rules match it); its bridge port is ``s<s>-<node>``;
-- internet: bridge ``inet0`` in ``<id>-inet`` holding 198.51.100.1/24; node i with an uplink
-  gets ``upl`` with 198.51.100.<10+i>/24 (default route via .1), bridge port ``n-<node>``;
+- internet: bridge ``inet0`` in ``<id>-inet`` holding 198.51.100.1/24, its servers on
+  203.0.113.1 (on its ``lo``, one hop beyond the uplinks' router); node i with an uplink
+  gets ``upl`` with 198.51.100.<10+i>/24 (default route via .1), bridge port ``n-<node>``,
+  and, with an ``uplink_rate``, ``ifb-<node>`` in ``<id>-inet`` shaping what it sends;
 - LAN of node i: 172.20.<i>.0/24, node .1 on ``lan0``, host .2 on ``eth0`` (default via .1);
 - mesh IPv4 of node i: 10.77.0.<i+1> in 10.77.0.0/16;
 - meshd's QUIC port: 6697 on every node; a node's bootstrap peers are its neighbours across
@@ -38,7 +40,11 @@ TESTBED_ID = re.compile(r"[a-z0-9]{1,16}")
 LINK_POOL = ipaddress.IPv4Network("100.64.0.0/10")
 SEGMENT_BASE = ipaddress.IPv4Address("100.127.0.0")
 INTERNET_NET = ipaddress.IPv4Network("198.51.100.0/24")
-INTERNET_ADDRESS = ipaddress.IPv4Address("198.51.100.1")
+INTERNET_ADDRESS = ipaddress.IPv4Address("198.51.100.1")  # the uplinks' router
+# The servers sit beyond that router (on the internet namespace's lo), as a real ISP's do:
+# an address on the uplinks' own subnet would be reached over a dead uplink's connected
+# route even when the node leaves by a gateway.
+SERVER_ADDRESS = ipaddress.IPv4Address("203.0.113.1")
 UPLINK_HOST_BASE = 10
 LAN_BASE = ipaddress.IPv4Address("172.20.0.0")
 MESH_PREFIX = ipaddress.IPv4Network("10.77.0.0/16")
@@ -47,6 +53,7 @@ MESH_IPV6_PREFIX = "fd6d:6573:6864::/48"  # meshd's default ULA prefix
 LISTEN_PORT_BASE = 51000
 HTTP_PORT = 80
 IPERF_PORTS = tuple(range(5201, 5211))
+SMTP_PORT = 25  # a TCP listener (iperf3) standing in for a mail server: exit policy tests
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 UPLINK_IF = "upl"
 LAN_NODE_IF = "lan0"
@@ -101,6 +108,7 @@ class UplinkPlan:
     address: ipaddress.IPv4Interface
     internet_port: str  # the veth end enslaved to the internet bridge
     rate: Rate | None
+    ifb: str  # in the internet namespace: shapes what the node sends (only with a rate)
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,7 @@ class NodePlan:
     namespace: str
     mesh_ipv4: ipaddress.IPv4Address
     share: bool
+    rate_cap: Rate | None
     directory: Path
     adjacencies: tuple[Adjacency, ...]
     uplink: UplinkPlan | None
@@ -272,6 +281,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
                 ipaddress.IPv4Interface(f"{INTERNET_NET[UPLINK_HOST_BASE + i]}/24"),
                 f"n-{spec.name}",
                 spec.uplink_rate,
+                f"ifb-{spec.name}",
             )
         lan = None
         if spec.lan:
@@ -289,6 +299,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             namespace=namespace,
             mesh_ipv4=MESH_PREFIX[i + 1],
             share=spec.share,
+            rate_cap=spec.rate_cap,
             directory=state_dir / "nodes" / spec.name,
             adjacencies=tuple(adjacencies.get(spec.name, ())),
             uplink=uplink,
@@ -363,6 +374,20 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
         "[control]",
         f"socket = {_toml_str(node.socket)}",
     ]
+    if node.uplink:
+        lines += [
+            "",
+            "[uplink]",
+            f"interface = {_toml_str(node.uplink.ifname)}",
+            f"health_target = {_toml_str(f'{SERVER_ADDRESS}:{HTTP_PORT}')}",
+            f"share = {'true' if node.share else 'false'}",
+        ]
+        if node.uplink.rate:
+            lines.append(f"rate = {_toml_str(node.uplink.rate.text)}")
+        if node.rate_cap:
+            lines.append(f"rate_cap = {_toml_str(node.rate_cap.text)}")
+    if node.lan:
+        lines += ["", "[lan]", f"interfaces = [{_toml_str(node.lan.node_ifname)}]"]
     for adj in node.adjacencies:
         if adj.is_segment:
             continue

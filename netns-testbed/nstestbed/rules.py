@@ -9,6 +9,9 @@ from A. On a p2p link everything arriving on ``u-<peer>`` comes from the peer; o
 the peer is told apart by its (planned) MAC address, which also covers its IPv6 link-local
 traffic. ARP is not IP and passes, so neighbour entries stay valid and the interfaces stay
 up. Every change re-renders a node's whole ``inet testbed`` table in one atomic ``nft -f``.
+
+Rates are tbf root qdiscs: on both veth ends of a p2p link, and for an uplink only in the
+internet namespace (its bridge port and an ifb), since meshd puts its own qdisc on ``upl``.
 """
 
 from __future__ import annotations
@@ -158,7 +161,12 @@ def internet_ruleset(plan: Plan, imp: Impairments) -> str:
 
 
 def shaped_interfaces(plan: Plan, imp: Impairments) -> dict[tuple[str, str], Rate | None]:
-    """Every shapeable veth end, (namespace, ifname) -> its rate, None for unshaped."""
+    """Every shapeable interface, (namespace, ifname) -> its rate, None for unshaped.
+
+    A link is shaped on both veth ends. An uplink is shaped only in the internet namespace,
+    as an ISP's line is: meshd puts its own root qdisc on ``upl``, which would replace ours.
+    Its bridge port's egress carries what the node receives, its ifb what the node sends
+    (``upload_redirects``)."""
     out: dict[tuple[str, str], Rate | None] = {}
     for link in plan.links:
         text = imp.rate.get(link.key)
@@ -167,9 +175,28 @@ def shaped_interfaces(plan: Plan, imp: Impairments) -> dict[tuple[str, str], Rat
         out[(plan.node(link.b.node).namespace, link.b.ifname)] = rate
     for node in plan.nodes:
         if node.uplink:
-            out[(node.namespace, node.uplink.ifname)] = node.uplink.rate
             out[(plan.internet_namespace, node.uplink.internet_port)] = node.uplink.rate
+            if node.uplink.rate:
+                out[(plan.internet_namespace, node.uplink.ifb)] = node.uplink.rate
     return out
+
+
+def upload_redirects(plan: Plan) -> list[tuple[str, str]]:
+    """(bridge port, ifb) of every uplink with a rate. What a node sends arrives at its
+    port's ingress, where tc can only police (drop), not queue as a line does; redirected
+    to an ifb it meets a tbf like the download direction."""
+    return [
+        (node.uplink.internet_port, node.uplink.ifb)
+        for node in plan.nodes
+        if node.uplink and node.uplink.rate
+    ]
+
+
+def redirect_args(ifb: str) -> list[str]:
+    """tc filter parameters (on an ingress qdisc) sending everything to ``ifb``: u32
+    matching any packet, as the kernels we run on may lack matchall and flower."""
+    match_all = ["protocol", "all", "u32", "match", "u32", "0", "0"]
+    return ["parent", "ffff:", *match_all, "action", "mirred", "egress", "redirect", "dev", ifb]
 
 
 def tbf_args(rate: Rate) -> list[str]:

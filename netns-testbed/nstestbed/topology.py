@@ -2,8 +2,9 @@
 
     [nodes.a]
     uplink = true           # wired to the testbed's "internet" namespace
-    uplink_rate = "50mbit"  # optional, tbf on both ends of the uplink
+    uplink_rate = "50mbit"  # optional, tbf both ways, on the internet side of the uplink
     share = true            # offers that uplink to the mesh (read by meshd, not the testbed)
+    rate_cap = "20mbit"     # optional, the most the mesh gets of it (read by meshd)
     lan = true              # a household LAN host namespace behind the node
     [[links]]               # point-to-point underlay link
     between = ["a", "b"]
@@ -86,6 +87,7 @@ class NodeSpec:
     uplink_rate: Rate | None = None
     share: bool = False
     lan: bool = False
+    rate_cap: Rate | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
         if name in RESERVED_NAMES:
             raise TopologyError(path, where, f"the name {name!r} is reserved by the testbed")
         body = _table(path, where, body)
-        _known_keys(path, where, body, {"uplink", "uplink_rate", "share", "lan"})
+        _known_keys(path, where, body, {"uplink", "uplink_rate", "share", "lan", "rate_cap"})
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
         rate = None
         if "uplink_rate" in body:
@@ -205,7 +207,12 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
         if share and not uplink:
             raise TopologyError(path, f"{where}.share", "needs uplink = true (nothing to share)")
         lan = _bool(path, f"{where}.lan", body.get("lan", False))
-        nodes.append(NodeSpec(name, uplink, rate, share, lan))
+        cap = None
+        if "rate_cap" in body:
+            cap = _rate(path, f"{where}.rate_cap", body["rate_cap"])
+            if not share:
+                raise TopologyError(path, f"{where}.rate_cap", "needs share = true")
+        nodes.append(NodeSpec(name, uplink, rate, share, lan, cap))
     return tuple(nodes)
 
 

@@ -36,18 +36,25 @@ class Bed(meshbed.Bed):
             f"{node}->{peer} {state}", lambda: self.neighbour_state(node, peer) == state, within
         )
 
-    def own_links(self, node: str) -> list[str]:
-        prefix = "mw"
+    def own_interfaces(self, node: str) -> list[str]:
+        """Every WireGuard interface meshd made: links and exit tunnels."""
         out = json.loads(self.sh(node, "ip", "-j", "link", "show"))
-        return sorted(li["ifname"] for li in out if li["ifname"].startswith(prefix))
+        return sorted(li["ifname"] for li in out if li["ifname"].startswith("mw"))
+
+    def own_links(self, node: str) -> list[str]:
+        """The neighbour links (an exit tunnel's name ends in xu or xg)."""
+        return [i for i in self.own_interfaces(node) if not i.endswith(("xu", "xg"))]
 
     def wireguard_go_pids(self, node: str) -> list[int]:
+        """The wireguard-go daemons of the node's links."""
         ns = json.loads(self.run("status", "--json"))["nodes"][node]["namespace"]
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+        links = set(self.own_links(node))
         return sorted(
             int(p)
             for p in pids.stdout.split()
             if Path(f"/proc/{p}/comm").read_text().strip() == "wireguard-go"
+            and links & set(Path(f"/proc/{p}/cmdline").read_bytes().decode().split("\0"))
         )
 
     def meshd_routes(self, node: str) -> list[str]:
@@ -126,8 +133,9 @@ def test_sigterm_removes_everything_and_start_restores(bed: Bed) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and bed.pid("b") is not None:
         time.sleep(0.1)
-    assert bed.own_links("b") == []
+    assert bed.own_interfaces("b") == []  # links and the exit tunnel
     assert bed.meshd_routes("b") == []
+    assert "table inet meshd" not in bed.sh("b", "nft", "list", "tables")
     assert bed.sh("b", "ip", "rule", "show").count("\n") == 3  # only the kernel's own
     lo = bed.sh("b", "ip", "addr", "show", "dev", "lo")
     assert "10.77." not in lo and "fd6d:" not in lo

@@ -178,3 +178,37 @@ def test_run_refuses_a_missing_membership_in_one_line(tmp_path: Path) -> None:
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.count("\n") == 1, res.stderr
     assert "mesh.cert: missing" in res.stderr
+
+
+UPLINK = """
+[uplink]
+interface = "eth0"
+health_target = "203.0.113.1:80"
+rate = "50mbit"
+share = true
+rate_cap = "20mbit"
+"""
+
+
+def test_an_uplink_shared_with_a_cap_parses() -> None:
+    cfg = config.parse(GOOD + UPLINK, "a.toml")
+    assert cfg.uplink.interface == "eth0" and cfg.uplink.share
+    assert config.parse_rate_kbit(cfg.uplink.rate_cap) == 20000
+    assert cfg.exit.quic_port == 6699 and cfg.lan.interfaces == ()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "expected"),
+    [
+        ('health_target = "203.0.113.1:80"\n', "", "uplink.health_target", "missing"),
+        ('interface = "eth0"\n', "", "uplink.share", "uplink.interface"),
+        ('rate_cap = "20mbit"', 'rate_cap = "fast"', "uplink.rate_cap", "such as 20mbit"),
+        ('rate_cap = "20mbit"', 'rate_cap = "60mbit"', "uplink.rate_cap", "less than"),
+        ("share = true", "exit_port = 51900", "uplink.exit_port", "link port range"),
+        ("share = true", 'blocked = ["x"]', "uplink.blocked[0]", "node id"),
+    ],
+)
+def test_uplink_errors_name_the_key(old: str, new: str, key: str, expected: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(GOOD + UPLINK.replace(old, new, 1), "a.toml")
+    assert info.value.key == key and expected in info.value.problem

@@ -60,6 +60,12 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
     head, rest = lines[0], lines[1:]
     if head["kind"] == "link":
         return session.Link(int(head["wireguard_port"]))  # type: ignore[call-overload]
+    if head["kind"] == "exit_request":
+        return session.ExitRequest()
+    if head["kind"] == "exit_grant":
+        return session.ExitGrant(int(head["wireguard_port"]))  # type: ignore[call-overload]
+    if head["kind"] == "exit_refused":
+        return session.ExitRefused(str(head["reason"]))
     if head["kind"] == "gateway":
         from meshd.proto.gateway import GatewayAdvert
 
@@ -74,7 +80,15 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
 
 def test_discovery_session_messages_match_their_golden_vectors_both_ways() -> None:
     vectors = json.loads((GOLDEN.parent / "session" / "vectors.json").read_text())
-    assert set(vectors) == {"link", "endpoints", "revocations", "gateway"}
+    assert set(vectors) == {
+        "link",
+        "endpoints",
+        "revocations",
+        "gateway",
+        "exit_request",
+        "exit_grant",
+        "exit_refused",
+    }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])
         assert res.returncode == 0, (name, res.stderr)

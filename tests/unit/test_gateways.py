@@ -144,3 +144,13 @@ def test_adverts_expire_and_nothing_is_chosen_without_one() -> None:
     assert table.choose({IDS[0]: 96}, NOW + 89).selected == IDS[0]
     gone = table.choose({IDS[0]: 96}, NOW + 90)
     assert gone.selected is None and gone.changed and gone.candidates == ()
+
+
+def test_a_gateway_that_refused_us_is_passed_over_with_its_reason() -> None:
+    table = GatewayTable()
+    for i in (0, 1):
+        table.offer(advert(i), NOW)
+    choice = table.choose({IDS[0]: 96, IDS[1]: 300}, NOW, refused={IDS[0]: "blocked"})
+    assert choice.selected == IDS[1]
+    reasons = {c.node_id: c.reason for c in choice.candidates}
+    assert reasons[IDS[0]] == "refused us: blocked"

@@ -25,7 +25,12 @@ def test_babel_is_the_packet_after_the_kind() -> None:
     ("data", "reason"),
     [
         (b"", "empty"),
-        (b"\x09abc", "unknown_kind"),
+        (b"\x0aabc", "unknown_kind"),
+        (b"\x07x", "bad_length"),
+        (b"\x08\x00", "bad_length"),
+        (b"\x08\x00\x00", "bad_port"),
+        (b"\x09", "malformed"),
+        (b"\x09no such", "malformed"),
         (b"\x01\x00", "truncated"),
         (b"\x01\x00\x05abc", "truncated"),
         (b"\x01\x00\x01a\x00\x00extra", "trailing_bytes"),

@@ -349,17 +349,33 @@ def test_cut_wins_over_loss_and_heal_restores_it() -> None:
     assert 'comment "loss b 100%"' in rules.node_ruleset(p.node("a"), healed.with_loss("a-b", 100))
 
 
-def test_shaping_covers_link_and_uplink_ends() -> None:
+def test_shaping_covers_link_ends_and_the_internet_side_of_uplinks() -> None:
     p = make()
     shaped = rules.shaped_interfaces(p, rules.Impairments.initial(p))
     rate = topology.Rate("100mbit", 100_000_000)
     assert shaped[("mtb-a", "u-b")] == shaped[("mtb-b", "u-a")] == rate
     assert shaped[("mtb-c", "u-a")] is None
     up = topology.Rate("50mbit", 50_000_000)
-    assert shaped[("mtb-a", "upl")] == shaped[("mtb-inet", "n-a")] == up
-    assert shaped[("mtb-d", "upl")] is None
+    # Download on the bridge port, upload on the ifb; upl is meshd's own to shape.
+    assert shaped[("mtb-inet", "n-a")] == shaped[("mtb-inet", "ifb-a")] == up
+    assert shaped[("mtb-inet", "n-d")] is None and ("mtb-inet", "ifb-d") not in shaped
+    assert not any(ifname == "upl" for _, ifname in shaped)
     args = rules.tbf_args(up)
     assert args[:3] == ["tbf", "rate", "50mbit"] and int(args[4]) == 25_000
+
+
+def test_upload_is_redirected_to_an_ifb_only_for_shaped_uplinks() -> None:
+    p = make()
+    assert p.node("a").uplink.ifb == "ifb-a"
+    assert rules.upload_redirects(p) == [("n-a", "ifb-a")]  # d's uplink has no rate
+    assert rules.upload_redirects(make(DEMO.replace('uplink_rate = "50mbit"\n', ""))) == []
+    args = rules.redirect_args("ifb-a")
+    assert args[:2] == ["parent", "ffff:"]  # the ingress qdisc
+    assert " ".join(args[2:]) == (
+        "protocol all u32 match u32 0 0 action mirred egress redirect dev ifb-a"
+    )
+    longest = make('[nodes.abcdefgh]\nuplink = true\nuplink_rate = "1mbit"\n')
+    assert len(longest.node("abcdefgh").uplink.ifb) <= 15  # IFNAMSIZ - 1
 
 
 # -- convergence ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
-REVOCATIONS) and gateways (GATEWAY): hex and the JSON lines `meshd decode` prints. Run
+REVOCATIONS) and gateways (GATEWAY, EXIT_*): hex and the JSON lines `meshd decode` prints. Run
 from the repo root: ``python -m tests.golden.session.make_vectors``; the tests check both
 directions."""
 
@@ -31,6 +31,9 @@ def vectors() -> dict[str, bytes]:
         ),
         "revocations": session.encode(session.Revocations((revocation,))),
         "gateway": session.encode(session.Gateway(gateway_advert())),
+        "exit_request": session.encode(session.ExitRequest()),
+        "exit_grant": session.encode(session.ExitGrant(52820)),
+        "exit_refused": session.encode(session.ExitRefused("not_taking_new_users")),
     }
 
 

@@ -1,0 +1,175 @@
+"""Uplink sharing on the demo neighbourhood (netns-testbed/topologies/demo.toml): a and d
+share shaped uplinks; b, c and e have none, and e is two hops from either gateway, over a
+1400-byte underlay link. Every household without a working uplink leaves through an exit
+tunnel to the gateway it chose, with its LAN NATed behind it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.netns import meshbed
+
+pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+SERVER = "203.0.113.1"
+GATEWAYS = ("a", "d")
+
+
+class Bed(meshbed.Bed):
+    def gateway(self, node: str) -> dict[str, Any]:
+        return dict(self.status(node)["gateway"])
+
+    def name_of(self, node_id: str | None) -> str | None:
+        names = {self.status(n)["node_id"]: n for n in GATEWAYS}
+        return names.get(node_id) if node_id else None
+
+    def lan(self, node: str, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        ns = json.loads(self.run("status", "--json"))["nodes"][node]["lan_namespace"]
+        return subprocess.run(
+            ["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=timeout
+        )
+
+    def exit_of(self, node: str) -> str | None:
+        return self.name_of(self.gateway(node).get("exit_gateway"))
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Bed]:
+    with meshbed.testbed("demo.toml", "x", Bed) as b:
+        for node in "bce":
+            b.wait(f"{node} leaves by a gateway", lambda n=node: b.exit_of(n) is not None, 15)
+        yield b
+
+
+def _sha256_of_big(out: bytes) -> str:
+    return hashlib.sha256(out).hexdigest()
+
+
+def test_a_household_without_uplink_and_its_lan_get_online_through_a_gateway(bed: Bed) -> None:
+    expected = (bed.dir / "inet" / "www" / "big.bin.sha256").read_text().split()[0]
+    g = bed.gateway("e")
+    assert g["using"] == "exit" and g["uplink"] is None and g["selected"] == g["exit_gateway"]
+    reasons = {bed.name_of(c["node_id"]): c["reason"] for c in g["candidates"]}
+    assert set(reasons) == set(GATEWAYS), reasons
+    assert reasons[bed.exit_of("e")].startswith("selected"), reasons
+    # The node itself, then the LAN host behind it; both cross e-b's 1400-byte underlay.
+    out = subprocess.run(
+        [
+            str(meshbed.TESTBED),
+            "exec",
+            "e",
+            "--",
+            "curl",
+            "-sS",
+            "-m",
+            "30",
+            f"http://{SERVER}/big.bin",
+        ],
+        env=bed.env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert _sha256_of_big(out.stdout) == expected
+    lan = bed.lan("e", "curl", "-sS", "-m", "30", "-o", "/dev/null", "-w", "%{size_download}",
+                  f"http://{SERVER}/big.bin")  # fmt: skip
+    assert lan.returncode == 0 and lan.stdout == str(4 * 1024 * 1024), lan.stderr
+    # A gateway with a working uplink uses it for its own traffic.
+    for gw in GATEWAYS:
+        assert bed.gateway(gw)["using"] == "own_uplink"
+        assert bed.gateway(gw)["sharing"]["announced"] is True
+
+
+def test_the_exit_policy_refuses_outbound_smtp_for_the_mesh_only(bed: Bed) -> None:
+    probe = (
+        "import socket,sys\n"
+        f"s=socket.create_connection(('{SERVER}',25),timeout=5)\n"
+        "print('connected')\n"
+    )
+    own = bed.sh("a", "python3", "-c", probe, check=False)
+    assert "connected" in own  # the gateway's household is not under the exit policy
+    through = bed.run("exec", "e", "--", "python3", "-c", probe, check=False)
+    assert "connected" not in through
+
+
+def test_gateway_failover_moves_the_households_to_the_other_gateway(bed: Bed) -> None:
+    first = bed.exit_of("e")
+    assert first in GATEWAYS
+    other = next(g for g in GATEWAYS if g != first)
+    ns = json.loads(bed.run("status", "--json"))["nodes"]["e"]["lan_namespace"]
+    ping = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "ping", "-n", "-i", "0.05", "-W", "1", "-c", "200", SERVER],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)
+        bed.run("uplink", first, "down")
+        took = bed.wait(f"e moves to {other}", lambda: bed.exit_of("e") == other, within=10)
+        print(f"e moved from {first} to {other} {took:.2f} s after {first}'s uplink went down")
+        withdrawn = bed.gateway(first)
+        assert withdrawn["uplink"]["state"] == "down" and not withdrawn["sharing"]["announced"]
+        reasons = {bed.name_of(c["node_id"]): c["reason"] for c in bed.gateway("e")["candidates"]}
+        assert reasons[first] == "withdrawn: its uplink is down", reasons
+        # The dead gateway's own household leaves by the other one meanwhile.
+        bed.wait(f"{first} uses {other}", lambda: bed.exit_of(first) == other, within=10)
+        bed.sh(first, "curl", "-sS", "-m", "10", "-o", "/dev/null", f"http://{SERVER}/hello.txt")
+        out, _ = ping.communicate(timeout=30)
+    finally:
+        ping.kill()
+        bed.run("uplink", first, "up")
+    received = int(out.split(" received")[0].rsplit(",", 1)[1])
+    lost_s = (200 - received) * 0.05
+    print(f"pings lost across the gateway failover: {200 - received} (~{lost_s:.2f} s)")
+    assert received > 0 and lost_s < 5, out
+    # Recovered: announced again, and its household back on its own uplink.
+    bed.wait(
+        f"{first} announces again",
+        lambda: bed.gateway(first)["sharing"]["announced"] is True,
+        within=10,
+    )
+    assert bed.gateway(first)["using"] == "own_uplink"
+
+
+def test_a_blocked_neighbour_is_cut_off_at_once_and_moves_to_the_other_gateway(
+    bed: Bed,
+) -> None:
+    gw = bed.exit_of("e")
+    assert gw in GATEWAYS
+    other = next(g for g in GATEWAYS if g != gw)
+    e_id = bed.status("e")["node_id"]
+    assert "blocked" in bed.sh(gw, "meshd", "block", e_id)
+    try:
+        assert e_id in bed.gateway(gw)["sharing"]["blocked"]
+        bed.wait(f"e moves to {other}", lambda: bed.exit_of("e") == other, within=15)
+        reasons = {bed.name_of(c["node_id"]): c["reason"] for c in bed.gateway("e")["candidates"]}
+        assert reasons[gw] == "refused us: blocked", reasons
+        bed.sh("e", "curl", "-sS", "-m", "10", "-o", "/dev/null", f"http://{SERVER}/hello.txt")
+        bad = bed.sh(gw, "sh", "-c", "meshd block not-a-node-id 2>&1; echo rc=$?", check=False)
+        assert "bad_args" in bad and "rc=1" in bad, bad
+    finally:
+        bed.sh(gw, "meshd", "block", "--undo", e_id)
+    assert e_id not in bed.gateway(gw)["sharing"]["blocked"]
+
+
+def test_the_mesh_cannot_reach_a_household_lan_but_its_replies_pass(bed: Bed) -> None:
+    lan_host = json.loads(bed.run("status", "--json"))["nodes"]["e"]["lan_address"]
+    lan_net = lan_host.rsplit(".", 1)[0] + ".0/24"
+    link = next(n["interface"] for n in bed.status("b")["neighbours"] if n["name"] == "e")
+    b_mesh = bed.status("b")["mesh_ipv4"]
+    # A neighbour routing to e's LAN on purpose (LAN prefixes are never announced).
+    bed.sh("b", "ip", "route", "add", lan_net, "dev", link)
+    try:
+        refused = bed.sh("b", "ping", "-c", "2", "-i", "0.2", "-W", "1", lan_host, check=False)
+        assert " 0 received" in refused, refused
+        # The LAN host's own connection out to b is answered: replies pass.
+        ok = bed.lan("e", "ping", "-c", "2", "-i", "0.2", "-W", "2", b_mesh)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+    finally:
+        bed.sh("b", "ip", "route", "del", lan_net, "dev", link, check=False)
