@@ -139,9 +139,6 @@ class UplinkSettings:
     exit_port: int = _opt(52820, "UDP port of the gateway's WireGuard exit interface")
     block_smtp: bool = _opt(True, "exit policy: no outbound SMTP (TCP port 25) for the mesh")
     blocked: tuple[str, ...] = _opt((), "node ids that may not use this gateway")
-    monthly_quota_mb: int = _opt(
-        0, "megabytes each neighbour may send and receive through this gateway a month; 0: no quota"
-    )
 
 
 @dataclass(frozen=True)
@@ -383,8 +380,6 @@ def _check_uplink(cfg: Config) -> None:
             public_from_node_id(key)
         except ValueError as exc:
             raise ConfigError(p, f"uplink.blocked[{i}]", f"expected a node id: {exc}") from None
-    if up.monthly_quota_mb < 0:
-        raise ConfigError(p, "uplink.monthly_quota_mb", "expected 0 or more")
     if not 1 <= ex.quic_port <= 65535 or ex.quic_port == cfg.control.quic_port:
         raise ConfigError(p, "exit.quic_port", "expected 1..65535, not the control port")
     if not 1 <= ex.table <= 250:
