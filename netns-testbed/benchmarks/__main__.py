@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from benchmarks import core_scale, dataplane, failover, overhead
+from benchmarks import core_scale, dataplane, failover, overhead, owner_first
 from benchmarks.results import Result, write
 
 BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
     "dataplane": dataplane.ratio_1hop,
     "failover": failover.both,
     "overhead": overhead.control_bytes,
+    "owner_first": owner_first.owner_first,
 }
 
 
