@@ -36,7 +36,7 @@ from nacl.signing import SigningKey
 from meshd import mesh
 from meshd.config import ExitSettings, UplinkSettings, parse_endpoint, parse_rate_kbit
 from meshd.log import event
-from meshd.membership import RevocationTarget, VerifiedMember
+from meshd.membership import VerifiedMember
 from meshd.net import uplink_probe
 from meshd.net.exit_tunnel import ExitTarget, ExitTunnels
 from meshd.proto import session as messages
@@ -84,6 +84,8 @@ class ExitService:
         self.node_id, self.credentials, self.signing_key = node_id, credentials, signing_key
         self.control, self.tunnels, self.submit = control, tunnels, submit
         self.uplink, self.settings, self.mesh_ipv4 = uplink, settings, mesh_ipv4
+        self.rate_kbit = parse_rate_kbit(uplink.rate) if uplink.rate else None
+        self.rate_cap_kbit = parse_rate_kbit(uplink.rate_cap) if uplink.rate_cap else None
         self.health = (
             UplinkHealth(uplink.health_interval_s, uplink.health_dead_after_s)
             if uplink.interface
@@ -115,10 +117,12 @@ class ExitService:
             settings=mesh.SESSION_SETTINGS,
         )
         if self.uplink.share:
-            up = self.uplink
-            rate = parse_rate_kbit(up.rate) if up.rate else None
-            cap = parse_rate_kbit(up.rate_cap) if up.rate_cap else None
-            self.submit(self.tunnels.open_gateway, up.interface, rate, cap)
+            self.submit(
+                self.tunnels.open_gateway,
+                self.uplink.interface,
+                self.rate_kbit,
+                self.rate_cap_kbit,
+            )
         event("exit.listening", port=self.settings.quic_port, sharing=self.uplink.share)
 
     async def close(self) -> None:
@@ -186,7 +190,7 @@ class ExitService:
             lifetime_s=ADVERT_LIFETIME_S,
             available=available,
             accepts_new=self.uplink.accepts_new,
-            rate_cap_kbit=parse_rate_kbit(self.uplink.rate_cap) if self.uplink.rate_cap else 0,
+            rate_cap_kbit=self.rate_cap_kbit or 0,
         )
         self.control.originate_gateway(advert)
         self._announced = available
@@ -279,8 +283,7 @@ class ExitService:
     def authorize(self, node_id: str) -> str | None:
         if node_id == self.node_id:
             return "own_node_id"
-        revocations = self.control.own.trust.revocations
-        if revocations.in_force(RevocationTarget.node(node_id), time.time()) is not None:
+        if self.control.revoked(node_id):
             return "revoked"
         if node_id not in self.peers and len(self.peers) >= MAX_SESSIONS:
             return "too_many_peers"
@@ -373,9 +376,7 @@ class ExitService:
             if not self.uplink.share
             else {
                 "announced": bool(self._announced),
-                "rate_cap_kbit": parse_rate_kbit(self.uplink.rate_cap)
-                if self.uplink.rate_cap
-                else None,
+                "rate_cap_kbit": self.rate_cap_kbit,
                 "accepts_new": self.uplink.accepts_new,
                 "users": sorted(
                     p.member.name for p in self.peers.values() if p.admitted and p.member

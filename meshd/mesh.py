@@ -278,7 +278,7 @@ class ControlPlane:
     def discovered(self, node_id: str, address: Address, source: Source, now: float) -> None:
         """A node is at ``address`` (a beacon, or a neighbour said so): dial it if we have
         no session with it."""
-        if node_id == self.node_id or self._revoked(node_id):
+        if node_id == self.node_id or self.revoked(node_id):
             return
         if node_id not in self.peers and len(self.peers) >= MAX_PEERS:
             return
@@ -349,13 +349,13 @@ class ControlPlane:
         """At the QUIC handshake: any node not revoked (the certificate comes next)."""
         if node_id == self.node_id:
             return "own_node_id"
-        if self._revoked(node_id):
+        if self.revoked(node_id):
             return "revoked"
         if node_id not in self.peers and len(self.peers) >= MAX_PEERS:
             return "too_many_peers"
         return None
 
-    def _revoked(self, node_id: str) -> bool:
+    def revoked(self, node_id: str) -> bool:
         target = RevocationTarget.node(node_id)
         return self.own.trust.revocations.in_force(target, time.time()) is not None
 
@@ -470,7 +470,9 @@ class ControlPlane:
         if len(self.own.trust.revocations):
             records = tuple(r.encode() for r in self.own.trust.revocations)
             self._send(peer.node_id, messages.encode(messages.Revocations(records)))
-        adverts = [*self.gateways.adverts.values(), *filter(None, [self.own_advert])]
+        adverts = list(self.gateways.adverts.values())
+        if self.own_advert is not None:
+            adverts.append(self.own_advert)
         for advert in adverts:  # the newcomer learns the exits
             self._send(peer.node_id, messages.encode(messages.Gateway(advert.encode())))
         if self.share_endpoints:
@@ -542,7 +544,7 @@ class ControlPlane:
             # Relayed, so not necessarily the sender's fault: drop it, keep the session.
             event("gateway.rejected", logging.WARNING, peer=peer.name, reason=str(exc.reason))
             return
-        if advert.mesh_id != self.own.trust.mesh_id or self._revoked(advert.node_id):
+        if advert.mesh_id != self.own.trust.mesh_id or self.revoked(advert.node_id):
             return
         if advert.node_id == self.node_id or not self.gateways.offer(advert, time.time()):
             return
@@ -643,7 +645,7 @@ class ControlPlane:
         their session and link; a revoked node we only know of is forgotten too."""
         wall = time.time()
         for peer in list(self.peers.values()):
-            reason = "revoked" if self._revoked(peer.node_id) else None
+            reason = "revoked" if self.revoked(peer.node_id) else None
             if reason is None and peer.credential is not None:
                 try:
                     verify_membership(*peer.credential, self.own.trust, wall)

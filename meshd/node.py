@@ -100,7 +100,6 @@ class Node:
             backend,
             netlink,
             identity.wireguard_private,
-            self.prefix,
             firewall.FirewallSpec(
                 self.mesh_ipv4,
                 tunnel_prefix=self.prefix,
@@ -505,13 +504,12 @@ class Node:
         def run() -> None:
             try:
                 fn(*args)
-            except (WireGuardError, NetlinkError, OSError, subprocess.CalledProcessError) as exc:
-                detail = getattr(exc, "stderr", "") or ""
+            except (WireGuardError, NetlinkError, OSError) as exc:
                 event(
                     "kernel.failed",
                     logging.WARNING,
                     call=getattr(fn, "__name__", "?"),
-                    error=f"{exc} {detail}".strip(),
+                    error=str(exc),
                 )
 
         self._kernel.submit(run)

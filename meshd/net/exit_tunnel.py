@@ -22,11 +22,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-import subprocess
 from dataclasses import dataclass
 
 from meshd.log import event
-from meshd.net import firewall, shaping, sysctl
+from meshd.net import command, firewall, shaping, sysctl
 from meshd.net.netlink import Netlink
 from meshd.wg.backend import WireGuardBackend
 from meshd.wg.model import DeviceUpdate, PeerUpdate, WireGuardError
@@ -56,7 +55,6 @@ class ExitTunnels:
         backend: WireGuardBackend,
         netlink: Netlink,
         wireguard_private: bytes,
-        own_prefix: str,
         spec: firewall.FirewallSpec,
         *,
         table: int,
@@ -66,7 +64,7 @@ class ExitTunnels:
     ) -> None:
         self.backend, self.netlink = backend, netlink
         self.private = wireguard_private
-        self.gateway_if, self.user_if = exit_interface_names(own_prefix)
+        self.gateway_if, self.user_if = exit_interface_names(spec.tunnel_prefix)
         self.spec = spec
         self.table, self.fwmark, self.mtu, self.exit_port = table, fwmark, mtu, exit_port
         self.users: dict[bytes, ipaddress.IPv4Address] = {}  # admitted: key -> mesh address
@@ -78,24 +76,29 @@ class ExitTunnels:
 
     def setup(self) -> None:
         """Start clean: what a crashed meshd left of the exits goes."""
-        for ifname in (self.gateway_if, self.user_if):
-            if self.backend.exists(ifname):
-                self.backend.delete(ifname)
-                event("exit.stale_removed", interface=ifname)
+        for ifname in self._delete_interfaces():
+            event("exit.stale_removed", interface=ifname)
         self._remove_rules()
         self.apply_firewall()
 
     def teardown(self) -> None:
-        for ifname in (self.gateway_if, self.user_if):
-            try:
-                if self.backend.exists(ifname):
-                    self.backend.delete(ifname)
-            except WireGuardError as exc:
-                event("exit.delete_failed", logging.WARNING, interface=ifname, error=str(exc))
+        self._delete_interfaces()
         self._remove_rules()
         firewall.remove()
         if self._shaped:
             shaping.remove(self._shaped)
+
+    def _delete_interfaces(self) -> list[str]:
+        """Delete both exit interfaces where they exist; the names deleted."""
+        deleted = []
+        for ifname in (self.gateway_if, self.user_if):
+            try:
+                if self.backend.exists(ifname):
+                    self.backend.delete(ifname)
+                    deleted.append(ifname)
+            except WireGuardError as exc:
+                event("exit.delete_failed", logging.WARNING, interface=ifname, error=str(exc))
+        return deleted
 
     def apply_firewall(self) -> None:
         ruleset = firewall.render(self.spec)
@@ -104,9 +107,7 @@ class ExitTunnels:
             self._applied = ruleset
 
     def _remove_rules(self) -> None:
-        for pref in (GATEWAY_RULE_PREF, USER_RULE_PREF, USER_RULE_PREF + 1):
-            while _ip_ok("rule", "del", "pref", str(pref)):
-                pass
+        _delete_rules(GATEWAY_RULE_PREF, USER_RULE_PREF, USER_RULE_PREF + 1)
         for table in (self.table, self.table + 1):
             _ip_ok("route", "flush", "table", str(table))
 
@@ -125,7 +126,7 @@ class ExitTunnels:
         self._interface(
             self.gateway_if, DeviceUpdate(private_key=self.private, listen_port=self.exit_port)
         )
-        _ip_ok("rule", "del", "pref", str(GATEWAY_RULE_PREF))
+        _delete_rules(GATEWAY_RULE_PREF)
         _ip("rule", "add", "pref", str(GATEWAY_RULE_PREF), "iif", uplink, "lookup", str(self.table))
         shaped = bool(rate_kbit or cap_kbit)
         if shaped:
@@ -134,7 +135,9 @@ class ExitTunnels:
             event("exit.shaping", uplink=uplink, rate_kbit=rate_kbit, cap_kbit=cap_kbit)
         if cap_kbit:
             shaping.apply(shaping.exit_commands(self.gateway_if, cap_kbit))
-        self.spec = _replace(self.spec, gateway_interface=self.gateway_if, mesh_class=shaped)
+        self.spec = dataclasses.replace(
+            self.spec, gateway_interface=self.gateway_if, mesh_class=shaped
+        )
         self.apply_firewall()
 
     def admit(self, wireguard_public: bytes, address: ipaddress.IPv4Address) -> None:
@@ -157,12 +160,11 @@ class ExitTunnels:
         if target == self.target:
             return
         if target is None:
-            for pref in (USER_RULE_PREF, USER_RULE_PREF + 1):
-                _ip_ok("rule", "del", "pref", str(pref))
+            _delete_rules(USER_RULE_PREF, USER_RULE_PREF + 1)
             _ip_ok("route", "flush", "table", str(self.table + 1))
             if self.backend.exists(self.user_if):
                 self.backend.delete(self.user_if)
-            self.spec = _replace(self.spec, user_interface="")
+            self.spec = dataclasses.replace(self.spec, user_interface="")
             self.apply_firewall()
             self.target = None
             return
@@ -178,15 +180,14 @@ class ExitTunnels:
                 private_key=self.private, fwmark=self.fwmark, peers=(peer,), replace_peers=True
             ),
         )
-        self.spec = _replace(self.spec, user_interface=self.user_if)
+        self.spec = dataclasses.replace(self.spec, user_interface=self.user_if)
         self.apply_firewall()
         user_table = str(self.table + 1)
         _ip(
             "route", "replace", "default", "dev", self.user_if, "src", str(src), "table", user_table
         )
         if self.target is None:
-            for pref in (USER_RULE_PREF, USER_RULE_PREF + 1):
-                _ip_ok("rule", "del", "pref", str(pref))
+            _delete_rules(USER_RULE_PREF, USER_RULE_PREF + 1)
             _ip(
                 "rule", "add", "pref", str(USER_RULE_PREF),
                 "lookup", "main", "suppress_prefixlength", "0",
@@ -198,15 +199,16 @@ class ExitTunnels:
         self.target = target
 
 
-def _replace(spec: firewall.FirewallSpec, **changes: str | bool) -> firewall.FirewallSpec:
-    return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+def _delete_rules(*prefs: int) -> None:
+    """Every rule at these preferences (a crash may have left more than one)."""
+    for pref in prefs:
+        while _ip_ok("rule", "del", "pref", str(pref)):
+            pass
 
 
 def _ip(*args: str) -> None:
-    res = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise OSError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+    command.run("ip", *args)
 
 
 def _ip_ok(*args: str) -> bool:
-    return subprocess.run(["ip", *args], capture_output=True, check=False).returncode == 0
+    return command.run_ok("ip", *args)

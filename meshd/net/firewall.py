@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 from dataclasses import dataclass
 
+from meshd.net import command
 from meshd.net.shaping import MESH_CLASS
 
 TABLE = "meshd"
@@ -84,11 +84,9 @@ def render(spec: FirewallSpec) -> str:
 
 
 def apply(ruleset: str) -> None:
-    """Replace the table atomically; CalledProcessError (with nft's message) on failure."""
-    subprocess.run(["nft", "-f", "-"], input=ruleset, text=True, capture_output=True, check=True)
+    """Replace the table atomically; OSError (with nft's message) on failure."""
+    command.run("nft", "-f", "-", stdin=ruleset)
 
 
 def remove() -> None:
-    subprocess.run(
-        ["nft", "delete", "table", "inet", TABLE], capture_output=True, text=True, check=False
-    )
+    command.run_ok("nft", "delete", "table", "inet", TABLE)

@@ -15,7 +15,7 @@ Without a line rate the household's class is unlimited and only the cap applies.
 
 from __future__ import annotations
 
-import subprocess
+from meshd.net import command
 
 OWNER_CLASS = "1:10"
 MESH_CLASS = "1:20"
@@ -50,10 +50,8 @@ def exit_commands(ifname: str, cap_kbit: int) -> list[list[str]]:
 
 def apply(commands: list[list[str]]) -> None:
     for cmd in commands:
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if res.returncode != 0:
-            raise OSError(f"{' '.join(cmd)}: {res.stderr.strip()}")
+        command.run(*cmd)
 
 
 def remove(ifname: str) -> None:
-    subprocess.run(["tc", "qdisc", "del", "dev", ifname, "root"], capture_output=True, check=False)
+    command.run_ok("tc", "qdisc", "del", "dev", ifname, "root")
