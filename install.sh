@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # tshark: the tests check our Babel bytes against Wireshark's dissector.
-packages=(wireguard-tools wireguard-go iproute2 nftables iperf3 iputils-ping procps
+packages=(wireguard-tools wireguard-go iproute2 nftables iperf3 dnsmasq-base iputils-ping procps
           python3 python3-venv python3-pip tshark)
 missing=()
 for p in "${packages[@]}"; do

@@ -139,6 +139,11 @@ class UplinkSettings:
     exit_port: int = _opt(52820, "UDP port of the gateway's WireGuard exit interface")
     block_smtp: bool = _opt(True, "exit policy: no outbound SMTP (TCP port 25) for the mesh")
     blocked: tuple[str, ...] = _opt((), "node ids that may not use this gateway")
+    resolver: str = _opt(
+        "",
+        "DNS resolver the gateway's exit users' queries go to; empty: the first one of "
+        "/run/systemd/resolve/resolv.conf or /etc/resolv.conf that is not a loopback address",
+    )
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,16 @@ class ExitSettings:
     )
     fwmark: int = _opt(0x4D58, "mark of the exit tunnel's own packets (kept out of the tunnel)")
     mtu: int = _opt(1340, "MTU of the exit tunnel (inside a mesh link)")
+
+
+@dataclass(frozen=True)
+class IsolationSettings:
+    open_tcp_ports: tuple[str, ...] = _opt(
+        (), "TCP ports (such as 22 or 5201-5210) of this node's own services the mesh may reach"
+    )
+    open_udp_ports: tuple[str, ...] = _opt(
+        (), "UDP ports of this node's own services the mesh may reach (meshd's are always open)"
+    )
 
 
 @dataclass(frozen=True)
@@ -180,6 +195,7 @@ class Config:
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     exit: ExitSettings = field(default_factory=ExitSettings)
     lan: LanSettings = field(default_factory=LanSettings)
+    isolation: IsolationSettings = field(default_factory=IsolationSettings)
     bootstrap: tuple[Bootstrap, ...] = ()
 
 
@@ -194,6 +210,7 @@ SECTIONS: dict[str, type] = {
     "uplink": UplinkSettings,
     "exit": ExitSettings,
     "lan": LanSettings,
+    "isolation": IsolationSettings,
 }
 
 
@@ -380,6 +397,17 @@ def _check_uplink(cfg: Config) -> None:
             public_from_node_id(key)
         except ValueError as exc:
             raise ConfigError(p, f"uplink.blocked[{i}]", f"expected a node id: {exc}") from None
+    if up.resolver:
+        try:
+            ipaddress.IPv4Address(up.resolver)
+        except ValueError:
+            raise ConfigError(p, "uplink.resolver", "expected an IPv4 address") from None
+    for key in ("open_tcp_ports", "open_udp_ports"):
+        for i, text in enumerate(getattr(cfg.isolation, key)):
+            try:
+                parse_port_range(text)
+            except ValueError as exc:
+                raise ConfigError(p, f"isolation.{key}[{i}]", str(exc)) from None
     if not 1 <= ex.quic_port <= 65535 or ex.quic_port == cfg.control.quic_port:
         raise ConfigError(p, "exit.quic_port", "expected 1..65535, not the control port")
     if not 1 <= ex.table <= 250:
@@ -388,6 +416,18 @@ def _check_uplink(cfg: Config) -> None:
         raise ConfigError(p, "exit.fwmark", "expected a non-zero 32-bit mark")
     if not 1280 <= ex.mtu <= w.mtu - 80:
         raise ConfigError(p, "exit.mtu", f"expected 1280..{w.mtu - 80} (inside a mesh link)")
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``22`` -> (22, 22), ``5201-5210`` -> (5201, 5210); ValueError otherwise."""
+    low, _, high = text.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"expected a port or a range such as 5201-5210, got {text!r}") from None
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"expected ports 1..65535, low to high, got {text!r}")
+    return first, last
 
 
 _RATE_UNITS = {"kbit": 1, "mbit": 1000, "gbit": 1000_000}

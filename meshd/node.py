@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshd import addressing, api, mesh, sysinfo, trust
-from meshd.config import Config, parse_endpoint, socket_path
+from meshd.config import Config, parse_endpoint, parse_port_range, socket_path
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
 from meshd.identity import Identity, public_from_node_id
@@ -37,6 +37,8 @@ from meshd.net import firewall, sysctl
 from meshd.net.echo import EchoProbe
 from meshd.net.exit_tunnel import ExitTunnels, exit_interface_names
 from meshd.net.netlink import Netlink, NetlinkError, Route
+from meshd.net.resolver import system_resolver
+from meshd.proto.babel import BABEL_PORT
 from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
 from meshd.routing.liveness import LinkState, Liveness
 from meshd.wg.backend import WireGuardBackend
@@ -100,13 +102,7 @@ class Node:
             backend,
             netlink,
             identity.wireguard_private,
-            firewall.FirewallSpec(
-                self.mesh_ipv4,
-                tunnel_prefix=self.prefix,
-                uplink=cfg.uplink.interface,
-                block_smtp=cfg.uplink.block_smtp,
-                lan=cfg.lan.interfaces,
-            ),
+            firewall_spec(cfg, self.mesh_ipv4, self.prefix),
             table=cfg.exit.table,
             fwmark=cfg.exit.fwmark,
             mtu=cfg.exit.mtu,
@@ -685,3 +681,23 @@ def _answers(path: Any) -> bool:
     except api.ApiError:
         return False
     return True
+
+
+def firewall_spec(
+    cfg: Config, mesh_ipv4: ipaddress.IPv4Address, tunnel_prefix: str
+) -> firewall.FirewallSpec:
+    """What the firewall needs from the config: meshd's own ports are always open to the
+    mesh (QUIC sessions, probes, exit sessions, the exit's WireGuard), then the operator's."""
+    own = (cfg.control.quic_port, BABEL_PORT, cfg.exit.quic_port, cfg.uplink.exit_port)
+    iso = cfg.isolation
+    return firewall.FirewallSpec(
+        mesh_ipv4,
+        tunnel_prefix=tunnel_prefix,
+        mesh_prefix=cfg.mesh.ipv4_prefix,
+        open_udp=tuple((p, p) for p in own) + tuple(map(parse_port_range, iso.open_udp_ports)),
+        open_tcp=tuple(map(parse_port_range, iso.open_tcp_ports)),
+        uplink=cfg.uplink.interface,
+        resolver=(cfg.uplink.resolver or system_resolver()) if cfg.uplink.share else "",
+        block_smtp=cfg.uplink.block_smtp,
+        lan=cfg.lan.interfaces,
+    )

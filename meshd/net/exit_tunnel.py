@@ -164,7 +164,7 @@ class ExitTunnels:
             _ip_ok("route", "flush", "table", str(self.table + 1))
             if self.backend.exists(self.user_if):
                 self.backend.delete(self.user_if)
-            self.spec = dataclasses.replace(self.spec, user_interface="")
+            self.spec = dataclasses.replace(self.spec, user_interface="", exit_dns="")
             self.apply_firewall()
             self.target = None
             return
@@ -180,7 +180,9 @@ class ExitTunnels:
                 private_key=self.private, fwmark=self.fwmark, peers=(peer,), replace_peers=True
             ),
         )
-        self.spec = dataclasses.replace(self.spec, user_interface=self.user_if)
+        self.spec = dataclasses.replace(
+            self.spec, user_interface=self.user_if, exit_dns=target.endpoint[0]
+        )
         self.apply_firewall()
         user_table = str(self.table + 1)
         _ip(

@@ -32,6 +32,7 @@ from nstestbed.lifecycle import (
 from nstestbed.plan import (
     DEFAULT_ID,
     DEFAULT_STATE_DIR,
+    DNS_PORT,
     HTTP_PORT,
     IPERF_PORTS,
     SERVER_ADDRESS,
@@ -165,7 +166,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 state.write(st)
                 st.internet_pids = start_internet(plan)
                 state.write(st)
-                wait_listening(plan.internet_namespace, [HTTP_PORT, *IPERF_PORTS, SMTP_PORT], 10.0)
+                wait_listening(
+                    plan.internet_namespace, [HTTP_PORT, *IPERF_PORTS, SMTP_PORT, DNS_PORT], 10.0
+                )
                 if not args.no_meshd:
                     for node in plan.nodes:
                         st.meshd_pids[node.name] = start_meshd(st, node)
@@ -301,7 +304,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(
         f"internet: {plan.internet_namespace} {SERVER_ADDRESS} "
-        f"(http :{HTTP_PORT}, iperf3 :{IPERF_PORTS[0]}-{IPERF_PORTS[-1]})"
+        f"(http :{HTTP_PORT}, iperf3 :{IPERF_PORTS[0]}-{IPERF_PORTS[-1]}, dns :{DNS_PORT})"
     )
     print("impairments: " + ("; ".join(imp.describe()) or "none"))
     return 0

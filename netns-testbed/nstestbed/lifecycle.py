@@ -16,7 +16,9 @@ from typing import Any
 from nstestbed import build, procs, state
 from nstestbed.env import child_env
 from nstestbed.plan import (
+    DNS_SUFFIX,
     HTTP_PORT,
+    INTERNET_ADDRESS,
     IPERF_PORTS,
     MESH_IPV6_PREFIX,
     MESH_PREFIX,
@@ -113,8 +115,9 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
 
 
 def start_internet(plan: Plan) -> list[int]:
-    """HTTP on port 80 (hello.txt, big.bin), iperf3 servers on 5201-5210, and a listener on
-    the SMTP port."""
+    """HTTP on port 80 (hello.txt, big.bin), iperf3 servers on 5201-5210, a listener on the
+    SMTP port, and DNS (dnsmasq: every name under .test is the server) on the uplinks'
+    router and the server."""
     www = plan.internet_dir / "www"
     www.mkdir(parents=True, exist_ok=True)
     (www / "hello.txt").write_text(HELLO_TEXT)
@@ -139,6 +142,21 @@ def start_internet(plan: Plan) -> list[int]:
             env,
         )
     ]
+    dnsmasq = [
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--log-facility=-",
+        "--log-queries",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        f"--listen-address={INTERNET_ADDRESS},{SERVER_ADDRESS}",
+        f"--address=/{DNS_SUFFIX}/{SERVER_ADDRESS}",
+        "--user=root",
+        "--pid-file",
+    ]
+    pids.append(procs.start(ns, dnsmasq, plan.internet_dir / "dns.log", env))
     for port in (*IPERF_PORTS, SMTP_PORT):
         pids.append(
             procs.start(

@@ -54,6 +54,9 @@ LISTEN_PORT_BASE = 51000
 HTTP_PORT = 80
 IPERF_PORTS = tuple(range(5201, 5211))
 SMTP_PORT = 25  # a TCP listener (iperf3) standing in for a mail server: exit policy tests
+DNS_PORT = 53  # dnsmasq on the uplinks' router (the households' resolver) and the server
+DNS_SUFFIX = "test"  # every name under it resolves to SERVER_ADDRESS
+MESH_IPERF_PORTS = "5301-5310"  # benchmarks' iperf3 servers on nodes' mesh addresses
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 UPLINK_IF = "upl"
 LAN_NODE_IF = "lan0"
@@ -373,6 +376,9 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
         "",
         "[control]",
         f"socket = {_toml_str(node.socket)}",
+        "",
+        "[isolation]",
+        f"open_tcp_ports = [{_toml_str(MESH_IPERF_PORTS)}]",
     ]
     if node.uplink:
         lines += [
@@ -381,6 +387,7 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
             f"interface = {_toml_str(node.uplink.ifname)}",
             f"health_target = {_toml_str(f'{SERVER_ADDRESS}:{HTTP_PORT}')}",
             f"share = {'true' if node.share else 'false'}",
+            f"resolver = {_toml_str(INTERNET_ADDRESS)}",
         ]
         if node.uplink.rate:
             lines.append(f"rate = {_toml_str(node.uplink.rate.text)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -173,3 +174,77 @@ def test_the_mesh_cannot_reach_a_household_lan_but_its_replies_pass(bed: Bed) ->
         assert ok.returncode == 0, ok.stdout + ok.stderr
     finally:
         bed.sh("b", "ip", "route", "del", lan_net, "dev", link, check=False)
+
+
+def _tcp_probe(address: str, port: int) -> str:
+    return (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('{address}', {port}), timeout=3); print('connected')\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+
+
+def test_the_mesh_reaches_only_meshd_open_ports_and_icmp_on_a_node(bed: Bed) -> None:
+    e = bed.status("e")
+    link = next(n for n in bed.status("b")["neighbours"] if n["name"] == "e")
+    # Two services on e: one the operator opened to the mesh (5301), one not (8080).
+    server = (
+        "import socket, threading\n"
+        "def serve(port):\n"
+        "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "    s.bind(('0.0.0.0', port)); s.listen(); s.settimeout(20)\n"
+        "    try:\n"
+        "        while True: s.accept()[0].close()\n"
+        "    except OSError: pass\n"
+        "ts = [threading.Thread(target=serve, args=(p,)) for p in (5301, 8080)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+    )
+    ns = json.loads(bed.run("status", "--json"))["nodes"]["e"]["namespace"]
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", server])
+    try:
+        time.sleep(0.5)
+        assert bed.sh("b", "python3", "-c", _tcp_probe(e["mesh_ipv4"], 5301)).strip() == "connected"
+        refused = bed.sh("b", "python3", "-c", _tcp_probe(e["mesh_ipv4"], 8080)).strip()
+        assert refused == "ConnectionRefusedError"  # a reset: a clear answer, not a hang
+        # e's own household (its host itself) still reaches it.
+        assert bed.sh("e", "python3", "-c", _tcp_probe("127.0.0.1", 8080)).strip() == "connected"
+        # ICMP echo to the mesh address and the probes through the tunnel still work.
+        bed.sh("b", "ping", "-c", "1", "-W", "2", e["mesh_ipv4"])
+        assert link["state"] == "up"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _resolve(bed: Bed, node: str, resolver: str) -> str:
+    query = (
+        "import socket\n"
+        "from scapy.layers.dns import DNS, DNSQR\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
+        f"s.sendto(bytes(DNS(rd=1, qd=DNSQR(qname='internet.test'))), ('{resolver}', 53))\n"
+        "try:\n"
+        "    answer = DNS(s.recv(512))\n"
+        "    print(answer.an.rdata if answer.an else 'no answer')\n"
+        "except TimeoutError:\n"
+        "    print('timeout')\n"
+    )
+    return bed.sh(node, sys.executable, "-c", query, check=False).strip()
+
+
+def test_names_resolve_for_a_household_whose_uplink_is_down(bed: Bed) -> None:
+    isp = "198.51.100.1"  # the uplinks' router: the households' resolver from their ISP
+    assert _resolve(bed, "d", isp) == SERVER
+    bed.run("uplink", "d", "down")
+    try:
+        bed.wait("d leaves by a", lambda: bed.exit_of("d") == "a", within=10)
+        assert _resolve(bed, "d", isp) == SERVER  # asked through a, not its dead uplink
+        log = (bed.dir / "inet" / "dns.log").read_text()
+        a_uplink = bed.sh("a", "ip", "-j", "-4", "addr", "show", "dev", "upl")
+        a_address = json.loads(a_uplink)[0]["addr_info"][0]["local"]
+        assert f"query[A] internet.test from {a_address}" in log, log[-500:]
+    finally:
+        bed.run("uplink", "d", "up")
+    bed.wait("d back on its own uplink", lambda: bed.gateway("d")["using"] == "own_uplink", 10)
+    assert _resolve(bed, "d", isp) == SERVER

@@ -206,9 +206,22 @@ def test_an_uplink_shared_with_a_cap_parses() -> None:
         ('rate_cap = "20mbit"', 'rate_cap = "60mbit"', "uplink.rate_cap", "less than"),
         ("share = true", "exit_port = 51900", "uplink.exit_port", "link port range"),
         ("share = true", 'blocked = ["x"]', "uplink.blocked[0]", "node id"),
+        ("share = true", 'resolver = "dns.example"', "uplink.resolver", "IPv4 address"),
     ],
 )
 def test_uplink_errors_name_the_key(old: str, new: str, key: str, expected: str) -> None:
     with pytest.raises(config.ConfigError) as info:
         config.parse(GOOD + UPLINK.replace(old, new, 1), "a.toml")
     assert info.value.key == key and expected in info.value.problem
+
+
+def test_ports_opened_to_the_mesh_are_ports_or_ranges() -> None:
+    cfg = config.parse(GOOD + '[isolation]\nopen_tcp_ports = ["22", "5201-5210"]\n', "a.toml")
+    assert [config.parse_port_range(p) for p in cfg.isolation.open_tcp_ports] == [
+        (22, 22),
+        (5201, 5210),
+    ]
+    for bad in ('"ssh"', '"10-5"', '"0"', '"70000"'):
+        with pytest.raises(config.ConfigError) as info:
+            config.parse(GOOD + f"[isolation]\nopen_udp_ports = [{bad}]\n", "a.toml")
+        assert info.value.key == "isolation.open_udp_ports[0]"
