@@ -139,6 +139,9 @@ class UplinkSettings:
     exit_port: int = _opt(52820, "UDP port of the gateway's WireGuard exit interface")
     block_smtp: bool = _opt(True, "exit policy: no outbound SMTP (TCP port 25) for the mesh")
     blocked: tuple[str, ...] = _opt((), "node ids that may not use this gateway")
+    monthly_quota_mb: int = _opt(
+        0, "each neighbour's exit traffic per calendar month (UTC), both ways, in MB; 0: none"
+    )
     resolver: str = _opt(
         "",
         "DNS resolver the gateway's exit users' queries go to; empty: the first one of "
@@ -397,6 +400,8 @@ def _check_uplink(cfg: Config) -> None:
             public_from_node_id(key)
         except ValueError as exc:
             raise ConfigError(p, f"uplink.blocked[{i}]", f"expected a node id: {exc}") from None
+    if up.monthly_quota_mb < 0:
+        raise ConfigError(p, "uplink.monthly_quota_mb", "expected 0 (no quota) or more")
     if up.resolver:
         try:
             ipaddress.IPv4Address(up.resolver)

@@ -17,6 +17,10 @@ thread (``submit``).
   WireGuard key (from the certificate) as a peer of its exit interface and answers with
   its exit port (EXIT_GRANT), or refuses with a reason (EXIT_REFUSED). The user then
   points its exit tunnel at the gateway. A user is released when its session ends.
+- **Quotas.** Every few seconds the gateway reads each user's exit bytes from the kernel
+  (meshd.net.exit_meter) into this month's totals in the ledger; a user at its monthly
+  quota is released and refused (``quota_reached``) until the month ends, also across
+  restarts.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from nacl.signing import SigningKey
 
 from meshd import mesh
 from meshd.config import ExitSettings, UplinkSettings, parse_endpoint, parse_rate_kbit
+from meshd.ledger import Ledger, month_of
 from meshd.log import event
 from meshd.membership import VerifiedMember
 from meshd.net import uplink_probe
@@ -53,8 +58,11 @@ REFUSED_RETRY_S = 30.0
 VERIFY_S = 10.0
 MAX_SESSIONS = 256
 BLOCKED_FILE = "blocked"
+METER_S = 5.0  # between readings of the exit users' byte counters
+MB = 1_000_000
 
 Submit = Callable[..., None]
+Kernel = Callable[..., Awaitable[Any]]
 
 
 @dataclass
@@ -76,13 +84,14 @@ class ExitService:
         control: mesh.ControlPlane,
         tunnels: ExitTunnels,
         submit: Submit,
+        kernel: Kernel,
         uplink: UplinkSettings,
         settings: ExitSettings,
         mesh_ipv4: ipaddress.IPv4Address,
         state_dir: Path,
     ) -> None:
         self.node_id, self.credentials, self.signing_key = node_id, credentials, signing_key
-        self.control, self.tunnels, self.submit = control, tunnels, submit
+        self.control, self.tunnels, self.submit, self.kernel = control, tunnels, submit, kernel
         self.uplink, self.settings, self.mesh_ipv4 = uplink, settings, mesh_ipv4
         self.rate_kbit = parse_rate_kbit(uplink.rate) if uplink.rate else None
         self.rate_cap_kbit = parse_rate_kbit(uplink.rate_cap) if uplink.rate_cap else None
@@ -96,6 +105,13 @@ class ExitService:
         self.peers: dict[str, ExitPeer] = {}
         self.blocked_file = state_dir / BLOCKED_FILE
         self.blocked = set(uplink.blocked) | _load_blocked(self.blocked_file)
+        self.state_dir = state_dir
+        self.quota_bytes = uplink.monthly_quota_mb * MB
+        self.ledger: Ledger | None = None  # sharing only; used on the kernel thread
+        self.month = ""
+        self.usage: dict[str, int] = {}  # this month's exit bytes per user
+        self.user_of: dict[ipaddress.IPv4Address, str] = {}  # admitted: address -> node id
+        self._metering: asyncio.Task[None] | None = None
         # Gateway role.
         self._seqno = 0
         self._next_advert = 0.0
@@ -123,6 +139,10 @@ class ExitService:
                 self.rate_kbit,
                 self.rate_cap_kbit,
             )
+            self.ledger = await self.kernel(Ledger.open, self.state_dir)
+            self.month = month_of(time.time())
+            self.usage = await self.kernel(self.ledger.exit_usage, self.month)
+            self._metering = asyncio.ensure_future(self._meter_loop())
         event("exit.listening", port=self.settings.quic_port, sharing=self.uplink.share)
 
     async def close(self) -> None:
@@ -130,6 +150,14 @@ class ExitService:
             self._checking.cancel()
         if self.uplink.share and self._announced:
             self._announce(False, time.monotonic())  # neighbours move their users now
+        if self._metering is not None:
+            self._metering.cancel()
+        if self.ledger is not None:
+            try:
+                await self._meter()  # the last bytes, before the tunnels go
+            except (OSError, ValueError) as exc:
+                event("exit.meter_failed", logging.WARNING, error=str(exc))
+            await self.kernel(self.ledger.close)
         if self.transport is not None:
             await self.transport.close("shutdown")
 
@@ -204,6 +232,8 @@ class ExitService:
             return "uplink_down"
         if peer.node_id in self.blocked:
             return "blocked"
+        if self._over_quota(peer.node_id):
+            return "quota_reached"
         if not self.uplink.accepts_new and not peer.admitted:
             return "not_taking_new_users"
         return None
@@ -217,6 +247,7 @@ class ExitService:
             return
         if not peer.admitted:
             peer.admitted = True
+            self.user_of[peer.member.mesh_ipv4] = peer.node_id
             self.submit(self.tunnels.admit, peer.member.wireguard_public, peer.member.mesh_ipv4)
             event("exit.user_admitted", user=peer.member.name, address=str(peer.member.mesh_ipv4))
         self._send(peer.node_id, messages.ExitGrant(self.uplink.exit_port))
@@ -243,6 +274,43 @@ class ExitService:
             self._release(peer, "blocked")
             if self.transport is not None:
                 self.transport.close_peer(node_id, "blocked")
+
+    def _over_quota(self, node_id: str) -> bool:
+        return bool(self.quota_bytes) and self.usage.get(node_id, 0) >= self.quota_bytes
+
+    async def _meter_loop(self) -> None:
+        while True:
+            await asyncio.sleep(METER_S)
+            try:
+                await self._meter()
+            except (OSError, ValueError) as exc:  # nft failed or the ledger: next time
+                event("exit.meter_failed", logging.WARNING, error=str(exc))
+
+    async def _meter(self) -> None:
+        """Read the kernel's counts into this month's totals; cut off who reached its quota."""
+        assert self.ledger is not None
+        deltas = await self.kernel(self.tunnels.usage)
+        by_user: dict[str, int] = {}
+        for address, count in deltas.items():
+            node_id = self.user_of.get(address)
+            if node_id is not None:
+                by_user[node_id] = by_user.get(node_id, 0) + count
+        month = month_of(time.time())
+        if month != self.month:
+            self.month, self.usage = month, {}  # a new month: every quota starts again
+            event("exit.quota_month", month=month)
+        if by_user:
+            self.usage = await self.kernel(self.ledger.add_exit_usage, month, by_user)
+        for peer in list(self.peers.values()):
+            if peer.admitted and self._over_quota(peer.node_id):
+                event(
+                    "exit.quota_reached",
+                    logging.WARNING,
+                    user=peer.member.name if peer.member else peer.node_id[:8],
+                    bytes=self.usage.get(peer.node_id, 0),
+                )
+                self._release(peer, "quota_reached")
+                self._send(peer.node_id, messages.ExitRefused("quota_reached"))
 
     # ---- user role -------------------------------------------------------------------
 
@@ -382,6 +450,9 @@ class ExitService:
                     p.member.name for p in self.peers.values() if p.admitted and p.member
                 ),
                 "blocked": sorted(self.blocked),
+                "monthly_quota_mb": self.uplink.monthly_quota_mb or None,
+                "month": self.month,
+                "exit_bytes": dict(sorted(self.usage.items())),
             },
         }
 

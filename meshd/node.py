@@ -607,6 +607,7 @@ class Node:
                 self.control,
                 self.tunnels,
                 self.submit,
+                self.kernel,
                 self.cfg.uplink,
                 self.cfg.exit,
                 self.mesh_ipv4,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import subprocess
 
 
-def run(*cmd: str, stdin: str | None = None) -> None:
+def run(*cmd: str, stdin: str | None = None) -> str:
+    """The command's standard output."""
     res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise OSError(f"{' '.join(cmd)}: {res.stderr.strip()}")
+    return res.stdout
 
 
 def run_ok(*cmd: str) -> bool:

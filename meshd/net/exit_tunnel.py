@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from meshd.log import event
 from meshd.net import command, firewall, shaping, sysctl
+from meshd.net.exit_meter import ExitMeter
 from meshd.net.netlink import Netlink
 from meshd.wg.backend import WireGuardBackend
 from meshd.wg.model import DeviceUpdate, PeerUpdate, WireGuardError
@@ -68,6 +69,7 @@ class ExitTunnels:
         self.spec = spec
         self.table, self.fwmark, self.mtu, self.exit_port = table, fwmark, mtu, exit_port
         self.users: dict[bytes, ipaddress.IPv4Address] = {}  # admitted: key -> mesh address
+        self.meter = ExitMeter()
         self.target: ExitTarget | None = None
         self._applied = ""
         self._shaped = ""  # the uplink we put a qdisc on
@@ -79,12 +81,14 @@ class ExitTunnels:
         for ifname in self._delete_interfaces():
             event("exit.stale_removed", interface=ifname)
         self._remove_rules()
+        self.meter.close()
         self.apply_firewall()
 
     def teardown(self) -> None:
         self._delete_interfaces()
         self._remove_rules()
         firewall.remove()
+        self.meter.close()
         if self._shaped:
             shaping.remove(self._shaped)
 
@@ -139,12 +143,14 @@ class ExitTunnels:
             self.spec, gateway_interface=self.gateway_if, mesh_class=shaped
         )
         self.apply_firewall()
+        self.meter.open(self.gateway_if)
 
     def admit(self, wireguard_public: bytes, address: ipaddress.IPv4Address) -> None:
         peer = PeerUpdate(wireguard_public, allowed_ips=(f"{address}/32",))
         self.backend.configure(self.gateway_if, DeviceUpdate(peers=(peer,)))
         _ip("route", "replace", f"{address}/32", "dev", self.gateway_if, "table", str(self.table))
         self.users[wireguard_public] = address
+        self.meter.add(address)
 
     def release(self, wireguard_public: bytes) -> None:
         address = self.users.pop(wireguard_public, None)
@@ -152,6 +158,11 @@ class ExitTunnels:
         self.backend.configure(self.gateway_if, DeviceUpdate(peers=(peer,)))
         if address is not None and address not in self.users.values():
             _ip_ok("route", "del", f"{address}/32", "table", str(self.table))
+            self.meter.remove(address)
+
+    def usage(self) -> dict[ipaddress.IPv4Address, int]:
+        """Exit bytes (both ways) per user address since the last call."""
+        return self.meter.deltas()
 
     # ---- user ----------------------------------------------------------------------
 

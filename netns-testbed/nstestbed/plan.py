@@ -154,6 +154,7 @@ class NodePlan:
     adjacencies: tuple[Adjacency, ...]
     uplink: UplinkPlan | None
     lan: LanPlan | None
+    monthly_quota_mb: int = 0
 
     @property
     def config_path(self) -> Path:
@@ -307,6 +308,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             adjacencies=tuple(adjacencies.get(spec.name, ())),
             uplink=uplink,
             lan=lan,
+            monthly_quota_mb=spec.monthly_quota_mb,
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -393,6 +395,8 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
             lines.append(f"rate = {_toml_str(node.uplink.rate.text)}")
         if node.rate_cap:
             lines.append(f"rate_cap = {_toml_str(node.rate_cap.text)}")
+        if node.monthly_quota_mb:
+            lines.append(f"monthly_quota_mb = {node.monthly_quota_mb}")
     if node.lan:
         lines += ["", "[lan]", f"interfaces = [{_toml_str(node.lan.node_ifname)}]"]
     for adj in node.adjacencies:

@@ -5,6 +5,7 @@
     uplink_rate = "50mbit"  # optional, tbf both ways, on the internet side of the uplink
     share = true            # offers that uplink to the mesh (read by meshd, not the testbed)
     rate_cap = "20mbit"     # optional, the most the mesh gets of it (read by meshd)
+    monthly_quota_mb = 100  # optional, each neighbour's exit bytes a month (read by meshd)
     lan = true              # a household LAN host namespace behind the node
     [[links]]               # point-to-point underlay link
     between = ["a", "b"]
@@ -88,6 +89,7 @@ class NodeSpec:
     share: bool = False
     lan: bool = False
     rate_cap: Rate | None = None
+    monthly_quota_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,12 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
         if name in RESERVED_NAMES:
             raise TopologyError(path, where, f"the name {name!r} is reserved by the testbed")
         body = _table(path, where, body)
-        _known_keys(path, where, body, {"uplink", "uplink_rate", "share", "lan", "rate_cap"})
+        _known_keys(
+            path,
+            where,
+            body,
+            {"uplink", "uplink_rate", "share", "lan", "rate_cap", "monthly_quota_mb"},
+        )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
         rate = None
         if "uplink_rate" in body:
@@ -212,7 +219,12 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             cap = _rate(path, f"{where}.rate_cap", body["rate_cap"])
             if not share:
                 raise TopologyError(path, f"{where}.rate_cap", "needs share = true")
-        nodes.append(NodeSpec(name, uplink, rate, share, lan, cap))
+        quota = body.get("monthly_quota_mb", 0)
+        if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
+            raise TopologyError(path, f"{where}.monthly_quota_mb", "expected 0 or more (MB)")
+        if quota and not share:
+            raise TopologyError(path, f"{where}.monthly_quota_mb", "needs share = true")
+        nodes.append(NodeSpec(name, uplink, rate, share, lan, cap, quota))
     return tuple(nodes)
 
 

@@ -207,6 +207,7 @@ def test_an_uplink_shared_with_a_cap_parses() -> None:
         ("share = true", "exit_port = 51900", "uplink.exit_port", "link port range"),
         ("share = true", 'blocked = ["x"]', "uplink.blocked[0]", "node id"),
         ("share = true", 'resolver = "dns.example"', "uplink.resolver", "IPv4 address"),
+        ("share = true", "monthly_quota_mb = -1", "uplink.monthly_quota_mb", "0 (no quota)"),
     ],
 )
 def test_uplink_errors_name_the_key(old: str, new: str, key: str, expected: str) -> None:

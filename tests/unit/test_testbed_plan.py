@@ -119,6 +119,12 @@ BAD = [
     ('[nodes.a]\nlan = "yes"\n', "nodes.a.lan", "true or false"),
     ('[nodes.a]\nuplink_rate = "5mbit"\n', "nodes.a.uplink_rate", "needs uplink = true"),
     ("[nodes.a]\nshare = true\n", "nodes.a.share", "needs uplink = true"),
+    ("[nodes.a]\nuplink = true\nmonthly_quota_mb = 5\n", "nodes.a.monthly_quota_mb", "share"),
+    (
+        "[nodes.a]\nuplink = true\nshare = true\nmonthly_quota_mb = -5\n",
+        "nodes.a.monthly_quota_mb",
+        "0 or more",
+    ),
     ('[nodes.a]\nuplink = true\nuplink_rate = "fast"\n', "nodes.a.uplink_rate", "rate"),
     ("[nodes.a]\nuplink = true\nuplink_rate = 5\n", "nodes.a.uplink_rate", "rate"),
     ("nodes = 3\n", "nodes", "expected a table"),
@@ -290,6 +296,9 @@ def test_generated_configs_are_accepted_by_meshd(tmp_path: Path) -> None:
         assert cfg.control.socket == node.socket
         assert cfg.mesh.ipv4_prefix == ipaddress.IPv4Network("10.77.0.0/16")
         assert cfg.mesh.admin_keys == (ADMIN,)
+        assert cfg.isolation.open_tcp_ports == (plan.MESH_IPERF_PORTS,)
+        if node.uplink:
+            assert cfg.uplink.resolver == str(plan.INTERNET_ADDRESS)
         links = [a for a in node.adjacencies if not a.is_segment]  # segments: beacons
         assert len(cfg.bootstrap) == len(links)
         for b, adj in zip(cfg.bootstrap, links, strict=True):
@@ -455,3 +464,12 @@ def test_convergence_without_routes_in_status_checks_links_only() -> None:
     assert converge.missing(p, rules.Impairments(), statuses, ids, {}) == {
         "b": ["neighbour c: not listed"]
     }
+
+
+def test_a_gateways_quota_reaches_its_config(tmp_path: Path) -> None:
+    text = (REPO / "netns-testbed/topologies/quota.toml").read_text()
+    p = plan.make_plan(topology.parse(text), "mtq", tmp_path)
+    keys = fake_keys(p)
+    path = tmp_path / "a.toml"
+    path.write_text(plan.render_config(p, p.node("a"), keys, ADMIN))
+    assert config.load(path).uplink.monthly_quota_mb == 3

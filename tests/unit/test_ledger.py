@@ -1,0 +1,25 @@
+"""The ledger's exit usage, in a real SQLite file: totals per month add up, survive a reopen,
+and a new month starts from nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meshd.ledger import Ledger, month_of
+
+
+def test_exit_usage_adds_up_per_month_and_survives_a_reopen(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    assert ledger.add_exit_usage("2026-11", {"b": 5}) == {"b": 5}
+    assert ledger.add_exit_usage("2026-11", {"b": 7, "c": 1}) == {"b": 12, "c": 1}
+    ledger.close()
+    again = Ledger.open(tmp_path)
+    assert again.exit_usage("2026-11") == {"b": 12, "c": 1}
+    assert again.exit_usage("2026-12") == {}
+    assert again.add_exit_usage("2026-12", {"b": 3}) == {"b": 3}
+    again.close()
+
+
+def test_months_are_utc_calendar_months() -> None:
+    assert month_of(1_796_083_199) == "2026-11"  # 2026-11-30 23:59:59 UTC
+    assert month_of(1_796_083_200) == "2026-12"
