@@ -15,9 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("check_config", "check a config file and explain every error"),
     "keygen": ("keygen", "create a node's identity and WireGuard keys"),
     "tui": ("tui", "the operator's terminal dashboard"),
-    "decode": ("decode", "print any control message (Babel, membership, session) as JSON"),
+    "decode": ("decode", "print any control message (Babel, membership, receipt, ...) as JSON"),
     "revocations": ("revocations", "add admin-signed revocations (spread mesh-wide), or list"),
     "block": ("block", "stop (or --undo: allow) one neighbour's traffic through this gateway"),
+    "receipts": ("receipts", "verify receipts exports offline, or add them up (summary)"),
 }
 
 

@@ -1,7 +1,7 @@
 """meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
 packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
-revocation), a message of a neighbour session (which may wrap those) or a discovery
-beacon."""
+revocation), a receipt (as a receipts export line), a message of a neighbour session (which
+may wrap those) or a discovery beacon."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", help="read the packet from a file, raw bytes or hex text")
     p.add_argument(
         "--kind",
-        choices=("auto", "babel", "membership", "session", "beacon"),
+        choices=("auto", "babel", "membership", "receipt", "session", "beacon"),
         default="auto",
         help="what the bytes are (auto: a Babel packet starts with 42, a beacon with MSHB, "
-        "a membership record decodes canonically, else a session message)",
+        "a receipt with byte 0x11, a membership record decodes canonically, else a session "
+        "message)",
     )
     p.add_argument(
         "--state",
@@ -88,12 +89,16 @@ class DecodeFailure(Exception):
 def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, object]]:
     """The JSON lines for ``data``; DecodeFailure with the reason code when it is none."""
     if kind == "auto":
-        # Membership records start with their type (1-4), session messages with their kind
-        # (1-9), beacons with MSHB; anything else is read as Babel, whose errors say what is
-        # wrong (bad_magic).
+        from meshd.membership.canonical import MessageType
+
+        # Membership records start with their type (1-4), receipts with theirs (0x11),
+        # session messages with their kind (1-9), beacons with MSHB; anything else is read
+        # as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
             kind = "beacon"
+        elif data[:1] == bytes((MessageType.RECEIPT,)):
+            kind = "receipt"
         elif data[:1] and 1 <= data[0] <= 6:
             try:
                 return _membership(data)
@@ -105,6 +110,8 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
         return _babel(data, with_state)
     if kind == "membership":
         return _membership(data)
+    if kind == "receipt":
+        return _receipt(data)
     if kind == "beacon":
         return _beacon(data)
     return _session(data, with_state)
@@ -142,6 +149,16 @@ def _membership(data: bytes) -> list[dict[str, object]]:
         return [decode_message(data).to_json()]
     except MembershipError as exc:
         raise DecodeFailure(str(exc.reason_code), exc.message) from None
+
+
+def _receipt(data: bytes) -> list[dict[str, object]]:
+    # Parsed, not verified, like membership records: `meshd receipts verify` judges.
+    from meshd.receipts import Receipt, ReceiptError, record_to_json
+
+    try:
+        return [record_to_json(Receipt.decode(data))]
+    except ReceiptError as exc:
+        raise DecodeFailure(str(exc.reason), exc.message) from None
 
 
 def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:

@@ -1,6 +1,6 @@
 """One canonical byte encoding for every signed meshd control message (pure).
 
-Certificates use it now and receipts will use it later: a signature is always over the exact
+Certificates and receipts (meshd.receipts) use it: a signature is always over the exact
 bytes below, prefixed by a per-message-type domain string, so a signature made for one kind
 of message can never verify as another.
 
@@ -50,7 +50,8 @@ class MessageType(enum.IntEnum):
     MEMBERSHIP_CERTIFICATE = 0x02
     DELEGATION_CERTIFICATE = 0x03
     REVOCATION = 0x04
-    # 0x10..0x1f are reserved for metering (usage claims, receipts).
+    # 0x10..0x1f are for metering; 0x10 is kept for the usage claims the receipts answer.
+    RECEIPT = 0x11  # meshd.receipts: a consumer's signed cumulative byte counts
 
 
 class DecodeError(Exception):

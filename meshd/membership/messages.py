@@ -488,7 +488,7 @@ class RevocationTarget:
         raw = outer.raw("target")
         kind_name = raw.get("kind") if isinstance(raw, Mapping) else None
         kinds = {name: kind for kind, name in _KIND_NAMES.items()}
-        if kind_name not in kinds:
+        if not isinstance(kind_name, str) or kind_name not in kinds:  # a list is unhashable
             raise ValueError(f"target.kind must be one of {sorted(kinds)}")
         kind = kinds[kind_name]
         if kind is RevocationKind.NODE:

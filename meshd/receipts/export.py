@@ -1,0 +1,108 @@
+"""The receipts export: JSON Lines, one record per line (pure: strings in, strings out).
+
+Every line is one JSON object whose ``type`` says what it is, in the same form that
+``meshd decode`` prints for the record's canonical bytes:
+
+- ``receipt``: ``{"type": "receipt", "version": 1, ...}`` plus exactly the ten receipt
+  fields (Receipt.to_json; DESIGN.md receipts export contract);
+- ``mesh_definition``, ``membership_certificate``, ``delegation_certificate``,
+  ``revocation``: the membership JSON form, unchanged (it has its own type and version).
+
+The membership lines let a verifier check offline that each signer was a member. Writers
+put them first and receipts after, each chain's receipts in increasing seq; readers take
+the lines in any order but check each chain in file order. Blank lines are skipped.
+docs/receipts.md describes the format for people.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+from meshd.membership import (
+    DelegationCertificate,
+    MembershipCertificate,
+    MembershipError,
+    MeshDefinition,
+    Message,
+    Revocation,
+    message_from_json,
+)
+from meshd.receipts.errors import ReceiptError, ReceiptReason
+from meshd.receipts.receipt import Receipt
+
+RECEIPT_TYPE = "receipt"
+RECEIPT_JSON_VERSION = 1
+
+ExportRecord = Receipt | Message
+
+
+def record_to_json(record: ExportRecord) -> dict[str, object]:
+    """The JSON object of one export line (also what ``meshd decode`` prints)."""
+    if isinstance(record, Receipt):
+        return {"type": RECEIPT_TYPE, "version": RECEIPT_JSON_VERSION, **record.to_json()}
+    return record.to_json()
+
+
+def format_line(record: ExportRecord) -> str:
+    """One line, without its newline; UTF-8 text (names may be any language)."""
+    return json.dumps(record_to_json(record), ensure_ascii=False, separators=(",", ":"))
+
+
+def export_lines(
+    definition: MeshDefinition,
+    certificates: Iterable[MembershipCertificate] = (),
+    delegations: Iterable[DelegationCertificate] = (),
+    revocations: Iterable[Revocation] = (),
+    receipts: Iterable[Receipt] = (),
+) -> Iterator[str]:
+    """The lines of an export: what the verifier needs to trust first, then receipts in
+    the given order (the caller keeps each chain in increasing seq)."""
+    yield format_line(definition)
+    yield from map(format_line, delegations)
+    yield from map(format_line, certificates)
+    yield from map(format_line, revocations)
+    yield from map(format_line, receipts)
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # Another reader could keep the first of two equal keys where json keeps the last:
+    # refuse, so that every tool reads the same receipt from a line.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return obj
+
+
+def _malformed(message: str) -> ReceiptError:
+    return ReceiptError(ReceiptReason.MALFORMED, message)
+
+
+def parse_line(line: str | bytes) -> ExportRecord | None:
+    """The record on one line; None for a blank line; ReceiptError(malformed) for a line
+    that is not exactly one record of a known type."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _malformed(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line, object_pairs_hook=_unique_keys)
+    except RecursionError:  # nesting deep enough to exhaust the stack: not a record
+        raise _malformed("not JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise _malformed(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _malformed(f"expected a JSON object, got {type(obj).__name__}")
+    if obj.get("type") == RECEIPT_TYPE:
+        version = obj.pop("version", None)
+        if type(version) is not int or version != RECEIPT_JSON_VERSION:
+            raise _malformed(f"receipt.version: expected {RECEIPT_JSON_VERSION}")
+        del obj["type"]
+        return Receipt.from_json(obj)
+    try:
+        return message_from_json(obj)
+    except MembershipError as exc:
+        raise _malformed(exc.message) from None
