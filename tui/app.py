@@ -6,14 +6,20 @@ only renders snapshots.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Footer, Header, Static
 
-Fetch = Callable[[], dict[str, Any]]
+from meshd.client import ControlError, DaemonUnreachable, Status
+
+
+class StatusSource(Protocol):
+    """What the dashboard needs of ``meshd.client.ControlClient`` (tests pass a fake
+    serving recorded snapshots); fails with ``ControlError`` only."""
+
+    def status(self) -> Status: ...
 
 
 def _fmt(value: Any) -> str:
@@ -41,9 +47,9 @@ class Dashboard(App[None]):
     """
     BINDINGS = [("q", "quit", "Quit"), ("r", "refresh", "Refresh now")]
 
-    def __init__(self, fetch: Fetch, interval: float = 1.0) -> None:
+    def __init__(self, client: StatusSource, interval: float = 1.0) -> None:
         super().__init__()
-        self.fetch, self.interval = fetch, interval
+        self.client, self.interval = client, interval
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -67,22 +73,25 @@ class Dashboard(App[None]):
     @work(thread=True, exclusive=True)
     def load(self) -> None:
         try:
-            status = self.fetch()
-        except Exception as exc:  # the daemon may be restarting: show why, keep trying
-            self.call_from_thread(self.show_error, str(exc))
+            status = self.client.status()
+        except ControlError as exc:  # the daemon may be restarting: show why, keep trying
+            self.call_from_thread(self.show_error, exc)
             return
         self.call_from_thread(self.show, status)
 
-    def show_error(self, message: str) -> None:
-        self.query_one("#error", Static).update(f"meshd unreachable: {message}")
+    def show_error(self, exc: ControlError) -> None:
+        # Not answering (stopped, restarting) and answering with an error are different
+        # things to an operator; str(exc) is "code: message".
+        what = "unreachable" if isinstance(exc, DaemonUnreachable) else "error"
+        self.query_one("#error", Static).update(f"meshd {what}: {exc}")
 
-    def show(self, s: dict[str, Any]) -> None:
+    def show(self, s: Status) -> None:
         self.query_one("#error", Static).update("")
         self.query_one("#node", Static).update(
             f"[b]{s['name']}[/b]  {s['node_id']}\n"
             f"{s['mesh_ipv4']}  {s['mesh_ipv6']}  backend {s['backend']}"
         )
-        names = {n["node_id"]: n["name"] for n in s["neighbours"]}
+        names: dict[str | None, str] = {n["node_id"]: n["name"] for n in s["neighbours"]}
         table = self.query_one("#neighbours", DataTable)
         table.clear()
         for n in s["neighbours"]:

@@ -9,11 +9,13 @@ import json
 import sys
 from pathlib import Path
 
+from meshd.commands import add_socket_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("add", "list"))
     p.add_argument("files", nargs="*", metavar="FILE", help="revocations to add (- for stdin)")
-    p.add_argument("--socket", help="control socket (default: $MESHD_SOCKET or /run/meshd)")
+    add_socket_argument(p)
 
 
 def _read(name: str) -> bytes:
@@ -23,25 +25,20 @@ def _read(name: str) -> bytes:
 
 
 def main(args: argparse.Namespace) -> int:
-    from meshd.api import ApiError, Client
-    from meshd.config import socket_path
+    from meshd.client import ControlClient, ControlError, locate_socket
 
-    path = Path(args.socket) if args.socket else socket_path()
+    client = ControlClient(locate_socket(args.socket))
     try:
         if args.action == "list":
-            for record in Client(path).call("revocations"):
+            for record in client.revocations():
                 print(json.dumps(record))
             return 0
         if not args.files:
             print("meshd revocations add: give at least one FILE", file=sys.stderr)
             return 2
-        records = [_read(name).hex() for name in args.files]
-        result = Client(path).call("add_revocations", records=records)
-    except (OSError, ValueError) as exc:
+        result = client.add_revocations([_read(name) for name in args.files])
+    except (OSError, ValueError, ControlError) as exc:  # a ControlError: "code: message"
         print(f"meshd revocations: {exc}", file=sys.stderr)
         return 1
-    except ApiError as exc:
-        print(f"meshd revocations: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    print(f"{result['added']} new, {result['known']} already known")
+    print(f"{result.added} new, {result.known} already known")
     return 0

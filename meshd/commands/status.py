@@ -5,24 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from meshd.commands import add_socket_argument
+
+if TYPE_CHECKING:
+    from meshd.client import Status
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (DESIGN.md)")
-    p.add_argument("--socket", help="control socket (default: $MESHD_SOCKET or /run/meshd)")
+    add_socket_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from meshd.client import ControlClient, ControlError, locate_socket
 
-    from meshd.api import ApiError, Client
-    from meshd.config import socket_path
-
-    path = Path(args.socket) if args.socket else socket_path()
     try:
-        status = Client(path).call("status")
-    except ApiError as exc:
+        status = ControlClient(locate_socket(args.socket)).status()
+    except ControlError as exc:
         print(f"meshd: {exc.message}", file=sys.stderr)
         return 1
     if args.json:
@@ -48,8 +49,9 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     )
 
 
-def render(s: dict[str, Any]) -> str:
-    names = {n["node_id"]: n["name"] for n in s["neighbours"]}
+def render(s: Status) -> str:
+    # Keyed by a route's via, which is null for a route of no neighbour's.
+    names: dict[str | None, str | None] = {n["node_id"]: n["name"] for n in s["neighbours"]}
     parts = [
         f"node     {s['name']}  {s['node_id']}",
         f"mesh     {s['mesh_ipv4']}  {s['mesh_ipv6']}",
@@ -64,9 +66,10 @@ def render(s: dict[str, Any]) -> str:
                     n["state"],
                     n["rtt_ms"],
                     n["loss"],
-                    n["silent_s"],
-                    n["rx_bytes"],
-                    n["tx_bytes"],
+                    # The link fields come once the WireGuard link exists.
+                    n.get("silent_s"),
+                    n.get("rx_bytes"),
+                    n.get("tx_bytes"),
                 ]
                 for n in s["neighbours"]
             ],

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from textual.widgets import DataTable, Static
 
+from meshd.client import BadAnswer, ControlError, DaemonUnreachable, Status, parse_status
 from tui.app import Dashboard
 
 NODE_B = "B" * 43
-STATUS: dict[str, Any] = {
+STATUS: Status = {
     "node_id": "A" * 43,
     "name": "a",
     "mesh_ipv4": "10.77.0.1",
@@ -35,9 +35,23 @@ STATUS: dict[str, Any] = {
 }
 
 
+class FakeClient:
+    """meshd.client.ControlClient's ``status`` from recorded answers, one per call (the
+    last one again once they run out); an error in the list is raised instead."""
+
+    def __init__(self, *answers: Status | ControlError) -> None:
+        self.answers = list(answers)
+
+    def status(self) -> Status:
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, ControlError):
+            raise answer
+        return parse_status(answer)  # a snapshot the real client would refuse is no test
+
+
 def test_dashboard_shows_links_and_routes() -> None:
     async def scenario() -> None:
-        app = Dashboard(lambda: STATUS, interval=60)
+        app = Dashboard(FakeClient(STATUS), interval=60)
         async with app.run_test() as pilot:
             await app.workers.wait_for_complete()
             await pilot.pause()
@@ -53,15 +67,41 @@ def test_dashboard_shows_links_and_routes() -> None:
 
 
 def test_dashboard_survives_an_unreachable_daemon() -> None:
-    def fail() -> dict[str, Any]:
-        raise ConnectionError("no meshd socket")
-
     async def scenario() -> None:
-        app = Dashboard(fail, interval=60)
+        app = Dashboard(FakeClient(DaemonUnreachable("no_daemon", "no meshd socket")), 60)
         async with app.run_test() as pilot:
             await app.workers.wait_for_complete()
             await pilot.pause()
             assert "unreachable" in str(app.query_one("#error", Static).render())
             assert app.query_one("#neighbours", DataTable).row_count == 0
+
+    asyncio.run(scenario())
+
+
+def test_dashboard_recovers_once_the_daemon_answers_again() -> None:
+    async def scenario() -> None:
+        app = Dashboard(FakeClient(DaemonUnreachable("timeout", "did not answer"), STATUS), 60)
+        async with app.run_test() as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            error = app.query_one("#error", Static)
+            assert "meshd unreachable: timeout: did not answer" in str(error.render())
+            await pilot.press("r")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert str(error.render()) == ""
+            assert app.query_one("#neighbours", DataTable).row_count == 1
+
+    asyncio.run(scenario())
+
+
+def test_dashboard_tells_a_garbled_answer_from_no_daemon() -> None:
+    async def scenario() -> None:
+        app = Dashboard(FakeClient(BadAnswer("daemon answer is not JSON")), interval=60)
+        async with app.run_test() as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            shown = str(app.query_one("#error", Static).render())
+            assert shown == "meshd error: bad_reply: daemon answer is not JSON"
 
     asyncio.run(scenario())

@@ -1,0 +1,417 @@
+"""Typed client of the local control API (docs/control-api.md): how the CLI and the TUI
+talk to a running meshd.
+
+One method per call, each answer checked against the types below where it enters: a
+result that does not fit raises ``BadAnswer`` naming the field, so no caller meets a
+``KeyError`` half-way through a screen. The status document is kept as the daemon's own
+JSON object (TypedDicts, unknown keys kept) because ``meshd status --json`` prints it as it
+came and later daemons add fields to it.
+
+Errors, all ``ControlError`` with a reason ``code`` and a ``message``:
+
+- ``DaemonUnreachable``: no daemon answered (``no_daemon``, ``timeout``);
+- ``CallRefused``: the daemon answered with an error, its code as it sent it
+  (``bad_args``, ``unknown_call``, ``revoked`` ...);
+- ``BadAnswer``: something answered, but not a valid answer (``bad_reply``).
+
+Blocking, one connection per call; the TUI runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict, TypeVar, Union, cast, get_args, get_origin, get_type_hints
+from typing import is_typeddict as _is_typeddict
+
+from meshd.api import API_VERSION
+from meshd.config import Config, socket_path
+
+DEFAULT_TIMEOUT = 5.0
+MAX_ANSWER = 16 * 1024 * 1024  # a status of thousands of routes fits many times over
+
+
+def locate_socket(flag: str | os.PathLike[str] | None = None, cfg: Config | None = None) -> Path:
+    """The control socket, as every command finds it: ``--socket`` when given, else
+    ``$MESHD_SOCKET``, else the config's ``[control] socket``, else the default."""
+    return Path(flag) if flag else socket_path(cfg)
+
+
+# ---- errors ------------------------------------------------------------------------------
+
+
+class ControlError(Exception):
+    """A control call that gave no result: ``code`` is the reason code, ``message`` the
+    reason in words; ``str()`` is ``"code: message"``, one line."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+class DaemonUnreachable(ControlError):
+    """No daemon answered: no socket, nothing listening, not allowed, or no answer in time."""
+
+
+class CallRefused(ControlError):
+    """The daemon answered the call with an error; ``code`` is the API's error code."""
+
+
+class BadAnswer(ControlError):
+    """Something answered, but not one JSON answer line of this API, or a result that does
+    not fit the call's types (``code`` is ``bad_reply``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_reply", message)
+
+
+# ---- results -----------------------------------------------------------------------------
+# Later daemons add keys: every TypedDict tolerates (and keeps) keys it does not name, and
+# the keys a v1 daemon may not have sent yet sit in the ``total=False`` half.
+
+
+class _NeighbourControlRequired(TypedDict):
+    session: str
+    address: str | None
+    verified: bool
+    routing: bool
+    refusal: str | None
+    found_by: list[str]
+
+
+class NeighbourControl(_NeighbourControlRequired, total=False):
+    """Why a neighbour is not ``up`` (its session, as the control plane sees it)."""
+
+
+class _NeighbourRequired(TypedDict):
+    node_id: str
+    name: str
+    interface: str
+    state: str  # up, down, connecting
+    rtt_ms: float | None
+    loss: float | None
+
+
+class Neighbour(_NeighbourRequired, total=False):
+    """One neighbour; the link fields (``liveness`` to ``tx_bytes``) only once the
+    WireGuard link exists: read them with ``.get``."""
+
+    cost: int | None
+    endpoint: str | None
+    liveness: str
+    listen_port: int
+    silent_s: float | None
+    last_handshake: float | None
+    rx_bytes: int
+    tx_bytes: int
+    control: NeighbourControl
+
+
+class Route(TypedDict):
+    prefix: str
+    via: str | None  # node id
+    interface: str
+    metric: int
+
+
+class _CandidateRequired(TypedDict):
+    node_id: str
+    metric: int | None  # None: no route to it
+    usable: bool
+    reason: str
+
+
+class GatewayCandidate(_CandidateRequired, total=False):
+    mesh_ipv4: str
+    available: bool
+    accepts_new: bool
+    rate_cap_kbit: int | None
+
+
+class Uplink(TypedDict):
+    interface: str
+    state: str  # unknown, up, down
+    reason: str
+    since_s: float | None
+
+
+class Sharing(TypedDict):
+    announced: bool
+    rate_cap_kbit: int | None
+    accepts_new: bool
+    users: list[str]
+    blocked: list[str]
+    monthly_quota_mb: int | None
+    month: str
+    exit_bytes: dict[str, int]
+
+
+class _GatewayRequired(TypedDict):
+    selected: str | None
+    candidates: list[GatewayCandidate]
+
+
+class Gateway(_GatewayRequired, total=False):
+    uplink: Uplink | None
+    using: str  # own_uplink, exit, none
+    exit_gateway: str | None
+    sharing: Sharing | None
+
+
+class Usage(TypedDict):
+    node_id: str
+    relayed_for_bytes: int
+    relayed_to_bytes: int
+
+
+class _StatusRequired(TypedDict):
+    node_id: str
+    name: str
+    mesh_ipv4: str
+    mesh_ipv6: str
+    backend: str
+    neighbours: list[Neighbour]
+    routes: list[Route]
+
+
+class Status(_StatusRequired, total=False):
+    """The ``status`` call's document (docs/control-api.md), as the daemon sent it."""
+
+    routing: str
+    uptime_s: float
+    gateway: Gateway
+    usage: list[Usage]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    meshd: str
+    api: int
+    python: str
+
+
+@dataclass(frozen=True)
+class RevocationsAdded:
+    added: int  # new to the daemon: stored, spread and enforced
+    known: int  # it had them already
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    node_id: str
+    blocked: bool
+
+
+# ---- the client --------------------------------------------------------------------------
+
+
+class ControlClient:
+    """The calls of control API version 1, blocking, one connection per call."""
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path, self.timeout = Path(path), timeout
+
+    def version(self) -> VersionInfo:
+        return _dataclass(VersionInfo, self.call("version"), "version")
+
+    def status(self) -> Status:
+        return parse_status(self.call("status"))
+
+    def revocations(self) -> list[dict[str, Any]]:
+        """The revocations the daemon enforces, as ``meshd decode`` prints them."""
+        result = self.call("revocations")
+        _check(result, list[dict[str, Any]], "revocations")
+        return cast(list[dict[str, Any]], result)
+
+    def add_revocations(self, records: Sequence[bytes]) -> RevocationsAdded:
+        """Hand over canonical Revocation records: all are taken or none (``CallRefused``
+        naming the first bad one)."""
+        result = self.call("add_revocations", records=[r.hex() for r in records])
+        return _dataclass(RevocationsAdded, result, "add_revocations")
+
+    def block(self, node_id: str, blocked: bool = True) -> BlockResult:
+        result = self.call("block", node_id=node_id, blocked=blocked)
+        return _dataclass(BlockResult, result, "block")
+
+    def call(self, call: str, **args: Any) -> Any:
+        """One call, its result unchecked (the typed methods above check theirs)."""
+        reply = _decode(self._exchange(_request(call, args)))
+        if reply["ok"]:
+            return reply["result"]
+        raise CallRefused(reply["error"]["code"], reply["error"]["message"])
+
+    def _exchange(self, request: bytes) -> bytes:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(str(self.path))
+                sock.sendall(request)
+                with sock.makefile("rb") as answer:
+                    return answer.readline(MAX_ANSWER + 1)
+        except FileNotFoundError:
+            raise DaemonUnreachable("no_daemon", f"no meshd socket at {self.path}") from None
+        except ConnectionRefusedError:
+            raise DaemonUnreachable("no_daemon", f"nothing listens on {self.path}") from None
+        except TimeoutError:
+            raise DaemonUnreachable("timeout", f"meshd at {self.path} did not answer") from None
+        except OSError as exc:
+            raise DaemonUnreachable("no_daemon", f"{self.path}: {exc.strerror}") from None
+
+
+def parse_status(document: Any) -> Status:
+    """A decoded status document, checked (``BadAnswer`` naming the first field that does
+    not fit): what ``status()`` returns, and how recorded snapshots are read back."""
+    _check(document, Status, "status")
+    return cast(Status, document)
+
+
+def _request(call: str, args: dict[str, Any]) -> bytes:
+    return json.dumps({"v": API_VERSION, "call": call, "args": args}).encode() + b"\n"
+
+
+def _decode(line: bytes) -> dict[str, Any]:
+    """One answer line, checked for the framing of docs/control-api.md."""
+    if not line:
+        raise BadAnswer("meshd closed the connection without answering")
+    if len(line) > MAX_ANSWER:
+        raise BadAnswer(f"daemon answer is longer than {MAX_ANSWER} bytes")
+    if not line.endswith(b"\n"):
+        raise BadAnswer("daemon answer was cut short")
+    try:
+        reply = json.loads(line)
+    except ValueError:  # UnicodeDecodeError is one too
+        raise BadAnswer("daemon answer is not JSON") from None
+    if not isinstance(reply, dict):
+        raise BadAnswer("daemon answer is not a JSON object")
+    if reply.get("v") != API_VERSION:
+        raise BadAnswer(f"daemon answered in version {reply.get('v')!r}, not {API_VERSION}")
+    if reply.get("ok") is True:
+        if "result" not in reply:
+            raise BadAnswer("daemon answer has no result")
+    elif reply.get("ok") is False:
+        _check(reply.get("error"), _ErrorAnswer, "error")
+    else:
+        raise BadAnswer("daemon answer has no 'ok' true or false")
+    return reply
+
+
+class _ErrorAnswer(TypedDict):
+    code: str
+    message: str
+
+
+# ---- checking decoded JSON against the declarations above --------------------------------
+
+
+_Result = TypeVar("_Result")
+
+
+def _dataclass(cls: type[_Result], result: Any, call: str) -> _Result:
+    """``cls`` built from the keys it names (others ignored), each checked first."""
+    hints = _hints(cls)
+    _check(result, dict[str, Any], call)
+    for key, expected in hints.items():
+        if key not in result:
+            raise BadAnswer(f"{call}: missing {key!r}")
+        _check(result[key], expected, f"{call}.{key}")
+    return cls(**{key: result[key] for key in hints})
+
+
+_HINTS: dict[object, dict[str, Any]] = {}  # get_type_hints evaluates strings: once per type
+
+
+def _hints(tp: object) -> dict[str, Any]:
+    hints = _HINTS.get(tp)
+    if hints is None:
+        hints = _HINTS[tp] = get_type_hints(tp)
+    return hints
+
+
+def _check(value: Any, expected: Any, where: str) -> None:
+    """Raise BadAnswer unless decoded JSON ``value`` fits ``expected``: one of the types
+    these declarations use (str, int, float, bool, None, Any, X | None, list[X],
+    dict[str, X], a TypedDict)."""
+    if expected is Any:
+        return
+    origin = get_origin(expected)
+    if origin is types.UnionType or origin is Union:
+        for option in get_args(expected):
+            if _shallow_fits(value, option):
+                _check(value, option, where)  # a mismatch further in is named there
+                return
+        raise BadAnswer(f"{where}: expected {_describe(expected)}, got {_kind(value)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise BadAnswer(f"{where}: expected a list, got {_kind(value)}")
+        (item,) = get_args(expected)
+        for i, element in enumerate(value):
+            _check(element, item, f"{where}[{i}]")
+        return
+    if origin is dict or _is_typeddict(expected):
+        if not isinstance(value, dict):
+            raise BadAnswer(f"{where}: expected an object, got {_kind(value)}")
+        if origin is dict:
+            _, item = get_args(expected)
+            for key, element in value.items():
+                _check(element, item, f"{where}.{key}")
+            return
+        for key, field_type in _hints(expected).items():
+            if key in value:
+                _check(value[key], field_type, f"{where}.{key}")
+            elif key in expected.__required_keys__:
+                raise BadAnswer(f"{where}: missing {key!r}")
+        return
+    if not _fits(value, expected):
+        raise BadAnswer(f"{where}: expected {_describe(expected)}, got {_kind(value)}")
+
+
+def _shallow_fits(value: Any, expected: Any) -> bool:
+    """Whether ``value`` is of the kind ``expected`` names, not looking inside."""
+    if get_origin(expected) is list:
+        return isinstance(value, list)
+    if get_origin(expected) is dict or _is_typeddict(expected):
+        return isinstance(value, dict)
+    return _fits(value, expected)
+
+
+def _fits(value: Any, expected: Any) -> bool:
+    if expected is type(None):
+        return value is None
+    if expected is bool or expected is str:
+        return isinstance(value, expected)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:  # JSON does not tell 3 from 3.0
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    raise TypeError(f"_check does not know {expected!r}")  # our own declaration is wrong
+
+
+_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _describe(expected: Any) -> str:
+    options = get_args(expected) if get_origin(expected) in (types.UnionType, Union) else ()
+    if options:
+        return " or ".join(_describe(o) for o in options)
+    if expected is type(None):
+        return "null"
+    if get_origin(expected) is list:
+        return "a list"
+    return _NAMES.get(expected, "an object")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else "a string"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "a list" if isinstance(value, list) else "an object"

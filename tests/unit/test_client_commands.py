@@ -1,0 +1,112 @@
+"""The commands that call the daemon (status, block, revocations), against the real control
+server with a fake handler: what they print, and one error line with the reason code."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from meshd import api, cli
+from tests.unit.control_fakes import NODE_A, NODE_B, STATUS, FakeDaemon, serving
+
+STATUS_TEXT = f"""\
+node     a  {NODE_A}
+mesh     10.77.0.1  fd6d::1
+backend  kernel
+
+NEIGHBOUR  INTERFACE       STATE       RTT ms  LOSS  SILENT s  RX    TX
+b          mwabcdef123456  up          1.25    0     0.5       2048  10
+c          mw0123456789ab  connecting  -       -     -         -     -
+
+ROUTE         VIA  INTERFACE       METRIC
+10.77.0.2/32  b    mwabcdef123456  96
+10.77.9.0/24  -    eth0            1024"""
+
+
+def test_status_prints_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with serving(tmp_path / "s.sock", FakeDaemon({"status": STATUS}).handle) as path:
+        assert cli.main(["status", "--socket", str(path)]) == 0
+    assert capsys.readouterr().out == STATUS_TEXT + "\n"
+
+
+def test_status_json_is_the_document_as_it_came(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grown = copy.deepcopy(STATUS)
+    grown["later"] = {"added": "by a newer daemon"}
+    with serving(tmp_path / "s.sock", FakeDaemon({"status": grown}).handle) as path:
+        monkeypatch.setenv("MESHD_SOCKET", str(path))  # no --socket: the environment's
+        assert cli.main(["status", "--json"]) == 0
+    assert capsys.readouterr().out == json.dumps(grown, indent=2) + "\n"
+
+
+def test_status_without_a_daemon_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "none.sock"
+    assert cli.main(["status", "--socket", str(path)]) == 1
+    assert capsys.readouterr() == ("", f"meshd: no meshd socket at {path}\n")
+
+
+def test_block_and_undo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon = FakeDaemon({"block": {"node_id": NODE_B, "blocked": True}})
+    with serving(tmp_path / "s.sock", daemon.handle) as path:
+        assert cli.main(["block", NODE_B, "--socket", str(path)]) == 0
+        assert cli.main(["block", NODE_B, "--undo", "--socket", str(path)]) == 0
+    assert capsys.readouterr().out == f"{NODE_B} blocked\n{NODE_B} allowed again\n"
+    assert [args["blocked"] for _, args in daemon.calls] == [True, False]
+
+
+def test_block_refused_is_one_line_with_the_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refusal = api.CallError("bad_args", "blocked in the config: unblock it there")
+    with serving(tmp_path / "s.sock", FakeDaemon({"block": refusal}).handle) as path:
+        assert cli.main(["block", NODE_B, "--undo", "--socket", str(path)]) == 1
+    assert capsys.readouterr() == (
+        "",
+        "meshd block: bad_args: blocked in the config: unblock it there\n",
+    )
+
+
+def test_block_without_a_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "none.sock"
+    assert cli.main(["block", NODE_B, "--socket", str(path)]) == 1
+    assert capsys.readouterr().err == f"meshd block: no_daemon: no meshd socket at {path}\n"
+
+
+def test_revocations_list_and_add(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = [{"type": "revocation", "node_id": NODE_B}, {"type": "revocation"}]
+    daemon = FakeDaemon({"revocations": records, "add_revocations": {"added": 1, "known": 1}})
+    hex_file, raw_file = tmp_path / "r1.hex", tmp_path / "r2.bin"
+    hex_file.write_text("0a0b0c\n")
+    raw_file.write_bytes(b"\x01\x02\xfe")
+    with serving(tmp_path / "s.sock", daemon.handle) as path:
+        assert cli.main(["revocations", "list", "--socket", str(path)]) == 0
+        argv = ["revocations", "add", str(hex_file), str(raw_file), "--socket", str(path)]
+        assert cli.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in out[:2]] == records
+    assert out[2:] == ["1 new, 1 already known"]
+    assert daemon.calls[1] == ("add_revocations", {"records": ["0a0b0c", "0102fe"]})
+
+
+def test_revocations_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refusal = api.CallError("unknown_issuer", "record 1: not signed by an admin of this mesh")
+    record = tmp_path / "r.hex"
+    record.write_text("0a0b\n")
+    with serving(tmp_path / "s.sock", FakeDaemon({"add_revocations": refusal}).handle) as path:
+        socket_args = ["--socket", str(path)]
+        assert cli.main(["revocations", "add", str(record), *socket_args]) == 1
+        assert capsys.readouterr().err == (
+            "meshd revocations: unknown_issuer: record 1: not signed by an admin of this mesh\n"
+        )
+        assert cli.main(["revocations", "add", str(tmp_path / "missing"), *socket_args]) == 1
+        assert capsys.readouterr().err.startswith("meshd revocations: [Errno 2]")
+        assert cli.main(["revocations", "add", *socket_args]) == 2
+        assert capsys.readouterr().err == "meshd revocations add: give at least one FILE\n"
