@@ -163,10 +163,15 @@ class Gateway(_GatewayRequired, total=False):
     sharing: Sharing | None
 
 
-class Usage(TypedDict):
+class _UsageRequired(TypedDict):
     node_id: str
     relayed_for_bytes: int
     relayed_to_bytes: int
+
+
+class Usage(_UsageRequired, total=False):
+    sent_bytes: int  # as the neighbour's consumer
+    received_bytes: int
 
 
 class _StatusRequired(TypedDict):

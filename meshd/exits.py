@@ -85,6 +85,7 @@ class ExitService:
         tunnels: ExitTunnels,
         submit: Submit,
         kernel: Kernel,
+        ledger: Ledger | None,
         uplink: UplinkSettings,
         settings: ExitSettings,
         mesh_ipv4: ipaddress.IPv4Address,
@@ -105,9 +106,8 @@ class ExitService:
         self.peers: dict[str, ExitPeer] = {}
         self.blocked_file = state_dir / BLOCKED_FILE
         self.blocked = set(uplink.blocked) | _load_blocked(self.blocked_file)
-        self.state_dir = state_dir
         self.quota_bytes = uplink.monthly_quota_mb * MB
-        self.ledger: Ledger | None = None  # sharing only; used on the kernel thread
+        self.ledger = ledger  # the node's; used on the kernel thread
         self.month = ""
         self.usage: dict[str, int] = {}  # this month's exit bytes per user
         self.user_of: dict[ipaddress.IPv4Address, str] = {}  # admitted: address -> node id
@@ -139,10 +139,10 @@ class ExitService:
                 self.rate_kbit,
                 self.rate_cap_kbit,
             )
-            self.ledger = await self.kernel(Ledger.open, self.state_dir)
             self.month = month_of(time.time())
-            self.usage = await self.kernel(self.ledger.exit_usage, self.month)
-            self._metering = asyncio.ensure_future(self._meter_loop())
+            if self.ledger is not None:
+                self.usage = await self.kernel(self.ledger.exit_usage, self.month)
+                self._metering = asyncio.ensure_future(self._meter_loop())
         event("exit.listening", port=self.settings.quic_port, sharing=self.uplink.share)
 
     async def close(self) -> None:
@@ -152,12 +152,11 @@ class ExitService:
             self._announce(False, time.monotonic())  # neighbours move their users now
         if self._metering is not None:
             self._metering.cancel()
-        if self.ledger is not None:
+        if self._metering is not None:
             try:
                 await self._meter()  # the last bytes, before the tunnels go
             except (OSError, ValueError) as exc:
                 event("exit.meter_failed", logging.WARNING, error=str(exc))
-            await self.kernel(self.ledger.close)
         if self.transport is not None:
             await self.transport.close("shutdown")
 

@@ -101,6 +101,7 @@ class LinkSpec:
     wireguard_public: bytes
     endpoint: Address  # the neighbour's underlay address and WireGuard port
     listen_port: int  # ours
+    mesh_ipv4: ipaddress.IPv4Address | None = None  # the neighbour's, from its certificate
 
 
 class Links(Protocol):
@@ -522,6 +523,7 @@ class ControlPlane:
             wireguard_public=peer.member.wireguard_public,
             endpoint=(peer.session_addr[0], peer.peer_port),
             listen_port=peer.own_port,
+            mesh_ipv4=peer.member.mesh_ipv4,
         )
         if spec != peer.link:
             peer.link = spec

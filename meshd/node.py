@@ -30,15 +30,18 @@ from meshd.config import Config, parse_endpoint, parse_port_range, socket_path
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
 from meshd.identity import Identity, public_from_node_id
+from meshd.ledger import Ledger
 from meshd.log import event
 from meshd.membership import MembershipError
 from meshd.mesh import LinkSpec
 from meshd.net import firewall, sysctl
 from meshd.net.echo import EchoProbe
 from meshd.net.exit_tunnel import ExitTunnels, exit_interface_names
+from meshd.net.link_meter import LinkMeter
 from meshd.net.netlink import Netlink, NetlinkError, Route
 from meshd.net.resolver import system_resolver
 from meshd.proto.babel import BABEL_PORT
+from meshd.receipts.counting import Snapshot, advance
 from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
 from meshd.routing.liveness import LinkState, Liveness
 from meshd.wg.backend import WireGuardBackend
@@ -50,6 +53,8 @@ RETRY_SETUP_S = 2.0
 # An interface a crashed meshd left waits this long for its neighbour's session to claim
 # it (keeping its port, peer and counters) before it is removed as stale.
 ADOPT_GRACE_S = 60.0
+METER_S = 5.0  # how often the links' byte counters are read
+SAVE_COUNTS_S = 60.0  # how often their totals are saved (SD cards: few writes)
 UNDERLAY_EVERY_S = 5.0  # how often the interfaces to beacon on are read again
 
 
@@ -109,6 +114,11 @@ class Node:
             exit_port=cfg.uplink.exit_port,
         )
         self.echo: EchoProbe | None = None  # liveness probes, once running
+        # Metering (kernel thread): the links' counters, into totals saved in the ledger.
+        self.link_meter = LinkMeter()
+        self.ledger: Ledger | None = None
+        self.link_counts: dict[str, Snapshot] = {}  # by neighbour node id; replaced whole
+        self._counts_saved = 0.0
         self.stopping = asyncio.Event()
         self.started = time.time()
         # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
@@ -137,6 +147,9 @@ class Node:
                 event("address.added", address=f"{address}/{plen}", interface="lo")
 
         self.tunnels.setup()  # the exits start afresh (their users ask again)
+        self.ledger = Ledger.open(self.cfg.node.state_dir)
+        self.link_counts = self.ledger.link_counters()
+        self.link_meter.open()  # adopted when a crashed meshd left it: its counts go on
         exit_ifnames = exit_interface_names(self.prefix)
         for ifname in sorted(self.backend.list_interfaces(self.prefix)):
             if ifname in exit_ifnames:
@@ -225,6 +238,7 @@ class Node:
             self.netlink.set_up(link.ifname, mtu=self.cfg.wireguard.mtu)
             sysctl.apply(sysctl.interface_rp_filter(link.ifname), self.sysctl_root)
             self.netlink.ensure_address(link.ifname, addressing.link_local(self.node_id), 64)
+            self.link_meter.add(link.ifname, self._neighbour_addresses(spec))
         except (WireGuardError, NetlinkError, OSError) as exc:
             link.ready = False
             link.next_setup = now + RETRY_SETUP_S
@@ -273,8 +287,39 @@ class Node:
             peers = ()
         return DeviceUpdate(private_key=private, listen_port=port, peers=peers)
 
+    def _neighbour_addresses(
+        self, spec: LinkSpec
+    ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        """What the neighbour itself sends from and receives at: not relayed traffic."""
+        own: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+            addressing.mesh_ipv6(self.cfg.mesh.ipv6_prefix, spec.node_id),
+            addressing.link_local(spec.node_id),
+        ]
+        if spec.mesh_ipv4 is not None:
+            own.append(spec.mesh_ipv4)
+        return tuple(own)
+
+    def meter(self, now: float, save: bool = False) -> None:
+        """Read the links' counters into the totals; save them every SAVE_COUNTS_S (a
+        crash loses nothing: the kernel's table is adopted, see meshd.receipts.counting)."""
+        reading = self.link_meter.read()
+        counts = dict(self.link_counts)
+        for link in self.links.values():
+            found = reading.counts.get(link.ifname)
+            if found is not None:
+                counts[link.node_id] = advance(counts.get(link.node_id), reading.table, found)
+        self.link_counts = counts
+        if self.ledger is not None and (save or now - self._counts_saved >= SAVE_COUNTS_S):
+            self.ledger.save_link_counters(counts)
+            self._counts_saved = now
+
     def teardown(self) -> None:
         """Remove every interface, route and address this node made."""
+        try:
+            self.meter(time.monotonic(), save=True)  # saved: the next start goes on from here
+            self.link_meter.remove()
+        except OSError as exc:
+            event("meter.failed", logging.WARNING, error=str(exc))
         proto = self.cfg.routing.route_protocol
         for ifname in [*self.links, *self.adoptable]:
             self._delete_interface(ifname)
@@ -286,6 +331,8 @@ class Node:
         for address, plen in self._lo_addresses():
             self.netlink.remove_address("lo", address, plen)
         self.tunnels.teardown()
+        if self.ledger is not None:
+            self.ledger.close()
 
     # ---- watching the links --------------------------------------------------------
 
@@ -392,10 +439,13 @@ class Node:
 
     async def watch(self) -> None:
         interval = self.cfg.liveness.poll_interval_s
-        next_underlay = 0.0
+        next_underlay = next_meter = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
             changes = await self.kernel(self.poll, now)
+            if now >= next_meter:
+                next_meter = now + METER_S
+                self.submit(self.meter, now)
             if self.control is not None:
                 for link, state in changes:
                     self.control.wireguard_state(link.node_id, state is LinkState.UP, now)
@@ -480,7 +530,16 @@ class Node:
                 for r, via in kernel["routes"]
             ],
             "gateway": self._gateway_status(),
-            "usage": [],
+            "usage": [
+                {
+                    "node_id": node_id,
+                    "relayed_for_bytes": snap.totals[0],
+                    "relayed_to_bytes": snap.totals[1],
+                    "sent_bytes": snap.totals[2],
+                    "received_bytes": snap.totals[3],
+                }
+                for node_id, snap in sorted(self.link_counts.items())
+            ],
         }
 
     def _gateway_status(self) -> dict[str, Any]:
@@ -608,6 +667,7 @@ class Node:
                 self.tunnels,
                 self.submit,
                 self.kernel,
+                self.ledger,
                 self.cfg.uplink,
                 self.cfg.exit,
                 self.mesh_ipv4,

@@ -63,6 +63,12 @@ class Bed(meshbed.Bed):
         return sorted(v4 + v6)
 
 
+# Bytes: c's exit keepalives and exit session through b (about 170 B/s) while a test reads
+# four nodes' counters, each read every 5 s; far less than the pings, so that a loss or a
+# double count of them shows.
+BACKGROUND = 10_000
+
+
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     with meshbed.testbed("line3.toml", "t", Bed) as b:
@@ -162,3 +168,65 @@ def test_kill9_then_start_adopts_without_duplicates(bed: Bed) -> None:
     assert bed.wireguard_go_pids("b") == wg_pids  # the same daemons, adopted
     log = bed.sh("b", "sh", "-c", 'tail -n 40 "$(dirname "$MESHD_SOCKET")/meshd.log"')
     assert log.count("link.adopted") >= 2
+
+
+def test_relayed_bytes_are_counted_on_both_sides_and_survive_restarts(bed: Bed) -> None:
+    """DESIGN.md's counting point: b relays 50 pings a -> c and their replies; b counts
+    them for a and for c, and a and c count the same from their side, by IP length. c
+    also leaves by a's exit (a shares its uplink), so a little background crosses b.
+    b's totals neither lose nor double anything across kill -9 and SIGTERM."""
+    ids = {n: bed.status(n)["node_id"] for n in "abc"}
+    keys = ("relayed_for_bytes", "relayed_to_bytes", "sent_bytes", "received_bytes")
+
+    def usage(node: str, peer: str) -> tuple[int, ...]:
+        for u in bed.status(node)["usage"]:
+            if u["node_id"] == ids[peer]:
+                return tuple(int(u[k]) for k in keys)
+        return (0, 0, 0, 0)
+
+    pairs = (("b", "a"), ("b", "c"), ("a", "b"), ("c", "b"))
+    before = {p: usage(*p) for p in pairs}
+    count, ip_length = 50, 1000 + 8 + 20
+    c_mesh = bed.status("c")["mesh_ipv4"]
+    bed.sh("a", "ping", "-q", "-c", str(count), "-i", "0.05", "-s", "1000", c_mesh)
+    sent = count * ip_length  # each way: the requests a -> c, the replies c -> a
+    expected = {
+        ("b", "a"): (sent, sent, 0, 0),  # relayed for a (requests), to a (replies)
+        ("b", "c"): (sent, sent, 0, 0),  # relayed for c (replies), to c (requests)
+        ("a", "b"): (0, 0, sent, sent),  # a's own view of what b relayed
+        ("c", "b"): (0, 0, sent, sent),
+    }
+
+    grown: dict[tuple[str, str], tuple[int, ...]] = {}
+
+    def counted_all() -> bool:
+        for p in pairs:
+            grown[p] = tuple(n - o for n, o in zip(usage(*p), before[p], strict=True))
+        return all(
+            want <= got < want + BACKGROUND
+            for p in pairs
+            for got, want in zip(grown[p], expected[p], strict=True)
+        )
+
+    try:
+        bed.wait("every side counted the pings", counted_all, within=20)
+    finally:
+        print("grown by:", grown)
+    counted = usage("b", "a")[0]
+    bed.run("kill", "b")  # the kernel's table outlives meshd: adopted, nothing lost
+    bed.run("start", "b", "--wait")
+
+    def kept() -> bool:
+        return counted <= usage("b", "a")[0] < counted + BACKGROUND  # not lost, not twice
+
+    bed.wait("b's totals after kill -9", kept, within=15)
+    pid = bed.pid("b")
+    assert pid
+    os.kill(pid, signal.SIGTERM)  # saved, the table removed: the next start goes on
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and bed.pid("b") is not None:
+        time.sleep(0.1)
+    assert "meshd_links" not in bed.sh("b", "nft", "list", "tables")
+    bed.run("start", "b", "--wait")
+    bed.wait("b's totals after SIGTERM", kept, within=15)
+    bed.run("wait-converged", "--timeout", "30")

@@ -9,6 +9,7 @@ import pytest
 
 from meshd import addressing, config, identity
 from meshd.mesh import LinkSpec
+from meshd.net import command
 from meshd.net.netlink import Route
 from meshd.node import ADOPT_GRACE_S, Node
 from meshd.routing.liveness import LinkState
@@ -47,6 +48,25 @@ mesh_ipv4 = "10.77.0.1"
 admin_keys = ["{ADMIN}"]
 """
     return config.parse(text, "a.toml")
+
+
+@pytest.fixture(autouse=True)
+def no_host_commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """The node's ip/nft/tc calls are recorded, never run: a unit test must not change the
+    host's rules and tables (tests/netns runs them for real, inside namespaces)."""
+    calls: list[tuple[str, ...]] = []
+
+    def run(*cmd: str, stdin: str | None = None) -> str:
+        calls.append(cmd)
+        return ""
+
+    def run_ok(*cmd: str) -> bool:
+        calls.append(cmd)
+        return False  # nothing there to delete
+
+    monkeypatch.setattr(command, "run", run)
+    monkeypatch.setattr(command, "run_ok", run_ok)
+    return calls
 
 
 @pytest.fixture

@@ -1,0 +1,122 @@
+"""Per-neighbour byte counters on every link, kept by nftables (kernel thread only).
+
+The counting point is DESIGN.md's (a contract), in IP packet length, after meshd's own
+filtering (the chains run after the firewall's), matched by interface name so that a
+recreated interface keeps counting:
+
+- as provider for the neighbour behind interface X: ``relayed_for`` = packets in from X
+  that this node forwards; ``relayed_to`` = packets it forwards out of X;
+- as consumer of that neighbour: ``sent`` = packets out of X (forwarded or our own) not
+  addressed to the neighbour; ``received`` = packets in from X (forwarded or for us) not
+  sent by the neighbour. The neighbour's addresses (mesh IPv4 and IPv6, link-local) are
+  kept per interface in two sets.
+
+Table ``inet meshd_links`` is created once and then adopted, never replaced: its counters
+outlive a crashed meshd, and elements are only ever added (adding one again keeps its
+counter). A reader tells a reset (a new table, after a reboot or by hand) by the table's
+handle.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+
+from meshd.net import command
+
+TABLE = "meshd_links"
+COUNTERS = ("relayed_for", "relayed_to", "sent", "received")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def render() -> str:
+    sets = [f"\tset {name} {{ type ifname; counter; }}" for name in COUNTERS]
+    sets += [
+        "\tset peer4 { type ifname . ipv4_addr; }",
+        "\tset peer6 { type ifname . ipv6_addr; }",
+    ]
+    sent = [
+        "oifname . ip daddr != @peer4 oifname @sent",
+        "oifname . ip6 daddr != @peer6 oifname @sent",
+    ]
+    received = [
+        "iifname . ip saddr != @peer4 iifname @received",
+        "iifname . ip6 saddr != @peer6 iifname @received",
+    ]
+    chains = {
+        "forward": ["iifname @relayed_for", "oifname @relayed_to", *sent, *received],
+        "output": sent,
+        "input": received,
+    }
+    lines = [f"table inet {TABLE} {{", *sets]
+    for hook, rules in chains.items():
+        lines += [
+            f"\tchain {hook} {{",
+            f"\t\ttype filter hook {hook} priority filter + 20; policy accept;",
+            *(f"\t\t{rule}" for rule in rules),
+            "\t}",
+        ]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One read of the table: its handle (a new one means every counter restarted) and
+    the four counters per interface, in COUNTERS order."""
+
+    table: int
+    counts: dict[str, tuple[int, int, int, int]]
+
+
+def parse(listing: str) -> Reading:
+    """``nft -j list table inet meshd_links`` -> a Reading."""
+    table, counts = -1, {}
+    per_set: dict[str, dict[str, int]] = {name: {} for name in COUNTERS}
+    for item in json.loads(listing).get("nftables", []):
+        if "table" in item:
+            table = int(item["table"].get("handle", -1))
+        found = item.get("set", {})
+        if found.get("name") in per_set:
+            for elem in found.get("elem", []):
+                value = elem.get("elem", {}) if isinstance(elem, dict) else {}
+                if "val" in value and "counter" in value:
+                    per_set[found["name"]][str(value["val"])] = int(value["counter"]["bytes"])
+    for ifname in set().union(*per_set.values()):
+        a, b, c, d = (per_set[name].get(ifname, 0) for name in COUNTERS)
+        counts[ifname] = (a, b, c, d)
+    return Reading(table, counts)
+
+
+class LinkMeter:
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+
+    def open(self) -> None:
+        """Create the table unless it is there (adopted, counters and all)."""
+        if not command.run_ok("nft", "list", "table", "inet", TABLE):
+            command.run("nft", "-f", "-", stdin=render())
+
+    def add(self, ifname: str, neighbour: tuple[IPAddress, ...]) -> None:
+        """Count ``ifname``; ``neighbour``: its addresses, which the consumer side leaves out."""
+        if ifname in self.known:
+            return
+        for name in COUNTERS:
+            command.run("nft", "add", "element", "inet", TABLE, name, f'{{ "{ifname}" }}')
+        for address in neighbour:
+            kind = "peer4" if address.version == 4 else "peer6"
+            command.run(
+                "nft", "add", "element", "inet", TABLE, kind, f'{{ "{ifname}" . {address} }}'
+            )
+        self.known.add(ifname)
+
+    def read(self) -> Reading:
+        listing = command.run("nft", "-j", "list", "table", "inet", TABLE)
+        try:
+            return parse(listing)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise OSError(f"nft gave a listing we cannot read: {exc!r}") from exc
+
+    def remove(self) -> None:
+        """Only when meshd leaves for good (``meshd leave``): a restart adopts the table."""
+        command.run_ok("nft", "delete", "table", "inet", TABLE)
