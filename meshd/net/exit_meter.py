@@ -11,9 +11,9 @@ nothing is counted twice and nothing counted is lost while meshd runs.
 from __future__ import annotations
 
 import ipaddress
-import json
 
 from meshd.net import command
+from meshd.net.nft_counters import set_counters
 
 TABLE = "meshd_meter"
 SETS = ("exit_up", "exit_down")  # from the user (into the uplink), to the user
@@ -42,12 +42,11 @@ def render(gateway_interface: str) -> str:
 def counters(listing: str) -> dict[ipaddress.IPv4Address, int]:
     """Bytes per address, both sets summed, from ``nft -j list table inet meshd_meter``."""
     out: dict[ipaddress.IPv4Address, int] = {}
-    for item in json.loads(listing).get("nftables", []):
-        for elem in item.get("set", {}).get("elem", []):
-            value = elem.get("elem", {}) if isinstance(elem, dict) else {}
-            if "val" in value and "counter" in value:
-                address = ipaddress.IPv4Address(value["val"])
-                out[address] = out.get(address, 0) + int(value["counter"]["bytes"])
+    for name, counts in set_counters(listing)[1].items():
+        if name in SETS:
+            for value, count in counts.items():
+                address = ipaddress.IPv4Address(value)
+                out[address] = out.get(address, 0) + count
     return out
 
 

@@ -20,10 +20,10 @@ handle.
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 
 from meshd.net import command
+from meshd.net.nft_counters import set_counters
 
 TABLE = "meshd_links"
 COUNTERS = ("relayed_for", "relayed_to", "sent", "received")
@@ -71,19 +71,11 @@ class Reading:
 
 def parse(listing: str) -> Reading:
     """``nft -j list table inet meshd_links`` -> a Reading."""
-    table, counts = -1, {}
-    per_set: dict[str, dict[str, int]] = {name: {} for name in COUNTERS}
-    for item in json.loads(listing).get("nftables", []):
-        if "table" in item:
-            table = int(item["table"].get("handle", -1))
-        found = item.get("set", {})
-        if found.get("name") in per_set:
-            for elem in found.get("elem", []):
-                value = elem.get("elem", {}) if isinstance(elem, dict) else {}
-                if "val" in value and "counter" in value:
-                    per_set[found["name"]][str(value["val"])] = int(value["counter"]["bytes"])
-    for ifname in set().union(*per_set.values()):
-        a, b, c, d = (per_set[name].get(ifname, 0) for name in COUNTERS)
+    table, per_set = set_counters(listing)
+    ifnames = set().union(*(per_set.get(name, {}) for name in COUNTERS))
+    counts = {}
+    for ifname in ifnames:
+        a, b, c, d = (per_set.get(name, {}).get(ifname, 0) for name in COUNTERS)
         counts[ifname] = (a, b, c, d)
     return Reading(table, counts)
 
