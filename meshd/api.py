@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,6 @@ API_VERSION = 1
 MAX_REQUEST = 64 * 1024
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
-
-
-class ApiError(Exception):
-    """An error answer from the daemon, or no daemon to answer."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
 
 
 class CallError(Exception):
@@ -84,40 +75,3 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
     server = await asyncio.start_unix_server(on_client, path=str(path), limit=MAX_REQUEST)
     path.chmod(0o600)
     return server
-
-
-class Client:
-    """Blocking client (the CLI and tools; the TUI runs it in a worker thread)."""
-
-    def __init__(self, path: Path | str, timeout: float = 5.0) -> None:
-        self.path, self.timeout = Path(path), timeout
-
-    def call(self, call: str, **args: Any) -> Any:
-        request = json.dumps({"v": API_VERSION, "call": call, "args": args}).encode() + b"\n"
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(str(self.path))
-                sock.sendall(request)
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-        except FileNotFoundError:
-            raise ApiError("no_daemon", f"no meshd socket at {self.path}") from None
-        except ConnectionRefusedError:
-            raise ApiError("no_daemon", f"nothing listens on {self.path}") from None
-        except TimeoutError:
-            raise ApiError("timeout", f"meshd at {self.path} did not answer") from None
-        except OSError as exc:
-            raise ApiError("no_daemon", f"{self.path}: {exc.strerror}") from None
-        try:
-            reply = json.loads(data)
-        except ValueError:
-            raise ApiError("bad_reply", "daemon answer is not JSON") from None
-        if not reply.get("ok"):
-            err = reply.get("error") or {}
-            raise ApiError(err.get("code", "error"), err.get("message", ""))
-        return reply["result"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshd import addressing, api, mesh, sysinfo, trust
+from meshd.client import ControlClient, ControlError
 from meshd.config import Config, parse_endpoint, parse_port_range, socket_path
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
@@ -738,8 +739,8 @@ def _round(value: float | None) -> float | None:
 
 def _answers(path: Any) -> bool:
     try:
-        api.Client(path, timeout=1.0).call("version")
-    except api.ApiError:
+        ControlClient(path, timeout=1.0).call("version")
+    except ControlError:
         return False
     return True
 

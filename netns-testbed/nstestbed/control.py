@@ -1,4 +1,4 @@
-"""Talking to the nodes' daemons over their control sockets (meshd.api framing)."""
+"""Talking to the nodes' daemons over their control sockets (meshd's control client)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from meshd.addressing import mesh_ipv6
-from meshd.api import ApiError, Client
+from meshd.client import ControlClient, ControlError
 from nstestbed.plan import MESH_IPV6_PREFIX, Plan
 from nstestbed.state import State
 
@@ -17,8 +17,8 @@ from nstestbed.state import State
 def status_call(socket: Path, timeout: float = 2.0) -> dict[str, Any]:
     """One ``status`` call on a node's control socket; raises OSError or ValueError."""
     try:
-        result = Client(socket, timeout=timeout).call("status")
-    except ApiError as exc:
+        result = ControlClient(socket, timeout=timeout).call("status")
+    except ControlError as exc:
         raise OSError(str(exc)) from None
     if not isinstance(result, dict):
         raise ValueError("status result is not an object")
