@@ -3,13 +3,10 @@ and Hypothesis: random or mutated bytes only ever raise BeaconError."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
-import sys
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,29 +25,16 @@ from meshd.proto.beacon import (
     make_beacon,
     parse_beacon,
 )
+from tests.golden import vectors
+from tests.golden.beacon import make_vectors as GEN
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "beacon"
 FILES = sorted(p.name for p in GOLDEN.glob("*.json"))
+_vector = vectors.reader(GOLDEN)
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("beacon_make_vectors", GOLDEN / "make_vectors.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN = _generator()
 KEY = SigningKey(bytes(range(32)))
 MESH_ID = bytes.fromhex("00112233445566778899aabbccddeeff")
-
-
-def _vector(name: str) -> dict[str, Any]:
-    vector = json.loads((GOLDEN / name).read_text(encoding="utf-8"))
-    assert isinstance(vector, dict)
-    return vector
 
 
 def valid(**kwargs: Any) -> bytes:

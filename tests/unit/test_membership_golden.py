@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
 
@@ -23,29 +18,12 @@ from meshd.membership import (
     message_from_json,
     verify_membership,
 )
+from tests.golden import vectors
+from tests.golden.membership import make_vectors as GEN
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "membership"
 FILES = sorted(p.name for p in GOLDEN.glob("*.json"))
-
-
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "membership_make_vectors", GOLDEN / "make_vectors.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-GEN = _generator()
-
-
-def _vector(name: str) -> dict[str, Any]:
-    vector = json.loads((GOLDEN / name).read_text(encoding="utf-8"))
-    assert isinstance(vector, dict)
-    return vector
+_vector = vectors.reader(GOLDEN)
 
 
 def test_checked_in_files_are_exactly_what_the_generator_makes() -> None:

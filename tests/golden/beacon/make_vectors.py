@@ -9,7 +9,6 @@ script produces.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
 from meshd.identity import node_id_from_public  # noqa: E402
 from meshd.proto.beacon import Beacon, make_beacon  # noqa: E402
+from tests.golden import vectors  # noqa: E402
 
 
 def seed(label: str) -> bytes:
@@ -51,8 +51,7 @@ def build() -> dict[str, tuple[str, Beacon]]:
 
 
 def render(description: str, beacon: Beacon) -> str:
-    vector = {"description": description, "hex": beacon.encode().hex(), "json": beacon.to_json()}
-    return json.dumps(vector, indent=2, ensure_ascii=False) + "\n"
+    return vectors.render(description, beacon.encode().hex(), beacon.to_json())
 
 
 def rendered() -> dict[str, str]:
@@ -61,9 +60,7 @@ def rendered() -> dict[str, str]:
 
 
 def main() -> None:
-    for name, text in rendered().items():
-        (HERE / name).write_text(text, encoding="utf-8")
-        print(f"wrote {HERE / name}")
+    vectors.write(HERE, rendered())
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from meshd.membership import (  # noqa: E402
     issue_membership,
     revoke,
 )
+from tests.golden import vectors  # noqa: E402
 
 
 def seed(label: str) -> bytes:
@@ -147,8 +147,7 @@ def build() -> dict[str, tuple[str, Message]]:
 
 
 def render(description: str, message: Message) -> str:
-    vector = {"description": description, "hex": message.encode().hex(), "json": message.to_json()}
-    return json.dumps(vector, indent=2, ensure_ascii=False) + "\n"
+    return vectors.render(description, message.encode().hex(), message.to_json())
 
 
 def rendered() -> dict[str, str]:
@@ -157,9 +156,7 @@ def rendered() -> dict[str, str]:
 
 
 def main() -> None:
-    for name, text in rendered().items():
-        (HERE / name).write_text(text, encoding="utf-8")
-        print(f"wrote {HERE / name}")
+    vectors.write(HERE, rendered())
 
 
 if __name__ == "__main__":

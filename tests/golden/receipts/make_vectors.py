@@ -8,11 +8,8 @@ checks that the files here are exactly what this script produces.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 from nacl.signing import SigningKey
 
@@ -20,19 +17,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
 from meshd.receipts import Receipt, export_lines, record_to_json  # noqa: E402
+from tests.golden import vectors  # noqa: E402
+from tests.golden.membership import make_vectors as MEMBERSHIP  # noqa: E402
 
-
-def _membership_vectors() -> ModuleType:
-    path = HERE.parent / "membership" / "make_vectors.py"
-    spec = importlib.util.spec_from_file_location("membership_make_vectors", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-MEMBERSHIP = _membership_vectors()
 MESH_ID = MEMBERSHIP.MESH_ID
 NODE = MEMBERSHIP.NODE  # certified by the admin
 JOINER = MEMBERSHIP.JOINER  # certified by the delegate, valid from T0 + 3600
@@ -121,12 +108,7 @@ def export() -> list[str]:
 
 
 def render(description: str, message: Receipt) -> str:
-    vector = {
-        "description": description,
-        "hex": message.encode().hex(),
-        "json": record_to_json(message),
-    }
-    return json.dumps(vector, indent=2, ensure_ascii=False) + "\n"
+    return vectors.render(description, message.encode().hex(), record_to_json(message))
 
 
 def rendered() -> dict[str, str]:
@@ -137,9 +119,7 @@ def rendered() -> dict[str, str]:
 
 
 def main() -> None:
-    for name, text in rendered().items():
-        (HERE / name).write_text(text, encoding="utf-8")
-        print(f"wrote {HERE / name}")
+    vectors.write(HERE, rendered())
 
 
 if __name__ == "__main__":
