@@ -87,12 +87,20 @@ def test_a_household_without_uplink_and_its_lan_get_online_through_a_gateway(bed
         assert bed.gateway(gw)["sharing"]["announced"] is True
 
 
-def test_the_exit_policy_refuses_outbound_smtp_for_the_mesh_only(bed: Bed) -> None:
-    probe = (
-        "import socket,sys\n"
-        f"s=socket.create_connection(('{SERVER}',25),timeout=5)\n"
-        "print('connected')\n"
+def _tcp_probe(address: str, port: int, timeout: float = 3) -> str:
+    """A Python program printing ``connected``, or the error's name."""
+    return (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('{address}', {port}), timeout={timeout})\n"
+        "    print('connected')\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
     )
+
+
+def test_the_exit_policy_refuses_outbound_smtp_for_the_mesh_only(bed: Bed) -> None:
+    probe = _tcp_probe(SERVER, 25, timeout=5)
     own = bed.sh("a", "python3", "-c", probe, check=False)
     assert "connected" in own  # the gateway's household is not under the exit policy
     through = bed.run("exec", "e", "--", "python3", "-c", probe, check=False)
@@ -174,16 +182,6 @@ def test_the_mesh_cannot_reach_a_household_lan_but_its_replies_pass(bed: Bed) ->
         assert ok.returncode == 0, ok.stdout + ok.stderr
     finally:
         bed.sh("b", "ip", "route", "del", lan_net, "dev", link, check=False)
-
-
-def _tcp_probe(address: str, port: int) -> str:
-    return (
-        "import socket\n"
-        "try:\n"
-        f"    socket.create_connection(('{address}', {port}), timeout=3); print('connected')\n"
-        "except OSError as exc:\n"
-        "    print(type(exc).__name__)\n"
-    )
 
 
 def test_the_mesh_reaches_only_meshd_open_ports_and_icmp_on_a_node(bed: Bed) -> None:
