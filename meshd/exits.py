@@ -85,7 +85,7 @@ class ExitService:
         tunnels: ExitTunnels,
         submit: Submit,
         kernel: Kernel,
-        ledger: Ledger | None,
+        ledger: Ledger,
         uplink: UplinkSettings,
         settings: ExitSettings,
         mesh_ipv4: ipaddress.IPv4Address,
@@ -140,9 +140,8 @@ class ExitService:
                 self.rate_cap_kbit,
             )
             self.month = month_of(time.time())
-            if self.ledger is not None:
-                self.usage = await self.kernel(self.ledger.exit_usage, self.month)
-                self._metering = asyncio.ensure_future(self._meter_loop())
+            self.usage = await self.kernel(self.ledger.exit_usage, self.month)
+            self._metering = asyncio.ensure_future(self._meter_loop())
         event("exit.listening", port=self.settings.quic_port, sharing=self.uplink.share)
 
     async def close(self) -> None:
@@ -287,7 +286,6 @@ class ExitService:
 
     async def _meter(self) -> None:
         """Read the kernel's counts into this month's totals; cut off who reached its quota."""
-        assert self.ledger is not None
         deltas = await self.kernel(self.tunnels.usage)
         by_user: dict[str, int] = {}
         for address, count in deltas.items():

@@ -660,6 +660,7 @@ class Node:
                     self.cfg.control.quic_port,
                     self.cfg.discovery.beacon_interval_s,
                 )
+            assert self.ledger is not None  # opened by setup
             self.exits = ExitService(
                 self.node_id,
                 self.control.credentials,

@@ -14,6 +14,7 @@ import ipaddress
 
 from meshd.net import command
 from meshd.net.nft_counters import set_counters
+from meshd.receipts.counting import grown
 
 TABLE = "meshd_meter"
 SETS = ("exit_up", "exit_down")  # from the user (into the uplink), to the user
@@ -88,7 +89,6 @@ class ExitMeter:
         now = counters(command.run("nft", "-j", "list", "table", "inet", TABLE))
         for address, total in now.items():
             if address in self.seen:
-                # A counter below what we saw was reset under us: count it from zero.
-                delta = total - self.seen[address] if total >= self.seen[address] else total
+                delta = grown(total, self.seen[address])
                 self.seen[address] = total
                 self.pending[address] = self.pending.get(address, 0) + delta

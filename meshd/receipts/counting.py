@@ -23,14 +23,17 @@ class Snapshot:
     reading: Counts  # the kernel's counters when ``totals`` was last advanced
 
 
+def grown(now: int, last: int) -> int:
+    """What a kernel counter added since it read ``last``: one below its last reading
+    restarted from zero (its element or table was made again)."""
+    return now - last if now >= last else now
+
+
 def advance(previous: Snapshot | None, table: int, reading: Counts) -> Snapshot:
     if previous is None:
         return Snapshot(reading, table, reading)
     same_table = previous.table == table
     totals = []
     for total, now, last in zip(previous.totals, reading, previous.reading, strict=True):
-        # A new table counts from zero; so does a counter below its last reading (its
-        # element was made again).
-        grown = now - last if same_table and now >= last else now
-        totals.append(total + grown)
+        totals.append(total + (grown(now, last) if same_table else now))  # a new one: all
     return Snapshot((totals[0], totals[1], totals[2], totals[3]), table, reading)
