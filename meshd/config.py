@@ -17,6 +17,7 @@ from typing import Any
 from meshd.identity import public_from_node_id
 
 DEFAULT_SOCKET = "/run/meshd/meshd.sock"
+DEFAULT_CONFIG = "/etc/meshd/meshd.toml"
 
 
 class ConfigError(Exception):
@@ -179,6 +180,27 @@ class LanSettings:
 
 
 @dataclass(frozen=True)
+class ReceiptsSettings:
+    sign: bool = _opt(
+        True, "sign receipts for what neighbours relay for us (a node that does not is throttled)"
+    )
+    tolerance_percent: float = _opt(
+        2.0,
+        "sign a neighbour's claim up to this share above our own count (the two ends count at "
+        "different moments, and a lossy link drops what the sender counted)",
+    )
+    tolerance_kb: int = _opt(256, "... plus this many kilobytes (KiB) per epoch")
+    claim_interval_s: float = _opt(10.0, "seconds between claims to a neighbour we relay for")
+    claim_mb: int = _opt(16, "claim at once when this many MiB were relayed since the last claim")
+    credit_mb: int = _opt(
+        8, "MiB relayed for a neighbour on credit before it must sign (grows with its receipts)"
+    )
+    throttle_rate: str = _opt(
+        "1mbit", "each way, what a neighbour beyond its credit gets relayed (it is never cut off)"
+    )
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     node_id: str = _opt("", "the peer's node id (43 characters)", required=True)
     address: str = _opt("", "the peer's underlay HOST:PORT of its QUIC control port", required=True)
@@ -199,6 +221,7 @@ class Config:
     exit: ExitSettings = field(default_factory=ExitSettings)
     lan: LanSettings = field(default_factory=LanSettings)
     isolation: IsolationSettings = field(default_factory=IsolationSettings)
+    receipts: ReceiptsSettings = field(default_factory=ReceiptsSettings)
     bootstrap: tuple[Bootstrap, ...] = ()
 
 
@@ -214,6 +237,7 @@ SECTIONS: dict[str, type] = {
     "exit": ExitSettings,
     "lan": LanSettings,
     "isolation": IsolationSettings,
+    "receipts": ReceiptsSettings,
 }
 
 
@@ -350,6 +374,7 @@ def _check(cfg: Config) -> None:
     if d.forget_after_s < 60:
         raise ConfigError(p, "discovery.forget_after_s", "expected at least 60 seconds")
     _check_uplink(cfg)
+    _check_receipts(cfg)
     seen_ids: set[str] = set()
     for i, b in enumerate(cfg.bootstrap):
         where = f"bootstrap[{i}]"
@@ -421,6 +446,21 @@ def _check_uplink(cfg: Config) -> None:
         raise ConfigError(p, "exit.fwmark", "expected a non-zero 32-bit mark")
     if not 1280 <= ex.mtu <= w.mtu - 80:
         raise ConfigError(p, "exit.mtu", f"expected 1280..{w.mtu - 80} (inside a mesh link)")
+
+
+def _check_receipts(cfg: Config) -> None:
+    p, r = cfg.path, cfg.receipts
+    if not 0 <= r.tolerance_percent <= 100:
+        raise ConfigError(p, "receipts.tolerance_percent", "expected 0..100")
+    for key in ("tolerance_kb", "claim_mb", "credit_mb"):
+        if getattr(r, key) < 0:
+            raise ConfigError(p, f"receipts.{key}", "expected 0 or more")
+    if r.claim_interval_s <= 0:
+        raise ConfigError(p, "receipts.claim_interval_s", "expected a positive number")
+    try:
+        parse_rate_kbit(r.throttle_rate)
+    except ValueError as exc:
+        raise ConfigError(p, "receipts.throttle_rate", str(exc)) from None
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -496,6 +536,12 @@ def load(path: Path | str) -> Config:
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
     return parse(text, path)
+
+
+def config_path(flag: str | None = None) -> Path:
+    """The config file of commands that read the node's files: the flag, else
+    $MESHD_CONFIG (the testbed sets it per node), else the default."""
+    return Path(flag or os.environ.get("MESHD_CONFIG") or DEFAULT_CONFIG)
 
 
 def socket_path(cfg: Config | None = None) -> Path:

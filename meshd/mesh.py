@@ -69,6 +69,7 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
+MeteringMessage = messages.Claim | messages.ReceiptMessage | messages.ReceiptAck
 # Sessions: a silent cut is noticed by WireGuard liveness within seconds, so the session
 # itself can idle longer: one PING per 40 s of silence (from the dialler) keeps the
 # control plane's cost per link low, and a cut of under two minutes keeps the session.
@@ -187,6 +188,7 @@ class ControlPlane:
         bootstrap: tuple[tuple[str, Address, str], ...] = (),
         share_endpoints: bool = True,
         forget_after_s: float = 600.0,
+        on_metering: Callable[[str, MeteringMessage], None] | None = None,
         now: float = 0.0,
     ) -> None:
         self.node_id, self.credentials, self.own = node_id, credentials, own
@@ -195,6 +197,7 @@ class ControlPlane:
         self.interface_prefix = interface_prefix
         self.share_endpoints = share_endpoints
         self.forget_after_s = forget_after_s
+        self.on_metering = on_metering  # claims and receipts (meshd.claims), from members
         self.peers: dict[str, Peer] = {}
         self.gateways = GatewayTable()
         self.gateway_choice = Choice(None, (), False)
@@ -436,6 +439,9 @@ class ControlPlane:
             self._on_revocations(peer, msg.revocations)
         elif isinstance(msg, messages.Gateway):
             self._on_gateway(peer, msg.advert)
+        elif isinstance(msg, MeteringMessage):
+            if self.on_metering is not None:
+                self.on_metering(peer.node_id, msg)
         elif not isinstance(msg, messages.BabelPacket):  # an exit session's kind
             self._refuse(peer, "unexpected_kind", f"{type(msg).__name__} on a neighbour session")
         else:
@@ -770,6 +776,14 @@ class ControlPlane:
         for p in self.peers.values():
             if p.node_id != but and p.member is not None:
                 self._send(p.node_id, data)
+
+    def send_to_member(self, node_id: str, message: messages.SessionMessage) -> bool:
+        """Send to a neighbour whose certificate verified on its current session."""
+        peer = self.peers.get(node_id)
+        if peer is None or peer.member is None:
+            return False
+        self._send(node_id, messages.encode(message))
+        return True
 
     def _send(self, node_id: str, data: bytes) -> None:
         if self.transport is not None:

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshd import addressing, api, mesh, sysinfo, trust
+from meshd.claims import ClaimService, Signer
 from meshd.client import ControlClient, ControlError
-from meshd.config import Config, parse_endpoint, parse_port_range, socket_path
+from meshd.config import Config, parse_endpoint, parse_port_range, parse_rate_kbit, socket_path
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
 from meshd.identity import Identity, public_from_node_id
@@ -41,8 +42,11 @@ from meshd.net.exit_tunnel import ExitTunnels, exit_interface_names
 from meshd.net.link_meter import LinkMeter
 from meshd.net.netlink import Netlink, NetlinkError, Route
 from meshd.net.resolver import system_resolver
+from meshd.net.throttle import Throttle
 from meshd.proto.babel import BABEL_PORT
+from meshd.proto.session import Claim, ReceiptMessage
 from meshd.receipts.counting import Snapshot, advance
+from meshd.receipts.exchange import ZERO
 from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
 from meshd.routing.liveness import LinkState, Liveness
 from meshd.wg.backend import WireGuardBackend
@@ -120,6 +124,10 @@ class Node:
         self.ledger: Ledger | None = None
         self.link_counts: dict[str, Snapshot] = {}  # by neighbour node id; replaced whole
         self._counts_saved = 0.0
+        # Claims and receipts (kernel thread, with the ledger), once running.
+        self.claims: ClaimService | None = None
+        self.throttle = Throttle(parse_rate_kbit(cfg.receipts.throttle_rate))
+        self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.started = time.time()
         # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
@@ -151,6 +159,7 @@ class Node:
         self.ledger = Ledger.open(self.cfg.node.state_dir)
         self.link_counts = self.ledger.link_counters()
         self.link_meter.open()  # adopted when a crashed meshd left it: its counts go on
+        self.throttle.remove()  # decided again from the ledger at the first reading
         exit_ifnames = exit_interface_names(self.prefix)
         for ifname in sorted(self.backend.list_interfaces(self.prefix)):
             if ifname in exit_ifnames:
@@ -314,8 +323,25 @@ class Node:
             self.ledger.save_link_counters(counts)
             self._counts_saved = now
 
+    def meter_round(self, now: float, reachable: set[str]) -> list[tuple[str, Claim]]:
+        """Read the counters, then the claims due to ``reachable`` neighbours."""
+        self.meter(now)
+        if self.claims is None:
+            return []
+        ifnames = {link.node_id: link.ifname for link in self.links.values()}
+        return self.claims.round(self.link_counts, ifnames, reachable, now, time.time())
+
+    def judge_claim(self, node_id: str, claim: Claim) -> ReceiptMessage | None:
+        """A neighbour's claim against our own count, read now (after it read its own)."""
+        assert self.claims is not None
+        self.meter(time.monotonic())
+        snap = self.link_counts.get(node_id)
+        own = (snap.totals[2], snap.totals[3]) if snap else ZERO
+        return self.claims.on_claim(node_id, claim, own, time.time())
+
     def teardown(self) -> None:
         """Remove every interface, route and address this node made."""
+        self.throttle.remove()
         try:
             self.meter(time.monotonic(), save=True)  # saved: the next start goes on from here
             self.link_meter.remove()
@@ -446,7 +472,7 @@ class Node:
             changes = await self.kernel(self.poll, now)
             if now >= next_meter:
                 next_meter = now + METER_S
-                self.submit(self.meter, now)
+                await self._meter_round(now)
             if self.control is not None:
                 for link, state in changes:
                     self.control.wireguard_state(link.node_id, state is LinkState.UP, now)
@@ -458,6 +484,51 @@ class Node:
                     await self.control.set_underlay(*await self.kernel(self.underlay))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+
+    async def _meter_round(self, now: float) -> None:
+        reachable = set()
+        if self.control is not None:
+            reachable = {p.node_id for p in self.control.peers.values() if p.member is not None}
+        try:
+            claims = await self.kernel(self.meter_round, now, reachable)
+        except OSError as exc:
+            event("kernel.failed", logging.WARNING, call="meter_round", error=str(exc))
+            return
+        for node_id, claim in claims:
+            assert self.control is not None
+            self.control.send_to_member(node_id, claim)
+
+    # ---- claims and receipts (meshd.claims) ------------------------------------------
+
+    def _on_metering(self, node_id: str, msg: mesh.MeteringMessage) -> None:
+        task = asyncio.get_running_loop().create_task(self._metering(node_id, msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _metering(self, node_id: str, msg: mesh.MeteringMessage) -> None:
+        """Answer a claim with a receipt, a receipt with an acknowledgement; each one
+        stored durably on the kernel thread before the answer leaves."""
+        if self.claims is None or self.control is None:
+            return
+        reply: mesh.MeteringMessage | None = None
+        try:
+            if isinstance(msg, Claim):
+                reply = await self.kernel(self.judge_claim, node_id, msg)
+            elif isinstance(msg, ReceiptMessage):
+                peer = self.control.peers.get(node_id)
+                member = peer.member if peer else None
+                signer = None
+                if member is not None:
+                    delegation = member.delegation.encode() if member.delegation else b""
+                    signer = Signer(member.certificate.encode(), delegation)
+                reply = await self.kernel(self.claims.on_receipt, node_id, msg, signer, time.time())
+            else:
+                await self.kernel(self.claims.on_ack, node_id, msg)
+        except OSError as exc:
+            event("receipts.failed", logging.WARNING, peer=node_id, error=str(exc))
+            return
+        if reply is not None:
+            self.control.send_to_member(node_id, reply)
 
     # ---- control API ---------------------------------------------------------------
 
@@ -478,6 +549,15 @@ class Node:
                 }
                 for link in self.links.values()
             },
+            "receipts": (
+                {
+                    node_id: self.claims.status(node_id, snap)
+                    for node_id, snap in self.link_counts.items()
+                }
+                if self.claims is not None
+                else {}
+            ),
+            "receipts_summary": self.claims.summary() if self.claims is not None else None,
             "routes": [
                 (r, link.node_id if (link := self.links.get(r.ifname)) else None)
                 for r in self.netlink.routes(self.cfg.routing.route_protocol)
@@ -538,9 +618,11 @@ class Node:
                     "relayed_to_bytes": snap.totals[1],
                     "sent_bytes": snap.totals[2],
                     "received_bytes": snap.totals[3],
+                    **kernel["receipts"].get(node_id, {}),
                 }
                 for node_id, snap in sorted(self.link_counts.items())
             ],
+            "receipts": kernel["receipts_summary"],
         }
 
     def _gateway_status(self) -> dict[str, Any]:
@@ -605,6 +687,7 @@ class Node:
             ),
             share_endpoints=self.cfg.discovery.share_endpoints,
             forget_after_s=self.cfg.discovery.forget_after_s,
+            on_metering=self._on_metering,
             now=now,
         )
 
@@ -661,6 +744,15 @@ class Node:
                     self.cfg.discovery.beacon_interval_s,
                 )
             assert self.ledger is not None  # opened by setup
+            self.claims = await self.kernel(
+                ClaimService,
+                self.node_id,
+                self.identity.signing_key,
+                self.control.own.trust.definition.mesh_id,
+                self.ledger,
+                self.cfg.receipts,
+                self.throttle,
+            )
             self.exits = ExitService(
                 self.node_id,
                 self.control.credentials,

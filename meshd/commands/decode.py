@@ -92,7 +92,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
         from meshd.membership.canonical import MessageType
 
         # Membership records start with their type (1-4), receipts with theirs (0x11),
-        # session messages with their kind (1-9), beacons with MSHB; anything else is read
+        # session messages with their kind (1-12), beacons with MSHB; anything else is read
         # as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
@@ -104,7 +104,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= 9:  # only session messages
+        elif data[:1] and 7 <= data[0] <= 12:  # only session messages
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -191,6 +191,24 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
         return [{"type": "session", "kind": "exit_grant", "wireguard_port": msg.wireguard_port}]
     if isinstance(msg, session.ExitRefused):
         return [{"type": "session", "kind": "exit_refused", "reason": msg.reason}]
+    if isinstance(msg, session.Claim):
+        return [
+            {
+                "type": "session",
+                "kind": "claim",
+                "epoch": msg.epoch,
+                "seq": msg.seq,
+                "relayed_for_bytes": msg.relayed_for_bytes,
+                "relayed_to_bytes": msg.relayed_to_bytes,
+                "throttled": msg.throttled or None,
+            }
+        ]
+    if isinstance(msg, session.ReceiptMessage):
+        head: dict[str, object] = {"type": "session", "kind": "receipt"}
+        head["dispute"] = msg.dispute or None
+        return [head, *_receipt(msg.receipt)]
+    if isinstance(msg, session.ReceiptAck):
+        return [{"type": "session", "kind": "receipt_ack", "epoch": msg.epoch, "seq": msg.seq}]
     if isinstance(msg, session.Revocations):
         return [
             {"type": "session", "kind": "revocations"},

@@ -1,5 +1,9 @@
-"""meshd receipts verify FILE [--admin-key KEY] | summary FILE... : check receipts exports
-offline, on any machine, and add them up for the treasurer (format: docs/receipts.md).
+"""meshd receipts export [--since WHEN] [--format jsonl|csv] | verify FILE [--admin-key KEY] |
+summary FILE... : write this node's receipts, check receipts exports offline, on any
+machine, and add them up for the treasurer (format: docs/receipts.md).
+
+export reads the node's own files (its config: --config, else $MESHD_CONFIG, else
+/etc/meshd/meshd.toml), so it works with the daemon stopped.
 
 verify prints one line per refused record (``FILE:LINE: reason: message``) and exits 0 only
 when every record verifies. summary prints bytes per provider/consumer pair across every
@@ -10,6 +14,8 @@ status 1. Without --admin-key the signatures, mesh and order are checked, member
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import sys
 from collections.abc import Iterator, Mapping
@@ -21,6 +27,22 @@ from meshd.receipts import ExportReport, Summary, summarize, verify_export
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = sub.add_parser(
+        "export",
+        help="this node's receipts, with the certificates that verify them",
+        description="Write every receipt this node stored (signed for it as provider, and "
+        "by it as consumer) to standard output: JSON Lines with the mesh definition and the "
+        "signers' certificates first (what `meshd receipts verify` reads), or CSV.",
+    )
+    export.add_argument(
+        "--config", help="the node's config (default: $MESHD_CONFIG, else /etc/meshd/meshd.toml)"
+    )
+    export.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only receipts stored since: YYYY-MM-DD (UTC), an ISO 8601 time, or Unix seconds",
+    )
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     verify = sub.add_parser(
         "verify",
         help="check every record of an export; exit 0 only when all verify",
@@ -73,7 +95,45 @@ def _opened(name: str) -> Iterator[BinaryIO]:
             yield f
 
 
+def parse_since(text: str | None) -> float:
+    """``--since`` as Unix seconds; ValueError naming the forms it takes."""
+    if not text:
+        return 0.0
+    with contextlib.suppress(ValueError):
+        return float(text)
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: expected YYYY-MM-DD, an ISO 8601 time or Unix seconds"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
+def _export(args: argparse.Namespace) -> int:
+    from meshd import config as configuration
+    from meshd import receipts_export
+
+    try:
+        since = parse_since(args.since)
+        cfg = configuration.load(configuration.config_path(args.config))
+        if args.format == "csv":
+            lines = receipts_export.csv_rows(cfg.node.state_dir, since)
+        else:
+            lines = receipts_export.jsonl(cfg.node.state_dir, cfg.mesh.admin_keys, since)
+        for line in lines:
+            sys.stdout.write(line + "\n")
+    except (ValueError, configuration.ConfigError, receipts_export.ExportError) as exc:
+        print(f"meshd receipts export: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        return _export(args)
     problem = _check_admin_keys(args.admin_key)
     if problem:
         print(f"meshd receipts: {problem}", file=sys.stderr)

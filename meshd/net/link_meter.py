@@ -9,12 +9,14 @@ recreated interface keeps counting:
 - as consumer of that neighbour: ``sent`` = packets out of X (forwarded or our own) not
   addressed to the neighbour; ``received`` = packets in from X (forwarded or for us) not
   sent by the neighbour. The neighbour's addresses (mesh IPv4 and IPv6, link-local) are
-  kept per interface in two sets.
+  kept per interface in two sets; link-scope traffic (IPv6 link-local sources, multicast
+  such as MLD reports) is the link's own, for whoever is on it: never relayed, not counted.
 
 Table ``inet meshd_links`` is created once and then adopted, never replaced: its counters
 outlive a crashed meshd, and elements are only ever added (adding one again keeps its
 counter). A reader tells a reset (a new table, after a reboot or by hand) by the table's
-handle.
+handle. An empty set named after the rules' version marks the table: one with other rules
+(an older meshd's) is made again, and the ledger rebases on the new handle.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from meshd.net import command
 from meshd.net.nft_counters import set_counters
 
 TABLE = "meshd_links"
+VERSION = "rules_v2"  # change it with the rules
 COUNTERS = ("relayed_for", "relayed_to", "sent", "received")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -35,14 +38,16 @@ def render() -> str:
     sets += [
         "\tset peer4 { type ifname . ipv4_addr; }",
         "\tset peer6 { type ifname . ipv6_addr; }",
+        f"\tset {VERSION} {{ type ifname; }}",
     ]
     sent = [
-        "oifname . ip daddr != @peer4 oifname @sent",
-        "oifname . ip6 daddr != @peer6 oifname @sent",
+        "ip daddr != 224.0.0.0/4 oifname . ip daddr != @peer4 oifname @sent",
+        "ip6 daddr != ff00::/8 oifname . ip6 daddr != @peer6 oifname @sent",
     ]
     received = [
-        "iifname . ip saddr != @peer4 iifname @received",
-        "iifname . ip6 saddr != @peer6 iifname @received",
+        "ip daddr != 224.0.0.0/4 iifname . ip saddr != @peer4 iifname @received",
+        "ip6 saddr != fe80::/10 ip6 daddr != ff00::/8 iifname . ip6 saddr != @peer6 "
+        "iifname @received",
     ]
     chains = {
         "forward": ["iifname @relayed_for", "oifname @relayed_to", *sent, *received],
@@ -85,9 +90,12 @@ class LinkMeter:
         self.known: set[str] = set()
 
     def open(self) -> None:
-        """Create the table unless it is there (adopted, counters and all)."""
-        if not command.run_ok("nft", "list", "table", "inet", TABLE):
-            command.run("nft", "-f", "-", stdin=render())
+        """Create the table unless it is there with these rules (then it is adopted,
+        counters and all)."""
+        if command.run_ok("nft", "list", "set", "inet", TABLE, VERSION):
+            return
+        command.run_ok("nft", "delete", "table", "inet", TABLE)  # older rules, if any
+        command.run("nft", "-f", "-", stdin=render())
 
     def add(self, ifname: str, neighbour: tuple[IPAddress, ...]) -> None:
         """Count ``ifname``; ``neighbour``: its addresses, which the consumer side leaves out."""

@@ -10,13 +10,20 @@
     EXIT_REQUEST (7): (no body) on an exit session, the user asks to leave by this gateway
     EXIT_GRANT (8):  u16 the gateway's WireGuard exit port: the user's key is a peer there
     EXIT_REFUSED (9): the reason, 1..64 octets of ASCII letters, digits and "_"
+    CLAIM (10):      u64 epoch | u64 seq | u64 relayed_for | u64 relayed_to | a reason (0..64
+                     octets, as EXIT_REFUSED's): the provider's cumulative counts in the
+                     epoch; the reason, when there is one, is why it throttles the consumer
+    RECEIPT (11):    a 224-octet receipt (meshd.receipts) | a dispute reason (0..64 octets):
+                     the consumer's signature; the reason when it signed its own figure
+    RECEIPT_ACK (12): u64 epoch | u64 seq: the provider has stored that receipt durably
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
 is accepted before it verifies. The WireGuard public key is the certificate's, and the
 endpoint is the address the session comes from with the LINK port, so LINK carries only
 the port. Exit sessions (meshd.exits) run over the mesh to a gateway's mesh address and
-carry only MEMBERSHIP and the EXIT kinds.
+carry only MEMBERSHIP and the EXIT kinds. CLAIM, RECEIPT and RECEIPT_ACK are the metering
+exchange of meshd.receipts.exchange.
 """
 
 from __future__ import annotations
@@ -35,10 +42,16 @@ GATEWAY = 6
 EXIT_REQUEST = 7
 EXIT_GRANT = 8
 EXIT_REFUSED = 9
+CLAIM = 10
+RECEIPT = 11
+RECEIPT_ACK = 12
+RECEIPT_LENGTH = 224  # meshd.receipts.receipt; checked again when the receipt is decoded
 MAX_REASON = 64
 MAX_ENDPOINTS = 256
 MAX_REVOCATIONS = 1024
 _ENDPOINT = struct.Struct("!32s16sH")
+_CLAIM = struct.Struct("!QQQQ")
+_ACK = struct.Struct("!QQ")
 
 
 class SessionMessageError(Exception):
@@ -112,6 +125,44 @@ class ExitRefused:
             raise ValueError(f"bad refusal reason {self.reason!r}")
 
 
+@dataclass(frozen=True)
+class Claim:
+    epoch: int
+    seq: int
+    relayed_for_bytes: int
+    relayed_to_bytes: int
+    throttled: str = ""  # why the provider throttles the consumer; empty: it does not
+
+    def __post_init__(self) -> None:
+        for value in (self.epoch, self.seq, self.relayed_for_bytes, self.relayed_to_bytes):
+            if not 0 <= value < 1 << 64:
+                raise ValueError(f"claim field {value} is not a u64")
+        if self.throttled and not _is_reason(self.throttled):
+            raise ValueError(f"bad throttling reason {self.throttled!r}")
+
+
+@dataclass(frozen=True)
+class ReceiptMessage:
+    receipt: bytes  # canonical; checked (signature, fields) by the provider
+    dispute: str = ""  # why the consumer signed its own figure; empty: it signed the claim
+
+    def __post_init__(self) -> None:
+        if len(self.receipt) != RECEIPT_LENGTH:
+            raise ValueError(f"a receipt is {RECEIPT_LENGTH} octets, not {len(self.receipt)}")
+        if self.dispute and not _is_reason(self.dispute):
+            raise ValueError(f"bad dispute reason {self.dispute!r}")
+
+
+@dataclass(frozen=True)
+class ReceiptAck:
+    epoch: int
+    seq: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.epoch < 1 << 64 and 0 <= self.seq < 1 << 64):
+            raise ValueError("epoch and seq are u64")
+
+
 def _is_reason(text: str) -> bool:
     return 1 <= len(text) <= MAX_REASON and all(
         c.isascii() and (c.isalnum() or c == "_") for c in text
@@ -128,6 +179,9 @@ SessionMessage = (
     | ExitRequest
     | ExitGrant
     | ExitRefused
+    | Claim
+    | ReceiptMessage
+    | ReceiptAck
 )
 
 
@@ -174,6 +228,18 @@ def encode(message: SessionMessage) -> bytes:
         return bytes([EXIT_GRANT]) + struct.pack("!H", message.wireguard_port)
     if isinstance(message, ExitRefused):
         return bytes([EXIT_REFUSED]) + message.reason.encode("ascii")
+    if isinstance(message, Claim):
+        return (
+            bytes([CLAIM])
+            + _CLAIM.pack(
+                message.epoch, message.seq, message.relayed_for_bytes, message.relayed_to_bytes
+            )
+            + message.throttled.encode("ascii")
+        )
+    if isinstance(message, ReceiptMessage):
+        return bytes([RECEIPT]) + message.receipt + message.dispute.encode("ascii")
+    if isinstance(message, ReceiptAck):
+        return bytes([RECEIPT_ACK]) + _ACK.pack(message.epoch, message.seq)
     if isinstance(message, Endpoints):
         if len(message.endpoints) > MAX_ENDPOINTS:
             raise ValueError(f"more than {MAX_ENDPOINTS} endpoints")
@@ -230,6 +296,20 @@ def decode(data: bytes) -> SessionMessage:
         if not _is_reason(reason):
             raise SessionMessageError("malformed", "EXIT_REFUSED reason is not a reason code")
         return ExitRefused(reason)
+    if kind == CLAIM:
+        if len(body) < _CLAIM.size:
+            raise SessionMessageError("truncated", f"CLAIM of {len(body)} octets")
+        epoch, seq, relayed_for, relayed_to = _CLAIM.unpack(body[: _CLAIM.size])
+        reason = _optional_reason(body[_CLAIM.size :])
+        return Claim(epoch, seq, relayed_for, relayed_to, reason)
+    if kind == RECEIPT:
+        if len(body) < RECEIPT_LENGTH:
+            raise SessionMessageError("truncated", f"RECEIPT of {len(body)} octets")
+        return ReceiptMessage(body[:RECEIPT_LENGTH], _optional_reason(body[RECEIPT_LENGTH:]))
+    if kind == RECEIPT_ACK:
+        if len(body) != _ACK.size:
+            raise SessionMessageError("bad_length", f"RECEIPT_ACK of {len(body)} octets")
+        return ReceiptAck(*_ACK.unpack(body))
     if kind != MEMBERSHIP:
         raise SessionMessageError("unknown_kind", f"unknown session message kind {kind}")
     parts: list[bytes] = []
@@ -246,6 +326,13 @@ def decode(data: bytes) -> SessionMessage:
     if not parts[0]:
         raise SessionMessageError("no_certificate", "membership message without a certificate")
     return Membership(parts[0], parts[1])
+
+
+def _optional_reason(raw: bytes) -> str:
+    reason = raw.decode("ascii", errors="replace")
+    if reason and not _is_reason(reason):
+        raise SessionMessageError("malformed", "the reason is not a reason code")
+    return reason
 
 
 def _count(body: bytes, limit: int, what: str) -> int:

@@ -319,7 +319,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         usage_error("testbed exec: expected NODE -- COMMAND...")
-    socket = None
+    socket = config = None
     if args.node == "inet":
         namespace = plan.internet_namespace
     elif args.node.endswith("-lan"):
@@ -329,8 +329,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         namespace = node.lan.namespace
     else:
         node = need_node(plan, args.node)
-        namespace, socket = node.namespace, node.socket
-    os.execvpe("ip", ["ip", "netns", "exec", namespace, *command], child_env(socket))
+        namespace, socket, config = node.namespace, node.socket, node.config_path
+    os.execvpe("ip", ["ip", "netns", "exec", namespace, *command], child_env(socket, config))
 
 
 def _pair(plan: Plan, a: str, b: str) -> tuple[str, str]:

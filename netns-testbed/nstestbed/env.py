@@ -30,9 +30,10 @@ def daemon_argv() -> list[str]:
     return [sys.executable, "-m", "meshd"]
 
 
-def child_env(socket: Path | None = None) -> dict[str, str]:
+def child_env(socket: Path | None = None, config: Path | None = None) -> dict[str, str]:
     """Our environment, with ``import meshd`` working from the checkout and, for a node,
-    MESHD_SOCKET naming its daemon's control socket."""
+    MESHD_SOCKET naming its daemon's control socket and MESHD_CONFIG its config (what
+    reads the node's files, such as ``meshd receipts export``, finds them by it)."""
     env = dict(os.environ)
     paths = [str(REPO_ROOT), str(TESTBED_DIR)]
     if env.get("PYTHONPATH"):
@@ -42,4 +43,6 @@ def child_env(socket: Path | None = None) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(TESTBED_DIR / "bin"), env.get("PATH", os.defpath)])
     if socket is not None:
         env["MESHD_SOCKET"] = str(socket)
+    if config is not None:
+        env["MESHD_CONFIG"] = str(config)
     return env

@@ -155,6 +155,7 @@ class NodePlan:
     uplink: UplinkPlan | None
     lan: LanPlan | None
     monthly_quota_mb: int = 0
+    receipts: tuple[tuple[str, bool | int | float | str], ...] = ()
 
     @property
     def config_path(self) -> Path:
@@ -309,6 +310,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             uplink=uplink,
             lan=lan,
             monthly_quota_mb=spec.monthly_quota_mb,
+            receipts=spec.receipts,
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -360,6 +362,12 @@ def _toml_str(value: object) -> str:
     return json.dumps(str(value))
 
 
+def _toml_value(value: bool | int | float | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _toml_str(value) if isinstance(value, str) else repr(value)
+
+
 def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_key: str) -> str:
     """The meshd config of ``node`` (meshd/config.py): its own settings, the testbed's
     admin key, and a [[bootstrap]] entry per neighbour across a point-to-point link, as an
@@ -381,6 +389,7 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
         "",
         "[isolation]",
         f"open_tcp_ports = [{_toml_str(MESH_IPERF_PORTS)}]",
+        f"open_udp_ports = [{_toml_str(MESH_IPERF_PORTS)}]",
     ]
     if node.uplink:
         lines += [
@@ -397,6 +406,9 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
             lines.append(f"rate_cap = {_toml_str(node.rate_cap.text)}")
         if node.monthly_quota_mb:
             lines.append(f"monthly_quota_mb = {node.monthly_quota_mb}")
+    if node.receipts:
+        lines += ["", "[receipts]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in node.receipts]
     if node.lan:
         lines += ["", "[lan]", f"interfaces = [{_toml_str(node.lan.node_ifname)}]"]
     for adj in node.adjacencies:

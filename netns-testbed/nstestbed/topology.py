@@ -6,6 +6,7 @@
     share = true            # offers that uplink to the mesh (read by meshd, not the testbed)
     rate_cap = "20mbit"     # optional, the most the mesh gets of it (read by meshd)
     monthly_quota_mb = 100  # optional, each neighbour's exit bytes a month (read by meshd)
+    receipts = { sign = false }  # optional, written as the node's [receipts] (meshd's keys)
     lan = true              # a household LAN host namespace behind the node
     [[links]]               # point-to-point underlay link
     between = ["a", "b"]
@@ -90,6 +91,7 @@ class NodeSpec:
     lan: bool = False
     rate_cap: Rate | None = None
     monthly_quota_mb: int = 0
+    receipts: tuple[tuple[str, bool | int | float | str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             path,
             where,
             body,
-            {"uplink", "uplink_rate", "share", "lan", "rate_cap", "monthly_quota_mb"},
+            {"uplink", "uplink_rate", "share", "lan", "rate_cap", "monthly_quota_mb", "receipts"},
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
         rate = None
@@ -224,7 +226,12 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "expected 0 or more (MB)")
         if quota and not share:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "needs share = true")
-        nodes.append(NodeSpec(name, uplink, rate, share, lan, cap, quota))
+        receipts = _table(path, f"{where}.receipts", body.get("receipts", {}))
+        for key, value in receipts.items():
+            if not isinstance(value, bool | int | float | str):
+                raise TopologyError(path, f"{where}.receipts.{key}", "expected a single value")
+        settings = tuple(sorted(receipts.items()))
+        nodes.append(NodeSpec(name, uplink, rate, share, lan, cap, quota, settings))
     return tuple(nodes)
 
 

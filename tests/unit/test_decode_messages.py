@@ -66,6 +66,22 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
         return session.ExitGrant(int(head["wireguard_port"]))  # type: ignore[call-overload]
     if head["kind"] == "exit_refused":
         return session.ExitRefused(str(head["reason"]))
+    if head["kind"] == "claim":
+        throttled = head["throttled"]
+        return session.Claim(
+            *(int(head[k]) for k in ("epoch", "seq", "relayed_for_bytes", "relayed_to_bytes")),  # type: ignore[call-overload]
+            throttled=str(throttled) if throttled else "",
+        )
+    if head["kind"] == "receipt":
+        from meshd.receipts import Receipt
+
+        fields = {k: v for k, v in rest[0].items() if k not in ("type", "version")}
+        dispute = head["dispute"]
+        return session.ReceiptMessage(
+            Receipt.from_json(fields).encode(), str(dispute) if dispute else ""
+        )
+    if head["kind"] == "receipt_ack":
+        return session.ReceiptAck(int(head["epoch"]), int(head["seq"]))  # type: ignore[call-overload]
     if head["kind"] == "gateway":
         from meshd.proto.gateway import GatewayAdvert
 
@@ -78,7 +94,7 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
     return session.Revocations(tuple(message_from_json(r).encode() for r in rest))
 
 
-def test_discovery_session_messages_match_their_golden_vectors_both_ways() -> None:
+def test_session_messages_match_their_golden_vectors_both_ways() -> None:
     vectors = json.loads((GOLDEN.parent / "session" / "vectors.json").read_text())
     assert set(vectors) == {
         "link",
@@ -88,6 +104,11 @@ def test_discovery_session_messages_match_their_golden_vectors_both_ways() -> No
         "exit_request",
         "exit_grant",
         "exit_refused",
+        "claim",
+        "claim_throttled",
+        "receipt",
+        "receipt_disputed",
+        "receipt_ack",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])

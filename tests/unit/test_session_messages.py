@@ -25,7 +25,11 @@ def test_babel_is_the_packet_after_the_kind() -> None:
     ("data", "reason"),
     [
         (b"", "empty"),
-        (b"\x0aabc", "unknown_kind"),
+        (b"\x0dabc", "unknown_kind"),
+        (b"\x0a" + bytes(31), "truncated"),
+        (b"\x0a" + bytes(32) + b"no such", "malformed"),
+        (b"\x0b" + bytes(223), "truncated"),
+        (b"\x0c" + bytes(15), "bad_length"),
         (b"\x07x", "bad_length"),
         (b"\x08\x00", "bad_length"),
         (b"\x08\x00\x00", "bad_port"),

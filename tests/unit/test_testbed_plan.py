@@ -297,6 +297,7 @@ def test_generated_configs_are_accepted_by_meshd(tmp_path: Path) -> None:
         assert cfg.mesh.ipv4_prefix == ipaddress.IPv4Network("10.77.0.0/16")
         assert cfg.mesh.admin_keys == (ADMIN,)
         assert cfg.isolation.open_tcp_ports == (plan.MESH_IPERF_PORTS,)
+        assert cfg.isolation.open_udp_ports == (plan.MESH_IPERF_PORTS,)
         if node.uplink:
             assert cfg.uplink.resolver == str(plan.INTERNET_ADDRESS)
         links = [a for a in node.adjacencies if not a.is_segment]  # segments: beacons

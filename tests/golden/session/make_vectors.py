@@ -1,7 +1,7 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
-REVOCATIONS) and gateways (GATEWAY, EXIT_*): hex and the JSON lines `meshd decode` prints. Run
-from the repo root: ``python -m tests.golden.session.make_vectors``; the tests check both
-directions."""
+REVOCATIONS), gateways (GATEWAY, EXIT_*) and metering (CLAIM, RECEIPT, RECEIPT_ACK): hex and
+the JSON lines `meshd decode` prints. Run from the repo root:
+``python -m tests.golden.session.make_vectors``; the tests check both directions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from meshd.commands.decode import decode
 from meshd.proto import session
 from tests.golden.gateway.make_vectors import advert as gateway_advert
+from tests.golden.receipts import make_vectors as RECEIPTS
 
 HERE = Path(__file__).resolve().parent
 MEMBERSHIP = HERE.parent / "membership"
@@ -18,6 +19,7 @@ MEMBERSHIP = HERE.parent / "membership"
 
 def vectors() -> dict[str, bytes]:
     node = json.loads((MEMBERSHIP / "membership_admin.json").read_text())["json"]["node_id"]
+    receipts = RECEIPTS.chain()
     revocation = bytes.fromhex(json.loads((MEMBERSHIP / "revocation_node.json").read_text())["hex"])
     return {
         "link": session.encode(session.Link(51820)),
@@ -34,6 +36,15 @@ def vectors() -> dict[str, bytes]:
         "exit_request": session.encode(session.ExitRequest()),
         "exit_grant": session.encode(session.ExitGrant(52820)),
         "exit_refused": session.encode(session.ExitRefused("not_taking_new_users")),
+        "claim": session.encode(session.Claim(RECEIPTS.EPOCH, 2, 1_234_567, 98_765_432)),
+        "claim_throttled": session.encode(
+            session.Claim(RECEIPTS.EPOCH, 3, 1_234_567_890, 98_765_432_100, "no_receipts")
+        ),
+        "receipt": session.encode(session.ReceiptMessage(receipts[1].encode())),
+        "receipt_disputed": session.encode(
+            session.ReceiptMessage(receipts[2].encode(), "over_tolerance")
+        ),
+        "receipt_ack": session.encode(session.ReceiptAck(RECEIPTS.EPOCH, 2)),
     }
 
 
