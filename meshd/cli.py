@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "revocations": ("revocations", "add admin-signed revocations (spread mesh-wide), or list"),
     "block": ("block", "stop (or --undo: allow) one neighbour's traffic through this gateway"),
     "receipts": ("receipts", "verify receipts exports offline, or add them up (summary)"),
+    "invite": ("invite", "issue a one-time invite for a new household node (token and QR)"),
 }
 
 

@@ -50,6 +50,8 @@ class MessageType(enum.IntEnum):
     MEMBERSHIP_CERTIFICATE = 0x02
     DELEGATION_CERTIFICATE = 0x03
     REVOCATION = 0x04
+    INVITE = 0x05  # meshd.invites: a one-time, expiring invitation to join
+    JOIN_REQUEST = 0x06  # meshd.invites: the joining node's keys, proving the secret
     # 0x10..0x1f are for metering; 0x10 is kept for the usage claims the receipts answer.
     RECEIPT = 0x11  # meshd.receipts: a consumer's signed cumulative byte counts
 

@@ -1,0 +1,1 @@
+"""Provisioning a new household node from an invite; the command is provisioning/provision."""

@@ -1,0 +1,130 @@
+"""The node's files: where they go on the target system and what they hold (pure).
+
+The config is rendered from the invite and the household's options, and checked with
+meshd's own config parser before anything is written. Paths are the target system's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from meshd.invites import Invite
+from meshd.net.sysctl import ROUTER_SYSCTLS
+from provisioning.layout import CONFIG_FILE, STATE_DIR, USER, VENV
+
+DEFAULT_HEALTH_TARGET = "1.1.1.1:443"
+
+
+@dataclass(frozen=True)
+class Household:
+    """What the household chose on the command line."""
+
+    uplink: str | None = None
+    share: bool = False
+    rate_cap: str | None = None
+    health_target: str = DEFAULT_HEALTH_TARGET
+    lan: tuple[str, ...] = ()
+    underlay: tuple[str, ...] = ()
+
+
+def _s(value: object) -> str:
+    return json.dumps(str(value))  # JSON string escapes are TOML basic-string escapes
+
+
+def _list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(_s(v) for v in values) + "]"
+
+
+def render_config(invite: Invite, household: Household) -> str:
+    lines = [
+        f"# meshd config, written by provisioning/provision from invite {invite.invite_id.hex()}",
+        f"# issued by {invite.issuer}.",
+        f"# After editing it: meshd check-config {CONFIG_FILE}",
+        "",
+        "[node]",
+        f"name = {_s(invite.name)}",
+        f"state_dir = {_s(STATE_DIR)}",
+        f"mesh_ipv4 = {_s(invite.mesh_ipv4)}",
+        "",
+        "[mesh]",
+        f"ipv4_prefix = {_s(invite.ipv4_prefix)}",
+        f"ipv6_prefix = {_s(invite.ipv6_prefix)}",
+        f"admin_keys = {_list(invite.admins)}",
+    ]
+    if household.uplink:
+        lines += [
+            "",
+            "[uplink]",
+            f"interface = {_s(household.uplink)}",
+            f"health_target = {_s(household.health_target)}",
+            f"share = {'true' if household.share else 'false'}",
+        ]
+        if household.rate_cap:
+            lines.append(f"rate_cap = {_s(household.rate_cap)}")
+    if household.lan:
+        lines += ["", "[lan]", f"interfaces = {_list(household.lan)}"]
+    if household.underlay:
+        lines += ["", "[discovery]", f"beacon_interfaces = {_list(household.underlay)}"]
+    seen: set[str] = set()
+    for endpoint in invite.bootstrap:  # the config takes one address per peer
+        if endpoint.node_id in seen:
+            continue
+        seen.add(endpoint.node_id)
+        lines += [
+            "",
+            "[[bootstrap]]",
+            f"node_id = {_s(endpoint.node_id)}",
+            f"address = {_s(endpoint.address)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# CAP_NET_ADMIN: WireGuard links, addresses, routes, rules, nftables, tc, net sysctls.
+# CAP_NET_RAW: device-bound sockets (beacons per segment, the uplink health check).
+# meshd's ports are all above 1023: no CAP_NET_BIND_SERVICE.
+UNIT = f"""\
+# meshd, installed by provisioning/provision.
+[Unit]
+Description=meshd community mesh router
+Wants=network-online.target
+After=network-online.target nftables.service
+
+[Service]
+Type=simple
+User={USER}
+Group={USER}
+ExecStart={VENV}/bin/meshd run --config {CONFIG_FILE}
+Restart=on-failure
+RestartSec=2
+# wireguard-go outlives meshd on purpose: a restarted meshd adopts its links.
+KillMode=process
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW
+AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={STATE_DIR} -/run/wireguard
+RuntimeDirectory=meshd
+ProtectHome=yes
+PrivateTmp=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+LockPersonality=yes
+RestrictRealtime=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# wireguard-go (where the kernel has no WireGuard) puts its sockets here, as meshd's user.
+TMPFILES = f"d /run/wireguard 0750 {USER} {USER} -\n"
+
+# The same values meshd sets at start (meshd.net.sysctl), kept across reboots.
+SYSCTL = "".join(
+    ["# meshd: a mesh router forwards (meshd/net/sysctl.py says why rp_filter is 0)\n"]
+    + [f"{key.replace('/', '.')} = {value}\n" for key, value in ROUTER_SYSCTLS.items()]
+)
+
+# Loaded at boot, as root: meshd itself may not load modules (ProtectKernelModules).
+MODULES = "wireguard\n"

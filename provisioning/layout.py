@@ -1,0 +1,12 @@
+"""Where a node's files go on the target system (standard library only)."""
+
+CONFIG_DIR = "/etc/meshd"
+CONFIG_FILE = f"{CONFIG_DIR}/meshd.toml"
+STATE_DIR = "/var/lib/meshd"
+VENV = "/opt/meshd/venv"
+UNIT_FILE = "/etc/systemd/system/meshd.service"
+SYSCTL_FILE = "/etc/sysctl.d/90-meshd.conf"
+TMPFILES_FILE = "/etc/tmpfiles.d/meshd.conf"
+MODULES_FILE = "/etc/modules-load.d/meshd.conf"
+USER = "meshd"
+SERVICE = "meshd.service"

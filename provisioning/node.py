@@ -1,0 +1,200 @@
+"""The node stage of provisioning: the invite, the node's files, the service.
+
+Everything that can refuse (the invite, the name, the config, an invite already waiting,
+half a key pair) is checked before the first file is written. The invite token goes to
+the state directory for meshd to redeem when it starts; it is written once and then left
+alone (meshd keeps it after redeeming it), so a second run with the same invite changes
+nothing and one with another invite is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+from meshd import config, identity, trust
+from meshd.invites import TOKEN_FILE, InviteError, InviteToken, parse_token, verify_invite
+from provisioning import files, host
+from provisioning.layout import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    MODULES_FILE,
+    SERVICE,
+    STATE_DIR,
+    SYSCTL_FILE,
+    TMPFILES_FILE,
+    UNIT_FILE,
+    USER,
+    VENV,
+)
+from provisioning.steps import Refused, Runner
+
+TOKEN_PATH = f"{STATE_DIR}/{TOKEN_FILE}"
+KEYS = (identity.IDENTITY_KEY, identity.WIREGUARD_KEY)
+PUBLIC = (identity.IDENTITY_PUB, identity.WIREGUARD_PUB)
+
+
+def _token(args: argparse.Namespace) -> InviteToken:
+    try:
+        token = parse_token(args.invite)
+        verify_invite(token.invite, time.time(), admins=token.invite.admins)
+    except InviteError as exc:
+        raise Refused(f"the invite is refused ({exc.reason_code}): {exc.message}") from None
+    if args.name is not None and args.name != token.invite.name:
+        raise Refused(f"the invite is for a node named {token.invite.name!r}, not {args.name!r}")
+    return token
+
+
+def _household(args: argparse.Namespace) -> files.Household:
+    return files.Household(
+        uplink=args.uplink,
+        share=args.share,
+        rate_cap=args.rate_cap,
+        health_target=args.health_target or files.DEFAULT_HEALTH_TARGET,
+        lan=tuple(args.lan),
+        underlay=tuple(args.underlay),
+    )
+
+
+def _preflight(runner: Runner, token: InviteToken, config_text: str) -> None:
+    try:
+        config.parse(config_text, CONFIG_FILE)
+    except config.ConfigError as exc:
+        raise Refused(f"the config would be invalid: {exc}") from None
+    waiting = runner.path(TOKEN_PATH)
+    if waiting.exists() and waiting.read_text().strip() != token.text():
+        raise Refused(
+            f"{TOKEN_PATH} holds another invite (this node's, waiting or redeemed): "
+            "remove it to provision this node again from a new one"
+        )
+    present = [name for name in KEYS if runner.path(f"{STATE_DIR}/{name}").exists()]
+    if len(present) == 1:
+        raise Refused(f"{STATE_DIR} has {present[0]} without its pair: not overwriting it")
+
+
+def _user(runner: Runner, real: bool) -> None:
+    owner = host.lookup_owner(runner.root, USER)
+    if owner is None and real:
+        runner.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--home-dir",
+                STATE_DIR,
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ],
+            f"create the user and group {USER}",
+        )
+        owner = host.lookup_owner(runner.root, USER)  # None in a dry run
+    elif owner is None:
+        print(
+            f"= no user {USER} under {runner.root}: its files keep this run's owner "
+            f"(create {USER}, then run this again to give them to it)",
+            file=runner.out,
+        )
+    else:
+        runner.unchanged(f"user {USER} ({owner.uid}:{owner.gid})")
+    runner.owner = owner
+
+
+def _keys(runner: Runner) -> None:
+    """Made as ``meshd keygen`` makes them (meshd.identity.generate), kept when present."""
+    state = runner.path(STATE_DIR)
+    if (state / identity.IDENTITY_KEY).exists():
+        for name in KEYS:
+            runner.own(f"{STATE_DIR}/{name}", 0o600)
+        try:
+            node_id = identity.load(state).node_id
+        except identity.KeyFileError as exc:
+            raise Refused(str(exc)) from None
+        runner.unchanged(f"keys in {STATE_DIR} (node id {node_id})")
+        return
+    runner.changed(f"generate keys in {STATE_DIR}: {', '.join(KEYS)} (0600), {', '.join(PUBLIC)}")
+    if runner.dry_run:
+        return
+    node_id = identity.generate(state).node_id
+    for name in KEYS:
+        runner.own(f"{STATE_DIR}/{name}", 0o600)
+    for name in PUBLIC:
+        runner.own(f"{STATE_DIR}/{name}", 0o644)
+    print(f"  node id {node_id}", file=runner.out)
+
+
+def node_stage(args: argparse.Namespace, runner: Runner, real: bool, wireguard: str) -> None:
+    token = _token(args)
+    invite = token.invite
+    config_text = files.render_config(invite, _household(args))
+    _preflight(runner, token, config_text)
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(invite.expires_at))
+    print(
+        f"= invite {invite.invite_id.hex()}: {invite.name!r} ({invite.mesh_ipv4}) in mesh "
+        f"{invite.mesh_id.hex()}, from {invite.issuer}, until {until}",
+        file=runner.out,
+    )
+    _user(runner, real)
+    runner.directory(CONFIG_DIR, 0o755)
+    runner.directory(STATE_DIR, 0o700, owned=True)
+    _keys(runner)
+    changed = {
+        "config": runner.file(CONFIG_FILE, config_text.encode(), 0o644),
+        "token": runner.file(TOKEN_PATH, f"{token.text()}\n".encode(), 0o600, owned=True),
+        "sysctl": runner.file(SYSCTL_FILE, files.SYSCTL.encode(), 0o644),
+        "tmpfiles": runner.file(TMPFILES_FILE, files.TMPFILES.encode(), 0o644),
+        "unit": runner.file(UNIT_FILE, files.UNIT.encode(), 0o644),
+    }
+    if wireguard in ("loaded", "module"):
+        changed["modules"] = runner.file(MODULES_FILE, files.MODULES.encode(), 0o644)
+    if real:
+        _service(runner, changed, wireguard)
+
+
+def _service(runner: Runner, changed: dict[str, bool], wireguard: str) -> None:
+    if wireguard == "module":
+        runner.run(["modprobe", "wireguard"], "load the wireguard module")
+    if changed["sysctl"]:
+        runner.run(["sysctl", "--quiet", "--load", SYSCTL_FILE], f"apply {SYSCTL_FILE}")
+    if changed["tmpfiles"]:
+        runner.run(["systemd-tmpfiles", "--create", TMPFILES_FILE], "create /run/wireguard")
+    if changed["unit"]:
+        runner.run(["systemctl", "daemon-reload"], "reload systemd's units")
+    if not host.succeeds(["systemctl", "is-enabled", "--quiet", SERVICE]):
+        runner.run(["systemctl", "enable", SERVICE], f"enable {SERVICE} at boot")
+    if not host.succeeds(["systemctl", "is-active", "--quiet", SERVICE]):
+        runner.run(["systemctl", "start", SERVICE], f"start {SERVICE}")
+    elif any(changed.values()):
+        runner.run(["systemctl", "restart", SERVICE], f"restart {SERVICE}")
+    else:
+        runner.unchanged(f"{SERVICE} running")
+    if not runner.dry_run:
+        _status(runner)
+
+
+def _status(runner: Runner) -> None:
+    """The node's status once meshd answers, or why it does not (joined, or why not)."""
+    deadline = time.monotonic() + 20
+    while True:
+        done = subprocess.run(
+            [f"{VENV}/bin/meshd", "status"], capture_output=True, text=True, check=False
+        )
+        if done.returncode == 0:
+            print(f"provision: meshd runs, a member of the mesh:\n{done.stdout}", file=runner.out)
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    why = "meshd does not answer"
+    if not Path(STATE_DIR, trust.MEMBERSHIP_FILE).exists():
+        why += f": not joined yet ({trust.MEMBERSHIP_FILE} missing; meshd redeems the invite)"
+    log = subprocess.run(
+        ["journalctl", "--unit", SERVICE, "--lines", "5", "--no-pager", "--output", "cat"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    print(f"provision: {why}. Its last log lines:\n{log}", file=runner.out)

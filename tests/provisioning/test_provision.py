@@ -1,0 +1,250 @@
+"""provisioning/provision into a scratch root (--root): never the host's /etc, users or
+services. The files, their modes and owners, a valid config and unit, a second run that
+changes nothing, a dry run that writes nothing, and refusals before any write."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meshd.cli import main as meshd
+from meshd.invites import Endpoint, InviteToken, Issuer, issue_invite
+from meshd.membership import MeshTrust
+from provisioning import files
+from provisioning.cli import main as provision
+from tests.golden.invites import make_vectors as GEN
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "provisioning" / "provision"
+MESH, _ = GEN.mesh_and_delegation()
+HOUSEHOLD = ["--uplink", "eth1", "--share", "--rate-cap", "20mbit", "--lan", "eth0"]
+
+
+def _token(name: str = "haus", issued_at: int | None = None, lifetime_s: int = 3600) -> str:
+    now = int(time.time()) if issued_at is None else issued_at
+    issuer = Issuer(GEN.ADMIN, MeshTrust.from_definition(MESH, [GEN.node_id(GEN.ADMIN)]), None)
+    token: InviteToken = issue_invite(
+        issuer,
+        name=name,
+        mesh_ipv4=ipaddress.IPv4Address("10.77.0.9"),
+        bootstrap=[
+            Endpoint.from_address(GEN.node_id(GEN.ADMIN), "192.0.2.10:6697"),
+            Endpoint.from_address(GEN.node_id(GEN.NODE), "192.0.2.11:6697"),
+        ],
+        issued_at=now,
+        expires_at=now + lifetime_s,
+        invite_id=secrets.token_bytes(16),
+        secret=secrets.token_bytes(32),
+    )
+    return token.text()
+
+
+TOKEN = _token()
+
+
+def _run(root: Path, *args: str, token: str = TOKEN) -> tuple[int, str]:
+    out = io.StringIO()
+    code = provision(["--invite", token, "--root", str(root), *args], out=out)
+    return code, out.getvalue()
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int, int, int, int]]:
+    """Every path under root: bytes, mode, owner, group, mtime."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        data = path.read_bytes() if path.is_file() else b""
+        found[str(path.relative_to(root))] = (
+            data,
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+        )
+    return found
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+def test_the_entry_script_provisions_a_scratch_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--invite", TOKEN, "--root", str(root), *HOUSEHOLD],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "provision: done" in done.stdout
+    assert (root / "etc/meshd/meshd.toml").is_file()
+
+
+def test_files_modes_and_a_config_meshd_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    code, out = _run(root, *HOUSEHOLD, "--underlay", "wlan0", "wlan1")
+    assert code == 0, out
+    state = root / "var/lib/meshd"
+    assert _mode(state) == 0o700
+    for key in ("identity.key", "wireguard.key", "invite.token"):
+        assert _mode(state / key) == 0o600, key
+    for public in ("identity.pub", "wireguard.pub"):
+        assert _mode(state / public) == 0o644, public
+    assert (state / "invite.token").read_text() == TOKEN + "\n"
+    assert (root / "etc/sysctl.d/90-meshd.conf").read_text().count("= 1\n") == 2
+    assert "d /run/wireguard 0750 meshd meshd" in (root / "etc/tmpfiles.d/meshd.conf").read_text()
+
+    config = root / "etc/meshd/meshd.toml"
+    capsys.readouterr()
+    assert meshd(["check-config", str(config)]) == 0, capsys.readouterr().err
+    assert "ok (2 bootstrap peers)" in capsys.readouterr().out
+    text = config.read_text()
+    for line in (
+        'mesh_ipv4 = "10.77.0.9"',
+        'interface = "eth1"',
+        "share = true",
+        'rate_cap = "20mbit"',
+        'interfaces = ["eth0"]',
+        'beacon_interfaces = ["wlan0", "wlan1"]',
+    ):
+        assert line in text, line
+
+    unit = (root / "etc/systemd/system/meshd.service").read_text()
+    for line in (
+        "User=meshd",
+        "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW",
+        "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/meshd -/run/wireguard",
+        "ProtectHome=yes",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "Restart=on-failure",
+    ):
+        assert f"\n{line}\n" in unit, line
+    assert "CAP_NET_BIND_SERVICE" not in unit
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_unit_file_verifies(tmp_path: Path) -> None:
+    assert _run(tmp_path / "root")[0] == 0
+    unit = (tmp_path / "root/etc/systemd/system/meshd.service").read_text()
+    # Its ExecStart is the target's virtualenv; point it at this one, which exists here.
+    here = tmp_path / "meshd.service"
+    here.write_text(unit.replace(f"{files.VENV}/", f"{Path(sys.executable).parent.parent}/"))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(here)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and here.name not in done.stderr, done.stderr
+
+
+def test_a_second_run_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert _run(root, *HOUSEHOLD)[0] == 0
+    before = _snapshot(root)
+    code, out = _run(root, *HOUSEHOLD)
+    assert code == 0
+    assert _snapshot(root) == before
+    assert "+ " not in out and out.rstrip().endswith("this node is provisioned already")
+    assert "= keys in /var/lib/meshd (node id" in out
+
+
+def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    code, out = _run(root, *HOUSEHOLD, "--dry-run")
+    assert code == 0
+    assert not root.exists()
+    assert "would write /etc/meshd/meshd.toml" in out and "would generate keys" in out
+    assert "would write /etc/systemd/system/meshd.service" in out
+    assert _run(root, *HOUSEHOLD)[0] == 0
+    before = _snapshot(root)
+    code, out = _run(root, *HOUSEHOLD, "--dry-run")
+    assert "dry run: 0 changes" in out and _snapshot(root) == before
+
+
+def test_a_changed_option_rewrites_only_the_config(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert _run(root, *HOUSEHOLD)[0] == 0
+    before = _snapshot(root)
+    code, out = _run(root, "--uplink", "eth1")
+    assert code == 0 and "+ replace /etc/meshd/meshd.toml" in out
+    after = _snapshot(root)
+    changed = {k for k in after if after[k] != before.get(k) and (root / k).is_file()}
+    assert changed == {"etc/meshd/meshd.toml"}  # (and its directory's mtime)
+
+
+def test_files_go_to_the_meshd_user_when_the_root_has_one(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    uid = 4242 if os.geteuid() == 0 else os.getuid()
+    gid = 4343 if os.geteuid() == 0 else os.getgid()
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text(f"root:x:0:0::/root:/bin/sh\nmeshd:x:{uid}:{gid}::/:/x\n")
+    (root / "etc/group").write_text(f"root:x:0:\nmeshd:x:{gid}:\n")
+    code, out = _run(root)
+    assert code == 0 and f"= user meshd ({uid}:{gid})" in out
+    state = root / "var/lib/meshd"
+    for name in ("", "identity.key", "wireguard.key", "invite.token", "identity.pub"):
+        st = (state / name).stat()
+        assert (st.st_uid, st.st_gid) == (uid, gid), name
+    assert (root / "etc/meshd/meshd.toml").stat().st_uid == os.geteuid()
+
+
+@pytest.mark.parametrize(
+    ("token", "args", "message"),
+    [
+        (TOKEN[:-4] + "AAAA", [], "the invite is refused (bad_"),
+        ("hello", [], "the invite is refused (malformed)"),
+        (_token(issued_at=int(time.time()) - 7200), [], "the invite is refused (expired)"),
+        (TOKEN, ["--name", "other"], "the invite is for a node named 'haus', not 'other'"),
+        (TOKEN, ["--uplink", "eth1", "--rate-cap", "fast"], "uplink.rate_cap: expected a rate"),
+    ],
+    ids=["altered", "malformed", "expired", "name", "config"],
+)
+def test_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], token: str, args: list[str], message: str
+) -> None:
+    root = tmp_path / "root"
+    code, _ = _run(root, *args, token=token)
+    assert code == 1
+    assert message in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_another_invite_is_refused_once_one_is_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    assert _run(root)[0] == 0
+    before = _snapshot(root)
+    assert _run(root, token=_token())[0] == 1
+    assert "holds another invite" in capsys.readouterr().err
+    assert _snapshot(root) == before
+
+
+def test_half_a_key_pair_is_not_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "root/var/lib/meshd"
+    state.mkdir(parents=True)
+    (state / "identity.key").write_text("x\n")
+    assert _run(tmp_path / "root")[0] == 1
+    assert "identity.key without its pair" in capsys.readouterr().err
+    assert sorted(p.name for p in state.iterdir()) == ["identity.key"]
+
+
+def test_share_without_an_uplink_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        _run(tmp_path / "root", "--share")
+    assert excinfo.value.code == 2
