@@ -74,6 +74,9 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return obj
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)  # one, not one per line
+
+
 def _malformed(message: str) -> ReceiptError:
     return ReceiptError(ReceiptReason.MALFORMED, message)
 
@@ -89,7 +92,7 @@ def parse_line(line: str | bytes) -> ExportRecord | None:
     if not line.strip():
         return None
     try:
-        obj = json.loads(line, object_pairs_hook=_unique_keys)
+        obj = _DECODER.decode(line)
     except RecursionError:  # nesting deep enough to exhaust the stack: not a record
         raise _malformed("not JSON: nested too deeply") from None
     except ValueError as exc:

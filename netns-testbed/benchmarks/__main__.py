@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from benchmarks import core_scale, dataplane, failover, overhead, owner_first
+from benchmarks import core_scale, dataplane, failover, overhead, owner_first, receipts
 from benchmarks.results import Result, write
 
 BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
@@ -19,6 +19,8 @@ BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
     "failover": failover.both,
     "overhead": overhead.control_bytes,
     "owner_first": owner_first.owner_first,
+    "receipts": receipts.relay,
+    "verify": receipts.verify_speed,
 }
 
 
