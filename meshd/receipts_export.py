@@ -3,9 +3,10 @@ files in the state directory; works with the daemon stopped).
 
 The export holds every receipt the node stored, as provider (signed by its neighbours) and
 as consumer (signed by itself), in the order stored, which keeps each chain in increasing
-seq; and before them what a verifier needs offline: the mesh definition, each signer's
+seq; before them what a verifier needs offline: the mesh definition, each signer's
 certificate (the neighbours' as they presented them on their sessions, the node's own) and
-delegation, and the revocations the node knows (format: docs/receipts.md).
+delegation, and the revocations the node knows; after them the disputes the node recorded
+(format: docs/receipts.md).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from meshd.ledger import LEDGER_FILE, Ledger
+from meshd.ledger import LEDGER_FILE, Dispute, Ledger
 from meshd.membership import (
     DelegationCertificate,
     MembershipCertificate,
@@ -24,6 +25,7 @@ from meshd.membership import (
     MeshTrust,
 )
 from meshd.receipts import export_lines
+from meshd.receipts.dispute import DisputeRecord
 from meshd.receipts.receipt import JSON_KEYS
 from meshd.trust import DELEGATION_FILE, MEMBERSHIP_FILE, MESH_FILE, load_revocations
 
@@ -68,6 +70,11 @@ def jsonl(state_dir: Path, admin_keys: tuple[str, ...], since: float = 0.0) -> I
                 message = f"{state_dir / LEDGER_FILE}: a signer's certificate: {exc}"
                 raise ExportError(message) from None
         receipts = [receipt for _, receipt, _ in ledger.receipts(since=since)]
+        disputes = [
+            dispute_record(own.node_id, dispute)
+            for _, dispute in ledger.disputes()
+            if dispute.at >= since
+        ]
     finally:
         ledger.close()
     yield from export_lines(
@@ -76,7 +83,18 @@ def jsonl(state_dir: Path, admin_keys: tuple[str, ...], since: float = 0.0) -> I
         delegations.values(),
         trust.revocations,
         receipts,
+        disputes,
     )
+
+
+def dispute_record(node_id: str, dispute: Dispute) -> DisputeRecord:
+    """The ledger's dispute as an export line: provider and consumer by name of role."""
+    ours, theirs = node_id, dispute.neighbour
+    provider, consumer = (ours, theirs) if dispute.role == "provider" else (theirs, ours)
+    return DisputeRecord(
+        node_id, provider, consumer, dispute.epoch, dispute.seq, dispute.reason,
+        *dispute.claimed, *dispute.signed,
+    )  # fmt: skip
 
 
 def csv_rows(state_dir: Path, since: float = 0.0) -> Iterator[str]:

@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="bytes relayed per provider/consumer pair across exports",
         description="The treasurer's table: the bytes each provider relayed for and to each "
         "consumer, from the latest receipt of every epoch, summed over epochs, each receipt "
-        "counted once however many exports carry it. Disputes are not shown yet.",
+        "counted once however many exports carry it, with the pair's disputes and the bytes "
+        "claimed beyond what was signed.",
     )
     summary.add_argument("files", nargs="+", metavar="FILE", help="receipts exports (- stdin)")
     _admin_key_option(summary)
@@ -199,6 +200,8 @@ def _summary_json(summary: Summary) -> dict[str, object]:
                 "epochs": row.epochs,
                 "relayed_for_bytes": row.relayed_for_bytes,
                 "relayed_to_bytes": row.relayed_to_bytes,
+                "disputes": row.disputes,
+                "disputed_bytes": row.disputed_bytes,
             }
             for row in summary.rows
         ],
@@ -216,7 +219,15 @@ def _who(node_id: str, names: Mapping[str, str]) -> str:
 
 
 def _table(summary: Summary) -> list[str]:
-    header = ("provider", "consumer", "epochs", "relayed_for_bytes", "relayed_to_bytes")
+    header = (
+        "provider",
+        "consumer",
+        "epochs",
+        "relayed_for_bytes",
+        "relayed_to_bytes",
+        "disputes",
+        "disputed_bytes",
+    )
     rows = [
         (
             _who(row.provider, summary.names),
@@ -224,6 +235,8 @@ def _table(summary: Summary) -> list[str]:
             str(row.epochs),
             str(row.relayed_for_bytes),
             str(row.relayed_to_bytes),
+            str(row.disputes),
+            str(row.disputed_bytes),
         )
         for row in summary.rows
     ]

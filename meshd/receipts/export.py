@@ -6,10 +6,13 @@ Every line is one JSON object whose ``type`` says what it is, in the same form t
 - ``receipt``: ``{"type": "receipt", "version": 1, ...}`` plus exactly the ten receipt
   fields (Receipt.to_json; DESIGN.md receipts export contract);
 - ``mesh_definition``, ``membership_certificate``, ``delegation_certificate``,
-  ``revocation``: the membership JSON form, unchanged (it has its own type and version).
+  ``revocation``: the membership JSON form, unchanged (it has its own type and version);
+- ``dispute``: a claim the consumer did not sign as it was (meshd.receipts.dispute): the
+  exporting node's word, unsigned, for the treasurer.
 
 The membership lines let a verifier check offline that each signer was a member. Writers
-put them first and receipts after, each chain's receipts in increasing seq; readers take
+put them first, receipts after, each chain's receipts in increasing seq, and disputes
+last; readers take
 the lines in any order but check each chain in file order. Blank lines are skipped.
 docs/receipts.md describes the format for people.
 """
@@ -28,20 +31,21 @@ from meshd.membership import (
     Revocation,
     message_from_json,
 )
+from meshd.receipts.dispute import DISPUTE_TYPE, DisputeRecord
 from meshd.receipts.errors import ReceiptError, ReceiptReason
 from meshd.receipts.receipt import Receipt
 
 RECEIPT_TYPE = "receipt"
 RECEIPT_JSON_VERSION = 1
 
-ExportRecord = Receipt | Message
+ExportRecord = Receipt | DisputeRecord | Message
 
 
 def record_to_json(record: ExportRecord) -> dict[str, object]:
     """The JSON object of one export line (also what ``meshd decode`` prints)."""
     if isinstance(record, Receipt):
         return {"type": RECEIPT_TYPE, "version": RECEIPT_JSON_VERSION, **record.to_json()}
-    return record.to_json()
+    return record.to_json()  # a dispute's and membership's carry their type
 
 
 def format_line(record: ExportRecord) -> str:
@@ -55,14 +59,16 @@ def export_lines(
     delegations: Iterable[DelegationCertificate] = (),
     revocations: Iterable[Revocation] = (),
     receipts: Iterable[Receipt] = (),
+    disputes: Iterable[DisputeRecord] = (),
 ) -> Iterator[str]:
     """The lines of an export: what the verifier needs to trust first, then receipts in
-    the given order (the caller keeps each chain in increasing seq)."""
+    the given order (the caller keeps each chain in increasing seq), then disputes."""
     yield format_line(definition)
     yield from map(format_line, delegations)
     yield from map(format_line, certificates)
     yield from map(format_line, revocations)
     yield from map(format_line, receipts)
+    yield from map(format_line, disputes)
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -105,6 +111,8 @@ def parse_line(line: str | bytes) -> ExportRecord | None:
             raise _malformed(f"receipt.version: expected {RECEIPT_JSON_VERSION}")
         del obj["type"]
         return Receipt.from_json(obj)
+    if obj.get("type") == DISPUTE_TYPE:
+        return DisputeRecord.from_json(obj)
     try:
         return message_from_json(obj)
     except MembershipError as exc:

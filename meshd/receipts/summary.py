@@ -5,7 +5,8 @@ in several files. Each file is verified on its own first; then the receipts of a
 are merged chain by chain in seq order, so that an exact copy counts once and two files
 holding different receipts for one seq (or totals that go back) are refused. Each chain's
 latest receipt carries its cumulative totals; the pair's figure is the sum over its epochs.
-Disputes are not in the table yet: they come with the ledger, which records them.
+Each pair also shows its disputes (counted once however many exports record one) and the
+bytes they are about: claimed beyond what the consumer signed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from meshd.membership import DEFAULT_SKEW_S
 from meshd.receipts.chain import ChainChecker
+from meshd.receipts.dispute import DisputeRecord
 from meshd.receipts.errors import ReceiptError, Rejection
 from meshd.receipts.receipt import Receipt
 from meshd.receipts.verify import verify_export
@@ -27,6 +29,8 @@ class PairTotal:
     epochs: int
     relayed_for_bytes: int
     relayed_to_bytes: int
+    disputes: int = 0
+    disputed_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,15 +46,19 @@ class Summary:
         return not self.rejections
 
 
-def _pair_totals(latest: Iterable[Receipt]) -> tuple[PairTotal, ...]:
-    sums: dict[tuple[str, str], tuple[int, int, int]] = {}
+def _pair_totals(
+    latest: Iterable[Receipt], disputes: Iterable[DisputeRecord]
+) -> tuple[PairTotal, ...]:
+    sums: dict[tuple[str, str], list[int]] = {}
     for receipt in latest:
-        epochs, relayed_for, relayed_to = sums.get((receipt.provider, receipt.consumer), (0, 0, 0))
-        sums[(receipt.provider, receipt.consumer)] = (
-            epochs + 1,
-            relayed_for + receipt.relayed_for_bytes,
-            relayed_to + receipt.relayed_to_bytes,
-        )
+        row = sums.setdefault((receipt.provider, receipt.consumer), [0, 0, 0, 0, 0])
+        row[0] += 1
+        row[1] += receipt.relayed_for_bytes
+        row[2] += receipt.relayed_to_bytes
+    for dispute in {d.key: d for d in disputes}.values():  # once, whoever recorded it
+        row = sums.setdefault((dispute.provider, dispute.consumer), [0, 0, 0, 0, 0])
+        row[3] += 1
+        row[4] += dispute.disputed_bytes
     return tuple(
         PairTotal(provider, consumer, *sums[(provider, consumer)])
         for provider, consumer in sorted(sums)
@@ -68,6 +76,7 @@ def summarize(
     membership_checked = bool(exports)
     rejections: list[tuple[str, Rejection]] = []
     found: list[tuple[str, int, Receipt]] = []
+    disputes: list[DisputeRecord] = []
     names: dict[str, tuple[int, str]] = {}  # node id -> (not_before, name): newest wins
     for source, lines in exports:
         report = verify_export(lines, admin_keys, mesh_id, skew_s)
@@ -75,6 +84,7 @@ def summarize(
         membership_checked = membership_checked and report.membership_checked
         rejections += [(source, rejection) for rejection in report.rejections]
         found += [(source, line, receipt) for line, receipt in report.receipts]
+        disputes += report.disputes
         for cert in report.certificates:
             names[cert.node_id] = max(
                 names.get(cert.node_id, (-1, "")), (cert.not_before, cert.name)
@@ -91,7 +101,7 @@ def summarize(
     return Summary(
         mesh_id=mesh_id,
         membership_checked=membership_checked,
-        rows=_pair_totals(merged.latest.values()),
+        rows=_pair_totals(merged.latest.values(), disputes),
         rejections=tuple(rejections),
         names={node_id: name for node_id, (_, name) in names.items()},
     )

@@ -25,6 +25,7 @@ from meshd.membership import (
     Revocation,
 )
 from meshd.receipts.chain import ChainChecker, Outcome
+from meshd.receipts.dispute import DisputeRecord
 from meshd.receipts.errors import ReceiptError, ReceiptReason, Rejection
 from meshd.receipts.export import ExportRecord, parse_line
 from meshd.receipts.receipt import Receipt
@@ -56,6 +57,7 @@ class ExportReport:
     duplicates: int  # exact repeats of a chain's latest receipt, ignored
     rejections: tuple[Rejection, ...]  # by line; line None: the file as a whole
     certificates: tuple[MembershipCertificate, ...]
+    disputes: tuple[DisputeRecord, ...] = ()  # as the exporting node recorded them
 
     @property
     def ok(self) -> bool:
@@ -71,11 +73,12 @@ class _Lines:
     certificates: list[tuple[int, MembershipCertificate]]
     delegations: list[tuple[int, DelegationCertificate]]
     revocations: list[tuple[int, Revocation]]
+    disputes: list[DisputeRecord]
     rejections: list[Rejection]
 
     @classmethod
     def read(cls, lines: Iterable[str | bytes]) -> _Lines:
-        out = cls([], [], [], [], [], [])
+        out = cls([], [], [], [], [], [], [])
         for number, line in enumerate(lines, start=1):
             try:
                 record: ExportRecord | None = parse_line(line)
@@ -92,6 +95,8 @@ class _Lines:
                 out.delegations.append((number, record))
             elif isinstance(record, Revocation):
                 out.revocations.append((number, record))
+            elif isinstance(record, DisputeRecord):
+                out.disputes.append(record)
         return out
 
     def reject(self, line: int | None, reason: ReceiptReason, message: str) -> None:
@@ -229,4 +234,5 @@ def _verify_export(
         duplicates=duplicates,
         rejections=tuple(rejections),
         certificates=tuple(cert for _, cert in read.certificates),
+        disputes=tuple(read.disputes),
     )

@@ -77,9 +77,11 @@ def test_summary_prints_the_table_across_files(
         "epochs",
         "relayed_for_bytes",
         "relayed_to_bytes",
+        "disputes",
+        "disputed_bytes",
     ]
-    rows = {tuple(line.split()[-3:]) for line in table[1:]}
-    assert rows == {("1", "100", "10"), ("1", "7", "0")}
+    rows = {tuple(line.split()[-5:]) for line in table[1:]}
+    assert rows == {("1", "100", "10", "0", "0"), ("1", "7", "0", "0", "0")}
     assert any(line.startswith(f"member 1 ({nid(PROVIDER)[:8]})") for line in table)
 
 
@@ -101,7 +103,40 @@ def test_summary_json_and_exit_1_with_a_refused_record(
             "epochs": 1,
             "relayed_for_bytes": 10,
             "relayed_to_bytes": 0,
+            "disputes": 0,
+            "disputed_bytes": 0,
         }
     ]
     assert [r["reason"] for r in result["refused"]] == ["bad_signature"]
     assert f"{path}:7: bad_signature: " in out.err
+
+
+def test_a_dispute_both_sides_recorded_counts_once_with_the_bytes_it_is_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from meshd.receipts import format_line
+    from meshd.receipts.dispute import DisputeRecord
+
+    def dispute(recorded_by: str) -> str:
+        return format_line(
+            DisputeRecord(
+                recorded_by,
+                nid(PROVIDER),
+                nid(CONSUMER),
+                1,
+                2,
+                "over_tolerance",
+                0,
+                1_000,
+                0,
+                900,
+            )  # fmt: skip
+        )
+
+    signed = [receipt(1, 10), receipt(2, 10, 900)]
+    first = _write(tmp_path / "p.jsonl", [*export(signed), dispute(nid(PROVIDER))])
+    second = _write(tmp_path / "c.jsonl", [*export(signed), dispute(nid(CONSUMER))])
+    assert meshd(["receipts", "verify", first]) == 0
+    assert meshd(["receipts", "summary", "--json", first, second]) == 0
+    [pair] = json.loads(capsys.readouterr().out)["pairs"]
+    assert (pair["disputes"], pair["disputed_bytes"]) == (1, 100)

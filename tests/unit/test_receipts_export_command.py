@@ -87,9 +87,16 @@ def test_the_export_verifies_offline_with_the_admin_key(
     lines = out.splitlines()
     types = [json.loads(line)["type"] for line in lines]
     assert types[0] == "mesh_definition" and types.count("membership_certificate") == 2
-    assert types.count("receipt") == 3
+    assert types.count("receipt") == 3 and types[-1] == "dispute"
     report = verify_export(lines, [nid(ADMIN)])
     assert report.ok and report.membership_checked and len(report.receipts) == 3
+    [dispute] = report.disputes
+    assert (dispute.recorded_by, dispute.consumer, dispute.seq) == (
+        nid(PROVIDER),
+        nid(CONSUMER),
+        2,
+    )
+    assert (dispute.reason, dispute.disputed_bytes) == ("over_tolerance", 2_000_000)
     exported = tmp_path / "export.jsonl"
     exported.write_text(out)
     assert run(capsys, "verify", str(exported), "--admin-key", nid(ADMIN))[0] == 0
