@@ -14,7 +14,8 @@ Errors, all ``ControlError`` with a reason ``code`` and a ``message``:
   (``bad_args``, ``unknown_call``, ``revoked`` ...);
 - ``BadAnswer``: something answered, but not a valid answer (``bad_reply``).
 
-Blocking, one connection per call; the TUI runs it in a worker thread.
+Blocking, one connection per call; ``subscribe`` keeps its connection and yields what the
+daemon streams (the dashboard reads it from a worker thread).
 """
 
 from __future__ import annotations
@@ -23,10 +24,21 @@ import json
 import os
 import socket
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, TypeVar, Union, cast, get_args, get_origin, get_type_hints
+from typing import (
+    Any,
+    BinaryIO,
+    TypedDict,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 from typing import is_typeddict as _is_typeddict
 
 from meshd.api import API_VERSION
@@ -55,7 +67,8 @@ class ControlError(Exception):
 
 
 class DaemonUnreachable(ControlError):
-    """No daemon answered: no socket, nothing listening, not allowed, or no answer in time."""
+    """No daemon answered: no socket, nothing listening, not allowed, or no answer in time
+    (``no_daemon``, ``timeout``); or a subscription's daemon went away (``disconnected``)."""
 
 
 class CallRefused(ControlError):
@@ -169,9 +182,49 @@ class _UsageRequired(TypedDict):
     relayed_to_bytes: int
 
 
+class ProviderReceipts(TypedDict):
+    """This node relays for the neighbour: its last claim, the neighbour's last signed
+    figure, what no signed receipt covers yet against the credit allowed, enforcement."""
+
+    epoch: int
+    seq: int | None
+    claimed_for_bytes: int
+    claimed_to_bytes: int
+    receipted_for_bytes: int
+    receipted_to_bytes: int
+    unreceipted_bytes: int
+    credit_bytes: int
+    state: str  # ok, throttled
+    reason: str | None
+    disputes: int
+
+
+class ConsumerReceipts(TypedDict):
+    """The neighbour relays for this node: what we last signed, whether it throttles us."""
+
+    epoch: int | None
+    seq: int | None
+    signed_for_bytes: int
+    signed_to_bytes: int
+    throttled: bool
+    reason: str | None
+    disputes: int
+
+
 class Usage(_UsageRequired, total=False):
     sent_bytes: int  # as the neighbour's consumer
     received_bytes: int
+    provider: ProviderReceipts  # both absent until receipts are exchanged with it
+    consumer: ConsumerReceipts
+
+
+class ReceiptTerms(TypedDict):
+    """How far a claim may exceed the consumer's own count and still be signed, and the
+    unreceipted bytes a provider relays before it throttles."""
+
+    tolerance_percent: float
+    tolerance_bytes: int
+    credit_bytes: int
 
 
 class _StatusRequired(TypedDict):
@@ -191,6 +244,50 @@ class Status(_StatusRequired, total=False):
     uptime_s: float
     gateway: Gateway
     usage: list[Usage]
+    receipts: ReceiptTerms | None  # null before the receipts service runs
+
+
+class Page(TypedDict):
+    """One page of ``receipts`` or ``disputes``: pass ``next`` as ``after`` for the
+    following one; null: this is the last."""
+
+    items: list[dict[str, Any]]
+    next: str | None
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """One event of the daemon's log (meshd.log): ``level`` is ``debug`` .. ``critical``."""
+
+    id: int
+    time: float  # Unix time
+    level: str
+    name: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventPage:
+    items: list[LoggedEvent]
+    next: int | None  # the ``after`` for the rest; null: no more matching events yet
+    last_id: int  # the newest event the daemon holds
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A subscription's periodic status document."""
+
+    status: Status
+
+
+@dataclass(frozen=True)
+class EventsDropped:
+    """A subscription fell behind and lost ``count`` events here."""
+
+    count: int
+
+
+StreamItem = LoggedEvent | StatusUpdate | EventsDropped
 
 
 @dataclass(frozen=True)
@@ -243,21 +340,89 @@ class ControlClient:
         result = self.call("block", node_id=node_id, blocked=blocked)
         return _dataclass(BlockResult, result, "block")
 
-    def call(self, call: str, **args: Any) -> Any:
-        """One call, its result unchecked (the typed methods above check theirs)."""
-        reply = _decode(self._exchange(_request(call, args)))
-        if reply["ok"]:
-            return reply["result"]
-        raise CallRefused(reply["error"]["code"], reply["error"]["message"])
+    def neighbours(self) -> list[Neighbour]:
+        return _checked(self.call("neighbours"), list[Neighbour], "neighbours")
 
-    def _exchange(self, request: bytes) -> bytes:
+    def routes(self) -> list[Route]:
+        return _checked(self.call("routes"), list[Route], "routes")
+
+    def gateways(self) -> Gateway:
+        return _checked(self.call("gateways"), Gateway, "gateways")
+
+    def usage(self) -> list[Usage]:
+        return _checked(self.call("usage"), list[Usage], "usage")
+
+    def receipts(self, after: str | None = None, limit: int = 100) -> Page:
+        """Receipts signed by or for this node, oldest first, ``limit`` at a time."""
+        return _checked(self.call("receipts", after=after, limit=limit), Page, "receipts")
+
+    def disputes(self, after: str | None = None, limit: int = 100) -> Page:
+        return _checked(self.call("disputes", after=after, limit=limit), Page, "disputes")
+
+    def events(
+        self, after: int = 0, limit: int = 100, name: str = "", level: str = "debug"
+    ) -> EventPage:
+        """The daemon's recent events after id ``after`` whose names start with ``name``,
+        at ``level`` or above."""
+        result = self.call("events", after=after, limit=limit, name=name, level=level)
+        _check(result, _EventPageAnswer, "events")
+        return EventPage(
+            [
+                _dataclass(LoggedEvent, item, f"events.items[{i}]")
+                for i, item in enumerate(result["items"])
+            ],
+            result["next"],
+            result["last_id"],
+        )
+
+    def subscribe(
+        self,
+        interval: float = 1.0,
+        after: int | None = None,
+        name: str = "",
+        level: str = "debug",
+    ) -> Subscription:
+        """A status update at once and every ``interval`` s, and each new event (after id
+        ``after`` when given, so a reconnecting reader misses none the daemon still
+        holds), until ``close()``. Reading it raises ``DaemonUnreachable`` (``timeout``,
+        ``disconnected``) when the daemon stops answering."""
+        args: dict[str, Any] = {"interval": interval, "name": name, "level": level}
+        if after is not None:
+            args["after"] = after
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stream = sock.makefile("rb")
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            with self._reaching():
                 sock.settimeout(self.timeout)
                 sock.connect(str(self.path))
-                sock.sendall(request)
-                with sock.makefile("rb") as answer:
-                    return answer.readline(MAX_ANSWER + 1)
+                sock.sendall(_request("subscribe", args))
+                head = _result(_decode(stream.readline(MAX_ANSWER + 1)))
+            _check(head, _SubscribeAnswer, "subscribe")
+            # The daemon sends a status every interval: silence beyond that is a hang.
+            sock.settimeout(self.timeout + interval)
+        except BaseException:
+            stream.close()
+            sock.close()
+            raise
+        return Subscription(self.path, sock, stream, head["interval"], head["last_id"])
+
+    def call(self, call: str, **args: Any) -> Any:
+        """One call, its result unchecked (the typed methods above check theirs)."""
+        return _result(_decode(self._exchange(_request(call, args))))
+
+    def _exchange(self, request: bytes) -> bytes:
+        with self._reaching(), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.path))
+            sock.sendall(request)
+            with sock.makefile("rb") as answer:
+                return answer.readline(MAX_ANSWER + 1)
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Socket errors as ``DaemonUnreachable`` with the reason in words."""
+        try:
+            yield
         except FileNotFoundError:
             raise DaemonUnreachable("no_daemon", f"no meshd socket at {self.path}") from None
         except ConnectionRefusedError:
@@ -268,11 +433,114 @@ class ControlClient:
             raise DaemonUnreachable("no_daemon", f"{self.path}: {exc.strerror}") from None
 
 
+class Subscription:
+    """What ``ControlClient.subscribe`` streams, one item per ``receive()`` (or iteration):
+    a ``StatusUpdate``, a ``LoggedEvent`` or an ``EventsDropped``; kinds this client does
+    not know are skipped (later daemons may add some). ``close()`` may come from another
+    thread: a ``receive()`` blocked there returns None, and so does every later one."""
+
+    def __init__(
+        self, path: Path, sock: socket.socket, stream: BinaryIO, interval: float, last_id: int
+    ) -> None:
+        self.path, self._sock, self._stream = path, sock, stream
+        self.interval = interval  # as the daemon granted it
+        self.last_id = last_id  # the newest event when the subscription began
+        self._closed = False
+
+    def receive(self) -> StreamItem | None:
+        while True:
+            try:
+                line = self._stream.readline(MAX_ANSWER + 1)
+            except TimeoutError:
+                if self._closed:
+                    return None
+                raise DaemonUnreachable(
+                    "timeout", f"meshd at {self.path} stopped sending updates"
+                ) from None
+            except (OSError, ValueError):  # ValueError: the file was closed under us
+                if self._closed:
+                    return None
+                raise DaemonUnreachable(
+                    "disconnected", f"lost the connection to meshd at {self.path}"
+                ) from None
+            if self._closed:
+                return None
+            if not line:
+                raise DaemonUnreachable("disconnected", f"meshd at {self.path} went away")
+            item = _stream_item(line)
+            if item is not None:
+                return item
+
+    def __iter__(self) -> Iterator[StreamItem]:
+        while (item := self.receive()) is not None:
+            yield item
+
+    def close(self) -> None:
+        self._closed = True
+        with suppress(OSError):  # already gone
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a receive() blocked in a thread
+        self._stream.close()
+        self._sock.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _SubscribeAnswer(TypedDict):
+    interval: float
+    last_id: int
+
+
+class _EventPageAnswer(TypedDict):
+    items: list[dict[str, Any]]
+    next: int | None
+    last_id: int
+
+
+class _StreamLine(TypedDict):
+    kind: str
+
+
+def _stream_item(line: bytes) -> StreamItem | None:
+    """One streamed line as its item; None for a kind this client does not know."""
+    if len(line) > MAX_ANSWER:
+        raise BadAnswer(f"streamed line is longer than {MAX_ANSWER} bytes")
+    if not line.endswith(b"\n"):
+        raise BadAnswer("streamed line was cut short")
+    try:
+        message = json.loads(line)
+    except ValueError:
+        raise BadAnswer("streamed line is not JSON") from None
+    _check(message, _StreamLine, "stream")
+    kind = message["kind"]
+    if kind == "status":
+        return StatusUpdate(parse_status(message.get("status")))
+    if kind == "event":
+        return _dataclass(LoggedEvent, message, "stream.event")
+    if kind == "dropped":
+        return _dataclass(EventsDropped, message, "stream.dropped")
+    return None
+
+
 def parse_status(document: Any) -> Status:
     """A decoded status document, checked (``BadAnswer`` naming the first field that does
     not fit): what ``status()`` returns, and how recorded snapshots are read back."""
     _check(document, Status, "status")
     return cast(Status, document)
+
+
+def _checked(result: Any, expected: Any, call: str) -> Any:
+    _check(result, expected, call)
+    return result
+
+
+def _result(reply: dict[str, Any]) -> Any:
+    if reply["ok"]:
+        return reply["result"]
+    raise CallRefused(reply["error"]["code"], reply["error"]["message"])
 
 
 def _request(call: str, args: dict[str, Any]) -> bytes:

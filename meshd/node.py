@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshd import addressing, api, mesh, sysinfo, trust
+from meshd import addressing, api, control_calls, mesh, sysinfo, trust
 from meshd.claims import ClaimService, Signer
 from meshd.client import ControlClient, ControlError
 from meshd.config import Config, parse_endpoint, parse_port_range, parse_rate_kbit, socket_path
@@ -716,7 +716,34 @@ class Node:
             except ValueError as exc:
                 raise api.CallError("bad_args", str(exc)) from None
             return {"node_id": node_id, "blocked": blocked}
-        raise api.CallError("unknown_call", f"no call named {call!r}")
+        return await control_calls.handle(
+            call,
+            args,
+            self.status,
+            receipts=lambda after, limit: self.kernel(self.ledger_page, "receipts", after, limit),
+            disputes=lambda after, limit: self.kernel(self.ledger_page, "disputes", after, limit),
+        )
+
+    def ledger_page(self, kind: str, after: str | None, limit: int) -> control_calls.Page:
+        """A page of the ledger's receipts or disputes in the order stored (kernel thread,
+        which owns the ledger); the cursor is the last row's id."""
+        assert self.ledger is not None
+        try:
+            start = int(after or 0)
+        except ValueError:
+            raise api.CallError("bad_args", f"after: {after!r} is not a cursor") from None
+        items: list[dict[str, Any]] = []
+        ids: list[int] = []
+        if kind == "receipts":
+            for row, receipt, dispute in self.ledger.receipts(after=start, limit=limit + 1):
+                items.append({"id": row, **receipt.to_json(), "dispute": dispute or None})
+                ids.append(row)
+        else:
+            for row, found in self.ledger.disputes(after=start, limit=limit + 1):
+                items.append({"id": row, **found.to_json()})
+                ids.append(row)
+        more = len(items) > limit
+        return {"items": items[:limit], "next": str(ids[limit - 1]) if more else None}
 
     # ---- the process ---------------------------------------------------------------
 

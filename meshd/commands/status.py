@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from meshd.commands import add_socket_argument
 
 if TYPE_CHECKING:
-    from meshd.client import Status
+    from meshd.client import Status, Usage
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,4 +83,42 @@ def render(s: Status) -> str:
             ],
         ),
     ]
+    if s.get("usage"):
+        parts += [
+            "",
+            table(
+                ["USAGE", "RELAYED FOR", "RELAYED TO", "SENT", "RECEIVED", "RECEIPTS"],
+                [
+                    [
+                        names.get(u["node_id"]) or u["node_id"],
+                        u["relayed_for_bytes"],
+                        u["relayed_to_bytes"],
+                        u.get("sent_bytes"),
+                        u.get("received_bytes"),
+                        receipts(u),
+                    ]
+                    for u in s["usage"]
+                ],
+            ),
+        ]
     return "\n".join(parts)
+
+
+def receipts(u: Usage) -> str:
+    """Both roles' last signed figures (for/to), and what is wrong, in one cell."""
+    said = []
+    if "provider" in u:
+        p = u["provider"]
+        said.append(f"they signed {p['receipted_for_bytes']}/{p['receipted_to_bytes']}")
+        if p["state"] != "ok":
+            said.append(f"{p['state']} ({p['reason']})")
+        if p["disputes"]:
+            said.append(f"{p['disputes']} disputed by them")
+    if "consumer" in u:
+        c = u["consumer"]
+        said.append(f"we signed {c['signed_for_bytes']}/{c['signed_to_bytes']}")
+        if c["throttled"]:
+            said.append(f"throttling us ({c['reason']})")
+        if c["disputes"]:
+            said.append(f"{c['disputes']} disputed by us")
+    return ", ".join(said) or "no receipts yet"

@@ -1,4 +1,4 @@
-"""meshd tui"""
+"""meshd tui: the operator's dashboard of this node, live (tui/app.py)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from meshd.client import ControlClient
 from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
@@ -98,10 +99,15 @@ def settled(bed: Bed, consumer: str, relayed_to: int = 0) -> tuple[dict[str, Any
 
 
 def test_the_receipt_equals_both_kernel_counts_on_a_loss_free_link(bed: Bed) -> None:
-    before_b, before_c = settled(bed, "c")
     # UDP: over TCP, c's iperf3 resets the connection when a's says it is done, and the
     # segments still in flight are then refused by c's firewall after b counted them.
-    report = bed.send("a", "c", "-u", "-b", "20M", "-n", "5M", "-l", "1200")
+    # On a busy machine a datagram may still be lost between b's count and c's (a full
+    # socket buffer of c's wireguard-go): then the link was not loss-free; try again.
+    for _ in range(3):
+        before_b, before_c = settled(bed, "c")
+        report = bed.send("a", "c", "-u", "-b", "10M", "-n", "5M", "-l", "1200")
+        if report["end"]["sum"]["lost_packets"] == 0:
+            break
     payload = report["end"]["sum"]["bytes"]
     assert payload >= 5 * MIB and report["end"]["sum"]["lost_packets"] == 0
     after_b, after_c = settled(bed, "c", before_b["relayed_to_bytes"] + payload)
@@ -120,6 +126,23 @@ def test_the_receipt_equals_both_kernel_counts_on_a_loss_free_link(bed: Bed) -> 
     assert 0 < for_c < 20_000  # the control connection
     assert receipt["disputes"] == 0 and after_c["consumer"]["disputes"] == 0
     assert after_c["consumer"]["acked_seq"] == receipt["seq"]
+
+
+def test_the_control_api_pages_through_the_same_receipts_as_the_export(bed: Bed) -> None:
+    client = ControlClient(bed.dir / "nodes" / "b" / "meshd.sock")
+    paged, after = [], None
+    while True:
+        page = client.receipts(after=after, limit=2)
+        paged += page["items"]
+        after = page["next"]
+        if after is None:
+            break
+    exported = bed.receipts("b")
+    keys = ("provider", "consumer", "epoch", "seq", "signature")
+    assert [tuple(r[k] for k in keys) for r in paged] == [
+        tuple(r[k] for k in keys) for r in exported
+    ]
+    assert paged and client.disputes()["items"] == []
 
 
 def test_with_five_percent_loss_both_sides_record_a_dispute(bed: Bed) -> None:

@@ -123,7 +123,7 @@ class FakeDaemon:
 
 
 @contextmanager
-def serving(path: Path, handler: api.Handler) -> Iterator[Path]:
+def serving(path: Path, handler: api.Handler, group: str = api.SOCKET_GROUP) -> Iterator[Path]:
     """``meshd.api.serve`` on ``path`` in a thread of its own, stopped on the way out."""
     ready = threading.Event()
     loop = asyncio.new_event_loop()
@@ -132,7 +132,7 @@ def serving(path: Path, handler: api.Handler) -> Iterator[Path]:
     async def main() -> None:
         nonlocal stop
         stop = asyncio.Event()
-        server = await api.serve(path, handler)
+        server = await api.serve(path, handler, group)
         ready.set()
         await stop.wait()
         server.close()

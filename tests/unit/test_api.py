@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
+import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +38,7 @@ def test_bad_requests_get_error_answers(line: bytes, code: str) -> None:
 
 
 def test_client_against_server(tmp_path: Path) -> None:
-    with serving(tmp_path / "s.sock", handler) as path:
-        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with serving(tmp_path / "s.sock", handler, group="no-such-group") as path:
         client = ControlClient(path)
         assert client.call("echo", x=1) == {"x": 1}
         with pytest.raises(ControlError) as info:
@@ -48,6 +50,30 @@ def test_client_against_server(tmp_path: Path) -> None:
             s.sendall(b"\xff\xfe garbage\n")
             assert json.loads(s.recv(4096))["error"]["code"] == "bad_request"
         assert client.call("echo") == {}
+
+
+def test_without_the_group_only_root_may_connect(tmp_path: Path) -> None:
+    with serving(tmp_path / "s.sock", handler, group="no-such-group") as path:
+        assert stat.S_ISSOCK(path.stat().st_mode)
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        assert path.stat().st_uid == os.geteuid()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sock"]  # nothing else left
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another group needs root")
+def test_the_groups_members_may_connect(tmp_path: Path) -> None:
+    other = next(g for g in grp.getgrall() if g.gr_gid != os.getegid())
+    with serving(tmp_path / "s.sock", handler, group=other.gr_name) as path:
+        mode = path.stat()
+        assert (oct(mode.st_mode & 0o777), mode.st_uid, mode.st_gid) == ("0o660", 0, other.gr_gid)
+
+
+def test_a_stale_socket_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))  # what a killed daemon leaves
+    with serving(path, handler):
+        assert ControlClient(path).call("echo", x=2) == {"x": 2}
 
 
 def test_client_without_daemon(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_every_call_gets_its_typed_result(tmp_path: Path) -> None:
 
 def test_status_keeps_the_fields_it_does_not_know(tmp_path: Path) -> None:
     grown = copy.deepcopy(STATUS)
-    grown["receipts"] = {"pending": 3}
+    grown["settlement"] = {"pending": 3}
     grown["neighbours"][0]["rate_bps"] = 12.5
     grown["gateway"]["candidates"][0]["terms"] = "new"
     with serving(tmp_path / "s.sock", FakeDaemon({"status": grown}).handle) as path:

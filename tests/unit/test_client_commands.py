@@ -23,13 +23,53 @@ c          mw0123456789ab  connecting  -       -     -         -     -
 
 ROUTE         VIA  INTERFACE       METRIC
 10.77.0.2/32  b    mwabcdef123456  96
-10.77.9.0/24  -    eth0            1024"""
+10.77.9.0/24  -    eth0            1024
+
+USAGE  RELAYED FOR  RELAYED TO  SENT  RECEIVED  RECEIPTS
+b      1            2           -     -         no receipts yet"""
 
 
 def test_status_prints_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with serving(tmp_path / "s.sock", FakeDaemon({"status": STATUS}).handle) as path:
         assert cli.main(["status", "--socket", str(path)]) == 0
     assert capsys.readouterr().out == STATUS_TEXT + "\n"
+
+
+def test_status_says_where_receipts_stand(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_receipts = copy.deepcopy(STATUS)
+    with_receipts["receipts"] = {"tolerance_percent": 2.0, "tolerance_bytes": 9, "credit_bytes": 99}
+    with_receipts["usage"][0].update(
+        provider={
+            "epoch": 7,
+            "seq": 3,
+            "claimed_for_bytes": 1,
+            "claimed_to_bytes": 2,
+            "receipted_for_bytes": 1,
+            "receipted_to_bytes": 1,
+            "unreceipted_bytes": 1,
+            "credit_bytes": 99,
+            "state": "throttled",
+            "reason": "no_receipts",
+            "disputes": 1,
+        },
+        consumer={
+            "epoch": 8,
+            "seq": 2,
+            "signed_for_bytes": 5,
+            "signed_to_bytes": 6,
+            "throttled": True,
+            "reason": "no_receipts",
+            "disputes": 0,
+        },
+    )
+    with serving(tmp_path / "s.sock", FakeDaemon({"status": with_receipts}).handle) as path:
+        assert cli.main(["status", "--socket", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "b      1            2           -     -         they signed 1/1, throttled "
+        "(no_receipts), 1 disputed by them, we signed 5/6, throttling us (no_receipts)"
+    )
 
 
 def test_status_json_is_the_document_as_it_came(

@@ -1,0 +1,222 @@
+"""meshd.control_calls: the read calls of the control API, answered from a status coroutine,
+page readers and an event ring, over the real server and the typed client."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshd import api, control_calls
+from meshd.client import (
+    CallRefused,
+    ControlClient,
+    DaemonUnreachable,
+    EventsDropped,
+    LoggedEvent,
+    StatusUpdate,
+)
+from meshd.log import EventLog
+from tests.unit.control_fakes import STATUS, serving
+
+
+class Daemon:
+    """``control_calls.handle`` over a ring of its own, counting status reads."""
+
+    def __init__(self, receipts: control_calls.PageReader | None = None) -> None:
+        self.ring = EventLog()
+        self.receipts = receipts
+        self.status_reads = 0
+
+    async def status(self) -> dict[str, Any]:
+        self.status_reads += 1
+        return copy.deepcopy(STATUS)
+
+    async def handle(self, call: str, args: dict[str, Any]) -> Any:
+        return await control_calls.handle(
+            call, args, self.status, receipts=self.receipts, events=self.ring
+        )
+
+
+def test_slices_of_the_status(tmp_path: Path) -> None:
+    with serving(tmp_path / "s.sock", Daemon().handle) as path:
+        client = ControlClient(path)
+        assert client.neighbours() == STATUS["neighbours"]
+        assert client.routes() == STATUS["routes"]
+        assert client.gateways() == STATUS["gateway"]
+        assert client.usage() == STATUS["usage"]
+
+
+def test_unknown_calls_are_refused() -> None:
+    with pytest.raises(api.CallError) as info:
+        asyncio.run(control_calls.handle("nope", {}, Daemon().status))
+    assert info.value.code == "unknown_call"
+
+
+def test_without_a_ledger_receipts_and_disputes_are_an_empty_last_page(tmp_path: Path) -> None:
+    with serving(tmp_path / "s.sock", Daemon().handle) as path:
+        client = ControlClient(path)
+        assert client.receipts() == {"items": [], "next": None}
+        assert client.disputes(after="x", limit=5) == {"items": [], "next": None}
+
+
+def test_receipts_are_read_a_page_at_a_time(tmp_path: Path) -> None:
+    records = [{"seq": i} for i in range(5)]
+    asked: list[tuple[str | None, int]] = []
+
+    async def reader(after: str | None, limit: int) -> control_calls.Page:
+        asked.append((after, limit))
+        start = int(after) if after else 0
+        end = start + limit
+        return {"items": records[start:end], "next": str(end) if end < len(records) else None}
+
+    with serving(tmp_path / "s.sock", Daemon(receipts=reader).handle) as path:
+        client = ControlClient(path)
+        pages, after = [], None
+        while True:
+            page = client.receipts(after=after, limit=2)
+            pages.append(page["items"])
+            if (after := page["next"]) is None:
+                break
+    assert pages == [records[0:2], records[2:4], records[4:]]
+    assert asked == [(None, 2), ("2", 2), ("4", 2)]
+
+
+@pytest.mark.parametrize(
+    ("call", "args", "reason"),
+    [
+        ("receipts", {"after": 3}, "after:"),
+        ("receipts", {"limit": 0}, "limit:"),
+        ("disputes", {"limit": 5000}, "limit:"),
+        ("events", {"after": -1}, "after:"),
+        ("events", {"level": "loud"}, "level:"),
+        ("events", {"name": 5}, "name:"),
+        ("subscribe", {"interval": 0}, "interval:"),
+        ("subscribe", {"interval": True}, "interval:"),
+    ],
+)
+def test_bad_arguments_are_refused(call: str, args: dict[str, Any], reason: str) -> None:
+    with pytest.raises(api.CallError) as info:
+        asyncio.run(Daemon().handle(call, args))
+    assert info.value.code == "bad_args" and str(info.value).startswith(reason)
+
+
+def test_events_by_page_name_and_level(tmp_path: Path) -> None:
+    daemon = Daemon()
+    daemon.ring.record("session.up", logging.INFO, {"peer": "b"})
+    daemon.ring.record("session.refused", logging.WARNING, {"peer": "c", "reason": "revoked"})
+    daemon.ring.record("link.lost", logging.WARNING, {"peer": "b"})
+    with serving(tmp_path / "s.sock", daemon.handle) as path:
+        client = ControlClient(path)
+        page = client.events(limit=2)
+        assert [e.name for e in page.items] == ["session.up", "session.refused"]
+        assert (page.next, page.last_id) == (2, 3)
+        assert [e.name for e in client.events(after=2).items] == ["link.lost"]
+        warnings = client.events(name="session.", level="warning")
+        assert warnings.items == [
+            LoggedEvent(
+                2,
+                warnings.items[0].time,
+                "warning",
+                "session.refused",
+                {"peer": "c", "reason": "revoked"},
+            )
+        ]
+        assert warnings.next is None
+
+
+def test_a_subscription_streams_status_and_events_until_closed(tmp_path: Path) -> None:
+    daemon = Daemon()
+    daemon.ring.record("old.event", logging.INFO, {})
+    with serving(tmp_path / "s.sock", daemon.handle) as path:
+        with ControlClient(path).subscribe(interval=0.1) as sub:
+            assert (sub.interval, sub.last_id) == (0.1, 1)
+            first = sub.receive()
+            assert isinstance(first, StatusUpdate) and first.status == STATUS
+            daemon.ring.record("session.up", logging.INFO, {"peer": "b"})  # another thread
+            seen = [sub.receive() for _ in range(4)]
+            events = [i for i in seen if isinstance(i, LoggedEvent)]
+            assert [e.name for e in events] == ["session.up"]  # not the one from before
+            assert sum(isinstance(i, StatusUpdate) for i in seen) == 3
+        # The client hung up: the daemon stops reading status for it, and lets go of its
+        # place in the ring.
+        _until(lambda: not daemon.ring._subscribers)
+        reads = daemon.status_reads
+        time.sleep(0.3)
+        assert daemon.status_reads == reads
+
+
+def test_a_subscription_resumes_after_an_id_and_filters(tmp_path: Path) -> None:
+    daemon = Daemon()
+    for name in ("session.up", "link.lost", "session.down"):
+        daemon.ring.record(name, logging.INFO, {})
+    with (
+        serving(tmp_path / "s.sock", daemon.handle) as path,
+        ControlClient(path).subscribe(interval=60, after=1, name="session.") as sub,
+    ):
+        got = [sub.receive(), sub.receive()]
+    assert isinstance(got[0], StatusUpdate)
+    assert isinstance(got[1], LoggedEvent) and (got[1].id, got[1].name) == (3, "session.down")
+
+
+def test_a_slow_subscriber_is_told_what_it_lost(tmp_path: Path) -> None:
+    daemon = Daemon()
+    with (
+        serving(tmp_path / "s.sock", daemon.handle) as path,
+        ControlClient(path).subscribe(interval=0.2) as sub,
+    ):
+        assert isinstance(sub.receive(), StatusUpdate)
+        # Far more than the socket's buffers and the subscriber's queue hold for a reader
+        # that waits.
+        big = "x" * 4000
+        for _ in range(3000):
+            daemon.ring.record("flood", logging.INFO, {"pad": big})
+        # Each event follows the one before it, or the count of those lost between.
+        last, lost, total_lost = 0, 0, 0
+        while last < 3000:
+            item = sub.receive()
+            if isinstance(item, EventsDropped):
+                lost += item.count
+            elif isinstance(item, LoggedEvent):
+                assert item.id == last + lost + 1
+                last, total_lost, lost = item.id, total_lost + lost, 0
+    assert total_lost > 0
+
+
+def test_closing_from_another_thread_ends_a_blocked_receive(tmp_path: Path) -> None:
+    with serving(tmp_path / "s.sock", Daemon().handle) as path:
+        sub = ControlClient(path).subscribe(interval=60)
+        assert isinstance(sub.receive(), StatusUpdate)
+        threading.Timer(0.1, sub.close).start()
+        started = time.monotonic()
+        assert sub.receive() is None
+        assert time.monotonic() - started < 5
+        assert sub.receive() is None
+
+
+def test_the_daemon_stopping_ends_the_stream_with_an_error(tmp_path: Path) -> None:
+    with serving(tmp_path / "s.sock", Daemon().handle) as path:
+        sub = ControlClient(path).subscribe(interval=60)
+        assert isinstance(sub.receive(), StatusUpdate)
+    with pytest.raises(DaemonUnreachable) as info:
+        sub.receive()
+    assert info.value.code == "disconnected"
+    sub.close()
+
+
+def test_a_refused_subscription_is_a_call_refused(tmp_path: Path) -> None:
+    with serving(tmp_path / "s.sock", Daemon().handle) as path, pytest.raises(CallRefused):
+        ControlClient(path).subscribe(interval=-1)
+
+
+def _until(predicate: Any, within: float = 5) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.01)

@@ -1,0 +1,122 @@
+"""What the dashboard derives from successive status documents: each link's receive and
+send rates (for the sparklines) and the routes withdrawn since, with why. Pure: status
+documents in, figures out.
+
+Time is the daemon's own ``uptime_s`` from each document, not this process's clock: rates
+stay right when updates arrive late or in a burst, and recorded snapshots replay exactly.
+An uptime that goes back means the daemon restarted: its counters began again, so what
+was derived from the old ones is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from meshd.client import Neighbour, Route, Status
+from tui import explain, fmt
+
+HISTORY = 8  # rate samples per link: the sparkline's width
+WITHDRAWN_KEEP_S = 120.0  # how long a withdrawn route stays listed
+
+
+@dataclass
+class LinkRates:
+    rx: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    tx: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    sample: tuple[float, int, int] | None = None  # uptime_s, rx_bytes, tx_bytes
+
+    def add(self, uptime: float, rx_bytes: int, tx_bytes: int) -> None:
+        if self.sample is not None:
+            then, rx0, tx0 = self.sample
+            elapsed = uptime - then
+            if elapsed <= 0:
+                return  # the same document again: nothing new
+            if rx_bytes >= rx0 and tx_bytes >= tx0:
+                self.rx.append((rx_bytes - rx0) / elapsed)
+                self.tx.append((tx_bytes - tx0) / elapsed)
+            # else the interface was made again and its counters restarted: no rate
+        self.sample = (uptime, rx_bytes, tx_bytes)
+
+    @property
+    def rx_rate(self) -> float | None:
+        return self.rx[-1] if self.rx else None
+
+    @property
+    def tx_rate(self) -> float | None:
+        return self.tx[-1] if self.tx else None
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    route: Route
+    at: float  # the daemon's uptime_s when it was first missing
+    why: str
+
+
+class Live:
+    """The latest status and what successive ones tell together."""
+
+    def __init__(self) -> None:
+        self.status: Status | None = None
+        self.rates: dict[str, LinkRates] = {}
+        self.withdrawn: dict[str, Withdrawn] = {}
+        self.updates = 0
+
+    @property
+    def uptime(self) -> float:
+        return self.status.get("uptime_s", 0.0) if self.status else 0.0
+
+    def update(self, status: Status) -> None:
+        previous = self.status
+        uptime = status.get("uptime_s", 0.0)
+        if previous is not None and uptime < self.uptime:
+            self.rates.clear()
+            self.withdrawn.clear()
+            previous = None
+        self.status = status
+        self.updates += 1
+        for n in status["neighbours"]:
+            if "rx_bytes" in n and "tx_bytes" in n:
+                self.rates.setdefault(n["node_id"], LinkRates()).add(
+                    uptime, n["rx_bytes"], n["tx_bytes"]
+                )
+        current = {r["prefix"] for r in status["routes"]}
+        if previous is not None:
+            for r in previous["routes"]:
+                if r["prefix"] not in current and r["prefix"] not in self.withdrawn:
+                    self.withdrawn[r["prefix"]] = Withdrawn(r, uptime, self._why_gone(r))
+        self.withdrawn = {
+            prefix: w
+            for prefix, w in self.withdrawn.items()
+            if prefix not in current and uptime - w.at <= WITHDRAWN_KEEP_S
+        }
+
+    def names(self) -> dict[str, str]:
+        """Node id -> what to call it: a neighbour's name (the status names only those),
+        else a gateway's mesh address."""
+        if self.status is None:
+            return {}
+        gateway = self.status.get("gateway")
+        candidates = gateway["candidates"] if gateway else []
+        named = {c["node_id"]: c["mesh_ipv4"] for c in candidates if "mesh_ipv4" in c}
+        named.update((n["node_id"], n["name"]) for n in self.status["neighbours"])
+        return named
+
+    def name(self, node_id: str | None) -> str:
+        if node_id is None:
+            return "-"
+        return self.names().get(node_id) or fmt.short_id(node_id)
+
+    def neighbour(self, node_id: str | None) -> Neighbour | None:
+        if self.status is None or node_id is None:
+            return None
+        return next((n for n in self.status["neighbours"] if n["node_id"] == node_id), None)
+
+    def _why_gone(self, route: Route) -> str:
+        via = self.neighbour(route["via"])
+        if via is None:
+            return "its next hop is no longer a neighbour"
+        if via["state"] != "up":
+            return f"the link to {via['name']} is {via['state']}: {explain.neighbour(via).text}"
+        return f"{via['name']} no longer offers a route to it"
