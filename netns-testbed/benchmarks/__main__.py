@@ -10,7 +10,15 @@ import os
 import sys
 from collections.abc import Callable
 
-from benchmarks import core_scale, dataplane, failover, overhead, owner_first, receipts
+from benchmarks import (
+    core_scale,
+    dataplane,
+    failover,
+    overhead,
+    owner_first,
+    receipts,
+    tui,
+)
 from benchmarks.results import Result, write
 
 BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
@@ -21,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Result]]] = {
     "owner_first": owner_first.owner_first,
     "receipts": receipts.relay,
     "verify": receipts.verify_speed,
+    "tui": tui.dashboard,
 }
 
 

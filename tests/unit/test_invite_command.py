@@ -16,7 +16,7 @@ from meshd.invites.store import SqliteInviteStore
 from meshd.membership import SCOPE_ALL, create_mesh, issue_delegation, issue_membership
 from tests.golden.membership.make_vectors import ADMIN, node_id
 
-NOW = int(time.time())
+NOW = int(time.time())  # the certificates' times; the tokens are checked at the clock's
 PEER = node_id(ADMIN)
 
 
@@ -82,7 +82,7 @@ def test_an_admin_prints_a_token_line_then_a_qr_code_and_records_it(
     config = _node(tmp_path, admin=True)
     lines = _invite(config, capsys, "--endpoint", "192.0.2.1:6697", "--expires", "2d")
     token = parse_token(lines[0])
-    invite = verify_invite(token.invite, NOW, admins=token.invite.admins)
+    invite = verify_invite(token.invite, int(time.time()), admins=token.invite.admins)
     assert invite.name == "Haus 2" and invite.delegation is None
     assert invite.mesh_ipv4 == ipaddress.IPv4Address("10.77.0.2")  # 10.77.0.1 is ours
     assert invite.expires_at - invite.issued_at == 2 * 86400
@@ -104,7 +104,7 @@ def test_a_delegate_gives_addresses_from_its_pool_and_carries_its_delegation(
     token = parse_token(_invite(config, capsys, "--endpoint", "[2001:db8::1]:6697")[0])
     assert token.invite.delegation is not None
     assert token.invite.mesh_ipv4 == ipaddress.IPv4Address("10.77.5.1")
-    verify_invite(token.invite, NOW, admins=(PEER,))
+    verify_invite(token.invite, int(time.time()), admins=(PEER,))
 
 
 def test_a_plain_member_cannot_invite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
