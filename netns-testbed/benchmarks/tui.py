@@ -3,8 +3,9 @@
 topologies/mesh10.toml, UDP iperf3 streams crossing the mesh (a -> f, c -> h) for the
 whole measurement, pings between other pairs; the dashboard (benchmarks.tui_probe, headless
 at 80x24, following node a's daemon) runs in a process of its own. Reported:
-``tui.cpu_core_fraction`` (target <= 0.05 of one core) and ``tui.refresh_per_s`` (target
->= 1.0: the screen shows a new status at least once a second)."""
+``tui.cpu_core_fraction`` (target <= 0.05 of one core), ``tui.refresh_gap_max_s`` (the
+longest the screen went without a new status; target <= 1.2 s: once a second, as the
+dashboard asks the daemon, give or take the timers' jitter) and ``tui.refresh_per_s``."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.results import Result, at_least, at_most
+from benchmarks.results import Result, at_most
 from benchmarks.testbed import HERE, Testbed
 
 CPU_TARGET = 0.05
-REFRESH_TARGET = 1.0
+GAP_TARGET_S = 1.2
 
 
 def dashboard(quick: bool) -> list[Result]:
@@ -55,5 +56,6 @@ def dashboard(quick: bool) -> list[Result]:
     found = json.loads(out)
     return [
         at_most("tui.cpu_core_fraction", round(found["cpu_core_fraction"], 4), "cores", CPU_TARGET),
-        at_least("tui.refresh_per_s", round(found["refresh_per_s"], 2), "1/s", REFRESH_TARGET),
+        at_most("tui.refresh_gap_max_s", round(found["refresh_gap_max_s"], 3), "s", GAP_TARGET_S),
+        Result("tui.refresh_per_s", round(found["refresh_per_s"], 2), "1/s"),
     ]

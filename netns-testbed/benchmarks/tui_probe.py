@@ -1,7 +1,8 @@
 """The dashboard against a live daemon, headless at 80x24, for the tui benchmark:
 ``python -m benchmarks.tui_probe SOCKET SECONDS`` prints one JSON object: the CPU the
-process used (all its threads) over the last SECONDS, as a fraction of one core, and how
-often the screen was redrawn from a new status (refreshes per second)."""
+process used (all its threads) over the last SECONDS, as a fraction of one core, how
+often the screen was redrawn from a new status (refreshes per second), and the longest
+time between two redraws."""
 
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ async def probe(socket: str, seconds: float) -> dict[str, float]:
         cpu0, start = sum(os.times()[:2]), time.monotonic()
         await pilot.pause(seconds)
         cpu1, end = sum(os.times()[:2]), time.monotonic()
-        shown = sum(start <= t <= end for t in renders)
+        shown = [t for t in renders if start <= t <= end]
+    gaps = [b - a for a, b in zip(shown, shown[1:], strict=False)] or [end - start]
     return {
         "cpu_core_fraction": (cpu1 - cpu0) / (end - start),
-        "refresh_per_s": shown / (end - start),
+        "refresh_per_s": len(shown) / (end - start),
+        "refresh_gap_max_s": max(gaps),
     }
 
 
