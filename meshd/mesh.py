@@ -10,6 +10,11 @@ is read. Then each side tells the other its WireGuard port for their link (``LIN
 peer's WireGuard key is in its certificate and its address is where the session comes from,
 so that is all a side needs to build the link (``Links.ensure_link``).
 
+A node that has no certificate yet may send one thing instead: JOIN_REQUEST, its invite
+and new keys (meshd.join). Such a session is join-only: the request goes to ``on_join``,
+which answers through ``answer_join``; any other message closes the session, it is never
+listed as a neighbour, and it is closed ``JOIN_S`` after it came up.
+
 A neighbour is a Babel link only while its certificate verifies *and* its WireGuard tunnel
 carries packets (the liveness signal), so a tunnel that stops carrying packets is a dead
 link even while the QUIC session over the underlay still answers. The link outlives a
@@ -65,6 +70,7 @@ LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, before the link is measured
 REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
 REDIAL_MAX_S = 30.0
 VERIFY_S = 10.0  # a session whose certificate has not verified by then is closed
+JOIN_S = 30.0  # a join-only session is closed by then (the issuer may be hops away)
 ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked again
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
@@ -145,6 +151,7 @@ class Peer:
     next_dial: float = 0.0
     failed_dials: int = 0
     last_refusal: str | None = None
+    joining: bool = False  # its session sent JOIN_REQUEST: join-only (meshd.join)
 
     @property
     def state(self) -> str:
@@ -156,7 +163,7 @@ class Peer:
     def is_neighbour(self) -> bool:
         """Listed as a neighbour: configured, talking to us, or holding a link; a
         candidate we were only told about is not one until a session comes up."""
-        return self.bootstrap or self.session_up or self.link is not None
+        return self.bootstrap or (self.session_up and not self.joining) or self.link is not None
 
 
 def router_id(node_id_bytes: bytes) -> bytes:
@@ -189,6 +196,7 @@ class ControlPlane:
         share_endpoints: bool = True,
         forget_after_s: float = 600.0,
         on_metering: Callable[[str, MeteringMessage], None] | None = None,
+        on_join: Callable[[str, messages.JoinRequestMessage], None] | None = None,
         now: float = 0.0,
     ) -> None:
         self.node_id, self.credentials, self.own = node_id, credentials, own
@@ -198,6 +206,7 @@ class ControlPlane:
         self.share_endpoints = share_endpoints
         self.forget_after_s = forget_after_s
         self.on_metering = on_metering  # claims and receipts (meshd.claims), from members
+        self.on_join = on_join  # join requests from nodes without a certificate (meshd.join)
         self.peers: dict[str, Peer] = {}
         self.gateways = GatewayTable()
         self.gateway_choice = Choice(None, (), False)
@@ -379,6 +388,7 @@ class ControlPlane:
         if peer.session_up:  # a new session replaced the old one: start afresh
             peer.member, peer.credential = None, None
             self._reevaluate(peer, now)
+        peer.joining = False
         peer.session_up = True
         peer.session_addr = addr
         peer.session_since = now
@@ -410,6 +420,7 @@ class ControlPlane:
         peer.session_up = False
         peer.member, peer.credential = None, None
         peer.peer_port = None
+        peer.joining = False
         peer.last_refusal = closed.reason
         self._reevaluate(peer, time.monotonic())
         if not (peer.bootstrap or peer.addresses or peer.link):
@@ -421,8 +432,11 @@ class ControlPlane:
         except messages.SessionMessageError as exc:
             self._refuse(peer, exc.reason, str(exc))
             return
-        if isinstance(msg, messages.Membership):
+        if isinstance(msg, messages.Membership) and not peer.joining:
             self._on_membership(peer, msg, now)
+            return
+        if isinstance(msg, messages.JoinRequestMessage):
+            self._on_join_request(peer, msg)
             return
         if peer.member is None:
             self._refuse(peer, "not_verified", "a message before the certificate")
@@ -452,6 +466,31 @@ class ControlPlane:
                 return
             self.router.receive(peer.node_id, tlvs, now)
             self.flush()
+
+    def _on_join_request(self, peer: Peer, msg: messages.JoinRequestMessage) -> None:
+        """A node without a certificate asks to join: one request per session, from a
+        session that showed no certificate, handed to ``on_join`` (meshd.join)."""
+        if peer.member is not None or peer.joining:
+            self._refuse(peer, "unexpected_kind", "JOIN_REQUEST on a member's or a joined session")
+            return
+        if self.on_join is None:
+            self._refuse(peer, "join_unavailable", "this node takes no join requests")
+            return
+        peer.joining = True
+        where = format_address(peer.session_addr) if peer.session_addr else "?"
+        event("join.session", peer=peer.node_id[:8], address=where)
+        self.on_join(peer.node_id, msg)
+
+    def answer_join(
+        self, node_id: str, answer: messages.JoinGranted | messages.JoinRefused
+    ) -> bool:
+        """The answer to a join request, on the join-only session it came from (if that is
+        still up); the joining node closes it once it has read it."""
+        peer = self.peers.get(node_id)
+        if peer is None or not peer.joining or not peer.session_up:
+            return False
+        self._send(node_id, messages.encode(answer))
+        return True
 
     def _on_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
         try:
@@ -724,7 +763,14 @@ class ControlPlane:
             self.enforce_membership(now)
         for peer in list(self.peers.values()):
             self._probe(peer, now)
-            if peer.session_up and peer.member is None and now - peer.session_since > VERIFY_S:
+            if peer.joining and now - peer.session_since > JOIN_S:
+                self._refuse(peer, "join_timeout", f"a join-only session for {JOIN_S:.0f} s")
+            elif (
+                peer.session_up
+                and peer.member is None
+                and not peer.joining
+                and now - peer.session_since > VERIFY_S
+            ):
                 self._refuse(peer, "not_verified", f"no valid certificate within {VERIFY_S:.0f} s")
             if peer.session_up or peer.routing:
                 peer.last_seen = now

@@ -32,6 +32,8 @@ from meshd.config import Config, parse_endpoint, parse_port_range, parse_rate_kb
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
 from meshd.identity import Identity, public_from_node_id
+from meshd.invites import Endpoint as InviteEndpoint
+from meshd.join import JoinError, JoinService, bootstrap_endpoints, join_mesh, needs_join
 from meshd.ledger import Ledger
 from meshd.log import event
 from meshd.membership import MembershipError
@@ -108,6 +110,8 @@ class Node:
         self._ports: dict[str, int] = {}
         self.control: mesh.ControlPlane | None = None
         self.exits: ExitService | None = None
+        self.joins: JoinService | None = None  # joins through us and for our invites
+        self.joined_via: InviteEndpoint | None = None  # the bootstrap that let us in now
         self.tunnels = ExitTunnels(
             backend,
             netlink,
@@ -479,6 +483,8 @@ class Node:
                 self.control.tick(now)
                 if self.exits is not None:
                     self.exits.tick(now)
+                if self.joins is not None:
+                    self.joins.tick(now)
                 if now >= next_underlay:
                     next_underlay = now + UNDERLAY_EVERY_S
                     await self.control.set_underlay(*await self.kernel(self.underlay))
@@ -682,14 +688,53 @@ class Node:
             self.apply_routes,
             state_dir,
             interface_prefix=self.cfg.wireguard.interface_prefix,
-            bootstrap=tuple(
-                (b.node_id, parse_endpoint(b.address), b.name) for b in self.cfg.bootstrap
-            ),
+            bootstrap=self._bootstrap(),
             share_endpoints=self.cfg.discovery.share_endpoints,
             forget_after_s=self.cfg.discovery.forget_after_s,
             on_metering=self._on_metering,
             now=now,
         )
+
+    def _bootstrap(self) -> tuple[tuple[str, mesh.Address, str], ...]:
+        """Whom to dial: the config's bootstrap peers (one address each) and every endpoint
+        of the node's invite, the one that let us in just now first."""
+        names = {b.node_id: b.name for b in self.cfg.bootstrap}
+        invited = [(e.node_id, (str(e.host), e.port)) for e in bootstrap_endpoints(self.state_dir)]
+        first = []
+        if self.joined_via is not None:
+            via = self.joined_via
+            first = [(via.node_id, (str(via.host), via.port))]
+        configured = [(b.node_id, parse_endpoint(b.address)) for b in self.cfg.bootstrap]
+        ordered = dict.fromkeys([*first, *configured, *invited])
+        return tuple((node_id, address, names.get(node_id, "")) for node_id, address in ordered)
+
+    def _relay_address(self, node_id: str) -> mesh.Address:
+        """Where a node's join relay listens: its mesh IPv6 address (meshd.join)."""
+        return (
+            str(addressing.mesh_ipv6(self.cfg.mesh.ipv6_prefix, node_id)),
+            self.cfg.exit.quic_port,
+        )
+
+    async def _join(self) -> bool:
+        """A node with an invite and no certificate redeems it before anything else
+        (meshd.join); False when told to stop first. JoinError when it cannot."""
+        if not needs_join(self.state_dir):
+            return True
+        try:
+            self.joined_via = await join_mesh(self.cfg, self.identity, self.stopping)
+        except JoinError:
+            self._kernel.shutdown()
+            self.netlink.close()
+            raise
+        if self.joined_via is None:
+            self._kernel.shutdown()
+            self.netlink.close()
+            return False
+        return True
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.cfg.node.state_dir)
 
     async def handle(self, call: str, args: dict[str, Any]) -> Any:
         if call == "status":
@@ -755,6 +800,8 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             # Signal handlers only schedule work (ExaBGP's rule).
             loop.add_signal_handler(sig, self.stopping.set)
+        if not await self._join():
+            return  # stopped while joining: nothing was set up
         self.control = self._control_plane()  # refuses to start without valid membership
         echo = EchoProbe()
         if echo.open():
@@ -795,6 +842,17 @@ class Node:
                 self.cfg.node.state_dir,
             )
             await self.exits.start()
+            self.joins = JoinService(
+                self.node_id,
+                self.identity.signing_key,
+                self.control,
+                self.state_dir,
+                self.kernel,
+                relay_host=str(self.mesh_ipv6),
+                relay_port=self.cfg.exit.quic_port,
+                relay_address=self._relay_address,
+            )
+            await self.joins.start()
             server = await api.serve(path, self.handle)
             event(
                 "node.started",
@@ -811,6 +869,8 @@ class Node:
                 path.unlink(missing_ok=True)
             if self.exits is not None:
                 await self.exits.close()  # withdraws our advert while sessions still run
+            if self.joins is not None:
+                await self.joins.close()
             await self.control.close()
             await self.kernel(self.teardown)
             self._kernel.shutdown()

@@ -106,6 +106,36 @@ def load_revocations(state_dir: Path, into: RevocationSet) -> None:
             event("revocation.stored_rejected", logging.WARNING, file=str(path), reason=str(exc))
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def save_joined(
+    state_dir: Path,
+    definition: MeshDefinition,
+    certificate: MembershipCertificate,
+    delegation: DelegationCertificate | None,
+) -> None:
+    """Store what a join earned (meshd.join): the mesh definition, the issuer's delegation
+    when a delegate issued the certificate, and the certificate last, each atomically, so
+    that ``membership.cert`` present means joined (a crash before it means: join again,
+    and the issuer hands the same certificate back)."""
+    _write_atomically(state_dir / MESH_FILE, definition.encode())
+    if delegation is not None:
+        _write_atomically(state_dir / DELEGATION_FILE, delegation.encode())
+    _write_atomically(state_dir / MEMBERSHIP_FILE, certificate.encode())
+    directory = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)  # the renames too survive a power cut
+    finally:
+        os.close(directory)
+
+
 def save_revocations(state_dir: Path, revocations: RevocationSet) -> None:
     path = state_dir / REVOCATIONS_FILE
     tmp = path.with_suffix(".tmp")

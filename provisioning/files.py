@@ -97,6 +97,8 @@ Group={USER}
 ExecStart={VENV}/bin/meshd run --config {CONFIG_FILE}
 Restart=on-failure
 RestartSec=2
+# 78: the invite was refused (reused, expired, altered, revoked): starting again won't help.
+RestartPreventExitStatus=78
 # wireguard-go outlives meshd on purpose: a restarted meshd adopts its links.
 KillMode=process
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW

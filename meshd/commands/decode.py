@@ -1,7 +1,7 @@
 """meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
 packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
-revocation), a receipt (as a receipts export line), a message of a neighbour session (which
-may wrap those) or a discovery beacon."""
+revocation), an invite or a join request, a receipt (as a receipts export line), a message
+of a neighbour session (which may wrap those) or a discovery beacon."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import argparse
 import json
 import string
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meshd.proto import session as session_types
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,8 +95,8 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
     if kind == "auto":
         from meshd.membership.canonical import MessageType
 
-        # Membership records start with their type (1-4), receipts with theirs (0x11),
-        # session messages with their kind (1-12), beacons with MSHB; anything else is read
+        # Membership records start with their type (1-6), receipts with theirs (0x11),
+        # session messages with their kind (1-15), beacons with MSHB; anything else is read
         # as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
@@ -104,7 +108,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= 12:  # only session messages
+        elif data[:1] and 7 <= data[0] <= 15:  # only session messages
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -143,10 +147,18 @@ def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
 
 
 def _membership(data: bytes) -> list[dict[str, object]]:
+    """A membership record, an invite or a join request (canonical, by its type tag)."""
+    from meshd.invites import Invite, JoinRequest
     from meshd.membership import MembershipError, decode_message
+    from meshd.membership.canonical import MessageType
 
+    invites: dict[int, type[Invite] | type[JoinRequest]] = {
+        MessageType.INVITE: Invite,
+        MessageType.JOIN_REQUEST: JoinRequest,
+    }
     try:
-        return [decode_message(data).to_json()]
+        kind = invites.get(data[0]) if data[:1] else None
+        return [(kind.decode(data) if kind else decode_message(data)).to_json()]
     except MembershipError as exc:
         raise DecodeFailure(str(exc.reason_code), exc.message) from None
 
@@ -209,6 +221,8 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
         return [head, *_receipt(msg.receipt)]
     if isinstance(msg, session.ReceiptAck):
         return [{"type": "session", "kind": "receipt_ack", "epoch": msg.epoch, "seq": msg.seq}]
+    if isinstance(msg, session.JoinRequestMessage | session.JoinGranted | session.JoinRefused):
+        return _join(msg)
     if isinstance(msg, session.Revocations):
         return [
             {"type": "session", "kind": "revocations"},
@@ -218,3 +232,24 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
     if msg.delegation:
         records.append(_membership(msg.delegation)[0])
     return [{"type": "session", "kind": "membership"}, *records]
+
+
+def _join(
+    msg: session_types.JoinRequestMessage | session_types.JoinGranted | session_types.JoinRefused,
+) -> list[dict[str, object]]:
+    """The join kinds: the records they carry, parsed but not verified."""
+    from meshd.proto import session
+
+    if isinstance(msg, session.JoinRefused):
+        head = {"type": "session", "kind": "join_refused", "node_id": msg.node_id}
+        return [{**head, "reason": msg.reason, "detail": msg.detail}]
+    if isinstance(msg, session.JoinGranted):
+        records = [_membership(msg.definition)[0], _membership(msg.certificate)[0]]
+        if msg.delegation:
+            records.append(_membership(msg.delegation)[0])
+        return [{"type": "session", "kind": "join_granted"}, *records]
+    return [
+        {"type": "session", "kind": "join_request"},
+        *_membership(msg.invite),
+        *_membership(msg.request),
+    ]

@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from meshd import config, identity, log, trust
+    from meshd.join import EXIT_REFUSED, JoinError
     from meshd.net.netlink import Netlink, NetlinkError
     from meshd.node import Node
     from meshd.wg.model import WireGuardError
@@ -26,6 +27,11 @@ def main(args: argparse.Namespace) -> int:
         backend = select_backend(cfg.wireguard.backend)
         node = Node(cfg, ident, backend, Netlink())
         asyncio.run(node.run())
+    except JoinError as exc:
+        # Refused: the invite will never do (reused, expired, altered, revoked), and the
+        # service manager must not start us again for it (RestartPreventExitStatus).
+        print(f"meshd: cannot join the mesh: {exc}", file=sys.stderr)
+        return EXIT_REFUSED if exc.final else 1
     except (
         config.ConfigError,
         identity.KeyFileError,

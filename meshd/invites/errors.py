@@ -19,6 +19,7 @@ class InviteReason(enum.StrEnum):
     NOT_ISSUER = "not_issuer"  # only the issuer redeems: forward the request to it
     UNKNOWN_INVITE = "unknown_invite"  # not in the issuer's store (e.g. the store was lost)
     ALREADY_REDEEMED = "already_redeemed"
+    BAD_ANSWER = "bad_answer"  # the joining node's check: the grant does not fit its request
 
 
 class InviteError(Exception):

@@ -16,6 +16,13 @@
     RECEIPT (11):    a 224-octet receipt (meshd.receipts) | a dispute reason (0..64 octets):
                      the consumer's signature; the reason when it signed its own figure
     RECEIPT_ACK (12): u64 epoch | u64 seq: the provider has stored that receipt durably
+    JOIN_REQUEST (13): u16 length | invite (canonical) | join request (canonical, the rest):
+                     a joining node's first and only message on a join-only session, and
+                     what a bootstrap node forwards to the invite's issuer (meshd.join)
+    JOIN_GRANTED (14): u16 length | mesh definition | u16 length | membership certificate |
+                     u16 length | the issuer's delegation (0: an admin issued it)
+    JOIN_REFUSED (15): 32-octet key of the joining node | u8 length | reason (1..64 octets,
+                     as EXIT_REFUSED's) | what went wrong (the rest, 0..256 octets UTF-8)
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -23,7 +30,10 @@ is accepted before it verifies. The WireGuard public key is the certificate's, a
 endpoint is the address the session comes from with the LINK port, so LINK carries only
 the port. Exit sessions (meshd.exits) run over the mesh to a gateway's mesh address and
 carry only MEMBERSHIP and the EXIT kinds. CLAIM, RECEIPT and RECEIPT_ACK are the metering
-exchange of meshd.receipts.exchange.
+exchange of meshd.receipts.exchange. The JOIN kinds are the exception to "MEMBERSHIP
+first": a node without a certificate sends JOIN_REQUEST instead and is answered
+JOIN_GRANTED or JOIN_REFUSED, nothing else; the same kinds travel, after MEMBERSHIP, on the
+relay sessions between a bootstrap node and the issuer (meshd.join).
 """
 
 from __future__ import annotations
@@ -45,8 +55,12 @@ EXIT_REFUSED = 9
 CLAIM = 10
 RECEIPT = 11
 RECEIPT_ACK = 12
+JOIN_REQUEST = 13
+JOIN_GRANTED = 14
+JOIN_REFUSED = 15
 RECEIPT_LENGTH = 224  # meshd.receipts.receipt; checked again when the receipt is decoded
 MAX_REASON = 64
+MAX_JOIN_DETAIL = 256  # octets of a JOIN_REFUSED's explanation
 MAX_ENDPOINTS = 256
 MAX_REVOCATIONS = 1024
 _ENDPOINT = struct.Struct("!32s16sH")
@@ -163,6 +177,44 @@ class ReceiptAck:
             raise ValueError("epoch and seq are u64")
 
 
+@dataclass(frozen=True)
+class JoinRequestMessage:
+    invite: bytes  # canonical Invite; checked (signature, time) by whoever acts on it
+    request: bytes  # canonical JoinRequest, proving the invite's secret
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.invite) <= 0xFFFF or not self.request:
+            raise ValueError("a join request needs the invite (1..65535 octets) and the request")
+
+
+@dataclass(frozen=True)
+class JoinGranted:
+    definition: bytes  # canonical MeshDefinition
+    certificate: bytes  # canonical MembershipCertificate for the joining node
+    delegation: bytes = b""  # the issuer's DelegationCertificate; empty: an admin issued it
+
+    def __post_init__(self) -> None:
+        for part in (self.definition, self.certificate, self.delegation):
+            if len(part) > 0xFFFF:
+                raise ValueError("a record longer than 65535 octets")
+        if not self.definition or not self.certificate:
+            raise ValueError("a grant carries the mesh definition and the certificate")
+
+
+@dataclass(frozen=True)
+class JoinRefused:
+    node_id: str  # the joining node whose request this answers
+    reason: str  # a reason code (meshd.invites.InviteReason, or a relay's own)
+    detail: str = ""  # for the operator of the joining node
+
+    def __post_init__(self) -> None:
+        _node_key(self.node_id)  # ValueError if not a node id
+        if not _is_reason(self.reason):
+            raise ValueError(f"bad refusal reason {self.reason!r}")
+        if len(self.detail.encode()) > MAX_JOIN_DETAIL:
+            raise ValueError(f"detail longer than {MAX_JOIN_DETAIL} octets")
+
+
 def _is_reason(text: str) -> bool:
     return 1 <= len(text) <= MAX_REASON and all(
         c.isascii() and (c.isalnum() or c == "_") for c in text
@@ -182,6 +234,9 @@ SessionMessage = (
     | Claim
     | ReceiptMessage
     | ReceiptAck
+    | JoinRequestMessage
+    | JoinGranted
+    | JoinRefused
 )
 
 
@@ -240,6 +295,25 @@ def encode(message: SessionMessage) -> bytes:
         return bytes([RECEIPT]) + message.receipt + message.dispute.encode("ascii")
     if isinstance(message, ReceiptAck):
         return bytes([RECEIPT_ACK]) + _ACK.pack(message.epoch, message.seq)
+    if isinstance(message, JoinRequestMessage):
+        return (
+            bytes([JOIN_REQUEST])
+            + struct.pack("!H", len(message.invite))
+            + message.invite
+            + message.request
+        )
+    if isinstance(message, JoinGranted):
+        parts = (message.definition, message.certificate, message.delegation)
+        return bytes([JOIN_GRANTED]) + b"".join(struct.pack("!H", len(p)) + p for p in parts)
+    if isinstance(message, JoinRefused):
+        reason = message.reason.encode("ascii")
+        return (
+            bytes([JOIN_REFUSED])
+            + _node_key(message.node_id)
+            + bytes([len(reason)])
+            + reason
+            + message.detail.encode()
+        )
     if isinstance(message, Endpoints):
         if len(message.endpoints) > MAX_ENDPOINTS:
             raise ValueError(f"more than {MAX_ENDPOINTS} endpoints")
@@ -310,10 +384,20 @@ def decode(data: bytes) -> SessionMessage:
         if len(body) != _ACK.size:
             raise SessionMessageError("bad_length", f"RECEIPT_ACK of {len(body)} octets")
         return ReceiptAck(*_ACK.unpack(body))
+    if kind in (JOIN_REQUEST, JOIN_GRANTED, JOIN_REFUSED):
+        return _decode_join(kind, body)
     if kind != MEMBERSHIP:
         raise SessionMessageError("unknown_kind", f"unknown session message kind {kind}")
+    certificate, delegation = _records(body, ("certificate", "delegation"))
+    if not certificate:
+        raise SessionMessageError("no_certificate", "membership message without a certificate")
+    return Membership(certificate, delegation)
+
+
+def _records(body: bytes, names: tuple[str, ...]) -> list[bytes]:
+    """Records each after its u16 length, exactly filling ``body``."""
     parts: list[bytes] = []
-    for what in ("certificate", "delegation"):
+    for what in names:
         if len(body) < 2:
             raise SessionMessageError("truncated", f"no length for the {what}")
         (length,) = struct.unpack("!H", body[:2])
@@ -323,9 +407,39 @@ def decode(data: bytes) -> SessionMessage:
         body = body[2 + length :]
     if body:
         raise SessionMessageError("trailing_bytes", f"{len(body)} bytes after the message")
-    if not parts[0]:
-        raise SessionMessageError("no_certificate", "membership message without a certificate")
-    return Membership(parts[0], parts[1])
+    return parts
+
+
+def _decode_join(kind: int, body: bytes) -> SessionMessage:
+    if kind == JOIN_REQUEST:
+        if len(body) < 2:
+            raise SessionMessageError("truncated", "no length for the invite")
+        (length,) = struct.unpack("!H", body[:2])
+        invite, request = body[2 : 2 + length], body[2 + length :]
+        if len(invite) < length or not invite or not request:
+            raise SessionMessageError("truncated", "JOIN_REQUEST without an invite and a request")
+        return JoinRequestMessage(invite, request)
+    if kind == JOIN_GRANTED:
+        definition, certificate, delegation = _records(
+            body, ("mesh definition", "certificate", "delegation")
+        )
+        if not definition or not certificate:
+            raise SessionMessageError("no_certificate", "JOIN_GRANTED without its records")
+        return JoinGranted(definition, certificate, delegation)
+    if len(body) < 33 or len(body) < 33 + body[32]:
+        raise SessionMessageError("truncated", f"JOIN_REFUSED of {len(body)} octets")
+    node_id = base64.urlsafe_b64encode(body[:32]).rstrip(b"=").decode()
+    reason = body[33 : 33 + body[32]].decode("ascii", errors="replace")
+    if not _is_reason(reason):
+        raise SessionMessageError("malformed", "JOIN_REFUSED reason is not a reason code")
+    raw_detail = body[33 + body[32] :]
+    if len(raw_detail) > MAX_JOIN_DETAIL:
+        raise SessionMessageError("too_long", f"JOIN_REFUSED detail of {len(raw_detail)} octets")
+    try:
+        detail = raw_detail.decode()
+    except UnicodeDecodeError:
+        raise SessionMessageError("malformed", "JOIN_REFUSED detail is not UTF-8") from None
+    return JoinRefused(node_id, reason, detail)
 
 
 def _optional_reason(raw: bytes) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -169,6 +170,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         """Start a session to ``addr``; nothing if that neighbour is already up."""
         if expected_node_id is not None and expected_node_id in self._active:
             return
+        addr = self._as_received(addr)
         session = Session.dial(
             credentials=self.credentials,
             authorize=self._authorize,
@@ -178,6 +180,15 @@ class QuicTransport(asyncio.DatagramProtocol):
             settings=self.settings,
         )
         self._service(self._add(session, addr))
+
+    def _as_received(self, addr: Address) -> Address:
+        """``addr`` as this socket reports its peers: an IPv6 socket gives (host, port,
+        flowinfo, scope_id), and aioquic knows a datagram's path by that tuple's equality
+        (its own client dials so too): a 2-tuple dial would never hear its answers."""
+        family = self._transport.get_extra_info("socket").family if self._transport else None
+        if family == socket.AF_INET6 and len(addr) == 2:
+            return cast(Address, (addr[0], addr[1], 0, 0))
+        return addr
 
     def peers(self) -> dict[str, Address]:
         """The neighbours with a session up, and their addresses."""

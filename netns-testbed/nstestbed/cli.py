@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from nstestbed import build, converge, env, procs, state, topology
-from nstestbed.control import mesh_ipv6_of, poll_statuses
+from nstestbed.control import mesh_ipv4_of, mesh_ipv6_of, poll_statuses
 from nstestbed.env import DIR_ENV, ID_ENV, child_env, daemon_argv, state_dir
 from nstestbed.lifecycle import (
     meshd_running,
+    node_keys,
+    provision_invited,
     start_internet,
     start_meshd,
     teardown,
@@ -170,7 +172,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     plan.internet_namespace, [HTTP_PORT, *IPERF_PORTS, SMTP_PORT, DNS_PORT], 10.0
                 )
                 if not args.no_meshd:
-                    for node in plan.nodes:
+                    for node in members(plan):
                         st.meshd_pids[node.name] = start_meshd(st, node)
                         state.write(st)
                 st.phase = "up"
@@ -181,15 +183,24 @@ def cmd_up(args: argparse.Namespace) -> int:
             summary = teardown(directory, plan.testbed_id, st)
             print(f"testbed: {summary}", file=sys.stderr)
             return 130 if isinstance(exc, KeyboardInterrupt) else 1
-    meshd = "not started (--no-meshd)" if args.no_meshd else f"meshd started on {len(plan.nodes)}"
+    started_on = members(plan)
+    meshd = "not started (--no-meshd)" if args.no_meshd else f"meshd started on {len(started_on)}"
+    invited = [n.name for n in plan.nodes if n.invited]
+    if invited:
+        meshd += f" ({', '.join(invited)}: invited, waiting for `testbed join`)"
     print(
         f"testbed {plan.testbed_id} up in {time.monotonic() - started:.1f} s: "
         f"{len(plan.nodes)} nodes, {len(plan.links)} links, {len(plan.segments)} segments; "
         f"{meshd}; state in {directory}"
     )
     if args.wait and not args.no_meshd:
-        return wait_answering(st, plan, [n.name for n in plan.nodes], args.timeout)
+        return wait_answering(st, plan, [n.name for n in started_on], args.timeout)
     return 0
+
+
+def members(plan: Plan) -> list[NodePlan]:
+    """The nodes `up` makes members of the mesh (not the invited ones)."""
+    return [n for n in plan.nodes if not n.invited]
 
 
 # -- control sockets -----------------------------------------------------------------------
@@ -288,12 +299,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             uplink += " shared" if node.share else ""
             uplink += " DOWN" if node.name in imp.uplink_down else ""
         lan = f"{node.lan.host_address.ip} ({node.lan.namespace})" if node.lan else "-"
+        address = str(node.mesh_ipv4)
+        if node.invited:
+            address = "invited" if node.name not in st.keys else "joined"
         rows.append(
             (
                 node.name,
                 node.namespace,
                 f"pid {pid}" if pid else "stopped",
-                str(node.mesh_ipv4),
+                address,
                 underlay or "-",
                 uplink,
                 lan,
@@ -445,6 +459,13 @@ def cmd_start(args: argparse.Namespace) -> int:
             if pid is not None:
                 print(f"meshd of {node.name} is already running (pid {pid})")
                 continue
+            if node.invited and not node.config_path.exists():
+                if args.all:
+                    continue
+                usage_error(
+                    f"testbed: {node.name} is invited: `testbed join {node.name} "
+                    "--invite TOKEN` provisions and starts it"
+                )
             pid = start_meshd(st, node)
             st.meshd_pids[node.name] = pid
             state.write(st)
@@ -452,6 +473,30 @@ def cmd_start(args: argparse.Namespace) -> int:
             print(f"started meshd of {node.name} (pid {pid}), log {node.log}")
     if args.wait and started:
         return wait_answering(st, plan, started, args.timeout)
+    return 0
+
+
+def cmd_join(args: argparse.Namespace) -> int:
+    """Provision an invited node from an invite, as provisioning/provision does on a Pi
+    (into the node's scratch root), and start its meshd, which redeems the invite first."""
+    need_root()
+    with state.locked(state_dir()):
+        st, plan = need_state()
+        node = need_node(plan, args.node)
+        if not node.invited:
+            usage_error(f"testbed: {node.name} is a member already (not invited = true)")
+        if meshd_running(st, node):
+            raise Failure(f"testbed: meshd of {node.name} is already running")
+        if st.daemon is None:
+            st.daemon = daemon_argv()
+        print(provision_invited(node, args.invite), end="")
+        st.keys[node.name] = node_keys(node)
+        st.meshd_pids[node.name] = start_meshd(st, node)
+        state.write(st)
+        print(f"started meshd of {node.name} (pid {st.meshd_pids[node.name]}), log {node.log}")
+    if args.wait:
+        # It answers once it has joined (or exits, with the reason in its log).
+        return wait_answering(st, plan, [node.name], args.timeout)
     return 0
 
 
@@ -471,6 +516,7 @@ def cmd_wait_converged(args: argparse.Namespace) -> int:
             node_ids,
             mesh_ipv6_of(plan, st, statuses),
             routes=args.routes,
+            mesh_ipv4=mesh_ipv4_of(plan, statuses),
         )
         if not problems:
             print(f"converged: {len(running)} node(s) after {time.monotonic() - started:.1f} s")
@@ -540,6 +586,13 @@ def parser() -> argparse.ArgumentParser:
             k.add_argument("--wait", action="store_true", help="return once it answers")
             k.add_argument("--timeout", type=float, default=30.0, help="for --wait, seconds")
         k.set_defaults(func=func)
+
+    jn = sub.add_parser("join", help="provision an invited NODE from an invite, start meshd")
+    jn.add_argument("node", metavar="NODE")
+    jn.add_argument("--invite", required=True, metavar="TOKEN", help="from `meshd invite`")
+    jn.add_argument("--wait", action="store_true", help="return once it joined and answers")
+    jn.add_argument("--timeout", type=float, default=60.0, help="for --wait, seconds (60)")
+    jn.set_defaults(func=cmd_join)
 
     ul = sub.add_parser("uplink", help="silently drop (down) or restore (up) a node's uplink")
     ul.add_argument("node", metavar="NODE")

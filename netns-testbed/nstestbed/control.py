@@ -51,3 +51,13 @@ def mesh_ipv6_of(
         if isinstance(status, dict) and isinstance(status.get("mesh_ipv6"), str):
             out[name] = status["mesh_ipv6"]
     return out
+
+
+def mesh_ipv4_of(plan: Plan, statuses: dict[str, dict[str, Any] | str]) -> dict[str, str]:
+    """Each node's mesh IPv4: as it reports it (an invited node's is its invite's), else
+    the plan's."""
+    out = {node.name: str(node.mesh_ipv4) for node in plan.nodes}
+    for name, status in statuses.items():
+        if isinstance(status, dict) and isinstance(status.get("mesh_ipv4"), str):
+            out[name] = status["mesh_ipv4"]
+    return out

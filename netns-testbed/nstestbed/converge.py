@@ -54,11 +54,13 @@ def missing(
     node_ids: Mapping[str, str],
     mesh_ipv6: Mapping[str, str],
     routes: str = "auto",
+    mesh_ipv4: Mapping[str, str] | None = None,
 ) -> dict[str, list[str]]:
     """What each running node still lacks; empty when converged.
 
     ``statuses`` maps every running node to its status result, or to an error text when it
-    did not answer. ``mesh_ipv6`` maps node names to their mesh IPv6 addresses. ``routes``:
+    did not answer. ``mesh_ipv6`` maps node names to their mesh IPv6 addresses, and
+    ``mesh_ipv4`` to their IPv4 ones where not the plan's (invited nodes). ``routes``:
     "auto" or "all" (every reachable node), "neighbours" (direct neighbours only) or
     "none"."""
     running = set(statuses)
@@ -99,7 +101,8 @@ def missing(
             else:
                 targets = reachable(plan, name, pairs)
             for other in sorted(targets):
-                wanted = [ipaddress.ip_network(f"{plan.node(other).mesh_ipv4}/32")]
+                ipv4 = (mesh_ipv4 or {}).get(other) or plan.node(other).mesh_ipv4
+                wanted = [ipaddress.ip_network(f"{ipv4}/32")]
                 if other in mesh_ipv6:
                     wanted.append(ipaddress.ip_network(f"{mesh_ipv6[other]}/128"))
                 absent = [str(p) for p in wanted if p not in have]

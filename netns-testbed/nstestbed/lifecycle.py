@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nstestbed import build, procs, state
-from nstestbed.env import child_env
+from nstestbed.env import REPO_ROOT, child_env
 from nstestbed.plan import (
     DNS_SUFFIX,
     HTTP_PORT,
@@ -41,7 +43,7 @@ OTHERS_TERM_GRACE_S = 2.0
 def write_configs(plan: Plan) -> dict[str, dict[str, str]]:
     """Generate every node's keys, the mesh's admin key and definition, every node's
     membership certificate and invite delegation, then its meshd config (checked with
-    meshd's own parser)."""
+    meshd's own parser). Invited nodes get a directory only: `testbed join` provisions them."""
     from meshd import config, identity
 
     keys: dict[str, NodeKeys] = {}
@@ -50,11 +52,15 @@ def write_configs(plan: Plan) -> dict[str, dict[str, str]]:
         idents = {}
         for node in plan.nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
+            if node.invited:
+                continue
             ident = identity.generate(node.meshd_state_dir)
             idents[node.name] = ident
             keys[node.name] = NodeKeys(ident.node_id, ident.wireguard_public_b64)
         write_memberships(plan, admin, idents)
         for node in plan.nodes:
+            if node.invited:
+                continue
             node.config_path.write_text(render_config(plan, node, keys, admin.node_id))
             config.load(node.config_path)
     except (config.ConfigError, identity.KeyFileError) as exc:
@@ -86,6 +92,8 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
         issued_at=now,
     )
     for i, node in enumerate(plan.nodes):
+        if node.name not in idents:  # invited: it joins with an invite from a member
+            continue
         ident = idents[node.name]
         cert = issue_membership(
             admin.signing_key,
@@ -181,6 +189,70 @@ def wait_listening(namespace: str, ports: list[int], timeout: float) -> None:
         if time.monotonic() > deadline:
             raise build.BuildError(f"nothing listens on port(s) {absent} in {namespace}")
         time.sleep(0.05)
+
+
+PROVISION = REPO_ROOT / "provisioning" / "provision"
+PROVISIONED_CONFIG = Path("etc/meshd/meshd.toml")
+PROVISIONED_STATE_DIR = 'state_dir = "/var/lib/meshd"'
+
+
+def provision_invited(node: NodePlan, token: str) -> str:
+    """Provision an invited node as a Pi is provisioned: provisioning/provision with the
+    household's options (its underlay, uplink and LAN interfaces), run in the node's
+    namespace, into the node's scratch root (``--root``: no packages, user or service).
+    The testbed then starts meshd instead of systemd, with the provisioned config but for
+    its state directory, which lives under the root. Returns what provision printed;
+    BuildError with its refusal (a bad invite) when it refused."""
+    # No --name: the meshd node takes the invite's, as on a Pi where it is left out.
+    argv = [sys.executable, str(PROVISION), "--root", str(node.root), "--invite", token]
+    underlay = sorted({adj.local.ifname for adj in node.adjacencies})
+    if underlay:
+        argv += ["--underlay", *underlay]
+    if node.uplink:
+        argv += ["--uplink", node.uplink.ifname, "--health-target", f"{SERVER_ADDRESS}:{HTTP_PORT}"]
+        if node.share:
+            argv.append("--share")
+        if node.rate_cap:
+            argv += ["--rate-cap", node.rate_cap.text]
+    if node.lan:
+        argv += ["--lan", node.lan.node_ifname]
+    try:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", node.namespace, *argv],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise build.BuildError(f"provision: {exc}") from None
+    if proc.returncode != 0:
+        raise build.BuildError((proc.stderr or proc.stdout).strip() or "provision failed")
+    text = (node.root / PROVISIONED_CONFIG).read_text()
+    if PROVISIONED_STATE_DIR not in text:
+        raise build.BuildError(f"{node.root / PROVISIONED_CONFIG}: no {PROVISIONED_STATE_DIR}")
+    state_dir = f"state_dir = {json.dumps(str(node.meshd_state_dir))}"
+    node.config_path.write_text(
+        f"# {PROVISIONED_CONFIG} as provisioning/provision wrote it under {node.root}, the\n"
+        "# state directory moved there too (the testbed starts meshd, not systemd)\n"
+        + text.replace(PROVISIONED_STATE_DIR, state_dir)
+    )
+    from meshd import config
+
+    try:
+        config.load(node.config_path)
+    except config.ConfigError as exc:
+        raise build.BuildError(f"meshd config: {exc}") from None
+    return proc.stdout
+
+
+def node_keys(node: NodePlan) -> dict[str, str]:
+    """A node's public keys as ``state.json`` keeps them (provisioning made an invited one's)."""
+    from meshd import identity
+
+    ident = identity.load(node.meshd_state_dir)
+    return {"node_id": ident.node_id, "wireguard_public": ident.wireguard_public_b64}
 
 
 def start_meshd(st: State, node: NodePlan) -> int:

@@ -18,7 +18,10 @@ Plan (all addresses live inside the testbed's namespaces, never in the host's):
 - mesh IPv4 of node i: 10.77.0.<i+1> in 10.77.0.0/16;
 - meshd's QUIC port: 6697 on every node; a node's bootstrap peers are its neighbours across
   point-to-point links, at their address on the link (segment members find each other by
-  beacons; meshd picks its own WireGuard ports);
+  beacons; meshd picks its own WireGuard ports), but for invited nodes: they have no keys
+  until they join, and find the mesh from their invite;
+- an invited node's files are provisioning/provision's, under ``<dir>/nodes/<n>/root``;
+  its mesh address is the one its invite gives;
 - UDP listen ports for hand-made WireGuard (the data plane benchmark's baseline): node's
   k-th neighbour (links in file order, then segments) -> 51000 + k; A's endpoint for B is
   B's address on their shared link or segment and B's port for A.
@@ -156,13 +159,21 @@ class NodePlan:
     lan: LanPlan | None
     monthly_quota_mb: int = 0
     receipts: tuple[tuple[str, bool | int | float | str], ...] = ()
+    invited: bool = False  # provisioned from an invite by `testbed join`, not by `up`
 
     @property
     def config_path(self) -> Path:
         return self.directory / "meshd.toml"
 
     @property
+    def root(self) -> Path:
+        """An invited node's scratch root: provisioning/provision --root writes here."""
+        return self.directory / "root"
+
+    @property
     def meshd_state_dir(self) -> Path:
+        if self.invited:
+            return self.root / "var" / "lib" / "meshd"
         return self.directory / "state"
 
     @property
@@ -311,6 +322,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             lan=lan,
             monthly_quota_mb=spec.monthly_quota_mb,
             receipts=spec.receipts,
+            invited=spec.invited,
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -412,7 +424,7 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
     if node.lan:
         lines += ["", "[lan]", f"interfaces = [{_toml_str(node.lan.node_ifname)}]"]
     for adj in node.adjacencies:
-        if adj.is_segment:
+        if adj.is_segment or adj.peer not in keys:  # an invited node has no keys until it joins
             continue
         lines += [
             "",

@@ -8,6 +8,8 @@
     monthly_quota_mb = 100  # optional, each neighbour's exit bytes a month (read by meshd)
     receipts = { sign = false }  # optional, written as the node's [receipts] (meshd's keys)
     lan = true              # a household LAN host namespace behind the node
+    invited = true          # a fresh box: namespace and links only, no keys, certificate or
+                            # config; `testbed join NODE --invite TOKEN` provisions and starts it
     [[links]]               # point-to-point underlay link
     between = ["a", "b"]
     rate = "100mbit"        # optional, tbf on both ends
@@ -92,6 +94,7 @@ class NodeSpec:
     rate_cap: Rate | None = None
     monthly_quota_mb: int = 0
     receipts: tuple[tuple[str, bool | int | float | str], ...] = ()
+    invited: bool = False  # joins by invite (`testbed join`), not made a member by `up`
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,16 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             path,
             where,
             body,
-            {"uplink", "uplink_rate", "share", "lan", "rate_cap", "monthly_quota_mb", "receipts"},
+            {
+                "uplink",
+                "uplink_rate",
+                "share",
+                "lan",
+                "rate_cap",
+                "monthly_quota_mb",
+                "receipts",
+                "invited",
+            },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
         rate = None
@@ -231,7 +243,10 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             if not isinstance(value, bool | int | float | str):
                 raise TopologyError(path, f"{where}.receipts.{key}", "expected a single value")
         settings = tuple(sorted(receipts.items()))
-        nodes.append(NodeSpec(name, uplink, rate, share, lan, cap, quota, settings))
+        invited = _bool(path, f"{where}.invited", body.get("invited", False))
+        if invited and settings:
+            raise TopologyError(path, f"{where}.receipts", "an invited node's config is its own")
+        nodes.append(NodeSpec(name, uplink, rate, share, lan, cap, quota, settings, invited))
     return tuple(nodes)
 
 

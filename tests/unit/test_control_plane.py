@@ -177,7 +177,7 @@ def test_a_link_needs_session_certificate_and_tunnel(world: World) -> None:
             ),
             "not_verified",
         ),
-        (lambda w: b"\x0djunk", "unknown_kind"),
+        (lambda w: b"\x10junk", "unknown_kind"),
         (lambda w: session.encode(session.ExitRequest()), "not_verified"),
         (lambda w: session.encode(session.Membership(b"\x02\x01garbage")), "malformed"),
         (lambda w: membership_of(w, w.cert(w.me, "10.77.0.9")), "wrong_node_id"),

@@ -58,6 +58,16 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
     from meshd.membership import message_from_json
 
     head, rest = lines[0], lines[1:]
+    if head["kind"] == "join_request":
+        from meshd.invites import Invite, JoinRequest
+
+        invite, request = Invite.from_json(rest[0]), JoinRequest.from_json(rest[1])
+        return session.JoinRequestMessage(invite.encode(), request.encode())
+    if head["kind"] == "join_granted":
+        records = [message_from_json(r).encode() for r in rest]
+        return session.JoinGranted(*records)
+    if head["kind"] == "join_refused":
+        return session.JoinRefused(str(head["node_id"]), str(head["reason"]), str(head["detail"]))
     if head["kind"] == "link":
         return session.Link(int(head["wireguard_port"]))  # type: ignore[call-overload]
     if head["kind"] == "exit_request":
@@ -109,6 +119,9 @@ def test_session_messages_match_their_golden_vectors_both_ways() -> None:
         "receipt",
         "receipt_disputed",
         "receipt_ack",
+        "join_request",
+        "join_granted",
+        "join_refused",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])
@@ -125,3 +138,11 @@ def test_a_beacon_decodes_to_its_golden_json() -> None:
     tampered = vector["hex"][:-2] + ("00" if vector["hex"][-2:] != "00" else "01")
     bad = _decode(tampered)
     assert bad.returncode == 1 and bad.stderr.startswith("meshd decode: bad_signature: ")
+
+
+def test_an_invite_and_a_join_request_decode_to_their_golden_json() -> None:
+    for name in ("invite_admin", "join_request"):
+        vector = json.loads((GOLDEN.parent / "invites" / f"{name}.json").read_text())
+        res = _decode(vector["hex"])
+        assert res.returncode == 0, (name, res.stderr)
+        assert json.loads(res.stdout) == vector["json"], name

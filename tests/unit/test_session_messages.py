@@ -25,7 +25,17 @@ def test_babel_is_the_packet_after_the_kind() -> None:
     ("data", "reason"),
     [
         (b"", "empty"),
-        (b"\x0dabc", "unknown_kind"),
+        (b"\x10abc", "unknown_kind"),
+        (b"\x0d\x00", "truncated"),
+        (b"\x0d\x00\x03abc", "truncated"),
+        (b"\x0d\x00\x00x", "truncated"),
+        (b"\x0e\x00\x00\x00\x01c\x00\x00", "no_certificate"),
+        (b"\x0e\x00\x01d\x00\x01c\x00\x00extra", "trailing_bytes"),
+        (b"\x0f" + bytes(32), "truncated"),
+        (b"\x0f" + bytes(32) + b"\x05abc", "truncated"),
+        (b"\x0f" + bytes(32) + b"\x03a-b", "malformed"),
+        (b"\x0f" + bytes(32) + b"\x01a\xff", "malformed"),
+        (b"\x0f" + bytes(32) + b"\x01a" + b"x" * 257, "too_long"),
         (b"\x0a" + bytes(31), "truncated"),
         (b"\x0a" + bytes(32) + b"no such", "malformed"),
         (b"\x0b" + bytes(223), "truncated"),
@@ -54,3 +64,32 @@ def test_random_bytes_only_raise_the_session_error(data: bytes) -> None:
     except session.SessionMessageError:
         return
     assert session.encode(msg) == data
+
+
+def test_join_kinds_round_trip() -> None:
+    node = "6_cSl_eD_EcEs7H7E3spevBBRFO65JLnrdxqh8wfVnI"
+    for msg in (
+        session.JoinRequestMessage(b"\x05invite", b"\x06request"),
+        session.JoinGranted(b"\x01mesh", b"\x02cert"),
+        session.JoinGranted(b"\x01mesh", b"\x02cert", b"\x03delegation"),
+        session.JoinRefused(node, "already_redeemed", "invite 00ff was redeemed — already"),
+        session.JoinRefused(node, "expired"),
+    ):
+        assert session.decode(session.encode(msg)) == msg
+    assert session.encode(session.JoinRefused(node, "expired"))[:1] == b"\x0f"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: session.JoinRequestMessage(b"", b"request"),
+        lambda: session.JoinRequestMessage(b"invite", b""),
+        lambda: session.JoinGranted(b"", b"cert"),
+        lambda: session.JoinRefused("not a node id", "expired"),
+        lambda: session.JoinRefused("6_cSl_eD_EcEs7H7E3spevBBRFO65JLnrdxqh8wfVnI", "no such"),
+        lambda: session.JoinRefused("6_cSl_eD_EcEs7H7E3spevBBRFO65JLnrdxqh8wfVnI", "x", "y" * 257),
+    ],
+)
+def test_join_kinds_refuse_our_own_misuse(make: object) -> None:
+    with pytest.raises(ValueError):
+        make()  # type: ignore[operator]

@@ -474,3 +474,38 @@ def test_a_gateways_quota_reaches_its_config(tmp_path: Path) -> None:
     path = tmp_path / "a.toml"
     path.write_text(plan.render_config(p, p.node("a"), keys, ADMIN))
     assert config.load(path).uplink.monthly_quota_mb == 3
+
+
+# -- invited nodes (they join by `testbed join NODE --invite TOKEN`) -------------------------
+
+
+def test_an_invited_node_is_planned_but_not_configured(tmp_path: Path) -> None:
+    p = plan.make_plan(topology.load(TOPOLOGIES / "join.toml"), "mtb", tmp_path)
+    invited = {n.name for n in p.nodes if n.invited}
+    assert invited == {"n", "m"}
+    m = p.node("m")
+    assert {a.peer for a in m.adjacencies} == {"a", "b"}
+    assert m.meshd_state_dir == tmp_path / "nodes" / "m" / "root" / "var" / "lib" / "meshd"
+    keys = {k: v for k, v in fake_keys(p).items() if k not in invited}  # none until they join
+    path = tmp_path / "a.toml"
+    path.write_text(plan.render_config(p, p.node("a"), keys, ADMIN))
+    assert [b.name for b in config.load(path).bootstrap] == ["b"]  # not n nor m
+    with pytest.raises(topology.TopologyError, match="invited"):
+        topology.parse("[nodes.a]\n[nodes.b]\ninvited = 1\n")
+
+
+def test_convergence_takes_an_invited_node_s_address_from_its_status() -> None:
+    p = plan.make_plan(topology.load(TOPOLOGIES / "join.toml"), "mtb", STATE)
+    ids = {n.name: f"id-{n.name}" for n in p.nodes}
+    joined = "10.77.1.1/32"  # from a's pool, not the plan's
+    statuses = {
+        "a": status(p, "a", {"b": "up", "n": "up"}, [*host_routes(p, "b", "c"), joined]),
+        "b": status(p, "b", {"a": "up", "c": "up"}, [*host_routes(p, "a", "c"), joined]),
+        "c": status(p, "c", {"b": "up"}, [*host_routes(p, "a", "b"), joined]),
+        "n": status(p, "n", {"a": "up"}, host_routes(p, "a", "b", "c")),
+    }
+    v4 = {"n": "10.77.1.1"}
+    assert converge.missing(p, rules.Impairments(), statuses, ids, {}, mesh_ipv4=v4) == {}
+    statuses["c"] = status(p, "c", {"b": "up"}, host_routes(p, "a", "b"))
+    problems = converge.missing(p, rules.Impairments(), statuses, ids, {}, mesh_ipv4=v4)
+    assert problems == {"c": ["no route to n (10.77.1.1/32)"]}

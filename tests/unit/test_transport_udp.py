@@ -415,3 +415,34 @@ def test_one_source_host_holds_at_most_its_share_of_half_open_sessions() -> None
                 assert b.transport.half_open_count == 2 * cap + 3 - 1
 
     run(scenario)
+
+
+def test_a_dial_over_ipv6_comes_up() -> None:
+    """An IPv6 socket reports peers as (host, port, flowinfo, scope_id) and aioquic knows
+    a path by that tuple: a dial given (host, port) must still hear its answers (the join
+    relay listens on the mesh IPv6 address)."""
+
+    async def scenario() -> None:
+        made = []
+        try:
+            for seed in (1, 2):
+                node = Node(credentials(seed))
+                node.transport = await QuicTransport.listen(
+                    credentials=node.creds,
+                    authorize=node.authorize,
+                    on_event=node.on_event,
+                    host="::1",
+                    port=0,
+                )
+                made.append(node)
+            a, b = made
+            a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
+            await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
+            await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
+            a.transport.send_message(b.creds.node_id, b"over v6")
+            await b.wait_for(lambda: bool(b.of(MessageReceived)))
+        finally:
+            for node in made:
+                await node.transport.close()
+
+    run(scenario)

@@ -1,6 +1,6 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
-REVOCATIONS), gateways (GATEWAY, EXIT_*) and metering (CLAIM, RECEIPT, RECEIPT_ACK): hex and
-the JSON lines `meshd decode` prints. Run from the repo root:
+REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK) and joining
+(JOIN_*): hex and the JSON lines `meshd decode` prints. Run from the repo root:
 ``python -m tests.golden.session.make_vectors``; the tests check both directions."""
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ import json
 from pathlib import Path
 
 from meshd.commands.decode import decode
+from meshd.invites import join_request
 from meshd.proto import session
 from tests.golden.gateway.make_vectors import advert as gateway_advert
+from tests.golden.invites import make_vectors as INVITES
+from tests.golden.membership import make_vectors as MEMBERSHIP_RECORDS
 from tests.golden.receipts import make_vectors as RECEIPTS
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +48,35 @@ def vectors() -> dict[str, bytes]:
             session.ReceiptMessage(receipts[2].encode(), "over_tolerance")
         ),
         "receipt_ack": session.encode(session.ReceiptAck(RECEIPTS.EPOCH, 2)),
+        **join_vectors(),
+    }
+
+
+def join_vectors() -> dict[str, bytes]:
+    """The invite vectors' admin invite asked for by the test joiner; the delegate's grant
+    to the joiner (its certificate with the delegation); a refusal."""
+    admin_token, _ = INVITES.tokens()
+    joiner = MEMBERSHIP_RECORDS.JOINER
+    request = join_request(admin_token, joiner, MEMBERSHIP_RECORDS.JOINER_WG)
+    records = {name: message for name, (_, message) in MEMBERSHIP_RECORDS.build().items()}
+    return {
+        "join_request": session.encode(
+            session.JoinRequestMessage(admin_token.invite.encode(), request.encode())
+        ),
+        "join_granted": session.encode(
+            session.JoinGranted(
+                records["mesh_definition"].encode(),
+                records["membership_delegated"].encode(),
+                records["delegation"].encode(),
+            )
+        ),
+        "join_refused": session.encode(
+            session.JoinRefused(
+                MEMBERSHIP_RECORDS.node_id(joiner),
+                "already_redeemed",
+                f"invite {admin_token.invite.invite_id.hex()} was redeemed already",
+            )
+        ),
     }
 
 

@@ -1,0 +1,72 @@
+"""A joining node that skips its own checks, for the netns join tests (run inside a node's
+namespace through ``testbed exec``):
+
+    python join_probe.py TOKEN_FILE NODE_ID HOST:PORT [--alter]
+
+shows the token in TOKEN_FILE to the bootstrap node NODE_ID at HOST:PORT with meshd's own
+join client (meshd.join.JoinClient: QUIC, a JOIN_REQUEST), for fresh keys that no admin
+signed, and prints one JSON object: the answer (``granted``, or ``refused`` with its reason
+and detail), or how the session ended. Unlike ``meshd run`` it does not check the token
+first, so what answers is the mesh: the bootstrap node's checks, the issuer's store.
+``--alter`` changes the invite's name without its issuer's signature (the proof is made
+for the altered bytes, as anyone holding the secret could).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's meshd
+
+from nacl.public import PrivateKey  # noqa: E402
+from nacl.signing import SigningKey  # noqa: E402
+
+from meshd.invites import Endpoint, Invite, InviteToken, join_request  # noqa: E402
+from meshd.invites.token import SECRET_LENGTH  # noqa: E402
+from meshd.join import JoinClient  # noqa: E402
+from meshd.proto import session  # noqa: E402
+from meshd.transport.certs import node_certificate  # noqa: E402
+
+
+def token_unchecked(text: str) -> InviteToken:
+    """The invite and secret of a token, the issuer's signature not checked."""
+    text = text.strip()
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return InviteToken(Invite.decode(raw[:-SECRET_LENGTH]), raw[-SECRET_LENGTH:])
+
+
+async def probe(args: argparse.Namespace) -> dict[str, object]:
+    token = token_unchecked(Path(args.token_file).read_text())
+    if args.alter:
+        token = InviteToken(dataclasses.replace(token.invite, name="mallory"), token.secret)
+    key = SigningKey.generate()
+    wireguard = bytes(PrivateKey.generate().public_key)
+    request = join_request(token, key, wireguard)
+    message = session.JoinRequestMessage(token.invite.encode(), request.encode())
+    endpoint = Endpoint.from_address(args.node_id, args.address)
+    outcome = await JoinClient(node_certificate(key)).attempt((endpoint,), message)
+    answer = outcome.answer
+    if isinstance(answer, session.JoinGranted):
+        return {"answer": "granted"}
+    if isinstance(answer, session.JoinRefused):
+        return {"answer": "refused", "reason": answer.reason, "detail": answer.detail}
+    return {"answer": None, "closed": outcome.closed, "failures": outcome.failures}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("token_file")
+    p.add_argument("node_id")
+    p.add_argument("address", metavar="HOST:PORT")
+    p.add_argument("--alter", action="store_true")
+    print(json.dumps(asyncio.run(probe(p.parse_args()))))
+
+
+if __name__ == "__main__":
+    main()
