@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from meshd.invites import Endpoint, Issuer
     from meshd.trust import OwnMembership
 
-DEFAULT_CONFIG = "/etc/meshd/meshd.toml"
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -39,7 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--expires", default="7d", help="how long the invite can be redeemed (30m, 12h, 7d, 2w)"
     )
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="this node's config file")
+    p.add_argument(
+        "--config",
+        help="this node's config file (default: $MESHD_CONFIG, else /etc/meshd/meshd.toml)",
+    )
     p.add_argument(
         "--endpoint",
         action="append",
@@ -131,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     now = int(time.time())
     try:
         lifetime_s = parse_duration(args.expires)
-        cfg = config.load(args.config)
+        cfg = config.load(config.config_path(args.config))
         state_dir = Path(cfg.node.state_dir)
         ident = identity.load(state_dir)
         own = trust.load(state_dir, cfg.mesh.admin_keys, ident.node_id, now)

@@ -168,3 +168,14 @@ def test_durations(text: str, seconds: int) -> None:
 def test_not_durations(text: str) -> None:
     with pytest.raises(ValueError, match="expected a number"):
         command.parse_duration(text)
+
+
+def test_the_config_comes_from_meshd_config_without_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _node(tmp_path, admin=True)
+    monkeypatch.setenv("MESHD_CONFIG", str(config))  # as `testbed exec` sets it
+    code = meshd(["invite", "--name", "Haus 3", "--endpoint", "192.0.2.1:6697"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert parse_token(out.splitlines()[0]).invite.name == "Haus 3"
