@@ -185,7 +185,9 @@ def test_a_neighbour_that_does_not_sign_is_throttled_not_cut_off(bed: Bed) -> No
     assert fast > 20e6  # c signs: not throttled
 
 
-def test_twenty_kill_9s_lose_no_acknowledged_receipt_and_count_nothing_twice(bed: Bed) -> None:
+def test_twenty_kill_9s_lose_no_acknowledged_receipt_and_count_nothing_twice(
+    bed: Bed, tmp_path: Path
+) -> None:
     start_b, start_c = settled(bed, "c")
     bed.serve("c")
     # Long enough for the kills; stopped (it reports what it sent) when they are done.
@@ -259,7 +261,7 @@ def test_twenty_kill_9s_lose_no_acknowledged_receipt_and_count_nothing_twice(bed
     assert signed <= end_b["relayed_to_bytes"]
     # Counted once: what TCP sent and resent, and the headers (1,368-byte segments).
     assert sent * 0.95 < seen_by_c and counted_by_b < (sent + resent) * 1.04
-    exported = bed.dir / "b-export.jsonl"
+    exported = tmp_path / "b-export.jsonl"  # the testbed's directory goes with `down`
     exported.write_text(bed.sh("b", "meshd", "receipts", "export"))
     config = tomllib.loads((bed.dir / "nodes" / "b" / "meshd.toml").read_text())
     admin = config["mesh"]["admin_keys"][0]
