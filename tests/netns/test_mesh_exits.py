@@ -217,15 +217,21 @@ def test_the_mesh_reaches_only_meshd_open_ports_and_icmp_on_a_node(bed: Bed) -> 
 
 
 def _resolve(bed: Bed, node: str, resolver: str) -> str:
+    """One lookup as a stub resolver makes it: a query, asked again once after 3 s without
+    an answer (glibc's attempts:2), each from a new socket."""
     query = (
         "import socket\n"
         "from scapy.layers.dns import DNS, DNSQR\n"
-        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
-        f"s.sendto(bytes(DNS(rd=1, qd=DNSQR(qname='internet.test'))), ('{resolver}', 53))\n"
-        "try:\n"
-        "    answer = DNS(s.recv(512))\n"
-        "    print(answer.an.rdata if answer.an else 'no answer')\n"
-        "except TimeoutError:\n"
+        "for attempt in range(2):\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
+        f"    s.sendto(bytes(DNS(rd=1, qd=DNSQR(qname='internet.test'))), ('{resolver}', 53))\n"
+        "    try:\n"
+        "        answer = DNS(s.recv(512))\n"
+        "        print(answer.an.rdata if answer.an else 'no answer')\n"
+        "        break\n"
+        "    except TimeoutError:\n"
+        "        pass\n"
+        "else:\n"
         "    print('timeout')\n"
     )
     return bed.sh(node, sys.executable, "-c", query, check=False).strip()
