@@ -222,6 +222,7 @@ def test_twenty_kill_9s_lose_no_acknowledged_receipt_and_count_nothing_twice(
         bed.wait(f"{victim} answers again", lambda v=victim: bed.answers(v), within=10)
     transfer.send_signal(signal.SIGINT)
     out, _ = transfer.communicate(timeout=30)
+    time.sleep(6)  # a reading of the counters on both sides after the last packet
     end = json.loads(out)["end"]  # interrupted: what a sent (c's side is not reported)
     sent, resent = end["sum_sent"]["bytes"], end["sum_sent"]["retransmits"] * 1420
     end_b, _ = settled(bed, "c", start_b["relayed_to_bytes"] + sent // 2)
