@@ -346,13 +346,7 @@ class ExitService:
     # ---- sessions --------------------------------------------------------------------
 
     def authorize(self, node_id: str) -> str | None:
-        if node_id == self.node_id:
-            return "own_node_id"
-        if self.control.revoked(node_id):
-            return "revoked"
-        if node_id not in self.peers and len(self.peers) >= MAX_SESSIONS:
-            return "too_many_peers"
-        return None
+        return self.control.admits(node_id, self.peers, MAX_SESSIONS)
 
     def on_event(self, ev: PeerEvent) -> None:
         node_id = ev.peer_node_id or ""

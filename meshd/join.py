@@ -565,13 +565,7 @@ class JoinService:
     # ---- relay sessions (bootstrap node <-> issuer, over the mesh) ----------------------
 
     def authorize(self, node_id: str) -> str | None:
-        if node_id == self.node_id:
-            return "own_node_id"
-        if self.control.revoked(node_id):
-            return "revoked"
-        if node_id not in self.relay_peers and len(self.relay_peers) >= MAX_RELAY_SESSIONS:
-            return "too_many_peers"
-        return None
+        return self.control.admits(node_id, self.relay_peers, MAX_RELAY_SESSIONS)
 
     def _flush(self, issuer: str, now: float) -> None:
         """Send what waits for ``issuer`` once its relay session verified; dial it if none."""

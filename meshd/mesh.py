@@ -32,7 +32,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -360,11 +360,17 @@ class ControlPlane:
 
     def authorize(self, node_id: str) -> str | None:
         """At the QUIC handshake: any node not revoked (the certificate comes next)."""
+        return self.admits(node_id, self.peers, MAX_PEERS)
+
+    def admits(self, node_id: str, sessions: Collection[str], limit: int) -> str | None:
+        """Why ``node_id`` may not open a session beside ``sessions`` (at most ``limit``),
+        or None: the handshake check of every QUIC endpoint of a node (neighbours, exits,
+        join relays)."""
         if node_id == self.node_id:
             return "own_node_id"
         if self.revoked(node_id):
             return "revoked"
-        if node_id not in self.peers and len(self.peers) >= MAX_PEERS:
+        if node_id not in sessions and len(sessions) >= limit:
             return "too_many_peers"
         return None
 
