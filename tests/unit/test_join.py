@@ -331,19 +331,41 @@ def service(member: Member) -> tuple[join.JoinService, FakeRelay]:
     return svc, relay
 
 
+@dataclasses.dataclass
+class Forwarding:
+    """A joiner's request shown to b, a bootstrap node that did not issue the invite: b
+    holds it for the issuer a and has dialled a's relay."""
+
+    issuer: Member
+    boot: Member
+    control: FakeTransport  # b's neighbour sessions (the joiner's among them)
+    svc: join.JoinService  # b's
+    relay: FakeRelay  # b's relay sessions
+    joiner: identity.Identity
+    msg: session.JoinRequestMessage
+
+
+def forwarding(tmp_path: Path) -> Forwarding:
+    issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
+    boot = Member(tmp_path, "b", "10.77.0.2")
+    control = FakeTransport()
+    boot.cp.transport = control  # type: ignore[assignment]
+    svc, relay = service(boot)
+    joiner = identity.generate(tmp_path / "n")
+    token = issuer.issue([Endpoint.from_address(boot.node_id, "192.0.2.2:6697")])
+    addr = ("100.64.0.9", 40000)
+    boot.cp.on_event(PeerEvent(joiner.node_id, addr, SessionUp(joiner.node_id)))
+    msg = message_for(token, joiner)
+    boot.cp.on_event(PeerEvent(joiner.node_id, addr, MessageReceived(session.encode(msg))))
+    return Forwarding(issuer, boot, control, svc, relay, joiner, msg)
+
+
 def test_a_bootstrap_node_forwards_to_the_issuer_and_relays_its_answer(tmp_path: Path) -> None:
     async def body() -> None:
-        issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
-        boot = Member(tmp_path, "b", "10.77.0.2")
-        control = FakeTransport()
-        boot.cp.transport = control  # type: ignore[assignment]
-        svc, relay = service(boot)
-        joiner = identity.generate(tmp_path / "n")
-        token = issuer.issue([Endpoint.from_address(boot.node_id, "192.0.2.2:6697")])
-        addr = ("100.64.0.9", 40000)
-        boot.cp.on_event(PeerEvent(joiner.node_id, addr, SessionUp(joiner.node_id)))
-        msg = message_for(token, joiner)
-        boot.cp.on_event(PeerEvent(joiner.node_id, addr, MessageReceived(session.encode(msg))))
+        f = forwarding(tmp_path)
+        issuer, boot, control, svc, relay, joiner, msg = (
+            f.issuer, f.boot, f.control, f.svc, f.relay, f.joiner, f.msg
+        )  # fmt: skip
         assert relay.dialled == [((f"relay-of-{issuer.node_id[:4]}", 6699), issuer.node_id)]
         # The relay session comes up: each side shows its certificate, then the request goes.
         svc.on_relay_event(PeerEvent(issuer.node_id, ("::1", 1), SessionUp(issuer.node_id)))
@@ -375,17 +397,8 @@ def test_a_bootstrap_node_forwards_to_the_issuer_and_relays_its_answer(tmp_path:
 
 
 def test_an_issuer_that_does_not_answer_is_reported_unreachable(tmp_path: Path) -> None:
-    issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
-    boot = Member(tmp_path, "b", "10.77.0.2")
-    control = FakeTransport()
-    boot.cp.transport = control  # type: ignore[assignment]
-    svc, relay = service(boot)
-    joiner = identity.generate(tmp_path / "n")
-    token = issuer.issue([Endpoint.from_address(boot.node_id, "192.0.2.2:6697")])
-    addr = ("100.64.0.9", 40000)
-    boot.cp.on_event(PeerEvent(joiner.node_id, addr, SessionUp(joiner.node_id)))
-    msg = session.encode(message_for(token, joiner))
-    boot.cp.on_event(PeerEvent(joiner.node_id, addr, MessageReceived(msg)))
+    f = forwarding(tmp_path)
+    svc, relay, control = f.svc, f.relay, f.control
     svc.tick(time.monotonic() + 3)  # dials again while it waits
     assert len(relay.dialled) == 2
     svc.tick(time.monotonic() + join.FORWARD_S + 1)
