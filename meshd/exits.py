@@ -409,11 +409,8 @@ class ExitService:
         self._send_raw(node_id, messages.encode(message))
 
     def _send_raw(self, node_id: str, data: bytes) -> None:
-        if self.transport is not None:
-            try:
-                self.transport.send_message(node_id, data)
-            except (KeyError, ValueError) as exc:
-                event("exit.send_failed", logging.DEBUG, peer=node_id[:8], error=str(exc))
+        if self.transport is not None and (why := self.transport.try_send(node_id, data)):
+            event("exit.send_failed", logging.DEBUG, peer=node_id[:8], error=why)
 
     # ---- status ----------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ from meshd.membership import MembershipCertificate, MembershipError, VerifiedMem
 from meshd.proto import session as messages
 from meshd.transport.certs import NodeCredentials, node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
-from meshd.transport.session import SessionNotUp, SessionSettings
+from meshd.transport.session import SessionSettings
 from meshd.transport.udp import PeerEvent, QuicTransport
 
 if TYPE_CHECKING:
@@ -691,11 +691,8 @@ class JoinService:
         self._send_raw(node_id, messages.encode(message))
 
     def _send_raw(self, node_id: str, data: bytes) -> None:
-        if self.transport is not None:
-            try:
-                self.transport.send_message(node_id, data)
-            except (KeyError, ValueError, SessionNotUp) as exc:
-                event("join.send_failed", logging.DEBUG, peer=node_id[:8], error=str(exc))
+        if self.transport is not None and (why := self.transport.try_send(node_id, data)):
+            event("join.send_failed", logging.DEBUG, peer=node_id[:8], error=why)
 
 
 def _short(text: str) -> str:

@@ -838,11 +838,8 @@ class ControlPlane:
         return True
 
     def _send(self, node_id: str, data: bytes) -> None:
-        if self.transport is not None:
-            try:
-                self.transport.send_message(node_id, data)
-            except (KeyError, ValueError) as exc:
-                event("session.send_failed", logging.DEBUG, peer=node_id, error=str(exc))
+        if self.transport is not None and (why := self.transport.try_send(node_id, data)):
+            event("session.send_failed", logging.DEBUG, peer=node_id, error=why)
 
     # ---- persistence -----------------------------------------------------------------
 

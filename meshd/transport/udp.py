@@ -209,6 +209,15 @@ class QuicTransport(asyncio.DatagramProtocol):
         entry.session.send_message(data)
         self._service(entry)
 
+    def try_send(self, node_id: str, data: bytes) -> str | None:
+        """``send_message``, or why it could not be sent (no session up with the node, or
+        it is closing; a message it refuses): the callers that only log it and go on."""
+        try:
+            self.send_message(node_id, data)
+        except (KeyError, ValueError, SessionNotUp) as exc:
+            return str(exc)
+        return None
+
     def send_datagram(self, node_id: str, data: bytes) -> None:
         entry = self._up(node_id)
         entry.session.send_datagram(data)

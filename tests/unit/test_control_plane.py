@@ -46,6 +46,10 @@ class FakeTransport:
     def send_message(self, node_id: str, data: bytes) -> None:
         self.sent.append((node_id, data))
 
+    def try_send(self, node_id: str, data: bytes) -> str | None:
+        self.send_message(node_id, data)
+        return None
+
     def close_peer(self, node_id: str, reason: str = "closed") -> None:
         self.closed.append((node_id, reason))
 

@@ -446,3 +446,15 @@ def test_a_dial_over_ipv6_comes_up() -> None:
                 await node.transport.close()
 
     run(scenario)
+
+
+def test_try_send_says_why_instead_of_raising_when_no_session_is_up() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            why = a.transport.try_send(b.creds.node_id, b"nobody there")
+            assert why is not None and "no session up" in why
+            a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
+            await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
+            assert a.transport.try_send(b.creds.node_id, b"now") is None
+
+    run(scenario)
