@@ -124,7 +124,7 @@ class Node:
         )
         self.echo: EchoProbe | None = None  # liveness probes, once running
         # Metering (kernel thread): the links' counters, into totals saved in the ledger.
-        self.link_meter = LinkMeter()
+        self.link_meter = LinkMeter(self.prefix)
         self.ledger: Ledger | None = None
         self.link_counts: dict[str, Snapshot] = {}  # by neighbour node id; replaced whole
         self._counts_saved = 0.0
