@@ -103,9 +103,12 @@ class ClaimService:
                 self._save(node_id, chain)
                 event("receipts.epoch", consumer=node_id, epoch=chain.epoch)
             last = self.last_claim.get(node_id)
-            self._enforce(node_id, chain, last[0] if last else chain.answered)
             if node_id not in reachable:
+                # No session to ask it through, but its link may still carry traffic: what
+                # it used since its last receipt is on credit like an unanswered claim.
+                self._enforce(node_id, chain, totals)
                 continue
+            self._enforce(node_id, chain, last[0] if last else chain.answered)
             since = now - last[1] if last else 0.0
             interval, volume = self.settings.claim_interval_s, self.settings.claim_mb * MIB
             news = self.told.get(node_id, "") != self.throttled.get(node_id, "")

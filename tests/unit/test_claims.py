@@ -175,3 +175,25 @@ def test_a_consumer_that_stops_signing_is_throttled_then_let_go_when_it_signs(
     assert told.throttled == ""  # nothing new to sign, but the news is told at once
     assert p.status(C, snap(2 * MIB, 0))["provider"]["state"] == "ok"
     assert nft[-1][:4] == ("nft", "delete", "table", "inet")
+
+
+def test_a_consumer_without_a_session_is_throttled_by_what_its_link_carried(
+    tmp_path: Path, nft: list[tuple[str, ...]]
+) -> None:
+    p, c = service(tmp_path, "p"), service(tmp_path, "c")
+    exchange(p, c, (MIB, 0), 0)  # 1 MiB signed: its credit is 1 MiB plus a tenth of that
+    # Its session is gone (not reachable), its link is not: nothing can be claimed, yet
+    # the bytes are on credit.
+    assert p.round({C: snap(2 * MIB, 0)}, {C: "mwc"}, set(), 20, WALL + 20) == []
+    assert p.status(C, snap(2 * MIB, 0))["provider"]["state"] == "ok"
+    assert p.round({C: snap(3 * MIB, 0)}, {C: "mwc"}, set(), 25, WALL + 25) == []
+    assert p.status(C, snap(3 * MIB, 0))["provider"]["reason"] == "no_receipts"
+    assert any("meshd_throttle" in " ".join(call) and "mwc" in call[-1] for call in nft)
+    # Back with a session, it is let go and asked at once (a consumer that then does not
+    # sign is throttled again a round later, as any other).
+    [(_, claim)] = p.round({C: snap(3 * MIB, 0)}, {C: "mwc"}, {C}, 26, WALL + 26)
+    assert claim.relayed_for_bytes == 3 * MIB and claim.throttled == ""
+    assert nft[-1][:4] == ("nft", "delete", "table", "inet")
+    answer = c.on_claim(P, claim, (3 * MIB, 0), WALL + 26)
+    assert answer is not None and p.on_receipt(C, answer, SIGNER, WALL + 26) is not None
+    assert p.status(C, snap(3 * MIB, 0))["provider"]["unreceipted_bytes"] == 0
