@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "block": ("block", "stop (or --undo: allow) one neighbour's traffic through this gateway"),
     "receipts": ("receipts", "verify receipts exports offline, or add them up (summary)"),
     "invite": ("invite", "issue a one-time invite for a new household node (token and QR)"),
+    "revoke": ("revoke", "cut a node off the mesh for good (on the node holding the admin key)"),
+    "admin-key": ("admin_key", "back up the mesh's admin key with a passphrase, or restore it"),
+    "leave": ("leave", "stop being a node: remove meshd's files, keys and kernel state"),
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -405,6 +406,17 @@ class ControlClient:
             sock.close()
             raise
         return Subscription(self.path, sock, stream, head["interval"], head["last_id"])
+
+    def daemon_pid(self) -> int:
+        """The daemon's process id, as the kernel says who listens on the socket
+        (SO_PEERCRED; meshd binds its socket itself): what stops it where no service
+        manager runs it (``meshd leave``)."""
+        with self._reaching(), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.path))
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, _uid, _gid = struct.unpack("3i", creds)
+        return int(pid)
 
     def call(self, call: str, **args: Any) -> Any:
         """One call, its result unchecked (the typed methods above check theirs)."""

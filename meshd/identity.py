@@ -80,7 +80,7 @@ class Identity:
         return f"Identity(node_id={self.node_id!r})"
 
 
-def _write_private(path: Path, raw: bytes) -> None:
+def write_private(path: Path, raw: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(encode_key(raw) + "\n")
@@ -88,7 +88,7 @@ def _write_private(path: Path, raw: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _read_private(path: Path) -> bytes:
+def read_private(path: Path) -> bytes:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -111,8 +111,8 @@ def generate(state_dir: Path) -> Identity:
             raise KeyFileError(f"{state_dir / name}: already exists, not overwriting")
     signing = SigningKey.generate()
     wg_private = bytes(PrivateKey.generate())
-    _write_private(state_dir / IDENTITY_KEY, bytes(signing))
-    _write_private(state_dir / WIREGUARD_KEY, wg_private)
+    write_private(state_dir / IDENTITY_KEY, bytes(signing))
+    write_private(state_dir / WIREGUARD_KEY, wg_private)
     ident = Identity(signing, wg_private)
     (state_dir / IDENTITY_PUB).write_text(ident.node_id + "\n")
     (state_dir / WIREGUARD_PUB).write_text(ident.wireguard_public_b64 + "\n")
@@ -121,8 +121,8 @@ def generate(state_dir: Path) -> Identity:
 
 def load(state_dir: Path) -> Identity:
     """Load both keys; raise KeyFileError naming the file and the problem."""
-    signing = SigningKey(_read_private(state_dir / IDENTITY_KEY))
-    wg_private = _read_private(state_dir / WIREGUARD_KEY)
+    signing = SigningKey(read_private(state_dir / IDENTITY_KEY))
+    wg_private = read_private(state_dir / WIREGUARD_KEY)
     return Identity(signing, wg_private)
 
 

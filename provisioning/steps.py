@@ -10,6 +10,7 @@ in a dry run. Paths are the target system's (``/etc/meshd``), placed under the r
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -114,6 +115,25 @@ class Runner:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StepError(f"{path}: {exc.strerror or exc}") from None
+
+    def remove(self, target: str) -> bool:
+        """Remove ``target`` (a file, or a directory and everything in it) when it is
+        there; True when anything changed (or would)."""
+        path = self.path(target)
+        if not path.exists() and not path.is_symlink():
+            self.unchanged(f"{target} absent")
+            return False
+        tree = path.is_dir() and not path.is_symlink()
+        self.changed(f"remove {target}{' and everything in it' if tree else ''}")
+        if not self.dry_run:
+            try:
+                if tree:
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as exc:
+                raise StepError(f"{path}: {exc.strerror or exc}") from None
+        return True
 
     def own(self, target: str, mode: int) -> None:
         """A file made by someone else (the keys): give it our mode and owner."""
