@@ -60,6 +60,29 @@ class MeshSettings:
 
 
 @dataclass(frozen=True)
+class MembershipSettings:
+    renew_margin_s: int = _opt(
+        0,
+        "ask neighbours for a fresh certificate this long before it expires; 0: once a third "
+        "of its validity is left",
+    )
+    renew_retry_s: float = _opt(
+        10.0, "seconds between renewal requests (each to the next verified neighbour)"
+    )
+    renew_grace_s: int = _opt(
+        7 * 86400, "as an issuer: still renew a certificate this long after it expired"
+    )
+    clock_tolerance_s: int = _opt(
+        300,
+        "certificates are checked with this tolerance, and the clock is corrected by the "
+        "median of the neighbours' clocks only when that is further off than this",
+    )
+    test_clock_offset_s: int = _opt(
+        0, "tests only: pretend the system clock is off by this many seconds (a Pi without RTC)"
+    )
+
+
+@dataclass(frozen=True)
 class ControlSettings:
     socket: Path = _opt(
         Path(DEFAULT_SOCKET), "Unix socket of the local control API (MESHD_SOCKET overrides)"
@@ -212,6 +235,7 @@ class Config:
     path: Path
     node: NodeSettings = field(default_factory=NodeSettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)
+    membership: MembershipSettings = field(default_factory=MembershipSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     wireguard: WireGuardSettings = field(default_factory=WireGuardSettings)
     liveness: LivenessSettings = field(default_factory=LivenessSettings)
@@ -228,6 +252,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "node": NodeSettings,
     "mesh": MeshSettings,
+    "membership": MembershipSettings,
     "control": ControlSettings,
     "wireguard": WireGuardSettings,
     "liveness": LivenessSettings,
@@ -366,6 +391,12 @@ def _check(cfg: Config) -> None:
         )
     if not cfg.mesh.admin_keys:
         raise ConfigError(p, "mesh.admin_keys", "missing; expected the mesh's admin node ids")
+    ms = cfg.membership
+    for key in ("renew_margin_s", "renew_grace_s", "clock_tolerance_s"):
+        if getattr(ms, key) < 0:
+            raise ConfigError(p, f"membership.{key}", "expected 0 or more seconds")
+    if ms.renew_retry_s < 1:
+        raise ConfigError(p, "membership.renew_retry_s", "expected at least 1 second")
     d = cfg.discovery
     if not 1 <= d.beacon_port <= 65535 or d.beacon_port == cfg.control.quic_port:
         raise ConfigError(p, "discovery.beacon_port", "expected 1..65535, not the QUIC port")

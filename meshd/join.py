@@ -51,6 +51,20 @@ bootstrap node, or later).
 The issuer (``redeem_here``, on the kernel thread: SQLite) calls
 ``meshd.invites.redeem`` with its store (``state_dir/invites.sqlite``, made by ``meshd
 invite``): a node that issued nothing has no store and refuses ``unknown_invite``.
+
+Renewal takes the same path (the rules are in meshd.membership.renewal). Once the node's
+certificate is due (``renew_at``), a node that can issue its own address (an admin, or a
+delegate whose pool holds it) renews it itself; any other asks its verified neighbours in
+turn, one RENEW_REQUEST every ``renew_retry_s`` on the neighbour session (its current
+certificate and chain). A neighbour that can issue that address answers RENEW_GRANTED or
+RENEW_REFUSED; one that cannot forwards the request, as a bootstrap node forwards a join,
+over a relay session to the certificate's issuer, or else an admin, whichever Babel has a
+route to, and relays the answer. The node checks the grant (``accept_renewal``: the same
+identity, a later end), stores it (``trust.save_joined``: each file atomically, the same
+names; the definition and chain as they are) and uses it at once: ControlPlane.renewed
+sends it on every verified session as a second MEMBERSHIP, so neighbours see it without a
+reconnect. A grant from another delegate is refused by a node that holds a delegation of
+its own: ``delegation.cert`` holds one or the other (the chain, or what it may issue).
 """
 
 from __future__ import annotations
@@ -58,7 +72,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -68,6 +84,7 @@ from typing import TYPE_CHECKING, Any
 from nacl.signing import SigningKey
 
 from meshd import mesh, trust
+from meshd.config import MembershipSettings
 from meshd.invites import (
     TOKEN_FILE,
     Endpoint,
@@ -90,6 +107,14 @@ from meshd.invites.join import is_final as is_final_reason
 from meshd.invites.store import STORE_FILE, SqliteInviteStore
 from meshd.log import event
 from meshd.membership import MembershipCertificate, MembershipError, VerifiedMember
+from meshd.membership.renewal import (
+    RenewalError,
+    RenewalIssuer,
+    RenewalReason,
+    accept_renewal,
+    renew,
+    renew_at,
+)
 from meshd.proto import session as messages
 from meshd.transport.certs import NodeCredentials, node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
@@ -103,6 +128,8 @@ if TYPE_CHECKING:
 Address = tuple[str, int]
 Kernel = Callable[..., Awaitable[Any]]
 Answer = messages.JoinGranted | messages.JoinRefused
+RenewAnswer = messages.RenewGranted | messages.RenewRefused
+Request = messages.JoinRequestMessage | messages.RenewRequest
 
 # The joining node.
 JOIN_SETTINGS = SessionSettings(idle_timeout=30.0, keepalive_interval=10.0, handshake_timeout=5.0)
@@ -123,7 +150,8 @@ FORWARD_S = 10.0  # the issuer's answer, forwarded; then issuer_unreachable
 REDIAL_S = 2.0  # between dials of an issuer while requests wait for it
 RELAY_VERIFY_S = 10.0  # a relay session whose certificate has not verified by then closes
 MAX_RELAY_SESSIONS = 64
-MAX_FORWARDS = 64  # join requests waiting for their issuers' answers
+MAX_FORWARDS = 64  # join and renewal requests waiting for their issuers' answers
+DEFAULT_RENEWAL = MembershipSettings()
 
 
 class JoinError(Exception):
@@ -396,13 +424,26 @@ def _finish(cfg: Config, token: InviteToken, request: JoinRequest, outcome: Outc
 
 @dataclass
 class _Forward:
-    """A join request a bootstrap node passed on to the invite's issuer."""
+    """A join request a bootstrap node passed on to the invite's issuer, or a neighbour's
+    renewal request passed on to an issuer of its address."""
 
     joiner: str
     issuer: str
-    message: messages.JoinRequestMessage
+    message: Request
     deadline: float
     sent: bool = False
+
+
+@dataclass
+class RenewalState:
+    """Where this node's own renewal stands (``meshd status``: ``membership``)."""
+
+    state: str = "valid"  # valid, due, asking, renewed, refused
+    asking: str | None = None  # the neighbour asked last
+    asked_at: float = 0.0  # monotonic
+    asked: int = 0  # requests sent since the certificate became due
+    last_refusal: str | None = None
+    renewed_at: float | None = None  # wall clock, the last renewal
 
 
 @dataclass
@@ -426,8 +467,11 @@ class JoinService:
         relay_host: str,
         relay_port: int,
         relay_address: Callable[[str], Address],
+        renewal: MembershipSettings = DEFAULT_RENEWAL,
     ) -> None:
         self.node_id, self.signing_key, self.control = node_id, signing_key, control
+        self.renewal_settings = renewal
+        self.renewal = RenewalState()
         self.state_dir, self.kernel = state_dir, kernel
         self.relay_host, self.relay_port, self.relay_address = relay_host, relay_port, relay_address
         self.transport: QuicTransport | None = None
@@ -438,6 +482,7 @@ class JoinService:
 
     async def start(self) -> None:
         self.control.on_join = self.on_join_request
+        self.control.on_renewal = self.on_renewal
         try:
             self.transport = await QuicTransport.listen(
                 credentials=self.control.credentials,
@@ -455,6 +500,7 @@ class JoinService:
 
     async def close(self) -> None:
         self.control.on_join = None
+        self.control.on_renewal = None
         for task in list(self._tasks):
             task.cancel()
         if self.transport is not None:
@@ -500,8 +546,20 @@ class JoinService:
         answer = await self.kernel(self.redeem_here, invite, request, time.time())
         self._answer(joiner, answer)
 
-    def _answer(self, joiner: str, answer: Answer) -> None:
-        """To the joining node, on its join-only session."""
+    def _answer(self, joiner: str, answer: Answer | RenewAnswer) -> None:
+        """To the joining node, on its join-only session; to a renewing neighbour, on its
+        neighbour session."""
+        if isinstance(answer, RenewAnswer):
+            refused = isinstance(answer, messages.RenewRefused)
+            event(
+                "renewal.refused_node" if refused else "renewal.granted_node",
+                logging.WARNING if refused else logging.INFO,
+                node=joiner[:8],
+                reason=answer.reason if isinstance(answer, messages.RenewRefused) else None,
+            )
+            if not self.control.send_to_member(joiner, answer):
+                event("renewal.answer_lost", logging.WARNING, node=joiner[:8])
+            return
         if isinstance(answer, messages.JoinRefused):
             event(
                 "join.refused_node",
@@ -617,7 +675,10 @@ class JoinService:
                 raise mesh.Refusal("not_verified", "a message before the certificate")
             if isinstance(msg, messages.JoinRequestMessage):
                 self._on_forwarded(peer, msg)
-            elif isinstance(msg, messages.JoinGranted | messages.JoinRefused):
+            elif isinstance(msg, messages.RenewRequest):
+                event("renewal.forwarded_request", relay=peer.node_id[:8])
+                self._send(peer.node_id, self.renew_for(msg, None))
+            elif isinstance(msg, messages.JoinGranted | messages.JoinRefused | RenewAnswer):
                 self._on_issuer_answer(peer, msg)
             else:
                 raise mesh.Refusal("unexpected_kind", f"{type(msg).__name__} on a relay session")
@@ -641,8 +702,8 @@ class JoinService:
         answer = await self.kernel(self.redeem_here, invite, request, time.time())
         self._send(relay, answer)
 
-    def _on_issuer_answer(self, peer: _RelayPeer, msg: Answer) -> None:
-        if isinstance(msg, messages.JoinRefused):
+    def _on_issuer_answer(self, peer: _RelayPeer, msg: Answer | RenewAnswer) -> None:
+        if isinstance(msg, messages.JoinRefused | messages.RenewRefused):
             joiner = msg.node_id
         else:
             try:
@@ -650,7 +711,11 @@ class JoinService:
             except MembershipError as exc:
                 raise mesh.Refusal("malformed", f"JOIN_GRANTED: {exc.message}") from None
         forward = self.forwards.get(joiner)
-        if forward is None or forward.issuer != peer.node_id:
+        if (
+            forward is None
+            or forward.issuer != peer.node_id
+            or isinstance(forward.message, messages.RenewRequest) != isinstance(msg, RenewAnswer)
+        ):
             return  # answered already (a retry's second answer), or not ours to relay
         del self.forwards[joiner]
         self._answer(joiner, msg)
@@ -658,22 +723,214 @@ class JoinService:
             self._close(peer.node_id, "done", "")
 
     def tick(self, now: float) -> None:
+        self._renewal_tick(now)
         for joiner, forward in list(self.forwards.items()):
             if now >= forward.deadline:
                 del self.forwards[joiner]
-                self._answer(
-                    joiner,
-                    messages.JoinRefused(
-                        joiner,
-                        ISSUER_UNREACHABLE,
-                        f"no answer from the issuer {forward.issuer} within {FORWARD_S:.0f} s",
-                    ),
+                why = f"no answer from the issuer {forward.issuer} within {FORWARD_S:.0f} s"
+                late: Answer | RenewAnswer = (
+                    messages.RenewRefused(joiner, ISSUER_UNREACHABLE, why)
+                    if isinstance(forward.message, messages.RenewRequest)
+                    else messages.JoinRefused(joiner, ISSUER_UNREACHABLE, why)
                 )
+                self._answer(joiner, late)
             else:
                 self._flush(forward.issuer, now)
         for peer in list(self.relay_peers.values()):
             if peer.member is None and now - peer.since > RELAY_VERIFY_S:
                 self._close(peer.node_id, "not_verified", "no certificate")
+
+    # ---- renewal: the issuer and the neighbour that forwards ---------------------------
+
+    def _issuer(self) -> RenewalIssuer:
+        own = self.control.own
+        delegation = None if self.node_id in own.trust.admins else own.delegation
+        return RenewalIssuer(self.signing_key, own.trust, delegation)
+
+    def renew_for(
+        self, msg: messages.RenewRequest, session_node_id: str | None
+    ) -> messages.RenewGranted | messages.RenewRefused:
+        """Renew the certificate in ``msg`` here. On a neighbour session it must be the
+        session's own node's; a relay forwards only what its neighbour asked (None)."""
+        try:
+            cert, chain = mesh.decode_credential(msg)
+        except MembershipError as exc:
+            return messages.RenewRefused(
+                session_node_id or self.node_id, "malformed", _short(exc.message)
+            )
+        requester = cert.node_id
+        if session_node_id is not None and requester != session_node_id:
+            return messages.RenewRefused(
+                session_node_id, "wrong_node_id", f"a certificate for {requester}"
+            )
+        issuer = self._issuer()
+        try:
+            fresh = renew(
+                issuer,
+                cert,
+                chain,
+                self.control.clock.now(),
+                secrets.randbits(63),
+                self.renewal_settings.renew_grace_s,
+                self.renewal_settings.clock_tolerance_s,
+            )
+        except (MembershipError, RenewalError) as exc:
+            return messages.RenewRefused(requester, str(exc.reason_code), _short(exc.message))
+        event("renewal.issued", node=requester[:8], name=fresh.name, valid_until=fresh.expires_at)
+        delegation = issuer.delegation.encode() if issuer.delegation is not None else b""
+        return messages.RenewGranted(fresh.encode(), delegation)
+
+    def on_renewal(self, node_id: str, msg: mesh.RenewalMessage) -> None:
+        """RENEW_* from a verified neighbour: its request, or the answer to ours."""
+        if not isinstance(msg, messages.RenewRequest):
+            self._on_renew_answer(node_id, msg)
+            return
+        try:
+            cert, _ = mesh.decode_credential(msg)
+        except MembershipError as exc:
+            self._answer(node_id, messages.RenewRefused(node_id, "malformed", _short(exc.message)))
+            return
+        event("renewal.request", node=node_id[:8], name=cert.name)
+        if cert.node_id != node_id or self._issuer().covers(cert):
+            self._answer(node_id, self.renew_for(msg, node_id))
+            return
+        target = self._renewal_issuer_for(cert)
+        if target is None:
+            self._answer(
+                node_id,
+                messages.RenewRefused(
+                    node_id, ISSUER_UNREACHABLE, "no route to an issuer of that address"
+                ),
+            )
+            return
+        if node_id not in self.forwards and len(self.forwards) >= MAX_FORWARDS:
+            self._answer(node_id, messages.RenewRefused(node_id, ISSUER_UNREACHABLE, "busy"))
+            return
+        self.forwards[node_id] = _Forward(node_id, target, msg, time.monotonic() + FORWARD_S)
+        event("renewal.forwarding", node=node_id[:8], issuer=target[:8])
+        self._flush(target, time.monotonic())
+
+    def _renewal_issuer_for(self, cert: MembershipCertificate) -> str | None:
+        """Whom to forward a renewal to: the certificate's issuer, else an admin; the first
+        of them that Babel has a route to (the testbed's admin, say, is no node)."""
+        selected = self.control.router.selected()
+        for candidate in (cert.issuer, *self.control.own.trust.admins):
+            host = self.relay_address(candidate)[0]
+            if candidate != self.node_id and ipaddress.ip_network(f"{host}/128") in selected:
+                return candidate
+        return None
+
+    # ---- renewal: this node's own certificate ------------------------------------------
+
+    def _renewal_tick(self, now: float) -> None:
+        own, state = self.control.own, self.renewal
+        if self.control.clock.now() < renew_at(
+            own.certificate, self.renewal_settings.renew_margin_s
+        ):
+            if state.state not in ("renewed", "valid"):
+                state.state = "valid"
+            return
+        if state.asking is not None and now - state.asked_at < self.renewal_settings.renew_retry_s:
+            return
+        if state.state in ("valid", "renewed"):
+            state.state = "due"
+            state.asked = 0
+            event("renewal.due", expires_at=own.certificate.expires_at)
+        request = messages.RenewRequest(
+            own.certificate.encode(), b"".join(d.encode() for d in own.chain)
+        )
+        state.asked_at = now
+        if self._issuer().covers(own.certificate):
+            state.asking = self.node_id
+            self._spawn(self._install(self.node_id, self.renew_for(request, self.node_id)))
+            return
+        members = sorted(p.node_id for p in self.control.peers.values() if p.member is not None)
+        if not members:
+            state.asking = None
+            return
+        after = [m for m in members if state.asking is not None and m > state.asking]
+        state.asking = (after or members)[0]
+        state.asked += 1
+        state.state = "asking"
+        event("renewal.asking", neighbour=state.asking[:8], attempt=state.asked)
+        self.control.send_to_member(state.asking, request)
+
+    def _on_renew_answer(self, node_id: str, msg: RenewAnswer) -> None:
+        if node_id != self.renewal.asking:
+            return  # not asked, or answered after we moved on
+        self._spawn(self._install(node_id, msg))
+
+    async def _install(self, node_id: str, msg: RenewAnswer) -> None:
+        """Check a grant, store it, use it; or note the refusal (the next neighbour is asked
+        at the next retry)."""
+        state, own = self.renewal, self.control.own
+        if isinstance(msg, messages.RenewRefused):
+            state.last_refusal = f"{msg.reason}: {msg.detail}" if msg.detail else msg.reason
+            state.state = "refused"
+            event(
+                "renewal.refused",
+                logging.WARNING,
+                by=node_id[:8],
+                reason=msg.reason,
+                detail=msg.detail,
+            )
+            return
+        try:
+            cert, chain = mesh.decode_credential(msg)
+            chain = chain if cert.issuer not in own.trust.admins else ()
+            member = accept_renewal(
+                own.certificate,
+                cert,
+                chain,
+                own.trust,
+                self.control.clock.now(),
+                self.renewal_settings.clock_tolerance_s,
+            )
+            ours = own.delegation  # what this node may issue, or the chain of its certificate
+            if chain and ours is not None and ours.delegate == self.node_id and chain[0] != ours:
+                raise RenewalError(
+                    RenewalReason.CANNOT_ISSUE,
+                    "issued by a delegate; this node keeps its own delegation",
+                )
+        except (MembershipError, RenewalError) as exc:
+            state.last_refusal, state.state = f"{exc.reason_code}: {exc.message}", "refused"
+            event("renewal.bad_grant", logging.WARNING, by=node_id[:8], reason=str(exc))
+            return
+        delegation = chain[0] if chain else None
+        try:
+            await self.kernel(
+                trust.save_joined, self.state_dir, own.trust.definition, cert, delegation
+            )
+        except OSError as exc:
+            state.last_refusal, state.state = f"not_stored: {exc}", "refused"
+            event("renewal.not_stored", logging.ERROR, error=str(exc))
+            return
+        kept = delegation if delegation is not None else own.delegation
+        held = self.control.own.trust  # a newer mesh definition may have come meanwhile
+        self.control.renewed(trust.OwnMembership(held, cert, tuple(chain), kept, member))
+        state.asking, state.state, state.last_refusal = None, "renewed", None
+        state.renewed_at = self.control.clock.now()
+        event(
+            "renewal.renewed",
+            by=node_id[:8],
+            issuer=cert.issuer[:8],
+            valid_until=member.valid_until,
+        )
+
+    def renewal_status(self) -> dict[str, Any]:
+        cert, state = self.control.own.certificate, self.renewal
+        return {
+            "expires_at": cert.expires_at,
+            "not_before": cert.not_before,
+            "issuer": cert.issuer,
+            "serial": cert.serial,
+            "renew_at": renew_at(cert, self.renewal_settings.renew_margin_s),
+            "renewal": state.state,
+            "asking": state.asking,
+            "asked": state.asked,
+            "last_refusal": state.last_refusal,
+            "renewed_at": state.renewed_at,
+        }
 
     def _close(self, node_id: str, reason: str, detail: str) -> None:
         if reason != "done":

@@ -21,7 +21,20 @@ link even while the QUIC session over the underlay still answers. The link outli
 dropped session; it is removed when the neighbour is revoked or has been gone for
 ``forget_after_s``. Revocations are gossiped: sent whole when a session verifies, and each
 new one forwarded to every other neighbour. Timers run on the monotonic clock (``now``);
-certificates and revocations are checked against the wall clock.
+certificates and revocations are checked against the mesh's wall clock (``MeshClock``: the
+system's, corrected by the median of what verified neighbours say in CLOCK, the first
+message of every session, so that a Pi that booted with a stale time still joins).
+
+Renewal (meshd.join does the asking and the issuing): a neighbour's RENEW_* messages go to
+``on_renewal``; a second MEMBERSHIP on a verified session is the neighbour's renewed
+certificate, checked like the first and put in place of it; ``renewed`` puts our own in
+place and sends it to every verified neighbour, so nobody waits for a reconnect.
+
+Admin rotation (meshd.membership.rotation): a mesh definition with a higher serial, signed
+by an admin of ours, is adopted, stored (``mesh.cert``, and every definition adopted in
+``mesh.chain``, which lets a restarted node follow the chain from the admin key its
+config pins) and flooded. A session starts CLOCK, MESH_DEFINITION (once rotated), then
+MEMBERSHIP, so a neighbour learns a new admin before it judges a certificate it signed.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import ipaddress
 import logging
 import os
 import random
+import struct
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -45,14 +59,18 @@ from meshd.discovery.beacon_socket import BeaconService, Underlay
 from meshd.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
 from meshd.log import event
 from meshd.membership import (
+    DEFAULT_SKEW_S,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
+    MeshDefinition,
     Revocation,
     RevocationTarget,
     VerifiedMember,
     verify_membership,
 )
+from meshd.membership.clock import ClockConsensus
+from meshd.membership.rotation import adopt as adopt_successor
 from meshd.net.hello_socket import HelloSocket
 from meshd.proto import session as messages
 from meshd.proto.babel import BabelDecodeError, decode_packet, decode_packet_detail, encode_packet
@@ -64,7 +82,8 @@ from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings
 from meshd.transport.udp import PeerEvent, QuicTransport
-from meshd.trust import OwnMembership, save_revocations
+from meshd.trust import OwnMembership, save_joined, save_revocations
+from meshd.trust import _write_atomically as write_atomically
 
 LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, before the link is measured
 REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
@@ -75,7 +94,11 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
+CHAIN_FILE = "mesh.chain"  # every mesh definition adopted (u16 length, canonical bytes)
 MeteringMessage = messages.Claim | messages.ReceiptMessage | messages.ReceiptAck
+RenewalMessage = messages.RenewRequest | messages.RenewGranted | messages.RenewRefused
+# Failures that only say "not now by our clock": worth a look with the peer's clock.
+TIME_REASONS = frozenset({"not_yet_valid", "expired", "delegation_not_yet_valid"})
 # Sessions: a silent cut is noticed by WireGuard liveness within seconds, so the session
 # itself can idle longer: one PING per 40 s of silence (from the dialler) keeps the
 # control plane's cost per link low, and a cut of under two minutes keeps the session.
@@ -87,6 +110,43 @@ SESSION_SETTINGS = SessionSettings(
 PROBE_PARAMS = LinkQualityParams(hello_interval_s=16.0)
 
 Address = tuple[str, int]
+
+
+class MeshClock:
+    """The node's one wall clock, Unix seconds: the system's (plus ``test_offset_s``, which
+    only tests set, to play a Pi with a stale clock), corrected by the neighbours' median
+    once that is off by more than the tolerance (meshd.membership.clock)."""
+
+    def __init__(self, tolerance_s: int = DEFAULT_SKEW_S, test_offset_s: float = 0.0) -> None:
+        self.consensus = ClockConsensus(tolerance_s)
+        self.test_offset_s = test_offset_s
+
+    def local(self) -> float:
+        """The system clock as this node reads it, uncorrected."""
+        return time.time() + self.test_offset_s
+
+    def now(self) -> float:
+        return self.local() + self.consensus.correction()
+
+    def report(self, peer: str, offset_s: float) -> None:
+        if self.consensus.report(peer, offset_s):
+            correction = self.consensus.correction()
+            event(
+                "clock.off" if correction else "clock.agrees",
+                logging.WARNING if correction else logging.INFO,
+                message=f"clock is off by {round(-correction)} s" if correction else "",
+                correction_s=round(correction, 1),
+                peers=len(self.consensus.offsets),
+            )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "now": round(self.now(), 3),
+            "correction_s": round(self.consensus.correction(), 3),
+            "median_offset_s": round(self.consensus.median(), 3),
+            "peers": len(self.consensus.offsets),
+            "tolerance_s": self.consensus.tolerance_s,
+        }
 
 
 class Source(StrEnum):
@@ -152,6 +212,7 @@ class Peer:
     failed_dials: int = 0
     last_refusal: str | None = None
     joining: bool = False  # its session sent JOIN_REQUEST: join-only (meshd.join)
+    clock_offset: float | None = None  # its CLOCK minus our uncorrected clock, this session
 
     @property
     def state(self) -> str:
@@ -197,9 +258,12 @@ class ControlPlane:
         forget_after_s: float = 600.0,
         on_metering: Callable[[str, MeteringMessage], None] | None = None,
         on_join: Callable[[str, messages.JoinRequestMessage], None] | None = None,
+        on_renewal: Callable[[str, RenewalMessage], None] | None = None,
+        clock: MeshClock | None = None,
         now: float = 0.0,
     ) -> None:
         self.node_id, self.credentials, self.own = node_id, credentials, own
+        self.clock = clock or MeshClock()
         self.router, self.links, self.apply_routes = router, links, apply_routes
         self.state_dir = state_dir
         self.interface_prefix = interface_prefix
@@ -207,6 +271,7 @@ class ControlPlane:
         self.forget_after_s = forget_after_s
         self.on_metering = on_metering  # claims and receipts (meshd.claims), from members
         self.on_join = on_join  # join requests from nodes without a certificate (meshd.join)
+        self.on_renewal = on_renewal  # RENEW_* from verified neighbours (meshd.join)
         self.peers: dict[str, Peer] = {}
         self.gateways = GatewayTable()
         self.gateway_choice = Choice(None, (), False)
@@ -226,9 +291,14 @@ class ControlPlane:
         self.hellos: HelloSocket | None = None
         self.beacons: BeaconService | None = None
         self._saved_seqno = router.seqno
-        self.membership_message = messages.encode(
-            messages.Membership(own.certificate.encode(), b"".join(d.encode() for d in own.chain))
-        )
+        self.membership_message = _membership_message(own)
+
+    def renewed(self, own: OwnMembership) -> None:
+        """Our renewed certificate (stored already): used from now on, on every session,
+        and shown at once to every verified neighbour."""
+        self.own = own
+        self.membership_message = _membership_message(own)
+        self._send_verified(self.membership_message, but=None)
 
     def _peer(self, node_id: str, now: float, name: str = "") -> Peer:
         peer = self.peers.get(node_id)
@@ -376,7 +446,7 @@ class ControlPlane:
 
     def revoked(self, node_id: str) -> bool:
         target = RevocationTarget.node(node_id)
-        return self.own.trust.revocations.in_force(target, time.time()) is not None
+        return self.own.trust.revocations.in_force(target, self.clock.now()) is not None
 
     def on_event(self, ev: PeerEvent) -> None:
         node_id = ev.peer_node_id or ""
@@ -395,11 +465,16 @@ class ControlPlane:
             peer.member, peer.credential = None, None
             self._reevaluate(peer, now)
         peer.joining = False
+        peer.clock_offset = None
         peer.session_up = True
         peer.session_addr = addr
         peer.session_since = now
         peer.last_seen = now
         event("session.up", peer=peer.name, address=format_address(addr))
+        self._send(peer.node_id, messages.encode(clock_message(self.clock)))
+        if self.own.trust.definition.serial > 1:
+            definition = self.own.trust.definition.encode()
+            self._send(peer.node_id, messages.encode(messages.MeshDefinitionMessage(definition)))
         self._send(peer.node_id, self.membership_message)
 
     def _session_closed(
@@ -438,8 +513,17 @@ class ControlPlane:
         except messages.SessionMessageError as exc:
             self._refuse(peer, exc.reason, str(exc))
             return
+        if isinstance(msg, messages.Clock):
+            peer.clock_offset = msg.unix_ms / 1000 - self.clock.local()
+            return
+        if isinstance(msg, messages.MeshDefinitionMessage):  # signed: anyone may pass it on
+            self._on_definition(peer, msg.definition)
+            return
         if isinstance(msg, messages.Membership) and not peer.joining:
-            self._on_membership(peer, msg, now)
+            if peer.member is not None:
+                self._on_renewed_membership(peer, msg)
+            else:
+                self._on_membership(peer, msg, now)
             return
         if isinstance(msg, messages.JoinRequestMessage):
             self._on_join_request(peer, msg)
@@ -462,6 +546,11 @@ class ControlPlane:
         elif isinstance(msg, MeteringMessage):
             if self.on_metering is not None:
                 self.on_metering(peer.node_id, msg)
+        elif isinstance(msg, RenewalMessage):
+            if self.on_renewal is None:
+                self._refuse(peer, "renewal_unavailable", "this node takes no renewals")
+            else:
+                self.on_renewal(peer.node_id, msg)
         elif not isinstance(msg, messages.BabelPacket):  # an exit session's kind
             self._refuse(peer, "unexpected_kind", f"{type(msg).__name__} on a neighbour session")
         else:
@@ -498,9 +587,50 @@ class ControlPlane:
         self._send(node_id, messages.encode(answer))
         return True
 
+    def _check_member(
+        self, peer: Peer, msg: messages.Membership
+    ) -> tuple[VerifiedMember, Credential]:
+        """The peer's certificate checked at the mesh's time. One that is not valid by our
+        clock but verifies at the time the peer said it is (in CLOCK) gives our clock its
+        offset first: that is how a node with a stale clock learns the time
+        (meshd.membership.clock), if our own certificate is valid at that time too. A peer
+        whose certificate is fine by our clock gives none, so a neighbour with a stale clock
+        never drags a node with a good one along, and one whose certificate expired cannot
+        turn our clock back to before we were certified."""
+        try:
+            return check_membership(msg, self.own, peer.node_id, self.clock.now())
+        except Refusal as exc:
+            if exc.reason not in TIME_REASONS or peer.clock_offset is None:
+                raise
+            offset = peer.clock_offset
+            theirs = self.clock.local() + offset
+            check_membership(msg, self.own, peer.node_id, theirs)
+            try:  # a time at which we are no member is no time of our mesh
+                verify_membership(self.own.certificate, self.own.chain, self.own.trust, theirs)
+            except MembershipError:
+                raise exc from None
+            self.clock.report(peer.node_id, offset)
+            return check_membership(msg, self.own, peer.node_id, self.clock.now())
+
+    def _on_renewed_membership(self, peer: Peer, msg: messages.Membership) -> None:
+        """A verified neighbour shows its certificate again: renewed. It must verify and be
+        for the same keys; then it replaces the old one (re-checked every 10 s)."""
+        try:
+            member, credential = self._check_member(peer, msg)
+        except Refusal as exc:
+            self._refuse(peer, exc.reason, exc.detail)
+            return
+        assert peer.member is not None
+        if member.wireguard_public != peer.member.wireguard_public:
+            self._refuse(peer, "changed_keys", "a renewed certificate with another WireGuard key")
+            return
+        peer.member, peer.credential = member, credential
+        event("peer.renewed", peer=peer.name, valid_until=member.valid_until)
+        self._update_link(peer)
+
     def _on_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
         try:
-            member, credential = check_membership(msg, self.own, peer.node_id)
+            member, credential = self._check_member(peer, msg)
         except Refusal as exc:
             self._refuse(peer, exc.reason, exc.detail)
             return
@@ -599,7 +729,7 @@ class ControlPlane:
             return
         if advert.mesh_id != self.own.trust.mesh_id or self.revoked(advert.node_id):
             return
-        if advert.node_id == self.node_id or not self.gateways.offer(advert, time.time()):
+        if advert.node_id == self.node_id or not self.gateways.offer(advert, self.clock.now()):
             return
         event(
             "gateway.advert",
@@ -634,7 +764,7 @@ class ControlPlane:
         now = time.monotonic()
         refused = {g: r for g, (r, until) in self.gateway_refusals.items() if now < until}
         self.gateway_refusals = {g: self.gateway_refusals[g] for g in refused}
-        self.gateway_choice = self.gateways.choose(metrics, time.time(), refused)
+        self.gateway_choice = self.gateways.choose(metrics, self.clock.now(), refused)
         if self.gateway_choice.changed:
             event("gateway.selected", gateway=(self.gateway_choice.selected or "none")[:8])
 
@@ -654,6 +784,37 @@ class ControlPlane:
                 if (advert := self.gateways.adverts.get(c.node_id)) is not None
             ],
         }
+
+    # ---- mesh definitions (admin rotation) -------------------------------------------
+
+    def _on_definition(self, peer: Peer, data: bytes) -> None:
+        try:
+            self.adopt_definition(MeshDefinition.decode(data), learned_from=peer.node_id)
+        except MembershipError as exc:
+            # Relayed like revocations: not necessarily the sender's fault; keep the session.
+            event("mesh.definition_rejected", logging.WARNING, peer=peer.name, reason=str(exc))
+
+    def adopt_definition(self, newer: MeshDefinition, learned_from: str | None = None) -> bool:
+        """A mesh definition gossiped or handed in (``meshd admin-key rotate``): True when
+        it was newer and is now ours (stored, spread, every neighbour checked again under
+        it); False when we hold it already; MembershipError when it may not follow ours."""
+        trust = adopt_successor(self.own.trust, newer)
+        if trust is None:
+            return False
+        chain = load_chain(self.state_dir) or [self.own.trust.definition]
+        write_atomically(self.state_dir / CHAIN_FILE, _records([*chain, newer]))
+        save_joined(self.state_dir, newer, self.own.certificate, None)
+        self.own = OwnMembership(
+            trust, self.own.certificate, self.own.chain, self.own.delegation, self.own.member
+        )
+        save_revocations(self.state_dir, trust.revocations)
+        event("mesh.definition_adopted", serial=newer.serial, admins=len(newer.admins))
+        message = messages.encode(messages.MeshDefinitionMessage(newer.encode()))
+        for peer in self.peers.values():
+            if peer.session_up and peer.node_id != learned_from:
+                self._send(peer.node_id, message)
+        self.enforce_membership(time.monotonic())
+        return True
 
     # ---- revocations -----------------------------------------------------------------
 
@@ -696,7 +857,7 @@ class ControlPlane:
     def enforce_membership(self, now: float) -> None:
         """Drop neighbours whose certificate no longer verifies (revoked, expired), with
         their session and link; a revoked node we only know of is forgotten too."""
-        wall = time.time()
+        wall = self.clock.now()
         for peer in list(self.peers.values()):
             reason = "revoked" if self.revoked(peer.node_id) else None
             if reason is None and peer.credential is not None:
@@ -875,20 +1036,64 @@ class Refusal(Exception):
 Credential = tuple[MembershipCertificate, tuple[DelegationCertificate, ...]]
 
 
+def _membership_message(own: OwnMembership) -> bytes:
+    chain = b"".join(d.encode() for d in own.chain)
+    return messages.encode(messages.Membership(own.certificate.encode(), chain))
+
+
+def clock_message(clock: MeshClock) -> messages.Clock:
+    """What we tell a peer first: our corrected time, so that a node that learned the time
+    passes it on (and one with a stale clock does not spread its own)."""
+    return messages.Clock(max(0, int(clock.now() * 1000)))
+
+
 def check_membership(
-    msg: messages.Membership, own: OwnMembership, node_id: str
+    msg: messages.Membership | messages.RenewRequest,
+    own: OwnMembership,
+    node_id: str,
+    now: float | None = None,
 ) -> tuple[VerifiedMember, Credential]:
-    """The peer's certificate (and delegation) verified against our mesh, for the node id
-    its session authenticated; Refusal with the reason otherwise."""
+    """The peer's certificate (and delegation) verified against our mesh at ``now`` (the
+    mesh's time; None: the system clock), for the node id its session authenticated;
+    Refusal with the reason otherwise."""
     try:
-        cert = MembershipCertificate.decode(msg.certificate)
-        chain = (DelegationCertificate.decode(msg.delegation),) if msg.delegation else ()
-        member = verify_membership(cert, chain, own.trust, time.time())
+        cert, chain = decode_credential(msg)
+        member = verify_membership(cert, chain, own.trust, time.time() if now is None else now)
     except MembershipError as exc:  # malformed, or does not verify
         raise Refusal(str(exc.reason_code), exc.message) from None
     if member.node_id != node_id:
         raise Refusal("wrong_node_id", f"certificate for {member.node_id}")
     return member, (cert, chain)
+
+
+def decode_credential(msg: messages.CertificateMessage) -> Credential:
+    """The certificate and chain a message carries, parsed (MembershipError if not)."""
+    cert = MembershipCertificate.decode(msg.certificate)
+    chain = (DelegationCertificate.decode(msg.delegation),) if msg.delegation else ()
+    return cert, chain
+
+
+def _records(definitions: list[MeshDefinition]) -> bytes:
+    return b"".join(struct.pack("!H", len(d.encode())) + d.encode() for d in definitions)
+
+
+def load_chain(state_dir: Path) -> list[MeshDefinition]:
+    """The mesh definitions this node adopted, oldest first; a record that does not parse
+    ends the chain there (``chain_anchors`` checks the links)."""
+    try:
+        data = (state_dir / CHAIN_FILE).read_bytes()
+    except FileNotFoundError:
+        return []
+    chain = []
+    while len(data) >= 2:
+        (length,) = struct.unpack("!H", data[:2])
+        try:
+            chain.append(MeshDefinition.decode(data[2 : 2 + length]))
+        except MembershipError as exc:
+            event("mesh.chain_rejected", logging.WARNING, reason=str(exc))
+            break
+        data = data[2 + length :]
+    return chain
 
 
 def _terms(advert: GatewayAdvert) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from meshd.invites import Endpoint as InviteEndpoint
 from meshd.join import JoinError, JoinService, bootstrap_endpoints, join_mesh, needs_join
 from meshd.ledger import Ledger
 from meshd.log import event
-from meshd.membership import MembershipError
+from meshd.membership import MembershipCertificate, MembershipError, MeshDefinition
+from meshd.membership.rotation import chain_anchors
 from meshd.mesh import LinkSpec
 from meshd.net import firewall, sysctl
 from meshd.net.echo import EchoProbe
@@ -134,6 +135,10 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.started = time.time()
+        # The one wall clock of certificates, revocations and receipts (meshd.mesh.MeshClock).
+        self.clock = mesh.MeshClock(
+            cfg.membership.clock_tolerance_s, cfg.membership.test_clock_offset_s
+        )
         # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
         # worker thread, so the event loop keeps answering and pyroute2 keeps one thread.
         self._kernel = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
@@ -333,7 +338,7 @@ class Node:
         if self.claims is None:
             return []
         ifnames = {link.node_id: link.ifname for link in self.links.values()}
-        return self.claims.round(self.link_counts, ifnames, reachable, now, time.time())
+        return self.claims.round(self.link_counts, ifnames, reachable, now, self.clock.now())
 
     def judge_claim(self, node_id: str, claim: Claim) -> ReceiptMessage | None:
         """A neighbour's claim against our own count, read now (after it read its own)."""
@@ -341,7 +346,7 @@ class Node:
         self.meter(time.monotonic())
         snap = self.link_counts.get(node_id)
         own = (snap.totals[2], snap.totals[3]) if snap else ZERO
-        return self.claims.on_claim(node_id, claim, own, time.time())
+        return self.claims.on_claim(node_id, claim, own, self.clock.now())
 
     def teardown(self) -> None:
         """Remove every interface, route and address this node made."""
@@ -527,7 +532,9 @@ class Node:
                 if member is not None:
                     delegation = member.delegation.encode() if member.delegation else b""
                     signer = Signer(member.certificate.encode(), delegation)
-                reply = await self.kernel(self.claims.on_receipt, node_id, msg, signer, time.time())
+                reply = await self.kernel(
+                    self.claims.on_receipt, node_id, msg, signer, self.clock.now()
+                )
             else:
                 await self.kernel(self.claims.on_ack, node_id, msg)
         except OSError as exc:
@@ -605,6 +612,13 @@ class Node:
             # reads it to know what to expect).
             "routing": "babel",
             "uptime_s": round(time.time() - self.started, 1),
+            # Our certificate's window and renewal, and the mesh's time as we keep it.
+            "membership": self.joins.renewal_status() if self.joins is not None else None,
+            "clock": self.clock.status(),
+            "mesh": {
+                "serial": self.control.own.trust.definition.serial,
+                "admins": list(self.control.own.trust.admins),
+            },
             "neighbours": neighbours,
             "routes": [
                 {
@@ -662,7 +676,7 @@ class Node:
         from meshd.transport.certs import node_certificate
 
         state_dir = self.cfg.node.state_dir
-        own = trust.load(state_dir, self.cfg.mesh.admin_keys, self.node_id, time.time())
+        own = self._own_membership(state_dir)
         if own.member.mesh_ipv4 != self.mesh_ipv4:
             raise trust.TrustError(
                 f"{state_dir / trust.MEMBERSHIP_FILE}: certifies {own.member.mesh_ipv4}, the "
@@ -692,8 +706,36 @@ class Node:
             share_endpoints=self.cfg.discovery.share_endpoints,
             forget_after_s=self.cfg.discovery.forget_after_s,
             on_metering=self._on_metering,
+            clock=self.clock,
             now=now,
         )
+
+    def _own_membership(self, state_dir: Path) -> trust.OwnMembership:
+        """Our membership files, checked. A certificate that is sound but for the time is
+        taken too, with a warning: a Pi without a real-time clock boots with a stale one,
+        and only its neighbours can tell it the time (then they judge the certificate).
+        The admin keys trusted are the config's and those it handed over to (rotation)."""
+        admins = tuple(sorted(chain_anchors(mesh.load_chain(state_dir), self.cfg.mesh.admin_keys)))
+        try:
+            return trust.load(state_dir, admins, self.node_id, self.clock.now())
+        except trust.TrustError as exc:
+            try:
+                cert = MembershipCertificate.decode(
+                    (state_dir / trust.MEMBERSHIP_FILE).read_bytes()
+                )
+                own = trust.load(state_dir, admins, self.node_id, cert.not_before)
+            except (OSError, MembershipError, trust.TrustError):
+                raise exc from None
+            event(
+                "membership.not_valid_now",
+                logging.WARNING,
+                message="our certificate is not valid by this clock: is the clock off? "
+                "starting; the neighbours' time decides",
+                error=str(exc),
+                not_before=cert.not_before,
+                expires_at=cert.expires_at,
+            )
+            return own
 
     def _bootstrap(self) -> tuple[tuple[str, mesh.Address, str], ...]:
         """Whom to dial: the config's bootstrap peers (one address each) and every endpoint
@@ -750,6 +792,15 @@ class Node:
                 return self.control.add_revocation_records(_hex_list(args.get("records")))
             except MembershipError as exc:
                 raise api.CallError(str(exc.reason_code), exc.message) from None
+        if call == "mesh_definition":
+            assert self.control is not None
+            records = _hex_list(args.get("records"))
+            try:
+                adopted = [self.control.adopt_definition(MeshDefinition.decode(r)) for r in records]
+            except MembershipError as exc:
+                raise api.CallError(str(exc.reason_code), exc.message) from None
+            definition = self.control.own.trust.definition
+            return {"adopted": sum(adopted), "definition": definition.to_json()}
         if call == "block":
             node_id, blocked = args.get("node_id"), args.get("blocked", True)
             if not isinstance(node_id, str) or not isinstance(blocked, bool):
@@ -851,6 +902,7 @@ class Node:
                 relay_host=str(self.mesh_ipv6),
                 relay_port=self.cfg.exit.quic_port,
                 relay_address=self._relay_address,
+                renewal=self.cfg.membership,
             )
             await self.joins.start()
             server = await api.serve(path, self.handle)

@@ -1,7 +1,8 @@
 """meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
 packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
 revocation), an invite or a join request, a receipt (as a receipts export line), a message
-of a neighbour session (which may wrap those) or a discovery beacon."""
+of a neighbour session (which may wrap those: joins, renewals, the sender's clock) or a
+discovery beacon."""
 
 from __future__ import annotations
 
@@ -96,19 +97,25 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
         from meshd.membership.canonical import MessageType
 
         # Membership records start with their type (1-6), receipts with theirs (0x11),
-        # session messages with their kind (1-15), beacons with MSHB; anything else is read
-        # as Babel, whose errors say what is wrong (bad_magic).
+        # session messages with their kind (1-20, RENEW_GRANTED is 0x11 too), beacons with
+        # MSHB; anything else is read as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
             kind = "beacon"
         elif data[:1] == bytes((MessageType.RECEIPT,)):
-            kind = "receipt"
+            try:
+                return _receipt(data)
+            except DecodeFailure as not_receipt:
+                try:
+                    return _session(data, with_state)
+                except DecodeFailure:
+                    raise not_receipt from None
         elif data[:1] and 1 <= data[0] <= 6:
             try:
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= 15:  # only session messages
+        elif data[:1] and 7 <= data[0] <= 20:  # only session messages
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -228,10 +235,22 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
             {"type": "session", "kind": "revocations"},
             *(_membership(record)[0] for record in msg.revocations),
         ]
+    if isinstance(msg, session.Clock):
+        return [{"type": "session", "kind": "clock", "unix_ms": msg.unix_ms}]
+    if isinstance(msg, session.MeshDefinitionMessage):
+        return [{"type": "session", "kind": "mesh_definition"}, *_membership(msg.definition)]
+    if isinstance(msg, session.RenewRefused):
+        head = {"type": "session", "kind": "renew_refused", "node_id": msg.node_id}
+        return [{**head, "reason": msg.reason, "detail": msg.detail}]
+    kinds = {
+        session.Membership: "membership",
+        session.RenewRequest: "renew_request",
+        session.RenewGranted: "renew_granted",
+    }
     records = [_membership(msg.certificate)[0]]
     if msg.delegation:
         records.append(_membership(msg.delegation)[0])
-    return [{"type": "session", "kind": "membership"}, *records]
+    return [{"type": "session", "kind": kinds[type(msg)]}, *records]
 
 
 def _join(

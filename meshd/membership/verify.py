@@ -114,7 +114,7 @@ def _check_window(
         raise MembershipError(late, f"{what} expired at {expires_at}, now is {now}")
 
 
-def _check_not_revoked(
+def check_not_revoked(
     what: str, targets: Iterable[RevocationTarget], trust: MeshTrust, now: float
 ) -> None:
     for target in targets:
@@ -164,7 +164,7 @@ def verify_delegation(
             Reason.BAD_ADDRESS,
             f"delegation pool {delegation.ipv4_pool} is outside {trust.definition.ipv4_prefix}",
         )
-    _check_not_revoked(
+    check_not_revoked(
         "delegation",
         (RevocationTarget.certificate(delegation), RevocationTarget.node(delegation.delegate)),
         trust,
@@ -251,7 +251,7 @@ def verify_membership(
         Reason.EXPIRED,
     )
     _check_addresses(cert, trust, delegation)
-    _check_not_revoked(
+    check_not_revoked(
         "certificate",
         (RevocationTarget.node(cert.node_id), RevocationTarget.certificate(cert)),
         trust,

@@ -23,6 +23,13 @@
                      u16 length | the issuer's delegation (0: an admin issued it)
     JOIN_REFUSED (15): 32-octet key of the joining node | u8 length | reason (1..64 octets,
                      as EXIT_REFUSED's) | what went wrong (the rest, 0..256 octets UTF-8)
+    RENEW_REQUEST (16): as MEMBERSHIP: the certificate the sender wants renewed (its own,
+                     or, on a relay session, the one a neighbour asked about) and its chain
+    RENEW_GRANTED (17): as MEMBERSHIP: the fresh certificate and the issuer's delegation
+    RENEW_REFUSED (18): as JOIN_REFUSED, naming the node whose renewal is refused
+    CLOCK (19):      u64 the sender's wall clock, Unix milliseconds, when it sent this
+    MESH_DEFINITION (20): one canonical mesh definition (a newer serial: admin rotation),
+                     flooded like REVOCATIONS
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -33,7 +40,11 @@ carry only MEMBERSHIP and the EXIT kinds. CLAIM, RECEIPT and RECEIPT_ACK are the
 exchange of meshd.receipts.exchange. The JOIN kinds are the exception to "MEMBERSHIP
 first": a node without a certificate sends JOIN_REQUEST instead and is answered
 JOIN_GRANTED or JOIN_REFUSED, nothing else; the same kinds travel, after MEMBERSHIP, on the
-relay sessions between a bootstrap node and the issuer (meshd.join).
+relay sessions between a bootstrap node and the issuer (meshd.join). The RENEW kinds
+travel on verified neighbour sessions and, forwarded, on those relay sessions; a second
+MEMBERSHIP on a verified session replaces the sender's certificate (a renewed one). CLOCK
+goes first on every session, before MEMBERSHIP: its peer checks certificates against the
+mesh's time, not only its own clock (meshd.membership.clock).
 """
 
 from __future__ import annotations
@@ -58,6 +69,11 @@ RECEIPT_ACK = 12
 JOIN_REQUEST = 13
 JOIN_GRANTED = 14
 JOIN_REFUSED = 15
+RENEW_REQUEST = 16
+RENEW_GRANTED = 17
+RENEW_REFUSED = 18
+CLOCK = 19
+MESH_DEFINITION = 20
 RECEIPT_LENGTH = 224  # meshd.receipts.receipt; checked again when the receipt is decoded
 MAX_REASON = 64
 MAX_JOIN_DETAIL = 256  # octets of a JOIN_REFUSED's explanation
@@ -66,6 +82,7 @@ MAX_REVOCATIONS = 1024
 _ENDPOINT = struct.Struct("!32s16sH")
 _CLAIM = struct.Struct("!QQQQ")
 _ACK = struct.Struct("!QQ")
+_CLOCK = struct.Struct("!Q")
 
 
 class SessionMessageError(Exception):
@@ -208,11 +225,57 @@ class JoinRefused:
     detail: str = ""  # for the operator of the joining node
 
     def __post_init__(self) -> None:
-        _node_key(self.node_id)  # ValueError if not a node id
-        if not _is_reason(self.reason):
-            raise ValueError(f"bad refusal reason {self.reason!r}")
-        if len(self.detail.encode()) > MAX_JOIN_DETAIL:
-            raise ValueError(f"detail longer than {MAX_JOIN_DETAIL} octets")
+        _check_refusal(self.node_id, self.reason, self.detail)
+
+
+@dataclass(frozen=True)
+class RenewRequest:
+    """A node's current certificate (and its chain), to be issued again with a new window."""
+
+    certificate: bytes
+    delegation: bytes = b""
+
+
+@dataclass(frozen=True)
+class RenewGranted:
+    certificate: bytes  # the fresh MembershipCertificate
+    delegation: bytes = b""  # the issuer's DelegationCertificate; empty: an admin issued it
+
+
+@dataclass(frozen=True)
+class RenewRefused:
+    node_id: str  # the node whose renewal this answers
+    reason: str  # a reason code (meshd.membership.Reason, or a relay's own)
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _check_refusal(self.node_id, self.reason, self.detail)
+
+
+@dataclass(frozen=True)
+class Clock:
+    unix_ms: int  # the sender's wall clock when it sent this
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.unix_ms < 1 << 64:
+            raise ValueError("the clock is a u64")
+
+
+@dataclass(frozen=True)
+class MeshDefinitionMessage:
+    definition: bytes  # canonical MeshDefinition; checked by whoever adopts it
+
+    def __post_init__(self) -> None:
+        if not self.definition:
+            raise ValueError("an empty mesh definition")
+
+
+def _check_refusal(node_id: str, reason: str, detail: str) -> None:
+    _node_key(node_id)  # ValueError if not a node id
+    if not _is_reason(reason):
+        raise ValueError(f"bad refusal reason {reason!r}")
+    if len(detail.encode()) > MAX_JOIN_DETAIL:
+        raise ValueError(f"detail longer than {MAX_JOIN_DETAIL} octets")
 
 
 def _is_reason(text: str) -> bool:
@@ -237,6 +300,11 @@ SessionMessage = (
     | JoinRequestMessage
     | JoinGranted
     | JoinRefused
+    | RenewRequest
+    | RenewGranted
+    | RenewRefused
+    | Clock
+    | MeshDefinitionMessage
 )
 
 
@@ -259,18 +327,30 @@ def _host_text(raw: bytes) -> str:
     return str(ip.ipv4_mapped or ip)
 
 
+CertificateMessage = Membership | RenewRequest | RenewGranted
+_CERTIFICATE_KINDS: dict[type[CertificateMessage], int] = {
+    Membership: MEMBERSHIP,
+    RenewRequest: RENEW_REQUEST,
+    RenewGranted: RENEW_GRANTED,
+}
+
+
 def encode(message: SessionMessage) -> bytes:
-    if isinstance(message, Membership):
+    if isinstance(message, CertificateMessage):
         for part in (message.certificate, message.delegation):
             if len(part) > 0xFFFF:
                 raise ValueError("certificate or delegation longer than 65535 bytes")
         return (
-            bytes([MEMBERSHIP])
+            bytes([_CERTIFICATE_KINDS[type(message)]])
             + struct.pack("!H", len(message.certificate))
             + message.certificate
             + struct.pack("!H", len(message.delegation))
             + message.delegation
         )
+    if isinstance(message, Clock):
+        return bytes([CLOCK]) + _CLOCK.pack(message.unix_ms)
+    if isinstance(message, MeshDefinitionMessage):
+        return bytes([MESH_DEFINITION]) + message.definition
     if isinstance(message, BabelPacket):
         return bytes([BABEL]) + message.packet
     if isinstance(message, Link):
@@ -305,10 +385,10 @@ def encode(message: SessionMessage) -> bytes:
     if isinstance(message, JoinGranted):
         parts = (message.definition, message.certificate, message.delegation)
         return bytes([JOIN_GRANTED]) + b"".join(struct.pack("!H", len(p)) + p for p in parts)
-    if isinstance(message, JoinRefused):
+    if isinstance(message, JoinRefused | RenewRefused):
         reason = message.reason.encode("ascii")
         return (
-            bytes([JOIN_REFUSED])
+            bytes([JOIN_REFUSED if isinstance(message, JoinRefused) else RENEW_REFUSED])
             + _node_key(message.node_id)
             + bytes([len(reason)])
             + reason
@@ -386,12 +466,25 @@ def decode(data: bytes) -> SessionMessage:
         return ReceiptAck(*_ACK.unpack(body))
     if kind in (JOIN_REQUEST, JOIN_GRANTED, JOIN_REFUSED):
         return _decode_join(kind, body)
-    if kind != MEMBERSHIP:
+    if kind == RENEW_REFUSED:
+        return RenewRefused(*_refusal(body, "RENEW_REFUSED"))
+    if kind == MESH_DEFINITION:
+        if not body:
+            raise SessionMessageError("truncated", "MESH_DEFINITION without a definition")
+        return MeshDefinitionMessage(body)
+    if kind == CLOCK:
+        if len(body) != _CLOCK.size:
+            raise SessionMessageError("bad_length", f"CLOCK of {len(body)} octets, expected 8")
+        return Clock(*_CLOCK.unpack(body))
+    by_kind: dict[int, type[CertificateMessage]] = {
+        code: cls for cls, code in _CERTIFICATE_KINDS.items()
+    }
+    if kind not in by_kind:
         raise SessionMessageError("unknown_kind", f"unknown session message kind {kind}")
     certificate, delegation = _records(body, ("certificate", "delegation"))
     if not certificate:
-        raise SessionMessageError("no_certificate", "membership message without a certificate")
-    return Membership(certificate, delegation)
+        raise SessionMessageError("no_certificate", "a message without its certificate")
+    return by_kind[kind](certificate, delegation)
 
 
 def _records(body: bytes, names: tuple[str, ...]) -> list[bytes]:
@@ -426,20 +519,25 @@ def _decode_join(kind: int, body: bytes) -> SessionMessage:
         if not definition or not certificate:
             raise SessionMessageError("no_certificate", "JOIN_GRANTED without its records")
         return JoinGranted(definition, certificate, delegation)
+    return JoinRefused(*_refusal(body, "JOIN_REFUSED"))
+
+
+def _refusal(body: bytes, what: str) -> tuple[str, str, str]:
+    """The node id, reason and detail of a JOIN_REFUSED or RENEW_REFUSED body."""
     if len(body) < 33 or len(body) < 33 + body[32]:
-        raise SessionMessageError("truncated", f"JOIN_REFUSED of {len(body)} octets")
+        raise SessionMessageError("truncated", f"{what} of {len(body)} octets")
     node_id = base64.urlsafe_b64encode(body[:32]).rstrip(b"=").decode()
     reason = body[33 : 33 + body[32]].decode("ascii", errors="replace")
     if not _is_reason(reason):
-        raise SessionMessageError("malformed", "JOIN_REFUSED reason is not a reason code")
+        raise SessionMessageError("malformed", f"{what} reason is not a reason code")
     raw_detail = body[33 + body[32] :]
     if len(raw_detail) > MAX_JOIN_DETAIL:
-        raise SessionMessageError("too_long", f"JOIN_REFUSED detail of {len(raw_detail)} octets")
+        raise SessionMessageError("too_long", f"{what} detail of {len(raw_detail)} octets")
     try:
         detail = raw_detail.decode()
     except UnicodeDecodeError:
-        raise SessionMessageError("malformed", "JOIN_REFUSED detail is not UTF-8") from None
-    return JoinRefused(node_id, reason, detail)
+        raise SessionMessageError("malformed", f"{what} detail is not UTF-8") from None
+    return node_id, reason, detail
 
 
 def _optional_reason(raw: bytes) -> str:

@@ -76,7 +76,9 @@ MEMBERSHIP_DAYS = 30
 
 def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
     """The testbed is the mesh's admin: a mesh definition, and for every node a membership
-    certificate and a delegation to issue invites (and memberships from a pool of its own)."""
+    certificate and a delegation to issue invites (and memberships from a pool of its own).
+    Nodes with ``admin = true`` are admins too (listed in the definition the testbed signs);
+    ``cert_validity_s`` makes a node's certificate short-lived (renewal tests)."""
     import ipaddress
 
     from meshd import trust
@@ -90,6 +92,7 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
         ipv4_prefix=MESH_PREFIX,
         ipv6_prefix=ipaddress.IPv6Network(MESH_IPV6_PREFIX),
         issued_at=now,
+        other_admins=[idents[n.name].node_id for n in plan.nodes if n.admin],
     )
     for i, node in enumerate(plan.nodes):
         if node.name not in idents:  # invited: it joins with an invite from a member
@@ -103,7 +106,7 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
             wireguard_public=ident.wireguard_public,
             mesh_ipv4=node.mesh_ipv4,
             not_before=now - 60,
-            expires_at=now + MEMBERSHIP_DAYS * 86400,
+            expires_at=now + (node.cert_validity_s or MEMBERSHIP_DAYS * 86400),
             serial=i + 1,
         )
         delegation = issue_delegation(

@@ -160,6 +160,9 @@ class NodePlan:
     monthly_quota_mb: int = 0
     receipts: tuple[tuple[str, bool | int | float | str], ...] = ()
     invited: bool = False  # provisioned from an invite by `testbed join`, not by `up`
+    membership: tuple[tuple[str, bool | int | float | str], ...] = ()
+    admin: bool = False  # its key is one of the mesh's admins
+    cert_validity_s: int = 0  # its certificate's validity; 0: the testbed's default
 
     @property
     def config_path(self) -> Path:
@@ -323,6 +326,9 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             monthly_quota_mb=spec.monthly_quota_mb,
             receipts=spec.receipts,
             invited=spec.invited,
+            membership=spec.membership,
+            admin=spec.admin,
+            cert_validity_s=spec.cert_validity_s,
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -418,9 +424,10 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
             lines.append(f"rate_cap = {_toml_str(node.rate_cap.text)}")
         if node.monthly_quota_mb:
             lines.append(f"monthly_quota_mb = {node.monthly_quota_mb}")
-    if node.receipts:
-        lines += ["", "[receipts]"]
-        lines += [f"{key} = {_toml_value(value)}" for key, value in node.receipts]
+    for section, settings in (("receipts", node.receipts), ("membership", node.membership)):
+        if settings:
+            lines += ["", f"[{section}]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in settings]
     if node.lan:
         lines += ["", "[lan]", f"interfaces = [{_toml_str(node.lan.node_ifname)}]"]
     for adj in node.adjacencies:

@@ -7,6 +7,9 @@
     rate_cap = "20mbit"     # optional, the most the mesh gets of it (read by meshd)
     monthly_quota_mb = 100  # optional, each neighbour's exit bytes a month (read by meshd)
     receipts = { sign = false }  # optional, written as the node's [receipts] (meshd's keys)
+    membership = { renew_margin_s = 20 }  # optional, written as the node's [membership]
+    admin = true            # optional, the node's key is one of the mesh's admins too
+    cert_validity_s = 60    # optional, its membership certificate's validity (default 30 days)
     lan = true              # a household LAN host namespace behind the node
     invited = true          # a fresh box: namespace and links only, no keys, certificate or
                             # config; `testbed join NODE --invite TOKEN` provisions and starts it
@@ -95,6 +98,9 @@ class NodeSpec:
     monthly_quota_mb: int = 0
     receipts: tuple[tuple[str, bool | int | float | str], ...] = ()
     invited: bool = False  # joins by invite (`testbed join`), not made a member by `up`
+    membership: tuple[tuple[str, bool | int | float | str], ...] = ()
+    admin: bool = False  # an admin of the mesh (its key in the mesh definition)
+    cert_validity_s: int = 0  # 0: the testbed's default
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,9 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "monthly_quota_mb",
                 "receipts",
                 "invited",
+                "membership",
+                "admin",
+                "cert_validity_s",
             },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
@@ -238,16 +247,47 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "expected 0 or more (MB)")
         if quota and not share:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "needs share = true")
-        receipts = _table(path, f"{where}.receipts", body.get("receipts", {}))
-        for key, value in receipts.items():
-            if not isinstance(value, bool | int | float | str):
-                raise TopologyError(path, f"{where}.receipts.{key}", "expected a single value")
-        settings = tuple(sorted(receipts.items()))
+        settings, membership = (
+            _settings(path, where, body, key) for key in ("receipts", "membership")
+        )
         invited = _bool(path, f"{where}.invited", body.get("invited", False))
-        if invited and settings:
-            raise TopologyError(path, f"{where}.receipts", "an invited node's config is its own")
-        nodes.append(NodeSpec(name, uplink, rate, share, lan, cap, quota, settings, invited))
+        admin = _bool(path, f"{where}.admin", body.get("admin", False))
+        validity = body.get("cert_validity_s", 0)
+        if isinstance(validity, bool) or not isinstance(validity, int) or validity < 0:
+            raise TopologyError(path, f"{where}.cert_validity_s", "expected 0 or more seconds")
+        for key, given in (("receipts", settings), ("membership", membership), ("admin", admin)):
+            if invited and given:
+                raise TopologyError(path, f"{where}.{key}", "an invited node's config is its own")
+        if invited and validity:
+            raise TopologyError(path, f"{where}.cert_validity_s", "its issuer decides")
+        nodes.append(
+            NodeSpec(
+                name,
+                uplink,
+                rate,
+                share,
+                lan,
+                cap,
+                quota,
+                settings,
+                invited,
+                membership,
+                admin,
+                validity,
+            )
+        )
     return tuple(nodes)
+
+
+def _settings(
+    path: Path | str, where: str, body: dict[str, Any], key: str
+) -> tuple[tuple[str, bool | int | float | str], ...]:
+    """A node's table of meshd settings, written into its config's section of that name."""
+    table = _table(path, f"{where}.{key}", body.get(key, {}))
+    for name, value in table.items():
+        if not isinstance(value, bool | int | float | str):
+            raise TopologyError(path, f"{where}.{key}.{name}", "expected a single value")
+    return tuple(sorted(table.items()))
 
 
 def _array_of_tables(path: Path | str, key: str, raw: Any) -> list[dict[str, Any]]:

@@ -148,10 +148,11 @@ def membership_of(world: World, cert: Any) -> bytes:
     return session.encode(session.Membership(cert.encode()))
 
 
-def test_session_up_sends_our_certificate_first(world: World) -> None:
+def test_session_up_sends_our_clock_then_our_certificate(world: World) -> None:
     world.event(SessionUp(world.peer.node_id))
-    ((to, data),) = world.transport.sent
+    (to, clock), (_, data) = world.transport.sent
     assert to == world.peer.node_id
+    assert isinstance(session.decode(clock), session.Clock)
     msg = session.decode(data)
     assert isinstance(msg, session.Membership)
     assert msg.certificate == world.cp.own.certificate.encode()
@@ -181,7 +182,7 @@ def test_a_link_needs_session_certificate_and_tunnel(world: World) -> None:
             ),
             "not_verified",
         ),
-        (lambda w: b"\x10junk", "unknown_kind"),
+        (lambda w: b"\x7fjunk", "unknown_kind"),
         (lambda w: session.encode(session.ExitRequest()), "not_verified"),
         (lambda w: session.encode(session.Membership(b"\x02\x01garbage")), "malformed"),
         (lambda w: membership_of(w, w.cert(w.me, "10.77.0.9")), "wrong_node_id"),

@@ -68,6 +68,16 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
         return session.JoinGranted(*records)
     if head["kind"] == "join_refused":
         return session.JoinRefused(str(head["node_id"]), str(head["reason"]), str(head["detail"]))
+    if head["kind"] in ("renew_request", "renew_granted"):
+        records = [message_from_json(r).encode() for r in rest]
+        kind = session.RenewRequest if head["kind"] == "renew_request" else session.RenewGranted
+        return kind(*records)
+    if head["kind"] == "renew_refused":
+        return session.RenewRefused(str(head["node_id"]), str(head["reason"]), str(head["detail"]))
+    if head["kind"] == "mesh_definition":
+        return session.MeshDefinitionMessage(message_from_json(rest[0]).encode())
+    if head["kind"] == "clock":
+        return session.Clock(int(head["unix_ms"]))  # type: ignore[call-overload]
     if head["kind"] == "link":
         return session.Link(int(head["wireguard_port"]))  # type: ignore[call-overload]
     if head["kind"] == "exit_request":
@@ -122,6 +132,11 @@ def test_session_messages_match_their_golden_vectors_both_ways() -> None:
         "join_request",
         "join_granted",
         "join_refused",
+        "renew_request",
+        "renew_granted",
+        "renew_refused",
+        "clock",
+        "mesh_definition",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])

@@ -25,7 +25,7 @@ def test_babel_is_the_packet_after_the_kind() -> None:
     ("data", "reason"),
     [
         (b"", "empty"),
-        (b"\x10abc", "unknown_kind"),
+        (b"\x7fabc", "unknown_kind"),
         (b"\x0d\x00", "truncated"),
         (b"\x0d\x00\x03abc", "truncated"),
         (b"\x0d\x00\x00x", "truncated"),

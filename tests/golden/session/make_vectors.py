@@ -1,7 +1,8 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
-REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK) and joining
-(JOIN_*): hex and the JSON lines `meshd decode` prints. Run from the repo root:
-``python -m tests.golden.session.make_vectors``; the tests check both directions."""
+REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK), joining
+(JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK) and admin rotation (MESH_DEFINITION):
+hex and the JSON lines `meshd decode` prints. Run from the repo root: ``python -m
+tests.golden.session.make_vectors``; the tests check both directions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ from pathlib import Path
 
 from meshd.commands.decode import decode
 from meshd.invites import join_request
+from meshd.membership import (
+    DelegationCertificate,
+    MembershipCertificate,
+    MeshDefinition,
+    MeshTrust,
+)
+from meshd.membership.renewal import RenewalIssuer, renew
+from meshd.membership.rotation import rotate_mesh
 from meshd.proto import session
 from tests.golden.gateway.make_vectors import advert as gateway_advert
 from tests.golden.invites import make_vectors as INVITES
@@ -49,6 +58,9 @@ def vectors() -> dict[str, bytes]:
         ),
         "receipt_ack": session.encode(session.ReceiptAck(RECEIPTS.EPOCH, 2)),
         **join_vectors(),
+        **renewal_vectors(),
+        "clock": session.encode(session.Clock(MEMBERSHIP_RECORDS.T0 * 1000 + 123)),
+        "mesh_definition": session.encode(session.MeshDefinitionMessage(rotated().encode())),
     }
 
 
@@ -78,6 +90,48 @@ def join_vectors() -> dict[str, bytes]:
             )
         ),
     }
+
+
+def renewal_vectors() -> dict[str, bytes]:
+    """The joiner asks to renew its delegated certificate 25 days into its 29; the delegate
+    renews it (the pure core, at a fixed time and serial); a refusal."""
+    records = {name: message for name, (_, message) in MEMBERSHIP_RECORDS.build().items()}
+    definition, delegation = records["mesh_definition"], records["delegation"]
+    current = records["membership_delegated"]
+    assert isinstance(definition, MeshDefinition)
+    assert isinstance(delegation, DelegationCertificate)
+    assert isinstance(current, MembershipCertificate)
+    trust = MeshTrust.from_definition(definition, definition.admins)
+    issuer = RenewalIssuer(MEMBERSHIP_RECORDS.DELEGATE, trust, delegation)
+    now = MEMBERSHIP_RECORDS.T0 + 25 * 86400
+    fresh = renew(issuer, current, (delegation,), now, serial=7)
+    return {
+        "renew_request": session.encode(
+            session.RenewRequest(current.encode(), delegation.encode())
+        ),
+        "renew_granted": session.encode(session.RenewGranted(fresh.encode(), delegation.encode())),
+        "renew_refused": session.encode(
+            session.RenewRefused(
+                MEMBERSHIP_RECORDS.node_id(MEMBERSHIP_RECORDS.JOINER),
+                "revoked",
+                "certificate: node revoked",
+            )
+        ),
+    }
+
+
+def rotated() -> MeshDefinition:
+    """The test mesh after its first admin added a third admin key (serial 2)."""
+    records = {name: message for name, (_, message) in MEMBERSHIP_RECORDS.build().items()}
+    definition = records["mesh_definition"]
+    assert isinstance(definition, MeshDefinition)
+    new_admin = MEMBERSHIP_RECORDS.node_id(MEMBERSHIP_RECORDS.DELEGATE)
+    return rotate_mesh(
+        MEMBERSHIP_RECORDS.ADMIN,
+        definition,
+        add=[new_admin],
+        issued_at=MEMBERSHIP_RECORDS.T0 + 30 * 86400,
+    )
 
 
 def main() -> None:
