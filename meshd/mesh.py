@@ -197,6 +197,7 @@ class Peer:
     bootstrap: bool = False
     addresses: dict[Address, Candidate] = field(default_factory=dict)
     session_up: bool = False
+    session_verified: bool = False  # this session's MEMBERSHIP verified (a later one renews)
     session_addr: Address | None = None
     member: VerifiedMember | None = None
     credential: Credential | None = None
@@ -461,12 +462,13 @@ class ControlPlane:
             self._session_closed(known, node_id, ev, ev.event)
 
     def _session_up(self, peer: Peer, addr: Address, now: float) -> None:
-        if peer.session_up:  # a new session replaced the old one: start afresh
-            peer.member, peer.credential = None, None
-            self._reevaluate(peer, now)
+        # A new session may replace the old one (the neighbour restarted): the handshake
+        # proved the same key, so what verified stays, and the Babel link with it, until
+        # the new session's certificate is checked (a link down would withdraw every
+        # route through the neighbour for the second Babel takes to learn them again).
         peer.joining = False
         peer.clock_offset = None
-        peer.session_up = True
+        peer.session_up, peer.session_verified = True, False
         peer.session_addr = addr
         peer.session_since = now
         peer.last_seen = now
@@ -520,7 +522,7 @@ class ControlPlane:
             self._on_definition(peer, msg.definition)
             return
         if isinstance(msg, messages.Membership) and not peer.joining:
-            if peer.member is not None:
+            if peer.session_verified:
                 self._on_renewed_membership(peer, msg)
             else:
                 self._on_membership(peer, msg, now)
@@ -635,6 +637,7 @@ class ControlPlane:
             self._refuse(peer, exc.reason, exc.detail)
             return
         peer.member, peer.credential = member, credential
+        peer.session_verified = True
         peer.name = member.name
         if peer.session_addr is not None:  # where a verified member is: worth redialling
             candidate = peer.addresses.setdefault(peer.session_addr, Candidate(Source.SESSION))

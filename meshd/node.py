@@ -43,7 +43,7 @@ from meshd.net import firewall, sysctl
 from meshd.net.echo import EchoProbe
 from meshd.net.exit_tunnel import ExitTunnels, exit_interface_names
 from meshd.net.link_meter import LinkMeter
-from meshd.net.netlink import Netlink, NetlinkError, Route
+from meshd.net.netlink import IPNetwork, Netlink, NetlinkError, Route
 from meshd.net.resolver import system_resolver
 from meshd.net.throttle import Throttle
 from meshd.proto.babel import BABEL_PORT
@@ -61,6 +61,7 @@ RETRY_SETUP_S = 2.0
 # An interface a crashed meshd left waits this long for its neighbour's session to claim
 # it (keeping its port, peer and counters) before it is removed as stale.
 ADOPT_GRACE_S = 60.0
+ROUTE_GRACE_S = 10.0  # for Babel to install a crashed meshd's routes again
 METER_S = 5.0  # how often the links' byte counters are read
 SAVE_COUNTS_S = 60.0  # how often their totals are saved (SD cards: few writes)
 UNDERLAY_EVERY_S = 5.0  # how often the interfaces to beacon on are read again
@@ -107,6 +108,8 @@ class Node:
         # Interfaces found at start, not yet claimed by a neighbour: ifname -> port.
         self.adoptable: dict[str, int] = {}
         self._adopt_until = 0.0
+        self._stale_routes: dict[IPNetwork, Route] = {}  # a crashed meshd's, kept a while
+        self._stale_until = 0.0
         # Event loop only: the WireGuard port of each neighbour's link (by interface name).
         self._ports: dict[str, int] = {}
         self.control: mesh.ControlPlane | None = None
@@ -182,10 +185,16 @@ class Node:
         self._ports.update({i: p for i, p in self.adoptable.items() if p})
         self._adopt_until = now + ADOPT_GRACE_S
 
-        # Babel re-learns its routes within a second: a restart starts from none.
+        # A crashed meshd's routes over the links adopted above stay while Babel learns
+        # them again (the kernel kept forwarding meanwhile), so a restart drops no traffic;
+        # what Babel has not installed again within ROUTE_GRACE_S goes then (poll).
         for route in self.netlink.routes(self.cfg.routing.route_protocol):
+            if route.ifname in self.adoptable:
+                self._stale_routes[route.dst] = route
+                continue
             event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
             self.netlink.delete_route(route, self.cfg.routing.route_protocol)
+        self._stale_until = now + ROUTE_GRACE_S
 
     # ---- links, as the control plane asks (called in the event loop) -----------------
 
@@ -381,6 +390,11 @@ class Node:
                 event(f"peer.{change.value}", peer=link.spec.name, interface=link.ifname)
                 changes.append((link, change))
 
+        if self._stale_routes and now_mono >= self._stale_until:
+            for route in self._stale_routes.values():
+                event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
+                self.netlink.delete_route(route, self.cfg.routing.route_protocol)
+            self._stale_routes.clear()
         if self.adoptable and now_mono >= self._adopt_until:
             for ifname in sorted(self.adoptable):
                 event("link.removed_stale", interface=ifname)
@@ -418,6 +432,8 @@ class Node:
     def _apply_routes(self, changes: list[RouteChange]) -> None:
         proto = self.cfg.routing.route_protocol
         for change in changes:
+            if change.action is not RouteAction.REMOVE:
+                self._stale_routes.pop(change.prefix, None)  # replaced below
             link = self._by_node.get(change.next_hop)
             if link is None:
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -154,13 +155,27 @@ def test_sigterm_removes_everything_and_start_restores(bed: Bed) -> None:
 
 
 def test_kill9_then_start_adopts_without_duplicates(bed: Bed) -> None:
+    """And the relay's crash and restart drop no traffic through it: the kernel forwards
+    while meshd is gone, and the new meshd keeps the routes while Babel learns them again
+    (pings every 50 ms from a to c through b, for 14 s, past the routes' grace of 10 s)."""
     before_links, before_routes = bed.own_links("b"), bed.meshd_routes("b")
     wg_pids = bed.wireguard_go_pids("b")
     assert len(wg_pids) == 2
+    c_mesh = bed.status("c")["mesh_ipv4"]
+    ping = subprocess.Popen(
+        [str(meshbed.TESTBED), "exec", "a", "--", "ping", "-q", "-i", "0.05", "-w", "14", c_mesh],
+        env=bed.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1)
     bed.run("kill", "b")
     assert bed.own_links("b") == before_links  # wireguard-go outlives meshd on purpose
     bed.run("start", "b")
     bed.run("wait-converged", "--timeout", "30")
+    out, _ = ping.communicate(timeout=60)
+    sent, received = (int(n) for n in re.findall(r"(\d+) packets transmitted, (\d+)", out)[0])
+    assert sent > 200 and sent - received <= 2, out
     assert bed.own_links("b") == before_links
     assert bed.meshd_routes("b") == before_routes
     lo = bed.sh("b", "ip", "-j", "addr", "show", "dev", "lo")

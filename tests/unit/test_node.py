@@ -11,7 +11,8 @@ from meshd import addressing, config, identity
 from meshd.mesh import LinkSpec
 from meshd.net import command
 from meshd.net.netlink import Route
-from meshd.node import ADOPT_GRACE_S, Node
+from meshd.node import ADOPT_GRACE_S, ROUTE_GRACE_S, Node
+from meshd.routing.babel import RouteAction, RouteChange
 from meshd.routing.liveness import LinkState
 from meshd.wg.fake import FakeBackend
 from meshd.wg.model import PeerUpdate
@@ -177,17 +178,28 @@ def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  #
     old = linked(new_node, me, peers)
     name, key = ifname(me, peers[0]), peers[0].wireguard_public
     backend.set_peer_stats(name, key, rx_bytes=5000, tx_bytes=7000, last_handshake=1.0)
-    netlink.replace_route(Route(ipaddress.ip_network("10.77.9.9/32"), name, None, 100), PROTO)
+    kept = Route(ipaddress.ip_network("10.77.9.9/32"), name, None, 100)
+    netlink.replace_route(kept, PROTO)
     # Leftovers of ours that no neighbour will claim:
     stale = addressing.own_interface_prefix("mw", me.node_id) + "ffffff"
     backend.create(stale)
     netlink.add_link(stale)
+    netlink.add_link("eth9")  # not ours: a route of our protocol over it is a leftover
+    gone = Route(ipaddress.ip_network("10.77.9.8/32"), "eth9", None, 100)
+    relearnt = Route(ipaddress.ip_network("10.77.9.7/32"), name, None, 100)
+    for route in (gone, relearnt):
+        netlink.replace_route(route, PROTO)
     before = len(backend.updates)
     ports = [old.link_port(p.node_id) for p in peers]
 
     node = new_node()  # as after kill -9
     node.setup(0.0)
-    assert netlink.routes(PROTO) == []  # Babel relearns them
+    # The routes over its links stay while Babel learns them again: the kernel goes on
+    # forwarding. Those Babel does not install again within the grace period go then.
+    assert sorted(r.dst for r in netlink.routes(PROTO)) == [relearnt.dst, kept.dst]
+    node._apply_routes([RouteChange(relearnt.dst, RouteAction.INSTALL, peers[0].node_id, 96)])
+    node.poll(ROUTE_GRACE_S + 0.1)
+    assert netlink.routes(PROTO) == [relearnt]
     # The neighbours' sessions come back: each interface keeps its port (the neighbour's
     # endpoint for us stays right), its peer and its counters.
     assert [node.link_port(p.node_id) for p in reversed(peers)] == list(reversed(ports))
