@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "receipts": ("receipts", "verify receipts exports offline, or add them up (summary)"),
     "invite": ("invite", "issue a one-time invite for a new household node (token and QR)"),
     "revoke": ("revoke", "cut a node off the mesh for good (on the node holding the admin key)"),
-    "admin-key": ("admin_key", "back up the mesh's admin key with a passphrase, or restore it"),
+    "admin-key": ("admin_key", "the mesh's admin key: back it up, restore it, rotate it"),
     "leave": ("leave", "stop being a node: remove meshd's files, keys and kernel state"),
 }
 

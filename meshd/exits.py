@@ -204,7 +204,7 @@ class ExitService:
     # ---- gateway role ----------------------------------------------------------------
 
     def _announce(self, available: bool, now: float) -> None:
-        wall = int(time.time())
+        wall = int(self.control.clock.now())  # the mesh's time: ours may be stale
         self._seqno = max(self._seqno + 1, wall) & 0xFFFFFFFF
         advert = make_advert(
             self.signing_key,
@@ -372,7 +372,9 @@ class ExitService:
         try:
             msg = messages.decode(data)
             if isinstance(msg, messages.Membership):
-                peer.member, _ = mesh.check_membership(msg, self.control.own, peer.node_id)
+                peer.member, _ = mesh.check_membership(
+                    msg, self.control.own, peer.node_id, self.control.clock.now()
+                )
                 if peer.node_id == self.gateway:
                     self._send(peer.node_id, messages.ExitRequest())
                 return

@@ -44,7 +44,6 @@ import ipaddress
 import logging
 import os
 import random
-import struct
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -82,8 +81,7 @@ from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings
 from meshd.transport.udp import PeerEvent, QuicTransport
-from meshd.trust import OwnMembership, save_joined, save_revocations
-from meshd.trust import _write_atomically as write_atomically
+from meshd.trust import OwnMembership, load_chain, save_chain, save_joined, save_revocations
 
 LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, before the link is measured
 REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
@@ -94,7 +92,6 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
-CHAIN_FILE = "mesh.chain"  # every mesh definition adopted (u16 length, canonical bytes)
 MeteringMessage = messages.Claim | messages.ReceiptMessage | messages.ReceiptAck
 RenewalMessage = messages.RenewRequest | messages.RenewGranted | messages.RenewRefused
 # Failures that only say "not now by our clock": worth a look with the peer's clock.
@@ -805,7 +802,7 @@ class ControlPlane:
         if trust is None:
             return False
         chain = load_chain(self.state_dir) or [self.own.trust.definition]
-        write_atomically(self.state_dir / CHAIN_FILE, _records([*chain, newer]))
+        save_chain(self.state_dir, [*chain, newer])
         save_joined(self.state_dir, newer, self.own.certificate, None)
         self.own = OwnMembership(
             trust, self.own.certificate, self.own.chain, self.own.delegation, self.own.member
@@ -1074,29 +1071,6 @@ def decode_credential(msg: messages.CertificateMessage) -> Credential:
     cert = MembershipCertificate.decode(msg.certificate)
     chain = (DelegationCertificate.decode(msg.delegation),) if msg.delegation else ()
     return cert, chain
-
-
-def _records(definitions: list[MeshDefinition]) -> bytes:
-    return b"".join(struct.pack("!H", len(d.encode())) + d.encode() for d in definitions)
-
-
-def load_chain(state_dir: Path) -> list[MeshDefinition]:
-    """The mesh definitions this node adopted, oldest first; a record that does not parse
-    ends the chain there (``chain_anchors`` checks the links)."""
-    try:
-        data = (state_dir / CHAIN_FILE).read_bytes()
-    except FileNotFoundError:
-        return []
-    chain = []
-    while len(data) >= 2:
-        (length,) = struct.unpack("!H", data[:2])
-        try:
-            chain.append(MeshDefinition.decode(data[2 : 2 + length]))
-        except MembershipError as exc:
-            event("mesh.chain_rejected", logging.WARNING, reason=str(exc))
-            break
-        data = data[2 + length :]
-    return chain
 
 
 def _terms(advert: GatewayAdvert) -> dict[str, Any]:

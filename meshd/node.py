@@ -37,7 +37,6 @@ from meshd.join import JoinError, JoinService, bootstrap_endpoints, join_mesh, n
 from meshd.ledger import Ledger
 from meshd.log import event
 from meshd.membership import MembershipCertificate, MembershipError, MeshDefinition
-from meshd.membership.rotation import chain_anchors
 from meshd.mesh import LinkSpec
 from meshd.net import firewall, sysctl
 from meshd.net.echo import EchoProbe
@@ -731,7 +730,7 @@ class Node:
         taken too, with a warning: a Pi without a real-time clock boots with a stale one,
         and only its neighbours can tell it the time (then they judge the certificate).
         The admin keys trusted are the config's and those it handed over to (rotation)."""
-        admins = tuple(sorted(chain_anchors(mesh.load_chain(state_dir), self.cfg.mesh.admin_keys)))
+        admins = trust.admin_keys(state_dir, self.cfg.mesh.admin_keys)
         try:
             return trust.load(state_dir, admins, self.node_id, self.clock.now())
         except trust.TrustError as exc:

@@ -28,6 +28,7 @@ from meshd.membership import (
     VerifiedMember,
     verify_membership,
 )
+from meshd.membership.rotation import chain_anchors
 
 MESH_FILE = "mesh.cert"
 MEMBERSHIP_FILE = "membership.cert"
@@ -106,13 +107,48 @@ def load_revocations(state_dir: Path, into: RevocationSet) -> None:
             event("revocation.stored_rejected", logging.WARNING, file=str(path), reason=str(exc))
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+CHAIN_FILE = "mesh.chain"  # every mesh definition adopted (u16 length, canonical bytes)
+
+
+def load_chain(state_dir: Path) -> list[MeshDefinition]:
+    """The mesh definitions this node adopted (admin key rotation), oldest first; a record
+    that does not parse ends the chain there (``chain_anchors`` checks the links)."""
+    try:
+        data = (state_dir / CHAIN_FILE).read_bytes()
+    except FileNotFoundError:
+        return []
+    chain = []
+    while len(data) >= 2:
+        (length,) = struct.unpack("!H", data[:2])
+        try:
+            chain.append(MeshDefinition.decode(data[2 : 2 + length]))
+        except MembershipError as exc:
+            event("mesh.chain_rejected", logging.WARNING, reason=str(exc))
+            break
+        data = data[2 + length :]
+    return chain
+
+
+def save_chain(state_dir: Path, chain: list[MeshDefinition]) -> None:
+    write_atomically(
+        state_dir / CHAIN_FILE,
+        b"".join(struct.pack("!H", len(d.encode())) + d.encode() for d in chain),
+    )
+
+
+def admin_keys(state_dir: Path, pinned: tuple[str, ...]) -> tuple[str, ...]:
+    """The admin keys to trust: those the config pins, and those they handed over to along
+    the chain of mesh definitions this node adopted."""
+    return tuple(sorted(chain_anchors(load_chain(state_dir), pinned)))
 
 
 def save_joined(
@@ -125,10 +161,10 @@ def save_joined(
     when a delegate issued the certificate, and the certificate last, each atomically, so
     that ``membership.cert`` present means joined (a crash before it means: join again,
     and the issuer hands the same certificate back)."""
-    _write_atomically(state_dir / MESH_FILE, definition.encode())
+    write_atomically(state_dir / MESH_FILE, definition.encode())
     if delegation is not None:
-        _write_atomically(state_dir / DELEGATION_FILE, delegation.encode())
-    _write_atomically(state_dir / MEMBERSHIP_FILE, certificate.encode())
+        write_atomically(state_dir / DELEGATION_FILE, delegation.encode())
+    write_atomically(state_dir / MEMBERSHIP_FILE, certificate.encode())
     directory = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(directory)  # the renames too survive a power cut

@@ -136,7 +136,9 @@ def main(args: argparse.Namespace) -> int:
         cfg = config.load(config.config_path(args.config))
         state_dir = Path(cfg.node.state_dir)
         ident = identity.load(state_dir)
-        own = trust.load(state_dir, cfg.mesh.admin_keys, ident.node_id, now)
+        own = trust.load(
+            state_dir, trust.admin_keys(state_dir, cfg.mesh.admin_keys), ident.node_id, now
+        )
         issuer = _issuer(ident, own, now)
         endpoints = _endpoints(args, cfg, ident.node_id)
         store = SqliteInviteStore.open(state_dir)

@@ -84,7 +84,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(config.config_path(args.config))
         ident = identity.load(cfg.node.state_dir)
-        own = trust.load(cfg.node.state_dir, cfg.mesh.admin_keys, ident.node_id, now)
+        own = trust.load(
+            cfg.node.state_dir,
+            trust.admin_keys(cfg.node.state_dir, cfg.mesh.admin_keys),
+            ident.node_id,
+            now,
+        )
         admin_key = load_admin_key(cfg.node.state_dir, ident, own.trust.admins)
         client = ControlClient(locate_socket(args.socket, cfg))
         status = client.status()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from meshd import mesh, trust
+from meshd import trust
 from meshd.identity import node_id_from_public
 from meshd.membership import (
     MembershipError,
@@ -117,7 +117,7 @@ def test_a_definition_from_a_session_is_adopted_stored_spread_and_enforced(
     world.receive(session.encode(session.MeshDefinitionMessage(second.encode())))
     assert world.cp.own.trust.definition == second
     assert MeshDefinition.decode((tmp_path / "me" / trust.MESH_FILE).read_bytes()) == second
-    assert [d.serial for d in mesh.load_chain(tmp_path / "me")] == [1, 2]
+    assert [d.serial for d in trust.load_chain(tmp_path / "me")] == [1, 2]
     assert world.transport.sent == []  # not back to where it came from
     # A new session hears it before our certificate; a certificate by the new key verifies.
     other = World(tmp_path / "x").peer
