@@ -1,9 +1,13 @@
-"""dataplane.ratio.1hop: iperf3 over one meshd link against the same link hand-configured
-with `wg` on the same backend, in the same namespaces and the same run, interleaved
-(A B A B ...), compared by medians. The raw underlay is measured too, for reference."""
+"""dataplane.ratio.1hop and .3hop: iperf3 over one meshd link (line2) and across three
+(line4: a-b-c-d, metering on in every node) against the same links hand-configured with
+`wg` on the same backend (wireguard-go), in the same namespaces and the same run,
+interleaved (A B A B ..., five each), compared by medians. The hand-made path gets host
+routes and forwarding in its middle nodes, as an operator would set them, all removed
+afterwards. The raw underlay, routed the same way, is measured too, for reference."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -17,13 +21,19 @@ from benchmarks.results import Result, at_least
 from benchmarks.testbed import HERE, Testbed
 
 TARGET_RATIO = 0.95
-BASE_V4 = ("10.254.0.1", "10.254.0.2")
-BASE_PORTS = (52001, 52002)
+BASE_NET = "10.254"  # hand-made tunnel of hop k: 10.254.k.1 (near end) - 10.254.k.2
+BASE_PORT = 52001  # hop k: 52001 + 2k at the near end, the next port at the far end
+Hop = tuple[str, str]  # a point-to-point link: (near end's address, far end's address)
 
 
-def _ns(ns: str, *cmd: str, **kw: object) -> str:
+def _ns(ns: str, *cmd: str, input: str | None = None, env: dict[str, str] | None = None) -> str:
     return subprocess.run(
-        ["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True, text=True, **kw
+        ["ip", "netns", "exec", ns, *cmd],
+        check=True,
+        capture_output=True,
+        text=True,
+        input=input,
+        env=env,
     ).stdout
 
 
@@ -77,14 +87,59 @@ def underlay_peer(tb: Testbed, node: str, peer: str) -> str:
     return str(json.loads(out)[0]["addr_info"][0]["local"])
 
 
+def path_hops(tb: Testbed, nodes: list[str]) -> list[Hop]:
+    """Each point-to-point link along ``nodes``: (near end's address, far end's address)."""
+    return [
+        (underlay_peer(tb, y, x), underlay_peer(tb, x, y)) for x, y in itertools.pairwise(nodes)
+    ]
+
+
 @contextmanager
-def hand_configured_wg(a_ns: str, b_ns: str, b_underlay: str) -> Iterator[tuple[str, str]]:
-    """wireguard-go + `wg` by hand, as an operator would, beside meshd's own link."""
+def routed(namespaces: list[str], hops: list[Hop]) -> Iterator[None]:
+    """Host routes between the two ends of a path and forwarding in its middle nodes, as an
+    operator would set them by hand; removed afterwards, forwarding as it was."""
+    first, last = hops[0][0], hops[-1][1]
+    routes = [(namespaces[j], last, hops[j][1]) for j in range(len(hops) - 1)]
+    routes += [(namespaces[j], first, hops[j - 1][0]) for j in range(2, len(hops) + 1)]
+    forwarding: dict[str, str] = {}
+    added: list[tuple[str, str, str]] = []
+    try:
+        for ns in namespaces[1:-1]:
+            forwarding[ns] = _ns(ns, "sysctl", "-n", "net.ipv4.ip_forward").strip()
+            _ns(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for ns, to, via in routes:
+            _ns(ns, "ip", "route", "add", f"{to}/32", "via", via)
+            added.append((ns, to, via))
+        yield
+    finally:
+        for ns, to, via in added:
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "ip", "route", "del", f"{to}/32", "via", via],
+                capture_output=True,
+            )
+        for ns, value in forwarding.items():
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.ip_forward={value}"],
+                capture_output=True,
+            )
+
+
+@contextmanager
+def hand_configured_wg(namespaces: list[str], hops: list[Hop]) -> Iterator[tuple[str, str]]:
+    """wireguard-go + `wg` by hand on every link of the path, as an operator would, beside
+    meshd's own links; yields the tunnel addresses of the path's two ends."""
     tag = secrets.token_hex(3)
-    names = (f"bwa{tag}", f"bwb{tag}")
+    # Per hop k: one end in namespaces[k], the other in namespaces[k + 1].
+    ends = [
+        (namespaces[k + side], f"bw{tag}{k}{'ab'[side]}", BASE_PORT + 2 * k + side,
+         f"{BASE_NET}.{k}.{1 + side}", f"{BASE_NET}.{k}.{2 - side}", hops[k][1 - side],
+         BASE_PORT + 2 * k + 1 - side)
+        for k in range(len(hops))
+        for side in (0, 1)
+    ]  # fmt: skip
     keys = [
         subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout
-        for _ in names
+        for _ in ends
     ]
     pubs = [
         subprocess.run(
@@ -92,9 +147,9 @@ def hand_configured_wg(a_ns: str, b_ns: str, b_underlay: str) -> Iterator[tuple[
         ).stdout.strip()
         for k in keys
     ]
-    a_underlay = None
+    made: list[tuple[str, str]] = []
     try:
-        for ns, name, key, port in zip((a_ns, b_ns), names, keys, BASE_PORTS, strict=True):
+        for i, (ns, name, port, local, remote, peer_ip, peer_port) in enumerate(ends):
             # In a session of its own, as meshd (and wg-quick under systemd) start it: with
             # the kernel's autogroup scheduling, a daemon left in the benchmark's session
             # shares one CPU group with iperf3 and measures about 12 % faster.
@@ -105,81 +160,68 @@ def hand_configured_wg(a_ns: str, b_ns: str, b_underlay: str) -> Iterator[tuple[
                 name,
                 env={**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"},
             )
-            _ns(
-                ns,
-                "wg",
-                "set",
-                name,
-                "private-key",
-                "/dev/stdin",
-                "listen-port",
-                str(port),
-                input=key,
-            )
-        a_underlay = json.loads(_ns(a_ns, "ip", "-4", "-j", "route", "get", b_underlay))[0][
-            "prefsrc"
-        ]
-        plan = (
-            (a_ns, names[0], pubs[1], b_underlay, BASE_PORTS[1], BASE_V4[0], BASE_V4[1]),
-            (b_ns, names[1], pubs[0], a_underlay, BASE_PORTS[0], BASE_V4[1], BASE_V4[0]),
-        )
-        for ns, name, peer_pub, peer_ip, peer_port, local, remote in plan:
-            _ns(
-                ns,
-                "wg",
-                "set",
-                name,
-                "peer",
-                peer_pub,
-                "endpoint",
-                f"{peer_ip}:{peer_port}",
-                "allowed-ips",
-                "0.0.0.0/0,::/0",
-                "persistent-keepalive",
-                "1",
-            )
+            made.append((ns, name))
+            _ns(ns, "wg", "set", name, "private-key", "/dev/stdin", "listen-port", str(port),
+                input=keys[i])  # fmt: skip
+            _ns(ns, "wg", "set", name, "peer", pubs[i ^ 1], "endpoint", f"{peer_ip}:{peer_port}",
+                "allowed-ips", "0.0.0.0/0,::/0", "persistent-keepalive", "1")  # fmt: skip
             _ns(ns, "ip", "link", "set", name, "mtu", "1420", "up")
             _ns(ns, "ip", "addr", "add", f"{local}/32", "peer", f"{remote}/32", "dev", name)
-        yield BASE_V4
+        tunnels = [(f"{BASE_NET}.{k}.1", f"{BASE_NET}.{k}.2") for k in range(len(hops))]
+        with routed(namespaces, tunnels):
+            yield tunnels[0][0], tunnels[-1][1]
     finally:
-        for ns, name in zip((a_ns, b_ns), names, strict=True):
+        for ns, name in made:
             subprocess.run(
                 ["ip", "netns", "exec", ns, "ip", "link", "del", name], capture_output=True
             )
 
 
-def ratio_1hop(quick: bool) -> list[Result]:
+def ratio(quick: bool, topology: str, nodes: list[str]) -> list[Result]:
+    """meshd against hand-made wg (and, in full runs, the raw underlay) from the first of
+    ``nodes`` to the last, along them."""
+    label = f"{len(nodes) - 1}hop"
     seconds = 2 if quick else 5
     reps = 5
     tb = Testbed()
-    with tb.up(HERE / "topologies" / "line2.toml"):
-        a_ns, b_ns = tb.namespace("a"), tb.namespace("b")
-        a_mesh = tb.meshd_status("a")
-        b_mesh = tb.meshd_status("b")
-        b_underlay = underlay_peer(tb, "a", "b")
-        assert a_mesh["neighbours"][0]["state"] == "up"
+    with tb.up(HERE / "topologies" / topology):
+        namespaces = [tb.namespace(n) for n in nodes]
+        client, server = namespaces[0], namespaces[-1]
+        target = tb.meshd_status(nodes[-1])["mesh_ipv4"]
+        hops = path_hops(tb, nodes)
         mesh, base, raw = [], [], []
-        with hand_configured_wg(a_ns, b_ns, b_underlay) as (_, b_base):
+        with hand_configured_wg(namespaces, hops) as (_, base_target):
             for _ in range(reps):  # interleaved: meshd, hand-made wg, meshd, ...
-                mesh.append(iperf3(a_ns, b_ns, b_mesh["mesh_ipv4"], seconds, 5301))
-                base.append(iperf3(a_ns, b_ns, b_base, seconds, 5302))
-                if not quick:
-                    raw.append(iperf3(a_ns, b_ns, b_underlay, seconds, 5303))
+                mesh.append(iperf3(client, server, target, seconds, 5301))
+                base.append(iperf3(client, server, base_target, seconds, 5302))
+        if not quick:
+            with routed(namespaces, hops):
+                raw = [iperf3(client, server, hops[-1][1], seconds, 5303) for _ in range(reps)]
     mbit = 1e6
     results = [
         at_least(
-            "dataplane.ratio.1hop",
+            f"dataplane.ratio.{label}",
             round(statistics.median(mesh) / statistics.median(base), 3),
             "ratio",
             TARGET_RATIO,
         ),
-        Result("dataplane.meshd.1hop_mbit", round(statistics.median(mesh) / mbit, 1), "Mbit/s"),
-        Result("dataplane.wg.1hop_mbit", round(statistics.median(base) / mbit, 1), "Mbit/s"),
+        Result(f"dataplane.meshd.{label}_mbit", round(statistics.median(mesh) / mbit, 1), "Mbit/s"),
+        Result(f"dataplane.wg.{label}_mbit", round(statistics.median(base) / mbit, 1), "Mbit/s"),
     ]
     if raw:
         results.append(
             Result(
-                "dataplane.underlay.1hop_mbit", round(statistics.median(raw) / mbit, 1), "Mbit/s"
+                f"dataplane.underlay.{label}_mbit",
+                round(statistics.median(raw) / mbit, 1),
+                "Mbit/s",
             )
         )
+    return results
+
+
+def dataplane(quick: bool) -> list[Result]:
+    """One hop; three hops too in full runs (the CI subset has one)."""
+    results = ratio(quick, "line2.toml", ["a", "b"])
+    if not quick:
+        results += ratio(quick, "line4.toml", ["a", "b", "c", "d"])
     return results

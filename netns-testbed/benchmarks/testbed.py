@@ -44,11 +44,18 @@ class Testbed:
         return json.loads(self.exec(node, "meshd", "status", "--json"))
 
     @contextmanager
-    def up(self, topology: Path, converge_s: float = 60) -> Iterator[Testbed]:
+    def up(
+        self, topology: Path, converge_s: float | None = 60, answer_s: float = 30
+    ) -> Iterator[Testbed]:
+        """Up with every daemon answering (within ``answer_s``) and, unless ``converge_s``
+        is None, converged; down afterwards, also when interrupted."""
         self.cli("down", check=False)  # a benchmark killed halfway leaves its testbed up
         try:
-            self.cli("up", str(topology), "--wait")
-            self.cli("wait-converged", "--timeout", str(converge_s))
+            self.cli(
+                "up", str(topology), "--wait", "--timeout", str(answer_s), timeout=answer_s + 600
+            )
+            if converge_s is not None:
+                self.cli("wait-converged", "--timeout", str(converge_s))
             yield self
         finally:
             self.cli("down", check=False)

@@ -119,6 +119,39 @@ NODE_SYSCTLS = {
 }
 
 
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_MARGIN = 64  # exit tunnels, meshd itself, whatever else starts meanwhile
+
+
+def inotify_instances_in_use() -> int:
+    count = 0
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            count += sum(os.readlink(fd) == "anon_inode:inotify" for fd in fd_dir.iterdir())
+        except OSError:  # a process that ended, or a descriptor that closed, meanwhile
+            continue
+    return count
+
+
+def ensure_inotify_instances(plan: Plan) -> int | None:
+    """Make room for one inotify instance per WireGuard link: each wireguard-go watches its
+    UAPI socket with one, and past the kernel's limit per user (128 by default, all of
+    root's processes together, whatever their namespace) a new one fails to answer on its
+    socket, so meshd cannot set its link up (a 50-node mesh has about 230). Only ever
+    raised, never lowered: other testbeds may rely on it. Returns the old limit when
+    raised."""
+    needed = sum(len(node.adjacencies) for node in plan.nodes) + INOTIFY_MARGIN
+    limit = int(INOTIFY_LIMIT.read_text())
+    wanted = inotify_instances_in_use() + needed
+    if wanted <= limit:
+        return None
+    try:
+        INOTIFY_LIMIT.write_text(f"{wanted}\n")
+    except OSError as exc:
+        raise BuildError(f"{INOTIFY_LIMIT}: cannot raise it to {wanted}: {exc}") from None
+    return limit
+
+
 def build(plan: Plan, imp: Impairments) -> None:
     """Create every namespace, link, bridge, address and route of the plan, then apply the
     impairments. Raises BuildError at the first failure (the caller tears down)."""
@@ -175,13 +208,13 @@ def build(plan: Plan, imp: Impairments) -> None:
             ipn(lan.namespace, "addr", "add", str(lan.host_address), "dev", lan.host_ifname)
             ipn(lan.namespace, "link", "set", lan.host_ifname, "up")
             ipn(lan.namespace, "route", "add", "default", "via", str(lan.node_address.ip))
-    for port, ifb in upload_redirects(plan):
+    for bridge_port, ifb in upload_redirects(plan):
         # What the node sends goes through an ifb in the internet namespace (apply_shaping
         # puts the tbf on it): meshd owns the root qdisc of the node's own ``upl``.
         ipn(inet, "link", "add", ifb, "type", "ifb")
         ipn(inet, "link", "set", ifb, "up")
-        run(["tc", "-n", inet, "qdisc", "add", "dev", port, "handle", "ffff:", "ingress"])
-        run(["tc", "-n", inet, "filter", "add", "dev", port, *redirect_args(ifb)])
+        run(["tc", "-n", inet, "qdisc", "add", "dev", bridge_port, "handle", "ffff:", "ingress"])
+        run(["tc", "-n", inet, "filter", "add", "dev", bridge_port, *redirect_args(ifb)])
     _checkpoint("uplinks")
 
     apply_rules(plan, imp)
