@@ -260,8 +260,11 @@ def test_twenty_kill_9s_lose_no_acknowledged_receipt_and_count_nothing_twice(
     signed = end_b["provider"]["receipted_to_bytes"]
     assert min(end_b["relayed_to_bytes"], end_c["received_bytes"]) <= signed
     assert signed <= end_b["relayed_to_bytes"]
-    # Counted once: what TCP sent and resent, and the headers (1,368-byte segments).
-    assert sent * 0.95 < seen_by_c and counted_by_b < (sent + resent) * 1.04
+    # Counted once: what TCP sent and resent, and the headers (1,368-byte segments: 3.8 %),
+    # plus up to a second of the 10 Mbit/s that the interrupted iperf3 leaves out of its
+    # report; a reading counted twice would be 5 s of it (4 %).
+    unreported = 10_000_000 // 8
+    assert sent * 0.95 < seen_by_c and counted_by_b < (sent + resent + unreported) * 1.04
     exported = tmp_path / "b-export.jsonl"  # the testbed's directory goes with `down`
     exported.write_text(bed.sh("b", "meshd", "receipts", "export"))
     config = tomllib.loads((bed.dir / "nodes" / "b" / "meshd.toml").read_text())
