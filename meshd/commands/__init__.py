@@ -10,12 +10,27 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from nacl.signing import SigningKey
 
+    from meshd.config import Config
     from meshd.identity import Identity
+    from meshd.trust import OwnMembership
 
 
 def add_socket_argument(p: argparse.ArgumentParser) -> None:
     """``--socket`` for the commands that call the daemon (``meshd.client.locate_socket``)."""
     p.add_argument("--socket", help="control socket (default: $MESHD_SOCKET or /run/meshd)")
+
+
+def load_node(config_arg: str | None, now: float) -> tuple[Config, Identity, OwnMembership]:
+    """This node's config (``--config``, else $MESHD_CONFIG, else /etc/meshd), identity and
+    membership, checked at ``now`` against the admin keys its config pins and those they
+    handed over to (rotation). ConfigError, KeyFileError or TrustError saying what is wrong."""
+    from meshd import config, identity, trust
+
+    cfg = config.load(config.config_path(config_arg))
+    state_dir = Path(cfg.node.state_dir)
+    ident = identity.load(state_dir)
+    admins = trust.admin_keys(state_dir, cfg.mesh.admin_keys)
+    return cfg, ident, trust.load(state_dir, admins, ident.node_id, now)
 
 
 # The mesh's admin signing key, on the node that holds it (restored from a backup, or put

@@ -185,17 +185,10 @@ def _passphrase(args: argparse.Namespace, confirm: bool) -> bytes:
 
 def backup(args: argparse.Namespace) -> int:
     from meshd import config, identity, trust
-    from meshd.commands import load_admin_key
+    from meshd.commands import load_admin_key, load_node
 
     try:
-        cfg = config.load(config.config_path(args.config))
-        ident = identity.load(cfg.node.state_dir)
-        own = trust.load(
-            cfg.node.state_dir,
-            trust.admin_keys(cfg.node.state_dir, cfg.mesh.admin_keys),
-            ident.node_id,
-            time.time(),
-        )
+        cfg, ident, own = load_node(args.config, time.time())
         key = load_admin_key(cfg.node.state_dir, ident, own.trust.admins)
         data = seal(key, _passphrase(args, confirm=True), nacl.utils.random(16))
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -216,19 +209,12 @@ def backup(args: argparse.Namespace) -> int:
 
 def restore(args: argparse.Namespace) -> int:
     from meshd import config, identity, trust
-    from meshd.commands import ADMIN_KEY
+    from meshd.commands import ADMIN_KEY, load_node
 
     try:
         key = unseal(Path(args.file).read_bytes(), _passphrase(args, confirm=False))
         admin = node_id_from_public(bytes(key.verify_key))
-        cfg = config.load(config.config_path(args.config))
-        ident = identity.load(cfg.node.state_dir)
-        own = trust.load(
-            cfg.node.state_dir,
-            trust.admin_keys(cfg.node.state_dir, cfg.mesh.admin_keys),
-            ident.node_id,
-            time.time(),
-        )
+        cfg, ident, own = load_node(args.config, time.time())
         if admin not in own.trust.admins:
             raise ValueError(f"{admin} is not an admin key of this node's mesh")
         path = cfg.node.state_dir / ADMIN_KEY

@@ -127,18 +127,15 @@ def _endpoints(args: argparse.Namespace, cfg: Config, node_id: str) -> list[Endp
 
 def main(args: argparse.Namespace) -> int:
     from meshd import config, identity, trust
+    from meshd.commands import load_node
     from meshd.invites import allocate_ipv4, issue_invite
     from meshd.invites.store import SqliteInviteStore
 
     now = int(time.time())
     try:
         lifetime_s = parse_duration(args.expires)
-        cfg = config.load(config.config_path(args.config))
+        cfg, ident, own = load_node(args.config, now)
         state_dir = Path(cfg.node.state_dir)
-        ident = identity.load(state_dir)
-        own = trust.load(
-            state_dir, trust.admin_keys(state_dir, cfg.mesh.admin_keys), ident.node_id, now
-        )
         issuer = _issuer(ident, own, now)
         endpoints = _endpoints(args, cfg, ident.node_id)
         store = SqliteInviteStore.open(state_dir)

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from meshd.commands import add_socket_argument, load_admin_key
+from meshd.commands import add_socket_argument, load_admin_key, load_node
 
 if TYPE_CHECKING:
     from meshd.client import Status
@@ -82,14 +82,7 @@ def main(args: argparse.Namespace) -> int:
 
     now = int(time.time())
     try:
-        cfg = config.load(config.config_path(args.config))
-        ident = identity.load(cfg.node.state_dir)
-        own = trust.load(
-            cfg.node.state_dir,
-            trust.admin_keys(cfg.node.state_dir, cfg.mesh.admin_keys),
-            ident.node_id,
-            now,
-        )
+        cfg, ident, own = load_node(args.config, now)
         admin_key = load_admin_key(cfg.node.state_dir, ident, own.trust.admins)
         client = ControlClient(locate_socket(args.socket, cfg))
         status = client.status()
