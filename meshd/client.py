@@ -246,6 +246,9 @@ class Status(_StatusRequired, total=False):
     gateway: Gateway
     usage: list[Usage]
     receipts: ReceiptTerms | None  # null before the receipts service runs
+    membership: dict[str, Any] | None  # our certificate's window and its renewal
+    clock: dict[str, Any]  # the mesh's time as this node keeps it
+    mesh: dict[str, Any]  # the mesh definition's serial and admins
 
 
 class Page(TypedDict):
@@ -305,6 +308,12 @@ class RevocationsAdded:
 
 
 @dataclass(frozen=True)
+class DefinitionAdopted:
+    adopted: int  # how many of those handed over were newer and taken
+    definition: dict[str, Any]  # the mesh definition the daemon holds now, as JSON
+
+
+@dataclass(frozen=True)
 class BlockResult:
     node_id: str
     blocked: bool
@@ -336,6 +345,12 @@ class ControlClient:
         naming the first bad one)."""
         result = self.call("add_revocations", records=[r.hex() for r in records])
         return _dataclass(RevocationsAdded, result, "add_revocations")
+
+    def mesh_definition(self, records: Sequence[bytes] = ()) -> DefinitionAdopted:
+        """Hand over canonical mesh definitions (admin rotation), or none: the one the
+        daemon holds, either way."""
+        result = self.call("mesh_definition", records=[r.hex() for r in records])
+        return _dataclass(DefinitionAdopted, result, "mesh_definition")
 
     def block(self, node_id: str, blocked: bool = True) -> BlockResult:
         result = self.call("block", node_id=node_id, blocked=blocked)

@@ -991,7 +991,8 @@ class ControlPlane:
                 self._send(p.node_id, data)
 
     def send_to_member(self, node_id: str, message: messages.SessionMessage) -> bool:
-        """Send to a neighbour whose certificate verified on its current session."""
+        """Send to a neighbour whose certificate verified (on its current session, or on
+        the one that session replaced: the handshake proved the same key)."""
         peer = self.peers.get(node_id)
         if peer is None or peer.member is None:
             return False

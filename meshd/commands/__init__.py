@@ -20,6 +20,14 @@ def add_socket_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", help="control socket (default: $MESHD_SOCKET or /run/meshd)")
 
 
+def add_config_argument(p: argparse.ArgumentParser) -> None:
+    """``--config`` for the commands that read the node's own files (``config_path``)."""
+    p.add_argument(
+        "--config",
+        help="this node's config file (default: $MESHD_CONFIG, else /etc/meshd/meshd.toml)",
+    )
+
+
 def load_node(config_arg: str | None, now: float) -> tuple[Config, Identity, OwnMembership]:
     """This node's config (``--config``, else $MESHD_CONFIG, else /etc/meshd), identity and
     membership, checked at ``now`` against the admin keys its config pins and those they

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from meshd.commands import add_socket_argument
+from meshd.commands import add_config_argument, add_socket_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,10 +48,7 @@ def add_rotate_arguments(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="remove a key even though this node's own certificate still depends on it",
     )
-    p.add_argument(
-        "--config",
-        help="this node's config file (default: $MESHD_CONFIG, else /etc/meshd/meshd.toml)",
-    )
+    add_config_argument(p)
     add_socket_argument(p)
     p.set_defaults(admin_key_run=rotate)
     return p
@@ -78,13 +75,13 @@ def rotate(args: argparse.Namespace) -> int:
         cfg = config.load(config.config_path(args.config))
         ident = identity.load(cfg.node.state_dir)
         client = ControlClient(locate_socket(args.socket, cfg))
-        current = MeshDefinition.from_json(client.call("mesh_definition", records=[])["definition"])
+        current = MeshDefinition.from_json(client.mesh_definition().definition)
         unknown = sorted(set(args.remove) - set(current.admins))
         if unknown:
             raise ValueError(f"not an admin of the mesh: {', '.join(unknown)}")
         key = load_admin_key(cfg.node.state_dir, ident, current.admins)
         newer = rotate_mesh(key, current, add=args.add, remove=args.remove, issued_at=now)
-        own = client.call("status").get("membership") or {}
+        own = client.status().get("membership") or {}
         if own.get("issuer") in args.remove and not args.force:
             raise ValueError(
                 f"this node's certificate is signed by {own['issuer']}, which this removes: "
@@ -97,7 +94,7 @@ def rotate(args: argparse.Namespace) -> int:
         ]
         if resigned:  # a second earlier: these are kept over the old key's (the least wins)
             client.add_revocations([r.encode() for r in resigned])
-        result = client.call("mesh_definition", records=[newer.encode().hex()])
+        result = client.mesh_definition([newer.encode()])
     except (
         config.ConfigError,
         identity.KeyFileError,
@@ -108,7 +105,7 @@ def rotate(args: argparse.Namespace) -> int:
     ) as exc:
         print(f"meshd admin-key rotate: {exc}", file=sys.stderr)
         return 1
-    admins = ", ".join(result["definition"]["admins"])
+    admins = ", ".join(result.definition["admins"])
     print(
         f"mesh definition serial {newer.serial} adopted and spreading: admins {admins}"
         + (f"; {len(resigned)} revocation(s) signed again with the new key" if resigned else "")

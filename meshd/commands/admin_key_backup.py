@@ -31,6 +31,7 @@ import nacl.secret
 import nacl.utils
 from nacl.signing import SigningKey
 
+from meshd.commands import add_config_argument
 from meshd.identity import node_id_from_public
 
 FORMAT = "meshd-admin-key-backup"
@@ -137,10 +138,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="read the passphrase from the first line of FILE (default: ask for it)",
     )
-    p.add_argument(
-        "--config",
-        help="this node's config file (default: $MESHD_CONFIG, else /etc/meshd/meshd.toml)",
-    )
+    add_config_argument(p)
 
 
 def add_backup_arguments(subparsers: Any) -> argparse.ArgumentParser:

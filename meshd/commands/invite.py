@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from meshd.commands import add_config_argument
+
 if TYPE_CHECKING:
     from meshd.config import Config
     from meshd.identity import Identity
@@ -38,10 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--expires", default="7d", help="how long the invite can be redeemed (30m, 12h, 7d, 2w)"
     )
-    p.add_argument(
-        "--config",
-        help="this node's config file (default: $MESHD_CONFIG, else /etc/meshd/meshd.toml)",
-    )
+    add_config_argument(p)
     p.add_argument(
         "--endpoint",
         action="append",

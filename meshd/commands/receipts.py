@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from meshd.commands import add_config_argument
 from meshd.receipts import ExportReport, Summary, summarize, verify_export
 
 
@@ -34,9 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "by it as consumer) to standard output: JSON Lines with the mesh definition and the "
         "signers' certificates first (what `meshd receipts verify` reads), or CSV.",
     )
-    export.add_argument(
-        "--config", help="the node's config (default: $MESHD_CONFIG, else /etc/meshd/meshd.toml)"
-    )
+    add_config_argument(export)
     export.add_argument(
         "--since",
         metavar="WHEN",

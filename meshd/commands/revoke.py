@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from meshd.commands import add_socket_argument, load_admin_key, load_node
+from meshd.commands import add_config_argument, add_socket_argument, load_admin_key, load_node
 
 if TYPE_CHECKING:
     from meshd.client import Status
@@ -29,10 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="NODE is the full id of a node this one has not seen (out of sight, gone dark)",
     )
-    p.add_argument(
-        "--config",
-        help="this node's config file (default: $MESHD_CONFIG, else /etc/meshd/meshd.toml)",
-    )
+    add_config_argument(p)
     add_socket_argument(p)
 
 

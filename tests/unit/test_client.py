@@ -18,6 +18,7 @@ from meshd.client import (
     CallRefused,
     ControlClient,
     DaemonUnreachable,
+    DefinitionAdopted,
     RevocationsAdded,
     VersionInfo,
     locate_socket,
@@ -33,6 +34,7 @@ def test_every_call_gets_its_typed_result(tmp_path: Path) -> None:
             "status": STATUS,
             "revocations": [{"type": "revocation", "node_id": NODE_B}],
             "add_revocations": {"added": 1, "known": 1},
+            "mesh_definition": {"adopted": 1, "definition": {"serial": 2}},
             "block": {"node_id": NODE_B, "blocked": False},
         }
     )
@@ -42,12 +44,14 @@ def test_every_call_gets_its_typed_result(tmp_path: Path) -> None:
         assert client.status() == STATUS
         assert client.revocations() == [{"type": "revocation", "node_id": NODE_B}]
         assert client.add_revocations([b"\x01\x02", b"\xff"]) == RevocationsAdded(1, 1)
+        assert client.mesh_definition([b"\x07"]) == DefinitionAdopted(1, {"serial": 2})
         assert client.block(NODE_B, blocked=False) == BlockResult(NODE_B, False)
     assert daemon.calls == [
         ("version", {}),
         ("status", {}),
         ("revocations", {}),
         ("add_revocations", {"records": ["0102", "ff"]}),  # hex on the wire
+        ("mesh_definition", {"records": ["07"]}),
         ("block", {"node_id": NODE_B, "blocked": False}),
     ]
 
