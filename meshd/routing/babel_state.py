@@ -44,7 +44,8 @@ class RouterState:
         self._routes: dict[IPNetwork, dict[NeighbourId, Route]] = {}
         self._sources: dict[tuple[IPNetwork, bytes], Source] = {}
         self._selected: dict[IPNetwork, NeighbourId] = {}
-        self._installed: dict[IPNetwork, tuple[NeighbourId, int]] = {}
+        self._installed: dict[IPNetwork, tuple[NeighbourId, int]] = {}  # as drained
+        self._touched: dict[IPNetwork, None] = {}  # prefixes reselected since the drain
         # What we last sent for a prefix (router-id, seqno, metric): retractions reuse it
         # and triggered updates are decided against it.
         self._advertised: dict[IPNetwork, tuple[bytes, int, int]] = {}
@@ -52,13 +53,17 @@ class RouterState:
         self._resend: dict[IPNetwork, float] = {}  # urgent updates to send a second time
         self._queued: dict[NeighbourId, dict[IPNetwork, bool]] = {}  # prefix -> forced
         self._queued_requests: dict[NeighbourId, list[TLV]] = {}
-        self._changes: list[RouteChange] = []
 
     # --- selection ----------------------------------------------------------------------
 
     def _feasible(self, route: Route) -> bool:
-        source = self._sources.get((route.prefix, route.router_id))
-        return source is None or source.is_feasible(route.seqno, route.refmetric)
+        return self._feasible_update(route.prefix, route.router_id, route.seqno, route.refmetric)
+
+    def _feasible_update(
+        self, prefix: IPNetwork, router_id: bytes, seqno: int, metric: int
+    ) -> bool:
+        source = self._sources.get((prefix, router_id))
+        return source is None or source.is_feasible(seqno, metric)
 
     def _reselect(self, prefix: IPNetwork, now: float) -> None:
         """RFC 8966 3.6: route selection among feasible routes, with hysteresis; then
@@ -101,28 +106,49 @@ class RouterState:
                 self._trigger(prefix, urgent=False)
             elif advertised[0] != new.router_id:
                 self._trigger(prefix, urgent=True)  # a new source: sent twice, as babeld
-            elif (
-                advertised[1] != new.seqno
-                or had != new.neighbour
-                or abs(advertised[2] - new.metric) >= self.params.metric_change_threshold
-            ):
-                self._trigger(prefix, urgent=False)
+            elif advertised[1] != new.seqno:
+                self._trigger(prefix, urgent=False)  # a newer seqno: it may answer requests
+            else:
+                if had is not None and had != new.neighbour and had in self._links:
+                    # Split horizon kept the route from the old next hop: it hears it now.
+                    self._queued.setdefault(had, {}).setdefault(prefix, False)
+                # As babeld's send_triggered_update: a route getting worse is said at once
+                # unless the change is trivial; one getting better only if by a lot, since
+                # advertising a transient improvement lowers the feasibility distance and
+                # makes the neighbours' routes unfeasible when it passes. The periodic
+                # update says the rest.
+                diff = new.metric - advertised[2]
+                if (
+                    diff >= self.params.metric_change_threshold
+                    or -diff >= self.params.improvement_threshold
+                ):
+                    self._trigger(prefix, urgent=False)
         self._sync_installed(prefix)
 
     def _sync_installed(self, prefix: IPNetwork) -> None:
-        old = self._installed.get(prefix)
-        neighbour = self._selected.get(prefix)
-        if neighbour is None:
-            if old is not None:
-                del self._installed[prefix]
-                self._changes.append(RouteChange(prefix, RouteAction.REMOVE, *old))
-            return
-        metric = self._routes[prefix][neighbour].metric
-        self._installed[prefix] = (neighbour, metric)
-        if old is None:
-            self._changes.append(RouteChange(prefix, RouteAction.INSTALL, neighbour, metric))
-        elif old[0] != neighbour:
-            self._changes.append(RouteChange(prefix, RouteAction.REPLACE, neighbour, metric))
+        """The selection for ``prefix`` may have changed: compared with what the kernel was
+        told at the next ``drain_route_changes`` (a burst that ends where it began, or a
+        next hop that changes twice, is then one change or none)."""
+        self._touched[prefix] = None
+
+    def _route_changes(self) -> list[RouteChange]:
+        changes: list[RouteChange] = []
+        for prefix in self._touched:
+            old = self._installed.get(prefix)
+            neighbour = self._selected.get(prefix)
+            if neighbour is None:
+                if old is not None:
+                    del self._installed[prefix]
+                    changes.append(RouteChange(prefix, RouteAction.REMOVE, *old))
+                continue
+            metric = self._routes[prefix][neighbour].metric
+            self._installed[prefix] = (neighbour, metric)
+            if old is None:
+                changes.append(RouteChange(prefix, RouteAction.INSTALL, neighbour, metric))
+            elif old[0] != neighbour:
+                changes.append(RouteChange(prefix, RouteAction.REPLACE, neighbour, metric))
+        self._touched.clear()
+        return changes
 
     # --- timers -------------------------------------------------------------------------
 

@@ -34,7 +34,10 @@ class BabelParams:
     request_resends: int = 3  # babeld: 3 resends
     source_gc_s: float = 180.0  # babeld: 3 min
     switch_margin: int = 32  # hysteresis: a new route must be better by more than this
-    metric_change_threshold: int = 64  # smaller changes wait for the periodic update
+    # Triggered updates for a metric change of the same source (babeld's values): a worse
+    # metric by at least this much, a better one by at least improvement_threshold.
+    metric_change_threshold: int = 384
+    improvement_threshold: int = 1024
     max_tlvs_per_packet: int = 24  # ~40 octets per Update: about 1,000 octets per packet
     request_on_link_up: bool = True  # wildcard Route Request to a new neighbour
 
@@ -55,6 +58,8 @@ class BabelParams:
             raise ValueError("switch_margin must be in 0..65534")
         if not 0 <= self.metric_change_threshold < METRIC_INFINITY:
             raise ValueError("metric_change_threshold must be in 0..65534")
+        if not 0 <= self.improvement_threshold < METRIC_INFINITY:
+            raise ValueError("improvement_threshold must be in 0..65534")
         if self.max_tlvs_per_packet < 2:
             raise ValueError("max_tlvs_per_packet must be >= 2 (Router-Id + Update)")
 

@@ -9,7 +9,8 @@ A keepalive can come late (a busy wireguard-go, a bulk transfer in the other dir
 a link silent for ``probe_after_s`` is asked once, with an echo through the tunnel that a
 live peer's kernel answers at once (``wants_probe``); only a link still silent at
 ``dead_after_s`` is down. That lets ``dead_after_s`` sit close to the keepalive interval
-(fast failover) without calling a late keepalive a dead link.
+(fast failover) without calling a late keepalive a dead link. A link is only called down
+once its probe had as long to come back as it has when readings are on time.
 """
 
 from __future__ import annotations
@@ -55,17 +56,34 @@ class Liveness:
         if previous is not None and rx_bytes > previous:
             self.last_heard = now
             return self._set(LinkState.UP)
-        return self.check(now)
+        return self._expire(now, probing=self.probe_after_s is not None)
 
     def check(self, now: float) -> LinkState | None:
         """Expire the link without a reading (e.g. the interface could not be read)."""
+        return self._expire(now, probing=False)
+
+    def _expire(self, now: float, probing: bool) -> LinkState | None:
         if (
-            self.state is LinkState.UP
-            and self.last_heard is not None
-            and now - self.last_heard > self.dead_after_s
+            self.state is not LinkState.UP
+            or self.last_heard is None
+            or now - self.last_heard <= self.dead_after_s
         ):
-            return self._set(LinkState.DOWN)
-        return None
+            return None
+        if probing and not self._probe_had_its_time(now):
+            return None
+        return self._set(LinkState.DOWN)
+
+    def _probe_had_its_time(self, now: float) -> bool:
+        """The probe of this silence went out at least ``dead_after_s - probe_after_s``
+        ago, as it does when readings come on time. A late reading (a starved process)
+        that finds a long silence sends the probe then and waits for it, rather than
+        calling a live link down on the silence of its own making."""
+        assert self.probe_after_s is not None and self.last_heard is not None
+        return (
+            self.probed_at is not None
+            and self.probed_at >= self.last_heard
+            and now - self.probed_at >= self.dead_after_s - self.probe_after_s
+        )
 
     def silent_for(self, now: float) -> float | None:
         return None if self.last_heard is None else now - self.last_heard

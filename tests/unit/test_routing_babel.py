@@ -145,11 +145,12 @@ def test_unfeasible_route_is_never_selected() -> None:
     router = router_with(("a", 96), ("b", 96), ("c", 96))
     router.receive("a", update(P, 5, 100), 1.0)
     router.drain_outgoing()  # advertised: feasibility distance (5, 196)
+    assert [c.action for c in router.drain_route_changes()] == [RouteAction.INSTALL]
     router.receive("b", update(P, 5, 196), 1.0)  # equal to the distance: unfeasible
     router.link_down("a", 2.0)
     assert P not in router.selected()
     assert [r.feasible for r in router.routes() if r.prefix == P] == [False]
-    assert router.drain_route_changes()[-1].action is RouteAction.REMOVE
+    assert [c.action for c in router.drain_route_changes()] == [RouteAction.REMOVE]
 
 
 def test_infinite_link_cost_makes_routes_unusable() -> None:
@@ -199,10 +200,62 @@ def test_small_metric_changes_wait_for_the_periodic_update() -> None:
     router = router_with(("a", 96), ("b", 96))
     router.receive("a", update(P, 3, 100), 1.0)
     router.drain_outgoing()
-    router.receive("a", update(P, 3, 100 + PARAMS.metric_change_threshold - 1), 2.0)
+    router.link_cost("a", 96 + PARAMS.metric_change_threshold - 1, 2.0)  # worse, trivially
     assert updates_for(router, P) == {}
-    router.receive("a", update(P, 3, 100 + PARAMS.metric_change_threshold), 3.0)
+    router.link_cost("a", 96 + PARAMS.metric_change_threshold, 3.0)
     assert updates_for(router, P)["b"].metric == 196 + PARAMS.metric_change_threshold
+    # Better by less than improvement_threshold: kept for the periodic update.
+    router.link_cost("a", 96 + PARAMS.metric_change_threshold - 300, 4.0)
+    assert updates_for(router, P) == {}
+    router.tick(1.0 + PARAMS.update_interval_s)
+    assert updates_for(router, P)["b"].metric == 196 + PARAMS.metric_change_threshold - 300
+
+
+def test_route_changes_are_net_since_the_last_drain() -> None:
+    router = router_with(("a", 96), ("b", 96))
+    router.receive("a", update(P, 5, 100), 1.0)
+    router.link_down("a", 1.5)  # installed and removed before anyone asked: nothing
+    router.receive("b", update(Q, 5, 100), 1.6)
+    assert router.drain_route_changes() == [RouteChange(Q, RouteAction.INSTALL, "b", 196)]
+    router.link_up("a", 96, 2.0)
+    router.receive("a", update(Q, 6, 10), 2.0)  # a newer seqno, better by far: via a
+    router.receive("a", update(Q, 6, 0xFFFF), 2.1)  # retracted: back to b
+    router.receive("b", update(Q, 6, 100), 2.2)
+    assert router.drain_route_changes() == []  # where it began
+    router.receive("a", update(Q, 7, 10), 3.0)
+    assert router.drain_route_changes() == [RouteChange(Q, RouteAction.REPLACE, "a", 106)]
+
+
+def test_the_old_next_hop_hears_the_route_it_was_kept_from() -> None:
+    router = router_with(("a", 96), ("b", 96), ("c", 96))
+    router.receive("a", update(P, 3, 300), 1.0)
+    assert set(updates_for(router, P)) == {"b", "c"}  # split horizon: not to a
+    router.receive("b", update(P, 3, 100), 2.0)  # better by 200: switch to b
+    assert router.selected()[P].next_hop == "b"
+    sent_updates = updates_for(router, P)
+    assert set(sent_updates) == {"a"} and sent_updates["a"].metric == 196
+
+
+def test_large_improvement_is_sent_at_once() -> None:
+    router = router_with(("a", 2000), ("b", 96))
+    router.receive("a", update(P, 3, 100), 1.0)
+    router.drain_outgoing()
+    router.link_cost("a", 2000 - PARAMS.improvement_threshold, 2.0)
+    assert updates_for(router, P)["b"].metric == 2100 - PARAMS.improvement_threshold
+
+
+def test_unfeasible_update_of_the_selected_route_is_ignored_and_asks_for_a_seqno() -> None:
+    router = router_with(("a", 96), ("b", 96))
+    router.receive("a", update(P, 5, 100), 1.0)
+    router.drain_outgoing()  # feasibility distance (5, 196)
+    router.drain_route_changes()
+    router.receive("a", update(P, 5, 400), 2.0)  # same source, worse than the distance
+    assert router.selected()[P].metric == 196  # kept, with the metric it had
+    assert router.drain_route_changes() == []
+    [(to, request)] = requests(router)
+    assert to == "a" and (request.prefix, request.seqno, request.router_id) == (P, 6, ORIGIN)
+    router.receive("a", update(P, 6, 400), 2.5)  # the newer seqno: feasible, taken
+    assert router.selected()[P].metric == 496
 
 
 def test_new_source_is_sent_twice() -> None:
