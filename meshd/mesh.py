@@ -39,6 +39,7 @@ MEMBERSHIP, so a neighbour learns a new admin before it judges a certificate it 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -92,6 +93,10 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
+# Babel's output is sent this long after the input that caused it, so that a burst of
+# updates (a neighbour's full table, a cold start) leaves as one packet per neighbour and one
+# batch of route changes, not one per update received (babeld buffers for about 10 ms too).
+FLUSH_DELAY_S = 0.02
 MeteringMessage = messages.Claim | messages.ReceiptMessage | messages.ReceiptAck
 RenewalMessage = messages.RenewRequest | messages.RenewGranted | messages.RenewRefused
 # Failures that only say "not now by our clock": worth a look with the peer's clock.
@@ -289,6 +294,7 @@ class ControlPlane:
         self.hellos: HelloSocket | None = None
         self.beacons: BeaconService | None = None
         self._saved_seqno = router.seqno
+        self._flush_timer: asyncio.TimerHandle | None = None
         self.membership_message = _membership_message(own)
 
     def renewed(self, own: OwnMembership) -> None:
@@ -347,6 +353,8 @@ class ControlPlane:
                 event("beacons.interfaces", interfaces=",".join(sorted(opened)) or "none")
 
     async def close(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
         if self.beacons is not None:
             self.beacons.close()
         if self.hellos is not None:
@@ -559,7 +567,7 @@ class ControlPlane:
                 self._refuse(peer, f"babel_{exc.reason}", str(exc))
                 return
             self.router.receive(peer.node_id, tlvs, now)
-            self.flush()
+            self._flush_soon()
 
     def _on_join_request(self, peer: Peer, msg: messages.JoinRequestMessage) -> None:
         """A node without a certificate asks to join: one request per session, from a
@@ -972,7 +980,16 @@ class ControlPlane:
         assert self.transport is not None
         self.transport.dial(address, expected_node_id=peer.node_id)
 
+    def _flush_soon(self) -> None:
+        """``flush`` after FLUSH_DELAY_S (once for everything that arrives meanwhile)."""
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
+
     def flush(self) -> None:
+        """Send Babel's queued packets, apply its route changes, persist its seqno."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         for node_id, tlvs in self.router.drain_outgoing():
             if tlvs and self.peers.get(node_id) and self.peers[node_id].session_up:
                 packet = encode_packet(tlvs)

@@ -4,6 +4,7 @@ for, whom it dials and forgets, and when a neighbour is a Babel link."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from meshd.membership import (
     verify_membership,
 )
 from meshd.proto import session
-from meshd.proto.babel import Hello, encode_packet
+from meshd.proto.babel import AE_IPV4, Hello, RouterId, Update, decode_packet, encode_packet
 from meshd.routing.babel import BabelRouter
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
@@ -171,6 +172,37 @@ def test_a_link_needs_session_certificate_and_tunnel(world: World) -> None:
     world.cp.wireguard_state(world.peer.node_id, True, 3.0)
     world.event(SessionClosed("idle_timeout", False, 0, world.peer.node_id))
     assert not peer.routing and peer.member is None and peer.last_refusal == "idle_timeout"
+
+
+def test_babel_output_of_a_burst_leaves_together(world: World, tmp_path: Path) -> None:
+    """Updates that arrive within FLUSH_DELAY_S give one batch of route changes and one
+    packet per neighbour, not one per update received."""
+    other = identity.generate(tmp_path / "other")
+    for who, ip in ((world.peer, "10.77.0.2"), (other, "10.77.0.3")):
+        world.verified(who=who, ip=ip)
+        world.cp.wireguard_state(who.node_id, True, 1.0)
+    world.cp.flush()
+    world.transport.sent.clear()
+    world.routes.clear()
+    hosts = range(10, 15)
+
+    def update(host: int) -> bytes:
+        prefix = ipaddress.ip_network(f"10.77.0.{host}/32")
+        tlv = Update(ae=AE_IPV4, prefix=prefix, interval=1600, seqno=1, metric=96)
+        packet = encode_packet([RouterId(router_id=bytes([host]) * 8), tlv])
+        return session.encode(session.BabelPacket(packet))
+
+    async def burst() -> None:
+        for host in hosts:
+            world.receive(update(host))
+        assert world.routes == [] and world.transport.sent == []  # not yet
+        await asyncio.sleep(mesh.FLUSH_DELAY_S * 3)
+
+    asyncio.run(burst())
+    assert sorted(str(c.prefix) for c in world.routes) == [f"10.77.0.{h}/32" for h in hosts]
+    [packet] = [m for m in world.sent_to(other.node_id) if isinstance(m, session.BabelPacket)]
+    updates = [t for t in decode_packet(packet.packet) if isinstance(t, Update)]
+    assert sorted(str(t.prefix) for t in updates) == [f"10.77.0.{h}/32" for h in hosts]
 
 
 @pytest.mark.parametrize(
