@@ -380,30 +380,42 @@ class Node:
 
     # ---- watching the links --------------------------------------------------------
 
-    def poll(self, now_mono: float) -> list[tuple[Link, LinkState]]:
-        """Read every link's counters; return the liveness changes."""
+    def poll(self, now_mono: float | None = None) -> list[tuple[Link, LinkState]]:
+        """Read every link's counters; return the liveness changes. ``now_mono``: the time
+        of every reading; None: the clock at each one. (A poll queued on the kernel thread
+        behind a burst of route changes, or one that sets up a link, dated before it ran,
+        would take the short gap to the next reading for a long silence and call live
+        links down.)"""
+
+        def clock() -> float:
+            return time.monotonic() if now_mono is None else now_mono
+
         changes: list[tuple[Link, LinkState]] = []
 
         def note(link: Link, change: LinkState | None) -> None:
-            if change is not None:
-                event(f"peer.{change.value}", peer=link.spec.name, interface=link.ifname)
-                changes.append((link, change))
+            if change is None:
+                return
+            silent = link.liveness.silent_for(clock()) if change is LinkState.DOWN else None
+            extra: dict[str, Any] = {} if silent is None else {"silent_s": round(silent, 2)}
+            event(f"peer.{change.value}", peer=link.spec.name, interface=link.ifname, **extra)
+            changes.append((link, change))
 
-        if self._stale_routes and now_mono >= self._stale_until:
+        now = clock()
+        if self._stale_routes and now >= self._stale_until:
             for route in self._stale_routes.values():
                 event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
                 self.netlink.delete_route(route, self.cfg.routing.route_protocol)
             self._stale_routes.clear()
-        if self.adoptable and now_mono >= self._adopt_until:
+        if self.adoptable and now >= self._adopt_until:
             for ifname in sorted(self.adoptable):
                 event("link.removed_stale", interface=ifname)
                 self._delete_interface(ifname)
             self.adoptable.clear()
         for link in self.links.values():
             if not link.ready:
-                if now_mono >= link.next_setup:
-                    self._setup_link(link, now_mono)
-                note(link, link.liveness.check(now_mono))
+                if clock() >= link.next_setup:
+                    self._setup_link(link, clock())
+                note(link, link.liveness.check(clock()))
                 continue
             try:
                 status = self.backend.show(link.ifname)
@@ -411,16 +423,18 @@ class Node:
                 # The interface vanished (wireguard-go killed, link deleted): rebuild it.
                 event("link.lost", logging.WARNING, interface=link.ifname, error=str(exc))
                 link.ready = False
-                note(link, link.liveness.check(now_mono))
+                note(link, link.liveness.check(clock()))
                 continue
+            read_at = clock()
             peer = status.peers[0] if status.peers else None
             if peer is None:
                 link.ready = False
                 continue
             link.rx_bytes, link.tx_bytes = peer.rx_bytes, peer.tx_bytes
             link.last_handshake = peer.last_handshake
-            note(link, link.liveness.observe(peer.rx_bytes, now_mono))
-            if self.echo is not None and link.liveness.wants_probe(now_mono):
+            note(link, link.liveness.observe(peer.rx_bytes, read_at))
+            # Asked even without an echo socket: the down decision waits for the probe.
+            if link.liveness.wants_probe(read_at) and self.echo is not None:
                 self.echo.send(str(addressing.link_local(link.node_id)), link.ifname)
         return changes
 
@@ -493,7 +507,7 @@ class Node:
         next_underlay = next_meter = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
-            changes = await self.kernel(self.poll, now)
+            changes = await self.kernel(self.poll)
             if now >= next_meter:
                 next_meter = now + METER_S
                 await self._meter_round(now)
