@@ -43,6 +43,10 @@ class Netlink:
 
     def __init__(self, ipr: Any = None) -> None:
         self._ipr = ipr
+        # Interface indexes for routes: a lookup costs a dump of every link, and a burst of
+        # route changes names the same few interfaces. The kernel does not reuse an index
+        # soon, so a stale one fails (ENODEV) and is looked up again.
+        self._route_oifs: dict[str, int] = {}
 
     @property
     def ipr(self) -> Any:
@@ -127,33 +131,49 @@ class Netlink:
     def replace_route(self, route: Route, proto: int) -> None:
         kwargs: dict[str, Any] = {
             "dst": f"{route.dst.network_address}/{route.dst.prefixlen}",
-            "oif": self._index(route.ifname),
             "proto": proto,
             "priority": route.metric,
             "family": _family(route.dst),
         }
         if route.src is not None:
             kwargs["prefsrc"] = str(route.src)
-        self._call(f"route {route.dst} dev {route.ifname}", self.ipr.route, "replace", **kwargs)
+        what = f"route {route.dst} dev {route.ifname}"
+        try:
+            self._call(what, self.ipr.route, "replace", oif=self._oif(route.ifname), **kwargs)
+        except NetlinkError as exc:
+            if exc.errno != errno.ENODEV:
+                raise
+            self._call(what, self.ipr.route, "replace", oif=self._oif(route.ifname, True), **kwargs)
 
     def delete_route(self, route: Route, proto: int) -> None:
-        idx = self.index(route.ifname)
-        if idx is None:
-            return  # the route went with its interface
-        try:
-            self.ipr.route(
-                "del",
-                dst=f"{route.dst.network_address}/{route.dst.prefixlen}",
-                oif=idx,
-                proto=proto,
-                priority=route.metric,
-                family=_family(route.dst),
-            )
-        except Exception as exc:
-            if getattr(exc, "code", None) not in (errno.ESRCH, errno.ENOENT):
-                raise NetlinkError(
-                    f"delete route {route.dst}: {exc}", getattr(exc, "code", None)
-                ) from None
+        for fresh in (False, True):
+            try:
+                idx = self._oif(route.ifname, fresh)
+            except NetlinkError:
+                return  # the route went with its interface
+            try:
+                self.ipr.route(
+                    "del",
+                    dst=f"{route.dst.network_address}/{route.dst.prefixlen}",
+                    oif=idx,
+                    proto=proto,
+                    priority=route.metric,
+                    family=_family(route.dst),
+                )
+                return
+            except Exception as exc:
+                code = getattr(exc, "code", None)
+                if code in (errno.ESRCH, errno.ENOENT):
+                    return
+                if code != errno.ENODEV or fresh:
+                    raise NetlinkError(f"delete route {route.dst}: {exc}", code) from None
+
+    def _oif(self, ifname: str, fresh: bool = False) -> int:
+        """The index of ``ifname`` for a route: remembered, or looked up when ``fresh``."""
+        if fresh or ifname not in self._route_oifs:
+            self._route_oifs.pop(ifname, None)
+            self._route_oifs[ifname] = self._index(ifname)
+        return self._route_oifs[ifname]
 
     def routes(self, proto: int) -> list[Route]:
         """Every route (IPv4 and IPv6, main table) carrying ``proto``."""
