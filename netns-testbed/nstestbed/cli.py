@@ -7,6 +7,7 @@ Exit status: 0 done; 1 it could not be done (no testbed, a command failed, a tim
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -20,7 +21,7 @@ from typing import Any, NoReturn
 
 from nstestbed import build, converge, env, procs, state, topology
 from nstestbed.control import mesh_ipv4_of, mesh_ipv6_of, poll_statuses
-from nstestbed.env import DIR_ENV, ID_ENV, child_env, daemon_argv, state_dir
+from nstestbed.env import DIR_ENV, ID_ENV, REPO_ROOT, child_env, daemon_argv, state_dir
 from nstestbed.lifecycle import (
     meshd_running,
     node_keys,
@@ -179,6 +180,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                     plan.internet_namespace, [HTTP_PORT, *IPERF_PORTS, SMTP_PORT, DNS_PORT], 10.0
                 )
                 if not args.no_meshd:
+                    # Once, here, rather than in every daemon: an installed meshd is
+                    # compiled at install time, and 50 daemons compiling the checkout
+                    # each would cost the cold start seconds of CPU.
+                    compileall.compile_dir(REPO_ROOT / "meshd", quiet=1)
                     for node in members(plan):
                         st.meshd_pids[node.name] = start_meshd(st, node)
                         state.write(st)
@@ -516,6 +521,7 @@ def cmd_wait_converged(args: argparse.Namespace) -> int:
     started = time.monotonic()
     statuses: dict[str, dict[str, Any] | str] = {}
     ask: set[str] | None = None  # None: every running node
+    lacking: dict[str, list[str]] = {}
     while True:
         st, plan = need_state()
         running = [n.name for n in plan.nodes if meshd_running(st, n)]
@@ -541,9 +547,13 @@ def cmd_wait_converged(args: argparse.Namespace) -> int:
         if not problems and len(asked) == len(running):
             print(f"converged: {len(running)} node(s) after {time.monotonic() - started:.1f} s")
             return 0
+        if problems:
+            lacking = problems
         if time.monotonic() - started > args.timeout:
+            # The last problems seen: a round that found none but asked only the nodes that
+            # had some is not the whole mesh.
             print(f"testbed: not converged after {args.timeout:g} s:", file=sys.stderr)
-            for name, items in problems.items():
+            for name, items in lacking.items():
                 print(f"  {name}: " + "; ".join(items), file=sys.stderr)
             return 1
         ask = set(problems) or None  # none left: the confirming round asks every node
