@@ -10,7 +10,7 @@ a link silent for ``probe_after_s`` is asked once, with an echo through the tunn
 live peer's kernel answers at once (``wants_probe``); only a link still silent at
 ``dead_after_s`` is down. That lets ``dead_after_s`` sit close to the keepalive interval
 (fast failover) without calling a late keepalive a dead link. A link is only called down
-once its probe had as long to come back as it has when readings are on time.
+at a reading after the one that sent its probe.
 """
 
 from __future__ import annotations
@@ -69,21 +69,17 @@ class Liveness:
             or now - self.last_heard <= self.dead_after_s
         ):
             return None
-        if probing and not self._probe_had_its_time(now):
+        if probing and not self._probed_before(now):
             return None
         return self._set(LinkState.DOWN)
 
-    def _probe_had_its_time(self, now: float) -> bool:
-        """The probe of this silence went out at least ``dead_after_s - probe_after_s``
-        ago, as it does when readings come on time. A late reading (a starved process)
-        that finds a long silence sends the probe then and waits for it, rather than
-        calling a live link down on the silence of its own making."""
-        assert self.probe_after_s is not None and self.last_heard is not None
-        return (
-            self.probed_at is not None
-            and self.probed_at >= self.last_heard
-            and now - self.probed_at >= self.dead_after_s - self.probe_after_s
-        )
+    def _probed_before(self, now: float) -> bool:
+        """The probe of this silence went out at an earlier reading, as it does when
+        readings come on time. A late reading (a starved process) that finds a long silence
+        sends the probe then and waits a reading for it, rather than calling a live link
+        down on a silence of its own making."""
+        assert self.last_heard is not None
+        return self.probed_at is not None and self.last_heard <= self.probed_at < now
 
     def silent_for(self, now: float) -> float | None:
         return None if self.last_heard is None else now - self.last_heard
