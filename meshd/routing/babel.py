@@ -30,10 +30,11 @@ Choices (see the RFC sections cited in place):
   one (not +1): a node that lost its seqno is then feasible again after one round trip
   instead of being shunned until the sources are collected.
 - Unfeasible updates are stored (never selected): they give seqno requests a target and
-  become usable when a newer seqno arrives. An unfeasible update of the selected route from
-  its own source is ignored (3.5.3 allows it; babeld does it) and answered with a seqno
-  request: the route stays until a newer seqno arrives or it expires. A source a stored
-  route refers to is never collected (as babeld).
+  become usable when a newer seqno arrives. An unfeasible update of the selected route is
+  not ignored, though 3.5.3 allows it: the route is deselected. Kept, it loops when its
+  next hop restarted, lost its feasibility distances and took our route back through us
+  (as answers to seqno requests pass split horizon): the soak benchmark saw it. A source a
+  stored route refers to is never collected (as babeld).
 - RouteChange is about next hops: a change of metric alone is only seen in ``selected()``.
 - Updates may be carried unordered (QUIC datagrams): loop freedom does not depend on order,
   but an update overtaken by a retraction brings back a stale route until it expires
@@ -278,19 +279,6 @@ class BabelRouter(RouterState):
             return  # RFC 8966 4.6.9: no router-id, ignore; our own routes come back: ignore
         by_neighbour = self._routes.setdefault(prefix, {})
         route = by_neighbour.get(neighbour)
-        if (
-            route is not None
-            and not tlv.retraction
-            and route.router_id == router_id
-            and self._selected.get(prefix) == neighbour
-            and not self._feasible_update(prefix, router_id, tlv.seqno, tlv.metric)
-        ):
-            # RFC 8966 3.5.3: an unfeasible update of the selected route from the same
-            # source MAY be ignored; as babeld, it is, and the source is asked for a newer
-            # seqno. Deselecting instead would retract the route and send a wave of
-            # retractions downstream at every rise of a metric (a link's RTT cost).
-            self._request_seqno(prefix, router_id, (neighbour,), now)
-            return
         interval = tlv.interval / 100 if tlv.interval else self.params.update_interval_s
         expires = now + self.params.route_expiry_factor * interval
         # As babeld, a selected route that missed two updates is asked for again (a unicast
@@ -310,7 +298,7 @@ class BabelRouter(RouterState):
             by_neighbour[neighbour] = route
         else:
             # RFC 8966 3.5.3: update the entry. An unfeasible update of the selected route
-            # from another source makes it unfeasible: it is deselected.
+            # is not ignored: the route becomes unfeasible and is deselected.
             route.router_id, route.seqno, route.refmetric = router_id, tlv.seqno, tlv.metric
         if not tlv.retraction:
             route.expires = expires  # a retraction keeps the route until it expires

@@ -57,13 +57,8 @@ class RouterState:
     # --- selection ----------------------------------------------------------------------
 
     def _feasible(self, route: Route) -> bool:
-        return self._feasible_update(route.prefix, route.router_id, route.seqno, route.refmetric)
-
-    def _feasible_update(
-        self, prefix: IPNetwork, router_id: bytes, seqno: int, metric: int
-    ) -> bool:
-        source = self._sources.get((prefix, router_id))
-        return source is None or source.is_feasible(seqno, metric)
+        source = self._sources.get((route.prefix, route.router_id))
+        return source is None or source.is_feasible(route.seqno, route.refmetric)
 
     def _reselect(self, prefix: IPNetwork, now: float) -> None:
         """RFC 8966 3.6: route selection among feasible routes, with hysteresis; then

@@ -244,20 +244,6 @@ def test_large_improvement_is_sent_at_once() -> None:
     assert updates_for(router, P)["b"].metric == 2100 - PARAMS.improvement_threshold
 
 
-def test_unfeasible_update_of_the_selected_route_is_ignored_and_asks_for_a_seqno() -> None:
-    router = router_with(("a", 96), ("b", 96))
-    router.receive("a", update(P, 5, 100), 1.0)
-    router.drain_outgoing()  # feasibility distance (5, 196)
-    router.drain_route_changes()
-    router.receive("a", update(P, 5, 400), 2.0)  # same source, worse than the distance
-    assert router.selected()[P].metric == 196  # kept, with the metric it had
-    assert router.drain_route_changes() == []
-    [(to, request)] = requests(router)
-    assert to == "a" and (request.prefix, request.seqno, request.router_id) == (P, 6, ORIGIN)
-    router.receive("a", update(P, 6, 400), 2.5)  # the newer seqno: feasible, taken
-    assert router.selected()[P].metric == 496
-
-
 def test_new_source_is_sent_twice() -> None:
     router = router_with(("a", 96), ("b", 96), ("c", 96))
     router.receive("a", update(P, 3, 500), 1.0)
