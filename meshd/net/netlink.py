@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,35 +139,39 @@ class Netlink:
         if route.src is not None:
             kwargs["prefsrc"] = str(route.src)
         what = f"route {route.dst} dev {route.ifname}"
-        try:
-            self._call(what, self.ipr.route, "replace", oif=self._oif(route.ifname), **kwargs)
-        except NetlinkError as exc:
-            if exc.errno != errno.ENODEV:
-                raise
-            self._call(what, self.ipr.route, "replace", oif=self._oif(route.ifname, True), **kwargs)
+        self._on_oif(
+            route.ifname, lambda oif: self._call(what, self.ipr.route, "replace", oif=oif, **kwargs)
+        )
 
     def delete_route(self, route: Route, proto: int) -> None:
-        for fresh in (False, True):
-            try:
-                idx = self._oif(route.ifname, fresh)
-            except NetlinkError:
-                return  # the route went with its interface
-            try:
-                self.ipr.route(
+        try:
+            self._on_oif(
+                route.ifname,
+                lambda oif: self._call(
+                    f"delete route {route.dst}",
+                    self.ipr.route,
                     "del",
                     dst=f"{route.dst.network_address}/{route.dst.prefixlen}",
-                    oif=idx,
+                    oif=oif,
                     proto=proto,
                     priority=route.metric,
                     family=_family(route.dst),
-                )
-                return
-            except Exception as exc:
-                code = getattr(exc, "code", None)
-                if code in (errno.ESRCH, errno.ENOENT):
-                    return
-                if code != errno.ENODEV or fresh:
-                    raise NetlinkError(f"delete route {route.dst}: {exc}", code) from None
+                ),
+            )
+        except NetlinkError as exc:
+            # ENODEV: the interface is gone, and the route went with it.
+            if exc.errno not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                raise
+
+    def _on_oif(self, ifname: str, call: Callable[[int], object]) -> None:
+        """``call`` with the remembered index of ``ifname``; once more with an index looked
+        up afresh when the kernel no longer knows the remembered one (ENODEV)."""
+        try:
+            call(self._oif(ifname))
+        except NetlinkError as exc:
+            if exc.errno != errno.ENODEV:
+                raise
+            call(self._oif(ifname, fresh=True))
 
     def _oif(self, ifname: str, fresh: bool = False) -> int:
         """The index of ``ifname`` for a route: remembered, or looked up when ``fresh``."""
