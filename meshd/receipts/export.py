@@ -20,6 +20,7 @@ docs/receipts.md describes the format for people.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 
 from meshd.membership import (
@@ -33,6 +34,7 @@ from meshd.membership import (
 )
 from meshd.receipts.dispute import DISPUTE_TYPE, DisputeRecord
 from meshd.receipts.errors import ReceiptError, ReceiptReason
+from meshd.receipts.receipt import JSON_KEYS as RECEIPT_KEYS
 from meshd.receipts.receipt import Receipt
 
 RECEIPT_TYPE = "receipt"
@@ -87,6 +89,34 @@ def _malformed(message: str) -> ReceiptError:
     return ReceiptError(ReceiptReason.MALFORMED, message)
 
 
+def _canonical_receipt_line() -> re.Pattern[str]:
+    """A receipt line exactly as format_line writes it: every key once, in FIELDS order,
+    no escapes, integers as JSON spells them. What it matches, json reads as the same
+    object, so a match can skip the decoder; anything else takes the strict path."""
+    integer = r"(0|[1-9][0-9]{0,18})"  # JSON's spelling, < 10**19 < 2**64 (else: strict)
+    fields = {
+        "mesh_id": r'"([0-9a-f]{32})"',
+        "provider": r'"([A-Za-z0-9_-]{43})"',
+        "consumer": r'"([A-Za-z0-9_-]{43})"',
+        "signature": r'"([0-9a-f]{128})"',
+    }
+    body = ",".join(f'"{name}":{fields.get(name, integer)}' for name in RECEIPT_KEYS)
+    blank = r"[ \t\n\r]*"  # JSON's whitespace, which json allows around a value
+    return re.compile(
+        f'{blank}\\{{"type":"{RECEIPT_TYPE}","version":{RECEIPT_JSON_VERSION},{body}\\}}{blank}'
+    )
+
+
+_RECEIPT_LINE = _canonical_receipt_line()
+
+
+def _receipt_from_canonical(match: re.Match[str]) -> Receipt:
+    try:
+        return Receipt.from_spelled_fields(match.groups())
+    except ValueError as exc:  # well spelled, impossible (a node id that is not a key)
+        raise _malformed(f"receipt: {exc}") from None
+
+
 def parse_line(line: str | bytes) -> ExportRecord | None:
     """The record on one line; None for a blank line; ReceiptError(malformed) for a line
     that is not exactly one record of a known type."""
@@ -95,6 +125,9 @@ def parse_line(line: str | bytes) -> ExportRecord | None:
             line = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _malformed(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    canonical = _RECEIPT_LINE.fullmatch(line)
+    if canonical is not None:  # most lines of an export: read without the JSON decoder
+        return _receipt_from_canonical(canonical)
     if not line.strip():
         return None
     try:

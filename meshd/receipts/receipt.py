@@ -164,6 +164,32 @@ class Receipt:
             and max(integers) <= U64_MAX
         )
 
+    @classmethod
+    def from_spelled_fields(cls, fields: tuple[str, ...]) -> Self:
+        """A receipt from its ten fields as text, each already in its one spelling and in
+        range (lower hex of the right length, 43 node id characters, at most 19 decimal
+        digits, so below 2**64): the export reader's fast path. Checks what the spelling
+        does not (canonical node ids, two different nodes): ValueError for those."""
+        mesh_id, provider, consumer, epoch, seq, for_bytes, to_bytes, start, end, signature = fields
+        _public_key(provider), _public_key(consumer)  # ValueError: not a canonical id
+        if provider == consumer:
+            raise ValueError("provider and consumer are the same node")
+        receipt = object.__new__(cls)
+        # Frozen: fill the fields as dataclasses' own __init__ would, without its checks
+        # (done above, or by the spelling): building receipts is most of reading an export.
+        fields_of = receipt.__dict__
+        fields_of["mesh_id"] = bytes.fromhex(mesh_id)
+        fields_of["provider"] = provider
+        fields_of["consumer"] = consumer
+        fields_of["epoch"] = int(epoch)
+        fields_of["seq"] = int(seq)
+        fields_of["relayed_for_bytes"] = int(for_bytes)
+        fields_of["relayed_to_bytes"] = int(to_bytes)
+        fields_of["not_before"] = int(start)
+        fields_of["not_after"] = int(end)
+        fields_of["signature"] = bytes.fromhex(signature)
+        return receipt
+
     @property
     def chain_key(self) -> tuple[bytes, str, str, int]:
         """The receipts one sequence orders: one mesh, one pair, one epoch."""

@@ -226,3 +226,67 @@ def test_changing_any_json_field_fails_verification(
         obj[name] = value[:position] + replacement + value[position + 1 :]
     with pytest.raises(ReceiptError):
         verify_receipt(Receipt.from_json(obj), good.mesh_id)
+
+
+# --- the export reader's fast path for canonical lines -----------------------------------
+
+
+def _strict_parse(line: str) -> Receipt | str:
+    """The reference: json, unique keys, then Receipt.from_json; the reason on refusal."""
+    try:
+        pairs = json.loads(line, object_pairs_hook=lambda p: p)
+        obj = dict(pairs)
+        if len(obj) != len(pairs) or obj.pop("type", None) != "receipt":
+            return "malformed"
+        if type(obj.get("version")) is not int or obj.pop("version") != 1:
+            return "malformed"
+        return Receipt.from_json(obj)
+    except (ValueError, ReceiptError):
+        return "malformed"
+
+
+def _fast_or_strict(line: str) -> Receipt | str:
+    try:
+        record = parse_line(line)
+    except ReceiptError as exc:
+        assert exc.reason is ReceiptReason.MALFORMED
+        return "malformed"
+    assert isinstance(record, Receipt)
+    return record
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda line: line.replace('"seq":1,', '"seq":01,'),
+        lambda line: line.replace('"seq":1,', '"seq":1.0,'),
+        lambda line: line.replace('"seq":1,', '"seq":-1,'),
+        lambda line: line.replace('"seq":1,', f'"seq":{2**64},'),
+        lambda line: line.replace('"seq":1,', f'"seq":{2**64 - 1},'),  # 20 digits: strict path
+        lambda line: line.replace('"seq":1,', '"seq":1,"seq":2,'),
+        lambda line: line.replace('"mesh_id":"', '"mesh_id":"A').replace(
+            '0","provider', '","provider'
+        ),
+        lambda line: line.replace(nid(CONSUMER), nid(PROVIDER)),  # provider = consumer
+        lambda line: line.replace(nid(CONSUMER), nid(CONSUMER)[:-1] + "_"),  # not canonical
+        lambda line: line.replace('"version":1', '"version":true'),
+        lambda line: line.replace('"epoch"', '"\\u0065poch"'),  # an escape: the same key
+        lambda line: " \t" + line + "\r\n",
+        lambda line: line.replace(",", ", "),
+        lambda line: line + "x",
+    ],
+)
+def test_canonical_lines_read_as_the_strict_reader_reads_them(spoil: Any) -> None:
+    line = spoil(format_line(receipt(1)))
+    assert _fast_or_strict(line) == _strict_parse(line)
+
+
+@settings(max_examples=300)
+@given(receipts, st.integers(0, 10_000), st.characters(codec="ascii"))
+def test_any_one_character_changed_reads_as_the_strict_reader_reads_it(
+    original: Receipt, where: int, character: str
+) -> None:
+    line = format_line(original)
+    where %= len(line)
+    line = line[:where] + character + line[where + 1 :]
+    assert _fast_or_strict(line) == _strict_parse(line)
