@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -249,20 +250,32 @@ def delete_namespace(namespace: str) -> None:
     run(["ip", "netns", "del", namespace], check=False)
 
 
-def remove_wireguard_sockets(names: Iterable[str], prefixes: Iterable[str] = ()) -> list[Path]:
-    """Remove wireguard-go's UAPI sockets of these TUN interfaces, and of any whose
-    name starts with one of ``prefixes`` (a node's own interfaces, found even when the
-    interface is already gone). The directory is shared by every namespace."""
-    base = Path("/var/run/wireguard")
-    removed = []
+WIREGUARD_SOCKET_DIR = Path("/var/run/wireguard")
+
+
+def wireguard_sockets(names: Iterable[str], prefixes: Iterable[str] = ()) -> list[Path]:
+    """wireguard-go's UAPI sockets of these TUN interfaces, and of any whose name starts
+    with one of ``prefixes`` (a node's own interfaces, found even when the interface is
+    already gone), that exist. The directory is shared by every namespace."""
+    base = WIREGUARD_SOCKET_DIR
     candidates = {base / f"{name}.sock" for name in names}
     prefixes = tuple(p for p in prefixes if p)
     if prefixes and base.is_dir():
         candidates |= {p for p in base.glob("*.sock") if p.stem.startswith(prefixes)}
-    for path in sorted(candidates):
+    return sorted(p for p in candidates if os.path.lexists(p))
+
+
+def remove_wireguard_sockets(names: Iterable[str], prefixes: Iterable[str] = ()) -> list[Path]:
+    """Remove the sockets ``wireguard_sockets`` finds (those their daemons, killed, left);
+    returns those removed."""
+    removed = []
+    for path in wireguard_sockets(names, prefixes):
         try:
             path.unlink()
-        except FileNotFoundError:
+        except FileNotFoundError:  # its daemon, exiting, removed it meanwhile
+            continue
+        except OSError as exc:  # reported by the caller, which looks again
+            print(f"testbed: cannot remove {path}: {exc.strerror}", file=sys.stderr)
             continue
         removed.append(path)
     return removed

@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ HELLO_TEXT = "hello from the meshd testbed internet\n"
 BIG_FILE_BYTES = 4 * 1024 * 1024
 MESHD_TERM_GRACE_S = 3.0
 OTHERS_TERM_GRACE_S = 2.0
+# Exited processes leave the process table once their parent (init, for the testbed's
+# orphans) reaps them: at once on most machines, up to a second or so on some.
+REAP_TIMEOUT_S = 10.0
 
 
 def write_configs(plan: Plan) -> dict[str, dict[str, str]]:
@@ -302,16 +306,31 @@ def _own_interface_prefixes(st: State | None) -> list[str]:
 
 def teardown(directory: Path, tb_id: str, st: State | None) -> TeardownSummary:
     """Remove everything a testbed made, whether it is complete, half-built or already
-    half-removed: processes, wireguard-go sockets, namespaces (with their links), state."""
+    half-removed: processes (wireguard-go included), wireguard-go sockets, namespaces (with
+    their links), state. Returns once all of it is gone, or, past the waits below, with what
+    is still there in ``left``: every process it stopped out of the process table (reaped,
+    not only exited), every socket of its interfaces removed."""
     summary = TeardownSummary()
     existing = build.existing_namespaces()
     pattern = namespace_pattern(tb_id)
     recorded = st.namespaces if st else []
     namespaces = [ns for ns in recorded if ns in existing]
     namespaces += sorted(ns for ns in existing if pattern.fullmatch(ns) and ns not in namespaces)
+    prefixes = _own_interface_prefixes(st)
     tuns: set[str] = set()
     for ns in namespaces:
         tuns |= build.tun_interfaces(ns)
+
+    # Every process to wait for, by pid and start time, noted while it runs: meshd takes
+    # its wireguard-go daemons down with it, and a zombie has neither a namespace nor a
+    # command line left to know it by.
+    tracked: dict[int, int] = {}
+
+    def track(pids: Iterable[int]) -> None:
+        for pid in pids:
+            started = procs.start_time(pid)
+            if started is not None:
+                tracked.setdefault(pid, started)
 
     # meshd first, alone, so it can take down its links while wireguard-go still runs.
     meshd: list[int] = []
@@ -322,21 +341,34 @@ def teardown(directory: Path, tb_id: str, st: State | None) -> TeardownSummary:
             for name, pid in st.meshd_pids.items()
             if pid and procs.is_alive(pid, str(plan_nodes[name]))
         ]
-    procs.stop(meshd, MESHD_TERM_GRACE_S)
+    track(meshd)
+    for ns in namespaces:
+        track(procs.namespace_pids(ns))
+    track(procs.wireguard_go(tuns, prefixes))
+    stuck = procs.stop(meshd, MESHD_TERM_GRACE_S)
     for ns in namespaces:
         tuns |= build.tun_interfaces(ns)
-    others = sorted({pid for ns in namespaces for pid in procs.namespace_pids(ns)})
-    stuck = procs.stop(others, OTHERS_TERM_GRACE_S)
+    # What still runs in the namespaces, and wireguard-go daemons of our interfaces
+    # wherever they are (one whose namespace lost its name in an earlier `down`).
+    others = {pid for ns in namespaces for pid in procs.namespace_pids(ns)}
+    others |= set(procs.wireguard_go(tuns, prefixes))
+    track(others)
+    stuck += procs.stop(sorted(others), OTHERS_TERM_GRACE_S)
     summary.processes = len(meshd) + len(others)
 
-    summary.sockets = len(build.remove_wireguard_sockets(tuns, _own_interface_prefixes(st)))
+    # None of our daemons runs any more: a socket still there is one a killed daemon left.
+    summary.sockets = len(build.remove_wireguard_sockets(tuns, prefixes))
     for ns in namespaces:
         build.delete_namespace(ns)
     summary.namespaces = len(namespaces)
     remaining = state.remove(directory)
+    unreaped = procs.wait_reaped(
+        {pid: t for pid, t in tracked.items() if pid not in stuck}, REAP_TIMEOUT_S
+    )
 
     left = [f"namespace {ns}" for ns in namespaces if ns in build.existing_namespaces()]
-    left += [f"pid {pid}" for pid in stuck]
+    left += [procs.describe(pid) for pid in sorted({*stuck, *unreaped})]
+    left += [f"socket {path}" for path in build.wireguard_sockets(tuns, prefixes)]
     left += [str(path) for path in remaining]
     summary.left = tuple(left)
     return summary

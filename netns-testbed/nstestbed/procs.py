@@ -3,7 +3,12 @@
 Every process runs in a session of its own (so a terminal's Ctrl-C does not reach it), with
 output appended to a log file, and is started through ``ip netns exec``, which execs the
 command in place: the pid recorded is the process itself. Nothing is daemonised twice; what
-is still running in a testbed namespace at ``down`` is found with ``ip netns pids``.
+is still running in a testbed namespace at ``down`` is found with ``ip netns pids``, and
+meshd's wireguard-go daemons also by the interface they serve (``wireguard_go``).
+
+A process that has exited stays in the process table, as a zombie, until its parent reaps
+it; the testbed's are orphans by ``down``, reaped by init, which on some machines takes a
+second. ``down`` waits for that too (``wait_reaped``): until then ``pgrep`` still lists them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -50,6 +56,44 @@ def is_alive(pid: int | None, marker: str | None = None) -> bool:
     return marker is None or marker.encode() in cmdline
 
 
+@dataclass(frozen=True)
+class Stat:
+    """What /proc/PID/stat says of a process, a zombie included."""
+
+    comm: str
+    state: str  # R, S, D, T, ...; Z: exited, not yet reaped by its parent
+    parent: int
+    start_time: int  # clock ticks after boot: with the pid, names one process
+
+
+def stat(pid: int) -> Stat | None:
+    """``pid``'s /proc/PID/stat, None when there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The fields after the parenthesised command name, which may itself hold ") ": the
+    # state is field 3, the parent field 4, the start time field 22.
+    comm, _, rest = text[text.find("(") + 1 :].rpartition(")")
+    fields = rest.split()
+    return Stat(comm, fields[0], int(fields[1]), int(fields[19]))
+
+
+def start_time(pid: int) -> int | None:
+    st = stat(pid)
+    return st.start_time if st else None
+
+
+def describe(pid: int) -> str:
+    """``pid N (comm, ...)``: how it stands (running, a zombie its parent has not reaped)."""
+    st = stat(pid)
+    if st is None:
+        return f"pid {pid} (gone)"
+    if st.state in ("Z", "X"):
+        return f"pid {pid} ({st.comm}, exited but not reaped by its parent, pid {st.parent})"
+    return f"pid {pid} ({st.comm}, state {st.state})"
+
+
 def namespace_pids(namespace: str) -> list[int]:
     proc = subprocess.run(
         ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False
@@ -72,6 +116,53 @@ def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
         time.sleep(0.05)
         pending = [p for p in pending if is_alive(p)]
     return pending
+
+
+def wait_reaped(processes: Mapping[int, int], timeout: float) -> list[int]:
+    """Wait until each of ``processes`` (pid: start time) has left the process table, a
+    zombie once init (or we, its parent) reaped it; return the pids still there at the
+    deadline. A zombie whose parent is a process of someone else's (the command they ran
+    with ``testbed exec``, their own child) is theirs to reap: it is not waited for."""
+    ours = {*processes, 1, os.getpid()}
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap()
+        pending = []
+        for pid, started in processes.items():
+            st = stat(pid)
+            if st is None or st.start_time != started:
+                continue
+            if st.state in ("Z", "X") and st.parent not in ours:
+                continue
+            pending.append(pid)
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(0.05)
+
+
+WIREGUARD_GO = "wireguard-go"
+
+
+def wireguard_go(names: Iterable[str], prefixes: Iterable[str] = ()) -> dict[int, str]:
+    """The running wireguard-go daemons serving one of these interfaces, or one whose name
+    starts with one of ``prefixes``, by pid. Found by their command line (``wireguard-go
+    [-f] IFNAME``), whatever their namespace: the interface names are unique machine-wide, so
+    another testbed's daemons never match. A zombie has no command line: call this while the
+    daemons run."""
+    names, prefixes = set(names), tuple(p for p in prefixes if p)
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if (entry / "comm").read_text().strip() != WIREGUARD_GO:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        ifname = args[-1] if len(args) >= 2 else ""
+        if ifname in names or (prefixes and ifname.startswith(prefixes)):
+            found[int(entry.name)] = ifname
+    return found
 
 
 def stop(pids: Iterable[int], grace: float) -> list[int]:

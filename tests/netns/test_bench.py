@@ -1,7 +1,8 @@
 """The benchmark harness end to end: `bench --quick` (DESIGN.md's CI subset) on real
-namespaces writes the results file of DESIGN.md with exactly that subset's figures, and its
-exit status follows the targets; the hand-made multi-hop WireGuard path of the data plane
-benchmark carries packets and leaves nothing behind."""
+namespaces writes the results file of DESIGN.md with exactly that subset's figures, every
+figure with a target meets it and the harness exits 0 (a missed target fails CI); the
+hand-made multi-hop WireGuard path of the data plane benchmark carries packets and leaves
+nothing behind."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ QUICK_FIGURES = {
 
 
 def test_quick_runs_the_ci_subset_and_writes_results(tmp_path: Path) -> None:
+    """CI's subset must fail when a figure misses its target: every figure with one passes,
+    and the harness exits 0; the figures are real measurements, not placeholders."""
     env = {**os.environ, "MESHD_BENCH_RESULTS": str(tmp_path)}
     res = subprocess.run(
         [str(REPO / "netns-testbed/bench"), "--quick"],
@@ -49,24 +52,33 @@ def test_quick_runs_the_ci_subset_and_writes_results(tmp_path: Path) -> None:
         text=True,
         timeout=600,
     )
+    assert (tmp_path / "latest.json").exists(), (
+        f"no results (status {res.returncode}):\n{res.stderr}"
+    )
     doc = json.loads((tmp_path / "latest.json").read_text())
     assert set(doc) == {"machine", "date", "results"}
     by_name = {r["name"]: r for r in doc["results"]}
     assert set(by_name) == QUICK_FIGURES
     for r in doc["results"]:
         assert set(r) == {"name", "value", "unit", "target", "pass"}
+        assert (r["target"] is None) == (r["pass"] is None), r
+    missed = [r for r in doc["results"] if r["target"] is not None and r["pass"] is not True]
+    assert missed == [], f"targets missed: {missed}\n{res.stderr}"
+    assert res.returncode == 0, res.stderr
+    assert "misses its target" not in res.stderr, res.stderr
+    # The targets were met by measurements that really happened.
     ratio = by_name["dataplane.ratio.1hop"]
-    assert 0.3 < ratio["value"] < 3  # both sides really carried traffic
-    assert ratio["pass"] == (ratio["value"] >= 0.95)
-    assert by_name["dataplane.meshd.1hop_mbit"]["value"] > 10
-    assert by_name["dataplane.wg.1hop_mbit"]["pass"] is None
+    assert ratio["target"] == ">= 0.95" and ratio["value"] >= 0.95, ratio
+    meshd_mbit = by_name["dataplane.meshd.1hop_mbit"]["value"]
+    wg_mbit = by_name["dataplane.wg.1hop_mbit"]["value"]
+    assert meshd_mbit > 10 and wg_mbit > 10, (meshd_mbit, wg_mbit)
     outage = by_name["failover.link_cut.median_s"]
-    assert 0 < outage["value"] <= by_name["failover.link_cut.max_s"]["value"]
-    assert outage["pass"] == (outage["value"] <= 2.0)
-    failed = [r["name"] for r in doc["results"] if r["pass"] is False]
-    assert res.returncode == (1 if failed else 0), res.stderr
-    for name in failed:
-        assert f"bench: {name} = " in res.stderr and "misses its target" in res.stderr
+    assert outage["target"] == "<= 2.0", outage
+    assert 0 < outage["value"] <= by_name["failover.link_cut.max_s"]["value"], doc["results"]
+    assert by_name["receipts.verify.ratio"]["value"] > 0
+    for name in ("receipts.verify.per_s", "receipts.verify.raw_per_s"):
+        assert by_name[name]["value"] > 0, by_name[name]
+    assert by_name["receipts.ledger.inserts_per_s"]["value"] > 0
     assert "| dataplane.ratio.1hop |" in (tmp_path / "latest.md").read_text()
     assert not [ns for ns in _namespaces() if ns.startswith(("mbn-", "mbf-"))]
 

@@ -118,6 +118,27 @@ def alive(pid: int) -> bool:
     return fields[0] not in ("Z", "X")
 
 
+def start_time(pid: int) -> int | None:
+    """/proc/PID/stat field 22, None when the pid is not in the process table (a zombie is)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except FileNotFoundError:
+        return None
+
+
+def wireguard_go_pids() -> dict[int, str]:
+    """Every wireguard-go in the process table, zombies included (``pgrep``), with the
+    interface it serves ("" for a zombie, which has no command line left)."""
+    out = subprocess.run(
+        ["pgrep", "-a", "-x", "wireguard-go"], capture_output=True, text=True
+    ).stdout
+    pids = {}
+    for line in out.splitlines():
+        pid, _, args = line.partition(" ")
+        pids[int(pid)] = "" if args.startswith("[") else args.split()[-1]
+    return pids
+
+
 def wait_for(predicate: Any, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -370,10 +391,32 @@ def test_down_leaves_nothing_behind(tmp_path: Path, host_before: tuple[list[str]
         pids.add(stray.pid)
         assert len(pids) >= 3 + 11  # three daemons, http and ten iperf3 servers, and more
 
+        # Every wireguard-go of this testbed (others may run beside it, with their own
+        # interfaces): meshd's daemons and the stopped one, by pid and start time.
+        ifnames = {
+            line.split(":")[1].strip()
+            for ns in mine
+            for line in subprocess.run(
+                ["ip", "-n", ns, "-o", "link", "show", "type", "tun"],
+                capture_output=True,
+                text=True,
+            ).stdout.splitlines()
+        }
+        ours = {
+            pid: start_time(pid) for pid, name in wireguard_go_pids().items() if name in ifnames
+        }
+        assert ifname in ifnames and len(ours) >= 5, (ifnames, ours)  # four links, ifname
+
         started = time.monotonic()
         res = b.run("down")
+        # Right as `down` returns, not a moment later: no wireguard-go of ours is left, not
+        # even exited and waiting to be reaped, and neither is a socket of our interfaces.
+        left = wireguard_go_pids()
         assert time.monotonic() - started < 10
         assert "down" in res.stdout
+        assert [p for p in left if p in ours and start_time(p) == ours[p]] == [], left
+        assert [n for n in left.values() if n in ifnames] == [], left
+        assert [n for n in ifnames if Path(f"/var/run/wireguard/{n}.sock").exists()] == []
         stray.wait(timeout=5)
     finally:
         b.run("down", check=False)
