@@ -124,6 +124,7 @@ class Neighbour(_NeighbourRequired, total=False):
     rx_bytes: int
     tx_bytes: int
     control: NeighbourControl
+    refusals: dict[str, int]  # what it sent that we refused, by reason code
 
 
 class Route(TypedDict):

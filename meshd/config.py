@@ -18,6 +18,12 @@ from meshd.identity import public_from_node_id
 
 DEFAULT_SOCKET = "/run/meshd/meshd.sock"
 DEFAULT_CONFIG = "/etc/meshd/meshd.toml"
+# The exit tunnels' rule preferences (meshd.net.exit_tunnel; a unit test keeps them equal):
+# the gateway's `iif <uplink>` must win over the mesh rule, the mesh rule over the user's.
+EXIT_GATEWAY_RULE_PREF = 1000
+EXIT_USER_RULE_PREF = 1100
+# The kernel's own tables: default, main, local.
+RESERVED_TABLES = (253, 254, 255)
 
 
 class ConfigError(Exception):
@@ -117,7 +123,24 @@ class LivenessSettings:
 class RoutingSettings:
     # 176 is named by no iproute2 rt_protos file (188, say, prints as "ospf").
     route_protocol: int = _opt(176, "rtnetlink protocol number marking meshd's routes")
+    table: int = _opt(
+        176, "routing table of meshd's routes, looked up only for the mesh's two prefixes"
+    )
+    rule_preference: int = _opt(
+        1050,
+        "preference of the rules sending the mesh prefixes to that table: after the exit "
+        "gateway's (1000), before the exit user's (1100)",
+    )
     metric: int = _opt(100, "kernel metric of the routes meshd installs")
+    max_routes_per_neighbour: int = _opt(
+        10_000, "route entries kept from one neighbour (two per member: 5,000 members)"
+    )
+    max_routes: int = _opt(40_000, "route entries kept in all, from every neighbour")
+    test_announce: tuple[str, ...] = _opt(
+        (),
+        "TESTS ONLY: prefixes this node announces in Babel beside its own addresses, to "
+        "play a hostile member (its neighbours must refuse them)",
+    )
     update_interval_s: float = _opt(
         120.0,
         "seconds between Babel's periodic full updates (babeld: 16 s over lossy UDP; meshd "
@@ -385,6 +408,17 @@ def _check(cfg: Config) -> None:
         raise ConfigError(p, "routing.update_interval_s", "expected 4..600 seconds")
     if not 1 <= cfg.routing.route_protocol <= 254:
         raise ConfigError(p, "routing.route_protocol", "expected 1..254")
+    if not 1 <= cfg.routing.max_routes_per_neighbour <= cfg.routing.max_routes:
+        raise ConfigError(
+            p, "routing.max_routes", "expected 1 <= max_routes_per_neighbour <= max_routes"
+        )
+    for prefix in cfg.routing.test_announce:
+        try:
+            ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise ConfigError(
+                p, "routing.test_announce", f"expected prefixes, got {prefix!r}"
+            ) from None
     if not 1 <= wg.listen_port_min <= wg.listen_port_max <= 65535:
         raise ConfigError(
             p, "wireguard.listen_port_max", "expected 1 <= listen_port_min <= listen_port_max"
@@ -405,6 +439,7 @@ def _check(cfg: Config) -> None:
     if d.forget_after_s < 60:
         raise ConfigError(p, "discovery.forget_after_s", "expected at least 60 seconds")
     _check_uplink(cfg)
+    _check_routing_table(cfg)
     _check_receipts(cfg)
     seen_ids: set[str] = set()
     for i, b in enumerate(cfg.bootstrap):
@@ -477,6 +512,28 @@ def _check_uplink(cfg: Config) -> None:
         raise ConfigError(p, "exit.fwmark", "expected a non-zero 32-bit mark")
     if not 1280 <= ex.mtu <= w.mtu - 80:
         raise ConfigError(p, "exit.mtu", f"expected 1280..{w.mtu - 80} (inside a mesh link)")
+
+
+def _check_routing_table(cfg: Config) -> None:
+    p, rt, ex = cfg.path, cfg.routing, cfg.exit
+    if not 1 <= rt.table <= 0xFFFFFFFF or rt.table in RESERVED_TABLES:
+        raise ConfigError(
+            p, "routing.table", "expected 1..4294967295 but not 253..255 (the kernel's tables)"
+        )
+    if rt.table in (ex.table, ex.table + 1):
+        raise ConfigError(
+            p,
+            "routing.table",
+            f"expected a table other than the exits' (exit.table: {ex.table} and {ex.table + 1})",
+        )
+    if not EXIT_GATEWAY_RULE_PREF < rt.rule_preference < EXIT_USER_RULE_PREF:
+        raise ConfigError(
+            p,
+            "routing.rule_preference",
+            f"expected {EXIT_GATEWAY_RULE_PREF + 1}..{EXIT_USER_RULE_PREF - 1}: after the exit "
+            f"gateway's rule ({EXIT_GATEWAY_RULE_PREF}), before the exit user's "
+            f"({EXIT_USER_RULE_PREF})",
+        )
 
 
 def _check_receipts(cfg: Config) -> None:

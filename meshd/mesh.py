@@ -57,6 +57,7 @@ from nacl.signing import SigningKey
 from meshd import addressing
 from meshd.discovery.beacon_socket import BeaconService, Underlay
 from meshd.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
+from meshd.identity import public_from_node_id
 from meshd.log import event
 from meshd.membership import (
     DEFAULT_SKEW_S,
@@ -75,9 +76,10 @@ from meshd.net.hello_socket import HelloSocket
 from meshd.proto import session as messages
 from meshd.proto.babel import BabelDecodeError, decode_packet, decode_packet_detail, encode_packet
 from meshd.proto.gateway import GatewayAdvert, GatewayError, decode_advert
-from meshd.routing.babel import BabelRouter, RouteChange
+from meshd.routing.babel import BabelRouter, RefusedUpdate, RouteChange
 from meshd.routing.gateways import Choice, GatewayTable
 from meshd.routing.link_quality import LinkQuality, LinkQualityParams
+from meshd.routing.origin import OriginPolicy, Owner
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings
@@ -93,6 +95,7 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
+ROUTE_REFUSALS_LOGGED_EVERY = 1000  # a refused route is logged at the first, then each 1000th
 # Babel's output is sent this long after the input that caused it, so that a burst of
 # updates (a neighbour's full table, a cold start) leaves as one packet per neighbour and one
 # batch of route changes, not one per update received (babeld buffers for about 10 ms too).
@@ -215,6 +218,9 @@ class Peer:
     failed_dials: int = 0
     last_refusal: str | None = None
     joining: bool = False  # its session sent JOIN_REQUEST: join-only (meshd.join)
+    # What it sent that we refused, by reason code: sessions closed and route updates
+    # dropped (``meshd status`` neighbours' ``refusals``; DESIGN.md, trust).
+    refusals: dict[str, int] = field(default_factory=dict)
     clock_offset: float | None = None  # its CLOCK minus our uncorrected clock, this session
 
     @property
@@ -233,6 +239,12 @@ class Peer:
 def router_id(node_id_bytes: bytes) -> bytes:
     """Babel router-id: 8 bytes of the node's key hash (RFC 8966 4.1.2: any unique id)."""
     return hashlib.sha256(node_id_bytes).digest()[:8]
+
+
+def owner_of(member: VerifiedMember) -> Owner:
+    """What routing needs of a member's certificate: its router-id and its addresses."""
+    key = public_from_node_id(member.node_id)
+    return Owner(member.node_id, router_id(key), (member.mesh_ipv4, member.mesh_ipv6))
 
 
 def _shareable(host: str) -> bool:
@@ -296,6 +308,11 @@ class ControlPlane:
         self._saved_seqno = router.seqno
         self._flush_timer: asyncio.TimerHandle | None = None
         self.membership_message = _membership_message(own)
+        # Whose routes are whose (meshd.routing.origin): Babel stores only what it passes.
+        definition = own.trust.definition
+        self.origins = OriginPolicy(definition.ipv4_prefix, definition.ipv6_prefix)
+        self.origins.learn(owner_of(own.member))
+        router.check_origins(self.origins.refusal)
 
     def renewed(self, own: OwnMembership) -> None:
         """Our renewed certificate (stored already): used from now on, on every session,
@@ -528,7 +545,7 @@ class ControlPlane:
             return
         if isinstance(msg, messages.Membership) and not peer.joining:
             if peer.session_verified:
-                self._on_renewed_membership(peer, msg)
+                self._on_renewed_membership(peer, msg, now)
             else:
                 self._on_membership(peer, msg, now)
             return
@@ -619,7 +636,7 @@ class ControlPlane:
             self.clock.report(peer.node_id, offset)
             return check_membership(msg, self.own, peer.node_id, self.clock.now())
 
-    def _on_renewed_membership(self, peer: Peer, msg: messages.Membership) -> None:
+    def _on_renewed_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
         """A verified neighbour shows its certificate again: renewed. It must verify and be
         for the same keys; then it replaces the old one (re-checked every 10 s)."""
         try:
@@ -633,6 +650,7 @@ class ControlPlane:
             return
         peer.member, peer.credential = member, credential
         event("peer.renewed", peer=peer.name, valid_until=member.valid_until)
+        self._learn_origin(member, now)
         self._update_link(peer)
 
     def _on_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
@@ -643,6 +661,7 @@ class ControlPlane:
             return
         peer.member, peer.credential = member, credential
         peer.session_verified = True
+        self._learn_origin(member, now)
         peer.name = member.name
         if peer.session_addr is not None:  # where a verified member is: worth redialling
             candidate = peer.addresses.setdefault(peer.session_addr, Candidate(Source.SESSION))
@@ -722,6 +741,7 @@ class ControlPlane:
         """Bad input from a peer closes that session only, with the reason logged."""
         event("session.refused", logging.WARNING, peer=peer.name, reason=reason, detail=detail)
         peer.last_refusal = reason
+        peer.refusals[reason] = peer.refusals.get(reason, 0) + 1
         if self.transport is not None:
             self.transport.close_peer(peer.node_id, reason)
 
@@ -876,6 +896,8 @@ class ControlPlane:
             if reason is None:
                 continue
             event("peer.dropped", logging.WARNING, peer=peer.name, reason=reason)
+            if reason == "revoked":
+                self.origins.forget(peer.node_id)
             if peer.session_up and self.transport is not None:
                 self.transport.close_peer(peer.node_id, reason)
             peer.session_up, peer.member, peer.credential = False, None, None
@@ -994,11 +1016,38 @@ class ControlPlane:
             if tlvs and self.peers.get(node_id) and self.peers[node_id].session_up:
                 packet = encode_packet(tlvs)
                 self._send(node_id, messages.encode(messages.BabelPacket(packet)))
+        for refused in self.router.drain_refused():
+            self._route_refused(refused)
         changes = self.router.drain_route_changes()
         if changes:
             self.apply_routes(changes)
         if self.router.seqno != self._saved_seqno:
             self._save_seqno(self.router.seqno)
+
+    def _learn_origin(self, member: VerifiedMember, now: float) -> None:
+        """A certificate verified: its addresses are its own from now on, and routes to
+        them that another origin announced go at the next flush (meshd.routing.origin)."""
+        self.origins.learn(owner_of(member))
+        self.router.revalidate(now)
+
+    def _route_refused(self, refused: RefusedUpdate) -> None:
+        """A route update the origin check refused: counted for the neighbour, and said
+        at the first of each reason (a flood is counted, not logged line by line)."""
+        peer = self.peers.get(refused.neighbour)
+        if peer is None:
+            return
+        count = peer.refusals.get(refused.reason, 0) + 1
+        peer.refusals[refused.reason] = count
+        if count == 1 or count % ROUTE_REFUSALS_LOGGED_EVERY == 0:
+            event(
+                "route.refused",
+                logging.WARNING,
+                peer=peer.name,
+                reason=refused.reason,
+                prefix=str(refused.prefix),
+                router_id=refused.router_id.hex(),
+                count=count,
+            )
 
     def _send_verified(self, data: bytes, but: str | None) -> None:
         """To every neighbour whose certificate verified, except ``but`` (the one a flooded

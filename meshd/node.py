@@ -3,10 +3,10 @@
 It holds the mesh addresses on ``lo``, runs the control plane (meshd/mesh.py: sessions,
 membership, Babel) and builds one WireGuard interface per neighbour from what the sessions
 say (one peer, allowed-ips everything, so the kernel routing table picks the next hop). It
-watches each link's receive counter for liveness, installs Babel's routes and answers the
-control API. It adopts what a crashed predecessor left (an interface keeps its port and
-peer when the neighbour comes back; routes are relearned) and removes everything it made
-on SIGTERM.
+watches each link's receive counter for liveness, installs Babel's routes (in a routing
+table of their own, looked up only for the mesh prefixes) and answers the control API.
+It adopts what a crashed predecessor left (an interface keeps its port and peer when the
+neighbour comes back; routes are relearned) and removes everything it made on SIGTERM.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from meshd.net import firewall, sysctl
 from meshd.net.echo import EchoProbe
 from meshd.net.exit_tunnel import ExitTunnels, exit_interface_names
 from meshd.net.link_meter import LinkMeter
-from meshd.net.netlink import IPNetwork, Netlink, NetlinkError, Route
+from meshd.net.netlink import MAIN_TABLE, IPNetwork, Netlink, NetlinkError, Route, Rule
 from meshd.net.resolver import system_resolver
 from meshd.net.throttle import Throttle
 from meshd.proto.babel import BABEL_PORT
@@ -153,6 +153,15 @@ class Node:
     def _lo_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
         return [(self.mesh_ipv4, 32), (self.mesh_ipv6, 128)]
 
+    def _mesh_rules(self) -> list[Rule]:
+        """Babel's routes live in a table of their own, looked up for the mesh prefixes
+        only: nothing a member announces (0.0.0.0/1, say) can shadow the household's
+        default route, LAN or uplink. Before the exit user's rules, so that mesh traffic
+        (the exit tunnel's own packets to its gateway's mesh address too) never enters
+        the exit tunnel; after the gateway's, whose exit table takes the uplink's replies."""
+        rt, prefixes = self.cfg.routing, (self.cfg.mesh.ipv4_prefix, self.cfg.mesh.ipv6_prefix)
+        return [Rule(prefix, rt.table, rt.rule_preference) for prefix in prefixes]
+
     def setup(self, now: float) -> None:
         """Configure the node; safe to run over what a crashed meshd left behind."""
         before = sysctl.apply(sysctl.ROUTER_SYSCTLS, self.sysctl_root)
@@ -165,6 +174,11 @@ class Node:
         for address, plen in self._lo_addresses():
             if self.netlink.ensure_address("lo", address, plen):
                 event("address.added", address=f"{address}/{plen}", interface="lo")
+        added, removed = self.netlink.ensure_rules(self._mesh_rules())  # a crash's: adopted
+        for rule in added:
+            event("rule.added", prefix=str(rule.dst), table=rule.table, pref=rule.pref)
+        for rule in removed:
+            event("rule.removed_stale", prefix=str(rule.dst), table=rule.table, pref=rule.pref)
 
         self.tunnels.setup()  # the exits start afresh (their users ask again)
         self.ledger = Ledger.open(self.cfg.node.state_dir)
@@ -187,12 +201,17 @@ class Node:
         # A crashed meshd's routes over the links adopted above stay while Babel learns
         # them again (the kernel kept forwarding meanwhile), so a restart drops no traffic;
         # what Babel has not installed again within ROUTE_GRACE_S goes then (poll).
-        for route in self.netlink.routes(self.cfg.routing.route_protocol):
+        proto, table = self.cfg.routing.route_protocol, self.cfg.routing.table
+        for route in self.netlink.routes(proto, table=table):
             if route.ifname in self.adoptable:
                 self._stale_routes[route.dst] = route
                 continue
             event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
-            self.netlink.delete_route(route, self.cfg.routing.route_protocol)
+            self.netlink.delete_route(route, proto, table=table)
+        # Those a meshd from before the mesh's own table left in the main one.
+        for route in self.netlink.routes(proto, table=MAIN_TABLE):
+            event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
+            self.netlink.delete_route(route, proto, table=MAIN_TABLE)
         self._stale_until = now + ROUTE_GRACE_S
 
     # ---- links, as the control plane asks (called in the event loop) -----------------
@@ -357,21 +376,23 @@ class Node:
         return self.claims.on_claim(node_id, claim, own, self.clock.now())
 
     def teardown(self) -> None:
-        """Remove every interface, route and address this node made."""
+        """Remove every interface, route, rule and address this node made."""
         self.throttle.remove()
         try:
             self.meter(time.monotonic(), save=True)  # saved: the next start goes on from here
             self.link_meter.remove()
         except OSError as exc:
             event("meter.failed", logging.WARNING, error=str(exc))
-        proto = self.cfg.routing.route_protocol
+        proto, table = self.cfg.routing.route_protocol, self.cfg.routing.table
         for ifname in [*self.links, *self.adoptable]:
             self._delete_interface(ifname)
         self.links.clear()
         self._by_node.clear()
         self.adoptable.clear()
-        for route in self.netlink.routes(proto):
-            self.netlink.delete_route(route, proto)
+        for rule in self.netlink.remove_rules(table):
+            event("rule.removed", prefix=str(rule.dst), table=rule.table, pref=rule.pref)
+        for route in self.netlink.routes(proto, table=table):
+            self.netlink.delete_route(route, proto, table=table)
         for address, plen in self._lo_addresses():
             self.netlink.remove_address("lo", address, plen)
         self.tunnels.teardown()
@@ -402,9 +423,10 @@ class Node:
 
         now = clock()
         if self._stale_routes and now >= self._stale_until:
+            rt = self.cfg.routing
             for route in self._stale_routes.values():
                 event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
-                self.netlink.delete_route(route, self.cfg.routing.route_protocol)
+                self.netlink.delete_route(route, rt.route_protocol, table=rt.table)
             self._stale_routes.clear()
         if self.adoptable and now >= self._adopt_until:
             for ifname in sorted(self.adoptable):
@@ -443,7 +465,7 @@ class Node:
         self._kernel.submit(self._apply_routes, changes)
 
     def _apply_routes(self, changes: list[RouteChange]) -> None:
-        proto = self.cfg.routing.route_protocol
+        proto, table = self.cfg.routing.route_protocol, self.cfg.routing.table
         for change in changes:
             if change.action is not RouteAction.REMOVE:
                 self._stale_routes.pop(change.prefix, None)  # replaced below
@@ -454,9 +476,9 @@ class Node:
             route = Route(change.prefix, link.ifname, src, self.cfg.routing.metric)
             try:
                 if change.action is RouteAction.REMOVE:
-                    self.netlink.delete_route(route, proto)
+                    self.netlink.delete_route(route, proto, table=table)
                 else:
-                    self.netlink.replace_route(route, proto)
+                    self.netlink.replace_route(route, proto, table=table)
             except NetlinkError as exc:
                 event(
                     "route.failed",
@@ -602,7 +624,9 @@ class Node:
             "receipts_summary": self.claims.summary() if self.claims is not None else None,
             "routes": [
                 (r, link.node_id if (link := self.links.get(r.ifname)) else None)
-                for r in self.netlink.routes(self.cfg.routing.route_protocol)
+                for r in self.netlink.routes(
+                    self.cfg.routing.route_protocol, table=self.cfg.routing.table
+                )
             ],
         }
 
@@ -629,6 +653,8 @@ class Node:
                     "cost": quality.cost if quality else None,
                     **(link or {"endpoint": None}),
                     "control": self.control.neighbour_status(peer),
+                    # What it sent that we refused, by reason (DESIGN.md contract).
+                    "refusals": dict(peer.refusals),
                 }
             )
         return {
@@ -718,10 +744,17 @@ class Node:
             mesh.load_seqno(state_dir),
             now,
             # A source outlives every copy of our last advertisement of it (babel_tables).
-            BabelParams(update_interval_s=interval, source_gc_s=max(180.0, 8 * interval)),
+            BabelParams(
+                update_interval_s=interval,
+                source_gc_s=max(180.0, 8 * interval),
+                max_routes_per_neighbour=self.cfg.routing.max_routes_per_neighbour,
+                max_routes=self.cfg.routing.max_routes,
+            ),
         )
         router.announce(ipaddress.ip_network(f"{self.mesh_ipv4}/32"))
         router.announce(ipaddress.ip_network(f"{self.mesh_ipv6}/128"))
+        for prefix in self.cfg.routing.test_announce:  # a hostile member, in tests
+            router.announce(ipaddress.ip_network(prefix, strict=False))
         return mesh.ControlPlane(
             self.node_id,
             node_certificate(self.identity.signing_key),

@@ -304,14 +304,17 @@ def node_objects(node: Node) -> list[str]:
 
 
 def shared_objects(node: Node) -> list[str]:
-    """meshd's things that carry no node id: routes of its protocol, its nftables tables,
-    the exits' rules, the qdisc at the root of the uplink."""
+    """meshd's things that carry no node id: routes of its protocol in its table, the rules
+    to that table, its nftables tables, the exits' rules, the qdisc at the root of the
+    uplink."""
     from meshd.net import command, exit_meter, firewall, link_meter, throttle
     from meshd.net.exit_tunnel import GATEWAY_RULE_PREF, USER_RULE_PREF
 
     cfg = node.cfg
-    routes = node.netlink.routes(cfg.routing.route_protocol)
-    things = [f"route {r.dst} dev {r.ifname}" for r in routes]
+    table = cfg.routing.table
+    routes = node.netlink.routes(cfg.routing.route_protocol, table=table)
+    things = [f"route {r.dst} dev {r.ifname} table {table}" for r in routes]
+    things += [f"rule pref {r.pref} to {r.dst} lookup {table}" for r in node.netlink.rules(table)]
     tables = command.run("nft", "list", "tables").split()
     ours = (firewall.TABLE, link_meter.TABLE, exit_meter.TABLE, throttle.TABLE)
     things += [f"nftables table inet {t}" for t in ours if t in tables]

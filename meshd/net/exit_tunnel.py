@@ -11,7 +11,9 @@ every relay pick its own exit.
   suppress_prefixlength 0`` (every route but a default) and ``not fwmark M lookup
   table+1``; the tunnel's own packets carry M, so they keep going over the mesh. The
   rules exist only while the exit is in use, so a household with a working uplink uses
-  its own default route.
+  its own default route. Traffic to the mesh prefixes never gets here: the mesh table's
+  rules (``routing.rule_preference``, between the gateway's and the user's) take it first,
+  the tunnel's own packets to its gateway's mesh address with it.
 - Gateway side: interface ``<prefix><tag>xg`` on the exit port, a peer per admitted user
   (allowed its mesh /32). Replies coming back from the uplink are routed into it by
   ``iif <uplink> lookup table``, where each user has its /32.

@@ -1,8 +1,10 @@
-"""Netlink adapter (pyroute2): addresses, links and meshd's routes.
+"""Netlink adapter (pyroute2): addresses, links, meshd's routes and its policy rules.
 
 The only module that imports pyroute2's IPRoute. Routes meshd installs carry its own
 rtnetlink protocol number so that they can be found again after a crash (adoption) and
-removed on exit without touching anyone else's.
+removed on exit without touching anyone else's. They live in a routing table of meshd's
+own, which rules send the mesh prefixes to (and nothing else): every route call names its
+table, and a rule is meshd's when it looks up that table.
 """
 
 from __future__ import annotations
@@ -17,6 +19,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 IFA_F_NODAD = 0x02  # link addresses are unique by construction: skip duplicate detection
+MAIN_TABLE = 254  # RT_TABLE_MAIN
+FR_ACT_TO_TBL = 1  # a rule whose action is "lookup TABLE"
+# What a rule that matches on its destination alone carries (FRA_SUPPRESS_PREFIXLEN unset
+# is -1); any other attribute narrows it (a source, an interface, a mark, ...).
+_PLAIN_RULE_ATTRS = {
+    "FRA_TABLE",
+    "FRA_PRIORITY",
+    "FRA_DST",
+    "FRA_PROTOCOL",
+    "FRA_SUPPRESS_PREFIXLEN",
+}
+_UNSET_SUPPRESS = (None, -1, 0xFFFFFFFF)
 
 
 class NetlinkError(Exception):
@@ -31,6 +45,22 @@ class Route:
     ifname: str
     src: IPAddress | None
     metric: int
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A policy rule: traffic to ``dst`` looks up routing ``table``; lower ``pref`` first."""
+
+    dst: IPNetwork
+    table: int
+    pref: int
+
+
+@dataclass(frozen=True)
+class _FoundRule:
+    rule: Rule
+    plain: bool  # it matches on its destination only, as the rules meshd makes
+    selectors: dict[str, Any]  # what names it to the kernel, to delete it
 
 
 def _family(addr: IPAddress | IPNetwork) -> int:
@@ -129,26 +159,27 @@ class Netlink:
             prefixlen=prefixlen,
         )
 
-    def replace_route(self, route: Route, proto: int) -> None:
+    def replace_route(self, route: Route, proto: int, *, table: int) -> None:
         kwargs: dict[str, Any] = {
             "dst": f"{route.dst.network_address}/{route.dst.prefixlen}",
             "proto": proto,
             "priority": route.metric,
             "family": _family(route.dst),
+            "table": table,
         }
         if route.src is not None:
             kwargs["prefsrc"] = str(route.src)
-        what = f"route {route.dst} dev {route.ifname}"
+        what = f"route {route.dst} dev {route.ifname} table {table}"
         self._on_oif(
             route.ifname, lambda oif: self._call(what, self.ipr.route, "replace", oif=oif, **kwargs)
         )
 
-    def delete_route(self, route: Route, proto: int) -> None:
+    def delete_route(self, route: Route, proto: int, *, table: int) -> None:
         try:
             self._on_oif(
                 route.ifname,
                 lambda oif: self._call(
-                    f"delete route {route.dst}",
+                    f"delete route {route.dst} table {table}",
                     self.ipr.route,
                     "del",
                     dst=f"{route.dst.network_address}/{route.dst.prefixlen}",
@@ -156,6 +187,7 @@ class Netlink:
                     proto=proto,
                     priority=route.metric,
                     family=_family(route.dst),
+                    table=table,
                 ),
             )
         except NetlinkError as exc:
@@ -180,12 +212,15 @@ class Netlink:
             self._route_oifs[ifname] = self._index(ifname)
         return self._route_oifs[ifname]
 
-    def routes(self, proto: int) -> list[Route]:
-        """Every route (IPv4 and IPv6, main table) carrying ``proto``."""
+    def routes(self, proto: int, *, table: int) -> list[Route]:
+        """Every route (IPv4 and IPv6) of routing ``table`` carrying ``proto``."""
         names = {link["index"]: link.get("IFLA_IFNAME") for link in self.ipr.get_links()}
         found: list[Route] = []
-        for r in self.ipr.route("dump", proto=proto):
-            if r.get("proto") != proto or r.get("RTA_DST") is None:
+        for r in self.ipr.route("dump", proto=proto, table=table):
+            # The header holds 8 bits of the table (252 beyond 255): RTA_TABLE holds it all.
+            if r.get("proto") != proto or (r.get("RTA_TABLE") or r.get("table")) != table:
+                continue
+            if r.get("RTA_DST") is None:
                 continue
             dst = ipaddress.ip_network(f"{r.get('RTA_DST')}/{r['dst_len']}")
             src = r.get("RTA_PREFSRC")
@@ -198,3 +233,119 @@ class Netlink:
                 )
             )
         return found
+
+    # ---- policy rules ----------------------------------------------------------------
+
+    def rules(self, table: int) -> list[Rule]:
+        """Every rule (IPv4 and IPv6) that looks up ``table``, in the kernel's order."""
+        return [found.rule for found in self._rules(table)]
+
+    def ensure_rules(self, wanted: list[Rule]) -> tuple[list[Rule], list[Rule]]:
+        """Make the rules that look up the tables of ``wanted`` exactly ``wanted``, once
+        each: what is there already stays (a crashed meshd's rules are adopted, with no
+        moment without them), what is missing is added, every other rule to those tables
+        (a duplicate, another preference or prefix of an older config) is deleted.
+        Returns (added, deleted)."""
+        added: list[Rule] = []
+        deleted: list[Rule] = []
+        tables = sorted({r.table for r in wanted})
+        # A delete names a rule by its selectors, and the kernel deletes the first rule
+        # they match: one of ours may go with a broader stranger; the next pass mends it.
+        for _ in range(3):
+            kept: set[Rule] = set()
+            extra: list[_FoundRule] = []
+            for found in (found for table in tables for found in self._rules(table)):
+                if found.plain and found.rule in wanted and found.rule not in kept:
+                    kept.add(found.rule)
+                else:
+                    extra.append(found)
+            missing = [rule for rule in dict.fromkeys(wanted) if rule not in kept]
+            if not missing and not extra:
+                break
+            for rule in missing:  # first: traffic to the mesh always finds a rule
+                self._add_rule(rule)
+            for found in extra:
+                self._delete_rule(found)
+            added += missing
+            deleted += [found.rule for found in extra]
+        return added, deleted
+
+    def remove_rules(self, table: int) -> list[Rule]:
+        """Delete every rule that looks up ``table``; the rules deleted."""
+        found = self._rules(table)
+        for each in found:
+            self._delete_rule(each)
+        return [each.rule for each in found]
+
+    def _rules(self, table: int) -> list[_FoundRule]:
+        found: list[_FoundRule] = []
+        for family in (2, 10):
+            for r in self._call("list rules", self._dump_rules, family):
+                # The header holds 8 bits of the table (252 beyond 255): FRA_TABLE holds it all.
+                if (r.get("FRA_TABLE") or r.get("table")) != table:
+                    continue
+                found.append(_found_rule(r, family, table))
+        return found
+
+    def _dump_rules(self, family: int) -> list[Any]:
+        return list(self.ipr.rule("dump", family=family))
+
+    def _add_rule(self, rule: Rule) -> None:
+        try:
+            self._call(
+                f"add rule to {rule.dst} lookup {rule.table}",
+                self.ipr.rule,
+                "add",
+                family=_family(rule.dst),
+                priority=rule.pref,
+                dst=str(rule.dst.network_address),
+                dst_len=rule.dst.prefixlen,
+                table=rule.table,
+            )
+        except NetlinkError as exc:
+            if exc.errno != errno.EEXIST:  # added meanwhile: what we wanted
+                raise
+
+    def _delete_rule(self, found: _FoundRule) -> None:
+        try:
+            self._call(
+                f"delete rule to {found.rule.dst} lookup {found.rule.table}",
+                self.ipr.rule,
+                "del",
+                **found.selectors,
+            )
+        except NetlinkError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ESRCH):  # gone already
+                raise
+
+
+def _found_rule(r: Any, family: int, table: int) -> _FoundRule:
+    """A dumped rule: what meshd compares (a destination of 0 bits is everywhere) and the
+    selectors that name it for a delete (the kernel deletes the first rule that matches
+    every selector given, so a narrower one is named with what narrows it)."""
+    any_address = "0.0.0.0" if family == 2 else "::"
+    dst_len = int(r.get("dst_len") or 0)
+    dst = ipaddress.ip_network(f"{r.get('FRA_DST') or any_address}/{dst_len}")
+    pref = int(r.get("FRA_PRIORITY") or 0)
+    names = {attr[0] for attr in r["attrs"]}
+    plain = (
+        names <= _PLAIN_RULE_ATTRS
+        and r.get("FRA_SUPPRESS_PREFIXLEN") in _UNSET_SUPPRESS
+        and r.get("action") == FR_ACT_TO_TBL
+        and not r.get("flags")
+        and not r.get("src_len")
+        and not r.get("tos")
+    )
+    selectors: dict[str, Any] = {"family": family, "priority": pref, "table": table}
+    if dst_len:
+        selectors.update(dst=str(dst.network_address), dst_len=dst_len)
+    if r.get("src_len"):
+        selectors.update(src=r.get("FRA_SRC"), src_len=int(r["src_len"]))
+    for attr, key in (
+        ("FRA_IIFNAME", "iifname"),
+        ("FRA_OIFNAME", "oifname"),
+        ("FRA_FWMARK", "fwmark"),
+    ):
+        if r.get(attr) is not None:
+            selectors[key] = r.get(attr)
+    return _FoundRule(Rule(dst, table, pref), plain, selectors)

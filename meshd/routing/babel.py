@@ -64,6 +64,8 @@ from meshd.routing.babel_tables import (
     BabelParams,
     IPNetwork,
     NeighbourId,
+    OriginCheck,
+    RefusedUpdate,
     Route,
     RouteAction,
     RouteChange,
@@ -75,6 +77,7 @@ __all__ = [
     "BabelParams",
     "BabelRouter",
     "NeighbourId",
+    "RefusedUpdate",
     "RouteAction",
     "RouteChange",
     "RouteInfo",
@@ -146,7 +149,8 @@ class BabelRouter(RouterState):
         self._queued.pop(neighbour, None)
         self._queued_requests.pop(neighbour, None)
         for prefix, by_neighbour in list(self._routes.items()):
-            if by_neighbour.pop(neighbour, None) is not None:
+            if neighbour in by_neighbour:
+                self._drop_route(by_neighbour, neighbour)
                 if not by_neighbour:
                     del self._routes[prefix]
                 self._reselect(prefix, now)
@@ -209,6 +213,32 @@ class BabelRouter(RouterState):
         self._queued.clear()
         self._queued_requests.clear()
         return out
+
+    def drain_refused(self) -> list[RefusedUpdate]:
+        """The updates the origin check refused since the last drain (and the stored
+        routes it refused on ``revalidate``)."""
+        refused, self._refused = self._refused, []
+        return refused
+
+    def check_origins(self, check: OriginCheck) -> None:
+        """From now on, store only the updates ``check`` passes (meshd.routing.origin)."""
+        self._origin = check
+
+    def revalidate(self, now: float) -> None:
+        """Apply the origin check again to every stored route (it learned or forgot a
+        certificate): a route it now refuses goes, as if retracted and expired."""
+        if self._origin is None:
+            return
+        self._advance(now)
+        for prefix, by_neighbour in list(self._routes.items()):
+            for neighbour, route in list(by_neighbour.items()):
+                reason = self._origin(prefix, route.router_id)
+                if reason is not None:
+                    self._drop_route(by_neighbour, neighbour)
+                    self._refused.append(RefusedUpdate(neighbour, prefix, route.router_id, reason))
+            if not by_neighbour:
+                del self._routes[prefix]
+            self._reselect(prefix, now)
 
     def drain_route_changes(self) -> list[RouteChange]:
         """What the kernel must change since the last drain, one change per prefix."""
@@ -278,7 +308,13 @@ class BabelRouter(RouterState):
             return  # link-local prefixes are not routed
         if router_id is None or router_id == self.router_id:
             return  # RFC 8966 4.6.9: no router-id, ignore; our own routes come back: ignore
-        by_neighbour = self._routes.setdefault(prefix, {})
+        if self._origin is not None and (reason := self._origin(prefix, router_id)) is not None:
+            # Not this origin's to announce (meshd.routing.origin): nothing is stored, and a
+            # retraction of it changes nothing either (no route of it was ever kept).
+            if not tlv.retraction:
+                self._refused.append(RefusedUpdate(neighbour, prefix, router_id, reason))
+            return
+        by_neighbour = self._routes.get(prefix, {})
         route = by_neighbour.get(neighbour)
         interval = tlv.interval / 100 if tlv.interval else self.params.update_interval_s
         expires = now + self.params.route_expiry_factor * interval
@@ -288,15 +324,16 @@ class BabelRouter(RouterState):
         refresh_at = expires - 1.5 * interval
         if route is None:
             if tlv.retraction:
-                if not by_neighbour:
-                    del self._routes[prefix]
                 return  # RFC 8966 3.5.3: a retraction for no route is ignored
+            if not self._room_for(neighbour):
+                self._refused.append(RefusedUpdate(neighbour, prefix, router_id, "route_limit"))
+                return
             # Unfeasible updates are kept (never selected) so that a seqno request can be
             # sent and they can be used once they become feasible (3.5.3 allows ignoring).
             route = Route(
                 prefix, neighbour, router_id, tlv.seqno, tlv.metric, self._links[neighbour], 0
             )
-            by_neighbour[neighbour] = route
+            self._add_route(route)
         else:
             # RFC 8966 3.5.3: update the entry. An unfeasible update of the selected route
             # is not ignored: the route becomes unfeasible and is deselected.

@@ -18,6 +18,8 @@ from meshd.routing.babel_tables import (
     BabelParams,
     IPNetwork,
     NeighbourId,
+    OriginCheck,
+    RefusedUpdate,
     Route,
     RouteAction,
     RouteChange,
@@ -42,6 +44,7 @@ class RouterState:
         self._links: dict[NeighbourId, int] = {}  # neighbour -> link cost
         self._periodic: dict[NeighbourId, float] = {}  # next full update
         self._routes: dict[IPNetwork, dict[NeighbourId, Route]] = {}
+        self._route_count: dict[NeighbourId, int] = {}  # entries in _routes, per neighbour
         self._sources: dict[tuple[IPNetwork, bytes], Source] = {}
         self._selected: dict[IPNetwork, NeighbourId] = {}
         self._installed: dict[IPNetwork, tuple[NeighbourId, int]] = {}  # as drained
@@ -53,6 +56,31 @@ class RouterState:
         self._resend: dict[IPNetwork, float] = {}  # urgent updates to send a second time
         self._queued: dict[NeighbourId, dict[IPNetwork, bool]] = {}  # prefix -> forced
         self._queued_requests: dict[NeighbourId, list[TLV]] = {}
+        # Which (prefix, router-id) an update may carry (meshd.routing.origin); None: any.
+        self._origin: OriginCheck | None = None
+        self._refused: list[RefusedUpdate] = []  # since the last drain
+
+    # --- the route table ------------------------------------------------------------------
+
+    def _room_for(self, neighbour: NeighbourId) -> bool:
+        """Another entry from ``neighbour`` fits the limits (BabelParams)."""
+        return (
+            self._route_count.get(neighbour, 0) < self.params.max_routes_per_neighbour
+            and sum(self._route_count.values()) < self.params.max_routes
+        )
+
+    def _add_route(self, route: Route) -> None:
+        self._routes.setdefault(route.prefix, {})[route.neighbour] = route
+        self._route_count[route.neighbour] = self._route_count.get(route.neighbour, 0) + 1
+
+    def _drop_route(self, by_neighbour: dict[NeighbourId, Route], neighbour: NeighbourId) -> None:
+        """Remove one entry (the caller removes the prefix once it has none left)."""
+        del by_neighbour[neighbour]
+        left = self._route_count[neighbour] - 1
+        if left:
+            self._route_count[neighbour] = left
+        else:
+            del self._route_count[neighbour]
 
     # --- selection ----------------------------------------------------------------------
 
@@ -164,7 +192,7 @@ class RouterState:
                     route.refmetric = METRIC_INFINITY
                     route.expires = now + self.params.route_expiry_s
                 else:
-                    del by_neighbour[neighbour]
+                    self._drop_route(by_neighbour, neighbour)
             if not by_neighbour:
                 del self._routes[prefix]
             if changed:

@@ -9,6 +9,7 @@ hands out.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -40,6 +41,10 @@ class BabelParams:
     improvement_threshold: int = 1024
     max_tlvs_per_packet: int = 24  # ~40 octets per Update: about 1,000 octets per packet
     request_on_link_up: bool = True  # wildcard Route Request to a new neighbour
+    # Route entries kept from one neighbour and in all: a neighbour beyond its share is
+    # refused further routes (``route_limit``) and the node goes on routing for the rest.
+    max_routes_per_neighbour: int = 10_000
+    max_routes: int = 40_000
 
     def __post_init__(self) -> None:
         if self.update_interval_s <= 0 or self.update_interval_s * 100 > 0xFFFF:
@@ -62,6 +67,8 @@ class BabelParams:
             raise ValueError("improvement_threshold must be in 0..65534")
         if self.max_tlvs_per_packet < 2:
             raise ValueError("max_tlvs_per_packet must be >= 2 (Router-Id + Update)")
+        if not 1 <= self.max_routes_per_neighbour <= self.max_routes:
+            raise ValueError("expected 1 <= max_routes_per_neighbour <= max_routes")
 
     @property
     def route_expiry_s(self) -> float:
@@ -159,6 +166,21 @@ class RouteInfo:
     feasible: bool
     selected: bool
     expires: float
+
+
+# (prefix, router-id) -> None when the update may carry them, else the refusal's reason code
+# (meshd.routing.origin.OriginPolicy.refusal).
+OriginCheck = Callable[[IPNetwork, bytes], str | None]
+
+
+@dataclass(frozen=True)
+class RefusedUpdate:
+    """An update the origin check refused: nothing of it was stored."""
+
+    neighbour: NeighbourId
+    prefix: IPNetwork
+    router_id: bytes
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ KERNEL = (
     "nft list tables | grep -o 'inet meshd[a-z_]*'; "
     "ip route show table all proto 176; ip -6 route show table all proto 176; "
     "ip -br addr show lo | grep -o '10\\.77\\.[0-9.]*/32'; "
-    "ip rule | grep -E '^(1000|1100|1101):'; true"
+    "ip rule | grep -E '^(1000|1050|1100|1101):'; ip -6 rule | grep -E '^1050:'; true"
 )
 
 
@@ -95,12 +95,14 @@ def test_leave_after_kill_9_sweeps_what_the_dead_daemon_left(bed: Bed) -> None:
     left = _kernel(bed, "m")
     assert any(line.startswith("mw") for line in left), left
     assert "inet meshd" in left and "inet meshd_links" in left, left
+    assert sum(line.startswith("1050:") for line in left) == 2, left  # the mesh table's rules
     sockets = {p.name for p in Path("/run/wireguard").glob("*.sock")}
     links = [line for line in left if line.startswith("mw")]
     assert {f"{name}.sock" for name in links} <= sockets
 
     out = _leave(bed, "m", root, "--purge")
     assert "remove interface mw" in out and "remove nftables table inet meshd" in out, out
+    assert "remove rule pref 1050 to 10.77.0.0/16 lookup 176" in out, out
     assert "save the receipts" not in out  # --purge
     assert _kernel(bed, "m") == []
     assert not {f"{name}.sock" for name in links} & {

@@ -59,9 +59,10 @@ class Bed(meshbed.Bed):
         )
 
     def meshd_routes(self, node: str) -> list[str]:
-        v4 = self.sh(node, "ip", "-4", "route", "show", "proto", PROTO).splitlines()
-        v6 = self.sh(node, "ip", "-6", "route", "show", "proto", PROTO).splitlines()
-        return sorted(v4 + v6)
+        """Every route of meshd's protocol, in any table (they belong in the mesh's)."""
+        v4 = self.sh(node, "ip", "-4", "route", "show", "table", "all", "proto", PROTO)
+        v6 = self.sh(node, "ip", "-6", "route", "show", "table", "all", "proto", PROTO)
+        return sorted(v4.splitlines() + v6.splitlines())
 
 
 # Bytes: c's exit keepalives and exit session through b (about 170 B/s) while a test reads

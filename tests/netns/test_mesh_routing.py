@@ -13,6 +13,7 @@ from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
 Bed = meshbed.Bed
+MESH_TABLE = "176"  # routing.table: the mesh prefixes are looked up there, ahead of main
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +44,19 @@ def test_every_node_reaches_every_other_across_hops(bed: Bed) -> None:
 
 def test_a_reply_that_comes_back_another_way_arrives(bed: Bed) -> None:
     """a -> c goes through b; c's replies are sent round through d and e (a static route
-    preferred over meshd's). Forwarded packets then arrive on a link that is not the one
-    their source is routed over, which a reverse-path filter would drop."""
+    preferred over meshd's, in the mesh's table). Forwarded packets then arrive on a link
+    that is not the one their source is routed over, which a reverse-path filter would
+    drop."""
     a, c = bed.status("a"), bed.status("c")
     via_d = next(n["interface"] for n in c["neighbours"] if n["name"] == "d")
-    bed.sh("c", "ip", "route", "add", f"{a['mesh_ipv4']}/32", "dev", via_d, "metric", "10")
+    static = (f"{a['mesh_ipv4']}/32", "dev", via_d, "metric", "10", "table", MESH_TABLE)
+    bed.sh("c", "ip", "route", "add", *static)
     try:
         bed.sh("c", "ping", "-c", "1", "-W", "2", a["mesh_ipv4"])  # out through d and e
         out = bed.sh("a", "ping", "-c", "3", "-i", "0.2", "-W", "2", c["mesh_ipv4"])
         assert "ttl=62" in out  # the reply came back three hops: c, d, e
     finally:
-        bed.sh("c", "ip", "route", "del", f"{a['mesh_ipv4']}/32", "dev", via_d, "metric", "10")
+        bed.sh("c", "ip", "route", "del", *static)
 
 
 def test_a_cut_link_is_routed_around_and_back(bed: Bed) -> None:

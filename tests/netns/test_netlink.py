@@ -1,6 +1,8 @@
-"""meshd's routes through the real rtnetlink (pyroute2) in a scratch namespace: the interface
-index a route remembers is looked up again once its interface was recreated, and a route
-whose interface is gone is gone with it."""
+"""meshd's routes and rules through the real rtnetlink (pyroute2) in a scratch namespace:
+the interface index a route remembers is looked up again once its interface was recreated,
+a route whose interface is gone is gone with it, routes go into the table named and only
+that one, and the rules that send the mesh prefixes to meshd's table are made once, adopted
+without duplicates and removed."""
 
 from __future__ import annotations
 
@@ -26,25 +28,34 @@ SCRIPT = textwrap.dedent(
         subprocess.run(cmd, shell=True, check=True)
 
     def routes():
-        return subprocess.run(["ip", "route", "show", "proto", "44"], capture_output=True,
-                              text=True, check=True).stdout.split()
+        return subprocess.run(["ip", "route", "show", "table", "1044", "proto", "44"],
+                              capture_output=True, text=True, check=True).stdout.split()
 
     sh("ip link add v0 type veth peer name w0 && ip link set v0 up && ip link set w0 up")
     nl = Netlink()
     route = Route(ipaddress.ip_network("10.9.0.1/32"), "v0", None, 1024)
-    nl.replace_route(route, 44)
+    nl.replace_route(route, 44, table=1044)
     first = nl.index("v0")
     sh("ip link del v0 && ip link add v0 type veth peer name w0 && ip link set v0 up")
     assert nl.index("v0") != first
-    nl.replace_route(route, 44)  # the remembered index is stale: looked up again
+    nl.replace_route(route, 44, table=1044)  # the remembered index is stale: looked up again
     assert "10.9.0.1" in routes() and "v0" in routes(), routes()
-    nl.delete_route(route, 44)
+    main = subprocess.run(["ip", "route", "show", "proto", "44"], capture_output=True,
+                          text=True, check=True).stdout
+    assert main == "", main  # the table named, not the main one
+    assert nl.routes(44, table=1044) == [route] and nl.routes(44, table=254) == []
+    v6 = Route(ipaddress.ip_network("fd00::1/128"), "v0", None, 1024)
+    nl.replace_route(v6, 44, table=1044)
+    assert sorted(map(str, (r.dst for r in nl.routes(44, table=1044)))) == [
+        "10.9.0.1/32", "fd00::1/128"]
+    nl.delete_route(v6, 44, table=1044)
+    nl.delete_route(route, 44, table=1044)
     assert routes() == []
-    nl.replace_route(route, 44)
+    nl.replace_route(route, 44, table=1044)
     sh("ip link del v0")
-    nl.delete_route(route, 44)  # went with its interface: nothing to do, no error
+    nl.delete_route(route, 44, table=1044)  # went with its interface: nothing to do, no error
     try:
-        nl.replace_route(route, 44)
+        nl.replace_route(route, 44, table=1044)
     except NetlinkError as exc:
         assert "no interface v0" in str(exc), exc
     else:
@@ -54,12 +65,60 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_routes_follow_a_recreated_interface() -> None:
+RULES = textwrap.dedent(
+    """
+    import ipaddress, subprocess
+    from meshd.net.netlink import Netlink, Rule
+
+    def sh(cmd):
+        return subprocess.run(cmd, shell=True, check=True, capture_output=True,
+                              text=True).stdout
+
+    def lines(family, table):
+        return [l for l in sh(f"ip {family} rule show").splitlines() if f"lookup {table}" in l]
+
+    v4, v6 = ipaddress.ip_network("10.77.0.0/16"), ipaddress.ip_network("fd6d:6573:6864::/48")
+    wanted = [Rule(v4, 1044, 1050), Rule(v6, 1044, 1050)]
+    nl = Netlink()
+    assert nl.ensure_rules(wanted) == (wanted, [])
+    assert lines("-4", 1044) == ["1050:\tfrom all to 10.77.0.0/16 lookup 1044"], lines("-4", 1044)
+    assert lines("-6", 1044) == ["1050:\tfrom all to fd6d:6573:6864::/48 lookup 1044"]
+    assert nl.ensure_rules(wanted) == ([], [])  # idempotent
+    assert nl.rules(1044) == wanted
+    # What an older config or a careless hand may leave (an exact duplicate the kernel
+    # refuses: EEXIST): another preference, a narrower rule at the same place ahead of
+    # ours, another prefix.
+    sh("ip rule del pref 1050 to 10.77.0.0/16 lookup 1044")
+    sh("ip rule add pref 1050 to 10.77.0.0/16 iif lo lookup 1044")
+    sh("ip rule add pref 1050 to 10.77.0.0/16 lookup 1044")
+    sh("ip rule add pref 1060 to 10.77.0.0/16 lookup 1044")
+    sh("ip -6 rule add pref 1050 to fd00::/8 lookup 1044")
+    sh("ip rule add pref 1050 to 10.77.0.0/16 lookup 1045")  # not ours: another table
+    assert len(lines("-4", 1044)) == 3 and len(lines("-6", 1044)) == 2
+    added, removed = nl.ensure_rules(wanted)
+    assert added == [] and len(removed) == 3, (added, removed)
+    assert nl.rules(1044) == wanted
+    assert lines("-4", 1044) == ["1050:\tfrom all to 10.77.0.0/16 lookup 1044"], lines("-4", 1044)
+    assert len(lines("-4", 1045)) == 1
+    # A table beyond 8 bits is named by FRA_TABLE.
+    big = [Rule(v4, 100000, 1050)]
+    assert nl.ensure_rules(big) == (big, []) and nl.rules(100000) == big
+    assert nl.remove_rules(100000) == big and nl.rules(100000) == []
+    assert nl.remove_rules(1044) == wanted
+    assert lines("-4", 1044) == [] and lines("-6", 1044) == []
+    assert nl.remove_rules(1044) == []  # nothing left: no error
+    assert len(lines("-4", 1045)) == 1
+    print("ok")
+    """
+)
+
+
+def _in_scratch_namespace(script: str) -> None:
     ns = "nl" + secrets.token_hex(4)
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         done = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT],
+            ["ip", "netns", "exec", ns, sys.executable, "-c", script],
             capture_output=True,
             text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -67,3 +126,11 @@ def test_routes_follow_a_recreated_interface() -> None:
         assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_routes_follow_a_recreated_interface() -> None:
+    _in_scratch_namespace(SCRIPT)
+
+
+def test_mesh_rules_are_made_once_adopted_and_removed() -> None:
+    _in_scratch_namespace(RULES)

@@ -112,7 +112,15 @@ def test_socket_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_explain_lists_every_option() -> None:
     text = config.explain()
-    for name in ("mesh_ipv4", "interface_prefix", "dead_after_s", "route_protocol", "address"):
+    for name in (
+        "mesh_ipv4",
+        "interface_prefix",
+        "dead_after_s",
+        "route_protocol",
+        "table",
+        "rule_preference",
+        "address",
+    ):
         assert f"# {name} = " in text
 
 
@@ -226,3 +234,40 @@ def test_ports_opened_to_the_mesh_are_ports_or_ranges() -> None:
         with pytest.raises(config.ConfigError) as info:
             config.parse(GOOD + f"[isolation]\nopen_udp_ports = [{bad}]\n", "a.toml")
         assert info.value.key == "isolation.open_udp_ports[0]"
+
+
+def test_the_mesh_table_and_its_rules_have_defaults() -> None:
+    cfg = config.parse(GOOD, "a.toml")
+    assert (cfg.routing.table, cfg.routing.rule_preference) == (176, 1050)
+    assert cfg.routing.table not in (cfg.exit.table, cfg.exit.table + 1)
+    custom = config.parse(GOOD + "[routing]\ntable = 1000\nrule_preference = 1001\n", "a.toml")
+    assert (custom.routing.table, custom.routing.rule_preference) == (1000, 1001)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "expected"),
+    [
+        ("[routing]\ntable = 177\n", "routing.table", "exit.table: 177 and 178"),
+        ("[routing]\ntable = 178\n", "routing.table", "exit.table: 177 and 178"),
+        ("[exit]\ntable = 175\n", "routing.table", "exit.table: 175 and 176"),
+        ("[routing]\ntable = 254\n", "routing.table", "not 253..255"),
+        ("[routing]\ntable = 0\n", "routing.table", "1..4294967295"),
+        ("[routing]\ntable = 4294967296\n", "routing.table", "1..4294967295"),
+        ('[routing]\ntable = "mesh"\n', "routing.table", "an integer"),
+        ("[routing]\nrule_preference = 1000\n", "routing.rule_preference", "1001..1099"),
+        ("[routing]\nrule_preference = 1100\n", "routing.rule_preference", "exit user's"),
+        ("[routing]\nrule_preference = 32000\n", "routing.rule_preference", "1001..1099"),
+    ],
+)
+def test_the_mesh_table_is_checked_at_load(section: str, key: str, expected: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(GOOD + section, "a.toml")
+    assert info.value.key == key and expected in info.value.problem
+    assert str(info.value).startswith(f"a.toml: {key}: ")
+
+
+def test_the_rule_preferences_checked_are_the_exit_tunnels() -> None:
+    from meshd.net import exit_tunnel
+
+    assert config.EXIT_GATEWAY_RULE_PREF == exit_tunnel.GATEWAY_RULE_PREF
+    assert config.EXIT_USER_RULE_PREF == exit_tunnel.USER_RULE_PREF

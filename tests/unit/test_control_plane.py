@@ -205,6 +205,38 @@ def test_babel_output_of_a_burst_leaves_together(world: World, tmp_path: Path) -
     assert sorted(str(t.prefix) for t in updates) == [f"10.77.0.{h}/32" for h in hosts]
 
 
+def test_routes_a_member_may_not_announce_are_refused_counted_and_the_session_kept(
+    world: World, tmp_path: Path
+) -> None:
+    other = identity.generate(tmp_path / "other")
+    for who, ip in ((world.peer, "10.77.0.2"), (other, "10.77.0.3")):
+        world.verified(who=who, ip=ip)
+        world.cp.wireguard_state(who.node_id, True, 1.0)
+    world.cp.flush()
+    world.routes.clear()
+    peer_rid = mesh.router_id(bytes(world.peer.signing_key.verify_key))
+    announced = ["0.0.0.0/1", "128.0.0.0/1", "192.168.1.0/24", "172.31.0.2/32", "10.77.0.3/32",
+                 "10.77.0.1/32", "10.77.0.2/32"]  # fmt: skip
+    tlvs: list[Any] = [RouterId(router_id=peer_rid)]
+    for text in announced:
+        prefix = ipaddress.ip_network(text)
+        tlvs.append(Update(ae=AE_IPV4, prefix=prefix, interval=1600, seqno=1, metric=0))
+
+    async def receive() -> None:  # Babel input is flushed from the event loop
+        world.receive(session.encode(session.BabelPacket(encode_packet(tlvs))))
+        world.cp.flush()
+
+    asyncio.run(receive())
+    assert [str(c.prefix) for c in world.routes] == ["10.77.0.2/32"]  # only its own
+    peer = world.peer_state()
+    assert peer.refusals == {
+        "prefix_not_host": 3,
+        "prefix_outside_mesh": 1,
+        "wrong_origin": 2,  # the other neighbour's address, and ours
+    }
+    assert peer.session_up and peer.routing and peer.last_refusal is None
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [

@@ -10,7 +10,7 @@ import pytest
 from meshd import addressing, config, identity
 from meshd.mesh import LinkSpec
 from meshd.net import command
-from meshd.net.netlink import Route
+from meshd.net.netlink import MAIN_TABLE, Route, Rule
 from meshd.node import ADOPT_GRACE_S, ROUTE_GRACE_S, Node
 from meshd.routing.babel import RouteAction, RouteChange
 from meshd.routing.liveness import LinkState
@@ -19,6 +19,9 @@ from meshd.wg.model import PeerUpdate
 from tests.unit.fake_netlink import FakeNetlink
 
 PROTO = 176
+TABLE = 176  # the mesh's own routing table (config: routing.table)
+V4, V6 = ipaddress.ip_network("10.77.0.0/16"), ipaddress.ip_network("fd6d:6573:6864::/48")
+MESH_RULES = [Rule(V4, TABLE, 1050), Rule(V6, TABLE, 1050)]
 
 
 @pytest.fixture
@@ -117,6 +120,19 @@ def test_setup_holds_the_mesh_addresses(world, sysctl_root: Path) -> None:  # ty
     # No reverse-path filter on the links: a reply may come back another way (sysctl.py).
     assert (sysctl_root / "net/ipv4/conf/all/rp_filter").read_text().strip() == "0"
     assert backend.list_interfaces("mw") == []
+    assert netlink.rules(TABLE) == MESH_RULES
+
+
+def test_routes_go_into_the_mesh_table_only(world) -> None:  # type: ignore[no-untyped-def]
+    me, peers, cfg, backend, netlink, new_node = world
+    node = linked(new_node, me, peers)
+    prefix = ipaddress.ip_network("10.77.0.9/32")
+    node._apply_routes([RouteChange(prefix, RouteAction.INSTALL, peers[0].node_id, 96)])
+    assert [r.dst for r in netlink.routes(PROTO, table=TABLE)] == [prefix]
+    assert netlink.routes(PROTO, table=MAIN_TABLE) == []
+    assert [r.dst for r, _ in node.kernel_status()["routes"]] == [prefix]
+    node._apply_routes([RouteChange(prefix, RouteAction.REMOVE, peers[0].node_id, 96)])
+    assert netlink.routes(PROTO, table=TABLE) == []
 
 
 def test_links_are_built_from_what_the_session_says(world, sysctl_root: Path) -> None:  # type: ignore[no-untyped-def]
@@ -179,7 +195,7 @@ def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  #
     name, key = ifname(me, peers[0]), peers[0].wireguard_public
     backend.set_peer_stats(name, key, rx_bytes=5000, tx_bytes=7000, last_handshake=1.0)
     kept = Route(ipaddress.ip_network("10.77.9.9/32"), name, None, 100)
-    netlink.replace_route(kept, PROTO)
+    netlink.replace_route(kept, PROTO, table=TABLE)
     # Leftovers of ours that no neighbour will claim:
     stale = addressing.own_interface_prefix("mw", me.node_id) + "ffffff"
     backend.create(stale)
@@ -188,7 +204,12 @@ def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  #
     gone = Route(ipaddress.ip_network("10.77.9.8/32"), "eth9", None, 100)
     relearnt = Route(ipaddress.ip_network("10.77.9.7/32"), name, None, 100)
     for route in (gone, relearnt):
-        netlink.replace_route(route, PROTO)
+        netlink.replace_route(route, PROTO, table=TABLE)
+    # A meshd from before the mesh's own table left one in the main table.
+    legacy = Route(ipaddress.ip_network("10.77.9.6/32"), name, None, 100)
+    netlink.replace_route(legacy, PROTO, table=MAIN_TABLE)
+    # Its rules, twice over, and one of an older config's preference.
+    netlink.rule_list = [*MESH_RULES, MESH_RULES[0], Rule(V4, TABLE, 1099)]
     before = len(backend.updates)
     ports = [old.link_port(p.node_id) for p in peers]
 
@@ -196,10 +217,12 @@ def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  #
     node.setup(0.0)
     # The routes over its links stay while Babel learns them again: the kernel goes on
     # forwarding. Those Babel does not install again within the grace period go then.
-    assert sorted(r.dst for r in netlink.routes(PROTO)) == [relearnt.dst, kept.dst]
+    assert sorted(r.dst for r in netlink.routes(PROTO, table=TABLE)) == [relearnt.dst, kept.dst]
+    assert netlink.routes(PROTO, table=MAIN_TABLE) == []
+    assert netlink.rules(TABLE) == MESH_RULES  # once each
     node._apply_routes([RouteChange(relearnt.dst, RouteAction.INSTALL, peers[0].node_id, 96)])
     node.poll(ROUTE_GRACE_S + 0.1)
-    assert netlink.routes(PROTO) == [relearnt]
+    assert netlink.routes(PROTO, table=TABLE) == [relearnt]
     # The neighbours' sessions come back: each interface keeps its port (the neighbour's
     # endpoint for us stays right), its peer and its counters.
     assert [node.link_port(p.node_id) for p in reversed(peers)] == list(reversed(ports))
@@ -248,7 +271,11 @@ def test_teardown_leaves_nothing(world) -> None:  # type: ignore[no-untyped-def]
     stale = addressing.own_interface_prefix("mw", me.node_id) + "ffffff"
     backend.create(stale)
     node.setup(0.0)  # found, not yet claimed
+    prefix = ipaddress.ip_network("10.77.0.9/32")
+    node._apply_routes([RouteChange(prefix, RouteAction.INSTALL, peers[0].node_id, 96)])
+    assert netlink.routes(PROTO, table=TABLE) != [] and netlink.rules(TABLE) != []
     node.teardown()
     assert backend.list_interfaces("") == []
-    assert netlink.routes(PROTO) == []
+    assert netlink.routes(PROTO, table=TABLE) == []
+    assert netlink.rules(TABLE) == []
     assert netlink.addrs["lo"] == set()

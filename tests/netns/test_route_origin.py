@@ -1,0 +1,135 @@
+"""A hostile member announces routes that are not its own (issue 19; DESIGN.md, trust).
+
+On the demo neighbourhood (netns-testbed/topologies/demo.toml), c (a member with a valid
+certificate, no uplink, on the b-c-d segment) is restarted with ``routing.test_announce``:
+its meshd then announces, under its own router-id, a default route, both halves of the
+IPv4 internet and of IPv6, b's LAN, an underlay address, and a's mesh /32 and /128. No
+other node installs any of them, every household's LAN still reaches the internet by its
+exit, every pair of nodes still reaches each other, and c's neighbours count what they
+refused from it, with the reason, in ``meshd status --json``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.netns import meshbed
+
+pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+SERVER = "203.0.113.1"
+HONEST = ("a", "b", "d", "e")
+
+
+class Bed(meshbed.Bed):
+    def testbed_status(self) -> dict[str, Any]:
+        return dict(json.loads(self.run("status", "--json")))
+
+    def lan_curl(self, node: str) -> subprocess.CompletedProcess[str]:
+        ns = self.testbed_status()["nodes"][node]["lan_namespace"]
+        return subprocess.run(
+            ["ip", "netns", "exec", ns, "curl", "-sS", "-m", "10", "-o", "/dev/null",
+             "-w", "%{http_code}", f"http://{SERVER}/hello.txt"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    def kernel_routes(self, node: str) -> dict[str, str]:
+        """Every route meshd installed on ``node``, in any table: ``prefix/len`` -> dev."""
+        found = {}
+        for family in ("-4", "-6"):
+            out = self.sh(node, "ip", "-j", family, "route", "show", "table", "all", "proto", "176")
+            for route in json.loads(out or "[]"):
+                dst = route["dst"]
+                if dst == "default":
+                    dst = "0.0.0.0/0" if family == "-4" else "::/0"
+                found[str(ipaddress.ip_network(dst, strict=False))] = route.get("dev", "")
+        return found
+
+    def interface_to(self, node: str, neighbour_id: str) -> str | None:
+        rows = self.status(node)["neighbours"]
+        return next((n["interface"] for n in rows if n["node_id"] == neighbour_id), None)
+
+    def refusals_from(self, node: str, offender_id: str) -> dict[str, int]:
+        for neighbour in self.status(node)["neighbours"]:
+            if neighbour["node_id"] == offender_id:
+                return dict(neighbour.get("refusals") or {})
+        return {}
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Bed]:
+    with meshbed.testbed("demo.toml", "ro", Bed) as b:
+        yield b
+
+
+def _underlay_address(bed: Bed, node: str) -> str:
+    """One of ``node``'s underlay IPv4 addresses (not loopback, not a tunnel)."""
+    for link in json.loads(bed.sh(node, "ip", "-j", "-4", "addr", "show")):
+        for info in link.get("addr_info", []):
+            if link["ifname"] != "lo" and info.get("scope") == "global":
+                return str(info["local"])
+    raise AssertionError(f"{node} has no underlay address")
+
+
+def _hostile(bed: Bed, prefixes: list[str]) -> None:
+    """c's meshd again, announcing ``prefixes`` beside its own addresses."""
+    config = bed.dir / "nodes" / "c" / "meshd.toml"
+    text = config.read_text()
+    line = "test_announce = [" + ", ".join(f'"{p}"' for p in prefixes) + "]"
+    if "[routing]" in text:
+        text = text.replace("[routing]", f"[routing]\n{line}", 1)
+    else:
+        text += f"\n[routing]\n{line}\n"
+    config.write_text(text)
+    bed.run("kill", "c")
+    bed.run("start", "c")
+
+
+def test_a_member_cannot_take_other_households_traffic(bed: Bed) -> None:
+    status = {n: bed.status(n) for n in "abcde"}
+    a, c_id = status["a"], status["c"]["node_id"]
+    lan_b = bed.testbed_status()["nodes"]["b"]["lan_address"]
+    stolen = {
+        "0.0.0.0/0": "prefix_not_host",
+        "0.0.0.0/1": "prefix_not_host",
+        "128.0.0.0/1": "prefix_not_host",
+        "::/1": "prefix_not_host",
+        "8000::/1": "prefix_not_host",
+        str(ipaddress.ip_network(f"{lan_b}/24", strict=False)): "prefix_not_host",
+        f"{lan_b}/32": "prefix_outside_mesh",
+        f"{_underlay_address(bed, 'b')}/32": "prefix_outside_mesh",
+        f"{a['mesh_ipv4']}/32": "wrong_origin",
+        f"{a['mesh_ipv6']}/128": "wrong_origin",
+    }
+    before = {n: bed.kernel_routes(n) for n in HONEST}
+    _hostile(bed, list(stolen))
+
+    def refused_everything() -> bool:
+        seen = {}
+        for neighbour in ("b", "d"):
+            for reason, count in bed.refusals_from(neighbour, c_id).items():
+                seen[reason] = seen.get(reason, 0) + count
+        return set(stolen.values()) <= set(seen)
+
+    bed.wait("b and d count c's routes as refused", refused_everything, within=30)
+    bed.run("wait-converged", "--timeout", "60")  # every pair still reaches each other
+    for node in HONEST:
+        installed = bed.kernel_routes(node)
+        to_c = bed.interface_to(node, c_id)
+        taken = {p for p in stolen if p in installed and (p not in before[node] or
+                                                           installed[p] == to_c)}  # fmt: skip
+        assert not taken, (node, taken)  # nothing new, nothing of a's through c
+        assert set(before[node]) <= set(installed), node
+    for node in ("a", "b", "e"):  # every household's LAN still reaches the internet
+        res = bed.lan_curl(node)
+        assert res.returncode == 0 and res.stdout == "200", (node, res.stderr)
+    for neighbour in ("b", "d"):
+        refusals = bed.refusals_from(neighbour, c_id)
+        assert set(refusals) <= set(stolen.values()), refusals  # no session was closed
+        row = next(n for n in bed.status(neighbour)["neighbours"] if n["node_id"] == c_id)
+        assert row["state"] == "up", row  # c still relays and is served as any member
