@@ -15,6 +15,7 @@ import ipaddress
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,7 +80,9 @@ def _underlay_address(bed: Bed, node: str) -> str:
 def _hostile(bed: Bed, prefixes: list[str]) -> None:
     """c's meshd again, announcing ``prefixes`` beside its own addresses."""
     config = bed.dir / "nodes" / "c" / "meshd.toml"
-    text = config.read_text()
+    text = "".join(  # what an earlier test made it announce goes
+        kept for kept in config.read_text().splitlines(True) if not kept.startswith("test_announce")
+    )
     line = "test_announce = [" + ", ".join(f'"{p}"' for p in prefixes) + "]"
     if "[routing]" in text:
         text = text.replace("[routing]", f"[routing]\n{line}", 1)
@@ -133,3 +136,42 @@ def test_a_member_cannot_take_other_households_traffic(bed: Bed) -> None:
         assert set(refusals) <= set(stolen.values()), refusals  # no session was closed
         row = next(n for n in bed.status(neighbour)["neighbours"] if n["node_id"] == c_id)
         assert row["state"] == "up", row  # c still relays and is served as any member
+
+
+def _pss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Pss for {pid}")
+
+
+FLOOD = 50_000
+FLOOD_PSS_KB = 5 * 1024  # the most a neighbour's meshd may grow by while it is flooded
+
+
+def test_a_flood_of_routes_is_refused_without_growing_its_neighbours(bed: Bed) -> None:
+    c_id = bed.status("c")["node_id"]
+    first = int(ipaddress.ip_address("10.77.30.0"))
+    flood = [f"{ipaddress.ip_address(first + i)}/32" for i in range(FLOOD)]
+    pids = {n: bed.testbed_status()["nodes"][n]["pid"] for n in ("b", "d")}
+    before_pss = {n: _pss_kb(pid) for n, pid in pids.items()}
+    before = {n: bed.refusals_from(n, c_id).get("not_its_address", 0) for n in ("b", "d")}
+    _hostile(bed, flood)
+
+    def all_refused() -> bool:
+        return all(
+            bed.refusals_from(n, c_id).get("not_its_address", 0) - before[n] >= FLOOD
+            for n in ("b", "d")
+        )
+
+    took = bed.wait(f"b and d refuse all {FLOOD} of c's routes", all_refused, within=180)
+    print(f"{FLOOD} routes refused by both neighbours {took:.1f} s after c's restart")
+    grown = {n: _pss_kb(pid) - before_pss[n] for n, pid in pids.items()}
+    print(f"meshd PSS growth during the flood: {grown} kB")
+    assert all(kb <= FLOOD_PSS_KB for kb in grown.values()), grown
+    for node in HONEST:
+        assert not set(flood) & set(bed.kernel_routes(node)), node
+    bed.run("wait-converged", "--timeout", "60")
+    for node in ("a", "b", "e"):
+        res = bed.lan_curl(node)
+        assert res.returncode == 0 and res.stdout == "200", (node, res.stderr)
