@@ -66,6 +66,15 @@ _REFUSALS = {
     "unexpected_kind": "it sent a message that does not belong in a session",
 }
 
+# Why a neighbour's route updates were dropped (meshd.routing.origin, BabelParams limits).
+ROUTE_REFUSALS = {
+    "prefix_not_host": "a default or wider prefix",
+    "prefix_outside_mesh": "an address outside the mesh",
+    "wrong_origin": "another member's address",
+    "not_its_address": "an address its certificate does not hold",
+    "route_limit": "more routes than a neighbour may send",
+}
+
 # Why receipts are throttled or disputed (meshd.receipts.exchange).
 _RECEIPT_REASONS = {
     "no_receipts": "claims left unsigned beyond the credit allowance",
@@ -91,6 +100,14 @@ def neighbour(n: Neighbour) -> Why:
     silent = n.get("silent_s")
     tunnel = n.get("liveness")
     if n["state"] == "up":
+        routes = {r: c for r, c in (n.get("refusals") or {}).items() if r in ROUTE_REFUSALS}
+        if routes:
+            worst = max(routes, key=lambda r: routes[r])
+            return Why(
+                Level.WARN,
+                f"up, but {sum(routes.values())} of its routes refused "
+                f"(mostly {ROUTE_REFUSALS[worst]})",
+            )
         loss = n["loss"]
         if loss is not None and loss > LOSSY:
             return Why(Level.WARN, f"up, but {fmt.percent(loss)} of its probes are lost")

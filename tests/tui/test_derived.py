@@ -69,6 +69,11 @@ def neighbour(**changes: Any) -> Neighbour:
         (neighbour(), Level.OK, "up (found by bootstrap)"),
         (neighbour(loss=0.12), Level.WARN, "up, but 12% of its probes are lost"),
         (
+            neighbour(refusals={"wrong_origin": 2, "prefix_not_host": 5, "malformed": 1}),
+            Level.WARN,
+            "up, but 7 of its routes refused (mostly a default or wider prefix)",
+        ),
+        (
             neighbour(state="down", liveness="down", silent_s=12.0),
             Level.BAD,
             "its WireGuard tunnel carries nothing (silent 12s)",
