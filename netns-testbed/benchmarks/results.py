@@ -40,6 +40,11 @@ def at_most(name: str, value: float, unit: str, maximum: float) -> Result:
     return Result(name, value, unit, f"<= {maximum}", value <= maximum)
 
 
+def within(name: str, value: float, unit: str, minimum: float, maximum: float) -> Result:
+    """Two-sided: a figure that is wrong both ways (a count too low or too high)."""
+    return Result(name, value, unit, f">= {minimum} and <= {maximum}", minimum <= value <= maximum)
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     try:

@@ -4,19 +4,32 @@ meshd kills (SIGKILL) and restarts, at most two of each at a time, each held 3-1
 witnesses a, d and h are never killed: their memory is the one that would grow.
 
 Timeline: a first window of traffic without faults (a minute, or a quarter of a short
-run), a receipts export from every node, faults until the last window, everything healed
-and restarted, a last window of traffic without faults; then, once converged:
+run), a receipts export from every node, faults until the last window (and every 10 s a
+receipts export of one node, in turn, killed or not), everything healed and restarted, a
+last window of traffic without faults; then, once converged:
 - soak.expired_packets: packets that expired in transit anywhere (a routing loop): ICMP and
   ICMPv6 time-exceeded sent by any node, and packets forwarded with a TTL or hop limit of
   1, counted by a table of the benchmark's own in every node. Target 0.
 - soak.reachable_pairs: ordered node pairs answering a ping. Target: all.
-- soak.receipts_lost: receipts in the first export missing from the last (each node's
-  export holds every receipt it stored), plus chains (provider, consumer, epoch) whose seq
-  or totals go backwards, plus exports `meshd receipts verify` refuses. Target 0.
+- soak.receipts_lost: over every export taken (the first, those during the faults and a
+  last one at the end): receipts missing from the node's last export (each export holds
+  every receipt the node stored), chains (provider, consumer, epoch) whose seq or totals go
+  backwards, and exports `meshd receipts verify` refuses. Target 0.
+  soak.receipts: the receipts in the first exports; target at least 1, or there was nothing
+  to lose. soak.receipt_exports: the exports checked.
 - soak.leaks: differences between the start and the end, in every node, in interfaces,
   routes, policy rules, nftables tables and processes (by name). Target 0.
 - soak.pss_growth_mb.max: the witnesses' PSS, median of the last window minus median of
   the first, the largest. Target: at most 5 MB.
+- soak.traffic_delivered.quiet, .faults, .recovery, .healed: per stretch of the run (the
+  first window; the faults; the first half of the last window, which opens with the
+  restarts; its second half), the bytes the worst path's iperf3 server received, in runs
+  iperf3 ended well (exit status 0, no error), over what 2 Mbit/s carries in the time the
+  path's runs took (failed ones and the pause after them included). Iperf3 runs end with
+  each stretch. Targets: 0.95 in the first window and the last half (converged, no
+  faults), 0.5 during the faults; none while recovering. A soak whose traffic did not flow
+  fails here, not silently elsewhere. soak.traffic_runs(_failed): the iperf3 runs, and
+  those that did not end well (the first few are printed).
 - soak.converged: `testbed wait-converged` succeeded within 60 s at the end. Target 1."""
 
 from __future__ import annotations
@@ -32,8 +45,11 @@ import time
 import tomllib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from nstestbed.lifecycle import wait_listening
 
 from benchmarks.overhead import meshd_pids, pss_mb
 from benchmarks.results import Result, at_least, at_most
@@ -45,10 +61,18 @@ QUICK_S = 60.0
 WITNESSES = ("a", "d", "h")
 TRAFFIC = (("a", "d"), ("h", "e"), ("g", "b"))  # three hops apart on mesh10
 TRAFFIC_PORT = 5301
+TRAFFIC_BPS = 2_000_000
+RUN_S = 30  # the longest iperf3 run
+EXPORT_EVERY_S = 10.0  # during the faults, a receipts export of one node (in turn) this often
 FAULTS_AT_ONCE = 2
 HOLD_S = (3.0, 12.0)
 FAULT_EVERY_S = 3.0
 PSS_GROWTH_MB = 5.0
+# Of 2 Mbit/s, on the worst path: all of it on a converged mesh without faults (the first
+# window, and the second half of the last: its first half, "recovery", starts with the
+# restarts of the daemons killed last); at least half of it while faults take paths and
+# their endpoints (b, e, g) down.
+DELIVERED = {"quiet": 0.95, "faults": 0.5, "healed": 0.95}
 SEED = 8
 LOOPS = """table inet benchsoak {
 	chain output {
@@ -122,36 +146,89 @@ def chain_faults(records: list[dict[str, Any]]) -> int:
     return faults
 
 
-class Traffic:
-    """TCP at 2 Mbit/s on each path until ``until``, a new iperf3 run after any that ends
-    (an outage may end one); stops on its own."""
+@dataclass(frozen=True)
+class TrafficRun:
+    """One iperf3 run on a path: the phase it ran in, the seconds asked, the seconds it took
+    (with the pause after a failed one: until the next run began), iperf3's exit status and
+    the bytes the server received (0 when the run reported none)."""
 
-    def __init__(self, tb: Testbed, until: float) -> None:
-        self.tb, self.until = tb, until
+    path: tuple[str, str]
+    phase: str
+    seconds: int
+    took_s: float
+    exit_status: int
+    received_bytes: int
+    error: str
+
+    @property
+    def ok(self) -> bool:
+        """iperf3 exited 0 and reported no error (with -J, 3.12 exits 0 on "unable to
+        connect to server")."""
+        return self.exit_status == 0 and not self.error
+
+
+class Traffic:
+    """TCP at 2 Mbit/s on each path, phase after phase (``phases``: name and seconds, in
+    order, from ``start``, once every server listens), in iperf3 runs of at most 30 s that
+    end with their phase (to the second), a new one after any that ends (an outage may end
+    one); stops on its own after the last phase. ``runs`` holds what every run did."""
+
+    def __init__(self, tb: Testbed, phases: list[tuple[str, float]]) -> None:
+        self.runs: list[TrafficRun] = []
+        self.lock = threading.Lock()
         self.servers = []
         self.threads = []
         status = tb.status()["nodes"]
-        for src, dst in TRAFFIC:
-            address = tb.meshd_status(dst)["mesh_ipv4"]
+        address = {dst: tb.meshd_status(dst)["mesh_ipv4"] for _, dst in TRAFFIC}
+        for _, dst in TRAFFIC:
             self.servers.append(subprocess.Popen(
-                ["ip", "netns", "exec", status[dst]["namespace"], "iperf3", "-s", "-B", address,
-                 "-p", str(TRAFFIC_PORT)],
+                ["ip", "netns", "exec", status[dst]["namespace"], "iperf3", "-s", "-B",
+                 address[dst], "-p", str(TRAFFIC_PORT)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
+        for _, dst in TRAFFIC:
+            wait_listening(status[dst]["namespace"], [TRAFFIC_PORT], 10.0)
+        self.start = time.monotonic()
+        ends = [self.start + sum(s for _, s in phases[: i + 1]) for i in range(len(phases))]
+        self.phases = [(name, end) for (name, _), end in zip(phases, ends, strict=True)]
+        for src, dst in TRAFFIC:
             thread = threading.Thread(
-                target=self._run, args=(status[src]["namespace"], address), daemon=True
-            )
+                target=self._run, args=((src, dst), status[src]["namespace"], address[dst]),
+                daemon=True,
+            )  # fmt: skip
             thread.start()
             self.threads.append(thread)
 
-    def _run(self, namespace: str, address: str) -> None:
-        while (left := self.until - time.monotonic()) > 1:
-            subprocess.run(
+    def _run(self, path: tuple[str, str], namespace: str, address: str) -> None:
+        for phase, end in self.phases:
+            while (left := end - time.monotonic()) > 0.5:
+                began = time.monotonic()
+                seconds = max(1, round(min(left, RUN_S)))
+                run = TrafficRun(path, phase, seconds, 0.0,
+                                 *self._iperf3(namespace, address, seconds))  # fmt: skip
+                if not run.ok:
+                    time.sleep(0.5)  # not at once again: the path may be out for a while
+                with self.lock:
+                    self.runs.append(replace(run, took_s=time.monotonic() - began))
+
+    @staticmethod
+    def _iperf3(namespace: str, address: str, seconds: int) -> tuple[int, int, str]:
+        """iperf3's exit status, the bytes its server received and its error."""
+        try:
+            res = subprocess.run(
                 ["ip", "netns", "exec", namespace, "iperf3", "-c", address, "-p",
-                 str(TRAFFIC_PORT), "-b", "2M", "-t", str(int(min(left, 30)))],
-                capture_output=True, timeout=left + 30,
+                 str(TRAFFIC_PORT), "-b", str(TRAFFIC_BPS), "-t", str(seconds), "-J"],
+                capture_output=True, text=True, timeout=seconds + 30,
             )  # fmt: skip
-            time.sleep(0.5)
+        except subprocess.TimeoutExpired:
+            return -1, 0, f"no end within {seconds + 30} s"
+        try:
+            doc = json.loads(res.stdout)
+        except ValueError:
+            return res.returncode, 0, f"no JSON: {res.stderr.strip()[-200:]}"
+        received = ((doc.get("end") or {}).get("sum_received") or {}).get("bytes", 0)
+        error = str(doc.get("error") or (res.stderr.strip()[-200:] if res.returncode else ""))
+        return res.returncode, int(received), error
 
     def stop(self) -> None:
         for thread in self.threads:
@@ -159,6 +236,19 @@ class Traffic:
         for server in self.servers:
             server.kill()
             server.wait()
+
+
+def delivered(runs: list[TrafficRun], phase: str) -> float:
+    """The worst path's share of 2 Mbit/s in ``phase``: the bytes its server received in the
+    runs iperf3 ended well (``ok``), over what 2 Mbit/s carries in the time all its
+    runs of the phase took, failed ones included; 0 for a path without a run."""
+    fractions = []
+    for path in TRAFFIC:
+        mine = [r for r in runs if r.path == path and r.phase == phase]
+        took = sum(r.took_s for r in mine)
+        got = sum(r.received_bytes for r in mine if r.ok)
+        fractions.append(got / (took * TRAFFIC_BPS / 8) if took else 0.0)
+    return min(fractions)
 
 
 def soak(quick: bool, duration_s: float | None = None) -> list[Result]:
@@ -178,13 +268,23 @@ def soak(quick: bool, duration_s: float | None = None) -> list[Result]:
                            input=LOOPS, text=True, check=True)  # fmt: skip
         before = {n: snapshot(tb, n, status[n]["namespace"]) for n in names}
         pids = meshd_pids(tb)
-        start = time.monotonic()
-        traffic = Traffic(tb, start + duration)
+        phases = [("quiet", window), ("faults", duration - 2 * window),
+                  ("recovery", window / 2), ("healed", window / 2)]  # fmt: skip
+        traffic = Traffic(tb, phases)
+        start = traffic.start
         first_pss = _pss_window(pids, start + window)
-        exported = {n: receipts(tb, n)[0] for n in names}
+        # The exports load the machine: not inside the window whose traffic must all arrive.
+        time.sleep(max(0.0, start + window - time.monotonic()))
+        # Every export taken, in order: each must verify, and keep its chains in order,
+        # and every receipt in it must still be in the node's last export.
+        exports: dict[str, list[tuple[list[dict[str, Any]], str]]] = {
+            n: [receipts(tb, n)] for n in names
+        }
+        first_receipts = sum(len(e[0][0]) for e in exports.values())
         cuts: dict[tuple[str, str], float] = {}
         dead: dict[str, float] = {}
         faults = Counter[str]()
+        next_export, turn = time.monotonic() + EXPORT_EVERY_S, 0
         while time.monotonic() < start + duration - window:
             now = time.monotonic()
             for pair in [p for p, t in cuts.items() if t <= now]:
@@ -203,6 +303,10 @@ def soak(quick: bool, duration_s: float | None = None) -> list[Result]:
                 tb.cli("kill", node)
                 dead[node] = now + rng.uniform(*HOLD_S)
                 faults["kill"] += 1
+            if now >= next_export:  # a killed node's too: its ledger is on disk
+                node = names[turn % len(names)]
+                exports[node].append(receipts(tb, node))
+                next_export, turn = now + EXPORT_EVERY_S, turn + 1
             time.sleep(FAULT_EVERY_S)
         for pair in cuts:
             tb.cli("heal", *pair)
@@ -219,10 +323,11 @@ def soak(quick: bool, duration_s: float | None = None) -> list[Result]:
                                      pairs))  # fmt: skip
         lost = 0
         for n in names:
-            after, text = receipts(tb, n)
-            kept = {r["signature"] for r in after}
-            lost += sum(r["signature"] not in kept for r in exported[n]) + chain_faults(after)
-            lost += _refused(tb, n, text)
+            exports[n].append(receipts(tb, n))
+            kept = {r["signature"] for r in exports[n][-1][0]}
+            for records, text in exports[n]:
+                lost += sum(r["signature"] not in kept for r in records) + chain_faults(records)
+                lost += _refused(tb, n, text)
         status = tb.status()["nodes"]
         leaks = []
         for n in names:
@@ -231,6 +336,11 @@ def soak(quick: bool, duration_s: float | None = None) -> list[Result]:
             leaks += [f"{n}: {'+' if now_items[k] > before[n][k] else '-'}{k}" for k in diff]
     for line in leaks:
         print(f"bench: soak: leak {line}", file=sys.stderr)
+    runs = traffic.runs
+    failed_runs = [r for r in runs if not r.ok]
+    for r in failed_runs[:10]:
+        print(f"bench: soak: iperf3 {r.path[0]} -> {r.path[1]} ({r.phase}, {r.seconds} s): "
+              f"exit {r.exit_status}: {r.error[:200]}", file=sys.stderr)  # fmt: skip
     growth = max(statistics.median(last_pss[n]) - statistics.median(first_pss[n])
                  for n in WITNESSES)  # fmt: skip
     return [
@@ -239,12 +349,19 @@ def soak(quick: bool, duration_s: float | None = None) -> list[Result]:
         at_most("soak.receipts_lost", lost, "count", 0),
         at_most("soak.leaks", len(leaks), "count", 0),
         at_most("soak.pss_growth_mb.max", round(growth, 1), "MB", PSS_GROWTH_MB),
-        Result("soak.receipts", sum(len(r) for r in exported.values()), "count"),
+        *[at_least(f"soak.traffic_delivered.{phase}", round(delivered(runs, phase), 3),
+                   "fraction", DELIVERED[phase]) if phase in DELIVERED else
+          Result(f"soak.traffic_delivered.{phase}", round(delivered(runs, phase), 3), "fraction")
+          for phase, _ in phases],
+        Result("soak.traffic_runs", len(runs), "count"),
+        Result("soak.traffic_runs_failed", len(failed_runs), "count"),
+        at_least("soak.receipts", first_receipts, "count", 1),
+        Result("soak.receipt_exports", sum(len(e) for e in exports.values()), "count"),
         Result("soak.link_cuts", faults["cut"], "count"),
         Result("soak.meshd_kills", faults["kill"], "count"),
         at_least("soak.converged", 1 if converged else 0, "bool", 1),
         Result("soak.seconds", round(duration), "s"),
-    ]
+    ]  # fmt: skip
 
 
 def _pss_window(pids: dict[str, int], until: float) -> dict[str, list[float]]:
