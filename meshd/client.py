@@ -101,6 +101,9 @@ class _NeighbourControlRequired(TypedDict):
 class NeighbourControl(_NeighbourControlRequired, total=False):
     """Why a neighbour is not ``up`` (its session, as the control plane sees it)."""
 
+    protocol: str | None  # the session's version (ALPN id, e.g. meshd/2); null when down
+    features: list[str]  # what it announced (CAPABILITIES) that we know; [] on meshd/1
+
 
 class _NeighbourRequired(TypedDict):
     node_id: str

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from meshd.identity import public_from_node_id
+from meshd.proto.session import PROTOCOLS
 
 DEFAULT_SOCKET = "/run/meshd/meshd.sock"
 DEFAULT_CONFIG = "/etc/meshd/meshd.toml"
@@ -94,6 +95,11 @@ class ControlSettings:
         Path(DEFAULT_SOCKET), "Unix socket of the local control API (MESHD_SOCKET overrides)"
     )
     quic_port: int = _opt(6697, "UDP port of the QUIC control sessions with neighbours")
+    protocols: tuple[str, ...] = _opt(
+        PROTOCOLS,
+        "protocol versions (QUIC ALPN ids) offered and accepted, newest first; fewer only to"
+        " play an older node in tests, or to refuse neighbours too old",
+    )
 
 
 @dataclass(frozen=True)
@@ -404,6 +410,11 @@ def _check(cfg: Config) -> None:
             raise ConfigError(p, f"mesh.admin_keys[{i}]", f"expected a node id: {exc}") from None
     if not 1 <= cfg.control.quic_port <= 65535:
         raise ConfigError(p, "control.quic_port", "expected 1..65535")
+    protocols = cfg.control.protocols
+    if not protocols or len(set(protocols)) != len(protocols) or set(protocols) - set(PROTOCOLS):
+        raise ConfigError(
+            p, "control.protocols", f"expected some of {', '.join(PROTOCOLS)}, each once"
+        )
     if not 4 <= cfg.routing.update_interval_s <= 600:
         raise ConfigError(p, "routing.update_interval_s", "expected 4..600 seconds")
     if not 1 <= cfg.routing.route_protocol <= 254:

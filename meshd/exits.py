@@ -130,7 +130,7 @@ class ExitService:
             on_event=self.on_event,
             host=str(self.mesh_ipv4),
             port=self.settings.quic_port,
-            settings=mesh.SESSION_SETTINGS,
+            settings=self.control.session_settings,  # the node's versions
         )
         if self.uplink.share:
             self.submit(
@@ -353,6 +353,8 @@ class ExitService:
         now = time.monotonic()
         if isinstance(ev.event, SessionUp) and node_id:
             self.peers[node_id] = ExitPeer(node_id, now)
+            if ev.event.protocol in messages.WITH_CAPABILITIES:  # first, as on neighbours'
+                self._send(node_id, messages.Capabilities(messages.FEATURES))
             self._send_raw(node_id, self.control.membership_message)
         elif isinstance(ev.event, MessageReceived) and node_id in self.peers:
             self._on_message(self.peers[node_id], ev.event.data)
@@ -371,6 +373,8 @@ class ExitService:
     def _on_message(self, peer: ExitPeer, data: bytes) -> None:
         try:
             msg = messages.decode(data)
+            if isinstance(msg, messages.Capabilities):
+                return  # no exit message depends on a feature yet
             if isinstance(msg, messages.Membership):
                 peer.member, _ = mesh.check_membership(
                     msg, self.control.own, peer.node_id, self.control.clock.now()

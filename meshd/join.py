@@ -77,7 +77,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +144,7 @@ FINAL_CLOSE_REASONS = frozenset({"revoked"})
 # The bootstrap node and the issuer.
 RELAY_ALPN = "meshd-join/1"
 RELAY_SETTINGS = SessionSettings(
-    alpn=RELAY_ALPN, idle_timeout=30.0, keepalive_interval=10.0, handshake_timeout=5.0
+    alpn_protocols=(RELAY_ALPN,), idle_timeout=30.0, keepalive_interval=10.0, handshake_timeout=5.0
 )
 FORWARD_S = 10.0  # the issuer's answer, forwarded; then issuer_unreachable
 REDIAL_S = 2.0  # between dials of an issuer while requests wait for it
@@ -258,6 +258,9 @@ class JoinClient:
                 assert transport is not None
                 if chosen is None and isinstance(ev.event, SessionUp):
                     chosen, deadline = index, loop.time() + answer_s
+                    if ev.event.protocol in messages.WITH_CAPABILITIES:  # its first message
+                        capabilities = messages.Capabilities(messages.FEATURES)
+                        transport.send_message(node_id, messages.encode(capabilities))
                     transport.send_message(node_id, messages.encode(message))
                     event("join.asking", bootstrap=endpoints[index].address, node=node_id[:8])
                 elif isinstance(ev.event, SessionUp):
@@ -323,7 +326,10 @@ async def join_mesh(
         )
     request = join_request(token, ident.signing_key, ident.wireguard_public)
     message = messages.JoinRequestMessage(invite.encode(), request.encode())
-    client = client or JoinClient(node_certificate(ident.signing_key))
+    client = client or JoinClient(
+        node_certificate(ident.signing_key),
+        replace(JOIN_SETTINGS, alpn_protocols=cfg.control.protocols),
+    )
     event(
         "join.started",
         invite=invite.invite_id.hex(),

@@ -41,6 +41,10 @@ def setup(level: str = "INFO") -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
+    # aioquic logs each connection error as a WARNING of its own (logger "quic", which has
+    # no handler: Python's last resort prints it bare, e.g. "No common ALPN protocols");
+    # the session reports the same close already, as SessionClosed with a reason code.
+    logging.getLogger("quic").setLevel(logging.ERROR)
 
 
 def _fmt(value: Any) -> str:

@@ -35,6 +35,13 @@ by an admin of ours, is adopted, stored (``mesh.cert``, and every definition ado
 ``mesh.chain``, which lets a restarted node follow the chain from the admin key its
 config pins) and flooded. A session starts CLOCK, MESH_DEFINITION (once rotated), then
 MEMBERSHIP, so a neighbour learns a new admin before it judges a certificate it signed.
+
+Versions (meshd.proto.session): the session's protocol is negotiated in its handshake
+(``protocols``, newest first; ``Peer.protocol``). On meshd/2 each side's first message is
+CAPABILITIES, before CLOCK, and nothing else is read before it; what a peer announced
+(``Peer.features``: the names this build knows) gates every newer kind or field we send it
+(``peer_supports``). A dial the neighbour refused for want of a common version counts
+``version_unsupported`` in its refusals.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,7 +89,7 @@ from meshd.routing.link_quality import LinkQuality, LinkQualityParams
 from meshd.routing.origin import OriginPolicy, Owner
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
-from meshd.transport.session import SessionSettings
+from meshd.transport.session import VERSION_UNSUPPORTED, SessionSettings
 from meshd.transport.udp import PeerEvent, QuicTransport
 from meshd.trust import OwnMembership, load_chain, save_chain, save_joined, save_revocations
 
@@ -222,6 +229,10 @@ class Peer:
     # dropped (``meshd status`` neighbours' ``refusals``; DESIGN.md, trust).
     refusals: dict[str, int] = field(default_factory=dict)
     clock_offset: float | None = None  # its CLOCK minus our uncorrected clock, this session
+    protocol: str | None = None  # the version its session up speaks (its ALPN id)
+    # What it announced in CAPABILITIES that this build knows (meshd/2 on; empty before).
+    features: frozenset[str] = field(default_factory=frozenset)
+    awaiting_capabilities: bool = False  # a meshd/2 session up, its CAPABILITIES not yet in
 
     @property
     def state(self) -> str:
@@ -275,9 +286,12 @@ class ControlPlane:
         on_join: Callable[[str, messages.JoinRequestMessage], None] | None = None,
         on_renewal: Callable[[str, RenewalMessage], None] | None = None,
         clock: MeshClock | None = None,
+        protocols: tuple[str, ...] = messages.PROTOCOLS,
         now: float = 0.0,
     ) -> None:
         self.node_id, self.credentials, self.own = node_id, credentials, own
+        # The versions we offer and accept, newest first (config control.protocols).
+        self.session_settings = replace(SESSION_SETTINGS, alpn_protocols=protocols)
         self.clock = clock or MeshClock()
         self.router, self.links, self.apply_routes = router, links, apply_routes
         self.state_dir = state_dir
@@ -339,7 +353,7 @@ class ControlPlane:
             on_event=self.on_event,
             host=host,
             port=port,
-            settings=SESSION_SETTINGS,
+            settings=self.session_settings,
         )
         event("control.listening", port=port)
         self.hellos = await HelloSocket.open(self.on_hello)
@@ -475,7 +489,7 @@ class ControlPlane:
         node_id = ev.peer_node_id or ""
         now = time.monotonic()
         if isinstance(ev.event, SessionUp) and node_id:
-            self._session_up(self._peer(node_id, now), ev.addr, now)
+            self._session_up(self._peer(node_id, now), ev.addr, now, ev.event.protocol)
             return
         known = self.peers.get(node_id)
         if isinstance(ev.event, MessageReceived) and known is not None:
@@ -483,7 +497,9 @@ class ControlPlane:
         elif isinstance(ev.event, SessionClosed):
             self._session_closed(known, node_id, ev, ev.event)
 
-    def _session_up(self, peer: Peer, addr: Address, now: float) -> None:
+    def _session_up(
+        self, peer: Peer, addr: Address, now: float, protocol: str = messages.MESHD_1
+    ) -> None:
         # A new session may replace the old one (the neighbour restarted): the handshake
         # proved the same key, so what verified stays, and the Babel link with it, until
         # the new session's certificate is checked (a link down would withdraw every
@@ -494,7 +510,11 @@ class ControlPlane:
         peer.session_addr = addr
         peer.session_since = now
         peer.last_seen = now
-        event("session.up", peer=peer.name, address=format_address(addr))
+        peer.protocol, peer.features = protocol, frozenset()
+        peer.awaiting_capabilities = protocol in messages.WITH_CAPABILITIES
+        event("session.up", peer=peer.name, address=format_address(addr), protocol=protocol)
+        if peer.awaiting_capabilities:
+            self._send(peer.node_id, messages.encode(messages.Capabilities(messages.FEATURES)))
         self._send(peer.node_id, messages.encode(clock_message(self.clock)))
         if self.own.trust.definition.serial > 1:
             definition = self.own.trust.definition.encode()
@@ -519,6 +539,8 @@ class ControlPlane:
             if peer is not None:
                 peer.last_refusal = closed.reason
                 peer.failed_dials += 1
+                if closed.reason == VERSION_UNSUPPORTED:  # refused before it was up
+                    peer.refusals[closed.reason] = peer.refusals.get(closed.reason, 0) + 1
             return
         event("session.down", peer=peer.name, reason=closed.reason)
         peer.failed_dials += 1  # reset once a session verifies: a refusing peer backs off
@@ -526,6 +548,7 @@ class ControlPlane:
         peer.member, peer.credential = None, None
         peer.peer_port = None
         peer.joining = False
+        peer.protocol, peer.features, peer.awaiting_capabilities = None, frozenset(), False
         peer.last_refusal = closed.reason
         self._reevaluate(peer, time.monotonic())
         if not (peer.bootstrap or peer.addresses or peer.link):
@@ -536,6 +559,9 @@ class ControlPlane:
             msg = messages.decode(data)
         except messages.SessionMessageError as exc:
             self._refuse(peer, exc.reason, str(exc))
+            return
+        if isinstance(msg, messages.Capabilities) or peer.awaiting_capabilities:
+            self._on_capabilities(peer, msg)
             return
         if isinstance(msg, messages.Clock):
             peer.clock_offset = msg.unix_ms / 1000 - self.clock.local()
@@ -585,6 +611,23 @@ class ControlPlane:
                 return
             self.router.receive(peer.node_id, tlvs, now)
             self._flush_soon()
+
+    def _on_capabilities(self, peer: Peer, msg: messages.SessionMessage) -> None:
+        """A meshd/2 session's first message, once; on meshd/1 there is none."""
+        if not peer.awaiting_capabilities:
+            self._refuse(peer, "unexpected_kind", f"CAPABILITIES on a {peer.protocol} session")
+        elif not isinstance(msg, messages.Capabilities):
+            self._refuse(peer, "no_capabilities", f"{type(msg).__name__} before CAPABILITIES")
+        else:
+            # Names this build does not know are a newer node's: ignored.
+            peer.features = frozenset(f for f in messages.FEATURES if f in msg.features)
+            peer.awaiting_capabilities = False
+
+    def peer_supports(self, peer: str | Peer, feature: messages.Feature) -> bool:
+        """Whether a neighbour (node id or Peer) announced ``feature`` on its session now:
+        what every message kind or field newer than meshd/1 is sent on."""
+        found = self.peers.get(peer) if isinstance(peer, str) else peer
+        return found is not None and feature in found.features
 
     def _on_join_request(self, peer: Peer, msg: messages.JoinRequestMessage) -> None:
         """A node without a certificate asks to join: one request per session, from a
@@ -1089,6 +1132,8 @@ class ControlPlane:
             "routing": peer.routing,
             "refusal": peer.last_refusal,
             "found_by": sorted({c.source.value for c in peer.addresses.values()}),
+            "protocol": peer.protocol,
+            "features": sorted(str(f) for f in peer.features),
         }
 
 

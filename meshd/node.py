@@ -769,6 +769,7 @@ class Node:
             forget_after_s=self.cfg.discovery.forget_after_s,
             on_metering=self._on_metering,
             clock=self.clock,
+            protocols=self.cfg.control.protocols,
             now=now,
         )
 

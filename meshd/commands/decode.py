@@ -1,8 +1,8 @@
 """meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
 packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
 revocation), an invite or a join request, a receipt (as a receipts export line), a message
-of a neighbour session (which may wrap those: joins, renewals, the sender's clock) or a
-discovery beacon."""
+of a neighbour session (which may wrap those: joins, renewals, the sender's clock and
+capabilities) or a discovery beacon."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
         from meshd.membership.canonical import MessageType
 
         # Membership records start with their type (1-6), receipts with theirs (0x11),
-        # session messages with their kind (1-20, RENEW_GRANTED is 0x11 too), beacons with
+        # session messages with their kind (1-21, RENEW_GRANTED is 0x11 too), beacons with
         # MSHB; anything else is read as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
@@ -115,7 +115,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= 20:  # only session messages
+        elif data[:1] and 7 <= data[0] <= 21:  # only session messages
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -237,6 +237,9 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
         ]
     if isinstance(msg, session.Clock):
         return [{"type": "session", "kind": "clock", "unix_ms": msg.unix_ms}]
+    if isinstance(msg, session.Capabilities):
+        # Every name as sent, the ones this build does not know too (a newer sender's).
+        return [{"type": "session", "kind": "capabilities", "features": sorted(msg.features)}]
     if isinstance(msg, session.MeshDefinitionMessage):
         return [{"type": "session", "kind": "mesh_definition"}, *_membership(msg.definition)]
     if isinstance(msg, session.RenewRefused):

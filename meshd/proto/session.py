@@ -30,6 +30,9 @@
     CLOCK (19):      u64 the sender's wall clock, Unix milliseconds, when it sent this
     MESH_DEFINITION (20): one canonical mesh definition (a newer serial: admin rotation),
                      flooded like REVOCATIONS
+    CAPABILITIES (21): u8 count | count x (u8 length | a feature name, 1..32 octets of
+                     lowercase ASCII letters, digits and "_"), names in ascending byte order,
+                     each once: the features the sender supports (meshd/2 on)
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -45,6 +48,16 @@ travel on verified neighbour sessions and, forwarded, on those relay sessions; a
 MEMBERSHIP on a verified session replaces the sender's certificate (a renewed one). CLOCK
 goes first on every session, before MEMBERSHIP: its peer checks certificates against the
 mesh's time, not only its own clock (meshd.membership.clock).
+
+Versions. A session's protocol version is its QUIC ALPN id, negotiated in the TLS handshake:
+each node offers and accepts ``PROTOCOLS`` (newest first) and the accepting side picks the
+first of its own list that the dialler offers; with none in common the handshake fails
+(``version_unsupported``). ``meshd/1`` is the kinds 1-20 above. ``meshd/2`` adds
+CAPABILITIES, each side's first message on the session (before CLOCK): from then on, each
+new kind or field belongs to a ``Feature``, and is sent only to a peer whose CAPABILITIES
+named that feature (``ControlPlane.peer_supports``), because a kind a node does not know
+closes its session (``unknown_kind``). A feature name the receiver does not know is
+ignored, so a newer node may announce what an older one never heard of.
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ import base64
 import ipaddress
 import struct
 from dataclasses import dataclass
+from enum import StrEnum
 
 MEMBERSHIP = 1
 BABEL = 2
@@ -74,6 +88,7 @@ RENEW_GRANTED = 17
 RENEW_REFUSED = 18
 CLOCK = 19
 MESH_DEFINITION = 20
+CAPABILITIES = 21
 RECEIPT_LENGTH = 224  # meshd.receipts.receipt; checked again when the receipt is decoded
 MAX_REASON = 64
 MAX_JOIN_DETAIL = 256  # octets of a JOIN_REFUSED's explanation
@@ -83,6 +98,25 @@ _ENDPOINT = struct.Struct("!32s16sH")
 _CLAIM = struct.Struct("!QQQQ")
 _ACK = struct.Struct("!QQ")
 _CLOCK = struct.Struct("!Q")
+MAX_FEATURES = 64  # names in one CAPABILITIES
+MAX_FEATURE_NAME = 32  # octets of one name
+
+# Protocol versions: the QUIC ALPN ids of neighbour (and exit) sessions, newest first.
+MESHD_2 = "meshd/2"  # adds CAPABILITIES and, with it, features
+MESHD_1 = "meshd/1"  # kinds 1-20
+PROTOCOLS: tuple[str, ...] = (MESHD_2, MESHD_1)
+# Versions whose sessions start with CAPABILITIES (every one after meshd/1).
+WITH_CAPABILITIES = frozenset({MESHD_2})
+
+
+class Feature(StrEnum):
+    """What a node may announce in CAPABILITIES: each new message kind or field from meshd/2
+    on is tied to one, and sent only to peers that announced it."""
+
+    CAPABILITIES = "capabilities"  # meshd/2: this message, first on the session
+
+
+FEATURES: frozenset[Feature] = frozenset(Feature)  # what this build supports
 
 
 class SessionMessageError(Exception):
@@ -270,6 +304,32 @@ class MeshDefinitionMessage:
             raise ValueError("an empty mesh definition")
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """The features the sender supports; names this build does not know are kept here and
+    ignored by the control plane (a newer peer's)."""
+
+    features: frozenset[str]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.features, frozenset):
+            raise ValueError("features must be a frozenset of names")
+        if len(self.features) > MAX_FEATURES:
+            raise ValueError(f"more than {MAX_FEATURES} features")
+        for name in self.features:
+            if not is_feature_name(name):
+                raise ValueError(f"bad feature name {name!r}")
+
+
+def is_feature_name(text: object) -> bool:
+    """1..MAX_FEATURE_NAME lowercase ASCII letters, digits and "_"."""
+    return (
+        isinstance(text, str)
+        and 1 <= len(text) <= MAX_FEATURE_NAME
+        and all(c.isascii() and (c.islower() or c.isdigit() or c == "_") for c in text)
+    )
+
+
 def _check_refusal(node_id: str, reason: str, detail: str) -> None:
     _node_key(node_id)  # ValueError if not a node id
     if not _is_reason(reason):
@@ -305,6 +365,7 @@ SessionMessage = (
     | RenewRefused
     | Clock
     | MeshDefinitionMessage
+    | Capabilities
 )
 
 
@@ -349,6 +410,9 @@ def encode(message: SessionMessage) -> bytes:
         )
     if isinstance(message, Clock):
         return bytes([CLOCK]) + _CLOCK.pack(message.unix_ms)
+    if isinstance(message, Capabilities):
+        names = sorted(name.encode("ascii") for name in message.features)
+        return bytes([CAPABILITIES, len(names)]) + b"".join(bytes([len(n)]) + n for n in names)
     if isinstance(message, MeshDefinitionMessage):
         return bytes([MESH_DEFINITION]) + message.definition
     if isinstance(message, BabelPacket):
@@ -476,6 +540,8 @@ def decode(data: bytes) -> SessionMessage:
         if len(body) != _CLOCK.size:
             raise SessionMessageError("bad_length", f"CLOCK of {len(body)} octets, expected 8")
         return Clock(*_CLOCK.unpack(body))
+    if kind == CAPABILITIES:
+        return _decode_capabilities(body)
     by_kind: dict[int, type[CertificateMessage]] = {
         code: cls for cls, code in _CERTIFICATE_KINDS.items()
     }
@@ -587,3 +653,25 @@ def _decode_revocations(body: bytes) -> Revocations:
     if rest:
         raise SessionMessageError("trailing_bytes", f"{len(rest)} bytes after the message")
     return Revocations(tuple(records))
+
+
+def _decode_capabilities(body: bytes) -> Capabilities:
+    """Canonical only: names sorted, each once, so that one set has one encoding."""
+    if not body:
+        raise SessionMessageError("truncated", "CAPABILITIES without a count")
+    count, rest = body[0], body[1:]
+    if count > MAX_FEATURES:
+        raise SessionMessageError("too_many", f"{count} features, at most {MAX_FEATURES}")
+    names: list[bytes] = []
+    for _ in range(count):
+        if not rest or len(rest) < 1 + rest[0]:
+            raise SessionMessageError("truncated", "a feature name shorter than its length")
+        name, rest = rest[1 : 1 + rest[0]], rest[1 + rest[0] :]
+        if not is_feature_name(name.decode("ascii", errors="replace")):
+            raise SessionMessageError("malformed", f"bad feature name {name!r}")
+        if names and name <= names[-1]:
+            raise SessionMessageError("not_canonical", "feature names unsorted or repeated")
+        names.append(name)
+    if rest:
+        raise SessionMessageError("trailing_bytes", f"{len(rest)} bytes after the message")
+    return Capabilities(frozenset(n.decode("ascii") for n in names))

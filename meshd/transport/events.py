@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshd.proto.session import MESHD_1
+
 
 @dataclass(frozen=True)
 class SessionUp:
-    """Handshake done, the peer's node id checked and authorized."""
+    """Handshake done, the peer's node id checked and authorized; ``protocol`` is the
+    version (ALPN id) both ends agreed on."""
 
     peer_node_id: str
+    protocol: str = MESHD_1
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,9 @@ class SessionClosed:
     """The session is over; emitted once.
 
     ``reason`` is a reason code: ours or the peer's (``unknown``, ``revoked``,
-    ``wrong_node_id``, ``duplicate``, ``frame_too_large``...), ``idle_timeout``,
+    ``wrong_node_id``, ``duplicate``, ``frame_too_large``...), ``version_unsupported`` (no
+    protocol version in common: then a dialler's ``peer_node_id`` is the node it dialled,
+    since nobody showed a certificate), ``idle_timeout``,
     ``handshake_timeout``, ``evicted`` (a half-open session dropped to make room for a
     newer one), or ``quic_error_0x..`` for a transport error.
     ``by_peer`` tells whether the peer closed it.

@@ -1,5 +1,10 @@
 """A sans-IO neighbour session over QUIC: aioquic's ``QuicConnection`` plus our rules.
 
+- The protocol version is the TLS ALPN: each end offers and accepts
+  ``SessionSettings.alpn_protocols`` (newest first) and the accepting end picks the first of
+  its own list that the dialler offered (aioquic ``tls.negotiate``); ``protocol`` and
+  ``SessionUp`` carry the one chosen. With none in common the server's TLS alert
+  (no_application_protocol) ends the handshake: both ends report ``version_unsupported``.
 - Both ends present their node certificate (the server requests the client's, see
   ``_aioquic_private``); TLS does no CA validation. On ``HandshakeCompleted`` each end takes
   the peer's Ed25519 key as its node id, checks it against the expected one (when dialling a
@@ -36,7 +41,9 @@ from aioquic.quic.packet import (
     QuicProtocolVersion,
     pull_quic_header,
 )
+from aioquic.tls import AlertDescription
 
+from meshd.proto.session import PROTOCOLS
 from meshd.transport import _aioquic_private as private
 from meshd.transport.certs import CertificateKeyError, NodeCredentials, node_id_from_certificate
 from meshd.transport.events import (
@@ -57,7 +64,10 @@ from meshd.transport.framing import (
     varint_size,
 )
 
-ALPN = "meshd/1"
+ALPN_PROTOCOLS = PROTOCOLS  # neighbour sessions' versions, newest first (meshd.proto.session)
+VERSION_UNSUPPORTED = "version_unsupported"  # no ALPN in common
+# RFC 9001 4.8: a TLS alert is sent as the QUIC CRYPTO_ERROR 0x100 + its description.
+_NO_COMMON_ALPN = QuicErrorCode.CRYPTO_ERROR + AlertDescription.no_application_protocol
 CONNECTION_ID_LENGTH = 8  # aioquic's default; the adapter parses short headers with it
 CONTROL_STREAM_ID = 0  # RFC 9000 2.1: the first client-initiated bidirectional stream
 
@@ -82,7 +92,10 @@ Authorize = Callable[[str], "str | None"]
 
 @dataclass(frozen=True)
 class SessionSettings:
-    alpn: str = field(default=ALPN, metadata={"help": "TLS ALPN protocol id"})
+    alpn_protocols: tuple[str, ...] = field(
+        default=ALPN_PROTOCOLS,
+        metadata={"help": "TLS ALPN ids (protocol versions) offered and accepted, newest first"},
+    )
     idle_timeout: float = field(
         default=30.0, metadata={"help": "seconds of silence before the session is dropped"}
     )
@@ -109,6 +122,16 @@ class SessionSettings:
     )
 
     def __post_init__(self) -> None:
+        if (
+            not isinstance(self.alpn_protocols, tuple)
+            or not self.alpn_protocols
+            or len(set(self.alpn_protocols)) != len(self.alpn_protocols)
+            or not all(
+                isinstance(p, str) and p.isascii() and 1 <= len(p) <= 255
+                for p in self.alpn_protocols
+            )
+        ):
+            raise ValueError("alpn_protocols must be a tuple of distinct ASCII ids, 1..255 long")
         if self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
         if self.keepalive_interval is not None and not (
@@ -180,11 +203,12 @@ class Session:
         self.is_client = is_client
         self.expected_node_id = expected_node_id
         self.peer_node_id: str | None = None
+        self.protocol: str | None = None  # the ALPN both ends agreed on, once they did
         self.state = SessionState.HANDSHAKE
         self._authorize = authorize
         configuration = QuicConfiguration(
             is_client=is_client,
-            alpn_protocols=[self.settings.alpn],
+            alpn_protocols=list(self.settings.alpn_protocols),
             idle_timeout=self.settings.idle_timeout,
             max_datagram_frame_size=self.settings.max_datagram_frame_size,
             max_datagram_size=self.settings.max_udp_payload,
@@ -474,8 +498,11 @@ class Session:
                 self.peer_node_id = node_id_from_certificate(certificate)
             except CertificateKeyError:
                 self.peer_node_id = None
-        if event.alpn_protocol != self.settings.alpn:
-            self._close_now(ERROR_REFUSED, "wrong_alpn")
+        if event.alpn_protocol not in self.settings.alpn_protocols:
+            # aioquic refuses this in TLS already (either side); a last line all the same.
+            self._close_now(ERROR_REFUSED, VERSION_UNSUPPORTED)
+            return
+        self.protocol = event.alpn_protocol
         # The dialler decides once the handshake is confirmed (HANDSHAKE_DONE, RFC 9001
         # 4.1.2), i.e. once the server has accepted it too, for two reasons:
         # - TLS 1.3 completes on the client first: deciding now would report the session
@@ -506,7 +533,8 @@ class Session:
         self._last_activity = now
         if self.is_client:
             self._quic.send_stream_data(CONTROL_STREAM_ID, OPEN_FRAME)
-        self._events.append(SessionUp(node_id))
+        assert self.protocol is not None  # set on HandshakeCompleted, before this
+        self._events.append(SessionUp(node_id, self.protocol))
         early, self._early = self._early, []
         for data_event in early:
             self._on_stream_data(data_event)
@@ -551,7 +579,15 @@ class Session:
         if not was_open:
             return  # we closed it and already said why
         by_peer = False
-        if (
+        peer_node_id = self.peer_node_id
+        if event.error_code == _NO_COMMON_ALPN:
+            # The accepting end found no version of the dialler's it speaks: its alert
+            # reaches the dialler (a transport close in an INITIAL keeps its code). Neither
+            # has seen a certificate yet, so the dialler names the node it meant to reach.
+            reason = VERSION_UNSUPPORTED
+            by_peer = self.is_client
+            peer_node_id = peer_node_id or self.expected_node_id
+        elif (
             event.error_code == QuicErrorCode.INTERNAL_ERROR
             and event.frame_type == QuicFrameType.PADDING
             and event.reason_phrase == "Idle timeout"
@@ -571,6 +607,6 @@ class Session:
                 reason=reason,
                 by_peer=by_peer,
                 error_code=event.error_code,
-                peer_node_id=self.peer_node_id,
+                peer_node_id=peer_node_id,
             )
         )

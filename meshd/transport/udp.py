@@ -365,7 +365,8 @@ class QuicTransport(asyncio.DatagramProtocol):
                 del self._active[node_id]
                 self._on_event(PeerEvent(node_id, entry.addr, event))
             elif event.reason != "duplicate":
-                self._on_event(PeerEvent(node_id, entry.addr, event, was_up=False))
+                # The event's node id: a dial refused for its version names the node dialled.
+                self._on_event(PeerEvent(event.peer_node_id, entry.addr, event, was_up=False))
 
     def _on_up(self, entry: _Entry, event: SessionUp) -> None:
         now = self._loop.time()

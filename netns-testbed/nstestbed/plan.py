@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nstestbed.topology import LinkSpec, Rate, SegmentSpec, Topology
+from nstestbed.topology import LinkSpec, Rate, SegmentSpec, Settings, SettingValue, Topology
 
 DEFAULT_ID = "mtb"
 DEFAULT_STATE_DIR = Path("/run/meshd-testbed")
@@ -158,11 +158,12 @@ class NodePlan:
     uplink: UplinkPlan | None
     lan: LanPlan | None
     monthly_quota_mb: int = 0
-    receipts: tuple[tuple[str, bool | int | float | str], ...] = ()
+    receipts: Settings = ()
     invited: bool = False  # provisioned from an invite by `testbed join`, not by `up`
-    membership: tuple[tuple[str, bool | int | float | str], ...] = ()
+    membership: Settings = ()
     admin: bool = False  # its key is one of the mesh's admins
     cert_validity_s: int = 0  # its certificate's validity; 0: the testbed's default
+    control: Settings = ()  # added to its [control] section
 
     @property
     def config_path(self) -> Path:
@@ -329,6 +330,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             membership=spec.membership,
             admin=spec.admin,
             cert_validity_s=spec.cert_validity_s,
+            control=spec.control,
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -380,9 +382,11 @@ def _toml_str(value: object) -> str:
     return json.dumps(str(value))
 
 
-def _toml_value(value: bool | int | float | str) -> str:
+def _toml_value(value: SettingValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_str(v) for v in value) + "]"
     return _toml_str(value) if isinstance(value, str) else repr(value)
 
 
@@ -404,6 +408,7 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
         "",
         "[control]",
         f"socket = {_toml_str(node.socket)}",
+        *(f"{key} = {_toml_value(value)}" for key, value in node.control),
         "",
         "[isolation]",
         f"open_tcp_ports = [{_toml_str(MESH_IPERF_PORTS)}]",

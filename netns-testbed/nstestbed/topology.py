@@ -8,6 +8,8 @@
     monthly_quota_mb = 100  # optional, each neighbour's exit bytes a month (read by meshd)
     receipts = { sign = false }  # optional, written as the node's [receipts] (meshd's keys)
     membership = { renew_margin_s = 20 }  # optional, written as the node's [membership]
+    control = { protocols = ["meshd/1"] }  # optional, added to the node's [control] (not
+                            # socket: the testbed's); here it plays a node of an older version
     admin = true            # optional, the node's key is one of the mesh's admins too
     cert_validity_s = 60    # optional, its membership certificate's validity (default 30 days)
     lan = true              # a household LAN host namespace behind the node
@@ -87,6 +89,13 @@ def parse_rate(text: str) -> Rate:
     return Rate(normal, bits)
 
 
+# A meshd setting a topology may give a node: one value, or a list of strings.
+SettingValue = bool | int | float | str | tuple[str, ...]
+Settings = tuple[tuple[str, SettingValue], ...]
+# The testbed's own keys of a section, which a topology may not set.
+TESTBED_KEYS = {"control": frozenset({"socket"})}
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str
@@ -96,11 +105,12 @@ class NodeSpec:
     lan: bool = False
     rate_cap: Rate | None = None
     monthly_quota_mb: int = 0
-    receipts: tuple[tuple[str, bool | int | float | str], ...] = ()
+    receipts: Settings = ()
     invited: bool = False  # joins by invite (`testbed join`), not made a member by `up`
-    membership: tuple[tuple[str, bool | int | float | str], ...] = ()
+    membership: Settings = ()
     admin: bool = False  # an admin of the mesh (its key in the mesh definition)
     cert_validity_s: int = 0  # 0: the testbed's default
+    control: Settings = ()  # added to its [control] section
 
 
 @dataclass(frozen=True)
@@ -225,6 +235,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "membership",
                 "admin",
                 "cert_validity_s",
+                "control",
             },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
@@ -247,15 +258,20 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "expected 0 or more (MB)")
         if quota and not share:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "needs share = true")
-        settings, membership = (
-            _settings(path, where, body, key) for key in ("receipts", "membership")
+        settings, membership, control = (
+            _settings(path, where, body, key) for key in ("receipts", "membership", "control")
         )
         invited = _bool(path, f"{where}.invited", body.get("invited", False))
         admin = _bool(path, f"{where}.admin", body.get("admin", False))
         validity = body.get("cert_validity_s", 0)
         if isinstance(validity, bool) or not isinstance(validity, int) or validity < 0:
             raise TopologyError(path, f"{where}.cert_validity_s", "expected 0 or more seconds")
-        for key, given in (("receipts", settings), ("membership", membership), ("admin", admin)):
+        for key, given in (
+            ("receipts", settings),
+            ("membership", membership),
+            ("admin", admin),
+            ("control", control),
+        ):
             if invited and given:
                 raise TopologyError(path, f"{where}.{key}", "an invited node's config is its own")
         if invited and validity:
@@ -274,20 +290,27 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 membership,
                 admin,
                 validity,
+                control,
             )
         )
     return tuple(nodes)
 
 
-def _settings(
-    path: Path | str, where: str, body: dict[str, Any], key: str
-) -> tuple[tuple[str, bool | int | float | str], ...]:
+def _settings(path: Path | str, where: str, body: dict[str, Any], key: str) -> Settings:
     """A node's table of meshd settings, written into its config's section of that name."""
     table = _table(path, f"{where}.{key}", body.get(key, {}))
+    out: list[tuple[str, SettingValue]] = []
     for name, value in table.items():
-        if not isinstance(value, bool | int | float | str):
-            raise TopologyError(path, f"{where}.{key}.{name}", "expected a single value")
-    return tuple(sorted(table.items()))
+        if name in TESTBED_KEYS.get(key, ()):
+            raise TopologyError(path, f"{where}.{key}.{name}", "set by the testbed")
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = tuple(value)
+        elif not isinstance(value, bool | int | float | str):
+            raise TopologyError(
+                path, f"{where}.{key}.{name}", "expected a single value or a list of strings"
+            )
+        out.append((name, value))
+    return tuple(sorted(out))
 
 
 def _array_of_tables(path: Path | str, key: str, raw: Any) -> list[dict[str, Any]]:

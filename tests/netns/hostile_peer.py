@@ -12,7 +12,8 @@
         HOST:PORT expecting NODE_ID with meshd's own QUIC transport, as the identity in
         ``state_dir`` (or a fresh key that no admin signed when it is null), send
         ``messages`` (hex, each one framed control message) once the session is up, and
-        report how the session ended within ``linger`` seconds.
+        report how the session ended within ``linger`` seconds. It offers ``protocols``
+        (default ["meshd/1"]: its messages are meshd/1's, which need no CAPABILITIES first).
 
 Plain UDP sockets, no scapy: scapy is not a dependency of this project (not in the venv),
 and every datagram here is a few lines of ``struct`` anyway.
@@ -145,7 +146,10 @@ async def attempt(host: str, port: int, expected: str, command: dict[str, Any]) 
     state_dir = command.get("state_dir")
     key = identity.load(Path(state_dir)).signing_key if state_dir else SigningKey.generate()
     credentials = node_certificate(key)
-    settings = SessionSettings(max_frame_size=int(command.get("max_frame_size", 64 * 1024)))
+    settings = SessionSettings(
+        alpn_protocols=tuple(command.get("protocols", ["meshd/1"])),
+        max_frame_size=int(command.get("max_frame_size", 64 * 1024)),
+    )
     events: asyncio.Queue[PeerEvent] = asyncio.Queue()
     handshakes = 0
 

@@ -47,6 +47,8 @@ STATUS: dict[str, Any] = {
                 "routing": True,
                 "refusal": None,
                 "found_by": ["bootstrap", "session"],
+                "protocol": "meshd/2",
+                "features": ["capabilities"],
             },
         },
         {  # no link yet: none of the link fields
@@ -65,6 +67,8 @@ STATUS: dict[str, Any] = {
                 "routing": False,
                 "refusal": "idle_timeout",
                 "found_by": ["beacon"],
+                "protocol": None,
+                "features": [],
             },
         },
     ],

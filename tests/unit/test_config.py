@@ -86,6 +86,32 @@ def test_errors_name_the_key_and_the_expectation(
     assert str(info.value).startswith(f"a.toml: {key}: ")
 
 
+def test_protocols_default_to_every_version_newest_first() -> None:
+    assert config.parse(GOOD, "a.toml").control.protocols == ("meshd/2", "meshd/1")
+
+
+@pytest.mark.parametrize("given", ['["meshd/1"]', '["meshd/2"]', '["meshd/1", "meshd/2"]'])
+def test_fewer_protocols_play_an_older_node(given: str) -> None:
+    cfg = config.parse(GOOD + f"\n[control]\nprotocols = {given}\n", "a.toml")
+    assert list(cfg.control.protocols) == [v.strip(' "') for v in given[1:-1].split(",")]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("[]", "some of meshd/2, meshd/1"),
+        ('["meshd/3"]', "some of meshd/2, meshd/1"),
+        ('["meshd/1", "meshd/1"]', "each once"),
+        ('"meshd/1"', "a list of strings"),
+    ],
+)
+def test_unknown_protocols_are_refused_at_load(given: str, expected: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(GOOD + f"\n[control]\nprotocols = {given}\n", "a.toml")
+    assert info.value.key == "control.protocols"
+    assert expected in info.value.problem
+
+
 def test_duplicate_bootstrap_peer_is_refused() -> None:
     second = GOOD[GOOD.index("[[bootstrap]]") :]
     with pytest.raises(config.ConfigError, match=r"bootstrap\[1\].node_id"):

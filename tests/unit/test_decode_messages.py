@@ -78,6 +78,8 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
         return session.MeshDefinitionMessage(message_from_json(rest[0]).encode())
     if head["kind"] == "clock":
         return session.Clock(int(head["unix_ms"]))  # type: ignore[call-overload]
+    if head["kind"] == "capabilities":
+        return session.Capabilities(frozenset(head["features"]))  # type: ignore[arg-type]
     if head["kind"] == "link":
         return session.Link(int(head["wireguard_port"]))  # type: ignore[call-overload]
     if head["kind"] == "exit_request":
@@ -137,6 +139,8 @@ def test_session_messages_match_their_golden_vectors_both_ways() -> None:
         "renew_refused",
         "clock",
         "mesh_definition",
+        "capabilities",
+        "capabilities_newer",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])

@@ -93,3 +93,78 @@ def test_join_kinds_round_trip() -> None:
 def test_join_kinds_refuse_our_own_misuse(make: object) -> None:
     with pytest.raises(ValueError):
         make()  # type: ignore[operator]
+
+
+# --- CAPABILITIES (meshd/2) ------------------------------------------------------------------
+
+
+def test_capabilities_golden_bytes_are_sorted_whatever_the_set_order() -> None:
+    msg = session.Capabilities(frozenset({"directory", "capabilities"}))
+    data = session.encode(msg)
+    assert data.hex() == "15" + "02" + "0c" + b"capabilities".hex() + "09" + b"directory".hex()
+    assert session.decode(data) == msg
+    assert session.encode(session.Capabilities(frozenset())) == b"\x15\x00"
+
+
+def test_this_builds_features_are_named_for_the_wire() -> None:
+    assert session.Feature.CAPABILITIES in session.FEATURES
+    assert all(session.is_feature_name(str(f)) for f in session.Feature)
+    assert session.PROTOCOLS == ("meshd/2", "meshd/1")  # newest first
+
+
+def test_unknown_feature_names_decode_as_they_came() -> None:
+    # A newer node's names: the codec keeps them, the control plane ignores them.
+    msg = session.decode(b"\x15\x02\x01a\x0cteleport_v99")
+    assert msg == session.Capabilities(frozenset({"a", "teleport_v99"}))
+
+
+def test_the_largest_capabilities_round_trip() -> None:
+    names = frozenset(f"f{i:02d}_" + "x" * 28 for i in range(session.MAX_FEATURES))
+    assert all(len(n) == session.MAX_FEATURE_NAME for n in names)
+    msg = session.Capabilities(names)
+    assert session.decode(session.encode(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x15", "truncated"),
+        (b"\x15\x01", "truncated"),
+        (b"\x15\x01\x05abc", "truncated"),
+        (b"\x15\x02\x01a", "truncated"),
+        (b"\x15\x01\x00", "malformed"),  # an empty name
+        (b"\x15\x01\x01A", "malformed"),  # upper case
+        (b"\x15\x01\x02a-", "malformed"),
+        (b"\x15\x01\x02a\xff", "malformed"),
+        (b"\x15\x01\x21" + b"a" * 33, "malformed"),  # longer than 32
+        (b"\x15\x02\x01b\x01a", "not_canonical"),  # unsorted
+        (b"\x15\x02\x01a\x01a", "not_canonical"),  # repeated
+        (b"\x15\x41" + b"\x01a" * 65, "too_many"),
+        (b"\x15\x01\x01aextra", "trailing_bytes"),
+    ],
+)
+def test_malformed_capabilities(data: bytes, reason: str) -> None:
+    with pytest.raises(session.SessionMessageError) as info:
+        session.decode(data)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        {"capabilities"},  # a set, not a frozenset
+        frozenset({""}),
+        frozenset({"Upper"}),
+        frozenset({"x" * 33}),
+        frozenset({f"f{i}" for i in range(65)}),
+    ],
+)
+def test_capabilities_refuse_our_own_misuse(features: object) -> None:
+    with pytest.raises(ValueError):
+        session.Capabilities(features)  # type: ignore[arg-type]
+
+
+@given(st.frozensets(st.from_regex(r"[a-z0-9_]{1,32}", fullmatch=True), max_size=64))
+def test_any_capabilities_round_trip(features: frozenset[str]) -> None:
+    msg = session.Capabilities(features)
+    assert session.decode(session.encode(msg)) == msg

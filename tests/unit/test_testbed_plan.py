@@ -154,6 +154,9 @@ BAD = [
     ("[nodes.a]\nuplink = \n", "", "not valid TOML"),
     ("[nodes.a]\n[nodes.a]\n", "", "not valid TOML"),
     ("links = 3\n[nodes.a]\n", "links", "array of tables"),
+    ('[nodes.a]\ncontrol = { socket = "/x" }\n', "nodes.a.control.socket", "by the testbed"),
+    ("[nodes.a]\ncontrol = { protocols = [1] }\n", "nodes.a.control.protocols", "list of"),
+    ("[nodes.a]\ninvited = true\ncontrol = { quic_port = 7 }\n", "nodes.a.control", "its own"),
 ]
 
 
@@ -474,6 +477,20 @@ def test_a_gateways_quota_reaches_its_config(tmp_path: Path) -> None:
     path = tmp_path / "a.toml"
     path.write_text(plan.render_config(p, p.node("a"), keys, ADMIN))
     assert config.load(path).uplink.monthly_quota_mb == 3
+
+
+def test_a_node_plays_an_older_version_through_its_control_section(tmp_path: Path) -> None:
+    text = '[nodes.a]\n[nodes.b]\ncontrol = { protocols = ["meshd/1"] }\n'
+    text += '[[links]]\nbetween = ["a", "b"]\n'
+    p = plan.make_plan(topology.parse(text), "mtv", tmp_path)
+    assert p.node("b").control == (("protocols", ("meshd/1",)),)
+    keys = fake_keys(p)
+    for name, protocols in (("a", ("meshd/2", "meshd/1")), ("b", ("meshd/1",))):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(plan.render_config(p, p.node(name), keys, ADMIN))
+        cfg = config.load(path)
+        assert cfg.control.protocols == protocols
+        assert cfg.control.socket == p.node(name).socket  # the testbed's, still
 
 
 # -- invited nodes (they join by `testbed join NODE --invite TOKEN`) -------------------------

@@ -17,7 +17,7 @@ from meshd.transport.events import (
     SessionEvent,
     SessionUp,
 )
-from meshd.transport.session import Session, SessionSettings
+from meshd.transport.session import VERSION_UNSUPPORTED, Session, SessionSettings
 
 CLIENT_ADDR = ("10.0.0.1", 4433)
 SERVER_ADDR = ("10.0.0.2", 4433)
@@ -60,6 +60,7 @@ class Link:
         server_authorize: Callable[[str], str | None] = allow,
         expected_node_id: str | None = None,
         settings: SessionSettings | None = None,
+        server_settings: SessionSettings | None = None,  # None: ``settings``
         now: float = 1000.0,
     ) -> None:
         self.now = now
@@ -74,7 +75,7 @@ class Link:
             expected_node_id=expected_node_id,
             settings=settings,
         )
-        self.server = accept(server_authorize, settings, self.client)
+        self.server = accept(server_authorize, server_settings or settings, self.client)
         self.events: dict[str, list[SessionEvent]] = {"client": [], "server": []}
 
     def _collect(self) -> None:
@@ -137,8 +138,8 @@ class Link:
 def test_handshake_gives_both_sides_the_peer_node_id() -> None:
     link = Link(expected_node_id=BOB.node_id)
     link.handshake()
-    assert link.of("client", SessionUp) == [SessionUp(BOB.node_id)]
-    assert link.of("server", SessionUp) == [SessionUp(ALICE.node_id)]
+    assert link.of("client", SessionUp) == [SessionUp(BOB.node_id, "meshd/2")]
+    assert link.of("server", SessionUp) == [SessionUp(ALICE.node_id, "meshd/2")]
     assert link.client.is_up and link.server.is_up
 
 
@@ -385,3 +386,85 @@ def test_a_dial_nobody_answers_fails_at_the_handshake_deadline() -> None:
     closed = [e for e in events if isinstance(e, SessionClosed)]
     assert [e.reason for e in closed] == ["handshake_timeout"]
     assert dial.is_terminated and dial.datagrams_to_send(3.0) == []
+
+
+# --- protocol versions (the ALPN list) ------------------------------------------------------
+
+
+def versions(*protocols: str) -> SessionSettings:
+    return SessionSettings(alpn_protocols=protocols)
+
+
+@pytest.mark.parametrize(
+    ("client", "server", "agreed"),
+    [
+        (("meshd/2", "meshd/1"), ("meshd/2", "meshd/1"), "meshd/2"),  # both new
+        (("meshd/2", "meshd/1"), ("meshd/1",), "meshd/1"),  # a new node dials an old one
+        (("meshd/1",), ("meshd/2", "meshd/1"), "meshd/1"),  # an old node dials a new one
+        # The accepting side picks by its own order among what the dialler offers.
+        (("meshd/1", "meshd/2"), ("meshd/2", "meshd/1"), "meshd/2"),
+        (("meshd/3", "meshd/2"), ("meshd/2", "meshd/1"), "meshd/2"),  # a future node
+    ],
+)
+def test_both_ends_agree_on_the_newest_version_they_share(
+    client: tuple[str, ...], server: tuple[str, ...], agreed: str
+) -> None:
+    link = Link(settings=versions(*client), server_settings=versions(*server))
+    link.handshake()
+    assert link.of("client", SessionUp) == [SessionUp(BOB.node_id, agreed)]
+    assert link.of("server", SessionUp) == [SessionUp(ALICE.node_id, agreed)]
+    assert link.client.protocol == link.server.protocol == agreed
+    link.client.send_message(b"hello")
+    link.flush()
+    assert link.of("server", MessageReceived) == [MessageReceived(b"hello")]
+
+
+@pytest.mark.parametrize(
+    ("client", "server"),
+    [
+        (("meshd/1",), ("meshd/3",)),  # an old node and a future one that dropped meshd/1
+        (("meshd/3",), ("meshd/1",)),
+        (("meshd/1",), ("meshd/2",)),  # a node that refuses neighbours too old
+    ],
+)
+def test_no_version_in_common_is_refused_on_both_sides_with_the_reason(
+    client: tuple[str, ...], server: tuple[str, ...]
+) -> None:
+    seen: list[str] = []
+
+    def authorize(node_id: str) -> str | None:
+        seen.append(node_id)
+        return None
+
+    link = Link(
+        settings=versions(*client),
+        server_settings=versions(*server),
+        server_authorize=authorize,
+        expected_node_id=BOB.node_id,
+    )
+    link.run_until(link.now + 5.0)
+    assert link.of("client", SessionUp) == [] and link.of("server", SessionUp) == []
+    assert seen == []  # refused in TLS, before any certificate
+    client_close, server_close = link.closed("client"), link.closed("server")
+    assert (client_close.reason, client_close.by_peer) == (VERSION_UNSUPPORTED, True)
+    assert (server_close.reason, server_close.by_peer) == (VERSION_UNSUPPORTED, False)
+    # The dialler names the node it dialled; the accepting side never learnt who it was.
+    assert client_close.peer_node_id == BOB.node_id
+    assert server_close.peer_node_id is None
+    assert link.client.is_terminated and link.server.is_terminated
+
+
+def test_a_refused_dial_of_no_one_in_particular_names_no_one() -> None:
+    link = Link(settings=versions("meshd/1"), server_settings=versions("meshd/2"))
+    link.run_until(link.now + 5.0)
+    assert link.closed("client").reason == VERSION_UNSUPPORTED
+    assert link.closed("client").peer_node_id is None
+
+
+@pytest.mark.parametrize(
+    "protocols",
+    [(), ("meshd/1", "meshd/1"), ("",), ("x" * 256,), ("meshd/\u00e9",), ["meshd/1"], "meshd/1"],
+)
+def test_a_bad_version_list_is_our_own_misuse(protocols: object) -> None:
+    with pytest.raises(ValueError):
+        SessionSettings(alpn_protocols=protocols)  # type: ignore[arg-type]

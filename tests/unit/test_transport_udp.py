@@ -91,8 +91,8 @@ def test_connect_exchange_and_close() -> None:
             a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
             await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
             await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
-            assert [e.event for e in a.of(SessionUp)] == [SessionUp(b.creds.node_id)]
-            assert [e.event for e in b.of(SessionUp)] == [SessionUp(a.creds.node_id)]
+            assert [e.event for e in a.of(SessionUp)] == [SessionUp(b.creds.node_id, "meshd/2")]
+            assert [e.event for e in b.of(SessionUp)] == [SessionUp(a.creds.node_id, "meshd/2")]
 
             for i in range(50):
                 a.transport.send_message(b.creds.node_id, b"a->b %d" % i)
@@ -456,5 +456,36 @@ def test_try_send_says_why_instead_of_raising_when_no_session_is_up() -> None:
             a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
             await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
             assert a.transport.try_send(b.creds.node_id, b"now") is None
+
+    run(scenario)
+
+
+def test_a_dial_refused_for_its_version_reaches_the_owner_as_the_node_dialled() -> None:
+    async def scenario() -> None:
+        old, new = Node(credentials(1)), Node(credentials(2))
+        for node, protocols in ((old, ("meshd/1",)), (new, ("meshd/2",))):
+            node.transport = await QuicTransport.listen(
+                credentials=node.creds,
+                authorize=node.authorize,
+                on_event=node.on_event,
+                host=LOOPBACK,
+                port=0,
+                settings=SessionSettings(
+                    alpn_protocols=protocols, idle_timeout=5.0, keepalive_interval=1.0
+                ),
+            )
+        try:
+            old.transport.dial(new.transport.local_address, expected_node_id=new.creds.node_id)
+            await old.wait_for(lambda: bool(closes(old, "version_unsupported")))
+            await new.wait_for(lambda: bool(closes(new, "version_unsupported")))
+            (dialled,) = closes(old, "version_unsupported")
+            assert (dialled.peer_node_id, dialled.was_up) == (new.creds.node_id, False)
+            (accepted,) = closes(new, "version_unsupported")
+            assert (accepted.peer_node_id, accepted.was_up) == (None, False)
+            assert old.of(SessionUp) == [] and new.of(SessionUp) == []
+            await new.wait_for(lambda: new.transport.session_count == 0)
+        finally:
+            for node in (old, new):
+                await node.transport.close()
 
     run(scenario)

@@ -1,8 +1,9 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
 REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK), joining
-(JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK) and admin rotation (MESH_DEFINITION):
-hex and the JSON lines `meshd decode` prints. Run from the repo root: ``python -m
-tests.golden.session.make_vectors``; the tests check both directions."""
+(JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK), admin rotation (MESH_DEFINITION) and
+versions (CAPABILITIES, meshd/2): hex and the JSON lines `meshd decode` prints. Run from
+the repo root: ``python -m tests.golden.session.make_vectors``; the tests check both
+directions."""
 
 from __future__ import annotations
 
@@ -61,6 +62,12 @@ def vectors() -> dict[str, bytes]:
         **renewal_vectors(),
         "clock": session.encode(session.Clock(MEMBERSHIP_RECORDS.T0 * 1000 + 123)),
         "mesh_definition": session.encode(session.MeshDefinitionMessage(rotated().encode())),
+        # Fixed names, not this build's FEATURES: the bytes must not move when a feature
+        # is added. The second is a newer node's, with a name this build does not know.
+        "capabilities": session.encode(session.Capabilities(frozenset({"capabilities"}))),
+        "capabilities_newer": session.encode(
+            session.Capabilities(frozenset({"capabilities", "directory", "from_meshd_9"}))
+        ),
     }
 
 

@@ -1,0 +1,163 @@
+"""Protocol versions in the control plane (meshd/mesh.py): what a meshd/2 session starts
+with, what a meshd/1 one never carries, features gating sends, and a dial refused for want
+of a common version counted and shown. The session pair under it is tested in
+test_transport_session.py; the recording transport is test_control_plane.py's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshd import mesh
+from meshd.proto import session
+from meshd.proto.session import FEATURES, MESHD_1, MESHD_2, Feature
+from meshd.routing.babel import BabelRouter
+from meshd.transport.events import SessionClosed, SessionUp
+from meshd.transport.session import VERSION_UNSUPPORTED
+from tests.unit.test_control_plane import FakeLinks, World, membership_of
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def capabilities(*names: str) -> bytes:
+    return session.encode(session.Capabilities(frozenset(names)))
+
+
+def up(world: World, protocol: str) -> None:
+    world.event(SessionUp(world.peer.node_id, protocol))
+
+
+def sent_kinds(world: World) -> list[type]:
+    return [type(m) for m in world.sent_to(world.peer.node_id)]
+
+
+def test_a_meshd2_session_starts_with_our_capabilities_then_clock_and_certificate(
+    world: World,
+) -> None:
+    up(world, MESHD_2)
+    first, *rest = world.sent_to(world.peer.node_id)
+    assert first == session.Capabilities(FEATURES)
+    assert "capabilities" in first.features
+    assert [type(m) for m in rest] == [session.Clock, session.Membership]
+    peer = world.peer_state()
+    assert peer.protocol == MESHD_2 and peer.features == frozenset()
+
+
+def test_a_meshd1_session_never_carries_capabilities(world: World) -> None:
+    up(world, MESHD_1)
+    assert sent_kinds(world) == [session.Clock, session.Membership]
+    world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
+    assert world.transport.closed == []
+    peer = world.peer_state()
+    assert peer.member is not None and peer.protocol == MESHD_1 and peer.features == frozenset()
+    assert not world.cp.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
+    assert session.Capabilities not in sent_kinds(world)  # nothing new for an old peer
+    status = world.cp.neighbour_status(peer)
+    assert (status["protocol"], status["features"]) == (MESHD_1, [])
+
+
+def test_capabilities_are_taken_and_unknown_names_ignored(world: World) -> None:
+    up(world, MESHD_2)
+    assert not world.cp.peer_supports(world.peer.node_id, Feature.CAPABILITIES)  # not yet
+    world.receive(capabilities("capabilities", "teleport", "zz_from_meshd_9"))
+    world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
+    assert world.transport.closed == []
+    peer = world.peer_state()
+    assert peer.member is not None
+    assert peer.features == frozenset({Feature.CAPABILITIES})  # what this build knows
+    assert world.cp.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
+    assert world.cp.peer_supports(peer, Feature.CAPABILITIES)
+    assert not world.cp.peer_supports("not a neighbour", Feature.CAPABILITIES)
+    status = world.cp.neighbour_status(peer)
+    assert (status["protocol"], status["features"]) == (MESHD_2, ["capabilities"])
+
+
+def test_a_peer_that_announces_nothing_supports_nothing(world: World) -> None:
+    up(world, MESHD_2)
+    world.receive(capabilities())
+    world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
+    assert world.transport.closed == [] and world.peer_state().member is not None
+    assert not world.cp.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "messages", "reason"),
+    [
+        # Anything before CAPABILITIES on meshd/2: the peer broke the version it agreed on.
+        (MESHD_2, [lambda w: session.encode(session.Clock(1))], "no_capabilities"),
+        (MESHD_2, [lambda w: membership_of(w, w.cert(w.peer, "10.77.0.2"))], "no_capabilities"),
+        # Once only, and never on meshd/1 (an old node would not know the kind at all).
+        (MESHD_2, [lambda w: capabilities("capabilities")] * 2, "unexpected_kind"),
+        (MESHD_1, [lambda w: capabilities("capabilities")], "unexpected_kind"),
+        # Malformed: refused with the codec's reason.
+        (MESHD_2, [lambda w: b"\x15\x02\x01a"], "truncated"),
+        (MESHD_2, [lambda w: b"\x15\x01\x01A"], "malformed"),
+        (MESHD_2, [lambda w: b"\x15\x02\x01b\x01a"], "not_canonical"),
+        (MESHD_2, [lambda w: b"\x15\x41"], "too_many"),
+    ],
+)
+def test_capabilities_out_of_place_or_malformed_close_the_session_counted(
+    world: World, protocol: str, messages: list[Any], reason: str
+) -> None:
+    up(world, protocol)
+    for make in messages:
+        world.receive(make(world))
+    assert world.transport.closed == [(world.peer.node_id, reason)]
+    peer = world.peer_state()
+    assert peer.last_refusal == reason and peer.refusals == {reason: 1}
+
+
+def test_a_new_session_starts_its_features_afresh(world: World) -> None:
+    up(world, MESHD_2)
+    world.receive(capabilities("capabilities"))
+    assert world.peer_state().features == {Feature.CAPABILITIES}
+    up(world, MESHD_1)  # the neighbour restarted as an older build: a new session replaces
+    peer = world.peer_state()
+    assert (peer.protocol, peer.features) == (MESHD_1, frozenset())
+    world.receive(capabilities("capabilities"))
+    assert world.transport.closed == [(world.peer.node_id, "unexpected_kind")]
+
+
+def test_a_session_down_forgets_its_version(world: World) -> None:
+    up(world, MESHD_2)
+    world.receive(capabilities("capabilities"))
+    world.event(SessionClosed("idle_timeout", False, 0, world.peer.node_id))
+    peer = world.peer_state()
+    assert (peer.protocol, peer.features) == (None, frozenset())
+    assert not world.cp.peer_supports(peer, Feature.CAPABILITIES)
+    assert world.cp.neighbour_status(peer)["protocol"] is None
+
+
+def test_a_dial_refused_for_its_version_is_counted_and_shown(world: World) -> None:
+    refused = SessionClosed(VERSION_UNSUPPORTED, True, 0x178, world.peer.node_id)
+    world.event(refused, was_up=False)
+    world.event(refused, was_up=False)
+    peer = world.peer_state()
+    assert peer.refusals == {VERSION_UNSUPPORTED: 2}
+    assert peer.last_refusal == VERSION_UNSUPPORTED and peer.state == "down"
+    assert world.cp.neighbour_status(peer)["refusal"] == VERSION_UNSUPPORTED
+    # Other handshake failures are not the neighbour's doing: shown, not counted.
+    world.event(SessionClosed("handshake_timeout", False, 0, world.peer.node_id), was_up=False)
+    assert peer.refusals == {VERSION_UNSUPPORTED: 2}
+
+
+def test_the_versions_offered_follow_the_config(world: World, tmp_path: Path) -> None:
+    assert world.cp.session_settings.alpn_protocols == (MESHD_2, MESHD_1)
+    routes: list[Any] = []
+    old = mesh.ControlPlane(
+        world.me.node_id,
+        world.cp.credentials,
+        world.cp.own,
+        BabelRouter(b"\x02" * 8, 1, 0.0),
+        FakeLinks(),
+        routes.extend,
+        tmp_path / "old",
+        protocols=(MESHD_1,),  # config control.protocols = ["meshd/1"]
+    )
+    assert old.session_settings.alpn_protocols == (MESHD_1,)
+    assert old.session_settings.idle_timeout == mesh.SESSION_SETTINGS.idle_timeout
