@@ -253,6 +253,7 @@ class Status(_StatusRequired, total=False):
     membership: dict[str, Any] | None  # our certificate's window and its renewal
     clock: dict[str, Any]  # the mesh's time as this node keeps it
     mesh: dict[str, Any]  # the mesh definition's serial and admins
+    directory: dict[str, Any]  # members (certificates held) and digest
 
 
 class Page(TypedDict):

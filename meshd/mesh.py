@@ -78,6 +78,8 @@ from meshd.membership import (
     verify_membership,
 )
 from meshd.membership.clock import ClockConsensus
+from meshd.membership.directory import Added, Directory, DirectoryError, Entry
+from meshd.membership.directory_sync import DirectoryMessage, DirectorySync
 from meshd.membership.rotation import adopt as adopt_successor
 from meshd.net.hello_socket import HelloSocket
 from meshd.proto import session as messages
@@ -91,7 +93,14 @@ from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import VERSION_UNSUPPORTED, SessionSettings
 from meshd.transport.udp import PeerEvent, QuicTransport
-from meshd.trust import OwnMembership, load_chain, save_chain, save_joined, save_revocations
+from meshd.trust import (
+    OwnMembership,
+    load_chain,
+    save_chain,
+    save_joined,
+    save_revocations,
+    write_atomically,
+)
 
 LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, before the link is measured
 REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
@@ -102,6 +111,7 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
+DIRECTORY_FILE = "directory"  # every member's certificate (meshd.membership.directory)
 ROUTE_REFUSALS_LOGGED_EVERY = 1000  # a refused route is logged at the first, then each 1000th
 # Babel's output is sent this long after the input that caused it, so that a burst of
 # updates (a neighbour's full table, a cold start) leaves as one packet per neighbour and one
@@ -327,6 +337,11 @@ class ControlPlane:
         self.origins = OriginPolicy(definition.ipv4_prefix, definition.ipv6_prefix)
         self.origins.learn(owner_of(own.member))
         router.check_origins(self.origins.refusal)
+        # Every member's certificate, so the origin check knows far members' addresses too.
+        self.directory = Directory(own.trust)
+        self.directory_sync = DirectorySync(self.directory)
+        self._directory_saved = b""
+        self._load_directory()
 
     def renewed(self, own: OwnMembership) -> None:
         """Our renewed certificate (stored already): used from now on, on every session,
@@ -549,6 +564,7 @@ class ControlPlane:
         peer.peer_port = None
         peer.joining = False
         peer.protocol, peer.features, peer.awaiting_capabilities = None, frozenset(), False
+        self.directory_sync.peer_down(peer.node_id)
         peer.last_refusal = closed.reason
         self._reevaluate(peer, time.monotonic())
         if not (peer.bootstrap or peer.addresses or peer.link):
@@ -591,6 +607,8 @@ class ControlPlane:
                     self.discovered(ep.node_id, (ep.host, ep.port), Source.SHARED, now)
         elif isinstance(msg, messages.Revocations):
             self._on_revocations(peer, msg.revocations)
+        elif isinstance(msg, DirectoryMessage):
+            self._on_directory(peer, msg, now)
         elif isinstance(msg, messages.Gateway):
             self._on_gateway(peer, msg.advert)
         elif isinstance(msg, MeteringMessage):
@@ -694,6 +712,7 @@ class ControlPlane:
         peer.member, peer.credential = member, credential
         event("peer.renewed", peer=peer.name, valid_until=member.valid_until)
         self._learn_origin(member, now)
+        self._add_to_directory(credential)
         self._update_link(peer)
 
     def _on_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
@@ -705,6 +724,9 @@ class ControlPlane:
         peer.member, peer.credential = member, credential
         peer.session_verified = True
         self._learn_origin(member, now)
+        self._add_to_directory(credential)
+        if self.peer_supports(peer, messages.Feature.DIRECTORY):
+            self._send_directory(self.directory_sync.peer_up(peer.node_id))
         peer.name = member.name
         if peer.session_addr is not None:  # where a verified member is: worth redialling
             candidate = peer.addresses.setdefault(peer.session_addr, Candidate(Source.SESSION))
@@ -947,6 +969,11 @@ class ControlPlane:
             self._reevaluate(peer, now)
             peer.bootstrap = False  # never dialled again
             self._forget(peer)
+        for node_id in self.directory.prune(wall):  # expired or revoked
+            event("directory.dropped", node=node_id[:8])
+            if node_id != self.node_id:
+                self.origins.forget(node_id)
+        self.router.revalidate(now)
         self._next_enforce = now + ENFORCE_EVERY_S
 
     # ---- links -----------------------------------------------------------------------
@@ -1026,6 +1053,8 @@ class ControlPlane:
         self.router.tick(now)
         self.flush()
         self.choose_gateway()
+        self._send_directory(self.directory_sync.tick(now))
+        self._save_directory()
 
     def _dial(self, peer: Peer, now: float) -> None:
         """Both ends dial while they have no session (a restarted node cannot wait for its
@@ -1072,6 +1101,80 @@ class ControlPlane:
         them that another origin announced go at the next flush (meshd.routing.origin)."""
         self.origins.learn(owner_of(member))
         self.router.revalidate(now)
+
+    # ---- the certificate directory ------------------------------------------------------
+
+    def _load_directory(self) -> None:
+        """Start from the stored directory (what no longer verifies is left out) and our
+        own certificate."""
+        path = self.state_dir / DIRECTORY_FILE
+        refused: list[DirectoryError] = []
+        try:
+            refused = self.directory.load(path.read_bytes(), self.clock.now())
+        except FileNotFoundError:
+            pass
+        except (OSError, DirectoryError) as exc:
+            event("directory.unreadable", logging.WARNING, path=str(path), error=str(exc))
+        self._add_to_directory((self.own.certificate, self.own.chain))
+        for member in self.directory.members():
+            if member.node_id != self.node_id:
+                self.origins.learn(owner_of(member))
+        self._directory_saved = self.directory.encode()
+        event("directory.loaded", members=len(self.directory), left_out=len(refused))
+
+    def _save_directory(self) -> None:
+        data = self.directory.encode()
+        if data != self._directory_saved:
+            write_atomically(self.state_dir / DIRECTORY_FILE, data)
+            self._directory_saved = data
+
+    def _add_to_directory(self, credential: Credential) -> None:
+        """A certificate that verified on a session (a neighbour's, or ours) goes into
+        the directory too, and from there to every neighbour."""
+        try:
+            added, _ = self.directory.add(Entry(*credential), self.clock.now())
+        except DirectoryError as exc:
+            event("directory.refused", logging.WARNING, reason=exc.reason, detail=exc.detail)
+            return
+        if added is not Added.KNOWN:
+            self._send_directory(self.directory_sync.changed())
+
+    def _on_directory(self, peer: Peer, msg: DirectoryMessage, now: float) -> None:
+        """Reconciliation with a neighbour that announced the feature
+        (meshd.membership.directory_sync); entries that do not verify are counted in its
+        refusals and the session stays up."""
+        if not self.peer_supports(peer, messages.Feature.DIRECTORY):
+            self._refuse(peer, "unexpected_kind", f"{type(msg).__name__} without the feature")
+            return
+        try:
+            if isinstance(msg, messages.DirectoryDigest):
+                self._send_directory(self.directory_sync.on_digest(peer.node_id, msg, now))
+            elif isinstance(msg, messages.DirectoryFingerprints):
+                self._send_directory(self.directory_sync.on_fingerprints(peer.node_id, msg))
+            else:
+                learned, refused = self.directory_sync.on_entries(
+                    peer.node_id, msg, self.clock.now()
+                )
+                for error in refused:
+                    reason = f"directory_{error.reason}"
+                    peer.refusals[reason] = peer.refusals.get(reason, 0) + 1
+                for member in learned:
+                    self._learn_origin(member, now)
+                if learned:
+                    event("directory.learned", peer=peer.name, members=len(learned))
+                    self._send_directory(self.directory_sync.changed())
+        except DirectoryError as exc:
+            self._refuse(peer, f"directory_{exc.reason}", exc.detail)
+
+    def _send_directory(self, outgoing: list[tuple[str, DirectoryMessage]]) -> None:
+        for node_id, message in outgoing:
+            if self.peer_supports(node_id, messages.Feature.DIRECTORY):
+                self._send(node_id, messages.encode(message))
+
+    def directory_status(self) -> dict[str, Any]:
+        """``meshd status``'s ``directory``: how many members it knows, and its digest
+        (the same on two nodes exactly when they know the same certificates)."""
+        return {"members": len(self.directory), "digest": self.directory.digest().hex()}
 
     def _route_refused(self, refused: RefusedUpdate) -> None:
         """A route update the origin check refused: counted for the neighbour, and said

@@ -675,6 +675,8 @@ class Node:
                 "admins": list(self.control.own.trust.admins),
             },
             "neighbours": neighbours,
+            # Every member's certificate this node holds (meshd.membership.directory).
+            "directory": self.control.directory_status(),
             "routes": [
                 {
                     "prefix": str(r.dst),

@@ -97,7 +97,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
         from meshd.membership.canonical import MessageType
 
         # Membership records start with their type (1-6), receipts with theirs (0x11),
-        # session messages with their kind (1-21, RENEW_GRANTED is 0x11 too), beacons with
+        # session messages with their kind (1-24, RENEW_GRANTED is 0x11 too), beacons with
         # MSHB; anything else is read as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
@@ -115,7 +115,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= 21:  # only session messages
+        elif data[:1] and 7 <= data[0] <= 24:  # only session messages
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -242,6 +242,24 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
         return [{"type": "session", "kind": "capabilities", "features": sorted(msg.features)}]
     if isinstance(msg, session.MeshDefinitionMessage):
         return [{"type": "session", "kind": "mesh_definition"}, *_membership(msg.definition)]
+    if isinstance(msg, session.DirectoryDigest):
+        head = {"type": "session", "kind": "directory_digest", "count": msg.count}
+        return [{**head, "digest": msg.digest.hex()}]
+    if isinstance(msg, session.DirectoryFingerprints):
+        head = {"type": "session", "kind": "directory_fingerprints", "total": msg.total}
+        return [{**head, "fingerprints": [f.hex() for f in msg.fingerprints]}]
+    if isinstance(msg, session.DirectoryEntries):
+        from meshd.membership.directory import DirectoryError, Entry
+
+        out: list[dict[str, object]] = [{"type": "session", "kind": "directory_entries"}]
+        for record in msg.entries:
+            try:
+                entry = Entry.decode(record)
+            except DirectoryError as exc:
+                raise DecodeFailure(exc.reason, exc.detail) from None
+            out.append(_membership(entry.certificate.encode())[0])
+            out += (_membership(d.encode())[0] for d in entry.chain)
+        return out
     if isinstance(msg, session.RenewRefused):
         head = {"type": "session", "kind": "renew_refused", "node_id": msg.node_id}
         return [{**head, "reason": msg.reason, "detail": msg.detail}]

@@ -33,6 +33,13 @@
     CAPABILITIES (21): u8 count | count x (u8 length | a feature name, 1..32 octets of
                      lowercase ASCII letters, digits and "_"), names in ascending byte order,
                      each once: the features the sender supports (meshd/2 on)
+    DIRECTORY_DIGEST (22): u32 count | 32-octet digest: the sender's certificate directory
+                     (meshd.membership.directory), feature "directory"
+    DIRECTORY_FINGERPRINTS (23): u32 total | u16 count | count x 8-octet fingerprint: one
+                     part of every fingerprint the sender holds (parts of at most 4,096,
+                     in order, ``total`` in each), sent when the digests differ
+    DIRECTORY_ENTRIES (24): u16 count | count x (u16 length | membership certificate |
+                     u16 length | delegation, 0: none): entries the receiver lacks
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -89,6 +96,9 @@ RENEW_REFUSED = 18
 CLOCK = 19
 MESH_DEFINITION = 20
 CAPABILITIES = 21
+DIRECTORY_DIGEST = 22
+DIRECTORY_FINGERPRINTS = 23
+DIRECTORY_ENTRIES = 24
 RECEIPT_LENGTH = 224  # meshd.receipts.receipt; checked again when the receipt is decoded
 MAX_REASON = 64
 MAX_JOIN_DETAIL = 256  # octets of a JOIN_REFUSED's explanation
@@ -100,6 +110,12 @@ _ACK = struct.Struct("!QQ")
 _CLOCK = struct.Struct("!Q")
 MAX_FEATURES = 64  # names in one CAPABILITIES
 MAX_FEATURE_NAME = 32  # octets of one name
+MAX_FINGERPRINTS = 4096  # in one DIRECTORY_FINGERPRINTS part
+MAX_DIRECTORY_ENTRIES = 1024  # in one DIRECTORY_ENTRIES
+FINGERPRINT_LENGTH = 8
+DIGEST_LENGTH = 32
+_DIGEST = struct.Struct("!I32s")
+_TOTAL = struct.Struct("!I")
 
 # Protocol versions: the QUIC ALPN ids of neighbour (and exit) sessions, newest first.
 MESHD_2 = "meshd/2"  # adds CAPABILITIES and, with it, features
@@ -114,6 +130,7 @@ class Feature(StrEnum):
     on is tied to one, and sent only to peers that announced it."""
 
     CAPABILITIES = "capabilities"  # meshd/2: this message, first on the session
+    DIRECTORY = "directory"  # the DIRECTORY_* kinds: every member's certificate
 
 
 FEATURES: frozenset[Feature] = frozenset(Feature)  # what this build supports
@@ -321,6 +338,37 @@ class Capabilities:
                 raise ValueError(f"bad feature name {name!r}")
 
 
+@dataclass(frozen=True)
+class DirectoryDigest:
+    count: int  # entries the sender holds
+    digest: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.count <= 0xFFFFFFFF or len(self.digest) != DIGEST_LENGTH:
+            raise ValueError("a directory digest is a u32 count and 32 octets")
+
+
+@dataclass(frozen=True)
+class DirectoryFingerprints:
+    total: int  # fingerprints in all the parts of this round
+    fingerprints: tuple[bytes, ...]  # this part's
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.total <= 0xFFFFFFFF or len(self.fingerprints) > MAX_FINGERPRINTS:
+            raise ValueError(f"a u32 total and at most {MAX_FINGERPRINTS} fingerprints")
+        if any(len(f) != FINGERPRINT_LENGTH for f in self.fingerprints):
+            raise ValueError(f"fingerprints are {FINGERPRINT_LENGTH} octets")
+
+
+@dataclass(frozen=True)
+class DirectoryEntries:
+    entries: tuple[bytes, ...]  # each: u16 length | certificate | u16 length | delegation
+
+    def __post_init__(self) -> None:
+        if len(self.entries) > MAX_DIRECTORY_ENTRIES:
+            raise ValueError(f"more than {MAX_DIRECTORY_ENTRIES} entries")
+
+
 def is_feature_name(text: object) -> bool:
     """1..MAX_FEATURE_NAME lowercase ASCII letters, digits and "_"."""
     return (
@@ -366,6 +414,9 @@ SessionMessage = (
     | Clock
     | MeshDefinitionMessage
     | Capabilities
+    | DirectoryDigest
+    | DirectoryFingerprints
+    | DirectoryEntries
 )
 
 
@@ -410,6 +461,21 @@ def encode(message: SessionMessage) -> bytes:
         )
     if isinstance(message, Clock):
         return bytes([CLOCK]) + _CLOCK.pack(message.unix_ms)
+    if isinstance(message, DirectoryDigest):
+        return bytes([DIRECTORY_DIGEST]) + _DIGEST.pack(message.count, message.digest)
+    if isinstance(message, DirectoryFingerprints):
+        return (
+            bytes([DIRECTORY_FINGERPRINTS])
+            + _TOTAL.pack(message.total)
+            + struct.pack("!H", len(message.fingerprints))
+            + b"".join(message.fingerprints)
+        )
+    if isinstance(message, DirectoryEntries):
+        return (
+            bytes([DIRECTORY_ENTRIES])
+            + struct.pack("!H", len(message.entries))
+            + b"".join(message.entries)
+        )
     if isinstance(message, Capabilities):
         names = sorted(name.encode("ascii") for name in message.features)
         return bytes([CAPABILITIES, len(names)]) + b"".join(bytes([len(n)]) + n for n in names)
@@ -542,6 +608,14 @@ def decode(data: bytes) -> SessionMessage:
         return Clock(*_CLOCK.unpack(body))
     if kind == CAPABILITIES:
         return _decode_capabilities(body)
+    if kind == DIRECTORY_DIGEST:
+        if len(body) != _DIGEST.size:
+            raise SessionMessageError("bad_length", f"DIRECTORY_DIGEST of {len(body)} octets")
+        return DirectoryDigest(*_DIGEST.unpack(body))
+    if kind == DIRECTORY_FINGERPRINTS:
+        return _decode_fingerprints(body)
+    if kind == DIRECTORY_ENTRIES:
+        return _decode_directory_entries(body)
     by_kind: dict[int, type[CertificateMessage]] = {
         code: cls for cls, code in _CERTIFICATE_KINDS.items()
     }
@@ -653,6 +727,38 @@ def _decode_revocations(body: bytes) -> Revocations:
     if rest:
         raise SessionMessageError("trailing_bytes", f"{len(rest)} bytes after the message")
     return Revocations(tuple(records))
+
+
+def _decode_fingerprints(body: bytes) -> DirectoryFingerprints:
+    if len(body) < _TOTAL.size:
+        raise SessionMessageError("truncated", "DIRECTORY_FINGERPRINTS without a total")
+    (total,) = _TOTAL.unpack_from(body)
+    rest = body[_TOTAL.size :]
+    count = _count(rest, MAX_FINGERPRINTS, "fingerprints")
+    rest = rest[2:]
+    if len(rest) != count * FINGERPRINT_LENGTH:
+        raise SessionMessageError("bad_length", f"{len(rest)} octets for {count} fingerprints")
+    prints = tuple(rest[i : i + FINGERPRINT_LENGTH] for i in range(0, len(rest), 8))
+    return DirectoryFingerprints(total, prints)
+
+
+def _decode_directory_entries(body: bytes) -> DirectoryEntries:
+    count = _count(body, MAX_DIRECTORY_ENTRIES, "directory entries")
+    rest = body[2:]
+    entries = []
+    for _ in range(count):
+        start = rest
+        for what in ("certificate", "delegation"):
+            if len(rest) < 2:
+                raise SessionMessageError("truncated", f"no length for a {what}")
+            (length,) = struct.unpack("!H", rest[:2])
+            if len(rest) < 2 + length:
+                raise SessionMessageError("truncated", f"{what} shorter than its length")
+            rest = rest[2 + length :]
+        entries.append(start[: len(start) - len(rest)])
+    if rest:
+        raise SessionMessageError("trailing_bytes", f"{len(rest)} bytes after the message")
+    return DirectoryEntries(tuple(entries))
 
 
 def _decode_capabilities(body: bytes) -> Capabilities:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from meshd.proto.session import FEATURES
 from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
@@ -95,9 +96,10 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
 
 def test_each_link_speaks_the_newest_version_both_ends_know(bed: Bed) -> None:
     a, b, c = (bed.status(n) for n in "abc")
+    features = sorted(FEATURES)  # every feature of this build, both ends being this build
     expect = [
-        (a, "b", "meshd/2", ["capabilities"]),
-        (b, "a", "meshd/2", ["capabilities"]),
+        (a, "b", "meshd/2", features),
+        (b, "a", "meshd/2", features),
         (b, "c", "meshd/1", []),  # the older node: nothing new is sent to it
         (c, "b", "meshd/1", []),
     ]

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from meshd.proto import session
 
@@ -80,6 +81,23 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
         return session.Clock(int(head["unix_ms"]))  # type: ignore[call-overload]
     if head["kind"] == "capabilities":
         return session.Capabilities(frozenset(head["features"]))  # type: ignore[arg-type]
+    if head["kind"] == "directory_digest":
+        return session.DirectoryDigest(int(head["count"]), bytes.fromhex(str(head["digest"])))  # type: ignore[call-overload]
+    if head["kind"] == "directory_fingerprints":
+        prints = tuple(bytes.fromhex(f) for f in head["fingerprints"])  # type: ignore[attr-defined]
+        return session.DirectoryFingerprints(int(head["total"]), prints)  # type: ignore[call-overload]
+    if head["kind"] == "directory_entries":
+        from meshd.membership.directory import Entry
+
+        grouped: list[list[Any]] = []
+        for record in rest:  # a certificate, then its delegation when a delegate issued it
+            message = message_from_json(record)
+            if record["type"] == "membership_certificate":
+                grouped.append([message])
+            else:
+                grouped[-1].append(message)
+        entries = (Entry(cert, tuple(chain)) for cert, *chain in grouped)
+        return session.DirectoryEntries(tuple(e.encoded for e in entries))
     if head["kind"] == "link":
         return session.Link(int(head["wireguard_port"]))  # type: ignore[call-overload]
     if head["kind"] == "exit_request":
@@ -141,6 +159,9 @@ def test_session_messages_match_their_golden_vectors_both_ways() -> None:
         "mesh_definition",
         "capabilities",
         "capabilities_newer",
+        "directory_digest",
+        "directory_fingerprints",
+        "directory_entries",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])

@@ -1,12 +1,13 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
 REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK), joining
-(JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK), admin rotation (MESH_DEFINITION) and
-versions (CAPABILITIES, meshd/2): hex and the JSON lines `meshd decode` prints. Run from
-the repo root: ``python -m tests.golden.session.make_vectors``; the tests check both
-directions."""
+(JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK), admin rotation (MESH_DEFINITION),
+versions (CAPABILITIES, meshd/2) and the certificate directory (DIRECTORY_*): hex and the
+JSON lines `meshd decode` prints. Run from the repo root:
+``python -m tests.golden.session.make_vectors``; the tests check both directions."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from meshd.membership import (
     MeshDefinition,
     MeshTrust,
 )
+from meshd.membership.directory import Entry
 from meshd.membership.renewal import RenewalIssuer, renew
 from meshd.membership.rotation import rotate_mesh
 from meshd.proto import session
@@ -67,6 +69,29 @@ def vectors() -> dict[str, bytes]:
         "capabilities": session.encode(session.Capabilities(frozenset({"capabilities"}))),
         "capabilities_newer": session.encode(
             session.Capabilities(frozenset({"capabilities", "directory", "from_meshd_9"}))
+        ),
+        **directory_vectors(),
+    }
+
+
+def directory_vectors() -> dict[str, bytes]:
+    """The certificate directory's reconciliation: a digest, fingerprints, and two entries
+    (an admin's certificate, and a delegate's with its delegation)."""
+    records = {name: message for name, (_, message) in MEMBERSHIP_RECORDS.build().items()}
+    admin, delegated = records["membership_admin"], records["membership_delegated"]
+    delegation = records["delegation"]
+    assert isinstance(admin, MembershipCertificate)
+    assert isinstance(delegated, MembershipCertificate)
+    assert isinstance(delegation, DelegationCertificate)
+    entries = (Entry(admin), Entry(delegated, (delegation,)))
+    digest = hashlib.sha256(b"".join(sorted(e.fingerprint for e in entries))).digest()
+    return {
+        "directory_digest": session.encode(session.DirectoryDigest(2, digest)),
+        "directory_fingerprints": session.encode(
+            session.DirectoryFingerprints(2, tuple(sorted(e.fingerprint for e in entries)))
+        ),
+        "directory_entries": session.encode(
+            session.DirectoryEntries(tuple(e.encoded for e in entries))
         ),
     }
 
