@@ -1158,9 +1158,10 @@ class ControlPlane:
                 for error in refused:
                     reason = f"directory_{error.reason}"
                     peer.refusals[reason] = peer.refusals.get(reason, 0) + 1
-                for member in learned:
-                    self._learn_origin(member, now)
+                for member in learned:  # one revalidation for the batch, not one each
+                    self.origins.learn(owner_of(member))
                 if learned:
+                    self.router.revalidate(now)
                     event("directory.learned", peer=peer.name, members=len(learned))
                     self._send_directory(self.directory_sync.changed())
         except DirectoryError as exc:
