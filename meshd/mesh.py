@@ -340,7 +340,7 @@ class ControlPlane:
         # Every member's certificate, so the origin check knows far members' addresses too.
         self.directory = Directory(own.trust)
         self.directory_sync = DirectorySync(self.directory)
-        self._directory_saved = b""
+        self._directory_saved = b""  # the digest of what the file holds (none: write it)
         self._load_directory()
 
     def renewed(self, own: OwnMembership) -> None:
@@ -1119,14 +1119,14 @@ class ControlPlane:
         for member in self.directory.members():
             if member.node_id != self.node_id:
                 self.origins.learn(owner_of(member))
-        self._directory_saved = self.directory.encode()
         event("directory.loaded", members=len(self.directory), left_out=len(refused))
 
     def _save_directory(self) -> None:
-        data = self.directory.encode()
-        if data != self._directory_saved:
-            write_atomically(self.state_dir / DIRECTORY_FILE, data)
-            self._directory_saved = data
+        """The file again, once the set changed (its digest is cached until it does)."""
+        digest = self.directory.digest()
+        if digest != self._directory_saved:
+            write_atomically(self.state_dir / DIRECTORY_FILE, self.directory.encode())
+            self._directory_saved = digest
 
     def _add_to_directory(self, credential: Credential) -> None:
         """A certificate that verified on a session (a neighbour's, or ours) goes into

@@ -29,10 +29,12 @@ from enum import StrEnum
 
 from meshd.membership.errors import MembershipError
 from meshd.membership.messages import DelegationCertificate, MembershipCertificate
+from meshd.membership.revocations import RevocationTarget
 from meshd.membership.verify import (
     DEFAULT_SKEW_S,
     MeshTrust,
     VerifiedMember,
+    check_not_revoked,
     verify_membership,
 )
 
@@ -154,17 +156,34 @@ class Directory:
         return (Added.NEW if held is None else Added.RENEWED), member
 
     def prune(self, now: float) -> list[str]:
-        """Drop the entries that no longer verify (expired, revoked): their node ids."""
-        gone = []
-        for node_id, entry in list(self._entries.items()):
-            try:
-                verify_membership(entry.certificate, entry.chain, self.trust, now, self.skew_s)
-            except MembershipError:
-                del self._entries[node_id], self._members[node_id]
-                gone.append(node_id)
+        """Drop the entries that expired or were revoked (the node, its certificate, or the
+        delegation behind it): their node ids. Signatures were checked when each entry went
+        in, so this costs no signature check (it runs every few seconds over every member);
+        a changed admin set is judged at the next start, when ``load`` verifies it all."""
+        gone = [n for n, member in self._members.items() if not self._in_force(member, now)]
+        for node_id in gone:
+            del self._entries[node_id], self._members[node_id]
         if gone:
             self._digest = None
         return gone
+
+    def _in_force(self, member: VerifiedMember, now: float) -> bool:
+        if now >= member.valid_until + self.skew_s:
+            return False
+        targets = [
+            RevocationTarget.node(member.node_id),
+            RevocationTarget.certificate(member.certificate),
+        ]
+        if member.delegation is not None:
+            targets += [
+                RevocationTarget.node(member.delegation.delegate),
+                RevocationTarget.certificate(member.delegation),
+            ]
+        try:
+            check_not_revoked("certificate", targets, self.trust, now)
+        except MembershipError:
+            return False
+        return True
 
     def members(self) -> Iterator[VerifiedMember]:
         return iter(self._members.values())

@@ -25,6 +25,12 @@ def bed() -> Iterator[Bed]:
 
 def test_a_revocation_spreads_and_cuts_the_node_off_everywhere(bed: Bed, tmp_path: Path) -> None:
     from meshd import identity
+
+    bed.wait(
+        "every directory holds the five members",
+        lambda: all(bed.status(n)["directory"]["members"] == 5 for n in "abcde"),
+        within=30,
+    )
     from meshd.membership import MeshDefinition, RevocationTarget, revoke
 
     admin = identity.load(bed.dir / "admin")
@@ -65,6 +71,12 @@ def test_a_revocation_spreads_and_cuts_the_node_off_everywhere(bed: Bed, tmp_pat
         assert (bed.dir / "nodes" / node / "state" / "revocations").read_bytes()
     b_log = (bed.dir / "nodes" / "b" / "meshd.log").read_text()
     assert "peer.dropped peer=c reason=revoked" in b_log
+    # Its certificate leaves every node's directory too (checked every 10 s).
+    bed.wait(
+        "c leaves every directory",
+        lambda: all(bed.status(n)["directory"]["members"] == 4 for n in "abde"),
+        within=15,
+    )
     # The ring routes around c: b reaches d the long way, through a and e.
     a_id, d = bed.status("a")["node_id"], bed.status("d")
     route = bed.route("b", f"{d['mesh_ipv4']}/32")
