@@ -231,14 +231,17 @@ class BabelRouter(RouterState):
             return
         self._advance(now)
         for prefix, by_neighbour in list(self._routes.items()):
+            dropped = False
             for neighbour, route in list(by_neighbour.items()):
                 reason = self._origin(prefix, route.router_id)
                 if reason is not None:
                     self._drop_route(by_neighbour, neighbour)
                     self._refused.append(RefusedUpdate(neighbour, prefix, route.router_id, reason))
+                    dropped = True
             if not by_neighbour:
                 del self._routes[prefix]
-            self._reselect(prefix, now)
+            if dropped:
+                self._reselect(prefix, now)
 
     def drain_route_changes(self) -> list[RouteChange]:
         """What the kernel must change since the last drain, one change per prefix."""
