@@ -37,6 +37,11 @@ Choices (see the RFC sections cited in place):
   and took our route back through us (answers to seqno requests pass split horizon). A
   source a stored route refers to is never collected (as babeld).
 - RouteChange is about next hops: a change of metric alone is only seen in ``selected()``.
+- Not RFC 8966: an update is stored only when the origin check passes it (``check_origins``:
+  a mesh host route under the router-id its certificate names, meshd.routing.origin) and
+  the neighbour is within its share of route entries (``BabelParams.max_routes*``); what is
+  refused is drained as RefusedUpdate (``drain_refused``) for the caller to count, and a
+  stored route the check refuses later goes on ``revalidate``.
 - Updates may be carried unordered (QUIC datagrams): loop freedom does not depend on order,
   but an update overtaken by a retraction brings back a stale route until it expires
   (3.5 update intervals). An ordered stream for Updates avoids that black hole.
