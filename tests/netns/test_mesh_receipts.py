@@ -43,10 +43,17 @@ class Bed(meshbed.Bed):
         time.sleep(0.3)
 
     def send(self, src: str, dst: str, *args: str) -> dict[str, Any]:
-        """iperf3 from ``src`` to ``dst``'s mesh address; its JSON report."""
-        self.serve(dst)
-        out = self.sh(src, "iperf3", "-c", self.ips[dst], "-p", PORT, "-J", *args)
-        return dict(json.loads(out))
+        """iperf3 from ``src`` to ``dst``'s mesh address; its JSON report. iperf3 -J exits
+        0 when it cannot reach the server (one started with -D may not listen yet): such a
+        run is tried again, and a transfer that never happens fails here, not later."""
+        for _ in range(3):
+            self.serve(dst)
+            out = self.sh(src, "iperf3", "-c", self.ips[dst], "-p", PORT, "-J", *args)
+            report = dict(json.loads(out))
+            if "error" not in report:
+                return report
+            time.sleep(1)
+        raise AssertionError(f"iperf3 {src} -> {dst}: {report['error']}")
 
     def receipts(self, node: str) -> list[dict[str, Any]]:
         lines = self.sh(node, "meshd", "receipts", "export").splitlines()
