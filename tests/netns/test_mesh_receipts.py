@@ -155,6 +155,9 @@ def test_the_control_api_pages_through_the_same_receipts_as_the_export(bed: Bed)
 def test_with_five_percent_loss_both_sides_record_a_dispute(bed: Bed) -> None:
     bed.run("impair", "b", "c", "--loss", "5")
     try:
+        # The loss raises the b-c link cost; a's route to c may be re-selected (a seqno
+        # request to c) for a moment: the transfer starts once a reaches c again.
+        bed.wait("a reaches c over the lossy link", lambda: _reaches(bed, "a", "c"), within=30)
         # UDP, so that nothing is resent: b counts 20 MB, c sees about 5 % less.
         bed.send("a", "c", "-u", "-b", "50M", "-n", "30M", "-l", "1200")
 
@@ -162,7 +165,8 @@ def test_with_five_percent_loss_both_sides_record_a_dispute(bed: Bed) -> None:
             p = bed.usage("b", "c").get("provider") or {}
             return p.get("disputes", 0) > 0
 
-        bed.wait("b records a dispute", disputed, within=40)
+        took = bed.wait("b records a dispute", disputed, within=40)
+        print(f"dispute recorded {took:.1f} s after the transfer")
     finally:
         bed.run("impair", "b", "c", "--loss", "0")
     assert bed.usage("c", "b")["consumer"]["disputes"] > 0
@@ -177,6 +181,11 @@ def test_with_five_percent_loss_both_sides_record_a_dispute(bed: Bed) -> None:
     shortfall = use_b["relayed_to_bytes"] - use_b["provider"]["receipted_to_bytes"]
     print(f"c signed {shortfall} B less than b counted")
     assert 0 < shortfall < 0.08 * 40 * MIB
+
+
+def _reaches(bed: Bed, src: str, dst: str) -> bool:
+    out = bed.sh(src, "ping", "-c", "1", "-W", "1", bed.ips[dst], check=False)
+    return " 0% packet loss" in out
 
 
 def test_a_neighbour_that_does_not_sign_is_throttled_not_cut_off(bed: Bed) -> None:
