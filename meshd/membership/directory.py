@@ -37,9 +37,8 @@ from meshd.membership.verify import (
     check_not_revoked,
     verify_membership,
 )
+from meshd.proto.session import FINGERPRINT_LENGTH
 
-FINGERPRINT_LENGTH = 8
-DIGEST_LENGTH = 32
 MAX_ENTRIES = 10_000
 FILE_MAGIC = b"meshd-directory-v1\n"
 _LENGTH = struct.Struct("!H")
@@ -76,7 +75,9 @@ class Entry:
         delegation = self.chain[0].encode() if self.chain else b""
         encoded = _LENGTH.pack(len(cert)) + cert + _LENGTH.pack(len(delegation)) + delegation
         object.__setattr__(self, "encoded", encoded)
-        object.__setattr__(self, "fingerprint", hashlib.sha256(encoded).digest()[:8])
+        object.__setattr__(
+            self, "fingerprint", hashlib.sha256(encoded).digest()[:FINGERPRINT_LENGTH]
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Entry:
