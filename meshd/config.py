@@ -147,6 +147,18 @@ class RoutingSettings:
         "TESTS ONLY: prefixes this node announces in Babel beside its own addresses, to "
         "play a hostile member (its neighbours must refuse them)",
     )
+    unsigned_routes: str = _opt(
+        "refuse",
+        "'refuse': a seqno is taken only with its originator's signature, and a route whose "
+        "owner no certificate names yet is held (DESIGN.md, routing). 'accept', only while "
+        "meshd/1 nodes remain in the mesh: their routes, which carry no signature, are "
+        "taken too (a route once seen signed never is unsigned again)",
+    )
+    test_forge_seqnos: int = _opt(
+        0,
+        "TESTS ONLY: add this to the seqno of every route this node relays, keeping the "
+        "originator's signature, to play a member that invents newer seqnos",
+    )
     update_interval_s: float = _opt(
         120.0,
         "seconds between Babel's periodic full updates (babeld: 16 s over lossy UDP; meshd "
@@ -423,6 +435,10 @@ def _check(cfg: Config) -> None:
         raise ConfigError(
             p, "routing.max_routes", "expected 1 <= max_routes_per_neighbour <= max_routes"
         )
+    if cfg.routing.unsigned_routes not in ("refuse", "accept"):
+        raise ConfigError(p, "routing.unsigned_routes", "expected 'refuse' or 'accept'")
+    if not 0 <= cfg.routing.test_forge_seqnos <= 0x7FFF:
+        raise ConfigError(p, "routing.test_forge_seqnos", "expected 0..32767")
     for prefix in cfg.routing.test_announce:
         try:
             ipaddress.ip_network(prefix, strict=False)

@@ -83,12 +83,22 @@ from meshd.membership.directory_sync import DirectoryMessage, DirectorySync
 from meshd.membership.rotation import adopt as adopt_successor
 from meshd.net.hello_socket import HelloSocket
 from meshd.proto import session as messages
-from meshd.proto.babel import BabelDecodeError, decode_packet, decode_packet_detail, encode_packet
+from meshd.proto.babel import (
+    TLV,
+    BabelDecodeError,
+    OriginSignature,
+    RouterId,
+    Update,
+    decode_packet,
+    decode_packet_detail,
+    encode_packet,
+    seqno_add,
+)
 from meshd.proto.gateway import GatewayAdvert, GatewayError, decode_advert
 from meshd.routing.babel import BabelRouter, RefusedUpdate, RouteChange
 from meshd.routing.gateways import Choice, GatewayTable
 from meshd.routing.link_quality import LinkQuality, LinkQualityParams
-from meshd.routing.origin import OriginPolicy, Owner
+from meshd.routing.origin import OriginPolicy, OriginSigner, Owner
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import VERSION_UNSUPPORTED, SessionSettings
@@ -265,7 +275,7 @@ def router_id(node_id_bytes: bytes) -> bytes:
 def owner_of(member: VerifiedMember) -> Owner:
     """What routing needs of a member's certificate: its router-id and its addresses."""
     key = public_from_node_id(member.node_id)
-    return Owner(member.node_id, router_id(key), (member.mesh_ipv4, member.mesh_ipv6))
+    return Owner(member.node_id, router_id(key), (member.mesh_ipv4, member.mesh_ipv6), key)
 
 
 def _shareable(host: str) -> bool:
@@ -275,6 +285,28 @@ def _shareable(host: str) -> bool:
     except ValueError:
         return False
     return not (ip.is_link_local or ip.is_loopback or ip.is_multicast or ip.is_unspecified)
+
+
+def _without_proof(tlv: TLV) -> TLV:
+    """An Update as meshd/1 sends it: without its OriginSignature."""
+    if isinstance(tlv, Update) and tlv.sub_tlvs:
+        kept = tuple(s for s in tlv.sub_tlvs if not isinstance(s, OriginSignature))
+        return replace(tlv, sub_tlvs=kept)
+    return tlv
+
+
+def _forged(tlvs: list[TLV], own: bytes, add: int) -> list[TLV]:
+    """TESTS ONLY (routing.test_forge_seqnos): the relayed routes with newer seqnos than
+    their originators gave them, their signatures kept."""
+    out: list[TLV] = []
+    origin = None
+    for tlv in tlvs:
+        if isinstance(tlv, RouterId):
+            origin = tlv.router_id
+        elif isinstance(tlv, Update) and origin != own and not tlv.retraction:
+            tlv = replace(tlv, seqno=seqno_add(tlv.seqno, add))
+        out.append(tlv)
+    return out
 
 
 class ControlPlane:
@@ -297,6 +329,9 @@ class ControlPlane:
         on_renewal: Callable[[str, RenewalMessage], None] | None = None,
         clock: MeshClock | None = None,
         protocols: tuple[str, ...] = messages.PROTOCOLS,
+        signing_key: SigningKey | None = None,
+        accept_unsigned: bool = False,
+        forge_seqnos: int = 0,
         now: float = 0.0,
     ) -> None:
         self.node_id, self.credentials, self.own = node_id, credentials, own
@@ -334,9 +369,18 @@ class ControlPlane:
         self.membership_message = _membership_message(own)
         # Whose routes are whose (meshd.routing.origin): Babel stores only what it passes.
         definition = own.trust.definition
-        self.origins = OriginPolicy(definition.ipv4_prefix, definition.ipv6_prefix)
+        self.origins = OriginPolicy(
+            definition.ipv4_prefix, definition.ipv6_prefix, accept_unsigned=accept_unsigned
+        )
         self.origins.learn(owner_of(own.member))
-        router.check_origins(self.origins.refusal)
+        # Our seqnos, signed with our identity key (none given: our updates carry no proof,
+        # as a unit test's control plane that never routes).
+        self.signer = (
+            OriginSigner(signing_key, router.router_id) if signing_key is not None else None
+        )
+        self.forge_seqnos = forge_seqnos  # config routing.test_forge_seqnos: tests only
+        self._router_ids: dict[str, bytes] = {}  # neighbour node id -> its router-id
+        router.check_origins(self.origins.refusal, self._seqno_refusal, self._proof)
         # Every member's certificate, so the origin check knows far members' addresses too.
         self.directory = Directory(own.trust)
         self.directory_sync = DirectorySync(self.directory)
@@ -1085,7 +1129,12 @@ class ControlPlane:
             self._flush_timer.cancel()
             self._flush_timer = None
         for node_id, tlvs in self.router.drain_outgoing():
-            if tlvs and self.peers.get(node_id) and self.peers[node_id].session_up:
+            peer = self.peers.get(node_id)
+            if tlvs and peer is not None and peer.session_up:
+                if not self.peer_supports(peer, messages.Feature.SIGNED_ROUTES):
+                    tlvs = [_without_proof(t) for t in tlvs]  # meshd/1's wire format
+                if self.forge_seqnos:
+                    tlvs = _forged(tlvs, self.router.router_id, self.forge_seqnos)
                 packet = encode_packet(tlvs)
                 self._send(node_id, messages.encode(messages.BabelPacket(packet)))
         for refused in self.router.drain_refused():
@@ -1095,6 +1144,32 @@ class ControlPlane:
             self.apply_routes(changes)
         if self.router.seqno != self._saved_seqno:
             self._save_seqno(self.router.seqno)
+
+    def _seqno_refusal(
+        self,
+        neighbour: str,
+        prefix: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        origin: bytes,
+        seqno: int,
+        proof: OriginSignature | None,
+    ) -> str | None:
+        """Babel's seqno check (meshd.routing.origin): judged by our mesh clock; a
+        neighbour's own routes need no proof (its session is its certificate)."""
+        own_id = self._router_ids.get(neighbour)
+        if own_id is None:
+            own_id = self._router_ids[neighbour] = router_id(public_from_node_id(neighbour))
+        return self.origins.seqno_refusal(
+            prefix, origin, seqno, proof, self.clock.now(), from_originator=origin == own_id
+        )
+
+    def _proof(
+        self, prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, origin: bytes, seqno: int
+    ) -> OriginSignature | None:
+        """What to send with an Update of (prefix, origin, seqno): our signature for our
+        own routes, else the originator's as we verified it."""
+        if origin == self.router.router_id:
+            return self.signer.proof(prefix, seqno, self.clock.now()) if self.signer else None
+        return self.origins.proof(prefix, origin, seqno)
 
     def _learn_origin(self, member: VerifiedMember, now: float) -> None:
         """A certificate verified: its addresses are its own from now on, and routes to
@@ -1171,6 +1246,16 @@ class ControlPlane:
         for node_id, message in outgoing:
             if self.peer_supports(node_id, messages.Feature.DIRECTORY):
                 self._send(node_id, messages.encode(message))
+
+    def origin_status(self) -> dict[str, Any]:
+        """``meshd status``'s ``origins``: route updates held for an unknown origin, and
+        the origin signatures made and checked (meshd.routing.origin)."""
+        return {
+            "unsigned_routes": "accept" if self.origins.accept_unsigned else "refuse",
+            "held": self.router.held(),
+            "signed": self.signer.signed if self.signer is not None else 0,
+            "verified": self.origins.verified,
+        }
 
     def directory_status(self) -> dict[str, Any]:
         """``meshd status``'s ``directory``: how many members it knows, and its digest

@@ -46,7 +46,7 @@ from meshd.net.netlink import MAIN_TABLE, IPNetwork, Netlink, NetlinkError, Rout
 from meshd.net.resolver import system_resolver
 from meshd.net.throttle import Throttle
 from meshd.proto.babel import BABEL_PORT
-from meshd.proto.session import Claim, ReceiptMessage
+from meshd.proto.session import MESHD_2, Claim, ReceiptMessage
 from meshd.receipts.counting import Snapshot, advance
 from meshd.receipts.exchange import ZERO
 from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
@@ -677,6 +677,8 @@ class Node:
             "neighbours": neighbours,
             # Every member's certificate this node holds (meshd.membership.directory).
             "directory": self.control.directory_status(),
+            # Route updates held or signed (meshd.routing.origin).
+            "origins": self.control.origin_status(),
             "routes": [
                 {
                     "prefix": str(r.dst),
@@ -772,6 +774,12 @@ class Node:
             on_metering=self._on_metering,
             clock=self.clock,
             protocols=self.cfg.control.protocols,
+            signing_key=self.identity.signing_key,
+            # A node that speaks only meshd/1 cannot get signatures: it takes routes as
+            # meshd/1 did.
+            accept_unsigned=self.cfg.routing.unsigned_routes == "accept"
+            or MESHD_2 not in self.cfg.control.protocols,
+            forge_seqnos=self.cfg.routing.test_forge_seqnos,
             now=now,
         )
 

@@ -21,6 +21,7 @@ from meshd.proto.babel_codec import KNOWN_TYPES, decode_tlv, encode_tlv
 from meshd.proto.babel_subtlv import (
     HelloTimestamp,
     IHUTimestamp,
+    OriginSignature,
     SubPad1,
     SubPadN,
     SubTLV,
@@ -71,6 +72,7 @@ __all__ = [
     "HelloTimestamp",
     "IHUTimestamp",
     "NextHop",
+    "OriginSignature",
     "Pad1",
     "PadN",
     "ParserState",

@@ -19,6 +19,7 @@ from meshd.proto.babel import (
     HelloTimestamp,
     IHUTimestamp,
     NextHop,
+    OriginSignature,
     Pad1,
     PadN,
     ParserState,
@@ -73,6 +74,8 @@ def subtlv_to_json(sub: SubTLV) -> dict[str, Any]:
         return {"type": "timestamp", "transmit": sub.transmit}
     if isinstance(sub, IHUTimestamp):
         return {"type": "timestamp", "origin": sub.origin, "receive": sub.receive}
+    if isinstance(sub, OriginSignature):
+        return {"type": "origin_signature", "time": sub.time, "signature": sub.signature.hex()}
     return {"type": "unknown", "code": sub.code, "body": sub.body.hex()}
 
 
@@ -162,6 +165,8 @@ def subtlv_from_json(obj: dict[str, Any]) -> SubTLV:
         return HelloTimestamp(obj["transmit"])
     if kind == "timestamp":
         return IHUTimestamp(obj["origin"], obj["receive"])
+    if kind == "origin_signature":
+        return OriginSignature(obj["time"], bytes.fromhex(obj["signature"]))
     if kind == "unknown":
         return UnknownSubTLV(obj["code"], bytes.fromhex(obj.get("body", "")))
     raise ValueError(f"unknown sub-TLV type {kind!r}")

@@ -15,10 +15,16 @@ from meshd.proto.babel_wire import BabelDecodeError, Reader, check_uint
 SUBTLV_PAD1: Final = 0
 SUBTLV_PADN: Final = 1
 SUBTLV_TIMESTAMP: Final = 3  # RFC 9616 3.1 (IANA "Babel Sub-TLV Types")
+# meshd's origin signature (meshd.routing.origin), in an Update. 112-126 is the registry's
+# Experimental Use range without the mandatory bit: a Babel speaker that does not know it
+# skips it and keeps the Update (RFC 8966 4.4), as tshark shows it: an unknown sub-TLV.
+SUBTLV_ORIGIN_SIGNATURE: Final = 112
 MANDATORY_BIT: Final = 0x80
+ORIGIN_SIGNATURE_LENGTH: Final = 4 + 64  # time (u32) + Ed25519 signature
 
 TLV_HELLO: Final = 4  # the two TLVs where RFC 9616 defines the Timestamp sub-TLV
 TLV_IHU: Final = 5
+TLV_UPDATE: Final = 8  # where meshd's OriginSignature goes
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,21 @@ class IHUTimestamp:
 
 
 @dataclass(frozen=True)
+class OriginSignature:
+    """meshd, in an Update: the originator's Ed25519 signature over (router-id, prefix,
+    seqno, ``time``), ``time`` in Unix seconds (``meshd.routing.origin.signed_message``).
+    Relays forward it unchanged with their own Updates of that route."""
+
+    time: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        check_uint("OriginSignature.time", self.time, 32)
+        if not isinstance(self.signature, bytes) or len(self.signature) != 64:
+            raise ValueError("OriginSignature.signature must be 64 bytes")
+
+
+@dataclass(frozen=True)
 class UnknownSubTLV:
     """A sub-TLV this codec doesn't interpret, kept so that it can be re-sent as it came."""
 
@@ -79,7 +100,7 @@ class UnknownSubTLV:
         return bool(self.code & MANDATORY_BIT)
 
 
-SubTLV = SubPad1 | SubPadN | HelloTimestamp | IHUTimestamp | UnknownSubTLV
+SubTLV = SubPad1 | SubPadN | HelloTimestamp | IHUTimestamp | OriginSignature | UnknownSubTLV
 
 
 def check_subtlvs(owner: str, tlv_type: int, sub_tlvs: object) -> tuple[SubTLV, ...]:
@@ -91,13 +112,22 @@ def check_subtlvs(owner: str, tlv_type: int, sub_tlvs: object) -> tuple[SubTLV, 
             raise ValueError(f"HelloTimestamp only goes in a Hello, not in {owner}")
         if isinstance(sub, IHUTimestamp) and tlv_type != TLV_IHU:
             raise ValueError(f"IHUTimestamp only goes in an IHU, not in {owner}")
+        if isinstance(sub, OriginSignature) and tlv_type != TLV_UPDATE:
+            raise ValueError(f"OriginSignature only goes in an Update, not in {owner}")
+        if (
+            isinstance(sub, UnknownSubTLV)
+            and sub.code == SUBTLV_ORIGIN_SIGNATURE
+            and tlv_type == TLV_UPDATE
+            and len(sub.body) == ORIGIN_SIGNATURE_LENGTH
+        ):
+            raise ValueError(f"use OriginSignature for sub-TLV type 112 in {owner}")
         if (
             isinstance(sub, UnknownSubTLV)
             and sub.code == SUBTLV_TIMESTAMP
             and tlv_type in (TLV_HELLO, TLV_IHU)
         ):
             raise ValueError(f"use {owner}'s Timestamp class for sub-TLV type 3")
-        if not isinstance(sub, SubPad1 | SubPadN | HelloTimestamp | IHUTimestamp | UnknownSubTLV):
+        if not isinstance(sub, SubTLV):
             raise ValueError(f"{owner}.sub_tlvs holds {sub!r}, not a sub-TLV")
     return tuple(sub_tlvs)
 
@@ -115,6 +145,8 @@ def encode_subtlvs(sub_tlvs: tuple[SubTLV, ...]) -> bytes:
         elif isinstance(sub, IHUTimestamp):
             code = SUBTLV_TIMESTAMP
             body = sub.origin.to_bytes(4, "big") + sub.receive.to_bytes(4, "big")
+        elif isinstance(sub, OriginSignature):
+            code, body = SUBTLV_ORIGIN_SIGNATURE, sub.time.to_bytes(4, "big") + sub.signature
         else:
             code, body = sub.code, sub.body
         if len(body) > 255:
@@ -157,6 +189,12 @@ def decode_subtlvs(reader: Reader, tlv_type: int) -> tuple[tuple[SubTLV, ...], b
                 subs.append(
                     IHUTimestamp(int.from_bytes(body[:4], "big"), int.from_bytes(body[4:8], "big"))
                 )
+        elif (
+            code == SUBTLV_ORIGIN_SIGNATURE
+            and tlv_type == TLV_UPDATE
+            and length == ORIGIN_SIGNATURE_LENGTH
+        ):
+            subs.append(OriginSignature(int.from_bytes(body[:4], "big"), body[4:]))
         else:
             subs.append(UnknownSubTLV(code, body))
             mandatory_unknown = mandatory_unknown or bool(code & MANDATORY_BIT)

@@ -131,6 +131,7 @@ class Feature(StrEnum):
 
     CAPABILITIES = "capabilities"  # meshd/2: this message, first on the session
     DIRECTORY = "directory"  # the DIRECTORY_* kinds: every member's certificate
+    SIGNED_ROUTES = "signed_routes"  # Babel Updates carry OriginSignature sub-TLVs
 
 
 FEATURES: frozenset[Feature] = frozenset(Feature)  # what this build supports

@@ -41,7 +41,14 @@ Choices (see the RFC sections cited in place):
   a mesh host route under the router-id its certificate names, meshd.routing.origin) and
   the neighbour is within its share of route entries (``BabelParams.max_routes*``); what is
   refused is drained as RefusedUpdate (``drain_refused``) for the caller to count, and a
-  stored route the check refuses later goes on ``revalidate``.
+  stored route the check refuses later goes on ``revalidate``. An update of an origin no
+  certificate names yet (HELD) is noted, bounded, and asked for again (a unicast Route
+  Request) once ``revalidate`` finds its owner; unresolved, it is refused after hold_s.
+- Not RFC 8966 either: origin-signed seqnos. A non-retraction is stored only when its seqno
+  passes ``seqnos`` (its OriginSignature sub-TLV, meshd.routing.origin); we send each
+  seqno's proof from ``proofs`` to a neighbour once (again after its wildcard request, or
+  in a forced answer), and ask a neighbour for a route again when we could not pass it on
+  with a proof (``unsigned``, or taken from its originator without one).
 - Updates may be carried unordered (QUIC datagrams): loop freedom does not depend on order,
   but an update overtaken by a retraction brings back a stale route until it expires
   (3.5 update intervals). An ordered stream for Updates avoids that black hole.
@@ -58,6 +65,7 @@ from meshd.proto.babel import (
     METRIC_INFINITY,
     TLV,
     DecodedTLV,
+    OriginSignature,
     RouteRequest,
     SeqnoRequest,
     Update,
@@ -66,16 +74,20 @@ from meshd.proto.babel import (
 from meshd.routing.babel_output import packetize, with_parser_state
 from meshd.routing.babel_state import RouterState
 from meshd.routing.babel_tables import (
+    HELD,
+    UNSIGNED,
     BabelParams,
     IPNetwork,
     NeighbourId,
     OriginCheck,
+    ProofSource,
     RefusedUpdate,
     Route,
     RouteAction,
     RouteChange,
     RouteInfo,
     SelectedRoute,
+    SeqnoCheck,
 )
 
 __all__ = [
@@ -153,6 +165,7 @@ class BabelRouter(RouterState):
         del self._periodic[neighbour]
         self._queued.pop(neighbour, None)
         self._queued_requests.pop(neighbour, None)
+        self._forget_neighbour(neighbour)
         for prefix, by_neighbour in list(self._routes.items()):
             if neighbour in by_neighbour:
                 self._drop_route(by_neighbour, neighbour)
@@ -194,6 +207,8 @@ class BabelRouter(RouterState):
         for request, targets in self._requests.due(now):
             self._send_request(request, targets)
         self._collect_sources(now)
+        self._release_held(now)
+        self._expire_asked(now)
 
     # --- outputs ----------------------------------------------------------------------
 
@@ -225,9 +240,19 @@ class BabelRouter(RouterState):
         refused, self._refused = self._refused, []
         return refused
 
-    def check_origins(self, check: OriginCheck) -> None:
-        """From now on, store only the updates ``check`` passes (meshd.routing.origin)."""
-        self._origin = check
+    def check_origins(
+        self,
+        check: OriginCheck,
+        seqnos: SeqnoCheck | None = None,
+        proofs: ProofSource | None = None,
+    ) -> None:
+        """From now on, store only the updates ``check`` passes, and whose seqno ``seqnos``
+        passes; send each seqno's proof from ``proofs`` (meshd.routing.origin)."""
+        self._origin, self._seqno_check, self._proofs = check, seqnos, proofs
+
+    def held(self) -> int:
+        """Updates held until the certificate of their origin is known."""
+        return len(self._held)
 
     def revalidate(self, now: float) -> None:
         """Apply the origin check again to every stored route (it learned or forgot a
@@ -247,6 +272,7 @@ class BabelRouter(RouterState):
                 del self._routes[prefix]
             if dropped:
                 self._reselect(prefix, now)
+        self._release_held(now)
 
     def drain_route_changes(self) -> list[RouteChange]:
         """What the kernel must change since the last drain, one change per prefix."""
@@ -318,10 +344,23 @@ class BabelRouter(RouterState):
             return  # RFC 8966 4.6.9: no router-id, ignore; our own routes come back: ignore
         if self._origin is not None and (reason := self._origin(prefix, router_id)) is not None:
             # Not this origin's to announce (meshd.routing.origin): nothing is stored, and a
-            # retraction of it changes nothing either (no route of it was ever kept).
-            if not tlv.retraction:
+            # retraction of it changes nothing either (no route of it was ever kept). An
+            # origin not known yet is held instead: asked for again once it is.
+            if tlv.retraction:
+                pass
+            elif reason == HELD:
+                self._hold(neighbour, prefix, router_id)
+            else:
                 self._refused.append(RefusedUpdate(neighbour, prefix, router_id, reason))
             return
+        if not tlv.retraction and self._seqno_check is not None:
+            proof = next((s for s in tlv.sub_tlvs if isinstance(s, OriginSignature)), None)
+            reason = self._seqno_check(neighbour, prefix, router_id, tlv.seqno, proof)
+            if reason is not None:  # a seqno its origin did not sign: nothing is stored
+                self._refused.append(RefusedUpdate(neighbour, prefix, router_id, reason))
+                if reason == UNSIGNED:
+                    self._ask_proof(neighbour, prefix, now)
+                return
         by_neighbour = self._routes.get(prefix, {})
         route = by_neighbour.get(neighbour)
         interval = tlv.interval / 100 if tlv.interval else self.params.update_interval_s
@@ -350,6 +389,10 @@ class BabelRouter(RouterState):
             route.expires = expires  # a retraction keeps the route until it expires
             route.refresh_at = refresh_at
             self._requests.satisfy(prefix, router_id, tlv.seqno)
+            if self._proofs is not None and self._proofs(prefix, router_id, tlv.seqno) is None:
+                # Taken without a proof we could pass on (from its originator, or one lost
+                # on the way): ask for it, or our neighbours cannot take the route from us.
+                self._ask_proof(neighbour, prefix, now)
         self._reselect(prefix, now)
         if not tlv.retraction and prefix not in self._selected and not self._feasible(route):
             # RFC 8966 3.8.2.1: an unfeasible update and no route: ask the source for a
@@ -359,6 +402,9 @@ class BabelRouter(RouterState):
     def _on_route_request(self, neighbour: NeighbourId, tlv: RouteRequest) -> None:
         # RFC 8966 3.8.1.1: wildcard -> full table; else that prefix (or a retraction).
         if tlv.ae == AE_WILDCARD or tlv.prefix is None:
+            # A neighbour asking for everything is new or starting over (its link came up):
+            # what we sent it before may never have been taken, proofs included.
+            self._proof_sent.pop(neighbour, None)
             self._queue_full_update(neighbour)
         else:
             self._queued.setdefault(neighbour, {})[tlv.prefix] = True

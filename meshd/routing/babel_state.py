@@ -7,6 +7,7 @@ from __future__ import annotations
 from meshd.proto.babel import (
     METRIC_INFINITY,
     TLV,
+    OriginSignature,
     RouteRequest,
     SeqnoRequest,
     Update,
@@ -14,15 +15,18 @@ from meshd.proto.babel import (
 )
 from meshd.routing.babel_requests import SeqnoRequests, ae_of
 from meshd.routing.babel_tables import (
+    HELD,
     HOP_COUNT,
     BabelParams,
     IPNetwork,
     NeighbourId,
     OriginCheck,
+    ProofSource,
     RefusedUpdate,
     Route,
     RouteAction,
     RouteChange,
+    SeqnoCheck,
     Source,
 )
 
@@ -59,6 +63,16 @@ class RouterState:
         # Which (prefix, router-id) an update may carry (meshd.routing.origin); None: any.
         self._origin: OriginCheck | None = None
         self._refused: list[RefusedUpdate] = []  # since the last drain
+        # Origin-signed seqnos (meshd.routing.origin): which seqnos an update may carry,
+        # the proofs we send, the last proof each neighbour got from us per prefix (sent
+        # again only when it changes), and when we last asked a neighbour for one.
+        self._seqno_check: SeqnoCheck | None = None
+        self._proofs: ProofSource | None = None
+        self._proof_sent: dict[NeighbourId, dict[IPNetwork, OriginSignature]] = {}
+        self._proof_asked: dict[tuple[NeighbourId, IPNetwork], float] = {}
+        # Updates of an origin no known certificate names yet: (router-id, until when).
+        self._held: dict[tuple[NeighbourId, IPNetwork], tuple[bytes, float]] = {}
+        self._held_count: dict[NeighbourId, int] = {}
 
     # --- the route table ------------------------------------------------------------------
 
@@ -284,9 +298,92 @@ class RouterState:
                 source.advertised(seqno, metric, self._now)
         self._advertised[prefix] = (router_id, seqno, metric)
         update = Update(
-            ae=ae_of(prefix), prefix=prefix, interval=interval, seqno=seqno, metric=metric
+            ae=ae_of(prefix),
+            prefix=prefix,
+            interval=interval,
+            seqno=seqno,
+            metric=metric,
+            sub_tlvs=self._proof_to_send(prefix, router_id, seqno, neighbour, forced),
         )
         return router_id, update
+
+    def _proof_to_send(
+        self, prefix: IPNetwork, router_id: bytes, seqno: int, neighbour: NeighbourId, forced: bool
+    ) -> tuple[OriginSignature, ...]:
+        """The seqno's proof, unless this neighbour has had it already (a forced update,
+        the answer to a request, carries it again)."""
+        proof = self._proofs(prefix, router_id, seqno) if self._proofs is not None else None
+        if proof is None:
+            return ()
+        sent = self._proof_sent.setdefault(neighbour, {})
+        if not forced and sent.get(prefix) == proof:
+            return ()
+        sent[prefix] = proof
+        return (proof,)
+
+    # --- held updates and proofs ---------------------------------------------------------
+
+    def _hold(self, neighbour: NeighbourId, prefix: IPNetwork, router_id: bytes) -> None:
+        key = (neighbour, prefix)
+        if key not in self._held:
+            count, p = self._held_count.get(neighbour, 0), self.params
+            if count >= p.max_held_per_neighbour or len(self._held) >= p.max_held:
+                self._refused.append(RefusedUpdate(neighbour, prefix, router_id, "hold_full"))
+                return
+            self._held_count[neighbour] = count + 1
+        self._held[key] = (router_id, self._now + self.params.hold_s)
+
+    def _unhold(self, key: tuple[NeighbourId, IPNetwork]) -> None:
+        del self._held[key]
+        left = self._held_count[key[0]] - 1
+        if left:
+            self._held_count[key[0]] = left
+        else:
+            del self._held_count[key[0]]
+
+    def _release_held(self, now: float) -> None:
+        """Held updates whose origin is known now are asked for again (a unicast Route
+        Request: the answer is forced and carries its proof); expired ones are refused."""
+        if self._origin is None:
+            return
+        for key, (router_id, until) in list(self._held.items()):
+            neighbour, prefix = key
+            reason = self._origin(prefix, router_id)
+            if reason == HELD and until > now:
+                continue
+            self._unhold(key)
+            if reason is None:
+                self._ask_route(neighbour, prefix)
+            else:
+                self._refused.append(RefusedUpdate(neighbour, prefix, router_id, reason))
+
+    def _ask_route(self, neighbour: NeighbourId, prefix: IPNetwork) -> None:
+        if neighbour in self._links:
+            request = RouteRequest(ae=ae_of(prefix), prefix=prefix)
+            self._queued_requests.setdefault(neighbour, []).append(request)
+
+    def _ask_proof(self, neighbour: NeighbourId, prefix: IPNetwork, now: float) -> None:
+        """An update without the proof its seqno needs: ask for the route again, at most
+        once an update interval (a neighbour that never sends one is not asked forever)."""
+        key = (neighbour, prefix)
+        asked = self._proof_asked.get(key)
+        if asked is not None and asked + self.params.update_interval_s > now:
+            return
+        self._proof_asked[key] = now
+        self._ask_route(neighbour, prefix)
+
+    def _forget_neighbour(self, neighbour: NeighbourId) -> None:
+        """What the held updates and proofs remember of a neighbour whose link went down."""
+        self._proof_sent.pop(neighbour, None)
+        for key in [k for k in self._proof_asked if k[0] == neighbour]:
+            del self._proof_asked[key]
+        for key in [k for k in self._held if k[0] == neighbour]:
+            self._unhold(key)
+
+    def _expire_asked(self, now: float) -> None:
+        interval = self.params.update_interval_s
+        for key in [k for k, t in self._proof_asked.items() if t + interval <= now]:
+            del self._proof_asked[key]
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from meshd.proto.babel import METRIC_INFINITY, seqno_less
+from meshd.proto.babel import METRIC_INFINITY, OriginSignature, seqno_less
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 NeighbourId = str  # the caller's name for a neighbour link (meshd: the neighbour's node id)
@@ -45,6 +45,11 @@ class BabelParams:
     # refused further routes (``route_limit``) and the node goes on routing for the rest.
     max_routes_per_neighbour: int = 10_000
     max_routes: int = 40_000
+    # Updates whose origin no known certificate names yet (HELD), noted for hold_s and
+    # asked for again once one does; beyond these counts they are refused (hold_full).
+    max_held_per_neighbour: int = 1_000
+    max_held: int = 4_000
+    hold_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.update_interval_s <= 0 or self.update_interval_s * 100 > 0xFFFF:
@@ -69,6 +74,10 @@ class BabelParams:
             raise ValueError("max_tlvs_per_packet must be >= 2 (Router-Id + Update)")
         if not 1 <= self.max_routes_per_neighbour <= self.max_routes:
             raise ValueError("expected 1 <= max_routes_per_neighbour <= max_routes")
+        if not 0 <= self.max_held_per_neighbour <= self.max_held:
+            raise ValueError("expected 0 <= max_held_per_neighbour <= max_held")
+        if self.hold_s <= 0:
+            raise ValueError("hold_s must be > 0")
 
     @property
     def route_expiry_s(self) -> float:
@@ -169,8 +178,15 @@ class RouteInfo:
 
 
 # (prefix, router-id) -> None when the update may carry them, else the refusal's reason code
-# (meshd.routing.origin.OriginPolicy.refusal).
+# (meshd.routing.origin.OriginPolicy.refusal). HELD is not a refusal: see BabelParams.
 OriginCheck = Callable[[IPNetwork, bytes], str | None]
+HELD: Final = "unknown_origin"
+# (neighbour, prefix, router-id, seqno, the Update's OriginSignature) -> None when the update
+# may carry that seqno, else why not (meshd.routing.origin.OriginPolicy.seqno_refusal).
+SeqnoCheck = Callable[[NeighbourId, IPNetwork, bytes, int, OriginSignature | None], str | None]
+UNSIGNED: Final = "unsigned"  # the neighbour is asked for the route again, with its proof
+# (prefix, router-id, seqno) -> the OriginSignature to send with an Update of it, if any.
+ProofSource = Callable[[IPNetwork, bytes, int], OriginSignature | None]
 
 
 @dataclass(frozen=True)

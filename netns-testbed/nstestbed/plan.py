@@ -164,6 +164,7 @@ class NodePlan:
     admin: bool = False  # its key is one of the mesh's admins
     cert_validity_s: int = 0  # its certificate's validity; 0: the testbed's default
     control: Settings = ()  # added to its [control] section
+    routing: Settings = ()  # its [routing] section
 
     @property
     def config_path(self) -> Path:
@@ -331,6 +332,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             admin=spec.admin,
             cert_validity_s=spec.cert_validity_s,
             control=spec.control,
+            routing=spec.routing,
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -429,7 +431,11 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
             lines.append(f"rate_cap = {_toml_str(node.rate_cap.text)}")
         if node.monthly_quota_mb:
             lines.append(f"monthly_quota_mb = {node.monthly_quota_mb}")
-    for section, settings in (("receipts", node.receipts), ("membership", node.membership)):
+    for section, settings in (
+        ("receipts", node.receipts),
+        ("membership", node.membership),
+        ("routing", node.routing),
+    ):
         if settings:
             lines += ["", f"[{section}]"]
             lines += [f"{key} = {_toml_value(value)}" for key, value in settings]

@@ -8,6 +8,7 @@
     monthly_quota_mb = 100  # optional, each neighbour's exit bytes a month (read by meshd)
     receipts = { sign = false }  # optional, written as the node's [receipts] (meshd's keys)
     membership = { renew_margin_s = 20 }  # optional, written as the node's [membership]
+    routing = { unsigned_routes = "accept" }  # optional, written as the node's [routing]
     control = { protocols = ["meshd/1"] }  # optional, added to the node's [control] (not
                             # socket: the testbed's); here it plays a node of an older version
     admin = true            # optional, the node's key is one of the mesh's admins too
@@ -111,6 +112,7 @@ class NodeSpec:
     admin: bool = False  # an admin of the mesh (its key in the mesh definition)
     cert_validity_s: int = 0  # 0: the testbed's default
     control: Settings = ()  # added to its [control] section
+    routing: Settings = ()  # its [routing] section
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "admin",
                 "cert_validity_s",
                 "control",
+                "routing",
             },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
@@ -258,8 +261,9 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "expected 0 or more (MB)")
         if quota and not share:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "needs share = true")
-        settings, membership, control = (
-            _settings(path, where, body, key) for key in ("receipts", "membership", "control")
+        settings, membership, control, routing = (
+            _settings(path, where, body, key)
+            for key in ("receipts", "membership", "control", "routing")
         )
         invited = _bool(path, f"{where}.invited", body.get("invited", False))
         admin = _bool(path, f"{where}.admin", body.get("admin", False))
@@ -271,6 +275,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             ("membership", membership),
             ("admin", admin),
             ("control", control),
+            ("routing", routing),
         ):
             if invited and given:
                 raise TopologyError(path, f"{where}.{key}", "an invited node's config is its own")
@@ -291,6 +296,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 admin,
                 validity,
                 control,
+                routing,
             )
         )
     return tuple(nodes)

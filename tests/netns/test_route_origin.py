@@ -6,7 +6,8 @@ its meshd then announces, under its own router-id, a default route, both halves 
 IPv4 internet and of IPv6, b's LAN, an underlay address, and a's mesh /32 and /128. No
 other node installs any of them, every household's LAN still reaches the internet by its
 exit, every pair of nodes still reaches each other, and c's neighbours count what they
-refused from it, with the reason, in ``meshd status --json``.
+refused from it, with the reason, in ``meshd status --json``. Then c floods 50,000 routes,
+and then relays everyone's routes with seqnos it made up (origin-signed seqnos).
 """
 
 from __future__ import annotations
@@ -79,11 +80,17 @@ def _underlay_address(bed: Bed, node: str) -> str:
 
 def _hostile(bed: Bed, prefixes: list[str]) -> None:
     """c's meshd again, announcing ``prefixes`` beside its own addresses."""
+    _misbehave(bed, "test_announce = [" + ", ".join(f'"{p}"' for p in prefixes) + "]")
+
+
+def _misbehave(bed: Bed, line: str) -> None:
+    """c's meshd again, with ``line`` (a TESTS ONLY setting) in its [routing] section."""
     config = bed.dir / "nodes" / "c" / "meshd.toml"
-    text = "".join(  # what an earlier test made it announce goes
-        kept for kept in config.read_text().splitlines(True) if not kept.startswith("test_announce")
+    text = "".join(  # what an earlier test made it do goes
+        kept
+        for kept in config.read_text().splitlines(True)
+        if not kept.startswith(("test_announce", "test_forge_seqnos"))
     )
-    line = "test_announce = [" + ", ".join(f'"{p}"' for p in prefixes) + "]"
     if "[routing]" in text:
         text = text.replace("[routing]", f"[routing]\n{line}", 1)
     else:
@@ -175,3 +182,40 @@ def test_a_flood_of_routes_is_refused_without_growing_its_neighbours(bed: Bed) -
     for node in ("a", "b", "e"):
         res = bed.lan_curl(node)
         assert res.returncode == 0 and res.stdout == "200", (node, res.stderr)
+
+
+def test_a_member_cannot_invent_newer_seqnos_for_others(bed: Bed) -> None:
+    """c relays every other node's routes with seqnos 1,000 newer than their originators
+    signed (``routing.test_forge_seqnos``), keeping their signatures: a newer seqno would
+    make every honest route to them unfeasible. b and d refuse each, counted with the
+    reason, and nothing changes: no route goes through c that did not, everyone reaches
+    everyone, every LAN its exit."""
+    c_id = bed.status("c")["node_id"]
+    before = {n: bed.kernel_routes(n) for n in HONEST}
+    _misbehave(bed, "test_forge_seqnos = 1000")
+
+    def refused_forgeries() -> bool:
+        return all(
+            {"bad_signature", "unsigned"} & set(bed.refusals_from(n, c_id)) for n in ("b", "d")
+        )
+
+    took = bed.wait("b and d refuse c's forged seqnos", refused_forgeries, within=60)
+    print(f"forged seqnos refused {took:.1f} s after c's restart")
+    bed.run("wait-converged", "--timeout", "60")
+    for node in HONEST:
+        installed, to_c = bed.kernel_routes(node), bed.interface_to(node, c_id)
+        c_own = {f"{bed.status('c')['mesh_ipv4']}/32", f"{bed.status('c')['mesh_ipv6']}/128"}
+        through_c = {p for p, dev in installed.items() if dev == to_c and p not in c_own}
+        assert through_c <= {p for p, dev in before[node].items() if dev == to_c}, (node, through_c)
+    for node in ("a", "b", "e"):
+        res = bed.lan_curl(node)
+        assert res.returncode == 0 and res.stdout == "200", (node, res.stderr)
+    for neighbour in ("b", "d"):
+        refusals = bed.refusals_from(neighbour, c_id)
+        print(f"{neighbour} refused from c: {refusals}")
+        row = next(n for n in bed.status(neighbour)["neighbours"] if n["node_id"] == c_id)
+        assert row["state"] == "up", row
+    for node in HONEST:  # honest neighbours' routes are never refused
+        for row in bed.status(node)["neighbours"]:
+            if row["node_id"] != c_id:
+                assert not row.get("refusals"), (node, row["name"], row["refusals"])

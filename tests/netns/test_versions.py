@@ -6,9 +6,11 @@ protocols = ["meshd/1"]``: it neither offers meshd/2 nor sends CAPABILITIES); d 
 neighbours that old (``protocols = ["meshd/2"]``). So a - b speak meshd/2, b - c meshd/1,
 and c - d have no version in common.
 
-The older node here is this build restricted to meshd/1, whose wire format is unchanged so
-far; a run against a binary built from the commit before a wire change (from git) is a
-later step of the issue.
+The older node here is this build restricted to meshd/1 (no OriginSignature on its Babel
+Updates, and it takes unsigned ones as meshd/1 did); a run against a binary built from the
+commit before a wire change (from git) is a later step of the issue. c's routes carry no
+origin signature, so a, two hops away, takes unsigned routes (``routing.unsigned_routes =
+"accept"``, what a mesh that still has meshd/1 nodes sets); b takes c's own from c.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ Bed = meshbed.Bed
 
 TOPOLOGY = """
 [nodes.a]
+routing = { unsigned_routes = "accept" }
 [nodes.b]
 [nodes.c]
 control = { protocols = ["meshd/1"] }

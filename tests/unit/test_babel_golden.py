@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey, VerifyKey
 
 from meshd.proto.babel import (
     IHU,
@@ -22,6 +23,7 @@ from meshd.proto.babel import (
     encode_packet,
 )
 from meshd.proto.babel_json import tlv_from_json, tlv_to_json
+from meshd.routing.origin import signed_message
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "babel"
 VECTORS = sorted(GOLDEN.glob("*.json"))
@@ -172,6 +174,29 @@ def test_update_bytes_follow_rfc8966_4_6_9() -> None:
 
     # Wildcard retraction: AE 0, Plen 0, metric infinity, no prefix octets.
     assert body("update_ae0") == bytes.fromhex("080a00000000ffff002affff")
+
+
+def test_origin_signature_bytes_and_signature() -> None:
+    # meshd's sub-TLV in an Update (RFC 8966 4.4 layout): Type = 112 (no mandatory bit) |
+    # Length = 68 | Time (32) | Ed25519 signature (64 octets) of signed_message.
+    b = body("update_origin_signature")[12:]
+    assert b[0] == 8 and b[1] == 10 + 4 + 70
+    sub = b[16:]
+    assert sub[0] == 112 and not sub[0] & 0x80 and sub[1] == 68
+    time, signature = int.from_bytes(sub[2:6], "big"), sub[6:]
+    assert time == 1_800_000_000
+    key = VerifyKey(
+        bytes.fromhex("03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8")
+    )
+    assert key == SigningKey(bytes(range(32))).verify_key  # the seed the description names
+    rid = bytes.fromhex("021e2ffffe3a4b5c")
+    key.verify(signed_message(rid, ipaddress.ip_network("10.77.0.3/32"), 5, time), signature)
+    # A Babel speaker that knows no type 112 skips it and keeps the Update (4.4): the bytes
+    # with the sub-TLV's type changed to another unknown one still decode to the route.
+    other = bytearray(bytes.fromhex(load("update_origin_signature")["hex"]))
+    other[4 + 12 + 16] = 113
+    (_, update) = decode_packet(bytes(other))
+    assert isinstance(update, Update) and update.seqno == 5 and update.metric == 96
 
 
 def test_router_id_bytes_follow_rfc8966_4_6_7() -> None:

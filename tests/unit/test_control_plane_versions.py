@@ -5,6 +5,7 @@ test_transport_session.py; the recording transport is test_control_plane.py's.""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ import pytest
 
 from meshd import mesh
 from meshd.proto import session
+from meshd.proto.babel import OriginSignature, Update, decode_packet
 from meshd.proto.session import FEATURES, MESHD_1, MESHD_2, Feature
 from meshd.routing.babel import BabelRouter
+from meshd.routing.origin import signed_message
 from meshd.transport.events import SessionClosed, SessionUp
 from meshd.transport.session import VERSION_UNSUPPORTED
 from tests.unit.test_control_plane import FakeLinks, World, membership_of
@@ -161,3 +164,45 @@ def test_the_versions_offered_follow_the_config(world: World, tmp_path: Path) ->
     )
     assert old.session_settings.alpn_protocols == (MESHD_1,)
     assert old.session_settings.idle_timeout == mesh.SESSION_SETTINGS.idle_timeout
+
+
+def _own_updates(world: World) -> list[Update]:
+    """The Updates of our own address in the Babel packets sent to the peer."""
+    found = []
+    for message in world.sent_to(world.peer.node_id):
+        if isinstance(message, session.BabelPacket):
+            found += [t for t in decode_packet(message.packet) if isinstance(t, Update)]
+    return [u for u in found if u.prefix == OWN_PREFIX]
+
+
+OWN_PREFIX = ipaddress.ip_network("10.77.0.1/32")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "features", "signed"),
+    [
+        (MESHD_2, ("capabilities", "signed_routes"), True),
+        (MESHD_2, ("capabilities",), False),  # a meshd/2 build from before signed routes
+        (MESHD_1, (), False),  # meshd/1's wire format: no sub-TLV it never sent
+    ],
+)
+def test_route_signatures_go_only_to_peers_that_announced_them(
+    world: World, protocol: str, features: tuple[str, ...], signed: bool
+) -> None:
+    world.cp.router.announce(OWN_PREFIX)
+    up(world, protocol)
+    if protocol == MESHD_2:
+        world.receive(capabilities(*features))
+    world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
+    world.cp.wireguard_state(world.peer.node_id, True, 1.0)
+    world.cp.flush()
+    (update,) = _own_updates(world)
+    proofs = [s for s in update.sub_tlvs if isinstance(s, OriginSignature)]
+    assert bool(proofs) is signed
+    if signed:
+        message = signed_message(
+            world.cp.router.router_id, OWN_PREFIX, update.seqno, proofs[0].time
+        )
+        world.me.signing_key.verify_key.verify(message, proofs[0].signature)
+    status = world.cp.origin_status()
+    assert status["signed"] == 1 and status["unsigned_routes"] == "refuse"

@@ -56,18 +56,21 @@ def test_refused(policy: OriginPolicy, prefix: str, router_id: bytes, reason: st
     assert policy.refusal(net(prefix), router_id) is reason
 
 
-def test_owners_pass_and_unknown_ones_pass_until_the_directory_knows_them(
+def test_owners_pass_and_unknown_ones_are_held_until_the_directory_knows_them(
     policy: OriginPolicy,
 ) -> None:
     for prefix, router_id in [(B4, B_RID), (B6, B_RID), (C4, C_RID), (C6, C_RID)]:
         assert policy.refusal(prefix, router_id) is None
-    assert policy.refusal(net("10.77.0.99/32"), bytes(8)) is None
+    assert policy.refusal(net("10.77.0.99/32"), bytes(8)) is OriginRefusal.UNKNOWN_ORIGIN
+    # A node that still takes meshd/1's unsigned routes (no directory there) lets them pass.
+    legacy = OriginPolicy(V4, V6, accept_unsigned=True)
+    assert legacy.refusal(net("10.77.0.99/32"), bytes(8)) is None
 
 
 def test_forget_and_a_renewed_certificate_replace_what_was_known(policy: OriginPolicy) -> None:
     policy.forget("c")
     assert policy.refusal(C4, B_RID) is OriginRefusal.NOT_ITS_ADDRESS  # still not b's
-    assert policy.refusal(C4, bytes(8)) is None
+    assert policy.refusal(C4, bytes(8)) is OriginRefusal.UNKNOWN_ORIGIN
     moved = Owner("b", B_RID, (ipaddress.ip_address("10.77.0.9"),))
     policy.learn(moved)
     assert policy.refusal(B4, B_RID) is OriginRefusal.NOT_ITS_ADDRESS
@@ -116,7 +119,7 @@ def test_the_router_stores_nothing_the_policy_refuses(policy: OriginPolicy) -> N
 
 
 def test_revalidate_drops_a_route_learned_before_its_owner_was_known() -> None:
-    policy = OriginPolicy(V4, V6)
+    policy = OriginPolicy(V4, V6, accept_unsigned=True)  # unknown origins pass: meshd/1
     policy.learn(B)
     router = _router(policy)
     router.receive("b", update(C4, 5, 0, router_id=bytes(8)), 1.0)  # an unknown origin for c's

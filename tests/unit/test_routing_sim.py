@@ -30,10 +30,18 @@ from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nacl.signing import SigningKey
 
-from meshd.proto.babel import METRIC_INFINITY, TLV, decode_packet_detail, encode_packet
+from meshd.proto.babel import (
+    METRIC_INFINITY,
+    TLV,
+    OriginSignature,
+    decode_packet_detail,
+    encode_packet,
+)
 from meshd.routing.babel import BabelParams, BabelRouter, RouteAction
 from meshd.routing.babel_tables import IPNetwork
+from meshd.routing.origin import OriginPolicy, OriginSigner, Owner
 
 PARAMS = BabelParams(
     update_interval_s=1.0,
@@ -47,6 +55,15 @@ def prefix_of(i: int) -> IPNetwork:
     if i % 2:
         return ipaddress.ip_network(f"fd00:7::{i + 1:x}/128")
     return ipaddress.ip_network(f"10.7.0.{i + 1}/32")
+
+
+V4, V6 = ipaddress.ip_network("10.7.0.0/16"), ipaddress.ip_network("fd00:7::/64")
+Proof = OriginSignature | None
+T0 = 1_700_000_000.0  # the wall clock at the simulation's time 0: origin signatures' time
+
+
+def key_of(i: int) -> SigningKey:
+    return SigningKey(i.to_bytes(32, "big"))
 
 
 def name(i: int) -> str:
@@ -92,6 +109,7 @@ class Sim:
         self.now = 0.0
         self.links = {key: Link(cost) for key, cost in links.items()}
         self.persisted = list(seqnos)
+        self.refused: dict[int, list[object]] = {}  # what the origin checks refused, per node
         self.routers = [self._new_router(i, seqnos[i]) for i in range(n)]
         self.deadlines: list[float | None] = [None] * n  # next_deadline() after each input
         self.fib: list[dict[IPNetwork, int]] = [{} for _ in range(n)]
@@ -110,7 +128,30 @@ class Sim:
         self.check_loops()
 
     def _new_router(self, i: int, seqno: int) -> BabelRouter:
+        """Node i's router, with origin-signed seqnos (meshd.routing.origin): every node
+        knows every other's certificate, as the directory gives it, and signs its own."""
         router = BabelRouter(i.to_bytes(8, "big"), seqno, self.now, PARAMS)
+        policy = OriginPolicy(V4, V6)
+        for j in range(self.n):
+            address = prefix_of(j).network_address
+            key = key_of(j).verify_key.encode()
+            policy.learn(Owner(name(j), j.to_bytes(8, "big"), (address,), key))
+        signer = OriginSigner(key_of(i), router.router_id)
+
+        def seqnos(
+            neighbour: str, prefix: IPNetwork, origin: bytes, seqno: int, proof: Proof
+        ) -> str | None:
+            direct = origin == index(neighbour).to_bytes(8, "big")
+            now = T0 + self.now
+            return policy.seqno_refusal(prefix, origin, seqno, proof, now, from_originator=direct)
+
+        def proofs(prefix: IPNetwork, origin: bytes, seqno: int) -> Proof:
+            if origin == router.router_id:
+                return signer.proof(prefix, seqno, T0 + self.now)
+            return policy.proof(prefix, origin, seqno)
+
+        router.check_origins(policy.refusal, seqnos, proofs)
+        self.refused.setdefault(i, [])
         router.announce(prefix_of(i))
         return router
 
@@ -139,6 +180,7 @@ class Sim:
             heapq.heappush(self.queue, packet)
         self.persisted[i] = router.seqno
         self.deadlines[i] = router.next_deadline()
+        self.refused[i].extend(router.drain_refused())
         changes = router.drain_route_changes()
         for change in changes:
             if change.action is RouteAction.REMOVE:
