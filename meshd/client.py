@@ -128,6 +128,7 @@ class Neighbour(_NeighbourRequired, total=False):
     tx_bytes: int
     control: NeighbourControl
     refusals: dict[str, int]  # what it sent that we refused, by reason code
+    black_holes: list[str]  # destinations it is kept out of the routes to (no answer)
 
 
 class Route(TypedDict):

@@ -159,6 +159,11 @@ class RoutingSettings:
         "TESTS ONLY: add this to the seqno of every route this node relays, keeping the "
         "originator's signature, to play a member that invents newer seqnos",
     )
+    test_understate_metrics: bool = _opt(
+        False,
+        "TESTS ONLY: advertise every route this node relays at metric 0, to play a member "
+        "that attracts traffic it then drops (a black hole)",
+    )
     update_interval_s: float = _opt(
         120.0,
         "seconds between Babel's periodic full updates (babeld: 16 s over lossy UDP; meshd "

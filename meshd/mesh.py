@@ -99,6 +99,7 @@ from meshd.routing.babel import BabelRouter, RefusedUpdate, RouteChange
 from meshd.routing.gateways import Choice, GatewayTable
 from meshd.routing.link_quality import LinkQuality, LinkQualityParams
 from meshd.routing.origin import OriginPolicy, OriginSigner, Owner
+from meshd.routing.progress import FlowSample, IPNetwork, ProgressWatch, Suspicion
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import VERSION_UNSUPPORTED, SessionSettings
@@ -295,16 +296,18 @@ def _without_proof(tlv: TLV) -> TLV:
     return tlv
 
 
-def _forged(tlvs: list[TLV], own: bytes, add: int) -> list[TLV]:
-    """TESTS ONLY (routing.test_forge_seqnos): the relayed routes with newer seqnos than
-    their originators gave them, their signatures kept."""
+def _forged(tlvs: list[TLV], own: bytes, add: int, understate: bool) -> list[TLV]:
+    """TESTS ONLY (routing.test_forge_seqnos, test_understate_metrics): the relayed routes
+    with newer seqnos than their originators gave them (their signatures kept), or at
+    metric 0."""
     out: list[TLV] = []
     origin = None
     for tlv in tlvs:
         if isinstance(tlv, RouterId):
             origin = tlv.router_id
         elif isinstance(tlv, Update) and origin != own and not tlv.retraction:
-            tlv = replace(tlv, seqno=seqno_add(tlv.seqno, add))
+            metric = 0 if understate else tlv.metric
+            tlv = replace(tlv, seqno=seqno_add(tlv.seqno, add), metric=metric)
         out.append(tlv)
     return out
 
@@ -332,6 +335,7 @@ class ControlPlane:
         signing_key: SigningKey | None = None,
         accept_unsigned: bool = False,
         forge_seqnos: int = 0,
+        understate_metrics: bool = False,
         now: float = 0.0,
     ) -> None:
         self.node_id, self.credentials, self.own = node_id, credentials, own
@@ -379,6 +383,11 @@ class ControlPlane:
             OriginSigner(signing_key, router.router_id) if signing_key is not None else None
         )
         self.forge_seqnos = forge_seqnos  # config routing.test_forge_seqnos: tests only
+        self.understate_metrics = understate_metrics  # routing.test_understate_metrics
+        # Next hops that lose a destination's traffic (meshd.routing.progress), and what
+        # was suspected of each: (destination, neighbour) -> the suspicion.
+        self.progress = ProgressWatch()
+        self.black_holes: dict[tuple[IPNetwork, str], Suspicion] = {}
         self._router_ids: dict[str, bytes] = {}  # neighbour node id -> its router-id
         router.check_origins(self.origins.refusal, self._seqno_refusal, self._proof)
         # Every member's certificate, so the origin check knows far members' addresses too.
@@ -1133,8 +1142,9 @@ class ControlPlane:
             if tlvs and peer is not None and peer.session_up:
                 if not self.peer_supports(peer, messages.Feature.SIGNED_ROUTES):
                     tlvs = [_without_proof(t) for t in tlvs]  # meshd/1's wire format
-                if self.forge_seqnos:
-                    tlvs = _forged(tlvs, self.router.router_id, self.forge_seqnos)
+                if self.forge_seqnos or self.understate_metrics:
+                    own = self.router.router_id
+                    tlvs = _forged(tlvs, own, self.forge_seqnos, self.understate_metrics)
                 packet = encode_packet(tlvs)
                 self._send(node_id, messages.encode(messages.BabelPacket(packet)))
         for refused in self.router.drain_refused():
@@ -1246,6 +1256,56 @@ class ControlPlane:
         for node_id, message in outgoing:
             if self.peer_supports(node_id, messages.Feature.DIRECTORY):
                 self._send(node_id, messages.encode(message))
+
+    def observe_progress(self, flows: list[FlowSample], now: float) -> None:
+        """A reading of the flows to mesh addresses: a next hop that loses a destination's
+        traffic is kept out of its routes for a penalty, when another route is there."""
+        next_hops = {
+            prefix: chosen.next_hop
+            for prefix, chosen in self.router.selected().items()
+            if chosen.next_hop is not None
+        }
+        penalized = {(p, n) for p, n, _ in self.router.penalties()}
+        for key in [k for k in self.black_holes if k not in penalized]:
+            del self.black_holes[key]
+        penalized_now = False
+        for suspicion in self.progress.observe(flows, next_hops, now):
+            peer = self.peers.get(suspicion.next_hop)
+            until = now + suspicion.penalty_s
+            if not self.router.penalize(suspicion.destination, suspicion.next_hop, until, now):
+                continue  # no other way there: the destination itself may be down
+            self.black_holes[(suspicion.destination, suspicion.next_hop)] = suspicion
+            event(
+                "route.black_hole",
+                logging.WARNING,
+                peer=peer.name if peer is not None else suspicion.next_hop[:8],
+                destination=str(suspicion.destination),
+                reason="no_progress",
+                unanswered=suspicion.unanswered,
+                penalty_s=round(suspicion.penalty_s),
+            )
+            penalized_now = True
+        if penalized_now:
+            self.flush()  # the route changes, at once
+
+    def black_hole_status(self) -> list[dict[str, Any]]:
+        """``meshd status``'s ``black_holes``: the next hops kept out of a destination's
+        routes now because its traffic got no answer through them."""
+        out = []
+        for prefix, neighbour, until in self.router.penalties():
+            suspicion = self.black_holes.get((prefix, neighbour))
+            peer = self.peers.get(neighbour)
+            out.append(
+                {
+                    "destination": str(prefix),
+                    "via": neighbour,
+                    "name": peer.name if peer is not None else "",
+                    "reason": "no_progress",
+                    "unanswered": suspicion.unanswered if suspicion else 0,
+                    "for_s": round(until - time.monotonic(), 1),
+                }
+            )
+        return out
 
     def origin_status(self) -> dict[str, Any]:
         """``meshd status``'s ``origins``: route updates held for an unknown origin, and

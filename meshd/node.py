@@ -39,6 +39,7 @@ from meshd.log import event
 from meshd.membership import MembershipCertificate, MembershipError, MeshDefinition
 from meshd.mesh import LinkSpec
 from meshd.net import firewall, sysctl
+from meshd.net.conntrack import FlowReader
 from meshd.net.echo import EchoProbe
 from meshd.net.exit_tunnel import ExitTunnels, exit_interface_names
 from meshd.net.link_meter import LinkMeter
@@ -64,6 +65,11 @@ ROUTE_GRACE_S = 10.0  # for Babel to install a crashed meshd's routes again
 METER_S = 5.0  # how often the links' byte counters are read
 SAVE_COUNTS_S = 60.0  # how often their totals are saved (SD cards: few writes)
 UNDERLAY_EVERY_S = 5.0  # how often the interfaces to beacon on are read again
+# How often the flows to mesh addresses are read (black holes): each read walks the
+# kernel's whole conntrack table (about 4 ms at 262,144 buckets), so only every few seconds
+# while there are none.
+PROGRESS_EVERY_S = 1.0
+PROGRESS_IDLE_S = 5.0
 
 
 @dataclass
@@ -128,6 +134,8 @@ class Node:
         self.echo: EchoProbe | None = None  # liveness probes, once running
         # Metering (kernel thread): the links' counters, into totals saved in the ledger.
         self.link_meter = LinkMeter(self.prefix)
+        self.flows = FlowReader()  # for black-hole detection (meshd.routing.progress)
+        self._flows_failed = False
         self.ledger: Ledger | None = None
         self.link_counts: dict[str, Snapshot] = {}  # by neighbour node id; replaced whole
         self._counts_saved = 0.0
@@ -396,6 +404,7 @@ class Node:
         for address, plen in self._lo_addresses():
             self.netlink.remove_address("lo", address, plen)
         self.tunnels.teardown()
+        self.flows.close()
         if self.ledger is not None:
             self.ledger.close()
 
@@ -526,13 +535,16 @@ class Node:
 
     async def watch(self) -> None:
         interval = self.cfg.liveness.poll_interval_s
-        next_underlay = next_meter = 0.0
+        next_underlay = next_meter = next_progress = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
             changes = await self.kernel(self.poll)
             if now >= next_meter:
                 next_meter = now + METER_S
                 await self._meter_round(now)
+            if now >= next_progress and self.control is not None:
+                busy = await self._watch_progress(now)
+                next_progress = now + (PROGRESS_EVERY_S if busy else PROGRESS_IDLE_S)
             if self.control is not None:
                 for link, state in changes:
                     self.control.wireguard_state(link.node_id, state is LinkState.UP, now)
@@ -546,6 +558,20 @@ class Node:
                     await self.control.set_underlay(*await self.kernel(self.underlay))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+
+    async def _watch_progress(self, now: float) -> bool:
+        """Flows to mesh addresses that get no answer through a next hop: it may be a
+        black hole (meshd.routing.progress). Whether there were any."""
+        assert self.control is not None
+        try:
+            flows = await self.kernel(self.flows.read)
+        except OSError as exc:
+            if not self._flows_failed:  # said once: a kernel without conntrack stays so
+                event("kernel.failed", logging.WARNING, call="conntrack", error=str(exc))
+            self._flows_failed = True
+            return False
+        self.control.observe_progress(flows, now)
+        return bool(flows)
 
     async def _meter_round(self, now: float) -> None:
         reachable = set()
@@ -655,6 +681,11 @@ class Node:
                     "control": self.control.neighbour_status(peer),
                     # What it sent that we refused, by reason (DESIGN.md contract).
                     "refusals": dict(peer.refusals),
+                    # Destinations it is kept out of the routes to: their traffic got no
+                    # answer through it (meshd.routing.progress).
+                    "black_holes": sorted(
+                        str(p) for p, n, _ in self.control.router.penalties() if n == peer.node_id
+                    ),
                 }
             )
         return {
@@ -679,6 +710,8 @@ class Node:
             "directory": self.control.directory_status(),
             # Route updates held or signed (meshd.routing.origin).
             "origins": self.control.origin_status(),
+            # Next hops kept out of routes that lost their traffic (meshd.routing.progress).
+            "black_holes": self.control.black_hole_status(),
             "routes": [
                 {
                     "prefix": str(r.dst),
@@ -780,6 +813,7 @@ class Node:
             accept_unsigned=self.cfg.routing.unsigned_routes == "accept"
             or MESHD_2 not in self.cfg.control.protocols,
             forge_seqnos=self.cfg.routing.test_forge_seqnos,
+            understate_metrics=self.cfg.routing.test_understate_metrics,
             now=now,
         )
 
@@ -1061,6 +1095,7 @@ def firewall_spec(
         mesh_ipv4,
         tunnel_prefix=tunnel_prefix,
         mesh_prefix=cfg.mesh.ipv4_prefix,
+        mesh_prefix6=cfg.mesh.ipv6_prefix,
         open_udp=tuple((p, p) for p in own) + tuple(map(parse_port_range, iso.open_udp_ports)),
         open_tcp=tuple(map(parse_port_range, iso.open_tcp_ports)),
         uplink=cfg.uplink.interface,

@@ -73,6 +73,11 @@ ROUTE_REFUSALS = {
     "wrong_origin": "another member's address",
     "not_its_address": "an address its certificate does not hold",
     "route_limit": "more routes than a neighbour may send",
+    "unknown_origin": "routes no member's certificate names",
+    "hold_full": "more unknown routes than are held",
+    "unsigned": "newer seqnos without their origin's signature",
+    "bad_signature": "seqnos their origin did not sign",
+    "stale_signature": "origin signatures too old or from the future",
 }
 
 # Why receipts are throttled or disputed (meshd.receipts.exchange).
@@ -100,6 +105,13 @@ def neighbour(n: Neighbour) -> Why:
     silent = n.get("silent_s")
     tunnel = n.get("liveness")
     if n["state"] == "up":
+        holes = n.get("black_holes") or []
+        if holes:
+            return Why(
+                Level.BAD,
+                f"up, but traffic to {len(holes)} destination(s) got no answer through it: "
+                "kept out of those routes",
+            )
         routes = {r: c for r, c in (n.get("refusals") or {}).items() if r in ROUTE_REFUSALS}
         if routes:
             worst = max(routes, key=lambda r: routes[r])

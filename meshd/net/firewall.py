@@ -17,6 +17,10 @@
   (meshd.net.shaping).
 - MSS clamping on forwarded TCP SYNs into every tunnel, so that an MTU smaller than the
   sender's path does not hang large transfers.
+- Flows from this node or its household to mesh addresses get bit FLOW_MARK of their
+  conntrack mark at their first packet (in the NAT chain, which sees only first packets:
+  nothing per packet), so that meshd.net.conntrack reads only those (black-hole
+  detection). Flows it only relays are left out: their answers may take another path.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from meshd.net import command
 from meshd.net.shaping import MESH_CLASS
 
 TABLE = "meshd"
+FLOW_MARK = 0x0100_0000  # a ct mark bit: a flow to a mesh address over a mesh link
 
 
 PortRange = tuple[int, int]
@@ -48,6 +53,7 @@ class FirewallSpec:
     block_smtp: bool = True
     lan: tuple[str, ...] = ()  # the household LAN's interfaces
     mesh_class: bool = False  # the uplink is shaped: exit users' packets go in its mesh class
+    mesh_prefix6: ipaddress.IPv6Network | None = None  # the mesh's IPv6 addresses
 
 
 def _ports(ranges: tuple[PortRange, ...]) -> str:
@@ -89,7 +95,12 @@ def render(spec: FirewallSpec) -> str:
     ]
     prerouting: list[str] = []
     output: list[str] = []
-    postrouting = [
+    mark = f"ct mark set ct mark or {FLOW_MARK:#x}"
+    ours = f"iifname != {tunnels} oifname {tunnels}"  # from this node or its household
+    postrouting = [f'{ours} ip daddr {spec.mesh_prefix} {mark} comment "watched for progress"']
+    if spec.mesh_prefix6 is not None:
+        postrouting.append(f"{ours} ip6 daddr {spec.mesh_prefix6} {mark}")
+    postrouting += [
         f"iifname != {tunnels} oifname {tunnels} ip saddr != {mesh} snat ip to {mesh} "
         'comment "the household and this node reach the mesh from the mesh address"',
     ]

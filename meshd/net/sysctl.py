@@ -20,6 +20,8 @@ ROUTER_SYSCTLS: dict[str, str] = {
     "net/ipv4/ip_forward": "1",
     "net/ipv6/conf/all/forwarding": "1",
     "net/ipv4/conf/all/rp_filter": "0",
+    # Packet counts per tracked flow (meshd.net.conntrack: black-hole detection).
+    "net/netfilter/nf_conntrack_acct": "1",
 }
 
 

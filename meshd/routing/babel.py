@@ -166,6 +166,8 @@ class BabelRouter(RouterState):
         self._queued.pop(neighbour, None)
         self._queued_requests.pop(neighbour, None)
         self._forget_neighbour(neighbour)
+        for key in [k for k in self._penalized if k[1] == neighbour]:
+            del self._penalized[key]
         for prefix, by_neighbour in list(self._routes.items()):
             if neighbour in by_neighbour:
                 self._drop_route(by_neighbour, neighbour)
@@ -209,6 +211,10 @@ class BabelRouter(RouterState):
         self._collect_sources(now)
         self._release_held(now)
         self._expire_asked(now)
+        for key, until in list(self._penalized.items()):
+            if until <= now:
+                del self._penalized[key]
+                self._reselect(key[0], now)
 
     # --- outputs ----------------------------------------------------------------------
 
@@ -250,6 +256,31 @@ class BabelRouter(RouterState):
         passes; send each seqno's proof from ``proofs`` (meshd.routing.origin)."""
         self._origin, self._seqno_check, self._proofs = check, seqnos, proofs
 
+    def penalize(self, prefix: IPNetwork, neighbour: NeighbourId, until: float, now: float) -> bool:
+        """Keep the routes to ``prefix`` through ``neighbour`` out of selection until
+        ``until`` (it lost the traffic: meshd.routing.progress), when another route to it
+        is stored and not kept out itself; False (nothing done) when there is none: a
+        destination that answers through no next hop is not cut off. With no feasible one left the
+        sources are asked for a new seqno, as for a lost route."""
+        self._check_link(neighbour)
+        self._advance(now)
+        others = [
+            r
+            for n, r in self._routes.get(prefix, {}).items()
+            if n != neighbour
+            and r.refmetric < METRIC_INFINITY
+            and (prefix, n) not in self._penalized
+        ]
+        if not others or until <= now:
+            return False
+        self._penalized[(prefix, neighbour)] = until
+        self._reselect(prefix, now)
+        return True
+
+    def penalties(self) -> list[tuple[IPNetwork, NeighbourId, float]]:
+        """(prefix, next hop, until) kept out of selection now."""
+        return [(p, n, until) for (p, n), until in self._penalized.items()]
+
     def held(self) -> int:
         """Updates held until the certificate of their origin is known."""
         return len(self._held)
@@ -281,6 +312,7 @@ class BabelRouter(RouterState):
     def next_deadline(self) -> float | None:
         deadlines = list(self._periodic.values())
         deadlines += self._resend.values()
+        deadlines += self._penalized.values()
         request_deadline = self._requests.deadline()
         if request_deadline is not None:
             deadlines.append(request_deadline)

@@ -70,6 +70,8 @@ class RouterState:
         self._proofs: ProofSource | None = None
         self._proof_sent: dict[NeighbourId, dict[IPNetwork, OriginSignature]] = {}
         self._proof_asked: dict[tuple[NeighbourId, IPNetwork], float] = {}
+        # Next hops kept out of selection for a prefix until then (meshd.routing.progress).
+        self._penalized: dict[tuple[IPNetwork, NeighbourId], float] = {}
         # Updates of an origin no known certificate names yet: (router-id, until when).
         self._held: dict[tuple[NeighbourId, IPNetwork], tuple[bytes, float]] = {}
         self._held_count: dict[NeighbourId, int] = {}
@@ -111,7 +113,11 @@ class RouterState:
             return
         by_neighbour = self._routes.get(prefix, {})
         candidates = [
-            r for r in by_neighbour.values() if r.metric < METRIC_INFINITY and self._feasible(r)
+            r
+            for r in by_neighbour.values()
+            if r.metric < METRIC_INFINITY
+            and self._feasible(r)
+            and (prefix, r.neighbour) not in self._penalized
         ]
         had = self._selected.get(prefix)
         current = by_neighbour.get(had) if had is not None else None

@@ -7,7 +7,8 @@ IPv4 internet and of IPv6, b's LAN, an underlay address, and a's mesh /32 and /1
 other node installs any of them, every household's LAN still reaches the internet by its
 exit, every pair of nodes still reaches each other, and c's neighbours count what they
 refused from it, with the reason, in ``meshd status --json``. Then c floods 50,000 routes,
-and then relays everyone's routes with seqnos it made up (origin-signed seqnos).
+and then relays everyone's routes with seqnos it made up (origin-signed seqnos); last, it
+attracts traffic by understating its metrics and drops it (a black hole).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,7 @@ def _misbehave(bed: Bed, line: str) -> None:
     text = "".join(  # what an earlier test made it do goes
         kept
         for kept in config.read_text().splitlines(True)
-        if not kept.startswith(("test_announce", "test_forge_seqnos"))
+        if not kept.startswith(("test_announce", "test_forge_seqnos", "test_understate"))
     )
     if "[routing]" in text:
         text = text.replace("[routing]", f"[routing]\n{line}", 1)
@@ -219,3 +221,64 @@ def test_a_member_cannot_invent_newer_seqnos_for_others(bed: Bed) -> None:
         for row in bed.status(node)["neighbours"]:
             if row["node_id"] != c_id:
                 assert not row.get("refusals"), (node, row["name"], row["refusals"])
+
+
+IPERF_PORT = "5301"  # opened to the mesh by the testbed's [isolation]
+
+
+def _transfer(bed: Bed, src: str, dst_ip: str) -> subprocess.Popen[str]:
+    """iperf3 from ``src`` to a one-shot server at ``dst_ip`` (already started), 4 s."""
+    return subprocess.Popen(
+        [str(meshbed.TESTBED), "exec", src, "--",
+         "iperf3", "-c", dst_ip, "-p", IPERF_PORT, "-t", "4", "-J"],
+        env=bed.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_a_relay_that_drops_what_it_attracts_is_routed_around(bed: Bed) -> None:
+    """c advertises every route it relays at metric 0 (``routing.test_understate_metrics``)
+    and drops every TCP packet it forwards, while it forwards ICMP: a ping through it works,
+    so it looks sound to anything probe-like. d, which then routes e through c, sees its
+    flows to e get no answer, keeps c out of its routes to e (``black_holes`` in its
+    status), and the transfer goes through b."""
+    c_id, e = bed.status("c")["node_id"], bed.status("e")
+    e32 = f"{e['mesh_ipv4']}/32"
+    _misbehave(bed, "test_understate_metrics = true")
+    bed.sh("c", "nft", "add table inet hostile")
+    bed.sh("c", "nft", "add chain inet hostile relay { type filter hook forward priority -50 ; }")
+    bed.sh("c", "nft", "add rule inet hostile relay meta l4proto tcp drop")
+
+    def through_c() -> bool:
+        route = bed.route("d", e32)
+        return route is not None and route["via"] == c_id
+
+    bed.wait("d routes e through c, which claims to be next to it", through_c, within=60)
+    out = bed.sh("d", "ping", "-c", "3", "-i", "0.2", "-W", "2", e["mesh_ipv4"])
+    assert " 0% packet loss" in out, out  # probes pass
+    bed.sh("e", "iperf3", "-s", "-1", "-D", "-B", e["mesh_ipv4"], "-p", IPERF_PORT)
+    time.sleep(0.3)  # -D returns before it listens
+    started = time.monotonic()
+    transfer = _transfer(bed, "d", e["mesh_ipv4"])
+
+    def routed_around() -> bool:
+        holes = bed.status("d")["black_holes"]
+        return any(h["destination"] == e32 and h["via"] == c_id for h in holes)
+
+    bed.wait("d keeps c out of its routes to e", routed_around, within=30)
+    detected = time.monotonic() - started
+    route = bed.route("d", e32)
+    assert route is not None and route["via"] != c_id, route
+    out, err = transfer.communicate(timeout=90)
+    moved = time.monotonic() - started
+    result = json.loads(out)
+    assert transfer.returncode == 0 and "error" not in result, (err, result.get("error"))
+    received = result["end"]["sum_received"]["bytes"]
+    print(
+        f"black hole: c kept out of d's routes to e {detected:.1f} s after the transfer began;"
+        f" {received / 1e6:.1f} MB moved through b, done {moved:.1f} s after it began"
+    )
+    assert received > 1_000_000, received
+    (hole,) = [h for h in bed.status("d")["black_holes"] if h["destination"] == e32]
+    assert hole["reason"] == "no_progress" and hole["unanswered"] >= 1 and hole["for_s"] > 0
+    log = (bed.dir / "nodes" / "d" / "meshd.log").read_text()
+    assert "route.black_hole" in log and "reason=no_progress" in log

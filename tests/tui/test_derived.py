@@ -74,6 +74,17 @@ def neighbour(**changes: Any) -> Neighbour:
             "up, but 7 of its routes refused (mostly a default or wider prefix)",
         ),
         (
+            neighbour(refusals={"bad_signature": 3, "unsigned": 1}),
+            Level.WARN,
+            "up, but 4 of its routes refused (mostly seqnos their origin did not sign)",
+        ),
+        (
+            neighbour(black_holes=["10.77.0.5/32"], refusals={"unsigned": 1}),
+            Level.BAD,
+            "up, but traffic to 1 destination(s) got no answer through it: "
+            "kept out of those routes",
+        ),
+        (
             neighbour(state="down", liveness="down", silent_s=12.0),
             Level.BAD,
             "its WireGuard tunnel carries nothing (silent 12s)",

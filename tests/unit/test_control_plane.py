@@ -513,3 +513,40 @@ def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
     (candidate,) = status["candidates"]
     assert candidate["node_id"] == advert.node_id and candidate["reason"] == "no route to it"
     assert candidate["mesh_ipv4"] == "10.77.0.9"
+
+
+def test_a_next_hop_whose_traffic_gets_no_answer_is_kept_out_and_shown(tmp_path: Path) -> None:
+    """meshd.routing.progress in the control plane: flows to 10.77.0.9 through the peer get
+    no answer, another neighbour has a route there too: the peer is kept out of it."""
+    from meshd.routing.progress import TCP, FlowSample
+
+    world = World(tmp_path / "w", accept_unsigned=True)  # made-up origins: taken as meshd/1's
+    other = identity.generate(tmp_path / "other")
+    for who, ip in ((world.peer, "10.77.0.2"), (other, "10.77.0.3")):
+        world.verified(who=who, ip=ip)
+        world.cp.wireguard_state(who.node_id, True, 1.0)
+    far = ipaddress.ip_network("10.77.0.9/32")
+
+    async def announce(*updates: tuple[identity.Identity, int, int]) -> None:
+        for who, seqno, metric in updates:  # Babel input is flushed from the event loop
+            tlv = Update(ae=AE_IPV4, prefix=far, interval=1600, seqno=seqno, metric=metric)
+            packet = encode_packet([RouterId(router_id=bytes([9]) * 8), tlv])
+            world.receive(session.encode(session.BabelPacket(packet)), who=who)
+        await asyncio.sleep(mesh.FLUSH_DELAY_S * 3)
+
+    asyncio.run(announce((world.peer, 1, 0), (other, 1, 96)))
+    assert world.cp.router.selected()[far].next_hop == world.peer.node_id
+
+    def flows(sent: int) -> list[FlowSample]:
+        return [FlowSample(7, TCP, far.network_address, sent, 0)]
+
+    for t, sent in ((2.0, 1), (3.0, 2), (5.0, 4)):
+        world.cp.observe_progress(flows(sent), t)
+    # The other route is unfeasible (we advertised the peer's, shorter): the origin is asked
+    # for a newer seqno, and its answer through the other neighbour is taken.
+    assert far not in world.cp.router.selected()
+    asyncio.run(announce((other, 2, 96)))
+    assert world.cp.router.selected()[far].next_hop == other.node_id
+    (hole,) = world.cp.black_hole_status()
+    assert (hole["destination"], hole["via"], hole["name"]) == (str(far), world.peer.node_id, "n")
+    assert hole["reason"] == "no_progress" and hole["unanswered"] == 4

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from meshd.net.firewall import FirewallSpec, render
+from meshd.net.firewall import FLOW_MARK, FirewallSpec, render
 
 MESH = ipaddress.IPv4Address("10.77.0.5")
 PLAIN = FirewallSpec(
@@ -41,9 +41,17 @@ def test_the_node_answers_the_mesh_only_on_open_ports_icmp_and_replies() -> None
 
 
 def test_what_this_node_and_its_household_send_into_the_mesh_leaves_from_the_mesh_address() -> None:
-    rules = chain(render(PLAIN), "postrouting")
+    rules = [r for r in chain(render(PLAIN), "postrouting") if "ct mark" not in r]
     assert rules[0].startswith(
         'iifname != "mwabcdef*" oifname "mwabcdef*" ip saddr != 10.77.0.5 snat ip to 10.77.0.5'
+    )
+
+
+def test_our_flows_to_mesh_addresses_are_marked_at_their_first_packet() -> None:
+    rules = chain(render(PLAIN), "postrouting")  # a NAT chain: first packets only
+    assert rules[0].startswith(
+        'iifname != "mwabcdef*" oifname "mwabcdef*" ip daddr 10.77.0.0/16 '
+        f"ct mark set ct mark or {FLOW_MARK:#x}"
     )
 
 

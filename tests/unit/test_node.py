@@ -33,6 +33,7 @@ def sysctl_root(tmp_path: Path) -> Path:
         ("net/ipv6/conf/all/forwarding", "0"),
         ("net/ipv4/conf/all/rp_filter", "2"),
         ("net/ipv4/conf/default/rp_filter", "2"),
+        ("net/netfilter/nf_conntrack_acct", "0"),
     ):
         (root / key).parent.mkdir(parents=True, exist_ok=True)
         (root / key).write_text(value + "\n")
