@@ -209,7 +209,7 @@ class BabelRouter(RouterState):
         for request, targets in self._requests.due(now):
             self._send_request(request, targets)
         self._collect_sources(now)
-        self._release_held(now)
+        self._release_held(now, learned=False)
         self._expire_asked(now)
         for key, until in list(self._penalized.items()):
             if until <= now:
@@ -303,7 +303,7 @@ class BabelRouter(RouterState):
                 del self._routes[prefix]
             if dropped:
                 self._reselect(prefix, now)
-        self._release_held(now)
+        self._release_held(now, learned=True)
 
     def drain_route_changes(self) -> list[RouteChange]:
         """What the kernel must change since the last drain, one change per prefix."""

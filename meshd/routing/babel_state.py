@@ -347,12 +347,15 @@ class RouterState:
         else:
             del self._held_count[key[0]]
 
-    def _release_held(self, now: float) -> None:
-        """Held updates whose origin is known now are asked for again (a unicast Route
-        Request: the answer is forced and carries its proof); expired ones are refused."""
+    def _release_held(self, now: float, *, learned: bool) -> None:
+        """Held updates whose origin is known now (``learned``: certificates came) are
+        asked for again (a unicast Route Request: the answer is forced and carries its
+        proof); expired ones are refused."""
         if self._origin is None:
             return
         for key, (router_id, until) in list(self._held.items()):
+            if not learned and until > now:
+                continue
             neighbour, prefix = key
             reason = self._origin(prefix, router_id)
             if reason == HELD and until > now:

@@ -103,7 +103,14 @@ def test_files_modes_and_a_config_meshd_accepts(
     for public in ("identity.pub", "wireguard.pub"):
         assert _mode(state / public) == 0o644, public
     assert (state / "invite.token").read_text() == TOKEN + "\n"
-    assert (root / "etc/sysctl.d/90-meshd.conf").read_text().count("= 1\n") == 2
+    sysctls = (root / "etc/sysctl.d/90-meshd.conf").read_text()
+    for line in (
+        "net.ipv4.ip_forward = 1",
+        "net.ipv6.conf.all.forwarding = 1",
+        "net.ipv4.conf.all.rp_filter = 0",
+        "net.netfilter.nf_conntrack_acct = 1",
+    ):
+        assert f"{line}\n" in sysctls, line  # fmt: skip
     assert "d /run/wireguard 0750 meshd meshd" in (root / "etc/tmpfiles.d/meshd.conf").read_text()
 
     config = root / "etc/meshd/meshd.toml"
