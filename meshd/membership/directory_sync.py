@@ -36,7 +36,10 @@ from meshd.proto.session import (
 
 DirectoryMessage = DirectoryDigest | DirectoryFingerprints | DirectoryEntries
 Outgoing = list[tuple[str, DirectoryMessage]]
-MIN_ROUND_S = 2.0
+# A round a neighbour at most every half second: the origin check holds a far member's
+# routes until its certificate arrives, so the directory must keep pace with Babel (at 2 s
+# a round, a 25-node cold start took 72 % longer).
+MIN_ROUND_S = 0.5
 RESEND_S = 60.0
 ENTRIES_OCTETS = 48 * 1024  # per DIRECTORY_ENTRIES message (frames hold 64 KiB)
 

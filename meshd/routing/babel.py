@@ -421,11 +421,17 @@ class BabelRouter(RouterState):
             route.expires = expires  # a retraction keeps the route until it expires
             route.refresh_at = refresh_at
             self._requests.satisfy(prefix, router_id, tlv.seqno)
-            if self._proofs is not None and self._proofs(prefix, router_id, tlv.seqno) is None:
-                # Taken without a proof we could pass on (from its originator, or one lost
-                # on the way): ask for it, or our neighbours cannot take the route from us.
-                self._ask_proof(neighbour, prefix, now)
         self._reselect(prefix, now)
+        if (
+            not tlv.retraction
+            and self._selected.get(prefix) == neighbour
+            and self._proofs is not None
+            and self._proofs(prefix, router_id, tlv.seqno) is None
+        ):
+            # The route we pass on, taken without a proof we could send with it (from its
+            # originator, or one lost on the way): ask for it, or our neighbours cannot
+            # take the route from us. (A route we only keep needs none.)
+            self._ask_proof(neighbour, prefix, now)
         if not tlv.retraction and prefix not in self._selected and not self._feasible(route):
             # RFC 8966 3.8.2.1: an unfeasible update and no route: ask the source for a
             # newer seqno through this neighbour.

@@ -14,13 +14,14 @@ the penalty doubles each time the same next hop is suspected again, up to
 ``max_penalty_s``. The destination's flows then get ``settle_s`` on the next route before
 another suspicion (TCP's backed-off retransmissions take a while to resume).
 
-What counts as an answer: reply packets of the same flow. TCP always answers (an ACK, a
-reset); a TCP flow never answered for ``stall_s`` counts whatever it sent (the kernel does
-not count a retransmitted SYN: a connection that cannot open shows one packet). UDP counts
-only once a flow has been answered at least once (a WireGuard exit tunnel, QUIC), since
-many UDP flows never are (a closed port answers by ICMP, which is another flow). Only the
-node's own and its household's flows are read: a flow it relays may be answered by
-another path.
+What counts as an answer: reply packets of the same flow, TCP only. TCP always answers (an
+ACK, a reset); a TCP flow never answered for ``stall_s`` counts whatever it sent (the
+kernel does not count a retransmitted SYN: a connection that cannot open shows one
+packet). UDP is not watched: many UDP flows are never answered (a closed port answers by
+ICMP, another flow), and a WireGuard exit tunnel's keepalives are not answered by design
+(counting them suspected every next hop to a gateway within 15 s in a 50-node testbed).
+Only the node's own and its household's flows are read: a flow it relays may be answered
+by another path.
 
     watch = ProgressWatch()
     for s in watch.observe(flows, next_hops, now): router.penalize(s.destination, ...)
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-TCP, UDP = 6, 17
+TCP = 6
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +109,8 @@ class ProgressWatch:
         routed through now. Returns the new suspicions (each at most once a stall)."""
         seen: dict[int, _Flow] = {}
         for sample in flows:
+            if sample.protocol != TCP:
+                continue  # (and an answered ping is no progress: a relay may pass probes)
             destination = ipaddress.ip_network(sample.destination)
             flow = self._flows.get(sample.flow_id)
             if flow is None or flow.destination != destination:
@@ -130,8 +133,8 @@ class ProgressWatch:
                 continue
             if unanswered < self.params.min_packets and not flow.opening:
                 continue
-            if self._answered.get(flow.destination, -1.0) >= flow.stalled_since:
-                continue  # another flow to it made progress meanwhile
+            if self._answered.get(flow.destination, -1.0) > flow.stalled_since:
+                continue  # another flow to it made progress since
             since, most = stalled.get(flow.destination, (flow.stalled_since, 0))
             stalled[flow.destination] = (min(since, flow.stalled_since), max(most, unanswered))
         for destination, (since, unanswered) in stalled.items():
@@ -156,9 +159,7 @@ class ProgressWatch:
             flow.stalled_since, flow.opening = None, False
             self._answered[flow.destination] = now
         elif sample.sent > flow.sent and flow.stalled_since is None:
-            answers_expected = flow.protocol == TCP or sample.answered > 0
-            if answers_expected:
-                flow.stalled_since, flow.sent_at_stall = now, flow.sent
+            flow.stalled_since, flow.sent_at_stall = now, flow.sent
         flow.sent, flow.answered = sample.sent, sample.answered
 
     def _strike(self, destination: IPNetwork, hop: str, now: float) -> float:

@@ -117,11 +117,15 @@ def test_a_neighbour_asking_too_often_gets_one_answer_per_round() -> None:
     a = node(*ENTRIES)
     a.peer_up("b")
     other = session.DirectoryDigest(1, bytes(32))
+    round_s = MIN_ROUND_S
     first = a.on_digest("b", other, 10.0)
     assert [type(m).__name__ for _, m in first] == ["DirectoryFingerprints"]
-    assert a.on_digest("b", other, 10.5) == []  # put off, not forgotten
-    assert a.tick(11.0) == [] or all(
-        isinstance(m, session.DirectoryDigest) for _, m in a.tick(11.0)
+    assert a.on_digest("b", other, 10.0 + round_s / 4) == []  # put off, not forgotten
+    half = 10.0 + round_s / 2
+    assert a.tick(half) == [] or all(
+        isinstance(m, session.DirectoryDigest) for _, m in a.tick(half)
     )
-    later = [m for _, m in a.tick(12.5) if isinstance(m, session.DirectoryFingerprints)]
+    later = [
+        m for _, m in a.tick(10.0 + 1.25 * round_s) if isinstance(m, session.DirectoryFingerprints)
+    ]
     assert len(later) == 1 and later[0].total == 3

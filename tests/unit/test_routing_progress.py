@@ -8,8 +8,10 @@ import ipaddress
 import pytest
 
 from meshd.routing.babel import BabelParams, BabelRouter
-from meshd.routing.progress import TCP, UDP, FlowSample, ProgressParams, ProgressWatch
+from meshd.routing.progress import TCP, FlowSample, ProgressParams, ProgressWatch
 from tests.unit.test_routing_babel import update
+
+UDP = 17
 
 E = ipaddress.ip_address("10.77.0.5")
 E32 = ipaddress.ip_network("10.77.0.5/32")
@@ -61,25 +63,28 @@ def test_a_tcp_connection_that_cannot_open_counts_though_its_syns_are_not_counte
     assert watch.observe([flow(1, 0)], HOPS, 1.0) == []
     (s,) = watch.observe([flow(1, 0)], HOPS, 2.0)
     assert s.unanswered == 1 and s.since == 0.0
-    # A flow answered before it was first seen (a ping just before) is no progress now.
+    # A ping answered through the same next hop is no progress: a relay may pass probes.
     watch = ProgressWatch()
-    ping = FlowSample(2, 1, E, 3, 3)
-    watch.observe([ping, flow(1, 0)], HOPS, 0.0)
-    assert len(watch.observe([ping, flow(1, 0)], HOPS, 2.0)) == 1
+    watch.observe([FlowSample(2, 1, E, 1, 1), flow(1, 0)], HOPS, 0.0)
+    assert len(watch.observe([FlowSample(2, 1, E, 3, 3), flow(1, 0)], HOPS, 2.0)) == 1
+    # Nor is a TCP flow's answer in the same reading as another's stall began.
+    watch = ProgressWatch()
+    watch.observe([flow(5, 5, flow_id=3)], HOPS, 0.0)
+    watch.observe([flow(6, 6, flow_id=3), flow(1, 0)], HOPS, 1.0)
+    assert len(watch.observe([flow(6, 6, flow_id=3), flow(1, 0)], HOPS, 3.0)) == 1
     # An established flow that goes quiet is not stalled: it sends nothing unanswered.
     watch = ProgressWatch()
     for t in range(5):
         assert watch.observe([flow(9, 9)], HOPS, float(t)) == []
 
 
-def test_udp_counts_only_once_it_was_answered_and_nothing_without_a_route() -> None:
+def test_udp_is_not_watched_and_nothing_without_a_route_is() -> None:
     watch = ProgressWatch()
     for t, sent in enumerate((5, 50, 500, 5000)):  # a one-way stream: never answered
         assert watch.observe([flow(sent, 0, protocol=UDP)], HOPS, float(t)) == []
     watch = ProgressWatch()
-    watch.observe([flow(5, 5, protocol=UDP)], HOPS, 0.0)  # a WireGuard exit tunnel, say
-    watch.observe([flow(9, 5, protocol=UDP)], HOPS, 1.0)
-    assert len(watch.observe([flow(20, 5, protocol=UDP)], HOPS, 3.0)) == 1
+    for t, sent in enumerate((5, 6, 7, 8, 9)):  # an exit tunnel's unanswered keepalives
+        assert watch.observe([flow(sent, 5, protocol=UDP)], HOPS, 5.0 * t) == []
     watch = ProgressWatch()
     for t, sent in enumerate((1, 2, 3, 4, 5)):
         assert watch.observe([flow(sent, 0)], {}, float(t)) == []  # not routed by the mesh
