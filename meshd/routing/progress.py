@@ -80,7 +80,6 @@ class Suspicion:
 @dataclass
 class _Flow:
     destination: IPNetwork
-    protocol: int
     sent: int
     answered: int
     stalled_since: float | None = None
@@ -116,8 +115,8 @@ class ProgressWatch:
             if flow is None or flow.destination != destination:
                 # First seen: what it sent and had answered before is no news now, but a
                 # TCP flow never answered is stalled from here.
-                flow = _Flow(destination, sample.protocol, sample.sent, sample.answered)
-                if sample.protocol == TCP and not sample.answered:
+                flow = _Flow(destination, sample.sent, sample.answered)
+                if not sample.answered:
                     flow.opening, flow.stalled_since = True, now
             else:
                 self._advance(flow, sample, now)
