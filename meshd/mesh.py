@@ -296,7 +296,7 @@ def _without_proof(tlv: TLV) -> TLV:
     return tlv
 
 
-def _forged(tlvs: list[TLV], own: bytes, add: int, understate: bool) -> list[TLV]:
+def forged(tlvs: list[TLV], own: bytes, add: int, understate: bool = False) -> list[TLV]:
     """TESTS ONLY (routing.test_forge_seqnos, test_understate_metrics): the relayed routes
     with newer seqnos than their originators gave them (their signatures kept), or at
     metric 0."""
@@ -1144,7 +1144,7 @@ class ControlPlane:
                     tlvs = [_without_proof(t) for t in tlvs]  # meshd/1's wire format
                 if self.forge_seqnos or self.understate_metrics:
                     own = self.router.router_id
-                    tlvs = _forged(tlvs, own, self.forge_seqnos, self.understate_metrics)
+                    tlvs = forged(tlvs, own, self.forge_seqnos, self.understate_metrics)
                 packet = encode_packet(tlvs)
                 self._send(node_id, messages.encode(messages.BabelPacket(packet)))
         for refused in self.router.drain_refused():

@@ -9,6 +9,7 @@ import ipaddress
 import pytest
 from nacl.signing import SigningKey
 
+from meshd.mesh import forged
 from meshd.proto.babel import (
     TLV,
     OriginSignature,
@@ -191,20 +192,6 @@ def deliver(
             ]
             nodes[neighbour].router.receive(name, decoded, t)
     return carried
-
-
-def forged(tlvs: list[TLV], own: bytes, add: int) -> list[TLV]:
-    out: list[TLV] = []
-    origin = None
-    for tlv in tlvs:
-        if isinstance(tlv, RouterId):
-            origin = tlv.router_id
-        elif isinstance(tlv, Update) and origin != own and not tlv.retraction:
-            tlv = Update(ae=tlv.ae, prefix=tlv.prefix, interval=tlv.interval,
-                         seqno=(tlv.seqno + add) & 0xFFFF, metric=tlv.metric,
-                         sub_tlvs=tlv.sub_tlvs)  # fmt: skip
-        out.append(tlv)
-    return out
 
 
 def line(knows: str = "abc", params: BabelParams | None = None) -> dict[str, Node]:
