@@ -38,17 +38,25 @@ class Bed(meshbed.Bed):
     def answers(self, node: str) -> bool:
         return '"node_id"' in self.sh(node, "meshd", "status", "--json", check=False)
 
-    def serve(self, node: str) -> None:
-        self.sh(node, "iperf3", "-s", "-1", "-D", "-p", PORT)
-        time.sleep(0.3)
-
     def send(self, src: str, dst: str, *args: str) -> dict[str, Any]:
         """iperf3 from ``src`` to ``dst``'s mesh address; its JSON report. iperf3 -J exits
-        0 when it cannot reach the server (one started with -D may not listen yet): such a
-        run is tried again, and a transfer that never happens fails here, not later."""
+        0 when it cannot start a test: the server may not listen yet, or (UDP, iperf3
+        3.12) the one datagram that opens the stream, or its answer, was lost on a lossy
+        link. Such a run is tried again with a server of its own (a server left from a
+        failed start may hold the port), and a transfer that never happens fails here."""
         for _ in range(3):
-            self.serve(dst)
-            out = self.sh(src, "iperf3", "-c", self.ips[dst], "-p", PORT, "-J", *args)
+            server = subprocess.Popen(
+                [str(meshbed.TESTBED), "exec", dst, "--", "iperf3", "-s", "-1", "-p", PORT],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                time.sleep(0.5)
+                out = self.sh(src, "iperf3", "-c", self.ips[dst], "-p", PORT, "-J", *args)
+            finally:
+                server.kill()
+                server.wait()
             report = dict(json.loads(out))
             if "error" not in report:
                 return report
@@ -205,7 +213,8 @@ def test_twenty_kill_9s_lose_no_acknowledged_receipt_and_count_nothing_twice(
     bed: Bed, tmp_path: Path
 ) -> None:
     start_b, start_c = settled(bed, "c")
-    bed.serve("c")
+    bed.sh("c", "iperf3", "-s", "-1", "-D", "-p", PORT)
+    time.sleep(0.3)
     # Long enough for the kills; stopped (it reports what it sent) when they are done.
     iperf = ("iperf3", "-c", bed.ips["c"], "-p", PORT, "-b", "10M", "-t", "300", "-J")
     transfer = subprocess.Popen(

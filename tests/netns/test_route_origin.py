@@ -252,7 +252,14 @@ def test_a_relay_that_drops_what_it_attracts_is_routed_around(bed: Bed) -> None:
         route = bed.route("d", e32)
         return route is not None and route["via"] == c_id
 
-    bed.wait("d routes e through c, which claims to be next to it", through_c, within=60)
+    try:
+        bed.wait("d routes e through c, which claims to be next to it", through_c, within=60)
+    except AssertionError as exc:  # what d saw, for the next person
+        rows = [
+            {k: n.get(k) for k in ("name", "state", "rtt_ms", "loss", "cost", "refusals")}
+            for n in bed.status("d")["neighbours"]
+        ]
+        raise AssertionError(f"{exc}; d: route {bed.route('d', e32)}, neighbours {rows}") from None
     out = bed.sh("d", "ping", "-c", "3", "-i", "0.2", "-W", "2", e["mesh_ipv4"])
     assert " 0% packet loss" in out, out  # probes pass
     bed.sh("e", "iperf3", "-s", "-1", "-D", "-B", e["mesh_ipv4"], "-p", IPERF_PORT)
