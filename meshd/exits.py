@@ -42,6 +42,7 @@ from meshd.config import ExitSettings, UplinkSettings, parse_endpoint, parse_rat
 from meshd.ledger import Ledger, month_of
 from meshd.log import event
 from meshd.membership import VerifiedMember
+from meshd.membership.names import shown
 from meshd.net import uplink_probe
 from meshd.net.exit_tunnel import ExitTarget, ExitTunnels
 from meshd.proto import session as messages
@@ -240,21 +241,30 @@ class ExitService:
         assert peer.member is not None
         reason = self._admission(peer)
         if reason is not None:
-            event("exit.refused_user", logging.WARNING, user=peer.member.name, reason=reason)
+            event(
+                "exit.refused_user",
+                logging.WARNING,
+                user=shown(peer.member.name, peer.node_id),
+                reason=reason,
+            )
             self._send(peer.node_id, messages.ExitRefused(reason))
             return
         if not peer.admitted:
             peer.admitted = True
             self.user_of[peer.member.mesh_ipv4] = peer.node_id
             self.submit(self.tunnels.admit, peer.member.wireguard_public, peer.member.mesh_ipv4)
-            event("exit.user_admitted", user=peer.member.name, address=str(peer.member.mesh_ipv4))
+            event(
+                "exit.user_admitted",
+                user=shown(peer.member.name, peer.node_id),
+                address=str(peer.member.mesh_ipv4),
+            )
         self._send(peer.node_id, messages.ExitGrant(self.uplink.exit_port))
 
     def _release(self, peer: ExitPeer, reason: str) -> None:
         if peer.admitted and peer.member is not None:
             peer.admitted = False
             self.submit(self.tunnels.release, peer.member.wireguard_public)
-            event("exit.user_released", user=peer.member.name, reason=reason)
+            event("exit.user_released", user=shown(peer.member.name, peer.node_id), reason=reason)
 
     def block(self, node_id: str, blocked: bool) -> None:
         """Stop (or allow again) one neighbour's exit traffic, at once; kept across
@@ -303,7 +313,7 @@ class ExitService:
                 event(
                     "exit.quota_reached",
                     logging.WARNING,
-                    user=peer.member.name if peer.member else peer.node_id[:8],
+                    user=shown(peer.member.name, peer.node_id) if peer.member else peer.node_id[:8],
                     bytes=self.usage.get(peer.node_id, 0),
                 )
                 self._release(peer, "quota_reached")
@@ -341,7 +351,11 @@ class ExitService:
         if target != self.granted:
             self.granted = target
             self.submit(self.tunnels.use, target, self.mesh_ipv4)
-            event("exit.granted", gateway=peer.member.name, endpoint=f"{advert.mesh_ipv4}:{port}")
+            event(
+                "exit.granted",
+                gateway=shown(peer.member.name, peer.node_id),
+                endpoint=f"{advert.mesh_ipv4}:{port}",
+            )
 
     # ---- sessions --------------------------------------------------------------------
 
@@ -392,7 +406,12 @@ class ExitService:
                 until = time.monotonic() + REFUSED_RETRY_S
                 self.control.gateway_refusals[peer.node_id] = (msg.reason, until)
                 self.control.choose_gateway()  # another gateway, now
-                event("exit.refused", logging.WARNING, gateway=peer.member.name, reason=msg.reason)
+                event(
+                    "exit.refused",
+                    logging.WARNING,
+                    gateway=shown(peer.member.name, peer.node_id),
+                    reason=msg.reason,
+                )
             else:
                 raise mesh.Refusal("unexpected_kind", f"{type(msg).__name__} on an exit session")
         except messages.SessionMessageError as exc:
@@ -440,8 +459,10 @@ class ExitService:
                 "announced": bool(self._announced),
                 "rate_cap_kbit": self.rate_cap_kbit,
                 "accepts_new": self.uplink.accepts_new,
-                "users": sorted(
-                    p.member.name for p in self.peers.values() if p.admitted and p.member
+                "users": sorted(  # a private name shows as "node" and the id's start
+                    shown(p.member.name, p.node_id)
+                    for p in self.peers.values()
+                    if p.admitted and p.member
                 ),
                 "blocked": sorted(self.blocked),
                 "monthly_quota_mb": self.uplink.monthly_quota_mb or None,

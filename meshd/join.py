@@ -333,7 +333,7 @@ async def join_mesh(
     event(
         "join.started",
         invite=invite.invite_id.hex(),
-        name=invite.name,
+        name=token.node_name,
         mesh_ipv4=str(invite.mesh_ipv4),
         endpoints=len(invite.bootstrap),
     )
@@ -387,14 +387,18 @@ def _finish(cfg: Config, token: InviteToken, request: JoinRequest, outcome: Outc
             return False
         try:
             trust.save_joined(
-                cfg.node.state_dir, joined.definition, joined.certificate, joined.delegation
+                cfg.node.state_dir,
+                joined.definition,
+                joined.certificate,
+                joined.delegation,
+                token.opening,
             )
         except OSError as exc:  # the issuer hands the same certificate back next time
             raise JoinError("not_stored", f"{cfg.node.state_dir}: {exc}", final=False) from None
         event(
             "join.joined",
             bootstrap=where,
-            name=joined.member.name,
+            name=token.node_name,
             mesh_ipv4=str(joined.member.mesh_ipv4),
             issuer=joined.member.issuer[:8],
             valid_until=joined.member.valid_until,

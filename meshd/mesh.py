@@ -80,6 +80,7 @@ from meshd.membership import (
 from meshd.membership.clock import ClockConsensus
 from meshd.membership.directory import Added, Directory, DirectoryError, Entry
 from meshd.membership.directory_sync import DirectoryMessage, DirectorySync
+from meshd.membership.names import NameOpening, shown
 from meshd.membership.rotation import adopt as adopt_successor
 from meshd.net.hello_socket import HelloSocket
 from meshd.proto import session as messages
@@ -336,6 +337,7 @@ class ControlPlane:
         accept_unsigned: bool = False,
         forge_seqnos: int = 0,
         understate_metrics: bool = False,
+        name_opening: NameOpening | None = None,
         now: float = 0.0,
     ) -> None:
         self.node_id, self.credentials, self.own = node_id, credentials, own
@@ -371,6 +373,9 @@ class ControlPlane:
         self._saved_seqno = router.seqno
         self._flush_timer: asyncio.TimerHandle | None = None
         self.membership_message = _membership_message(own)
+        # Our private name and its salt, shown to verified neighbours (NAME); None: our
+        # certificate holds the name itself (meshd.membership.names).
+        self.name_opening = name_opening
         # Whose routes are whose (meshd.routing.origin): Babel stores only what it passes.
         definition = own.trust.definition
         self.origins = OriginPolicy(
@@ -662,6 +667,8 @@ class ControlPlane:
             self._on_revocations(peer, msg.revocations)
         elif isinstance(msg, DirectoryMessage):
             self._on_directory(peer, msg, now)
+        elif isinstance(msg, messages.Name):
+            self._on_name(peer, msg)
         elif isinstance(msg, messages.Gateway):
             self._on_gateway(peer, msg.advert)
         elif isinstance(msg, MeteringMessage):
@@ -682,6 +689,25 @@ class ControlPlane:
                 return
             self.router.receive(peer.node_id, tlvs, now)
             self._flush_soon()
+
+    def _on_name(self, peer: Peer, msg: messages.Name) -> None:
+        """A neighbour shows its private name: shown once it opens the commitment its
+        certificate holds; a name that does not is counted in its refusals (``bad_name``)
+        and the session stays up."""
+        if not self.peer_supports(peer, messages.Feature.PRIVATE_NAMES):
+            self._refuse(peer, "unexpected_kind", "NAME without the feature")
+            return
+        assert peer.member is not None
+        try:
+            opening: NameOpening | None = NameOpening(msg.name, msg.salt)
+        except ValueError:
+            opening = None
+        if opening is None or not opening.opens(peer.member.name):
+            peer.refusals["bad_name"] = peer.refusals.get("bad_name", 0) + 1
+            event("peer.bad_name", logging.WARNING, peer=peer.name)
+            return
+        peer.name = opening.name
+        event("peer.named", peer=peer.node_id[:8], name=peer.name)
 
     def _on_capabilities(self, peer: Peer, msg: messages.SessionMessage) -> None:
         """A meshd/2 session's first message, once; on meshd/1 there is none."""
@@ -780,7 +806,10 @@ class ControlPlane:
         self._add_to_directory(credential)
         if self.peer_supports(peer, messages.Feature.DIRECTORY):
             self._send_directory(self.directory_sync.peer_up(peer.node_id))
-        peer.name = member.name
+        peer.name = shown(member.name, member.node_id)  # a private name comes by NAME
+        opening = self.name_opening
+        if opening is not None and self.peer_supports(peer, messages.Feature.PRIVATE_NAMES):
+            self._send(peer.node_id, messages.encode(messages.Name(opening.salt, opening.name)))
         if peer.session_addr is not None:  # where a verified member is: worth redialling
             candidate = peer.addresses.setdefault(peer.session_addr, Candidate(Source.SESSION))
             candidate.dials = 0

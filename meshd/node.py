@@ -814,6 +814,7 @@ class Node:
             or MESHD_2 not in self.cfg.control.protocols,
             forge_seqnos=self.cfg.routing.test_forge_seqnos,
             understate_metrics=self.cfg.routing.test_understate_metrics,
+            name_opening=trust.name_opening(state_dir, self.cfg.node.name, own.certificate.name),
             now=now,
         )
 

@@ -5,7 +5,9 @@ certificate and ``delegation.cert`` (optional) the delegation that issued it or 
 this node issue invites. All are canonical bytes as `meshd decode` reads them. They are
 public material; the config pins the admin keys that must have signed the definition.
 ``revocations`` holds the revocations the node has learned (u16 length, then the canonical
-record, repeated), rewritten atomically whenever one is added.
+record, repeated), rewritten atomically whenever one is added. ``name.salt`` (16 octets,
+only for a private name: meshd.membership.names) is what, with the config's name, opens
+the commitment the certificate holds; it is written at join.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from meshd.membership import (
     VerifiedMember,
     verify_membership,
 )
+from meshd.membership.names import NameOpening, is_committed
 from meshd.membership.rotation import chain_anchors
 
 MESH_FILE = "mesh.cert"
 MEMBERSHIP_FILE = "membership.cert"
 DELEGATION_FILE = "delegation.cert"
 REVOCATIONS_FILE = "revocations"
+NAME_SALT_FILE = "name.salt"
 
 
 class TrustError(Exception):
@@ -156,12 +160,15 @@ def save_joined(
     definition: MeshDefinition,
     certificate: MembershipCertificate,
     delegation: DelegationCertificate | None,
+    opening: NameOpening | None = None,
 ) -> None:
     """Store what a join earned (meshd.join): the mesh definition, the issuer's delegation
-    when a delegate issued the certificate, and the certificate last, each atomically, so
-    that ``membership.cert`` present means joined (a crash before it means: join again,
-    and the issuer hands the same certificate back)."""
+    when a delegate issued the certificate, the salt of a private name, and the certificate
+    last, each atomically, so that ``membership.cert`` present means joined (a crash before
+    it means: join again, and the issuer hands the same certificate back)."""
     write_atomically(state_dir / MESH_FILE, definition.encode())
+    if opening is not None:
+        write_atomically(state_dir / NAME_SALT_FILE, opening.salt)
     if delegation is not None:
         write_atomically(state_dir / DELEGATION_FILE, delegation.encode())
     write_atomically(state_dir / MEMBERSHIP_FILE, certificate.encode())
@@ -170,6 +177,23 @@ def save_joined(
         os.fsync(directory)  # the renames too survive a power cut
     finally:
         os.close(directory)
+
+
+def name_opening(state_dir: Path, name: str, certified: str) -> NameOpening | None:
+    """What opens our certified name when it is private (``name``: the config's), or None
+    when it is not private or cannot be opened (logged: the neighbours then see our id)."""
+    if not is_committed(certified):
+        return None
+    path = state_dir / NAME_SALT_FILE
+    try:
+        opening = NameOpening(name, path.read_bytes())
+    except (OSError, ValueError) as exc:
+        event("name.unopened", logging.WARNING, file=str(path), reason=str(exc))
+        return None
+    if not opening.opens(certified):
+        event("name.unopened", logging.WARNING, reason=f"node.name {name!r} is not the certified")
+        return None
+    return opening
 
 
 def save_revocations(state_dir: Path, revocations: RevocationSet) -> None:

@@ -36,14 +36,15 @@ def _list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(_s(v) for v in values) + "]"
 
 
-def render_config(invite: Invite, household: Household) -> str:
+def render_config(invite: Invite, household: Household, name: str) -> str:
+    """``name``: the household's (the invite's, or the private one its token carries)."""
     lines = [
         f"# meshd config, written by provisioning/provision from invite {invite.invite_id.hex()}",
         f"# issued by {invite.issuer}.",
         f"# After editing it: meshd check-config {CONFIG_FILE}",
         "",
         "[node]",
-        f"name = {_s(invite.name)}",
+        f"name = {_s(name)}",
         f"state_dir = {_s(STATE_DIR)}",
         f"mesh_ipv4 = {_s(invite.mesh_ipv4)}",
         "",

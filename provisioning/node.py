@@ -42,8 +42,8 @@ def _token(args: argparse.Namespace) -> InviteToken:
         verify_invite(token.invite, time.time(), admins=token.invite.admins)
     except InviteError as exc:
         raise Refused(f"the invite is refused ({exc.reason_code}): {exc.message}") from None
-    if args.name is not None and args.name != token.invite.name:
-        raise Refused(f"the invite is for a node named {token.invite.name!r}, not {args.name!r}")
+    if args.name is not None and args.name != token.node_name:
+        raise Refused(f"the invite is for a node named {token.node_name!r}, not {args.name!r}")
     return token
 
 
@@ -129,11 +129,11 @@ def _keys(runner: Runner) -> None:
 def node_stage(args: argparse.Namespace, runner: Runner, real: bool, wireguard: str) -> None:
     token = _token(args)
     invite = token.invite
-    config_text = files.render_config(invite, _household(args))
+    config_text = files.render_config(invite, _household(args), token.node_name)
     _preflight(runner, token, config_text)
     until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(invite.expires_at))
     print(
-        f"= invite {invite.invite_id.hex()}: {invite.name!r} ({invite.mesh_ipv4}) in mesh "
+        f"= invite {invite.invite_id.hex()}: {token.node_name!r} ({invite.mesh_ipv4}) in mesh "
         f"{invite.mesh_id.hex()}, from {invite.issuer}, until {until}",
         file=runner.out,
     )

@@ -95,9 +95,10 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
     """The JSON lines for ``data``; DecodeFailure with the reason code when it is none."""
     if kind == "auto":
         from meshd.membership.canonical import MessageType
+        from meshd.proto import session as session_kinds
 
         # Membership records start with their type (1-6), receipts with theirs (0x11),
-        # session messages with their kind (1-24, RENEW_GRANTED is 0x11 too), beacons with
+        # session messages with their kind (1-25, RENEW_GRANTED is 0x11 too), beacons with
         # MSHB; anything else is read as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
@@ -115,7 +116,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= 24:  # only session messages
+        elif data[:1] and 7 <= data[0] <= session_kinds.NAME:  # only session messages
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -260,6 +261,8 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
             out.append(_membership(entry.certificate.encode())[0])
             out += (_membership(d.encode())[0] for d in entry.chain)
         return out
+    if isinstance(msg, session.Name):  # the salt too: it is what a neighbour was shown
+        return [{"type": "session", "kind": "name", "name": msg.name, "salt": msg.salt.hex()}]
     if isinstance(msg, session.RenewRefused):
         head = {"type": "session", "kind": "renew_refused", "node_id": msg.node_id}
         return [{**head, "reason": msg.reason, "detail": msg.detail}]

@@ -1,4 +1,4 @@
-"""meshd invite --name NAME [--expires 7d] [--config FILE] [--endpoint HOST:PORT]...
+"""meshd invite --name NAME [--show-name] [--expires 7d] [--config FILE] [--endpoint ...]
 
 On an admin node, or a node holding a delegation for invites and memberships: sign a
 one-time invite, record it in the state directory's invite store (so that it can be
@@ -8,6 +8,10 @@ saying what was issued goes to stderr, so that ``meshd invite ... | head -1`` is
 The bootstrap endpoints in the invite are this node's own (``--endpoint``, or the IPv4
 address of each underlay interface, as the beacons choose them, with the QUIC port) and
 the config's ``[[bootstrap]]`` peers, at most eight in all.
+
+The name is private unless ``--show-name``: the invite and the certificate hold only its
+commitment, the token the name (meshd.membership.names), and the node shows it to its
+neighbours alone.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="the new household node's name")
+    p.add_argument(
+        "--show-name",
+        action="store_true",
+        help="certify the name itself, for every member to read (default: only its "
+        "commitment; the node shows the name to its neighbours)",
+    )
     p.add_argument(
         "--expires", default="7d", help="how long the invite can be redeemed (30m, 12h, 7d, 2w)"
     )
@@ -150,8 +160,10 @@ def main(args: argparse.Namespace) -> int:
             expires_at=now + lifetime_s,
             invite_id=secrets.token_bytes(16),
             secret=secrets.token_bytes(32),
+            show_name=args.show_name,
         )
-        store.record_issued(token.invite)  # before the token is out: it is always redeemable
+        # Before the token is out: it is always redeemable.
+        store.record_issued(token.invite, token.node_name)
     except (
         config.ConfigError,
         identity.KeyFileError,
@@ -165,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
     invite = token.invite
     until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(invite.expires_at))
     print(
-        f"meshd invite: {invite.invite_id.hex()} for {invite.name!r} ({invite.mesh_ipv4}), "
+        f"meshd invite: {invite.invite_id.hex()} for {token.node_name!r} ({invite.mesh_ipv4}), "
         f"one use, until {until}; on the new node: provisioning/provision --invite TOKEN",
         file=sys.stderr,
     )

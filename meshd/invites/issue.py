@@ -17,6 +17,7 @@ from meshd.invites.invite import Endpoint, Invite, bootstrap_order
 from meshd.invites.token import InviteToken, invite_key
 from meshd.membership import SCOPE_ALL, DelegationCertificate, MeshTrust
 from meshd.membership.messages import NO_SIGNATURE
+from meshd.membership.names import PREFIX, commit, is_committed, salt_for_invite
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,15 @@ def issue_invite(
     expires_at: int,
     invite_id: bytes,
     secret: bytes,
+    show_name: bool = False,
 ) -> InviteToken:
     """A signed invite and its secret. ``invite_id`` (16 bytes) and ``secret`` (32) are
     random bytes the caller draws (``secrets.token_bytes``); the caller records the invite
-    in its store before handing the token out."""
+    in its store before handing the token out. The invite (and the certificate it earns)
+    holds the name's commitment, the token the name (meshd.membership.names), unless
+    ``show_name``: then the name itself, for the whole mesh to read."""
+    if is_committed(name):
+        raise ValueError(f"a node's name must not begin with {PREFIX!r}")
     if mesh_ipv4 not in issuer.pool:
         raise ValueError(f"{mesh_ipv4} is outside this issuer's pool {issuer.pool}")
     delegation = issuer.delegation
@@ -93,7 +99,7 @@ def issue_invite(
         admins=definition.admins,
         delegation=delegation,
         bootstrap=bootstrap_order(list(bootstrap)),
-        name=name,
+        name=name if show_name else commit(name, salt_for_invite(secret)),
         mesh_ipv4=mesh_ipv4,
         issued_at=issued_at,
         expires_at=expires_at,
@@ -102,4 +108,4 @@ def issue_invite(
         issuer=issuer.node_id,
         signature=NO_SIGNATURE,
     ).sign(issuer.signing_key)
-    return InviteToken(invite, secret)
+    return InviteToken(invite, secret, None if show_name else name)

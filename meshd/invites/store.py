@@ -57,10 +57,11 @@ class SqliteInviteStore:
     def close(self) -> None:
         self.db.close()
 
-    def record_issued(self, invite: Invite) -> None:
+    def record_issued(self, invite: Invite, name: str | None = None) -> None:
+        """``name``: the private name the invite commits to (the issuer's own record)."""
         row = {
             "invite_id": invite.invite_id.hex(),
-            "name": invite.name,
+            "name": name or invite.name,
             "mesh_ipv4": str(invite.mesh_ipv4),
             "issued_at": invite.issued_at,
             "expires_at": invite.expires_at,

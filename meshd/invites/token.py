@@ -2,7 +2,11 @@
 
 Token text = URL-safe base64 without padding of ``invite bytes + secret`` (the canonical
 Invite, then its 32-byte secret), on one line: it survives copy and paste, a chat message
-and a QR code. The secret is the seed of the one-time Ed25519 key whose public half the
+and a QR code. An invite for a private name (meshd.membership.names: the invite, and so
+the certificate, holds only the name's commitment) carries the name after the secret:
+``invite bytes + secret + name (UTF-8) + u8 its length``; only the household ever reads it.
+
+The secret is the seed of the one-time Ed25519 key whose public half the
 signed invite commits to (``invite_key``); the joining node proves it by signing its join
 request with that key (meshd.invites.request), so the secret itself never leaves the node.
 
@@ -23,6 +27,7 @@ from nacl.signing import SigningKey
 from meshd.invites.errors import InviteError, InviteReason
 from meshd.invites.invite import Invite
 from meshd.membership import DEFAULT_SKEW_S, MembershipError, Reason, Scope
+from meshd.membership.names import NameOpening, is_committed, salt_for_invite
 
 SECRET_LENGTH = 32
 _URLSAFE = re.compile(r"[A-Za-z0-9_-]+")
@@ -56,10 +61,27 @@ def decode_invite(data: bytes) -> Invite:
 class InviteToken:
     invite: Invite
     secret: bytes  # gives the right to join: never logged, never sent
+    name: str | None = None  # the private name the invite commits to; None: not private
 
     def __post_init__(self) -> None:
         if len(self.secret) != SECRET_LENGTH or invite_key(self.secret) != self.invite.invite_key:
             raise ValueError("the secret is not the one the invite commits to")
+        if is_committed(self.invite.name) != (self.name is not None):
+            raise ValueError("a token carries the name exactly when the invite commits to it")
+        if self.opening is not None and not self.opening.opens(self.invite.name):
+            raise ValueError("the name is not the one the invite commits to")
+
+    @property
+    def opening(self) -> NameOpening | None:
+        """The private name and its salt (what the node shows its neighbours)."""
+        if self.name is None:
+            return None
+        return NameOpening(self.name, salt_for_invite(self.secret))
+
+    @property
+    def node_name(self) -> str:
+        """The household's name: the private one, or the invite's."""
+        return self.invite.name if self.name is None else self.name
 
     def __repr__(self) -> str:  # never print the secret
         return f"InviteToken(invite_id={self.invite.invite_id.hex()!r})"
@@ -70,6 +92,9 @@ class InviteToken:
 
     def text(self) -> str:
         raw = self.invite.encode() + self.secret
+        if self.name is not None:
+            name = self.name.encode()
+            raw += name + bytes([len(name)])
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -88,11 +113,38 @@ def parse_token(text: str) -> InviteToken:
         raise InviteError(InviteReason.MALFORMED, "not an invite token (altered characters)")
     if len(raw) <= SECRET_LENGTH:
         raise InviteError(InviteReason.MALFORMED, f"{len(raw)} bytes is too short for a token")
-    invite = decode_invite(raw[:-SECRET_LENGTH])
-    secret = raw[-SECRET_LENGTH:]
+    try:
+        invite, secret, name = decode_invite(raw[:-SECRET_LENGTH]), raw[-SECRET_LENGTH:], None
+    except InviteError as exc:
+        private = _with_name(raw) if exc.reason_code is InviteReason.MALFORMED else None
+        if private is None:
+            raise
+        invite, secret, name = private
     if invite_key(secret) != invite.invite_key:
         raise InviteError(InviteReason.BAD_SECRET, "the secret does not match the invite")
-    return InviteToken(invite, secret)
+    try:
+        return InviteToken(invite, secret, name)
+    except ValueError as exc:  # the name does not open the invite's commitment
+        raise InviteError(InviteReason.MALFORMED, str(exc)) from None
+
+
+def _with_name(raw: bytes) -> tuple[Invite, bytes, str] | None:
+    """A private name's token: invite, secret, name, the name's length last. None when
+    ``raw`` is not framed as one (the caller's error about the plain form stands)."""
+    cut = len(raw) - 1 - raw[-1]
+    if raw[-1] == 0 or cut <= SECRET_LENGTH:
+        return None
+    try:
+        invite = decode_invite(raw[: cut - SECRET_LENGTH])
+    except InviteError as exc:
+        if exc.reason_code is InviteReason.MALFORMED:
+            return None
+        raise
+    try:
+        name = raw[cut:-1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise InviteError(InviteReason.MALFORMED, "the token's name is not UTF-8") from None
+    return invite, raw[cut - SECRET_LENGTH : cut], name
 
 
 def _check_issuer(invite: Invite, admins: frozenset[str], now: float, skew_s: int) -> None:

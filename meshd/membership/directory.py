@@ -14,9 +14,9 @@ certificate and 420 with a delegation; ``max_entries`` bounds the whole (10,000 
 default: about 2.3-4.2 MB). ``encode`` and ``decode`` are its file in the state directory,
 so a restart does not start blind.
 
-Privacy: the directory tells every member the name each member was certified with (the
-name is inside the admin's signature, so it cannot be left out without a new certificate
-format); docs/threat-model.md says so.
+Privacy: the directory tells every member the name each member was certified with; by
+default that is only a commitment to the household's name (meshd.membership.names), which
+the node shows its neighbours alone; docs/threat-model.md says so.
 """
 
 from __future__ import annotations

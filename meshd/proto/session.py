@@ -40,6 +40,10 @@
                      in order, ``total`` in each), sent when the digests differ
     DIRECTORY_ENTRIES (24): u16 count | count x (u16 length | membership certificate |
                      u16 length | delegation, 0: none): entries the receiver lacks
+    NAME (25):       16-octet salt | the sender's name (UTF-8, 1..64 octets): what opens the
+                     commitment its certificate holds in place of a private name
+                     (meshd.membership.names), sent to verified neighbours only, feature
+                     "private_names"
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -99,6 +103,9 @@ CAPABILITIES = 21
 DIRECTORY_DIGEST = 22
 DIRECTORY_FINGERPRINTS = 23
 DIRECTORY_ENTRIES = 24
+NAME = 25
+NAME_SALT_LENGTH = 16  # meshd.membership.names.SALT_LENGTH
+MAX_NAME = 64  # octets, as a certificate's name
 RECEIPT_LENGTH = 224  # meshd.receipts.receipt; checked again when the receipt is decoded
 MAX_REASON = 64
 MAX_JOIN_DETAIL = 256  # octets of a JOIN_REFUSED's explanation
@@ -132,6 +139,7 @@ class Feature(StrEnum):
     CAPABILITIES = "capabilities"  # meshd/2: this message, first on the session
     DIRECTORY = "directory"  # the DIRECTORY_* kinds: every member's certificate
     SIGNED_ROUTES = "signed_routes"  # Babel Updates carry OriginSignature sub-TLVs
+    PRIVATE_NAMES = "private_names"  # NAME: a private name shown to a neighbour
 
 
 FEATURES: frozenset[Feature] = frozenset(Feature)  # what this build supports
@@ -314,6 +322,20 @@ class Clock:
 
 
 @dataclass(frozen=True)
+class Name:
+    """A private name and its salt (meshd.membership.names.NameOpening, unchecked here)."""
+
+    salt: bytes
+    name: str
+
+    def __post_init__(self) -> None:
+        if len(self.salt) != NAME_SALT_LENGTH:
+            raise ValueError(f"a name's salt is {NAME_SALT_LENGTH} octets")
+        if not 1 <= len(self.name.encode()) <= MAX_NAME:
+            raise ValueError(f"a name is 1..{MAX_NAME} octets of UTF-8")
+
+
+@dataclass(frozen=True)
 class MeshDefinitionMessage:
     definition: bytes  # canonical MeshDefinition; checked by whoever adopts it
 
@@ -418,6 +440,7 @@ SessionMessage = (
     | DirectoryDigest
     | DirectoryFingerprints
     | DirectoryEntries
+    | Name
 )
 
 
@@ -462,6 +485,8 @@ def encode(message: SessionMessage) -> bytes:
         )
     if isinstance(message, Clock):
         return bytes([CLOCK]) + _CLOCK.pack(message.unix_ms)
+    if isinstance(message, Name):
+        return bytes([NAME]) + message.salt + message.name.encode()
     if isinstance(message, DirectoryDigest):
         return bytes([DIRECTORY_DIGEST]) + _DIGEST.pack(message.count, message.digest)
     if isinstance(message, DirectoryFingerprints):
@@ -609,6 +634,13 @@ def decode(data: bytes) -> SessionMessage:
         return Clock(*_CLOCK.unpack(body))
     if kind == CAPABILITIES:
         return _decode_capabilities(body)
+    if kind == NAME:
+        if not NAME_SALT_LENGTH < len(body) <= NAME_SALT_LENGTH + MAX_NAME:
+            raise SessionMessageError("bad_length", f"NAME of {len(body)} octets")
+        try:
+            return Name(body[:NAME_SALT_LENGTH], body[NAME_SALT_LENGTH:].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SessionMessageError("malformed", "a NAME that is not UTF-8") from None
     if kind == DIRECTORY_DIGEST:
         if len(body) != _DIGEST.size:
             raise SessionMessageError("bad_length", f"DIRECTORY_DIGEST of {len(body)} octets")

@@ -139,6 +139,33 @@ def test_a_fresh_box_joins_with_an_invite_and_routes_to_every_node(
     assert joined.seconds < JOIN_TARGET_S, f"join.seconds={joined.seconds:.1f}"
 
 
+def test_the_name_is_private_but_to_the_neighbour_it_showed_it_to(bed: Bed, joined: Joined) -> None:
+    """n was invited without --show-name: its certificate, which c holds in its directory
+    without being its neighbour, carries only the commitment to "n"; a, its neighbour, was
+    shown the name (NAME) and checked it against that commitment."""
+    from meshd.membership.directory import FILE_MAGIC, Entry
+    from meshd.membership.names import NameOpening, is_committed
+
+    n_id = bed.status("n")["node_id"]
+    row = next(r for r in bed.status("a")["neighbours"] if r["node_id"] == n_id)
+    assert row["name"] == "n" and not row["refusals"], row
+    salt = (state_of(bed, "n") / "name.salt").read_bytes()
+
+    def in_cs_directory() -> Entry | None:
+        data = (state_of(bed, "c") / "directory").read_bytes()[len(FILE_MAGIC) :]
+        while data:
+            entry, data = Entry.read(data)
+            if entry.certificate.node_id == n_id:
+                return entry
+        return None
+
+    bed.wait("c stored n's certificate", lambda: in_cs_directory() is not None, within=30)
+    entry = in_cs_directory()
+    assert entry is not None
+    certified = entry.certificate.name
+    assert is_committed(certified) and NameOpening("n", salt).opens(certified), certified
+
+
 def test_the_same_token_is_refused_at_a_second_bootstrap_node(
     bed: Bed, joined: Joined, tmp_path: Path
 ) -> None:

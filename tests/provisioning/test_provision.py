@@ -29,7 +29,9 @@ MESH, _ = GEN.mesh_and_delegation()
 HOUSEHOLD = ["--uplink", "eth1", "--share", "--rate-cap", "20mbit", "--lan", "eth0"]
 
 
-def _token(name: str = "haus", issued_at: int | None = None, lifetime_s: int = 3600) -> str:
+def _token(
+    name: str = "haus", issued_at: int | None = None, lifetime_s: int = 3600, show: bool = False
+) -> str:
     now = int(time.time()) if issued_at is None else issued_at
     issuer = Issuer(GEN.ADMIN, MeshTrust.from_definition(MESH, [GEN.node_id(GEN.ADMIN)]), None)
     token: InviteToken = issue_invite(
@@ -44,6 +46,7 @@ def _token(name: str = "haus", issued_at: int | None = None, lifetime_s: int = 3
         expires_at=now + lifetime_s,
         invite_id=secrets.token_bytes(16),
         secret=secrets.token_bytes(32),
+        show_name=show,
     )
     return token.text()
 
@@ -211,13 +214,14 @@ def test_files_go_to_the_meshd_user_when_the_root_has_one(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("token", "args", "message"),
     [
-        (TOKEN[:-4] + "AAAA", [], "the invite is refused (bad_"),
+        (_token(show=True)[:-4] + "AAAA", [], "the invite is refused (bad_"),
+        (TOKEN[:-4] + "AAAA", [], "the invite is refused (malformed)"),  # its name altered
         ("hello", [], "the invite is refused (malformed)"),
         (_token(issued_at=int(time.time()) - 7200), [], "the invite is refused (expired)"),
         (TOKEN, ["--name", "other"], "the invite is for a node named 'haus', not 'other'"),
         (TOKEN, ["--uplink", "eth1", "--rate-cap", "fast"], "uplink.rate_cap: expected a rate"),
     ],
-    ids=["altered", "malformed", "expired", "name", "config"],
+    ids=["altered", "altered-name", "malformed", "expired", "name", "config"],
 )
 def test_refused_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], token: str, args: list[str], message: str

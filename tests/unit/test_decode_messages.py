@@ -77,6 +77,8 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
         return session.RenewRefused(str(head["node_id"]), str(head["reason"]), str(head["detail"]))
     if head["kind"] == "mesh_definition":
         return session.MeshDefinitionMessage(message_from_json(rest[0]).encode())
+    if head["kind"] == "name":
+        return session.Name(bytes.fromhex(str(head["salt"])), str(head["name"]))
     if head["kind"] == "clock":
         return session.Clock(int(head["unix_ms"]))  # type: ignore[call-overload]
     if head["kind"] == "capabilities":
@@ -162,6 +164,7 @@ def test_session_messages_match_their_golden_vectors_both_ways() -> None:
         "directory_digest",
         "directory_fingerprints",
         "directory_entries",
+        "name",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])

@@ -83,7 +83,8 @@ def test_an_admin_prints_a_token_line_then_a_qr_code_and_records_it(
     lines = _invite(config, capsys, "--endpoint", "192.0.2.1:6697", "--expires", "2d")
     token = parse_token(lines[0])
     invite = verify_invite(token.invite, int(time.time()), admins=token.invite.admins)
-    assert invite.name == "Haus 2" and invite.delegation is None
+    assert token.node_name == "Haus 2" and invite.delegation is None
+    assert token.opening is not None and token.opening.opens(invite.name)  # private
     assert invite.mesh_ipv4 == ipaddress.IPv4Address("10.77.0.2")  # 10.77.0.1 is ours
     assert invite.expires_at - invite.issued_at == 2 * 86400
     assert sorted(e.address for e in invite.bootstrap) == ["192.0.2.1:6697", "192.0.2.7:6697"]
@@ -178,4 +179,13 @@ def test_the_config_comes_from_meshd_config_without_the_flag(
     code = meshd(["invite", "--name", "Haus 3", "--endpoint", "192.0.2.1:6697"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert parse_token(out.splitlines()[0]).invite.name == "Haus 3"
+    assert parse_token(out.splitlines()[0]).node_name == "Haus 3"
+
+
+def test_show_name_certifies_the_name_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _node(tmp_path, admin=True)
+    lines = _invite(config, capsys, "--endpoint", "192.0.2.1:6697", "--show-name")
+    token = parse_token(lines[0])
+    assert token.invite.name == token.node_name == "Haus 2" and token.opening is None

@@ -69,3 +69,16 @@ def test_vectors_verify_against_the_admin_key_and_the_request_proves_the_secret(
     verify_invite(delegated, GEN.T0 + 3600, admins=admins, mesh_id=GEN.membership.MESH_ID)
     request = JoinRequest.from_json(_vector("join_request.json")["json"])
     assert request.check(admin).node_id == GEN.node_id(GEN.JOINER)
+
+
+def test_a_private_name_token_is_the_invite_the_secret_then_the_name_and_its_length() -> None:
+    vector = _vector("token_private.json")
+    raw, fields = bytes.fromhex(vector["hex"]), vector["json"]
+    token = parse_token(fields["text"])
+    assert base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == fields["text"]
+    assert raw[-1] == len(b"Haus am See") and raw[-12:-1] == b"Haus am See"
+    assert token.secret.hex() == fields["secret"] == raw[-44:-12].hex()
+    assert token.invite.encode() == raw[:-44]
+    assert token.invite.name == fields["certified_name"] != fields["name"] == token.node_name
+    assert token.opening is not None and token.opening.opens(token.invite.name)
+    assert token.text() == fields["text"]

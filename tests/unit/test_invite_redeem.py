@@ -89,10 +89,11 @@ def test_an_admins_invite_is_redeemed_once_for_a_verifiable_certificate(
     cert = _granted(redeem(store, issuer, token.invite, join_request(token, key, wg), NOW))
     member = verify_membership(cert, [], _trust(), NOW)
     assert (member.name, member.mesh_ipv4, member.wireguard_public) == (
-        "new house",
+        token.invite.name,  # the commitment to "new house" (a private name)
         token.invite.mesh_ipv4,
         wg,
     )
+    assert token.opening is not None and token.opening.opens(member.name)
     assert cert.not_before == token.invite.issued_at
     assert cert.serial == certificate_serial(token.invite)
     record = store.lookup(token.invite.invite_id)

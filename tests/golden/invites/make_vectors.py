@@ -60,6 +60,7 @@ def tokens() -> tuple[InviteToken, InviteToken]:
         expires_at=T0 + WEEK,
         invite_id=INVITE_ID,
         secret=SECRET,
+        show_name=True,
     )
     delegated_invite = issue_invite(
         Issuer(DELEGATE, trust, delegation),
@@ -70,13 +71,31 @@ def tokens() -> tuple[InviteToken, InviteToken]:
         expires_at=T0 + 3600 + WEEK,
         invite_id=INVITE_ID_DELEGATED,
         secret=SECRET_DELEGATED,
+        show_name=True,
     )
     return admin_invite, delegated_invite
+
+
+def private_token() -> InviteToken:
+    """The admin's invite again, for a private name: the invite holds its commitment."""
+    mesh, _ = mesh_and_delegation()
+    trust = MeshTrust.from_definition(mesh, [node_id(ADMIN)])
+    return issue_invite(
+        Issuer(ADMIN, trust, None),
+        name="Haus am See",
+        mesh_ipv4=ipaddress.IPv4Address("10.77.0.10"),
+        bootstrap=[Endpoint.from_address(node_id(ADMIN), "192.0.2.10:6697")],
+        issued_at=T0,
+        expires_at=T0 + WEEK,
+        invite_id=bytes(range(16, 32)),
+        secret=bytes(range(64, 96)),
+    )
 
 
 def rendered() -> dict[str, str]:
     """File name -> exact file text."""
     admin, delegated = tokens()
+    private = private_token()
     request = join_request(admin, JOINER, JOINER_WG)
     token_bytes = admin.invite.encode() + admin.secret
     return {
@@ -99,6 +118,18 @@ def rendered() -> dict[str, str]:
             "the admin's invite as a token: invite bytes then the secret, URL-safe base64",
             token_bytes.hex(),
             {"type": "invite_token", "text": admin.text(), "secret": admin.secret.hex()},
+        ),
+        "token_private.json": vectors.render(
+            "an invite for a private name as a token: invite bytes (its name is the name's "
+            "commitment, meshd.membership.names), the secret, the name, the name's length",
+            (private.invite.encode() + private.secret + b"Haus am See" + bytes([11])).hex(),
+            {
+                "type": "invite_token",
+                "text": private.text(),
+                "secret": private.secret.hex(),
+                "name": "Haus am See",
+                "certified_name": private.invite.name,
+            },
         ),
     }
 

@@ -1,8 +1,8 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
 REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK), joining
 (JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK), admin rotation (MESH_DEFINITION),
-versions (CAPABILITIES, meshd/2) and the certificate directory (DIRECTORY_*): hex and the
-JSON lines `meshd decode` prints. Run from the repo root:
+versions (CAPABILITIES, meshd/2), the certificate directory (DIRECTORY_*) and private
+names (NAME): hex and the JSON lines `meshd decode` prints. Run from the repo root:
 ``python -m tests.golden.session.make_vectors``; the tests check both directions."""
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def vectors() -> dict[str, bytes]:
         # Fixed names, not this build's FEATURES: the bytes must not move when a feature
         # is added. The second is a newer node's, with a name this build does not know.
         "capabilities": session.encode(session.Capabilities(frozenset({"capabilities"}))),
+        "name": session.encode(session.Name(bytes(range(16)), "Haus am See")),
         "capabilities_newer": session.encode(
             session.Capabilities(frozenset({"capabilities", "directory", "from_meshd_9"}))
         ),
