@@ -21,10 +21,10 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from meshd.config import ReceiptsSettings
+from meshd.core.proto.session import Claim, ReceiptAck, ReceiptMessage
 from meshd.ledger import Dispute, Ledger
 from meshd.log import event
 from meshd.net.throttle import Throttle
-from meshd.proto.session import Claim, ReceiptAck, ReceiptMessage
 from meshd.receipts.counting import Snapshot
 from meshd.receipts.errors import ReceiptError
 from meshd.receipts.exchange import (

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from meshd.core.proto.session import PROTOCOLS
 from meshd.identity import public_from_node_id
-from meshd.proto.session import PROTOCOLS
 
 DEFAULT_SOCKET = "/run/meshd/meshd.sock"
 DEFAULT_CONFIG = "/etc/meshd/meshd.toml"

@@ -39,14 +39,15 @@ from nacl.signing import SigningKey
 
 from meshd import mesh
 from meshd.config import ExitSettings, UplinkSettings, parse_endpoint, parse_rate_kbit
+from meshd.core.proto import session as messages
+from meshd.core.proto.gateway import make_advert
+from meshd.core.session_policy import Refusal, SessionKind, SessionState, check
 from meshd.ledger import Ledger, month_of
 from meshd.log import event
 from meshd.membership import VerifiedMember
 from meshd.membership.names import shown
 from meshd.net import uplink_probe
 from meshd.net.exit_tunnel import ExitTarget, ExitTunnels
-from meshd.proto import session as messages
-from meshd.proto.gateway import make_advert
 from meshd.routing.uplink_health import Health, UplinkHealth
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
@@ -74,6 +75,13 @@ class ExitPeer:
     since: float
     member: VerifiedMember | None = None
     admitted: bool = False  # gateway side: its key is a peer of our exit interface
+    awaiting_capabilities: bool = False  # a meshd/2 session's first message is to come
+
+    @property
+    def state(self) -> SessionState:
+        if self.awaiting_capabilities:
+            return SessionState.OPENING
+        return SessionState.UNVERIFIED if self.member is None else SessionState.VERIFIED
 
 
 class ExitService:
@@ -366,8 +374,9 @@ class ExitService:
         node_id = ev.peer_node_id or ""
         now = time.monotonic()
         if isinstance(ev.event, SessionUp) and node_id:
-            self.peers[node_id] = ExitPeer(node_id, now)
-            if ev.event.protocol in messages.WITH_CAPABILITIES:  # first, as on neighbours'
+            opening = ev.event.protocol in messages.WITH_CAPABILITIES
+            self.peers[node_id] = ExitPeer(node_id, now, awaiting_capabilities=opening)
+            if opening:  # first, as on neighbours'
                 self._send(node_id, messages.Capabilities(messages.FEATURES))
             self._send_raw(node_id, self.control.membership_message)
         elif isinstance(ev.event, MessageReceived) and node_id in self.peers:
@@ -387,22 +396,21 @@ class ExitService:
     def _on_message(self, peer: ExitPeer, data: bytes) -> None:
         try:
             msg = messages.decode(data)
+            check(SessionKind.EXIT, peer.state, msg, ())  # no exit kind needs a feature yet
             if isinstance(msg, messages.Capabilities):
-                return  # no exit message depends on a feature yet
-            if isinstance(msg, messages.Membership):
+                peer.awaiting_capabilities = False
+            elif isinstance(msg, messages.Membership):
                 peer.member, _ = mesh.check_membership(
                     msg, self.control.own, peer.node_id, self.control.clock.now()
                 )
                 if peer.node_id == self.gateway:
                     self._send(peer.node_id, messages.ExitRequest())
-                return
-            if peer.member is None:
-                raise mesh.Refusal("not_verified", "a message before the certificate")
-            if isinstance(msg, messages.ExitRequest):
+            elif isinstance(msg, messages.ExitRequest):
                 self._on_request(peer)
             elif isinstance(msg, messages.ExitGrant):
                 self._on_grant(peer, msg.wireguard_port)
             elif isinstance(msg, messages.ExitRefused):
+                assert peer.member is not None
                 until = time.monotonic() + REFUSED_RETRY_S
                 self.control.gateway_refusals[peer.node_id] = (msg.reason, until)
                 self.control.choose_gateway()  # another gateway, now
@@ -412,11 +420,9 @@ class ExitService:
                     gateway=shown(peer.member.name, peer.node_id),
                     reason=msg.reason,
                 )
-            else:
-                raise mesh.Refusal("unexpected_kind", f"{type(msg).__name__} on an exit session")
         except messages.SessionMessageError as exc:
             self._close(peer, exc.reason, exc.message)
-        except mesh.Refusal as exc:
+        except Refusal as exc:
             self._close(peer, exc.reason, exc.detail)
 
     def _close(self, peer: ExitPeer, reason: str, detail: str) -> None:

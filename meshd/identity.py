@@ -7,7 +7,6 @@ The node id is the Ed25519 public key, URL-safe base64 without padding (43 chara
 
 from __future__ import annotations
 
-import base64
 import os
 import stat
 from dataclasses import dataclass
@@ -16,47 +15,37 @@ from pathlib import Path
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from meshd.core.keys import (  # the pure half, for this module's callers
+    NODE_ID_LENGTH,
+    decode_wireguard_key,
+    encode_key,
+    node_id_from_public,
+    public_from_node_id,
+)
+
+__all__ = [
+    "NODE_ID_LENGTH",
+    "Identity",
+    "KeyFileError",
+    "decode_wireguard_key",
+    "encode_key",
+    "generate",
+    "load",
+    "load_or_generate",
+    "node_id_from_public",
+    "public_from_node_id",
+    "read_private",
+    "write_private",
+]
+
 IDENTITY_KEY = "identity.key"
 IDENTITY_PUB = "identity.pub"
 WIREGUARD_KEY = "wireguard.key"
 WIREGUARD_PUB = "wireguard.pub"
-NODE_ID_LENGTH = 43
 
 
 class KeyFileError(Exception):
     """A key file is missing, unreadable, malformed or too open."""
-
-
-def node_id_from_public(public: bytes) -> str:
-    return base64.urlsafe_b64encode(public).rstrip(b"=").decode()
-
-
-def public_from_node_id(node_id: str) -> bytes:
-    """Decode a node id; raise ValueError when it is not 32 bytes of URL-safe base64."""
-    if len(node_id) != NODE_ID_LENGTH:
-        raise ValueError(f"node id must be {NODE_ID_LENGTH} characters, got {len(node_id)}")
-    try:
-        raw = base64.urlsafe_b64decode(node_id + "=")
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"node id is not URL-safe base64: {exc}") from None
-    if len(raw) != 32 or node_id_from_public(raw) != node_id:
-        raise ValueError("node id is not a canonical 32-byte key")
-    return raw
-
-
-def decode_wireguard_key(text: str) -> bytes:
-    """Decode a WireGuard key (standard base64 of 32 bytes, as `wg` prints it)."""
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (ValueError, TypeError):
-        raise ValueError("WireGuard key is not base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"WireGuard key must be 32 bytes, got {len(raw)}")
-    return raw
-
-
-def encode_key(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
 
 
 @dataclass(frozen=True)

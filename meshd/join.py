@@ -11,7 +11,7 @@ here, without a packet sent), loads the keys provisioning made, and builds the j
 dials every bootstrap endpoint of the token at once, each from a QUIC transport of its own
 (so that two addresses of one node are two independent sessions): meshd's ordinary
 sessions, TLS with its own Ed25519 key, the bootstrap's key checked against the endpoint's
-node id. The first session that comes up carries one JOIN_REQUEST (meshd.proto.session);
+node id. The first session that comes up carries one JOIN_REQUEST (meshd.core.proto.session);
 the others are closed. The answer is JOIN_GRANTED (the mesh definition, the certificate,
 the issuer's delegation when a delegate issued it) or JOIN_REFUSED with a reason. A grant
 is checked against the token and the admin keys the config pins
@@ -85,6 +85,8 @@ from nacl.signing import SigningKey
 
 from meshd import mesh, trust
 from meshd.config import MembershipSettings
+from meshd.core import session_policy as policy
+from meshd.core.proto import session as messages
 from meshd.invites import (
     TOKEN_FILE,
     Endpoint,
@@ -115,7 +117,6 @@ from meshd.membership.renewal import (
     renew,
     renew_at,
 )
-from meshd.proto import session as messages
 from meshd.transport.certs import NodeCredentials, node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings
@@ -526,7 +527,7 @@ class JoinService:
     def on_join_request(self, joiner: str, msg: messages.JoinRequestMessage) -> None:
         try:
             invite, request = check_forwardable(
-                msg.invite, msg.request, joiner, self.control.own.trust, time.time()
+                msg.invite, msg.request, joiner, self.control.own.trust, self.control.clock.now()
             )
         except InviteError as exc:
             self._answer(
@@ -553,7 +554,7 @@ class JoinService:
         self._flush(invite.issuer, time.monotonic())
 
     async def _redeem_for(self, joiner: str, invite: Invite, request: JoinRequest) -> None:
-        answer = await self.kernel(self.redeem_here, invite, request, time.time())
+        answer = await self.kernel(self.redeem_here, invite, request, self.control.clock.now())
         self._answer(joiner, answer)
 
     def _answer(self, joiner: str, answer: Answer | RenewAnswer) -> None:
@@ -677,24 +678,23 @@ class JoinService:
     def _on_relay_message(self, peer: _RelayPeer, data: bytes) -> None:
         try:
             msg = messages.decode(data)
+            state = policy.SessionState.VERIFIED if peer.member else policy.SessionState.UNVERIFIED
+            policy.check(policy.SessionKind.JOIN_RELAY, state, msg, ())
             if isinstance(msg, messages.Membership):
-                peer.member, _ = mesh.check_membership(msg, self.control.own, peer.node_id)
+                peer.member, _ = mesh.check_membership(
+                    msg, self.control.own, peer.node_id, self.control.clock.now()
+                )
                 self._flush(peer.node_id, time.monotonic())
-                return
-            if peer.member is None:
-                raise mesh.Refusal("not_verified", "a message before the certificate")
-            if isinstance(msg, messages.JoinRequestMessage):
+            elif isinstance(msg, messages.JoinRequestMessage):
                 self._on_forwarded(peer, msg)
             elif isinstance(msg, messages.RenewRequest):
                 event("renewal.forwarded_request", relay=peer.node_id[:8])
                 self._send(peer.node_id, self.renew_for(msg, None))
             elif isinstance(msg, messages.JoinGranted | messages.JoinRefused | RenewAnswer):
                 self._on_issuer_answer(peer, msg)
-            else:
-                raise mesh.Refusal("unexpected_kind", f"{type(msg).__name__} on a relay session")
         except messages.SessionMessageError as exc:
             self._close(peer.node_id, exc.reason, exc.message)
-        except mesh.Refusal as exc:
+        except policy.Refusal as exc:
             self._close(peer.node_id, exc.reason, exc.detail)
 
     def _on_forwarded(self, peer: _RelayPeer, msg: messages.JoinRequestMessage) -> None:
@@ -704,12 +704,13 @@ class JoinService:
             request = decode_join_request(msg.request)
         except InviteError as exc:
             # The bootstrap node checked both before forwarding: it is broken, or lies.
-            raise mesh.Refusal(str(exc.reason_code), f"forwarded request: {exc.message}") from None
+            detail = f"forwarded request: {exc.message}"
+            raise policy.Refusal(str(exc.reason_code), detail) from None
         event("join.forwarded_request", relay=peer.node_id[:8], invite=invite.invite_id.hex())
         self._spawn(self._redeem_for_relay(peer.node_id, invite, request))
 
     async def _redeem_for_relay(self, relay: str, invite: Invite, request: JoinRequest) -> None:
-        answer = await self.kernel(self.redeem_here, invite, request, time.time())
+        answer = await self.kernel(self.redeem_here, invite, request, self.control.clock.now())
         self._send(relay, answer)
 
     def _on_issuer_answer(self, peer: _RelayPeer, msg: Answer | RenewAnswer) -> None:
@@ -719,7 +720,7 @@ class JoinService:
             try:
                 joiner = MembershipCertificate.decode(msg.certificate).node_id
             except MembershipError as exc:
-                raise mesh.Refusal("malformed", f"JOIN_GRANTED: {exc.message}") from None
+                raise policy.Refusal("malformed", f"JOIN_GRANTED: {exc.message}") from None
         forward = self.forwards.get(joiner)
         if (
             forward is None

@@ -36,7 +36,7 @@ by an admin of ours, is adopted, stored (``mesh.cert``, and every definition ado
 config pins) and flooded. A session starts CLOCK, MESH_DEFINITION (once rotated), then
 MEMBERSHIP, so a neighbour learns a new admin before it judges a certificate it signed.
 
-Versions (meshd.proto.session): the session's protocol is negotiated in its handshake
+Versions (meshd.core.proto.session): the session's protocol is negotiated in its handshake
 (``protocols``, newest first; ``Peer.protocol``). On meshd/2 each side's first message is
 CAPABILITIES, before CLOCK, and nothing else is read before it; what a peer announced
 (``Peer.features``: the names this build knows) gates every newer kind or field we send it
@@ -62,6 +62,21 @@ from typing import Any, Protocol
 from nacl.signing import SigningKey
 
 from meshd import addressing
+from meshd.core import session_policy as policy
+from meshd.core.proto import session as messages
+from meshd.core.proto.babel import (
+    TLV,
+    BabelDecodeError,
+    OriginSignature,
+    RouterId,
+    Update,
+    decode_packet,
+    decode_packet_detail,
+    encode_packet,
+    seqno_add,
+)
+from meshd.core.proto.gateway import GatewayAdvert, GatewayError, decode_advert
+from meshd.core.session_policy import Refusal, SessionKind, SessionState
 from meshd.discovery.beacon_socket import BeaconService, Underlay
 from meshd.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
 from meshd.identity import public_from_node_id
@@ -83,19 +98,6 @@ from meshd.membership.directory_sync import DirectoryMessage, DirectorySync
 from meshd.membership.names import NameOpening, shown
 from meshd.membership.rotation import adopt as adopt_successor
 from meshd.net.hello_socket import HelloSocket
-from meshd.proto import session as messages
-from meshd.proto.babel import (
-    TLV,
-    BabelDecodeError,
-    OriginSignature,
-    RouterId,
-    Update,
-    decode_packet,
-    decode_packet_detail,
-    encode_packet,
-    seqno_add,
-)
-from meshd.proto.gateway import GatewayAdvert, GatewayError, decode_advert
 from meshd.routing.babel import BabelRouter, RefusedUpdate, RouteChange
 from meshd.routing.gateways import Choice, GatewayTable
 from meshd.routing.link_quality import LinkQuality, LinkQualityParams
@@ -631,31 +633,34 @@ class ControlPlane:
     def _on_message(self, peer: Peer, data: bytes, now: float) -> None:
         try:
             msg = messages.decode(data)
+            policy.check(SessionKind.NEIGHBOUR, _session_state(peer), msg, peer.features)
         except messages.SessionMessageError as exc:
             self._refuse(peer, exc.reason, str(exc))
             return
-        if isinstance(msg, messages.Capabilities) or peer.awaiting_capabilities:
-            self._on_capabilities(peer, msg)
+        except Refusal as exc:
+            self._refuse(peer, exc.reason, exc.detail)
             return
-        if isinstance(msg, messages.Clock):
+        if isinstance(msg, messages.Capabilities):
+            # Names this build does not know are a newer node's: ignored.
+            peer.features = frozenset(f for f in messages.FEATURES if f in msg.features)
+            peer.awaiting_capabilities = False
+        elif isinstance(msg, messages.Clock):
             peer.clock_offset = msg.unix_ms / 1000 - self.clock.local()
-            return
-        if isinstance(msg, messages.MeshDefinitionMessage):  # signed: anyone may pass it on
+        elif isinstance(msg, messages.MeshDefinitionMessage):
             self._on_definition(peer, msg.definition)
-            return
-        if isinstance(msg, messages.Membership) and not peer.joining:
+        elif isinstance(msg, messages.Membership):
             if peer.session_verified:
                 self._on_renewed_membership(peer, msg, now)
             else:
                 self._on_membership(peer, msg, now)
-            return
-        if isinstance(msg, messages.JoinRequestMessage):
+        elif isinstance(msg, messages.JoinRequestMessage):
             self._on_join_request(peer, msg)
-            return
-        if peer.member is None:
-            self._refuse(peer, "not_verified", "a message before the certificate")
-            return
-        peer.last_seen = now
+        else:
+            peer.last_seen = now
+            self._on_verified(peer, msg, now)
+
+    def _on_verified(self, peer: Peer, msg: messages.SessionMessage, now: float) -> None:
+        """A message the session policy lets only a verified neighbour send."""
         if isinstance(msg, messages.Link):
             peer.peer_port = msg.wireguard_port
             self._update_link(peer)
@@ -679,9 +684,7 @@ class ControlPlane:
                 self._refuse(peer, "renewal_unavailable", "this node takes no renewals")
             else:
                 self.on_renewal(peer.node_id, msg)
-        elif not isinstance(msg, messages.BabelPacket):  # an exit session's kind
-            self._refuse(peer, "unexpected_kind", f"{type(msg).__name__} on a neighbour session")
-        else:
+        elif isinstance(msg, messages.BabelPacket):
             try:
                 tlvs = decode_packet_detail(msg.packet).tlvs
             except BabelDecodeError as exc:
@@ -694,9 +697,6 @@ class ControlPlane:
         """A neighbour shows its private name: shown once it opens the commitment its
         certificate holds; a name that does not is counted in its refusals (``bad_name``)
         and the session stays up."""
-        if not self.peer_supports(peer, messages.Feature.PRIVATE_NAMES):
-            self._refuse(peer, "unexpected_kind", "NAME without the feature")
-            return
         assert peer.member is not None
         try:
             opening: NameOpening | None = NameOpening(msg.name, msg.salt)
@@ -709,17 +709,6 @@ class ControlPlane:
         peer.name = opening.name
         event("peer.named", peer=peer.node_id[:8], name=peer.name)
 
-    def _on_capabilities(self, peer: Peer, msg: messages.SessionMessage) -> None:
-        """A meshd/2 session's first message, once; on meshd/1 there is none."""
-        if not peer.awaiting_capabilities:
-            self._refuse(peer, "unexpected_kind", f"CAPABILITIES on a {peer.protocol} session")
-        elif not isinstance(msg, messages.Capabilities):
-            self._refuse(peer, "no_capabilities", f"{type(msg).__name__} before CAPABILITIES")
-        else:
-            # Names this build does not know are a newer node's: ignored.
-            peer.features = frozenset(f for f in messages.FEATURES if f in msg.features)
-            peer.awaiting_capabilities = False
-
     def peer_supports(self, peer: str | Peer, feature: messages.Feature) -> bool:
         """Whether a neighbour (node id or Peer) announced ``feature`` on its session now:
         what every message kind or field newer than meshd/1 is sent on."""
@@ -729,9 +718,6 @@ class ControlPlane:
     def _on_join_request(self, peer: Peer, msg: messages.JoinRequestMessage) -> None:
         """A node without a certificate asks to join: one request per session, from a
         session that showed no certificate, handed to ``on_join`` (meshd.join)."""
-        if peer.member is not None or peer.joining:
-            self._refuse(peer, "unexpected_kind", "JOIN_REQUEST on a member's or a joined session")
-            return
         if self.on_join is None:
             self._refuse(peer, "join_unavailable", "this node takes no join requests")
             return
@@ -1257,9 +1243,6 @@ class ControlPlane:
         """Reconciliation with a neighbour that announced the feature
         (meshd.membership.directory_sync); entries that do not verify are counted in its
         refusals and the session stays up."""
-        if not self.peer_supports(peer, messages.Feature.DIRECTORY):
-            self._refuse(peer, "unexpected_kind", f"{type(msg).__name__} without the feature")
-            return
         try:
             if isinstance(msg, messages.DirectoryDigest):
                 self._send_directory(self.directory_sync.on_digest(peer.node_id, msg, now))
@@ -1415,12 +1398,12 @@ class ControlPlane:
         }
 
 
-class Refusal(Exception):
-    """A peer's message is refused: ``reason`` is the code its session is closed with."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
+def _session_state(peer: Peer) -> SessionState:
+    if peer.awaiting_capabilities:
+        return SessionState.OPENING
+    if peer.joining:
+        return SessionState.JOINING
+    return SessionState.UNVERIFIED if peer.member is None else SessionState.VERIFIED
 
 
 Credential = tuple[MembershipCertificate, tuple[DelegationCertificate, ...]]
@@ -1441,14 +1424,14 @@ def check_membership(
     msg: messages.Membership | messages.RenewRequest,
     own: OwnMembership,
     node_id: str,
-    now: float | None = None,
+    now: float,
 ) -> tuple[VerifiedMember, Credential]:
     """The peer's certificate (and delegation) verified against our mesh at ``now`` (the
-    mesh's time; None: the system clock), for the node id its session authenticated;
-    Refusal with the reason otherwise."""
+    mesh's time, every session's), for the node id its session authenticated; Refusal
+    with the reason otherwise."""
     try:
         cert, chain = decode_credential(msg)
-        member = verify_membership(cert, chain, own.trust, time.time() if now is None else now)
+        member = verify_membership(cert, chain, own.trust, now)
     except MembershipError as exc:  # malformed, or does not verify
         raise Refusal(str(exc.reason_code), exc.message) from None
     if member.node_id != node_id:

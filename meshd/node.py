@@ -29,6 +29,8 @@ from meshd import addressing, api, control_calls, mesh, sysinfo, trust
 from meshd.claims import ClaimService, Signer
 from meshd.client import ControlClient, ControlError
 from meshd.config import Config, parse_endpoint, parse_port_range, parse_rate_kbit, socket_path
+from meshd.core.proto.babel import BABEL_PORT
+from meshd.core.proto.session import MESHD_2, Claim, ReceiptMessage
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
 from meshd.identity import Identity, public_from_node_id
@@ -46,8 +48,6 @@ from meshd.net.link_meter import LinkMeter
 from meshd.net.netlink import MAIN_TABLE, IPNetwork, Netlink, NetlinkError, Route, Rule
 from meshd.net.resolver import system_resolver
 from meshd.net.throttle import Throttle
-from meshd.proto.babel import BABEL_PORT
-from meshd.proto.session import MESHD_2, Claim, ReceiptMessage
 from meshd.receipts.counting import Snapshot, advance
 from meshd.receipts.exchange import ZERO
 from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange

@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from meshd.proto import session as session_types
+    from meshd.core.proto import session as session_types
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -94,8 +94,8 @@ class DecodeFailure(Exception):
 def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, object]]:
     """The JSON lines for ``data``; DecodeFailure with the reason code when it is none."""
     if kind == "auto":
+        from meshd.core.proto import session as session_kinds
         from meshd.membership.canonical import MessageType
-        from meshd.proto import session as session_kinds
 
         # Membership records start with their type (1-6), receipts with theirs (0x11),
         # session messages with their kind (1-25, RENEW_GRANTED is 0x11 too), beacons with
@@ -130,7 +130,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
 
 
 def _beacon(data: bytes) -> list[dict[str, object]]:
-    from meshd.proto.beacon import BeaconError, decode_beacon
+    from meshd.core.proto.beacon import BeaconError, decode_beacon
 
     try:
         return [{"type": "beacon", **decode_beacon(data).to_json()}]
@@ -139,8 +139,8 @@ def _beacon(data: bytes) -> list[dict[str, object]]:
 
 
 def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
-    from meshd.proto.babel import BabelDecodeError, decode_packet_detail
-    from meshd.proto.babel_json import decoded_to_json, skipped_to_json
+    from meshd.core.proto.babel import BabelDecodeError, decode_packet_detail
+    from meshd.core.proto.babel_json import decoded_to_json, skipped_to_json
 
     try:
         packet = decode_packet_detail(data)
@@ -182,7 +182,7 @@ def _receipt(data: bytes) -> list[dict[str, object]]:
 
 
 def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
-    from meshd.proto import session
+    from meshd.core.proto import session
 
     try:
         msg = session.decode(data)
@@ -198,7 +198,7 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
             *({"node_id": e.node_id, "host": e.host, "port": e.port} for e in msg.endpoints),
         ]
     if isinstance(msg, session.Gateway):
-        from meshd.proto.gateway import GatewayError, decode_advert
+        from meshd.core.proto.gateway import GatewayError, decode_advert
 
         try:
             advert = decode_advert(msg.advert)
@@ -281,7 +281,7 @@ def _join(
     msg: session_types.JoinRequestMessage | session_types.JoinGranted | session_types.JoinRefused,
 ) -> list[dict[str, object]]:
     """The join kinds: the records they carry, parsed but not verified."""
-    from meshd.proto import session
+    from meshd.core.proto import session
 
     if isinstance(msg, session.JoinRefused):
         head = {"type": "session", "kind": "join_refused", "node_id": msg.node_id}

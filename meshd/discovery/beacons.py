@@ -25,14 +25,14 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.proto.beacon import (
+from meshd.core.proto.beacon import (
     MESH_ID_LENGTH,
     BeaconError,
     BeaconReason,
     make_beacon,
     parse_beacon,
 )
+from meshd.identity import node_id_from_public
 
 Address = tuple[str, int]
 

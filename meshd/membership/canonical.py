@@ -52,7 +52,7 @@ class MessageType(enum.IntEnum):
     REVOCATION = 0x04
     INVITE = 0x05  # meshd.invites: a one-time, expiring invitation to join
     JOIN_REQUEST = 0x06  # meshd.invites: the joining node's keys, proving the secret
-    # 0x10..0x1f are for metering (claims travel as session messages, meshd.proto.session).
+    # 0x10..0x1f are for metering (claims travel as session messages, meshd.core.proto.session).
     RECEIPT = 0x11  # meshd.receipts: a consumer's signed cumulative byte counts
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from meshd.core.proto.session import FINGERPRINT_LENGTH
 from meshd.membership.errors import MembershipError
 from meshd.membership.messages import DelegationCertificate, MembershipCertificate
 from meshd.membership.revocations import RevocationTarget
@@ -37,7 +38,6 @@ from meshd.membership.verify import (
     check_not_revoked,
     verify_membership,
 )
-from meshd.proto.session import FINGERPRINT_LENGTH
 
 MAX_ENTRIES = 10_000
 FILE_MAGIC = b"meshd-directory-v1\n"

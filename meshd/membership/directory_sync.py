@@ -24,15 +24,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshd.membership.directory import Added, Directory, DirectoryError, Entry
-from meshd.membership.verify import VerifiedMember
-from meshd.proto.session import (
+from meshd.core.proto.session import (
     MAX_DIRECTORY_ENTRIES,
     MAX_FINGERPRINTS,
     DirectoryDigest,
     DirectoryEntries,
     DirectoryFingerprints,
 )
+from meshd.membership.directory import Added, Directory, DirectoryError, Entry
+from meshd.membership.verify import VerifiedMember
 
 DirectoryMessage = DirectoryDigest | DirectoryFingerprints | DirectoryEntries
 Outgoing = list[tuple[str, DirectoryMessage]]

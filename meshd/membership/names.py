@@ -13,7 +13,7 @@ from being guessed from a list of likely names; it is derived from the invite's 
 secret (``salt_for_invite``), which only the issuer (when it made the invite) and the
 household's node ever held, so the invite token can carry the name beside it and the
 issuer never stores the salt. The node shows its name (a ``NameOpening``: the name and the
-salt) to its direct neighbours only, on the session (meshd.proto.session NAME, feature
+salt) to its direct neighbours only, on the session (meshd.core.proto.session NAME, feature
 ``private_names``); they check it against the certificate (``opens``). Everyone else sees
 the node by its id (``shown``). A household that wants its name known mesh-wide is invited
 with ``meshd invite --show-name``: the certificate then holds the name itself, as before.

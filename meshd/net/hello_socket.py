@@ -24,8 +24,8 @@ import struct
 import time
 from collections.abc import Callable
 
+from meshd.core.proto.babel import BABEL_PORT
 from meshd.log import event
-from meshd.proto.babel import BABEL_PORT
 
 # (data, source, interface, when it arrived: the kernel's time, on the monotonic clock)
 OnPacket = Callable[[bytes, ipaddress.IPv6Address, str, float], None]

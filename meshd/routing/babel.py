@@ -58,7 +58,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     AE_IPV4,
     AE_IPV6,
     AE_WILDCARD,

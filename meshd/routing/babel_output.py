@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from meshd.proto.babel import TLV, DecodedTLV, ParserState, RouterId
+from meshd.core.proto.babel import TLV, DecodedTLV, ParserState, RouterId
 
 
 def with_parser_state(tlvs: Iterable[TLV]) -> list[DecodedTLV]:

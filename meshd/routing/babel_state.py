@@ -4,7 +4,7 @@ triggered updates, feasibility distances, expiry, seqno requests. ``BabelRouter`
 
 from __future__ import annotations
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     METRIC_INFINITY,
     TLV,
     OriginSignature,

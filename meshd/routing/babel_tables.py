@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from meshd.proto.babel import METRIC_INFINITY, OriginSignature, seqno_less
+from meshd.core.proto.babel import METRIC_INFINITY, OriginSignature, seqno_less
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 NeighbourId = str  # the caller's name for a neighbour link (meshd: the neighbour's node id)

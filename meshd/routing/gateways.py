@@ -1,7 +1,7 @@
 """Which gateway to leave the mesh by (pure: adverts, metrics and ``now`` in; a choice and
 its reasons out).
 
-Every sharing node floods a signed GatewayAdvert (meshd.proto.gateway). A node without a
+Every sharing node floods a signed GatewayAdvert (meshd.core.proto.gateway). A node without a
 working uplink of its own keeps the newest advert of each gateway (``offer`` says whether
 one was new, which is when to pass it on) and picks, among the gateways it can use, the
 one with the lowest Babel metric to the gateway's mesh address:
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshd.proto.babel import METRIC_INFINITY
-from meshd.proto.gateway import GatewayAdvert
+from meshd.core.proto.babel import METRIC_INFINITY
+from meshd.core.proto.gateway import GatewayAdvert
 
 SWITCH_MARGIN = 96  # one hop's worth of metric
 

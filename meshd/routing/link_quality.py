@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     AE_WILDCARD,
     IHU,
     METRIC_INFINITY,

@@ -42,7 +42,7 @@ from typing import Final
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from meshd.proto.babel import OriginSignature, seqno_less
+from meshd.core.proto.babel import OriginSignature, seqno_less
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshd.proto.session import MESHD_1
+from meshd.core.proto.session import MESHD_1
 
 
 @dataclass(frozen=True)

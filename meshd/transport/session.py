@@ -43,7 +43,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.tls import AlertDescription
 
-from meshd.proto.session import PROTOCOLS
+from meshd.core.proto.session import PROTOCOLS
 from meshd.transport import _aioquic_private as private
 from meshd.transport.certs import CertificateKeyError, NodeCredentials, node_id_from_certificate
 from meshd.transport.events import (
@@ -64,7 +64,7 @@ from meshd.transport.framing import (
     varint_size,
 )
 
-ALPN_PROTOCOLS = PROTOCOLS  # neighbour sessions' versions, newest first (meshd.proto.session)
+ALPN_PROTOCOLS = PROTOCOLS  # neighbour sessions' versions, newest first (meshd.core.proto.session)
 VERSION_UNSUPPORTED = "version_unsupported"  # no ALPN in common
 # RFC 9001 4.8: a TLS alert is sent as the QUIC CRYPTO_ERROR 0x100 + its description.
 _NO_COMMON_ALPN = QuicErrorCode.CRYPTO_ERROR + AlertDescription.no_application_protocol

@@ -72,7 +72,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from benchmarks.results import Result
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     DecodedTLV,
     RouteRequest,
     SeqnoRequest,

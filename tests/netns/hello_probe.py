@@ -18,8 +18,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from meshd.core.proto.babel import BabelDecodeError, decode_packet, encode_packet
 from meshd.net.hello_socket import HelloSocket
-from meshd.proto.babel import BabelDecodeError, decode_packet, encode_packet
 from meshd.routing.link_quality import LinkQuality, LinkQualityParams
 
 

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's m
 from nacl.public import PrivateKey  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
+from meshd.core.proto import session  # noqa: E402
 from meshd.invites import Endpoint, InviteToken, join_request, parse_token  # noqa: E402
 from meshd.join import JoinClient  # noqa: E402
-from meshd.proto import session  # noqa: E402
 from meshd.transport.certs import node_certificate  # noqa: E402
 
 

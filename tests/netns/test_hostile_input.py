@@ -116,7 +116,7 @@ def bed() -> Iterator[Bed]:
 
 
 def membership_message(certificate: bytes, delegation: bytes = b"") -> bytes:
-    from meshd.proto import session
+    from meshd.core.proto import session
 
     return session.encode(session.Membership(certificate, delegation))
 
@@ -226,7 +226,7 @@ def certificate_codes() -> frozenset[str]:
 
 
 def cases(membership: bytes, wrong: dict[str, bytes]) -> st.SearchStrategy[Case]:
-    from meshd.proto import session
+    from meshd.core.proto import session
 
     codes = certificate_codes()
     babel = session.BABEL
@@ -352,7 +352,7 @@ def test_malformed_session_messages_close_that_session_only(bed: Bed) -> None:
     """With a's meshd stopped, a session to b as a (a's key, a's valid MEMBERSHIP), then
     one malformed or oversized message, per Hypothesis example. b closes each session
     with the reason code and logs it; its session and route with c never move."""
-    from meshd.proto import session
+    from meshd.core.proto import session
 
     status = {n: bed.status(n) for n in "abc"}
     b_id, b_pid = status["b"]["node_id"], bed.pid("b")

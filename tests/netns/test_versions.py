@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from meshd.proto.session import FEATURES
+from meshd.core.proto.session import FEATURES
 from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD

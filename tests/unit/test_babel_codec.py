@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     IHU,
     TLV,
     Ack,
@@ -374,10 +374,10 @@ def test_the_codec_is_a_pure_core() -> None:
     import ast
     from pathlib import Path
 
-    import meshd.proto
+    import meshd.core.proto
 
     forbidden = {"asyncio", "socket", "time", "datetime", "os", "sqlite3", "pyroute2", "aioquic"}
-    for path in Path(meshd.proto.__file__).parent.glob("*.py"):
+    for path in Path(meshd.core.proto.__file__).parent.glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

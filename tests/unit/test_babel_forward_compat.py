@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     AE_IPV4,
     AE_IPV6,
     IHU,

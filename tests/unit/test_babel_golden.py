@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey, VerifyKey
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     IHU,
     Hello,
     HelloTimestamp,
@@ -22,7 +22,7 @@ from meshd.proto.babel import (
     decode_packet,
     encode_packet,
 )
-from meshd.proto.babel_json import tlv_from_json, tlv_to_json
+from meshd.core.proto.babel_json import tlv_from_json, tlv_to_json
 from meshd.routing.origin import signed_message
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "babel"

@@ -10,7 +10,7 @@ from functools import reduce
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     IHU,
     TLV,
     Ack,
@@ -38,7 +38,7 @@ from meshd.proto.babel import (
     seqno_add,
     seqno_less,
 )
-from meshd.proto.babel_json import tlv_from_json, tlv_to_json
+from meshd.core.proto.babel_json import tlv_from_json, tlv_to_json
 
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)

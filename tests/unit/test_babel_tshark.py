@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     IHU,
     TLV,
     Ack,

@@ -1,4 +1,4 @@
-"""The beacon wire format (meshd.proto.beacon): golden vectors both ways, every reason code,
+"""The beacon wire format (meshd.core.proto.beacon): golden vectors both ways, every reason code,
 and Hypothesis: random or mutated bytes only ever raise BeaconError."""
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.proto.beacon import (
+from meshd.core.proto.beacon import (
     BEACON_SIZE,
     MAGIC,
     Beacon,
@@ -25,6 +24,7 @@ from meshd.proto.beacon import (
     make_beacon,
     parse_beacon,
 )
+from meshd.identity import node_id_from_public
 from tests.golden import vectors
 from tests.golden.beacon import make_vectors as GEN
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from meshd.core.proto.beacon import BeaconReason, make_beacon, parse_beacon
 from meshd.discovery import (
     BeaconScheduler,
     BeaconSettings,
@@ -20,7 +21,6 @@ from meshd.discovery import (
     DiscoveryReason,
     Rejected,
 )
-from meshd.proto.beacon import BeaconReason, make_beacon, parse_beacon
 
 MESH_ID = bytes.fromhex("a2e8efa88f9a2fc610601fc30b9f0e1d")
 WALL0 = 1_767_225_600.0  # wall clock at simulated time 0

@@ -13,10 +13,10 @@ import pytest
 
 from meshd.claims import ClaimService, Signer
 from meshd.config import ReceiptsSettings
+from meshd.core.proto.session import Claim, ReceiptAck, ReceiptMessage
 from meshd.ledger import Ledger
 from meshd.net import command
 from meshd.net.throttle import Throttle
-from meshd.proto.session import Claim, ReceiptAck, ReceiptMessage
 from meshd.receipts import Receipt
 from meshd.receipts.counting import Snapshot
 from tests.unit.receipt_fixtures import CONSUMER, CONSUMER_CERT, MESH, PROVIDER, STRANGER, nid

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from meshd import identity, mesh
+from meshd.core.proto import session
+from meshd.core.proto.babel import AE_IPV4, Hello, RouterId, Update, decode_packet, encode_packet
 from meshd.membership import (
     DEFAULT_SKEW_S,
     MeshTrust,
@@ -26,8 +28,6 @@ from meshd.membership import (
     revoke,
     verify_membership,
 )
-from meshd.proto import session
-from meshd.proto.babel import AE_IPV4, Hello, RouterId, Update, decode_packet, encode_packet
 from meshd.routing.babel import BabelRouter
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
@@ -484,7 +484,7 @@ def test_a_live_neighbour_whose_certificate_expires_is_dropped(
 def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
     world: World, tmp_path: Path
 ) -> None:
-    from meshd.proto.gateway import make_advert
+    from meshd.core.proto.gateway import make_advert
 
     third = identity.generate(tmp_path / "third")
     world.verified()

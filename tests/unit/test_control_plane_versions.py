@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from meshd import mesh
-from meshd.proto import session
-from meshd.proto.babel import OriginSignature, Update, decode_packet
-from meshd.proto.session import FEATURES, MESHD_1, MESHD_2, Feature
+from meshd.core.proto import session
+from meshd.core.proto.babel import OriginSignature, Update, decode_packet
+from meshd.core.proto.session import FEATURES, MESHD_1, MESHD_2, Feature
 from meshd.routing.babel import BabelRouter
 from meshd.routing.origin import signed_message
 from meshd.transport.events import SessionClosed, SessionUp

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meshd.proto import session
+from meshd.core.proto import session
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "membership"
 
@@ -125,7 +125,7 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
     if head["kind"] == "receipt_ack":
         return session.ReceiptAck(int(head["epoch"]), int(head["seq"]))  # type: ignore[call-overload]
     if head["kind"] == "gateway":
-        from meshd.proto.gateway import GatewayAdvert
+        from meshd.core.proto.gateway import GatewayAdvert
 
         fields = {k: v for k, v in rest[0].items() if k != "type"}
         return session.Gateway(GatewayAdvert.from_json(fields).encode())

@@ -5,6 +5,7 @@ it, and a neighbour asking too often is answered at most once per round."""
 
 from __future__ import annotations
 
+from meshd.core.proto import session
 from meshd.membership import MeshTrust
 from meshd.membership.directory import Directory, Entry
 from meshd.membership.directory_sync import (
@@ -14,7 +15,6 @@ from meshd.membership.directory_sync import (
     DirectorySync,
     Outgoing,
 )
-from meshd.proto import session
 from tests.unit.receipt_fixtures import (
     ADMIN,
     CONSUMER_CERT,

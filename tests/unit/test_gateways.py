@@ -1,4 +1,5 @@
-"""Gateway adverts (meshd/proto/gateway.py) and the choice of exit (meshd/routing/gateways.py)."""
+"""Gateway adverts (meshd/core/proto/gateway.py) and the choice of exit
+(meshd/routing/gateways.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.proto.gateway import (
+from meshd.core.proto.gateway import (
     ADVERT_SIZE,
     GatewayAdvert,
     GatewayError,
     decode_advert,
     make_advert,
 )
+from meshd.identity import node_id_from_public
 from meshd.routing.gateways import GatewayTable
 
 VECTOR = Path(__file__).resolve().parents[1] / "golden" / "gateway" / "advert.json"

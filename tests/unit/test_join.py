@@ -20,6 +20,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from meshd import config, identity, join, mesh, trust
+from meshd.core.proto import session
 from meshd.invites import (
     TOKEN_FILE,
     Endpoint,
@@ -41,7 +42,6 @@ from meshd.membership import (
     revoke,
     verify_membership,
 )
-from meshd.proto import session
 from meshd.routing.babel import BabelRouter
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp

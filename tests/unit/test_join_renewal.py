@@ -15,6 +15,7 @@ from nacl.signing import SigningKey
 
 from meshd import identity, join, mesh, trust
 from meshd.config import MembershipSettings
+from meshd.core.proto import session
 from meshd.membership import (
     MembershipCertificate,
     MeshTrust,
@@ -24,7 +25,6 @@ from meshd.membership import (
     revoke,
     verify_membership,
 )
-from meshd.proto import session
 from meshd.routing.babel import BabelRouter
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionUp

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     AE_WILDCARD,
     IHU,
     METRIC_INFINITY,

@@ -12,6 +12,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from meshd import trust
+from meshd.core.proto import session
 from meshd.identity import node_id_from_public
 from meshd.membership import (
     MembershipError,
@@ -24,7 +25,6 @@ from meshd.membership import (
     revoke,
 )
 from meshd.membership.rotation import adopt, chain_anchors, check_successor, rotate_mesh
-from meshd.proto import session
 from meshd.transport.events import SessionUp
 from tests.unit.test_control_plane import NOW, World
 

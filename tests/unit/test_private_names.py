@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from meshd.core.proto import session
+from meshd.core.proto.session import Feature
 from meshd.invites import Endpoint, InviteError, Issuer, issue_invite, parse_token
 from meshd.invites.token import InviteToken
 from meshd.membership import MeshTrust, issue_membership, verify_membership
@@ -26,8 +28,6 @@ from meshd.membership.names import (
     salt_for_invite,
     shown,
 )
-from meshd.proto import session
-from meshd.proto.session import Feature
 from meshd.transport.events import SessionUp
 from tests.golden.invites import make_vectors as GEN
 from tests.unit.test_control_plane import World, membership_of

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     AE_IPV4,
     AE_WILDCARD,
     METRIC_INFINITY,

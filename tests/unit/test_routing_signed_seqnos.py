@@ -9,8 +9,7 @@ import ipaddress
 import pytest
 from nacl.signing import SigningKey
 
-from meshd.mesh import forged
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     TLV,
     OriginSignature,
     RouteRequest,
@@ -20,6 +19,7 @@ from meshd.proto.babel import (
     decode_packet_detail,
     encode_packet,
 )
+from meshd.mesh import forged
 from meshd.routing.babel import BabelParams, BabelRouter, RefusedUpdate
 from meshd.routing.babel_tables import IPNetwork
 from meshd.routing.origin import (

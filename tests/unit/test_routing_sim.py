@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     METRIC_INFINITY,
     TLV,
     OriginSignature,

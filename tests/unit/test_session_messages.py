@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshd.proto import session
+from meshd.core.proto import session
 
 
 def test_golden_membership_bytes() -> None:

@@ -17,8 +17,8 @@ from nacl.signing import SigningKey
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
+from meshd.core.proto.beacon import Beacon, make_beacon  # noqa: E402
 from meshd.identity import node_id_from_public  # noqa: E402
-from meshd.proto.beacon import Beacon, make_beacon  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 
 

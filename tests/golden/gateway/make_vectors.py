@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from meshd.proto.gateway import make_advert
+from meshd.core.proto.gateway import make_advert
 
 HERE = Path(__file__).resolve().parent
 KEY = SigningKey(bytes(range(32)))  # a fixed test key
@@ -32,7 +32,7 @@ def advert() -> bytes:
 
 
 def main() -> None:
-    from meshd.proto.gateway import decode_advert
+    from meshd.core.proto.gateway import decode_advert
 
     data = advert()
     vector = {"hex": data.hex(), "json": decode_advert(data).to_json()}

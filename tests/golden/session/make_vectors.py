@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from meshd.commands.decode import decode
+from meshd.core.proto import session
 from meshd.invites import join_request
 from meshd.membership import (
     DelegationCertificate,
@@ -22,7 +23,6 @@ from meshd.membership import (
 from meshd.membership.directory import Entry
 from meshd.membership.renewal import RenewalIssuer, renew
 from meshd.membership.rotation import rotate_mesh
-from meshd.proto import session
 from tests.golden.gateway.make_vectors import advert as gateway_advert
 from tests.golden.invites import make_vectors as INVITES
 from tests.golden.membership import make_vectors as MEMBERSHIP_RECORDS

@@ -6,7 +6,7 @@
     ENDPOINTS (4):   u16 count | count x (32-octet node key | 16-octet IPv6 address, IPv4
                      mapped | u16 QUIC port): where the sender reaches its other neighbours
     REVOCATIONS (5): u16 count | count x (u16 length | canonical Revocation)
-    GATEWAY (6):     one signed gateway advert (meshd.proto.gateway, 192 octets), flooded
+    GATEWAY (6):     one signed gateway advert (meshd.core.proto.gateway, 192 octets), flooded
     EXIT_REQUEST (7): (no body) on an exit session, the user asks to leave by this gateway
     EXIT_GRANT (8):  u16 the gateway's WireGuard exit port: the user's key is a peer there
     EXIT_REFUSED (9): the reason, 1..64 octets of ASCII letters, digits and "_"

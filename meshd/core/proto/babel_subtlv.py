@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from meshd.proto.babel_wire import BabelDecodeError, Reader, check_uint
+from meshd.core.proto.babel_wire import BabelDecodeError, Reader, check_uint
 
 SUBTLV_PAD1: Final = 0
 SUBTLV_PADN: Final = 1

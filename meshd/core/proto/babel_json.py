@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from meshd.proto.babel import (
+from meshd.core.proto.babel import (
     IHU,
     TLV,
     Ack,
@@ -33,7 +33,7 @@ from meshd.proto.babel import (
     UnknownSubTLV,
     Update,
 )
-from meshd.proto.babel_wire import IPAddress, IPNetwork
+from meshd.core.proto.babel_wire import IPAddress, IPNetwork
 
 TYPE_NAMES: dict[type, str] = {
     Pad1: "pad1",

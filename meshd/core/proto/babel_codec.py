@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from meshd.proto.babel_subtlv import decode_subtlvs, encode_subtlvs
-from meshd.proto.babel_tlv import (
+from meshd.core.proto.babel_subtlv import decode_subtlvs, encode_subtlvs
+from meshd.core.proto.babel_tlv import (
     ACK,
     ACK_REQUEST,
     HELLO,
@@ -34,7 +34,7 @@ from meshd.proto.babel_tlv import (
     SeqnoRequest,
     Update,
 )
-from meshd.proto.babel_wire import (
+from meshd.core.proto.babel_wire import (
     AE_IPV4,
     AE_IPV6,
     AE_WILDCARD,

@@ -13,13 +13,13 @@ import ipaddress
 from dataclasses import dataclass, replace
 from typing import Final
 
-from meshd.proto.babel_subtlv import (
+from meshd.core.proto.babel_subtlv import (
     HelloTimestamp,
     IHUTimestamp,
     SubTLV,
     check_subtlvs,
 )
-from meshd.proto.babel_wire import (
+from meshd.core.proto.babel_wire import (
     AE_IPV4,
     AE_IPV6,
     AE_WILDCARD,

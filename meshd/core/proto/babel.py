@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from meshd.proto.babel_codec import KNOWN_TYPES, decode_tlv, encode_tlv
-from meshd.proto.babel_subtlv import (
+from meshd.core.proto.babel_codec import KNOWN_TYPES, decode_tlv, encode_tlv
+from meshd.core.proto.babel_subtlv import (
     HelloTimestamp,
     IHUTimestamp,
     OriginSignature,
@@ -27,7 +27,7 @@ from meshd.proto.babel_subtlv import (
     SubTLV,
     UnknownSubTLV,
 )
-from meshd.proto.babel_tlv import (
+from meshd.core.proto.babel_tlv import (
     IHU,
     METRIC_INFINITY,
     PAD1,
@@ -44,7 +44,7 @@ from meshd.proto.babel_tlv import (
     SeqnoRequest,
     Update,
 )
-from meshd.proto.babel_wire import (
+from meshd.core.proto.babel_wire import (
     AE_IPV4,
     AE_IPV6,
     AE_LINK_LOCAL,

@@ -30,7 +30,7 @@ from nacl.bindings import crypto_core_ed25519_is_valid_point
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from meshd.identity import node_id_from_public, public_from_node_id
+from meshd.core.keys import node_id_from_public, public_from_node_id
 
 MAGIC = b"MSHB"
 VERSION = 1

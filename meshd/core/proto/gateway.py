@@ -36,10 +36,10 @@ from nacl.bindings import crypto_core_ed25519_is_valid_point
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from meshd.identity import node_id_from_public, public_from_node_id
+from meshd.core.keys import node_id_from_public, public_from_node_id
 
 VERSION = 1
-DOMAIN = b"meshd-gateway-v1\0"  # a signing domain of its own (see meshd.proto.beacon)
+DOMAIN = b"meshd-gateway-v1\0"  # a signing domain of its own (see meshd.core.proto.beacon)
 MESH_ID_LENGTH = 16
 SIGNATURE_LENGTH = 64
 FLAG_AVAILABLE = 0x01
