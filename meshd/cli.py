@@ -39,9 +39,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def node_ids_as_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """A node id is URL-safe base64 and begins with "-" once in 64: argparse would take it
+    for an option. As an option's value it is joined to the option (``--admin-key=ID``);
+    standing alone (a command's NODE) it goes after a final ``--``, where argparse reads
+    only positionals. Anything else is left as it is."""
+    takes_value = _value_options(parser)
+    out: list[str] = []
+    alone: list[str] = []
+    for arg in argv:
+        if "--" in out or not (arg.startswith("-") and _is_node_id(arg)):
+            out.append(arg)
+        elif out and out[-1] in takes_value:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            alone.append(arg)
+    return [*out, "--", *alone] if alone and "--" not in out else out + alone
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The long options that take a value, in ``parser`` and every subcommand's."""
+    found: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _value_options(sub)
+        elif action.nargs != 0:
+            found |= {s for s in action.option_strings if s.startswith("--")}
+    return found
+
+
+def _is_node_id(text: str) -> bool:
+    from meshd.core.keys import public_from_node_id
+
+    try:
+        public_from_node_id(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(node_ids_as_arguments(parser, sys.argv[1:] if argv is None else argv))
     if not args.command:
         parser.print_help()
         return 2

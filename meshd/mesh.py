@@ -258,11 +258,24 @@ class Peer:
     features: frozenset[str] = field(default_factory=frozenset)
     awaiting_capabilities: bool = False  # a meshd/2 session up, its CAPABILITIES not yet in
 
-    @property
-    def state(self) -> str:
-        if self.routing:
+    def state(self, liveness: str | None) -> str:
+        """What status shows of it: ``up`` only when its tunnel carries packets
+        (``liveness``, the node's reading of the tunnel; None: no tunnel) and its session
+        is verified and routing; a tunnel alive without a session is still connecting."""
+        if liveness is not None and liveness != "up":
+            return liveness
+        if liveness is not None and self.routing:
             return "up"
         return "connecting" if self.session_up or not self.last_refusal else "down"
+
+    @property
+    def session_state(self) -> SessionState:
+        """Where its session is (meshd.core.session_policy): what it may send now."""
+        if self.awaiting_capabilities:
+            return SessionState.OPENING
+        if self.joining:
+            return SessionState.JOINING
+        return SessionState.UNVERIFIED if self.member is None else SessionState.VERIFIED
 
     @property
     def is_neighbour(self) -> bool:
@@ -633,7 +646,7 @@ class ControlPlane:
     def _on_message(self, peer: Peer, data: bytes, now: float) -> None:
         try:
             msg = messages.decode(data)
-            policy.check(SessionKind.NEIGHBOUR, _session_state(peer), msg, peer.features)
+            policy.check(SessionKind.NEIGHBOUR, peer.session_state, msg, peer.features)
         except messages.SessionMessageError as exc:
             self._refuse(peer, exc.reason, str(exc))
             return
@@ -1396,14 +1409,6 @@ class ControlPlane:
             "protocol": peer.protocol,
             "features": sorted(str(f) for f in peer.features),
         }
-
-
-def _session_state(peer: Peer) -> SessionState:
-    if peer.awaiting_capabilities:
-        return SessionState.OPENING
-    if peer.joining:
-        return SessionState.JOINING
-    return SessionState.UNVERIFIED if peer.member is None else SessionState.VERIFIED
 
 
 Credential = tuple[MembershipCertificate, tuple[DelegationCertificate, ...]]

@@ -671,7 +671,7 @@ class Node:
                     "node_id": peer.node_id,
                     "name": peer.name,
                     "interface": peer.ifname,
-                    "state": _state(peer, link),
+                    "state": peer.state(link["liveness"] if link else None),
                     # From the probes through the tunnel; unknown (null) until measured.
                     # loss: the share of the neighbour's probes that did not reach us.
                     "rtt_ms": _round(quality.rtt_ms) if quality else None,
@@ -1037,16 +1037,6 @@ class Node:
             echo.close()
             self.netlink.close()
             event("node.stopped", name=self.cfg.node.name)
-
-
-def _state(peer: mesh.Peer, link: dict[str, Any] | None) -> str:
-    """up only when the tunnel carries packets and the neighbour's session is verified and
-    routing; a tunnel alive without a session is still connecting."""
-    if link is None:
-        return "down" if peer.last_refusal and not peer.session_up else "connecting"
-    if link["liveness"] != "up":
-        return str(link["liveness"])
-    return peer.state
 
 
 def _peer_matches(current: DeviceStatus, wanted: PeerUpdate) -> bool:

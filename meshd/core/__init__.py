@@ -1,2 +1,4 @@
-"""The pure cores of the service layer: no I/O, no clock of their own, no tasks (issue 21;
-the older cores under meshd/core/proto, routing, membership and receipts move here in turn)."""
+"""The pure cores: no I/O, no clock of their own, no tasks or threads, and meshd imported
+only from here (tests/unit/test_core_imports.py). proto/ (wire formats), keys (node ids)
+and session_policy are here; the other pure cores (routing, membership, receipts,
+invites, transport's session) move in as their last impurities go (issue 21)."""

@@ -167,7 +167,7 @@ def test_a_link_needs_session_certificate_and_tunnel(world: World) -> None:
     world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
     assert peer.member is not None and not peer.routing  # tunnel not yet carrying packets
     world.cp.wireguard_state(world.peer.node_id, True, 1.0)
-    assert peer.routing and peer.state == "up"
+    assert peer.routing and peer.state("up") == "up"  # its tunnel carrying packets
     assert world.cp.router._links  # the Babel link is up
     world.cp.wireguard_state(world.peer.node_id, False, 2.0)
     assert not peer.routing

@@ -142,7 +142,7 @@ def test_a_dial_refused_for_its_version_is_counted_and_shown(world: World) -> No
     world.event(refused, was_up=False)
     peer = world.peer_state()
     assert peer.refusals == {VERSION_UNSUPPORTED: 2}
-    assert peer.last_refusal == VERSION_UNSUPPORTED and peer.state == "down"
+    assert peer.last_refusal == VERSION_UNSUPPORTED and peer.state(None) == "down"
     assert world.cp.neighbour_status(peer)["refusal"] == VERSION_UNSUPPORTED
     # Other handshake failures are not the neighbour's doing: shown, not counted.
     world.event(SessionClosed("handshake_timeout", False, 0, world.peer.node_id), was_up=False)
