@@ -78,7 +78,7 @@ class ExitPeer:
     awaiting_capabilities: bool = False  # a meshd/2 session's first message is to come
 
     @property
-    def state(self) -> SessionState:
+    def session_state(self) -> SessionState:
         if self.awaiting_capabilities:
             return SessionState.OPENING
         return SessionState.UNVERIFIED if self.member is None else SessionState.VERIFIED
@@ -396,7 +396,7 @@ class ExitService:
     def _on_message(self, peer: ExitPeer, data: bytes) -> None:
         try:
             msg = messages.decode(data)
-            check(SessionKind.EXIT, peer.state, msg, ())  # no exit kind needs a feature yet
+            check(SessionKind.EXIT, peer.session_state, msg, ())  # no exit kind needs a feature yet
             if isinstance(msg, messages.Capabilities):
                 peer.awaiting_capabilities = False
             elif isinstance(msg, messages.Membership):
