@@ -5,7 +5,7 @@ thread (``submit``).
 
 - **Uplink health.** With ``[uplink] interface`` set, a TCP check through that interface
   only (meshd.net.uplink_probe) runs every ``health_interval_s``; the verdict is
-  meshd.routing.uplink_health's.
+  meshd.core.routing.uplink_health's.
 - **Gateway.** With ``share = true`` the node opens its exit interface and announces a
   signed GatewayAdvert (available while its uplink works, withdrawn at once when it
   stops, announced again when it recovers; refreshed well within its lifetime).
@@ -39,16 +39,16 @@ from nacl.signing import SigningKey
 
 from meshd import mesh
 from meshd.config import ExitSettings, UplinkSettings, parse_endpoint, parse_rate_kbit
+from meshd.core.membership import VerifiedMember
+from meshd.core.membership.names import shown
 from meshd.core.proto import session as messages
 from meshd.core.proto.gateway import make_advert
+from meshd.core.routing.uplink_health import Health, UplinkHealth
 from meshd.core.session_policy import Refusal, SessionKind, SessionState, check
 from meshd.ledger import Ledger, month_of
 from meshd.log import event
-from meshd.membership import VerifiedMember
-from meshd.membership.names import shown
 from meshd.net import uplink_probe
 from meshd.net.exit_tunnel import ExitTarget, ExitTunnels
-from meshd.routing.uplink_health import Health, UplinkHealth
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.udp import PeerEvent, QuicTransport

@@ -42,7 +42,7 @@ to the issuer and relays the answer (the issuer's store is the single truth, so 
 redeemed once however many bootstrap nodes see it). Forwarding uses a relay session like
 an exit session (meshd.exits): QUIC over the mesh to the issuer's mesh address, both sides
 showing their certificate first. The relay listens on the node's mesh IPv6 address (which
-anyone derives from a node id, meshd.addressing) on the exit sessions' port, with an ALPN
+anyone derives from a node id, meshd.core.addressing) on the exit sessions' port, with an ALPN
 of its own (``RELAY_ALPN``), so relay and exit sessions never meet: the exit service has
 the same port on the mesh IPv4 address. An issuer that does not answer within
 ``FORWARD_S`` is reported to the joining node as ``issuer_unreachable`` (it tries another
@@ -52,7 +52,7 @@ The issuer (``redeem_here``, on the kernel thread: SQLite) calls
 ``meshd.invites.redeem`` with its store (``state_dir/invites.sqlite``, made by ``meshd
 invite``): a node that issued nothing has no store and refuses ``unknown_invite``.
 
-Renewal takes the same path (the rules are in meshd.membership.renewal). Once the node's
+Renewal takes the same path (the rules are in meshd.core.membership.renewal). Once the node's
 certificate is due (``renew_at``), a node that can issue its own address (an admin, or a
 delegate whose pool holds it) renews it itself; any other asks its verified neighbours in
 turn, one RENEW_REQUEST every ``renew_retry_s`` on the neighbour session (its current
@@ -86,6 +86,15 @@ from nacl.signing import SigningKey
 from meshd import mesh, trust
 from meshd.config import MembershipSettings
 from meshd.core import session_policy as policy
+from meshd.core.membership import MembershipCertificate, MembershipError, VerifiedMember
+from meshd.core.membership.renewal import (
+    RenewalError,
+    RenewalIssuer,
+    RenewalReason,
+    accept_renewal,
+    renew,
+    renew_at,
+)
 from meshd.core.proto import session as messages
 from meshd.invites import (
     TOKEN_FILE,
@@ -108,15 +117,6 @@ from meshd.invites.join import ISSUER_UNREACHABLE, STORE_FAILED, accept_grant, c
 from meshd.invites.join import is_final as is_final_reason
 from meshd.invites.store import STORE_FILE, SqliteInviteStore
 from meshd.log import event
-from meshd.membership import MembershipCertificate, MembershipError, VerifiedMember
-from meshd.membership.renewal import (
-    RenewalError,
-    RenewalIssuer,
-    RenewalReason,
-    accept_renewal,
-    renew,
-    renew_at,
-)
 from meshd.transport.certs import NodeCredentials, node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings

@@ -30,7 +30,7 @@ Renewal (meshd.join does the asking and the issuing): a neighbour's RENEW_* mess
 certificate, checked like the first and put in place of it; ``renewed`` puts our own in
 place and sends it to every verified neighbour, so nobody waits for a reconnect.
 
-Admin rotation (meshd.membership.rotation): a mesh definition with a higher serial, signed
+Admin rotation (meshd.core.membership.rotation): a mesh definition with a higher serial, signed
 by an admin of ours, is adopted, stored (``mesh.cert``, and every definition adopted in
 ``mesh.chain``, which lets a restarted node follow the chain from the admin key its
 config pins) and flooded. A session starts CLOCK, MESH_DEFINITION (once rotated), then
@@ -61,8 +61,24 @@ from typing import Any, Protocol
 
 from nacl.signing import SigningKey
 
-from meshd import addressing
+from meshd.core import addressing
 from meshd.core import session_policy as policy
+from meshd.core.membership import (
+    DEFAULT_SKEW_S,
+    DelegationCertificate,
+    MembershipCertificate,
+    MembershipError,
+    MeshDefinition,
+    Revocation,
+    RevocationTarget,
+    VerifiedMember,
+    verify_membership,
+)
+from meshd.core.membership.clock import ClockConsensus
+from meshd.core.membership.directory import Added, Directory, DirectoryError, Entry
+from meshd.core.membership.directory_sync import DirectoryMessage, DirectorySync
+from meshd.core.membership.names import NameOpening, shown
+from meshd.core.membership.rotation import adopt as adopt_successor
 from meshd.core.proto import session as messages
 from meshd.core.proto.babel import (
     TLV,
@@ -76,33 +92,17 @@ from meshd.core.proto.babel import (
     seqno_add,
 )
 from meshd.core.proto.gateway import GatewayAdvert, GatewayError, decode_advert
+from meshd.core.routing.babel import BabelRouter, RefusedUpdate, RouteChange
+from meshd.core.routing.gateways import Choice, GatewayTable
+from meshd.core.routing.link_quality import LinkQuality, LinkQualityParams
+from meshd.core.routing.origin import OriginPolicy, OriginSigner, Owner
+from meshd.core.routing.progress import FlowSample, IPNetwork, ProgressWatch, Suspicion
 from meshd.core.session_policy import Refusal, SessionKind, SessionState
 from meshd.discovery.beacon_socket import BeaconService, Underlay
 from meshd.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
 from meshd.identity import public_from_node_id
 from meshd.log import event
-from meshd.membership import (
-    DEFAULT_SKEW_S,
-    DelegationCertificate,
-    MembershipCertificate,
-    MembershipError,
-    MeshDefinition,
-    Revocation,
-    RevocationTarget,
-    VerifiedMember,
-    verify_membership,
-)
-from meshd.membership.clock import ClockConsensus
-from meshd.membership.directory import Added, Directory, DirectoryError, Entry
-from meshd.membership.directory_sync import DirectoryMessage, DirectorySync
-from meshd.membership.names import NameOpening, shown
-from meshd.membership.rotation import adopt as adopt_successor
 from meshd.net.hello_socket import HelloSocket
-from meshd.routing.babel import BabelRouter, RefusedUpdate, RouteChange
-from meshd.routing.gateways import Choice, GatewayTable
-from meshd.routing.link_quality import LinkQuality, LinkQualityParams
-from meshd.routing.origin import OriginPolicy, OriginSigner, Owner
-from meshd.routing.progress import FlowSample, IPNetwork, ProgressWatch, Suspicion
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import VERSION_UNSUPPORTED, SessionSettings
@@ -125,7 +125,7 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
 MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
 SEQNO_FILE = "babel-seqno"
-DIRECTORY_FILE = "directory"  # every member's certificate (meshd.membership.directory)
+DIRECTORY_FILE = "directory"  # every member's certificate (meshd.core.membership.directory)
 ROUTE_REFUSALS_LOGGED_EVERY = 1000  # a refused route is logged at the first, then each 1000th
 # Babel's output is sent this long after the input that caused it, so that a burst of
 # updates (a neighbour's full table, a cold start) leaves as one packet per neighbour and one
@@ -151,7 +151,7 @@ Address = tuple[str, int]
 class MeshClock:
     """The node's one wall clock, Unix seconds: the system's (plus ``test_offset_s``, which
     only tests set, to play a Pi with a stale clock), corrected by the neighbours' median
-    once that is off by more than the tolerance (meshd.membership.clock)."""
+    once that is off by more than the tolerance (meshd.core.membership.clock)."""
 
     def __init__(self, tolerance_s: int = DEFAULT_SKEW_S, test_offset_s: float = 0.0) -> None:
         self.consensus = ClockConsensus(tolerance_s)
@@ -389,9 +389,9 @@ class ControlPlane:
         self._flush_timer: asyncio.TimerHandle | None = None
         self.membership_message = _membership_message(own)
         # Our private name and its salt, shown to verified neighbours (NAME); None: our
-        # certificate holds the name itself (meshd.membership.names).
+        # certificate holds the name itself (meshd.core.membership.names).
         self.name_opening = name_opening
-        # Whose routes are whose (meshd.routing.origin): Babel stores only what it passes.
+        # Whose routes are whose (meshd.core.routing.origin): Babel stores only what it passes.
         definition = own.trust.definition
         self.origins = OriginPolicy(
             definition.ipv4_prefix, definition.ipv6_prefix, accept_unsigned=accept_unsigned
@@ -404,7 +404,7 @@ class ControlPlane:
         )
         self.forge_seqnos = forge_seqnos  # config routing.test_forge_seqnos: tests only
         self.understate_metrics = understate_metrics  # routing.test_understate_metrics
-        # Next hops that lose a destination's traffic (meshd.routing.progress), and what
+        # Next hops that lose a destination's traffic (meshd.core.routing.progress), and what
         # was suspected of each: (destination, neighbour) -> the suspicion.
         self.progress = ProgressWatch()
         self.black_holes: dict[tuple[IPNetwork, str], Suspicion] = {}
@@ -756,7 +756,7 @@ class ControlPlane:
         """The peer's certificate checked at the mesh's time. One that is not valid by our
         clock but verifies at the time the peer said it is (in CLOCK) gives our clock its
         offset first: that is how a node with a stale clock learns the time
-        (meshd.membership.clock), if our own certificate is valid at that time too. A peer
+        (meshd.core.membership.clock), if our own certificate is valid at that time too. A peer
         whose certificate is fine by our clock gives none, so a neighbour with a stale clock
         never drags a node with a good one along, and one whose certificate expired cannot
         turn our clock back to before we were certified."""
@@ -1191,7 +1191,7 @@ class ControlPlane:
         seqno: int,
         proof: OriginSignature | None,
     ) -> str | None:
-        """Babel's seqno check (meshd.routing.origin): judged by our mesh clock; a
+        """Babel's seqno check (meshd.core.routing.origin): judged by our mesh clock; a
         neighbour's own routes need no proof (its session is its certificate)."""
         own_id = self._router_ids.get(neighbour)
         if own_id is None:
@@ -1211,7 +1211,7 @@ class ControlPlane:
 
     def _learn_origin(self, member: VerifiedMember, now: float) -> None:
         """A certificate verified: its addresses are its own from now on, and routes to
-        them that another origin announced go at the next flush (meshd.routing.origin)."""
+        them that another origin announced go at the next flush (meshd.core.routing.origin)."""
         self.origins.learn(owner_of(member))
         self.router.revalidate(now)
 
@@ -1254,7 +1254,7 @@ class ControlPlane:
 
     def _on_directory(self, peer: Peer, msg: DirectoryMessage, now: float) -> None:
         """Reconciliation with a neighbour that announced the feature
-        (meshd.membership.directory_sync); entries that do not verify are counted in its
+        (meshd.core.membership.directory_sync); entries that do not verify are counted in its
         refusals and the session stays up."""
         try:
             if isinstance(msg, messages.DirectoryDigest):
@@ -1334,7 +1334,7 @@ class ControlPlane:
 
     def origin_status(self) -> dict[str, Any]:
         """``meshd status``'s ``origins``: route updates held for an unknown origin, and
-        the origin signatures made and checked (meshd.routing.origin)."""
+        the origin signatures made and checked (meshd.core.routing.origin)."""
         return {
             "unsigned_routes": "accept" if self.origins.accept_unsigned else "refuse",
             "held": self.router.held(),

@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshd import addressing, api, control_calls, mesh, sysinfo, trust
+from meshd import api, control_calls, mesh, sysinfo, trust
 from meshd.claims import ClaimService, Signer
 from meshd.client import ControlClient, ControlError
 from meshd.config import Config, parse_endpoint, parse_port_range, parse_rate_kbit, socket_path
+from meshd.core import addressing
+from meshd.core.membership import MembershipCertificate, MembershipError, MeshDefinition
 from meshd.core.proto.babel import BABEL_PORT
 from meshd.core.proto.session import MESHD_2, Claim, ReceiptMessage
+from meshd.core.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
+from meshd.core.routing.liveness import LinkState, Liveness
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
 from meshd.identity import Identity, public_from_node_id
@@ -38,7 +42,6 @@ from meshd.invites import Endpoint as InviteEndpoint
 from meshd.join import JoinError, JoinService, bootstrap_endpoints, join_mesh, needs_join
 from meshd.ledger import Ledger
 from meshd.log import event
-from meshd.membership import MembershipCertificate, MembershipError, MeshDefinition
 from meshd.mesh import LinkSpec
 from meshd.net import firewall, sysctl
 from meshd.net.conntrack import FlowReader
@@ -50,8 +53,6 @@ from meshd.net.resolver import system_resolver
 from meshd.net.throttle import Throttle
 from meshd.receipts.counting import Snapshot, advance
 from meshd.receipts.exchange import ZERO
-from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
-from meshd.routing.liveness import LinkState, Liveness
 from meshd.wg.backend import WireGuardBackend
 from meshd.wg.model import DeviceStatus, DeviceUpdate, PeerUpdate, WireGuardError
 
@@ -134,7 +135,7 @@ class Node:
         self.echo: EchoProbe | None = None  # liveness probes, once running
         # Metering (kernel thread): the links' counters, into totals saved in the ledger.
         self.link_meter = LinkMeter(self.prefix)
-        self.flows = FlowReader()  # for black-hole detection (meshd.routing.progress)
+        self.flows = FlowReader()  # for black-hole detection (meshd.core.routing.progress)
         self._flows_failed = False
         self.ledger: Ledger | None = None
         self.link_counts: dict[str, Snapshot] = {}  # by neighbour node id; replaced whole
@@ -561,7 +562,7 @@ class Node:
 
     async def _watch_progress(self, now: float) -> bool:
         """Flows to mesh addresses that get no answer through a next hop: it may be a
-        black hole (meshd.routing.progress). Whether there were any."""
+        black hole (meshd.core.routing.progress). Whether there were any."""
         assert self.control is not None
         try:
             flows = await self.kernel(self.flows.read)
@@ -682,7 +683,7 @@ class Node:
                     # What it sent that we refused, by reason (DESIGN.md contract).
                     "refusals": dict(peer.refusals),
                     # Destinations it is kept out of the routes to: their traffic got no
-                    # answer through it (meshd.routing.progress).
+                    # answer through it (meshd.core.routing.progress).
                     "black_holes": sorted(
                         str(p) for p, n, _ in self.control.router.penalties() if n == peer.node_id
                     ),
@@ -706,11 +707,11 @@ class Node:
                 "admins": list(self.control.own.trust.admins),
             },
             "neighbours": neighbours,
-            # Every member's certificate this node holds (meshd.membership.directory).
+            # Every member's certificate this node holds (meshd.core.membership.directory).
             "directory": self.control.directory_status(),
-            # Route updates held or signed (meshd.routing.origin).
+            # Route updates held or signed (meshd.core.routing.origin).
             "origins": self.control.origin_status(),
-            # Next hops kept out of routes that lost their traffic (meshd.routing.progress).
+            # Next hops kept out of routes that lost their traffic (meshd.core.routing.progress).
             "black_holes": self.control.black_hole_status(),
             "routes": [
                 {

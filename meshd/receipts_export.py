@@ -16,14 +16,14 @@ import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from meshd.ledger import LEDGER_FILE, Dispute, Ledger
-from meshd.membership import (
+from meshd.core.membership import (
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
     MeshDefinition,
     MeshTrust,
 )
+from meshd.ledger import LEDGER_FILE, Dispute, Ledger
 from meshd.receipts import export_lines
 from meshd.receipts.dispute import DisputeRecord
 from meshd.receipts.receipt import JSON_KEYS

@@ -6,7 +6,7 @@ this node issue invites. All are canonical bytes as `meshd decode` reads them. T
 public material; the config pins the admin keys that must have signed the definition.
 ``revocations`` holds the revocations the node has learned (u16 length, then the canonical
 record, repeated), rewritten atomically whenever one is added. ``name.salt`` (16 octets,
-only for a private name: meshd.membership.names) is what, with the config's name, opens
+only for a private name: meshd.core.membership.names) is what, with the config's name, opens
 the commitment the certificate holds; it is written at join.
 """
 
@@ -18,8 +18,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshd.log import event
-from meshd.membership import (
+from meshd.core.membership import (
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -30,8 +29,9 @@ from meshd.membership import (
     VerifiedMember,
     verify_membership,
 )
-from meshd.membership.names import NameOpening, is_committed
-from meshd.membership.rotation import chain_anchors
+from meshd.core.membership.names import NameOpening, is_committed
+from meshd.core.membership.rotation import chain_anchors
+from meshd.log import event
 
 MESH_FILE = "mesh.cert"
 MEMBERSHIP_FILE = "membership.cert"

@@ -43,7 +43,7 @@ def styled(why: Why, text: str | None = None) -> Text:
 
 LOSSY = 0.05  # a link losing more of its probes than this is worth a look
 
-# The reason codes a session is refused or closed with (meshd.mesh, meshd.membership).
+# The reason codes a session is refused or closed with (meshd.mesh, meshd.core.membership).
 _REFUSALS = {
     "idle_timeout": "it stopped answering (idle timeout)",
     "handshake_timeout": "no answer to the connection handshake",
@@ -66,7 +66,7 @@ _REFUSALS = {
     "unexpected_kind": "it sent a message that does not belong in a session",
 }
 
-# Why a neighbour's route updates were dropped (meshd.routing.origin, BabelParams limits).
+# Why a neighbour's route updates were dropped (meshd.core.routing.origin, BabelParams limits).
 ROUTE_REFUSALS = {
     "prefix_not_host": "a default or wider prefix",
     "prefix_outside_mesh": "an address outside the mesh",

@@ -2,7 +2,7 @@
 ``restore`` are meshd.commands.admin_key_backup's. ``rotate --add NODE_ID | --remove
 NODE_ID [--force] [--config FILE] [--socket PATH]``, on the node holding an admin key, signs
 the next mesh definition (serial + 1) with admins added or removed and hands it to the
-running daemon, which adopts it and spreads it to every node (meshd.membership.rotation).
+running daemon, which adopts it and spreads it to every node (meshd.core.membership.rotation).
 
 A rotation is two runs. ``--add NEW`` with the old key: both keys are admins, every
 certificate verifies. Then, once certificates and delegations were issued again under the
@@ -62,9 +62,9 @@ def rotate(args: argparse.Namespace) -> int:
     from meshd import config, identity
     from meshd.client import ControlClient, ControlError, locate_socket
     from meshd.commands import load_admin_key
+    from meshd.core.membership import MembershipError, MeshDefinition, Revocation, revoke
+    from meshd.core.membership.rotation import rotate_mesh
     from meshd.identity import public_from_node_id
-    from meshd.membership import MembershipError, MeshDefinition, Revocation, revoke
-    from meshd.membership.rotation import rotate_mesh
 
     now = int(time.time())
     try:

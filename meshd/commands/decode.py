@@ -94,8 +94,8 @@ class DecodeFailure(Exception):
 def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, object]]:
     """The JSON lines for ``data``; DecodeFailure with the reason code when it is none."""
     if kind == "auto":
+        from meshd.core.membership.canonical import MessageType
         from meshd.core.proto import session as session_kinds
-        from meshd.membership.canonical import MessageType
 
         # Membership records start with their type (1-6), receipts with theirs (0x11),
         # session messages with their kind (1-25, RENEW_GRANTED is 0x11 too), beacons with
@@ -156,9 +156,9 @@ def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
 
 def _membership(data: bytes) -> list[dict[str, object]]:
     """A membership record, an invite or a join request (canonical, by its type tag)."""
+    from meshd.core.membership import MembershipError, decode_message
+    from meshd.core.membership.canonical import MessageType
     from meshd.invites import Invite, JoinRequest
-    from meshd.membership import MembershipError, decode_message
-    from meshd.membership.canonical import MessageType
 
     invites: dict[int, type[Invite] | type[JoinRequest]] = {
         MessageType.INVITE: Invite,
@@ -250,7 +250,7 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
         head = {"type": "session", "kind": "directory_fingerprints", "total": msg.total}
         return [{**head, "fingerprints": [f.hex() for f in msg.fingerprints]}]
     if isinstance(msg, session.DirectoryEntries):
-        from meshd.membership.directory import DirectoryError, Entry
+        from meshd.core.membership.directory import DirectoryError, Entry
 
         out: list[dict[str, object]] = [{"type": "session", "kind": "directory_entries"}]
         for record in msg.entries:

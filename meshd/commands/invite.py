@@ -10,7 +10,7 @@ address of each underlay interface, as the beacons choose them, with the QUIC po
 the config's ``[[bootstrap]]`` peers, at most eight in all.
 
 The name is private unless ``--show-name``: the invite and the certificate hold only its
-commitment, the token the name (meshd.membership.names), and the node shows it to its
+commitment, the token the name (meshd.core.membership.names), and the node shows it to its
 neighbours alone.
 """
 
@@ -75,8 +75,8 @@ def parse_duration(text: str) -> int:
 
 
 def _issuer(ident: Identity, own: OwnMembership, now: float) -> Issuer:
+    from meshd.core.membership import SCOPE_ALL, MembershipError, verify_delegation
     from meshd.invites import Issuer
-    from meshd.membership import SCOPE_ALL, MembershipError, verify_delegation
 
     if ident.node_id in own.trust.admins:
         return Issuer(ident.signing_key, own.trust, None)

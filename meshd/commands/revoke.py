@@ -75,7 +75,7 @@ def resolve(text: str, status: Status, revoked: set[str], unseen: bool) -> str:
 def main(args: argparse.Namespace) -> int:
     from meshd import config, identity, trust
     from meshd.client import ControlClient, ControlError, locate_socket
-    from meshd.membership import RevocationTarget, revoke
+    from meshd.core.membership import RevocationTarget, revoke
 
     now = int(time.time())
     try:

@@ -1,4 +1,4 @@
 """The pure cores: no I/O, no clock of their own, no tasks or threads, and meshd imported
-only from here (tests/unit/test_core_imports.py). proto/ (wire formats), keys (node ids)
-and session_policy are here; the other pure cores (routing, membership, receipts,
-invites, transport's session) move in as their last impurities go (issue 21)."""
+only from here (tests/unit/test_core_imports.py): proto/ (wire formats), routing/,
+membership/, keys (node ids), addressing and session_policy. The other pure cores
+(receipts, invites, transport's session) move in as their last impurities go (issue 21)."""

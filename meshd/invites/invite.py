@@ -1,6 +1,6 @@
 """The signed invite: what a joining node needs to find the mesh and to be let in (pure).
 
-Canonical bytes (meshd.membership.canonical, type tag INVITE, version 1); the signature is
+Canonical bytes (meshd.core.membership.canonical, type tag INVITE, version 1); the signature is
 the issuer's Ed25519 over ``DOMAIN + fields 1..13 as encoded``::
 
     field  name         kind                   bytes
@@ -35,11 +35,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from meshd.config import parse_endpoint
-from meshd.identity import node_id_from_public, public_from_node_id
-from meshd.membership import DelegationCertificate
-from meshd.membership._json import JsonFields
-from meshd.membership.canonical import MessageType, Reader, Writer
-from meshd.membership.messages import (
+from meshd.core.membership import DelegationCertificate
+from meshd.core.membership._json import JsonFields
+from meshd.core.membership.canonical import MessageType, Reader, Writer
+from meshd.core.membership.messages import (
     ADMINS,
     IPV4,
     IPV4_NET,
@@ -53,6 +52,7 @@ from meshd.membership.messages import (
     Codec,
     SignedMessage,
 )
+from meshd.identity import node_id_from_public, public_from_node_id
 
 MAX_BOOTSTRAP = 8
 ENDPOINT_LENGTH = KEY_LENGTH + 16 + 2

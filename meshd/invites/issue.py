@@ -1,7 +1,7 @@
 """Issuing invites (pure: keys, fields and times in; a signed token out).
 
 These run on our own node with our own key, so a wrong argument is our misuse and raises
-ValueError at once (as meshd.membership.issue does).
+ValueError at once (as meshd.core.membership.issue does).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
+from meshd.core.membership import SCOPE_ALL, DelegationCertificate, MeshTrust
+from meshd.core.membership.messages import NO_SIGNATURE
+from meshd.core.membership.names import PREFIX, commit, is_committed, salt_for_invite
 from meshd.identity import node_id_from_public
 from meshd.invites.invite import Endpoint, Invite, bootstrap_order
 from meshd.invites.token import InviteToken, invite_key
-from meshd.membership import SCOPE_ALL, DelegationCertificate, MeshTrust
-from meshd.membership.messages import NO_SIGNATURE
-from meshd.membership.names import PREFIX, commit, is_committed, salt_for_invite
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def issue_invite(
     """A signed invite and its secret. ``invite_id`` (16 bytes) and ``secret`` (32) are
     random bytes the caller draws (``secrets.token_bytes``); the caller records the invite
     in its store before handing the token out. The invite (and the certificate it earns)
-    holds the name's commitment, the token the name (meshd.membership.names), unless
+    holds the name's commitment, the token the name (meshd.core.membership.names), unless
     ``show_name``: then the name itself, for the whole mesh to read."""
     if is_committed(name):
         raise ValueError(f"a node's name must not begin with {PREFIX!r}")

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshd.invites.errors import InviteError, InviteReason
-from meshd.invites.invite import Invite
-from meshd.invites.request import JoinRequest, decode_join_request
-from meshd.invites.token import InviteToken, decode_invite, verify_invite
-from meshd.membership import (
+from meshd.core.membership import (
     DEFAULT_SKEW_S,
     DelegationCertificate,
     MembershipCertificate,
@@ -31,6 +27,10 @@ from meshd.membership import (
     VerifiedMember,
     verify_membership,
 )
+from meshd.invites.errors import InviteError, InviteReason
+from meshd.invites.invite import Invite
+from meshd.invites.request import JoinRequest, decode_join_request
+from meshd.invites.token import InviteToken, decode_invite, verify_invite
 
 # Refusals that a relay (a bootstrap node) gives of its own: another bootstrap node may
 # do better, so the joining node tries the next one. Every InviteReason is final.

@@ -13,12 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
-from meshd.invites.errors import InviteError, InviteReason, Refusal
-from meshd.invites.invite import Invite
-from meshd.invites.issue import Issuer
-from meshd.invites.request import JoinRequest
-from meshd.invites.token import verify_invite
-from meshd.membership import (
+from meshd.core.membership import (
     DEFAULT_SKEW_S,
     SCOPE_ALL,
     MembershipCertificate,
@@ -27,6 +22,11 @@ from meshd.membership import (
     issue_membership,
     verify_delegation,
 )
+from meshd.invites.errors import InviteError, InviteReason, Refusal
+from meshd.invites.invite import Invite
+from meshd.invites.issue import Issuer
+from meshd.invites.request import JoinRequest
+from meshd.invites.token import verify_invite
 
 MEMBERSHIP_LIFETIME_S = 30 * 86400  # renewal before expiry is the daemon's (issue 7, part 3)
 

@@ -27,19 +27,19 @@ from typing import Annotated, ClassVar
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from meshd.identity import node_id_from_public
-from meshd.invites.errors import InviteError, InviteReason
-from meshd.invites.invite import Invite, hex_bytes
-from meshd.invites.token import InviteToken
-from meshd.membership import MembershipError
-from meshd.membership.canonical import MessageType
-from meshd.membership.messages import (
+from meshd.core.membership import MembershipError
+from meshd.core.membership.canonical import MessageType
+from meshd.core.membership.messages import (
     NO_SIGNATURE,
     NODE_ID,
     SIGNATURE,
     WIREGUARD_KEY,
     SignedMessage,
 )
+from meshd.identity import node_id_from_public
+from meshd.invites.errors import InviteError, InviteReason
+from meshd.invites.invite import Invite, hex_bytes
+from meshd.invites.token import InviteToken
 
 PROOF_DOMAIN = b"meshd-join-proof-v1\0"
 

@@ -2,7 +2,7 @@
 
 Token text = URL-safe base64 without padding of ``invite bytes + secret`` (the canonical
 Invite, then its 32-byte secret), on one line: it survives copy and paste, a chat message
-and a QR code. An invite for a private name (meshd.membership.names: the invite, and so
+and a QR code. An invite for a private name (meshd.core.membership.names: the invite, and so
 the certificate, holds only the name's commitment) carries the name after the secret:
 ``invite bytes + secret + name (UTF-8) + u8 its length``; only the household ever reads it.
 
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
+from meshd.core.membership import DEFAULT_SKEW_S, MembershipError, Reason, Scope
+from meshd.core.membership.names import NameOpening, is_committed, salt_for_invite
 from meshd.invites.errors import InviteError, InviteReason
 from meshd.invites.invite import Invite
-from meshd.membership import DEFAULT_SKEW_S, MembershipError, Reason, Scope
-from meshd.membership.names import NameOpening, is_committed, salt_for_invite
 
 SECRET_LENGTH = 32
 _URLSAFE = re.compile(r"[A-Za-z0-9_-]+")

@@ -1,6 +1,6 @@
 """The flows to mesh addresses that leave by a mesh link, as the kernel's connection
 tracking counts them (kernel thread only), for black-hole detection
-(meshd.routing.progress).
+(meshd.core.routing.progress).
 
 The firewall marks such flows at their first packet (meshd.net.firewall.FLOW_MARK); a dump
 asks the kernel for marked flows only, so a gateway with thousands of LAN flows to the
@@ -15,8 +15,8 @@ from typing import Any
 
 from pyroute2 import NFCTSocket
 
+from meshd.core.routing.progress import FlowSample
 from meshd.net.firewall import FLOW_MARK
-from meshd.routing.progress import FlowSample
 
 
 def _sample(msg: Any) -> FlowSample | None:

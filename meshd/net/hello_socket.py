@@ -1,5 +1,5 @@
 """The probe socket: one UDP socket on [::]:6696 for the link-quality probes of every
-WireGuard link (the asyncio adapter of ``meshd.routing.link_quality``).
+WireGuard link (the asyncio adapter of ``meshd.core.routing.link_quality``).
 
 A probe goes to the neighbour's link-local address on that link's interface, so the
 destination carries the interface index as its scope id and the packet can only leave by

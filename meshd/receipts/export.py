@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 
-from meshd.membership import (
+from meshd.core.membership import (
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,

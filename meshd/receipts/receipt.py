@@ -5,7 +5,7 @@ its own and signs a Receipt. Totals are cumulative within an epoch (chosen by P 
 pair, kept across restarts), so the latest receipt supersedes the earlier ones and a lost
 one loses nothing. ``seq`` orders the receipts of one epoch.
 
-Canonical bytes (meshd.membership.canonical, type tag RECEIPT, version 1), 224 bytes::
+Canonical bytes (meshd.core.membership.canonical, type tag RECEIPT, version 1), 224 bytes::
 
     field  name               kind        bytes
       1    mesh_id            fixed(16)   the MeshDefinition's mesh id
@@ -37,17 +37,17 @@ from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public, public_from_node_id
-from meshd.membership import MembershipError
-from meshd.membership._json import JsonFields
-from meshd.membership.canonical import (
+from meshd.core.membership import MembershipError
+from meshd.core.membership._json import JsonFields
+from meshd.core.membership.canonical import (
     ENCODING_VERSION,
     U64_MAX,
     DecodeError,
     MessageType,
     Reader,
 )
-from meshd.membership.messages import KEY_LENGTH, MESH_ID, NODE_ID, SIGNATURE, U64, Codec
+from meshd.core.membership.messages import KEY_LENGTH, MESH_ID, NODE_ID, SIGNATURE, U64, Codec
+from meshd.identity import node_id_from_public, public_from_node_id
 from meshd.receipts.errors import ReceiptError, ReceiptReason
 
 # Its own signing domain, so that no certificate or advert signature verifies as a receipt.

@@ -17,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable
 
-from meshd.membership import (
+from meshd.core.membership import (
     DEFAULT_SKEW_S,
     DelegationCertificate,
     MembershipCertificate,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from meshd.membership import DEFAULT_SKEW_S
+from meshd.core.membership import DEFAULT_SKEW_S
 from meshd.receipts.chain import ChainChecker
 from meshd.receipts.dispute import DisputeRecord
 from meshd.receipts.errors import ReceiptError, Rejection

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from meshd.membership import (
+from meshd.core.membership import (
     DEFAULT_SKEW_S,
     DelegationCertificate,
     MembershipCertificate,

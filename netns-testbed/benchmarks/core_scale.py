@@ -1,4 +1,4 @@
-"""core.*: the pure Babel core (meshd.routing.babel) at community scale, no namespaces.
+"""core.*: the pure Babel core (meshd.core.routing.babel) at community scale, no namespaces.
 
 Random geometric graphs of 100 and 1,000 nodes: points uniform in the unit square, a link
 between two nodes closer than r with n * pi * r^2 = 8 (a mean degree of about 7 once the
@@ -80,8 +80,8 @@ from meshd.core.proto.babel import (
     decode_packet_detail,
     encode_packet,
 )
-from meshd.routing.babel import BabelParams, BabelRouter, RouteAction, with_parser_state
-from meshd.routing.babel_tables import IPNetwork
+from meshd.core.routing.babel import BabelParams, BabelRouter, RouteAction, with_parser_state
+from meshd.core.routing.babel_tables import IPNetwork
 
 UPDATE_INTERVAL_S = 120.0  # meshd's routing.update_interval_s default
 # As Node._control_plane builds them from the update interval.

@@ -153,8 +153,8 @@ def verify_speed(quick: bool) -> list[Result]:
     """The verifier against raw PyNaCl, and the ledger's durable insert rate."""
     from nacl.signing import SigningKey
 
+    from meshd.core.membership import create_mesh, issue_membership
     from meshd.identity import node_id_from_public
-    from meshd.membership import create_mesh, issue_membership
     from meshd.receipts import Receipt, export_lines, verify_export
 
     n = 10_000 if quick else 100_000

@@ -86,7 +86,7 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
     import ipaddress
 
     from meshd import trust
-    from meshd.membership import SCOPE_ALL, create_mesh, issue_delegation, issue_membership
+    from meshd.core.membership import SCOPE_ALL, create_mesh, issue_delegation, issue_membership
 
     now = int(time.time())
     mesh = create_mesh(
@@ -292,8 +292,8 @@ def _own_interface_prefixes(st: State | None) -> list[str]:
     if st is None or not st.keys:
         return []
     try:
-        from meshd.addressing import own_interface_prefix
         from meshd.config import WireGuardSettings
+        from meshd.core.addressing import own_interface_prefix
     except ImportError:
         return []
     prefix = WireGuardSettings().interface_prefix

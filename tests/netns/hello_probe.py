@@ -19,8 +19,8 @@ from collections import Counter
 from typing import Any
 
 from meshd.core.proto.babel import BabelDecodeError, decode_packet, encode_packet
+from meshd.core.routing.link_quality import LinkQuality, LinkQualityParams
 from meshd.net.hello_socket import HelloSocket
-from meshd.routing.link_quality import LinkQuality, LinkQualityParams
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

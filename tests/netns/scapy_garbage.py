@@ -22,8 +22,8 @@ from nacl.signing import SigningKey
 from scapy.all import IP, UDP, Raw, fragment, send  # type: ignore[import-untyped]
 
 from meshd import identity
+from meshd.core.membership import MeshDefinition
 from meshd.core.proto.beacon import make_beacon
-from meshd.membership import MeshDefinition
 
 QUIC_PORT, BEACON_PORT = 6697, 6698
 

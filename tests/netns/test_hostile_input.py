@@ -220,7 +220,7 @@ class Case:
 
 def certificate_codes() -> frozenset[str]:
     """What a certificate that is not a's own valid one may be refused with."""
-    from meshd.membership import Reason
+    from meshd.core.membership import Reason
 
     return frozenset(r.value for r in Reason) | {"wrong_node_id", "wrong_wireguard_key"}
 
@@ -313,8 +313,8 @@ def wrong_certificates(bed: Bed, a_cert: bytes) -> dict[str, bytes]:
     """MEMBERSHIP messages with a certificate that is not a's, or not from our admin."""
     from nacl.signing import SigningKey
 
-    from meshd.membership import MembershipCertificate, MeshDefinition, create_mesh
-    from meshd.membership import issue_membership as issue
+    from meshd.core.membership import MembershipCertificate, MeshDefinition, create_mesh
+    from meshd.core.membership import issue_membership as issue
 
     mesh = MeshDefinition.decode((bed.state("a") / "mesh.cert").read_bytes())
     cert = MembershipCertificate.decode(a_cert)

@@ -143,8 +143,8 @@ def test_the_name_is_private_but_to_the_neighbour_it_showed_it_to(bed: Bed, join
     """n was invited without --show-name: its certificate, which c holds in its directory
     without being its neighbour, carries only the commitment to "n"; a, its neighbour, was
     shown the name (NAME) and checked it against that commitment."""
-    from meshd.membership.directory import FILE_MAGIC, Entry
-    from meshd.membership.names import NameOpening, is_committed
+    from meshd.core.membership.directory import FILE_MAGIC, Entry
+    from meshd.core.membership.names import NameOpening, is_committed
 
     n_id = bed.status("n")["node_id"]
     row = next(r for r in bed.status("a")["neighbours"] if r["node_id"] == n_id)

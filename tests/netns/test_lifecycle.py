@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from meshd.membership import MembershipCertificate
+from meshd.core.membership import MembershipCertificate
 from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD

@@ -31,7 +31,7 @@ def test_a_revocation_spreads_and_cuts_the_node_off_everywhere(bed: Bed, tmp_pat
         lambda: all(bed.status(n)["directory"]["members"] == 5 for n in "abcde"),
         within=30,
     )
-    from meshd.membership import MeshDefinition, RevocationTarget, revoke
+    from meshd.core.membership import MeshDefinition, RevocationTarget, revoke
 
     admin = identity.load(bed.dir / "admin")
     mesh = MeshDefinition.decode((bed.dir / "nodes" / "a" / "state" / "mesh.cert").read_bytes())

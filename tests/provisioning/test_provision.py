@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from meshd.cli import main as meshd
+from meshd.core.membership import MeshTrust
 from meshd.invites import Endpoint, InviteToken, Issuer, issue_invite
-from meshd.membership import MeshTrust
 from provisioning import files
 from provisioning.cli import main as provision
 from tests.golden.invites import make_vectors as GEN

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.membership import (
+from meshd.core.membership import (
     SCOPE_ALL,
     DelegationCertificate,
     MembershipCertificate,
@@ -21,6 +20,7 @@ from meshd.membership import (
     issue_delegation,
     issue_membership,
 )
+from meshd.identity import node_id_from_public
 from meshd.receipts import Receipt, export_lines
 
 

@@ -31,7 +31,7 @@ from meshd.core.proto.babel import (
     decode_packet_detail,
     encode_packet,
 )
-from meshd.routing.babel import BabelParams, BabelRouter
+from meshd.core.routing.babel import BabelParams, BabelRouter
 
 RID = bytes.fromhex("021e2ffffe3a4b5c")
 OTHER_RID = bytes.fromhex("00000000000000bb")

@@ -23,7 +23,7 @@ from meshd.core.proto.babel import (
     encode_packet,
 )
 from meshd.core.proto.babel_json import tlv_from_json, tlv_to_json
-from meshd.routing.origin import signed_message
+from meshd.core.routing.origin import signed_message
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "babel"
 VECTORS = sorted(GOLDEN.glob("*.json"))

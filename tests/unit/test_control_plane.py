@@ -16,9 +16,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from meshd import identity, mesh
-from meshd.core.proto import session
-from meshd.core.proto.babel import AE_IPV4, Hello, RouterId, Update, decode_packet, encode_packet
-from meshd.membership import (
+from meshd.core.membership import (
     DEFAULT_SKEW_S,
     MeshTrust,
     RevocationSet,
@@ -28,7 +26,9 @@ from meshd.membership import (
     revoke,
     verify_membership,
 )
-from meshd.routing.babel import BabelRouter
+from meshd.core.proto import session
+from meshd.core.proto.babel import AE_IPV4, Hello, RouterId, Update, decode_packet, encode_packet
+from meshd.core.routing.babel import BabelRouter
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.udp import PeerEvent
@@ -516,9 +516,9 @@ def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
 
 
 def test_a_next_hop_whose_traffic_gets_no_answer_is_kept_out_and_shown(tmp_path: Path) -> None:
-    """meshd.routing.progress in the control plane: flows to 10.77.0.9 through the peer get
+    """meshd.core.routing.progress in the control plane: flows to 10.77.0.9 through the peer get
     no answer, another neighbour has a route there too: the peer is kept out of it."""
-    from meshd.routing.progress import TCP, FlowSample
+    from meshd.core.routing.progress import TCP, FlowSample
 
     world = World(tmp_path / "w", accept_unsigned=True)  # made-up origins: taken as meshd/1's
     other = identity.generate(tmp_path / "other")

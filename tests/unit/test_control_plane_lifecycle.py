@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from meshd import mesh
+from meshd.core.membership import issue_membership, verify_membership
 from meshd.core.proto import session
-from meshd.membership import issue_membership, verify_membership
 from meshd.transport.events import SessionUp
 from meshd.trust import OwnMembership
 from tests.unit.test_control_plane import NOW, World, membership_of

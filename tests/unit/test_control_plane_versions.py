@@ -15,8 +15,8 @@ from meshd import mesh
 from meshd.core.proto import session
 from meshd.core.proto.babel import OriginSignature, Update, decode_packet
 from meshd.core.proto.session import FEATURES, MESHD_1, MESHD_2, Feature
-from meshd.routing.babel import BabelRouter
-from meshd.routing.origin import signed_message
+from meshd.core.routing.babel import BabelRouter
+from meshd.core.routing.origin import signed_message
 from meshd.transport.events import SessionClosed, SessionUp
 from meshd.transport.session import VERSION_UNSUPPORTED
 from tests.unit.test_control_plane import FakeLinks, World, membership_of

@@ -56,7 +56,7 @@ def test_a_tampered_certificate_is_one_line_with_a_reason() -> None:
 
 def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessage:
     """Build a session message from the JSON lines `meshd decode` prints for it."""
-    from meshd.membership import message_from_json
+    from meshd.core.membership import message_from_json
 
     head, rest = lines[0], lines[1:]
     if head["kind"] == "join_request":
@@ -89,7 +89,7 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
         prints = tuple(bytes.fromhex(f) for f in head["fingerprints"])  # type: ignore[attr-defined]
         return session.DirectoryFingerprints(int(head["total"]), prints)  # type: ignore[call-overload]
     if head["kind"] == "directory_entries":
-        from meshd.membership.directory import Entry
+        from meshd.core.membership.directory import Entry
 
         grouped: list[list[Any]] = []
         for record in rest:  # a certificate, then its delegation when a delegate issued it

@@ -1,20 +1,20 @@
-"""Reconciling certificate directories (meshd.membership.directory_sync), pumped in memory
+"""Reconciling certificate directories (meshd.core.membership.directory_sync), pumped in memory
 through the wire encoding: neighbours converge to the same set over several hops, a
 settled pair exchanges digests only, a lost message delays agreement but never prevents
 it, and a neighbour asking too often is answered at most once per round."""
 
 from __future__ import annotations
 
-from meshd.core.proto import session
-from meshd.membership import MeshTrust
-from meshd.membership.directory import Directory, Entry
-from meshd.membership.directory_sync import (
+from meshd.core.membership import MeshTrust
+from meshd.core.membership.directory import Directory, Entry
+from meshd.core.membership.directory_sync import (
     MIN_ROUND_S,
     RESEND_S,
     DirectoryMessage,
     DirectorySync,
     Outgoing,
 )
+from meshd.core.proto import session
 from tests.unit.receipt_fixtures import (
     ADMIN,
     CONSUMER_CERT,

@@ -1,5 +1,5 @@
 """Gateway adverts (meshd/core/proto/gateway.py) and the choice of exit
-(meshd/routing/gateways.py)."""
+(meshd/core/routing/gateways.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from meshd.core.proto.gateway import (
     decode_advert,
     make_advert,
 )
+from meshd.core.routing.gateways import GatewayTable
 from meshd.identity import node_id_from_public
-from meshd.routing.gateways import GatewayTable
 
 VECTOR = Path(__file__).resolve().parents[1] / "golden" / "gateway" / "advert.json"
 NOW = 1_767_225_600

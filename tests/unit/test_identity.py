@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshd import addressing, identity
+from meshd import identity
+from meshd.core import addressing
 
 
 def test_generate_writes_keys_0600_and_public_files(tmp_path: Path) -> None:

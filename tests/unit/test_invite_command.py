@@ -11,9 +11,9 @@ import pytest
 from meshd import identity, trust
 from meshd.cli import main as meshd
 from meshd.commands import invite as command
+from meshd.core.membership import SCOPE_ALL, create_mesh, issue_delegation, issue_membership
 from meshd.invites import parse_token, verify_invite
 from meshd.invites.store import SqliteInviteStore
-from meshd.membership import SCOPE_ALL, create_mesh, issue_delegation, issue_membership
 from tests.golden.membership.make_vectors import ADMIN, node_id
 
 NOW = int(time.time())  # the certificates' times; the tokens are checked at the clock's

@@ -12,6 +12,14 @@ import pytest
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from meshd.core.membership import (
+    MembershipCertificate,
+    MeshTrust,
+    RevocationTarget,
+    revoke,
+    verify_membership,
+)
+from meshd.core.membership.messages import NO_SIGNATURE
 from meshd.invites import (
     Endpoint,
     InviteReason,
@@ -26,14 +34,6 @@ from meshd.invites import (
 )
 from meshd.invites.redeem import certificate_serial
 from meshd.invites.store import SqliteInviteStore
-from meshd.membership import (
-    MembershipCertificate,
-    MeshTrust,
-    RevocationTarget,
-    revoke,
-    verify_membership,
-)
-from meshd.membership.messages import NO_SIGNATURE
 from tests.golden.invites import make_vectors as GEN
 
 MESH, DELEGATION = GEN.mesh_and_delegation()

@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from meshd.core.membership import DEFAULT_SKEW_S, MembershipError, Scope, issue_delegation
+from meshd.core.membership.messages import NO_SIGNATURE
 from meshd.invites import (
     Endpoint,
     Invite,
@@ -22,8 +24,6 @@ from meshd.invites import (
     verify_invite,
 )
 from meshd.invites.invite import DELEGATION_LENGTH
-from meshd.membership import DEFAULT_SKEW_S, MembershipError, Scope, issue_delegation
-from meshd.membership.messages import NO_SIGNATURE
 from tests.golden.invites import make_vectors as GEN
 
 ADMIN_TOKEN, DELEGATED_TOKEN = GEN.tokens()

@@ -20,7 +20,18 @@ import pytest
 from nacl.signing import SigningKey
 
 from meshd import config, identity, join, mesh, trust
+from meshd.core.membership import (
+    SCOPE_ALL,
+    MeshTrust,
+    RevocationTarget,
+    create_mesh,
+    issue_delegation,
+    issue_membership,
+    revoke,
+    verify_membership,
+)
 from meshd.core.proto import session
+from meshd.core.routing.babel import BabelRouter
 from meshd.invites import (
     TOKEN_FILE,
     Endpoint,
@@ -32,17 +43,6 @@ from meshd.invites import (
 )
 from meshd.invites.join import accept_grant, check_forwardable, is_final
 from meshd.invites.store import SqliteInviteStore
-from meshd.membership import (
-    SCOPE_ALL,
-    MeshTrust,
-    RevocationTarget,
-    create_mesh,
-    issue_delegation,
-    issue_membership,
-    revoke,
-    verify_membership,
-)
-from meshd.routing.babel import BabelRouter
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings

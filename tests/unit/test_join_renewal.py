@@ -15,8 +15,7 @@ from nacl.signing import SigningKey
 
 from meshd import identity, join, mesh, trust
 from meshd.config import MembershipSettings
-from meshd.core.proto import session
-from meshd.membership import (
+from meshd.core.membership import (
     MembershipCertificate,
     MeshTrust,
     RevocationTarget,
@@ -25,7 +24,8 @@ from meshd.membership import (
     revoke,
     verify_membership,
 )
-from meshd.routing.babel import BabelRouter
+from meshd.core.proto import session
+from meshd.core.routing.babel import BabelRouter
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionUp
 from meshd.transport.udp import PeerEvent

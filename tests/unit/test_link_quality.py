@@ -26,7 +26,7 @@ from meshd.core.proto.babel import (
     decode_packet_detail,
     encode_packet,
 )
-from meshd.routing.link_quality import (
+from meshd.core.routing.link_quality import (
     COST_CAP,
     LinkQuality,
     LinkQualityParams,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshd.routing.liveness import LinkState, Liveness
+from meshd.core.routing.liveness import LinkState, Liveness
 
 
 def test_up_on_growth_down_after_silence_up_again() -> None:

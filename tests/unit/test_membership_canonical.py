@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshd.membership.canonical import (
+from meshd.core.membership.canonical import (
     ENCODING_VERSION,
     DecodeError,
     MessageType,

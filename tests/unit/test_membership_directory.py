@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshd.membership import MeshTrust, RevocationTarget, issue_membership, revoke
-from meshd.membership.directory import (
+from meshd.core.membership import MeshTrust, RevocationTarget, issue_membership, revoke
+from meshd.core.membership.directory import (
     FILE_MAGIC,
     Added,
     Directory,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from meshd.membership import (
+from meshd.core.membership import (
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.membership import (
+from meshd.core.membership import (
     SCOPE_ALL,
     DelegationCertificate,
     MembershipCertificate,
@@ -30,7 +29,8 @@ from meshd.membership import (
     decode_message,
     message_from_json,
 )
-from meshd.membership.messages import MESSAGE_CLASSES, NO_SIGNATURE, admin_order
+from meshd.core.membership.messages import MESSAGE_CLASSES, NO_SIGNATURE, admin_order
+from meshd.identity import node_id_from_public
 
 KEYS = [SigningKey(hashlib.sha256(f"meshd test key {i}".encode()).digest()) for i in range(4)]
 

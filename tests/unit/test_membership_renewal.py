@@ -12,8 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.membership import (
+from meshd.core.membership import (
     SCOPE_ALL,
     DelegationCertificate,
     MembershipCertificate,
@@ -28,8 +27,8 @@ from meshd.membership import (
     revoke,
     verify_membership,
 )
-from meshd.membership.clock import MAX_REPORTS, ClockConsensus
-from meshd.membership.renewal import (
+from meshd.core.membership.clock import MAX_REPORTS, ClockConsensus
+from meshd.core.membership.renewal import (
     RenewalError,
     RenewalIssuer,
     RenewalReason,
@@ -38,6 +37,7 @@ from meshd.membership.renewal import (
     renew,
     renew_at,
 )
+from meshd.identity import node_id_from_public
 
 
 def _key(label: str) -> SigningKey:

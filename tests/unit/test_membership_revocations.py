@@ -12,8 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.membership import (
+from meshd.core.membership import (
     MembershipError,
     Reason,
     Revocation,
@@ -23,6 +22,7 @@ from meshd.membership import (
     create_mesh,
     revoke,
 )
+from meshd.identity import node_id_from_public
 
 
 def _key(label: str) -> SigningKey:

@@ -12,9 +12,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from meshd import trust
-from meshd.core.proto import session
-from meshd.identity import node_id_from_public
-from meshd.membership import (
+from meshd.core.membership import (
     MembershipError,
     MeshDefinition,
     MeshTrust,
@@ -24,7 +22,9 @@ from meshd.membership import (
     issue_membership,
     revoke,
 )
-from meshd.membership.rotation import adopt, chain_anchors, check_successor, rotate_mesh
+from meshd.core.membership.rotation import adopt, chain_anchors, check_successor, rotate_mesh
+from meshd.core.proto import session
+from meshd.identity import node_id_from_public
 from meshd.transport.events import SessionUp
 from tests.unit.test_control_plane import NOW, World
 

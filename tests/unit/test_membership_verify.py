@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from meshd.addressing import mesh_ipv6
-from meshd.identity import node_id_from_public
-from meshd.membership import (
+from meshd.core.addressing import mesh_ipv6
+from meshd.core.membership import (
     SCOPE_ALL,
     DelegationCertificate,
     MembershipCertificate,
@@ -32,7 +31,8 @@ from meshd.membership import (
     verify_delegation,
     verify_membership,
 )
-from meshd.membership.messages import NO_SIGNATURE
+from meshd.core.membership.messages import NO_SIGNATURE
+from meshd.identity import node_id_from_public
 
 
 def _key(label: str) -> SigningKey:

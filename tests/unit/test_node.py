@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from meshd import addressing, config, identity
+from meshd import config, identity
+from meshd.core import addressing
+from meshd.core.routing.babel import RouteAction, RouteChange
+from meshd.core.routing.liveness import LinkState
 from meshd.mesh import LinkSpec
 from meshd.net import command
 from meshd.net.netlink import MAIN_TABLE, Route, Rule
 from meshd.node import ADOPT_GRACE_S, ROUTE_GRACE_S, Node
-from meshd.routing.babel import RouteAction, RouteChange
-from meshd.routing.liveness import LinkState
 from meshd.wg.fake import FakeBackend
 from meshd.wg.model import PeerUpdate
 from tests.unit.fake_netlink import FakeNetlink

@@ -1,4 +1,4 @@
-"""Private household names (meshd.membership.names): the certificate holds a commitment, the
+"""Private household names (meshd.core.membership.names): the certificate holds a commitment, the
 token carries the name, a neighbour is shown it (NAME) and checks it; everyone else sees the
 node's id. Issue 19: the directory tells every member about every other, not their names."""
 
@@ -12,14 +12,10 @@ from typing import Any
 
 import pytest
 
-from meshd.core.proto import session
-from meshd.core.proto.session import Feature
-from meshd.invites import Endpoint, InviteError, Issuer, issue_invite, parse_token
-from meshd.invites.token import InviteToken
-from meshd.membership import MeshTrust, issue_membership, verify_membership
-from meshd.membership.directory import Directory, Entry
-from meshd.membership.messages import NO_SIGNATURE
-from meshd.membership.names import (
+from meshd.core.membership import MeshTrust, issue_membership, verify_membership
+from meshd.core.membership.directory import Directory, Entry
+from meshd.core.membership.messages import NO_SIGNATURE
+from meshd.core.membership.names import (
     PREFIX,
     SALT_LENGTH,
     NameOpening,
@@ -28,6 +24,10 @@ from meshd.membership.names import (
     salt_for_invite,
     shown,
 )
+from meshd.core.proto import session
+from meshd.core.proto.session import Feature
+from meshd.invites import Endpoint, InviteError, Issuer, issue_invite, parse_token
+from meshd.invites.token import InviteToken
 from meshd.transport.events import SessionUp
 from tests.golden.invites import make_vectors as GEN
 from tests.unit.test_control_plane import World, membership_of

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshd.core.membership.canonical import walk
 from meshd.identity import node_id_from_public
-from meshd.membership.canonical import walk
 from meshd.receipts import (
     Receipt,
     ReceiptError,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshd.membership import (
+from meshd.core.membership import (
     MembershipError,
     MeshTrust,
     RevocationTarget,

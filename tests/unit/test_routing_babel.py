@@ -19,14 +19,14 @@ from meshd.core.proto.babel import (
     decode_packet_detail,
     encode_packet,
 )
-from meshd.routing.babel import (
+from meshd.core.routing.babel import (
     BabelParams,
     BabelRouter,
     RouteAction,
     RouteChange,
     with_parser_state,
 )
-from meshd.routing.babel_tables import IPNetwork, Source, add_metric
+from meshd.core.routing.babel_tables import IPNetwork, Source, add_metric
 
 PARAMS = BabelParams()
 ME = bytes(8)

@@ -1,5 +1,5 @@
 """Route origin validation: only mesh host routes, only from the router-id their certificate
-names (meshd.routing.origin), and the Babel core storing nothing it refuses."""
+names (meshd.core.routing.origin), and the Babel core storing nothing it refuses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from meshd.routing.babel import BabelParams, BabelRouter, RefusedUpdate
-from meshd.routing.origin import OriginPolicy, OriginRefusal, Owner
+from meshd.core.routing.babel import BabelParams, BabelRouter, RefusedUpdate
+from meshd.core.routing.origin import OriginPolicy, OriginRefusal, Owner
 from tests.unit.test_routing_babel import update
 
 V4 = ipaddress.ip_network("10.77.0.0/16")

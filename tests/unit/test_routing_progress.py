@@ -1,4 +1,4 @@
-"""Black-hole detection (meshd.routing.progress) and the Babel core keeping a suspected
+"""Black-hole detection (meshd.core.routing.progress) and the Babel core keeping a suspected
 next hop out of a destination's routes (BabelRouter.penalize)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from meshd.routing.babel import BabelParams, BabelRouter
-from meshd.routing.progress import TCP, FlowSample, ProgressParams, ProgressWatch
+from meshd.core.routing.babel import BabelParams, BabelRouter
+from meshd.core.routing.progress import TCP, FlowSample, ProgressParams, ProgressWatch
 from tests.unit.test_routing_babel import update
 
 UDP = 17

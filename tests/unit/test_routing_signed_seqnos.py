@@ -1,4 +1,4 @@
-"""Origin-signed seqnos (meshd.routing.origin; issue 19): the originator signs (router-id,
+"""Origin-signed seqnos (meshd.core.routing.origin; issue 19): the originator signs (router-id,
 prefix, seqno, time), relays pass the signature on, and no relay can make a newer seqno for
 someone else's router-id count. Also the updates held while their owner is unknown."""
 
@@ -19,10 +19,9 @@ from meshd.core.proto.babel import (
     decode_packet_detail,
     encode_packet,
 )
-from meshd.mesh import forged
-from meshd.routing.babel import BabelParams, BabelRouter, RefusedUpdate
-from meshd.routing.babel_tables import IPNetwork
-from meshd.routing.origin import (
+from meshd.core.routing.babel import BabelParams, BabelRouter, RefusedUpdate
+from meshd.core.routing.babel_tables import IPNetwork
+from meshd.core.routing.origin import (
     MAX_AGE_S,
     MAX_AHEAD_S,
     RESIGN_AFTER_S,
@@ -32,6 +31,7 @@ from meshd.routing.origin import (
     Owner,
     signed_message,
 )
+from meshd.mesh import forged
 
 V4 = ipaddress.ip_network("10.77.0.0/16")
 V6 = ipaddress.ip_network("fd77::/64")

@@ -39,9 +39,9 @@ from meshd.core.proto.babel import (
     decode_packet_detail,
     encode_packet,
 )
-from meshd.routing.babel import BabelParams, BabelRouter, RouteAction
-from meshd.routing.babel_tables import IPNetwork
-from meshd.routing.origin import OriginPolicy, OriginSigner, Owner
+from meshd.core.routing.babel import BabelParams, BabelRouter, RouteAction
+from meshd.core.routing.babel_tables import IPNetwork
+from meshd.core.routing.origin import OriginPolicy, OriginSigner, Owner
 
 PARAMS = BabelParams(
     update_interval_s=1.0,
@@ -128,7 +128,7 @@ class Sim:
         self.check_loops()
 
     def _new_router(self, i: int, seqno: int) -> BabelRouter:
-        """Node i's router, with origin-signed seqnos (meshd.routing.origin): every node
+        """Node i's router, with origin-signed seqnos (meshd.core.routing.origin): every node
         knows every other's certificate, as the directory gives it, and signs its own."""
         router = BabelRouter(i.to_bytes(8, "big"), seqno, self.now, PARAMS)
         policy = OriginPolicy(V4, V6)

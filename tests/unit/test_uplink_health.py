@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshd.routing.uplink_health import Health, UplinkHealth
+from meshd.core.routing.uplink_health import Health, UplinkHealth
 
 
 def test_unknown_until_the_first_check_then_up() -> None:

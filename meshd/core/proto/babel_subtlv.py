@@ -15,7 +15,7 @@ from meshd.core.proto.babel_wire import BabelDecodeError, Reader, check_uint
 SUBTLV_PAD1: Final = 0
 SUBTLV_PADN: Final = 1
 SUBTLV_TIMESTAMP: Final = 3  # RFC 9616 3.1 (IANA "Babel Sub-TLV Types")
-# meshd's origin signature (meshd.routing.origin), in an Update. 112-126 is the registry's
+# meshd's origin signature (meshd.core.routing.origin), in an Update. 112-126 is the registry's
 # Experimental Use range without the mandatory bit: a Babel speaker that does not know it
 # skips it and keeps the Update (RFC 8966 4.4), as tshark shows it: an unknown sub-TLV.
 SUBTLV_ORIGIN_SIGNATURE: Final = 112
@@ -69,7 +69,7 @@ class IHUTimestamp:
 @dataclass(frozen=True)
 class OriginSignature:
     """meshd, in an Update: the originator's Ed25519 signature over (router-id, prefix,
-    seqno, ``time``), ``time`` in Unix seconds (``meshd.routing.origin.signed_message``).
+    seqno, ``time``), ``time`` in Unix seconds (``meshd.core.routing.origin.signed_message``).
     Relays forward it unchanged with their own Updates of that route."""
 
     time: int

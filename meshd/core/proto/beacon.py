@@ -35,9 +35,9 @@ from meshd.core.keys import node_id_from_public, public_from_node_id
 MAGIC = b"MSHB"
 VERSION = 1
 # Signed with the identity key that also signs certificates and receipts: a domain of its
-# own (as meshd.membership's DOMAINs) keeps a beacon from ever being another signed record.
+# own (as meshd.core.membership's DOMAINs) keeps a beacon from ever being another signed record.
 DOMAIN = b"meshd-beacon-v1\0"
-MESH_ID_LENGTH = 16  # meshd.membership.messages.MESH_ID_LENGTH
+MESH_ID_LENGTH = 16  # meshd.core.membership.messages.MESH_ID_LENGTH
 KEY_LENGTH = 32
 SIGNATURE_LENGTH = 64
 FLAG_SOLICIT = 0x01

@@ -34,7 +34,7 @@
                      lowercase ASCII letters, digits and "_"), names in ascending byte order,
                      each once: the features the sender supports (meshd/2 on)
     DIRECTORY_DIGEST (22): u32 count | 32-octet digest: the sender's certificate directory
-                     (meshd.membership.directory), feature "directory"
+                     (meshd.core.membership.directory), feature "directory"
     DIRECTORY_FINGERPRINTS (23): u32 total | u16 count | count x 8-octet fingerprint: one
                      part of every fingerprint the sender holds (parts of at most 4,096,
                      in order, ``total`` in each), sent when the digests differ
@@ -42,11 +42,11 @@
                      u16 length | delegation, 0: none): entries the receiver lacks
     NAME (25):       16-octet salt | the sender's name (UTF-8, 1..64 octets): what opens the
                      commitment its certificate holds in place of a private name
-                     (meshd.membership.names), sent to verified neighbours only, feature
+                     (meshd.core.membership.names), sent to verified neighbours only, feature
                      "private_names"
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
-of meshd.membership; the first message each side sends is its MEMBERSHIP, and nothing else
+of meshd.core.membership; the first message each side sends is its MEMBERSHIP, and nothing else
 is accepted before it verifies. The WireGuard public key is the certificate's, and the
 endpoint is the address the session comes from with the LINK port, so LINK carries only
 the port. Exit sessions (meshd.exits) run over the mesh to a gateway's mesh address and
@@ -58,7 +58,7 @@ relay sessions between a bootstrap node and the issuer (meshd.join). The RENEW k
 travel on verified neighbour sessions and, forwarded, on those relay sessions; a second
 MEMBERSHIP on a verified session replaces the sender's certificate (a renewed one). CLOCK
 goes first on every session, before MEMBERSHIP: its peer checks certificates against the
-mesh's time, not only its own clock (meshd.membership.clock).
+mesh's time, not only its own clock (meshd.core.membership.clock).
 
 Versions. A session's protocol version is its QUIC ALPN id, negotiated in the TLS handshake:
 each node offers and accepts ``PROTOCOLS`` (newest first) and the accepting side picks the
@@ -104,7 +104,7 @@ DIRECTORY_DIGEST = 22
 DIRECTORY_FINGERPRINTS = 23
 DIRECTORY_ENTRIES = 24
 NAME = 25
-NAME_SALT_LENGTH = 16  # meshd.membership.names.SALT_LENGTH
+NAME_SALT_LENGTH = 16  # meshd.core.membership.names.SALT_LENGTH
 MAX_NAME = 64  # octets, as a certificate's name
 RECEIPT_LENGTH = 224  # meshd.receipts.receipt; checked again when the receipt is decoded
 MAX_REASON = 64
@@ -305,7 +305,7 @@ class RenewGranted:
 @dataclass(frozen=True)
 class RenewRefused:
     node_id: str  # the node whose renewal this answers
-    reason: str  # a reason code (meshd.membership.Reason, or a relay's own)
+    reason: str  # a reason code (meshd.core.membership.Reason, or a relay's own)
     detail: str = ""
 
     def __post_init__(self) -> None:
@@ -323,7 +323,7 @@ class Clock:
 
 @dataclass(frozen=True)
 class Name:
-    """A private name and its salt (meshd.membership.names.NameOpening, unchecked here)."""
+    """A private name and its salt (meshd.core.membership.names.NameOpening, unchecked here)."""
 
     salt: bytes
     name: str

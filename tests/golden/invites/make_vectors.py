@@ -15,8 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
+from meshd.core.membership import DelegationCertificate, MeshDefinition, MeshTrust  # noqa: E402
 from meshd.invites import Endpoint, InviteToken, Issuer, issue_invite, join_request  # noqa: E402
-from meshd.membership import DelegationCertificate, MeshDefinition, MeshTrust  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 from tests.golden.membership import make_vectors as membership  # noqa: E402
 from tests.golden.membership.make_vectors import (  # noqa: E402
@@ -121,7 +121,7 @@ def rendered() -> dict[str, str]:
         ),
         "token_private.json": vectors.render(
             "an invite for a private name as a token: invite bytes (its name is the name's "
-            "commitment, meshd.membership.names), the secret, the name, the name's length",
+            "commitment, meshd.core.membership.names), the secret, the name, the name's length",
             (private.invite.encode() + private.secret + b"Haus am See" + bytes([11])).hex(),
             {
                 "type": "invite_token",

@@ -18,8 +18,7 @@ from nacl.signing import SigningKey
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
-from meshd.identity import node_id_from_public  # noqa: E402
-from meshd.membership import (  # noqa: E402
+from meshd.core.membership import (  # noqa: E402
     SCOPE_ALL,
     Message,
     RevocationTarget,
@@ -28,6 +27,7 @@ from meshd.membership import (  # noqa: E402
     issue_membership,
     revoke,
 )
+from meshd.identity import node_id_from_public  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 
 

@@ -12,17 +12,17 @@ import json
 from pathlib import Path
 
 from meshd.commands.decode import decode
-from meshd.core.proto import session
-from meshd.invites import join_request
-from meshd.membership import (
+from meshd.core.membership import (
     DelegationCertificate,
     MembershipCertificate,
     MeshDefinition,
     MeshTrust,
 )
-from meshd.membership.directory import Entry
-from meshd.membership.renewal import RenewalIssuer, renew
-from meshd.membership.rotation import rotate_mesh
+from meshd.core.membership.directory import Entry
+from meshd.core.membership.renewal import RenewalIssuer, renew
+from meshd.core.membership.rotation import rotate_mesh
+from meshd.core.proto import session
+from meshd.invites import join_request
 from tests.golden.gateway.make_vectors import advert as gateway_advert
 from tests.golden.invites import make_vectors as INVITES
 from tests.golden.membership import make_vectors as MEMBERSHIP_RECORDS

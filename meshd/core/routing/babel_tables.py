@@ -1,6 +1,6 @@
 """Settings, table entries and snapshots of the Babel routing core (RFC 8966 3.2).
 
-The router itself is ``meshd.routing.babel.BabelRouter``; this module holds its plain data:
+The router itself is ``meshd.core.routing.babel.BabelRouter``; this module holds its plain data:
 the parameters (every timer is one), the source table with feasibility distances, the route
 table entries, the pending seqno requests, and the frozen snapshots and route changes it
 hands out.
@@ -178,11 +178,11 @@ class RouteInfo:
 
 
 # (prefix, router-id) -> None when the update may carry them, else the refusal's reason code
-# (meshd.routing.origin.OriginPolicy.refusal). HELD is not a refusal: see BabelParams.
+# (meshd.core.routing.origin.OriginPolicy.refusal). HELD is not a refusal: see BabelParams.
 OriginCheck = Callable[[IPNetwork, bytes], str | None]
 HELD: Final = "unknown_origin"
 # (neighbour, prefix, router-id, seqno, the Update's OriginSignature) -> None when the update
-# may carry that seqno, else why not (meshd.routing.origin.OriginPolicy.seqno_refusal).
+# may carry that seqno, else why not (meshd.core.routing.origin.OriginPolicy.seqno_refusal).
 SeqnoCheck = Callable[[NeighbourId, IPNetwork, bytes, int, OriginSignature | None], str | None]
 UNSIGNED: Final = "unsigned"  # the neighbour is asked for the route again, with its proof
 # (prefix, router-id, seqno) -> the OriginSignature to send with an Update of it, if any.

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.membership.errors import MembershipError, Reason
-from meshd.membership.issue import issue_membership
-from meshd.membership.messages import (
+from meshd.core.keys import node_id_from_public
+from meshd.core.membership.errors import MembershipError, Reason
+from meshd.core.membership.issue import issue_membership
+from meshd.core.membership.messages import (
     DelegationCertificate,
     MembershipCertificate,
     RevocationTarget,
     Scope,
 )
-from meshd.membership.verify import (
+from meshd.core.membership.verify import (
     DEFAULT_SKEW_S,
     MeshTrust,
     VerifiedMember,

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshd.core.membership.directory import Added, Directory, DirectoryError, Entry
+from meshd.core.membership.verify import VerifiedMember
 from meshd.core.proto.session import (
     MAX_DIRECTORY_ENTRIES,
     MAX_FINGERPRINTS,
@@ -31,8 +33,6 @@ from meshd.core.proto.session import (
     DirectoryEntries,
     DirectoryFingerprints,
 )
-from meshd.membership.directory import Added, Directory, DirectoryError, Entry
-from meshd.membership.verify import VerifiedMember
 
 DirectoryMessage = DirectoryDigest | DirectoryFingerprints | DirectoryEntries
 Outgoing = list[tuple[str, DirectoryMessage]]

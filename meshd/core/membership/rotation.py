@@ -15,12 +15,12 @@ from collections.abc import Iterable, Sequence
 
 from nacl.signing import SigningKey
 
-from meshd.identity import node_id_from_public
-from meshd.membership.errors import MembershipError, Reason
-from meshd.membership.issue import create_mesh
-from meshd.membership.messages import MeshDefinition
-from meshd.membership.revocations import RevocationSet
-from meshd.membership.verify import MeshTrust
+from meshd.core.keys import node_id_from_public
+from meshd.core.membership.errors import MembershipError, Reason
+from meshd.core.membership.issue import create_mesh
+from meshd.core.membership.messages import MeshDefinition
+from meshd.core.membership.revocations import RevocationSet
+from meshd.core.membership.verify import MeshTrust
 
 
 def rotate_mesh(

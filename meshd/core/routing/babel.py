@@ -38,14 +38,14 @@ Choices (see the RFC sections cited in place):
   source a stored route refers to is never collected (as babeld).
 - RouteChange is about next hops: a change of metric alone is only seen in ``selected()``.
 - Not RFC 8966: an update is stored only when the origin check passes it (``check_origins``:
-  a mesh host route under the router-id its certificate names, meshd.routing.origin) and
+  a mesh host route under the router-id its certificate names, meshd.core.routing.origin) and
   the neighbour is within its share of route entries (``BabelParams.max_routes*``); what is
   refused is drained as RefusedUpdate (``drain_refused``) for the caller to count, and a
   stored route the check refuses later goes on ``revalidate``. An update of an origin no
   certificate names yet (HELD) is noted, bounded, and asked for again (a unicast Route
   Request) once ``revalidate`` finds its owner; unresolved, it is refused after hold_s.
 - Not RFC 8966 either: origin-signed seqnos. A non-retraction is stored only when its seqno
-  passes ``seqnos`` (its OriginSignature sub-TLV, meshd.routing.origin); we send each
+  passes ``seqnos`` (its OriginSignature sub-TLV, meshd.core.routing.origin); we send each
   seqno's proof from ``proofs`` to a neighbour once (again after its wildcard request, or
   in a forced answer), and ask a neighbour for a route again when we could not pass it on
   with a proof (``unsigned``, or taken from its originator without one).
@@ -71,9 +71,9 @@ from meshd.core.proto.babel import (
     Update,
     seqno_less,
 )
-from meshd.routing.babel_output import packetize, with_parser_state
-from meshd.routing.babel_state import RouterState
-from meshd.routing.babel_tables import (
+from meshd.core.routing.babel_output import packetize, with_parser_state
+from meshd.core.routing.babel_state import RouterState
+from meshd.core.routing.babel_tables import (
     HELD,
     UNSIGNED,
     BabelParams,
@@ -253,12 +253,12 @@ class BabelRouter(RouterState):
         proofs: ProofSource | None = None,
     ) -> None:
         """From now on, store only the updates ``check`` passes, and whose seqno ``seqnos``
-        passes; send each seqno's proof from ``proofs`` (meshd.routing.origin)."""
+        passes; send each seqno's proof from ``proofs`` (meshd.core.routing.origin)."""
         self._origin, self._seqno_check, self._proofs = check, seqnos, proofs
 
     def penalize(self, prefix: IPNetwork, neighbour: NeighbourId, until: float, now: float) -> bool:
         """Keep the routes to ``prefix`` through ``neighbour`` out of selection until
-        ``until`` (it lost the traffic: meshd.routing.progress), when another route to it
+        ``until`` (it lost the traffic: meshd.core.routing.progress), when another route to it
         is stored and not kept out itself; False (nothing done) when there is none: a
         destination that answers through no next hop is not cut off. With no feasible one left the
         sources are asked for a new seqno, as for a lost route."""
@@ -375,7 +375,7 @@ class BabelRouter(RouterState):
         if router_id is None or router_id == self.router_id:
             return  # RFC 8966 4.6.9: no router-id, ignore; our own routes come back: ignore
         if self._origin is not None and (reason := self._origin(prefix, router_id)) is not None:
-            # Not this origin's to announce (meshd.routing.origin): nothing is stored, and a
+            # Not this origin's to announce (meshd.core.routing.origin): nothing is stored, and a
             # retraction of it changes nothing either (no route of it was ever kept). An
             # origin not known yet is held instead: asked for again once it is.
             if tlv.retraction:

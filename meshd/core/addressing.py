@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-from meshd.identity import public_from_node_id
+from meshd.core.keys import public_from_node_id
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 

@@ -6,10 +6,10 @@ admins sign Revocations, gossiped as a RevocationSet. ``verify_membership`` deci
 No I/O and no clock: ``now`` is passed in as Unix seconds.
 """
 
-from meshd.membership.canonical import DecodeError, MessageType
-from meshd.membership.errors import MembershipError, Reason
-from meshd.membership.issue import create_mesh, issue_delegation, issue_membership, revoke
-from meshd.membership.messages import (
+from meshd.core.membership.canonical import DecodeError, MessageType
+from meshd.core.membership.errors import MembershipError, Reason
+from meshd.core.membership.issue import create_mesh, issue_delegation, issue_membership, revoke
+from meshd.core.membership.messages import (
     SCOPE_ALL,
     DelegationCertificate,
     MembershipCertificate,
@@ -22,8 +22,8 @@ from meshd.membership.messages import (
     decode_message,
     message_from_json,
 )
-from meshd.membership.revocations import RevocationSet
-from meshd.membership.verify import (
+from meshd.core.membership.revocations import RevocationSet
+from meshd.core.membership.verify import (
     DEFAULT_SKEW_S,
     MeshTrust,
     VerifiedMember,

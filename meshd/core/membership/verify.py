@@ -17,16 +17,16 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from meshd.addressing import mesh_ipv6
-from meshd.membership.errors import MembershipError, Reason
-from meshd.membership.messages import (
+from meshd.core.addressing import mesh_ipv6
+from meshd.core.membership.errors import MembershipError, Reason
+from meshd.core.membership.messages import (
     DelegationCertificate,
     MembershipCertificate,
     MeshDefinition,
     RevocationTarget,
     Scope,
 )
-from meshd.membership.revocations import RevocationSet
+from meshd.core.membership.revocations import RevocationSet
 
 DEFAULT_SKEW_S = 300
 

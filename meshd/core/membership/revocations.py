@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
-from meshd.membership.errors import MembershipError, Reason
-from meshd.membership.messages import MESH_ID_LENGTH, Revocation, RevocationTarget
+from meshd.core.membership.errors import MembershipError, Reason
+from meshd.core.membership.messages import MESH_ID_LENGTH, Revocation, RevocationTarget
 
 DIGEST_DOMAIN = b"meshd-revocation-set-v1\0"
 

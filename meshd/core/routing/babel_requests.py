@@ -4,7 +4,7 @@ resending with doubling delays until an Update with the requested seqno arrives.
 from __future__ import annotations
 
 from meshd.core.proto.babel import AE_IPV4, AE_IPV6, SeqnoRequest, seqno_less
-from meshd.routing.babel_tables import BabelParams, IPNetwork, NeighbourId, PendingRequest
+from meshd.core.routing.babel_tables import BabelParams, IPNetwork, NeighbourId, PendingRequest
 
 
 def ae_of(prefix: IPNetwork) -> int:

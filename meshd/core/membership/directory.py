@@ -1,6 +1,6 @@
 """The certificate directory: every member's certificate, mesh-wide (pure).
 
-Route origin validation (meshd.routing.origin) needs the certificate of every member whose
+Route origin validation (meshd.core.routing.origin) needs the certificate of every member whose
 addresses a node routes to, not only its neighbours'. Each node keeps every certificate it
 has seen verify, with the delegation that issued it where a delegate did, and neighbours
 reconcile their sets: a constant-size digest first (``digest``), the fingerprints of what
@@ -15,7 +15,7 @@ default: about 2.3-4.2 MB). ``encode`` and ``decode`` are its file in the state 
 so a restart does not start blind.
 
 Privacy: the directory tells every member the name each member was certified with; by
-default that is only a commitment to the household's name (meshd.membership.names), which
+default that is only a commitment to the household's name (meshd.core.membership.names), which
 the node shows its neighbours alone; docs/threat-model.md says so.
 """
 
@@ -27,17 +27,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from meshd.core.proto.session import FINGERPRINT_LENGTH
-from meshd.membership.errors import MembershipError
-from meshd.membership.messages import DelegationCertificate, MembershipCertificate
-from meshd.membership.revocations import RevocationTarget
-from meshd.membership.verify import (
+from meshd.core.membership.errors import MembershipError
+from meshd.core.membership.messages import DelegationCertificate, MembershipCertificate
+from meshd.core.membership.revocations import RevocationTarget
+from meshd.core.membership.verify import (
     DEFAULT_SKEW_S,
     MeshTrust,
     VerifiedMember,
     check_not_revoked,
     verify_membership,
 )
+from meshd.core.proto.session import FINGERPRINT_LENGTH
 
 MAX_ENTRIES = 10_000
 FILE_MAGIC = b"meshd-directory-v1\n"

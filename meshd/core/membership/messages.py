@@ -8,7 +8,7 @@
 
 Each record is declared as data: every dataclass field is annotated with the Codec of its
 kind (``serial: Annotated[int, U64]``), and SignedMessage does the rest from that table:
-checking the fields, the canonical encoding (meshd.membership.canonical, one field after
+checking the fields, the canonical encoding (meshd.core.membership.canonical, one field after
 another in dataclass order, the signature last), the JSON form, signing and verifying.
 The signature is over ``DOMAIN + encoding without the signature field``.
 In Python and JSON, Ed25519 keys are node ids (the contract spelling), the WireGuard key is
@@ -36,9 +36,9 @@ from typing import (
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from meshd.identity import encode_key, node_id_from_public, public_from_node_id
-from meshd.membership._json import JSON_VERSION, JsonFields
-from meshd.membership.canonical import (
+from meshd.core.keys import encode_key, node_id_from_public, public_from_node_id
+from meshd.core.membership._json import JSON_VERSION, JsonFields
+from meshd.core.membership.canonical import (
     U64_MAX,
     DecodeError,
     MessageType,
@@ -46,7 +46,7 @@ from meshd.membership.canonical import (
     Writer,
     check_text,
 )
-from meshd.membership.errors import MembershipError, Reason
+from meshd.core.membership.errors import MembershipError, Reason
 
 MESH_ID_LENGTH = 16
 KEY_LENGTH = 32

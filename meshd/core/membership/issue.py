@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 from nacl.signing import SigningKey
 
-from meshd.addressing import mesh_ipv6
-from meshd.identity import node_id_from_public
-from meshd.membership.messages import (
+from meshd.core.addressing import mesh_ipv6
+from meshd.core.keys import node_id_from_public
+from meshd.core.membership.messages import (
     NO_SIGNATURE,
     DelegationCertificate,
     MembershipCertificate,

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from meshd.identity import decode_wireguard_key, encode_key, public_from_node_id
-from meshd.membership.errors import MembershipError, Reason
+from meshd.core.keys import decode_wireguard_key, encode_key, public_from_node_id
+from meshd.core.membership.errors import MembershipError, Reason
 
 JSON_VERSION = 1
 _HEX = re.compile(r"[0-9a-f]*")

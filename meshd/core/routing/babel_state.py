@@ -1,6 +1,6 @@
 """The state of the Babel core and the rules that act on it (RFC 8966 3.5-3.8): selection,
 triggered updates, feasibility distances, expiry, seqno requests. ``BabelRouter`` in
-``meshd.routing.babel`` adds the inputs and outputs on top; read that module first."""
+``meshd.core.routing.babel`` adds the inputs and outputs on top; read that module first."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from meshd.core.proto.babel import (
     Update,
     seqno_add,
 )
-from meshd.routing.babel_requests import SeqnoRequests, ae_of
-from meshd.routing.babel_tables import (
+from meshd.core.routing.babel_requests import SeqnoRequests, ae_of
+from meshd.core.routing.babel_tables import (
     HELD,
     HOP_COUNT,
     BabelParams,
@@ -60,17 +60,17 @@ class RouterState:
         self._resend: dict[IPNetwork, float] = {}  # urgent updates to send a second time
         self._queued: dict[NeighbourId, dict[IPNetwork, bool]] = {}  # prefix -> forced
         self._queued_requests: dict[NeighbourId, list[TLV]] = {}
-        # Which (prefix, router-id) an update may carry (meshd.routing.origin); None: any.
+        # Which (prefix, router-id) an update may carry (meshd.core.routing.origin); None: any.
         self._origin: OriginCheck | None = None
         self._refused: list[RefusedUpdate] = []  # since the last drain
-        # Origin-signed seqnos (meshd.routing.origin): which seqnos an update may carry,
+        # Origin-signed seqnos (meshd.core.routing.origin): which seqnos an update may carry,
         # the proofs we send, the last proof each neighbour got from us per prefix (sent
         # again only when it changes), and when we last asked a neighbour for one.
         self._seqno_check: SeqnoCheck | None = None
         self._proofs: ProofSource | None = None
         self._proof_sent: dict[NeighbourId, dict[IPNetwork, OriginSignature]] = {}
         self._proof_asked: dict[tuple[NeighbourId, IPNetwork], float] = {}
-        # Next hops kept out of selection for a prefix until then (meshd.routing.progress).
+        # Next hops kept out of selection for a prefix until then (meshd.core.routing.progress).
         self._penalized: dict[tuple[IPNetwork, NeighbourId], float] = {}
         # Updates of an origin no known certificate names yet: (router-id, until when).
         self._held: dict[tuple[NeighbourId, IPNetwork], tuple[bytes, float]] = {}

@@ -25,7 +25,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from meshd.membership.canonical import check_text
+from meshd.core.membership.canonical import check_text
 
 PREFIX = "sha256:"
 SALT_LENGTH = 16
