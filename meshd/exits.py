@@ -39,12 +39,13 @@ from nacl.signing import SigningKey
 
 from meshd import mesh
 from meshd.config import ExitSettings, UplinkSettings, parse_endpoint, parse_rate_kbit
+from meshd.core.errors import BadInput
 from meshd.core.membership import VerifiedMember
 from meshd.core.membership.names import shown
 from meshd.core.proto import session as messages
 from meshd.core.proto.gateway import make_advert
 from meshd.core.routing.uplink_health import Health, UplinkHealth
-from meshd.core.session_policy import Refusal, SessionKind, SessionState, check
+from meshd.core.session_policy import SessionKind, SessionState, check
 from meshd.ledger import Ledger, month_of
 from meshd.log import event
 from meshd.net import uplink_probe
@@ -420,10 +421,8 @@ class ExitService:
                     gateway=shown(peer.member.name, peer.node_id),
                     reason=msg.reason,
                 )
-        except messages.SessionMessageError as exc:
+        except BadInput as exc:
             self._close(peer, exc.reason, exc.message)
-        except Refusal as exc:
-            self._close(peer, exc.reason, exc.detail)
 
     def _close(self, peer: ExitPeer, reason: str, detail: str) -> None:
         event(

@@ -86,6 +86,7 @@ from nacl.signing import SigningKey
 from meshd import mesh, trust
 from meshd.config import MembershipSettings
 from meshd.core import session_policy as policy
+from meshd.core.errors import BadInput
 from meshd.core.membership import MembershipCertificate, MembershipError, VerifiedMember
 from meshd.core.membership.renewal import (
     RenewalError,
@@ -184,7 +185,7 @@ def read_token(state_dir: Path) -> InviteToken | None:
     try:
         return parse_token(text)
     except InviteError as exc:
-        raise JoinError(str(exc.reason_code), f"{path}: {exc.message}") from None
+        raise JoinError(str(exc.reason), f"{path}: {exc.message}") from None
 
 
 def bootstrap_endpoints(state_dir: Path) -> tuple[Endpoint, ...]:
@@ -318,7 +319,7 @@ async def join_mesh(
     try:
         verify_invite(invite, time.time(), admins=invite.admins)
     except InviteError as exc:
-        raise JoinError(str(exc.reason_code), exc.message) from None
+        raise JoinError(str(exc.reason), exc.message) from None
     if cfg.node.mesh_ipv4 != invite.mesh_ipv4 or not set(cfg.mesh.admin_keys) & set(invite.admins):
         raise JoinError(
             "config_mismatch",
@@ -530,9 +531,7 @@ class JoinService:
                 msg.invite, msg.request, joiner, self.control.own.trust, self.control.clock.now()
             )
         except InviteError as exc:
-            self._answer(
-                joiner, messages.JoinRefused(joiner, str(exc.reason_code), _short(exc.message))
-            )
+            self._answer(joiner, messages.JoinRefused(joiner, str(exc.reason), _short(exc.message)))
             return
         event(
             "join.request",
@@ -692,10 +691,8 @@ class JoinService:
                 self._send(peer.node_id, self.renew_for(msg, None))
             elif isinstance(msg, messages.JoinGranted | messages.JoinRefused | RenewAnswer):
                 self._on_issuer_answer(peer, msg)
-        except messages.SessionMessageError as exc:
+        except BadInput as exc:
             self._close(peer.node_id, exc.reason, exc.message)
-        except policy.Refusal as exc:
-            self._close(peer.node_id, exc.reason, exc.detail)
 
     def _on_forwarded(self, peer: _RelayPeer, msg: messages.JoinRequestMessage) -> None:
         """A bootstrap node passes on a request for one of our invites."""
@@ -705,7 +702,7 @@ class JoinService:
         except InviteError as exc:
             # The bootstrap node checked both before forwarding: it is broken, or lies.
             detail = f"forwarded request: {exc.message}"
-            raise policy.Refusal(str(exc.reason_code), detail) from None
+            raise policy.Refusal(str(exc.reason), detail) from None
         event("join.forwarded_request", relay=peer.node_id[:8], invite=invite.invite_id.hex())
         self._spawn(self._redeem_for_relay(peer.node_id, invite, request))
 
@@ -786,7 +783,7 @@ class JoinService:
                 self.renewal_settings.clock_tolerance_s,
             )
         except (MembershipError, RenewalError) as exc:
-            return messages.RenewRefused(requester, str(exc.reason_code), _short(exc.message))
+            return messages.RenewRefused(requester, str(exc.reason), _short(exc.message))
         event("renewal.issued", node=requester[:8], name=fresh.name, valid_until=fresh.expires_at)
         delegation = issuer.delegation.encode() if issuer.delegation is not None else b""
         return messages.RenewGranted(fresh.encode(), delegation)
@@ -904,7 +901,7 @@ class JoinService:
                     "issued by a delegate; this node keeps its own delegation",
                 )
         except (MembershipError, RenewalError) as exc:
-            state.last_refusal, state.state = f"{exc.reason_code}: {exc.message}", "refused"
+            state.last_refusal, state.state = f"{exc.reason}: {exc.message}", "refused"
             event("renewal.bad_grant", logging.WARNING, by=node_id[:8], reason=str(exc))
             return
         delegation = chain[0] if chain else None

@@ -63,6 +63,7 @@ from nacl.signing import SigningKey
 
 from meshd.core import addressing
 from meshd.core import session_policy as policy
+from meshd.core.errors import BadInput
 from meshd.core.membership import (
     DEFAULT_SKEW_S,
     DelegationCertificate,
@@ -647,11 +648,8 @@ class ControlPlane:
         try:
             msg = messages.decode(data)
             policy.check(SessionKind.NEIGHBOUR, peer.session_state, msg, peer.features)
-        except messages.SessionMessageError as exc:
-            self._refuse(peer, exc.reason, str(exc))
-            return
-        except Refusal as exc:
-            self._refuse(peer, exc.reason, exc.detail)
+        except BadInput as exc:  # the bytes, or the policy
+            self._refuse(peer, exc.reason, exc.message)
             return
         if isinstance(msg, messages.Capabilities):
             # Names this build does not know are a newer node's: ignored.
@@ -781,7 +779,7 @@ class ControlPlane:
         try:
             member, credential = self._check_member(peer, msg)
         except Refusal as exc:
-            self._refuse(peer, exc.reason, exc.detail)
+            self._refuse(peer, exc.reason, exc.message)
             return
         assert peer.member is not None
         if member.wireguard_public != peer.member.wireguard_public:
@@ -797,7 +795,7 @@ class ControlPlane:
         try:
             member, credential = self._check_member(peer, msg)
         except Refusal as exc:
-            self._refuse(peer, exc.reason, exc.detail)
+            self._refuse(peer, exc.reason, exc.message)
             return
         peer.member, peer.credential = member, credential
         peer.session_verified = True
@@ -1038,7 +1036,7 @@ class ControlPlane:
                 try:
                     verify_membership(*peer.credential, self.own.trust, wall)
                 except MembershipError as exc:
-                    reason = str(exc.reason_code)
+                    reason = str(exc.reason)
             if reason is None:
                 continue
             event("peer.dropped", logging.WARNING, peer=peer.name, reason=reason)
@@ -1247,7 +1245,7 @@ class ControlPlane:
         try:
             added, _ = self.directory.add(Entry(*credential), self.clock.now())
         except DirectoryError as exc:
-            event("directory.refused", logging.WARNING, reason=exc.reason, detail=exc.detail)
+            event("directory.refused", logging.WARNING, reason=exc.reason, detail=exc.message)
             return
         if added is not Added.KNOWN:
             self._send_directory(self.directory_sync.changed())
@@ -1275,7 +1273,7 @@ class ControlPlane:
                     event("directory.learned", peer=peer.name, members=len(learned))
                     self._send_directory(self.directory_sync.changed())
         except DirectoryError as exc:
-            self._refuse(peer, f"directory_{exc.reason}", exc.detail)
+            self._refuse(peer, f"directory_{exc.reason}", exc.message)
 
     def _send_directory(self, outgoing: list[tuple[str, DirectoryMessage]]) -> None:
         for node_id, message in outgoing:
@@ -1438,7 +1436,7 @@ def check_membership(
         cert, chain = decode_credential(msg)
         member = verify_membership(cert, chain, own.trust, now)
     except MembershipError as exc:  # malformed, or does not verify
-        raise Refusal(str(exc.reason_code), exc.message) from None
+        raise Refusal(str(exc.reason), exc.message) from None
     if member.node_id != node_id:
         raise Refusal("wrong_node_id", f"certificate for {member.node_id}")
     return member, (cert, chain)

@@ -900,14 +900,14 @@ class Node:
             try:
                 return self.control.add_revocation_records(_hex_list(args.get("records")))
             except MembershipError as exc:
-                raise api.CallError(str(exc.reason_code), exc.message) from None
+                raise api.CallError(str(exc.reason), exc.message) from None
         if call == "mesh_definition":
             assert self.control is not None
             records = _hex_list(args.get("records"))
             try:
                 adopted = [self.control.adopt_definition(MeshDefinition.decode(r)) for r in records]
             except MembershipError as exc:
-                raise api.CallError(str(exc.reason_code), exc.message) from None
+                raise api.CallError(str(exc.reason), exc.message) from None
             definition = self.control.own.trust.definition
             return {"adopted": sum(adopted), "definition": definition.to_json()}
         if call == "block":

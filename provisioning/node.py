@@ -41,7 +41,7 @@ def _token(args: argparse.Namespace) -> InviteToken:
         token = parse_token(args.invite)
         verify_invite(token.invite, time.time(), admins=token.invite.admins)
     except InviteError as exc:
-        raise Refused(f"the invite is refused ({exc.reason_code}): {exc.message}") from None
+        raise Refused(f"the invite is refused ({exc.reason}): {exc.message}") from None
     if args.name is not None and args.name != token.node_name:
         raise Refused(f"the invite is for a node named {token.node_name!r}, not {args.name!r}")
     return token

@@ -168,7 +168,7 @@ def _membership(data: bytes) -> list[dict[str, object]]:
         kind = invites.get(data[0]) if data[:1] else None
         return [(kind.decode(data) if kind else decode_message(data)).to_json()]
     except MembershipError as exc:
-        raise DecodeFailure(str(exc.reason_code), exc.message) from None
+        raise DecodeFailure(str(exc.reason), exc.message) from None
 
 
 def _receipt(data: bytes) -> list[dict[str, object]]:
@@ -257,7 +257,7 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
             try:
                 entry = Entry.decode(record)
             except DirectoryError as exc:
-                raise DecodeFailure(exc.reason, exc.detail) from None
+                raise DecodeFailure(exc.reason, exc.message) from None
             out.append(_membership(entry.certificate.encode())[0])
             out += (_membership(d.encode())[0] for d in entry.chain)
         return out

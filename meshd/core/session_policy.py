@@ -25,15 +25,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
+from meshd.core.errors import BadInput
 from meshd.core.proto import session as m
 
 
-class Refusal(Exception):
+class Refusal(BadInput):
     """A peer's message is refused: ``reason`` is the code its session is closed with."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 class SessionKind(StrEnum):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from meshd.core.errors import BadInput
+
 
 class InviteReason(enum.StrEnum):
     MALFORMED = "malformed"  # not an invite token / not the canonical bytes
@@ -22,14 +24,11 @@ class InviteReason(enum.StrEnum):
     BAD_ANSWER = "bad_answer"  # the joining node's check: the grant does not fit its request
 
 
-class InviteError(Exception):
+class InviteError(BadInput):
     """An invite token or join request from a person or a peer was refused. Callers show
     the message, or answer the joining node with a Refusal; never fatal to the daemon."""
 
-    def __init__(self, reason_code: InviteReason, message: str) -> None:
-        super().__init__(f"{reason_code}: {message}")
-        self.reason_code = reason_code
-        self.message = message
+    reason: InviteReason
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def accept_grant(
         certificate = MembershipCertificate.decode(certificate_bytes)
         delegation = DelegationCertificate.decode(delegation_bytes) if delegation_bytes else None
     except MembershipError as exc:
-        raise _bad(f"{exc.reason_code}: {exc.message}") from None
+        raise _bad(f"{exc.reason}: {exc.message}") from None
     if (definition.mesh_id, definition.ipv4_prefix, definition.ipv6_prefix) != (
         invite.mesh_id,
         invite.ipv4_prefix,
@@ -114,7 +114,7 @@ def accept_grant(
     try:
         member = verify_membership(certificate, chain, trust, now, skew_s)
     except MembershipError as exc:
-        raise _bad(f"the certificate does not verify ({exc.reason_code}: {exc.message})") from None
+        raise _bad(f"the certificate does not verify ({exc.reason}: {exc.message})") from None
     wanted = (
         request.node_id,
         request.wireguard_public,

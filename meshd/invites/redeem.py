@@ -153,4 +153,4 @@ def redeem(
     try:
         return _redeem(store, issuer, invite, request, now, lifetime_s, skew_s)
     except InviteError as exc:
-        return Refusal(exc.reason_code, exc.message)
+        return Refusal(exc.reason, exc.message)

@@ -40,9 +40,7 @@ def invite_key(secret: bytes) -> bytes:
 
 def _refused(exc: MembershipError) -> InviteError:
     reason = (
-        InviteReason.BAD_SIGNATURE
-        if exc.reason_code is Reason.BAD_SIGNATURE
-        else InviteReason.MALFORMED
+        InviteReason.BAD_SIGNATURE if exc.reason is Reason.BAD_SIGNATURE else InviteReason.MALFORMED
     )
     return InviteError(reason, exc.message)
 
@@ -116,7 +114,7 @@ def parse_token(text: str) -> InviteToken:
     try:
         invite, secret, name = decode_invite(raw[:-SECRET_LENGTH]), raw[-SECRET_LENGTH:], None
     except InviteError as exc:
-        private = _with_name(raw) if exc.reason_code is InviteReason.MALFORMED else None
+        private = _with_name(raw) if exc.reason is InviteReason.MALFORMED else None
         if private is None:
             raise
         invite, secret, name = private
@@ -137,7 +135,7 @@ def _with_name(raw: bytes) -> tuple[Invite, bytes, str] | None:
     try:
         invite = decode_invite(raw[: cut - SECRET_LENGTH])
     except InviteError as exc:
-        if exc.reason_code is InviteReason.MALFORMED:
+        if exc.reason is InviteReason.MALFORMED:
             return None
         raise
     try:

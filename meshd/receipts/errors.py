@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from meshd.core.errors import BadInput
+
 
 class ReceiptReason(enum.StrEnum):
     MALFORMED = "malformed"  # not the canonical bytes, not JSON, wrong or missing fields
@@ -22,14 +24,11 @@ class ReceiptReason(enum.StrEnum):
     INVALID_REVOCATION = "invalid_revocation"
 
 
-class ReceiptError(Exception):
+class ReceiptError(BadInput):
     """A receipt or export line from a file or a peer was refused. Raised where the bytes
     or JSON are read; the verifiers turn it into a Rejection for that record."""
 
-    def __init__(self, reason: ReceiptReason, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
+    reason: ReceiptReason
 
 
 @dataclass(frozen=True)

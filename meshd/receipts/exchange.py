@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshd.core.errors import BadInput
+
 Pair = tuple[int, int]  # (relayed_for, relayed_to), or the consumer's (sent, received)
 ZERO: Pair = (0, 0)
 # Dispute reasons (the RECEIPT message's reason; shown on both sides).
@@ -164,12 +166,8 @@ def claim_due(
     return since_last_s >= interval_s and (grown > 0 or unanswered)
 
 
-class ReceiptRefused(Exception):
+class ReceiptRefused(BadInput):
     """A receipt the provider does not store; the reason code is for logs and status."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 def accept(chain: ProviderChain, seq: int, totals: Pair, claimed: Pair | None) -> ProviderChain:

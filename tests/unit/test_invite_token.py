@@ -38,7 +38,7 @@ def _reason(fn: object, *args: object, **kwargs: object) -> InviteReason:
     assert callable(fn)
     with pytest.raises(InviteError) as excinfo:
         fn(*args, **kwargs)
-    return excinfo.value.reason_code
+    return excinfo.value.reason
 
 
 def _text(raw: bytes) -> str:

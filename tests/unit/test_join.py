@@ -187,7 +187,7 @@ def test_a_bootstrap_node_checks_the_invite_and_the_proof(tmp_path: Path) -> Non
     def reason(*args: Any, now: float = NOW) -> str:
         with pytest.raises(InviteError) as info:
             check_forwardable(*args, issuer.trust, now)
-        return str(info.value.reason_code)
+        return str(info.value.reason)
 
     other = identity.generate(tmp_path / "other")
     assert reason(msg.invite, msg.request, other.node_id) == "bad_proof"  # not its own request
@@ -225,7 +225,7 @@ def test_the_joining_node_accepts_only_a_grant_for_its_own_request(tmp_path: Pat
     def reason(*args: Any) -> str:
         with pytest.raises(InviteError) as info:
             accept_grant(token, request, *args, NOW)
-        assert info.value.reason_code == "bad_answer"
+        assert info.value.reason == "bad_answer"
         return info.value.message
 
     assert "not a pinned admin key" in reason((issuer.node_id,), *grant)

@@ -85,4 +85,4 @@ def test_vectors_verify_as_a_chain_and_revocations_apply() -> None:
     verify_membership(delegated, [delegation], trust, t0 + 2 * day - 1)
     with pytest.raises(MembershipError) as excinfo:
         verify_membership(delegated, [delegation], trust, t0 + 2 * day)
-    assert excinfo.value.reason_code is Reason.REVOKED
+    assert excinfo.value.reason is Reason.REVOKED

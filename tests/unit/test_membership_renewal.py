@@ -145,12 +145,12 @@ def test_an_expired_certificate_is_renewed_within_the_grace_period_only() -> Non
     after = T0 + DAY + 300 + HOUR  # beyond the skew
     with pytest.raises(MembershipError) as expired:
         verify_membership(c, (delegation(),), trust(), after)
-    assert expired.value.reason_code is Reason.EXPIRED
+    assert expired.value.reason is Reason.EXPIRED
     fresh = renew(DELEGATE_ISSUER, c, (delegation(),), after, serial=3, grace_s=2 * HOUR)
     assert fresh.not_before == after
     with pytest.raises(MembershipError) as too_late:
         renew(DELEGATE_ISSUER, c, (delegation(),), after + 2 * HOUR, serial=4, grace_s=2 * HOUR)
-    assert too_late.value.reason_code is Reason.EXPIRED
+    assert too_late.value.reason is Reason.EXPIRED
 
 
 def test_a_revoked_node_or_certificate_is_refused_even_after_it_expired() -> None:
@@ -161,24 +161,24 @@ def test_a_revoked_node_or_certificate_is_refused_even_after_it_expired() -> Non
         issuer = RenewalIssuer(DELEGATE, t, delegation())
         with pytest.raises(MembershipError) as refused:
             renew(issuer, c, (delegation(),), T0 + 2 * DAY + 10, serial=5)
-        assert refused.value.reason_code is Reason.REVOKED
+        assert refused.value.reason is Reason.REVOKED
 
 
 def test_a_forged_or_foreign_certificate_is_refused() -> None:
     forged = replace(cert(), name="someone else")
     with pytest.raises(MembershipError) as bad:
         check_renewable(forged, (delegation(),), trust(), T0 + DAY)
-    assert bad.value.reason_code is Reason.BAD_SIGNATURE
+    assert bad.value.reason is Reason.BAD_SIGNATURE
     with pytest.raises(MembershipError) as chainless:
         check_renewable(cert(), (), trust(), T0 + DAY)
-    assert chainless.value.reason_code is Reason.UNKNOWN_ISSUER
+    assert chainless.value.reason is Reason.UNKNOWN_ISSUER
 
 
 def test_an_issuer_renews_only_addresses_it_may_sign() -> None:
     outside = cert(address="10.77.0.9", by_delegate=False)
     with pytest.raises(RenewalError) as refused:
         renew(DELEGATE_ISSUER, outside, (), T0 + DAY, serial=6)
-    assert refused.value.reason_code is RenewalReason.CANNOT_ISSUE
+    assert refused.value.reason is RenewalReason.CANNOT_ISSUE
     invites_only = RenewalIssuer(DELEGATE, trust(), delegation(scope=Scope.INVITE))
     assert not invites_only.covers(cert())
     nobody = RenewalIssuer(OTHER, trust(), None)
@@ -211,7 +211,7 @@ def test_the_node_accepts_only_its_own_certificate_lasting_longer() -> None:
     shorter = renew(DELEGATE_ISSUER, current, (delegation(),), T0 + DAY, serial=9)
     with pytest.raises(RenewalError) as not_longer:
         accept_renewal(fresh, shorter, (delegation(),), trust(), now)
-    assert not_longer.value.reason_code is RenewalReason.BAD_RENEWAL
+    assert not_longer.value.reason is RenewalReason.BAD_RENEWAL
 
 
 # ---- the mesh's time -----------------------------------------------------------------

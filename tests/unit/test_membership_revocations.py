@@ -104,15 +104,15 @@ def test_only_valid_revocations_get_in() -> None:
     good = _rev(TARGETS[0], 100)
     with pytest.raises(MembershipError) as excinfo:
         s.add(replace(good, revoked_at=50))  # signature no longer matches
-    assert excinfo.value.reason_code is Reason.BAD_SIGNATURE
+    assert excinfo.value.reason is Reason.BAD_SIGNATURE
     with pytest.raises(MembershipError) as excinfo:
         s.add(replace(good, mesh_id=b"O" * 16))
-    assert excinfo.value.reason_code is Reason.WRONG_MESH
+    assert excinfo.value.reason is Reason.WRONG_MESH
     outsider = _key("outsider")
     forged = replace(good, issuer=nid(outsider)).sign(outsider)
     with pytest.raises(MembershipError) as excinfo:
         s.add(forged)
-    assert excinfo.value.reason_code is Reason.UNKNOWN_ISSUER
+    assert excinfo.value.reason is Reason.UNKNOWN_ISSUER
     assert len(s) == 0
 
 

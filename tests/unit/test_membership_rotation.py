@@ -66,11 +66,11 @@ def test_a_node_adopts_only_a_successor_of_what_it_holds() -> None:
     # Skipping a step: serial 3 is signed by NEW, which serial 1 does not know.
     with pytest.raises(MembershipError) as skipped:
         adopt(held, ONLY_NEW)
-    assert skipped.value.reason_code is Reason.UNKNOWN_ISSUER
+    assert skipped.value.reason is Reason.UNKNOWN_ISSUER
     forged = replace(BOTH, signature=bytes(64))
     with pytest.raises(MembershipError) as bad:
         adopt(held, forged)
-    assert bad.value.reason_code is Reason.BAD_SIGNATURE
+    assert bad.value.reason is Reason.BAD_SIGNATURE
     moved = create_mesh(
         OLD,
         mesh_id=FIRST.mesh_id,

@@ -377,7 +377,7 @@ CASES: list[tuple[Reason, str, Case]] = [
 def test_refusal_carries_its_reason_code(reason: Reason, case: Case) -> None:
     with pytest.raises(MembershipError) as excinfo:
         case(_world())
-    assert excinfo.value.reason_code is reason
+    assert excinfo.value.reason is reason
     assert str(excinfo.value).startswith(f"{reason}: ")
 
 
@@ -414,7 +414,7 @@ def test_certificate_window_with_skew_at_exact_boundaries(
     else:
         with pytest.raises(MembershipError) as excinfo:
             verify_membership(w.cert, [], w.trust, now, skew_s=skew)
-        assert excinfo.value.reason_code is reason
+        assert excinfo.value.reason is reason
 
 
 @pytest.mark.parametrize(
@@ -433,7 +433,7 @@ def test_delegation_window_with_skew_at_exact_boundaries(now: int, reason: Reaso
     else:
         with pytest.raises(MembershipError) as excinfo:
             verify_membership(w.delegated, [w.delegation], w.trust, now)
-        assert excinfo.value.reason_code is reason
+        assert excinfo.value.reason is reason
 
 
 def test_revocation_takes_effect_at_revoked_at_without_skew() -> None:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from meshd.core.errors import BadInput
 from meshd.core.membership.errors import MembershipError
 from meshd.core.membership.messages import DelegationCertificate, MembershipCertificate
 from meshd.core.membership.revocations import RevocationTarget
@@ -50,13 +51,9 @@ class Added(StrEnum):
     KNOWN = "known"  # this very entry, or an older one than it holds
 
 
-class DirectoryError(Exception):
+class DirectoryError(BadInput):
     """An entry refused: ``reason`` is a reason code (a MembershipError's, or
     ``directory_full``, ``malformed``)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 @dataclass(frozen=True)
@@ -150,7 +147,7 @@ class Directory:
         try:
             member = verify_membership(entry.certificate, entry.chain, self.trust, now, self.skew_s)
         except MembershipError as exc:
-            raise DirectoryError(str(exc.reason_code), str(exc)) from None
+            raise DirectoryError(str(exc.reason), str(exc)) from None
         self._entries[entry.node_id] = entry
         self._members[entry.node_id] = member
         self._digest = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from meshd.core.errors import BadInput
+
 
 class Reason(enum.StrEnum):
     MALFORMED = "malformed"  # not the canonical bytes / not valid JSON fields
@@ -20,11 +22,8 @@ class Reason(enum.StrEnum):
     DELEGATION_SCOPE = "delegation_scope"
 
 
-class MembershipError(Exception):
+class MembershipError(BadInput):
     """A certificate, delegation, revocation or mesh definition from a peer or a file was
-    refused. Callers log ``reason_code`` and drop the record or close the session."""
+    refused. Callers log ``reason`` and drop the record or close the session."""
 
-    def __init__(self, reason_code: Reason, message: str) -> None:
-        super().__init__(f"{reason_code}: {message}")
-        self.reason_code = reason_code
-        self.message = message
+    reason: Reason

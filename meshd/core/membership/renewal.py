@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
+from meshd.core.errors import BadInput
 from meshd.core.keys import node_id_from_public
 from meshd.core.membership.errors import MembershipError, Reason
 from meshd.core.membership.issue import issue_membership
@@ -45,14 +46,11 @@ class RenewalReason(enum.StrEnum):
     BAD_RENEWAL = "bad_renewal"  # the fresh certificate is not the old one renewed
 
 
-class RenewalError(Exception):
+class RenewalError(BadInput):
     """A renewal refused for a reason of its own (the certificate itself verified; its
     MembershipError reasons are raised as they are)."""
 
-    def __init__(self, reason_code: RenewalReason, message: str) -> None:
-        super().__init__(f"{reason_code}: {message}")
-        self.reason_code = reason_code
-        self.message = message
+    reason: RenewalReason
 
 
 def renew_at(cert: MembershipCertificate, margin_s: int = 0) -> int:
@@ -107,7 +105,7 @@ def check_renewable(
     try:
         return verify_membership(cert, chain, trust, now, skew_s)
     except MembershipError as exc:
-        late = exc.reason_code in (Reason.EXPIRED, Reason.DELEGATION_EXPIRED)
+        late = exc.reason in (Reason.EXPIRED, Reason.DELEGATION_EXPIRED)
         if not late or now >= cert.expires_at + skew_s + grace_s:
             raise
     # Judged as it stood in its last second, then against today's revocations.

@@ -6,20 +6,17 @@ from __future__ import annotations
 import ipaddress
 from typing import Final
 
+from meshd.core.errors import BadInput
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class BabelDecodeError(Exception):
+class BabelDecodeError(BadInput):
     """The bytes are not a well-formed Babel packet (the peer's fault, never ours).
 
     ``reason`` is a short snake_case code for logs and counters; ``message`` says where and why.
     """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 # RFC 8966 4.1.5: address encodings.

@@ -30,6 +30,7 @@ from nacl.bindings import crypto_core_ed25519_is_valid_point
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
+from meshd.core.errors import BadInput
 from meshd.core.keys import node_id_from_public, public_from_node_id
 
 MAGIC = b"MSHB"
@@ -63,13 +64,10 @@ class BeaconReason(enum.StrEnum):
     MALFORMED = "malformed"  # the JSON form: missing, extra or mistyped fields
 
 
-class BeaconError(Exception):
+class BeaconError(BadInput):
     """A beacon from the network (or its JSON form) was refused; ``reason`` says why."""
 
-    def __init__(self, reason: BeaconReason, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
+    reason: BeaconReason
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from nacl.bindings import crypto_core_ed25519_is_valid_point
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
+from meshd.core.errors import BadInput
 from meshd.core.keys import node_id_from_public, public_from_node_id
 
 VERSION = 1
@@ -62,12 +63,10 @@ class GatewayReason(enum.StrEnum):
     MALFORMED = "malformed"  # the JSON form
 
 
-class GatewayError(Exception):
+class GatewayError(BadInput):
     """An advert from a peer (or its JSON form) was refused; ``reason`` says why."""
 
-    def __init__(self, reason: GatewayReason, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason, self.message = reason, message
+    reason: GatewayReason
 
 
 @dataclass(frozen=True)

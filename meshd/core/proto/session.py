@@ -79,6 +79,8 @@ import struct
 from dataclasses import dataclass
 from enum import StrEnum
 
+from meshd.core.errors import BadInput
+
 MEMBERSHIP = 1
 BABEL = 2
 LINK = 3
@@ -145,10 +147,8 @@ class Feature(StrEnum):
 FEATURES: frozenset[Feature] = frozenset(Feature)  # what this build supports
 
 
-class SessionMessageError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason, self.message = reason, message
+class SessionMessageError(BadInput):
+    """A session message that is not one: its bytes, or its fields."""
 
 
 @dataclass(frozen=True)
