@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from meshd.core.endpoints import parse_endpoint
 from meshd.core.proto.session import PROTOCOLS
 from meshd.identity import public_from_node_id
 
@@ -609,20 +610,6 @@ def parse_rate_kbit(text: str) -> int:
             if value > 0:
                 return max(1, round(value * factor))
     raise ValueError(f"expected a rate such as 20mbit or 512kbit, got {text!r}")
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """Split HOST:PORT or [V6]:PORT; raise ValueError when it is not one."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"{text!r} has no port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    ipaddress.ip_address(host)
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} out of range")
-    return host, port
 
 
 def parse(text: str, path: Path | str = "<config>") -> Config:

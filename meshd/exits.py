@@ -38,7 +38,8 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from meshd import mesh
-from meshd.config import ExitSettings, UplinkSettings, parse_endpoint, parse_rate_kbit
+from meshd.config import ExitSettings, UplinkSettings, parse_rate_kbit
+from meshd.core.endpoints import parse_endpoint
 from meshd.core.errors import BadInput
 from meshd.core.membership import VerifiedMember
 from meshd.core.membership.names import shown

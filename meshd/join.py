@@ -86,6 +86,7 @@ from nacl.signing import SigningKey
 from meshd import mesh, trust
 from meshd.config import MembershipSettings
 from meshd.core import session_policy as policy
+from meshd.core.endpoints import Address
 from meshd.core.errors import BadInput
 from meshd.core.membership import MembershipCertificate, MembershipError, VerifiedMember
 from meshd.core.membership.renewal import (
@@ -127,7 +128,6 @@ if TYPE_CHECKING:
     from meshd.config import Config
     from meshd.identity import Identity
 
-Address = tuple[str, int]
 Kernel = Callable[..., Awaitable[Any]]
 Answer = messages.JoinGranted | messages.JoinRefused
 RenewAnswer = messages.RenewGranted | messages.RenewRefused

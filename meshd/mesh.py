@@ -63,6 +63,7 @@ from nacl.signing import SigningKey
 
 from meshd.core import addressing
 from meshd.core import session_policy as policy
+from meshd.core.endpoints import Address, format_endpoint
 from meshd.core.errors import BadInput
 from meshd.core.membership import (
     DEFAULT_SKEW_S,
@@ -145,8 +146,6 @@ SESSION_SETTINGS = SessionSettings(
 # Probes through each tunnel measure RTT and loss for the link cost, not liveness: one per
 # 16 s each way keeps them near 10 B/s per link (overhead.control_bytes_per_link_s).
 PROBE_PARAMS = LinkQualityParams(hello_interval_s=16.0)
-
-Address = tuple[str, int]
 
 
 class MeshClock:
@@ -505,7 +504,7 @@ class ControlPlane:
             event(
                 "peer.discovered",
                 peer=peer.name,
-                address=format_address(address),
+                address=format_endpoint(address),
                 source=source.value,
             )
             if not peer.session_up:
@@ -601,7 +600,7 @@ class ControlPlane:
         peer.last_seen = now
         peer.protocol, peer.features = protocol, frozenset()
         peer.awaiting_capabilities = protocol in messages.WITH_CAPABILITIES
-        event("session.up", peer=peer.name, address=format_address(addr), protocol=protocol)
+        event("session.up", peer=peer.name, address=format_endpoint(addr), protocol=protocol)
         if peer.awaiting_capabilities:
             self._send(peer.node_id, messages.encode(messages.Capabilities(messages.FEATURES)))
         self._send(peer.node_id, messages.encode(clock_message(self.clock)))
@@ -621,7 +620,7 @@ class ControlPlane:
                 "session.timeout" if silent else "session.refused",
                 logging.INFO if silent else logging.WARNING,
                 peer=peer.name if peer else node_id or "?",
-                address=format_address(ev.addr),
+                address=format_endpoint(ev.addr),
                 reason=closed.reason,
                 by_peer=closed.by_peer,
             )
@@ -733,7 +732,7 @@ class ControlPlane:
             self._refuse(peer, "join_unavailable", "this node takes no join requests")
             return
         peer.joining = True
-        where = format_address(peer.session_addr) if peer.session_addr else "?"
+        where = format_endpoint(peer.session_addr) if peer.session_addr else "?"
         event("join.session", peer=peer.node_id[:8], address=where)
         self.on_join(peer.node_id, msg)
 
@@ -1399,7 +1398,7 @@ class ControlPlane:
     def neighbour_status(self, peer: Peer) -> dict[str, Any]:
         return {
             "session": "up" if peer.session_up else "down",
-            "address": format_address(peer.session_addr) if peer.session_addr else None,
+            "address": format_endpoint(peer.session_addr) if peer.session_addr else None,
             "verified": peer.member is not None,
             "routing": peer.routing,
             "refusal": peer.last_refusal,
@@ -1456,11 +1455,6 @@ def _terms(advert: GatewayAdvert) -> dict[str, Any]:
         "accepts_new": advert.accepts_new,
         "rate_cap_kbit": advert.rate_cap_kbit or None,
     }
-
-
-def format_address(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def load_seqno(state_dir: Path) -> int:

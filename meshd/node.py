@@ -28,8 +28,9 @@ from typing import Any, TypeVar
 from meshd import api, control_calls, mesh, sysinfo, trust
 from meshd.claims import ClaimService, Signer
 from meshd.client import ControlClient, ControlError
-from meshd.config import Config, parse_endpoint, parse_port_range, parse_rate_kbit, socket_path
+from meshd.config import Config, parse_port_range, parse_rate_kbit, socket_path
 from meshd.core import addressing
+from meshd.core.endpoints import Address, format_endpoint, parse_endpoint
 from meshd.core.membership import MembershipCertificate, MembershipError, MeshDefinition
 from meshd.core.proto.babel import BABEL_PORT
 from meshd.core.proto.session import MESHD_2, Claim, ReceiptMessage
@@ -309,7 +310,7 @@ class Node:
             "link.configured",
             interface=link.ifname,
             peer=spec.name,
-            endpoint=mesh.format_address(spec.endpoint),
+            endpoint=format_endpoint(spec.endpoint),
             port=spec.listen_port,
         )
         link.ready = True
@@ -631,7 +632,7 @@ class Node:
                 link.node_id: {
                     "interface": link.ifname,
                     "liveness": link.liveness.state.value,
-                    "endpoint": mesh.format_address(link.spec.endpoint),
+                    "endpoint": format_endpoint(link.spec.endpoint),
                     "listen_port": link.spec.listen_port,
                     "silent_s": _round(link.liveness.silent_for(now)),
                     "last_handshake": link.last_handshake,
@@ -846,7 +847,7 @@ class Node:
             )
             return own
 
-    def _bootstrap(self) -> tuple[tuple[str, mesh.Address, str], ...]:
+    def _bootstrap(self) -> tuple[tuple[str, Address, str], ...]:
         """Whom to dial: the config's bootstrap peers (one address each) and every endpoint
         of the node's invite, the one that let us in just now first."""
         names = {b.node_id: b.name for b in self.cfg.bootstrap}
@@ -859,7 +860,7 @@ class Node:
         ordered = dict.fromkeys([*first, *configured, *invited])
         return tuple((node_id, address, names.get(node_id, "")) for node_id, address in ordered)
 
-    def _relay_address(self, node_id: str) -> mesh.Address:
+    def _relay_address(self, node_id: str) -> Address:
         """Where a node's join relay listens: its mesh IPv6 address (meshd.join)."""
         return (
             str(addressing.mesh_ipv6(self.cfg.mesh.ipv6_prefix, node_id)),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
+from meshd.core.endpoints import Address
 from meshd.core.proto.beacon import (
     MESH_ID_LENGTH,
     BeaconError,
@@ -33,8 +34,6 @@ from meshd.core.proto.beacon import (
     parse_beacon,
 )
 from meshd.identity import node_id_from_public
-
-Address = tuple[str, int]
 
 
 class DiscoveryReason(enum.StrEnum):

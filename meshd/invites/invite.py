@@ -34,7 +34,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from meshd.config import parse_endpoint
+from meshd.core.endpoints import parse_endpoint
 from meshd.core.membership import DelegationCertificate
 from meshd.core.membership._json import JsonFields
 from meshd.core.membership.canonical import MessageType, Reader, Writer

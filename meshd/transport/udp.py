@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from meshd.core.endpoints import Address
 from meshd.transport.certs import NodeCredentials
 from meshd.transport.events import (
     ConnectionIdIssued,
@@ -50,7 +51,6 @@ from meshd.transport.session import (
 
 log = logging.getLogger("meshd.transport")
 
-Address = tuple[str, int]
 
 # Two sessions with one peer that both came up within this many seconds are a simultaneous
 # dial; otherwise the older one is a leftover (the peer restarted) and the newer one wins.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
 import select
 import signal
@@ -23,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from meshd.core.endpoints import format_endpoint, parse_endpoint
 from meshd.wg.model import (
     DeviceStatus,
     DeviceUpdate,
@@ -49,30 +49,11 @@ _SO_ACCEPTCON = 0x10000  # /proc/net/unix flag of a listening socket
 # --- UAPI text: pure encode / parse ---------------------------------------------------------
 
 
-def format_endpoint(host: str, port: int) -> str:
-    """``10.0.0.1:51820`` or ``[fd00::1]:51820``, as the UAPI writes endpoints."""
-    address = ipaddress.ip_address(host)
-    if address.version == 6:
-        return f"[{address}]:{port}"
-    return f"{address}:{port}"
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """The inverse of ``format_endpoint``; WireGuardError(EPROTO) when malformed."""
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise WireGuardError(f"malformed UAPI endpoint: {text!r}", errno.EPROTO)
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = text.rpartition(":")
-        if not colon:
-            raise WireGuardError(f"malformed UAPI endpoint: {text!r}", errno.EPROTO)
+def _parse_endpoint(text: str) -> tuple[str, int]:
     try:
-        address = ipaddress.ip_address(host)
+        return parse_endpoint(text)
     except ValueError as exc:
         raise WireGuardError(f"malformed UAPI endpoint: {text!r}", errno.EPROTO) from exc
-    return str(address), _parse_uint(port_text, "endpoint port")
 
 
 def encode_set(update: DeviceUpdate) -> str:
@@ -99,7 +80,7 @@ def encode_set(update: DeviceUpdate) -> str:
             lines.append("remove=true")
             continue
         if peer.endpoint is not None:
-            lines.append(f"endpoint={format_endpoint(*peer.endpoint)}")
+            lines.append(f"endpoint={format_endpoint(peer.endpoint)}")
         if peer.persistent_keepalive_s is not None:
             lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive_s}")
         if peer.allowed_ips is not None:
@@ -165,7 +146,7 @@ def parse_get(text: str, ifname: str) -> DeviceStatus:
             elif key == "listen_port":
                 listen_port = _parse_uint(value, key)
         elif key == "endpoint":
-            peer.endpoint = parse_endpoint(value)
+            peer.endpoint = _parse_endpoint(value)
         elif key == "allowed_ip":
             try:
                 peer.allowed_ips.append(normalise_prefix(value))

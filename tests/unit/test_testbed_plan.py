@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from meshd.core.endpoints import parse_endpoint
+
 REPO = Path(__file__).resolve().parents[2]
 TESTBED_DIR = REPO / "netns-testbed"
 sys.path[:0] = [p for p in (str(REPO), str(TESTBED_DIR)) if p not in sys.path]
@@ -320,7 +322,7 @@ def test_bootstrap_addresses_are_on_a_shared_medium(tmp_path: Path) -> None:
         path.write_text(plan.render_config(p, node, keys, ADMIN))
         for b in config.load(path).bootstrap:
             peer = by_id[b.node_id]
-            host, _ = config.parse_endpoint(b.address)
+            host, _ = parse_endpoint(b.address)
             mine = {str(a.local.address.network) for a in node.adjacencies if a.peer == peer}
             assert any(ipaddress.ip_address(host) in ipaddress.ip_network(n) for n in mine)
 

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meshd.core.endpoints import format_endpoint, parse_endpoint
 from meshd.wg.model import (
     DeviceStatus,
     DeviceUpdate,
@@ -30,8 +31,6 @@ from meshd.wg.model import (
 from meshd.wg.userspace import (
     UserspaceBackend,
     encode_set,
-    format_endpoint,
-    parse_endpoint,
     parse_get,
     parse_set_answer,
 )
@@ -242,7 +241,7 @@ def test_encode_set_refuses_bad_values(update: DeviceUpdate) -> None:
     ],
 )
 def test_endpoints(host: str, port: int, text: str) -> None:
-    assert format_endpoint(host, port) == text
+    assert format_endpoint((host, port)) == text
     assert parse_endpoint(text) == (str(ipaddress.ip_address(host)), port)
 
 
@@ -286,7 +285,7 @@ def render_get(private_key: bytes | None, listen_port: int, peers: list[PeerStat
         lines += [f"public_key={peer.public_key.hex()}", f"preshared_key={'0' * 64}"]
         lines.append("protocol_version=1")
         if peer.endpoint is not None:
-            lines.append(f"endpoint={format_endpoint(*peer.endpoint)}")
+            lines.append(f"endpoint={format_endpoint(peer.endpoint)}")
         lines += ["last_handshake_time_sec=0", "last_handshake_time_nsec=0"]
         lines += [f"tx_bytes={peer.tx_bytes}", f"rx_bytes={peer.rx_bytes}"]
         lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive_s}")
