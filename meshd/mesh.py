@@ -268,6 +268,11 @@ class Peer:
             return "up"
         return "connecting" if self.session_up or not self.last_refusal else "down"
 
+    def count_refusal(self, reason: str) -> int:
+        """One more thing it sent refused for ``reason``; how many so far."""
+        self.refusals[reason] = count = self.refusals.get(reason, 0) + 1
+        return count
+
     @property
     def session_state(self) -> SessionState:
         """Where its session is (meshd.core.session_policy): what it may send now."""
@@ -628,7 +633,7 @@ class ControlPlane:
                 peer.last_refusal = closed.reason
                 peer.failed_dials += 1
                 if closed.reason == VERSION_UNSUPPORTED:  # refused before it was up
-                    peer.refusals[closed.reason] = peer.refusals.get(closed.reason, 0) + 1
+                    peer.count_refusal(closed.reason)
             return
         event("session.down", peer=peer.name, reason=closed.reason)
         peer.failed_dials += 1  # reset once a session verifies: a refusing peer backs off
@@ -713,7 +718,7 @@ class ControlPlane:
         except ValueError:
             opening = None
         if opening is None or not opening.opens(peer.member.name):
-            peer.refusals["bad_name"] = peer.refusals.get("bad_name", 0) + 1
+            peer.count_refusal("bad_name")
             event("peer.bad_name", logging.WARNING, peer=peer.name)
             return
         peer.name = opening.name
@@ -884,7 +889,7 @@ class ControlPlane:
         """Bad input from a peer closes that session only, with the reason logged."""
         event("session.refused", logging.WARNING, peer=peer.name, reason=reason, detail=detail)
         peer.last_refusal = reason
-        peer.refusals[reason] = peer.refusals.get(reason, 0) + 1
+        peer.count_refusal(reason)
         if self.transport is not None:
             self.transport.close_peer(peer.node_id, reason)
 
@@ -1264,7 +1269,7 @@ class ControlPlane:
                 )
                 for error in refused:
                     reason = f"directory_{error.reason}"
-                    peer.refusals[reason] = peer.refusals.get(reason, 0) + 1
+                    peer.count_refusal(reason)
                 for member in learned:  # one revalidation for the batch, not one each
                     self.origins.learn(owner_of(member))
                 if learned:
@@ -1350,8 +1355,7 @@ class ControlPlane:
         peer = self.peers.get(refused.neighbour)
         if peer is None:
             return
-        count = peer.refusals.get(refused.reason, 0) + 1
-        peer.refusals[refused.reason] = count
+        count = peer.count_refusal(refused.reason)
         if count == 1 or count % ROUTE_REFUSALS_LOGGED_EVERY == 0:
             event(
                 "route.refused",

@@ -26,10 +26,10 @@ import hashlib
 from dataclasses import dataclass
 
 from meshd.core.membership.canonical import check_text
+from meshd.core.membership.messages import NAME_MAX_BYTES  # the certificate's name field
 
 PREFIX = "sha256:"
 SALT_LENGTH = 16
-NAME_MAX_BYTES = 64  # as the certificate's name field
 _DOMAIN = b"meshd-name-v1\0"
 _SALT_DOMAIN = b"meshd-name-salt-v1\0"
 
