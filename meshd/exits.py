@@ -37,7 +37,6 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from meshd import mesh
 from meshd.config import ExitSettings, UplinkSettings, parse_rate_kbit
 from meshd.core.endpoints import parse_endpoint
 from meshd.core.errors import BadInput
@@ -46,7 +45,15 @@ from meshd.core.membership.names import shown
 from meshd.core.proto import session as messages
 from meshd.core.proto.gateway import make_advert
 from meshd.core.routing.uplink_health import Health, UplinkHealth
-from meshd.core.session_policy import SessionKind, SessionState, check
+from meshd.core.session_policy import (
+    SessionInput,
+    SessionKind,
+    SessionState,
+    advance,
+    check,
+    check_membership,
+)
+from meshd.daemon.control import ControlService
 from meshd.ledger import Ledger, month_of
 from meshd.log import event
 from meshd.net import uplink_probe
@@ -77,13 +84,10 @@ class ExitPeer:
     since: float
     member: VerifiedMember | None = None
     admitted: bool = False  # gateway side: its key is a peer of our exit interface
-    awaiting_capabilities: bool = False  # a meshd/2 session's first message is to come
+    session_state: SessionState = SessionState.DOWN  # moves only by ``advance``
 
-    @property
-    def session_state(self) -> SessionState:
-        if self.awaiting_capabilities:
-            return SessionState.OPENING
-        return SessionState.UNVERIFIED if self.member is None else SessionState.VERIFIED
+    def advance(self, given: SessionInput) -> None:
+        self.session_state = advance(self.session_state, given)
 
 
 class ExitService:
@@ -92,7 +96,7 @@ class ExitService:
         node_id: str,
         credentials: NodeCredentials,
         signing_key: SigningKey,
-        control: mesh.ControlPlane,
+        control: ControlService,
         tunnels: ExitTunnels,
         submit: Submit,
         kernel: Kernel,
@@ -215,11 +219,11 @@ class ExitService:
     # ---- gateway role ----------------------------------------------------------------
 
     def _announce(self, available: bool, now: float) -> None:
-        wall = int(self.control.clock.now())  # the mesh's time: ours may be stale
+        wall = int(self.control.core.clock.now())  # the mesh's time: ours may be stale
         self._seqno = max(self._seqno + 1, wall) & 0xFFFFFFFF
         advert = make_advert(
             self.signing_key,
-            mesh_id=self.control.own.trust.mesh_id,
+            mesh_id=self.control.core.own.trust.mesh_id,
             mesh_ipv4=self.mesh_ipv4,
             exit_port=self.uplink.exit_port,
             seqno=self._seqno,
@@ -332,7 +336,7 @@ class ExitService:
     # ---- user role -------------------------------------------------------------------
 
     def _use_exit(self, now: float) -> None:
-        want = self.control.gateway_choice.selected if self.needs_exit else None
+        want = self.control.core.gateways.choice.selected if self.needs_exit else None
         if want != self.gateway:
             if self.gateway is not None and self.transport is not None:
                 self.transport.close_peer(self.gateway, "switching")
@@ -345,14 +349,14 @@ class ExitService:
             return
         if want in self.transport.peers():
             return
-        advert = self.control.gateways.adverts.get(want)
+        advert = self.control.core.gateways.table.adverts.get(want)
         if advert is None:
             return
         self._next_dial = now + REDIAL_S
         self.transport.dial((str(advert.mesh_ipv4), self.settings.quic_port), want)
 
     def _on_grant(self, peer: ExitPeer, port: int) -> None:
-        advert = self.control.gateways.adverts.get(peer.node_id)
+        advert = self.control.core.gateways.table.adverts.get(peer.node_id)
         if peer.node_id != self.gateway or peer.member is None or advert is None:
             return  # not (or no longer) the gateway we asked
         target = ExitTarget(
@@ -370,23 +374,24 @@ class ExitService:
     # ---- sessions --------------------------------------------------------------------
 
     def authorize(self, node_id: str) -> str | None:
-        return self.control.admits(node_id, self.peers, MAX_SESSIONS)
+        return self.control.core.neighbours.admits(node_id, self.peers, MAX_SESSIONS)
 
     def on_event(self, ev: PeerEvent) -> None:
         node_id = ev.peer_node_id or ""
         now = time.monotonic()
         if isinstance(ev.event, SessionUp) and node_id:
             opening = ev.event.protocol in messages.WITH_CAPABILITIES
-            self.peers[node_id] = ExitPeer(node_id, now, awaiting_capabilities=opening)
+            self.peers[node_id] = peer = ExitPeer(node_id, now)
+            peer.advance(SessionInput.UP_OPENING if opening else SessionInput.UP)
             if opening:  # first, as on neighbours'
                 self._send(node_id, messages.Capabilities(messages.FEATURES))
-            self._send_raw(node_id, self.control.membership_message)
+            self._send_raw(node_id, self.control.core.membership_message)
         elif isinstance(ev.event, MessageReceived) and node_id in self.peers:
             self._on_message(self.peers[node_id], ev.event.data)
         elif isinstance(ev.event, SessionClosed) and ev.was_up:
-            peer = self.peers.pop(node_id, None)
-            if peer is not None:
-                self._release(peer, ev.event.reason)
+            gone = self.peers.pop(node_id, None)
+            if gone is not None:
+                self._release(gone, ev.event.reason)
             if node_id == self.gateway:
                 event(
                     "exit.session_down",
@@ -400,11 +405,12 @@ class ExitService:
             msg = messages.decode(data)
             check(SessionKind.EXIT, peer.session_state, msg, ())  # no exit kind needs a feature yet
             if isinstance(msg, messages.Capabilities):
-                peer.awaiting_capabilities = False
+                peer.advance(SessionInput.CAPABILITIES)
             elif isinstance(msg, messages.Membership):
-                peer.member, _ = mesh.check_membership(
-                    msg, self.control.own, peer.node_id, self.control.clock.now()
+                peer.member, _ = check_membership(
+                    msg, self.control.core.own, peer.node_id, self.control.core.clock.now()
                 )
+                peer.advance(SessionInput.CERTIFIED)
                 if peer.node_id == self.gateway:
                     self._send(peer.node_id, messages.ExitRequest())
             elif isinstance(msg, messages.ExitRequest):
@@ -414,7 +420,7 @@ class ExitService:
             elif isinstance(msg, messages.ExitRefused):
                 assert peer.member is not None
                 until = time.monotonic() + REFUSED_RETRY_S
-                self.control.gateway_refusals[peer.node_id] = (msg.reason, until)
+                self.control.core.gateways.refusals[peer.node_id] = (msg.reason, until)
                 self.control.choose_gateway()  # another gateway, now
                 event(
                     "exit.refused",

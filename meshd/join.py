@@ -28,9 +28,9 @@ service manager starts it again.
 Why an ordinary session and no ALPN of its own: the TLS layer authenticates keys, not
 membership (meshd.transport.certs); membership is the first message. A node without a
 certificate passes the handshake like any key that is not revoked (a revoked key is
-refused there, with ``revoked``), and ControlPlane (meshd.mesh) accepts exactly one other
-first message, JOIN_REQUEST, which makes the session join-only: anything else closes it,
-it is never a neighbour, and it is closed after ``mesh.JOIN_S``. The joining node needs
+refused there, with ``revoked``), and the control plane (meshd.core.control) accepts exactly
+one other first message, JOIN_REQUEST, which makes the session join-only: anything else
+closes it, it is never a neighbour, and it is closed after ``JOIN_S``. The joining node needs
 nothing but the endpoints its token names, and the bootstrap node's QUIC port is already
 open to the underlay.
 
@@ -83,12 +83,18 @@ from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
-from meshd import mesh, trust
+from meshd import trust
 from meshd.config import MembershipSettings
 from meshd.core import session_policy as policy
+from meshd.core.control.effects import RenewalMessage
 from meshd.core.endpoints import Address
 from meshd.core.errors import BadInput
-from meshd.core.membership import MembershipCertificate, MembershipError, VerifiedMember
+from meshd.core.membership import (
+    MembershipCertificate,
+    MembershipError,
+    OwnMembership,
+    VerifiedMember,
+)
 from meshd.core.membership.renewal import (
     RenewalError,
     RenewalIssuer,
@@ -98,6 +104,7 @@ from meshd.core.membership.renewal import (
     renew_at,
 )
 from meshd.core.proto import session as messages
+from meshd.daemon.control import ControlService
 from meshd.invites import (
     TOKEN_FILE,
     Endpoint,
@@ -463,6 +470,8 @@ class _RelayPeer:
     node_id: str
     since: float
     member: VerifiedMember | None = None
+    # A relay session has no CAPABILITIES: it comes up unverified (session policy).
+    session_state: policy.SessionState = policy.SessionState.UNVERIFIED
 
 
 class JoinService:
@@ -472,7 +481,7 @@ class JoinService:
         self,
         node_id: str,
         signing_key: SigningKey,
-        control: mesh.ControlPlane,
+        control: ControlService,
         state_dir: Path,
         kernel: Kernel,
         *,
@@ -523,12 +532,16 @@ class JoinService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ---- the bootstrap node: a joining node asks (meshd.mesh hands the request over) ----
+    # ---- the bootstrap node: a joining node asks (the control plane hands it over) ----
 
     def on_join_request(self, joiner: str, msg: messages.JoinRequestMessage) -> None:
         try:
             invite, request = check_forwardable(
-                msg.invite, msg.request, joiner, self.control.own.trust, self.control.clock.now()
+                msg.invite,
+                msg.request,
+                joiner,
+                self.control.core.own.trust,
+                self.control.core.clock.now(),
             )
         except InviteError as exc:
             self._answer(joiner, messages.JoinRefused(joiner, str(exc.reason), _short(exc.message)))
@@ -553,7 +566,7 @@ class JoinService:
         self._flush(invite.issuer, time.monotonic())
 
     async def _redeem_for(self, joiner: str, invite: Invite, request: JoinRequest) -> None:
-        answer = await self.kernel(self.redeem_here, invite, request, self.control.clock.now())
+        answer = await self.kernel(self.redeem_here, invite, request, self.control.core.clock.now())
         self._answer(joiner, answer)
 
     def _answer(self, joiner: str, answer: Answer | RenewAnswer) -> None:
@@ -587,7 +600,7 @@ class JoinService:
 
     def redeem_here(self, invite: Invite, request: JoinRequest, now: float) -> Answer:
         """This node issued ``invite``: decide with its store (on the kernel thread)."""
-        own = self.control.own
+        own = self.control.core.own
 
         def refuse(reason: str, text: str) -> messages.JoinRefused:
             return messages.JoinRefused(request.node_id, reason, _short(text))
@@ -633,7 +646,7 @@ class JoinService:
     # ---- relay sessions (bootstrap node <-> issuer, over the mesh) ----------------------
 
     def authorize(self, node_id: str) -> str | None:
-        return self.control.admits(node_id, self.relay_peers, MAX_RELAY_SESSIONS)
+        return self.control.core.neighbours.admits(node_id, self.relay_peers, MAX_RELAY_SESSIONS)
 
     def _flush(self, issuer: str, now: float) -> None:
         """Send what waits for ``issuer`` once its relay session verified; dial it if none."""
@@ -657,7 +670,7 @@ class JoinService:
             self._dialled.pop(node_id, None)  # that dial is over: the next may go at once
         if isinstance(ev.event, SessionUp) and node_id:
             self.relay_peers[node_id] = _RelayPeer(node_id, now)
-            self._send_raw(node_id, self.control.membership_message)
+            self._send_raw(node_id, self.control.core.membership_message)
         elif isinstance(ev.event, MessageReceived) and node_id in self.relay_peers:
             self._on_relay_message(self.relay_peers[node_id], ev.event.data)
         elif isinstance(ev.event, SessionClosed):
@@ -677,11 +690,13 @@ class JoinService:
     def _on_relay_message(self, peer: _RelayPeer, data: bytes) -> None:
         try:
             msg = messages.decode(data)
-            state = policy.SessionState.VERIFIED if peer.member else policy.SessionState.UNVERIFIED
-            policy.check(policy.SessionKind.JOIN_RELAY, state, msg, ())
+            policy.check(policy.SessionKind.JOIN_RELAY, peer.session_state, msg, ())
             if isinstance(msg, messages.Membership):
-                peer.member, _ = mesh.check_membership(
-                    msg, self.control.own, peer.node_id, self.control.clock.now()
+                peer.member, _ = policy.check_membership(
+                    msg, self.control.core.own, peer.node_id, self.control.core.clock.now()
+                )
+                peer.session_state = policy.advance(
+                    peer.session_state, policy.SessionInput.CERTIFIED
                 )
                 self._flush(peer.node_id, time.monotonic())
             elif isinstance(msg, messages.JoinRequestMessage):
@@ -707,7 +722,7 @@ class JoinService:
         self._spawn(self._redeem_for_relay(peer.node_id, invite, request))
 
     async def _redeem_for_relay(self, relay: str, invite: Invite, request: JoinRequest) -> None:
-        answer = await self.kernel(self.redeem_here, invite, request, self.control.clock.now())
+        answer = await self.kernel(self.redeem_here, invite, request, self.control.core.clock.now())
         self._send(relay, answer)
 
     def _on_issuer_answer(self, peer: _RelayPeer, msg: Answer | RenewAnswer) -> None:
@@ -751,7 +766,7 @@ class JoinService:
     # ---- renewal: the issuer and the neighbour that forwards ---------------------------
 
     def _issuer(self) -> RenewalIssuer:
-        own = self.control.own
+        own = self.control.core.own
         delegation = None if self.node_id in own.trust.admins else own.delegation
         return RenewalIssuer(self.signing_key, own.trust, delegation)
 
@@ -761,7 +776,7 @@ class JoinService:
         """Renew the certificate in ``msg`` here. On a neighbour session it must be the
         session's own node's; a relay forwards only what its neighbour asked (None)."""
         try:
-            cert, chain = mesh.decode_credential(msg)
+            cert, chain = policy.decode_credential(msg)
         except MembershipError as exc:
             return messages.RenewRefused(
                 session_node_id or self.node_id, "malformed", _short(exc.message)
@@ -777,7 +792,7 @@ class JoinService:
                 issuer,
                 cert,
                 chain,
-                self.control.clock.now(),
+                self.control.core.clock.now(),
                 secrets.randbits(63),
                 self.renewal_settings.renew_grace_s,
                 self.renewal_settings.clock_tolerance_s,
@@ -788,13 +803,13 @@ class JoinService:
         delegation = issuer.delegation.encode() if issuer.delegation is not None else b""
         return messages.RenewGranted(fresh.encode(), delegation)
 
-    def on_renewal(self, node_id: str, msg: mesh.RenewalMessage) -> None:
+    def on_renewal(self, node_id: str, msg: RenewalMessage) -> None:
         """RENEW_* from a verified neighbour: its request, or the answer to ours."""
         if not isinstance(msg, messages.RenewRequest):
             self._on_renew_answer(node_id, msg)
             return
         try:
-            cert, _ = mesh.decode_credential(msg)
+            cert, _ = policy.decode_credential(msg)
         except MembershipError as exc:
             self._answer(node_id, messages.RenewRefused(node_id, "malformed", _short(exc.message)))
             return
@@ -821,8 +836,8 @@ class JoinService:
     def _renewal_issuer_for(self, cert: MembershipCertificate) -> str | None:
         """Whom to forward a renewal to: the certificate's issuer, else an admin; the first
         of them that Babel has a route to (the testbed's admin, say, is no node)."""
-        selected = self.control.router.selected()
-        for candidate in (cert.issuer, *self.control.own.trust.admins):
+        selected = self.control.core.router.selected()
+        for candidate in (cert.issuer, *self.control.core.own.trust.admins):
             host = self.relay_address(candidate)[0]
             if candidate != self.node_id and ipaddress.ip_network(f"{host}/128") in selected:
                 return candidate
@@ -831,8 +846,8 @@ class JoinService:
     # ---- renewal: this node's own certificate ------------------------------------------
 
     def _renewal_tick(self, now: float) -> None:
-        own, state = self.control.own, self.renewal
-        if self.control.clock.now() < renew_at(
+        own, state = self.control.core.own, self.renewal
+        if self.control.core.clock.now() < renew_at(
             own.certificate, self.renewal_settings.renew_margin_s
         ):
             if state.state not in ("renewed", "valid"):
@@ -852,7 +867,9 @@ class JoinService:
             state.asking = self.node_id
             self._spawn(self._install(self.node_id, self.renew_for(request, self.node_id)))
             return
-        members = sorted(p.node_id for p in self.control.peers.values() if p.member is not None)
+        members = sorted(
+            p.node_id for p in self.control.core.peers.values() if p.member is not None
+        )
         if not members:
             state.asking = None
             return
@@ -871,7 +888,7 @@ class JoinService:
     async def _install(self, node_id: str, msg: RenewAnswer) -> None:
         """Check a grant, store it, use it; or note the refusal (the next neighbour is asked
         at the next retry)."""
-        state, own = self.renewal, self.control.own
+        state, own = self.renewal, self.control.core.own
         if isinstance(msg, messages.RenewRefused):
             state.last_refusal = f"{msg.reason}: {msg.detail}" if msg.detail else msg.reason
             state.state = "refused"
@@ -884,14 +901,14 @@ class JoinService:
             )
             return
         try:
-            cert, chain = mesh.decode_credential(msg)
+            cert, chain = policy.decode_credential(msg)
             chain = chain if cert.issuer not in own.trust.admins else ()
             member = accept_renewal(
                 own.certificate,
                 cert,
                 chain,
                 own.trust,
-                self.control.clock.now(),
+                self.control.core.clock.now(),
                 self.renewal_settings.clock_tolerance_s,
             )
             ours = own.delegation  # what this node may issue, or the chain of its certificate
@@ -914,10 +931,10 @@ class JoinService:
             event("renewal.not_stored", logging.ERROR, error=str(exc))
             return
         kept = delegation if delegation is not None else own.delegation
-        held = self.control.own.trust  # a newer mesh definition may have come meanwhile
-        self.control.renewed(trust.OwnMembership(held, cert, tuple(chain), kept, member))
+        held = self.control.core.own.trust  # a newer mesh definition may have come meanwhile
+        self.control.renewed(OwnMembership(held, cert, tuple(chain), kept, member))
         state.asking, state.state, state.last_refusal = None, "renewed", None
-        state.renewed_at = self.control.clock.now()
+        state.renewed_at = self.control.core.clock.now()
         event(
             "renewal.renewed",
             by=node_id[:8],
@@ -926,7 +943,7 @@ class JoinService:
         )
 
     def renewal_status(self) -> dict[str, Any]:
-        cert, state = self.control.own.certificate, self.renewal
+        cert, state = self.control.core.own.certificate, self.renewal
         return {
             "expires_at": cert.expires_at,
             "not_before": cert.not_before,

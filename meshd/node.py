@@ -1,10 +1,11 @@
 """The meshd daemon: one asyncio process configuring the kernel's data plane.
 
-It holds the mesh addresses on ``lo``, runs the control plane (meshd/mesh.py: sessions,
-membership, Babel) and builds one WireGuard interface per neighbour from what the sessions
-say (one peer, allowed-ips everything, so the kernel routing table picks the next hop). It
-watches each link's receive counter for liveness, installs Babel's routes (in a routing
-table of their own, looked up only for the mesh prefixes) and answers the control API.
+It holds the mesh addresses on ``lo``, runs the control plane (meshd.daemon.control, the
+shell of meshd.core.control: sessions, membership, Babel) and builds one WireGuard
+interface per neighbour from what the sessions say (one peer, allowed-ips everything, so
+the kernel routing table picks the next hop). It watches each link's receive counter for
+liveness, installs Babel's routes (in a routing table of their own, looked up only for the
+mesh prefixes) and answers the control API.
 It adopts what a crashed predecessor left (an interface keeps its port and peer when the
 neighbour comes back; routes are relearned) and removes everything it made on SIGTERM.
 """
@@ -25,17 +26,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshd import api, control_calls, mesh, sysinfo, trust
+from meshd import api, control_calls, sysinfo, trust
 from meshd.claims import ClaimService, Signer
 from meshd.client import ControlClient, ControlError
 from meshd.config import Config, parse_port_range, parse_rate_kbit, socket_path
 from meshd.core import addressing
+from meshd.core.control.effects import MeteringMessage
+from meshd.core.control.peer import LinkSpec
+from meshd.core.control.plane import ControlPlane
+from meshd.core.control.routes import router_id
 from meshd.core.endpoints import Address, format_endpoint, parse_endpoint
-from meshd.core.membership import MembershipCertificate, MembershipError, MeshDefinition
+from meshd.core.membership import (
+    MembershipCertificate,
+    MembershipError,
+    MeshDefinition,
+    OwnMembership,
+)
+from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.babel import BABEL_PORT
 from meshd.core.proto.session import MESHD_2, Claim, ReceiptMessage
 from meshd.core.routing.babel import BabelParams, BabelRouter, RouteAction, RouteChange
 from meshd.core.routing.liveness import LinkState, Liveness
+from meshd.daemon.control import ControlService, load_directory, load_seqno
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
 from meshd.identity import Identity, public_from_node_id
@@ -43,7 +55,6 @@ from meshd.invites import Endpoint as InviteEndpoint
 from meshd.join import JoinError, JoinService, bootstrap_endpoints, join_mesh, needs_join
 from meshd.ledger import Ledger
 from meshd.log import event
-from meshd.mesh import LinkSpec
 from meshd.net import firewall, sysctl
 from meshd.net.conntrack import FlowReader
 from meshd.net.echo import EchoProbe
@@ -119,7 +130,7 @@ class Node:
         self._stale_until = 0.0
         # Event loop only: the WireGuard port of each neighbour's link (by interface name).
         self._ports: dict[str, int] = {}
-        self.control: mesh.ControlPlane | None = None
+        self.control: ControlService | None = None
         self.exits: ExitService | None = None
         self.joins: JoinService | None = None  # joins through us and for our invites
         self.joined_via: InviteEndpoint | None = None  # the bootstrap that let us in now
@@ -147,9 +158,12 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.started = time.time()
-        # The one wall clock of certificates, revocations and receipts (meshd.mesh.MeshClock).
-        self.clock = mesh.MeshClock(
-            cfg.membership.clock_tolerance_s, cfg.membership.test_clock_offset_s
+        # The one wall clock of certificates, revocations and receipts.
+        self.clock = MeshClock(
+            time.time,
+            cfg.membership.clock_tolerance_s,
+            cfg.membership.test_clock_offset_s,
+            journal=event,
         )
         # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
         # worker thread, so the event loop keeps answering and pyroute2 keeps one thread.
@@ -578,7 +592,9 @@ class Node:
     async def _meter_round(self, now: float) -> None:
         reachable = set()
         if self.control is not None:
-            reachable = {p.node_id for p in self.control.peers.values() if p.member is not None}
+            reachable = {
+                p.node_id for p in self.control.core.peers.values() if p.member is not None
+            }
         try:
             claims = await self.kernel(self.meter_round, now, reachable)
         except OSError as exc:
@@ -590,22 +606,22 @@ class Node:
 
     # ---- claims and receipts (meshd.claims) ------------------------------------------
 
-    def _on_metering(self, node_id: str, msg: mesh.MeteringMessage) -> None:
+    def _on_metering(self, node_id: str, msg: MeteringMessage) -> None:
         task = asyncio.get_running_loop().create_task(self._metering(node_id, msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _metering(self, node_id: str, msg: mesh.MeteringMessage) -> None:
+    async def _metering(self, node_id: str, msg: MeteringMessage) -> None:
         """Answer a claim with a receipt, a receipt with an acknowledgement; each one
         stored durably on the kernel thread before the answer leaves."""
         if self.claims is None or self.control is None:
             return
-        reply: mesh.MeteringMessage | None = None
+        reply: MeteringMessage | None = None
         try:
             if isinstance(msg, Claim):
                 reply = await self.kernel(self.judge_claim, node_id, msg)
             elif isinstance(msg, ReceiptMessage):
-                peer = self.control.peers.get(node_id)
+                peer = self.control.core.peers.get(node_id)
                 member = peer.member if peer else None
                 signer = None
                 if member is not None:
@@ -661,9 +677,9 @@ class Node:
     async def status(self) -> dict[str, Any]:
         kernel = await self.kernel(self.kernel_status)
         assert self.control is not None
-        metrics = {p: sel.metric for p, sel in self.control.router.selected().items()}
+        metrics = {p: sel.metric for p, sel in self.control.core.router.selected().items()}
         neighbours = []
-        for peer in self.control.peers.values():
+        for peer in self.control.core.peers.values():
             if not peer.is_neighbour:
                 continue
             link = kernel["links"].get(peer.node_id)
@@ -680,13 +696,15 @@ class Node:
                     "loss": _round(quality.loss) if quality else None,
                     "cost": quality.cost if quality else None,
                     **(link or {"endpoint": None}),
-                    "control": self.control.neighbour_status(peer),
+                    "control": peer.status(),
                     # What it sent that we refused, by reason (DESIGN.md contract).
                     "refusals": dict(peer.refusals),
                     # Destinations it is kept out of the routes to: their traffic got no
                     # answer through it (meshd.core.routing.progress).
                     "black_holes": sorted(
-                        str(p) for p, n, _ in self.control.router.penalties() if n == peer.node_id
+                        str(p)
+                        for p, n, _ in self.control.core.router.penalties()
+                        if n == peer.node_id
                     ),
                 }
             )
@@ -704,14 +722,14 @@ class Node:
             "membership": self.joins.renewal_status() if self.joins is not None else None,
             "clock": self.clock.status(),
             "mesh": {
-                "serial": self.control.own.trust.definition.serial,
-                "admins": list(self.control.own.trust.admins),
+                "serial": self.control.core.own.trust.definition.serial,
+                "admins": list(self.control.core.own.trust.admins),
             },
             "neighbours": neighbours,
             # Every member's certificate this node holds (meshd.core.membership.directory).
-            "directory": self.control.directory_status(),
+            "directory": self.control.core.trust.directory_status(),
             # Route updates held or signed (meshd.core.routing.origin).
-            "origins": self.control.origin_status(),
+            "origins": self.control.core.routes.status(),
             # Next hops kept out of routes that lost their traffic (meshd.core.routing.progress).
             "black_holes": self.control.black_hole_status(),
             "routes": [
@@ -743,7 +761,7 @@ class Node:
         """The exit choice (``selected`` only while this node needs an exit: a working
         uplink of its own carries its traffic), the candidates, and our own uplink."""
         assert self.control is not None
-        out = self.control.gateway_status()
+        out = self.control.core.gateways.status()
         if self.exits is not None:
             if not self.exits.needs_exit:
                 out["selected"] = None
@@ -766,7 +784,7 @@ class Node:
 
         self._kernel.submit(run)
 
-    def _control_plane(self) -> mesh.ControlPlane:
+    def _control_plane(self) -> ControlService:
         from meshd.transport.certs import node_certificate
 
         state_dir = self.cfg.node.state_dir
@@ -779,8 +797,8 @@ class Node:
         now = time.monotonic()
         interval = self.cfg.routing.update_interval_s
         router = BabelRouter(
-            mesh.router_id(bytes(self.identity.signing_key.verify_key)),
-            mesh.load_seqno(state_dir),
+            router_id(bytes(self.identity.signing_key.verify_key)),
+            load_seqno(state_dir),
             now,
             # A source outlives every copy of our last advertisement of it (babel_tables).
             BabelParams(
@@ -794,21 +812,16 @@ class Node:
         router.announce(ipaddress.ip_network(f"{self.mesh_ipv6}/128"))
         for prefix in self.cfg.routing.test_announce:  # a hostile member, in tests
             router.announce(ipaddress.ip_network(prefix, strict=False))
-        return mesh.ControlPlane(
+        core = ControlPlane(
             self.node_id,
-            node_certificate(self.identity.signing_key),
             own,
             router,
-            self,
-            self.apply_routes,
-            state_dir,
+            self.clock,
+            self.link_port,
             interface_prefix=self.cfg.wireguard.interface_prefix,
             bootstrap=self._bootstrap(),
             share_endpoints=self.cfg.discovery.share_endpoints,
             forget_after_s=self.cfg.discovery.forget_after_s,
-            on_metering=self._on_metering,
-            clock=self.clock,
-            protocols=self.cfg.control.protocols,
             signing_key=self.identity.signing_key,
             # A node that speaks only meshd/1 cannot get signatures: it takes routes as
             # meshd/1 did.
@@ -817,10 +830,21 @@ class Node:
             forge_seqnos=self.cfg.routing.test_forge_seqnos,
             understate_metrics=self.cfg.routing.test_understate_metrics,
             name_opening=trust.name_opening(state_dir, self.cfg.node.name, own.certificate.name),
+            directory=load_directory(state_dir),
+            journal=event,
             now=now,
         )
+        return ControlService(
+            core,
+            node_certificate(self.identity.signing_key),
+            self,
+            self.apply_routes,
+            state_dir,
+            protocols=self.cfg.control.protocols,
+            on_metering=self._on_metering,
+        )
 
-    def _own_membership(self, state_dir: Path) -> trust.OwnMembership:
+    def _own_membership(self, state_dir: Path) -> OwnMembership:
         """Our membership files, checked. A certificate that is sound but for the time is
         taken too, with a warning: a Pi without a real-time clock boots with a stale one,
         and only its neighbours can tell it the time (then they judge the certificate).
@@ -895,7 +919,7 @@ class Node:
             return sysinfo.version_info()
         if call == "revocations":
             assert self.control is not None
-            return [r.to_json() for r in self.control.own.trust.revocations]
+            return [r.to_json() for r in self.control.core.own.trust.revocations]
         if call == "add_revocations":
             assert self.control is not None
             try:
@@ -909,7 +933,7 @@ class Node:
                 adopted = [self.control.adopt_definition(MeshDefinition.decode(r)) for r in records]
             except MembershipError as exc:
                 raise api.CallError(str(exc.reason), exc.message) from None
-            definition = self.control.own.trust.definition
+            definition = self.control.core.own.trust.definition
             return {"adopted": sum(adopted), "definition": definition.to_json()}
         if call == "block":
             node_id, blocked = args.get("node_id"), args.get("blocked", True)
@@ -983,7 +1007,7 @@ class Node:
                 ClaimService,
                 self.node_id,
                 self.identity.signing_key,
-                self.control.own.trust.definition.mesh_id,
+                self.control.core.own.trust.definition.mesh_id,
                 self.ledger,
                 self.cfg.receipts,
                 self.throttle,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 from meshd.core.membership import (
@@ -24,9 +23,9 @@ from meshd.core.membership import (
     MembershipError,
     MeshDefinition,
     MeshTrust,
+    OwnMembership,
     Revocation,
     RevocationSet,
-    VerifiedMember,
     verify_membership,
 )
 from meshd.core.membership.names import NameOpening, is_committed
@@ -42,15 +41,6 @@ NAME_SALT_FILE = "name.salt"
 
 class TrustError(Exception):
     """A membership file is missing, malformed, or does not verify."""
-
-
-@dataclass(frozen=True)
-class OwnMembership:
-    trust: MeshTrust
-    certificate: MembershipCertificate
-    chain: tuple[DelegationCertificate, ...]  # the certificate's issuing delegation, if any
-    delegation: DelegationCertificate | None  # what this node may issue (invites)
-    member: VerifiedMember
 
 
 def _read(path: Path) -> bytes:

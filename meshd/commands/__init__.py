@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from nacl.signing import SigningKey
 
     from meshd.config import Config
+    from meshd.core.membership import OwnMembership
     from meshd.identity import Identity
-    from meshd.trust import OwnMembership
 
 
 def add_socket_argument(p: argparse.ArgumentParser) -> None:

@@ -31,9 +31,9 @@ from meshd.commands import add_config_argument
 
 if TYPE_CHECKING:
     from meshd.config import Config
+    from meshd.core.membership import OwnMembership
     from meshd.identity import Identity
     from meshd.invites import Endpoint, Issuer
-    from meshd.trust import OwnMembership
 
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -43,7 +43,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.tls import AlertDescription
 
-from meshd.core.proto.session import PROTOCOLS
+from meshd.core.proto.session import PROTOCOLS, VERSION_UNSUPPORTED
 from meshd.transport import _aioquic_private as private
 from meshd.transport.certs import CertificateKeyError, NodeCredentials, node_id_from_certificate
 from meshd.transport.events import (
@@ -65,7 +65,6 @@ from meshd.transport.framing import (
 )
 
 ALPN_PROTOCOLS = PROTOCOLS  # neighbour sessions' versions, newest first (meshd.core.proto.session)
-VERSION_UNSUPPORTED = "version_unsupported"  # no ALPN in common
 # RFC 9001 4.8: a TLS alert is sent as the QUIC CRYPTO_ERROR 0x100 + its description.
 _NO_COMMON_ALPN = QuicErrorCode.CRYPTO_ERROR + AlertDescription.no_application_protocol
 CONNECTION_ID_LENGTH = 8  # aioquic's default; the adapter parses short headers with it

@@ -210,7 +210,7 @@ class Case:
         self.after_membership = after_membership  # send a's valid MEMBERSHIP first
 
     def accepts(self, reason: str) -> bool:
-        # mesh.py prefixes Babel decode errors ("babel_bad_magic"); take either spelling.
+        # the control plane prefixes Babel decode errors ("babel_bad_magic"); take either spelling.
         return reason in self.reasons or reason.removeprefix("babel_") in self.reasons
 
     def __repr__(self) -> str:

@@ -2,7 +2,7 @@
 an unknown TLV is ignored whole (4.3); an unknown sub-TLV is skipped, unless its type has
 the mandatory bit (0x80, types 128-255), and then the whole TLV that holds it is ignored,
 except for the parser state a Router-Id, Next Hop or Update sets (4.4). Checked in the
-codec and, one level up, in what the router acts on (meshd/mesh.py feeds it
+codec and, one level up, in what the router acts on (meshd/core/control/plane.py feeds it
 ``decode_packet_detail(...).tlvs``)."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The control plane's session logic (meshd/mesh.py) with recording stand-ins for the QUIC
-transport and the node's links: what it sends, whom it refuses and why, which links it asks
-for, whom it dials and forgets, and when a neighbour is a Babel link."""
+"""The control plane's session logic (meshd.core.control, in its shell meshd.daemon.control)
+with recording stand-ins for the QUIC transport and the node's links: what it sends, whom
+it refuses and why, which links it asks for, whom it dials and forgets, and when a
+neighbour is a Babel link."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from meshd import identity, mesh
+from meshd import identity
+from meshd.core.control import neighbours, plane, routes
+from meshd.core.control.peer import LinkSpec, Peer, Source
 from meshd.core.membership import (
     DEFAULT_SKEW_S,
     MeshTrust,
+    OwnMembership,
     RevocationSet,
     RevocationTarget,
     create_mesh,
@@ -26,13 +30,15 @@ from meshd.core.membership import (
     revoke,
     verify_membership,
 )
+from meshd.core.membership.clock import MeshClock
 from meshd.core.proto import session
 from meshd.core.proto.babel import AE_IPV4, Hello, RouterId, Update, decode_packet, encode_packet
 from meshd.core.routing.babel import BabelRouter
+from meshd.daemon.control import ControlService, Links
 from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.udp import PeerEvent
-from meshd.trust import OwnMembership, load_revocations
+from meshd.trust import load_revocations
 
 NOW = int(time.time())
 ADDR = ("100.64.0.2", 6697)
@@ -61,17 +67,42 @@ class FakeTransport:
 class FakeLinks:
     def __init__(self) -> None:
         self.ports: dict[str, int] = {}
-        self.ensured: list[mesh.LinkSpec] = []
+        self.ensured: list[LinkSpec] = []
         self.removed: list[str] = []
 
     def link_port(self, node_id: str) -> int:
         return self.ports.setdefault(node_id, 51820 + len(self.ports))
 
-    def ensure_link(self, spec: mesh.LinkSpec) -> None:
+    def ensure_link(self, spec: LinkSpec) -> None:
         self.ensured.append(spec)
 
     def remove_link(self, node_id: str) -> None:
         self.removed.append(node_id)
+
+
+def control(
+    me: identity.Identity,
+    own: OwnMembership,
+    router: BabelRouter,
+    links: Links,
+    apply_routes: Any,
+    state_dir: Path,
+    *,
+    protocols: tuple[str, ...] = session.PROTOCOLS,
+    clock: MeshClock | None = None,
+    **options: Any,
+) -> ControlService:
+    """The plane (with ``options``) in its shell, as the node builds them."""
+    core = plane.ControlPlane(
+        me.node_id,
+        own,
+        router,
+        clock or MeshClock(time.time, DEFAULT_SKEW_S),
+        links.link_port,
+        **options,
+    )
+    certificate = node_certificate(me.signing_key)
+    return ControlService(core, certificate, links, apply_routes, state_dir, protocols=protocols)
 
 
 class World:
@@ -96,9 +127,8 @@ class World:
         )
         self.routes: list[Any] = []
         self.links = FakeLinks()
-        self.cp = mesh.ControlPlane(
-            self.me.node_id,
-            node_certificate(self.me.signing_key),
+        self.cp = control(
+            self.me,
             own,
             BabelRouter(b"\x01" * 8, 1, 0.0),
             self.links,
@@ -138,8 +168,8 @@ class World:
     def sent_to(self, node_id: str) -> list[Any]:
         return [session.decode(d) for to, d in self.transport.sent if to == node_id]
 
-    def peer_state(self) -> mesh.Peer:
-        return self.cp.peers[self.peer.node_id]
+    def peer_state(self) -> Peer:
+        return self.cp.core.peers[self.peer.node_id]
 
 
 @pytest.fixture
@@ -158,7 +188,7 @@ def test_session_up_sends_our_clock_then_our_certificate(world: World) -> None:
     assert isinstance(session.decode(clock), session.Clock)
     msg = session.decode(data)
     assert isinstance(msg, session.Membership)
-    assert msg.certificate == world.cp.own.certificate.encode()
+    assert msg.certificate == world.cp.core.own.certificate.encode()
 
 
 def test_a_link_needs_session_certificate_and_tunnel(world: World) -> None:
@@ -168,7 +198,7 @@ def test_a_link_needs_session_certificate_and_tunnel(world: World) -> None:
     assert peer.member is not None and not peer.routing  # tunnel not yet carrying packets
     world.cp.wireguard_state(world.peer.node_id, True, 1.0)
     assert peer.routing and peer.state("up") == "up"  # its tunnel carrying packets
-    assert world.cp.router._links  # the Babel link is up
+    assert world.cp.core.router._links  # the Babel link is up
     world.cp.wireguard_state(world.peer.node_id, False, 2.0)
     assert not peer.routing
     world.cp.wireguard_state(world.peer.node_id, True, 3.0)
@@ -200,7 +230,7 @@ def test_babel_output_of_a_burst_leaves_together(tmp_path: Path) -> None:
         for host in hosts:
             world.receive(update(host))
         assert world.routes == [] and world.transport.sent == []  # not yet
-        await asyncio.sleep(mesh.FLUSH_DELAY_S * 3)
+        await asyncio.sleep(plane.FLUSH_DELAY_S * 3)
 
     asyncio.run(burst())
     assert sorted(str(c.prefix) for c in world.routes) == [f"10.77.0.{h}/32" for h in hosts]
@@ -218,7 +248,7 @@ def test_routes_a_member_may_not_announce_are_refused_counted_and_the_session_ke
         world.cp.wireguard_state(who.node_id, True, 1.0)
     world.cp.flush()
     world.routes.clear()
-    peer_rid = mesh.router_id(bytes(world.peer.signing_key.verify_key))
+    peer_rid = routes.router_id(bytes(world.peer.signing_key.verify_key))
     announced = ["0.0.0.0/1", "128.0.0.0/1", "192.168.1.0/24", "172.31.0.2/32", "10.77.0.3/32",
                  "10.77.0.1/32", "10.77.0.2/32"]  # fmt: skip
     tlvs: list[Any] = [RouterId(router_id=peer_rid)]
@@ -294,10 +324,10 @@ def test_a_certificate_from_another_admin_is_refused(world: World, tmp_path: Pat
 
 def test_any_member_may_connect_but_not_as_us_nor_revoked(world: World, tmp_path: Path) -> None:
     stranger = identity.generate(tmp_path / "stranger")
-    assert world.cp.authorize(stranger.node_id) is None  # its certificate comes next
-    assert world.cp.authorize(world.me.node_id) == "own_node_id"
+    assert world.cp.core.authorize(stranger.node_id) is None  # its certificate comes next
+    assert world.cp.core.authorize(world.me.node_id) == "own_node_id"
     world.trust.revocations.add(revoke_node(world, stranger))
-    assert world.cp.authorize(stranger.node_id) == "revoked"
+    assert world.cp.core.authorize(stranger.node_id) == "revoked"
 
 
 def revoke_node(world: World, who: identity.Identity) -> Any:
@@ -338,7 +368,7 @@ def test_endpoints_are_shared_both_ways(world: World, tmp_path: Path) -> None:
 def test_a_shared_endpoint_is_tried_a_few_times_then_dropped(world: World, tmp_path: Path) -> None:
     far = identity.generate(tmp_path / "far")
     world.verified()
-    world.cp.local_subnets = [ipaddress.IPv4Network("100.64.5.0/24")]
+    world.cp.core.neighbours.local_subnets = [ipaddress.IPv4Network("100.64.5.0/24")]
     news = session.Endpoints(
         (
             session.Endpoint(far.node_id, "100.64.5.5", 6697),
@@ -348,14 +378,14 @@ def test_a_shared_endpoint_is_tried_a_few_times_then_dropped(world: World, tmp_p
         )
     )
     world.receive(session.encode(news))
-    assert far.node_id in world.cp.peers and not world.cp.peers[far.node_id].is_neighbour
+    assert far.node_id in world.cp.core.peers and not world.cp.core.peers[far.node_id].is_neighbour
     for step in range(400):
         world.cp.tick(step * 0.25)
         if world.transport.dialled and world.transport.dialled[-1][1] == far.node_id:
             world.event(SessionClosed("handshake_timeout", False, 0, far.node_id), False, far)
     tries = [a for a, n in world.transport.dialled if n == far.node_id]
-    assert tries == [("100.64.5.5", 6697)] * mesh.SHARED_TRIES
-    assert far.node_id not in world.cp.peers
+    assert tries == [("100.64.5.5", 6697)] * neighbours.SHARED_TRIES
+    assert far.node_id not in world.cp.core.peers
 
 
 def test_revocations_spread_and_cut_the_revoked_node_off(world: World, tmp_path: Path) -> None:
@@ -371,7 +401,7 @@ def test_revocations_spread_and_cut_the_revoked_node_off(world: World, tmp_path:
     assert session.Revocations((record,)) not in world.sent_to(world.peer.node_id)
     assert (world.cp.state_dir / "revocations").exists()
     assert (third.node_id, "revoked") in world.transport.closed
-    assert world.links.removed == [third.node_id] and third.node_id not in world.cp.peers
+    assert world.links.removed == [third.node_id] and third.node_id not in world.cp.core.peers
     assert world.peer_state().member is not None  # the sender's session is unaffected
     # A restarted node knows it from its state directory.
     fresh = RevocationSet(world.mesh.mesh_id, world.trust.admins)
@@ -388,9 +418,9 @@ def test_a_neighbour_gone_for_long_loses_its_link(world: World, tmp_path: Path) 
     world.verified()
     world.receive(session.encode(session.Link(52000)))
     world.event(SessionClosed("idle_timeout", False, 0, world.peer.node_id))
-    world.cp.tick(time.monotonic() + world.cp.forget_after_s + 1)
+    world.cp.tick(time.monotonic() + world.cp.core.neighbours.forget_after_s + 1)
     assert world.links.removed == [world.peer.node_id]
-    assert world.peer.node_id in world.cp.peers  # a bootstrap peer is still dialled
+    assert world.peer.node_id in world.cp.core.peers  # a bootstrap peer is still dialled
 
 
 def test_dials_back_off_while_the_neighbour_is_silent(world: World) -> None:
@@ -427,14 +457,14 @@ def test_a_stranger_that_never_verifies_is_closed_and_forgotten(
 ) -> None:
     stranger = identity.generate(tmp_path / "stranger")
     world.event(SessionUp(stranger.node_id), who=stranger)
-    since = world.cp.peers[stranger.node_id].session_since
-    world.cp.tick(since + mesh.VERIFY_S - 1)
+    since = world.cp.core.peers[stranger.node_id].session_since
+    world.cp.tick(since + plane.VERIFY_S - 1)
     assert world.transport.closed == []
-    world.cp.tick(since + mesh.VERIFY_S + 1)
+    world.cp.tick(since + plane.VERIFY_S + 1)
     assert world.transport.closed == [(stranger.node_id, "not_verified")]
     world.event(SessionClosed("not_verified", False, 0, stranger.node_id), who=stranger)
     # Nothing kept, and never dialled back at the address it came from.
-    assert stranger.node_id not in world.cp.peers
+    assert stranger.node_id not in world.cp.core.peers
     world.cp.tick(since + 100)
     assert all(n != stranger.node_id for _, n in world.transport.dialled)
 
@@ -457,28 +487,26 @@ def test_an_address_a_neighbour_holds_is_not_dialled_for_another_node(
 ) -> None:
     stranger = identity.generate(tmp_path / "stranger")
     world.verified()  # the peer's session comes from ADDR
-    world.cp.discovered(stranger.node_id, ADDR, mesh.Source.BEACON, 1.0)
+    world.cp.discovered(stranger.node_id, ADDR, Source.BEACON, 1.0)
     world.cp.tick(1.0)
-    assert stranger.node_id not in world.cp.peers
+    assert stranger.node_id not in world.cp.core.peers
     assert all(n != stranger.node_id for _, n in world.transport.dialled)
 
 
-def test_a_live_neighbour_whose_certificate_expires_is_dropped(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_live_neighbour_whose_certificate_expires_is_dropped(world: World) -> None:
     world.verified()
     world.receive(session.encode(session.Link(52000)))
     world.cp.wireguard_state(world.peer.node_id, True, 1.0)
     assert world.peer_state().routing
     expiry = NOW + 3600
-    monkeypatch.setattr(time, "time", lambda: expiry + 60)  # within the clock-skew tolerance
+    world.cp.core.clock.system = lambda: expiry + 60  # within the clock-skew tolerance
     world.cp.enforce_membership(2.0)
     assert world.peer_state().routing
-    monkeypatch.setattr(time, "time", lambda: expiry + DEFAULT_SKEW_S + 1)
+    world.cp.core.clock.system = lambda: expiry + DEFAULT_SKEW_S + 1
     world.cp.enforce_membership(3.0)
     assert world.transport.closed == [(world.peer.node_id, "expired")]
     assert world.links.removed == [world.peer.node_id]
-    assert not world.cp.router._links  # no longer a Babel link
+    assert not world.cp.core.router._links  # no longer a Babel link
 
 
 def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
@@ -508,7 +536,7 @@ def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
     world.receive(session.encode(session.Gateway(advert.encode()[:-1] + b"\0")))
     assert world.transport.closed == []  # a spoiled advert is dropped, the session kept
     world.cp.tick(time.monotonic())  # the choice is made each tick, status only reads it
-    status = world.cp.gateway_status()
+    status = world.cp.core.gateways.status()
     assert status["selected"] is None
     (candidate,) = status["candidates"]
     assert candidate["node_id"] == advert.node_id and candidate["reason"] == "no route to it"
@@ -532,10 +560,10 @@ def test_a_next_hop_whose_traffic_gets_no_answer_is_kept_out_and_shown(tmp_path:
             tlv = Update(ae=AE_IPV4, prefix=far, interval=1600, seqno=seqno, metric=metric)
             packet = encode_packet([RouterId(router_id=bytes([9]) * 8), tlv])
             world.receive(session.encode(session.BabelPacket(packet)), who=who)
-        await asyncio.sleep(mesh.FLUSH_DELAY_S * 3)
+        await asyncio.sleep(plane.FLUSH_DELAY_S * 3)
 
     asyncio.run(announce((world.peer, 1, 0), (other, 1, 96)))
-    assert world.cp.router.selected()[far].next_hop == world.peer.node_id
+    assert world.cp.core.router.selected()[far].next_hop == world.peer.node_id
 
     def flows(sent: int) -> list[FlowSample]:
         return [FlowSample(7, TCP, far.network_address, sent, 0)]
@@ -544,9 +572,9 @@ def test_a_next_hop_whose_traffic_gets_no_answer_is_kept_out_and_shown(tmp_path:
         world.cp.observe_progress(flows(sent), t)
     # The other route is unfeasible (we advertised the peer's, shorter): the origin is asked
     # for a newer seqno, and its answer through the other neighbour is taken.
-    assert far not in world.cp.router.selected()
+    assert far not in world.cp.core.router.selected()
     asyncio.run(announce((other, 2, 96)))
-    assert world.cp.router.selected()[far].next_hop == other.node_id
+    assert world.cp.core.router.selected()[far].next_hop == other.node_id
     (hole,) = world.cp.black_hole_status()
     assert (hole["destination"], hole["via"], hole["name"]) == (str(far), world.peer.node_id, "n")
     assert hole["reason"] == "no_progress" and hole["unanswered"] == 4

@@ -1,4 +1,4 @@
-"""The control plane's part in the certificate lifecycle (meshd/mesh.py), with the recording
+"""The control plane's part in the certificate lifecycle (meshd.core.control), with the recording
 stand-ins of test_control_plane: a neighbour's renewed certificate replacing the old one
 on a live session, our own renewed one shown to every neighbour, RENEW_* handed on, and
 the mesh's time (CLOCK) correcting a stale clock, but never a good one."""
@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from meshd import mesh
-from meshd.core.membership import issue_membership, verify_membership
+from meshd.core.membership import OwnMembership, issue_membership, verify_membership
 from meshd.core.proto import session
 from meshd.transport.events import SessionUp
-from meshd.trust import OwnMembership
 from tests.unit.test_control_plane import NOW, World, membership_of
 
 DAY = 86400
@@ -66,7 +64,7 @@ def test_a_renewed_certificate_must_verify_and_keep_the_keys(world: World) -> No
 
 def test_our_renewed_certificate_goes_to_every_verified_neighbour(world: World) -> None:
     world.verified()
-    old = world.cp.own
+    old = world.cp.core.own
     fresh = issue_membership(
         world.admin,
         mesh=world.mesh,
@@ -84,7 +82,7 @@ def test_our_renewed_certificate_goes_to_every_verified_neighbour(world: World) 
     ((to, data),) = world.transport.sent
     assert to == world.peer.node_id
     assert session.decode(data) == session.Membership(fresh.encode())
-    assert world.cp.membership_message == data  # and on every session from now on
+    assert world.cp.core.membership_message == data  # and on every session from now on
 
 
 def test_renewal_messages_from_a_member_go_to_the_renewal_service(world: World) -> None:
@@ -112,7 +110,7 @@ def test_a_renewal_request_before_the_certificate_is_refused(world: World) -> No
 
 def stale(world: World, offset_s: float) -> None:
     """Our clock reads ``offset_s`` off (as a Pi without RTC might)."""
-    world.cp.clock = mesh.MeshClock(tolerance_s=300, test_offset_s=offset_s)
+    world.cp.core.clock.test_offset_s = offset_s
 
 
 def test_a_stale_clock_learns_the_time_from_a_verified_peer(world: World) -> None:
@@ -122,8 +120,8 @@ def test_a_stale_clock_learns_the_time_from_a_verified_peer(world: World) -> Non
     world.receive(session.encode(session.Clock(int(time.time() * 1000))))
     world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
     assert world.peer_state().member is not None
-    assert world.cp.clock.consensus.correction() == pytest.approx(180 * DAY, abs=5)
-    assert abs(world.cp.clock.now() - time.time()) < 5
+    assert world.cp.core.clock.consensus.correction() == pytest.approx(180 * DAY, abs=5)
+    assert abs(world.cp.core.clock.now() - time.time()) < 5
 
 
 def test_without_the_peers_clock_a_stale_node_refuses_as_before(world: World) -> None:
@@ -131,7 +129,7 @@ def test_without_the_peers_clock_a_stale_node_refuses_as_before(world: World) ->
     world.event(SessionUp(world.peer.node_id))
     world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
     assert world.transport.closed == [(world.peer.node_id, "not_yet_valid")]
-    assert world.cp.clock.consensus.correction() == 0
+    assert world.cp.core.clock.consensus.correction() == 0
 
 
 def test_a_peer_with_a_stale_clock_never_moves_a_good_one(world: World) -> None:
@@ -139,7 +137,7 @@ def test_a_peer_with_a_stale_clock_never_moves_a_good_one(world: World) -> None:
     world.receive(session.encode(session.Clock((NOW - 180 * DAY) * 1000)))
     world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
     assert world.peer_state().member is not None
-    assert world.cp.clock.consensus.correction() == 0
+    assert world.cp.core.clock.consensus.correction() == 0
 
 
 def test_an_expired_peer_cannot_turn_our_clock_back_to_before_we_were_certified(
@@ -150,12 +148,12 @@ def test_an_expired_peer_cannot_turn_our_clock_back_to_before_we_were_certified(
     world.receive(session.encode(session.Clock((NOW - 25 * DAY) * 1000)))
     world.receive(session.encode(session.Membership(expired.encode())))
     assert world.transport.closed == [(world.peer.node_id, "expired")]
-    assert world.cp.clock.consensus.correction() == 0
+    assert world.cp.core.clock.consensus.correction() == 0
 
 
 def test_the_first_message_is_our_corrected_time(world: World) -> None:
     stale(world, -180 * DAY)
-    world.cp.clock.report("someone", 180 * DAY)
+    world.cp.core.clock.report("someone", 180 * DAY)
     world.event(SessionUp(world.peer.node_id))
     first = session.decode(world.transport.sent[0][1])
     assert isinstance(first, session.Clock) and abs(first.unix_ms / 1000 - time.time()) < 5

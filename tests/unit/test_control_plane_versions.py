@@ -1,4 +1,4 @@
-"""Protocol versions in the control plane (meshd/mesh.py): what a meshd/2 session starts
+"""Protocol versions in the control plane (meshd.core.control): what a meshd/2 session starts
 with, what a meshd/1 one never carries, features gating sends, and a dial refused for want
 of a common version counted and shown. The session pair under it is tested in
 test_transport_session.py; the recording transport is test_control_plane.py's."""
@@ -11,15 +11,14 @@ from typing import Any
 
 import pytest
 
-from meshd import mesh
 from meshd.core.proto import session
 from meshd.core.proto.babel import OriginSignature, Update, decode_packet
-from meshd.core.proto.session import FEATURES, MESHD_1, MESHD_2, Feature
+from meshd.core.proto.session import FEATURES, MESHD_1, MESHD_2, VERSION_UNSUPPORTED, Feature
 from meshd.core.routing.babel import BabelRouter
 from meshd.core.routing.origin import signed_message
+from meshd.daemon import control as shell
 from meshd.transport.events import SessionClosed, SessionUp
-from meshd.transport.session import VERSION_UNSUPPORTED
-from tests.unit.test_control_plane import FakeLinks, World, membership_of
+from tests.unit.test_control_plane import FakeLinks, World, control, membership_of
 
 
 @pytest.fixture
@@ -58,25 +57,25 @@ def test_a_meshd1_session_never_carries_capabilities(world: World) -> None:
     assert world.transport.closed == []
     peer = world.peer_state()
     assert peer.member is not None and peer.protocol == MESHD_1 and peer.features == frozenset()
-    assert not world.cp.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
+    assert not world.cp.core.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
     assert session.Capabilities not in sent_kinds(world)  # nothing new for an old peer
-    status = world.cp.neighbour_status(peer)
+    status = peer.status()
     assert (status["protocol"], status["features"]) == (MESHD_1, [])
 
 
 def test_capabilities_are_taken_and_unknown_names_ignored(world: World) -> None:
     up(world, MESHD_2)
-    assert not world.cp.peer_supports(world.peer.node_id, Feature.CAPABILITIES)  # not yet
+    assert not world.cp.core.peer_supports(world.peer.node_id, Feature.CAPABILITIES)  # not yet
     world.receive(capabilities("capabilities", "teleport", "zz_from_meshd_9"))
     world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
     assert world.transport.closed == []
     peer = world.peer_state()
     assert peer.member is not None
     assert peer.features == frozenset({Feature.CAPABILITIES})  # what this build knows
-    assert world.cp.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
-    assert world.cp.peer_supports(peer, Feature.CAPABILITIES)
-    assert not world.cp.peer_supports("not a neighbour", Feature.CAPABILITIES)
-    status = world.cp.neighbour_status(peer)
+    assert world.cp.core.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
+    assert world.cp.core.peer_supports(peer, Feature.CAPABILITIES)
+    assert not world.cp.core.peer_supports("not a neighbour", Feature.CAPABILITIES)
+    status = peer.status()
     assert (status["protocol"], status["features"]) == (MESHD_2, ["capabilities"])
 
 
@@ -85,7 +84,7 @@ def test_a_peer_that_announces_nothing_supports_nothing(world: World) -> None:
     world.receive(capabilities())
     world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
     assert world.transport.closed == [] and world.peer_state().member is not None
-    assert not world.cp.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
+    assert not world.cp.core.peer_supports(world.peer.node_id, Feature.CAPABILITIES)
 
 
 @pytest.mark.parametrize(
@@ -132,8 +131,8 @@ def test_a_session_down_forgets_its_version(world: World) -> None:
     world.event(SessionClosed("idle_timeout", False, 0, world.peer.node_id))
     peer = world.peer_state()
     assert (peer.protocol, peer.features) == (None, frozenset())
-    assert not world.cp.peer_supports(peer, Feature.CAPABILITIES)
-    assert world.cp.neighbour_status(peer)["protocol"] is None
+    assert not world.cp.core.peer_supports(peer, Feature.CAPABILITIES)
+    assert peer.status()["protocol"] is None
 
 
 def test_a_dial_refused_for_its_version_is_counted_and_shown(world: World) -> None:
@@ -143,7 +142,7 @@ def test_a_dial_refused_for_its_version_is_counted_and_shown(world: World) -> No
     peer = world.peer_state()
     assert peer.refusals == {VERSION_UNSUPPORTED: 2}
     assert peer.last_refusal == VERSION_UNSUPPORTED and peer.state(None) == "down"
-    assert world.cp.neighbour_status(peer)["refusal"] == VERSION_UNSUPPORTED
+    assert peer.status()["refusal"] == VERSION_UNSUPPORTED
     # Other handshake failures are not the neighbour's doing: shown, not counted.
     world.event(SessionClosed("handshake_timeout", False, 0, world.peer.node_id), was_up=False)
     assert peer.refusals == {VERSION_UNSUPPORTED: 2}
@@ -152,10 +151,9 @@ def test_a_dial_refused_for_its_version_is_counted_and_shown(world: World) -> No
 def test_the_versions_offered_follow_the_config(world: World, tmp_path: Path) -> None:
     assert world.cp.session_settings.alpn_protocols == (MESHD_2, MESHD_1)
     routes: list[Any] = []
-    old = mesh.ControlPlane(
-        world.me.node_id,
-        world.cp.credentials,
-        world.cp.own,
+    old = control(
+        world.me,
+        world.cp.core.own,
         BabelRouter(b"\x02" * 8, 1, 0.0),
         FakeLinks(),
         routes.extend,
@@ -163,7 +161,7 @@ def test_the_versions_offered_follow_the_config(world: World, tmp_path: Path) ->
         protocols=(MESHD_1,),  # config control.protocols = ["meshd/1"]
     )
     assert old.session_settings.alpn_protocols == (MESHD_1,)
-    assert old.session_settings.idle_timeout == mesh.SESSION_SETTINGS.idle_timeout
+    assert old.session_settings.idle_timeout == shell.SESSION_SETTINGS.idle_timeout
 
 
 def _own_updates(world: World) -> list[Update]:
@@ -189,7 +187,7 @@ OWN_PREFIX = ipaddress.ip_network("10.77.0.1/32")
 def test_route_signatures_go_only_to_peers_that_announced_them(
     world: World, protocol: str, features: tuple[str, ...], signed: bool
 ) -> None:
-    world.cp.router.announce(OWN_PREFIX)
+    world.cp.core.router.announce(OWN_PREFIX)
     up(world, protocol)
     if protocol == MESHD_2:
         world.receive(capabilities(*features))
@@ -201,8 +199,8 @@ def test_route_signatures_go_only_to_peers_that_announced_them(
     assert bool(proofs) is signed
     if signed:
         message = signed_message(
-            world.cp.router.router_id, OWN_PREFIX, update.seqno, proofs[0].time
+            world.cp.core.router.router_id, OWN_PREFIX, update.seqno, proofs[0].time
         )
         world.me.signing_key.verify_key.verify(message, proofs[0].signature)
-    status = world.cp.origin_status()
+    status = world.cp.core.routes.status()
     assert status["signed"] == 1 and status["unsigned_routes"] == "refuse"

@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 import pytest
 from nacl.signing import SigningKey
 
-from meshd import config, identity, join, mesh, trust
+from meshd import config, identity, join, trust
+from meshd.core.control import plane
 from meshd.core.membership import (
     SCOPE_ALL,
     MeshTrust,
+    OwnMembership,
     RevocationTarget,
     create_mesh,
     issue_delegation,
@@ -32,6 +34,7 @@ from meshd.core.membership import (
 )
 from meshd.core.proto import session
 from meshd.core.routing.babel import BabelRouter
+from meshd.daemon import control as shell
 from meshd.invites import (
     TOKEN_FILE,
     Endpoint,
@@ -47,8 +50,7 @@ from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings
 from meshd.transport.udp import PeerEvent, QuicTransport
-from meshd.trust import OwnMembership
-from tests.unit.test_control_plane import FakeLinks, FakeTransport
+from tests.unit.test_control_plane import FakeLinks, FakeTransport, control
 
 NOW = int(time.time())
 LOOPBACK = "127.0.0.1"
@@ -96,9 +98,8 @@ class Member:
         cert = certificate(self.ident, name, ipaddress.IPv4Address(ipv4))
         member = verify_membership(cert, (), self.trust, NOW)
         own = OwnMembership(self.trust, cert, (), self.delegation, member)
-        self.cp = mesh.ControlPlane(
-            self.node_id,
-            node_certificate(self.ident.signing_key),
+        self.cp = control(
+            self.ident,
             own,
             BabelRouter(bytes([len(name)]) * 8, 1, 0.0),
             FakeLinks(),
@@ -266,7 +267,7 @@ def test_a_join_request_makes_the_session_join_only(
     request = session.JoinRequestMessage(b"\x05invite", b"\x06request")
     member.cp.on_event(PeerEvent(joiner.node_id, addr, MessageReceived(session.encode(request))))
     assert asked == [(joiner.node_id, request)]
-    peer = member.cp.peers[joiner.node_id]
+    peer = member.cp.core.peers[joiner.node_id]
     assert peer.joining and not peer.is_neighbour and transport.closed == []
     refused = session.JoinRefused(joiner.node_id, "expired", "too late")
     assert member.cp.answer_join(joiner.node_id, refused)
@@ -278,9 +279,9 @@ def test_a_join_request_makes_the_session_join_only(
     other = identity.generate(tmp_path / "m")
     member.cp.on_event(PeerEvent(other.node_id, addr, SessionUp(other.node_id)))
     member.cp.on_event(PeerEvent(other.node_id, addr, MessageReceived(session.encode(request))))
-    member.cp.tick(time.monotonic() + mesh.VERIFY_S + 1)
+    member.cp.tick(time.monotonic() + plane.VERIFY_S + 1)
     assert (other.node_id, "not_verified") not in transport.closed
-    member.cp.tick(time.monotonic() + mesh.JOIN_S + 1)
+    member.cp.tick(time.monotonic() + plane.JOIN_S + 1)
     assert (other.node_id, "join_timeout") in transport.closed
 
 
@@ -369,16 +370,18 @@ def test_a_bootstrap_node_forwards_to_the_issuer_and_relays_its_answer(tmp_path:
         assert relay.dialled == [((f"relay-of-{issuer.node_id[:4]}", 6699), issuer.node_id)]
         # The relay session comes up: each side shows its certificate, then the request goes.
         svc.on_relay_event(PeerEvent(issuer.node_id, ("::1", 1), SessionUp(issuer.node_id)))
-        assert relay.sent[0][1] == boot.cp.membership_message
+        assert relay.sent[0][1] == boot.cp.core.membership_message
         svc.on_relay_event(
-            PeerEvent(issuer.node_id, ("::1", 1), MessageReceived(issuer.cp.membership_message))
+            PeerEvent(
+                issuer.node_id, ("::1", 1), MessageReceived(issuer.cp.core.membership_message)
+            )
         )
         assert session.decode(relay.sent[-1][1]) == msg
         # The issuer (another service) answers; the bootstrap relays it and closes the relay.
         isvc, irelay = service(issuer)
         isvc.on_relay_event(PeerEvent(boot.node_id, ("::1", 2), SessionUp(boot.node_id)))
         isvc.on_relay_event(
-            PeerEvent(boot.node_id, ("::1", 2), MessageReceived(boot.cp.membership_message))
+            PeerEvent(boot.node_id, ("::1", 2), MessageReceived(boot.cp.core.membership_message))
         )
         isvc.on_relay_event(
             PeerEvent(boot.node_id, ("::1", 2), MessageReceived(session.encode(msg)))
@@ -435,11 +438,11 @@ class Mesh:
         for member in (self.a, self.b):
             member.cp.transport = await QuicTransport.listen(
                 credentials=member.cp.credentials,
-                authorize=member.cp.authorize,
+                authorize=member.cp.core.authorize,
                 on_event=member.cp.on_event,
                 host=LOOPBACK,
                 port=0,
-                settings=mesh.SESSION_SETTINGS,
+                settings=shell.SESSION_SETTINGS,
             )
             svc = join.JoinService(
                 member.node_id,
@@ -507,7 +510,7 @@ def test_a_node_joins_through_a_bootstrap_node_that_forwards_to_the_issuer(
             assert record is not None and record.redeemed_by == ident.node_id
             # The join-only session is gone from the bootstrap node: never a neighbour.
             await asyncio.sleep(0.2)
-            assert ident.node_id not in world.b.cp.peers
+            assert ident.node_id not in world.b.cp.core.peers
 
             # The same token, another node, at the issuer itself this time: refused.
             token_again = dataclasses.replace(token)

@@ -1,4 +1,4 @@
-"""Renewal in the daemon (meshd.join.JoinService with meshd.mesh.ControlPlane), wired
+"""Renewal in the daemon (meshd.join.JoinService with meshd.daemon.control.ControlService), wired
 together in memory with the recording transports of test_control_plane: a node whose
 certificate is due asks a neighbour, which issues (an admin here) or refuses with a reason;
 the node checks the grant, stores it in its state directory and shows it to neighbours."""
@@ -13,11 +13,12 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from meshd import identity, join, mesh, trust
+from meshd import identity, join, trust
 from meshd.config import MembershipSettings
 from meshd.core.membership import (
     MembershipCertificate,
     MeshTrust,
+    OwnMembership,
     RevocationTarget,
     create_mesh,
     issue_membership,
@@ -26,10 +27,9 @@ from meshd.core.membership import (
 )
 from meshd.core.proto import session
 from meshd.core.routing.babel import BabelRouter
-from meshd.transport.certs import node_certificate
 from meshd.transport.events import MessageReceived, SessionUp
 from meshd.transport.udp import PeerEvent
-from tests.unit.test_control_plane import FakeLinks, FakeTransport
+from tests.unit.test_control_plane import FakeLinks, FakeTransport, control
 from tests.unit.test_join import inline
 
 NOW = int(time.time())
@@ -54,12 +54,11 @@ class Node:
             serial=1,
         )
         trust.save_joined(self.dir, mesh_def, self.cert, None)
-        own = trust.OwnMembership(
+        own = OwnMembership(
             self.trust, self.cert, (), None, verify_membership(self.cert, (), self.trust, NOW)
         )
-        self.cp = mesh.ControlPlane(
-            self.node_id,
-            node_certificate(ident.signing_key),
+        self.cp = control(
+            ident,
             own,
             BabelRouter(name.encode() * 8, 1, 0.0),
             FakeLinks(),
@@ -88,7 +87,7 @@ class Node:
         """A verified session both ways."""
         for one, two in ((self, other), (other, self)):
             one.cp.on_event(PeerEvent(two.node_id, ("100.64.0.9", 6697), SessionUp(two.node_id)))
-            one.hear(two, two.cp.membership_message)
+            one.hear(two, two.cp.core.membership_message)
 
     def deliver(self, to: Node) -> list[session.SessionMessage]:
         """What this node sent ``to`` since the last delivery, handed over."""
@@ -129,7 +128,7 @@ def test_a_due_certificate_is_renewed_by_a_neighbour_stored_and_shown(tmp_path: 
         (granted,) = a.deliver(c)
         assert isinstance(granted, session.RenewGranted) and not granted.delegation
         await asyncio.sleep(0.05)  # stored as a task (the kernel thread's job)
-        fresh = c.cp.own.certificate
+        fresh = c.cp.core.own.certificate
         assert fresh.issuer == a.node_id and fresh.expires_at > c.cert.expires_at
         stored = MembershipCertificate.decode((c.dir / trust.MEMBERSHIP_FILE).read_bytes())
         assert stored == fresh
@@ -138,7 +137,7 @@ def test_a_due_certificate_is_renewed_by_a_neighbour_stored_and_shown(tmp_path: 
         # a sees it at once, on the session it has: a second MEMBERSHIP.
         (shown,) = c.deliver(a)
         assert shown == session.Membership(fresh.encode())
-        peer = a.cp.peers[c.node_id]
+        peer = a.cp.core.peers[c.node_id]
         assert peer.member is not None and peer.member.certificate == fresh
         # And c is not due again for a long time (no margin from now on).
         c.svc.renewal_settings = MembershipSettings()
@@ -153,9 +152,9 @@ def test_an_admin_renews_its_own_certificate_without_asking(tmp_path: Path) -> N
         a, c = line(tmp_path)
         a.svc.tick(time.monotonic())
         await asyncio.sleep(0.05)
-        assert a.cp.own.certificate.issuer == a.node_id
+        assert a.cp.core.own.certificate.issuer == a.node_id
         assert a.svc.renewal_status()["renewal"] == "renewed"
-        assert a.deliver(c) == [session.Membership(a.cp.own.certificate.encode())]
+        assert a.deliver(c) == [session.Membership(a.cp.core.own.certificate.encode())]
 
     asyncio.run(body())
 
@@ -169,10 +168,10 @@ def test_the_issuer_refuses_a_revoked_node_and_someone_elses_certificate(tmp_pat
     assert refused == session.RenewRefused(
         c.node_id, "wrong_node_id", f"a certificate for {a.node_id}"
     )
-    a.cp.own.trust.revocations.add(
+    a.cp.core.own.trust.revocations.add(
         revoke(
             ADMIN,
-            mesh=a.cp.own.trust.definition,
+            mesh=a.cp.core.own.trust.definition,
             target=RevocationTarget.certificate(c.cert),
             revoked_at=NOW - 1,
         )
@@ -194,7 +193,7 @@ def test_a_neighbour_without_a_route_to_any_issuer_says_so(tmp_path: Path) -> No
         assert status["renewal"] == "refused" and status["last_refusal"].startswith(
             "issuer_unreachable"
         )
-        assert c.cp.own.certificate == c.cert  # nothing changed, nothing stored
+        assert c.cp.core.own.certificate == c.cert  # nothing changed, nothing stored
         assert MembershipCertificate.decode((c.dir / trust.MEMBERSHIP_FILE).read_bytes()) == c.cert
 
     asyncio.run(body())
@@ -208,7 +207,7 @@ def test_a_grant_for_other_keys_is_refused_and_nothing_is_stored(tmp_path: Path)
         a.transport.sent.clear()
         wrong = issue_membership(
             ADMIN,
-            mesh=a.cp.own.trust.definition,
+            mesh=a.cp.core.own.trust.definition,
             node_id=c.node_id,
             name="c",
             wireguard_public=b"X" * 32,

@@ -110,12 +110,12 @@ def test_a_definition_from_a_session_is_adopted_stored_spread_and_enforced(
 ) -> None:
     world = World(tmp_path)
     admin_id = nid(world.admin)
-    trust.save_joined(tmp_path / "me", world.mesh, world.cp.own.certificate, None)
+    trust.save_joined(tmp_path / "me", world.mesh, world.cp.core.own.certificate, None)
     second = rotate_mesh(world.admin, world.mesh, add=[nid(NEW)], issued_at=NOW + 1)
     world.verified()
     world.transport.sent.clear()
     world.receive(session.encode(session.MeshDefinitionMessage(second.encode())))
-    assert world.cp.own.trust.definition == second
+    assert world.cp.core.own.trust.definition == second
     assert MeshDefinition.decode((tmp_path / "me" / trust.MESH_FILE).read_bytes()) == second
     assert [d.serial for d in trust.load_chain(tmp_path / "me")] == [1, 2]
     assert world.transport.sent == []  # not back to where it came from
@@ -136,16 +136,16 @@ def test_a_definition_from_a_session_is_adopted_stored_spread_and_enforced(
         serial=1,
     )
     world.receive(session.encode(session.Membership(by_new.encode())), who=other)
-    assert world.cp.peers[other.node_id].member is not None
+    assert world.cp.core.peers[other.node_id].member is not None
     # Dropping the first admin: the peer certified by it is dropped at once.
     third = rotate_mesh(NEW, second, remove=[admin_id], issued_at=NOW + 2)
     world.receive(session.encode(session.MeshDefinitionMessage(third.encode())), who=other)
-    assert world.cp.own.trust.admins == (nid(NEW),)
+    assert world.cp.core.own.trust.admins == (nid(NEW),)
     assert (world.peer.node_id, "unknown_issuer") in world.transport.closed
-    assert world.cp.peers[other.node_id].member is not None
+    assert world.cp.core.peers[other.node_id].member is not None
     # An old one again changes nothing; a forged one is rejected, the session kept.
     closed = list(world.transport.closed)
     world.receive(session.encode(session.MeshDefinitionMessage(second.encode())), who=other)
     forged = replace(rotate_mesh(NEW, third, add=[nid(OTHER)], issued_at=NOW), signature=bytes(64))
     world.receive(session.encode(session.MeshDefinitionMessage(forged.encode())), who=other)
-    assert world.cp.own.trust.definition == third and world.transport.closed == closed
+    assert world.cp.core.own.trust.definition == third and world.transport.closed == closed

@@ -9,9 +9,9 @@ import pytest
 
 from meshd import config, identity
 from meshd.core import addressing
+from meshd.core.control.peer import LinkSpec
 from meshd.core.routing.babel import RouteAction, RouteChange
 from meshd.core.routing.liveness import LinkState
-from meshd.mesh import LinkSpec
 from meshd.net import command
 from meshd.net.netlink import MAIN_TABLE, Route, Rule
 from meshd.node import ADOPT_GRACE_S, ROUTE_GRACE_S, Node

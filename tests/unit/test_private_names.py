@@ -139,7 +139,7 @@ def test_a_private_certificate_verifies_and_its_directory_entry_holds_no_name() 
 def _private_world(tmp_path: Path) -> tuple[World, NameOpening]:
     world = World(tmp_path)
     opening = NameOpening("Haus am See", SALT)
-    world.cp.name_opening = opening
+    world.cp.core.name_opening = opening
     world.event(SessionUp(world.peer.node_id, session.MESHD_2))
     world.receive(
         session.encode(session.Capabilities(frozenset({"capabilities", "private_names"})))
@@ -170,7 +170,7 @@ def test_a_neighbours_private_name_is_shown_once_it_opens_its_certificate(
     assert peer.name == f"node {world.peer.node_id[:8]}" and peer.refusals == {"bad_name": 1}
     world.receive(session.encode(session.Name(SALT, "Ödön")))
     assert peer.name == "Ödön" and world.transport.closed == []
-    assert world.cp.peer_supports(peer, Feature.PRIVATE_NAMES)
+    assert world.cp.core.peer_supports(peer, Feature.PRIVATE_NAMES)
 
 
 def test_a_name_without_the_feature_closes_the_session(tmp_path: Path) -> None:

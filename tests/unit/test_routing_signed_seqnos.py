@@ -9,6 +9,7 @@ import ipaddress
 import pytest
 from nacl.signing import SigningKey
 
+from meshd.core.control.routes import forged
 from meshd.core.proto.babel import (
     TLV,
     OriginSignature,
@@ -31,7 +32,6 @@ from meshd.core.routing.origin import (
     Owner,
     signed_message,
 )
-from meshd.mesh import forged
 
 V4 = ipaddress.ip_network("10.77.0.0/16")
 V6 = ipaddress.ip_network("fd77::/64")

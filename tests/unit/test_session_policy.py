@@ -1,6 +1,6 @@
 """The session policy (meshd.core.session_policy): one table says which message may come
-on which kind of session in which state; the shells in mesh.py, exits.py and join.py only
-dispatch what it lets through."""
+on which kind of session in which state; the control plane (meshd.core.control), exits.py
+and join.py only dispatch what it lets through."""
 
 from __future__ import annotations
 
@@ -8,9 +8,20 @@ from collections.abc import Collection
 from typing import Any, get_args
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshd.core.proto import session as m
-from meshd.core.session_policy import TABLE, Refusal, SessionKind, SessionState, check
+from meshd.core.session_policy import (
+    TABLE,
+    TRANSITIONS,
+    Refusal,
+    SessionInput,
+    SessionKind,
+    SessionState,
+    advance,
+    check,
+)
 
 NEIGHBOUR, EXIT, RELAY = SessionKind.NEIGHBOUR, SessionKind.EXIT, SessionKind.JOIN_RELAY
 OPENING, UNVERIFIED = SessionState.OPENING, SessionState.UNVERIFIED
@@ -100,3 +111,57 @@ def test_a_relay_session_carries_the_certificate_and_the_join_and_renew_kinds_on
 def test_every_session_message_kind_is_legal_somewhere() -> None:
     legal = {t for rules in TABLE.values() for t in rules} | {m.Capabilities}
     assert legal == set(get_args(m.SessionMessage))
+
+
+def test_a_replaced_session_is_checked_as_verified_and_a_reopening_one_as_opening() -> None:
+    link = m.Link(52000)
+    check(NEIGHBOUR, SessionState.REPLACED, link, ())
+    with pytest.raises(Refusal, match="before CAPABILITIES"):
+        check(NEIGHBOUR, SessionState.REOPENING, link, ())
+
+
+def test_nothing_is_checked_on_a_session_that_is_down() -> None:
+    with pytest.raises(ValueError, match="down"):
+        check(NEIGHBOUR, SessionState.DOWN, m.Link(52000), ())
+
+
+# ---- the transition table, every state against every input (h2 does the same) ----------
+
+
+@pytest.mark.parametrize("state", list(SessionState))
+@pytest.mark.parametrize("step", list(SessionInput))
+def test_every_state_and_input_is_a_transition_or_our_misuse(
+    state: SessionState, step: SessionInput
+) -> None:
+    if step in TRANSITIONS[state]:
+        assert advance(state, step) in SessionState
+    else:
+        with pytest.raises(ValueError, match="no transition"):
+            advance(state, step)
+    if step is SessionInput.CLOSED:
+        assert advance(state, step) is SessionState.DOWN  # from anywhere
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from(list(SessionInput)), max_size=30))
+def test_a_session_is_verified_only_by_its_certificate(inputs: list[SessionInput]) -> None:
+    """Whatever a peer makes happen: a session counts as verified (for the message table)
+    only after a certificate verified on it or on the session it replaced, with no close
+    between; join-only only from a fresh unverified session."""
+    state, certified = SessionState.DOWN, False
+    for step in inputs:
+        if step not in TRANSITIONS[state]:
+            continue  # the shells never feed it (the message table refuses first)
+        before, state = state, advance(state, step)
+        if step is SessionInput.CERTIFIED:
+            certified = True
+        elif step is SessionInput.CLOSED or (
+            step in (SessionInput.UP, SessionInput.UP_OPENING) and not certified
+        ):
+            certified = False
+        if state is SessionState.JOINING:
+            assert before is SessionState.UNVERIFIED and not certified
+        if state in (SessionState.VERIFIED, SessionState.REPLACED, SessionState.REOPENING):
+            assert certified
+        if state is SessionState.DOWN:
+            certified = False

@@ -26,6 +26,7 @@ from meshd.core.membership.revocations import RevocationSet
 from meshd.core.membership.verify import (
     DEFAULT_SKEW_S,
     MeshTrust,
+    OwnMembership,
     VerifiedMember,
     verify_delegation,
     verify_membership,
@@ -42,6 +43,7 @@ __all__ = [
     "MeshTrust",
     "Message",
     "MessageType",
+    "OwnMembership",
     "Reason",
     "Revocation",
     "RevocationKind",

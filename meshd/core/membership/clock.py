@@ -13,8 +13,13 @@ our own uncorrected one, measured when its CLOCK arrived.
 
 from __future__ import annotations
 
+import logging
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from meshd.core.journal import Journal, unheard
 
 MAX_REPORTS = 64  # the most recent peers' offsets: bounded, whatever a flood of sessions
 
@@ -45,3 +50,48 @@ class ClockConsensus:
         """What to add to our own clock: the median, once it is beyond the tolerance."""
         median = self.median()
         return median if abs(median) > self.tolerance_s else 0.0
+
+
+class MeshClock:
+    """The node's one wall clock, Unix seconds: the system's (``system``, which the shell
+    passes: ``time.time``; plus ``test_offset_s``, which only tests set, to play a Pi with
+    a stale clock), corrected by the neighbours' median once that is off by more than the
+    tolerance."""
+
+    def __init__(
+        self,
+        system: Callable[[], float],
+        tolerance_s: float,
+        test_offset_s: float = 0.0,
+        journal: Journal = unheard,
+    ) -> None:
+        self.system, self.journal = system, journal
+        self.consensus = ClockConsensus(tolerance_s)
+        self.test_offset_s = test_offset_s
+
+    def local(self) -> float:
+        """The system clock as this node reads it, uncorrected."""
+        return self.system() + self.test_offset_s
+
+    def now(self) -> float:
+        return self.local() + self.consensus.correction()
+
+    def report(self, peer: str, offset_s: float) -> None:
+        if self.consensus.report(peer, offset_s):
+            correction = self.consensus.correction()
+            self.journal(
+                "clock.off" if correction else "clock.agrees",
+                logging.WARNING if correction else logging.INFO,
+                message=f"clock is off by {round(-correction)} s" if correction else "",
+                correction_s=round(correction, 1),
+                peers=len(self.consensus.offsets),
+            )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "now": round(self.now(), 3),
+            "correction_s": round(self.consensus.correction(), 3),
+            "median_offset_s": round(self.consensus.median(), 3),
+            "peers": len(self.consensus.offsets),
+            "tolerance_s": self.consensus.tolerance_s,
+        }

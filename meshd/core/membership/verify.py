@@ -92,6 +92,17 @@ class VerifiedMember:
     certificate: MembershipCertificate
 
 
+@dataclass(frozen=True)
+class OwnMembership:
+    """This node's own membership as loaded and checked (meshd.trust reads the files)."""
+
+    trust: MeshTrust
+    certificate: MembershipCertificate
+    chain: tuple[DelegationCertificate, ...]  # the certificate's issuing delegation, if any
+    delegation: DelegationCertificate | None  # what this node may issue (invites)
+    member: VerifiedMember
+
+
 def _check_mesh(what: str, mesh_id: bytes, trust: MeshTrust) -> None:
     if mesh_id != trust.mesh_id:
         raise MembershipError(

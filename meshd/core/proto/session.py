@@ -132,6 +132,7 @@ MESHD_1 = "meshd/1"  # kinds 1-20
 PROTOCOLS: tuple[str, ...] = (MESHD_2, MESHD_1)
 # Versions whose sessions start with CAPABILITIES (every one after meshd/1).
 WITH_CAPABILITIES = frozenset({MESHD_2})
+VERSION_UNSUPPORTED = "version_unsupported"  # a session's close reason: no version in common
 
 
 class Feature(StrEnum):

@@ -2,8 +2,8 @@
 
 Babel believes what a neighbour announces; a community mesh cannot. Every mesh address is
 in a membership certificate an admin signed, and each certificate binds its addresses to
-one router-id (the hash of the member's key, ``meshd.mesh.router_id``): that is meshd's
-RPKI. An update is accepted only when
+one router-id (the hash of the member's key, ``meshd.core.control.routes.router_id``): that
+is meshd's RPKI. An update is accepted only when
 
 - its prefix is a mesh host route: a /32 inside the mesh's IPv4 prefix or a /128 inside
   its IPv6 prefix. Never a default or any shorter prefix, a LAN, an underlay address or

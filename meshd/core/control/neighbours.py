@@ -1,0 +1,271 @@
+"""Every node the control plane knows of (pure): found (configured, heard in a beacon, or
+told of by a neighbour), dialled with backoff, probed once its tunnel carries packets,
+and forgotten after ``forget_after_s`` of silence.
+
+A neighbour is a Babel link only while its certificate verifies *and* a session is up
+*and* its WireGuard tunnel carries packets (the liveness signal), so a tunnel that stops
+carrying packets is a dead link even while the QUIC session over the underlay still
+answers. The link outlives a dropped session; it is removed when the neighbour is revoked
+or has been gone for ``forget_after_s``."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from collections.abc import Callable, Collection
+
+from meshd.core import addressing
+from meshd.core.control import effects as fx
+from meshd.core.control.peer import Candidate, Peer, Source
+from meshd.core.endpoints import Address, format_endpoint
+from meshd.core.journal import Journal
+from meshd.core.proto import session as messages
+from meshd.core.proto.babel import BabelDecodeError, decode_packet, encode_packet
+from meshd.core.routing.babel import BabelRouter
+from meshd.core.routing.link_quality import LinkQuality, LinkQualityParams
+
+LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, before the link is measured
+REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
+REDIAL_MAX_S = 30.0
+SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
+MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
+# Probes through each tunnel measure RTT and loss for the link cost, not liveness: one per
+# 16 s each way keeps them near 10 B/s per link (overhead.control_bytes_per_link_s).
+PROBE_PARAMS = LinkQualityParams(hello_interval_s=16.0)
+
+
+def shareable(host: str) -> bool:
+    """An address worth telling another node about: routable beyond one link."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not (ip.is_link_local or ip.is_loopback or ip.is_multicast or ip.is_unspecified)
+
+
+class Neighbours:
+    def __init__(
+        self,
+        node_id: str,
+        router: BabelRouter,
+        effects: list[fx.Effect],
+        journal: Journal,
+        revoked: Callable[[str], bool],
+        flush: Callable[[], None],
+        *,
+        interface_prefix: str = "mw",
+        forget_after_s: float = 600.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id, self.router, self.effects, self.journal = node_id, router, effects, journal
+        self.revoked = revoked
+        self.flush = flush  # the plane's: Babel's output and route changes, now
+        self.interface_prefix = interface_prefix
+        self.forget_after_s = forget_after_s
+        self.rng = rng or random.Random()
+        self.peers: dict[str, Peer] = {}
+        self._by_ifname: dict[str, Peer] = {}
+        # Our underlay subnets: a shared endpoint elsewhere (beyond the uplink, or on a
+        # link of the neighbour's we are not on) would only cost handshakes to nowhere.
+        self.local_subnets: list[ipaddress.IPv4Network] = []
+        # Set by the shell once it can: dial (the transport is up), probe (the probe socket).
+        self.dialling = False
+        self.probing = False
+
+    def admits(self, node_id: str, sessions: Collection[str], limit: int) -> str | None:
+        """Why ``node_id`` may not open a session beside ``sessions`` (at most ``limit``),
+        or None: the handshake check of every QUIC endpoint of a node (neighbours, exits,
+        join relays); the certificate comes next."""
+        if node_id == self.node_id:
+            return "own_node_id"
+        if self.revoked(node_id):
+            return "revoked"
+        if node_id not in sessions and len(sessions) >= limit:
+            return "too_many_peers"
+        return None
+
+    def dial_failed(self, node_id: str, addr: Address, reason: str, by_peer: bool) -> None:
+        """A session with ``node_id`` (empty: a dial that never learned who answered) closed
+        before it was up: a dial or handshake failed, or it was refused."""
+        peer = self.peers.get(node_id)
+        # A neighbour not there yet, or a half-open session pushed out by newer ones
+        # (a flood would otherwise log at its own rate): nothing to warn about.
+        silent = reason in ("handshake_timeout", "evicted")
+        self.journal(
+            "session.timeout" if silent else "session.refused",
+            logging.INFO if silent else logging.WARNING,
+            peer=peer.name if peer else node_id or "?",
+            address=format_endpoint(addr),
+            reason=reason,
+            by_peer=by_peer,
+        )
+        if peer is not None:
+            peer.last_refusal = reason
+            peer.failed_dials += 1
+            if reason == messages.VERSION_UNSUPPORTED:  # refused before it was up
+                peer.count_refusal(reason)
+
+    def add(self, node_id: str, now: float, name: str = "") -> Peer:
+        peer = self.peers.get(node_id)
+        if peer is None:
+            ifname = addressing.link_interface_name(self.interface_prefix, self.node_id, node_id)
+            peer = Peer(node_id, name or node_id[:8], ifname, last_seen=now)
+            self.peers[node_id] = peer
+            self._by_ifname[ifname] = peer
+        return peer
+
+    def set_subnets(self, subnets: list[ipaddress.IPv4Network]) -> None:
+        """Our underlay subnets (the node reads them from the kernel now and then):
+        endpoints a neighbour shares are only tried on these."""
+        self.local_subnets = subnets
+
+    # ---- finding neighbours ----------------------------------------------------------
+
+    def discovered(self, node_id: str, address: Address, source: Source, now: float) -> None:
+        """A node is at ``address`` (a beacon, or a neighbour said so): dial it if we have
+        no session with it."""
+        if node_id == self.node_id or self.revoked(node_id):
+            return
+        if node_id not in self.peers and len(self.peers) >= MAX_PEERS:
+            return
+        if any(p.session_up and p.session_addr == address for p in self.peers.values()):
+            # A verified neighbour is there (or one we are talking to): a beacon's source
+            # address is not signed, and dialling it for another node id would make that
+            # neighbour take our dial for a restart and drop the session it has with us.
+            return
+        peer = self.add(node_id, now)
+        if source is Source.BEACON:
+            peer.last_seen = now  # heard directly: it is there
+        known = peer.addresses.get(address)
+        if known is None:
+            peer.addresses[address] = Candidate(source)
+            self.journal(
+                "peer.discovered",
+                peer=peer.name,
+                address=format_endpoint(address),
+                source=source.value,
+            )
+            if not peer.session_up:
+                peer.next_dial = min(peer.next_dial, now)
+        elif known.source is Source.SHARED and source is not Source.SHARED:
+            known.source, known.dials = source, 0  # heard directly now: no longer rationed
+
+    # ---- link quality ----------------------------------------------------------------
+
+    def on_probe(self, data: bytes, ifname: str, arrived: float, now: float) -> None:
+        """A probe came through a neighbour's tunnel (only that neighbour can send there),
+        at ``arrived`` by the kernel's clock (the same monotonic clock as ``now``)."""
+        peer = self._by_ifname.get(ifname)
+        if peer is None or peer.quality is None:
+            return
+        try:
+            tlvs = decode_packet(data)
+        except BabelDecodeError as exc:
+            self.journal("hello.malformed", logging.DEBUG, peer=peer.name, reason=exc.reason)
+            return
+        # Timed at arrival in the kernel: the RTT is the path's, not the event loop's.
+        if peer.quality.receive(tlvs, arrived).cost_changed:
+            self._cost_changed(peer, now)
+
+    def _cost_changed(self, peer: Peer, now: float) -> None:
+        assert peer.quality is not None
+        if peer.routing:
+            self.router.link_cost(peer.node_id, peer.quality.reported_cost, now)
+            self.journal("babel.link_cost", peer=peer.name, cost=peer.quality.reported_cost)
+            self.flush()
+
+    def probe(self, peer: Peer, now: float) -> None:
+        quality = peer.quality
+        if quality is None or not self.probing:
+            return
+        if quality.check(now):
+            self._cost_changed(peer, now)
+        if now >= quality.next_send_at:
+            packet = encode_packet(quality.build(now))
+            address = addressing.link_local(peer.node_id)
+            self.effects.append(fx.Probe(packet, address, peer.ifname))
+
+    def on_our_segments(self, host: str) -> bool:
+        if not shareable(host):
+            return False
+        ip = ipaddress.ip_address(host)
+        return any(ip in subnet for subnet in self.local_subnets)
+
+    # ---- links -----------------------------------------------------------------------
+
+    def wireguard_state(self, node_id: str, up: bool, now: float) -> None:
+        """The WireGuard liveness of a neighbour's tunnel changed."""
+        peer = self.peers.get(node_id)
+        if peer is not None and peer.wireguard_up != up:
+            peer.wireguard_up = up
+            peer.last_seen = now
+            if up and not peer.session_up:
+                # The tunnel carries packets again, so the underlay is back: redial now
+                # rather than at the end of a backoff grown during a long cut.
+                peer.next_dial, peer.failed_dials = now, 0
+            if up and peer.quality is None:
+                # Probes start once the tunnel carries packets: one sent before the
+                # handshake would time the handshake, not the path.
+                peer.quality = LinkQuality(
+                    PROBE_PARAMS, now=now, initial_seqno=self.rng.randrange(1 << 16)
+                )
+            self.reevaluate(peer, now)
+
+    def reevaluate(self, peer: Peer, now: float) -> None:
+        routing = peer.session_up and peer.member is not None and peer.wireguard_up
+        if routing == peer.routing:
+            return
+        peer.routing = routing
+        if routing:
+            cost = peer.quality.reported_cost if peer.quality else LINK_COST
+            self.router.link_up(peer.node_id, cost, now)
+        else:
+            self.router.link_down(peer.node_id, now)
+        self.journal("babel.link_" + ("up" if routing else "down"), peer=peer.name)
+        self.flush()
+
+    def forget(self, peer: Peer) -> None:
+        """Remove the peer's link; a bootstrap peer stays known (and dialled)."""
+        if peer.link is not None:
+            self.effects.append(fx.RemoveLink(peer.node_id))
+            peer.link = None
+        peer.own_port = peer.peer_port = None
+        peer.quality = None
+        if not peer.bootstrap:
+            self.drop(peer)
+
+    def drop(self, peer: Peer) -> None:
+        del self.peers[peer.node_id]
+        self._by_ifname.pop(peer.ifname, None)
+
+    def dial(self, peer: Peer, now: float) -> None:
+        """Both ends dial while they have no session (a restarted node cannot wait for its
+        neighbour's idle timeout); the transport keeps one session. Addresses we were only
+        told about get a few tries; the others are tried for as long as they are known."""
+        for address, candidate in list(peer.addresses.items()):
+            if candidate.source is Source.SHARED and candidate.dials >= SHARED_TRIES:
+                del peer.addresses[address]
+        if not peer.addresses:
+            if not peer.bootstrap and peer.link is None:
+                self.drop(peer)
+            return
+        address, candidate = min(peer.addresses.items(), key=lambda item: item[1].dials)
+        candidate.dials += 1
+        backoff = REDIAL_S * 2 ** min(peer.failed_dials, 8)
+        peer.next_dial = now + min(backoff, REDIAL_MAX_S)
+        self.effects.append(fx.Dial(address, peer.node_id))
+
+    def idle(self, peer: Peer, now: float) -> None:
+        """A tick for a neighbour: seen while a session or link is up; else forgotten
+        after ``forget_after_s`` of silence, or dialled when its backoff is over."""
+        if peer.session_up or peer.routing:
+            peer.last_seen = now
+            return
+        if peer.wireguard_up:
+            peer.last_seen = now
+        if now - peer.last_seen > self.forget_after_s:
+            self.journal("peer.forgotten", peer=peer.name, silent_s=round(now - peer.last_seen))
+            self.forget(peer)
+        elif self.dialling and now >= peer.next_dial:
+            self.dial(peer, now)

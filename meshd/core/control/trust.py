@@ -1,0 +1,207 @@
+"""What the control plane believes about membership (pure): our own certificate and mesh
+definition, the revocations, the directory of every member's certificate, and the check
+of a neighbour's certificate at the mesh's time.
+
+Admin rotation (meshd.core.membership.rotation): a mesh definition with a higher serial,
+signed by an admin of ours, is adopted and stored (``mesh.cert``, and every definition
+adopted in ``mesh.chain``, which lets a restarted node follow the chain from the admin key
+its config pins). Revocations are taken whole from the control API (all verify or none is
+taken) and one by one from neighbours (a bad record spoils neither the rest nor the
+session: a neighbour relays what it could not check). The directory
+(meshd.core.membership.directory) holds every member's certificate so that route origins
+are known beyond the neighbours; it is reconciled with neighbours that announced the
+feature (directory_sync) and stored when it changed. What is stored leaves as effects."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from meshd.core.control import effects as fx
+from meshd.core.journal import Journal
+from meshd.core.membership import (
+    MembershipError,
+    MeshDefinition,
+    OwnMembership,
+    Revocation,
+    RevocationTarget,
+    VerifiedMember,
+    verify_membership,
+)
+from meshd.core.membership.clock import MeshClock
+from meshd.core.membership.directory import Added, Directory, DirectoryError, Entry
+from meshd.core.membership.directory_sync import DirectoryMessage, DirectorySync
+from meshd.core.membership.rotation import adopt as adopt_successor
+from meshd.core.proto import session as messages
+from meshd.core.session_policy import Credential, Refusal, check_membership
+
+# Failures that only say "not now by our clock": worth a look with the peer's clock.
+TIME_REASONS = frozenset({"not_yet_valid", "expired", "delegation_not_yet_valid"})
+Outgoing = list[tuple[str, DirectoryMessage]]  # directory messages, by neighbour node id
+
+
+class Trust:
+    def __init__(
+        self,
+        own: OwnMembership,
+        clock: MeshClock,
+        effects: list[fx.Effect],
+        journal: Journal,
+        directory: bytes | None,
+    ) -> None:
+        self.clock, self.effects, self.journal = clock, effects, journal
+        self.renewed(own)
+        self.directory = Directory(own.trust)
+        self.sync = DirectorySync(self.directory)
+        self._directory_saved = b""  # the digest of what the file holds (none: write it)
+        refused: list[DirectoryError] = []
+        try:
+            if directory is not None:  # what no longer verifies is left out
+                refused = self.directory.load(directory, clock.now())
+        except DirectoryError as exc:
+            journal("directory.unreadable", logging.WARNING, error=str(exc))
+        self.add_to_directory((own.certificate, own.chain))
+        journal("directory.loaded", members=len(self.directory), left_out=len(refused))
+
+    def renewed(self, own: OwnMembership) -> None:
+        """Our certificate (renewed, or the one we started with), used from now on."""
+        self.own = own
+        chain = b"".join(d.encode() for d in own.chain)
+        self.membership_message = messages.encode(
+            messages.Membership(own.certificate.encode(), chain)
+        )
+
+    def revoked(self, node_id: str) -> bool:
+        target = RevocationTarget.node(node_id)
+        return self.own.trust.revocations.in_force(target, self.clock.now()) is not None
+
+    def check(
+        self, node_id: str, clock_offset: float | None, msg: messages.Membership
+    ) -> tuple[VerifiedMember, Credential]:
+        """A neighbour's certificate checked at the mesh's time. One that is not valid by
+        our clock but verifies at the time the peer said it is (``clock_offset``, from its
+        CLOCK) gives our clock its offset first: that is how a node with a stale clock
+        learns the time (meshd.core.membership.clock), if our own certificate is valid at
+        that time too. A peer whose certificate is fine by our clock gives none, so a
+        neighbour with a stale clock never drags a node with a good one along, and one
+        whose certificate expired cannot turn our clock back to before we were certified."""
+        own = self.own
+        try:
+            return check_membership(msg, own, node_id, self.clock.now())
+        except Refusal as exc:
+            if exc.reason not in TIME_REASONS or clock_offset is None:
+                raise
+            theirs = self.clock.local() + clock_offset
+            check_membership(msg, own, node_id, theirs)
+            try:  # a time at which we are no member is no time of our mesh
+                verify_membership(own.certificate, own.chain, own.trust, theirs)
+            except MembershipError:
+                raise exc from None
+            self.clock.report(node_id, clock_offset)
+            return check_membership(msg, own, node_id, self.clock.now())
+
+    def invalid(self, credential: Credential | None, node_id: str) -> str | None:
+        """Why a neighbour's certificate no longer holds (revoked, expired...), or None."""
+        if self.revoked(node_id):
+            return "revoked"
+        if credential is not None:
+            try:
+                verify_membership(*credential, self.own.trust, self.clock.now())
+            except MembershipError as exc:
+                return str(exc.reason)
+        return None
+
+    # ---- mesh definitions and revocations --------------------------------------------
+
+    def adopt(self, newer: MeshDefinition) -> bool:
+        """True when ``newer`` follows ours and is now ours (stored); False when we hold it
+        already; MembershipError when it may not follow ours."""
+        trust = adopt_successor(self.own.trust, newer)
+        if trust is None:
+            return False
+        own = self.own
+        self.effects.append(fx.SaveDefinition(newer, own.trust.definition, own.certificate))
+        self.own = OwnMembership(trust, own.certificate, own.chain, own.delegation, own.member)
+        self.effects.append(fx.SaveRevocations(trust.revocations))
+        self.journal("mesh.definition_adopted", serial=newer.serial, admins=len(newer.admins))
+        return True
+
+    def take_revocations(self, records: list[bytes]) -> tuple[list[Revocation], int]:
+        """Revocations handed in locally: all must verify, or none is taken and the first
+        that does not raises MembershipError. The new ones, and how many were given."""
+        parsed = []
+        for record in records:
+            revocation = Revocation.decode(record)
+            self.own.trust.revocations.check(revocation)
+            parsed.append(revocation)
+        return [r for r in parsed if self.own.trust.revocations.add(r)], len(parsed)
+
+    def hear_revocations(self, records: tuple[bytes, ...], sender: str) -> list[Revocation]:
+        """Revocations a neighbour (named ``sender``) relays: the new ones."""
+        fresh: list[Revocation] = []
+        for record in records:
+            try:
+                revocation = Revocation.decode(record)
+                if self.own.trust.revocations.add(revocation):
+                    fresh.append(revocation)
+            except MembershipError as exc:
+                self.journal("revocation.rejected", logging.WARNING, peer=sender, reason=str(exc))
+        return fresh
+
+    def learned(self, fresh: list[Revocation]) -> bytes:
+        """Revocations new to us: stored; the message that spreads them."""
+        self.effects.append(fx.SaveRevocations(self.own.trust.revocations))
+        for revocation in fresh:
+            self.journal("revocation.learned", target=revocation.target.describe())
+        return messages.encode(messages.Revocations(tuple(r.encode() for r in fresh)))
+
+    def revocations_message(self) -> messages.Revocations | None:
+        """Every revocation we hold, for a newly verified neighbour (None: none)."""
+        revocations = self.own.trust.revocations
+        return messages.Revocations(tuple(r.encode() for r in revocations)) if revocations else None
+
+    # ---- the directory ---------------------------------------------------------------
+
+    def add_to_directory(self, credential: Credential) -> Outgoing:
+        """A certificate that verified on a session (a neighbour's, or ours) goes into the
+        directory too; what to tell the neighbours if it was new."""
+        try:
+            added, _ = self.directory.add(Entry(*credential), self.clock.now())
+        except DirectoryError as exc:
+            self.journal(
+                "directory.refused", logging.WARNING, reason=exc.reason, detail=exc.message
+            )
+            return []
+        return [] if added is Added.KNOWN else self.sync.changed()
+
+    def on_directory(
+        self, node_id: str, msg: DirectoryMessage, now: float
+    ) -> tuple[list[VerifiedMember], list[DirectoryError], Outgoing]:
+        """Reconciliation with a neighbour (meshd.core.membership.directory_sync): the
+        members learned, the entries refused, and what to send. DirectoryError: the
+        message itself is bad (its session is closed)."""
+        if isinstance(msg, messages.DirectoryDigest):
+            return [], [], self.sync.on_digest(node_id, msg, now)
+        if isinstance(msg, messages.DirectoryFingerprints):
+            return [], [], self.sync.on_fingerprints(node_id, msg)
+        learned, refused = self.sync.on_entries(node_id, msg, self.clock.now())
+        return learned, refused, self.sync.changed() if learned else []
+
+    def prune(self) -> list[str]:
+        """Members whose certificate expired or was revoked, dropped from the directory."""
+        gone = self.directory.prune(self.clock.now())
+        for node_id in gone:
+            self.journal("directory.dropped", node=node_id[:8])
+        return gone
+
+    def save_directory(self) -> None:
+        """The file again, once the set changed (its digest is cached until it does)."""
+        digest = self.directory.digest()
+        if digest != self._directory_saved:
+            self.effects.append(fx.SaveDirectory(self.directory.encode()))
+            self._directory_saved = digest
+
+    def directory_status(self) -> dict[str, Any]:
+        """``meshd status``'s ``directory``: how many members it knows, and its digest
+        (the same on two nodes exactly when they know the same certificates)."""
+        return {"members": len(self.directory), "digest": self.directory.digest().hex()}

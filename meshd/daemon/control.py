@@ -1,0 +1,355 @@
+"""The control plane's shell: the asyncio side of ``meshd.core.control.plane.ControlPlane``.
+
+It owns the QUIC transport, the probe socket, the beacons and the one timer; it turns
+their events into the plane's inputs (with ``now`` from the monotonic clock), then does
+what the plane asked (``drain``: sends, closes, dials, probes, links, routes, files, and
+the messages for the metering, join and renewal services) and re-arms the timer, as
+aioquic's ``asyncio/protocol.py`` does around its connection. Every method that feeds the
+plane ends in ``_run``; what only reads the plane's state reads ``core``."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from nacl.signing import SigningKey
+
+from meshd.core.control import effects as fx
+from meshd.core.control.peer import LinkSpec, Source
+from meshd.core.control.plane import ControlPlane
+from meshd.core.membership import MeshDefinition, OwnMembership
+from meshd.core.proto import session as messages
+from meshd.core.proto.gateway import GatewayAdvert
+from meshd.core.routing.babel import RouteChange
+from meshd.core.routing.progress import FlowSample
+from meshd.discovery.beacon_socket import BeaconService, Underlay
+from meshd.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
+from meshd.log import event
+from meshd.net.hello_socket import HelloSocket
+from meshd.transport.certs import NodeCredentials
+from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
+from meshd.transport.session import SessionSettings
+from meshd.transport.udp import PeerEvent, QuicTransport
+from meshd.trust import load_chain, save_chain, save_joined, save_revocations, write_atomically
+
+SEQNO_FILE = "babel-seqno"
+DIRECTORY_FILE = "directory"  # every member's certificate (meshd.core.membership.directory)
+# Sessions: a silent cut is noticed by WireGuard liveness within seconds, so the session
+# itself can idle longer: one PING per 40 s of silence (from the dialler) keeps the
+# control plane's cost per link low, and a cut of under two minutes keeps the session.
+SESSION_SETTINGS = SessionSettings(
+    idle_timeout=120.0, keepalive_interval=40.0, handshake_timeout=10.0
+)
+
+
+class Links(Protocol):
+    """The node's side: WireGuard links made from what the sessions say."""
+
+    def link_port(self, node_id: str) -> int:
+        """Our WireGuard port for the link to ``node_id`` (kept while its interface lives)."""
+        ...
+
+    def ensure_link(self, spec: LinkSpec) -> None: ...
+
+    def remove_link(self, node_id: str) -> None: ...
+
+
+MeteringHandler = Callable[[str, fx.MeteringMessage], None]
+JoinHandler = Callable[[str, messages.JoinRequestMessage], None]
+RenewalHandler = Callable[[str, fx.RenewalMessage], None]
+
+
+class ControlService:
+    def __init__(
+        self,
+        core: ControlPlane,
+        credentials: NodeCredentials,
+        links: Links,
+        apply_routes: Callable[[list[RouteChange]], None],
+        state_dir: Path,
+        *,
+        protocols: tuple[str, ...] = messages.PROTOCOLS,
+        on_metering: MeteringHandler | None = None,
+    ) -> None:
+        self.core, self.credentials, self.links = core, credentials, links
+        self.apply_routes, self.state_dir = apply_routes, state_dir
+        # The versions we offer and accept, newest first (config control.protocols).
+        self.session_settings = replace(SESSION_SETTINGS, alpn_protocols=protocols)
+        self.on_metering = on_metering  # claims and receipts (meshd.claims), from members
+        self._on_join: JoinHandler | None = None
+        self._on_renewal: RenewalHandler | None = None
+        self._transport: QuicTransport | None = None
+        self.hellos: HelloSocket | None = None
+        self.beacons: BeaconService | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._run()  # what loading asked for (the directory, once it changed)
+
+    # ---- what the plane hands on, and to whom -----------------------------------------
+
+    @property
+    def transport(self) -> QuicTransport | None:
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: QuicTransport | None) -> None:
+        self._transport = transport
+        self.core.neighbours.dialling = transport is not None
+
+    @property
+    def on_join(self) -> JoinHandler | None:
+        """Join requests from nodes without a certificate (meshd.join); None: refused."""
+        return self._on_join
+
+    @on_join.setter
+    def on_join(self, handler: JoinHandler | None) -> None:
+        self._on_join = handler
+        self.core.takes_joins = handler is not None
+
+    @property
+    def on_renewal(self) -> RenewalHandler | None:
+        """RENEW_* from verified neighbours (meshd.join); None: refused."""
+        return self._on_renewal
+
+    @on_renewal.setter
+    def on_renewal(self, handler: RenewalHandler | None) -> None:
+        self._on_renewal = handler
+        self.core.takes_renewals = handler is not None
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> None:
+        self.transport = await QuicTransport.listen(
+            credentials=self.credentials,
+            authorize=self.core.authorize,
+            on_event=self.on_event,
+            host=host,
+            port=port,
+            settings=self.session_settings,
+        )
+        event("control.listening", port=port)
+        self.hellos = await HelloSocket.open(self.on_hello)
+        self.core.neighbours.probing = True
+
+    async def start_beacons(
+        self, signing_key: SigningKey, port: int, quic_port: int, interval_s: float
+    ) -> None:
+        state = BeaconState(
+            mesh_id=self.core.own.trust.mesh_id,
+            signing_key=signing_key,
+            quic_port=quic_port,
+            random=random.random,
+            settings=BeaconSettings(interval_s=interval_s),
+        )
+        self.beacons = BeaconService(state, self.on_beacon, port=port)
+        event("beacons.listening", port=port)
+
+    async def set_underlay(
+        self, underlays: list[Underlay], subnets: list[ipaddress.IPv4Network]
+    ) -> None:
+        """The segments to beacon on and their subnets (the node reads them from the kernel
+        now and then): endpoints a neighbour shares are only tried on these subnets."""
+        self.core.neighbours.set_subnets(subnets)
+        if self.beacons is not None:
+            before = self.beacons.sockets.interfaces
+            opened = await self.beacons.set_interfaces(underlays)
+            if opened != before:
+                event("beacons.interfaces", interfaces=",".join(sorted(opened)) or "none")
+
+    async def close(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self.beacons is not None:
+            self.beacons.close()
+        if self.hellos is not None:
+            self.hellos.close()
+            self.core.neighbours.probing = False
+        if self.transport is not None:
+            await self.transport.close("shutdown")
+
+    # ---- inputs ----------------------------------------------------------------------
+
+    def on_event(self, ev: PeerEvent) -> None:
+        node_id, now = ev.peer_node_id or "", time.monotonic()
+        if isinstance(ev.event, SessionUp) and node_id:
+            self.core.session_up(node_id, ev.addr, ev.event.protocol, now)
+        elif isinstance(ev.event, MessageReceived):
+            self.core.session_message(node_id, ev.event.data, now)
+        elif isinstance(ev.event, SessionClosed):
+            closed = ev.event
+            self.core.session_closed(
+                node_id, ev.addr, closed.reason, closed.by_peer, ev.was_up, now
+            )
+        self._run()
+
+    def on_beacon(self, ev: Discovered | Rejected) -> None:
+        if isinstance(ev, Discovered):
+            self.core.neighbours.discovered(ev.node_id, ev.address, Source.BEACON, time.monotonic())
+            self._run()
+
+    def on_hello(
+        self, data: bytes, source: ipaddress.IPv6Address, ifname: str, arrived: float
+    ) -> None:
+        self.core.neighbours.on_probe(data, ifname, arrived, time.monotonic())
+        self._run()
+
+    def tick(self, now: float) -> None:
+        self.core.tick(now)
+        self._run()
+
+    def flush(self) -> None:
+        self.core.flush()
+        self._run()
+
+    def discovered(
+        self, node_id: str, address: tuple[str, int], source: Source, now: float
+    ) -> None:
+        self.core.neighbours.discovered(node_id, address, source, now)
+        self._run()
+
+    def wireguard_state(self, node_id: str, up: bool, now: float) -> None:
+        self.core.neighbours.wireguard_state(node_id, up, now)
+        self._run()
+
+    def observe_progress(self, flows: list[FlowSample], now: float) -> None:
+        self.core.observe_progress(flows, now)
+        self._run()
+
+    def choose_gateway(self) -> None:
+        self.core.choose_gateway(time.monotonic())
+        self._run()
+
+    def enforce_membership(self, now: float) -> None:
+        self.core.enforce_membership(now)
+        self._run()
+
+    def renewed(self, own: OwnMembership) -> None:
+        self.core.renewed(own)
+        self._run()
+
+    def originate_gateway(self, advert: GatewayAdvert) -> None:
+        self.core.originate_gateway(advert)
+        self._run()
+
+    def send_to_member(self, node_id: str, message: messages.SessionMessage) -> bool:
+        sent = self.core.send_to_member(node_id, message)
+        self._run()
+        return sent
+
+    def answer_join(
+        self, node_id: str, answer: messages.JoinGranted | messages.JoinRefused
+    ) -> bool:
+        sent = self.core.answer_join(node_id, answer)
+        self._run()
+        return sent
+
+    def adopt_definition(self, newer: MeshDefinition) -> bool:
+        """A mesh definition handed in (``meshd admin-key rotate``): see the plane's."""
+        try:
+            return self.core.adopt_definition(newer, time.monotonic())
+        finally:
+            self._run()
+
+    def add_revocation_records(self, records: list[bytes]) -> dict[str, int]:
+        try:
+            return self.core.add_revocation_records(records, time.monotonic())
+        finally:
+            self._run()
+
+    def black_hole_status(self) -> list[dict[str, Any]]:
+        return self.core.black_hole_status(time.monotonic())
+
+    # ---- outputs ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Do what the plane asked, in order, then re-arm the flush timer."""
+        for effect in self.core.drain():
+            self._do(effect)
+        if self.core.flush_at is None:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+        elif self._flush_timer is None:
+            delay = max(0.0, self.core.flush_at - time.monotonic())
+            self._flush_timer = asyncio.get_running_loop().call_later(delay, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        self.flush()
+
+    def _do(self, effect: fx.Effect) -> None:
+        transport = self.transport
+        if isinstance(effect, fx.Send):
+            if transport is not None and (why := transport.try_send(effect.node_id, effect.data)):
+                event("session.send_failed", logging.DEBUG, peer=effect.node_id, error=why)
+        elif isinstance(effect, fx.Close):
+            if transport is not None:
+                transport.close_peer(effect.node_id, effect.reason)
+        elif isinstance(effect, fx.Dial):
+            if transport is not None:
+                transport.dial(effect.address, expected_node_id=effect.node_id)
+        elif isinstance(effect, fx.Probe):
+            if self.hellos is not None:
+                self.hellos.send(effect.packet, effect.address, effect.ifname)
+        elif isinstance(effect, fx.EnsureLink):
+            self.links.ensure_link(effect.spec)
+        elif isinstance(effect, fx.RemoveLink):
+            self.links.remove_link(effect.node_id)
+        elif isinstance(effect, fx.ApplyRoutes):
+            self.apply_routes(list(effect.changes))
+        elif isinstance(effect, fx.Metering):
+            if self.on_metering is not None:
+                self.on_metering(effect.node_id, effect.message)
+        elif isinstance(effect, fx.JoinRequest):
+            if self.on_join is not None:
+                self.on_join(effect.node_id, effect.message)
+        elif isinstance(effect, fx.Renewal):
+            if self.on_renewal is not None:
+                self.on_renewal(effect.node_id, effect.message)
+        else:
+            self._store(effect)
+
+    def _store(self, effect: fx.Effect) -> None:
+        if isinstance(effect, fx.SaveSeqno):
+            path = self.state_dir / SEQNO_FILE
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(f"{effect.seqno}\n")
+            os.replace(tmp, path)
+        elif isinstance(effect, fx.SaveDirectory):
+            write_atomically(self.state_dir / DIRECTORY_FILE, effect.data)
+        elif isinstance(effect, fx.SaveRevocations):
+            save_revocations(self.state_dir, effect.revocations)
+        elif isinstance(effect, fx.SaveDefinition):
+            chain = load_chain(self.state_dir) or [effect.previous]
+            save_chain(self.state_dir, [*chain, effect.definition])
+            save_joined(self.state_dir, effect.definition, effect.certificate, None)
+        else:
+            raise TypeError(f"not an effect: {effect!r}")
+
+
+def load_seqno(state_dir: Path) -> int:
+    try:
+        value = int((state_dir / SEQNO_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return int.from_bytes(os.urandom(2), "big")
+    return value & 0xFFFF
+
+
+def load_directory(state_dir: Path) -> bytes | None:
+    """The stored directory's bytes (None: there is none, or it cannot be read)."""
+    path = state_dir / DIRECTORY_FILE
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        event("directory.unreadable", logging.WARNING, path=str(path), error=str(exc))
+        return None
