@@ -107,14 +107,14 @@ from meshd.core.proto import session as messages
 from meshd.daemon.control import ControlService
 from meshd.invites import (
     TOKEN_FILE,
-    Endpoint,
+    BootstrapEndpoint,
     Invite,
     InviteError,
     InviteReason,
     InviteToken,
     Issuer,
+    JoinRefusal,
     JoinRequest,
-    Refusal,
     decode_invite,
     decode_join_request,
     join_request,
@@ -195,7 +195,7 @@ def read_token(state_dir: Path) -> InviteToken | None:
         raise JoinError(str(exc.reason), f"{path}: {exc.message}") from None
 
 
-def bootstrap_endpoints(state_dir: Path) -> tuple[Endpoint, ...]:
+def bootstrap_endpoints(state_dir: Path) -> tuple[BootstrapEndpoint, ...]:
     """Every bootstrap endpoint of the node's invite (the config keeps one per node): the
     normal start dials them all. None when there is no token, or it does not parse."""
     try:
@@ -210,7 +210,7 @@ class Outcome:
     """How one round of dialling ended: an answer from ``endpoint``, or its session closed
     (``closed``), or no session at all (``failures``: per endpoint address, why)."""
 
-    endpoint: Endpoint | None = None
+    endpoint: BootstrapEndpoint | None = None
     answer: Answer | None = None
     closed: str | None = None
     failures: tuple[tuple[str, str], ...] = ()
@@ -227,7 +227,7 @@ class JoinClient:
 
     async def attempt(
         self,
-        endpoints: tuple[Endpoint, ...],
+        endpoints: tuple[BootstrapEndpoint, ...],
         message: messages.JoinRequestMessage,
         answer_s: float = ANSWER_S,
     ) -> Outcome:
@@ -314,7 +314,7 @@ def _answer(data: bytes) -> Answer | None:
 
 async def join_mesh(
     cfg: Config, ident: Identity, stopping: asyncio.Event, client: JoinClient | None = None
-) -> Endpoint | None:
+) -> BootstrapEndpoint | None:
     """Redeem the state directory's invite token: on success the membership files are
     stored and the endpoint that answered is returned; None when stopped first. JoinError
     when the invite is refused or no bootstrap node answered within GIVE_UP_S."""
@@ -621,7 +621,7 @@ class JoinService:
                 store.close()
         except OSError as exc:
             return refuse(STORE_FAILED, str(exc))
-        if isinstance(result, Refusal):
+        if isinstance(result, JoinRefusal):
             event(
                 "join.redeem_refused",
                 logging.WARNING,

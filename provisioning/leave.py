@@ -49,8 +49,8 @@ from provisioning.steps import Refused, Runner, StepError
 
 if TYPE_CHECKING:
     from meshd.config import Config
+    from meshd.daemon.node import Node
     from meshd.identity import Identity
-    from meshd.node import Node
 
 STOP_WAIT_S = 20.0  # meshd's teardown: every interface, route and table
 
@@ -140,7 +140,7 @@ def _find(runner: Runner, config_flag: str | None) -> Found:
 
 def _daemon(cfg: Config | None, ident: Identity | None) -> str | None:
     """Whose meshd answers on this node's control socket: None, "ours" or its node id."""
-    from meshd.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, ControlError, locate_socket
 
     try:
         node_id = ControlClient(locate_socket(None, cfg), timeout=2.0).status()["node_id"]
@@ -177,7 +177,7 @@ def _confirm(runner: Runner, found: Found, args: argparse.Namespace) -> None:
 
 
 def _stop(runner: Runner, found: Found) -> None:
-    from meshd.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, ControlError, locate_socket
 
     real = runner.root == Path("/")
     if real and host.succeeds(["systemctl", "is-active", "--quiet", SERVICE]):
@@ -264,10 +264,10 @@ def sweep_kernel(runner: Runner, cfg: Config, ident: Identity) -> None:
 
 
 def _sweep(runner: Runner, cfg: Config, ident: Identity) -> None:
+    from meshd.daemon.node import Node
     from meshd.net import shaping
     from meshd.net.exit_tunnel import exit_interface_names
     from meshd.net.netlink import Netlink
-    from meshd.node import Node
     from meshd.wg.select import select_backend
 
     node = Node(cfg, ident, select_backend(cfg.wireguard.backend), Netlink())
@@ -283,7 +283,7 @@ def _sweep(runner: Runner, cfg: Config, ident: Identity) -> None:
             return
         links = node.backend.list_interfaces(node.prefix)
         exits = exit_interface_names(node.prefix)  # the exit tunnels' teardown has them
-        node.adoptable.update({ifname: 0 for ifname in links if ifname not in exits})
+        node.links.adoptable.update({ifname: 0 for ifname in links if ifname not in exits})
         node.teardown()
         if cfg.uplink.interface:
             shaping.remove(cfg.uplink.interface)

@@ -20,15 +20,8 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
-from meshd.client import (
-    CallRefused,
-    ControlError,
-    DaemonUnreachable,
-    EventsDropped,
-    LoggedEvent,
-    StatusUpdate,
-    StreamItem,
-)
+from meshd.api.client import CallRefused, ControlError, DaemonUnreachable
+from meshd.api.schema import EventsDropped, LoggedEvent, StatusUpdate, StreamItem
 from tui import fmt
 from tui.events import Events
 from tui.feed import Feed, Polling, Source

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog, Static
 
-from meshd.client import LoggedEvent
+from meshd.api.schema import LoggedEvent
 
 KEEP = 500  # events held for filtering again; the daemon holds more, its journal all
 LEVELS = ("debug", "info", "warning", "error")  # the lowest shown, stepped by ``l``

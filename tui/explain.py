@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from meshd.client import (
+from meshd.api.schema import (
     ConsumerReceipts,
     Gateway,
     GatewayCandidate,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from meshd.client import Status, StatusUpdate, StreamItem
+from meshd.api.schema import Status, StatusUpdate, StreamItem
 
 
 class Feed(Protocol):
-    """What the dashboard reads (``meshd.client.Subscription``): ``receive`` blocks for
+    """What the dashboard reads (``meshd.api.client.Subscription``): ``receive`` blocks for
     the next item, None once closed, ``ControlError`` when the daemon is lost."""
 
     last_id: int  # the daemon's newest event id when the feed began
@@ -21,7 +21,7 @@ class Feed(Protocol):
 
 
 class Source(Protocol):
-    """What the dashboard needs of ``meshd.client.ControlClient`` (tests pass a fake
+    """What the dashboard needs of ``meshd.api.client.ControlClient`` (tests pass a fake
     replaying recorded snapshots); fails with ``ControlError`` only."""
 
     def subscribe(self, interval: float = 1.0, after: int | None = None) -> Feed: ...

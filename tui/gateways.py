@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from meshd.client import GatewayCandidate, Sharing
+from meshd.api.schema import GatewayCandidate, Sharing
 from tui import explain, fmt
 from tui.explain import styled
 from tui.model import Live

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from meshd.client import Neighbour, Route, Status
+from meshd.api.schema import Neighbour, Route, Status
 from tui import explain, fmt
 
 HISTORY = 8  # rate samples per link: the sparkline's width

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from meshd.client import Neighbour
+from meshd.api.schema import Neighbour
 from tui import explain, fmt
 from tui.explain import styled
 from tui.model import HISTORY, LinkRates, Live

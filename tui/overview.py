@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from meshd.client import Status
+from meshd.api.schema import Status
 from tui import explain, fmt
 from tui.explain import Level, Why, styled
 from tui.model import Live

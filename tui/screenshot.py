@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from meshd.client import ControlClient
+from meshd.api.client import ControlClient
 from tui.app import Dashboard
 
 

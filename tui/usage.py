@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from meshd.client import ReceiptTerms, Usage
+from meshd.api.schema import ReceiptTerms, Usage
 from tui import explain, fmt
 from tui.explain import Level, styled
 from tui.model import Live

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def add_socket_argument(p: argparse.ArgumentParser) -> None:
-    """``--socket`` for the commands that call the daemon (``meshd.client.locate_socket``)."""
+    """``--socket`` for the commands that call the daemon (``meshd.api.client.locate_socket``)."""
     p.add_argument("--socket", help="control socket (default: $MESHD_SOCKET or /run/meshd)")
 
 

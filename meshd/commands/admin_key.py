@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
 
 def rotate(args: argparse.Namespace) -> int:
     from meshd import config, identity
-    from meshd.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, ControlError, locate_socket
     from meshd.commands import load_admin_key
     from meshd.core.membership import MembershipError, MeshDefinition, Revocation, revoke
     from meshd.core.membership.rotation import rotate_mesh

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from meshd.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, ControlError, locate_socket
 
     try:
         ControlClient(locate_socket(args.socket)).block(args.node_id, blocked=not args.undo)

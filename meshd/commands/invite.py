@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from meshd.config import Config
     from meshd.core.membership import OwnMembership
     from meshd.identity import Identity
-    from meshd.invites import Endpoint, Issuer
+    from meshd.invites import BootstrapEndpoint, Issuer
 
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -98,11 +98,11 @@ def _ip_json(*args: str) -> list[dict[str, object]]:
     return parsed if isinstance(parsed, list) else []
 
 
-def _own_endpoints(cfg: Config, node_id: str) -> list[Endpoint]:
+def _own_endpoints(cfg: Config, node_id: str) -> list[BootstrapEndpoint]:
     """This node's underlay addresses: those the beacons use (every up interface with an
     IPv4 broadcast address but ours, the LAN's and the uplinks', or the configured ones)."""
     from meshd.discovery.beacon_socket import candidate_interfaces
-    from meshd.invites import Endpoint
+    from meshd.invites import BootstrapEndpoint
 
     try:
         addrs = _ip_json("address", "show")
@@ -115,19 +115,19 @@ def _own_endpoints(cfg: Config, node_id: str) -> list[Endpoint]:
     )
     wanted = cfg.discovery.beacon_interfaces
     return [
-        Endpoint(node_id, ipaddress.IPv4Address(u.address), cfg.control.quic_port)
+        BootstrapEndpoint(node_id, ipaddress.IPv4Address(u.address), cfg.control.quic_port)
         for u in found
         if u.address is not None and (u.ifname in wanted if wanted else True)
     ]
 
 
-def _endpoints(args: argparse.Namespace, cfg: Config, node_id: str) -> list[Endpoint]:
-    from meshd.invites import MAX_BOOTSTRAP, Endpoint
+def _endpoints(args: argparse.Namespace, cfg: Config, node_id: str) -> list[BootstrapEndpoint]:
+    from meshd.invites import MAX_BOOTSTRAP, BootstrapEndpoint
 
-    own = [Endpoint.from_address(node_id, text) for text in args.endpoint] or _own_endpoints(
-        cfg, node_id
-    )
-    peers = [Endpoint.from_address(b.node_id, b.address) for b in cfg.bootstrap]
+    own = [
+        BootstrapEndpoint.from_address(node_id, text) for text in args.endpoint
+    ] or _own_endpoints(cfg, node_id)
+    peers = [BootstrapEndpoint.from_address(b.node_id, b.address) for b in cfg.bootstrap]
     endpoints = list(dict.fromkeys([*own, *peers]))[:MAX_BOOTSTRAP]
     if not endpoints:
         raise ValueError("no endpoint to put in the invite: give --endpoint HOST:PORT")

@@ -25,7 +25,7 @@ def _read(name: str) -> bytes:
 
 
 def main(args: argparse.Namespace) -> int:
-    from meshd.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, ControlError, locate_socket
 
     client = ControlClient(locate_socket(args.socket))
     try:

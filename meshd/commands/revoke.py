@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from meshd.commands import add_config_argument, add_socket_argument, load_admin_key, load_node
 
 if TYPE_CHECKING:
-    from meshd.client import Status
+    from meshd.api.schema import Status
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,7 +74,7 @@ def resolve(text: str, status: Status, revoked: set[str], unseen: bool) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from meshd import config, identity, trust
-    from meshd.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, ControlError, locate_socket
     from meshd.core.membership import RevocationTarget, revoke
 
     now = int(time.time())

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from meshd.commands import add_socket_argument
 
 if TYPE_CHECKING:
-    from meshd.client import Status, Usage
+    from meshd.api.schema import Status, Usage
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from meshd.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, ControlError, locate_socket
 
     try:
         status = ControlClient(locate_socket(args.socket)).status()

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from meshd.client import ControlClient, locate_socket
+    from meshd.api.client import ControlClient, locate_socket
     from tui.app import Dashboard
 
     Dashboard(ControlClient(locate_socket(args.socket)), args.interval).run()

@@ -1,4 +1,5 @@
-"""The control plane's shell: the asyncio side of ``meshd.core.control.plane.ControlPlane``.
+"""The control plane's shell: the asyncio side of ``meshd.core.control.plane.ControlPlane``,
+and how the node builds the two (``build_control``).
 
 It owns the QUIC transport, the probe socket, the beacons and the one timer; it turns
 their events into the plane's inputs (with ``now`` from the monotonic clock), then does
@@ -22,19 +23,34 @@ from typing import Any, Protocol
 
 from nacl.signing import SigningKey
 
+from meshd import trust
+from meshd.config import Config
+from meshd.core import addressing
 from meshd.core.control import effects as fx
 from meshd.core.control.peer import LinkSpec, Source
 from meshd.core.control.plane import ControlPlane
-from meshd.core.membership import MeshDefinition, OwnMembership
+from meshd.core.control.routes import router_id
+from meshd.core.endpoints import Address, parse_endpoint
+from meshd.core.membership import (
+    MembershipCertificate,
+    MembershipError,
+    MeshDefinition,
+    OwnMembership,
+)
+from meshd.core.membership.clock import MeshClock
 from meshd.core.proto import session as messages
 from meshd.core.proto.gateway import GatewayAdvert
-from meshd.core.routing.babel import RouteChange
+from meshd.core.proto.session import MESHD_2
+from meshd.core.routing.babel import BabelParams, BabelRouter, RouteChange
 from meshd.core.routing.progress import FlowSample
+from meshd.daemon.links import KernelLinks
 from meshd.discovery.beacon_socket import BeaconService, Underlay
 from meshd.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
+from meshd.identity import Identity
+from meshd.invites import BootstrapEndpoint
 from meshd.log import event
 from meshd.net.hello_socket import HelloSocket
-from meshd.transport.certs import NodeCredentials
+from meshd.transport.certs import NodeCredentials, node_certificate
 from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.transport.session import SessionSettings
 from meshd.transport.udp import PeerEvent, QuicTransport
@@ -333,6 +349,123 @@ class ControlService:
             save_joined(self.state_dir, effect.definition, effect.certificate, None)
         else:
             raise TypeError(f"not an effect: {effect!r}")
+
+
+# ---- how the node builds it ----------------------------------------------------------
+
+
+def build_control(
+    cfg: Config,
+    identity: Identity,
+    clock: MeshClock,
+    links: KernelLinks,
+    on_metering: MeteringHandler,
+    invited: tuple[BootstrapEndpoint, ...],
+    joined_via: BootstrapEndpoint | None,
+) -> ControlService:
+    """The node's control plane and its shell, from the config and the state directory
+    (TrustError: our membership files are missing, malformed or not ours). ``invited``:
+    the bootstrap endpoints of our invite; ``joined_via``: the one that let us in now."""
+    mesh_ipv4 = cfg.node.mesh_ipv4
+    mesh_ipv6 = addressing.mesh_ipv6(cfg.mesh.ipv6_prefix, identity.node_id)
+    state_dir = cfg.node.state_dir
+    own = _own_membership(cfg, identity.node_id, clock, state_dir)
+    if own.member.mesh_ipv4 != mesh_ipv4:
+        raise trust.TrustError(
+            f"{state_dir / trust.MEMBERSHIP_FILE}: certifies {own.member.mesh_ipv4}, the "
+            f"config says {mesh_ipv4}"
+        )
+    now = time.monotonic()
+    interval = cfg.routing.update_interval_s
+    router = BabelRouter(
+        router_id(bytes(identity.signing_key.verify_key)),
+        load_seqno(state_dir),
+        now,
+        # A source outlives every copy of our last advertisement of it (babel_tables).
+        BabelParams(
+            update_interval_s=interval,
+            source_gc_s=max(180.0, 8 * interval),
+            max_routes_per_neighbour=cfg.routing.max_routes_per_neighbour,
+            max_routes=cfg.routing.max_routes,
+        ),
+    )
+    router.announce(ipaddress.ip_network(f"{mesh_ipv4}/32"))
+    router.announce(ipaddress.ip_network(f"{mesh_ipv6}/128"))
+    for prefix in cfg.routing.test_announce:  # a hostile member, in tests
+        router.announce(ipaddress.ip_network(prefix, strict=False))
+    core = ControlPlane(
+        identity.node_id,
+        own,
+        router,
+        clock,
+        links.link_port,
+        interface_prefix=cfg.wireguard.interface_prefix,
+        bootstrap=bootstrap_peers(cfg, invited, joined_via),
+        share_endpoints=cfg.discovery.share_endpoints,
+        forget_after_s=cfg.discovery.forget_after_s,
+        signing_key=identity.signing_key,
+        # A node that speaks only meshd/1 cannot get signatures: it takes routes as
+        # meshd/1 did.
+        accept_unsigned=cfg.routing.unsigned_routes == "accept"
+        or MESHD_2 not in cfg.control.protocols,
+        forge_seqnos=cfg.routing.test_forge_seqnos,
+        understate_metrics=cfg.routing.test_understate_metrics,
+        name_opening=trust.name_opening(state_dir, cfg.node.name, own.certificate.name),
+        directory=load_directory(state_dir),
+        journal=event,
+        now=now,
+    )
+    return ControlService(
+        core,
+        node_certificate(identity.signing_key),
+        links,
+        links.apply_routes,
+        state_dir,
+        protocols=cfg.control.protocols,
+        on_metering=on_metering,
+    )
+
+
+def _own_membership(cfg: Config, node_id: str, clock: MeshClock, state_dir: Path) -> OwnMembership:
+    """Our membership files, checked. A certificate that is sound but for the time is
+    taken too, with a warning: a Pi without a real-time clock boots with a stale one,
+    and only its neighbours can tell it the time (then they judge the certificate).
+    The admin keys trusted are the config's and those it handed over to (rotation)."""
+    admins = trust.admin_keys(state_dir, cfg.mesh.admin_keys)
+    try:
+        return trust.load(state_dir, admins, node_id, clock.now())
+    except trust.TrustError as exc:
+        try:
+            cert = MembershipCertificate.decode((state_dir / trust.MEMBERSHIP_FILE).read_bytes())
+            own = trust.load(state_dir, admins, node_id, cert.not_before)
+        except (OSError, MembershipError, trust.TrustError):
+            raise exc from None
+        event(
+            "membership.not_valid_now",
+            logging.WARNING,
+            message="our certificate is not valid by this clock: is the clock off? "
+            "starting; the neighbours' time decides",
+            error=str(exc),
+            not_before=cert.not_before,
+            expires_at=cert.expires_at,
+        )
+        return own
+
+
+def bootstrap_peers(
+    cfg: Config, invited: tuple[BootstrapEndpoint, ...], joined_via: BootstrapEndpoint | None
+) -> tuple[tuple[str, Address, str], ...]:
+    """Whom to dial: the config's bootstrap peers (one address each) and every endpoint
+    of the node's invite, the one that let us in just now first."""
+    names = {b.node_id: b.name for b in cfg.bootstrap}
+    endpoints = [(e.node_id, (str(e.host), e.port)) for e in invited]
+    first = []
+    if joined_via is not None:
+        via = joined_via
+        first = [(via.node_id, (str(via.host), via.port))]
+    configured = [(b.node_id, parse_endpoint(b.address)) for b in cfg.bootstrap]
+    ordered = dict.fromkeys([*first, *configured, *endpoints])
+    return tuple((node_id, address, names.get(node_id, "")) for node_id, address in ordered)
 
 
 def load_seqno(state_dir: Path) -> int:

@@ -16,8 +16,8 @@ issuer that lost its store refuses its outstanding invites (``unknown_invite``) 
 of honouring them twice.
 """
 
-from meshd.invites.errors import InviteError, InviteReason, Refusal
-from meshd.invites.invite import MAX_BOOTSTRAP, Endpoint, Invite
+from meshd.invites.errors import InviteError, InviteReason, JoinRefusal
+from meshd.invites.invite import MAX_BOOTSTRAP, BootstrapEndpoint, Invite
 from meshd.invites.issue import Issuer, allocate_ipv4, issue_invite
 from meshd.invites.redeem import InviteStore, IssuedInvite, redeem
 from meshd.invites.request import JoinRequest, decode_join_request, join_request
@@ -28,7 +28,7 @@ TOKEN_FILE = "invite.token"  # in a new node's state dir: the daemon redeems it 
 __all__ = [
     "MAX_BOOTSTRAP",
     "TOKEN_FILE",
-    "Endpoint",
+    "BootstrapEndpoint",
     "Invite",
     "InviteError",
     "InviteReason",
@@ -37,7 +37,7 @@ __all__ = [
     "IssuedInvite",
     "Issuer",
     "JoinRequest",
-    "Refusal",
+    "JoinRefusal",
     "allocate_ipv4",
     "decode_invite",
     "decode_join_request",

@@ -26,13 +26,13 @@ class InviteReason(enum.StrEnum):
 
 class InviteError(BadInput):
     """An invite token or join request from a person or a peer was refused. Callers show
-    the message, or answer the joining node with a Refusal; never fatal to the daemon."""
+    the message, or answer the joining node with a JoinRefusal; never fatal to the daemon."""
 
     reason: InviteReason
 
 
 @dataclass(frozen=True)
-class Refusal:
+class JoinRefusal:
     """The issuer's answer to a join request it does not grant."""
 
     reason: InviteReason

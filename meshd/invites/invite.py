@@ -64,7 +64,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class BootstrapEndpoint:
     """Where a bootstrap node's QUIC control port answers on the underlay."""
 
     node_id: str
@@ -83,7 +83,7 @@ class Endpoint:
             raise ValueError(f"port {self.port} out of range")
 
     @classmethod
-    def from_address(cls, node_id: str, address: str) -> Endpoint:
+    def from_address(cls, node_id: str, address: str) -> BootstrapEndpoint:
         """From ``HOST:PORT`` or ``[V6]:PORT`` as the config spells it; ValueError if not."""
         host, port = parse_endpoint(address)
         return cls(node_id, ipaddress.ip_address(host), port)
@@ -101,7 +101,7 @@ class Endpoint:
         return public_from_node_id(self.node_id) + host.packed + self.port.to_bytes(2, "big")
 
     @classmethod
-    def decode(cls, raw: bytes) -> Endpoint:
+    def decode(cls, raw: bytes) -> BootstrapEndpoint:
         host = ipaddress.IPv6Address(raw[KEY_LENGTH : KEY_LENGTH + 16])
         mapped = host.ipv4_mapped
         return cls(
@@ -111,14 +111,16 @@ class Endpoint:
         )
 
 
-def bootstrap_order(endpoints: list[Endpoint] | tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
+def bootstrap_order(
+    endpoints: list[BootstrapEndpoint] | tuple[BootstrapEndpoint, ...],
+) -> tuple[BootstrapEndpoint, ...]:
     """Endpoints as the encoding needs them: by their bytes, without duplicates."""
-    return tuple(sorted(set(endpoints), key=Endpoint.encode))
+    return tuple(sorted(set(endpoints), key=BootstrapEndpoint.encode))
 
 
-def _check_bootstrap(what: str, value: object) -> tuple[Endpoint, ...]:
-    if not isinstance(value, tuple) or not all(isinstance(e, Endpoint) for e in value):
-        raise ValueError(f"{what} must be a tuple of Endpoint")
+def _check_bootstrap(what: str, value: object) -> tuple[BootstrapEndpoint, ...]:
+    if not isinstance(value, tuple) or not all(isinstance(e, BootstrapEndpoint) for e in value):
+        raise ValueError(f"{what} must be a tuple of BootstrapEndpoint")
     if not 1 <= len(value) <= MAX_BOOTSTRAP:
         raise ValueError(f"{what}: 1 to {MAX_BOOTSTRAP} endpoints, got {len(value)}")
     if bootstrap_order(value) != value:
@@ -126,14 +128,14 @@ def _check_bootstrap(what: str, value: object) -> tuple[Endpoint, ...]:
     return value
 
 
-def _bootstrap_from_json(fields: JsonFields, key: str) -> tuple[Endpoint, ...]:
+def _bootstrap_from_json(fields: JsonFields, key: str) -> tuple[BootstrapEndpoint, ...]:
     items = fields.raw(key)
     if not isinstance(items, list):
         raise ValueError(f"{key} must be a list")
     endpoints = []
     for index, item in enumerate(items):
         entry = JsonFields(item, f"{key}[{index}]", ("node_id", "address"))
-        endpoint = Endpoint.from_address(entry.node_id("node_id"), entry.string("address"))
+        endpoint = BootstrapEndpoint.from_address(entry.node_id("node_id"), entry.string("address"))
         if endpoint.address != entry.string("address"):  # one spelling per value
             raise ValueError(f"{key}[{index}].address: expected {endpoint.address}")
         endpoints.append(endpoint)
@@ -144,7 +146,8 @@ BOOTSTRAP = Codec(
     _check_bootstrap,
     lambda writer, value: writer.fixed_list([e.encode() for e in value], ENDPOINT_LENGTH),
     lambda reader, name: tuple(
-        Endpoint.decode(raw) for raw in reader.fixed_list(name, ENDPOINT_LENGTH, 1, MAX_BOOTSTRAP)
+        BootstrapEndpoint.decode(raw)
+        for raw in reader.fixed_list(name, ENDPOINT_LENGTH, 1, MAX_BOOTSTRAP)
     ),
     lambda value: [{"node_id": e.node_id, "address": e.address} for e in value],
     _bootstrap_from_json,
@@ -210,7 +213,7 @@ class Invite(SignedMessage):
     ipv6_prefix: Annotated[ipaddress.IPv6Network, IPV6_NET]
     admins: Annotated[tuple[str, ...], ADMINS]
     delegation: Annotated[DelegationCertificate | None, DELEGATION]
-    bootstrap: Annotated[tuple[Endpoint, ...], BOOTSTRAP]
+    bootstrap: Annotated[tuple[BootstrapEndpoint, ...], BOOTSTRAP]
     name: Annotated[str, NAME]
     mesh_ipv4: Annotated[ipaddress.IPv4Address, IPV4]
     issued_at: Annotated[int, U64]

@@ -16,7 +16,7 @@ from meshd.core.membership import SCOPE_ALL, DelegationCertificate, MeshTrust
 from meshd.core.membership.messages import NO_SIGNATURE
 from meshd.core.membership.names import PREFIX, commit, is_committed, salt_for_invite
 from meshd.identity import node_id_from_public
-from meshd.invites.invite import Endpoint, Invite, bootstrap_order
+from meshd.invites.invite import BootstrapEndpoint, Invite, bootstrap_order
 from meshd.invites.token import InviteToken, invite_key
 
 
@@ -72,7 +72,7 @@ def issue_invite(
     *,
     name: str,
     mesh_ipv4: ipaddress.IPv4Address,
-    bootstrap: Iterable[Endpoint],
+    bootstrap: Iterable[BootstrapEndpoint],
     issued_at: int,
     expires_at: int,
     invite_id: bytes,

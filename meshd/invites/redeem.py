@@ -22,7 +22,7 @@ from meshd.core.membership import (
     issue_membership,
     verify_delegation,
 )
-from meshd.invites.errors import InviteError, InviteReason, Refusal
+from meshd.invites.errors import InviteError, InviteReason, JoinRefusal
 from meshd.invites.invite import Invite
 from meshd.invites.issue import Issuer
 from meshd.invites.request import JoinRequest
@@ -145,7 +145,7 @@ def redeem(
     *,
     lifetime_s: int = MEMBERSHIP_LIFETIME_S,
     skew_s: int = DEFAULT_SKEW_S,
-) -> MembershipCertificate | Refusal:
+) -> MembershipCertificate | JoinRefusal:
     """The membership certificate for the node that sent ``request`` for ``invite``, or
     the reason it is refused. Checks, in order: this node issued the invite; the invite
     (mesh, signature, issuer, time); the mesh still matches it; the request's proof and
@@ -153,4 +153,4 @@ def redeem(
     try:
         return _redeem(store, issuer, invite, request, now, lifetime_s, skew_s)
     except InviteError as exc:
-        return Refusal(exc.reason, exc.message)
+        return JoinRefusal(exc.reason, exc.message)

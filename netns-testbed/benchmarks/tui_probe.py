@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from meshd.client import ControlClient
+from meshd.api.client import ControlClient
 from tui.app import Dashboard
 
 WARMUP_S = 3.0  # connecting, the first status, the first render

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from meshd.client import ControlClient, ControlError
+from meshd.api.client import ControlClient, ControlError
 from meshd.core.addressing import mesh_ipv6
 from nstestbed.plan import MESH_IPV6_PREFIX, Plan
 from nstestbed.state import State

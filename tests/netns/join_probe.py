@@ -28,7 +28,7 @@ from nacl.public import PrivateKey  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
 from meshd.core.proto import session  # noqa: E402
-from meshd.invites import Endpoint, InviteToken, join_request, parse_token  # noqa: E402
+from meshd.invites import BootstrapEndpoint, InviteToken, join_request, parse_token  # noqa: E402
 from meshd.join import JoinClient  # noqa: E402
 from meshd.transport.certs import node_certificate  # noqa: E402
 
@@ -41,7 +41,7 @@ async def probe(args: argparse.Namespace) -> dict[str, object]:
     wireguard = bytes(PrivateKey.generate().public_key)
     request = join_request(token, key, wireguard)
     message = session.JoinRequestMessage(token.invite.encode(), request.encode())
-    endpoint = Endpoint.from_address(args.node_id, args.address)
+    endpoint = BootstrapEndpoint.from_address(args.node_id, args.address)
     outcome = await JoinClient(node_certificate(key)).attempt((endpoint,), message)
     answer = outcome.answer
     if isinstance(answer, session.JoinGranted):

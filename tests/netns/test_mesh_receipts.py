@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from meshd.client import ControlClient
+from meshd.api.client import ControlClient
 from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD

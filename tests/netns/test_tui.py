@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshd.client import ControlClient
+from meshd.api.client import ControlClient
 from tests.netns import meshbed
 from tests.tui.fakes import screen_text, until
 from tui import fmt

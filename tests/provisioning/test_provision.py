@@ -18,7 +18,7 @@ import pytest
 
 from meshd.cli import main as meshd
 from meshd.core.membership import MeshTrust
-from meshd.invites import Endpoint, InviteToken, Issuer, issue_invite
+from meshd.invites import BootstrapEndpoint, InviteToken, Issuer, issue_invite
 from provisioning import files
 from provisioning.cli import main as provision
 from tests.golden.invites import make_vectors as GEN
@@ -39,8 +39,8 @@ def _token(
         name=name,
         mesh_ipv4=ipaddress.IPv4Address("10.77.0.9"),
         bootstrap=[
-            Endpoint.from_address(GEN.node_id(GEN.ADMIN), "192.0.2.10:6697"),
-            Endpoint.from_address(GEN.node_id(GEN.NODE), "192.0.2.11:6697"),
+            BootstrapEndpoint.from_address(GEN.node_id(GEN.ADMIN), "192.0.2.10:6697"),
+            BootstrapEndpoint.from_address(GEN.node_id(GEN.NODE), "192.0.2.11:6697"),
         ],
         issued_at=now,
         expires_at=now + lifetime_s,

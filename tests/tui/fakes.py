@@ -16,14 +16,8 @@ from typing import Any
 from rich.console import Console
 from textual.pilot import Pilot
 
-from meshd.client import (
-    ControlError,
-    LoggedEvent,
-    Status,
-    StatusUpdate,
-    StreamItem,
-    parse_status,
-)
+from meshd.api.client import ControlError, parse_status
+from meshd.api.schema import LoggedEvent, Status, StatusUpdate, StreamItem
 from tui.app import Dashboard
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

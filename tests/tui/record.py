@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from meshd.client import parse_status
+from meshd.api.client import parse_status
 
 REPO = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).parent / "snapshots"

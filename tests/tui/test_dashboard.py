@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from textual.pilot import Pilot
 from textual.widgets import Input, RichLog, Static, TabbedContent
 
-from meshd.client import BadAnswer, CallRefused, DaemonUnreachable, Status, StatusUpdate
+from meshd.api.client import BadAnswer, CallRefused, DaemonUnreachable
+from meshd.api.schema import Status, StatusUpdate
 from tests.tui.fakes import FakeClient, dashboard, events, status, until, updates
 from tui.app import Dashboard
 from tui.events import Events

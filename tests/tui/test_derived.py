@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from meshd.client import Neighbour, Status
+from meshd.api.schema import Neighbour, Status
 from tests.tui.fakes import status
 from tui import explain, fmt
 from tui.explain import Level

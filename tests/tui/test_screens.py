@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from meshd.client import DaemonUnreachable
+from meshd.api.client import DaemonUnreachable
 from tests.tui.fakes import Connection, FakeClient, dashboard, events, screen_text, until, updates
 
 SCREENS = Path(__file__).parent / "screens"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from meshd import api
-from meshd.client import ControlClient, ControlError
+from meshd.api.client import ControlClient, ControlError
 from tests.unit.control_fakes import serving
 
 

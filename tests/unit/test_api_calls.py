@@ -1,4 +1,4 @@
-"""meshd.control_calls: the read calls of the control API, answered from a status coroutine,
+"""meshd.api.calls: the read calls of the control API, answered from a status coroutine,
 page readers and an event ring, over the real server and the typed client."""
 
 from __future__ import annotations
@@ -13,23 +13,18 @@ from typing import Any
 
 import pytest
 
-from meshd import api, control_calls
-from meshd.client import (
-    CallRefused,
-    ControlClient,
-    DaemonUnreachable,
-    EventsDropped,
-    LoggedEvent,
-    StatusUpdate,
-)
+from meshd import api
+from meshd.api import calls
+from meshd.api.client import CallRefused, ControlClient, DaemonUnreachable
+from meshd.api.schema import EventsDropped, LoggedEvent, StatusUpdate
 from meshd.log import EventLog
 from tests.unit.control_fakes import STATUS, serving
 
 
 class Daemon:
-    """``control_calls.handle`` over a ring of its own, counting status reads."""
+    """``calls.handle`` over a ring of its own, counting status reads."""
 
-    def __init__(self, receipts: control_calls.PageReader | None = None) -> None:
+    def __init__(self, receipts: calls.PageReader | None = None) -> None:
         self.ring = EventLog()
         self.receipts = receipts
         self.status_reads = 0
@@ -39,9 +34,7 @@ class Daemon:
         return copy.deepcopy(STATUS)
 
     async def handle(self, call: str, args: dict[str, Any]) -> Any:
-        return await control_calls.handle(
-            call, args, self.status, receipts=self.receipts, events=self.ring
-        )
+        return await calls.handle(call, args, self.status, receipts=self.receipts, events=self.ring)
 
 
 def test_slices_of_the_status(tmp_path: Path) -> None:
@@ -55,7 +48,7 @@ def test_slices_of_the_status(tmp_path: Path) -> None:
 
 def test_unknown_calls_are_refused() -> None:
     with pytest.raises(api.CallError) as info:
-        asyncio.run(control_calls.handle("nope", {}, Daemon().status))
+        asyncio.run(calls.handle("nope", {}, Daemon().status))
     assert info.value.code == "unknown_call"
 
 
@@ -70,7 +63,7 @@ def test_receipts_are_read_a_page_at_a_time(tmp_path: Path) -> None:
     records = [{"seq": i} for i in range(5)]
     asked: list[tuple[str | None, int]] = []
 
-    async def reader(after: str | None, limit: int) -> control_calls.Page:
+    async def reader(after: str | None, limit: int) -> calls.Page:
         asked.append((after, limit))
         start = int(after) if after else 0
         end = start + limit

@@ -1,4 +1,4 @@
-"""meshd.client against a real Unix socket: the daemon's own server with a fake handler,
+"""meshd.api.client against a real Unix socket: the daemon's own server with a fake handler,
 or a raw socket answering fixed bytes."""
 
 from __future__ import annotations
@@ -12,18 +12,15 @@ from typing import Any
 import pytest
 
 from meshd import api, config
-from meshd.client import (
+from meshd.api.client import (
     BadAnswer,
-    BlockResult,
     CallRefused,
     ControlClient,
     DaemonUnreachable,
-    DefinitionAdopted,
-    RevocationsAdded,
-    VersionInfo,
     locate_socket,
     parse_status,
 )
+from meshd.api.schema import BlockResult, DefinitionAdopted, RevocationsAdded, VersionInfo
 from tests.unit.control_fakes import NODE_B, STATUS, FakeDaemon, answering, serving
 
 

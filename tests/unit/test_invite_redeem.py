@@ -21,12 +21,12 @@ from meshd.core.membership import (
 )
 from meshd.core.membership.messages import NO_SIGNATURE
 from meshd.invites import (
-    Endpoint,
+    BootstrapEndpoint,
     InviteReason,
     InviteToken,
     IssuedInvite,
     Issuer,
-    Refusal,
+    JoinRefusal,
     allocate_ipv4,
     issue_invite,
     join_request,
@@ -58,7 +58,7 @@ def _issued(store: SqliteInviteStore, issuer: Issuer, **changes: object) -> Invi
     fields: dict[str, object] = {
         "name": "new house",
         "mesh_ipv4": allocate_ipv4(issuer.pool, store.taken_ipv4()),
-        "bootstrap": [Endpoint.from_address(issuer.node_id, "192.0.2.1:6697")],
+        "bootstrap": [BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")],
         "issued_at": GEN.T0,
         "expires_at": GEN.T0 + GEN.WEEK,
         "invite_id": secrets.token_bytes(16),
@@ -70,13 +70,13 @@ def _issued(store: SqliteInviteStore, issuer: Issuer, **changes: object) -> Invi
     return token
 
 
-def _granted(result: MembershipCertificate | Refusal) -> MembershipCertificate:
+def _granted(result: MembershipCertificate | JoinRefusal) -> MembershipCertificate:
     assert isinstance(result, MembershipCertificate), result
     return result
 
 
-def _refused(result: MembershipCertificate | Refusal) -> InviteReason:
-    assert isinstance(result, Refusal), result
+def _refused(result: MembershipCertificate | JoinRefusal) -> InviteReason:
+    assert isinstance(result, JoinRefusal), result
     return result.reason
 
 
@@ -238,7 +238,7 @@ def test_issuing_refuses_our_own_mistakes() -> None:
             issuer,
             name="x",
             mesh_ipv4=ipaddress.IPv4Address(mesh_ipv4),
-            bootstrap=[Endpoint.from_address(issuer.node_id, "192.0.2.1:6697")],
+            bootstrap=[BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")],
             issued_at=GEN.T0,
             expires_at=expires_at,
             invite_id=bytes(16),

@@ -14,7 +14,7 @@ from nacl.signing import SigningKey
 from meshd.core.membership import DEFAULT_SKEW_S, MembershipError, Scope, issue_delegation
 from meshd.core.membership.messages import NO_SIGNATURE
 from meshd.invites import (
-    Endpoint,
+    BootstrapEndpoint,
     Invite,
     InviteError,
     InviteReason,
@@ -164,13 +164,13 @@ def test_a_delegates_invite_needs_a_fit_delegation_from_an_admin() -> None:
 
 def test_endpoints_have_one_spelling() -> None:
     node = GEN.node_id(GEN.NODE)
-    v4 = Endpoint.from_address(node, "192.0.2.1:6697")
-    assert Endpoint.decode(v4.encode()) == v4 and v4.address == "192.0.2.1:6697"
-    v6 = Endpoint.from_address(node, "[2001:db8::1]:6697")
-    assert Endpoint.decode(v6.encode()) == v6 and v6.address == "[2001:db8::1]:6697"
+    v4 = BootstrapEndpoint.from_address(node, "192.0.2.1:6697")
+    assert BootstrapEndpoint.decode(v4.encode()) == v4 and v4.address == "192.0.2.1:6697"
+    v6 = BootstrapEndpoint.from_address(node, "[2001:db8::1]:6697")
+    assert BootstrapEndpoint.decode(v6.encode()) == v6 and v6.address == "[2001:db8::1]:6697"
     for bad in ("[::ffff:192.0.2.1]:6697", "192.0.2.1:0", "192.0.2.1", "host:6697"):
         with pytest.raises(ValueError):
-            Endpoint.from_address(node, bad)
+            BootstrapEndpoint.from_address(node, bad)
     spelled = ADMIN_TOKEN.invite.to_json()
     bootstrap = spelled["bootstrap"]
     assert isinstance(bootstrap, list) and bootstrap[0]["address"] == "[2001:db8::5]:6697"

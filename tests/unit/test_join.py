@@ -37,7 +37,7 @@ from meshd.core.routing.babel import BabelRouter
 from meshd.daemon import control as shell
 from meshd.invites import (
     TOKEN_FILE,
-    Endpoint,
+    BootstrapEndpoint,
     InviteError,
     InviteToken,
     Issuer,
@@ -109,7 +109,7 @@ class Member:
 
     def issue(
         self,
-        bootstrap: list[Endpoint],
+        bootstrap: list[BootstrapEndpoint],
         *,
         issued_at: int = NOW - 10,
         lifetime_s: int = 3600,
@@ -180,7 +180,7 @@ def altered(token: InviteToken) -> bytes:
 def test_a_bootstrap_node_checks_the_invite_and_the_proof(tmp_path: Path) -> None:
     issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
     joiner = identity.generate(tmp_path / "n")
-    token = issuer.issue([Endpoint.from_address(issuer.node_id, "192.0.2.1:6697")])
+    token = issuer.issue([BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")])
     msg = message_for(token, joiner)
     invite, request = check_forwardable(msg.invite, msg.request, joiner.node_id, issuer.trust, NOW)
     assert invite == token.invite and request.node_id == joiner.node_id
@@ -194,7 +194,7 @@ def test_a_bootstrap_node_checks_the_invite_and_the_proof(tmp_path: Path) -> Non
     assert reason(msg.invite, msg.request, other.node_id) == "bad_proof"  # not its own request
     assert reason(altered(token), msg.request, joiner.node_id) == "bad_signature"
     assert reason(msg.invite, msg.request, joiner.node_id, now=NOW + 3600 + 301) == "expired"
-    second = issuer.issue([Endpoint.from_address(issuer.node_id, "192.0.2.1:6697")])
+    second = issuer.issue([BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")])
     assert reason(second.invite.encode(), msg.request, joiner.node_id) == "bad_proof"
     assert reason(msg.invite, b"\x06junk", joiner.node_id) == "malformed"
 
@@ -202,7 +202,7 @@ def test_a_bootstrap_node_checks_the_invite_and_the_proof(tmp_path: Path) -> Non
 def test_the_joining_node_accepts_only_a_grant_for_its_own_request(tmp_path: Path) -> None:
     issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
     joiner = identity.generate(tmp_path / "n")
-    token = issuer.issue([Endpoint.from_address(issuer.node_id, "192.0.2.1:6697")])
+    token = issuer.issue([BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")])
     msg = message_for(token, joiner)
     request = join_request(token, joiner.signing_key, joiner.wireguard_public)
     store = SqliteInviteStore.open(issuer.dir)
@@ -353,7 +353,7 @@ def forwarding(tmp_path: Path) -> Forwarding:
     boot.cp.transport = control  # type: ignore[assignment]
     svc, relay = service(boot)
     joiner = identity.generate(tmp_path / "n")
-    token = issuer.issue([Endpoint.from_address(boot.node_id, "192.0.2.2:6697")])
+    token = issuer.issue([BootstrapEndpoint.from_address(boot.node_id, "192.0.2.2:6697")])
     addr = ("100.64.0.9", 40000)
     boot.cp.on_event(PeerEvent(joiner.node_id, addr, SessionUp(joiner.node_id)))
     msg = message_for(token, joiner)
@@ -412,7 +412,9 @@ def test_an_issuer_that_does_not_answer_is_reported_unreachable(tmp_path: Path) 
 def test_a_node_that_issued_nothing_refuses_unknown_invite(tmp_path: Path) -> None:
     issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
     joiner = identity.generate(tmp_path / "n")
-    token = issuer.issue([Endpoint.from_address(issuer.node_id, "192.0.2.1:6697")], record=False)
+    token = issuer.issue(
+        [BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")], record=False
+    )
     assert not (issuer.dir / "invites.sqlite").exists()  # issued elsewhere, or the store lost
     svc, _ = service(issuer)
     request = join_request(token, joiner.signing_key, joiner.wireguard_public)
@@ -466,10 +468,10 @@ class Mesh:
             if member.cp.transport is not None:
                 await member.cp.transport.close()
 
-    def endpoint(self, member: Member) -> Endpoint:
+    def endpoint(self, member: Member) -> BootstrapEndpoint:
         assert member.cp.transport is not None
         host, port = member.cp.transport.local_address
-        return Endpoint(member.node_id, ipaddress.IPv4Address(host), port)
+        return BootstrapEndpoint(member.node_id, ipaddress.IPv4Address(host), port)
 
 
 @asynccontextmanager
@@ -584,7 +586,7 @@ def test_the_mesh_refuses_a_reused_an_expired_and_an_altered_token(tmp_path: Pat
 def test_a_bad_token_is_refused_before_any_packet(tmp_path: Path) -> None:
     async def body() -> None:
         issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
-        nowhere = Endpoint.from_address(issuer.node_id, "192.0.2.1:6697")
+        nowhere = BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")
         expired = issuer.issue([nowhere], issued_at=NOW - 7200, lifetime_s=3600)
         cfg, ident = joining_node(tmp_path, "n", expired)
         with pytest.raises(join.JoinError) as info:
@@ -605,7 +607,7 @@ def test_no_bootstrap_node_answering_is_retried_until_stopped(tmp_path: Path) ->
     async def body() -> None:
         issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
         with socket_bound() as port:  # a UDP port where nothing answers QUIC
-            nowhere = Endpoint.from_address(issuer.node_id, f"127.0.0.1:{port}")
+            nowhere = BootstrapEndpoint.from_address(issuer.node_id, f"127.0.0.1:{port}")
             token = issuer.issue([nowhere])
             cfg, ident = joining_node(tmp_path, "n", token)
             client = join.JoinClient(
@@ -652,12 +654,12 @@ def test_a_relay_session_is_closed_when_it_shows_no_certificate(tmp_path: Path) 
 
 
 def test_the_daemon_refused_a_join_touches_nothing(tmp_path: Path) -> None:
-    from meshd.node import Node
+    from meshd.daemon.node import Node
     from meshd.wg.fake import FakeBackend
     from tests.unit.fake_netlink import FakeNetlink
 
     issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
-    nowhere = Endpoint.from_address(issuer.node_id, "192.0.2.1:6697")
+    nowhere = BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")
     expired = issuer.issue([nowhere], issued_at=NOW - 7200, lifetime_s=3600)
     cfg, ident = joining_node(tmp_path, "n", expired)
     netlink = FakeNetlink()
@@ -678,22 +680,17 @@ def test_the_daemon_refused_a_join_touches_nothing(tmp_path: Path) -> None:
 def test_the_daemon_dials_every_endpoint_of_its_invite_the_one_that_let_it_in_first(
     tmp_path: Path,
 ) -> None:
-    from meshd.node import Node
-    from meshd.wg.fake import FakeBackend
-    from tests.unit.fake_netlink import FakeNetlink
-
     issuer = Member(tmp_path, "a", "10.77.0.1", issuer=True)
     other = identity.generate(tmp_path / "b").node_id
     endpoints = [
-        Endpoint.from_address(issuer.node_id, "100.64.0.1:6697"),
-        Endpoint.from_address(issuer.node_id, "100.64.2.1:6697"),
-        Endpoint.from_address(other, "100.64.0.2:6697"),
+        BootstrapEndpoint.from_address(issuer.node_id, "100.64.0.1:6697"),
+        BootstrapEndpoint.from_address(issuer.node_id, "100.64.2.1:6697"),
+        BootstrapEndpoint.from_address(other, "100.64.0.2:6697"),
     ]
     token = issuer.issue(endpoints)
-    cfg, ident = joining_node(tmp_path, "n", token)
-    node = Node(cfg, ident, FakeBackend(), FakeNetlink(), sysctl_root=tmp_path / "sys")
-    node.joined_via = endpoints[1]
-    bootstrap = node._bootstrap()
+    cfg, _ = joining_node(tmp_path, "n", token)
+    invited = join.bootstrap_endpoints(Path(cfg.node.state_dir))
+    bootstrap = shell.bootstrap_peers(cfg, invited, endpoints[1])
     assert bootstrap[0] == (issuer.node_id, ("100.64.2.1", 6697), "")
     assert {(n, a) for n, a, _ in bootstrap} == {
         (e.node_id, (str(e.host), e.port)) for e in endpoints

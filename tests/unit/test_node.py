@@ -12,9 +12,11 @@ from meshd.core import addressing
 from meshd.core.control.peer import LinkSpec
 from meshd.core.routing.babel import RouteAction, RouteChange
 from meshd.core.routing.liveness import LinkState
+from meshd.daemon.links import ADOPT_GRACE_S, ROUTE_GRACE_S
+from meshd.daemon.node import Node
+from meshd.daemon.status import kernel_status
 from meshd.net import command
 from meshd.net.netlink import MAIN_TABLE, Route, Rule
-from meshd.node import ADOPT_GRACE_S, ROUTE_GRACE_S, Node
 from meshd.wg.fake import FakeBackend
 from meshd.wg.model import PeerUpdate
 from tests.unit.fake_netlink import FakeNetlink
@@ -100,7 +102,7 @@ def spec(node: Node, me: identity.Identity, peer: identity.Identity, i: int) -> 
         ifname=ifname(me, peer),
         wireguard_public=peer.wireguard_public,
         endpoint=(f"100.64.{i}.2", 51820 + i),
-        listen_port=node.link_port(peer.node_id),
+        listen_port=node.links.link_port(peer.node_id),
     )
 
 
@@ -108,7 +110,7 @@ def linked(new_node, me, peers) -> Node:  # type: ignore[no-untyped-def]
     node = new_node()
     node.setup(0.0)
     for i, p in enumerate(peers):
-        node._ensure_link(spec(node, me, p, i), 0.0)
+        node.links._ensure_link(spec(node, me, p, i), 0.0)
     return node
 
 
@@ -129,11 +131,11 @@ def test_routes_go_into_the_mesh_table_only(world) -> None:  # type: ignore[no-u
     me, peers, cfg, backend, netlink, new_node = world
     node = linked(new_node, me, peers)
     prefix = ipaddress.ip_network("10.77.0.9/32")
-    node._apply_routes([RouteChange(prefix, RouteAction.INSTALL, peers[0].node_id, 96)])
+    node.links._apply_routes([RouteChange(prefix, RouteAction.INSTALL, peers[0].node_id, 96)])
     assert [r.dst for r in netlink.routes(PROTO, table=TABLE)] == [prefix]
     assert netlink.routes(PROTO, table=MAIN_TABLE) == []
-    assert [r.dst for r, _ in node.kernel_status()["routes"]] == [prefix]
-    node._apply_routes([RouteChange(prefix, RouteAction.REMOVE, peers[0].node_id, 96)])
+    assert [r.dst for r, _ in kernel_status(node)["routes"]] == [prefix]
+    node.links._apply_routes([RouteChange(prefix, RouteAction.REMOVE, peers[0].node_id, 96)])
     assert netlink.routes(PROTO, table=TABLE) == []
 
 
@@ -155,40 +157,40 @@ def test_links_are_built_from_what_the_session_says(world, sysctl_root: Path) ->
     assert rp.read_text().strip() == "0"
     # A new endpoint (the neighbour moved) changes the peer in place.
     moved = LinkSpec(**{**spec(node, me, peers[0], 0).__dict__, "endpoint": ("100.64.7.2", 9)})
-    node._ensure_link(moved, 1.0)
+    node.links._ensure_link(moved, 1.0)
     assert backend.show(ifname(me, peers[0])).peers[0].endpoint == ("100.64.7.2", 9)
 
 
 def test_ports_stay_with_their_link_and_are_reused_after_removal(world) -> None:  # type: ignore[no-untyped-def]
     me, peers, cfg, backend, netlink, new_node = world
     node = linked(new_node, me, peers)
-    assert [node.link_port(p.node_id) for p in peers] == [51820, 51821]
-    node.remove_link(peers[0].node_id)
+    assert [node.links.link_port(p.node_id) for p in peers] == [51820, 51821]
+    node.links.remove_link(peers[0].node_id)
     node._kernel.shutdown(wait=True)  # the removal ran on the kernel thread
     assert not backend.exists(ifname(me, peers[0]))
-    assert node.link_port(peers[0].node_id) == 51820  # free again
+    assert node.links.link_port(peers[0].node_id) == 51820  # free again
 
 
 def test_liveness_follows_the_receive_counter(world) -> None:  # type: ignore[no-untyped-def]
     me, peers, cfg, backend, netlink, new_node = world
     node = linked(new_node, me, peers)
     name, key = ifname(me, peers[0]), peers[0].wireguard_public
-    link = node.links[name]
-    node.poll(0.0)
+    link = node.links.by_ifname[name]
+    node.links.poll(0.0)
     assert link.liveness.state is LinkState.CONNECTING
     sent: list[tuple[str, str]] = []
-    node.echo = type("Echo", (), {"send": lambda self, a, i: sent.append((a, i)) or True})()
+    node.links.echo = type("Echo", (), {"send": lambda self, a, i: sent.append((a, i)) or True})()
     backend.set_peer_stats(name, key, rx_bytes=92)
-    assert node.poll(0.25) == [(link, LinkState.UP)]
-    assert node.kernel_status()["links"][peers[0].node_id]["liveness"] == "up"
-    node.poll(1.0)
+    assert node.links.poll(0.25) == [(link, LinkState.UP)]
+    assert kernel_status(node)["links"][peers[0].node_id]["liveness"] == "up"
+    node.links.poll(1.0)
     assert sent == []
-    node.poll(1.4)  # silent for longer than a keepalive: one echo through the tunnel
+    node.links.poll(1.4)  # silent for longer than a keepalive: one echo through the tunnel
     assert sent == [(str(addressing.link_local(peers[0].node_id)), name)]
-    node.poll(1.7)
+    node.links.poll(1.7)
     assert link.liveness.state is LinkState.UP and len(sent) == 1
-    assert node.poll(1.8) == [(link, LinkState.DOWN)]
-    assert node.links[ifname(me, peers[1])].liveness.state is LinkState.CONNECTING
+    assert node.links.poll(1.8) == [(link, LinkState.DOWN)]
+    assert node.links.by_ifname[ifname(me, peers[1])].liveness.state is LinkState.CONNECTING
 
 
 def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  # type: ignore[no-untyped-def]
@@ -213,7 +215,7 @@ def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  #
     # Its rules, twice over, and one of an older config's preference.
     netlink.rule_list = [*MESH_RULES, MESH_RULES[0], Rule(V4, TABLE, 1099)]
     before = len(backend.updates)
-    ports = [old.link_port(p.node_id) for p in peers]
+    ports = [old.links.link_port(p.node_id) for p in peers]
 
     node = new_node()  # as after kill -9
     node.setup(0.0)
@@ -222,21 +224,21 @@ def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  #
     assert sorted(r.dst for r in netlink.routes(PROTO, table=TABLE)) == [relearnt.dst, kept.dst]
     assert netlink.routes(PROTO, table=MAIN_TABLE) == []
     assert netlink.rules(TABLE) == MESH_RULES  # once each
-    node._apply_routes([RouteChange(relearnt.dst, RouteAction.INSTALL, peers[0].node_id, 96)])
-    node.poll(ROUTE_GRACE_S + 0.1)
+    node.links._apply_routes([RouteChange(relearnt.dst, RouteAction.INSTALL, peers[0].node_id, 96)])
+    node.links.poll(ROUTE_GRACE_S + 0.1)
     assert netlink.routes(PROTO, table=TABLE) == [relearnt]
     # The neighbours' sessions come back: each interface keeps its port (the neighbour's
     # endpoint for us stays right), its peer and its counters.
-    assert [node.link_port(p.node_id) for p in reversed(peers)] == list(reversed(ports))
+    assert [node.links.link_port(p.node_id) for p in reversed(peers)] == list(reversed(ports))
     for i, p in enumerate(peers):
-        node._ensure_link(spec(node, me, p, i), 1.0)
+        node.links._ensure_link(spec(node, me, p, i), 1.0)
     assert len(backend.updates) == before  # nothing differed, nothing re-set
     (peer,) = backend.show(name).peers
     assert (peer.rx_bytes, peer.tx_bytes) == (5000, 7000)
     # What no neighbour claimed goes after the grace period.
-    node.poll(1.0)
+    node.links.poll(1.0)
     assert backend.exists(stale)
-    node.poll(ADOPT_GRACE_S + 0.1)
+    node.links.poll(ADOPT_GRACE_S + 0.1)
     assert backend.list_interfaces("mw") == sorted(ifname(me, p) for p in peers)
 
 
@@ -261,10 +263,10 @@ def test_a_vanished_interface_is_rebuilt(world) -> None:  # type: ignore[no-unty
     node = linked(new_node, me, peers)
     name = ifname(me, peers[0])
     backend.delete(name)  # wireguard-go killed under us
-    node.poll(10.0)
-    assert not node.links[name].ready
-    node.poll(10.0 + 2.1)
-    assert node.links[name].ready and backend.exists(name)
+    node.links.poll(10.0)
+    assert not node.links.by_ifname[name].ready
+    node.links.poll(10.0 + 2.1)
+    assert node.links.by_ifname[name].ready and backend.exists(name)
 
 
 def test_teardown_leaves_nothing(world) -> None:  # type: ignore[no-untyped-def]
@@ -274,7 +276,7 @@ def test_teardown_leaves_nothing(world) -> None:  # type: ignore[no-untyped-def]
     backend.create(stale)
     node.setup(0.0)  # found, not yet claimed
     prefix = ipaddress.ip_network("10.77.0.9/32")
-    node._apply_routes([RouteChange(prefix, RouteAction.INSTALL, peers[0].node_id, 96)])
+    node.links._apply_routes([RouteChange(prefix, RouteAction.INSTALL, peers[0].node_id, 96)])
     assert netlink.routes(PROTO, table=TABLE) != [] and netlink.rules(TABLE) != []
     node.teardown()
     assert backend.list_interfaces("") == []

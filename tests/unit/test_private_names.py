@@ -26,7 +26,7 @@ from meshd.core.membership.names import (
 )
 from meshd.core.proto import session
 from meshd.core.proto.session import Feature
-from meshd.invites import Endpoint, InviteError, Issuer, issue_invite, parse_token
+from meshd.invites import BootstrapEndpoint, InviteError, Issuer, issue_invite, parse_token
 from meshd.invites.token import InviteToken
 from meshd.transport.events import SessionUp
 from tests.golden.invites import make_vectors as GEN
@@ -76,7 +76,7 @@ def _invite(name: str = "Haus am See", **more: object) -> InviteToken:
         _issuer(),
         name=name,
         mesh_ipv4=ipaddress.IPv4Address("10.77.0.20"),
-        bootstrap=[Endpoint.from_address(GEN.node_id(GEN.ADMIN), "192.0.2.10:6697")],
+        bootstrap=[BootstrapEndpoint.from_address(GEN.node_id(GEN.ADMIN), "192.0.2.10:6697")],
         issued_at=GEN.T0,
         expires_at=GEN.T0 + 3600,
         invite_id=bytes(16),

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from meshd.client import Status
+from meshd.api.schema import Status
 from meshd.commands.revoke import resolve
 from tests.golden.membership.make_vectors import ADMIN, NODE, node_id
 

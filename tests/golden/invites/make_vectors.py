@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
 from meshd.core.membership import DelegationCertificate, MeshDefinition, MeshTrust  # noqa: E402
-from meshd.invites import Endpoint, InviteToken, Issuer, issue_invite, join_request  # noqa: E402
+from meshd.invites import BootstrapEndpoint, InviteToken, Issuer, issue_invite, join_request  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 from tests.golden.membership import make_vectors as membership  # noqa: E402
 from tests.golden.membership.make_vectors import (  # noqa: E402
@@ -53,8 +53,8 @@ def tokens() -> tuple[InviteToken, InviteToken]:
         name="Haus am See",
         mesh_ipv4=ipaddress.IPv4Address("10.77.0.9"),
         bootstrap=[
-            Endpoint.from_address(node_id(ADMIN), "192.0.2.10:6697"),
-            Endpoint.from_address(node_id(NODE), "[2001:db8::5]:6697"),
+            BootstrapEndpoint.from_address(node_id(ADMIN), "192.0.2.10:6697"),
+            BootstrapEndpoint.from_address(node_id(NODE), "[2001:db8::5]:6697"),
         ],
         issued_at=T0,
         expires_at=T0 + WEEK,
@@ -66,7 +66,7 @@ def tokens() -> tuple[InviteToken, InviteToken]:
         Issuer(DELEGATE, trust, delegation),
         name="joiner",
         mesh_ipv4=ipaddress.IPv4Address("10.77.16.7"),
-        bootstrap=[Endpoint.from_address(node_id(DELEGATE), "100.64.0.1:6697")],
+        bootstrap=[BootstrapEndpoint.from_address(node_id(DELEGATE), "100.64.0.1:6697")],
         issued_at=T0 + 3600,
         expires_at=T0 + 3600 + WEEK,
         invite_id=INVITE_ID_DELEGATED,
@@ -84,7 +84,7 @@ def private_token() -> InviteToken:
         Issuer(ADMIN, trust, None),
         name="Haus am See",
         mesh_ipv4=ipaddress.IPv4Address("10.77.0.10"),
-        bootstrap=[Endpoint.from_address(node_id(ADMIN), "192.0.2.10:6697")],
+        bootstrap=[BootstrapEndpoint.from_address(node_id(ADMIN), "192.0.2.10:6697")],
         issued_at=T0,
         expires_at=T0 + WEEK,
         invite_id=bytes(range(16, 32)),

@@ -14,7 +14,8 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypedDict
 
-from meshd import api, log
+from meshd import log
+from meshd.api.server import CallError, Stream
 
 
 class Page(TypedDict):
@@ -45,7 +46,7 @@ async def handle(
     disputes: PageReader | None = None,
     events: log.EventLog = log.RECENT,
 ) -> Any:
-    """Answer ``call``; ``api.CallError`` (``bad_args``, ``unknown_call``) otherwise."""
+    """Answer ``call``; ``CallError`` (``bad_args``, ``unknown_call``) otherwise."""
     if call in _SLICES:
         return (await status()).get(_SLICES[call])
     if call == "receipts":
@@ -56,13 +57,13 @@ async def handle(
         return _events(events, args)
     if call == "subscribe":
         return _subscribe(events, status, args)
-    raise api.CallError("unknown_call", f"no call named {call!r}")
+    raise CallError("unknown_call", f"no call named {call!r}")
 
 
 async def _page(reader: PageReader | None, args: dict[str, Any]) -> Page:
     after = args.get("after")
     if after is not None and not isinstance(after, str):
-        raise api.CallError("bad_args", "after: expected a cursor (string) or null")
+        raise CallError("bad_args", "after: expected a cursor (string) or null")
     limit = _integer(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     if reader is None:
         return {"items": [], "next": None}
@@ -80,13 +81,13 @@ def _events(events: log.EventLog, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _subscribe(events: log.EventLog, status: StatusReader, args: dict[str, Any]) -> api.Stream:
+def _subscribe(events: log.EventLog, status: StatusReader, args: dict[str, Any]) -> Stream:
     interval = _number(args, "interval", DEFAULT_INTERVAL, MIN_INTERVAL, MAX_INTERVAL)
     last_id = events.last_id
     # Without ``after``, from now on: the events after the head's ``last_id``, so that
     # none is lost between this answer and the stream's start.
     after = _integer(args, "after", last_id, 0, None) if args.get("after") is not None else last_id
-    return api.Stream(
+    return Stream(
         {"interval": interval, "last_id": last_id},
         _stream(events, _filter(args), after, status, interval),
     )
@@ -121,9 +122,9 @@ async def _stream(
 def _filter(args: dict[str, Any]) -> log.EventFilter:
     name, level = args.get("name", ""), args.get("level", "debug")
     if not isinstance(name, str):
-        raise api.CallError("bad_args", "name: expected an event name prefix (string)")
+        raise CallError("bad_args", "name: expected an event name prefix (string)")
     if level not in log.LEVELS:
-        raise api.CallError("bad_args", f"level: expected one of {', '.join(log.LEVELS)}")
+        raise CallError("bad_args", f"level: expected one of {', '.join(log.LEVELS)}")
     return log.EventFilter(name, log.LEVELS[level])
 
 
@@ -136,12 +137,12 @@ def _integer(args: dict[str, Any], key: str, default: int, low: int, high: int |
         or (high is not None and value > high)
     ):
         bounds = f"{low}..{high}" if high is not None else f"{low} or more"
-        raise api.CallError("bad_args", f"{key}: expected an integer, {bounds}")
+        raise CallError("bad_args", f"{key}: expected an integer, {bounds}")
     return value
 
 
 def _number(args: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
     value = args.get(key, default)
     if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
-        raise api.CallError("bad_args", f"{key}: expected a number of seconds, {low}..{high}")
+        raise CallError("bad_args", f"{key}: expected a number of seconds, {low}..{high}")
     return float(value)

@@ -1,0 +1,512 @@
+"""The meshd daemon: one asyncio process configuring the kernel's data plane.
+
+It holds the mesh addresses on ``lo`` and the rules that send the mesh prefixes to the
+mesh's own routing table, starts the services (the control plane in its shell,
+meshd.daemon.control; the exits; joins and renewals; claims and receipts) and runs the
+watch loop: the links' liveness (meshd.daemon.links), the counters (meshd.daemon.metering),
+black holes, the underlay to beacon on, and each service's tick. Every blocking kernel call
+runs on one worker thread, in order (``kernel``, ``submit``). It answers the control API's
+calls, adopts what a crashed predecessor left and removes everything it made on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from meshd import api, sysinfo
+from meshd.api import calls
+from meshd.api.client import ControlClient, ControlError
+from meshd.claims import ClaimService
+from meshd.config import Config, parse_port_range, parse_rate_kbit, socket_path
+from meshd.core import addressing
+from meshd.core.endpoints import Address
+from meshd.core.membership import (
+    MembershipError,
+    MeshDefinition,
+)
+from meshd.core.membership.clock import MeshClock
+from meshd.core.proto.babel import BABEL_PORT
+from meshd.core.routing.liveness import LinkState
+from meshd.daemon.control import ControlService, build_control
+from meshd.daemon.links import KernelLinks
+from meshd.daemon.metering import Metering
+from meshd.daemon.status import status
+from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
+from meshd.exits import ExitService
+from meshd.identity import Identity, public_from_node_id
+from meshd.invites import BootstrapEndpoint
+from meshd.join import JoinError, JoinService, bootstrap_endpoints, join_mesh, needs_join
+from meshd.ledger import Ledger
+from meshd.log import event
+from meshd.net import firewall, sysctl
+from meshd.net.conntrack import FlowReader
+from meshd.net.echo import EchoProbe
+from meshd.net.exit_tunnel import ExitTunnels
+from meshd.net.link_meter import LinkMeter
+from meshd.net.netlink import MAIN_TABLE, Netlink, NetlinkError, Rule
+from meshd.net.resolver import system_resolver
+from meshd.net.throttle import Throttle
+from meshd.wg.backend import WireGuardBackend
+from meshd.wg.model import WireGuardError
+
+T = TypeVar("T")
+METER_S = 5.0  # how often the links' byte counters are read
+UNDERLAY_EVERY_S = 5.0  # how often the interfaces to beacon on are read again
+# How often the flows to mesh addresses are read (black holes): each read walks the
+# kernel's whole conntrack table (about 4 ms at 262,144 buckets), so only every few seconds
+# while there are none.
+PROGRESS_EVERY_S = 1.0
+PROGRESS_IDLE_S = 5.0
+
+
+class Node:
+    def __init__(
+        self,
+        cfg: Config,
+        identity: Identity,
+        backend: WireGuardBackend,
+        netlink: Netlink,
+        sysctl_root: Path = Path("/proc/sys"),
+    ) -> None:
+        self.sysctl_root = sysctl_root
+        self.cfg, self.identity, self.backend, self.netlink = cfg, identity, backend, netlink
+        self.node_id = identity.node_id
+        assert cfg.node.mesh_ipv4 is not None  # checked when the config was loaded
+        self.mesh_ipv4: ipaddress.IPv4Address = cfg.node.mesh_ipv4
+        self.mesh_ipv6 = addressing.mesh_ipv6(cfg.mesh.ipv6_prefix, self.node_id)
+        self.prefix = addressing.own_interface_prefix(cfg.wireguard.interface_prefix, self.node_id)
+        self.control: ControlService | None = None
+        self.exits: ExitService | None = None
+        self.joins: JoinService | None = None  # joins through us and for our invites
+        self.joined_via: BootstrapEndpoint | None = None  # the bootstrap that let us in now
+        self.tunnels = ExitTunnels(
+            backend,
+            netlink,
+            identity.wireguard_private,
+            firewall_spec(cfg, self.mesh_ipv4, self.prefix),
+            table=cfg.exit.table,
+            fwmark=cfg.exit.fwmark,
+            mtu=cfg.exit.mtu,
+            exit_port=cfg.uplink.exit_port,
+        )
+        self.link_meter = LinkMeter(self.prefix)  # the links' counters (nftables)
+        self.flows = FlowReader()  # for black-hole detection (meshd.core.routing.progress)
+        self._flows_failed = False
+        self.throttle = Throttle(parse_rate_kbit(cfg.receipts.throttle_rate))
+        self.stopping = asyncio.Event()
+        self.started = time.time()
+        # The one wall clock of certificates, revocations and receipts.
+        self.clock = MeshClock(
+            time.time,
+            cfg.membership.clock_tolerance_s,
+            cfg.membership.test_clock_offset_s,
+            journal=event,
+        )
+        # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
+        # worker thread, so the event loop keeps answering and pyroute2 keeps one thread.
+        self._kernel = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
+        # The neighbour links and the routes over them (meshd.daemon.links).
+        self.links = KernelLinks(
+            identity,
+            backend,
+            netlink,
+            self.link_meter,
+            self._kernel.submit,
+            wireguard=cfg.wireguard,
+            routing=cfg.routing,
+            liveness=cfg.liveness,
+            ipv6_prefix=cfg.mesh.ipv6_prefix,
+            mesh_addresses=(self.mesh_ipv4, self.mesh_ipv6),
+            sysctl_root=sysctl_root,
+        )
+        # Counters, claims and receipts (meshd.daemon.metering).
+        self.metering = Metering(
+            self.link_meter, self.links, self.throttle, self.clock, self.kernel
+        )
+
+    async def kernel(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._kernel, fn, *args)
+
+    # ---- setting the kernel up -------------------------------------------------------
+
+    def _lo_addresses(self) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        return [(self.mesh_ipv4, 32), (self.mesh_ipv6, 128)]
+
+    def _mesh_rules(self) -> list[Rule]:
+        """Babel's routes live in a table of their own, looked up for the mesh prefixes
+        only: nothing a member announces (0.0.0.0/1, say) can shadow the household's
+        default route, LAN or uplink. Before the exit user's rules, so that mesh traffic
+        (the exit tunnel's own packets to its gateway's mesh address too) never enters
+        the exit tunnel; after the gateway's, whose exit table takes the uplink's replies."""
+        rt, prefixes = self.cfg.routing, (self.cfg.mesh.ipv4_prefix, self.cfg.mesh.ipv6_prefix)
+        return [Rule(prefix, rt.table, rt.rule_preference) for prefix in prefixes]
+
+    def setup(self, now: float) -> None:
+        """Configure the node; safe to run over what a crashed meshd left behind."""
+        before = sysctl.apply(sysctl.ROUTER_SYSCTLS, self.sysctl_root)
+        changed = [
+            f"{k}={before[k]}->{v}" for k, v in sysctl.ROUTER_SYSCTLS.items() if before[k] != v
+        ]
+        if changed:
+            event("sysctl.set", changed=",".join(changed))
+        self.netlink.set_up("lo")
+        for address, plen in self._lo_addresses():
+            if self.netlink.ensure_address("lo", address, plen):
+                event("address.added", address=f"{address}/{plen}", interface="lo")
+        added, removed = self.netlink.ensure_rules(self._mesh_rules())  # a crash's: adopted
+        for rule in added:
+            event("rule.added", prefix=str(rule.dst), table=rule.table, pref=rule.pref)
+        for rule in removed:
+            event("rule.removed_stale", prefix=str(rule.dst), table=rule.table, pref=rule.pref)
+
+        self.tunnels.setup()  # the exits start afresh (their users ask again)
+        self.metering.open(Ledger.open(self.cfg.node.state_dir))
+        self.links.adopt(now)
+        # Those a meshd from before the mesh's own table left in the main one.
+        proto = self.cfg.routing.route_protocol
+        for route in self.netlink.routes(proto, table=MAIN_TABLE):
+            event("route.removed_stale", prefix=str(route.dst), interface=route.ifname)
+            self.netlink.delete_route(route, proto, table=MAIN_TABLE)
+
+    def teardown(self) -> None:
+        """Remove every interface, route, rule and address this node made."""
+        self.metering.close()
+        self.links.remove_all()
+        for rule in self.netlink.remove_rules(self.cfg.routing.table):
+            event("rule.removed", prefix=str(rule.dst), table=rule.table, pref=rule.pref)
+        for address, plen in self._lo_addresses():
+            self.netlink.remove_address("lo", address, plen)
+        self.tunnels.teardown()
+        self.flows.close()
+        if self.metering.ledger is not None:
+            self.metering.ledger.close()
+
+    def underlay(self) -> tuple[list[Underlay], list[ipaddress.IPv4Network]]:
+        """The segments to beacon on, and the subnets they are on: every up interface with
+        an IPv4 broadcast address but ours and the uplink (the interface of a default
+        route: the internet is not a segment of the mesh), or those the config names."""
+        try:
+            addrs = json.loads(_ip("-j", "address", "show"))
+            defaults = json.loads(_ip("-j", "route", "show", "default"))
+        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+            event("underlay.unreadable", logging.WARNING, error=str(exc))
+            return [], []
+        wanted = self.cfg.discovery.beacon_interfaces
+        uplinks = {r.get("dev") for r in defaults if isinstance(r, dict)}
+        candidates = candidate_interfaces(
+            addrs, wireguard_prefix=self.cfg.wireguard.interface_prefix
+        )
+        found = [
+            u for u in candidates if (u.ifname in wanted if wanted else u.ifname not in uplinks)
+        ]
+        names = {u.ifname for u in found}
+        subnets = [
+            ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}").network
+            for link in addrs
+            if link.get("ifname") in names
+            for a in link.get("addr_info") or []
+            if a.get("family") == "inet"
+        ]
+        return found, subnets
+
+    async def watch(self) -> None:
+        interval = self.cfg.liveness.poll_interval_s
+        next_underlay = next_meter = next_progress = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            changes = await self.kernel(self.links.poll)
+            if now >= next_meter:
+                next_meter = now + METER_S
+                await self.metering.round(now)
+            if now >= next_progress and self.control is not None:
+                busy = await self._watch_progress(now)
+                next_progress = now + (PROGRESS_EVERY_S if busy else PROGRESS_IDLE_S)
+            if self.control is not None:
+                for link, state in changes:
+                    self.control.wireguard_state(link.node_id, state is LinkState.UP, now)
+                self.control.tick(now)
+                if self.exits is not None:
+                    self.exits.tick(now)
+                if self.joins is not None:
+                    self.joins.tick(now)
+                if now >= next_underlay:
+                    next_underlay = now + UNDERLAY_EVERY_S
+                    await self.control.set_underlay(*await self.kernel(self.underlay))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+
+    async def _watch_progress(self, now: float) -> bool:
+        """Flows to mesh addresses that get no answer through a next hop: it may be a
+        black hole (meshd.core.routing.progress). Whether there were any."""
+        assert self.control is not None
+        try:
+            flows = await self.kernel(self.flows.read)
+        except OSError as exc:
+            if not self._flows_failed:  # said once: a kernel without conntrack stays so
+                event("kernel.failed", logging.WARNING, call="conntrack", error=str(exc))
+            self._flows_failed = True
+            return False
+        self.control.observe_progress(flows, now)
+        return bool(flows)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a kernel change on the kernel thread, in order; failures are logged."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except (WireGuardError, NetlinkError, OSError) as exc:
+                event(
+                    "kernel.failed",
+                    logging.WARNING,
+                    call=getattr(fn, "__name__", "?"),
+                    error=str(exc),
+                )
+
+        self._kernel.submit(run)
+
+    def _relay_address(self, node_id: str) -> Address:
+        """Where a node's join relay listens: its mesh IPv6 address (meshd.join)."""
+        return (
+            str(addressing.mesh_ipv6(self.cfg.mesh.ipv6_prefix, node_id)),
+            self.cfg.exit.quic_port,
+        )
+
+    async def _join(self) -> bool:
+        """A node with an invite and no certificate redeems it before anything else
+        (meshd.join); False when told to stop first. JoinError when it cannot."""
+        if not needs_join(self.state_dir):
+            return True
+        try:
+            self.joined_via = await join_mesh(self.cfg, self.identity, self.stopping)
+        except JoinError:
+            self._kernel.shutdown()
+            self.netlink.close()
+            raise
+        if self.joined_via is None:
+            self._kernel.shutdown()
+            self.netlink.close()
+            return False
+        return True
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.cfg.node.state_dir)
+
+    async def handle(self, call: str, args: dict[str, Any]) -> Any:
+        if call == "status":
+            return await status(self)
+        if call == "version":
+            return sysinfo.version_info()
+        if call == "revocations":
+            assert self.control is not None
+            return [r.to_json() for r in self.control.core.own.trust.revocations]
+        if call == "add_revocations":
+            assert self.control is not None
+            try:
+                return self.control.add_revocation_records(_hex_list(args.get("records")))
+            except MembershipError as exc:
+                raise api.CallError(str(exc.reason), exc.message) from None
+        if call == "mesh_definition":
+            assert self.control is not None
+            records = _hex_list(args.get("records"))
+            try:
+                adopted = [self.control.adopt_definition(MeshDefinition.decode(r)) for r in records]
+            except MembershipError as exc:
+                raise api.CallError(str(exc.reason), exc.message) from None
+            definition = self.control.core.own.trust.definition
+            return {"adopted": sum(adopted), "definition": definition.to_json()}
+        if call == "block":
+            node_id, blocked = args.get("node_id"), args.get("blocked", True)
+            if not isinstance(node_id, str) or not isinstance(blocked, bool):
+                raise api.CallError("bad_args", "expected node_id (a string) and blocked (bool)")
+            try:
+                public_from_node_id(node_id)
+                assert self.exits is not None
+                self.exits.block(node_id, blocked)
+            except ValueError as exc:
+                raise api.CallError("bad_args", str(exc)) from None
+            return {"node_id": node_id, "blocked": blocked}
+        return await calls.handle(
+            call,
+            args,
+            lambda: status(self),
+            receipts=lambda after, limit: self.kernel(self.ledger_page, "receipts", after, limit),
+            disputes=lambda after, limit: self.kernel(self.ledger_page, "disputes", after, limit),
+        )
+
+    def ledger_page(self, kind: str, after: str | None, limit: int) -> calls.Page:
+        """A page of the ledger's receipts or disputes in the order stored (kernel thread,
+        which owns the ledger); the cursor is the last row's id."""
+        ledger = self.metering.ledger
+        assert ledger is not None
+        try:
+            start = int(after or 0)
+        except ValueError:
+            raise api.CallError("bad_args", f"after: {after!r} is not a cursor") from None
+        items: list[dict[str, Any]] = []
+        ids: list[int] = []
+        if kind == "receipts":
+            for row, receipt, dispute in ledger.receipts(after=start, limit=limit + 1):
+                items.append({"id": row, **receipt.to_json(), "dispute": dispute or None})
+                ids.append(row)
+        else:
+            for row, found in ledger.disputes(after=start, limit=limit + 1):
+                items.append({"id": row, **found.to_json()})
+                ids.append(row)
+        more = len(items) > limit
+        return {"items": items[:limit], "next": str(ids[limit - 1]) if more else None}
+
+    # ---- the process ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        path = socket_path(self.cfg)
+        if _answers(path):
+            raise RuntimeError(f"another meshd answers on {path}")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Signal handlers only schedule work (ExaBGP's rule).
+            loop.add_signal_handler(sig, self.stopping.set)
+        if not await self._join():
+            return  # stopped while joining: nothing was set up
+        # Refuses to start without valid membership.
+        self.control = build_control(
+            self.cfg,
+            self.identity,
+            self.clock,
+            self.links,
+            self.metering.on_message,
+            bootstrap_endpoints(self.state_dir),
+            self.joined_via,
+        )
+        echo = EchoProbe()
+        if echo.open():
+            self.links.echo = echo
+        server = None
+        try:
+            await self.kernel(self.setup, time.monotonic())
+            await self.control.start("0.0.0.0", self.cfg.control.quic_port)
+            if self.cfg.discovery.beacons:
+                await self.control.start_beacons(
+                    self.identity.signing_key,
+                    self.cfg.discovery.beacon_port,
+                    self.cfg.control.quic_port,
+                    self.cfg.discovery.beacon_interval_s,
+                )
+            ledger = self.metering.ledger
+            assert ledger is not None  # opened by setup
+            self.metering.control = self.control
+            self.metering.claims = await self.kernel(
+                ClaimService,
+                self.node_id,
+                self.identity.signing_key,
+                self.control.core.own.trust.definition.mesh_id,
+                ledger,
+                self.cfg.receipts,
+                self.throttle,
+            )
+            self.exits = ExitService(
+                self.node_id,
+                self.control.credentials,
+                self.identity.signing_key,
+                self.control,
+                self.tunnels,
+                self.submit,
+                self.kernel,
+                ledger,
+                self.cfg.uplink,
+                self.cfg.exit,
+                self.mesh_ipv4,
+                self.cfg.node.state_dir,
+            )
+            await self.exits.start()
+            self.joins = JoinService(
+                self.node_id,
+                self.identity.signing_key,
+                self.control,
+                self.state_dir,
+                self.kernel,
+                relay_host=str(self.mesh_ipv6),
+                relay_port=self.cfg.exit.quic_port,
+                relay_address=self._relay_address,
+                renewal=self.cfg.membership,
+            )
+            await self.joins.start()
+            server = await api.serve(path, self.handle)
+            event(
+                "node.started",
+                node_id=self.node_id,
+                name=self.cfg.node.name,
+                backend=self.backend.name,
+                bootstrap=len(self.cfg.bootstrap),
+                socket=str(path),
+            )
+            await self.watch()
+        finally:
+            if server is not None:
+                server.close()
+                path.unlink(missing_ok=True)
+            if self.exits is not None:
+                await self.exits.close()  # withdraws our advert while sessions still run
+            if self.joins is not None:
+                await self.joins.close()
+            await self.metering.stop()
+            await self.control.close()
+            await self.kernel(self.teardown)
+            self._kernel.shutdown()
+            echo.close()
+            self.netlink.close()
+            event("node.stopped", name=self.cfg.node.name)
+
+
+def _hex_list(value: Any) -> list[bytes]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise api.CallError("bad_args", "records: expected a list of hex strings")
+    try:
+        return [bytes.fromhex(v) for v in value]
+    except ValueError as exc:
+        raise api.CallError("bad_args", f"records: {exc}") from None
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _answers(path: Any) -> bool:
+    try:
+        ControlClient(path, timeout=1.0).call("version")
+    except ControlError:
+        return False
+    return True
+
+
+def firewall_spec(
+    cfg: Config, mesh_ipv4: ipaddress.IPv4Address, tunnel_prefix: str
+) -> firewall.FirewallSpec:
+    """What the firewall needs from the config: meshd's own ports are always open to the
+    mesh (QUIC sessions, probes, exit sessions, the exit's WireGuard), then the operator's."""
+    own = (cfg.control.quic_port, BABEL_PORT, cfg.exit.quic_port, cfg.uplink.exit_port)
+    iso = cfg.isolation
+    return firewall.FirewallSpec(
+        mesh_ipv4,
+        tunnel_prefix=tunnel_prefix,
+        mesh_prefix=cfg.mesh.ipv4_prefix,
+        mesh_prefix6=cfg.mesh.ipv6_prefix,
+        open_udp=tuple((p, p) for p in own) + tuple(map(parse_port_range, iso.open_udp_ports)),
+        open_tcp=tuple(map(parse_port_range, iso.open_tcp_ports)),
+        uplink=cfg.uplink.interface,
+        resolver=(cfg.uplink.resolver or system_resolver()) if cfg.uplink.share else "",
+        block_smtp=cfg.uplink.block_smtp,
+        lan=cfg.lan.interfaces,
+    )

@@ -1,0 +1,130 @@
+"""The status document (docs/control-api.md ``status``): what the node's services know,
+and what the kernel thread reads of the links, routes and receipts, in one answer."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from meshd.daemon.links import round2
+
+if TYPE_CHECKING:
+    from meshd.daemon.node import Node
+
+
+def kernel_status(node: Node) -> dict[str, Any]:
+    """What the kernel says (on the kernel thread): links and installed routes."""
+    metering = node.metering
+    return {
+        "links": node.links.status(),
+        "receipts": (
+            {
+                node_id: metering.claims.status(node_id, snap)
+                for node_id, snap in metering.link_counts.items()
+            }
+            if metering.claims is not None
+            else {}
+        ),
+        "receipts_summary": metering.claims.summary() if metering.claims is not None else None,
+        "routes": [
+            (r, link.node_id if (link := node.links.by_ifname.get(r.ifname)) else None)
+            for r in node.netlink.routes(
+                node.cfg.routing.route_protocol, table=node.cfg.routing.table
+            )
+        ],
+    }
+
+
+async def status(node: Node) -> dict[str, Any]:
+    """The status call's answer (docs/control-api.md)."""
+    kernel = await node.kernel(kernel_status, node)
+    assert node.control is not None
+    metrics = {p: sel.metric for p, sel in node.control.core.router.selected().items()}
+    neighbours = []
+    for peer in node.control.core.peers.values():
+        if not peer.is_neighbour:
+            continue
+        link = kernel["links"].get(peer.node_id)
+        quality = peer.quality.snapshot() if peer.quality else None
+        neighbours.append(
+            {
+                "node_id": peer.node_id,
+                "name": peer.name,
+                "interface": peer.ifname,
+                "state": peer.state(link["liveness"] if link else None),
+                # From the probes through the tunnel; unknown (null) until measured.
+                # loss: the share of the neighbour's probes that did not reach us.
+                "rtt_ms": round2(quality.rtt_ms) if quality else None,
+                "loss": round2(quality.loss) if quality else None,
+                "cost": quality.cost if quality else None,
+                **(link or {"endpoint": None}),
+                "control": peer.status(),
+                # What it sent that we refused, by reason (DESIGN.md contract).
+                "refusals": dict(peer.refusals),
+                # Destinations it is kept out of the routes to: their traffic got no
+                # answer through it (meshd.core.routing.progress).
+                "black_holes": sorted(
+                    str(p) for p, n, _ in node.control.core.router.penalties() if n == peer.node_id
+                ),
+            }
+        )
+    return {
+        "node_id": node.node_id,
+        "name": node.cfg.node.name,
+        "mesh_ipv4": str(node.mesh_ipv4),
+        "mesh_ipv6": str(node.mesh_ipv6),
+        "backend": node.backend.name,
+        # What this daemon routes to: every reachable node (`testbed wait-converged`
+        # reads it to know what to expect).
+        "routing": "babel",
+        "uptime_s": round(time.time() - node.started, 1),
+        # Our certificate's window and renewal, and the mesh's time as we keep it.
+        "membership": node.joins.renewal_status() if node.joins is not None else None,
+        "clock": node.clock.status(),
+        "mesh": {
+            "serial": node.control.core.own.trust.definition.serial,
+            "admins": list(node.control.core.own.trust.admins),
+        },
+        "neighbours": neighbours,
+        # Every member's certificate this node holds (meshd.core.membership.directory).
+        "directory": node.control.core.trust.directory_status(),
+        # Route updates held or signed (meshd.core.routing.origin).
+        "origins": node.control.core.routes.status(),
+        # Next hops kept out of routes that lost their traffic (meshd.core.routing.progress).
+        "black_holes": node.control.black_hole_status(),
+        "routes": [
+            {
+                "prefix": str(r.dst),
+                "via": via,
+                "interface": r.ifname,
+                # The Babel metric where Babel chose the route, else the kernel's.
+                "metric": metrics.get(r.dst, r.metric),
+            }
+            for r, via in kernel["routes"]
+        ],
+        "gateway": gateway_status(node),
+        "usage": [
+            {
+                "node_id": node_id,
+                "relayed_for_bytes": snap.totals[0],
+                "relayed_to_bytes": snap.totals[1],
+                "sent_bytes": snap.totals[2],
+                "received_bytes": snap.totals[3],
+                **kernel["receipts"].get(node_id, {}),
+            }
+            for node_id, snap in sorted(node.metering.link_counts.items())
+        ],
+        "receipts": kernel["receipts_summary"],
+    }
+
+
+def gateway_status(node: Node) -> dict[str, Any]:
+    """The exit choice (``selected`` only while this node needs an exit: a working
+    uplink of its own carries its traffic), the candidates, and our own uplink."""
+    assert node.control is not None
+    out = node.control.core.gateways.status()
+    if node.exits is not None:
+        if not node.exits.needs_exit:
+            out["selected"] = None
+        out.update(node.exits.status(time.monotonic()))
+    return out
