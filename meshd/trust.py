@@ -152,10 +152,10 @@ def save_joined(
     delegation: DelegationCertificate | None,
     opening: NameOpening | None = None,
 ) -> None:
-    """Store what a join earned (meshd.join): the mesh definition, the issuer's delegation
-    when a delegate issued the certificate, the salt of a private name, and the certificate
-    last, each atomically, so that ``membership.cert`` present means joined (a crash before
-    it means: join again, and the issuer hands the same certificate back)."""
+    """Store what a join earned (meshd.daemon.joining): the mesh definition, the issuer's
+    delegation when a delegate issued the certificate, the salt of a private name, and the
+    certificate last, each atomically, so that ``membership.cert`` present means joined (a
+    crash before it means: join again, and the issuer hands the same certificate back)."""
     write_atomically(state_dir / MESH_FILE, definition.encode())
     if opening is not None:
         write_atomically(state_dir / NAME_SALT_FILE, opening.salt)

@@ -1,21 +1,25 @@
-"""The control API's calls that read (docs/control-api.md): slices of the status document,
-the receipts and disputes (paged), the recent events, and the subscription that streams
-events and status updates.
+"""The control API's calls (docs/control-api.md), one table: what each call reads or changes.
 
-The node answers the calls that change it (``block``, ``add_revocations``) and passes the
-rest here with what they read from: its ``status`` coroutine and, once the node keeps
-receipts, readers of its ledger's pages. Without a reader, ``receipts`` and ``disputes``
-answer an empty last page: there are none to show, which is true, not an error.
+The read calls answer from what they are given: the node's ``status`` coroutine (whole,
+or a slice of it per call), readers of its ledger's pages (without a reader, ``receipts``
+and ``disputes`` answer an empty last page: there are none to show, which is true, not an
+error), the event ring (``events``, and ``subscribe``, which streams events and status
+updates). The calls that change the node (``add_revocations``, ``mesh_definition``,
+``block``) and ``revocations`` go to ``node`` (a ``Changes``: meshd.daemon.node.Node);
+bad arguments and refused input answer ``bad_args`` or the refusal's reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypedDict
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict
 
-from meshd import log
+from meshd import log, sysinfo
 from meshd.api.server import CallError, Stream
+from meshd.core.errors import BadInput
+from meshd.core.keys import public_from_node_id
 
 
 class Page(TypedDict):
@@ -34,8 +38,26 @@ DEFAULT_INTERVAL = 1.0
 MIN_INTERVAL = 0.1  # status updates cost the daemon a kernel read each
 MAX_INTERVAL = 3600.0
 
-# The status document's parts, each served by a call of its own.
-_SLICES = {"neighbours": "neighbours", "routes": "routes", "gateways": "gateway", "usage": "usage"}
+
+class Changes(Protocol):
+    """What the calls that change the node need of it."""
+
+    def revocations(self) -> list[dict[str, Any]]: ...
+
+    def add_revocations(self, records: list[bytes]) -> dict[str, int]: ...
+
+    def adopt_definitions(self, records: list[bytes]) -> dict[str, Any]: ...
+
+    def block(self, node_id: str, blocked: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class Sources:
+    status: StatusReader
+    receipts: PageReader | None
+    disputes: PageReader | None
+    events: log.EventLog
+    node: Changes | None
 
 
 async def handle(
@@ -45,19 +67,107 @@ async def handle(
     receipts: PageReader | None = None,
     disputes: PageReader | None = None,
     events: log.EventLog = log.RECENT,
+    node: Changes | None = None,
 ) -> Any:
-    """Answer ``call``; ``CallError`` (``bad_args``, ``unknown_call``) otherwise."""
-    if call in _SLICES:
-        return (await status()).get(_SLICES[call])
-    if call == "receipts":
-        return await _page(receipts, args)
-    if call == "disputes":
-        return await _page(disputes, args)
-    if call == "events":
-        return _events(events, args)
-    if call == "subscribe":
-        return _subscribe(events, status, args)
-    raise CallError("unknown_call", f"no call named {call!r}")
+    """Answer ``call``; ``CallError`` (``bad_args``, ``unknown_call``, a refusal's reason)
+    otherwise."""
+    answer = CALLS.get(call)
+    if answer is None:
+        raise CallError("unknown_call", f"no call named {call!r}")
+    try:
+        return await answer(Sources(status, receipts, disputes, events, node), args)
+    except BadInput as exc:  # a record handed in that does not verify
+        raise CallError(exc.reason, exc.message) from None
+
+
+def _slice(key: str) -> Call:
+    async def answer(sources: Sources, args: dict[str, Any]) -> Any:
+        return (await sources.status()).get(key)
+
+    return answer
+
+
+async def _status(sources: Sources, args: dict[str, Any]) -> Any:
+    return await sources.status()
+
+
+async def _version(sources: Sources, args: dict[str, Any]) -> Any:
+    return sysinfo.version_info()
+
+
+async def _receipts(sources: Sources, args: dict[str, Any]) -> Page:
+    return await _page(sources.receipts, args)
+
+
+async def _disputes(sources: Sources, args: dict[str, Any]) -> Page:
+    return await _page(sources.disputes, args)
+
+
+async def _events_call(sources: Sources, args: dict[str, Any]) -> Any:
+    return _events(sources.events, args)
+
+
+async def _subscribe_call(sources: Sources, args: dict[str, Any]) -> Any:
+    return _subscribe(sources.events, sources.status, args)
+
+
+def _node(sources: Sources) -> Changes:
+    if sources.node is None:
+        raise CallError("unknown_call", "this daemon does not take that call")
+    return sources.node
+
+
+async def _revocations(sources: Sources, args: dict[str, Any]) -> Any:
+    return _node(sources).revocations()
+
+
+async def _add_revocations(sources: Sources, args: dict[str, Any]) -> Any:
+    return _node(sources).add_revocations(_hex_list(args.get("records")))
+
+
+async def _mesh_definition(sources: Sources, args: dict[str, Any]) -> Any:
+    return _node(sources).adopt_definitions(_hex_list(args.get("records")))
+
+
+async def _block(sources: Sources, args: dict[str, Any]) -> Any:
+    node_id, blocked = args.get("node_id"), args.get("blocked", True)
+    if not isinstance(node_id, str) or not isinstance(blocked, bool):
+        raise CallError("bad_args", "expected node_id (a string) and blocked (bool)")
+    try:
+        public_from_node_id(node_id)
+        _node(sources).block(node_id, blocked)  # ValueError: the config blocks it
+    except ValueError as exc:
+        raise CallError("bad_args", str(exc)) from None
+    return {"node_id": node_id, "blocked": blocked}
+
+
+Call = Callable[[Sources, dict[str, Any]], Awaitable[Any]]
+CALLS: dict[str, Call] = {
+    "status": _status,
+    "version": _version,
+    # The status document's parts, each served by a call of its own.
+    "neighbours": _slice("neighbours"),
+    "routes": _slice("routes"),
+    "gateways": _slice("gateway"),
+    "usage": _slice("usage"),
+    "receipts": _receipts,
+    "disputes": _disputes,
+    "events": _events_call,
+    "subscribe": _subscribe_call,
+    "revocations": _revocations,
+    "add_revocations": _add_revocations,
+    "mesh_definition": _mesh_definition,
+    "block": _block,
+}
+
+
+def _hex_list(value: Any) -> list[bytes]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CallError("bad_args", "records: expected a list of hex strings")
+    try:
+        return [bytes.fromhex(v) for v in value]
+    except ValueError as exc:
+        raise CallError("bad_args", f"records: {exc}") from None
 
 
 async def _page(reader: PageReader | None, args: dict[str, Any]) -> Page:

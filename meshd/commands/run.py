@@ -14,8 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from meshd import config, identity, log, trust
+    from meshd.daemon.joining import EXIT_REFUSED, JoinError
     from meshd.daemon.node import Node
-    from meshd.join import EXIT_REFUSED, JoinError
     from meshd.net.netlink import Netlink, NetlinkError
     from meshd.wg.model import WireGuardError
     from meshd.wg.select import select_backend

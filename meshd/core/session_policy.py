@@ -2,7 +2,7 @@
 
 Three kinds of QUIC session carry meshd's messages (meshd.core.proto.session): a neighbour's
 (meshd.core.control), an exit user's with a gateway (meshd.exits) and the relay between a
-bootstrap node and an invite's issuer (meshd.join). Each starts the same way: on a
+bootstrap node and an invite's issuer (meshd.daemon.joins). Each starts the same way: on a
 version with CAPABILITIES that comes first, once (OPENING); then the peer shows its
 certificate, checked at the mesh's time (UNVERIFIED until it verifies); a neighbour
 session may instead carry one JOIN_REQUEST from a node without a certificate (JOINING).

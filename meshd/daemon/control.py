@@ -121,7 +121,7 @@ class ControlService:
 
     @property
     def on_join(self) -> JoinHandler | None:
-        """Join requests from nodes without a certificate (meshd.join); None: refused."""
+        """Join requests from nodes without a certificate (meshd.daemon.joins); None: refused."""
         return self._on_join
 
     @on_join.setter
@@ -131,7 +131,7 @@ class ControlService:
 
     @property
     def on_renewal(self) -> RenewalHandler | None:
-        """RENEW_* from verified neighbours (meshd.join); None: refused."""
+        """RENEW_* from verified neighbours (meshd.daemon.joins); None: refused."""
         return self._on_renewal
 
     @on_renewal.setter

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meshd import api, sysinfo
+from meshd import api
 from meshd.api import calls
 from meshd.api.client import ControlClient, ControlError
 from meshd.claims import ClaimService
@@ -32,21 +32,21 @@ from meshd.config import Config, parse_port_range, parse_rate_kbit, socket_path
 from meshd.core import addressing
 from meshd.core.endpoints import Address
 from meshd.core.membership import (
-    MembershipError,
     MeshDefinition,
 )
 from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.babel import BABEL_PORT
 from meshd.core.routing.liveness import LinkState
 from meshd.daemon.control import ControlService, build_control
+from meshd.daemon.joining import JoinError, bootstrap_endpoints, join_mesh, needs_join
+from meshd.daemon.joins import JoinService
 from meshd.daemon.links import KernelLinks
 from meshd.daemon.metering import Metering
 from meshd.daemon.status import status
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
 from meshd.exits import ExitService
-from meshd.identity import Identity, public_from_node_id
+from meshd.identity import Identity
 from meshd.invites import BootstrapEndpoint
-from meshd.join import JoinError, JoinService, bootstrap_endpoints, join_mesh, needs_join
 from meshd.ledger import Ledger
 from meshd.log import event
 from meshd.net import firewall, sysctl
@@ -277,7 +277,7 @@ class Node:
         self._kernel.submit(run)
 
     def _relay_address(self, node_id: str) -> Address:
-        """Where a node's join relay listens: its mesh IPv6 address (meshd.join)."""
+        """Where a node's join relay listens: its mesh IPv6 address (meshd.daemon.joins)."""
         return (
             str(addressing.mesh_ipv6(self.cfg.mesh.ipv6_prefix, node_id)),
             self.cfg.exit.quic_port,
@@ -285,7 +285,7 @@ class Node:
 
     async def _join(self) -> bool:
         """A node with an invite and no certificate redeems it before anything else
-        (meshd.join); False when told to stop first. JoinError when it cannot."""
+        (meshd.daemon.joining); False when told to stop first. JoinError when it cannot."""
         if not needs_join(self.state_dir):
             return True
         try:
@@ -305,46 +305,35 @@ class Node:
         return Path(self.cfg.node.state_dir)
 
     async def handle(self, call: str, args: dict[str, Any]) -> Any:
-        if call == "status":
-            return await status(self)
-        if call == "version":
-            return sysinfo.version_info()
-        if call == "revocations":
-            assert self.control is not None
-            return [r.to_json() for r in self.control.core.own.trust.revocations]
-        if call == "add_revocations":
-            assert self.control is not None
-            try:
-                return self.control.add_revocation_records(_hex_list(args.get("records")))
-            except MembershipError as exc:
-                raise api.CallError(str(exc.reason), exc.message) from None
-        if call == "mesh_definition":
-            assert self.control is not None
-            records = _hex_list(args.get("records"))
-            try:
-                adopted = [self.control.adopt_definition(MeshDefinition.decode(r)) for r in records]
-            except MembershipError as exc:
-                raise api.CallError(str(exc.reason), exc.message) from None
-            definition = self.control.core.own.trust.definition
-            return {"adopted": sum(adopted), "definition": definition.to_json()}
-        if call == "block":
-            node_id, blocked = args.get("node_id"), args.get("blocked", True)
-            if not isinstance(node_id, str) or not isinstance(blocked, bool):
-                raise api.CallError("bad_args", "expected node_id (a string) and blocked (bool)")
-            try:
-                public_from_node_id(node_id)
-                assert self.exits is not None
-                self.exits.block(node_id, blocked)
-            except ValueError as exc:
-                raise api.CallError("bad_args", str(exc)) from None
-            return {"node_id": node_id, "blocked": blocked}
+        """The control API's calls (meshd.api.calls), answered from this node."""
         return await calls.handle(
             call,
             args,
             lambda: status(self),
             receipts=lambda after, limit: self.kernel(self.ledger_page, "receipts", after, limit),
             disputes=lambda after, limit: self.kernel(self.ledger_page, "disputes", after, limit),
+            node=self,
         )
+
+    # ---- what the calls that change the node do (meshd.api.calls.Changes) ------------
+
+    def revocations(self) -> list[dict[str, Any]]:
+        assert self.control is not None
+        return [r.to_json() for r in self.control.core.own.trust.revocations]
+
+    def add_revocations(self, records: list[bytes]) -> dict[str, int]:
+        assert self.control is not None
+        return self.control.add_revocation_records(records)
+
+    def adopt_definitions(self, records: list[bytes]) -> dict[str, Any]:
+        assert self.control is not None
+        adopted = [self.control.adopt_definition(MeshDefinition.decode(r)) for r in records]
+        definition = self.control.core.own.trust.definition
+        return {"adopted": sum(adopted), "definition": definition.to_json()}
+
+    def block(self, node_id: str, blocked: bool) -> None:
+        assert self.exits is not None
+        self.exits.block(node_id, blocked)
 
     def ledger_page(self, kind: str, after: str | None, limit: int) -> calls.Page:
         """A page of the ledger's receipts or disputes in the order stored (kernel thread,
@@ -468,15 +457,6 @@ class Node:
             echo.close()
             self.netlink.close()
             event("node.stopped", name=self.cfg.node.name)
-
-
-def _hex_list(value: Any) -> list[bytes]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise api.CallError("bad_args", "records: expected a list of hex strings")
-    try:
-        return [bytes.fromhex(v) for v in value]
-    except ValueError as exc:
-        raise api.CallError("bad_args", f"records: {exc}") from None
 
 
 def _ip(*args: str) -> str:

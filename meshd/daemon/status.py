@@ -79,7 +79,7 @@ async def status(node: Node) -> dict[str, Any]:
         "routing": "babel",
         "uptime_s": round(time.time() - node.started, 1),
         # Our certificate's window and renewal, and the mesh's time as we keep it.
-        "membership": node.joins.renewal_status() if node.joins is not None else None,
+        "membership": node.joins.own_renewal.status() if node.joins is not None else None,
         "clock": node.clock.status(),
         "mesh": {
             "serial": node.control.core.own.trust.definition.serial,

@@ -4,7 +4,7 @@ namespace through ``testbed exec``):
     python join_probe.py TOKEN_FILE NODE_ID HOST:PORT [--alter]
 
 shows the token in TOKEN_FILE to the bootstrap node NODE_ID at HOST:PORT with meshd's own
-join client (meshd.join.JoinClient: QUIC, a JOIN_REQUEST), for fresh keys that no admin
+join client (meshd.daemon.joining.JoinClient: QUIC, a JOIN_REQUEST), for fresh keys that no admin
 signed, and prints one JSON object: the answer (``granted``, or ``refused`` with its reason
 and detail), or how the session ended. Unlike ``meshd run`` it checks only the token's
 framing and signature (``parse_token``), not its time or issuer, so what answers is the
@@ -28,8 +28,8 @@ from nacl.public import PrivateKey  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
 from meshd.core.proto import session  # noqa: E402
+from meshd.daemon.joining import JoinClient  # noqa: E402
 from meshd.invites import BootstrapEndpoint, InviteToken, join_request, parse_token  # noqa: E402
-from meshd.join import JoinClient  # noqa: E402
 from meshd.transport.certs import node_certificate  # noqa: E402
 
 

@@ -17,6 +17,7 @@ from meshd import api
 from meshd.api import calls
 from meshd.api.client import CallRefused, ControlClient, DaemonUnreachable
 from meshd.api.schema import EventsDropped, LoggedEvent, StatusUpdate
+from meshd.core.keys import node_id_from_public
 from meshd.log import EventLog
 from tests.unit.control_fakes import STATUS, serving
 
@@ -213,3 +214,65 @@ def _until(predicate: Any, within: float = 5) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "not in time"
         time.sleep(0.01)
+
+
+# ---- the calls that change the node: one table with the read calls ---------------------
+
+
+NODE_B, NODE_C = node_id_from_public(bytes([2]) * 32), node_id_from_public(bytes([3]) * 32)
+
+
+class Node:
+    """What ``calls.Changes`` asks of the node, recorded."""
+
+    def __init__(self) -> None:
+        self.blocked: list[tuple[str, bool]] = []
+
+    def revocations(self) -> list[dict[str, Any]]:
+        return []
+
+    def add_revocations(self, records: list[bytes]) -> dict[str, int]:
+        from meshd.core.membership import Revocation
+
+        for record in records:
+            Revocation.decode(record)  # MembershipError: a BadInput
+        return {"added": len(records), "known": 0}
+
+    def adopt_definitions(self, records: list[bytes]) -> dict[str, Any]:
+        return {"adopted": 0, "definition": {}}
+
+    def block(self, node_id: str, blocked: bool) -> None:
+        if not blocked and node_id == NODE_C:
+            raise ValueError("blocked by the config file ([uplink] blocked)")
+        self.blocked.append((node_id, blocked))
+
+
+def _call(call: str, node: Node | None = None, **args: Any) -> Any:
+    return asyncio.run(calls.handle(call, args, Daemon().status, node=node))
+
+
+def test_block_checks_the_node_id_and_what_the_config_blocks() -> None:
+    node = Node()
+    assert _call("block", node, node_id=NODE_B) == {"node_id": NODE_B, "blocked": True}
+    assert node.blocked == [(NODE_B, True)]
+    for bad in ({"node_id": "nope"}, {"node_id": NODE_C, "blocked": False}, {}):
+        with pytest.raises(api.CallError) as info:
+            _call("block", node, **bad)
+        assert info.value.code == "bad_args"
+    assert node.blocked == [(NODE_B, True)]
+
+
+def test_a_record_that_does_not_decode_answers_its_reason() -> None:
+    with pytest.raises(api.CallError) as info:
+        _call("add_revocations", Node(), records=["00"])
+    assert info.value.code not in ("bad_args", "unknown_call", "internal")
+    with pytest.raises(api.CallError) as info:
+        _call("add_revocations", Node(), records=["zz"])
+    assert info.value.code == "bad_args"
+
+
+def test_a_daemon_without_a_node_takes_no_changing_call() -> None:
+    with pytest.raises(api.CallError) as info:
+        _call("block", None, node_id=NODE_B)
+    assert info.value.code == "unknown_call"
+    assert _call("version")["api"] == api.API_VERSION

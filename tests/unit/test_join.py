@@ -1,8 +1,9 @@
-"""Joining with an invite (meshd.join, meshd.invites.join): the checks a bootstrap node and
-the joining node make (pure), the control plane's join-only sessions and the bootstrap and
-issuer roles with recording stand-ins, then whole joins over real QUIC sessions on
-127.0.0.1: a joining node, a bootstrap node that forwards to the issuer, the issuer with
-its SQLite store; refusals (reused, expired, altered, revoked) change nothing."""
+"""Joining with an invite (meshd.daemon.joining, joins; meshd.invites.join): the checks a
+bootstrap node and the joining node make (pure), the control plane's join-only sessions and
+the bootstrap and issuer roles with recording stand-ins, then whole joins over real QUIC
+sessions on 127.0.0.1: a joining node, a bootstrap node that forwards to the issuer, the
+issuer with its SQLite store; refusals (reused, expired, altered, revoked) change
+nothing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 from nacl.signing import SigningKey
 
-from meshd import config, identity, join, trust
+from meshd import config, identity, trust
 from meshd.core.control import plane
 from meshd.core.membership import (
     SCOPE_ALL,
@@ -35,6 +36,7 @@ from meshd.core.membership import (
 from meshd.core.proto import session
 from meshd.core.routing.babel import BabelRouter
 from meshd.daemon import control as shell
+from meshd.daemon import joining, joins
 from meshd.invites import (
     TOKEN_FILE,
     BootstrapEndpoint,
@@ -315,8 +317,8 @@ async def inline(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
-def service(member: Member) -> tuple[join.JoinService, FakeRelay]:
-    svc = join.JoinService(
+def service(member: Member) -> tuple[joins.JoinService, FakeRelay]:
+    svc = joins.JoinService(
         member.node_id,
         member.ident.signing_key,
         member.cp,
@@ -340,7 +342,7 @@ class Forwarding:
     issuer: Member
     boot: Member
     control: FakeTransport  # b's neighbour sessions (the joiner's among them)
-    svc: join.JoinService  # b's
+    svc: joins.JoinService  # b's
     relay: FakeRelay  # b's relay sessions
     joiner: identity.Identity
     msg: session.JoinRequestMessage
@@ -404,7 +406,7 @@ def test_an_issuer_that_does_not_answer_is_reported_unreachable(tmp_path: Path) 
     svc, relay, control = f.svc, f.relay, f.control
     svc.tick(time.monotonic() + 3)  # dials again while it waits
     assert len(relay.dialled) == 2
-    svc.tick(time.monotonic() + join.FORWARD_S + 1)
+    svc.tick(time.monotonic() + joins.FORWARD_S + 1)
     answer = session.decode(control.sent[-1][1])
     assert isinstance(answer, session.JoinRefused) and answer.reason == "issuer_unreachable"
 
@@ -434,7 +436,7 @@ class Mesh:
         self.a = Member(tmp, "a", "10.77.0.1", issuer=True)
         self.b = Member(tmp, "b", "10.77.0.2")
         self.relays: dict[str, tuple[str, int]] = {}
-        self.services: list[join.JoinService] = []
+        self.services: list[joins.JoinService] = []
 
     async def start(self) -> None:
         for member in (self.a, self.b):
@@ -446,7 +448,7 @@ class Mesh:
                 port=0,
                 settings=shell.SESSION_SETTINGS,
             )
-            svc = join.JoinService(
+            svc = joins.JoinService(
                 member.node_id,
                 member.ident.signing_key,
                 member.cp,
@@ -500,13 +502,13 @@ def test_a_node_joins_through_a_bootstrap_node_that_forwards_to_the_issuer(
         async with running(tmp_path) as world:
             token = world.a.issue([world.endpoint(world.b)])
             cfg, ident = joining_node(tmp_path, "n", token)
-            assert join.needs_join(cfg.node.state_dir)
-            via = await join.join_mesh(cfg, ident, asyncio.Event())
+            assert joining.needs_join(cfg.node.state_dir)
+            via = await joining.join_mesh(cfg, ident, asyncio.Event())
             assert via == world.endpoint(world.b)
             own = trust.load(cfg.node.state_dir, cfg.mesh.admin_keys, ident.node_id, time.time())
             assert own.member.mesh_ipv4 == token.invite.mesh_ipv4
             assert own.member.issuer == world.a.node_id and own.chain == (world.a.delegation,)
-            assert not join.needs_join(cfg.node.state_dir)
+            assert not joining.needs_join(cfg.node.state_dir)
             assert (cfg.node.state_dir / TOKEN_FILE).read_text().strip() == token.text()
             record = SqliteInviteStore.open(world.a.dir).lookup(token.invite.invite_id)
             assert record is not None and record.redeemed_by == ident.node_id
@@ -517,8 +519,8 @@ def test_a_node_joins_through_a_bootstrap_node_that_forwards_to_the_issuer(
             # The same token, another node, at the issuer itself this time: refused.
             token_again = dataclasses.replace(token)
             cfg2, ident2 = joining_node(tmp_path, "m", token_again)
-            with pytest.raises(join.JoinError) as info:
-                await join.join_mesh(cfg2, ident2, asyncio.Event())
+            with pytest.raises(joining.JoinError) as info:
+                await joining.join_mesh(cfg2, ident2, asyncio.Event())
             assert info.value.reason == "already_redeemed" and info.value.final
             assert not (cfg2.node.state_dir / trust.MEMBERSHIP_FILE).exists()
             assert not (cfg2.node.state_dir / trust.MESH_FILE).exists()
@@ -529,7 +531,7 @@ def test_a_node_joins_through_a_bootstrap_node_that_forwards_to_the_issuer(
 def test_the_mesh_refuses_a_reused_an_expired_and_an_altered_token(tmp_path: Path) -> None:
     async def body() -> None:
         async with running(tmp_path) as world:
-            client_of = lambda ident: join.JoinClient(  # noqa: E731
+            client_of = lambda ident: joining.JoinClient(  # noqa: E731
                 node_certificate(ident.signing_key), SessionSettings(handshake_timeout=2.0)
             )
             boot = world.endpoint(world.b)
@@ -541,7 +543,7 @@ def test_the_mesh_refuses_a_reused_an_expired_and_an_altered_token(tmp_path: Pat
             again = await client_of(first).attempt((boot,), message_for(token, first))
             assert again.answer == outcome.answer
 
-            def refusal(outcome: join.Outcome) -> str:
+            def refusal(outcome: joining.Outcome) -> str:
                 assert isinstance(outcome.answer, session.JoinRefused), outcome
                 return outcome.answer.reason
 
@@ -575,8 +577,8 @@ def test_the_mesh_refuses_a_reused_an_expired_and_an_altered_token(tmp_path: Pat
             (cfg.node.state_dir / "identity.key").write_bytes(
                 (tmp_path / "second" / "identity.key").read_bytes()
             )
-            with pytest.raises(join.JoinError) as info:
-                await join.join_mesh(cfg, identity.load(cfg.node.state_dir), asyncio.Event())
+            with pytest.raises(joining.JoinError) as info:
+                await joining.join_mesh(cfg, identity.load(cfg.node.state_dir), asyncio.Event())
             assert info.value.reason == "revoked" and info.value.final
             del ident
 
@@ -589,16 +591,16 @@ def test_a_bad_token_is_refused_before_any_packet(tmp_path: Path) -> None:
         nowhere = BootstrapEndpoint.from_address(issuer.node_id, "192.0.2.1:6697")
         expired = issuer.issue([nowhere], issued_at=NOW - 7200, lifetime_s=3600)
         cfg, ident = joining_node(tmp_path, "n", expired)
-        with pytest.raises(join.JoinError) as info:
-            await join.join_mesh(cfg, ident, asyncio.Event())
+        with pytest.raises(joining.JoinError) as info:
+            await joining.join_mesh(cfg, ident, asyncio.Event())
         assert info.value.reason == "expired" and info.value.final
         token_file = cfg.node.state_dir / TOKEN_FILE
         text = token_file.read_text().strip()
         token_file.write_text(text[:40] + ("A" if text[40] != "A" else "B") + text[41:])
-        with pytest.raises(join.JoinError) as info:
-            await join.join_mesh(cfg, ident, asyncio.Event())
+        with pytest.raises(joining.JoinError) as info:
+            await joining.join_mesh(cfg, ident, asyncio.Event())
         assert info.value.reason in ("bad_signature", "malformed", "bad_secret")
-        assert token_file.exists() and not join.needs_join(tmp_path / "nothing")
+        assert token_file.exists() and not joining.needs_join(tmp_path / "nothing")
 
     run(body)
 
@@ -610,11 +612,11 @@ def test_no_bootstrap_node_answering_is_retried_until_stopped(tmp_path: Path) ->
             nowhere = BootstrapEndpoint.from_address(issuer.node_id, f"127.0.0.1:{port}")
             token = issuer.issue([nowhere])
             cfg, ident = joining_node(tmp_path, "n", token)
-            client = join.JoinClient(
+            client = joining.JoinClient(
                 node_certificate(ident.signing_key), SessionSettings(handshake_timeout=0.5)
             )
             stopping = asyncio.Event()
-            task = asyncio.ensure_future(join.join_mesh(cfg, ident, stopping, client))
+            task = asyncio.ensure_future(joining.join_mesh(cfg, ident, stopping, client))
             await asyncio.sleep(2.5)
             assert not task.done()
             stopping.set()
@@ -664,7 +666,7 @@ def test_the_daemon_refused_a_join_touches_nothing(tmp_path: Path) -> None:
     cfg, ident = joining_node(tmp_path, "n", expired)
     netlink = FakeNetlink()
     node = Node(cfg, ident, FakeBackend(), netlink, sysctl_root=tmp_path / "sys")
-    with pytest.raises(join.JoinError) as info:
+    with pytest.raises(joining.JoinError) as info:
         asyncio.run(node.run())
     assert info.value.reason == "expired" and info.value.final
     assert netlink.addrs == {"lo": set()} and node.control is None
@@ -689,7 +691,7 @@ def test_the_daemon_dials_every_endpoint_of_its_invite_the_one_that_let_it_in_fi
     ]
     token = issuer.issue(endpoints)
     cfg, _ = joining_node(tmp_path, "n", token)
-    invited = join.bootstrap_endpoints(Path(cfg.node.state_dir))
+    invited = joining.bootstrap_endpoints(Path(cfg.node.state_dir))
     bootstrap = shell.bootstrap_peers(cfg, invited, endpoints[1])
     assert bootstrap[0] == (issuer.node_id, ("100.64.2.1", 6697), "")
     assert {(n, a) for n, a, _ in bootstrap} == {

@@ -1,4 +1,4 @@
-"""Renewal in the daemon (meshd.join.JoinService with meshd.daemon.control.ControlService), wired
+"""Renewal in the daemon (meshd.joins.JoinService with meshd.daemon.control.ControlService), wired
 together in memory with the recording transports of test_control_plane: a node whose
 certificate is due asks a neighbour, which issues (an admin here) or refuses with a reason;
 the node checks the grant, stores it in its state directory and shows it to neighbours."""
@@ -13,7 +13,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from meshd import identity, join, trust
+from meshd import identity, trust
 from meshd.config import MembershipSettings
 from meshd.core.membership import (
     MembershipCertificate,
@@ -27,6 +27,7 @@ from meshd.core.membership import (
 )
 from meshd.core.proto import session
 from meshd.core.routing.babel import BabelRouter
+from meshd.daemon import joins
 from meshd.transport.events import MessageReceived, SessionUp
 from meshd.transport.udp import PeerEvent
 from tests.unit.test_control_plane import FakeLinks, FakeTransport, control
@@ -67,7 +68,7 @@ class Node:
         )
         self.transport = FakeTransport()
         self.cp.transport = self.transport  # type: ignore[assignment]
-        self.svc = join.JoinService(
+        self.svc = joins.JoinService(
             self.node_id,
             ident.signing_key,
             self.cp,
@@ -124,7 +125,7 @@ def test_a_due_certificate_is_renewed_by_a_neighbour_stored_and_shown(tmp_path: 
         c.svc.tick(time.monotonic())
         (request,) = c.deliver(a)
         assert request == session.RenewRequest(c.cert.encode())
-        assert c.svc.renewal_status()["renewal"] == "asking"
+        assert c.svc.own_renewal.status()["renewal"] == "asking"
         (granted,) = a.deliver(c)
         assert isinstance(granted, session.RenewGranted) and not granted.delegation
         await asyncio.sleep(0.05)  # stored as a task (the kernel thread's job)
@@ -132,7 +133,7 @@ def test_a_due_certificate_is_renewed_by_a_neighbour_stored_and_shown(tmp_path: 
         assert fresh.issuer == a.node_id and fresh.expires_at > c.cert.expires_at
         stored = MembershipCertificate.decode((c.dir / trust.MEMBERSHIP_FILE).read_bytes())
         assert stored == fresh
-        status = c.svc.renewal_status()
+        status = c.svc.own_renewal.status()
         assert (status["renewal"], status["expires_at"]) == ("renewed", fresh.expires_at)
         # a sees it at once, on the session it has: a second MEMBERSHIP.
         (shown,) = c.deliver(a)
@@ -140,7 +141,7 @@ def test_a_due_certificate_is_renewed_by_a_neighbour_stored_and_shown(tmp_path: 
         peer = a.cp.core.peers[c.node_id]
         assert peer.member is not None and peer.member.certificate == fresh
         # And c is not due again for a long time (no margin from now on).
-        c.svc.renewal_settings = MembershipSettings()
+        c.svc.own_renewal.settings = MembershipSettings()
         c.svc.tick(time.monotonic() + 10)
         assert c.deliver(a) == []
 
@@ -153,7 +154,7 @@ def test_an_admin_renews_its_own_certificate_without_asking(tmp_path: Path) -> N
         a.svc.tick(time.monotonic())
         await asyncio.sleep(0.05)
         assert a.cp.core.own.certificate.issuer == a.node_id
-        assert a.svc.renewal_status()["renewal"] == "renewed"
+        assert a.svc.own_renewal.status()["renewal"] == "renewed"
         assert a.deliver(c) == [session.Membership(a.cp.core.own.certificate.encode())]
 
     asyncio.run(body())
@@ -189,7 +190,7 @@ def test_a_neighbour_without_a_route_to_any_issuer_says_so(tmp_path: Path) -> No
         assert isinstance(refused, session.RenewRefused)
         assert refused.reason == "issuer_unreachable"
         await asyncio.sleep(0.05)
-        status = c.svc.renewal_status()
+        status = c.svc.own_renewal.status()
         assert status["renewal"] == "refused" and status["last_refusal"].startswith(
             "issuer_unreachable"
         )
@@ -218,7 +219,7 @@ def test_a_grant_for_other_keys_is_refused_and_nothing_is_stored(tmp_path: Path)
         )
         c.hear(a, session.encode(session.RenewGranted(wrong.encode())))
         await asyncio.sleep(0.05)
-        status = c.svc.renewal_status()
+        status = c.svc.own_renewal.status()
         assert status["renewal"] == "refused" and "wireguard_public" in status["last_refusal"]
         assert MembershipCertificate.decode((c.dir / trust.MEMBERSHIP_FILE).read_bytes()) == c.cert
 

@@ -78,7 +78,7 @@ class Metering:
 
 @dataclass(frozen=True)
 class JoinRequest:
-    """A node without a certificate asks to join, on a join-only session (meshd.join)."""
+    """A node without a certificate asks to join, on a join-only session (meshd.daemon.joins)."""
 
     node_id: str
     message: messages.JoinRequestMessage
@@ -86,7 +86,7 @@ class JoinRequest:
 
 @dataclass(frozen=True)
 class Renewal:
-    """A verified neighbour's RENEW_* (meshd.join)."""
+    """A verified neighbour's RENEW_* (meshd.daemon.joins)."""
 
     node_id: str
     message: RenewalMessage

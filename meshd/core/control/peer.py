@@ -89,7 +89,7 @@ class Peer:
 
     @property
     def joining(self) -> bool:
-        """Its session sent JOIN_REQUEST: join-only (meshd.join)."""
+        """Its session sent JOIN_REQUEST: join-only (meshd.daemon.joins)."""
         return self.session_state is SessionState.JOINING
 
     def state(self, liveness: str | None) -> str:

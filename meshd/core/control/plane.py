@@ -18,7 +18,7 @@ in its certificate and its address is where the session comes from, so that is a
 needs to build the link (``EnsureLink``).
 
 A node that has no certificate yet may send one thing instead: JOIN_REQUEST, its invite
-and new keys (meshd.join). Such a session is join-only: the request goes out as
+and new keys (meshd.daemon.joins). Such a session is join-only: the request goes out as
 ``JoinRequest`` to the join service, which answers through ``answer_join``; any other
 message closes the session, it is never listed as a neighbour, and it is closed
 ``JOIN_S`` after it came up.
@@ -31,7 +31,7 @@ meshd.core.control.neighbours; what we believe of membership: .trust; whose rout
 whose: .routes; the exits: .gateways. Revocations, mesh definitions and gateway adverts
 are flooded: each new one is passed on to every other verified neighbour.
 
-Renewal (meshd.join does the asking and the issuing): a neighbour's RENEW_* messages go out
+Renewal (meshd.daemon.joins does the asking and the issuing): a neighbour's RENEW_* messages go out
 as ``Renewal``; a second MEMBERSHIP on a verified session is the neighbour's renewed
 certificate, checked like the first and put in place of it; ``renewed`` puts our own in
 place and sends it to every verified neighbour, so nobody waits for a reconnect.
@@ -133,8 +133,8 @@ class ControlPlane:
         # timer: ``flush`` is due then (Babel's output, FLUSH_DELAY_S after its input).
         self.effects: list[fx.Effect] = []
         self.flush_at: float | None = None
-        self.takes_joins = False  # a join service listens (meshd.join)
-        self.takes_renewals = False  # a renewal service listens (meshd.join)
+        self.takes_joins = False  # a join service listens (meshd.daemon.joins)
+        self.takes_renewals = False  # a renewal service listens (meshd.daemon.joins)
         # Our private name and its salt, shown to verified neighbours (NAME); None: our
         # certificate holds the name itself (meshd.core.membership.names).
         self.name_opening = name_opening
@@ -327,7 +327,7 @@ class ControlPlane:
 
     def _on_join_request(self, peer: Peer, msg: messages.JoinRequestMessage) -> None:
         """A node without a certificate asks to join: one request per session, from a
-        session that showed no certificate, handed to ``on_join`` (meshd.join)."""
+        session that showed no certificate, handed to ``on_join`` (meshd.daemon.joins)."""
         if not self.takes_joins:
             self._refuse(peer, "join_unavailable", "this node takes no join requests")
             return

@@ -18,7 +18,7 @@
     RECEIPT_ACK (12): u64 epoch | u64 seq: the provider has stored that receipt durably
     JOIN_REQUEST (13): u16 length | invite (canonical) | join request (canonical, the rest):
                      a joining node's first and only message on a join-only session, and
-                     what a bootstrap node forwards to the invite's issuer (meshd.join)
+                     what a bootstrap node forwards to the invite's issuer (meshd.daemon.joins)
     JOIN_GRANTED (14): u16 length | mesh definition | u16 length | membership certificate |
                      u16 length | the issuer's delegation (0: an admin issued it)
     JOIN_REFUSED (15): 32-octet key of the joining node | u8 length | reason (1..64 octets,
@@ -54,7 +54,7 @@ carry only MEMBERSHIP and the EXIT kinds. CLAIM, RECEIPT and RECEIPT_ACK are the
 exchange of meshd.receipts.exchange. The JOIN kinds are the exception to "MEMBERSHIP
 first": a node without a certificate sends JOIN_REQUEST instead and is answered
 JOIN_GRANTED or JOIN_REFUSED, nothing else; the same kinds travel, after MEMBERSHIP, on the
-relay sessions between a bootstrap node and the issuer (meshd.join). The RENEW kinds
+relay sessions between a bootstrap node and the issuer (meshd.daemon.joins). The RENEW kinds
 travel on verified neighbour sessions and, forwarded, on those relay sessions; a second
 MEMBERSHIP on a verified session replaces the sender's certificate (a renewed one). CLOCK
 goes first on every session, before MEMBERSHIP: its peer checks certificates against the
