@@ -1,7 +1,7 @@
 """Which message is legal on which session, in which state: one table (pure).
 
 Three kinds of QUIC session carry meshd's messages (meshd.core.proto.session): a neighbour's
-(meshd.core.control), an exit user's with a gateway (meshd.exits) and the relay between a
+(meshd.core.control), an exit user's with a gateway (meshd.daemon.exits) and the relay between a
 bootstrap node and an invite's issuer (meshd.daemon.joins). Each starts the same way: on a
 version with CAPABILITIES that comes first, once (OPENING); then the peer shows its
 certificate, checked at the mesh's time (UNVERIFIED until it verifies); a neighbour

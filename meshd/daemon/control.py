@@ -99,7 +99,7 @@ class ControlService:
         self.apply_routes, self.state_dir = apply_routes, state_dir
         # The versions we offer and accept, newest first (config control.protocols).
         self.session_settings = replace(SESSION_SETTINGS, alpn_protocols=protocols)
-        self.on_metering = on_metering  # claims and receipts (meshd.claims), from members
+        self.on_metering = on_metering  # claims and receipts (meshd.daemon.claims), from members
         self._on_join: JoinHandler | None = None
         self._on_renewal: RenewalHandler | None = None
         self._transport: QuicTransport | None = None

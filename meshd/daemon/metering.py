@@ -5,7 +5,7 @@ relayed and own traffic) are read into per-neighbour totals (meshd.receipts.coun
 the kernel thread and saved in the ledger every SAVE_COUNTS_S; a crash loses nothing, the
 kernel's table is adopted at the next start. Every METER_S the claims due go to the
 verified neighbours, and what they send (claims, receipts, acknowledgements) is answered
-by meshd.claims, each answer stored durably on the kernel thread before it leaves."""
+by meshd.daemon.claims, each answer stored durably on the kernel thread before it leaves."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from meshd.claims import ClaimService, Signer
 from meshd.core.control.effects import MeteringMessage
 from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.session import Claim, ReceiptMessage
+from meshd.daemon.claims import ClaimService, Signer
 from meshd.daemon.control import ControlService
 from meshd.daemon.links import KernelLinks
 from meshd.ledger import Ledger

@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 from meshd import api
 from meshd.api import calls
 from meshd.api.client import ControlClient, ControlError
-from meshd.claims import ClaimService
 from meshd.config import Config, parse_port_range, parse_rate_kbit, socket_path
 from meshd.core import addressing
 from meshd.core.endpoints import Address
@@ -37,14 +36,15 @@ from meshd.core.membership import (
 from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.babel import BABEL_PORT
 from meshd.core.routing.liveness import LinkState
+from meshd.daemon.claims import ClaimService
 from meshd.daemon.control import ControlService, build_control
+from meshd.daemon.exits import ExitService
 from meshd.daemon.joining import JoinError, bootstrap_endpoints, join_mesh, needs_join
 from meshd.daemon.joins import JoinService
 from meshd.daemon.links import KernelLinks
 from meshd.daemon.metering import Metering
 from meshd.daemon.status import status
 from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
-from meshd.exits import ExitService
 from meshd.identity import Identity
 from meshd.invites import BootstrapEndpoint
 from meshd.ledger import Ledger

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from meshd.claims import ClaimService, Signer
 from meshd.config import ReceiptsSettings
 from meshd.core.proto.session import Claim, ReceiptAck, ReceiptMessage
+from meshd.daemon.claims import ClaimService, Signer
 from meshd.ledger import Ledger
 from meshd.net import command
 from meshd.net.throttle import Throttle

@@ -70,7 +70,7 @@ class ApplyRoutes:
 
 @dataclass(frozen=True)
 class Metering:
-    """A verified neighbour's claim or receipt (meshd.claims)."""
+    """A verified neighbour's claim or receipt (meshd.daemon.claims)."""
 
     node_id: str
     message: MeteringMessage

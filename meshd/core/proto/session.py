@@ -49,7 +49,7 @@ Integers are big-endian. The certificate, delegation and revocations are the can
 of meshd.core.membership; the first message each side sends is its MEMBERSHIP, and nothing else
 is accepted before it verifies. The WireGuard public key is the certificate's, and the
 endpoint is the address the session comes from with the LINK port, so LINK carries only
-the port. Exit sessions (meshd.exits) run over the mesh to a gateway's mesh address and
+the port. Exit sessions (meshd.daemon.exits) run over the mesh to a gateway's mesh address and
 carry only MEMBERSHIP and the EXIT kinds. CLAIM, RECEIPT and RECEIPT_ACK are the metering
 exchange of meshd.receipts.exchange. The JOIN kinds are the exception to "MEMBERSHIP
 first": a node without a certificate sends JOIN_REQUEST instead and is answered
