@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from meshd.core.endpoints import parse_endpoint
+from meshd.core.endpoints import Address, parse_endpoint
 from meshd.core.proto.session import PROTOCOLS
 from meshd.identity import public_from_node_id
 
@@ -39,6 +39,53 @@ class ConfigError(Exception):
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
+
+
+_RATE_UNITS = {"kbit": 1, "mbit": 1000, "gbit": 1000_000}
+
+
+def parse_rate_kbit(text: str) -> int:
+    """``20mbit`` -> 20000 (kbit/s, as tc counts); ValueError when it is not a rate."""
+    for unit, factor in _RATE_UNITS.items():
+        if text.endswith(unit):
+            try:
+                value = float(text[: -len(unit)])
+            except ValueError:
+                break
+            if value > 0:
+                return max(1, round(value * factor))
+    raise ValueError(f"expected a rate such as 20mbit or 512kbit, got {text!r}")
+
+
+def parse_port_range(text: str) -> PortRange:
+    """``22`` -> (22, 22), ``5201-5210`` -> (5201, 5210); ValueError otherwise."""
+    low, _, high = text.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"expected a port or a range such as 5201-5210, got {text!r}") from None
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"expected ports 1..65535, low to high, got {text!r}")
+    return first, last
+
+
+PortRange = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A rate as the config spells it (``20mbit``) and as tc counts it (kbit/s): parsed
+    once, when the file is read."""
+
+    text: str
+    kbit: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        return cls(text, parse_rate_kbit(text))
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
@@ -193,19 +240,21 @@ class UplinkSettings:
     interface: str = _opt(
         "", "this household's own internet uplink; empty: none (always leave by a gateway)"
     )
-    health_target: str = _opt(
-        "",
+    health_target: Address | None = _opt(
+        None,
         "HOST:PORT that a TCP connection through the uplink (only) must reach while it works",
     )
     health_interval_s: float = _opt(0.5, "seconds between uplink health checks")
     health_dead_after_s: float = _opt(
         1.5, "the uplink is down when no check has succeeded for this long"
     )
-    rate: str = _opt(
-        "", "the line's upload rate (such as 50mbit); set, the owner's traffic goes first"
+    rate: Rate | None = _opt(
+        None, "the line's upload rate (such as 50mbit); set, the owner's traffic goes first"
     )
     share: bool = _opt(False, "offer the uplink to the mesh as a gateway while it works")
-    rate_cap: str = _opt("", "the most the mesh gets of the uplink, each way (such as 20mbit)")
+    rate_cap: Rate | None = _opt(
+        None, "the most the mesh gets of the uplink, each way (such as 20mbit)"
+    )
     accepts_new: bool = _opt(True, "take neighbours who are not using this gateway yet")
     exit_port: int = _opt(52820, "UDP port of the gateway's WireGuard exit interface")
     block_smtp: bool = _opt(True, "exit policy: no outbound SMTP (TCP port 25) for the mesh")
@@ -234,10 +283,10 @@ class ExitSettings:
 
 @dataclass(frozen=True)
 class IsolationSettings:
-    open_tcp_ports: tuple[str, ...] = _opt(
+    open_tcp_ports: tuple[PortRange, ...] = _opt(
         (), "TCP ports (such as 22 or 5201-5210) of this node's own services the mesh may reach"
     )
-    open_udp_ports: tuple[str, ...] = _opt(
+    open_udp_ports: tuple[PortRange, ...] = _opt(
         (), "UDP ports of this node's own services the mesh may reach (meshd's are always open)"
     )
 
@@ -265,15 +314,18 @@ class ReceiptsSettings:
     credit_mb: int = _opt(
         8, "MiB relayed for a neighbour on credit before it must sign (grows with its receipts)"
     )
-    throttle_rate: str = _opt(
-        "1mbit", "each way, what a neighbour beyond its credit gets relayed (it is never cut off)"
+    throttle_rate: Rate = _opt(
+        Rate.parse("1mbit"),
+        "each way, what a neighbour beyond its credit gets relayed (it is never cut off)",
     )
 
 
 @dataclass(frozen=True)
 class Bootstrap:
     node_id: str = _opt("", "the peer's node id (43 characters)", required=True)
-    address: str = _opt("", "the peer's underlay HOST:PORT of its QUIC control port", required=True)
+    address: Address = _opt(
+        ("", 0), "the peer's underlay HOST:PORT of its QUIC control port", required=True
+    )
     name: str = _opt("", "a name to show until the peer's certificate names it")
 
 
@@ -330,12 +382,50 @@ def _converter(annotation: str) -> tuple[Callable[[Any], Any], str]:
             lambda v: ipaddress.IPv4Network(_expect(str)(v)),
             "an IPv4 prefix such as 10.77.0.0/16",
         ),
+        "Rate": (lambda v: Rate.parse(_expect(str)(v)), "a rate such as 20mbit or 512kbit"),
+        "Rate | None": (_optional(Rate.parse), "a rate such as 20mbit or 512kbit"),
+        "Address": (lambda v: parse_endpoint(_expect(str)(v)), "HOST:PORT"),
+        "Address | None": (_optional(parse_endpoint), "HOST:PORT"),
+        "tuple[PortRange, ...]": (_each(parse_port_range), "a list of ports or ranges"),
         "ipaddress.IPv6Network": (
             lambda v: ipaddress.IPv6Network(_expect(str)(v)),
             "an IPv6 prefix such as fd6d:6573:6864::/48",
         ),
     }
     return table[annotation]
+
+
+class _ItemError(ValueError):
+    """One item of a list option is wrong: its index goes into the key."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        super().__init__(problem)
+        self.index = index
+
+
+def _each(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A list of strings, each ``parse``d."""
+
+    def convert(value: Any) -> tuple[Any, ...]:
+        out = []
+        for i, text in enumerate(_strings(value)):
+            try:
+                out.append(parse(text))
+            except ValueError as exc:
+                raise _ItemError(i, str(exc)) from None
+        return tuple(out)
+
+    return convert
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A string option that may be left empty (None then), else ``parse``d."""
+
+    def convert(value: Any) -> Any:
+        text = _expect(str)(value)
+        return parse(text) if text else None
+
+    return convert
 
 
 def _expect(kind: type) -> Callable[[Any], Any]:
@@ -381,6 +471,8 @@ def _build(cls: type, table: Any, path: Path, where: str) -> Any:
         convert, expected = _converter(str(f.type))
         try:
             values[key] = convert(raw)
+        except _ItemError as exc:
+            raise ConfigError(path, f"{where}.{key}[{exc.index}]", str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(path, f"{where}.{key}", f"expected {expected} ({exc})") from None
         choices = f.metadata.get("choices")
@@ -481,10 +573,6 @@ def _check(cfg: Config) -> None:
             public_from_node_id(b.node_id)
         except ValueError as exc:
             raise ConfigError(p, f"{where}.node_id", f"expected a node id: {exc}") from None
-        try:
-            parse_endpoint(b.address)
-        except ValueError as exc:
-            raise ConfigError(p, f"{where}.address", f"expected HOST:PORT: {exc}") from None
         if b.node_id in seen_ids:
             raise ConfigError(p, f"{where}.node_id", "expected each peer once")
         seen_ids.add(b.node_id)
@@ -493,26 +581,15 @@ def _check(cfg: Config) -> None:
 def _check_uplink(cfg: Config) -> None:
     p, up, ex = cfg.path, cfg.uplink, cfg.exit
     if up.interface:
-        if not up.health_target:
+        if up.health_target is None:
             raise ConfigError(p, "uplink.health_target", "missing; expected HOST:PORT")
-        try:
-            parse_endpoint(up.health_target)
-        except ValueError as exc:
-            raise ConfigError(p, "uplink.health_target", f"expected HOST:PORT: {exc}") from None
     elif up.share:
         raise ConfigError(p, "uplink.share", "expected uplink.interface too (what to share)")
     if not 0 < up.health_interval_s < up.health_dead_after_s:
         raise ConfigError(
             p, "uplink.health_interval_s", "expected a positive number below health_dead_after_s"
         )
-    for key in ("rate", "rate_cap"):
-        text = getattr(up, key)
-        if text:
-            try:
-                parse_rate_kbit(text)
-            except ValueError as exc:
-                raise ConfigError(p, f"uplink.{key}", str(exc)) from None
-    if up.rate and up.rate_cap and parse_rate_kbit(up.rate_cap) >= parse_rate_kbit(up.rate):
+    if up.rate and up.rate_cap and up.rate_cap.kbit >= up.rate.kbit:
         raise ConfigError(p, "uplink.rate_cap", "expected less than uplink.rate")
     if not 1 <= up.exit_port <= 65535:
         raise ConfigError(p, "uplink.exit_port", "expected 1..65535")
@@ -531,12 +608,6 @@ def _check_uplink(cfg: Config) -> None:
             ipaddress.IPv4Address(up.resolver)
         except ValueError:
             raise ConfigError(p, "uplink.resolver", "expected an IPv4 address") from None
-    for key in ("open_tcp_ports", "open_udp_ports"):
-        for i, text in enumerate(getattr(cfg.isolation, key)):
-            try:
-                parse_port_range(text)
-            except ValueError as exc:
-                raise ConfigError(p, f"isolation.{key}[{i}]", str(exc)) from None
     if not 1 <= ex.quic_port <= 65535 or ex.quic_port == cfg.control.quic_port:
         raise ConfigError(p, "exit.quic_port", "expected 1..65535, not the control port")
     if not 1 <= ex.table <= 250:
@@ -578,38 +649,6 @@ def _check_receipts(cfg: Config) -> None:
             raise ConfigError(p, f"receipts.{key}", "expected 0 or more")
     if r.claim_interval_s <= 0:
         raise ConfigError(p, "receipts.claim_interval_s", "expected a positive number")
-    try:
-        parse_rate_kbit(r.throttle_rate)
-    except ValueError as exc:
-        raise ConfigError(p, "receipts.throttle_rate", str(exc)) from None
-
-
-def parse_port_range(text: str) -> tuple[int, int]:
-    """``22`` -> (22, 22), ``5201-5210`` -> (5201, 5210); ValueError otherwise."""
-    low, _, high = text.partition("-")
-    try:
-        first, last = int(low), int(high or low)
-    except ValueError:
-        raise ValueError(f"expected a port or a range such as 5201-5210, got {text!r}") from None
-    if not 1 <= first <= last <= 65535:
-        raise ValueError(f"expected ports 1..65535, low to high, got {text!r}")
-    return first, last
-
-
-_RATE_UNITS = {"kbit": 1, "mbit": 1000, "gbit": 1000_000}
-
-
-def parse_rate_kbit(text: str) -> int:
-    """``20mbit`` -> 20000 (kbit/s, as tc counts); ValueError when it is not a rate."""
-    for unit, factor in _RATE_UNITS.items():
-        if text.endswith(unit):
-            try:
-                value = float(text[: -len(unit)])
-            except ValueError:
-                break
-            if value > 0:
-                return max(1, round(value * factor))
-    raise ValueError(f"expected a rate such as 20mbit or 512kbit, got {text!r}")
 
 
 def parse(text: str, path: Path | str = "<config>") -> Config:

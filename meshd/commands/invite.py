@@ -122,12 +122,15 @@ def _own_endpoints(cfg: Config, node_id: str) -> list[BootstrapEndpoint]:
 
 
 def _endpoints(args: argparse.Namespace, cfg: Config, node_id: str) -> list[BootstrapEndpoint]:
+    from meshd.core.endpoints import format_endpoint
     from meshd.invites import MAX_BOOTSTRAP, BootstrapEndpoint
 
     own = [
         BootstrapEndpoint.from_address(node_id, text) for text in args.endpoint
     ] or _own_endpoints(cfg, node_id)
-    peers = [BootstrapEndpoint.from_address(b.node_id, b.address) for b in cfg.bootstrap]
+    peers = [
+        BootstrapEndpoint.from_address(b.node_id, format_endpoint(b.address)) for b in cfg.bootstrap
+    ]
     endpoints = list(dict.fromkeys([*own, *peers]))[:MAX_BOOTSTRAP]
     if not endpoints:
         raise ValueError("no endpoint to put in the invite: give --endpoint HOST:PORT")

@@ -30,7 +30,7 @@ from meshd.core.control import effects as fx
 from meshd.core.control.peer import LinkSpec, Source
 from meshd.core.control.plane import ControlPlane
 from meshd.core.control.routes import router_id
-from meshd.core.endpoints import Address, parse_endpoint
+from meshd.core.endpoints import Address
 from meshd.core.membership import (
     MembershipCertificate,
     MembershipError,
@@ -463,7 +463,7 @@ def bootstrap_peers(
     if joined_via is not None:
         via = joined_via
         first = [(via.node_id, (str(via.host), via.port))]
-    configured = [(b.node_id, parse_endpoint(b.address)) for b in cfg.bootstrap]
+    configured = [(b.node_id, b.address) for b in cfg.bootstrap]
     ordered = dict.fromkeys([*first, *configured, *endpoints])
     return tuple((node_id, address, names.get(node_id, "")) for node_id, address in ordered)
 

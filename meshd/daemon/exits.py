@@ -37,8 +37,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from meshd.config import ExitSettings, UplinkSettings, parse_rate_kbit
-from meshd.core.endpoints import parse_endpoint
+from meshd.config import ExitSettings, UplinkSettings
 from meshd.core.errors import BadInput
 from meshd.core.membership import VerifiedMember
 from meshd.core.membership.names import shown
@@ -109,8 +108,8 @@ class ExitService:
         self.node_id, self.credentials, self.signing_key = node_id, credentials, signing_key
         self.control, self.tunnels, self.submit, self.kernel = control, tunnels, submit, kernel
         self.uplink, self.settings, self.mesh_ipv4 = uplink, settings, mesh_ipv4
-        self.rate_kbit = parse_rate_kbit(uplink.rate) if uplink.rate else None
-        self.rate_cap_kbit = parse_rate_kbit(uplink.rate_cap) if uplink.rate_cap else None
+        self.rate_kbit = uplink.rate.kbit if uplink.rate else None
+        self.rate_cap_kbit = uplink.rate_cap.kbit if uplink.rate_cap else None
         self.health = (
             UplinkHealth(uplink.health_interval_s, uplink.health_dead_after_s)
             if uplink.interface
@@ -194,8 +193,8 @@ class ExitService:
                 self.transport.close_peer(peer.node_id, "not_verified")
 
     async def _check(self) -> None:
-        assert self.health is not None
-        host, port = parse_endpoint(self.uplink.health_target)
+        assert self.health is not None and self.uplink.health_target is not None
+        host, port = self.uplink.health_target
         try:
             ok, detail = await uplink_probe.check(
                 self.uplink.interface, host, port, self.uplink.health_dead_after_s

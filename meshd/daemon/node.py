@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from meshd import api
 from meshd.api import calls
 from meshd.api.client import ControlClient, ControlError
-from meshd.config import Config, parse_port_range, parse_rate_kbit, socket_path
+from meshd.config import Config, socket_path
 from meshd.core import addressing
 from meshd.core.endpoints import Address
 from meshd.core.membership import (
@@ -103,7 +103,7 @@ class Node:
         self.link_meter = LinkMeter(self.prefix)  # the links' counters (nftables)
         self.flows = FlowReader()  # for black-hole detection (meshd.core.routing.progress)
         self._flows_failed = False
-        self.throttle = Throttle(parse_rate_kbit(cfg.receipts.throttle_rate))
+        self.throttle = Throttle(cfg.receipts.throttle_rate.kbit)
         self.stopping = asyncio.Event()
         self.started = time.time()
         # The one wall clock of certificates, revocations and receipts.
@@ -483,8 +483,8 @@ def firewall_spec(
         tunnel_prefix=tunnel_prefix,
         mesh_prefix=cfg.mesh.ipv4_prefix,
         mesh_prefix6=cfg.mesh.ipv6_prefix,
-        open_udp=tuple((p, p) for p in own) + tuple(map(parse_port_range, iso.open_udp_ports)),
-        open_tcp=tuple(map(parse_port_range, iso.open_tcp_ports)),
+        open_udp=tuple((p, p) for p in own) + iso.open_udp_ports,
+        open_tcp=iso.open_tcp_ports,
         uplink=cfg.uplink.interface,
         resolver=(cfg.uplink.resolver or system_resolver()) if cfg.uplink.share else "",
         block_smtp=cfg.uplink.block_smtp,

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from meshd.core.endpoints import parse_endpoint
-
 REPO = Path(__file__).resolve().parents[2]
 TESTBED_DIR = REPO / "netns-testbed"
 sys.path[:0] = [p for p in (str(REPO), str(TESTBED_DIR)) if p not in sys.path]
@@ -301,15 +299,15 @@ def test_generated_configs_are_accepted_by_meshd(tmp_path: Path) -> None:
         assert cfg.control.socket == node.socket
         assert cfg.mesh.ipv4_prefix == ipaddress.IPv4Network("10.77.0.0/16")
         assert cfg.mesh.admin_keys == (ADMIN,)
-        assert cfg.isolation.open_tcp_ports == (plan.MESH_IPERF_PORTS,)
-        assert cfg.isolation.open_udp_ports == (plan.MESH_IPERF_PORTS,)
+        iperf = config.parse_port_range(plan.MESH_IPERF_PORTS)
+        assert cfg.isolation.open_tcp_ports == cfg.isolation.open_udp_ports == (iperf,)
         if node.uplink:
             assert cfg.uplink.resolver == str(plan.INTERNET_ADDRESS)
         links = [a for a in node.adjacencies if not a.is_segment]  # segments: beacons
         assert len(cfg.bootstrap) == len(links)
         for b, adj in zip(cfg.bootstrap, links, strict=True):
             assert (b.name, b.node_id) == (adj.peer, keys[adj.peer].node_id)
-            assert b.address == f"{adj.remote.address.ip}:{cfg.control.quic_port}"
+            assert b.address == (str(adj.remote.address.ip), cfg.control.quic_port)
 
 
 def test_bootstrap_addresses_are_on_a_shared_medium(tmp_path: Path) -> None:
@@ -322,7 +320,7 @@ def test_bootstrap_addresses_are_on_a_shared_medium(tmp_path: Path) -> None:
         path.write_text(plan.render_config(p, node, keys, ADMIN))
         for b in config.load(path).bootstrap:
             peer = by_id[b.node_id]
-            host, _ = parse_endpoint(b.address)
+            host, _ = b.address
             mine = {str(a.local.address.network) for a in node.adjacencies if a.peer == peer}
             assert any(ipaddress.ip_address(host) in ipaddress.ip_network(n) for n in mine)
 
