@@ -37,9 +37,8 @@ certificate, checked like the first and put in place of it; ``renewed`` puts our
 place and sends it to every verified neighbour, so nobody waits for a reconnect.
 
 A session starts CLOCK, MESH_DEFINITION (once the admins rotated), then MEMBERSHIP, so a
-neighbour learns a new admin before it judges a certificate it signed.
-
-Versions (meshd.core.proto.session): the session's protocol is negotiated in its handshake
+neighbour learns a new admin before it judges a certificate it signed. Versions
+(meshd.core.proto.session): the session's protocol is negotiated in its handshake
 (``protocols``, newest first; ``Peer.protocol``). On meshd/2 each side's first message is
 CAPABILITIES, before CLOCK, and nothing else is read before it; what a peer announced
 (``Peer.features``: the names this build knows) gates every newer kind or field we send it
