@@ -220,6 +220,8 @@ class ControlService:
     def tick(self, now: float) -> None:
         self.core.tick(now)
         self._run()
+        self.core.probe(time.monotonic())  # last, stamped as they leave
+        self._run()
 
     def flush(self) -> None:
         self.core.flush()

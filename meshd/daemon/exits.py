@@ -53,6 +53,7 @@ from meshd.core.session_policy import (
     check_membership,
 )
 from meshd.daemon.control import ControlService
+from meshd.daemon.tasks import Tasks
 from meshd.ledger import Ledger, month_of
 from meshd.log import event
 from meshd.net import uplink_probe
@@ -115,6 +116,7 @@ class ExitService:
             if uplink.interface
             else None
         )
+        self.tasks = Tasks("exits")
         self._checking: asyncio.Task[None] | None = None
         self.transport: QuicTransport | None = None
         self.peers: dict[str, ExitPeer] = {}
@@ -155,16 +157,13 @@ class ExitService:
             )
             self.month = month_of(time.time())
             self.usage = await self.kernel(self.ledger.exit_usage, self.month)
-            self._metering = asyncio.ensure_future(self._meter_loop())
+            self._metering = self.tasks.spawn(self._meter_loop())
         event("exit.listening", port=self.settings.quic_port, sharing=self.uplink.share)
 
     async def close(self) -> None:
-        if self._checking is not None:
-            self._checking.cancel()
         if self.uplink.share and self._announced:
             self._announce(False, time.monotonic())  # neighbours move their users now
-        if self._metering is not None:
-            self._metering.cancel()
+        await self.tasks.cancel()  # the health check and the meter loop
         if self._metering is not None:
             try:
                 await self._meter()  # the last bytes, before the tunnels go
@@ -180,7 +179,7 @@ class ExitService:
             if self.health.expire(now):
                 self._health_changed()
             if self._checking is None and self.health.due(now):
-                self._checking = asyncio.ensure_future(self._check())
+                self._checking = self.tasks.spawn(self._check())
         if self.uplink.share and self.health is not None:
             # Nothing is announced before the first check says whether the uplink works.
             available = self.health.working

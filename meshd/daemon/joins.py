@@ -30,7 +30,6 @@ and relays the answer. This node's own renewal is meshd.daemon.renewal's.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import secrets
@@ -60,6 +59,7 @@ from meshd.core.membership.renewal import (
 from meshd.core.proto import session as messages
 from meshd.daemon.control import ControlService
 from meshd.daemon.renewal import OwnRenewal
+from meshd.daemon.tasks import Tasks
 from meshd.invites import (
     Invite,
     InviteError,
@@ -144,10 +144,17 @@ class JoinService:
         self.forwards: dict[str, _Forward] = {}  # by joining node
         self.relay_peers: dict[str, _RelayPeer] = {}
         self._dialled: dict[str, float] = {}  # issuer -> when we last dialled it
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = Tasks("joins")
         # This node's own certificate, renewed before it expires (meshd.daemon.renewal).
         self.own_renewal = OwnRenewal(
-            node_id, control, state_dir, kernel, renewal, self._issuer, self.renew_for, self._spawn
+            node_id,
+            control,
+            state_dir,
+            kernel,
+            renewal,
+            self._issuer,
+            self.renew_for,
+            self.tasks.spawn,
         )
 
     async def start(self) -> None:
@@ -171,15 +178,9 @@ class JoinService:
     async def close(self) -> None:
         self.control.on_join = None
         self.control.on_renewal = None
-        for task in list(self._tasks):
-            task.cancel()
+        await self.tasks.cancel()
         if self.transport is not None:
             await self.transport.close("shutdown")
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ---- the bootstrap node: a joining node asks (the control plane hands it over) ----
 
@@ -203,7 +204,7 @@ class JoinService:
             issuer=invite.issuer[:8],
         )
         if invite.issuer == self.node_id:
-            self._spawn(self._redeem_for(joiner, invite, request))
+            self.tasks.spawn(self._redeem_for(joiner, invite, request))
             return
         if joiner not in self.forwards and len(self.forwards) >= MAX_FORWARDS:
             self._answer(
@@ -368,7 +369,7 @@ class JoinService:
             detail = f"forwarded request: {exc.message}"
             raise policy.Refusal(str(exc.reason), detail) from None
         event("join.forwarded_request", relay=peer.node_id[:8], invite=invite.invite_id.hex())
-        self._spawn(self._redeem_for_relay(peer.node_id, invite, request))
+        self.tasks.spawn(self._redeem_for_relay(peer.node_id, invite, request))
 
     async def _redeem_for_relay(self, relay: str, invite: Invite, request: JoinRequest) -> None:
         answer = await self.kernel(self.redeem_here, invite, request, self.control.core.clock.now())

@@ -9,7 +9,6 @@ by meshd.daemon.claims, each answer stored durably on the kernel thread before i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from meshd.core.proto.session import Claim, ReceiptMessage
 from meshd.daemon.claims import ClaimService, Signer
 from meshd.daemon.control import ControlService
 from meshd.daemon.links import KernelLinks
+from meshd.daemon.tasks import Tasks
 from meshd.ledger import Ledger
 from meshd.log import event
 from meshd.net.link_meter import LinkMeter
@@ -48,7 +48,7 @@ class Metering:
         self._counts_saved = 0.0
         self.claims: ClaimService | None = None  # once running (kernel thread, with the ledger)
         self.control: ControlService | None = None  # where claims and answers go
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = Tasks("metering")
 
     # ---- on the kernel thread --------------------------------------------------------
 
@@ -118,9 +118,7 @@ class Metering:
     def on_message(self, node_id: str, msg: MeteringMessage) -> None:
         """A neighbour's claim, receipt or acknowledgement (the control plane's
         ``Metering`` effect): answered in a task of its own."""
-        task = asyncio.get_running_loop().create_task(self._answer(node_id, msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.spawn(self._answer(node_id, msg))
 
     async def _answer(self, node_id: str, msg: MeteringMessage) -> None:
         """Answer a claim with a receipt, a receipt with an acknowledgement; each one
@@ -150,5 +148,4 @@ class Metering:
 
     async def stop(self) -> None:
         """Wait for the answers under way (their stores finish on the kernel thread)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.wait()

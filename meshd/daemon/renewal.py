@@ -19,7 +19,7 @@ or what it may issue).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ class OwnRenewal:
         settings: MembershipSettings,
         issuer: Callable[[], RenewalIssuer],
         renew_for: Callable[[messages.RenewRequest, str | None], RenewAnswer],
-        spawn: Callable[[Awaitable[None]], None],
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
     ) -> None:
         self.node_id, self.control, self.state_dir, self.kernel = (
             node_id,

@@ -31,10 +31,9 @@ meshd.core.control.neighbours; what we believe of membership: .trust; whose rout
 whose: .routes; the exits: .gateways. Revocations, mesh definitions and gateway adverts
 are flooded: each new one is passed on to every other verified neighbour.
 
-Renewal (meshd.daemon.joins does the asking and the issuing): a neighbour's RENEW_* messages go out
-as ``Renewal``; a second MEMBERSHIP on a verified session is the neighbour's renewed
-certificate, checked like the first and put in place of it; ``renewed`` puts our own in
-place and sends it to every verified neighbour, so nobody waits for a reconnect.
+Renewal (meshd.daemon.joins and .renewal ask and issue): RENEW_* go out as ``Renewal``; a
+second MEMBERSHIP on a verified session is the neighbour's renewed certificate, checked like
+the first; ``renewed`` shows our own to every verified neighbour at once.
 
 A session starts CLOCK, MESH_DEFINITION (once the admins rotated), then MEMBERSHIP, so a
 neighbour learns a new admin before it judges a certificate it signed. Versions
@@ -220,7 +219,7 @@ class ControlPlane:
         self.journal("session.up", peer=peer.name, address=format_endpoint(addr), protocol=protocol)
         if opening:
             self._send(peer.node_id, messages.Capabilities(messages.FEATURES))
-        self._send(peer.node_id, clock_message(self.clock))
+        self._send(peer.node_id, messages.Clock(self.clock.unix_ms()))
         if self.own.trust.definition.serial > 1:
             definition = self.own.trust.definition.encode()
             self._send(peer.node_id, messages.MeshDefinitionMessage(definition))
@@ -544,7 +543,6 @@ class ControlPlane:
         if now >= self._next_enforce:
             self.enforce_membership(now)
         for peer in list(self.peers.values()):
-            self.neighbours.probe(peer, now)
             if peer.joining and now - peer.session_since > JOIN_S:
                 self._refuse(peer, "join_timeout", f"a join-only session for {JOIN_S:.0f} s")
             elif (
@@ -560,6 +558,12 @@ class ControlPlane:
         self.choose_gateway(now)
         self._send_directory(self.trust.sync.tick(now))
         self.trust.save_directory()
+
+    def probe(self, now: float) -> None:
+        """Probes due through the tunnels: called with the time they leave at (a Hello's
+        timestamp starts its RTT), after the tick's other output went."""
+        for peer in list(self.peers.values()):
+            self.neighbours.probe(peer, now)
 
     def _flush_soon(self, now: float) -> None:
         """``flush`` after FLUSH_DELAY_S (once for everything that arrives meanwhile): the
@@ -642,9 +646,3 @@ class ControlPlane:
 
     def _send_raw(self, node_id: str, data: bytes) -> None:
         self.effects.append(fx.Send(node_id, data))
-
-
-def clock_message(clock: MeshClock) -> messages.Clock:
-    """What we tell a peer first: our corrected time, so that a node that learned the time
-    passes it on (and one with a stale clock does not spread its own)."""
-    return messages.Clock(max(0, int(clock.now() * 1000)))

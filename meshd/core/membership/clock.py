@@ -76,6 +76,12 @@ class MeshClock:
     def now(self) -> float:
         return self.local() + self.consensus.correction()
 
+    def unix_ms(self) -> int:
+        """What a session's CLOCK tells the peer first: our corrected time, so that a node
+        that learned the time passes it on (and one with a stale clock does not spread its
+        own)."""
+        return max(0, int(self.now() * 1000))
+
     def report(self, peer: str, offset_s: float) -> None:
         if self.consensus.report(peer, offset_s):
             correction = self.consensus.correction()
