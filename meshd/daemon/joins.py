@@ -9,13 +9,13 @@ session key's own), so a bad token stops at the first node. The invite's issuer 
 when that is this node, it redeems here; otherwise it forwards the request over the mesh
 to the issuer and relays the answer (the issuer's store is the single truth, so a token is
 redeemed once however many bootstrap nodes see it). Forwarding uses a relay session like
-an exit session (meshd.daemon.exits): QUIC over the mesh to the issuer's mesh address, both sides
-showing their certificate first. The relay listens on the node's mesh IPv6 address (which
-anyone derives from a node id, meshd.core.addressing) on the exit sessions' port, with an ALPN
-of its own (``RELAY_ALPN``), so relay and exit sessions never meet: the exit service has
-the same port on the mesh IPv4 address. An issuer that does not answer within
-``FORWARD_S`` is reported to the joining node as ``issuer_unreachable`` (it tries another
-bootstrap node, or later).
+an exit session (meshd.daemon.exits): QUIC over the mesh to the issuer's mesh address,
+both sides showing their certificate first. The relay listens on the node's mesh IPv6
+address (which anyone derives from a node id, meshd.core.addressing) on the exit sessions'
+port, with an ALPN of its own (``RELAY_ALPN``), so relay and exit sessions never meet: the
+exit service has the same port on the mesh IPv4 address. An issuer that does not answer
+within ``FORWARD_S`` is reported to the joining node as ``issuer_unreachable`` (it tries
+another bootstrap node, or later).
 
 The issuer (``redeem_here``, on the kernel thread: SQLite) calls
 ``meshd.invites.redeem`` with its store (``state_dir/invites.sqlite``, made by ``meshd

@@ -122,7 +122,7 @@ class Node:
             backend,
             netlink,
             self.link_meter,
-            self._kernel.submit,
+            self.submit,  # kernel changes in order, failures logged
             wireguard=cfg.wireguard,
             routing=cfg.routing,
             liveness=cfg.liveness,

@@ -67,13 +67,8 @@ class OwnRenewal:
         renew_for: Callable[[messages.RenewRequest, str | None], RenewAnswer],
         spawn: Callable[[Coroutine[Any, Any, None]], object],
     ) -> None:
-        self.node_id, self.control, self.state_dir, self.kernel = (
-            node_id,
-            control,
-            state_dir,
-            kernel,
-        )
-        self.settings = settings
+        self.node_id, self.control, self.kernel = node_id, control, kernel
+        self.state_dir, self.settings = state_dir, settings
         self.issuer = issuer  # what this node may issue (an admin, a delegate)
         self.renew_for = renew_for  # issuing here (meshd.daemon.joins)
         self.spawn = spawn
