@@ -326,14 +326,7 @@ def _dataclass(cls: type[_Result], result: Any, call: str) -> _Result:
 
 def _stream_item(line: bytes) -> StreamItem | None:
     """One streamed line as its item; None for a kind this client does not know."""
-    if len(line) > MAX_ANSWER:
-        raise BadAnswer(f"streamed line is longer than {MAX_ANSWER} bytes")
-    if not line.endswith(b"\n"):
-        raise BadAnswer("streamed line was cut short")
-    try:
-        message = json.loads(line)
-    except ValueError:
-        raise BadAnswer("streamed line is not JSON") from None
+    message = _json_line(line, "streamed line")
     _check(message, _StreamLine, "stream")
     kind = message["kind"]
     if kind == "status":
@@ -367,18 +360,23 @@ def _request(call: str, args: dict[str, Any]) -> bytes:
     return json.dumps({"v": API_VERSION, "call": call, "args": args}).encode() + b"\n"
 
 
+def _json_line(line: bytes, what: str) -> Any:
+    """One whole line of JSON, at most MAX_ANSWER bytes (``what`` names it in the error)."""
+    if len(line) > MAX_ANSWER:
+        raise BadAnswer(f"{what} is longer than {MAX_ANSWER} bytes")
+    if not line.endswith(b"\n"):
+        raise BadAnswer(f"{what} was cut short")
+    try:
+        return json.loads(line)
+    except ValueError:  # UnicodeDecodeError is one too
+        raise BadAnswer(f"{what} is not JSON") from None
+
+
 def _decode(line: bytes) -> dict[str, Any]:
     """One answer line, checked for the framing of docs/control-api.md."""
     if not line:
         raise BadAnswer("meshd closed the connection without answering")
-    if len(line) > MAX_ANSWER:
-        raise BadAnswer(f"daemon answer is longer than {MAX_ANSWER} bytes")
-    if not line.endswith(b"\n"):
-        raise BadAnswer("daemon answer was cut short")
-    try:
-        reply = json.loads(line)
-    except ValueError:  # UnicodeDecodeError is one too
-        raise BadAnswer("daemon answer is not JSON") from None
+    reply = _json_line(line, "daemon answer")
     if not isinstance(reply, dict):
         raise BadAnswer("daemon answer is not a JSON object")
     if reply.get("v") != API_VERSION:

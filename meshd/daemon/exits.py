@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from meshd.core.session_policy import (
     check_membership,
 )
 from meshd.daemon.control import ControlService
-from meshd.daemon.tasks import Tasks
+from meshd.daemon.tasks import Kernel, Tasks
 from meshd.ledger import Ledger, month_of
 from meshd.log import event
 from meshd.net import uplink_probe
@@ -73,7 +73,6 @@ METER_S = 5.0  # between readings of the exit users' byte counters
 MB = 1_000_000
 
 Submit = Callable[..., None]
-Kernel = Callable[..., Awaitable[Any]]
 
 
 @dataclass

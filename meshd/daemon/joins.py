@@ -34,10 +34,10 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nacl.signing import SigningKey
 
@@ -58,8 +58,9 @@ from meshd.core.membership.renewal import (
 )
 from meshd.core.proto import session as messages
 from meshd.daemon.control import ControlService
-from meshd.daemon.renewal import OwnRenewal
-from meshd.daemon.tasks import Tasks
+from meshd.daemon.joining import Answer
+from meshd.daemon.renewal import OwnRenewal, RenewAnswer
+from meshd.daemon.tasks import Kernel, Tasks
 from meshd.invites import (
     Invite,
     InviteError,
@@ -81,9 +82,6 @@ from meshd.transport.udp import PeerEvent, QuicTransport
 if TYPE_CHECKING:
     pass
 
-Kernel = Callable[..., Awaitable[Any]]
-Answer = messages.JoinGranted | messages.JoinRefused
-RenewAnswer = messages.RenewGranted | messages.RenewRefused
 Request = messages.JoinRequestMessage | messages.RenewRequest
 
 # The bootstrap node and the issuer.

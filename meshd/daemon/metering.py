@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from meshd.core.control.effects import MeteringMessage
 from meshd.core.membership.clock import MeshClock
@@ -20,7 +18,7 @@ from meshd.core.proto.session import Claim, ReceiptMessage
 from meshd.daemon.claims import ClaimService, Signer
 from meshd.daemon.control import ControlService
 from meshd.daemon.links import KernelLinks
-from meshd.daemon.tasks import Tasks
+from meshd.daemon.tasks import Kernel, Tasks
 from meshd.ledger import Ledger
 from meshd.log import event
 from meshd.net.link_meter import LinkMeter
@@ -28,7 +26,6 @@ from meshd.net.throttle import Throttle
 from meshd.receipts.counting import Snapshot, advance
 from meshd.receipts.exchange import ZERO
 
-Kernel = Callable[..., Awaitable[Any]]
 SAVE_COUNTS_S = 60.0  # how often the totals are saved (SD cards: few writes)
 
 

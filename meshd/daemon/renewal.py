@@ -19,7 +19,7 @@ or what it may issue).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ from meshd.core.membership.renewal import (
 )
 from meshd.core.proto import session as messages
 from meshd.daemon.control import ControlService
+from meshd.daemon.tasks import Kernel
 from meshd.log import event
 
-Kernel = Callable[..., Awaitable[Any]]
 RenewAnswer = messages.RenewGranted | messages.RenewRefused
 
 

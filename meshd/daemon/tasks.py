@@ -1,17 +1,20 @@
-"""The tasks a service starts, kept and stopped one way: each is held until it is done (so
-none is collected while it runs), one that fails is logged with its error, and at the
-service's close they are cancelled or let finish, and awaited either way."""
+"""How a service's work runs. Tasks on the event loop are kept and stopped one way
+(``Tasks``): each is held until it is done (so none is collected while it runs), one that
+fails is logged with its error, and at the service's close they are cancelled or let
+finish, and awaited either way. Blocking calls go to the node's kernel thread, in order
+(``Kernel``: meshd.daemon.node.Node.kernel)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from meshd.log import event
 
 T = TypeVar("T")
+Kernel = Callable[..., Awaitable[Any]]  # fn, *args: run on the kernel thread, awaited
 
 
 class Tasks:
