@@ -43,7 +43,7 @@ def styled(why: Why, text: str | None = None) -> Text:
 
 LOSSY = 0.05  # a link losing more of its probes than this is worth a look
 
-# The reason codes a session is refused or closed with (meshd.mesh, meshd.core.membership).
+# The reason codes a session is refused or closed with (meshd.core.control, meshd.core.membership).
 _REFUSALS = {
     "idle_timeout": "it stopped answering (idle timeout)",
     "handshake_timeout": "no answer to the connection handshake",

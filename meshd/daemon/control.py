@@ -208,8 +208,7 @@ class ControlService:
 
     def on_beacon(self, ev: Discovered | Rejected) -> None:
         if isinstance(ev, Discovered):
-            self.core.neighbours.discovered(ev.node_id, ev.address, Source.BEACON, time.monotonic())
-            self._run()
+            self.discovered(ev.node_id, ev.address, Source.BEACON, time.monotonic())
 
     def on_hello(
         self, data: bytes, source: ipaddress.IPv6Address, ifname: str, arrived: float

@@ -49,6 +49,3 @@ class Tasks:
         for task in self._running:
             task.cancel()
         await self.wait()
-
-    def __len__(self) -> int:
-        return len(self._running)

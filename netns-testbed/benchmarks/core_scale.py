@@ -4,10 +4,11 @@ Random geometric graphs of 100 and 1,000 nodes: points uniform in the unit squar
 between two nodes closer than r with n * pi * r^2 = 8 (a mean degree of about 7 once the
 square's edges are counted), the seed retried until the graph is connected. Every node is a
 ``BabelRouter`` with meshd's parameters (``update_interval_s`` 120, ``source_gc_s`` 960, as
-``Node._control_plane`` builds them) announcing one IPv4 /32 and one IPv6 /128; every link
-costs 96 and comes up at t = 0. Every packet is encoded with ``encode_packet`` (the bytes
-meshd puts in a BabelPacket message) and arrives a fixed hop delay later; each arrival is
-followed by a drain of the receiver, as ``ControlPlane`` flushes after every packet.
+``meshd.daemon.control.build_control`` makes them) announcing one IPv4 /32 and one IPv6
+/128; every link costs 96 and comes up at t = 0. Every packet is encoded with
+``encode_packet`` (the bytes meshd puts in a BabelPacket message) and arrives a fixed hop
+delay later; each arrival is followed by a drain of the receiver, as ``ControlPlane``
+flushes after every packet.
 
 Reported (none has a target):
 - ``core.converge.seconds_N`` / ``rounds_N``: from all links up until every node has a route
@@ -84,7 +85,7 @@ from meshd.core.routing.babel import BabelParams, BabelRouter, RouteAction, with
 from meshd.core.routing.babel_tables import IPNetwork
 
 UPDATE_INTERVAL_S = 120.0  # meshd's routing.update_interval_s default
-# As Node._control_plane builds them from the update interval.
+# As meshd.daemon.control.build_control makes them from the update interval.
 PARAMS = BabelParams(
     update_interval_s=UPDATE_INTERVAL_S, source_gc_s=max(180.0, 8 * UPDATE_INTERVAL_S)
 )
