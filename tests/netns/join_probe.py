@@ -1,7 +1,7 @@
 """A joining node that skips its own checks, for the netns join tests (run inside a node's
 namespace through ``testbed exec``):
 
-    python join_probe.py TOKEN_FILE NODE_ID HOST:PORT [--alter]
+    python join_probe.py TOKEN_FILE --node-id=NODE_ID HOST:PORT [--alter]
 
 shows the token in TOKEN_FILE to the bootstrap node NODE_ID at HOST:PORT with meshd's own
 join client (meshd.daemon.joining.JoinClient: QUIC, a JOIN_REQUEST), for fresh keys that no admin
@@ -54,7 +54,9 @@ async def probe(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("token_file")
-    p.add_argument("node_id")
+    # An option, given as --node-id=ID: a node id begins with "-" once in 64, and argparse
+    # would take it, standing alone, for an option.
+    p.add_argument("--node-id", required=True)
     p.add_argument("address", metavar="HOST:PORT")
     p.add_argument("--alter", action="store_true")
     print(json.dumps(asyncio.run(probe(p.parse_args()))))

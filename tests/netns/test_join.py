@@ -89,7 +89,9 @@ def joined(bed: Bed) -> Joined:
 def probe(bed: Bed, token: str, node_id: str, address: str, tmp: Path, *extra: str) -> Any:
     path = tmp / f"token-{secrets.token_hex(4)}"
     path.write_text(token + "\n")
-    out = bed.sh("m", sys.executable, str(PROBE), str(path), node_id, address, *extra)
+    out = bed.sh(
+        "m", sys.executable, str(PROBE), str(path), f"--node-id={node_id}", address, *extra
+    )
     return json.loads(out)
 
 
