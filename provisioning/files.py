@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from meshd.invites import Invite
-from meshd.net.sysctl import ROUTER_SYSCTLS
+from meshd.adapters.net.sysctl import ROUTER_SYSCTLS
+from meshd.core.invites import Invite
 from provisioning.layout import CONFIG_FILE, STATE_DIR, USER, VENV
 
 DEFAULT_HEALTH_TARGET = "1.1.1.1:443"
@@ -123,9 +123,9 @@ WantedBy=multi-user.target
 # wireguard-go (where the kernel has no WireGuard) puts its sockets here, as meshd's user.
 TMPFILES = f"d /run/wireguard 0750 {USER} {USER} -\n"
 
-# The same values meshd sets at start (meshd.net.sysctl), kept across reboots.
+# The same values meshd sets at start (meshd.adapters.net.sysctl), kept across reboots.
 SYSCTL = "".join(
-    ["# meshd: a mesh router forwards (meshd/net/sysctl.py says why rp_filter is 0)\n"]
+    ["# meshd: a mesh router forwards (meshd/adapters/net/sysctl.py says why rp_filter is 0)\n"]
     + [f"{key.replace('/', '.')} = {value}\n" for key, value in ROUTER_SYSCTLS.items()]
 )
 

@@ -48,9 +48,9 @@ from provisioning.layout import (
 from provisioning.steps import Refused, Runner, StepError
 
 if TYPE_CHECKING:
+    from meshd.adapters.identity import Identity
     from meshd.config import Config
     from meshd.daemon.node import Node
-    from meshd.identity import Identity
 
 STOP_WAIT_S = 20.0  # meshd's teardown: every interface, route and table
 
@@ -90,7 +90,7 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     except Refused as exc:
         print(f"leave: {exc}", file=sys.stderr)
         return 1
-    except (StepError, OSError) as exc:  # OSError: the kernel's tools (meshd.net.command)
+    except (StepError, OSError) as exc:  # OSError: the kernel's tools (meshd.adapters.net.command)
         print(f"leave: failed: {exc}", file=sys.stderr)
         return 1
     if args.dry_run:
@@ -118,7 +118,8 @@ def _files(state_dir: str) -> list[str]:
 
 
 def _find(runner: Runner, config_flag: str | None) -> Found:
-    from meshd import config, identity
+    from meshd import config
+    from meshd.adapters import identity
 
     path = Path(config_flag) if config_flag else runner.path(CONFIG_FILE)
     cfg = None
@@ -150,7 +151,7 @@ def _daemon(cfg: Config | None, ident: Identity | None) -> str | None:
 
 
 def _refuse_admin_key(runner: Runner, found: Found, purge: bool) -> None:
-    from meshd.commands import ADMIN_KEY
+    from meshd.cli.commands import ADMIN_KEY
 
     key = f"{found.state_dir}/{ADMIN_KEY}"
     if runner.path(key).exists() and not purge:
@@ -224,7 +225,7 @@ def _export_path(found: Found, flag: str | None) -> Path:
 def _export(runner: Runner, found: Found, flag: str | None) -> None:
     """Every receipt, as `meshd receipts export` writes it, to a new file outside what
     leave removes; any failure refuses before anything is removed."""
-    from meshd import ledger, receipts_export
+    from meshd.adapters import ledger, ledger_export
 
     state = runner.path(found.state_dir)
     if found.config is None or not (state / ledger.LEDGER_FILE).exists():
@@ -238,13 +239,13 @@ def _export(runner: Runner, found: Found, flag: str | None) -> None:
     if runner.dry_run:
         return
     try:
-        lines = list(receipts_export.jsonl(state, found.config.mesh.admin_keys, 0.0))
+        lines = list(ledger_export.jsonl(state, found.config.mesh.admin_keys, 0.0))
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.writelines(line + "\n" for line in lines)
             f.flush()
             os.fsync(f.fileno())
-    except (OSError, ValueError, receipts_export.ExportError) as exc:
+    except (OSError, ValueError, ledger_export.ExportError) as exc:
         raise Refused(f"cannot save the receipts ({exc}): nothing removed") from None
     print(f"  {len(lines)} lines; check them with: meshd receipts verify {target}", file=runner.out)
 
@@ -254,8 +255,8 @@ def sweep_kernel(runner: Runner, cfg: Config, ident: Identity) -> None:
     removed by the daemon's own teardown. Only where this node ran: its own WireGuard
     interfaces or mesh addresses are here; elsewhere (a scratch root, another machine's
     SD card) meshd's shared tables and routes may be another node's and stay."""
-    from meshd.net.netlink import NetlinkError
-    from meshd.wg.model import WireGuardError
+    from meshd.adapters.net.netlink import NetlinkError
+    from meshd.adapters.wg.model import WireGuardError
 
     try:
         _sweep(runner, cfg, ident)
@@ -264,11 +265,11 @@ def sweep_kernel(runner: Runner, cfg: Config, ident: Identity) -> None:
 
 
 def _sweep(runner: Runner, cfg: Config, ident: Identity) -> None:
+    from meshd.adapters.net import shaping
+    from meshd.adapters.net.exit_tunnel import exit_interface_names
+    from meshd.adapters.net.netlink import Netlink
+    from meshd.adapters.wg.select import select_backend
     from meshd.daemon.node import Node
-    from meshd.net import shaping
-    from meshd.net.exit_tunnel import exit_interface_names
-    from meshd.net.netlink import Netlink
-    from meshd.wg.select import select_backend
 
     node = Node(cfg, ident, select_backend(cfg.wireguard.backend), Netlink())
     try:
@@ -307,8 +308,8 @@ def shared_objects(node: Node) -> list[str]:
     """meshd's things that carry no node id: routes of its protocol in its table, the rules
     to that table, its nftables tables, the exits' rules, the qdisc at the root of the
     uplink."""
-    from meshd.net import command, exit_meter, firewall, link_meter, throttle
-    from meshd.net.exit_tunnel import GATEWAY_RULE_PREF, USER_RULE_PREF
+    from meshd.adapters.net import command, exit_meter, firewall, link_meter, throttle
+    from meshd.adapters.net.exit_tunnel import GATEWAY_RULE_PREF, USER_RULE_PREF
 
     cfg = node.cfg
     table = cfg.routing.table

@@ -14,8 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from meshd import config, identity, trust
-from meshd.invites import TOKEN_FILE, InviteError, InviteToken, parse_token, verify_invite
+from meshd import config
+from meshd.adapters import identity, trust
+from meshd.core.invites import TOKEN_FILE, InviteError, InviteToken, parse_token, verify_invite
 from provisioning import files, host
 from provisioning.layout import (
     CONFIG_DIR,
@@ -104,7 +105,7 @@ def _user(runner: Runner, real: bool) -> None:
 
 
 def _keys(runner: Runner) -> None:
-    """Made as ``meshd keygen`` makes them (meshd.identity.generate), kept when present."""
+    """Made as ``meshd keygen`` makes them (meshd.adapters.identity.generate), kept when present."""
     state = runner.path(STATE_DIR)
     if (state / identity.IDENTITY_KEY).exists():
         for name in KEYS:

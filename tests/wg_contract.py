@@ -11,8 +11,8 @@ import errno
 
 import pytest
 
-from meshd.wg.backend import WireGuardBackend
-from meshd.wg.model import (
+from meshd.adapters.wg.backend import WireGuardBackend
+from meshd.adapters.wg.model import (
     DeviceUpdate,
     PeerStatus,
     PeerUpdate,

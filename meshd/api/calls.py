@@ -12,11 +12,13 @@ bad arguments and refused input answer ``bad_args`` or the refusal's reason.
 from __future__ import annotations
 
 import asyncio
+import platform
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
-from meshd import log, sysinfo
+from meshd import __version__, log
+from meshd.api import API_VERSION
 from meshd.api.server import CallError, Stream
 from meshd.core.errors import BadInput
 from meshd.core.keys import public_from_node_id
@@ -92,7 +94,7 @@ async def _status(sources: Sources, args: dict[str, Any]) -> Any:
 
 
 async def _version(sources: Sources, args: dict[str, Any]) -> Any:
-    return sysinfo.version_info()
+    return {"meshd": __version__, "api": API_VERSION, "python": platform.python_version()}
 
 
 async def _receipts(sources: Sources, args: dict[str, Any]) -> Page:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from meshd.adapters.identity import public_from_node_id
 from meshd.config.settings import (
     EXIT_GATEWAY_RULE_PREF,
     EXIT_USER_RULE_PREF,
@@ -13,7 +14,6 @@ from meshd.config.settings import (
     ConfigError,
 )
 from meshd.core.proto.session import PROTOCOLS
-from meshd.identity import public_from_node_id
 
 
 def check(cfg: Config) -> None:

@@ -16,7 +16,7 @@ from meshd.core.proto.session import PROTOCOLS
 
 DEFAULT_SOCKET = "/run/meshd/meshd.sock"
 DEFAULT_CONFIG = "/etc/meshd/meshd.toml"
-# The exit tunnels' rule preferences (meshd.net.exit_tunnel; a unit test keeps them equal):
+# The exit tunnels' rule preferences (meshd.adapters.net.exit_tunnel; a unit test keeps them equal):
 # the gateway's `iif <uplink>` must win over the mesh rule, the mesh rule over the user's.
 EXIT_GATEWAY_RULE_PREF = 1000
 EXIT_USER_RULE_PREF = 1100

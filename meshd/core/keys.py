@@ -1,6 +1,6 @@
 """Node ids and key spellings (pure): the node id is the Ed25519 public key in URL-safe
 base64 without padding (43 characters); a WireGuard key is standard base64, as ``wg``
-prints it. The key files are meshd.identity's."""
+prints it. The key files are meshd.adapters.identity's."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Claims and receipts with every neighbour: the adapter around meshd.receipts.exchange.
+"""Claims and receipts with every neighbour: the adapter around meshd.core.receipts.exchange.
 
 As provider, after each reading of the link counters (``round``): start an epoch for a
-neighbour first metered, throttle one beyond its credit (meshd.net.throttle), and decide
+neighbour first metered, throttle one beyond its credit (meshd.adapters.net.throttle), and decide
 which claims are due; each claim's seq is stored before the claim is sent. As consumer
 (``on_claim``): judge a claim against our own count, sign, store the receipt durably, then
 answer. As provider again (``on_receipt``): check the receipt, store it durably with the
@@ -20,14 +20,13 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from meshd.adapters.ledger import Dispute, Ledger
+from meshd.adapters.net.throttle import Throttle
 from meshd.config import ReceiptsSettings
 from meshd.core.proto.session import Claim, ReceiptAck, ReceiptMessage
-from meshd.ledger import Dispute, Ledger
-from meshd.log import event
-from meshd.net.throttle import Throttle
-from meshd.receipts.counting import Snapshot
-from meshd.receipts.errors import ReceiptError
-from meshd.receipts.exchange import (
+from meshd.core.receipts.counting import Snapshot
+from meshd.core.receipts.errors import ReceiptError
+from meshd.core.receipts.exchange import (
     NO_RECEIPTS,
     SIGNED_LESS,
     ZERO,
@@ -43,7 +42,8 @@ from meshd.receipts.exchange import (
     next_epoch_id,
     on_credit,
 )
-from meshd.receipts.receipt import Receipt
+from meshd.core.receipts.receipt import Receipt
+from meshd.log import event
 
 KEEP_CLAIMS = 32  # claims remembered per consumer, to match the receipts that answer them
 SIGNED_WINDOW_S = 30  # a receipt's not_before / not_after: signing time -/+ this (clock skew)

@@ -23,14 +23,27 @@ from typing import Any, Protocol
 
 from nacl.signing import SigningKey
 
-from meshd import trust
+from meshd.adapters import trust
+from meshd.adapters.beacon_socket import BeaconService, Underlay
+from meshd.adapters.identity import Identity
+from meshd.adapters.net.hello_socket import HelloSocket
+from meshd.adapters.quic import PeerEvent, QuicTransport
+from meshd.adapters.trust import (
+    load_chain,
+    save_chain,
+    save_joined,
+    save_revocations,
+    write_atomically,
+)
 from meshd.config import Config
 from meshd.core import addressing
 from meshd.core.control import effects as fx
 from meshd.core.control.peer import LinkSpec, Source
 from meshd.core.control.plane import ControlPlane
 from meshd.core.control.routes import router_id
+from meshd.core.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
 from meshd.core.endpoints import Address
+from meshd.core.invites import BootstrapEndpoint
 from meshd.core.membership import (
     MembershipCertificate,
     MembershipError,
@@ -43,18 +56,11 @@ from meshd.core.proto.gateway import GatewayAdvert
 from meshd.core.proto.session import MESHD_2
 from meshd.core.routing.babel import BabelParams, BabelRouter, RouteChange
 from meshd.core.routing.progress import FlowSample
+from meshd.core.transport.certs import NodeCredentials, node_certificate
+from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
+from meshd.core.transport.session import SessionSettings
 from meshd.daemon.links import KernelLinks
-from meshd.discovery.beacon_socket import BeaconService, Underlay
-from meshd.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
-from meshd.identity import Identity
-from meshd.invites import BootstrapEndpoint
 from meshd.log import event
-from meshd.net.hello_socket import HelloSocket
-from meshd.transport.certs import NodeCredentials, node_certificate
-from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
-from meshd.transport.session import SessionSettings
-from meshd.transport.udp import PeerEvent, QuicTransport
-from meshd.trust import load_chain, save_chain, save_joined, save_revocations, write_atomically
 
 SEQNO_FILE = "babel-seqno"
 DIRECTORY_FILE = "directory"  # every member's certificate (meshd.core.membership.directory)

@@ -1,10 +1,10 @@
 """Leaving the mesh: the uplink's health, the gateway role and the exit a household uses.
 
-Runs in the daemon's event loop; the kernel side is meshd.net.exit_tunnel, on the kernel
+Runs in the daemon's event loop; the kernel side is meshd.adapters.net.exit_tunnel, on the kernel
 thread (``submit``).
 
 - **Uplink health.** With ``[uplink] interface`` set, a TCP check through that interface
-  only (meshd.net.uplink_probe) runs every ``health_interval_s``; the verdict is
+  only (meshd.adapters.net.uplink_probe) runs every ``health_interval_s``; the verdict is
   meshd.core.routing.uplink_health's.
 - **Gateway.** With ``share = true`` the node opens its exit interface and announces a
   signed GatewayAdvert (available while its uplink works, withdrawn at once when it
@@ -18,7 +18,7 @@ thread (``submit``).
   its exit port (EXIT_GRANT), or refuses with a reason (EXIT_REFUSED). The user then
   points its exit tunnel at the gateway. A user is released when its session ends.
 - **Quotas.** Every few seconds the gateway reads each user's exit bytes from the kernel
-  (meshd.net.exit_meter) into this month's totals in the ledger; a user at its monthly
+  (meshd.adapters.net.exit_meter) into this month's totals in the ledger; a user at its monthly
   quota is released and refused (``quota_reached``) until the month ends, also across
   restarts.
 """
@@ -37,6 +37,10 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from meshd.adapters.ledger import Ledger, month_of
+from meshd.adapters.net import uplink_probe
+from meshd.adapters.net.exit_tunnel import ExitTarget, ExitTunnels
+from meshd.adapters.quic import PeerEvent, QuicTransport
 from meshd.config import ExitSettings, UplinkSettings
 from meshd.core.errors import BadInput
 from meshd.core.membership import VerifiedMember
@@ -52,15 +56,11 @@ from meshd.core.session_policy import (
     check,
     check_membership,
 )
+from meshd.core.transport.certs import NodeCredentials
+from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.daemon.control import ControlService
 from meshd.daemon.tasks import Kernel, Tasks
-from meshd.ledger import Ledger, month_of
 from meshd.log import event
-from meshd.net import uplink_probe
-from meshd.net.exit_tunnel import ExitTarget, ExitTunnels
-from meshd.transport.certs import NodeCredentials
-from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
-from meshd.transport.udp import PeerEvent, QuicTransport
 
 ADVERT_LIFETIME_S = 300
 ADVERT_REFRESH_S = 100.0
@@ -483,7 +483,7 @@ class ExitService:
 
 def _load_blocked(path: Path) -> set[str]:
     """Node ids blocked at run time (one per line); a line that is not one is skipped."""
-    from meshd.identity import public_from_node_id
+    from meshd.adapters.identity import public_from_node_id
 
     try:
         lines = path.read_text().split()

@@ -1,5 +1,5 @@
 """Joining the mesh with an invite: the new node's join-only step, before anything else
-(issue 7; the pure parts are in meshd.invites, the bootstrap node's and issuer's side in
+(issue 7; the pure parts are in meshd.core.invites, the bootstrap node's and issuer's side in
 meshd.daemon.joins).
 
 The joining node. ``meshd run`` on a node whose state directory holds ``invite.token``
@@ -12,25 +12,25 @@ dials every bootstrap endpoint of the token at once, each from a QUIC transport 
 (so that two addresses of one node are two independent sessions): meshd's ordinary
 sessions, TLS with its own Ed25519 key, the bootstrap's key checked against the endpoint's
 node id. The first session that comes up carries one JOIN_REQUEST (meshd.core.proto.session);
-the others are closed. The answer is JOIN_GRANTED (the mesh definition, the certificate,
-the issuer's delegation when a delegate issued it) or JOIN_REFUSED with a reason. A grant
-is checked against the token and the admin keys the config pins
-(``meshd.invites.join.accept_grant``) and stored (``meshd.trust.save_joined``: mesh.cert,
-delegation.cert, membership.cert last); ``invite.token`` stays (provisioning compares
-against it, and the normal start dials all of its endpoints as bootstrap addresses). Then
-the daemon goes on with its normal start. A final refusal (reused, expired, altered,
-revoked, unknown) is logged and ends meshd with ``JoinError``: exit status 78, which the
-systemd unit does not restart; nothing is stored. When no bootstrap node can help now
-(none answers, or its issuer is unreachable) every endpoint is dialled again, after a
+the others are closed. The answer is JOIN_GRANTED (the mesh definition, the certificate, the
+issuer's delegation when a delegate issued it) or JOIN_REFUSED with a reason. A grant is
+checked against the token and the admin keys the config pins
+(``meshd.core.invites.join.accept_grant``) and stored (``meshd.adapters.trust.save_joined``:
+mesh.cert, delegation.cert, membership.cert last); ``invite.token`` stays (provisioning
+compares against it, and the normal start dials all of its endpoints as bootstrap
+addresses). Then the daemon goes on with its normal start. A final refusal (reused, expired,
+altered, revoked, unknown) is logged and ends meshd with ``JoinError``: exit status 78,
+which the systemd unit does not restart; nothing is stored. When no bootstrap node can help
+now (none answers, or its issuer is unreachable) every endpoint is dialled again, after a
 pause that doubles up to ``RETRY_MAX_S``, for ``GIVE_UP_S``; then meshd exits 1 and its
 service manager starts it again.
 
 Why an ordinary session and no ALPN of its own: the TLS layer authenticates keys, not
-membership (meshd.transport.certs); membership is the first message. A node without a
-certificate passes the handshake like any key that is not revoked (a revoked key is
-refused there, with ``revoked``), and the control plane (meshd.core.control) accepts exactly
-one other first message, JOIN_REQUEST, which makes the session join-only: anything else
-closes it, it is never a neighbour, and it is closed after ``JOIN_S``. The joining node needs
+membership (meshd.core.transport.certs); membership is the first message. A node without a
+certificate passes the handshake like any key that is not revoked (a revoked key is refused
+there, with ``revoked``), and the control plane (meshd.core.control) accepts exactly one
+other first message, JOIN_REQUEST, which makes the session join-only: anything else closes
+it, it is never a neighbour, and it is closed after ``JOIN_S``. The joining node needs
 nothing but the endpoints its token names, and the bootstrap node's QUIC port is already
 open to the underlay.
 """
@@ -46,9 +46,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meshd import trust
-from meshd.core.proto import session as messages
-from meshd.invites import (
+from meshd.adapters import trust
+from meshd.adapters.quic import PeerEvent, QuicTransport
+from meshd.core.invites import (
     TOKEN_FILE,
     BootstrapEndpoint,
     InviteError,
@@ -58,17 +58,17 @@ from meshd.invites import (
     parse_token,
     verify_invite,
 )
-from meshd.invites.join import accept_grant
-from meshd.invites.join import is_final as is_final_reason
+from meshd.core.invites.join import accept_grant
+from meshd.core.invites.join import is_final as is_final_reason
+from meshd.core.proto import session as messages
+from meshd.core.transport.certs import NodeCredentials, node_certificate
+from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
+from meshd.core.transport.session import SessionSettings
 from meshd.log import event
-from meshd.transport.certs import NodeCredentials, node_certificate
-from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
-from meshd.transport.session import SessionSettings
-from meshd.transport.udp import PeerEvent, QuicTransport
 
 if TYPE_CHECKING:
+    from meshd.adapters.identity import Identity
     from meshd.config import Config
-    from meshd.identity import Identity
 
 Answer = messages.JoinGranted | messages.JoinRefused
 JOIN_SETTINGS = SessionSettings(idle_timeout=30.0, keepalive_interval=10.0, handshake_timeout=5.0)

@@ -1,6 +1,6 @@
 """Joins and renewals for other nodes, in the daemon: what a bootstrap node and an invite's
 issuer do for a joining node, and what a neighbour does for a renewing one (issue 7; the
-pure parts are in meshd.invites and meshd.core.membership.renewal; the joining node's own
+pure parts are in meshd.core.invites and meshd.core.membership.renewal; the joining node's own
 side is meshd.daemon.joining).
 
 The bootstrap node (``JoinService.on_join_request``) checks what needs no store
@@ -18,7 +18,7 @@ within ``FORWARD_S`` is reported to the joining node as ``issuer_unreachable`` (
 another bootstrap node, or later).
 
 The issuer (``redeem_here``, on the kernel thread: SQLite) calls
-``meshd.invites.redeem`` with its store (``state_dir/invites.sqlite``, made by ``meshd
+``meshd.core.invites.redeem`` with its store (``state_dir/invites.sqlite``, made by ``meshd
 invite``): a node that issued nothing has no store and refuses ``unknown_invite``.
 
 Renewals take the same path (the rules are in meshd.core.membership.renewal): a neighbour
@@ -41,11 +41,25 @@ from typing import TYPE_CHECKING
 
 from nacl.signing import SigningKey
 
+from meshd.adapters.invite_store import STORE_FILE, SqliteInviteStore
+from meshd.adapters.quic import PeerEvent, QuicTransport
 from meshd.config import MembershipSettings
 from meshd.core import session_policy as policy
 from meshd.core.control.effects import RenewalMessage
 from meshd.core.endpoints import Address
 from meshd.core.errors import BadInput
+from meshd.core.invites import (
+    Invite,
+    InviteError,
+    InviteReason,
+    Issuer,
+    JoinRefusal,
+    JoinRequest,
+    decode_invite,
+    decode_join_request,
+    redeem,
+)
+from meshd.core.invites.join import ISSUER_UNREACHABLE, STORE_FAILED, check_forwardable
 from meshd.core.membership import (
     MembershipCertificate,
     MembershipError,
@@ -57,27 +71,13 @@ from meshd.core.membership.renewal import (
     renew,
 )
 from meshd.core.proto import session as messages
+from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
+from meshd.core.transport.session import SessionSettings
 from meshd.daemon.control import ControlService
 from meshd.daemon.joining import Answer
 from meshd.daemon.renewal import OwnRenewal, RenewAnswer
 from meshd.daemon.tasks import Kernel, Tasks
-from meshd.invites import (
-    Invite,
-    InviteError,
-    InviteReason,
-    Issuer,
-    JoinRefusal,
-    JoinRequest,
-    decode_invite,
-    decode_join_request,
-    redeem,
-)
-from meshd.invites.join import ISSUER_UNREACHABLE, STORE_FAILED, check_forwardable
-from meshd.invites.store import STORE_FILE, SqliteInviteStore
 from meshd.log import event
-from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
-from meshd.transport.session import SessionSettings
-from meshd.transport.udp import PeerEvent, QuicTransport
 
 if TYPE_CHECKING:
     pass

@@ -23,21 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshd.adapters.identity import Identity
+from meshd.adapters.net import sysctl
+from meshd.adapters.net.echo import EchoProbe
+from meshd.adapters.net.exit_tunnel import exit_interface_names
+from meshd.adapters.net.link_meter import LinkMeter
+from meshd.adapters.net.netlink import IPNetwork, Netlink, NetlinkError, Route
+from meshd.adapters.wg.backend import WireGuardBackend
+from meshd.adapters.wg.model import DeviceStatus, DeviceUpdate, PeerUpdate, WireGuardError
 from meshd.config import LivenessSettings, RoutingSettings, WireGuardSettings
 from meshd.core import addressing
 from meshd.core.control.peer import LinkSpec
 from meshd.core.endpoints import format_endpoint
 from meshd.core.routing.babel import RouteAction, RouteChange
 from meshd.core.routing.liveness import LinkState, Liveness
-from meshd.identity import Identity
 from meshd.log import event
-from meshd.net import sysctl
-from meshd.net.echo import EchoProbe
-from meshd.net.exit_tunnel import exit_interface_names
-from meshd.net.link_meter import LinkMeter
-from meshd.net.netlink import IPNetwork, Netlink, NetlinkError, Route
-from meshd.wg.backend import WireGuardBackend
-from meshd.wg.model import DeviceStatus, DeviceUpdate, PeerUpdate, WireGuardError
 
 ALL_TRAFFIC = ("0.0.0.0/0", "::/0")
 RETRY_SETUP_S = 2.0

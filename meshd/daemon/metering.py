@@ -1,7 +1,7 @@
 """What the node relays, counted by the kernel and signed for by its neighbours.
 
-The links' byte counters (meshd.net.link_meter: nftables counters per link, split into
-relayed and own traffic) are read into per-neighbour totals (meshd.receipts.counting) on
+The links' byte counters (meshd.adapters.net.link_meter: nftables counters per link, split into
+relayed and own traffic) are read into per-neighbour totals (meshd.core.receipts.counting) on
 the kernel thread and saved in the ledger every SAVE_COUNTS_S; a crash loses nothing, the
 kernel's table is adopted at the next start. Every METER_S the claims due go to the
 verified neighbours, and what they send (claims, receipts, acknowledgements) is answered
@@ -12,19 +12,19 @@ from __future__ import annotations
 import logging
 import time
 
+from meshd.adapters.ledger import Ledger
+from meshd.adapters.net.link_meter import LinkMeter
+from meshd.adapters.net.throttle import Throttle
 from meshd.core.control.effects import MeteringMessage
 from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.session import Claim, ReceiptMessage
+from meshd.core.receipts.counting import Snapshot, advance
+from meshd.core.receipts.exchange import ZERO
 from meshd.daemon.claims import ClaimService, Signer
 from meshd.daemon.control import ControlService
 from meshd.daemon.links import KernelLinks
 from meshd.daemon.tasks import Kernel, Tasks
-from meshd.ledger import Ledger
 from meshd.log import event
-from meshd.net.link_meter import LinkMeter
-from meshd.net.throttle import Throttle
-from meshd.receipts.counting import Snapshot, advance
-from meshd.receipts.exchange import ZERO
 
 SAVE_COUNTS_S = 60.0  # how often the totals are saved (SD cards: few writes)
 

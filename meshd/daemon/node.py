@@ -25,11 +25,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshd import api
+from meshd.adapters.beacon_socket import Underlay, candidate_interfaces
+from meshd.adapters.identity import Identity
+from meshd.adapters.ledger import Ledger
+from meshd.adapters.net import firewall, sysctl
+from meshd.adapters.net.conntrack import FlowReader
+from meshd.adapters.net.echo import EchoProbe
+from meshd.adapters.net.exit_tunnel import ExitTunnels
+from meshd.adapters.net.link_meter import LinkMeter
+from meshd.adapters.net.netlink import MAIN_TABLE, Netlink, NetlinkError, Rule
+from meshd.adapters.net.resolver import system_resolver
+from meshd.adapters.net.throttle import Throttle
+from meshd.adapters.wg.backend import WireGuardBackend
+from meshd.adapters.wg.model import WireGuardError
 from meshd.api import calls
 from meshd.api.client import ControlClient, ControlError
 from meshd.config import Config, socket_path
 from meshd.core import addressing
 from meshd.core.endpoints import Address
+from meshd.core.invites import BootstrapEndpoint
 from meshd.core.membership import (
     MeshDefinition,
 )
@@ -44,21 +58,7 @@ from meshd.daemon.joins import JoinService
 from meshd.daemon.links import KernelLinks
 from meshd.daemon.metering import Metering
 from meshd.daemon.status import status
-from meshd.discovery.beacon_socket import Underlay, candidate_interfaces
-from meshd.identity import Identity
-from meshd.invites import BootstrapEndpoint
-from meshd.ledger import Ledger
 from meshd.log import event
-from meshd.net import firewall, sysctl
-from meshd.net.conntrack import FlowReader
-from meshd.net.echo import EchoProbe
-from meshd.net.exit_tunnel import ExitTunnels
-from meshd.net.link_meter import LinkMeter
-from meshd.net.netlink import MAIN_TABLE, Netlink, NetlinkError, Rule
-from meshd.net.resolver import system_resolver
-from meshd.net.throttle import Throttle
-from meshd.wg.backend import WireGuardBackend
-from meshd.wg.model import WireGuardError
 
 T = TypeVar("T")
 METER_S = 5.0  # how often the links' byte counters are read

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshd import trust
+from meshd.adapters import trust
 from meshd.config import MembershipSettings
 from meshd.core import session_policy as policy
 from meshd.core.membership import MembershipError, OwnMembership

@@ -153,9 +153,9 @@ def verify_speed(quick: bool) -> list[Result]:
     """The verifier against raw PyNaCl, and the ledger's durable insert rate."""
     from nacl.signing import SigningKey
 
+    from meshd.adapters.identity import node_id_from_public
     from meshd.core.membership import create_mesh, issue_membership
-    from meshd.identity import node_id_from_public
-    from meshd.receipts import Receipt, export_lines, verify_export
+    from meshd.core.receipts import Receipt, export_lines, verify_export
 
     n = 10_000 if quick else 100_000
     key = lambda label: SigningKey(hashlib.sha256(label.encode()).digest())  # noqa: E731
@@ -209,8 +209,8 @@ def verify_speed(quick: bool) -> list[Result]:
             verify_key.verify(message, signature)
         raw.append(time.perf_counter() - start)
     ratio = statistics.median(raw) / statistics.median(ours)
-    from meshd.ledger import Ledger
-    from meshd.receipts.exchange import ProviderChain
+    from meshd.adapters.ledger import Ledger
+    from meshd.core.receipts.exchange import ProviderChain
 
     stored = min(n, 2_000)
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,7 +48,8 @@ def write_configs(plan: Plan) -> dict[str, dict[str, str]]:
     """Generate every node's keys, the mesh's admin key and definition, every node's
     membership certificate and invite delegation, then its meshd config (checked with
     meshd's own parser). Invited nodes get a directory only: `testbed join` provisions them."""
-    from meshd import config, identity
+    from meshd import config
+    from meshd.adapters import identity
 
     keys: dict[str, NodeKeys] = {}
     try:
@@ -85,7 +86,7 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
     ``cert_validity_s`` makes a node's certificate short-lived (renewal tests)."""
     import ipaddress
 
-    from meshd import trust
+    from meshd.adapters import trust
     from meshd.core.membership import SCOPE_ALL, create_mesh, issue_delegation, issue_membership
 
     now = int(time.time())
@@ -256,7 +257,7 @@ def provision_invited(node: NodePlan, token: str) -> str:
 
 def node_keys(node: NodePlan) -> dict[str, str]:
     """A node's public keys as ``state.json`` keeps them (provisioning made an invited one's)."""
-    from meshd import identity
+    from meshd.adapters import identity
 
     ident = identity.load(node.meshd_state_dir)
     return {"node_id": ident.node_id, "wireguard_public": ident.wireguard_public_b64}

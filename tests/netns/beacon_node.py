@@ -18,8 +18,8 @@ import time
 
 from nacl.signing import SigningKey
 
-from meshd.discovery import BeaconState, Discovered, Rejected
-from meshd.discovery.beacon_socket import BeaconService, candidate_interfaces
+from meshd.adapters.beacon_socket import BeaconService, candidate_interfaces
+from meshd.core.discovery import BeaconState, Discovered, Rejected
 
 
 def emit(**fields: object) -> None:

@@ -18,9 +18,9 @@ import time
 from collections import Counter
 from typing import Any
 
+from meshd.adapters.net.hello_socket import HelloSocket
 from meshd.core.proto.babel import BabelDecodeError, decode_packet, encode_packet
 from meshd.core.routing.link_quality import LinkQuality, LinkQualityParams
-from meshd.net.hello_socket import HelloSocket
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -137,11 +137,11 @@ async def attempt(host: str, port: int, expected: str, command: dict[str, Any]) 
     """One session: dial, send the messages once up, report how it ended."""
     from nacl.signing import SigningKey
 
-    from meshd import identity
-    from meshd.transport.certs import node_certificate
-    from meshd.transport.events import MessageReceived, SessionClosed, SessionUp
-    from meshd.transport.session import SessionNotUp, SessionSettings
-    from meshd.transport.udp import PeerEvent, QuicTransport
+    from meshd.adapters import identity
+    from meshd.adapters.quic import PeerEvent, QuicTransport
+    from meshd.core.transport.certs import node_certificate
+    from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
+    from meshd.core.transport.session import SessionNotUp, SessionSettings
 
     state_dir = command.get("state_dir")
     key = identity.load(Path(state_dir)).signing_key if state_dir else SigningKey.generate()

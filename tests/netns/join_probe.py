@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's m
 from nacl.public import PrivateKey  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
+from meshd.core.invites import BootstrapEndpoint, InviteToken, join_request, parse_token  # noqa: E402
 from meshd.core.proto import session  # noqa: E402
+from meshd.core.transport.certs import node_certificate  # noqa: E402
 from meshd.daemon.joining import JoinClient  # noqa: E402
-from meshd.invites import BootstrapEndpoint, InviteToken, join_request, parse_token  # noqa: E402
-from meshd.transport.certs import node_certificate  # noqa: E402
 
 
 async def probe(args: argparse.Namespace) -> dict[str, object]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 from scapy.all import IP, UDP, Raw, fragment, send  # type: ignore[import-untyped]
 
-from meshd import identity
+from meshd.adapters import identity
 from meshd.core.membership import MeshDefinition
 from meshd.core.proto.beacon import make_beacon
 

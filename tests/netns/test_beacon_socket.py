@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from meshd.adapters.beacon_socket import DEFAULT_PORT
+from meshd.adapters.identity import node_id_from_public
 from meshd.core.proto.beacon import make_beacon
-from meshd.discovery.beacon_socket import DEFAULT_PORT
-from meshd.identity import node_id_from_public
 
 pytestmark = [
     pytest.mark.netns,

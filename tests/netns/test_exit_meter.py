@@ -25,7 +25,7 @@ PING_BYTES = 1000 + 8 + 20  # payload, ICMP and IPv4 headers
 # Runs in the gateway namespace: one ExitMeter across calls, driven by lines on stdin.
 DRIVER = """
 import ipaddress, json, sys
-from meshd.net.exit_meter import ExitMeter
+from meshd.adapters.net.exit_meter import ExitMeter
 meter = ExitMeter()
 for line in sys.stdin:
     op, _, arg = line.strip().partition(" ")

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from meshd.net.firewall import FirewallSpec, render
+from meshd.adapters.net.firewall import FirewallSpec, render
 
 pytestmark = [
     pytest.mark.netns,

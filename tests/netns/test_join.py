@@ -96,7 +96,7 @@ def probe(bed: Bed, token: str, node_id: str, address: str, tmp: Path, *extra: s
 
 
 def redeemed_by(bed: Bed, invite_id: bytes) -> str | None:
-    from meshd.invites.store import SqliteInviteStore
+    from meshd.adapters.invite_store import SqliteInviteStore
 
     store = SqliteInviteStore.open(state_of(bed, "a"))
     try:
@@ -120,7 +120,7 @@ def mesh_view(bed: Bed) -> dict[str, tuple[list[str], list[str]]]:
 def test_a_fresh_box_joins_with_an_invite_and_routes_to_every_node(
     bed: Bed, joined: Joined
 ) -> None:
-    from meshd.invites import parse_token
+    from meshd.core.invites import parse_token
 
     invite_record = parse_token(joined.token).invite
     n = bed.status("n")
@@ -171,7 +171,7 @@ def test_the_name_is_private_but_to_the_neighbour_it_showed_it_to(bed: Bed, join
 def test_the_same_token_is_refused_at_a_second_bootstrap_node(
     bed: Bed, joined: Joined, tmp_path: Path
 ) -> None:
-    from meshd.invites import parse_token
+    from meshd.core.invites import parse_token
 
     invite_record = parse_token(joined.token).invite
     n_id = bed.status("n")["node_id"]
@@ -201,9 +201,10 @@ def test_the_same_token_is_refused_at_a_second_bootstrap_node(
 def expired_invite(bed: Bed, bootstrap_from: str) -> tuple[str, bytes]:
     """An invite a issued two days ago for one day, recorded in its store: genuine, but
     expired (well beyond the clocks' tolerance)."""
-    from meshd import config, identity, trust
-    from meshd.invites import Issuer, allocate_ipv4, issue_invite, parse_token
-    from meshd.invites.store import SqliteInviteStore
+    from meshd import config
+    from meshd.adapters import identity, trust
+    from meshd.adapters.invite_store import SqliteInviteStore
+    from meshd.core.invites import Issuer, allocate_ipv4, issue_invite, parse_token
 
     cfg = config.load(config_of(bed, "a"))
     ident = identity.load(cfg.node.state_dir)
@@ -231,7 +232,7 @@ def expired_invite(bed: Bed, bootstrap_from: str) -> tuple[str, bytes]:
 def test_an_altered_and_an_expired_token_are_refused_with_reasons(
     bed: Bed, joined: Joined, tmp_path: Path
 ) -> None:
-    from meshd.invites import parse_token
+    from meshd.core.invites import parse_token
 
     before = mesh_view(bed)
     a_id, b_id = bed.status("a")["node_id"], bed.status("b")["node_id"]

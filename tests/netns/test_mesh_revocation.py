@@ -24,7 +24,7 @@ def bed() -> Iterator[Bed]:
 
 
 def test_a_revocation_spreads_and_cuts_the_node_off_everywhere(bed: Bed, tmp_path: Path) -> None:
-    from meshd import identity
+    from meshd.adapters import identity
 
     bed.wait(
         "every directory holds the five members",

@@ -88,7 +88,7 @@ def test_a_node_with_a_foreign_certificate_gets_no_session_and_no_route(
     """c runs with a certificate from a forger's admin key (same mesh id and prefixes, and
     c pins the forger): b and d refuse it at the membership check, nobody routes to or
     through c, and the rest of the ring goes the other way round."""
-    from meshd import identity
+    from meshd.adapters import identity
     from meshd.core.membership import (
         MembershipCertificate,
         MeshDefinition,

@@ -22,7 +22,7 @@ pytestmark = [
 SCRIPT = textwrap.dedent(
     """
     import ipaddress, subprocess
-    from meshd.net.netlink import Netlink, NetlinkError, Route
+    from meshd.adapters.net.netlink import Netlink, NetlinkError, Route
 
     def sh(cmd):
         subprocess.run(cmd, shell=True, check=True)
@@ -68,7 +68,7 @@ SCRIPT = textwrap.dedent(
 RULES = textwrap.dedent(
     """
     import ipaddress, subprocess
-    from meshd.net.netlink import Netlink, Rule
+    from meshd.adapters.net.netlink import Netlink, Rule
 
     def sh(cmd):
         return subprocess.run(cmd, shell=True, check=True, capture_output=True,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshd.commands import ADMIN_KEY
+from meshd.cli.commands import ADMIN_KEY
 from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 import pytest
 from nacl.public import PrivateKey
 
-from meshd.wg.model import DeviceUpdate, PeerUpdate
-from meshd.wg.userspace import DEFAULT_SOCKET_DIR, UserspaceBackend, find_listener_pid
+from meshd.adapters.wg.model import DeviceUpdate, PeerUpdate
+from meshd.adapters.wg.userspace import DEFAULT_SOCKET_DIR, UserspaceBackend, find_listener_pid
 from tests.wg_contract import exercise_backend
 
 pytestmark = [
@@ -261,8 +261,8 @@ def test_the_daemon_outlives_its_starter_and_is_adopted(
 ) -> None:
     namespace, ifname = sandbox.namespace(), sandbox.ifname()
     code = (
-        "from meshd.wg.userspace import UserspaceBackend\n"
-        "from meshd.wg.model import DeviceUpdate\n"
+        "from meshd.adapters.wg.userspace import UserspaceBackend\n"
+        "from meshd.adapters.wg.model import DeviceUpdate\n"
         f"b = UserspaceBackend(); b.create({ifname!r})\n"
         f"b.configure({ifname!r}, DeviceUpdate(listen_port=51999))\n"
     )

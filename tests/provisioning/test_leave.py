@@ -14,9 +14,9 @@ import pytest
 
 from meshd.cli import build_parser
 from meshd.cli import main as meshd
-from meshd.commands import ADMIN_KEY
+from meshd.cli.commands import ADMIN_KEY
 from tests.provisioning.test_provision import HOUSEHOLD, _run, _snapshot
-from tests.unit.test_receipts_export_command import provider_config  # noqa: F401 (fixture)
+from tests.unit.cli.test_receipts_export_command import provider_config  # noqa: F401 (fixture)
 
 STATE = "var/lib/meshd"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from meshd.cli import main as meshd
+from meshd.core.invites import BootstrapEndpoint, InviteToken, Issuer, issue_invite
 from meshd.core.membership import MeshTrust
-from meshd.invites import BootstrapEndpoint, InviteToken, Issuer, issue_invite
 from provisioning import files
 from provisioning.cli import main as provision
 from tests.golden.invites import make_vectors as GEN

@@ -1,11 +1,12 @@
-"""An in-memory stand-in for meshd.net.netlink.Netlink, for unit tests of the node logic."""
+"""An in-memory stand-in for meshd.adapters.net.netlink.Netlink, for unit tests of the node
+logic."""
 
 from __future__ import annotations
 
 import errno
 from pathlib import Path
 
-from meshd.net.netlink import IPAddress, NetlinkError, Route, Rule
+from meshd.adapters.net.netlink import IPAddress, NetlinkError, Route, Rule
 
 
 class FakeNetlink:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from nacl.signing import SigningKey
 
+from meshd.adapters.identity import node_id_from_public
 from meshd.core.membership import (
     SCOPE_ALL,
     DelegationCertificate,
@@ -20,8 +21,7 @@ from meshd.core.membership import (
     issue_delegation,
     issue_membership,
 )
-from meshd.identity import node_id_from_public
-from meshd.receipts import Receipt, export_lines
+from meshd.core.receipts import Receipt, export_lines
 
 
 def key(label: str) -> SigningKey:

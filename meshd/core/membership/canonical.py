@@ -1,6 +1,6 @@
 """One canonical byte encoding for every signed meshd control message (pure).
 
-Certificates and receipts (meshd.receipts) use it: a signature is always over the exact
+Certificates and receipts (meshd.core.receipts) use it: a signature is always over the exact
 bytes below, prefixed by a per-message-type domain string, so a signature made for one kind
 of message can never verify as another.
 
@@ -50,10 +50,10 @@ class MessageType(enum.IntEnum):
     MEMBERSHIP_CERTIFICATE = 0x02
     DELEGATION_CERTIFICATE = 0x03
     REVOCATION = 0x04
-    INVITE = 0x05  # meshd.invites: a one-time, expiring invitation to join
-    JOIN_REQUEST = 0x06  # meshd.invites: the joining node's keys, proving the secret
+    INVITE = 0x05  # meshd.core.invites: a one-time, expiring invitation to join
+    JOIN_REQUEST = 0x06  # meshd.core.invites: the joining node's keys, proving the secret
     # 0x10..0x1f are for metering (claims travel as session messages, meshd.core.proto.session).
-    RECEIPT = 0x11  # meshd.receipts: a consumer's signed cumulative byte counts
+    RECEIPT = 0x11  # meshd.core.receipts: a consumer's signed cumulative byte counts
 
 
 class DecodeError(Exception):

@@ -94,7 +94,7 @@ class VerifiedMember:
 
 @dataclass(frozen=True)
 class OwnMembership:
-    """This node's own membership as loaded and checked (meshd.trust reads the files)."""
+    """This node's own membership as loaded and checked (meshd.adapters.trust reads the files)."""
 
     trust: MeshTrust
     certificate: MembershipCertificate

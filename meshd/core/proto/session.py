@@ -13,7 +13,7 @@
     CLAIM (10):      u64 epoch | u64 seq | u64 relayed_for | u64 relayed_to | a reason (0..64
                      octets, as EXIT_REFUSED's): the provider's cumulative counts in the
                      epoch; the reason, when there is one, is why it throttles the consumer
-    RECEIPT (11):    a 224-octet receipt (meshd.receipts) | a dispute reason (0..64 octets):
+    RECEIPT (11):    a 224-octet receipt (meshd.core.receipts) | a dispute reason (0..64 octets):
                      the consumer's signature; the reason when it signed its own figure
     RECEIPT_ACK (12): u64 epoch | u64 seq: the provider has stored that receipt durably
     JOIN_REQUEST (13): u16 length | invite (canonical) | join request (canonical, the rest):
@@ -51,7 +51,7 @@ is accepted before it verifies. The WireGuard public key is the certificate's, a
 endpoint is the address the session comes from with the LINK port, so LINK carries only
 the port. Exit sessions (meshd.daemon.exits) run over the mesh to a gateway's mesh address and
 carry only MEMBERSHIP and the EXIT kinds. CLAIM, RECEIPT and RECEIPT_ACK are the metering
-exchange of meshd.receipts.exchange. The JOIN kinds are the exception to "MEMBERSHIP
+exchange of meshd.core.receipts.exchange. The JOIN kinds are the exception to "MEMBERSHIP
 first": a node without a certificate sends JOIN_REQUEST instead and is answered
 JOIN_GRANTED or JOIN_REFUSED, nothing else; the same kinds travel, after MEMBERSHIP, on the
 relay sessions between a bootstrap node and the issuer (meshd.daemon.joins). The RENEW kinds
@@ -108,7 +108,7 @@ DIRECTORY_ENTRIES = 24
 NAME = 25
 NAME_SALT_LENGTH = 16  # meshd.core.membership.names.SALT_LENGTH
 MAX_NAME = 64  # octets, as a certificate's name
-RECEIPT_LENGTH = 224  # meshd.receipts.receipt; checked again when the receipt is decoded
+RECEIPT_LENGTH = 224  # meshd.core.receipts.receipt; checked again when the receipt is decoded
 MAX_REASON = 64
 MAX_JOIN_DETAIL = 256  # octets of a JOIN_REFUSED's explanation
 MAX_ENDPOINTS = 256
@@ -282,7 +282,7 @@ class JoinGranted:
 @dataclass(frozen=True)
 class JoinRefused:
     node_id: str  # the joining node whose request this answers
-    reason: str  # a reason code (meshd.invites.InviteReason, or a relay's own)
+    reason: str  # a reason code (meshd.core.invites.InviteReason, or a relay's own)
     detail: str = ""  # for the operator of the joining node
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ A member on the path can understate its metric to attract traffic, then drop it.
 signatures cannot stop that (every hop changes the metric), and probes would not find it:
 WireGuard protects one hop only, so a relay sees forwarded packets in the clear and could
 pass anything that looks like a probe while dropping the rest. So meshd watches the user
-traffic itself, as the kernel's connection tracking counts it (meshd.net.conntrack): a
+traffic itself, as the kernel's connection tracking counts it (meshd.adapters.net.conntrack): a
 flow to a mesh address that keeps sending without an answer is not making progress. When
 no flow to that destination has made progress for ``stall_s`` while one sent at least
 ``min_packets`` meanwhile, the next hop the node routes that destination through is

@@ -2,7 +2,7 @@
 out).
 
 A check is one TCP connection to a target beyond the uplink, made through the uplink only
-(meshd.net.uplink_probe), so that it never succeeds through the mesh. The uplink is
+(meshd.adapters.net.uplink_probe), so that it never succeeds through the mesh. The uplink is
 working from its first successful check until no check has succeeded for
 ``dead_after_s``; once down, it needs ``recover_after`` successes in a row to count as
 working again, so that a line that flaps does not move the mesh's users back and forth.

@@ -2,7 +2,7 @@
 
 The key and the mesh id are those of the membership vectors (derived from fixed strings);
 Ed25519 signatures are deterministic, so the output never changes unless the encoding
-does. tests/unit/test_beacon_codec.py checks that the files here are exactly what this
+does. tests/unit/core/proto/test_beacon_codec.py checks that the files here are exactly what this
 script produces.
 """
 
@@ -17,8 +17,8 @@ from nacl.signing import SigningKey
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
+from meshd.adapters.identity import node_id_from_public  # noqa: E402
 from meshd.core.proto.beacon import Beacon, make_beacon  # noqa: E402
-from meshd.identity import node_id_from_public  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 The keys, the mesh and the delegation are the membership vectors' (fixed strings, and
 Ed25519 signatures are deterministic), so the output never changes unless the encoding
-does; tests/unit/test_invite_golden.py checks that the files here are exactly what this
+does; tests/unit/core/invites/test_invite_golden.py checks that the files here are exactly what this
 script produces.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
+from meshd.core.invites import BootstrapEndpoint, InviteToken, Issuer, issue_invite, join_request  # noqa: E402
 from meshd.core.membership import DelegationCertificate, MeshDefinition, MeshTrust  # noqa: E402
-from meshd.invites import BootstrapEndpoint, InviteToken, Issuer, issue_invite, join_request  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 from tests.golden.membership import make_vectors as membership  # noqa: E402
 from tests.golden.membership.make_vectors import (  # noqa: E402

@@ -1,8 +1,9 @@
 """Regenerate the membership golden vectors: ``python3 tests/golden/membership/make_vectors.py``.
 
 Every key is derived from a fixed string and Ed25519 signatures are deterministic, so the
-output never changes unless the encoding does; tests/unit/test_membership_golden.py checks
-that the files here are exactly what this script produces.
+output never changes unless the encoding does;
+tests/unit/core/membership/test_membership_golden.py checks that the files here are exactly
+what this script produces.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nacl.signing import SigningKey
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
+from meshd.adapters.identity import node_id_from_public  # noqa: E402
 from meshd.core.membership import (  # noqa: E402
     SCOPE_ALL,
     Message,
@@ -27,7 +29,6 @@ from meshd.core.membership import (  # noqa: E402
     issue_membership,
     revoke,
 )
-from meshd.identity import node_id_from_public  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 The keys, mesh and certificates are the membership vectors' (tests/golden/membership), so
 the export here verifies against the test admin key. Ed25519 signatures are deterministic:
-the output never changes unless the encoding does; tests/unit/test_receipts_golden.py
+the output never changes unless the encoding does; tests/unit/core/receipts/test_receipts_golden.py
 checks that the files here are exactly what this script produces.
 """
 
@@ -16,7 +16,7 @@ from nacl.signing import SigningKey
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 
-from meshd.receipts import Receipt, export_lines, record_to_json  # noqa: E402
+from meshd.core.receipts import Receipt, export_lines, record_to_json  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 from tests.golden.membership import make_vectors as MEMBERSHIP  # noqa: E402
 

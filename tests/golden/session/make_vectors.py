@@ -11,7 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from meshd.commands.decode import decode
+from meshd.cli.commands.decode import decode
+from meshd.core.invites import join_request
 from meshd.core.membership import (
     DelegationCertificate,
     MembershipCertificate,
@@ -22,7 +23,6 @@ from meshd.core.membership.directory import Entry
 from meshd.core.membership.renewal import RenewalIssuer, renew
 from meshd.core.membership.rotation import rotate_mesh
 from meshd.core.proto import session
-from meshd.invites import join_request
 from tests.golden.gateway.make_vectors import advert as gateway_advert
 from tests.golden.invites import make_vectors as INVITES
 from tests.golden.membership import make_vectors as MEMBERSHIP_RECORDS

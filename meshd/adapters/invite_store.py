@@ -1,0 +1,111 @@
+"""The issuer's record of its invites: one SQLite file in the state directory (the adapter
+behind meshd.core.invites.redeem.InviteStore: the invites' only I/O).
+
+``meshd invite`` adds a row before it prints the token, so that every token handed out
+can be redeemed; the daemon marks the row redeemed with one conditional UPDATE, so that two
+redemptions racing (two bootstrap nodes forwarding, a retry) cannot both win. Both write
+with ``synchronous=FULL``: a redemption that was answered is on disk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from meshd.core.invites.invite import Invite
+from meshd.core.invites.redeem import IssuedInvite
+
+STORE_FILE = "invites.sqlite"
+TABLE = "invites"
+
+
+class SqliteInviteStore:
+    def __init__(self, path: Path) -> None:
+        created = not path.exists()
+        self.path = path
+        self.db = sqlite_utils.Database(path)
+        try:
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.table(TABLE).create(
+                {
+                    "invite_id": str,
+                    "name": str,
+                    "mesh_ipv4": str,
+                    "issued_at": int,
+                    "expires_at": int,
+                    "redeemed_by": str,
+                    "redeemed_at": int,
+                    "certificate": bytes,
+                },
+                pk="invite_id",
+                not_null=("name", "mesh_ipv4", "issued_at", "expires_at"),
+                if_not_exists=True,
+            )
+        except sqlite3.Error as exc:
+            raise OSError(f"{path}: {exc}") from exc
+        if created:
+            _give_to_directory_owner(path)
+
+    @classmethod
+    def open(cls, state_dir: Path) -> SqliteInviteStore:
+        return cls(state_dir / STORE_FILE)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def record_issued(self, invite: Invite, name: str | None = None) -> None:
+        """``name``: the private name the invite commits to (the issuer's own record)."""
+        row = {
+            "invite_id": invite.invite_id.hex(),
+            "name": name or invite.name,
+            "mesh_ipv4": str(invite.mesh_ipv4),
+            "issued_at": invite.issued_at,
+            "expires_at": invite.expires_at,
+        }
+        try:
+            with self.db.conn:
+                self.db.table(TABLE).insert(row)
+        except sqlite3.Error as exc:
+            raise OSError(f"{self.path}: {exc}") from exc
+
+    def lookup(self, invite_id: bytes) -> IssuedInvite | None:
+        rows = list(self.db.table(TABLE).rows_where("invite_id = ?", [invite_id.hex()]))
+        if not rows:
+            return None
+        row = rows[0]
+        return IssuedInvite(
+            invite_id=invite_id,
+            name=row["name"],
+            mesh_ipv4=ipaddress.IPv4Address(row["mesh_ipv4"]),
+            expires_at=row["expires_at"],
+            redeemed_by=row["redeemed_by"],
+            certificate=row["certificate"],
+        )
+
+    def mark_redeemed(self, invite_id: bytes, node_id: str, certificate: bytes, now: int) -> bool:
+        try:
+            with self.db.conn:
+                cursor = self.db.execute(
+                    f"UPDATE {TABLE} SET redeemed_by = ?, redeemed_at = ?, certificate = ? "
+                    "WHERE invite_id = ? AND redeemed_by IS NULL",
+                    [node_id, now, certificate, invite_id.hex()],
+                )
+        except sqlite3.Error as exc:
+            raise OSError(f"{self.path}: {exc}") from exc
+        return cursor.rowcount == 1
+
+    def taken_ipv4(self) -> set[ipaddress.IPv4Address]:
+        """Every address an invite of ours ever carried (redeemed, pending or expired)."""
+        return {ipaddress.IPv4Address(row["mesh_ipv4"]) for row in self.db.table(TABLE).rows}
+
+
+def _give_to_directory_owner(path: Path) -> None:
+    """An operator runs ``meshd invite`` as root; the daemon, as the state directory's
+    owner, must be able to record redemptions in the file that created."""
+    directory = path.parent.stat()
+    if os.geteuid() == 0 and directory.st_uid != 0:
+        os.chown(path, directory.st_uid, directory.st_gid)

@@ -1,0 +1,166 @@
+"""meshd's own nftables table (``inet meshd``), rendered whole from what the node is doing
+(pure) and applied in one atomic ``nft -f`` (replacing what a crashed meshd left).
+
+- Isolation: from the mesh's tunnels, the node itself answers only meshd's own ports (QUIC
+  sessions, probes, the exit's WireGuard), the ports its operator opened, ICMP echo and
+  errors, and replies; the household LAN, the underlay and the uplink get only replies
+  (and a gateway's exit users reach its uplink). Nothing from the uplink's side enters
+  the mesh but replies.
+- NAT: whatever this node or its household sends into the mesh leaves from the mesh
+  address; a gateway masquerades its exit users' traffic out of its uplink.
+- DNS: a gateway sends exit users' queries to its mesh address on to its resolver; a node
+  leaving by an exit sends its own and its LAN's queries to that gateway (its usual
+  resolver may sit behind the uplink that is down).
+- Exit policy on a gateway: exit users' traffic goes only to the uplink, outbound SMTP is
+  refused (unless allowed). A blocked user is not in the firewall: its WireGuard peer goes.
+- Owner first: on a shaped uplink, exit users' packets go in the mesh's class
+  (meshd.adapters.net.shaping).
+- MSS clamping on forwarded TCP SYNs into every tunnel, so that an MTU smaller than the
+  sender's path does not hang large transfers.
+- Flows from this node or its household to mesh addresses get bit FLOW_MARK of their
+  conntrack mark at their first packet (in the NAT chain, which sees only first packets:
+  nothing per packet), so that meshd.adapters.net.conntrack reads only those (black-hole
+  detection). Flows it only relays are left out: their answers may take another path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from meshd.adapters.net import command
+from meshd.adapters.net.shaping import MESH_CLASS
+
+TABLE = "meshd"
+FLOW_MARK = 0x0100_0000  # a ct mark bit: a flow to a mesh address over a mesh link
+
+
+PortRange = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class FirewallSpec:
+    mesh_ipv4: ipaddress.IPv4Address
+    tunnel_prefix: str  # every WireGuard interface of this node starts with it
+    mesh_prefix: ipaddress.IPv4Network  # the mesh's IPv4 addresses
+    open_udp: tuple[PortRange, ...] = ()  # meshd's own ports and the operator's
+    open_tcp: tuple[PortRange, ...] = ()
+    uplink: str = ""
+    gateway_interface: str = ""  # set while sharing: exit users arrive here
+    resolver: str = ""  # sharing: where exit users' DNS queries to our mesh address go
+    user_interface: str = ""  # set while leaving by another node's exit
+    exit_dns: str = ""  # set while leaving by an exit: the gateway's mesh address
+    block_smtp: bool = True
+    lan: tuple[str, ...] = ()  # the household LAN's interfaces
+    mesh_class: bool = False  # the uplink is shaped: exit users' packets go in its mesh class
+    mesh_prefix6: ipaddress.IPv6Network | None = None  # the mesh's IPv6 addresses
+
+
+def _ports(ranges: tuple[PortRange, ...]) -> str:
+    items = sorted({f"{a}-{b}" if a != b else str(a) for a, b in ranges})
+    return "{ " + ", ".join(items) + " }"
+
+
+def _chain(name: str, kind: str, hook: str, priority: str, rules: list[str]) -> list[str]:
+    head = f"type {kind} hook {hook} priority {priority}; policy accept;"
+    return [f"\tchain {name} {{", f"\t\t{head}", *(f"\t\t{r}" for r in rules), "\t}"]
+
+
+def render(spec: FirewallSpec) -> str:
+    tunnels = f'"{spec.tunnel_prefix}*"'
+    mesh = spec.mesh_ipv4
+    dns = "meta l4proto { tcp, udp } th dport 53"
+    # Input: from the tunnels, meshd's own ports, the operator's open ports, ICMP echo and
+    # errors, and replies; the rest is refused (a reset or an ICMP error: a clear answer).
+    inbound = [
+        f'iifname != {tunnels} accept comment "only what comes from the mesh is filtered"',
+        "ct state { established, related } accept",
+        "ct state invalid drop",
+        "icmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } "
+        "accept",
+        "icmpv6 type { echo-request, destination-unreachable, packet-too-big, time-exceeded, "
+        "parameter-problem } accept",
+    ]
+    if spec.open_udp:
+        inbound.append(f"udp dport {_ports(spec.open_udp)} accept")
+    if spec.open_tcp:
+        inbound.append(f"tcp dport {_ports(spec.open_tcp)} accept")
+    inbound += [
+        'meta l4proto tcp reject with tcp reset comment "not a service offered to the mesh"',
+        "reject with icmpx admin-prohibited",
+    ]
+    forward = [
+        f"oifname {tunnels} tcp flags syn tcp option maxseg size set rt mtu "
+        'comment "MSS clamp into tunnels"',
+    ]
+    prerouting: list[str] = []
+    output: list[str] = []
+    mark = f"ct mark set ct mark or {FLOW_MARK:#x}"
+    ours = f"iifname != {tunnels} oifname {tunnels}"  # from this node or its household
+    postrouting = [f'{ours} ip daddr {spec.mesh_prefix} {mark} comment "watched for progress"']
+    if spec.mesh_prefix6 is not None:
+        postrouting.append(f"{ours} ip6 daddr {spec.mesh_prefix6} {mark}")
+    postrouting += [
+        f"iifname != {tunnels} oifname {tunnels} ip saddr != {mesh} snat ip to {mesh} "
+        'comment "the household and this node reach the mesh from the mesh address"',
+    ]
+    if spec.gateway_interface and spec.uplink:
+        gw, up = spec.gateway_interface, spec.uplink
+        forward.append(f'iifname "{gw}" oifname != "{up}" drop comment "uplink only"')
+        if spec.block_smtp:
+            forward.append(
+                f'iifname "{gw}" tcp dport 25 reject with tcp reset comment "exit policy: no SMTP"'
+            )
+        if spec.mesh_class:
+            forward.append(
+                f'iifname "{gw}" oifname "{up}" meta priority set {MESH_CLASS} '
+                'comment "owner first: the mesh\'s class"'
+            )
+        forward.append(f'iifname "{gw}" accept')
+        if spec.resolver:
+            prerouting.append(
+                f"iifname {tunnels} ip daddr {mesh} {dns} dnat ip to {spec.resolver} "
+                'comment "exit users\' DNS"'
+            )
+        postrouting.append(
+            f'iifname {tunnels} oifname "{up}" masquerade comment "exit users and their DNS"'
+        )
+    if spec.uplink:
+        forward.append(
+            f'iifname "{spec.uplink}" oifname {tunnels} ct state != {{ established, related }} '
+            'drop comment "nothing from the uplink\'s side into the mesh but replies"'
+        )
+    forward.append(
+        f"iifname {tunnels} oifname != {tunnels} ct state != {{ established, related }} "
+        "ct status & dnat == 0 drop "
+        'comment "from the mesh, only the mesh: the LAN, the underlay and the uplink get replies"'
+    )
+    if spec.user_interface and spec.exit_dns:
+        # Our own resolver may sit behind the uplink that is down: ask the gateway's.
+        keep = f"{{ 127.0.0.0/8, {spec.mesh_prefix} }}"
+        rule = f'ip daddr != {keep} {dns} dnat ip to {spec.exit_dns} comment "DNS by our exit"'
+        output.append(rule)
+        if spec.lan:
+            lans = ", ".join(f'"{i}"' for i in spec.lan)
+            prerouting.append(f"iifname {{ {lans} }} {rule}")
+    lines = [
+        f"table inet {TABLE} {{}}",
+        f"delete table inet {TABLE}",
+        f"table inet {TABLE} {{",
+        *_chain("input", "filter", "input", "filter", inbound),
+        *_chain("forward", "filter", "forward", "filter", forward),
+        *_chain("prerouting", "nat", "prerouting", "dstnat", prerouting),
+        *_chain("output", "nat", "output", "-100", output),
+        *_chain("postrouting", "nat", "postrouting", "srcnat", postrouting),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def apply(ruleset: str) -> None:
+    """Replace the table atomically; OSError (with nft's message) on failure."""
+    command.run("nft", "-f", "-", stdin=ruleset)
+
+
+def remove() -> None:
+    command.run_ok("nft", "delete", "table", "inet", TABLE)

@@ -1,0 +1,42 @@
+"""The sysctls a mesh router needs, set explicitly for its own network namespace.
+
+A new namespace inherits the host's ``all`` values for some keys and the kernel defaults for
+others, so nothing is assumed: forwarding on for both families, and no reverse-path filter
+on the WireGuard links. With routes chosen per neighbour a packet's way back often differs
+from its way in, and even the loose filter (2) drops those on a link: the kernel's
+``fib_validate_source`` refuses any packet whose source is routed out of another
+interface when the interface it came in on has no IPv4 address, which WireGuard links
+here never have. Seen on a 2x3 grid once link costs came from measured RTTs: a ping
+across the mesh whose reply took another path was dropped (TcpExtIPReversePathFilter).
+The effective value per interface is the maximum of ``all`` and the interface's, so
+``all`` goes to 0 and every other interface keeps its own (systemd sets 2 on each).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROUTER_SYSCTLS: dict[str, str] = {
+    "net/ipv4/ip_forward": "1",
+    "net/ipv6/conf/all/forwarding": "1",
+    "net/ipv4/conf/all/rp_filter": "0",
+    # Packet counts per tracked flow (meshd.adapters.net.conntrack: black-hole detection).
+    "net/netfilter/nf_conntrack_acct": "1",
+}
+
+
+def apply(values: dict[str, str], root: Path = Path("/proc/sys")) -> dict[str, str]:
+    """Write each value; return what was there before (to log what changed)."""
+    before: dict[str, str] = {}
+    for key, value in values.items():
+        path = root / key
+        before[key] = path.read_text().strip()
+        if before[key] != value:
+            path.write_text(value + "\n")
+    return before
+
+
+def interface_rp_filter(ifname: str) -> dict[str, str]:
+    """No reverse-path filter on one WireGuard link (see above): its peer is authenticated
+    and allowed every source."""
+    return {f"net/ipv4/conf/{ifname}/rp_filter": "0"}

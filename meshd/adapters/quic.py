@@ -1,0 +1,412 @@
+"""The asyncio adapter: one UDP socket per node for every dialled and accepted session.
+
+Like aioquic's ``asyncio/protocol.py``, it only feeds datagrams in (routed by destination
+connection id), sends what comes out and re-arms one timer per session. What it adds:
+one active session per peer node id, with the tie-break for simultaneous dials, and a
+bounded table of sessions that INITIALs nobody completes cannot lock:
+
+- an INITIAL that does not decrypt opens nothing (``Session.heard_from_peer``);
+- a session accepted from a peer is dropped if it is not up within the settings'
+  ``handshake_timeout`` (5 s by default, instead of the idle timeout);
+- a new INITIAL makes room by evicting the oldest accepted session that never came up:
+  from its own source host when that one already holds ``MAX_HALF_OPEN_PER_HOST``, so one
+  flooding address cannot take every slot, and from anyone when the table is full. It is
+  dropped only when every slot holds a session that came up or one we dialled.
+  Evicting (rather than refusing the newcomer) keeps new handshakes answered through a
+  flood; a handshake only has to finish before ``MAX_SESSIONS`` (or, behind the flooding
+  address itself, ``MAX_HALF_OPEN_PER_HOST``) newer INITIALs arrive. Sources are counted
+  by host, not port: ports are free to vary. Forged source addresses (or an IPv6 host
+  using its whole /64) defeat the per-host count, not the eviction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from meshd.core.endpoints import Address
+from meshd.core.transport.certs import NodeCredentials
+from meshd.core.transport.events import (
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    DatagramReceived,
+    MessageReceived,
+    SessionClosed,
+    SessionEvent,
+    SessionUp,
+)
+from meshd.core.transport.session import (
+    ERROR_DUPLICATE,
+    Authorize,
+    Session,
+    SessionNotUp,
+    SessionSettings,
+    destination_cid,
+    initial_packet_cid,
+)
+
+log = logging.getLogger("meshd.core.transport")
+
+
+# Two sessions with one peer that both came up within this many seconds are a simultaneous
+# dial; otherwise the older one is a leftover (the peer restarted) and the newer one wins.
+DUPLICATE_WINDOW = 5.0
+MAX_SESSIONS = 256  # accepted + dialled; a flood of INITIALs cannot exhaust memory
+# Accepted sessions not up yet, per source host. A handshake takes one round trip and
+# neighbours dial once each: 16 is many legitimate dialers behind one NAT address.
+MAX_HALF_OPEN_PER_HOST = 16
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """A session event for the owner, with the peer it concerns.
+
+    ``event`` is SessionUp, MessageReceived, DatagramReceived or SessionClosed. A
+    SessionClosed with ``was_up=False`` is a session that never came up (refused by either
+    side, handshake timeout, evicted to make room): log it, the peer's state did not change.
+    """
+
+    peer_node_id: str | None
+    addr: Address
+    event: SessionEvent
+    was_up: bool = True
+
+
+class _Entry:
+    """A session, its address, its timer, and the connection ids routed to it."""
+
+    def __init__(self, session: Session, addr: Address) -> None:
+        self.session = session
+        self.addr = addr
+        self.source_host = addr[0]  # where its first datagram came from (addr may move)
+        self.cids: set[bytes] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+        self.up_at: float | None = None
+
+
+class QuicTransport(asyncio.DatagramProtocol):
+    """All of a node's neighbour sessions on one UDP socket."""
+
+    def __init__(
+        self,
+        *,
+        credentials: NodeCredentials,
+        authorize: Authorize,
+        on_event: Callable[[PeerEvent], None],
+        settings: SessionSettings | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.settings = settings or SessionSettings()
+        self._authorize = authorize
+        self._on_event = on_event
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._by_cid: dict[bytes, _Entry] = {}
+        self._entries: set[_Entry] = set()
+        self._active: dict[str, _Entry] = {}  # peer node id -> its one session that is up
+        # Accepted sessions that never came up, oldest first (dicts keep insertion order):
+        # the ones a new INITIAL may evict. Our own dials are never evicted.
+        self._half_open: dict[_Entry, None] = {}
+        self._half_open_by_host: dict[str, dict[_Entry, None]] = {}
+        self._closed = asyncio.Event()
+
+    @classmethod
+    async def listen(
+        cls,
+        *,
+        credentials: NodeCredentials,
+        authorize: Authorize,
+        on_event: Callable[[PeerEvent], None],
+        host: str,
+        port: int,
+        settings: SessionSettings | None = None,
+    ) -> QuicTransport:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: cls(
+                credentials=credentials,
+                authorize=authorize,
+                on_event=on_event,
+                settings=settings,
+            ),
+            local_addr=(host, port),
+        )
+        return protocol
+
+    # -- asyncio.DatagramProtocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed.set()
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        cid = destination_cid(data)
+        if cid is None:
+            return
+        entry = self._by_cid.get(cid)
+        if entry is None:
+            self._accept(data, addr)
+            return
+        entry.addr = addr
+        entry.session.receive_datagram(data, addr, now=self._loop.time())
+        self._service(entry)
+
+    # -- commands ------------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> Address:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return (host, port)
+
+    def dial(self, addr: Address, expected_node_id: str | None = None) -> None:
+        """Start a session to ``addr``; nothing if that neighbour is already up."""
+        if expected_node_id is not None and expected_node_id in self._active:
+            return
+        addr = self._as_received(addr)
+        session = Session.dial(
+            credentials=self.credentials,
+            authorize=self._authorize,
+            addr=addr,
+            now=self._loop.time(),
+            expected_node_id=expected_node_id,
+            settings=self.settings,
+        )
+        self._service(self._add(session, addr))
+
+    def _as_received(self, addr: Address) -> Address:
+        """``addr`` as this socket reports its peers: an IPv6 socket gives (host, port,
+        flowinfo, scope_id), and aioquic knows a datagram's path by that tuple's equality
+        (its own client dials so too): a 2-tuple dial would never hear its answers."""
+        family = self._transport.get_extra_info("socket").family if self._transport else None
+        if family == socket.AF_INET6 and len(addr) == 2:
+            return cast(Address, (addr[0], addr[1], 0, 0))
+        return addr
+
+    def peers(self) -> dict[str, Address]:
+        """The neighbours with a session up, and their addresses."""
+        return {node_id: entry.addr for node_id, entry in self._active.items()}
+
+    @property
+    def session_count(self) -> int:
+        """Sessions of any state still held (dialling, up, closing, draining)."""
+        return len(self._entries)
+
+    @property
+    def half_open_count(self) -> int:
+        """Accepted sessions that have not come up (handshaking, or refused and closing)."""
+        return len(self._half_open)
+
+    def send_message(self, node_id: str, data: bytes) -> None:
+        entry = self._up(node_id)
+        entry.session.send_message(data)
+        self._service(entry)
+
+    def try_send(self, node_id: str, data: bytes) -> str | None:
+        """``send_message``, or why it could not be sent (no session up with the node, or
+        it is closing; a message it refuses): the callers that only log it and go on."""
+        try:
+            self.send_message(node_id, data)
+        except (KeyError, ValueError, SessionNotUp) as exc:
+            return str(exc)
+        return None
+
+    def send_datagram(self, node_id: str, data: bytes) -> None:
+        entry = self._up(node_id)
+        entry.session.send_datagram(data)
+        self._service(entry)
+
+    def max_datagram_payload(self, node_id: str) -> int | None:
+        return self._up(node_id).session.max_datagram_payload
+
+    def close_peer(self, node_id: str, reason: str = "closed") -> None:
+        entry = self._active.get(node_id)
+        if entry is not None:
+            entry.session.close(reason)
+            self._service(entry)
+
+    async def close(self, reason: str = "shutdown", linger: float = 0.05) -> None:
+        """Close every session (the peers get ``reason``) and the socket."""
+        for entry in list(self._entries):
+            entry.session.close(reason)
+            self._service(entry)
+        await asyncio.sleep(linger)  # let the CONNECTION_CLOSE datagrams leave
+        for entry in list(self._entries):
+            self._forget(entry)
+        if self._transport is not None:
+            self._transport.close()
+            await self._closed.wait()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _up(self, node_id: str) -> _Entry:
+        entry = self._active.get(node_id)
+        if entry is None:
+            raise SessionNotUp(f"no session up with {node_id}")
+        return entry
+
+    def _accept(self, data: bytes, addr: Address) -> None:
+        """A datagram to no session we know: an INITIAL may open one."""
+        original_cid = initial_packet_cid(data)
+        if original_cid is None:
+            return
+        if len(self._entries) >= MAX_SESSIONS and not self._half_open:
+            return  # every slot holds a session that came up or one we dialled
+        session = Session.accept(
+            credentials=self.credentials,
+            authorize=self._authorize,
+            original_destination_connection_id=original_cid,
+            settings=self.settings,
+        )
+        session.receive_datagram(data, addr, now=self._loop.time())
+        if not session.heard_from_peer:
+            return  # garbage shaped like an INITIAL: it takes no slot and evicts no one
+        same_host = self._half_open_by_host.get(addr[0], {})
+        if len(same_host) >= MAX_HALF_OPEN_PER_HOST:
+            self._evict(next(iter(same_host)))
+        while len(self._entries) >= MAX_SESSIONS and self._half_open:
+            self._evict(next(iter(self._half_open)))
+        if len(self._entries) >= MAX_SESSIONS:
+            return  # the owner dialled while hearing of an eviction: no room left
+        entry = self._add(session, addr)
+        self._half_open[entry] = None
+        self._half_open_by_host.setdefault(entry.source_host, {})[entry] = None
+        self._route(entry, original_cid)
+        self._service(entry)
+
+    def _evict(self, entry: _Entry) -> None:
+        """Make room: the owner hears SessionClosed(evicted), the client hears nothing."""
+        log.debug("session.evicted address=%s:%d", *entry.addr[:2])
+        entry.session.drop("evicted")
+        self._service(entry)
+
+    def _add(self, session: Session, addr: Address) -> _Entry:
+        entry = _Entry(session, addr)
+        self._entries.add(entry)
+        return entry
+
+    def _no_longer_half_open(self, entry: _Entry) -> None:
+        if entry not in self._half_open:
+            return
+        del self._half_open[entry]
+        same_host = self._half_open_by_host[entry.source_host]
+        del same_host[entry]
+        if not same_host:
+            del self._half_open_by_host[entry.source_host]
+
+    def _route(self, entry: _Entry, cid: bytes) -> None:
+        entry.cids.add(cid)
+        self._by_cid[cid] = entry
+
+    def _forget(self, entry: _Entry) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        for cid in entry.cids:
+            if self._by_cid.get(cid) is entry:
+                del self._by_cid[cid]
+        entry.cids.clear()
+        self._entries.discard(entry)
+        self._no_longer_half_open(entry)
+        node_id = entry.session.peer_node_id
+        if node_id is not None and self._active.get(node_id) is entry:
+            del self._active[node_id]
+
+    def _service(self, entry: _Entry) -> None:
+        """Handle events, send what is due, re-arm the timer (aioquic's ``transmit``)."""
+        session = entry.session
+        now = self._loop.time()
+        for _ in range(2):  # events can queue data (and sending can produce events)
+            while (event := session.next_event()) is not None:
+                self._handle(entry, event)
+            if self._transport is not None and not self._transport.is_closing():
+                for data, addr in session.datagrams_to_send(now):
+                    self._transport.sendto(data, addr)
+        if session.is_terminated:
+            self._forget(entry)
+            return
+        timer_at = session.get_timer()
+        if timer_at != entry.timer_at:
+            if entry.timer is not None:
+                entry.timer.cancel()
+            entry.timer = (
+                None if timer_at is None else self._loop.call_at(timer_at, self._on_timer, entry)
+            )
+            entry.timer_at = timer_at
+
+    def _on_timer(self, entry: _Entry) -> None:
+        entry.timer = None
+        entry.timer_at = None
+        entry.session.handle_timer(now=self._loop.time())
+        self._service(entry)
+
+    def _handle(self, entry: _Entry, event: SessionEvent) -> None:
+        node_id = entry.session.peer_node_id
+        if isinstance(event, ConnectionIdIssued):
+            self._route(entry, event.connection_id)
+        elif isinstance(event, ConnectionIdRetired):
+            entry.cids.discard(event.connection_id)
+            if self._by_cid.get(event.connection_id) is entry:
+                del self._by_cid[event.connection_id]
+        elif isinstance(event, SessionUp):
+            self._on_up(entry, event)
+        elif isinstance(event, MessageReceived | DatagramReceived):
+            if node_id is not None and self._active.get(node_id) is entry:
+                self._on_event(PeerEvent(node_id, entry.addr, event))
+        elif isinstance(event, SessionClosed):
+            if node_id is not None and self._active.get(node_id) is entry:
+                del self._active[node_id]
+                self._on_event(PeerEvent(node_id, entry.addr, event))
+            elif event.reason != "duplicate":
+                # The event's node id: a dial refused for its version names the node dialled.
+                self._on_event(PeerEvent(event.peer_node_id, entry.addr, event, was_up=False))
+
+    def _on_up(self, entry: _Entry, event: SessionUp) -> None:
+        now = self._loop.time()
+        entry.up_at = now
+        self._no_longer_half_open(entry)
+        node_id = event.peer_node_id
+        current = self._active.get(node_id)
+        if current is None:
+            self._active[node_id] = entry
+            self._on_event(PeerEvent(node_id, entry.addr, event))
+            return
+        winner, loser = self._tie_break(current, entry, now)
+        log.info(
+            "peer.duplicate node_id=%s kept=%s",
+            node_id,
+            "dialled" if winner.session.is_client else "accepted",
+        )
+        self._active[node_id] = winner
+        loser.session.close("duplicate", ERROR_DUPLICATE)
+        if loser is not entry:  # entry is being serviced by our caller
+            self._service(loser)
+        if winner is entry:
+            # A new session replaced the one the owner knew (a restarted peer, or the other
+            # half of a simultaneous dial): the peer starts afresh, so the owner must too —
+            # say hello again on this session. What it sent on the old one may be lost.
+            self._on_event(PeerEvent(node_id, entry.addr, event))
+
+    def _tie_break(self, current: _Entry, new: _Entry, now: float) -> tuple[_Entry, _Entry]:
+        """Which of two sessions with one peer to keep; both ends must pick the same one."""
+        assert current.up_at is not None
+        if now - current.up_at > DUPLICATE_WINDOW or (
+            current.session.is_client == new.session.is_client
+        ):
+            return new, current  # the peer restarted or redialled: the old one is stale
+        # A simultaneous dial: keep the session dialled by the smaller node id.
+        peer = new.session.peer_node_id
+        assert peer is not None
+        smaller_dialled_by_us = self.credentials.node_id < peer
+        keep_dialled = current if current.session.is_client else new
+        keep_accepted = new if keep_dialled is current else current
+        if smaller_dialled_by_us:
+            return keep_dialled, keep_accepted
+        return keep_accepted, keep_dialled

@@ -1,0 +1,114 @@
+"""meshd admin-key backup | restore | rotate: the mesh's admin key. ``backup`` and
+``restore`` are meshd.cli.commands.admin_key_backup's. ``rotate --add NODE_ID | --remove
+NODE_ID [--force] [--config FILE] [--socket PATH]``, on the node holding an admin key, signs
+the next mesh definition (serial + 1) with admins added or removed and hands it to the
+running daemon, which adopts it and spreads it to every node (meshd.core.membership.rotation).
+
+A rotation is two runs. ``--add NEW`` with the old key: both keys are admins, every
+certificate verifies. Then, once certificates and delegations were issued again under the
+new key (renewal does it), ``--remove OLD`` with the new key (``meshd admin-key restore``
+or ``state_dir/admin.key`` puts it on a node). The second run signs again, with the new
+key, every revocation the old key signed, before the definition goes out: a revocation
+must outlive the key that made it. It refuses while this node's own certificate is
+signed by a key it removes (``--force`` to do it anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from meshd.cli.commands import add_config_argument, add_socket_argument
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from meshd.cli.commands.admin_key_backup import add_backup_arguments, add_restore_arguments
+
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for add in (add_backup_arguments, add_restore_arguments, add_rotate_arguments):
+        add(sub)
+
+
+def add_rotate_arguments(subparsers: Any) -> argparse.ArgumentParser:
+    """``rotate`` under ``meshd admin-key``'s subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "rotate",
+        help="add or remove admin keys: the next mesh definition, spread to every node",
+        description="Sign the next mesh definition (serial + 1) with the admin key this node "
+        "holds and hand it to the daemon, which spreads it mesh-wide.",
+    )
+    p.add_argument("--add", action="append", default=[], metavar="NODE_ID", help="a new admin")
+    p.add_argument(
+        "--remove", action="append", default=[], metavar="NODE_ID", help="an admin to drop"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="remove a key even though this node's own certificate still depends on it",
+    )
+    add_config_argument(p)
+    add_socket_argument(p)
+    p.set_defaults(admin_key_run=rotate)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    return int(args.admin_key_run(args))
+
+
+def rotate(args: argparse.Namespace) -> int:
+    from meshd import config
+    from meshd.adapters import identity
+    from meshd.adapters.identity import public_from_node_id
+    from meshd.api.client import ControlClient, ControlError, locate_socket
+    from meshd.cli.commands import load_admin_key
+    from meshd.core.membership import MembershipError, MeshDefinition, Revocation, revoke
+    from meshd.core.membership.rotation import rotate_mesh
+
+    now = int(time.time())
+    try:
+        if not args.add and not args.remove:
+            raise ValueError("nothing to do: give --add NODE_ID or --remove NODE_ID")
+        for node_id in (*args.add, *args.remove):
+            public_from_node_id(node_id)
+        cfg = config.load(config.config_path(args.config))
+        ident = identity.load(cfg.node.state_dir)
+        client = ControlClient(locate_socket(args.socket, cfg))
+        current = MeshDefinition.from_json(client.mesh_definition().definition)
+        unknown = sorted(set(args.remove) - set(current.admins))
+        if unknown:
+            raise ValueError(f"not an admin of the mesh: {', '.join(unknown)}")
+        key = load_admin_key(cfg.node.state_dir, ident, current.admins)
+        newer = rotate_mesh(key, current, add=args.add, remove=args.remove, issued_at=now)
+        own = client.status().get("membership") or {}
+        if own.get("issuer") in args.remove and not args.force:
+            raise ValueError(
+                f"this node's certificate is signed by {own['issuer']}, which this removes: "
+                "wait until it is renewed under the new key, or give --force"
+            )
+        resigned = [
+            revoke(key, mesh=current, target=r.target, revoked_at=max(0, r.revoked_at - 1))
+            for r in map(Revocation.from_json, client.revocations())
+            if r.issuer in args.remove
+        ]
+        if resigned:  # a second earlier: these are kept over the old key's (the least wins)
+            client.add_revocations([r.encode() for r in resigned])
+        result = client.mesh_definition([newer.encode()])
+    except (
+        config.ConfigError,
+        identity.KeyFileError,
+        ControlError,  # "code: message"
+        MembershipError,
+        OSError,
+        ValueError,
+    ) as exc:
+        print(f"meshd admin-key rotate: {exc}", file=sys.stderr)
+        return 1
+    admins = ", ".join(result.definition["admins"])
+    print(
+        f"mesh definition serial {newer.serial} adopted and spreading: admins {admins}"
+        + (f"; {len(resigned)} revocation(s) signed again with the new key" if resigned else "")
+    )
+    return 0

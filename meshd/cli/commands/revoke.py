@@ -1,0 +1,121 @@
+"""meshd revoke NODE [--unseen] [--config FILE] [--socket PATH]: on the node holding the
+mesh's admin key, sign a revocation of NODE (a node id, or a neighbour's name as `meshd
+status` shows it) and hand it to the running daemon, as `meshd revocations add` does; the
+daemon keeps it and spreads it to every node, which drops the revoked node's sessions,
+links and routes, and refuses it from then on.
+
+NODE must be one this node has seen (a neighbour, a gateway) so that a typo revokes no
+one; ``--unseen`` takes a full node id of a node out of sight (one that went dark). A
+delegate cannot revoke: revocations never expire, so only an admin key signs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from meshd.cli.commands import add_config_argument, add_socket_argument, load_admin_key, load_node
+
+if TYPE_CHECKING:
+    from meshd.api.schema import Status
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("node", metavar="NODE", help="the node's id, or a neighbour's name")
+    p.add_argument(
+        "--unseen",
+        action="store_true",
+        help="NODE is the full id of a node this one has not seen (out of sight, gone dark)",
+    )
+    add_config_argument(p)
+    add_socket_argument(p)
+
+
+def known_nodes(status: Status) -> dict[str, str]:
+    """Node id -> name of every node the daemon shows: neighbours, then gateways."""
+    found = {n["node_id"]: n["name"] for n in status["neighbours"]}
+    for candidate in status.get("gateway", {}).get("candidates", []):
+        found.setdefault(candidate["node_id"], "")
+    return found
+
+
+def resolve(text: str, status: Status, revoked: set[str], unseen: bool) -> str:
+    """NODE as a node id; ValueError naming why it is not one to revoke."""
+    from meshd.adapters.identity import public_from_node_id
+
+    own = status["node_id"]
+    if text in (own, status["name"]):
+        raise ValueError(f"{text} is this node: revoke it from another admin node, or leave")
+    known = known_nodes(status)
+    if text in known or text in revoked:
+        return text
+    named = sorted(node_id for node_id, name in known.items() if name == text)
+    if len(named) > 1:
+        raise ValueError(f"{len(named)} neighbours are named {text!r}: give the node id")
+    if named:
+        return named[0]
+    try:
+        public_from_node_id(text)
+    except ValueError:
+        neighbours = ", ".join(sorted(n for n in known.values() if n)) or "none"
+        raise ValueError(
+            f"no node {text!r} known to this node (neighbours: {neighbours}); give a "
+            "neighbour's name or a node id"
+        ) from None
+    if not unseen:
+        raise ValueError(
+            f"{text} is no node this one has seen (not a neighbour or gateway): check the "
+            "id, and give --unseen to revoke a node out of sight"
+        )
+    return text
+
+
+def main(args: argparse.Namespace) -> int:
+    from meshd import config
+    from meshd.adapters import identity, trust
+    from meshd.api.client import ControlClient, ControlError, locate_socket
+    from meshd.core.membership import RevocationTarget, revoke
+
+    now = int(time.time())
+    try:
+        cfg, ident, own = load_node(args.config, now)
+        admin_key = load_admin_key(cfg.node.state_dir, ident, own.trust.admins)
+        client = ControlClient(locate_socket(args.socket, cfg))
+        status = client.status()
+        revoked = {
+            r["target"]["node_id"]
+            for r in client.revocations()
+            if r.get("target", {}).get("kind") == "node"
+        }
+        node_id = resolve(args.node, status, revoked, args.unseen)
+        if node_id in revoked:
+            print(f"meshd revoke: {node_id} is revoked already: nothing to do")
+            return 0
+        if node_id in own.trust.admins:
+            raise ValueError(f"{node_id} is an admin key of the mesh: rotate it instead")
+        record = revoke(
+            admin_key,
+            mesh=own.trust.definition,
+            target=RevocationTarget.node(node_id),
+            revoked_at=now,
+        )
+        client.add_revocations([record.encode()])
+    except (
+        config.ConfigError,
+        identity.KeyFileError,
+        trust.TrustError,
+        ControlError,  # "code: message"
+        OSError,
+        ValueError,
+    ) as exc:
+        print(f"meshd revoke: {exc}", file=sys.stderr)
+        return 1
+    name = known_nodes(status).get(node_id)
+    print(
+        f"revoked {f'{name} ' if name else ''}{node_id} from "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(now))}: every node drops it "
+        "as the revocation spreads, and refuses it from now on"
+    )
+    return 0

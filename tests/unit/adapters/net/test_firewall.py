@@ -1,0 +1,98 @@
+"""The rendered nftables table (pure). tests/netns/test_firewall_nft.py has nft itself
+accept these tables, and the netns exit tests show what they do to packets."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+from meshd.adapters.net.firewall import FLOW_MARK, FirewallSpec, render
+
+MESH = ipaddress.IPv4Address("10.77.0.5")
+PLAIN = FirewallSpec(
+    MESH, tunnel_prefix="mwabcdef", mesh_prefix=ipaddress.IPv4Network("10.77.0.0/16")
+)
+GATEWAY = dataclasses.replace(PLAIN, uplink="upl", gateway_interface="mwabcdefxg")
+
+
+def chain(text: str, name: str) -> list[str]:
+    lines = text.split(f"\tchain {name} {{\n", 1)[1].split("\n\t}", 1)[0].splitlines()
+    return [line.strip() for line in lines[1:]]  # without the hook line
+
+
+def test_a_plain_node_clamps_mss_into_its_tunnels_and_nats_nothing_out() -> None:
+    text = render(PLAIN)
+    assert text.startswith("table inet meshd {}\ndelete table inet meshd\n")  # atomic replace
+    assert 'oifname "mwabcdef*" tcp flags syn tcp option maxseg size set rt mtu' in text
+    assert "masquerade" not in text and "dnat" not in text.replace("ct status & dnat == 0", "")
+
+
+def test_the_node_answers_the_mesh_only_on_open_ports_icmp_and_replies() -> None:
+    spec = dataclasses.replace(PLAIN, open_udp=((6697, 6697), (6696, 6696)), open_tcp=((22, 22),))
+    rules = chain(render(spec), "input")
+    assert rules[0].startswith('iifname != "mwabcdef*" accept')  # the underlay and LAN: as before
+    assert rules[1] == "ct state { established, related } accept"
+    assert "udp dport { 6696, 6697 } accept" in rules
+    assert "tcp dport { 22 } accept" in rules
+    assert any(r.startswith("icmp type { echo-request,") for r in rules)
+    assert rules[-2].startswith("meta l4proto tcp reject with tcp reset")
+    assert rules[-1] == "reject with icmpx admin-prohibited"  # everything else, refused
+    assert "tcp dport" not in " ".join(chain(render(PLAIN), "input"))
+
+
+def test_what_this_node_and_its_household_send_into_the_mesh_leaves_from_the_mesh_address() -> None:
+    rules = [r for r in chain(render(PLAIN), "postrouting") if "ct mark" not in r]
+    assert rules[0].startswith(
+        'iifname != "mwabcdef*" oifname "mwabcdef*" ip saddr != 10.77.0.5 snat ip to 10.77.0.5'
+    )
+
+
+def test_our_flows_to_mesh_addresses_are_marked_at_their_first_packet() -> None:
+    rules = chain(render(PLAIN), "postrouting")  # a NAT chain: first packets only
+    assert rules[0].startswith(
+        'iifname != "mwabcdef*" oifname "mwabcdef*" ip daddr 10.77.0.0/16 '
+        f"ct mark set ct mark or {FLOW_MARK:#x}"
+    )
+
+
+def test_from_the_mesh_only_the_mesh_the_rest_gets_replies() -> None:
+    rules = chain(render(PLAIN), "forward")
+    assert rules[-1].startswith(
+        'iifname "mwabcdef*" oifname != "mwabcdef*" ct state != { established, related } '
+        "ct status & dnat == 0 drop"
+    )
+
+
+def test_a_gateway_nats_its_users_to_the_uplink_only_and_refuses_smtp() -> None:
+    text = render(GATEWAY)
+    forward = chain(text, "forward")
+    assert 'iifname "mwabcdefxg" oifname != "upl" drop comment "uplink only"' in forward
+    smtp = [i for i, r in enumerate(forward) if "tcp dport 25 reject with tcp reset" in r]
+    accept = forward.index('iifname "mwabcdefxg" accept')
+    assert smtp and smtp[0] < accept  # the policy comes before the users' accept
+    assert forward.index(next(r for r in forward if r.startswith('iifname "upl"'))) > accept
+    assert 'iifname "mwabcdef*" oifname "upl" masquerade' in text
+    assert "dport 25" not in render(dataclasses.replace(GATEWAY, block_smtp=False))
+
+
+def test_a_gateway_with_a_resolver_answers_its_users_dns_on_its_mesh_address() -> None:
+    assert "dnat" not in " ".join(chain(render(GATEWAY), "prerouting"))
+    rules = chain(render(dataclasses.replace(GATEWAY, resolver="198.51.100.1")), "prerouting")
+    assert rules == [
+        'iifname "mwabcdef*" ip daddr 10.77.0.5 meta l4proto { tcp, udp } th dport 53 '
+        'dnat ip to 198.51.100.1 comment "exit users\' DNS"'
+    ]
+
+
+def test_a_node_leaving_by_an_exit_asks_that_gateway_for_names() -> None:
+    spec = dataclasses.replace(
+        PLAIN, user_interface="mwabcdefxu", exit_dns="10.77.9.9", lan=("lan0", "wlan1")
+    )
+    text = render(spec)
+    dns = (
+        "ip daddr != { 127.0.0.0/8, 10.77.0.0/16 } meta l4proto { tcp, udp } th dport 53 "
+        'dnat ip to 10.77.9.9 comment "DNS by our exit"'
+    )
+    assert chain(text, "output") == [dns]
+    assert chain(text, "prerouting") == [f'iifname {{ "lan0", "wlan1" }} {dns}']
+    assert chain(render(dataclasses.replace(spec, exit_dns="", user_interface="")), "output") == []

@@ -1,0 +1,491 @@
+"""Two (or three) transports on 127.0.0.1 UDP sockets in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+from nacl.signing import SigningKey
+
+from meshd.adapters import quic as udp
+from meshd.adapters.quic import Address, PeerEvent, QuicTransport
+from meshd.core.transport.certs import NodeCredentials, node_certificate
+from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
+from meshd.core.transport.session import Session, SessionSettings
+
+LOOPBACK = "127.0.0.1"
+
+
+def credentials(seed: int) -> NodeCredentials:
+    return node_certificate(SigningKey(bytes([seed]) * 32))
+
+
+class Node:
+    def __init__(self, creds: NodeCredentials, refuse: dict[str, str] | None = None) -> None:
+        self.creds = creds
+        self.refuse = refuse or {}
+        self.events: list[PeerEvent] = []
+        self.changed = asyncio.Event()
+        self.transport: QuicTransport
+
+    def authorize(self, node_id: str) -> str | None:
+        return self.refuse.get(node_id)
+
+    def on_event(self, event: PeerEvent) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    def of(self, kind: type) -> list[PeerEvent]:
+        return [e for e in self.events if isinstance(e.event, kind)]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                # Session counts change without an event: poll too.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 0.01)
+
+
+@asynccontextmanager
+async def nodes(
+    *seeds: int, settings: SessionSettings | None = None, **kwargs: dict[str, str]
+) -> AsyncIterator[list[Node]]:
+    made: list[Node] = []
+    try:
+        for seed in seeds:
+            node = Node(credentials(seed), kwargs.get(f"refuse{seed}"))
+            node.transport = await QuicTransport.listen(
+                credentials=node.creds,
+                authorize=node.authorize,
+                on_event=node.on_event,
+                host=LOOPBACK,
+                port=0,
+                settings=settings or SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
+            )
+            made.append(node)
+        yield made
+    finally:
+        for node in made:
+            await node.transport.close()
+        for node in made:
+            assert node.transport.session_count == 0
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(5.0):
+            await test()
+
+    asyncio.run(bounded())
+
+
+def test_connect_exchange_and_close() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
+            await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
+            await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
+            assert [e.event for e in a.of(SessionUp)] == [SessionUp(b.creds.node_id, "meshd/2")]
+            assert [e.event for e in b.of(SessionUp)] == [SessionUp(a.creds.node_id, "meshd/2")]
+
+            for i in range(50):
+                a.transport.send_message(b.creds.node_id, b"a->b %d" % i)
+            b.transport.send_message(a.creds.node_id, b"x" * 60_000)
+            b.transport.send_datagram(a.creds.node_id, b"unreliable")
+            await b.wait_for(lambda: len(b.of(MessageReceived)) == 50)
+            await a.wait_for(lambda: len(a.of(MessageReceived)) == 1)
+            assert [e.event.data for e in b.of(MessageReceived)] == [  # type: ignore[attr-defined]
+                b"a->b %d" % i for i in range(50)
+            ]
+            assert a.of(MessageReceived)[0].event == MessageReceived(b"x" * 60_000)
+
+            a.transport.close_peer(b.creds.node_id, "maintenance")
+            await b.wait_for(lambda: bool(b.of(SessionClosed)))
+            closed = b.of(SessionClosed)[0]
+            assert closed.event.reason == "maintenance"  # type: ignore[attr-defined]
+            assert closed.peer_node_id == a.creds.node_id and closed.was_up
+            assert b.transport.peers() == {} and a.transport.peers() == {}
+
+    run(scenario)
+
+
+def test_handshake_time_on_loopback() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            a.transport.dial(b.transport.local_address)
+            await a.wait_for(lambda: bool(a.transport.peers()))
+            elapsed = loop.time() - start
+            assert elapsed < 0.5, elapsed  # measured ~5 ms
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("order", ["smaller_first", "larger_first", "same_tick"])
+def test_simultaneous_dial_leaves_exactly_one_session(
+    order: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="meshd.core.transport")
+
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            small, large = sorted((a, b), key=lambda n: n.creds.node_id)
+            first, second = (small, large) if order != "larger_first" else (large, small)
+            first.transport.dial(second.transport.local_address, second.creds.node_id)
+            if order != "same_tick":
+                await asyncio.sleep(0)
+            second.transport.dial(first.transport.local_address, first.creds.node_id)
+            await a.wait_for(lambda: bool(a.transport.peers()))
+            await b.wait_for(lambda: bool(b.transport.peers()))
+            # Let the duplicate close and drain on both sides.
+            await a.wait_for(lambda: a.transport.session_count == 1)
+            await b.wait_for(lambda: b.transport.session_count == 1)
+            # Told once, or once more when the survivor replaced the session first told of
+            # (what was sent on that one may be lost: the owner says hello again).
+            assert len(a.of(SessionUp)) in (1, 2) and len(b.of(SessionUp)) in (1, 2)
+            assert a.of(SessionClosed) == [] and b.of(SessionClosed) == []
+            # The survivor is the session the smaller node id dialled, on both ends.
+            (small_entry,) = small.transport._entries
+            (large_entry,) = large.transport._entries
+            assert small_entry.session.is_client and not large_entry.session.is_client
+            small.transport.send_message(large.creds.node_id, b"one session")
+            large.transport.send_message(small.creds.node_id, b"back")
+            await large.wait_for(lambda: bool(large.of(MessageReceived)))
+            await small.wait_for(lambda: bool(small.of(MessageReceived)))
+
+    run(scenario)
+    # Both dials came up on both ends and each end chose: the tie-break really ran.
+    duplicates = [r.getMessage() for r in caplog.records if "peer.duplicate" in r.getMessage()]
+    assert len(duplicates) == 2, duplicates
+    assert all("kept=" in line for line in duplicates)
+
+
+def test_refused_peer_is_reported_with_the_reason() -> None:
+    async def scenario() -> None:
+        a_id = credentials(1).node_id
+        async with nodes(1, 2, refuse2={a_id: "revoked"}) as (a, b):
+            a.transport.dial(b.transport.local_address)
+            await a.wait_for(lambda: bool(a.of(SessionClosed)))
+            await b.wait_for(lambda: bool(b.of(SessionClosed)))
+            for node in (a, b):
+                (closed,) = node.of(SessionClosed)
+                assert closed.event.reason == "revoked"  # type: ignore[attr-defined]
+                assert not closed.was_up
+            assert a.of(SessionUp) == [] and b.of(SessionUp) == []
+
+    run(scenario)
+
+
+def test_three_nodes_one_socket_each() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2, 3) as (a, b, c):
+            a.transport.dial(b.transport.local_address)
+            c.transport.dial(a.transport.local_address)
+            b.transport.dial(c.transport.local_address)
+            for node in (a, b, c):
+                await node.wait_for(lambda node=node: len(node.transport.peers()) == 2)
+            assert {e.event.peer_node_id for e in a.of(SessionUp)} == {  # type: ignore[attr-defined]
+                b.creds.node_id,
+                c.creds.node_id,
+            }
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("order", ["smaller_first", "larger_first", "same_tick"])
+def test_a_hello_sent_at_each_session_up_always_arrives(order: str) -> None:
+    """The pattern the control plane relies on: a message sent when SessionUp is reported
+    reaches the peer, whichever of two simultaneous dials survives."""
+
+    async def scenario() -> None:
+        async with nodes(3, 4) as (a, b):
+            for me, other in ((a, b), (b, a)):
+
+                def hello(ev: PeerEvent, me: Node = me, other: Node = other) -> None:
+                    Node.on_event(me, ev)
+                    if isinstance(ev.event, SessionUp):
+                        me.transport.send_message(other.creds.node_id, b"hello")
+
+                me.on_event = hello  # type: ignore[method-assign]
+                me.transport._on_event = hello
+            small, large = sorted((a, b), key=lambda n: n.creds.node_id)
+            first, second = (small, large) if order != "larger_first" else (large, small)
+            first.transport.dial(second.transport.local_address, second.creds.node_id)
+            if order != "same_tick":
+                await asyncio.sleep(0)
+            second.transport.dial(first.transport.local_address, first.creds.node_id)
+            for node in (a, b):
+                await node.wait_for(lambda node=node: bool(node.of(MessageReceived)))
+                await node.wait_for(lambda node=node: node.transport.session_count == 1)
+
+    run(scenario)
+
+
+# -- half-open sessions: a flood of INITIALs must not lock new neighbours out ----------------
+
+STRANGER = credentials(9)
+
+
+class HalfOpenDialer:
+    """Real INITIALs from one source address (each a new client's first datagram, with a
+    fresh connection id) that are never followed up: each leaves the server half-open."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))  # any 127/8 address is loopback on Linux
+        self.sock.setblocking(False)
+
+    def send_initials(self, to: Address, count: int = 1, garbled: bool = False) -> None:
+        for _ in range(count):
+            client = Session.dial(credentials=STRANGER, authorize=lambda _: None, addr=to, now=0.0)
+            for data, _addr in client.datagrams_to_send(0.0):
+                if garbled:  # the header stays valid, the payload no longer decrypts
+                    data = data[:64] + bytes(64) + data[128:]  # (the header is ~26 bytes)
+                self.sock.sendto(data, to)
+
+    def received(self) -> int:
+        """How many datagrams arrived since the last call."""
+        count = 0
+        while True:
+            try:
+                self.sock.recv(65_536)
+            except BlockingIOError:
+                return count
+            count += 1
+
+
+@contextlib.contextmanager
+def dialers(*hosts: str) -> Iterator[list[HalfOpenDialer]]:
+    made = [HalfOpenDialer(host) for host in hosts]
+    try:
+        yield made
+    finally:
+        for dialer in made:
+            dialer.sock.close()
+
+
+def closes(node: Node, reason: str) -> list[PeerEvent]:
+    return [e for e in node.of(SessionClosed) if getattr(e.event, "reason", None) == reason]
+
+
+def test_a_handshake_not_done_by_the_deadline_is_dropped_quietly() -> None:
+    settings = SessionSettings(idle_timeout=5.0, keepalive_interval=1.0, handshake_timeout=0.3)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with nodes(1, 2, settings=settings) as (a, b):
+            with dialers("127.0.0.11") as (stranger,):
+
+                def on_event(ev: PeerEvent) -> None:
+                    Node.on_event(b, ev)
+                    if isinstance(ev.event, SessionClosed):
+                        stranger.received()  # what b sent before it dropped the session
+
+                b.transport._on_event = on_event
+                start = loop.time()
+                stranger.send_initials(b.transport.local_address)
+                await b.wait_for(lambda: b.transport.half_open_count == 1)
+                assert stranger.received() >= 1  # b answered: a handshake was under way
+                await b.wait_for(lambda: b.transport.session_count == 0)
+                elapsed = loop.time() - start
+                assert 0.3 <= elapsed < 1.0, elapsed  # not aioquic's 5 s idle timeout
+                (dropped,) = b.of(SessionClosed)
+                assert dropped.event == SessionClosed(reason="handshake_timeout")
+                assert not dropped.was_up and dropped.peer_node_id is None
+                assert dropped.addr[0] == "127.0.0.11"
+                await asyncio.sleep(0.3)
+                assert stranger.received() == 0  # since: no CONNECTION_CLOSE, no retransmission
+                b.transport._on_event = b.on_event
+            # A session that comes up is not bound by the deadline.
+            a.transport.dial(b.transport.local_address, b.creds.node_id)
+            await a.wait_for(lambda: bool(a.transport.peers()))
+            await asyncio.sleep(0.5)
+            assert b.creds.node_id in a.transport.peers()
+            assert a.creds.node_id in b.transport.peers()
+            assert len(b.of(SessionClosed)) == 1
+
+    run(scenario)
+
+
+def test_initials_that_do_not_decrypt_take_no_slot() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            with dialers("127.0.0.11") as (flood,):
+                flood.send_initials(b.transport.local_address, count=50, garbled=True)
+                a.transport.dial(b.transport.local_address, b.creds.node_id)
+                await a.wait_for(lambda: bool(a.transport.peers()))
+                assert b.transport.session_count == 1  # a's session only
+                assert flood.received() == 0  # nothing answered, nothing reported
+                assert b.of(SessionClosed) == []
+
+    run(scenario)
+
+
+def test_a_full_table_evicts_the_oldest_half_open_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(udp, "MAX_SESSIONS", 4)
+    hosts = [f"127.0.0.{11 + k}" for k in range(5)]
+
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            with dialers(*hosts) as strangers:
+                for k, stranger in enumerate(strangers[:4]):
+                    stranger.send_initials(b.transport.local_address)
+
+                    def held(count: int = k + 1) -> bool:
+                        return b.transport.half_open_count == count
+
+                    await b.wait_for(held)
+                assert b.of(SessionClosed) == []
+                strangers[4].send_initials(b.transport.local_address)
+                await b.wait_for(lambda: bool(closes(b, "evicted")))
+                assert b.transport.session_count == 4
+                (evicted,) = closes(b, "evicted")
+                assert evicted.addr[0] == hosts[0] and not evicted.was_up
+                # A real neighbour gets in the same way, and comes up.
+                a.transport.dial(b.transport.local_address, b.creds.node_id)
+                await a.wait_for(lambda: bool(a.transport.peers()))
+                assert [e.addr[0] for e in closes(b, "evicted")] == hosts[:2]
+                assert b.transport.session_count == 4 and b.transport.half_open_count == 3
+
+    run(scenario)
+
+
+def test_up_sessions_are_never_evicted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(udp, "MAX_SESSIONS", 2)
+
+    async def scenario() -> None:
+        async with nodes(1, 2, 3) as (a, b, c):
+            a.transport.dial(b.transport.local_address, b.creds.node_id)
+            await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
+            with dialers("127.0.0.11") as (stranger,):
+                # One up, one half-open: a new INITIAL evicts the half-open one.
+                stranger.send_initials(b.transport.local_address)
+                await b.wait_for(lambda: b.transport.half_open_count == 1)
+                stranger.send_initials(b.transport.local_address)
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 1)
+                assert a.creds.node_id in b.transport.peers()
+                # c's INITIAL evicts the other one, then every slot holds an up session.
+                c.transport.dial(b.transport.local_address, b.creds.node_id)
+                await c.wait_for(lambda: bool(c.transport.peers()))
+                await b.wait_for(lambda: len(b.transport.peers()) == 2)
+                assert len(closes(b, "evicted")) == 2
+                stranger.received()
+                stranger.send_initials(b.transport.local_address, count=5)
+                await asyncio.sleep(0.2)
+                assert stranger.received() == 0  # dropped: not even a first flight back
+                assert len(b.transport.peers()) == 2 and b.transport.session_count == 2
+                assert len(b.of(SessionClosed)) == 2  # the two evictions, nothing since
+            for node in (a, c):
+                node.transport.send_message(b.creds.node_id, b"still here")
+            await b.wait_for(lambda: len(b.of(MessageReceived)) == 2)
+
+    run(scenario)
+
+
+def test_one_source_host_holds_at_most_its_share_of_half_open_sessions() -> None:
+    cap = udp.MAX_HALF_OPEN_PER_HOST
+
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            with dialers("127.0.0.11", "127.0.0.12", LOOPBACK) as (flood, other, near):
+                flood.send_initials(b.transport.local_address, count=cap + 24)
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 24)
+                assert b.transport.half_open_count == cap
+                assert {e.addr[0] for e in closes(b, "evicted")} == {"127.0.0.11"}
+                # Other hosts are not affected by that host's cap.
+                other.send_initials(b.transport.local_address, count=3)
+                await b.wait_for(lambda: b.transport.half_open_count == cap + 3)
+                assert len(closes(b, "evicted")) == 24
+                # A flood from a real neighbour's own address: its handshake still gets
+                # a slot, the flood's oldest, and comes up.
+                near.send_initials(b.transport.local_address, count=cap + 4)
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 28)
+                a.transport.dial(b.transport.local_address, b.creds.node_id)
+                await a.wait_for(lambda: bool(a.transport.peers()))
+                await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
+                assert b.transport.half_open_count == 2 * cap + 3 - 1
+
+    run(scenario)
+
+
+def test_a_dial_over_ipv6_comes_up() -> None:
+    """An IPv6 socket reports peers as (host, port, flowinfo, scope_id) and aioquic knows
+    a path by that tuple: a dial given (host, port) must still hear its answers (the join
+    relay listens on the mesh IPv6 address)."""
+
+    async def scenario() -> None:
+        made = []
+        try:
+            for seed in (1, 2):
+                node = Node(credentials(seed))
+                node.transport = await QuicTransport.listen(
+                    credentials=node.creds,
+                    authorize=node.authorize,
+                    on_event=node.on_event,
+                    host="::1",
+                    port=0,
+                )
+                made.append(node)
+            a, b = made
+            a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
+            await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
+            await b.wait_for(lambda: a.creds.node_id in b.transport.peers())
+            a.transport.send_message(b.creds.node_id, b"over v6")
+            await b.wait_for(lambda: bool(b.of(MessageReceived)))
+        finally:
+            for node in made:
+                await node.transport.close()
+
+    run(scenario)
+
+
+def test_try_send_says_why_instead_of_raising_when_no_session_is_up() -> None:
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            why = a.transport.try_send(b.creds.node_id, b"nobody there")
+            assert why is not None and "no session up" in why
+            a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
+            await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
+            assert a.transport.try_send(b.creds.node_id, b"now") is None
+
+    run(scenario)
+
+
+def test_a_dial_refused_for_its_version_reaches_the_owner_as_the_node_dialled() -> None:
+    async def scenario() -> None:
+        old, new = Node(credentials(1)), Node(credentials(2))
+        for node, protocols in ((old, ("meshd/1",)), (new, ("meshd/2",))):
+            node.transport = await QuicTransport.listen(
+                credentials=node.creds,
+                authorize=node.authorize,
+                on_event=node.on_event,
+                host=LOOPBACK,
+                port=0,
+                settings=SessionSettings(
+                    alpn_protocols=protocols, idle_timeout=5.0, keepalive_interval=1.0
+                ),
+            )
+        try:
+            old.transport.dial(new.transport.local_address, expected_node_id=new.creds.node_id)
+            await old.wait_for(lambda: bool(closes(old, "version_unsupported")))
+            await new.wait_for(lambda: bool(closes(new, "version_unsupported")))
+            (dialled,) = closes(old, "version_unsupported")
+            assert (dialled.peer_node_id, dialled.was_up) == (new.creds.node_id, False)
+            (accepted,) = closes(new, "version_unsupported")
+            assert (accepted.peer_node_id, accepted.was_up) == (None, False)
+            assert old.of(SessionUp) == [] and new.of(SessionUp) == []
+            await new.wait_for(lambda: new.transport.session_count == 0)
+        finally:
+            for node in (old, new):
+                await node.transport.close()
+
+    run(scenario)
