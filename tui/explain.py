@@ -80,7 +80,7 @@ ROUTE_REFUSALS = {
     "stale_signature": "origin signatures too old or from the future",
 }
 
-# Why receipts are throttled or disputed (meshd.receipts.exchange).
+# Why receipts are throttled or disputed (meshd.core.receipts.exchange).
 _RECEIPT_REASONS = {
     "no_receipts": "claims left unsigned beyond the credit allowance",
     "over_tolerance": "a claim exceeded the other side's own count beyond the tolerance",
@@ -185,7 +185,7 @@ def candidate(c: GatewayCandidate, selected: str | None) -> Why:
 
 
 def tolerance(figure: int, terms: ReceiptTerms) -> int:
-    """How far a claim may exceed ``figure`` and still be signed (meshd.receipts)."""
+    """How far a claim may exceed ``figure`` and still be signed (meshd.core.receipts)."""
     return int(figure * terms["tolerance_percent"] / 100) + terms["tolerance_bytes"]
 
 
