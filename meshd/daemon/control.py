@@ -342,10 +342,7 @@ class ControlService:
 
     def _store(self, effect: fx.Effect) -> None:
         if isinstance(effect, fx.SaveSeqno):
-            path = self.state_dir / SEQNO_FILE
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(f"{effect.seqno}\n")
-            os.replace(tmp, path)
+            write_atomically(self.state_dir / SEQNO_FILE, f"{effect.seqno}\n".encode())
         elif isinstance(effect, fx.SaveDirectory):
             write_atomically(self.state_dir / DIRECTORY_FILE, effect.data)
         elif isinstance(effect, fx.SaveRevocations):

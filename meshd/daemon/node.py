@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -197,13 +195,12 @@ class Node:
         an IPv4 broadcast address but ours and the uplink (the interface of a default
         route: the internet is not a segment of the mesh), or those the config names."""
         try:
-            addrs = json.loads(_ip("-j", "address", "show"))
-            defaults = json.loads(_ip("-j", "route", "show", "default"))
-        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+            addrs = self.netlink.interfaces()
+            uplinks = self.netlink.default_devices()
+        except NetlinkError as exc:
             event("underlay.unreadable", logging.WARNING, error=str(exc))
             return [], []
         wanted = self.cfg.discovery.beacon_interfaces
-        uplinks = {r.get("dev") for r in defaults if isinstance(r, dict)}
         candidates = candidate_interfaces(
             addrs, wireguard_prefix=self.cfg.wireguard.interface_prefix
         )
@@ -406,7 +403,6 @@ class Node:
                 self.throttle,
             )
             self.exits = ExitService(
-                self.node_id,
                 self.control.credentials,
                 self.identity.signing_key,
                 self.control,
@@ -457,10 +453,6 @@ class Node:
             echo.close()
             self.netlink.close()
             event("node.stopped", name=self.cfg.node.name)
-
-
-def _ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
 
 
 def _answers(path: Any) -> bool:

@@ -7,8 +7,8 @@ square's edges are counted), the seed retried until the graph is connected. Ever
 ``meshd.daemon.control.build_control`` makes them) announcing one IPv4 /32 and one IPv6
 /128; every link costs 96 and comes up at t = 0. Every packet is encoded with
 ``encode_packet`` (the bytes meshd puts in a BabelPacket message) and arrives a fixed hop
-delay later; each arrival is followed by a drain of the receiver, as ``ControlPlane``
-flushes after every packet.
+delay later; each arrival is followed by a drain of the receiver (``ControlPlane`` flushes
+20 ms after the first of a burst, FLUSH_DELAY_S: here every packet is its own burst).
 
 Reported (none has a target):
 - ``core.converge.seconds_N`` / ``rounds_N``: from all links up until every node has a route

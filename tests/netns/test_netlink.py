@@ -2,7 +2,8 @@
 the interface index a route remembers is looked up again once its interface was recreated,
 a route whose interface is gone is gone with it, routes go into the table named and only
 that one, and the rules that send the mesh prefixes to meshd's table are made once, adopted
-without duplicates and removed."""
+without duplicates and removed, and the underlay the beacons read (interfaces, addresses,
+default routes) is what ``ip`` shows."""
 
 from __future__ import annotations
 
@@ -112,6 +113,40 @@ RULES = textwrap.dedent(
     """
 )
 
+INTERFACES = textwrap.dedent(
+    """
+    import json, subprocess
+    from meshd.adapters.beacon_socket import candidate_interfaces
+    from meshd.adapters.net.netlink import Netlink
+
+    def sh(cmd):
+        subprocess.run(cmd, shell=True, check=True)
+
+    def ip(*args):
+        out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    sh("ip link set lo up")
+    sh("ip link add v0 type veth peer name w0 && ip link set v0 up && ip link set w0 up")
+    sh("ip addr add 10.1.0.1/24 dev v0")  # no brd given: the subnet's is used
+    sh("ip addr add 10.2.0.1/24 brd 10.2.0.127 dev w0")
+    sh("ip link add v1 type veth peer name w1 && ip link set v1 up")  # no carrier
+    sh("ip addr add 10.3.0.1/24 dev v1")
+    sh("ip link add mwx type veth peer name mwy && ip link set mwx up && ip link set mwy up")
+    sh("ip addr add 10.4.0.1/24 dev mwx")  # ours: never a segment
+    sh("ip route add default via 10.2.0.2 dev w0")
+    nl = Netlink()
+    for exclude in ((), ("v0",)):
+        mine = candidate_interfaces(nl.interfaces(), wireguard_prefix="mw", exclude=exclude)
+        theirs = candidate_interfaces(ip("address", "show"), wireguard_prefix="mw",
+                                      exclude=exclude)
+        assert mine == theirs, (mine, theirs)
+    assert [(u.ifname, u.broadcast) for u in mine] == [("w0", "10.2.0.127")], mine
+    assert nl.default_devices() == {r["dev"] for r in ip("route", "show", "default")} == {"w0"}
+    print("ok")
+    """
+)
+
 
 def _in_scratch_namespace(script: str) -> None:
     ns = "nl" + secrets.token_hex(4)
@@ -134,3 +169,7 @@ def test_routes_follow_a_recreated_interface() -> None:
 
 def test_mesh_rules_are_made_once_adopted_and_removed() -> None:
     _in_scratch_namespace(RULES)
+
+
+def test_the_underlay_read_by_netlink_is_what_ip_shows() -> None:
+    _in_scratch_namespace(INTERFACES)

@@ -24,27 +24,18 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-from dataclasses import dataclass
 
 from meshd.adapters.net import command, firewall, shaping, sysctl
 from meshd.adapters.net.exit_meter import ExitMeter
 from meshd.adapters.net.netlink import Netlink
 from meshd.adapters.wg.backend import WireGuardBackend
 from meshd.adapters.wg.model import DeviceUpdate, PeerUpdate, WireGuardError
+from meshd.core.exits import ExitTarget
 from meshd.log import event
 
 GATEWAY_RULE_PREF = 1000
 USER_RULE_PREF = 1100  # and the next one
 USER_KEEPALIVE_S = 5  # keeps the gateway's NAT and the tunnel's session warm
-
-
-@dataclass(frozen=True)
-class ExitTarget:
-    """The gateway a user leaves by, once it granted the exit."""
-
-    node_id: str
-    wireguard_public: bytes
-    endpoint: tuple[str, int]  # the gateway's mesh address and exit port
 
 
 def exit_interface_names(own_prefix: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,10 @@ _PLAIN_RULE_ATTRS = {
     "FRA_SUPPRESS_PREFIXLEN",
 }
 _UNSET_SUPPRESS = (None, -1, 0xFFFFFFFF)
+
+
+# Interface flags by name, as ``ip`` prints them (linux/if.h).
+_IFF = ((0x1, "UP"), (0x8, "LOOPBACK"), (0x2, "BROADCAST"), (0x10000, "LOWER_UP"))
 
 
 class NetlinkError(Exception):
@@ -121,6 +126,41 @@ class Netlink:
         return {
             (ipaddress.ip_address(a.get("IFA_ADDRESS")), int(a["prefixlen"]))
             for a in self.ipr.addr("dump", index=idx)
+        }
+
+    def interfaces(self) -> list[dict[str, Any]]:
+        """Every interface and its IPv4 addresses, as ``ip -j address show`` spells them
+        (``ifname``, ``ifindex``, ``flags`` by name, ``addr_info`` with ``family``,
+        ``local``, ``prefixlen`` and ``broadcast``): what the beacons' candidates read."""
+        links: dict[int, dict[str, Any]] = {}
+        for link in self._call("list links", self.ipr.get_links):
+            flags = int(link.get("flags", 0))
+            links[int(link["index"])] = {
+                "ifindex": int(link["index"]),
+                "ifname": link.get_attr("IFLA_IFNAME"),
+                "flags": [name for bit, name in _IFF if flags & bit],
+                "addr_info": [],
+            }
+        for addr in self._call("list addresses", self.ipr.get_addr, family=socket.AF_INET):
+            link = links.get(int(addr["index"]))
+            if link is not None:
+                info = {"family": "inet", "prefixlen": int(addr["prefixlen"])}
+                info["local"] = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
+                if (broadcast := addr.get_attr("IFA_BROADCAST")) is not None:
+                    info["broadcast"] = broadcast
+                link["addr_info"].append(info)
+        return list(links.values())
+
+    def default_devices(self) -> set[str]:
+        """The interfaces that IPv4 default routes of the main table leave by."""
+        names = {int(link["index"]): link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
+        routes = self._call(
+            "list default routes", self.ipr.get_routes, family=socket.AF_INET, table=MAIN_TABLE
+        )
+        return {
+            names[oif]
+            for r in routes
+            if int(r["dst_len"]) == 0 and (oif := r.get_attr("RTA_OIF")) in names
         }
 
     def ensure_address(self, ifname: str, address: IPAddress, prefixlen: int) -> bool:

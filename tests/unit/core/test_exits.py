@@ -1,0 +1,224 @@
+"""The exits' core (meshd.core.exits) on its own: a gateway admitting, refusing, metering
+and releasing its users, a user following the control plane's choice of gateway, all as
+inputs with ``now`` and effects out. The kernel and the sessions are the netns tests'
+(tests/netns/test_exit*.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from meshd.core import exits
+from meshd.core.control import effects as fx
+from meshd.core.proto import session
+from meshd.core.proto.gateway import make_advert
+from meshd.core.routing.gateways import Choice
+from meshd.core.routing.uplink_health import UplinkHealth
+from tests.unit.core.control.test_control_core import WALL, Mesh, cert
+
+PEER_IP = ipaddress.IPv4Address("10.77.0.2")
+
+
+def terms(**changes: object) -> exits.GatewayTerms:
+    base: dict[str, object] = {
+        "share": True,
+        "exit_port": 52820,
+        "accepts_new": True,
+        "rate_cap_kbit": None,
+        "quota_bytes": 0,
+        "blocked": frozenset(),
+        "mesh_ipv4": ipaddress.IPv4Address("10.77.0.1"),
+        "quic_port": 6698,
+    }
+    return exits.GatewayTerms(**{**base, **changes})  # type: ignore[arg-type]
+
+
+class World(Mesh):
+    def __init__(self, tmp: Path, health: UplinkHealth | None = None, **changes: object) -> None:
+        super().__init__(tmp)
+        self.exits = exits.Exits(self.core, self.me.signing_key, terms(**changes), health)
+
+    def message(self, message: session.SessionMessage, now: float = 1.0) -> list[exits.Effect]:
+        self.exits.message(self.peer.node_id, session.encode(message), now)
+        return self.exits.drain()
+
+    def verified(self) -> list[exits.Effect]:  # type: ignore[override]
+        self.exits.session_up(self.peer.node_id, session.MESHD_2, 1.0)
+        self.exits.drain()
+        self.message(session.Capabilities(session.FEATURES))
+        return self.message(session.Membership(cert(self.peer, str(PEER_IP))))
+
+
+def up_health() -> UplinkHealth:
+    health = UplinkHealth(5.0, 15.0)
+    health.due(0.0)
+    health.result(True, 0.0)
+    return health
+
+
+def sent(effects: list[exits.Effect]) -> list[session.SessionMessage]:
+    return [session.decode(e.data) for e in effects if isinstance(e, fx.Send)]
+
+
+def test_a_session_shows_capabilities_then_our_certificate(tmp_path: Path) -> None:
+    world = World(tmp_path, up_health())
+    world.exits.session_up(world.peer.node_id, session.MESHD_2, 1.0)
+    assert [type(m) for m in sent(world.exits.drain())] == [
+        session.Capabilities,
+        session.Membership,
+    ]
+
+
+def test_a_verified_member_that_asks_is_admitted_and_granted(tmp_path: Path) -> None:
+    world = World(tmp_path, up_health())
+    assert world.verified() == []  # we are not its gateway-to-be: nothing to ask
+    effects = world.message(session.ExitRequest())
+    assert exits.Admit(world.peer.wireguard_public, PEER_IP) in effects
+    assert sent(effects) == [session.ExitGrant(52820)]
+    assert world.exits.user_of == {PEER_IP: world.peer.node_id}
+    # Asking again is granted again, not admitted twice.
+    assert not [e for e in world.message(session.ExitRequest()) if isinstance(e, exits.Admit)]
+    world.exits.session_closed(world.peer.node_id, "idle")
+    assert world.exits.drain() == [exits.Release(world.peer.wireguard_public)]
+
+
+def test_anything_before_the_certificate_closes_the_session(tmp_path: Path) -> None:
+    world = World(tmp_path, up_health())
+    world.exits.session_up(world.peer.node_id, session.MESHD_2, 1.0)
+    world.exits.drain()
+    world.message(session.Capabilities(session.FEATURES))
+    effects = world.message(session.ExitRequest())
+    assert effects == [fx.Close(world.peer.node_id, "not_verified")]
+    assert not world.exits.peers[world.peer.node_id].admitted
+
+
+def test_a_neighbour_kind_is_not_legal_on_an_exit_session(tmp_path: Path) -> None:
+    world = World(tmp_path, up_health())
+    world.verified()
+    effects = world.message(session.Link(51820))
+    assert len(effects) == 1 and isinstance(effects[0], fx.Close)
+
+
+def test_a_session_that_never_shows_a_certificate_is_closed_after_the_deadline(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, up_health())
+    world.exits.session_up(world.peer.node_id, session.MESHD_2, 1.0)
+    world.exits.drain()
+    world.exits.tick(1.0 + exits.VERIFY_S / 2, ())
+    assert fx.Close(world.peer.node_id, "not_verified") not in world.exits.drain()
+    world.exits.tick(2.0 + exits.VERIFY_S, ())
+    assert fx.Close(world.peer.node_id, "not_verified") in world.exits.drain()
+
+
+@pytest.mark.parametrize(
+    ("health", "changes", "reason"),
+    [
+        (True, {"share": False}, "not_a_gateway"),
+        (False, {}, "uplink_down"),
+        (True, {"accepts_new": False}, "not_taking_new_users"),
+    ],
+)
+def test_terms_refuse_with_their_reason(
+    tmp_path: Path, health: bool, changes: dict[str, object], reason: str
+) -> None:
+    world = World(tmp_path, up_health() if health else UplinkHealth(5.0, 15.0), **changes)
+    world.verified()
+    effects = world.message(session.ExitRequest())
+    assert sent(effects) == [session.ExitRefused(reason)]
+    assert not [e for e in effects if isinstance(e, exits.Admit)]
+
+
+def test_blocking_releases_a_user_at_once_and_keeps_only_the_run_time_list(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, up_health(), blocked=frozenset({"c" * 43}))
+    world.verified()
+    world.message(session.ExitRequest())
+    world.exits.block(world.peer.node_id, True)
+    effects = world.exits.drain()
+    assert effects == [
+        exits.SaveBlocked((world.peer.node_id,)),
+        exits.Release(world.peer.wireguard_public),
+        fx.Close(world.peer.node_id, "blocked"),
+    ]
+    assert sent(world.message(session.ExitRequest())) == [session.ExitRefused("blocked")]
+    with pytest.raises(ValueError, match="config"):
+        world.exits.block("c" * 43, False)
+    world.exits.block(world.peer.node_id, False)
+    assert world.exits.drain() == [exits.SaveBlocked(())]
+
+
+def test_a_user_at_its_quota_is_released_told_and_refused_until_the_month_ends(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path, up_health(), quota_bytes=1000)
+    world.exits.month_is("2027-01")
+    world.verified()
+    world.message(session.ExitRequest())
+    assert world.exits.by_user({PEER_IP: 600, ipaddress.IPv4Address("10.77.9.9"): 5}) == {
+        world.peer.node_id: 600
+    }
+    world.exits.metered({world.peer.node_id: 600})
+    assert world.exits.drain() == []
+    world.exits.metered({world.peer.node_id: 1000})
+    effects = world.exits.drain()
+    assert exits.Release(world.peer.wireguard_public) in effects
+    assert sent(effects) == [session.ExitRefused("quota_reached")]
+    assert sent(world.message(session.ExitRequest())) == [session.ExitRefused("quota_reached")]
+    world.exits.month_is("2027-02")  # every quota starts again
+    assert sent(world.message(session.ExitRequest())) == [session.ExitGrant(52820)]
+
+
+def test_the_uplink_is_checked_one_at_a_time_and_announced_once_known(tmp_path: Path) -> None:
+    world = World(tmp_path, UplinkHealth(5.0, 15.0))
+    world.exits.tick(0.0, ())
+    assert world.exits.drain() == [exits.CheckUplink()]  # nothing announced while unknown
+    world.exits.tick(6.0, ())
+    assert exits.CheckUplink() not in world.exits.drain()  # the first is still out
+    world.exits.uplink_checked(True, "", 6.5, ())
+    world.exits.tick(7.0, ())
+    (announce,) = [e for e in world.exits.drain() if isinstance(e, exits.Announce)]
+    assert announce.advert.available and announce.advert.exit_port == 52820
+    assert announce.advert.node_id == world.me.node_id
+    # A dead uplink withdraws the advert at once.
+    world.exits.tick(30.0, ())
+    (withdrawn,) = [e for e in world.exits.drain() if isinstance(e, exits.Announce)]
+    assert not withdrawn.advert.available and world.exits.needs_exit
+
+
+def test_a_user_dials_the_chosen_gateway_asks_and_uses_the_grant(tmp_path: Path) -> None:
+    world = World(tmp_path, None, share=False)  # no uplink of our own: needs an exit
+    gateway = world.peer.node_id
+    advert = make_advert(
+        world.peer.signing_key,
+        mesh_id=world.core.own.trust.mesh_id,
+        mesh_ipv4=PEER_IP,
+        exit_port=52821,
+        seqno=1,
+        issued_at=int(WALL),
+        lifetime_s=300,
+        available=True,
+        accepts_new=True,
+        rate_cap_kbit=0,
+    )
+    world.core.gateways.table.adverts[gateway] = advert
+    world.core.gateways.choice = Choice(gateway, (), True)
+    world.exits.tick(1.0, ())
+    assert fx.Dial((str(PEER_IP), 6698), gateway) in world.exits.drain()
+    world.exits.tick(1.5, (gateway,))
+    assert not [e for e in world.exits.drain() if isinstance(e, fx.Dial)]  # dialling
+    assert sent(world.verified()) == [session.ExitRequest()]
+    effects = world.message(session.ExitGrant(52821))
+    target = exits.ExitTarget(gateway, world.peer.wireguard_public, (str(PEER_IP), 52821))
+    assert effects == [exits.UseExit(target)]
+    # Refused: the plane keeps the refusal and chooses again, now.
+    effects = world.message(session.ExitRefused("quota_reached"), now=5.0)
+    assert effects == [exits.ChooseGateway()]
+    assert world.core.gateways.refusals[gateway] == ("quota_reached", 5.0 + exits.REFUSED_RETRY_S)
+    # No gateway chosen any more: the tunnel is pointed nowhere and the session closed.
+    world.core.gateways.choice = Choice(None, (), True)
+    world.exits.tick(6.0, (gateway,))
+    assert world.exits.drain() == [fx.Close(gateway, "switching"), exits.UseExit(None)]
