@@ -7,6 +7,7 @@ or route is ever made in the host's namespace.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -151,6 +152,22 @@ def ensure_inotify_instances(plan: Plan) -> int | None:
     except OSError as exc:
         raise BuildError(f"{INOTIFY_LIMIT}: cannot raise it to {wanted}: {exc}") from None
     return limit
+
+
+def add_stranger(plan: Plan, segment: int) -> tuple[str, ipaddress.IPv4Interface]:
+    """Plug a stranger into segment ``segment``: a namespace with an address on the
+    segment's subnet and nothing else (no keys, no meshd, no routes beyond the segment);
+    what it tries is up to the test. Removed by ``down`` (its name matches the testbed's)."""
+    assert plan.switch_namespace is not None
+    namespace, address = plan.stranger(segment)
+    run(["ip", "netns", "add", namespace])
+    ipn(namespace, "link", "set", "lo", "up")
+    port = f"s{segment}-stranger"
+    veth(namespace, "s0", plan.switch_namespace, port)
+    ipn(plan.switch_namespace, "link", "set", port, "master", plan.segments[segment].bridge, "up")
+    ipn(namespace, "addr", "add", str(address), "dev", "s0")
+    ipn(namespace, "link", "set", "s0", "up")
+    return namespace, address
 
 
 def build(plan: Plan, imp: Impairments) -> None:

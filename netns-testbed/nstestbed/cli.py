@@ -353,10 +353,32 @@ def cmd_exec(args: argparse.Namespace) -> int:
         if not node.lan:
             usage_error(f"testbed: node {node.name} has no LAN (lan = true)")
         namespace = node.lan.namespace
+    elif args.node not in {n.name for n in plan.nodes} and args.node[:1] == "x":
+        namespace = f"{plan.testbed_id}-{args.node}"  # a stranger (``testbed stranger``)
+        if namespace not in build.existing_namespaces():
+            usage_error(f"testbed: no stranger {args.node} (testbed stranger SEGMENT)")
     else:
         node = need_node(plan, args.node)
         namespace, socket, config = node.namespace, node.socket, node.config_path
     os.execvpe("ip", ["ip", "netns", "exec", namespace, *command], child_env(socket, config))
+
+
+def cmd_stranger(args: argparse.Namespace) -> int:
+    """Plug a stranger (a namespace that is no member) into a segment; print where it is
+    and who else is there. ``testbed exec xS -- ...`` runs commands in it."""
+    st, plan = need_state()
+    need_root()
+    try:
+        namespace, address = plan.stranger(args.segment)
+    except KeyError:
+        usage_error(f"testbed stranger: no segment {args.segment} (0..{len(plan.segments) - 1})")
+    if namespace not in build.existing_namespaces():
+        build.add_stranger(plan, args.segment)
+    members = {
+        p.endpoint.node: str(p.endpoint.address.ip) for p in plan.segments[args.segment].ports
+    }
+    print(json.dumps({"namespace": namespace, "address": str(address.ip), "members": members}))
+    return 0
 
 
 def _pair(plan: Plan, a: str, b: str) -> tuple[str, str]:
@@ -585,10 +607,14 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
-    ex = sub.add_parser("exec", help="run a command in a node (NODE, NODE-lan or inet)")
+    ex = sub.add_parser("exec", help="run a command in a node (NODE, NODE-lan, inet or xS)")
     ex.add_argument("node", metavar="NODE")
     ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
     ex.set_defaults(func=cmd_exec)
+
+    sg = sub.add_parser("stranger", help="plug a stranger (no member) into segment S (0, 1...)")
+    sg.add_argument("segment", type=int, metavar="S")
+    sg.set_defaults(func=cmd_stranger)
 
     for name, cut, text in (
         ("cut", True, "silently drop all A-B traffic"),

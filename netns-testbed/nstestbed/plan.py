@@ -42,6 +42,7 @@ DEFAULT_STATE_DIR = Path("/run/meshd-testbed")
 TESTBED_ID = re.compile(r"[a-z0-9]{1,16}")
 LINK_POOL = ipaddress.IPv4Network("100.64.0.0/10")
 SEGMENT_BASE = ipaddress.IPv4Address("100.127.0.0")
+STRANGER_HOST = 200  # a stranger's host number on a segment's /24 (members count from 1)
 INTERNET_NET = ipaddress.IPv4Network("198.51.100.0/24")
 INTERNET_ADDRESS = ipaddress.IPv4Address("198.51.100.1")  # the uplinks' router
 # The servers sit beyond that router (on the internet namespace's lo), as a real ISP's do:
@@ -231,6 +232,14 @@ class Plan:
         if self.switch_namespace:
             names.append(self.switch_namespace)
         return names
+
+    def stranger(self, segment: int) -> tuple[str, ipaddress.IPv4Interface]:
+        """The namespace and address of a stranger (no member: no keys, no meshd) on
+        segment ``segment`` (``testbed stranger``; the boundaries' tests)."""
+        if not 0 <= segment < len(self.segments):
+            raise KeyError(f"segment {segment}")
+        address = ipaddress.IPv4Address(int(SEGMENT_BASE) + 256 * segment + STRANGER_HOST)
+        return f"{self.testbed_id}-x{segment}", ipaddress.IPv4Interface(f"{address}/24")
 
     def link_between(self, a: str, b: str) -> LinkPlan | None:
         for link in self.links:

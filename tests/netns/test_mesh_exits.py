@@ -1,7 +1,8 @@
 """Uplink sharing on the demo neighbourhood (netns-testbed/topologies/demo.toml): a and d
 share shaped uplinks; b, c and e have none, and e is two hops from either gateway, over a
 1400-byte underlay link. Every household without a working uplink leaves through an exit
-tunnel to the gateway it chose, with its LAN NATed behind it."""
+tunnel to the gateway it chose, with its LAN NATed behind it. A stranger on the shared
+segment gets none of it (issue 22)."""
 
 from __future__ import annotations
 
@@ -216,10 +217,10 @@ def test_the_mesh_reaches_only_meshd_open_ports_and_icmp_on_a_node(bed: Bed) -> 
         proc.wait()
 
 
-def _resolve(bed: Bed, node: str, resolver: str) -> str:
-    """One lookup as a stub resolver makes it: a query, asked again once after 3 s without
-    an answer (glibc's attempts:2), each from a new socket."""
-    query = (
+def _dns_query(resolver: str) -> str:
+    """A program making one lookup as a stub resolver makes it: a query, asked again once
+    after 3 s without an answer (glibc's attempts:2), each from a new socket."""
+    return (
         "import socket\n"
         "from scapy.layers.dns import DNS, DNSQR\n"
         "for attempt in range(2):\n"
@@ -234,7 +235,10 @@ def _resolve(bed: Bed, node: str, resolver: str) -> str:
         "else:\n"
         "    print('timeout')\n"
     )
-    return bed.sh(node, sys.executable, "-c", query, check=False).strip()
+
+
+def _resolve(bed: Bed, node: str, resolver: str) -> str:
+    return bed.sh(node, sys.executable, "-c", _dns_query(resolver), check=False).strip()
 
 
 def test_names_resolve_for_a_household_whose_uplink_is_down(bed: Bed) -> None:
@@ -252,3 +256,40 @@ def test_names_resolve_for_a_household_whose_uplink_is_down(bed: Bed) -> None:
         bed.run("uplink", "d", "up")
     bed.wait("d back on its own uplink", lambda: bed.gateway("d")["using"] == "own_uplink", 10)
     assert _resolve(bed, "d", isp) == SERVER
+
+
+def test_a_stranger_on_a_segment_reaches_nothing_in_the_mesh_and_no_exit(bed: Bed) -> None:
+    """Issue 22: a non-member plugged into the b, c, d segment, routing the mesh's prefix
+    and the internet through a member, gets no answer from any mesh address, no DNS from
+    the gateways' forwarders and no internet, through a node that leaves by an exit (c)
+    or a gateway (d); the segment itself, and a member's household, still work."""
+    spot = json.loads(bed.run("stranger", "0"))
+    members = spot["members"]
+
+    def stranger(*cmd: str) -> str:
+        return bed.run("exec", "x0", "--", *cmd, check=False)
+
+    ping = ("ping", "-c", "1", "-W", "1")
+    assert " 1 received" in stranger(*ping, members["c"])  # the segment: as before
+    mesh = {n: bed.status(n)["mesh_ipv4"] for n in "abcde"}
+    for via in ("c", "d"):
+        for prefix in ("10.77.0.0/16", "default"):
+            stranger("ip", "route", "replace", prefix, "via", members[via])
+        for node, address in mesh.items():
+            out = stranger(*ping, address)
+            assert " 0 received" in out, (via, node, out)
+        out = stranger(sys.executable, "-c", _tcp_probe(SERVER, 80, timeout=3))
+        assert "connected" not in out, (via, out)
+        for gw in GATEWAYS:
+            out = stranger(sys.executable, "-c", _dns_query(mesh[gw])).strip()
+            assert out == "timeout", (via, gw, out)
+    # The household of a member on that segment: b's LAN reaches the mesh, the gateways'
+    # DNS and the internet.
+    lan = bed.lan("b", *ping, mesh["a"])
+    assert " 1 received" in lan.stdout, lan.stdout + lan.stderr
+    exit_gw = bed.exit_of("b")
+    assert exit_gw is not None
+    answer = bed.lan("b", sys.executable, "-c", _dns_query(mesh[exit_gw]))
+    assert answer.stdout.strip() == SERVER, answer.stdout + answer.stderr
+    web = bed.lan("b", sys.executable, "-c", _tcp_probe(SERVER, 80, timeout=5))
+    assert "connected" in web.stdout, web.stdout + web.stderr

@@ -6,6 +6,12 @@
   errors, and replies; the household LAN, the underlay and the uplink get only replies
   (and a gateway's exit users reach its uplink). Nothing from the uplink's side enters
   the mesh but replies.
+- Strangers on the underlay: only this node and its household (the LAN's interfaces) send
+  into the mesh. From any other interface (a shared segment, a point-to-point underlay
+  link, the uplink), nothing is forwarded but replies (not into the tunnels, not to the
+  uplink: a node is no router for its segments), and the mesh's addresses on this node
+  (its own mesh address, and a gateway's DNS forwarder there) answer nothing but replies.
+  The uplink may still reach the LAN, as the household's router lets it.
 - NAT: whatever this node or its household sends into the mesh leaves from the mesh
   address; a gateway masquerades its exit users' traffic out of its uplink.
 - DNS: a gateway sends exit users' queries to its mesh address on to its resolver; a node
@@ -61,6 +67,10 @@ def _ports(ranges: tuple[PortRange, ...]) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
+def _names(names: tuple[str, ...]) -> str:
+    return "{ " + ", ".join(f'"{n}"' for n in dict.fromkeys(names)) + " }"
+
+
 def _chain(name: str, kind: str, hook: str, priority: str, rules: list[str]) -> list[str]:
     head = f"type {kind} hook {hook} priority {priority}; policy accept;"
     return [f"\tchain {name} {{", f"\t\t{head}", *(f"\t\t{r}" for r in rules), "\t}"]
@@ -72,9 +82,20 @@ def render(spec: FirewallSpec) -> str:
     dns = "meta l4proto { tcp, udp } th dport 53"
     # Input: from the tunnels, meshd's own ports, the operator's open ports, ICMP echo and
     # errors, and replies; the rest is refused (a reset or an ICMP error: a clear answer).
+    reply = "ct state { established, related }"
+    # Beside the tunnels, only this node and its LAN reach the mesh's addresses here.
+    stranger = f"iifname != {tunnels} iifname != {_names(('lo', *spec.lan))}"
     inbound = [
+        f"{stranger} ip daddr {spec.mesh_prefix} ct state != {{ established, related }} drop "
+        'comment "the mesh\'s addresses: not from the underlay"',
+    ]
+    if spec.mesh_prefix6 is not None:
+        inbound.append(
+            f"{stranger} ip6 daddr {spec.mesh_prefix6} ct state != {{ established, related }} drop"
+        )
+    inbound += [
         f'iifname != {tunnels} accept comment "only what comes from the mesh is filtered"',
-        "ct state { established, related } accept",
+        f"{reply} accept",
         "ct state invalid drop",
         "icmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } "
         "accept",
@@ -89,7 +110,11 @@ def render(spec: FirewallSpec) -> str:
         'meta l4proto tcp reject with tcp reset comment "not a service offered to the mesh"',
         "reject with icmpx admin-prohibited",
     ]
+    # The uplink is the household's own: what it may send the LAN is the home router's say.
+    routed_for = _names(("lo", *spec.lan, *([spec.uplink] if spec.uplink else [])))
     forward = [
+        f"iifname != {tunnels} iifname != {routed_for} ct state != {{ established, related }} "
+        'drop comment "strangers on the underlay: nothing through this node but replies"',
         f"oifname {tunnels} tcp flags syn tcp option maxseg size set rt mtu "
         'comment "MSS clamp into tunnels"',
     ]

@@ -30,14 +30,38 @@ def test_a_plain_node_clamps_mss_into_its_tunnels_and_nats_nothing_out() -> None
 def test_the_node_answers_the_mesh_only_on_open_ports_icmp_and_replies() -> None:
     spec = dataclasses.replace(PLAIN, open_udp=((6697, 6697), (6696, 6696)), open_tcp=((22, 22),))
     rules = chain(render(spec), "input")
-    assert rules[0].startswith('iifname != "mwabcdef*" accept')  # the underlay and LAN: as before
-    assert rules[1] == "ct state { established, related } accept"
+    assert rules[1].startswith('iifname != "mwabcdef*" accept')  # the underlay and LAN
+    assert rules[2] == "ct state { established, related } accept"
     assert "udp dport { 6696, 6697 } accept" in rules
     assert "tcp dport { 22 } accept" in rules
     assert any(r.startswith("icmp type { echo-request,") for r in rules)
     assert rules[-2].startswith("meta l4proto tcp reject with tcp reset")
     assert rules[-1] == "reject with icmpx admin-prohibited"  # everything else, refused
     assert "tcp dport" not in " ".join(chain(render(PLAIN), "input"))
+
+
+def test_strangers_on_the_underlay_reach_no_mesh_address_here_and_nothing_through() -> None:
+    spec = dataclasses.replace(
+        GATEWAY, lan=("lan0", "lan1"), mesh_prefix6=ipaddress.IPv6Network("fd00::/48")
+    )
+    text = render(spec)
+    stranger = 'iifname != "mwabcdef*" iifname != { "lo", "lan0", "lan1" }'
+    assert chain(text, "input")[:2] == [
+        f"{stranger} ip daddr 10.77.0.0/16 ct state != {{ established, related }} drop "
+        'comment "the mesh\'s addresses: not from the underlay"',
+        f"{stranger} ip6 daddr fd00::/48 ct state != {{ established, related }} drop",
+    ]
+    # Forwarded: only the tunnels, this node, its LAN and the uplink (the household's own,
+    # which may answer the LAN) send anything but replies, before any other rule.
+    assert chain(text, "forward")[0] == (
+        'iifname != "mwabcdef*" iifname != { "lo", "lan0", "lan1", "upl" } '
+        'ct state != { established, related } drop comment "strangers on the underlay: '
+        'nothing through this node but replies"'
+    )
+    # Without a LAN or an uplink, only the tunnels and the node itself.
+    assert chain(render(PLAIN), "forward")[0].startswith(
+        'iifname != "mwabcdef*" iifname != { "lo" } ct state != { established, related } drop'
+    )
 
 
 def test_what_this_node_and_its_household_send_into_the_mesh_leaves_from_the_mesh_address() -> None:
