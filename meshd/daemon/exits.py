@@ -188,6 +188,7 @@ class ExitService:
     async def _meter(self) -> None:
         """Read the kernel's counts into this month's totals; the core cuts off who reached
         its quota."""
+        await self.kernel(self.tunnels.watch_uplink)
         deltas = await self.kernel(self.tunnels.usage)
         self.core.month_is(month_of(time.time()))
         by_user = self.core.by_user(deltas)

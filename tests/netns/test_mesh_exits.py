@@ -293,3 +293,45 @@ def test_a_stranger_on_a_segment_reaches_nothing_in_the_mesh_and_no_exit(bed: Be
     assert answer.stdout.strip() == SERVER, answer.stdout + answer.stderr
     web = bed.lan("b", sys.executable, "-c", _tcp_probe(SERVER, 80, timeout=5))
     assert "connected" in web.stdout, web.stdout + web.stderr
+
+
+def test_exit_users_reach_the_internet_but_not_the_gateways_home(bed: Bed) -> None:
+    """Issue 22: the uplinks' router (198.51.100.1, the gateway household's home router:
+    every gateway's uplink is on its subnet) answers each gateway itself, and not e or
+    its LAN, which leave by a gateway; the testbed internet still answers both."""
+    router = "198.51.100.1"
+    ping = ("ping", "-c", "1", "-W", "2")
+    for gw in GATEWAYS:
+        assert " 1 received" in bed.sh(gw, *ping, router, check=False), gw  # positive control
+    assert bed.exit_of("e") in GATEWAYS
+    own = bed.sh("e", *ping, router, check=False)
+    assert " 0 received" in own, own
+    lan = bed.lan("e", *ping, router)
+    assert " 0 received" in lan.stdout, lan.stdout
+    # TCP to a closed port: the router would answer with a reset (ConnectionRefusedError);
+    # the gateway refuses it before it gets there (an ICMP error: no route to host).
+    lan_tcp = bed.lan("e", sys.executable, "-c", _tcp_probe(router, 80, timeout=3))
+    assert lan_tcp.stdout.strip() == "OSError", lan_tcp.stdout + lan_tcp.stderr
+    assert bed.sh("a", sys.executable, "-c", _tcp_probe(router, 80), check=False).strip() == (
+        "ConnectionRefusedError"
+    )
+    web = bed.lan("e", sys.executable, "-c", _tcp_probe(SERVER, 80, timeout=5))
+    assert "connected" in web.stdout, web.stdout + web.stderr
+    assert " 1 received" in bed.lan("e", *ping, SERVER).stdout
+
+
+def test_a_new_address_on_the_uplink_joins_what_exit_users_never_reach(bed: Bed) -> None:
+    """The uplink's subnets are read again as its addresses change (DHCP), with the
+    gateway's meter, every few seconds."""
+    extra = "192.0.2.1/24"  # TEST-NET-1: nowhere in the private ranges
+
+    def refused() -> bool:
+        return "192.0.2.0/24" in bed.sh("a", "nft", "list", "chain", "inet", "meshd", "forward")
+
+    assert not refused()
+    bed.sh("a", "ip", "addr", "add", extra, "dev", "upl")
+    try:
+        bed.wait("a refuses its new uplink subnet to exit users", refused, within=15)
+    finally:
+        bed.sh("a", "ip", "addr", "del", extra, "dev", "upl", check=False)
+    bed.wait("and forgets it once the address goes", lambda: not refused(), within=15)

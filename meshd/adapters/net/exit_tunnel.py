@@ -27,7 +27,7 @@ import logging
 
 from meshd.adapters.net import command, firewall, shaping, sysctl
 from meshd.adapters.net.exit_meter import ExitMeter
-from meshd.adapters.net.netlink import Netlink
+from meshd.adapters.net.netlink import Netlink, NetlinkError
 from meshd.adapters.wg.backend import WireGuardBackend
 from meshd.adapters.wg.model import DeviceUpdate, PeerUpdate, WireGuardError
 from meshd.core.exits import ExitTarget
@@ -133,10 +133,36 @@ class ExitTunnels:
         if cap_kbit:
             shaping.apply(shaping.exit_commands(self.gateway_if, cap_kbit))
         self.spec = dataclasses.replace(
-            self.spec, gateway_interface=self.gateway_if, mesh_class=shaped
+            self.spec,
+            gateway_interface=self.gateway_if,
+            mesh_class=shaped,
+            uplink_subnets=self._subnets(uplink),
         )
         self.apply_firewall()
         self.meter.open(self.gateway_if)
+
+    def watch_uplink(self) -> None:
+        """Keep exit users out of the uplink's subnets as its addresses change (DHCP)."""
+        if not self.spec.gateway_interface:
+            return
+        subnets = self._subnets(self.spec.uplink)
+        if subnets != self.spec.uplink_subnets:
+            event("exit.uplink_subnets", subnets=[str(n) for n in subnets])
+            self.spec = dataclasses.replace(self.spec, uplink_subnets=subnets)
+            self.apply_firewall()
+
+    def _subnets(self, uplink: str) -> tuple[firewall.Network, ...]:
+        try:
+            found = self.netlink.addresses(uplink)
+        except NetlinkError as exc:  # gone for now: keep what we knew
+            event("exit.uplink_unreadable", logging.WARNING, error=str(exc))
+            return self.spec.uplink_subnets
+        return tuple(
+            sorted(
+                {ipaddress.ip_interface(f"{a}/{plen}").network for a, plen in found},
+                key=lambda n: (n.version, n),
+            )
+        )
 
     def admit(self, wireguard_public: bytes, address: ipaddress.IPv4Address) -> None:
         peer = PeerUpdate(wireguard_public, allowed_ips=(f"{address}/32",))

@@ -17,8 +17,13 @@
 - DNS: a gateway sends exit users' queries to its mesh address on to its resolver; a node
   leaving by an exit sends its own and its LAN's queries to that gateway (its usual
   resolver may sit behind the uplink that is down).
-- Exit policy on a gateway: exit users' traffic goes only to the uplink, outbound SMTP is
-  refused (unless allowed). A blocked user is not in the firewall: its WireGuard peer goes.
+- Exit policy on a gateway: exit users' traffic goes only to the uplink, and there only to
+  the public internet: never to private, link-local, CGNAT, loopback, multicast or
+  reserved addresses, nor the uplink's own subnets (the gateway household's router and
+  everything beside it), except their DNS to the resolver the gateway passes it to.
+  Outbound SMTP is refused (unless allowed). A blocked user is not in the firewall: its
+  WireGuard peer goes. Exit users are told apart from mesh links by the gateway's exit
+  interface (``…xg``), which the tunnels' wildcard also matches.
 - Owner first: on a shaped uplink, exit users' packets go in the mesh's class
   (meshd.adapters.net.shaping).
 - MSS clamping on forwarded TCP SYNs into every tunnel, so that an MTU smaller than the
@@ -42,6 +47,21 @@ FLOW_MARK = 0x0100_0000  # a ct mark bit: a flow to a mesh address over a mesh l
 
 
 PortRange = tuple[int, int]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# What exit users never reach through a gateway: everything but the public internet.
+NOT_PUBLIC_IPV4 = (
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",  # RFC 1918
+    "100.64.0.0/10",  # CGNAT (RFC 6598)
+    "127.0.0.0/8",
+    "169.254.0.0/16",  # link-local
+    "172.16.0.0/12",  # RFC 1918
+    "192.168.0.0/16",  # RFC 1918
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, and the broadcast address
+)
+NOT_PUBLIC_IPV6 = ("::1/128", "fc00::/7", "fe80::/10", "ff00::/8")  # loopback, ULA, link, multicast
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,7 @@ class FirewallSpec:
     lan: tuple[str, ...] = ()  # the household LAN's interfaces
     mesh_class: bool = False  # the uplink is shaped: exit users' packets go in its mesh class
     mesh_prefix6: ipaddress.IPv6Network | None = None  # the mesh's IPv6 addresses
+    uplink_subnets: tuple[Network, ...] = ()  # sharing: the uplink's own, as its addresses say
 
 
 def _ports(ranges: tuple[PortRange, ...]) -> str:
@@ -132,6 +153,19 @@ def render(spec: FirewallSpec) -> str:
     if spec.gateway_interface and spec.uplink:
         gw, up = spec.gateway_interface, spec.uplink
         forward.append(f'iifname "{gw}" oifname != "{up}" drop comment "uplink only"')
+        if spec.resolver:
+            forward.append(
+                f'iifname "{gw}" ip daddr {spec.resolver} {dns} ct status dnat accept '
+                'comment "exit users\' DNS, to the resolver it was sent to"'
+            )
+        home = "reject with icmpx admin-prohibited"
+        v4 = [*NOT_PUBLIC_IPV4, *(str(n) for n in spec.uplink_subnets if n.version == 4)]
+        v6 = [*NOT_PUBLIC_IPV6, *(str(n) for n in spec.uplink_subnets if n.version == 6)]
+        forward += [
+            f'iifname "{gw}" ip daddr {{ {", ".join(v4)} }} {home} '
+            'comment "exit users: the public internet only, not the gateway\'s home"',
+            f'iifname "{gw}" ip6 daddr {{ {", ".join(v6)} }} {home}',
+        ]
         if spec.block_smtp:
             forward.append(
                 f'iifname "{gw}" tcp dport 25 reject with tcp reset comment "exit policy: no SMTP"'

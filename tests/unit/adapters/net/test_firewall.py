@@ -99,6 +99,39 @@ def test_a_gateway_nats_its_users_to_the_uplink_only_and_refuses_smtp() -> None:
     assert "dport 25" not in render(dataclasses.replace(GATEWAY, block_smtp=False))
 
 
+def test_exit_users_get_the_public_internet_only_but_their_dns_reaches_the_resolver() -> None:
+    spec = dataclasses.replace(
+        GATEWAY,
+        resolver="192.168.1.1",
+        uplink_subnets=(
+            ipaddress.IPv4Network("192.168.1.0/24"),
+            ipaddress.IPv4Network("198.51.100.0/24"),
+            ipaddress.IPv6Network("2001:db8:1::/64"),
+        ),
+    )
+    forward = chain(render(spec), "forward")
+    xg = 'iifname "mwabcdefxg"'
+    dns = forward.index(
+        f"{xg} ip daddr 192.168.1.1 meta l4proto {{ tcp, udp }} th dport 53 ct status dnat "
+        'accept comment "exit users\' DNS, to the resolver it was sent to"'
+    )
+    (home,) = [i for i, r in enumerate(forward) if r.startswith(f"{xg} ip daddr {{")]
+    v4 = forward[home]
+    for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                "100.64.0.0/10", "224.0.0.0/4", "198.51.100.0/24"):  # fmt: skip
+        assert f" {net}," in v4 or f" {net} }}" in v4, net
+    assert "reject with icmpx admin-prohibited" in v4
+    v6 = forward[home + 1]
+    assert v6.startswith(
+        f"{xg} ip6 daddr {{ ::1/128, fc00::/7, fe80::/10, ff00::/8, 2001:db8:1::/64"
+    )
+    # The resolver's exception first, then the refusal, then SMTP and the users' accept.
+    smtp = next(i for i, r in enumerate(forward) if "tcp dport 25" in r)
+    assert dns < home < smtp < forward.index(f"{xg} accept")
+    # Without a resolver of its own (none configured nor found), no exception at all.
+    assert not [r for r in chain(render(GATEWAY), "forward") if "ct status dnat accept" in r]
+
+
 def test_a_gateway_with_a_resolver_answers_its_users_dns_on_its_mesh_address() -> None:
     assert "dnat" not in " ".join(chain(render(GATEWAY), "prerouting"))
     rules = chain(render(dataclasses.replace(GATEWAY, resolver="198.51.100.1")), "prerouting")
