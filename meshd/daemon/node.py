@@ -195,8 +195,7 @@ class Node:
         an IPv4 broadcast address but ours and the uplink (the interface of a default
         route: the internet is not a segment of the mesh), or those the config names."""
         try:
-            addrs = self.netlink.interfaces()
-            uplinks = self.netlink.default_devices()
+            addrs, uplinks = self.netlink.underlay()
         except NetlinkError as exc:
             event("underlay.unreadable", logging.WARNING, error=str(exc))
             return [], []

@@ -136,13 +136,14 @@ INTERFACES = textwrap.dedent(
     sh("ip addr add 10.4.0.1/24 dev mwx")  # ours: never a segment
     sh("ip route add default via 10.2.0.2 dev w0")
     nl = Netlink()
+    interfaces, defaults = nl.underlay()
     for exclude in ((), ("v0",)):
-        mine = candidate_interfaces(nl.interfaces(), wireguard_prefix="mw", exclude=exclude)
+        mine = candidate_interfaces(interfaces, wireguard_prefix="mw", exclude=exclude)
         theirs = candidate_interfaces(ip("address", "show"), wireguard_prefix="mw",
                                       exclude=exclude)
         assert mine == theirs, (mine, theirs)
     assert [(u.ifname, u.broadcast) for u in mine] == [("w0", "10.2.0.127")], mine
-    assert nl.default_devices() == {r["dev"] for r in ip("route", "show", "default")} == {"w0"}
+    assert defaults == {r["dev"] for r in ip("route", "show", "default")} == {"w0"}
     print("ok")
     """
 )

@@ -128,10 +128,12 @@ class Netlink:
             for a in self.ipr.addr("dump", index=idx)
         }
 
-    def interfaces(self) -> list[dict[str, Any]]:
-        """Every interface and its IPv4 addresses, as ``ip -j address show`` spells them
+    def underlay(self) -> tuple[list[dict[str, Any]], set[str]]:
+        """Every interface with its IPv4 addresses, as ``ip -j address show`` spells them
         (``ifname``, ``ifindex``, ``flags`` by name, ``addr_info`` with ``family``,
-        ``local``, ``prefixlen`` and ``broadcast``): what the beacons' candidates read."""
+        ``local``, ``prefixlen`` and ``broadcast``: what the beacons' candidates read), and
+        the interfaces that IPv4 default routes of the main table leave by. One dump each
+        of links, addresses and routes."""
         links: dict[int, dict[str, Any]] = {}
         for link in self._call("list links", self.ipr.get_links):
             flags = int(link.get("flags", 0))
@@ -149,19 +151,15 @@ class Netlink:
                 if (broadcast := addr.get_attr("IFA_BROADCAST")) is not None:
                     info["broadcast"] = broadcast
                 link["addr_info"].append(info)
-        return list(links.values())
-
-    def default_devices(self) -> set[str]:
-        """The interfaces that IPv4 default routes of the main table leave by."""
-        names = {int(link["index"]): link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
         routes = self._call(
             "list default routes", self.ipr.get_routes, family=socket.AF_INET, table=MAIN_TABLE
         )
-        return {
-            names[oif]
+        defaults = {
+            links[oif]["ifname"]
             for r in routes
-            if int(r["dst_len"]) == 0 and (oif := r.get_attr("RTA_OIF")) in names
+            if int(r["dst_len"]) == 0 and (oif := r.get_attr("RTA_OIF")) in links
         }
+        return list(links.values()), defaults
 
     def ensure_address(self, ifname: str, address: IPAddress, prefixlen: int) -> bool:
         """Add the address unless it is there; True when it was added."""
