@@ -290,7 +290,9 @@ class IsolationSettings:
 @dataclass(frozen=True)
 class LanSettings:
     interfaces: tuple[str, ...] = _opt(
-        (), "the household LAN's interfaces: NATed to the mesh address, never reachable from it"
+        (),
+        "the household LAN's interfaces: NATed to the mesh address, never reachable from it; "
+        "only these (and the node itself) may send through the node into the mesh or an exit",
     )
 
 

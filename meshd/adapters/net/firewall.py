@@ -103,7 +103,6 @@ def render(spec: FirewallSpec) -> str:
     dns = "meta l4proto { tcp, udp } th dport 53"
     # Input: from the tunnels, meshd's own ports, the operator's open ports, ICMP echo and
     # errors, and replies; the rest is refused (a reset or an ICMP error: a clear answer).
-    reply = "ct state { established, related }"
     # Beside the tunnels, only this node and its LAN reach the mesh's addresses here.
     stranger = f"iifname != {tunnels} iifname != {_names(('lo', *spec.lan))}"
     inbound = [
@@ -116,7 +115,7 @@ def render(spec: FirewallSpec) -> str:
         )
     inbound += [
         f'iifname != {tunnels} accept comment "only what comes from the mesh is filtered"',
-        f"{reply} accept",
+        "ct state { established, related } accept",
         "ct state invalid drop",
         "icmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } "
         "accept",
