@@ -261,8 +261,11 @@ def test_names_resolve_for_a_household_whose_uplink_is_down(bed: Bed) -> None:
 def test_a_stranger_on_a_segment_reaches_nothing_in_the_mesh_and_no_exit(bed: Bed) -> None:
     """Issue 22: a non-member plugged into the b, c, d segment, routing the mesh's prefix
     and the internet through a member, gets no answer from any mesh address, no DNS from
-    the gateways' forwarders and no internet, through a node that leaves by an exit (c)
-    or a gateway (d); the segment itself, and a member's household, still work."""
+    the gateways' forwarders and no internet, through a node that leaves by an exit (c:
+    its default route is the exit tunnel) or a gateway (d: the mesh is refused by meshd;
+    the internet there is d's own uplink, which sends the stranger's packets on with its
+    own address, un-NATed, and the testbed internet does not route them back); the
+    segment itself, and a member's household, still work."""
     spot = json.loads(bed.run("stranger", "0"))
     members = spot["members"]
 

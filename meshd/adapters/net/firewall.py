@@ -8,10 +8,10 @@
   the mesh but replies.
 - Strangers on the underlay: only this node and its household (the LAN's interfaces) send
   into the mesh. From any other interface (a shared segment, a point-to-point underlay
-  link, the uplink), nothing is forwarded but replies (not into the tunnels, not to the
-  uplink: a node is no router for its segments), and the mesh's addresses on this node
-  (its own mesh address, and a gateway's DNS forwarder there) answer nothing but replies.
-  The uplink may still reach the LAN, as the household's router lets it.
+  link, the uplink), nothing enters the tunnels (the mesh, and the exit a household
+  leaves by) but replies, and the mesh's addresses on this node (its own mesh address,
+  and a gateway's DNS forwarder there) answer nothing but replies. Forwarding that never
+  touches the mesh (a container bridge to the uplink, say) is not meshd's to judge.
 - NAT: whatever this node or its household sends into the mesh leaves from the mesh
   address; a gateway masquerades its exit users' traffic out of its uplink.
 - DNS: a gateway sends exit users' queries to its mesh address on to its resolver; a node
@@ -130,11 +130,9 @@ def render(spec: FirewallSpec) -> str:
         'meta l4proto tcp reject with tcp reset comment "not a service offered to the mesh"',
         "reject with icmpx admin-prohibited",
     ]
-    # The uplink is the household's own: what it may send the LAN is the home router's say.
-    routed_for = _names(("lo", *spec.lan, *([spec.uplink] if spec.uplink else [])))
     forward = [
-        f"iifname != {tunnels} iifname != {routed_for} ct state != {{ established, related }} "
-        'drop comment "strangers on the underlay: nothing through this node but replies"',
+        f"{stranger} oifname {tunnels} ct state != {{ established, related }} drop "
+        'comment "into the mesh only from this node and its household, but replies"',
         f"oifname {tunnels} tcp flags syn tcp option maxseg size set rt mtu "
         'comment "MSS clamp into tunnels"',
     ]
@@ -182,11 +180,6 @@ def render(spec: FirewallSpec) -> str:
             )
         postrouting.append(
             f'iifname {tunnels} oifname "{up}" masquerade comment "exit users and their DNS"'
-        )
-    if spec.uplink:
-        forward.append(
-            f'iifname "{spec.uplink}" oifname {tunnels} ct state != {{ established, related }} '
-            'drop comment "nothing from the uplink\'s side into the mesh but replies"'
         )
     forward.append(
         f"iifname {tunnels} oifname != {tunnels} ct state != {{ established, related }} "
