@@ -36,6 +36,7 @@ from meshd.core.session_policy import (
     advance,
     check,
     check_membership,
+    coming_up,
 )
 
 ADVERT_LIFETIME_S = 300
@@ -198,6 +199,11 @@ class Exits:
             if peer.member is None and now - peer.since > VERIFY_S:
                 self.effects.append(fx.Close(peer.node_id, "not_verified"))
 
+    def uplink_check_lost(self) -> None:
+        """The check asked for ended without a verdict (cancelled, or it failed to run):
+        the next due tick asks again."""
+        self.checking = False
+
     def uplink_checked(self, ok: bool, detail: str, now: float, sessions: Collection[str]) -> None:
         assert self.health is not None
         self.checking = False
@@ -359,10 +365,10 @@ class Exits:
         return self.plane.neighbours.admits(node_id, self.peers, MAX_SESSIONS)
 
     def session_up(self, node_id: str, protocol: str, now: float) -> None:
-        opening = protocol in messages.WITH_CAPABILITIES
+        given = coming_up(protocol)
         self.peers[node_id] = peer = ExitPeer(node_id, now)
-        peer.advance(SessionInput.UP_OPENING if opening else SessionInput.UP)
-        if opening:  # first, as on neighbours'
+        peer.advance(given)
+        if given is SessionInput.UP_OPENING:  # first, as on neighbours'
             self._send(node_id, messages.Capabilities(messages.FEATURES))
         self.effects.append(fx.Send(node_id, self.plane.membership_message))
 

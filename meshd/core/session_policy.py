@@ -93,6 +93,12 @@ TRANSITIONS: dict[SessionState, dict[SessionInput, SessionState]] = {
 _AS_CHECKED = {_S.REOPENING: _S.OPENING, _S.REPLACED: _S.VERIFIED}
 
 
+def coming_up(protocol: str) -> SessionInput:
+    """How a session on ``protocol`` comes up: ``UP_OPENING`` on a version that starts with
+    CAPABILITIES (each side's first message, ours included), else ``UP``."""
+    return SessionInput.UP_OPENING if protocol in m.WITH_CAPABILITIES else SessionInput.UP
+
+
 def advance(state: SessionState, given: SessionInput) -> SessionState:
     """The state after ``given``; ValueError when ``state`` has no such transition."""
     try:

@@ -172,7 +172,7 @@ class ExitService:
                 self.uplink.interface, host, port, self.uplink.health_dead_after_s
             )
         except BaseException:
-            self.core.checking = False  # no verdict: the next tick asks again
+            self.core.uplink_check_lost()
             raise
         self.core.uplink_checked(ok, detail, time.monotonic(), self._sessions())
         self._run()

@@ -354,13 +354,22 @@ def cmd_exec(args: argparse.Namespace) -> int:
             usage_error(f"testbed: node {node.name} has no LAN (lan = true)")
         namespace = node.lan.namespace
     elif args.node not in {n.name for n in plan.nodes} and args.node[:1] == "x":
-        namespace = f"{plan.testbed_id}-{args.node}"  # a stranger (``testbed stranger``)
-        if namespace not in build.existing_namespaces():
-            usage_error(f"testbed: no stranger {args.node} (testbed stranger SEGMENT)")
+        namespace = _stranger_namespace(plan, args.node)
     else:
         node = need_node(plan, args.node)
         namespace, socket, config = node.namespace, node.socket, node.config_path
     os.execvpe("ip", ["ip", "netns", "exec", namespace, *command], child_env(socket, config))
+
+
+def _stranger_namespace(plan: Plan, name: str) -> str:
+    """The namespace of stranger ``name`` (``xS``: the one ``testbed stranger S`` made)."""
+    try:
+        namespace, _ = plan.stranger(int(name[1:]))
+    except (ValueError, KeyError):
+        namespace = ""
+    if namespace not in build.existing_namespaces():
+        usage_error(f"testbed: no stranger {name} (testbed stranger SEGMENT)")
+    return namespace
 
 
 def cmd_stranger(args: argparse.Namespace) -> int:

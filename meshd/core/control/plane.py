@@ -87,6 +87,7 @@ from meshd.core.session_policy import (
     SessionInput,
     SessionKind,
     SessionState,
+    coming_up,
 )
 
 VERIFY_S = 10.0  # a session whose certificate has not verified by then is closed
@@ -209,15 +210,15 @@ class ControlPlane:
         new session's certificate is checked (a link down would withdraw every route
         through the neighbour for the second Babel takes to learn them again)."""
         peer = self.neighbours.add(node_id, now)
-        opening = protocol in messages.WITH_CAPABILITIES
-        peer.advance(SessionInput.UP_OPENING if opening else SessionInput.UP)
+        given = coming_up(protocol)
+        peer.advance(given)
         peer.clock_offset = None
         peer.session_addr = addr
         peer.session_since = now
         peer.last_seen = now
         peer.protocol, peer.features = protocol, frozenset()
         self.journal("session.up", peer=peer.name, address=format_endpoint(addr), protocol=protocol)
-        if opening:
+        if given is SessionInput.UP_OPENING:
             self._send(peer.node_id, messages.Capabilities(messages.FEATURES))
         self._send(peer.node_id, messages.Clock(self.clock.unix_ms()))
         if self.own.trust.definition.serial > 1:

@@ -5,6 +5,7 @@ inputs with ``now`` and effects out. The kernel and the sessions are the netns t
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 
@@ -21,30 +22,29 @@ from tests.unit.core.control.test_control_core import WALL, Mesh, cert
 PEER_IP = ipaddress.IPv4Address("10.77.0.2")
 
 
-def terms(**changes: object) -> exits.GatewayTerms:
-    base: dict[str, object] = {
-        "share": True,
-        "exit_port": 52820,
-        "accepts_new": True,
-        "rate_cap_kbit": None,
-        "quota_bytes": 0,
-        "blocked": frozenset(),
-        "mesh_ipv4": ipaddress.IPv4Address("10.77.0.1"),
-        "quic_port": 6698,
-    }
-    return exits.GatewayTerms(**{**base, **changes})  # type: ignore[arg-type]
+TERMS = exits.GatewayTerms(
+    share=True,
+    exit_port=52820,
+    accepts_new=True,
+    rate_cap_kbit=None,
+    quota_bytes=0,
+    blocked=frozenset(),
+    mesh_ipv4=ipaddress.IPv4Address("10.77.0.1"),
+    quic_port=6698,
+)
 
 
 class World(Mesh):
     def __init__(self, tmp: Path, health: UplinkHealth | None = None, **changes: object) -> None:
         super().__init__(tmp)
-        self.exits = exits.Exits(self.core, self.me.signing_key, terms(**changes), health)
+        terms = dataclasses.replace(TERMS, **changes)
+        self.exits = exits.Exits(self.core, self.me.signing_key, terms, health)
 
     def message(self, message: session.SessionMessage, now: float = 1.0) -> list[exits.Effect]:
         self.exits.message(self.peer.node_id, session.encode(message), now)
         return self.exits.drain()
 
-    def verified(self) -> list[exits.Effect]:  # type: ignore[override]
+    def exit_verified(self) -> list[exits.Effect]:
         self.exits.session_up(self.peer.node_id, session.MESHD_2, 1.0)
         self.exits.drain()
         self.message(session.Capabilities(session.FEATURES))
@@ -73,7 +73,7 @@ def test_a_session_shows_capabilities_then_our_certificate(tmp_path: Path) -> No
 
 def test_a_verified_member_that_asks_is_admitted_and_granted(tmp_path: Path) -> None:
     world = World(tmp_path, up_health())
-    assert world.verified() == []  # we are not its gateway-to-be: nothing to ask
+    assert world.exit_verified() == []  # we are not its gateway-to-be: nothing to ask
     effects = world.message(session.ExitRequest())
     assert exits.Admit(world.peer.wireguard_public, PEER_IP) in effects
     assert sent(effects) == [session.ExitGrant(52820)]
@@ -96,7 +96,7 @@ def test_anything_before_the_certificate_closes_the_session(tmp_path: Path) -> N
 
 def test_a_neighbour_kind_is_not_legal_on_an_exit_session(tmp_path: Path) -> None:
     world = World(tmp_path, up_health())
-    world.verified()
+    world.exit_verified()
     effects = world.message(session.Link(51820))
     assert len(effects) == 1 and isinstance(effects[0], fx.Close)
 
@@ -125,7 +125,7 @@ def test_terms_refuse_with_their_reason(
     tmp_path: Path, health: bool, changes: dict[str, object], reason: str
 ) -> None:
     world = World(tmp_path, up_health() if health else UplinkHealth(5.0, 15.0), **changes)
-    world.verified()
+    world.exit_verified()
     effects = world.message(session.ExitRequest())
     assert sent(effects) == [session.ExitRefused(reason)]
     assert not [e for e in effects if isinstance(e, exits.Admit)]
@@ -135,7 +135,7 @@ def test_blocking_releases_a_user_at_once_and_keeps_only_the_run_time_list(
     tmp_path: Path,
 ) -> None:
     world = World(tmp_path, up_health(), blocked=frozenset({"c" * 43}))
-    world.verified()
+    world.exit_verified()
     world.message(session.ExitRequest())
     world.exits.block(world.peer.node_id, True)
     effects = world.exits.drain()
@@ -156,7 +156,7 @@ def test_a_user_at_its_quota_is_released_told_and_refused_until_the_month_ends(
 ) -> None:
     world = World(tmp_path, up_health(), quota_bytes=1000)
     world.exits.month_is("2027-01")
-    world.verified()
+    world.exit_verified()
     world.message(session.ExitRequest())
     assert world.exits.by_user({PEER_IP: 600, ipaddress.IPv4Address("10.77.9.9"): 5}) == {
         world.peer.node_id: 600
@@ -210,7 +210,7 @@ def test_a_user_dials_the_chosen_gateway_asks_and_uses_the_grant(tmp_path: Path)
     assert fx.Dial((str(PEER_IP), 6698), gateway) in world.exits.drain()
     world.exits.tick(1.5, (gateway,))
     assert not [e for e in world.exits.drain() if isinstance(e, fx.Dial)]  # dialling
-    assert sent(world.verified()) == [session.ExitRequest()]
+    assert sent(world.exit_verified()) == [session.ExitRequest()]
     effects = world.message(session.ExitGrant(52821))
     target = exits.ExitTarget(gateway, world.peer.wireguard_public, (str(PEER_IP), 52821))
     assert effects == [exits.UseExit(target)]
