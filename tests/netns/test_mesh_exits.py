@@ -258,6 +258,58 @@ def test_names_resolve_for_a_household_whose_uplink_is_down(bed: Bed) -> None:
     assert _resolve(bed, "d", isp) == SERVER
 
 
+def _capture(bed: Bed, node: str, interface: str, seconds: int) -> subprocess.Popen[str]:
+    """tshark on ``node``'s ``interface`` for ``seconds``, started when this returns: one
+    line per DNS or exit-tunnel packet, its UDP and TCP ports."""
+    ns = json.loads(bed.run("status", "--json"))["nodes"][node]["namespace"]
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "tshark", "-n", "-l", "-i", interface,
+         "-a", f"duration:{seconds}", "-f", "port 53 or udp port 52820",
+         "-T", "fields", "-e", "udp.srcport", "-e", "udp.dstport",
+         "-e", "tcp.srcport", "-e", "tcp.dstport"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("Capturing on"):
+            return proc
+    raise AssertionError(f"tshark did not start: {proc.communicate()}")
+
+
+def test_dns_travels_inside_the_exit_tunnel_and_only_exit_users_get_answers(bed: Bed) -> None:
+    """Issue 22: e's queries (e is two hops from either gateway, by b) go inside its exit
+    tunnel, so b, the relay, sees none of them while it carries the tunnel's packets; its
+    gateway answers them. A member that is not its exit user (d, on its own uplink; e
+    asking the gateway it does not use) and a blocked one get no answer."""
+    isp = "198.51.100.1"
+    gw = bed.exit_of("e")
+    assert gw in GATEWAYS
+    other = next(g for g in GATEWAYS if g != gw)
+    mesh = {n: bed.status(n)["mesh_ipv4"] for n in GATEWAYS}
+    link = next(n["interface"] for n in bed.status("b")["neighbours"] if n["name"] == "e")
+    capture = _capture(bed, "b", link, seconds=8)
+    try:
+        assert _resolve(bed, "e", isp) == SERVER
+        assert bed.lan("e", sys.executable, "-c", _dns_query(mesh[gw])).stdout.strip() == SERVER
+        out, err = capture.communicate(timeout=30)
+    finally:
+        capture.kill()
+    ports = [set(line.split()) for line in out.splitlines()]
+    assert ports and not [p for p in ports if "53" in p], out  # the tunnel, and no DNS
+    print(f"b carried {len(ports)} packets of e's exit tunnel and no DNS")
+    assert _resolve(bed, "d", mesh["a"]) == "timeout"  # a member, not an exit user
+    assert _resolve(bed, "e", mesh[other]) == "timeout"  # not the gateway it uses
+    e_id = bed.status("e")["node_id"]
+    bed.sh(gw, "meshd", "block", e_id)
+    try:
+        bed.wait(f"e moves to {other}", lambda: bed.exit_of("e") == other, within=15)
+        assert _resolve(bed, "e", mesh[gw]) == "timeout"  # blocked
+        assert _resolve(bed, "e", mesh[other]) == SERVER
+        assert _resolve(bed, "e", isp) == SERVER
+    finally:
+        bed.sh(gw, "meshd", "block", "--undo", e_id)
+
+
 def test_a_stranger_on_a_segment_reaches_nothing_in_the_mesh_and_no_exit(bed: Bed) -> None:
     """Issue 22: a non-member plugged into the b, c, d segment, routing the mesh's prefix
     and the internet through a member, gets no answer from any mesh address, no DNS from

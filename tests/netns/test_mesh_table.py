@@ -88,15 +88,22 @@ def test_mesh_routes_live_in_their_own_table_behind_two_rules(bed: Bed) -> None:
                 bed.sh(name, "ping", "-c", "2", "-i", "0.2", "-W", "2", address)
 
 
-def test_the_exit_tunnel_never_carries_mesh_traffic(bed: Bed) -> None:
+def test_the_exit_tunnel_never_carries_mesh_traffic_but_dns_to_its_gateway(bed: Bed) -> None:
     """c leaves by a's exit: the tunnel's own packets to a's mesh address (they carry the
     exit's fwmark) and every other packet to it go over the mesh link to b, not into the
-    tunnel, while the internet goes into the tunnel."""
-    a_mesh = bed.status("a")["mesh_ipv4"]
+    tunnel, while the internet goes into the tunnel, and so does c's DNS to a (where the
+    firewall sends it): no relay reads it. DNS to another mesh address is mesh traffic."""
+    a_mesh, b_mesh = bed.status("a")["mesh_ipv4"], bed.status("b")["mesh_ipv4"]
     link = bed.link_to("c", "b")
     assert bed.via("c", a_mesh) == link
     assert bed.via("c", a_mesh, "mark", str(0x4D58)) == link
     assert bed.via("c", "8.8.8.8").endswith("xu")
+    for proto in ("udp", "tcp"):
+        dns = ("ipproto", proto, "dport", "53")
+        assert bed.via("c", a_mesh, *dns).endswith("xu")
+        assert bed.via("c", a_mesh, *dns, "mark", str(0x4D58)) == link
+        assert bed.via("c", b_mesh, *dns) == link
+    assert bed.via("c", a_mesh, "ipproto", "udp", "dport", "54") == link
 
 
 def test_a_route_for_half_the_internet_in_the_mesh_table_moves_nothing(bed: Bed) -> None:

@@ -13,7 +13,11 @@ every relay pick its own exit.
   rules exist only while the exit is in use, so a household with a working uplink uses
   its own default route. Traffic to the mesh prefixes never gets here: the mesh table's
   rules (``routing.rule_preference``, between the gateway's and the user's) take it first,
-  the tunnel's own packets to its gateway's mesh address with it.
+  the tunnel's own packets to its gateway's mesh address with it. Except DNS: the
+  node's and its LAN's queries go to the gateway's mesh address (the firewall's DNAT),
+  and two rules before every other (``DNS_RULE_PREF``: TCP and UDP to that address, port
+  53, without the tunnel's mark) send them into the tunnel, where no relay reads them
+  and only the gateway answers.
 - Gateway side: interface ``<prefix><tag>xg`` on the exit port, a peer per admitted user
   (allowed its mesh /32). Replies coming back from the uplink are routed into it by
   ``iif <uplink> lookup table``, where each user has its /32.
@@ -33,6 +37,7 @@ from meshd.adapters.wg.model import DeviceUpdate, PeerUpdate, WireGuardError
 from meshd.core.exits import ExitTarget
 from meshd.log import event
 
+DNS_RULE_PREF = 999  # before the gateway's: no other rule applies to an exit user's DNS
 GATEWAY_RULE_PREF = 1000
 USER_RULE_PREF = 1100  # and the next one
 USER_KEEPALIVE_S = 5  # keeps the gateway's NAT and the tunnel's session warm
@@ -104,7 +109,7 @@ class ExitTunnels:
             self._applied = ruleset
 
     def _remove_rules(self) -> None:
-        _delete_rules(GATEWAY_RULE_PREF, USER_RULE_PREF, USER_RULE_PREF + 1)
+        _delete_rules(DNS_RULE_PREF, GATEWAY_RULE_PREF, USER_RULE_PREF, USER_RULE_PREF + 1)
         for table in (self.table, self.table + 1):
             _ip_ok("route", "flush", "table", str(table))
 
@@ -190,7 +195,7 @@ class ExitTunnels:
         if target == self.target:
             return
         if target is None:
-            _delete_rules(USER_RULE_PREF, USER_RULE_PREF + 1)
+            _delete_rules(DNS_RULE_PREF, USER_RULE_PREF, USER_RULE_PREF + 1)
             _ip_ok("route", "flush", "table", str(self.table + 1))
             if self.backend.exists(self.user_if):
                 self.backend.delete(self.user_if)
@@ -227,6 +232,13 @@ class ExitTunnels:
             _ip(
                 "rule", "add", "pref", str(USER_RULE_PREF + 1),
                 "not", "fwmark", str(self.fwmark), "lookup", user_table,
+            )  # fmt: skip
+        _delete_rules(DNS_RULE_PREF)
+        for proto in ("udp", "tcp"):
+            _ip(
+                "rule", "add", "pref", str(DNS_RULE_PREF), "to", f"{target.endpoint[0]}/32",
+                "ipproto", proto, "dport", "53", "fwmark", f"0/{self.fwmark:#x}",
+                "lookup", user_table,
             )  # fmt: skip
         self.target = target
 

@@ -9,14 +9,21 @@
 - Strangers on the underlay: only this node and its household (the LAN's interfaces) send
   into the mesh. From any other interface (a shared segment, a point-to-point underlay
   link, the uplink), nothing enters the tunnels (the mesh, and the exit a household
-  leaves by) but replies, and the mesh's addresses on this node (its own mesh address,
-  and a gateway's DNS forwarder there) answer nothing but replies. Forwarding that never
-  touches the mesh (a container bridge to the uplink, say) is not meshd's to judge.
+  leaves by) but replies, and the mesh's addresses on this node answer nothing but
+  replies. Forwarding that never touches the mesh (a container bridge to the uplink,
+  say) is not meshd's to judge.
 - NAT: whatever this node or its household sends into the mesh leaves from the mesh
   address; a gateway masquerades its exit users' traffic out of its uplink.
-- DNS: a gateway sends exit users' queries to its mesh address on to its resolver; a node
-  leaving by an exit sends its own and its LAN's queries to that gateway (its usual
-  resolver may sit behind the uplink that is down).
+- DNS: a node leaving by an exit sends its own and its LAN's queries to that gateway's
+  mesh address (its usual resolver may sit behind the uplink that is down), and the
+  exit tunnel carries them there (a policy rule of meshd.adapters.net.exit_tunnel): no
+  relay reads or answers them. The gateway passes to its resolver only the queries that
+  arrive on its exit interface, where only admitted exit users have a WireGuard peer (a
+  blocked user's, or one over its quota, is gone), marking each such connection with
+  DNS_MARK in its conntrack mark: the forward chain lets exit users reach the resolver
+  only on connections with that mark, so no other DNAT on the host (a container's
+  published port) opens anything to them or to the mesh. Queries to a mesh address over
+  the mesh's links get the reject any closed port gets.
 - Exit policy on a gateway: exit users' traffic goes only to the uplink, and there only to
   the public internet: never to private, link-local, CGNAT, loopback, multicast or
   reserved addresses, nor the uplink's own subnets (the gateway household's router and
@@ -44,6 +51,7 @@ from meshd.adapters.net.shaping import MESH_CLASS
 
 TABLE = "meshd"
 FLOW_MARK = 0x0100_0000  # a ct mark bit: a flow to a mesh address over a mesh link
+DNS_MARK = 0x0200_0000  # a ct mark bit: an exit user's query this gateway passes on
 
 
 PortRange = tuple[int, int]
@@ -101,6 +109,7 @@ def render(spec: FirewallSpec) -> str:
     tunnels = f'"{spec.tunnel_prefix}*"'
     mesh = spec.mesh_ipv4
     dns = "meta l4proto { tcp, udp } th dport 53"
+    passed = f"ct mark & {DNS_MARK:#x} != 0"  # a query this gateway's DNAT passed on
     # Input: from the tunnels, meshd's own ports, the operator's open ports, ICMP echo and
     # errors, and replies; the rest is refused (a reset or an ICMP error: a clear answer).
     # Beside the tunnels, only this node and its LAN reach the mesh's addresses here.
@@ -152,8 +161,8 @@ def render(spec: FirewallSpec) -> str:
         forward.append(f'iifname "{gw}" oifname != "{up}" drop comment "uplink only"')
         if spec.resolver:
             forward.append(
-                f'iifname "{gw}" ip daddr {spec.resolver} {dns} ct status dnat accept '
-                'comment "exit users\' DNS, to the resolver it was sent to"'
+                f'iifname "{gw}" ip daddr {spec.resolver} {dns} {passed} accept '
+                'comment "exit users\' DNS, to the resolver this gateway passed it to"'
             )
         home = "reject with icmpx admin-prohibited"
         v4 = [*NOT_PUBLIC_IPV4, *(str(n) for n in spec.uplink_subnets if n.version == 4)]
@@ -175,15 +184,15 @@ def render(spec: FirewallSpec) -> str:
         forward.append(f'iifname "{gw}" accept')
         if spec.resolver:
             prerouting.append(
-                f"iifname {tunnels} ip daddr {mesh} {dns} dnat ip to {spec.resolver} "
-                'comment "exit users\' DNS"'
+                f'iifname "{gw}" ip daddr {mesh} {dns} ct mark set ct mark or {DNS_MARK:#x} '
+                f"dnat ip to {spec.resolver} "
+                'comment "exit users\' DNS, inside their tunnel"'
             )
         postrouting.append(
             f'iifname {tunnels} oifname "{up}" masquerade comment "exit users and their DNS"'
         )
     forward.append(
-        f"iifname {tunnels} oifname != {tunnels} ct state != {{ established, related }} "
-        "ct status & dnat == 0 drop "
+        f"iifname {tunnels} oifname != {tunnels} ct state != {{ established, related }} drop "
         'comment "from the mesh, only the mesh: the LAN, the underlay and the uplink get replies"'
     )
     if spec.user_interface and spec.exit_dns:

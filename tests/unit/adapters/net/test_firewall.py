@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from meshd.adapters.net.firewall import FLOW_MARK, FirewallSpec, render
+from meshd.adapters.net.firewall import DNS_MARK, FLOW_MARK, FirewallSpec, render
 
 MESH = ipaddress.IPv4Address("10.77.0.5")
 PLAIN = FirewallSpec(
@@ -24,7 +24,7 @@ def test_a_plain_node_clamps_mss_into_its_tunnels_and_nats_nothing_out() -> None
     text = render(PLAIN)
     assert text.startswith("table inet meshd {}\ndelete table inet meshd\n")  # atomic replace
     assert 'oifname "mwabcdef*" tcp flags syn tcp option maxseg size set rt mtu' in text
-    assert "masquerade" not in text and "dnat" not in text.replace("ct status & dnat == 0", "")
+    assert "masquerade" not in text and "dnat" not in text
 
 
 def test_the_node_answers_the_mesh_only_on_open_ports_icmp_and_replies() -> None:
@@ -81,11 +81,16 @@ def test_our_flows_to_mesh_addresses_are_marked_at_their_first_packet() -> None:
 
 
 def test_from_the_mesh_only_the_mesh_the_rest_gets_replies() -> None:
-    rules = chain(render(PLAIN), "forward")
-    assert rules[-1].startswith(
-        'iifname "mwabcdef*" oifname != "mwabcdef*" ct state != { established, related } '
-        "ct status & dnat == 0 drop"
-    )
+    """No DNAT is an exception: another's on the host (a container's published port)
+    would open the LAN or the uplink to the mesh, and meshd's own is on the exit
+    interface, whose users the gateway's rules pass before this one."""
+    for spec in (PLAIN, dataclasses.replace(GATEWAY, resolver="198.51.100.1")):
+        rules = chain(render(spec), "forward")
+        assert rules[-1].startswith(
+            'iifname "mwabcdef*" oifname != "mwabcdef*" ct state != { established, related } '
+            'drop comment "from the mesh, only the mesh'
+        )
+        assert not [r for r in rules if "ct status" in r]
 
 
 def test_a_gateway_nats_its_users_to_the_uplink_only_and_refuses_smtp() -> None:
@@ -112,8 +117,9 @@ def test_exit_users_get_the_public_internet_only_but_their_dns_reaches_the_resol
     forward = chain(render(spec), "forward")
     xg = 'iifname "mwabcdefxg"'
     dns = forward.index(
-        f"{xg} ip daddr 192.168.1.1 meta l4proto {{ tcp, udp }} th dport 53 ct status dnat "
-        'accept comment "exit users\' DNS, to the resolver it was sent to"'
+        f"{xg} ip daddr 192.168.1.1 meta l4proto {{ tcp, udp }} th dport 53 "
+        f"ct mark & {DNS_MARK:#x} != 0 accept "
+        'comment "exit users\' DNS, to the resolver this gateway passed it to"'
     )
     (home,) = [i for i, r in enumerate(forward) if r.startswith(f"{xg} ip daddr {{")]
     v4 = forward[home]
@@ -129,15 +135,18 @@ def test_exit_users_get_the_public_internet_only_but_their_dns_reaches_the_resol
     smtp = next(i for i, r in enumerate(forward) if "tcp dport 25" in r)
     assert dns < home < smtp < forward.index(f"{xg} accept")
     # Without a resolver of its own (none configured nor found), no exception at all.
-    assert not [r for r in chain(render(GATEWAY), "forward") if "ct status dnat accept" in r]
+    assert not [r for r in chain(render(GATEWAY), "forward") if "th dport 53" in r]
 
 
-def test_a_gateway_with_a_resolver_answers_its_users_dns_on_its_mesh_address() -> None:
+def test_a_gateway_passes_on_only_its_exit_users_dns_marking_each_query() -> None:
+    """Only on the exit interface, where only admitted users have a WireGuard peer: not
+    from the mesh's links (a member that is no exit user, or a blocked one)."""
     assert "dnat" not in " ".join(chain(render(GATEWAY), "prerouting"))
     rules = chain(render(dataclasses.replace(GATEWAY, resolver="198.51.100.1")), "prerouting")
     assert rules == [
-        'iifname "mwabcdef*" ip daddr 10.77.0.5 meta l4proto { tcp, udp } th dport 53 '
-        'dnat ip to 198.51.100.1 comment "exit users\' DNS"'
+        'iifname "mwabcdefxg" ip daddr 10.77.0.5 meta l4proto { tcp, udp } th dport 53 '
+        f"ct mark set ct mark or {DNS_MARK:#x} dnat ip to 198.51.100.1 "
+        'comment "exit users\' DNS, inside their tunnel"'
     ]
 
 
