@@ -82,3 +82,23 @@ def metric_is_hops(metric: int, hops: int) -> bool:
     probes measured on an idle testbed link (RTT over 10 ms, a lost probe), never a whole
     hop's worth more."""
     return hops * 96 <= metric < (hops + 1) * 96
+
+
+def dns_query(resolver: str) -> str:
+    """A program making one lookup as a stub resolver makes it: a query, asked again once
+    after 3 s without an answer (glibc's attempts:2), each from a new socket."""
+    return (
+        "import socket\n"
+        "from scapy.layers.dns import DNS, DNSQR\n"
+        "for attempt in range(2):\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
+        f"    s.sendto(bytes(DNS(rd=1, qd=DNSQR(qname='internet.test'))), ('{resolver}', 53))\n"
+        "    try:\n"
+        "        answer = DNS(s.recv(512))\n"
+        "        print(answer.an.rdata if answer.an else 'no answer')\n"
+        "        break\n"
+        "    except TimeoutError:\n"
+        "        pass\n"
+        "else:\n"
+        "    print('timeout')\n"
+    )

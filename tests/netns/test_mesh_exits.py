@@ -217,28 +217,8 @@ def test_the_mesh_reaches_only_meshd_open_ports_and_icmp_on_a_node(bed: Bed) -> 
         proc.wait()
 
 
-def _dns_query(resolver: str) -> str:
-    """A program making one lookup as a stub resolver makes it: a query, asked again once
-    after 3 s without an answer (glibc's attempts:2), each from a new socket."""
-    return (
-        "import socket\n"
-        "from scapy.layers.dns import DNS, DNSQR\n"
-        "for attempt in range(2):\n"
-        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\n"
-        f"    s.sendto(bytes(DNS(rd=1, qd=DNSQR(qname='internet.test'))), ('{resolver}', 53))\n"
-        "    try:\n"
-        "        answer = DNS(s.recv(512))\n"
-        "        print(answer.an.rdata if answer.an else 'no answer')\n"
-        "        break\n"
-        "    except TimeoutError:\n"
-        "        pass\n"
-        "else:\n"
-        "    print('timeout')\n"
-    )
-
-
 def _resolve(bed: Bed, node: str, resolver: str) -> str:
-    return bed.sh(node, sys.executable, "-c", _dns_query(resolver), check=False).strip()
+    return bed.sh(node, sys.executable, "-c", meshbed.dns_query(resolver), check=False).strip()
 
 
 def test_names_resolve_for_a_household_whose_uplink_is_down(bed: Bed) -> None:
@@ -290,7 +270,8 @@ def test_dns_travels_inside_the_exit_tunnel_and_only_exit_users_get_answers(bed:
     capture = _capture(bed, "b", link, seconds=8)
     try:
         assert _resolve(bed, "e", isp) == SERVER
-        assert bed.lan("e", sys.executable, "-c", _dns_query(mesh[gw])).stdout.strip() == SERVER
+        lan = bed.lan("e", sys.executable, "-c", meshbed.dns_query(mesh[gw]))
+        assert lan.stdout.strip() == SERVER, lan.stdout + lan.stderr
         out, err = capture.communicate(timeout=30)
     finally:
         capture.kill()
@@ -336,7 +317,7 @@ def test_a_stranger_on_a_segment_reaches_nothing_in_the_mesh_and_no_exit(bed: Be
         out = stranger(sys.executable, "-c", _tcp_probe(SERVER, 80, timeout=3))
         assert "connected" not in out, (via, out)
         for gw in GATEWAYS:
-            out = stranger(sys.executable, "-c", _dns_query(mesh[gw])).strip()
+            out = stranger(sys.executable, "-c", meshbed.dns_query(mesh[gw])).strip()
             assert out == "timeout", (via, gw, out)
     # The household of a member on that segment: b's LAN reaches the mesh, the gateways'
     # DNS and the internet.
@@ -344,7 +325,7 @@ def test_a_stranger_on_a_segment_reaches_nothing_in_the_mesh_and_no_exit(bed: Be
     assert " 1 received" in lan.stdout, lan.stdout + lan.stderr
     exit_gw = bed.exit_of("b")
     assert exit_gw is not None
-    answer = bed.lan("b", sys.executable, "-c", _dns_query(mesh[exit_gw]))
+    answer = bed.lan("b", sys.executable, "-c", meshbed.dns_query(mesh[exit_gw]))
     assert answer.stdout.strip() == SERVER, answer.stdout + answer.stderr
     web = bed.lan("b", sys.executable, "-c", _tcp_probe(SERVER, 80, timeout=5))
     assert "connected" in web.stdout, web.stdout + web.stderr

@@ -5,6 +5,7 @@ a restart."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -57,6 +58,8 @@ def test_a_neighbour_is_cut_off_at_its_monthly_quota_and_stays_so_across_restart
     reasons = {c["node_id"]: c["reason"] for c in bed.gateway("b")["candidates"]}
     assert reasons[a_id] == "refused us: quota_reached", reasons
     assert bed.fetch("b", "hello.txt").strip() in ("", "0")  # no way out now
+    query = meshbed.dns_query(bed.status("a")["mesh_ipv4"])
+    assert bed.sh("b", sys.executable, "-c", query, check=False).strip() == "timeout"  # no DNS
 
     # The month's totals are in a's ledger: a restarted a still refuses b.
     before = counted()
