@@ -15,6 +15,7 @@ from pathlib import Path
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
+from meshd.adapters import safe_files
 from meshd.core.keys import (  # the pure half, for this module's callers
     NODE_ID_LENGTH,
     decode_wireguard_key,
@@ -70,7 +71,8 @@ class Identity:
 
 
 def write_private(path: Path, raw: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """A new key file, 0600: O_EXCL refuses anything already there, a link included."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(encode_key(raw) + "\n")
         f.flush()
@@ -78,33 +80,42 @@ def write_private(path: Path, raw: bytes) -> None:
 
 
 def read_private(path: Path) -> bytes:
+    """A key file's key, never read through a link (``identity.key -> /etc/shadow``
+    planted by the state directory's owner, for root to read), checked on what was opened."""
     try:
-        mode = path.stat().st_mode
+        fd = safe_files.open_regular(path)
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key file is missing") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path}: key file mode is {oct(mode & 0o777)}, expected 0600")
-    try:
-        return decode_wireguard_key(path.read_text())
-    except ValueError as exc:
-        raise KeyFileError(f"{path}: {exc}") from None
+    except safe_files.UnsafeFile as exc:
+        raise KeyFileError(str(exc)) from None
     except OSError as exc:
         raise KeyFileError(f"{path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyFileError(f"{path}: key file mode is {oct(mode & 0o777)}, expected 0600")
+        try:
+            return decode_wireguard_key(f.read().decode())
+        except ValueError as exc:  # UnicodeDecodeError is one too
+            raise KeyFileError(f"{path}: {exc}") from None
+        except OSError as exc:
+            raise KeyFileError(f"{path}: {exc.strerror}") from None
 
 
 def generate(state_dir: Path) -> Identity:
     """Create both keys in ``state_dir``; refuse to overwrite existing keys."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name in (IDENTITY_KEY, WIREGUARD_KEY):
-        if (state_dir / name).exists():
+        if os.path.lexists(state_dir / name):  # a link, even a dangling one, is there too
             raise KeyFileError(f"{state_dir / name}: already exists, not overwriting")
     signing = SigningKey.generate()
     wg_private = bytes(PrivateKey.generate())
     write_private(state_dir / IDENTITY_KEY, bytes(signing))
     write_private(state_dir / WIREGUARD_KEY, wg_private)
     ident = Identity(signing, wg_private)
-    (state_dir / IDENTITY_PUB).write_text(ident.node_id + "\n")
-    (state_dir / WIREGUARD_PUB).write_text(ident.wireguard_public_b64 + "\n")
+    safe_files.write_atomically(state_dir / IDENTITY_PUB, f"{ident.node_id}\n".encode(), 0o644)
+    wireguard_pub = f"{ident.wireguard_public_b64}\n".encode()
+    safe_files.write_atomically(state_dir / WIREGUARD_PUB, wireguard_pub, 0o644)
     return ident
 
 
@@ -116,6 +127,6 @@ def load(state_dir: Path) -> Identity:
 
 
 def load_or_generate(state_dir: Path) -> Identity:
-    if not (state_dir / IDENTITY_KEY).exists() and not (state_dir / WIREGUARD_KEY).exists():
+    if not any(os.path.lexists(state_dir / name) for name in (IDENTITY_KEY, WIREGUARD_KEY)):
         return generate(state_dir)
     return load(state_dir)

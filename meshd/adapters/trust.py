@@ -17,6 +17,7 @@ import os
 import struct
 from pathlib import Path
 
+from meshd.adapters import safe_files
 from meshd.core.membership import (
     DelegationCertificate,
     MembershipCertificate,
@@ -102,12 +103,9 @@ def load_revocations(state_dir: Path, into: RevocationSet) -> None:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    """A state file (public material, 0644), replaced whole and never through a link
+    planted in its place (meshd.adapters.safe_files)."""
+    safe_files.write_atomically(path, data, 0o644)
 
 
 CHAIN_FILE = "mesh.chain"  # every mesh definition adopted (u16 length, canonical bytes)
@@ -187,12 +185,8 @@ def name_opening(state_dir: Path, name: str, certified: str) -> NameOpening | No
 
 
 def save_revocations(state_dir: Path, revocations: RevocationSet) -> None:
-    path = state_dir / REVOCATIONS_FILE
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as out:
-        for revocation in revocations:
-            record = revocation.encode()
-            out.write(struct.pack("!H", len(record)) + record)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    records = [revocation.encode() for revocation in revocations]
+    write_atomically(
+        state_dir / REVOCATIONS_FILE,
+        b"".join(struct.pack("!H", len(record)) + record for record in records),
+    )

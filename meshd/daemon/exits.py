@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -40,6 +39,7 @@ from meshd.adapters.ledger import Ledger, month_of
 from meshd.adapters.net import uplink_probe
 from meshd.adapters.net.exit_tunnel import ExitTunnels
 from meshd.adapters.quic import PeerEvent, QuicTransport
+from meshd.adapters.trust import write_atomically
 from meshd.config import ExitSettings, UplinkSettings
 from meshd.core import exits as core
 from meshd.core.control import effects as fx
@@ -226,9 +226,8 @@ class ExitService:
         elif isinstance(effect, core.CheckUplink):
             self.tasks.spawn(self._check())
         elif isinstance(effect, core.SaveBlocked):
-            tmp = self.blocked_file.with_suffix(".tmp")
-            tmp.write_text("".join(f"{n}\n" for n in effect.node_ids))
-            os.replace(tmp, self.blocked_file)
+            blocked = "".join(f"{n}\n" for n in effect.node_ids)
+            write_atomically(self.blocked_file, blocked.encode())
         elif isinstance(effect, core.ChooseGateway):
             self.control.choose_gateway()
 

@@ -16,6 +16,7 @@ from meshd.adapters import identity
 from meshd.cli.commands import ADMIN_KEY, load_admin_key
 from meshd.cli.commands.admin_key_backup import BackupError, seal, unseal
 from tests.golden.membership.make_vectors import ADMIN, node_id
+from tests.local_privilege import plant, untouched
 from tests.unit.cli.test_invite_command import _node
 
 PASS = b"correct horse battery"
@@ -128,3 +129,18 @@ def test_restore_refuses_to_replace_another_key_or_a_stranger_key(
                 str(secret)) == 1  # fmt: skip
     assert "holds another key: not replacing it" in capsys.readouterr().err
     assert identity.read_private(state / ADMIN_KEY) == bytes(other)
+
+
+def test_restore_writes_no_key_through_a_link_planted_in_the_state_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _node(tmp_path, admin=False)
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASS.decode())
+    backup = tmp_path / "admin.backup"
+    backup.write_bytes(seal(ADMIN, PASS, SALT))
+    victim = plant(tmp_path / "state", ADMIN_KEY)
+    assert _run("restore", str(backup), "--config", str(config), "--passphrase-file",
+                str(secret)) == 1  # fmt: skip
+    assert "admin.key: is a symbolic link: not following it" in capsys.readouterr().err
+    untouched(victim)
