@@ -10,6 +10,7 @@ nothing and one with another invite is refused.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -64,13 +65,13 @@ def _preflight(runner: Runner, token: InviteToken, config_text: str) -> None:
         config.parse(config_text, CONFIG_FILE)
     except config.ConfigError as exc:
         raise Refused(f"the config would be invalid: {exc}") from None
-    waiting = runner.path(TOKEN_PATH)
-    if waiting.exists() and waiting.read_text().strip() != token.text():
+    waiting = runner.read(TOKEN_PATH)
+    if waiting is not None and waiting.decode(errors="replace").strip() != token.text():
         raise Refused(
             f"{TOKEN_PATH} holds another invite (this node's, waiting or redeemed): "
             "remove it to provision this node again from a new one"
         )
-    present = [name for name in KEYS if runner.path(f"{STATE_DIR}/{name}").exists()]
+    present = [name for name in KEYS if os.path.lexists(runner.path(f"{STATE_DIR}/{name}"))]
     if len(present) == 1:
         raise Refused(f"{STATE_DIR} has {present[0]} without its pair: not overwriting it")
 
@@ -107,7 +108,7 @@ def _user(runner: Runner, real: bool) -> None:
 def _keys(runner: Runner) -> None:
     """Made as ``meshd keygen`` makes them (meshd.adapters.identity.generate), kept when present."""
     state = runner.path(STATE_DIR)
-    if (state / identity.IDENTITY_KEY).exists():
+    if os.path.lexists(state / identity.IDENTITY_KEY):  # own() refuses a link there
         for name in KEYS:
             runner.own(f"{STATE_DIR}/{name}", 0o600)
         try:
@@ -119,7 +120,10 @@ def _keys(runner: Runner) -> None:
     runner.changed(f"generate keys in {STATE_DIR}: {', '.join(KEYS)} (0600), {', '.join(PUBLIC)}")
     if runner.dry_run:
         return
-    node_id = identity.generate(state).node_id
+    try:
+        node_id = identity.generate(state).node_id
+    except identity.KeyFileError as exc:
+        raise Refused(str(exc)) from None
     for name in KEYS:
         runner.own(f"{STATE_DIR}/{name}", 0o600)
     for name in PUBLIC:

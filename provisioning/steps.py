@@ -3,8 +3,11 @@
 Every action compares what is there with what should be and acts only on a difference,
 so that a second run changes nothing: a file is written only when its bytes differ (then
 atomically: a temporary file beside it, renamed over it), its mode or owner fixed only
-when they differ. Each action prints one line: ``+`` done, ``=`` already so, ``would``
-in a dry run. Paths are the target system's (``/etc/meshd``), placed under the root.
+when they differ. Nothing follows a link: the state directory is the ``meshd`` user's,
+who could plant one for root to follow (meshd.adapters.safe_files does every write, mode
+and owner; a link where a file or directory should be is refused). Each action prints
+one line: ``+`` done, ``=`` already so, ``would`` in a dry run. Paths are the target
+system's (``/etc/meshd``), placed under the root.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import TextIO
 
+from meshd.adapters import safe_files
 from provisioning.host import Owner
 
 
@@ -51,8 +55,27 @@ class Runner:
     def _owner_text(self, owned: bool) -> str:
         return f", {self.owner.user}'s" if owned and self.owner else ""
 
-    def _metadata_fixes(self, path: Path, mode: int, owned: bool) -> list[str]:
-        st = path.stat()
+    def _lstat(self, path: Path, *, directory: bool = False) -> os.stat_result | None:
+        """What is at ``path`` (None: nothing), refused when it is a link or not what it
+        should be: never followed (meshd.adapters.safe_files)."""
+        try:
+            return safe_files.lstat(path, directory=directory)
+        except safe_files.UnsafeFile as exc:
+            raise Refused(f"{exc}: remove it (and find out who put it there)") from None
+
+    def read(self, target: str) -> bytes | None:
+        """The bytes of the regular file ``target`` (None: absent), never through a link."""
+        path = self.path(target)
+        if self._lstat(path) is None:
+            return None
+        try:
+            return safe_files.read_bytes(path)
+        except safe_files.UnsafeFile as exc:
+            raise Refused(f"{exc}: remove it (and find out who put it there)") from None
+        except OSError as exc:
+            raise StepError(f"{path}: {exc.strerror or exc}") from None
+
+    def _metadata_fixes(self, st: os.stat_result, mode: int, owned: bool) -> list[str]:
         fixes = []
         if stat.S_IMODE(st.st_mode) != mode:
             fixes.append(f"mode {stat.S_IMODE(st.st_mode):04o} -> {mode:04o}")
@@ -61,59 +84,59 @@ class Runner:
             fixes.append(f"owner {st.st_uid}:{st.st_gid} -> {ids[0]}:{ids[1]}")
         return fixes
 
-    def _apply_metadata(self, path: Path, mode: int, owned: bool) -> None:
-        os.chmod(path, mode)
-        ids = self._ids(owned)
-        if ids is not None:
-            os.chown(path, *ids)
+    def _apply_metadata(self, path: Path, mode: int, owned: bool, directory: bool) -> None:
+        """On a descriptor opened without following a link, never by path."""
+        try:
+            safe_files.set_mode_owner(path, mode, self._ids(owned), directory=directory)
+        except safe_files.UnsafeFile as exc:
+            raise Refused(f"{exc}: remove it (and find out who put it there)") from None
+        except OSError as exc:
+            raise StepError(f"{path}: {exc.strerror or exc}") from None
 
     def directory(self, target: str, mode: int, *, owned: bool = False) -> None:
         path = self.path(target)
-        if not path.is_dir():
+        st = self._lstat(path, directory=True)
+        if st is None:
             self.changed(f"create directory {target} ({mode:04o}{self._owner_text(owned)})")
             if not self.dry_run:
                 path.mkdir(parents=True, mode=mode)
-                self._apply_metadata(path, mode, owned)
+                self._apply_metadata(path, mode, owned, directory=True)
             return
-        fixes = self._metadata_fixes(path, mode, owned)
+        fixes = self._metadata_fixes(st, mode, owned)
         if fixes:
             self.changed(f"directory {target}: {', '.join(fixes)}")
             if not self.dry_run:
-                self._apply_metadata(path, mode, owned)
+                self._apply_metadata(path, mode, owned, directory=True)
         else:
             self.unchanged(f"directory {target}")
 
     def file(self, target: str, content: bytes, mode: int, *, owned: bool = False) -> bool:
-        """Make ``target`` hold ``content``; True when anything changed (or would)."""
+        """Make ``target`` hold ``content``; True when anything changed (or would). A link
+        in its place is refused, never followed."""
         path = self.path(target)
-        if path.is_file() and path.read_bytes() == content:
-            fixes = self._metadata_fixes(path, mode, owned)
+        st = self._lstat(path)
+        if st is not None and self.read(target) == content:
+            fixes = self._metadata_fixes(st, mode, owned)
             if not fixes:
                 self.unchanged(f"file {target}")
                 return False
             self.changed(f"file {target}: {', '.join(fixes)}")
             if not self.dry_run:
-                self._apply_metadata(path, mode, owned)
+                self._apply_metadata(path, mode, owned, directory=False)
             return True
-        verb = "replace" if path.exists() else "write"
+        verb = "replace" if st is not None else "write"
         self.changed(f"{verb} {target} ({mode:04o}{self._owner_text(owned)})")
         if not self.dry_run:
             self._write(path, content, mode, owned)
         return True
 
     def _write(self, path: Path, content: bytes, mode: int, owned: bool) -> None:
-        tmp = path.with_name(f".{path.name}.provision")
+        """A new file beside ``path`` (O_EXCL, a fresh name), its mode and owner set on the
+        descriptor, renamed over it (meshd.adapters.safe_files)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            self._apply_metadata(tmp, mode, owned)
-            os.replace(tmp, path)
+            safe_files.write_atomically(path, content, mode, self._ids(owned))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StepError(f"{path}: {exc.strerror or exc}") from None
 
     def remove(self, target: str) -> bool:
@@ -138,11 +161,12 @@ class Runner:
     def own(self, target: str, mode: int) -> None:
         """A file made by someone else (the keys): give it our mode and owner."""
         path = self.path(target)
-        fixes = self._metadata_fixes(path, mode, owned=True)
+        st = self._lstat(path)
+        fixes = self._metadata_fixes(st, mode, owned=True) if st is not None else []
         if fixes:
             self.changed(f"file {target}: {', '.join(fixes)}")
             if not self.dry_run:
-                self._apply_metadata(path, mode, owned=True)
+                self._apply_metadata(path, mode, owned=True, directory=False)
 
     def run(self, argv: list[str], what: str) -> None:
         """A command that changes the system (the caller knows it is needed)."""

@@ -22,6 +22,7 @@ from meshd.core.membership import MeshTrust
 from provisioning import files
 from provisioning.cli import main as provision
 from tests.golden.invites import make_vectors as GEN
+from tests.local_privilege import plant, untouched
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "provisioning" / "provision"
@@ -259,3 +260,46 @@ def test_share_without_an_uplink_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as excinfo:
         _run(tmp_path / "root", "--share")
     assert excinfo.value.code == 2
+
+
+# ---- local privilege: the state directory is the meshd user's (docs/threat-model.md) -----
+
+
+def _provisioned_for_meshd(root: Path) -> Path:
+    """A root provisioned once, its state directory given to a ``meshd`` user (another
+    user when run as root): that user may plant anything there. Returns the directory."""
+    uid = 4242 if os.geteuid() == 0 else os.getuid()
+    gid = 4343 if os.geteuid() == 0 else os.getgid()
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text(f"root:x:0:0::/root:/bin/sh\nmeshd:x:{uid}:{gid}::/:/x\n")
+    (root / "etc/group").write_text(f"root:x:0:\nmeshd:x:{gid}:\n")
+    assert _run(root)[0] == 0
+    return root / "var/lib/meshd"
+
+
+@pytest.mark.parametrize("name", ["identity.key", "wireguard.key", "invite.token"])
+def test_a_link_planted_in_the_state_directory_is_refused_not_followed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    state = _provisioned_for_meshd(tmp_path / "root")
+    (state / name).unlink()
+    victim = plant(state, name)
+    capsys.readouterr()
+    code, _ = _run(tmp_path / "root")
+    assert code == 1
+    assert f"{name}: is a symbolic link: not following it" in capsys.readouterr().err
+    untouched(victim)
+    assert (state / name).is_symlink()
+
+
+def test_a_link_planted_as_the_old_temporary_name_is_not_written_through(
+    tmp_path: Path,
+) -> None:
+    state = _provisioned_for_meshd(tmp_path / "root")
+    (state / "invite.token").unlink()  # written again on the next run
+    victim = plant(state, ".invite.token.provision")  # the fixed name provision used
+    code, out = _run(tmp_path / "root")
+    assert code == 0 and "+ write /var/lib/meshd/invite.token" in out
+    untouched(victim)
+    assert (state / "invite.token").read_text() == TOKEN + "\n"
+    assert (state / "invite.token").stat().st_uid == (state.stat().st_uid)
