@@ -10,12 +10,12 @@ with ``synchronous=FULL``: a redemption that was answered is on disk.
 from __future__ import annotations
 
 import ipaddress
-import os
 import sqlite3
 from pathlib import Path
 
 import sqlite_utils
 
+from meshd.adapters import safe_files
 from meshd.core.invites.invite import Invite
 from meshd.core.invites.redeem import IssuedInvite
 
@@ -25,7 +25,14 @@ TABLE = "invites"
 
 class SqliteInviteStore:
     def __init__(self, path: Path) -> None:
-        created = not path.exists()
+        """``meshd invite`` (root) opens it within ``safe_files.as_owner_of`` the state
+        directory, as SQLite follows links. Root making it otherwise makes it empty first,
+        new and given to the directory's owner on its descriptor: the daemon, as that
+        owner, must be able to record redemptions in it."""
+        if safe_files.lstat(path) is None:  # UnsafeFile (an OSError): a link planted there
+            owner = safe_files.directory_owner(path.parent)
+            if owner is not None:
+                safe_files.create(path, 0o644, owner)
         self.path = path
         self.db = sqlite_utils.Database(path)
         try:
@@ -47,8 +54,6 @@ class SqliteInviteStore:
             )
         except sqlite3.Error as exc:
             raise OSError(f"{path}: {exc}") from exc
-        if created:
-            _give_to_directory_owner(path)
 
     @classmethod
     def open(cls, state_dir: Path) -> SqliteInviteStore:
@@ -101,11 +106,3 @@ class SqliteInviteStore:
     def taken_ipv4(self) -> set[ipaddress.IPv4Address]:
         """Every address an invite of ours ever carried (redeemed, pending or expired)."""
         return {ipaddress.IPv4Address(row["mesh_ipv4"]) for row in self.db.table(TABLE).rows}
-
-
-def _give_to_directory_owner(path: Path) -> None:
-    """An operator runs ``meshd invite`` as root; the daemon, as the state directory's
-    owner, must be able to record redemptions in the file that created."""
-    directory = path.parent.stat()
-    if os.geteuid() == 0 and directory.st_uid != 0:
-        os.chown(path, directory.st_uid, directory.st_gid)

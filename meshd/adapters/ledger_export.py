@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from meshd.adapters import safe_files
 from meshd.adapters.ledger import LEDGER_FILE, Dispute, Ledger
 from meshd.adapters.trust import DELEGATION_FILE, MEMBERSHIP_FILE, MESH_FILE, load_revocations
 from meshd.core.membership import (
@@ -36,10 +39,26 @@ class ExportError(Exception):
     """The node's files cannot give an export (missing, unreadable, malformed)."""
 
 
-def open_ledger(state_dir: Path) -> Ledger:
-    if not (state_dir / LEDGER_FILE).exists():
-        raise ExportError(f"{state_dir / LEDGER_FILE}: no ledger (has meshd run here?)")
-    return Ledger.open(state_dir)
+@contextmanager
+def open_ledger(state_dir: Path) -> Iterator[Ledger]:
+    """The node's ledger, opened, read and closed with the rights of the state directory's
+    owner: ``meshd receipts export`` and ``meshd leave`` run as root, and SQLite opens by
+    path (a link planted as ``ledger.sqlite``, its WAL files) what only that owner may."""
+    path = state_dir / LEDGER_FILE
+    try:
+        if safe_files.lstat(path) is None:
+            raise ExportError(f"{path}: no ledger (has meshd run here?)")
+    except safe_files.UnsafeFile as exc:
+        raise ExportError(str(exc)) from None
+    with safe_files.as_owner_of(state_dir):
+        try:
+            ledger = Ledger.open(state_dir)
+        except sqlite3.Error as exc:
+            raise ExportError(f"{path}: {exc}") from None
+        try:
+            yield ledger
+        finally:
+            ledger.close()
 
 
 def jsonl(state_dir: Path, admin_keys: tuple[str, ...], since: float = 0.0) -> Iterator[str]:
@@ -57,8 +76,7 @@ def jsonl(state_dir: Path, admin_keys: tuple[str, ...], since: float = 0.0) -> I
     except (OSError, MembershipError) as exc:
         raise ExportError(f"{state_dir}: membership files: {exc}") from None
     load_revocations(state_dir, trust.revocations)
-    ledger = open_ledger(state_dir)
-    try:
+    with open_ledger(state_dir) as ledger:
         certificates = {own.encode(): own}
         for certificate, delegation in ledger.signers().values():
             try:
@@ -75,8 +93,6 @@ def jsonl(state_dir: Path, admin_keys: tuple[str, ...], since: float = 0.0) -> I
             for _, dispute in ledger.disputes()
             if dispute.at >= since
         ]
-    finally:
-        ledger.close()
     yield from export_lines(
         definition,
         certificates.values(),
@@ -100,11 +116,8 @@ def dispute_record(node_id: str, dispute: Dispute) -> DisputeRecord:
 def csv_rows(state_dir: Path, since: float = 0.0) -> Iterator[str]:
     """For spreadsheets: a header line, then one line per receipt with its dispute reason (empty:
     the claim was signed as it was). No certificates: verify the JSON Lines export."""
-    ledger = open_ledger(state_dir)
-    try:
+    with open_ledger(state_dir) as ledger:
         rows = ledger.receipts(since=since)
-    finally:
-        ledger.close()
     yield _csv_line(CSV_COLUMNS)
     for _, receipt, dispute in rows:
         fields = receipt.to_json()

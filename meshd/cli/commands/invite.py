@@ -31,8 +31,9 @@ from meshd.cli.commands import add_config_argument
 
 if TYPE_CHECKING:
     from meshd.adapters.identity import Identity
+    from meshd.adapters.invite_store import SqliteInviteStore
     from meshd.config import Config
-    from meshd.core.invites import BootstrapEndpoint, Issuer
+    from meshd.core.invites import BootstrapEndpoint, InviteToken, Issuer
     from meshd.core.membership import OwnMembership
 
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
@@ -137,12 +138,41 @@ def _endpoints(args: argparse.Namespace, cfg: Config, node_id: str) -> list[Boot
     return endpoints
 
 
+def _issue(
+    args: argparse.Namespace,
+    store: SqliteInviteStore,
+    issuer: Issuer,
+    endpoints: list[BootstrapEndpoint],
+    own_ipv4: ipaddress.IPv4Address,
+    now: int,
+    lifetime_s: int,
+) -> InviteToken:
+    """The invite, recorded in ``store`` before its token is out: always redeemable."""
+    from meshd.core.invites import allocate_ipv4, issue_invite
+
+    taken = store.taken_ipv4() | {own_ipv4}
+    if args.mesh_ipv4 in taken:
+        raise ValueError(f"{args.mesh_ipv4} is taken (this node's, or in one of its invites)")
+    token = issue_invite(
+        issuer,
+        name=args.name,
+        mesh_ipv4=args.mesh_ipv4 or allocate_ipv4(issuer.pool, taken),
+        bootstrap=endpoints,
+        issued_at=now,
+        expires_at=now + lifetime_s,
+        invite_id=secrets.token_bytes(16),
+        secret=secrets.token_bytes(32),
+        show_name=args.show_name,
+    )
+    store.record_issued(token.invite, token.node_name)
+    return token
+
+
 def main(args: argparse.Namespace) -> int:
     from meshd import config
-    from meshd.adapters import identity, trust
+    from meshd.adapters import identity, safe_files, trust
     from meshd.adapters.invite_store import SqliteInviteStore
     from meshd.cli.commands import load_node
-    from meshd.core.invites import allocate_ipv4, issue_invite
 
     now = int(time.time())
     try:
@@ -151,23 +181,15 @@ def main(args: argparse.Namespace) -> int:
         state_dir = Path(cfg.node.state_dir)
         issuer = _issuer(ident, own, now)
         endpoints = _endpoints(args, cfg, ident.node_id)
-        store = SqliteInviteStore.open(state_dir)
-        taken = store.taken_ipv4() | {own.member.mesh_ipv4}
-        if args.mesh_ipv4 in taken:
-            raise ValueError(f"{args.mesh_ipv4} is taken (this node's, or in one of its invites)")
-        token = issue_invite(
-            issuer,
-            name=args.name,
-            mesh_ipv4=args.mesh_ipv4 or allocate_ipv4(issuer.pool, taken),
-            bootstrap=endpoints,
-            issued_at=now,
-            expires_at=now + lifetime_s,
-            invite_id=secrets.token_bytes(16),
-            secret=secrets.token_bytes(32),
-            show_name=args.show_name,
-        )
-        # Before the token is out: it is always redeemable.
-        store.record_issued(token.invite, token.node_name)
+        # The daemon's file, in the directory its user owns: opened (made, the first time)
+        # with that user's rights, never through a link planted there.
+        with safe_files.as_owner_of(state_dir):
+            store = SqliteInviteStore.open(state_dir)
+            try:
+                ipv4 = own.member.mesh_ipv4
+                token = _issue(args, store, issuer, endpoints, ipv4, now, lifetime_s)
+            finally:
+                store.close()
     except (
         config.ConfigError,
         identity.KeyFileError,

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from meshd.adapters import identity, trust
-from meshd.adapters.invite_store import SqliteInviteStore
+from meshd.adapters.invite_store import STORE_FILE, SqliteInviteStore
 from meshd.cli import main as meshd
 from meshd.cli.commands import invite as command
 from meshd.core.invites import parse_token, verify_invite
 from meshd.core.membership import SCOPE_ALL, create_mesh, issue_delegation, issue_membership
 from tests.golden.membership.make_vectors import ADMIN, node_id
+from tests.local_privilege import NOBODY, needs_root, plant, reachable_dir, untouched
 
 NOW = int(time.time())  # the certificates' times; the tokens are checked at the clock's
 PEER = node_id(ADMIN)
@@ -189,3 +191,42 @@ def test_show_name_certifies_the_name_itself(
     lines = _invite(config, capsys, "--endpoint", "192.0.2.1:6697", "--show-name")
     token = parse_token(lines[0])
     assert token.invite.name == token.node_name == "Haus 2" and token.opening is None
+
+
+# ---- local privilege: root runs it in a state directory the meshd user owns --------------
+
+ENDPOINT = ("--endpoint", "192.0.2.1:6697")
+
+
+def test_a_planted_store_link_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _node(tmp_path, admin=True)
+    victim = plant(tmp_path / "state", STORE_FILE)
+    code = meshd(["invite", "--name", "x", "--config", str(config), *ENDPOINT])
+    assert code == 1
+    assert "invites.sqlite: is a symbolic link: not following it" in capsys.readouterr().err
+    untouched(victim)
+
+
+@needs_root
+def test_root_makes_the_store_as_the_state_directorys_owner(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with reachable_dir() as base:
+        config = _node(base, admin=True)
+        state = base / "state"
+        for path in (state, *state.iterdir()):
+            os.chown(path, NOBODY, NOBODY)
+        _invite(config, capsys, *ENDPOINT)
+        st = (state / STORE_FILE).stat()
+        assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY)  # the daemon records redemptions
+        assert all(p.stat().st_uid == NOBODY for p in state.iterdir())
+        assert (os.geteuid(), os.getegid()) == (0, 0)
+        # Its owner swaps in a link to where it may not write: root's next run neither
+        # makes that file nor gives it away (the old chown by path did both).
+        (state / STORE_FILE).unlink()
+        (state / STORE_FILE).symlink_to(base / "ld.so.preload")
+        assert meshd(["invite", "--name", "x", "--config", str(config), *ENDPOINT]) == 1
+        assert "is a symbolic link: not following it" in capsys.readouterr().err
+        assert not (base / "ld.so.preload").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from meshd.config import ReceiptsSettings
 from meshd.core.receipts import verify_export
 from meshd.core.receipts.counting import Snapshot
 from meshd.daemon.claims import ClaimService, Signer
+from tests.local_privilege import NOBODY, needs_root, plant, reachable_dir, untouched
 from tests.unit.receipt_fixtures import (
     ADMIN,
     CONSUMER,
@@ -132,3 +134,33 @@ def test_a_node_without_a_ledger_is_told_so(
     code, _, err = run(capsys, "export", "--config", str(config))
     assert code == 2 and "no ledger" in err
     assert not os.path.exists(tmp_path / "new" / "ledger.sqlite")
+
+
+# ---- local privilege: root exports from a state directory the meshd user owns -----------
+
+
+def test_a_planted_ledger_link_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = node_files(tmp_path, "new", PROVIDER_CERT.encode())
+    victim = plant(tmp_path / "new", "ledger.sqlite")
+    code, _, err = run(capsys, "export", "--config", str(config))
+    assert code == 2 and "ledger.sqlite: is a symbolic link: not following it" in err
+    untouched(victim)
+
+
+@needs_root
+def test_root_reads_the_ledger_as_its_owner_and_leaves_it_nothing_of_roots(
+    provider_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with reachable_dir() as base:
+        state = shutil.copytree(tmp_path / "p", base / "p")
+        for path in (state, *state.iterdir()):
+            os.chown(path, NOBODY, NOBODY)
+        config = base / "p.toml"
+        config.write_text(provider_config.read_text().replace(str(tmp_path / "p"), str(state)))
+        code, out, err = run(capsys, "export", "--config", str(config))
+        assert code == 0, err
+        assert out.count('"type":"receipt"') == 3
+        assert all(p.stat().st_uid == NOBODY for p in state.iterdir())
+        assert (os.geteuid(), os.getegid()) == (0, 0)
