@@ -6,6 +6,7 @@ named here too."""
 from meshd.api.server import (
     API_VERSION,
     SOCKET_GROUP,
+    Caller,
     CallError,
     Handler,
     Stream,
@@ -13,4 +14,13 @@ from meshd.api.server import (
     serve,
 )
 
-__all__ = ["API_VERSION", "SOCKET_GROUP", "CallError", "Handler", "Stream", "answer", "serve"]
+__all__ = [
+    "API_VERSION",
+    "SOCKET_GROUP",
+    "CallError",
+    "Caller",
+    "Handler",
+    "Stream",
+    "answer",
+    "serve",
+]

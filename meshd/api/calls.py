@@ -1,5 +1,12 @@
 """The control API's calls (docs/control-api.md), one table: what each call reads or changes.
 
+Each call is marked in the table as reading or changing the node. The calls that change it
+(``add_revocations``, ``mesh_definition``, ``block``) answer root (or the daemon's own user)
+only: anyone else, a member of the ``meshd`` group that may connect for ``meshd status`` and
+the dashboard, gets ``not_permitted``, logged (``api.refused``) and counted by reason.
+``mesh_definition`` adopts what it is given, so it is refused even with nothing to adopt;
+``status`` says the definition's serial and admins to everyone.
+
 The read calls answer from what they are given: the node's ``status`` coroutine (whole,
 or a slice of it per call), readers of its ledger's pages (without a reader, ``receipts``
 and ``disputes`` answer an empty last page: there are none to show, which is true, not an
@@ -12,16 +19,19 @@ bad arguments and refused input answer ``bad_args`` or the refusal's reason.
 from __future__ import annotations
 
 import asyncio
+import logging
 import platform
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from typing import Any, NoReturn, Protocol, TypedDict
 
 from meshd import __version__, log
 from meshd.api import API_VERSION
-from meshd.api.server import CallError, Stream
+from meshd.api.server import Caller, CallError, Stream
 from meshd.core.errors import BadInput
 from meshd.core.keys import public_from_node_id
+from meshd.log import event
 
 
 class Page(TypedDict):
@@ -65,24 +75,47 @@ class Sources:
 async def handle(
     call: str,
     args: dict[str, Any],
+    caller: Caller,
     status: StatusReader,
     receipts: PageReader | None = None,
     disputes: PageReader | None = None,
     events: log.EventLog = log.RECENT,
     node: Changes | None = None,
+    refused: Counter[str] | None = None,
 ) -> Any:
-    """Answer ``call``; ``CallError`` (``bad_args``, ``unknown_call``, a refusal's reason)
-    otherwise."""
-    answer = CALLS.get(call)
-    if answer is None:
+    """Answer ``call`` from ``caller``; ``CallError`` (``bad_args``, ``unknown_call``,
+    ``not_permitted``, a refusal's reason) otherwise. ``refused`` counts the callers
+    turned away, by reason."""
+    entry = CALLS.get(call)
+    if entry is None:
         raise CallError("unknown_call", f"no call named {call!r}")
+    if entry.changes and not caller.may_change:
+        _refuse(call, caller, "not_root", Counter() if refused is None else refused)
     try:
-        return await answer(Sources(status, receipts, disputes, events, node), args)
+        return await entry.answer(Sources(status, receipts, disputes, events, node), args)
     except BadInput as exc:  # a record handed in that does not verify
         raise CallError(exc.reason, exc.message) from None
 
 
-def _slice(key: str) -> Call:
+def _refuse(call: str, caller: Caller, reason: str, refused: Counter[str]) -> NoReturn:
+    refused[reason] += 1
+    event(
+        "api.refused",
+        logging.WARNING,
+        call=call,
+        reason=reason,
+        uid=caller.uid,
+        pid=caller.pid,
+        count=refused[reason],
+    )
+    raise CallError(
+        "not_permitted",
+        f"{call} changes the node: only root may call it (the caller is uid {caller.uid}); "
+        "run it with sudo",
+    )
+
+
+def _slice(key: str) -> Answer:
     async def answer(sources: Sources, args: dict[str, Any]) -> Any:
         return (await sources.status()).get(key)
 
@@ -143,23 +176,31 @@ async def _block(sources: Sources, args: dict[str, Any]) -> Any:
     return {"node_id": node_id, "blocked": blocked}
 
 
-Call = Callable[[Sources, dict[str, Any]], Awaitable[Any]]
+Answer = Callable[[Sources, dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Call:
+    answer: Answer
+    changes: bool = False  # changes the node: root (or the daemon's user) only
+
+
 CALLS: dict[str, Call] = {
-    "status": _status,
-    "version": _version,
+    "status": Call(_status),
+    "version": Call(_version),
     # The status document's parts, each served by a call of its own.
-    "neighbours": _slice("neighbours"),
-    "routes": _slice("routes"),
-    "gateways": _slice("gateway"),
-    "usage": _slice("usage"),
-    "receipts": _receipts,
-    "disputes": _disputes,
-    "events": _events_call,
-    "subscribe": _subscribe_call,
-    "revocations": _revocations,
-    "add_revocations": _add_revocations,
-    "mesh_definition": _mesh_definition,
-    "block": _block,
+    "neighbours": Call(_slice("neighbours")),
+    "routes": Call(_slice("routes")),
+    "gateways": Call(_slice("gateway")),
+    "usage": Call(_slice("usage")),
+    "receipts": Call(_receipts),
+    "disputes": Call(_disputes),
+    "events": Call(_events_call),
+    "subscribe": Call(_subscribe_call),
+    "revocations": Call(_revocations),
+    "add_revocations": Call(_add_revocations, changes=True),
+    "mesh_definition": Call(_mesh_definition, changes=True),
+    "block": Call(_block, changes=True),
 }
 
 

@@ -192,6 +192,7 @@ class Status(_StatusRequired, total=False):
     clock: dict[str, Any]  # the mesh's time as this node keeps it
     mesh: dict[str, Any]  # the mesh definition's serial and admins
     directory: dict[str, Any]  # members (certificates held) and digest
+    api: dict[str, Any]  # refused: control API callers refused a changing call, by reason
 
 
 class Page(TypedDict):

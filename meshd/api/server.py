@@ -9,6 +9,10 @@ One request per line, one answer per line:
 Calls are added, never changed; a client sends the version it speaks and the server answers
 ``unsupported_version`` for a version it does not know. A call may answer with a ``Stream``
 (``subscribe``): its result line, then one JSON line per item until the client hangs up.
+
+Each connection's caller is who the kernel says it is (``SO_PEERCRED``), handed to the
+handler with every call: the ``meshd`` group may connect to read, and the call table
+(meshd.api.calls) refuses the calls that change the node to anyone but root.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import tempfile
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,7 +34,23 @@ API_VERSION = 1
 MAX_REQUEST = 64 * 1024
 SOCKET_GROUP = "meshd"  # its members may use the control socket; root always can
 
-Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+@dataclass(frozen=True)
+class Caller:
+    """The process at the other end of a connection, as the kernel told it (SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    @property
+    def may_change(self) -> bool:
+        """Root, or the daemon's own user (who owns its files and may signal it anyway):
+        the only callers of the calls that change the node. The ``meshd`` group reads."""
+        return self.uid in (0, os.geteuid())
+
+
+Handler = Callable[[str, dict[str, Any], Caller], Awaitable[Any]]
 
 
 class CallError(Exception):
@@ -44,8 +65,9 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"v": API_VERSION, "ok": False, "error": {"code": code, "message": message}}
 
 
-async def answer(line: bytes, handler: Handler) -> dict[str, Any]:
-    """Turn one request line into one answer; bad requests become error answers."""
+async def answer(line: bytes, handler: Handler, caller: Caller) -> dict[str, Any]:
+    """Turn one request line from ``caller`` into one answer; bad requests become error
+    answers."""
     try:
         request = json.loads(line)
     except ValueError:
@@ -58,7 +80,7 @@ async def answer(line: bytes, handler: Handler) -> dict[str, Any]:
     if not isinstance(call, str) or not isinstance(args, dict):
         return _error("bad_request", "expected 'call' (string) and 'args' (object)")
     try:
-        result = await handler(call, args)
+        result = await handler(call, args, caller)
     except CallError as exc:
         return _error(exc.code, str(exc))
     return {"v": API_VERSION, "ok": True, "result": result}
@@ -74,8 +96,10 @@ class Stream:
     items: AsyncGenerator[dict[str, Any], None]
 
 
-async def _dispatch(line: bytes, handler: Handler) -> tuple[dict[str, Any], Stream | None]:
-    reply = await answer(line, handler)
+async def _dispatch(
+    line: bytes, handler: Handler, caller: Caller
+) -> tuple[dict[str, Any], Stream | None]:
+    reply = await answer(line, handler, caller)
     result = reply.get("result")
     if isinstance(result, Stream):
         return {**reply, "result": result.head}, result
@@ -114,8 +138,9 @@ async def serve(path: Path, handler: Handler, group: str = SOCKET_GROUP) -> Cont
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            caller = peer(writer.get_extra_info("socket"))
             while line := await reader.readline():
-                reply, stream = await _dispatch(line, handler)
+                reply, stream = await _dispatch(line, handler, caller)
                 writer.write(_line(reply))
                 await writer.drain()
                 if stream is not None:
@@ -135,6 +160,14 @@ async def serve(path: Path, handler: Handler, group: str = SOCKET_GROUP) -> Cont
     sock = _bind(path, _group_id(group))
     control.server = await asyncio.start_unix_server(on_client, sock=sock, limit=MAX_REQUEST)
     return control
+
+
+def peer(sock: socket.socket) -> Caller:
+    """Who is connected on the Unix socket ``sock``: the process that connected, as the
+    kernel recorded it then (nothing the client sends can change it)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    return Caller(pid, uid, gid)
 
 
 async def _pump(stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -104,6 +105,7 @@ class Node:
         self.throttle = Throttle(cfg.receipts.throttle_rate.kbit)
         self.stopping = asyncio.Event()
         self.started = time.time()
+        self.api_refused: Counter[str] = Counter()  # control API callers refused, by reason
         # The one wall clock of certificates, revocations and receipts.
         self.clock = MeshClock(
             time.time,
@@ -300,15 +302,17 @@ class Node:
     def state_dir(self) -> Path:
         return Path(self.cfg.node.state_dir)
 
-    async def handle(self, call: str, args: dict[str, Any]) -> Any:
+    async def handle(self, call: str, args: dict[str, Any], caller: api.Caller) -> Any:
         """The control API's calls (meshd.api.calls), answered from this node."""
         return await calls.handle(
             call,
             args,
+            caller,
             lambda: status(self),
             receipts=lambda after, limit: self.kernel(self.ledger_page, "receipts", after, limit),
             disputes=lambda after, limit: self.kernel(self.ledger_page, "disputes", after, limit),
             node=self,
+            refused=self.api_refused,
         )
 
     # ---- what the calls that change the node do (meshd.api.calls.Changes) ------------

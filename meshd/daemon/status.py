@@ -115,6 +115,8 @@ async def status(node: Node) -> dict[str, Any]:
             for node_id, snap in sorted(node.metering.link_counts.items())
         ],
         "receipts": kernel["receipts_summary"],
+        # Control API callers refused a call that changes the node (meshd.api.calls).
+        "api": {"refused": dict(node.api_refused)},
     }
 
 

@@ -116,7 +116,7 @@ class FakeDaemon:
         self.results = results
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    async def handle(self, call: str, args: dict[str, Any]) -> Any:
+    async def handle(self, call: str, args: dict[str, Any], caller: api.Caller) -> Any:
         self.calls.append((call, args))
         if call not in self.results:
             raise api.CallError("unknown_call", f"no call named {call!r}")

@@ -15,8 +15,10 @@ from meshd import api
 from meshd.api.client import ControlClient, ControlError
 from tests.unit.control_fakes import serving
 
+ROOT = api.Caller(pid=1, uid=0, gid=0)
 
-async def handler(call: str, args: dict[str, Any]) -> Any:
+
+async def handler(call: str, args: dict[str, Any], caller: api.Caller) -> Any:
     if call == "echo":
         return args
     raise api.CallError("unknown_call", f"no call named {call!r}")
@@ -33,7 +35,7 @@ async def handler(call: str, args: dict[str, Any]) -> Any:
     ],
 )
 def test_bad_requests_get_error_answers(line: bytes, code: str) -> None:
-    reply = asyncio.run(api.answer(line, handler))
+    reply = asyncio.run(api.answer(line, handler, ROOT))
     assert reply["ok"] is False and reply["error"]["code"] == code
 
 

@@ -21,6 +21,8 @@ from meshd.core.keys import node_id_from_public
 from meshd.log import EventLog
 from tests.unit.control_fakes import STATUS, serving
 
+ROOT = api.Caller(pid=1, uid=0, gid=0)
+
 
 class Daemon:
     """``calls.handle`` over a ring of its own, counting status reads."""
@@ -34,8 +36,10 @@ class Daemon:
         self.status_reads += 1
         return copy.deepcopy(STATUS)
 
-    async def handle(self, call: str, args: dict[str, Any]) -> Any:
-        return await calls.handle(call, args, self.status, receipts=self.receipts, events=self.ring)
+    async def handle(self, call: str, args: dict[str, Any], caller: api.Caller) -> Any:
+        return await calls.handle(
+            call, args, caller, self.status, receipts=self.receipts, events=self.ring
+        )
 
 
 def test_slices_of_the_status(tmp_path: Path) -> None:
@@ -49,7 +53,7 @@ def test_slices_of_the_status(tmp_path: Path) -> None:
 
 def test_unknown_calls_are_refused() -> None:
     with pytest.raises(api.CallError) as info:
-        asyncio.run(calls.handle("nope", {}, Daemon().status))
+        asyncio.run(calls.handle("nope", {}, ROOT, Daemon().status))
     assert info.value.code == "unknown_call"
 
 
@@ -97,7 +101,7 @@ def test_receipts_are_read_a_page_at_a_time(tmp_path: Path) -> None:
 )
 def test_bad_arguments_are_refused(call: str, args: dict[str, Any], reason: str) -> None:
     with pytest.raises(api.CallError) as info:
-        asyncio.run(Daemon().handle(call, args))
+        asyncio.run(Daemon().handle(call, args, ROOT))
     assert info.value.code == "bad_args" and str(info.value).startswith(reason)
 
 
@@ -248,7 +252,7 @@ class Node:
 
 
 def _call(call: str, node: Node | None = None, **args: Any) -> Any:
-    return asyncio.run(calls.handle(call, args, Daemon().status, node=node))
+    return asyncio.run(calls.handle(call, args, ROOT, Daemon().status, node=node))
 
 
 def test_block_checks_the_node_id_and_what_the_config_blocks() -> None:
