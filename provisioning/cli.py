@@ -35,7 +35,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="provision",
         description="Make this Debian / Raspberry Pi OS machine a meshd node, from an invite.",
     )
-    p.add_argument("--invite", required=True, metavar="TOKEN", help="the token of meshd invite")
+    invite = p.add_mutually_exclusive_group(required=True)
+    invite.add_argument(
+        "--invite",
+        metavar="TOKEN",
+        help="the token of meshd invite, or - to read it from standard input (a token given "
+        "here is visible to every local user in /proc and stays in the shell's history)",
+    )
+    invite.add_argument(
+        "--invite-file", metavar="PATH", help="read the token from PATH (its first line)"
+    )
     p.add_argument("--name", help="the node's name; must be the invite's (default: the invite's)")
     p.add_argument("--uplink", metavar="IFACE", help="this household's internet interface")
     p.add_argument("--share", action="store_true", help="offer the uplink to the mesh")

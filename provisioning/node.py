@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from meshd import config
 from meshd.adapters import identity, trust
@@ -38,9 +40,32 @@ KEYS = (identity.IDENTITY_KEY, identity.WIREGUARD_KEY)
 PUBLIC = (identity.IDENTITY_PUB, identity.WIREGUARD_PUB)
 
 
+def invite_text(args: argparse.Namespace, stdin: TextIO | None = None) -> str:
+    """The token as given: ``--invite TOKEN``, ``--invite -`` (standard input) or
+    ``--invite-file PATH``; from a file or the input, its first line that is not blank (what
+    ``meshd invite`` prints first). Read here, in the node stage, and not before: the
+    system stage may hand over to the virtualenv's Python, which inherits the input unread."""
+    if args.invite_file is not None:
+        try:
+            text = Path(args.invite_file).read_text()
+        except OSError as exc:
+            raise Refused(f"--invite-file {args.invite_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise Refused(f"--invite-file {args.invite_file}: not text") from None
+    elif args.invite == "-":
+        text = (stdin or sys.stdin).read()
+    else:
+        return str(args.invite)
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    where = args.invite_file or "standard input"
+    raise Refused(f"no invite in {where}: give the token of meshd invite")
+
+
 def _token(args: argparse.Namespace) -> InviteToken:
     try:
-        token = parse_token(args.invite)
+        token = parse_token(invite_text(args))
         verify_invite(token.invite, time.time(), admins=token.invite.admins)
     except InviteError as exc:
         raise Refused(f"the invite is refused ({exc.reason}): {exc.message}") from None

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -303,3 +304,57 @@ def test_a_link_planted_as_the_old_temporary_name_is_not_written_through(
     untouched(victim)
     assert (state / "invite.token").read_text() == TOKEN + "\n"
     assert (state / "invite.token").stat().st_uid == (state.stat().st_uid)
+
+
+# ---- the token kept out of argv (/proc/PID/cmdline, the shell's history) ------------------
+
+
+def test_the_token_from_a_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "invite"
+    token_file.write_text(f"\n{TOKEN}\n█▀▀▀▀▀█ (the QR code meshd invite prints after it)\n")
+    out = io.StringIO()
+    code = provision(["--invite-file", str(token_file), "--root", str(tmp_path / "root")], out=out)
+    assert code == 0, out.getvalue()
+    assert (tmp_path / "root/var/lib/meshd/invite.token").read_text() == TOKEN + "\n"
+
+
+def test_the_token_from_standard_input_through_the_entry_script(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--invite", "-", "--root", str(root)],
+        input=TOKEN + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (root / "var/lib/meshd/invite.token").read_text() == TOKEN + "\n"
+    assert TOKEN not in done.stdout + done.stderr  # nor printed back
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("\n  \n"), "no invite in"),
+        (lambda p: None, "No such file or directory"),
+        (lambda p: p.write_bytes(b"\xff\xfe"), "not text"),
+    ],
+    ids=["empty", "missing", "binary"],
+)
+def test_an_invite_file_without_a_token_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str
+) -> None:
+    token_file = tmp_path / "invite"
+    make(token_file)
+    code = provision(["--invite-file", str(token_file), "--root", str(tmp_path / "root")])
+    assert code == 1 and message in capsys.readouterr().err
+    assert not (tmp_path / "root").exists()
+
+
+def test_one_way_to_give_the_token(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        _run(tmp_path / "root", "--invite-file", str(tmp_path / "invite"))
+    assert excinfo.value.code == 2
+    with pytest.raises(SystemExit) as excinfo:
+        provision(["--root", str(tmp_path / "root")])
+    assert excinfo.value.code == 2

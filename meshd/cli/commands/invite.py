@@ -204,7 +204,8 @@ def main(args: argparse.Namespace) -> int:
     until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(invite.expires_at))
     print(
         f"meshd invite: {invite.invite_id.hex()} for {token.node_name!r} ({invite.mesh_ipv4}), "
-        f"one use, until {until}; on the new node: provisioning/provision --invite TOKEN",
+        f"one use, until {until}; on the new node: provisioning/provision --invite - "
+        "(then paste it) or --invite-file FILE",
         file=sys.stderr,
     )
     return 0
