@@ -15,6 +15,7 @@ import pytest
 from meshd.cli import build_parser
 from meshd.cli import main as meshd
 from meshd.cli.commands import ADMIN_KEY
+from tests.local_privilege import plant, untouched
 from tests.provisioning.test_provision import HOUSEHOLD, _run, _snapshot
 from tests.unit.cli.test_receipts_export_command import provider_config  # noqa: F401 (fixture)
 
@@ -140,3 +141,35 @@ def test_without_a_terminal_leave_asks_for_yes(
     assert "give --yes" in capsys.readouterr().err
     assert "leaves the mesh for good" in out
     assert _snapshot(root) == provisioned
+
+
+def test_links_planted_in_the_state_directory_stop_leave_untouched(
+    tmp_path: Path,
+    provider_config: Path,  # noqa: F811 (the fixture)
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The meshd user owns the state directory; root's leave neither reads a key nor opens
+    the ledger through a link planted there (and removes nothing when it stops)."""
+    root, _ = _provisioned(tmp_path / "box")
+    state = root / STATE
+    for name in ("mesh.cert", "membership.cert"):
+        shutil.copyfile(provider_config.parent / "p" / name, state / name)
+    text = provider_config.read_text()
+    (root / "etc/meshd/meshd.toml").write_text(
+        text.replace(str(provider_config.parent / "p"), "/var/lib/meshd")
+    )
+    ledger = plant(state, "ledger.sqlite")
+    provisioned = _snapshot(root)
+    code, _ = _leave(root, "--yes", "--export", str(tmp_path / "receipts.jsonl"))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "cannot save the receipts" in err and "ledger.sqlite: is a symbolic link" in err
+    assert _snapshot(root) == provisioned
+    untouched(ledger)
+
+    (state / "identity.key").unlink()
+    key = plant(state, "identity.key")
+    assert _leave(root, "--yes", "--purge")[0] == 1
+    assert "identity.key: is a symbolic link: not following it" in capsys.readouterr().err
+    assert (state / "wireguard.key").exists()
+    untouched(key)
