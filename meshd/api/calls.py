@@ -31,7 +31,6 @@ from meshd.api import API_VERSION
 from meshd.api.server import Caller, CallError, Stream
 from meshd.core.errors import BadInput
 from meshd.core.keys import public_from_node_id
-from meshd.log import event
 
 
 class Page(TypedDict):
@@ -99,7 +98,7 @@ async def handle(
 
 def _refuse(call: str, caller: Caller, reason: str, refused: Counter[str]) -> NoReturn:
     refused[reason] += 1
-    event(
+    log.event(
         "api.refused",
         logging.WARNING,
         call=call,
