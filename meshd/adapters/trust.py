@@ -108,6 +108,22 @@ def write_atomically(path: Path, data: bytes) -> None:
     safe_files.write_atomically(path, data, 0o644)
 
 
+CLOCK_FLOOR_FILE = "clock.floor"  # Unix seconds the mesh clock never reads below
+
+
+def load_clock_floor(state_dir: Path) -> float:
+    """The mesh clock's floor as last saved (0: none yet, or a file that does not parse,
+    which the floor's next rise replaces)."""
+    try:
+        return max(0.0, float((state_dir / CLOCK_FLOOR_FILE).read_text()))
+    except (OSError, ValueError):
+        return 0.0
+
+
+def save_clock_floor(state_dir: Path, floor: float) -> None:
+    write_atomically(state_dir / CLOCK_FLOOR_FILE, f"{floor:.0f}\n".encode())
+
+
 CHAIN_FILE = "mesh.chain"  # every mesh definition adopted (u16 length, canonical bytes)
 
 

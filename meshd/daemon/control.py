@@ -31,6 +31,7 @@ from meshd.adapters.quic import PeerEvent, QuicTransport
 from meshd.adapters.trust import (
     load_chain,
     save_chain,
+    save_clock_floor,
     save_joined,
     save_revocations,
     write_atomically,
@@ -347,6 +348,8 @@ class ControlService:
             write_atomically(self.state_dir / DIRECTORY_FILE, effect.data)
         elif isinstance(effect, fx.SaveRevocations):
             save_revocations(self.state_dir, effect.revocations)
+        elif isinstance(effect, fx.SaveClockFloor):
+            save_clock_floor(self.state_dir, effect.floor)
         elif isinstance(effect, fx.SaveDefinition):
             chain = load_chain(self.state_dir) or [effect.previous]
             save_chain(self.state_dir, [*chain, effect.definition])

@@ -35,6 +35,7 @@ from meshd.adapters.net.link_meter import LinkMeter
 from meshd.adapters.net.netlink import MAIN_TABLE, Netlink, NetlinkError, Rule
 from meshd.adapters.net.resolver import system_resolver
 from meshd.adapters.net.throttle import Throttle
+from meshd.adapters.trust import load_clock_floor
 from meshd.adapters.wg.backend import WireGuardBackend
 from meshd.adapters.wg.model import WireGuardError
 from meshd.api import calls
@@ -112,6 +113,7 @@ class Node:
             cfg.membership.clock_tolerance_s,
             cfg.membership.test_clock_offset_s,
             journal=event,
+            floor=load_clock_floor(Path(cfg.node.state_dir)),
         )
         # Every kernel call (WireGuard, netlink, sysctl) blocks: they run in order on one
         # worker thread, so the event loop keeps answering and pyroute2 keeps one thread.

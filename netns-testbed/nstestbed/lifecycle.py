@@ -83,7 +83,8 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
     """The testbed is the mesh's admin: a mesh definition, and for every node a membership
     certificate and a delegation to issue invites (and memberships from a pool of its own).
     Nodes with ``admin = true`` are admins too (listed in the definition the testbed signs);
-    ``cert_validity_s`` makes a node's certificate short-lived (renewal tests)."""
+    ``cert_validity_s`` makes a node's certificate short-lived (renewal tests), and
+    ``cert_age_s`` gives it (and the mesh's definition, as old as the oldest) a past."""
     import ipaddress
 
     from meshd.adapters import trust
@@ -96,7 +97,7 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
         name=f"testbed {plan.testbed_id}",
         ipv4_prefix=MESH_PREFIX,
         ipv6_prefix=ipaddress.IPv6Network(MESH_IPV6_PREFIX),
-        issued_at=now,
+        issued_at=now - max((n.cert_age_s for n in plan.nodes), default=0),
         other_admins=[idents[n.name].node_id for n in plan.nodes if n.admin],
     )
     for i, node in enumerate(plan.nodes):
@@ -110,7 +111,7 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
             name=node.name,
             wireguard_public=ident.wireguard_public,
             mesh_ipv4=node.mesh_ipv4,
-            not_before=now - 60,
+            not_before=now - node.cert_age_s - 60,
             expires_at=now + (node.cert_validity_s or MEMBERSHIP_DAYS * 86400),
             serial=i + 1,
         )

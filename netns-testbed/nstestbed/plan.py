@@ -166,6 +166,7 @@ class NodePlan:
     cert_validity_s: int = 0  # its certificate's validity; 0: the testbed's default
     control: Settings = ()  # added to its [control] section
     routing: Settings = ()  # its [routing] section
+    cert_age_s: int = 0  # its certificate was issued this long ago
 
     @property
     def config_path(self) -> Path:
@@ -340,6 +341,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             membership=spec.membership,
             admin=spec.admin,
             cert_validity_s=spec.cert_validity_s,
+            cert_age_s=spec.cert_age_s,
             control=spec.control,
             routing=spec.routing,
         )

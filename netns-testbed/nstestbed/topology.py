@@ -13,6 +13,8 @@
                             # socket: the testbed's); here it plays a node of an older version
     admin = true            # optional, the node's key is one of the mesh's admins too
     cert_validity_s = 60    # optional, its membership certificate's validity (default 30 days)
+    cert_age_s = 86400      # optional, its certificate (and the mesh's definition) issued this
+                            # long ago (default 0): a mesh with a past, for the clock's tests
     lan = true              # a household LAN host namespace behind the node
     invited = true          # a fresh box: namespace and links only, no keys, certificate or
                             # config; `testbed join NODE --invite TOKEN` provisions and starts it
@@ -113,6 +115,7 @@ class NodeSpec:
     cert_validity_s: int = 0  # 0: the testbed's default
     control: Settings = ()  # added to its [control] section
     routing: Settings = ()  # its [routing] section
+    cert_age_s: int = 0  # its certificate was issued this long ago
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "membership",
                 "admin",
                 "cert_validity_s",
+                "cert_age_s",
                 "control",
                 "routing",
             },
@@ -279,8 +283,12 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
         ):
             if invited and given:
                 raise TopologyError(path, f"{where}.{key}", "an invited node's config is its own")
-        if invited and validity:
-            raise TopologyError(path, f"{where}.cert_validity_s", "its issuer decides")
+        age = body.get("cert_age_s", 0)
+        if isinstance(age, bool) or not isinstance(age, int) or age < 0:
+            raise TopologyError(path, f"{where}.cert_age_s", "expected 0 or more seconds")
+        if invited and (validity or age):
+            key = "cert_validity_s" if validity else "cert_age_s"
+            raise TopologyError(path, f"{where}.{key}", "its issuer decides")
         nodes.append(
             NodeSpec(
                 name,
@@ -297,6 +305,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 validity,
                 control,
                 routing,
+                age,
             )
         )
     return tuple(nodes)

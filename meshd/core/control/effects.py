@@ -110,6 +110,11 @@ class SaveRevocations:
 
 
 @dataclass(frozen=True)
+class SaveClockFloor:
+    floor: float  # Unix seconds the mesh clock never reads below (meshd.core.membership.clock)
+
+
+@dataclass(frozen=True)
 class SaveDefinition:
     """A mesh definition adopted: appended to the stored chain (which starts at
     ``previous`` when none is stored) and stored as ours, with our certificate."""
@@ -133,5 +138,6 @@ Effect = (
     | SaveSeqno
     | SaveDirectory
     | SaveRevocations
+    | SaveClockFloor
     | SaveDefinition
 )

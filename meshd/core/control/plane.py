@@ -245,6 +245,7 @@ class ControlPlane:
         self.journal("session.down", peer=peer.name, reason=reason)
         peer.failed_dials += 1  # reset once a session verifies: a refusing peer backs off
         peer.advance(SessionInput.CLOSED)
+        self.clock.gone(peer.node_id, *self._clock_time(now))
         peer.member, peer.credential = None, None
         peer.peer_port = None
         peer.protocol, peer.features = None, frozenset()
@@ -350,7 +351,9 @@ class ControlPlane:
         """A verified neighbour shows its certificate again: renewed. It must verify and be
         for the same keys; then it replaces the old one (re-checked every 10 s)."""
         try:
-            member, credential = self.trust.check(peer.node_id, peer.clock_offset, msg)
+            member, credential = self.trust.check(
+                peer.node_id, peer.clock_offset, msg, self._clock_time(now)
+            )
         except Refusal as exc:
             self._refuse(peer, exc.reason, exc.message)
             return
@@ -368,7 +371,9 @@ class ControlPlane:
 
     def _on_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
         try:
-            member, credential = self.trust.check(peer.node_id, peer.clock_offset, msg)
+            member, credential = self.trust.check(
+                peer.node_id, peer.clock_offset, msg, self._clock_time(now)
+            )
         except Refusal as exc:
             self._refuse(peer, exc.reason, exc.message)
             return
@@ -517,7 +522,11 @@ class ControlPlane:
 
     def enforce_membership(self, now: float) -> None:
         """Drop neighbours whose certificate no longer verifies (revoked, expired), with
-        their session and link; a revoked node we only know of is forgotten too."""
+        their session and link; a revoked node we only know of is forgotten too. The mesh
+        clock first: a correction held back or an offset aged out takes effect, and its
+        floor rises to what is now in force."""
+        self.clock.update(*self._clock_time(now))
+        self.trust.raise_clock_floor()
         for peer in list(self.peers.values()):
             reason = self.trust.invalid(peer.credential, peer.node_id)
             if reason is None:
@@ -537,6 +546,11 @@ class ControlPlane:
                 self.routes.forget(node_id)
         self.router.revalidate(now)
         self._next_enforce = now + ENFORCE_EVERY_S
+
+    def _clock_time(self, now: float) -> tuple[float, int]:
+        """What the mesh clock's consensus weighs a report with: when, and how many
+        neighbours we have a session with (its quorum)."""
+        return now, sum(1 for p in self.peers.values() if p.session_up and not p.joining)
 
     # ---- time ------------------------------------------------------------------------
 

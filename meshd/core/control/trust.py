@@ -38,6 +38,7 @@ from meshd.core.session_policy import Credential, Refusal, check_membership
 # Failures that only say "not now by our clock": worth a look with the peer's clock.
 TIME_REASONS = frozenset({"not_yet_valid", "expired", "delegation_not_yet_valid"})
 Outgoing = list[tuple[str, DirectoryMessage]]  # directory messages, by neighbour node id
+Time = tuple[float, int]  # the monotonic clock, and how many neighbours we have a session with
 
 
 class Trust:
@@ -62,10 +63,12 @@ class Trust:
             journal("directory.unreadable", logging.WARNING, error=str(exc))
         self.add_to_directory((own.certificate, own.chain))
         journal("directory.loaded", members=len(self.directory), left_out=len(refused))
+        self.raise_clock_floor()
 
     def renewed(self, own: OwnMembership) -> None:
         """Our certificate (renewed, or the one we started with), used from now on."""
         self.own = own
+        self.clock.own_validity = (own.certificate.not_before, own.certificate.expires_at)
         chain = b"".join(d.encode() for d in own.chain)
         self.membership_message = messages.encode(
             messages.Membership(own.certificate.encode(), chain)
@@ -76,29 +79,42 @@ class Trust:
         return self.own.trust.revocations.in_force(target, self.clock.now()) is not None
 
     def check(
-        self, node_id: str, clock_offset: float | None, msg: messages.Membership
+        self, node_id: str, clock_offset: float | None, msg: messages.Membership, at: Time
     ) -> tuple[VerifiedMember, Credential]:
-        """A neighbour's certificate checked at the mesh's time. One that is not valid by
-        our clock but verifies at the time the peer said it is (``clock_offset``, from its
-        CLOCK) gives our clock its offset first: that is how a node with a stale clock
-        learns the time (meshd.core.membership.clock), if our own certificate is valid at
-        that time too. A peer whose certificate is fine by our clock gives none, so a
-        neighbour with a stale clock never drags a node with a good one along, and one
-        whose certificate expired cannot turn our clock back to before we were certified."""
+        """A neighbour's certificate checked at the mesh's time; its offset (``clock_offset``,
+        from its CLOCK) then counts in the mesh clock's consensus. One that is not valid by
+        our clock but verifies at the time the peer said it is gives its offset first, then
+        is checked at the mesh's time again: that is how a node with a stale clock learns
+        the time (meshd.core.membership.clock), if our own certificate is valid at that
+        time too (a time at which we are no member is no time of our mesh). A member that
+        shows an old certificate with an old CLOCK is outvoted by the rest, and refused."""
         own = self.own
         try:
-            return check_membership(msg, own, node_id, self.clock.now())
+            checked = check_membership(msg, own, node_id, self.clock.now())
         except Refusal as exc:
             if exc.reason not in TIME_REASONS or clock_offset is None:
                 raise
             theirs = self.clock.local() + clock_offset
             check_membership(msg, own, node_id, theirs)
-            try:  # a time at which we are no member is no time of our mesh
+            try:
                 verify_membership(own.certificate, own.chain, own.trust, theirs)
             except MembershipError:
                 raise exc from None
-            self.clock.report(node_id, clock_offset)
+            self.clock.report(node_id, clock_offset, *at)
             return check_membership(msg, own, node_id, self.clock.now())
+        if clock_offset is not None:
+            self.clock.report(node_id, clock_offset, *at)
+        return checked
+
+    def raise_clock_floor(self) -> None:
+        """The newest time the node knows has come (meshd.core.membership.clock): its own
+        certificate's start, its mesh definition's, the newest revocation in force."""
+        now = self.clock.now()
+        own = self.own
+        passed = [own.certificate.not_before, own.trust.definition.issued_at]
+        passed += [r.revoked_at for r in own.trust.revocations if r.revoked_at <= now]
+        if self.clock.raise_floor(max(passed)):
+            self.effects.append(fx.SaveClockFloor(self.clock.floor))
 
     def invalid(self, credential: Credential | None, node_id: str) -> str | None:
         """Why a neighbour's certificate no longer holds (revoked, expired...), or None."""

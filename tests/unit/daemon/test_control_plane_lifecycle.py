@@ -120,16 +120,20 @@ def test_a_stale_clock_learns_the_time_from_a_verified_peer(world: World) -> Non
     world.receive(session.encode(session.Clock(int(time.time() * 1000))))
     world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
     assert world.peer_state().member is not None
-    assert world.cp.core.clock.consensus.correction() == pytest.approx(180 * DAY, abs=5)
+    assert world.cp.core.clock.consensus.correction_s == pytest.approx(180 * DAY, abs=5)
     assert abs(world.cp.core.clock.now() - time.time()) < 5
 
 
-def test_without_the_peers_clock_a_stale_node_refuses_as_before(world: World) -> None:
+def test_without_the_peers_clock_a_stale_node_reads_its_floor_and_refuses(world: World) -> None:
+    """180 days behind, the clock reads its floor (our own certificate's start, here);
+    a certificate from an hour after that is not valid yet without the peer's word."""
     stale(world, -180 * DAY)
+    assert world.cp.core.clock.now() == world.cp.core.clock.floor >= NOW - 60
     world.event(SessionUp(world.peer.node_id))
-    world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
+    later = cert_at(world, world.peer, int(world.cp.core.clock.floor) + 3600, NOW + DAY)
+    world.receive(session.encode(session.Membership(later.encode())))
     assert world.transport.closed == [(world.peer.node_id, "not_yet_valid")]
-    assert world.cp.core.clock.consensus.correction() == 0
+    assert world.cp.core.clock.consensus.correction_s == 0
 
 
 def test_a_peer_with_a_stale_clock_never_moves_a_good_one(world: World) -> None:
@@ -137,7 +141,7 @@ def test_a_peer_with_a_stale_clock_never_moves_a_good_one(world: World) -> None:
     world.receive(session.encode(session.Clock((NOW - 180 * DAY) * 1000)))
     world.receive(membership_of(world, world.cert(world.peer, "10.77.0.2")))
     assert world.peer_state().member is not None
-    assert world.cp.core.clock.consensus.correction() == 0
+    assert world.cp.core.clock.consensus.correction_s == 0
 
 
 def test_an_expired_peer_cannot_turn_our_clock_back_to_before_we_were_certified(
@@ -148,12 +152,12 @@ def test_an_expired_peer_cannot_turn_our_clock_back_to_before_we_were_certified(
     world.receive(session.encode(session.Clock((NOW - 25 * DAY) * 1000)))
     world.receive(session.encode(session.Membership(expired.encode())))
     assert world.transport.closed == [(world.peer.node_id, "expired")]
-    assert world.cp.core.clock.consensus.correction() == 0
+    assert world.cp.core.clock.consensus.correction_s == 0
 
 
 def test_the_first_message_is_our_corrected_time(world: World) -> None:
     stale(world, -180 * DAY)
-    world.cp.core.clock.report("someone", 180 * DAY)
+    world.cp.core.clock.report("someone", 180 * DAY, at=0.0, sessions=1)
     world.event(SessionUp(world.peer.node_id))
     first = session.decode(world.transport.sent[0][1])
     assert isinstance(first, session.Clock) and abs(first.unix_ms / 1000 - time.time()) < 5

@@ -151,6 +151,7 @@ def test_a_dial_refused_for_its_version_is_counted_and_shown(world: World) -> No
 def test_the_versions_offered_follow_the_config(world: World, tmp_path: Path) -> None:
     assert world.cp.session_settings.alpn_protocols == (MESHD_2, MESHD_1)
     routes: list[Any] = []
+    (tmp_path / "old").mkdir()  # its state directory
     old = control(
         world.me,
         world.cp.core.own,

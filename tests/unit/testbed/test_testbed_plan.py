@@ -494,6 +494,16 @@ def test_a_node_plays_an_older_version_through_its_control_section(tmp_path: Pat
         assert cfg.control.socket == p.node(name).socket  # the testbed's, still
 
 
+def test_a_node_s_certificate_may_be_given_a_past() -> None:
+    topo = topology.parse("[nodes.a]\ncert_age_s = 86400\n[nodes.b]\n")
+    assert topo.node("a").cert_age_s == 86400 and topo.node("b").cert_age_s == 0
+    for bad in ("-1", "true", '"1"'):
+        with pytest.raises(topology.TopologyError, match="cert_age_s"):
+            topology.parse(f"[nodes.a]\ncert_age_s = {bad}\n")
+    with pytest.raises(topology.TopologyError, match="its issuer decides"):
+        topology.parse("[nodes.a]\n[nodes.b]\ninvited = true\ncert_age_s = 60\n")
+
+
 # -- invited nodes (they join by `testbed join NODE --invite TOKEN`) -------------------------
 
 

@@ -80,6 +80,7 @@ class Mesh:
             lambda node_id: 51900,
             accept_unsigned=True,
         )
+        self.startup = self.core.drain()
 
     def up(self, now: float = 1.0) -> list[fx.Effect]:
         self.core.session_up(self.peer.node_id, ADDR, session.MESHD_2, now)
@@ -111,6 +112,15 @@ def test_a_session_up_asks_for_capabilities_clock_and_certificate_in_that_order(
     assert world.core.drain() == []  # taken once
     clock = session.decode(effects[1].data)  # type: ignore[union-attr]
     assert isinstance(clock, session.Clock) and clock.unix_ms == int(WALL * 1000)
+
+
+def test_the_mesh_clock_starts_no_earlier_than_our_own_certificate(tmp_path: Path) -> None:
+    world = Mesh(tmp_path)
+    # Its start, or the mesh definition's if later: kept, so that a restart starts there.
+    floor = max(WALL - 60, MESH.issued_at)
+    assert world.startup == [fx.SaveClockFloor(floor)]
+    world.wall = WALL - 86400  # a Pi that boots a day behind
+    assert world.core.clock.now() == floor
 
 
 def test_anything_before_the_certificate_is_a_close_effect(tmp_path: Path) -> None:

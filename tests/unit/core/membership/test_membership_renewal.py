@@ -28,7 +28,7 @@ from meshd.core.membership import (
     revoke,
     verify_membership,
 )
-from meshd.core.membership.clock import MAX_REPORTS, ClockConsensus
+from meshd.core.membership.clock import HOLD_S, MAX_AGE_S, MAX_REPORTS, ClockConsensus, MeshClock
 from meshd.core.membership.renewal import (
     RenewalError,
     RenewalIssuer,
@@ -217,16 +217,61 @@ def test_the_node_accepts_only_its_own_certificate_lasting_longer() -> None:
 # ---- the mesh's time -----------------------------------------------------------------
 
 
-def test_the_median_of_the_peers_corrects_the_clock_only_beyond_the_tolerance() -> None:
+def test_one_liar_among_honest_neighbours_moves_nothing() -> None:
     clock = ClockConsensus(tolerance_s=300)
-    assert clock.correction() == 0.0
-    assert not clock.report("a", 100.0)  # within the tolerance: left alone
-    assert clock.report("b", 9e6)  # median of (100, 9e6) is beyond it
-    assert clock.correction() == pytest.approx((100 + 9e6) / 2)
-    clock.report("c", 9e6 + 2)
-    assert clock.correction() == 9e6  # one peer far off moves nothing alone
-    clock.report("b", 50.0)  # b's new session says otherwise: its last word counts
-    assert clock.median() == 100.0 and clock.correction() == 0.0
+    for peer, offset in (("a", 1.0), ("b", -2.0), ("liar", -130_000.0)):
+        clock.report(peer, offset)
+    assert clock.target(0.0, sessions=3, own_vote=True) == 0.0
+    assert clock.target(0.0, sessions=3, own_vote=False) == 0.0  # within the tolerance
+
+
+def test_a_lone_neighbour_moves_a_clock_only_when_our_certificate_contradicts_it() -> None:
+    clock = ClockConsensus(tolerance_s=300)
+    clock.report("only", -130_000.0)
+    assert clock.target(0.0, sessions=1, own_vote=True) == 0.0  # the middle nearer ours
+    assert clock.target(0.0, sessions=1, own_vote=False) == -130_000.0  # a Pi without RTC
+    clock.report("second", -130_002.0)
+    assert clock.target(0.0, sessions=2, own_vote=True) == -130_000.0  # two outvote us
+
+
+def test_without_a_quorum_the_correction_holds() -> None:
+    clock = ClockConsensus(tolerance_s=300)
+    clock.report("a", 9e6)
+    assert clock.target(0.0, sessions=5, own_vote=False) is None  # 1 of 3 needed
+    assert not clock.update(0.0, sessions=5, own_vote=False) and clock.correction_s == 0
+    clock.report("b", 9e6)
+    assert not clock.update(0.0, sessions=5, own_vote=False)
+    clock.report("c", 9e6 + 4)
+    assert clock.update(0.0, sessions=5, own_vote=False) and clock.correction_s == 9e6
+
+
+def test_after_its_first_change_the_correction_changes_once_per_hold() -> None:
+    clock = ClockConsensus(tolerance_s=300)
+    clock.report("a", 9e6)
+    assert clock.update(10.0, sessions=1, own_vote=False)  # the first: at once
+    clock.report("a", 8e6)
+    assert not clock.update(10.0 + HOLD_S - 1, sessions=1, own_vote=False)
+    assert clock.correction_s == 9e6
+    assert clock.update(10.0 + HOLD_S, sessions=1, own_vote=False)
+    assert clock.correction_s == 8e6
+
+
+def test_a_gone_peer_counts_until_its_offset_ages_out() -> None:
+    clock = ClockConsensus(tolerance_s=300)
+    clock.report("a", 9e6)
+    clock.gone("a", at=100.0)
+    assert clock.target(100.0 + MAX_AGE_S, sessions=0, own_vote=False) == 9e6
+    assert clock.target(100.0 + MAX_AGE_S + 1, sessions=0, own_vote=False) is None
+    assert clock.reports == {}
+
+
+def test_the_mesh_clock_never_reads_below_its_floor() -> None:
+    clock = MeshClock(lambda: 1_000.0, tolerance_s=300, floor=5_000.0)
+    assert clock.now() == 5_000.0
+    assert not clock.raise_floor(4_000.0) and clock.raise_floor(6_000.0)
+    clock.own_validity = (0.0, 10_000.0)  # our clock votes: a lone liar cannot move it
+    clock.report("liar", -500.0, at=0.0, sessions=1)
+    assert clock.consensus.correction_s == 0 and clock.now() == 6_000.0
 
 
 @given(st.lists(st.tuples(st.text(max_size=3), st.floats(-1e9, 1e9)), max_size=200))
@@ -236,9 +281,11 @@ def test_the_consensus_stays_bounded_and_between_its_reports(
     clock = ClockConsensus(tolerance_s=0)
     for peer, offset in reports:
         clock.report(peer, offset)
-    assert len(clock.offsets) <= MAX_REPORTS
-    if clock.offsets:
-        assert min(clock.offsets.values()) <= clock.correction() <= max(clock.offsets.values())
+    assert len(clock.reports) <= MAX_REPORTS
+    target = clock.target(0.0, sessions=1, own_vote=False)
+    if clock.reports:
+        offsets = [r.offset_s for r in clock.reports.values()]
+        assert target is not None and min(offsets) <= target <= max(offsets)
 
 
 def test_a_negative_tolerance_is_our_misuse() -> None:

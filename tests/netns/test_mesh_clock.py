@@ -1,0 +1,126 @@
+"""The mesh's clock against a member that lies about the time (issue 28), on a star around
+b (a, c and r its neighbours) whose certificates and mesh were issued three days ago.
+
+An admin revokes r. Then a's keys (a's meshd stopped) dial b, showing a certificate of
+a's that was valid two days ago to one day ago (signed by the mesh's admin: one a once
+held) and CLOCK at 36 hours ago, when that certificate and b's own were valid and r was
+not yet revoked. Before this issue b took that offset alone (c's certificate verifies at
+b's time, so c gave none): b's clock went back 36 hours, a's old certificate was valid
+again, and so was r, whose revocation was not in force yet at that time. Now every
+verified neighbour's offset counts and b's own clock votes while its own certificate
+holds: b's clock stays, a's lie is refused as expired, and r's keys are refused as
+revoked, also by the clock's floor (the newest revocation in force), whatever the
+neighbours say.
+
+The stale-clock case (a Pi booting 180 days behind still converges) is
+tests/netns/test_lifecycle.py's; each rule on its own is tests/unit/core/membership/
+test_membership_renewal.py's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.netns import meshbed
+from tests.netns.test_hostile_input import Bed, membership_message
+
+pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+DAY = 86400
+LIE_S = 36 * 3600  # how far back the liar says the time is
+TOPOLOGY = f"""
+[nodes.a]
+cert_age_s = {3 * DAY}
+[nodes.b]
+cert_age_s = {3 * DAY}
+[nodes.c]
+cert_age_s = {3 * DAY}
+[nodes.r]
+cert_age_s = {3 * DAY}
+[[links]]
+between = ["a", "b"]
+[[links]]
+between = ["b", "c"]
+[[links]]
+between = ["b", "r"]
+"""
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    topology = tmp_path_factory.mktemp("clock") / "topology.toml"
+    topology.write_text(TOPOLOGY)
+    b = Bed("clk")
+    b.run("down", check=False)
+    try:
+        b.run("up", str(topology), "--wait")
+        b.run("wait-converged", "--timeout", "30")
+        yield b
+    finally:
+        b.run("down", check=False)
+
+
+def test_a_member_lying_about_the_time_moves_no_clock_and_a_revoked_node_stays_out(
+    bed: Bed, tmp_path: Path
+) -> None:
+    from meshd.adapters import identity
+    from meshd.core.membership import (
+        MembershipCertificate,
+        MeshDefinition,
+        RevocationTarget,
+        issue_membership,
+        revoke,
+    )
+    from meshd.core.proto import session
+
+    admin = identity.load(bed.dir / "admin")
+    mesh = MeshDefinition.decode((bed.state("b") / "mesh.cert").read_bytes())
+    a_cert = MembershipCertificate.decode((bed.state("a") / "membership.cert").read_bytes())
+    now = int(time.time())
+    old = issue_membership(
+        admin.signing_key,
+        mesh=mesh,
+        node_id=a_cert.node_id,
+        name=a_cert.name,
+        wireguard_public=a_cert.wireguard_public,
+        mesh_ipv4=a_cert.mesh_ipv4,
+        not_before=now - 2 * DAY,
+        expires_at=now - DAY,
+        serial=a_cert.serial + 100,
+    )
+    revocation = tmp_path / "r.revocation"
+    r_id = bed.status("r")["node_id"]
+    target = RevocationTarget.node(r_id)
+    record = revoke(admin.signing_key, mesh=mesh, target=target, revoked_at=now)
+    revocation.write_bytes(record.encode())
+    assert "1 new" in bed.sh("b", "meshd", "revocations", "add", str(revocation))
+    bed.wait("b drops r", lambda: "r" not in bed.link_states("b", "r"), within=15)
+    bed.run("kill", "r")
+    b_id = bed.status("b")["node_id"]
+    lie = session.encode(session.Clock((now - LIE_S) * 1000))
+    bed.run("kill", "a")
+    with bed.hostile_peer("a", bed.underlay_address("b", towards="a"), b_id) as liar:
+        for attempt in range(3):
+            result = liar.attempt(
+                state_dir=str(bed.state("a")),
+                messages=[lie.hex(), membership_message(old.encode()).hex()],
+                linger=3.0,
+            )
+            assert result["up"], result  # a's key: a session, then its certificate
+            closed = result["closed"]
+            assert closed is not None and closed["by_peer"], (attempt, result)
+            assert closed["reason"] == "expired", result
+    clock = bed.status("b")["clock"]
+    print(f"b's clock after 3 lies: {clock}")
+    assert clock["correction_s"] == 0 and abs(clock["now"] - time.time()) < 10, clock
+    assert clock["floor"] >= now  # r's revocation, in force: never below it again
+    r_cert = (bed.state("r") / "membership.cert").read_bytes()
+    with bed.hostile_peer("r", bed.underlay_address("b", towards="r"), b_id) as revoked:
+        result = revoked.attempt(
+            state_dir=str(bed.state("r")), messages=[membership_message(r_cert).hex()], linger=2.0
+        )
+    assert not result["up"] and result["closed"]["reason"] == "revoked", result
+    states = bed.link_states("b", "a", "r", "c")
+    assert "r" not in states and states["a"] != "up" and states["c"] == "up", states
