@@ -42,6 +42,9 @@ from meshd.core.session_policy import (
 ADVERT_LIFETIME_S = 300
 ADVERT_REFRESH_S = 100.0
 REDIAL_S = 2.0
+# Dials of the chosen gateway that gave no grant before it counts as refusing us (a gateway
+# that advertises and answers nothing, or drops its sessions): another is chosen.
+EXIT_DIAL_TRIES = 3
 REFUSED_RETRY_S = 30.0
 VERIFY_S = 10.0
 MAX_SESSIONS = 256
@@ -168,6 +171,7 @@ class Exits:
         self.gateway: str | None = None  # the gateway we want to leave by
         self.granted: ExitTarget | None = None
         self.next_dial = 0.0
+        self.ungranted_dials = 0  # of the gateway we want, since its last grant
 
     def drain(self) -> list[Effect]:
         out, self.effects = self.effects, []
@@ -331,7 +335,7 @@ class Exits:
             if self.gateway is not None:
                 self.effects.append(fx.Close(self.gateway, "switching"))
             self.journal("exit.gateway", gateway=(want or "none")[:8], needs_exit=self.needs_exit)
-            self.gateway, self.next_dial = want, now
+            self.gateway, self.next_dial, self.ungranted_dials = want, now, 0
             if want is None and self.granted is not None:
                 self.granted = None
                 self.effects.append(UseExit(None))
@@ -340,6 +344,14 @@ class Exits:
         advert = self.plane.gateways.table.adverts.get(want)
         if advert is None:
             return
+        if self.ungranted_dials >= EXIT_DIAL_TRIES:
+            reason = "no_exit_session"
+            self.plane.gateways.refusals[want] = (reason, now + REFUSED_RETRY_S)
+            self.ungranted_dials = 0
+            self.effects.append(ChooseGateway())
+            self.journal("exit.refused", logging.WARNING, gateway=want[:8], reason=reason)
+            return
+        self.ungranted_dials += 1
         self.next_dial = now + REDIAL_S
         self.effects.append(fx.Dial((str(advert.mesh_ipv4), self.terms.quic_port), want))
 
@@ -350,6 +362,7 @@ class Exits:
         target = ExitTarget(
             peer.node_id, peer.member.wireguard_public, (str(advert.mesh_ipv4), port)
         )
+        self.ungranted_dials = 0
         if target != self.granted:
             self.granted = target
             self.effects.append(UseExit(target))

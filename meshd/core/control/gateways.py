@@ -1,7 +1,16 @@
 """The exits a node knows of and the one it would take (pure): the control plane's keeping
 of gateway adverts. Adverts are flooded: each gateway's newest is kept and passed on once
 (``heard`` says when); the choice among them is meshd.core.routing.gateways', made each
-tick from Babel's metrics to the gateways, leaving out those that refused us lately."""
+tick from Babel's metrics to the gateways, leaving out those that refused us lately.
+
+An advert is signed by the gateway it names, but a key proves no membership: one is
+taken only from a member whose certificate this node holds (the directory: every
+member's), for the mesh address that certificate gives it (an advert for another's
+address would win on that one's metric), issued no later than the clock's tolerance
+ahead of the mesh's time (a future one would never expire), and only while the table
+holds fewer than ``MAX_GATEWAYS`` gateways (updates of held ones always). What is refused
+is counted in the sending neighbour's refusals (``gateway_<reason>``) and not passed on.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +20,59 @@ from collections.abc import Callable
 from typing import Any
 
 from meshd.core.journal import Journal
+from meshd.core.membership import VerifiedMember
 from meshd.core.proto.gateway import GatewayAdvert, GatewayError, decode_advert
 from meshd.core.routing.babel import SelectedRoute
 from meshd.core.routing.gateways import Choice, GatewayTable
 
+MAX_GATEWAYS = 256  # gateways held: a community has a few; a flood of members cannot grow it
+
 
 class Gateways:
-    def __init__(self, node_id: str, mesh_id: bytes, journal: Journal) -> None:
+    def __init__(
+        self, node_id: str, mesh_id: bytes, journal: Journal, tolerance_s: float = 300
+    ) -> None:
         self.node_id, self.mesh_id, self.journal = node_id, mesh_id, journal
+        self.tolerance_s = tolerance_s
         self.table = GatewayTable()
         self.choice = Choice(None, (), False)
         self.own_advert: GatewayAdvert | None = None  # ours, while we share (or withdrew)
         # Gateways that refused us an exit: (their reason, until when it is believed).
         self.refusals: dict[str, tuple[str, float]] = {}
 
-    def heard(self, data: bytes, sender: str, wall: float, revoked: Callable[[str], bool]) -> bool:
-        """A flooded advert from the neighbour named ``sender``: True when it is a
-        gateway's newest and is to be passed on to the other neighbours."""
+    def heard(
+        self,
+        data: bytes,
+        sender: str,
+        wall: float,
+        revoked: Callable[[str], bool],
+        member: Callable[[str], VerifiedMember | None],
+    ) -> tuple[bool, str | None]:
+        """A flooded advert from the neighbour named ``sender``: (whether it is a gateway's
+        newest, to be passed on to the other neighbours; why it was refused, or None).
+        Relayed, so a refusal is not necessarily the sender's fault: its session stays."""
         try:
             advert = decode_advert(data)
         except GatewayError as exc:
-            # Relayed, so not necessarily the sender's fault: drop it, keep the session.
-            self.journal("gateway.rejected", logging.WARNING, peer=sender, reason=str(exc.reason))
-            return False
+            return False, self._refused(sender, str(exc.reason), "?")
         if advert.mesh_id != self.mesh_id or revoked(advert.node_id):
-            return False
-        if advert.node_id == self.node_id or not self.table.offer(advert, wall):
-            return False
+            return False, None
+        if advert.node_id == self.node_id:
+            return False, None
+        known = member(advert.node_id)
+        reason = None
+        if known is None:
+            reason = "not_a_member"
+        elif known.mesh_ipv4 != advert.mesh_ipv4:
+            reason = "not_its_address"
+        elif advert.issued_at > wall + self.tolerance_s:
+            reason = "from_the_future"
+        elif advert.node_id not in self.table.adverts and len(self.table.adverts) >= MAX_GATEWAYS:
+            reason = "too_many_gateways"
+        if reason is not None:
+            return False, self._refused(sender, reason, advert.node_id)
+        if not self.table.offer(advert, wall):
+            return False, None
         self.journal(
             "gateway.advert",
             gateway=advert.node_id[:8],
@@ -45,7 +80,13 @@ class Gateways:
             accepts_new=advert.accepts_new,
             seqno=advert.seqno,
         )
-        return True
+        return True, None
+
+    def _refused(self, sender: str, reason: str, gateway: str) -> str:
+        self.journal(
+            "gateway.rejected", logging.WARNING, peer=sender, gateway=gateway[:8], reason=reason
+        )
+        return reason
 
     def originate(self, advert: GatewayAdvert) -> None:
         """Our own advert (sharing our uplink, or withdrawing it)."""

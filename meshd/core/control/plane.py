@@ -156,7 +156,7 @@ class ControlPlane:
         for member in self.trust.directory.members():
             if member.node_id != node_id:
                 self.routes.learn(member)
-        self.gateways = Gateways(node_id, own.trust.mesh_id, journal)
+        self.gateways = Gateways(node_id, own.trust.mesh_id, journal, clock.consensus.tolerance_s)
         # Every node we know of (meshd.core.control.neighbours).
         self.neighbours = Neighbours(
             node_id,
@@ -301,7 +301,12 @@ class ControlPlane:
                 peer.count_refusal("bad_name")
                 self.journal("peer.bad_name", logging.WARNING, peer=peer.name)
         elif isinstance(msg, messages.Gateway):
-            if self.gateways.heard(msg.advert, peer.name, self.clock.now(), self.trust.revoked):
+            fresh, refused = self.gateways.heard(
+                msg.advert, peer.name, self.clock.now(), self.trust.revoked, self.trust.member
+            )
+            if refused is not None:
+                peer.count_refusal(f"gateway_{refused}")
+            if fresh:
                 self._send_verified(messages.encode(msg), but=peer.node_id)
         elif isinstance(msg, fx.MeteringMessage):
             self.effects.append(fx.Metering(peer.node_id, msg))

@@ -116,6 +116,10 @@ class Trust:
         if self.clock.raise_floor(max(passed)):
             self.effects.append(fx.SaveClockFloor(self.clock.floor))
 
+    def member(self, node_id: str) -> VerifiedMember | None:
+        """A member whose certificate this node holds and that is not revoked, or None."""
+        return None if self.revoked(node_id) else self.directory.member(node_id)
+
     def invalid(self, credential: Credential | None, node_id: str) -> str | None:
         """Why a neighbour's certificate no longer holds (revoked, expired...), or None."""
         if self.revoked(node_id):

@@ -186,6 +186,10 @@ class Directory:
     def members(self) -> Iterator[VerifiedMember]:
         return iter(self._members.values())
 
+    def member(self, node_id: str) -> VerifiedMember | None:
+        """The member ``node_id`` as its certificate here says, or None."""
+        return self._members.get(node_id)
+
     # ---- reconciliation ------------------------------------------------------------
 
     def digest(self) -> bytes:

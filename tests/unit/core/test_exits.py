@@ -222,3 +222,30 @@ def test_a_user_dials_the_chosen_gateway_asks_and_uses_the_grant(tmp_path: Path)
     world.core.gateways.choice = Choice(None, (), True)
     world.exits.tick(6.0, (gateway,))
     assert world.exits.drain() == [fx.Close(gateway, "switching"), exits.UseExit(None)]
+
+
+def test_a_gateway_that_gives_no_session_counts_as_refusing_us(tmp_path: Path) -> None:
+    """It advertises, and its dials never come up (or its sessions drop before a grant):
+    after EXIT_DIAL_TRIES the plane keeps a refusal and chooses again, as for a refusal."""
+    world = World(tmp_path, None, share=False)
+    gateway = world.peer.node_id
+    world.core.gateways.table.adverts[gateway] = make_advert(
+        world.peer.signing_key,
+        mesh_id=world.core.own.trust.mesh_id,
+        mesh_ipv4=PEER_IP,
+        exit_port=52821,
+        seqno=1,
+        issued_at=int(WALL),
+        lifetime_s=300,
+    )
+    world.core.gateways.choice = Choice(gateway, (), True)
+    dials = []
+    for second in range(1, 20):
+        world.exits.tick(float(second), ())  # each dial failed: no session with it
+        effects = world.exits.drain()
+        dials += [e for e in effects if isinstance(e, fx.Dial)]
+        if exits.ChooseGateway() in effects:
+            break
+    assert len(dials) == exits.EXIT_DIAL_TRIES
+    reason, until = world.core.gateways.refusals[gateway]
+    assert reason == "no_exit_session" and until == second + exits.REFUSED_RETRY_S

@@ -518,9 +518,10 @@ def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
     world.verified()
     world.cp.on_event(PeerEvent(third.node_id, ("100.64.9.2", 6697), SessionUp(third.node_id)))
     world.receive(membership_of(world, world.cert(third, "10.77.0.3")), who=third)
-    gateway_key = SigningKey(bytes([3]) * 32)
+    gateway = identity.generate(tmp_path / "gateway")  # a member we know of, not a neighbour
+    world.cp.core.trust.add_to_directory((world.cert(gateway, "10.77.0.9"), ()))
     advert = make_advert(
-        gateway_key,
+        gateway.signing_key,
         mesh_id=world.mesh.mesh_id,
         mesh_ipv4=ipaddress.IPv4Address("10.77.0.9"),
         exit_port=51999,
@@ -541,6 +542,49 @@ def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
     (candidate,) = status["candidates"]
     assert candidate["node_id"] == advert.node_id and candidate["reason"] == "no route to it"
     assert candidate["mesh_ipv4"] == "10.77.0.9"
+
+
+def test_an_advert_is_taken_only_from_a_member_for_its_own_address_and_time(
+    world: World, tmp_path: Path
+) -> None:
+    """A key proves no membership: a fake gateway (a key no admin certified), a member
+    advertising another's address (that one's metric would win it users) or one issued in
+    the future (it would never expire) is refused, counted in the sending neighbour's
+    refusals and not passed on; the session stays."""
+    from meshd.core.proto.gateway import make_advert
+
+    third = identity.generate(tmp_path / "third")
+    world.verified()
+    world.cp.on_event(PeerEvent(third.node_id, ("100.64.9.2", 6697), SessionUp(third.node_id)))
+    world.receive(membership_of(world, world.cert(third, "10.77.0.3")), who=third)
+    member = identity.generate(tmp_path / "member")
+    world.cp.core.trust.add_to_directory((world.cert(member, "10.77.0.9"), ()))
+    stranger = identity.generate(tmp_path / "stranger")
+    now = int(time.time())
+
+    def advert(key: SigningKey, address: str, issued_at: int = now) -> bytes:
+        return make_advert(
+            key,
+            mesh_id=world.mesh.mesh_id,
+            mesh_ipv4=ipaddress.IPv4Address(address),
+            exit_port=51999,
+            seqno=1,
+            issued_at=issued_at,
+            lifetime_s=90,
+        ).encode()
+
+    lies = {
+        "gateway_not_a_member": advert(stranger.signing_key, "10.77.0.9"),
+        "gateway_not_its_address": advert(member.signing_key, "10.77.0.3"),
+        "gateway_from_the_future": advert(member.signing_key, "10.77.0.9", now + 86400),
+    }
+    for data in lies.values():
+        world.receive(session.encode(session.Gateway(data)))
+    assert world.peer_state().refusals == dict.fromkeys(lies, 1)
+    assert not [m for m in world.sent_to(third.node_id) if isinstance(m, session.Gateway)]
+    assert world.cp.core.gateways.table.adverts == {} and world.transport.closed == []
+    world.receive(session.encode(session.Gateway(advert(member.signing_key, "10.77.0.9"))))
+    assert list(world.cp.core.gateways.table.adverts) == [member.node_id]  # the control
 
 
 def test_a_next_hop_whose_traffic_gets_no_answer_is_kept_out_and_shown(tmp_path: Path) -> None:

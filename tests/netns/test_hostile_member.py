@@ -1,7 +1,8 @@
-"""The mesh's clock against a member that lies about the time (issue 28), on a star around
-b (a, c and r its neighbours) whose certificates and mesh were issued three days ago.
+"""Members that lie (issue 28), on a star around b (a, c and r its neighbours, none with an
+uplink) whose certificates and mesh were issued three days ago. a's meshd is stopped and
+a's keys speak for it (tests/netns/hostile_peer.py).
 
-An admin revokes r. Then a's keys (a's meshd stopped) dial b, showing a certificate of
+The clock. An admin revokes r. Then a's keys (a's meshd stopped) dial b, showing a certificate of
 a's that was valid two days ago to one day ago (signed by the mesh's admin: one a once
 held) and CLOCK at 36 hours ago, when that certificate and b's own were valid and r was
 not yet revoked. Before this issue b took that offset alone (c's certificate verifies at
@@ -14,13 +15,20 @@ neighbours say.
 
 The stale-clock case (a Pi booting 180 days behind still converges) is
 tests/netns/test_lifecycle.py's; each rule on its own is tests/unit/core/membership/
-test_membership_renewal.py's."""
+test_membership_renewal.py's.
+
+Gateway adverts. a floods b adverts for a gateway at c's address (b routes to it, so
+before this issue b chose it and dialled c for a gateway that is not there, every 2 s):
+one signed by a key no admin certified, one by a's own key. b takes neither, counts
+each in a's refusals, and chooses no gateway."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,11 +56,25 @@ between = ["b", "r"]
 """
 
 
+def session_as(peer: Any, state_dir: Path, messages: list[bytes], linger: float = 3.0) -> Any:
+    """One session with b as the node of ``state_dir``, sending ``messages`` once it is up.
+    Retried while b takes no session: for 5 s after that node's last session came up, b
+    may take a new one for the other half of a simultaneous dial and keep the old one."""
+    deadline = time.monotonic() + 20
+    while True:
+        result = peer.attempt(
+            state_dir=str(state_dir), messages=[m.hex() for m in messages], linger=linger
+        )
+        if result["up"] or time.monotonic() > deadline:
+            return result
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     topology = tmp_path_factory.mktemp("clock") / "topology.toml"
     topology.write_text(TOPOLOGY)
-    b = Bed("clk")
+    b = Bed("hmem")
     b.run("down", check=False)
     try:
         b.run("up", str(topology), "--wait")
@@ -103,11 +125,7 @@ def test_a_member_lying_about_the_time_moves_no_clock_and_a_revoked_node_stays_o
     bed.run("kill", "a")
     with bed.hostile_peer("a", bed.underlay_address("b", towards="a"), b_id) as liar:
         for attempt in range(3):
-            result = liar.attempt(
-                state_dir=str(bed.state("a")),
-                messages=[lie.hex(), membership_message(old.encode()).hex()],
-                linger=3.0,
-            )
+            result = session_as(liar, bed.state("a"), [lie, membership_message(old.encode())])
             assert result["up"], result  # a's key: a session, then its certificate
             closed = result["closed"]
             assert closed is not None and closed["by_peer"], (attempt, result)
@@ -124,3 +142,43 @@ def test_a_member_lying_about_the_time_moves_no_clock_and_a_revoked_node_stays_o
     assert not result["up"] and result["closed"]["reason"] == "revoked", result
     states = bed.link_states("b", "a", "r", "c")
     assert "r" not in states and states["a"] != "up" and states["c"] == "up", states
+
+
+def test_a_fake_gateway_gets_no_user(bed: Bed, tmp_path: Path) -> None:
+    from meshd.adapters import identity
+    from meshd.core.membership import MeshDefinition
+    from meshd.core.proto import session
+    from meshd.core.proto.gateway import make_advert
+
+    mesh = MeshDefinition.decode((bed.state("b") / "mesh.cert").read_bytes())
+    status = bed.status("b")
+    c_ipv4 = bed.status("c")["mesh_ipv4"]
+    fake = identity.generate(tmp_path / "fake")
+    a = identity.load(bed.state("a"))
+    adverts = [
+        make_advert(
+            key,
+            mesh_id=mesh.mesh_id,
+            mesh_ipv4=ipaddress.IPv4Address(c_ipv4),
+            exit_port=52820,
+            seqno=1,
+            issued_at=int(time.time()),
+            lifetime_s=600,
+        )
+        for key in (fake.signing_key, a.signing_key)
+    ]
+    a_cert = (bed.state("a") / "membership.cert").read_bytes()
+    messages = [membership_message(a_cert)] + [
+        session.encode(session.Gateway(advert.encode())) for advert in adverts
+    ]
+    bed.run("kill", "a", check=False)  # stopped already when the clock's test ran first
+    with bed.hostile_peer("a", bed.underlay_address("b", towards="a"), status["node_id"]) as liar:
+        result = session_as(liar, bed.state("a"), messages)
+    assert result["up"] and result["sent"] == len(messages), result
+    after = bed.status("b")
+    (a_seen,) = [n for n in after["neighbours"] if n["name"] == "a"]
+    refusals = a_seen["refusals"]
+    assert refusals.get("gateway_not_a_member") == 1, a_seen
+    assert refusals.get("gateway_not_its_address") == 1, a_seen
+    gateway = after["gateway"]
+    assert gateway["selected"] is None and gateway["candidates"] == [], gateway
