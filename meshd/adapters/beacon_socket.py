@@ -32,12 +32,14 @@ OnDatagram = Callable[[bytes, str, str], None]  # (data, source IP, interface na
 class Underlay:
     """A LAN interface to beacon on. ``address`` (ours on it) lets the sockets drop our own
     broadcasts early; ``ifindex`` lets them notice an interface deleted and recreated under
-    the same name (a device-bound socket is bound to the old index)."""
+    the same name (a device-bound socket is bound to the old index); ``prefixlen`` is its
+    subnet's, the only addresses whose beacons are read there (None: none are)."""
 
     ifname: str
     broadcast: str
     address: str | None = None
     ifindex: int | None = None
+    prefixlen: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.ifname.encode()) <= 15:  # IFNAMSIZ - 1
@@ -45,6 +47,15 @@ class Underlay:
         ipaddress.IPv4Address(self.broadcast)  # ValueError if not an IPv4 address
         if self.address is not None:
             ipaddress.IPv4Address(self.address)
+        if self.prefixlen is not None and not 0 < self.prefixlen < 31:
+            raise ValueError(f"a segment's prefix length is 1..30, got {self.prefixlen}")
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        """The segment's subnet; with no prefix length known, the broadcast address alone
+        (a /32: every beacon heard there is refused ``off_subnet``)."""
+        prefixlen = 32 if self.prefixlen is None else self.prefixlen
+        return ipaddress.IPv4Network(f"{self.broadcast}/{prefixlen}", strict=False)
 
 
 def candidate_interfaces(
@@ -82,7 +93,11 @@ def candidate_interfaces(
                     continue
                 broadcast = addr.get("broadcast") or str(subnet.network.broadcast_address)
                 underlay = Underlay(
-                    ifname, broadcast=broadcast, address=addr["local"], ifindex=link.get("ifindex")
+                    ifname,
+                    broadcast=broadcast,
+                    address=addr["local"],
+                    ifindex=link.get("ifindex"),
+                    prefixlen=subnet.network.prefixlen,
                 )
             except ValueError:
                 continue
@@ -215,9 +230,10 @@ class BeaconService:
         replaced = self.sockets.replaced(underlays)
         opened = await self.sockets.set_interfaces(underlays)
         now = self._loop.time()
+        subnets = {u.ifname: u.subnet for u in underlays if u.ifname in opened}
         if replaced:
-            self.state.set_interfaces(opened - replaced, now)
-        self.state.set_interfaces(opened, now)
+            self.state.set_interfaces({n: s for n, s in subnets.items() if n not in replaced}, now)
+        self.state.set_interfaces(subnets, now)
         self._service()
         return opened
 

@@ -193,6 +193,7 @@ class Status(_StatusRequired, total=False):
     mesh: dict[str, Any]  # the mesh definition's serial and admins
     directory: dict[str, Any]  # members (certificates held) and digest
     api: dict[str, Any]  # refused: control API callers refused a changing call, by reason
+    discovery: dict[str, Any]  # candidates held, beacons and candidates refused by reason
 
 
 class Page(TypedDict):

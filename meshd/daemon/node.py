@@ -196,16 +196,21 @@ class Node:
 
     def underlay(self) -> tuple[list[Underlay], list[ipaddress.IPv4Network]]:
         """The segments to beacon on, and the subnets they are on: every up interface with
-        an IPv4 broadcast address but ours and the uplink (the interface of a default
-        route: the internet is not a segment of the mesh), or those the config names."""
+        an IPv4 broadcast address but ours, the uplink (the interface of a default
+        route: the internet is not a segment of the mesh) and the household LAN, or those
+        the config names (but the LAN)."""
         try:
             addrs, uplinks = self.netlink.underlay()
         except NetlinkError as exc:
             event("underlay.unreadable", logging.WARNING, error=str(exc))
             return [], []
         wanted = self.cfg.discovery.beacon_interfaces
+        # Never the household's LAN ([lan] interfaces), even where the config names it: it
+        # is no segment of the mesh, and whoever is on it is no neighbour.
         candidates = candidate_interfaces(
-            addrs, wireguard_prefix=self.cfg.wireguard.interface_prefix
+            addrs,
+            wireguard_prefix=self.cfg.wireguard.interface_prefix,
+            exclude=self.cfg.lan.interfaces,
         )
         found = [
             u for u in candidates if (u.ifname in wanted if wanted else u.ifname not in uplinks)

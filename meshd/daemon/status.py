@@ -90,6 +90,8 @@ async def status(node: Node) -> dict[str, Any]:
         "directory": node.control.core.trust.directory_status(),
         # Route updates held or signed (meshd.core.routing.origin).
         "origins": node.control.core.routes.status(),
+        # Strangers' floods: beacons refused and nodes only heard of (docs/threat-model.md).
+        "discovery": discovery_status(node),
         # Next hops kept out of routes that lost their traffic (meshd.core.routing.progress).
         "black_holes": node.control.black_hole_status(),
         "routes": [
@@ -118,6 +120,17 @@ async def status(node: Node) -> dict[str, Any]:
         # Control API callers refused a call that changes the node (meshd.api.calls).
         "api": {"refused": dict(node.api_refused)},
     }
+
+
+def discovery_status(node: Node) -> dict[str, Any]:
+    """Beacons refused by reason (``off_subnet``, ``bad_signature``, ...) and candidates
+    not taken (``candidates_full``), and how many candidates the node holds now."""
+    assert node.control is not None
+    neighbours = node.control.core.neighbours
+    refusals = dict(neighbours.refusals)
+    if node.control.beacons is not None:
+        refusals.update(node.control.beacons.state.refusals)
+    return {"candidates": neighbours.candidates(), "refusals": refusals}
 
 
 def gateway_status(node: Node) -> dict[str, Any]:

@@ -2,6 +2,16 @@
 told of by a neighbour), dialled with backoff, probed once its tunnel carries packets,
 and forgotten after ``forget_after_s`` of silence.
 
+A beacon proves a key, not membership, and its source address is not signed: nodes only
+heard of (``Peer.candidate``: from beacons or ENDPOINTS, never verified, no session) live
+in a budget of their own, ``MAX_CANDIDATES``, apart from ``MAX_PEERS``, which only
+neighbours and sessions count: a flood of fresh keys can neither fill the peer table nor
+make the node refuse a newcomer ``too_many_peers``. Candidates are dialled at most
+``CANDIDATE_TRIES`` times each and, all together, at ``CANDIDATE_DIALS_PER_S`` (a burst of
+``CANDIDATE_DIAL_BURST``), then forgotten until heard again: whoever sends beacons in
+other nodes' names makes the node send handshakes at that rate at most. What does not fit
+is counted (``refusals``: ``candidates_full``, ``peers_full``).
+
 A neighbour is a Babel link only while its certificate verifies *and* a session is up
 *and* its WireGuard tunnel carries packets (the liveness signal), so a tunnel that stops
 carrying packets is a dead link even while the QUIC session over the underlay still
@@ -29,7 +39,11 @@ LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, before the link is measured
 REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
 REDIAL_MAX_S = 30.0
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
-MAX_PEERS = 512  # known nodes (neighbours and candidates): a flood cannot exhaust memory
+MAX_PEERS = 512  # neighbours and sessions (candidates apart): a flood cannot exhaust memory
+MAX_CANDIDATES = 32  # nodes only heard of, never verified
+CANDIDATE_TRIES = 3  # dials of a candidate before it is forgotten (until heard again)
+CANDIDATE_DIALS_PER_S = 1.0  # dials of candidates, all together
+CANDIDATE_DIAL_BURST = 4.0
 # Probes through each tunnel measure RTT and loss for the link cost, not liveness: one per
 # 16 s each way keeps them near 10 B/s per link (overhead.control_bytes_per_link_s).
 PROBE_PARAMS = LinkQualityParams(hello_interval_s=16.0)
@@ -72,6 +86,20 @@ class Neighbours:
         # Set by the shell once it can: dial (the transport is up), probe (the probe socket).
         self.dialling = False
         self.probing = False
+        # The candidates' dial budget (a token bucket), and what did not fit, by reason.
+        self._dial_tokens = CANDIDATE_DIAL_BURST
+        self._dial_tokens_at: float | None = None
+        self.refusals: dict[str, int] = {}
+
+    def established(self) -> set[str]:
+        """The node ids that count against ``MAX_PEERS``: every known node but candidates."""
+        return {node_id for node_id, peer in self.peers.items() if not peer.candidate}
+
+    def candidates(self) -> int:
+        return sum(1 for peer in self.peers.values() if peer.candidate)
+
+    def _refused(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def admits(self, node_id: str, sessions: Collection[str], limit: int) -> str | None:
         """Why ``node_id`` may not open a session beside ``sessions`` (at most ``limit``),
@@ -127,8 +155,14 @@ class Neighbours:
         no session with it."""
         if node_id == self.node_id or self.revoked(node_id):
             return
-        if node_id not in self.peers and len(self.peers) >= MAX_PEERS:
-            return
+        if node_id not in self.peers:
+            # A node we do not know is a candidate: in its own budget, never the peers'.
+            if self.candidates() >= MAX_CANDIDATES:
+                self._refused("candidates_full")
+                return
+            if len(self.peers) >= MAX_PEERS + MAX_CANDIDATES:
+                self._refused("peers_full")
+                return
         if any(p.session_up and p.session_addr == address for p in self.peers.values()):
             # A verified neighbour is there (or one we are talking to): a beacon's source
             # address is not signed, and dialling it for another node id would make that
@@ -149,7 +183,9 @@ class Neighbours:
             if not peer.session_up:
                 peer.next_dial = min(peer.next_dial, now)
         elif known.source is Source.SHARED and source is not Source.SHARED:
-            known.source, known.dials = source, 0  # heard directly now: no longer rationed
+            known.source = source  # heard directly now: no longer rationed (but a candidate)
+            if not peer.candidate:
+                known.dials = 0
 
     # ---- link quality ----------------------------------------------------------------
 
@@ -246,15 +282,33 @@ class Neighbours:
         for address, candidate in list(peer.addresses.items()):
             if candidate.source is Source.SHARED and candidate.dials >= SHARED_TRIES:
                 del peer.addresses[address]
+        if peer.candidate and sum(c.dials for c in peer.addresses.values()) >= CANDIDATE_TRIES:
+            peer.addresses.clear()  # it never verified: forgotten until heard again
         if not peer.addresses:
             if not peer.bootstrap and peer.link is None:
                 self.drop(peer)
+            return
+        if peer.candidate and not self._dial_token(now):
+            peer.next_dial = now + (1.0 - self._dial_tokens) / CANDIDATE_DIALS_PER_S
             return
         address, candidate = min(peer.addresses.items(), key=lambda item: item[1].dials)
         candidate.dials += 1
         backoff = REDIAL_S * 2 ** min(peer.failed_dials, 8)
         peer.next_dial = now + min(backoff, REDIAL_MAX_S)
         self.effects.append(fx.Dial(address, peer.node_id))
+
+    def _dial_token(self, now: float) -> bool:
+        """Take one dial from the candidates' budget, if there is one now."""
+        if self._dial_tokens_at is not None:
+            elapsed = max(0.0, now - self._dial_tokens_at)
+            self._dial_tokens = min(
+                CANDIDATE_DIAL_BURST, self._dial_tokens + elapsed * CANDIDATE_DIALS_PER_S
+            )
+        self._dial_tokens_at = now
+        if self._dial_tokens < 1.0:
+            return False
+        self._dial_tokens -= 1.0
+        return True
 
     def idle(self, peer: Peer, now: float) -> None:
         """A tick for a neighbour: seen while a session or link is up; else forgotten

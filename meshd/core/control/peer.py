@@ -59,6 +59,7 @@ class Peer:
     session_state: SessionState = SessionState.DOWN  # moves only by ``advance``
     session_addr: Address | None = None
     member: VerifiedMember | None = None  # outlives a replaced session until it verifies
+    verified_once: bool = False  # its certificate verified on some session: a neighbour
     credential: Credential | None = None
     wireguard_up: bool = False
     routing: bool = False  # a Babel link now
@@ -132,6 +133,13 @@ class Peer:
             "protocol": self.protocol,
             "features": sorted(str(f) for f in self.features),
         }
+
+    @property
+    def candidate(self) -> bool:
+        """Only heard of (a beacon, which proves a key and not membership, or ENDPOINTS):
+        no session, never verified, not configured. Candidates live in a small budget of
+        their own (meshd.core.control.neighbours), apart from neighbours."""
+        return not (self.bootstrap or self.verified_once or self.session_up or self.link)
 
     @property
     def is_neighbour(self) -> bool:

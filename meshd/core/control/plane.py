@@ -200,7 +200,7 @@ class ControlPlane:
 
     def authorize(self, node_id: str) -> str | None:
         """At the QUIC handshake: any node not revoked (the certificate comes next)."""
-        return self.neighbours.admits(node_id, self.peers, MAX_PEERS)
+        return self.neighbours.admits(node_id, self.neighbours.established(), MAX_PEERS)
 
     def session_up(self, node_id: str, addr: Address, protocol: str, now: float) -> None:
         """A session with ``node_id`` came up (its key proved, ``authorize`` passed).
@@ -383,6 +383,7 @@ class ControlPlane:
             self._refuse(peer, exc.reason, exc.message)
             return
         peer.member, peer.credential = member, credential
+        peer.verified_once = True
         peer.advance(SessionInput.CERTIFIED)
         self.routes.learn(member)  # its addresses are its own from now on
         self.router.revalidate(now)

@@ -14,13 +14,21 @@ Sending, per underlay interface:
   second although periodic beacons are rare. Prompt beacons never solicit, so answers do
   not trigger answers: a segment of N nodes sends at most N beacons per second whatever
   it hears.
+
+Receiving: a beacon proves a key, not membership, and its source address is not signed.
+Only one from an address inside the receiving interface's subnet (not its network or
+broadcast address) is read at all (``off_subnet``): a node is dialled where a beacon says,
+so a beacon from anywhere else would make us send handshakes to any address of the
+internet. Every refusal but our own looped-back beacons is counted by reason
+(``refusals``; ``meshd status --json`` -> ``discovery``).
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from nacl.signing import SigningKey
@@ -41,6 +49,7 @@ class DiscoveryReason(enum.StrEnum):
     OWN_BEACON = "own_beacon"  # our own broadcast looped back: not worth a log line
     STALE = "stale"  # the signed timestamp is too far from our wall clock
     REPLAY = "replay"  # not newer than the last beacon accepted from that node there
+    OFF_SUBNET = "off_subnet"  # from outside the receiving interface's subnet
 
 
 @dataclass(frozen=True)
@@ -216,12 +225,17 @@ class BeaconState:
         self.scheduler = BeaconScheduler(self.settings, random)
         self._peers: OrderedDict[tuple[str, str], _Peer] = OrderedDict()  # least recent first
         self._last_timestamp_ms = -1
+        self._subnets: dict[str, ipaddress.IPv4Network] = {}
+        # What was refused, by reason (our own looped-back beacons are not counted).
+        self.refusals: dict[str, int] = {}
 
     # -- sending -------------------------------------------------------------------------
 
-    def set_interfaces(self, ifnames: Iterable[str], now: float) -> None:
-        """Beacon on these interfaces; what was heard on dropped ones is forgotten."""
-        wanted = set(ifnames)
+    def set_interfaces(self, subnets: Mapping[str, ipaddress.IPv4Network], now: float) -> None:
+        """Beacon on these interfaces (each with its IPv4 subnet: only beacons from inside
+        it are read); what was heard on dropped ones is forgotten."""
+        wanted = set(subnets)
+        self._subnets = dict(subnets)
         self.scheduler.set_interfaces(wanted, now)
         for key in [key for key in self._peers if key[1] not in wanted]:
             del self._peers[key]
@@ -259,6 +273,37 @@ class BeaconState:
         now_monotonic: float,
         now_wall: float,
     ) -> Discovered | Rejected:
+        event = self._receive(data, source_ip, ifname, now_monotonic, now_wall)
+        if isinstance(event, Rejected) and not event.quiet:
+            reason = str(event.reason)
+            self.refusals[reason] = self.refusals.get(reason, 0) + 1
+        return event
+
+    def in_subnet(self, source_ip: str, ifname: str) -> bool:
+        """Whether ``source_ip`` is a host of ``ifname``'s subnet (not its network or
+        broadcast address): the only places a beacon heard there may send us to."""
+        subnet = self._subnets.get(ifname)
+        try:
+            ip = ipaddress.IPv4Address(source_ip)
+        except ValueError:
+            return False
+        return (
+            subnet is not None
+            and ip in subnet
+            and ip not in (subnet.network_address, subnet.broadcast_address)
+        )
+
+    def _receive(
+        self,
+        data: bytes,
+        source_ip: str,
+        ifname: str,
+        now_monotonic: float,
+        now_wall: float,
+    ) -> Discovered | Rejected:
+        # Before parsing: a beacon from outside the segment costs nothing at all.
+        if not self.in_subnet(source_ip, ifname):
+            return Rejected(DiscoveryReason.OFF_SUBNET, f"{source_ip} on {ifname}")
         try:
             beacon = parse_beacon(data)
         except BeaconError as exc:

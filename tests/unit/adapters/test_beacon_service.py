@@ -19,7 +19,7 @@ from meshd.core.discovery import BeaconState, Discovered, Rejected
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="SO_BINDTODEVICE needs root")
 
 MESH_ID = bytes(range(16))
-LO = Underlay("lo", "127.255.255.255", ifindex=1)
+LO = Underlay("lo", "127.255.255.255", ifindex=1, prefixlen=8)
 
 
 def free_port() -> int:
@@ -87,7 +87,7 @@ def test_two_services_find_each_other_and_refuse_garbage() -> None:
             # The interface was deleted and created again (another ifindex): a fresh
             # socket, a fresh burst, and b is new again on it.
             before = len(a.found())
-            await a.service.set_interfaces([Underlay("lo", LO.broadcast, ifindex=99)])
+            await a.service.set_interfaces([Underlay("lo", LO.broadcast, ifindex=99, prefixlen=8)])
             assert a.state.get_timer() is not None
             await b.wait_for(lambda: b.found()[-1].solicit)  # a's new burst
             await a.wait_for(lambda: len(a.found()) > before)  # b answered promptly

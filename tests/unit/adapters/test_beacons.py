@@ -3,6 +3,7 @@ simulated LAN segments, a simulated clock, no sockets."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ from meshd.core.proto.beacon import BeaconReason, make_beacon, parse_beacon
 MESH_ID = bytes.fromhex("a2e8efa88f9a2fc610601fc30b9f0e1d")
 WALL0 = 1_767_225_600.0  # wall clock at simulated time 0
 EPS = 1e-9
+ETH0 = ipaddress.IPv4Network("192.0.2.0/24")  # the segment every test node is on
+WLAN0 = ipaddress.IPv4Network("198.51.100.0/24")
 
 
 def key(n: int) -> SigningKey:
@@ -74,7 +77,7 @@ class Segment:
 
     def add(self, n: int, **kwargs: Any) -> Node:
         node = Node(f"n{n}", state(n, **kwargs), ip=f"192.0.2.{n}")
-        node.state.set_interfaces([node.ifname], self.now)
+        node.state.set_interfaces({node.ifname: ETH0}, self.now)
         self.nodes.append(node)
         return node
 
@@ -302,7 +305,7 @@ def receive(st_: BeaconState, data: bytes, now: float = 0.0) -> Discovered | Rej
 
 def test_rejects_with_reasons() -> None:
     me = state(1)
-    me.set_interfaces(["eth0"], 0.0)
+    me.set_interfaces({"eth0": ETH0}, 0.0)
     garbage = receive(me, b"garbage")
     assert isinstance(garbage, Rejected) and garbage.reason is BeaconReason.BAD_MAGIC
     assert receive(me, beacon_from(1, 0)) == Rejected(DiscoveryReason.OWN_BEACON)
@@ -326,7 +329,7 @@ def test_rejects_with_reasons() -> None:
 
 def test_a_forged_beacon_changes_nothing() -> None:
     me = state(1)
-    me.set_interfaces(["eth0"], 0.0)
+    me.set_interfaces({"eth0": ETH0}, 0.0)
     forged = bytearray(beacon_from(2, 100))
     forged[-1] ^= 1
     assert isinstance(receive(me, bytes(forged)), Rejected)
@@ -339,24 +342,53 @@ def test_a_forged_beacon_changes_nothing() -> None:
 
 def test_skew_check_can_be_turned_off_for_nodes_without_a_clock() -> None:
     me = state(1, max_skew_s=None)
+    me.set_interfaces({"eth0": ETH0}, 0.0)
     assert isinstance(receive(me, beacon_from(2, -86400 * 365)), Discovered)
+
+
+def test_only_beacons_from_inside_the_interfaces_subnet_are_read() -> None:
+    """A beacon's source address is not signed and we dial where it says: one from
+    beyond the segment (or its network or broadcast address) is refused before it is
+    even parsed, and counted by reason."""
+    me = state(1)
+    me.set_interfaces({"eth0": ETH0, "wlan0": WLAN0}, 0.0)
+    data = beacon_from(2, 0)
+    for source, ifname in [
+        ("203.0.113.9", "eth0"),  # the internet
+        ("198.51.100.2", "eth0"),  # wlan0's segment, heard on eth0
+        ("192.0.2.0", "eth0"),  # network address
+        ("192.0.2.255", "eth0"),  # broadcast address
+        ("192.0.2.2", "lan0"),  # an interface we do not beacon on
+        ("fe80::2", "eth0"),
+        ("not an address", "eth0"),
+    ]:
+        event = me.receive(data, source, ifname, 0.0, WALL0)
+        assert event == Rejected(DiscoveryReason.OFF_SUBNET, f"{source} on {ifname}")
+    assert me.known() == []
+    assert me.refusals == {"off_subnet": 7}
+    assert isinstance(me.receive(b"junk", "192.0.2.2", "eth0", 0.0, WALL0), Rejected)
+    assert me.refusals == {"off_subnet": 7, "bad_magic": 1}
+    found = me.receive(data, "192.0.2.2", "eth0", 0.0, WALL0)
+    assert isinstance(found, Discovered) and found.address == ("192.0.2.2", 6002)
+    me.receive(beacon_from(1, 1), "192.0.2.1", "eth0", 0.0, WALL0)  # our own: not counted
+    assert me.refusals == {"off_subnet": 7, "bad_magic": 1}
 
 
 def test_one_beacon_heard_on_two_interfaces_counts_on_both() -> None:
     me = state(1)
-    me.set_interfaces(["eth0", "wlan0"], 0.0)
+    me.set_interfaces({"eth0": ETH0, "wlan0": WLAN0}, 0.0)
     data = beacon_from(2, 0)
     first = me.receive(data, "192.0.2.2", "eth0", 0.0, WALL0)
     second = me.receive(data, "198.51.100.2", "wlan0", 0.0, WALL0)
     assert isinstance(first, Discovered) and isinstance(second, Discovered)
     assert second.new and second.address == ("198.51.100.2", 6002)
-    me.set_interfaces(["eth0"], 1.0)  # what was heard on wlan0 is forgotten
+    me.set_interfaces({"eth0": ETH0}, 1.0)  # what was heard on wlan0 is forgotten
     assert [(d.node_id, d.ifname) for d in me.known()] == [(first.node_id, "eth0")]
 
 
 def test_peer_table_is_bounded_and_evicts_the_least_recently_heard() -> None:
     me = state(1, max_peers=4)
-    me.set_interfaces(["eth0"], 0.0)
+    me.set_interfaces({"eth0": ETH0}, 0.0)
     for n in range(2, 8):
         assert isinstance(receive(me, beacon_from(n, n), now=n), Discovered)
     assert [d.address[1] for d in me.known()] == [6004, 6005, 6006, 6007]
@@ -375,6 +407,7 @@ def test_own_timestamps_only_go_up_even_when_the_clock_steps_back() -> None:
 @given(st.binary(max_size=200), st.text(max_size=20), st.floats(allow_nan=False))
 def test_receive_never_raises(data: bytes, source: str, now: float) -> None:
     me = state(1)
+    me.set_interfaces({"eth0": ETH0}, 0.0)
     event = me.receive(data, source, "eth0", now, WALL0)
     assert isinstance(event, Rejected)
 
@@ -384,6 +417,7 @@ def test_receive_of_a_mutated_beacon_never_raises_nor_discovers(
     index: int, mask: int, now: float
 ) -> None:
     me = state(1, max_skew_s=None)
+    me.set_interfaces({"eth0": ETH0}, 0.0)
     data = bytearray(beacon_from(2, 0))
     data[index] ^= mask
     event = me.receive(bytes(data), "192.0.2.2", "eth0", now, WALL0 + now)
@@ -494,7 +528,8 @@ def test_candidate_interfaces_from_ip_addr() -> None:
     from meshd.adapters.beacon_socket import Underlay, candidate_interfaces
 
     picked = candidate_interfaces(IP_ADDR, wireguard_prefix="mw", exclude={"br-lan"})
-    assert picked == [Underlay("eth0", "192.168.1.255", "192.168.1.20", ifindex=2)]
+    assert picked == [Underlay("eth0", "192.168.1.255", "192.168.1.20", ifindex=2, prefixlen=24)]
+    assert picked[0].subnet == ipaddress.IPv4Network("192.168.1.0/24")
     everything = candidate_interfaces(IP_ADDR, wireguard_prefix="")
     assert [u.ifname for u in everything] == ["eth0", "mwlan", "br-lan"]
     assert candidate_interfaces([{"ifname": 5}, {}, {"flags": "UP"}], wireguard_prefix="mw") == []

@@ -1,0 +1,112 @@
+"""Nodes only heard of (meshd.core.control.neighbours): a beacon proves a key, not
+membership, so a flood of beacons with fresh keys fills a small budget of its own,
+never the peer table; newcomers are still admitted, verified neighbours stay; candidates
+are dialled at a rationed rate, a few times each, then forgotten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from meshd.core.control import effects as fx
+from meshd.core.control.neighbours import (
+    CANDIDATE_DIAL_BURST,
+    CANDIDATE_DIALS_PER_S,
+    CANDIDATE_TRIES,
+    MAX_CANDIDATES,
+    MAX_PEERS,
+)
+from meshd.core.control.peer import Source
+from meshd.core.keys import node_id_from_public
+from tests.unit.core.control.test_control_core import ADDR, Mesh
+
+
+def fresh_ids(count: int, start: int = 0) -> list[str]:
+    return [
+        node_id_from_public(bytes(SigningKey(n.to_bytes(32, "big")).verify_key))
+        for n in range(start + 1, start + count + 1)
+    ]
+
+
+def dials(effects: list[fx.Effect]) -> list[fx.Dial]:
+    return [e for e in effects if isinstance(e, fx.Dial)]
+
+
+def flood(world: Mesh, count: int, now: float = 1.0) -> list[str]:
+    ids = fresh_ids(count, start=1000)
+    for n, node_id in enumerate(ids):
+        address = (f"100.127.0.{2 + n % 250}", 6697)
+        world.core.neighbours.discovered(node_id, address, Source.BEACON, now)
+    return ids
+
+
+def test_600_fresh_key_beacons_fill_only_the_candidates_budget(tmp_path: Path) -> None:
+    world = Mesh(tmp_path)
+    world.core.neighbours.dialling = True
+    world.verified()
+    flood(world, 600)
+    neighbours = world.core.neighbours
+    assert neighbours.candidates() == MAX_CANDIDATES
+    assert len(world.core.peers) == MAX_CANDIDATES + 1  # and the verified neighbour
+    assert neighbours.refusals == {"candidates_full": 600 - MAX_CANDIDATES}
+    # A newcomer's handshake is admitted, and so is every one up to MAX_PEERS.
+    (newcomer,) = fresh_ids(1, start=5000)
+    assert world.core.authorize(newcomer) is None
+    assert world.core.authorize(world.peer.node_id) is None
+    established = fresh_ids(MAX_PEERS - 1, start=9000)
+    for node_id in established:
+        world.core.session_up(node_id, ("100.64.9.9", 6697), "meshd/2", 2.0)
+    assert world.core.authorize(newcomer) == "too_many_peers"  # now the table is full
+
+
+def test_candidates_are_dialled_at_a_rationed_rate_a_few_times_then_forgotten(
+    tmp_path: Path,
+) -> None:
+    world = Mesh(tmp_path)
+    world.core.neighbours.dialling = True
+    world.core.drain()
+    ids = flood(world, MAX_CANDIDATES)
+    by_second: list[int] = []
+    seen: dict[str, int] = {}
+    for second in range(1, 400):
+        world.core.tick(float(second))
+        out = dials(world.core.drain())
+        by_second.append(len(out))
+        for dial in out:
+            seen[dial.node_id] = seen.get(dial.node_id, 0) + 1
+            # The dial fails (nobody there): the transport says so.
+            world.core.session_closed(
+                dial.node_id, dial.address, "handshake_timeout", False, False, second
+            )
+    assert by_second[0] <= CANDIDATE_DIAL_BURST
+    assert sum(by_second) <= CANDIDATE_DIAL_BURST + CANDIDATE_DIALS_PER_S * len(by_second)
+    assert set(seen) == set(ids) and max(seen.values()) == CANDIDATE_TRIES
+    assert world.core.neighbours.candidates() == 0  # all forgotten
+    # Heard again: a candidate again (a real node that was not up yet is tried again).
+    world.core.neighbours.discovered(ids[0], ADDR, Source.BEACON, 500.0)
+    world.core.tick(500.0)
+    assert [d.node_id for d in dials(world.core.drain())] == [ids[0]]
+
+
+def test_a_verified_neighbour_heard_by_beacon_is_no_candidate(tmp_path: Path) -> None:
+    world = Mesh(tmp_path)
+    world.core.neighbours.dialling = True
+    world.verified()
+    peer = world.core.peers[world.peer.node_id]
+    world.core.session_closed(world.peer.node_id, ADDR, "idle_timeout", False, True, 2.0)
+    assert not peer.candidate and peer.verified_once
+    flood(world, 600)
+    assert world.peer.node_id in world.core.peers  # not pushed out
+    world.core.neighbours.discovered(world.peer.node_id, ("100.127.0.9", 6697), Source.BEACON, 3.0)
+    # Dialled for as long as it is known, beyond a candidate's tries and budget.
+    dialled = 0
+    for second in range(3, 300):
+        world.core.tick(float(second))
+        for dial in dials(world.core.drain()):
+            if dial.node_id == world.peer.node_id:
+                dialled += 1
+                world.core.session_closed(
+                    dial.node_id, dial.address, "handshake_timeout", False, False, second
+                )
+    assert dialled > CANDIDATE_TRIES
