@@ -17,6 +17,18 @@ bounded table of sessions that INITIALs nobody completes cannot lock:
   address itself, ``MAX_HALF_OPEN_PER_HOST``) newer INITIALs arrive. Sources are counted
   by host, not port: ports are free to vary. Forged source addresses (or an IPv6 host
   using its whole /64) defeat the per-host count, not the eviction.
+
+A completed handshake proves a key, not membership: anyone can make keys. On a transport
+that ``verifies`` (the neighbour sessions', which strangers reach), a session that came up
+is *unverified* until its owner says its certificate verified (``verified``), and those
+are capped apart from the verified ones: at most ``MAX_UNVERIFIED_PER_HOST`` per source
+host (its oldest is closed, ``evicted``, when another comes up) and ``MAX_UNVERIFIED`` in
+all (then the oldest of the host holding the most goes). A flood of handshakes with fresh
+keys thus never takes a verified neighbour's slot, and from one address it only ever
+pushes out its own sessions: a newcomer (an invitee's join-only session is unverified for
+its whole life) is closed only once ``MAX_UNVERIFIED`` other hosts hold one each.
+What was evicted is counted (``status``).
+
 """
 
 from __future__ import annotations
@@ -59,6 +71,10 @@ MAX_SESSIONS = 256  # accepted + dialled; a flood of INITIALs cannot exhaust mem
 # Accepted sessions not up yet, per source host. A handshake takes one round trip and
 # neighbours dial once each: 16 is many legitimate dialers behind one NAT address.
 MAX_HALF_OPEN_PER_HOST = 16
+# Sessions up whose certificate has not verified (``verifies`` transports): a neighbour
+# verifies within a round trip of coming up, a joining node is unverified until it leaves.
+MAX_UNVERIFIED = 64
+MAX_UNVERIFIED_PER_HOST = 4
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ class _Entry:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
         self.up_at: float | None = None
+        self.up_seq = 0  # the order sessions came up in: the oldest unverified goes first
 
 
 class QuicTransport(asyncio.DatagramProtocol):
@@ -99,9 +116,12 @@ class QuicTransport(asyncio.DatagramProtocol):
         authorize: Authorize,
         on_event: Callable[[PeerEvent], None],
         settings: SessionSettings | None = None,
+        verifies: bool = False,
     ) -> None:
         self.credentials = credentials
         self.settings = settings or SessionSettings()
+        # Sessions stay unverified until the owner calls ``verified``; else up is enough.
+        self.verifies = verifies
         self._authorize = authorize
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
@@ -113,6 +133,12 @@ class QuicTransport(asyncio.DatagramProtocol):
         # the ones a new INITIAL may evict. Our own dials are never evicted.
         self._half_open: dict[_Entry, None] = {}
         self._half_open_by_host: dict[str, dict[_Entry, None]] = {}
+        # Sessions up, certificate not verified, oldest first (``verifies`` only).
+        self._unverified: dict[_Entry, None] = {}
+        self._unverified_by_host: dict[str, dict[_Entry, None]] = {}
+        self._up_seq = 0
+        # Sessions closed to make room, by why (``status``).
+        self.evicted: dict[str, int] = {}
         self._closed = asyncio.Event()
 
     @classmethod
@@ -125,6 +151,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         host: str,
         port: int,
         settings: SessionSettings | None = None,
+        verifies: bool = False,
     ) -> QuicTransport:
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_datagram_endpoint(
@@ -133,6 +160,7 @@ class QuicTransport(asyncio.DatagramProtocol):
                 authorize=authorize,
                 on_event=on_event,
                 settings=settings,
+                verifies=verifies,
             ),
             local_addr=(host, port),
         )
@@ -203,6 +231,27 @@ class QuicTransport(asyncio.DatagramProtocol):
     def half_open_count(self) -> int:
         """Accepted sessions that have not come up (handshaking, or refused and closing)."""
         return len(self._half_open)
+
+    @property
+    def unverified_count(self) -> int:
+        """Sessions up whose certificate the owner has not said verified."""
+        return len(self._unverified)
+
+    def verified(self, node_id: str) -> None:
+        """The owner checked the certificate of ``node_id``'s session up: it is a verified
+        one from now on (nothing if no session with it is up)."""
+        entry = self._active.get(node_id)
+        if entry is not None:
+            self._no_longer_unverified(entry)
+
+    def status(self) -> dict[str, object]:
+        """What strangers' handshakes hold and what was closed to make room."""
+        return {
+            "sessions": len(self._entries),
+            "half_open": len(self._half_open),
+            "unverified": len(self._unverified),
+            "evicted": dict(self.evicted),
+        }
 
     def send_message(self, node_id: str, data: bytes) -> None:
         entry = self._up(node_id)
@@ -281,11 +330,40 @@ class QuicTransport(asyncio.DatagramProtocol):
         self._route(entry, original_cid)
         self._service(entry)
 
-    def _evict(self, entry: _Entry) -> None:
-        """Make room: the owner hears SessionClosed(evicted), the client hears nothing."""
-        log.debug("session.evicted address=%s:%d", *entry.addr[:2])
-        entry.session.drop("evicted")
+    def _evict(self, entry: _Entry, why: str = "half_open") -> None:
+        """Make room: the owner hears SessionClosed(evicted); a half-open session's client
+        hears nothing, an unverified one's (its address answered a handshake) a close."""
+        log.debug("session.evicted address=%s:%d why=%s", *entry.addr[:2], why)
+        self.evicted[why] = self.evicted.get(why, 0) + 1
+        if entry.session.is_up:
+            entry.session.close("evicted")
+        else:
+            entry.session.drop("evicted")
         self._service(entry)
+
+    def _hold_unverified(self, entry: _Entry) -> None:
+        """``entry`` came up unverified: count it, and keep within the caps by closing
+        the oldest of its host, or else of the host holding the most."""
+        self._up_seq += 1
+        entry.up_seq = self._up_seq
+        self._unverified[entry] = None
+        same_host = self._unverified_by_host.setdefault(entry.source_host, {})
+        same_host[entry] = None
+        if len(same_host) > MAX_UNVERIFIED_PER_HOST:
+            self._evict(next(iter(same_host)), "unverified_per_host")
+        while len(self._unverified) > MAX_UNVERIFIED:
+            hosts = self._unverified_by_host.values()
+            busiest = max(hosts, key=lambda held: (len(held), -next(iter(held)).up_seq))
+            self._evict(next(iter(busiest)), "unverified")
+
+    def _no_longer_unverified(self, entry: _Entry) -> None:
+        if entry not in self._unverified:
+            return
+        del self._unverified[entry]
+        same_host = self._unverified_by_host[entry.source_host]
+        del same_host[entry]
+        if not same_host:
+            del self._unverified_by_host[entry.source_host]
 
     def _add(self, session: Session, addr: Address) -> _Entry:
         entry = _Entry(session, addr)
@@ -315,6 +393,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         entry.cids.clear()
         self._entries.discard(entry)
         self._no_longer_half_open(entry)
+        self._no_longer_unverified(entry)
         node_id = entry.session.peer_node_id
         if node_id is not None and self._active.get(node_id) is entry:
             del self._active[node_id]
@@ -361,6 +440,7 @@ class QuicTransport(asyncio.DatagramProtocol):
             if node_id is not None and self._active.get(node_id) is entry:
                 self._on_event(PeerEvent(node_id, entry.addr, event))
         elif isinstance(event, SessionClosed):
+            self._no_longer_unverified(entry)
             if node_id is not None and self._active.get(node_id) is entry:
                 del self._active[node_id]
                 self._on_event(PeerEvent(node_id, entry.addr, event))
@@ -377,6 +457,8 @@ class QuicTransport(asyncio.DatagramProtocol):
         if current is None:
             self._active[node_id] = entry
             self._on_event(PeerEvent(node_id, entry.addr, event))
+            if self.verifies and entry.session.is_up:
+                self._hold_unverified(entry)
             return
         winner, loser = self._tie_break(current, entry, now)
         log.info(
@@ -393,6 +475,8 @@ class QuicTransport(asyncio.DatagramProtocol):
             # half of a simultaneous dial): the peer starts afresh, so the owner must too —
             # say hello again on this session. What it sent on the old one may be lost.
             self._on_event(PeerEvent(node_id, entry.addr, event))
+            if self.verifies and entry.session.is_up:
+                self._hold_unverified(entry)  # until its certificate verifies again
 
     def _tie_break(self, current: _Entry, new: _Entry, now: float) -> tuple[_Entry, _Entry]:
         """Which of two sessions with one peer to keep; both ends must pick the same one."""

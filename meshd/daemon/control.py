@@ -156,6 +156,7 @@ class ControlService:
             host=host,
             port=port,
             settings=self.session_settings,
+            verifies=True,  # strangers reach this port: until a certificate verifies, capped
         )
         event("control.listening", port=port)
         self.hellos = await HelloSocket.open(self.on_hello)
@@ -317,6 +318,9 @@ class ControlService:
         elif isinstance(effect, fx.Close):
             if transport is not None:
                 transport.close_peer(effect.node_id, effect.reason)
+        elif isinstance(effect, fx.Verified):
+            if transport is not None:
+                transport.verified(effect.node_id)
         elif isinstance(effect, fx.Dial):
             if transport is not None:
                 transport.dial(effect.address, expected_node_id=effect.node_id)

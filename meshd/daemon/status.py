@@ -130,7 +130,14 @@ def discovery_status(node: Node) -> dict[str, Any]:
     refusals = dict(neighbours.refusals)
     if node.control.beacons is not None:
         refusals.update(node.control.beacons.state.refusals)
-    return {"candidates": neighbours.candidates(), "refusals": refusals}
+    transport = node.control.transport
+    return {
+        "candidates": neighbours.candidates(),
+        "refusals": refusals,
+        # The neighbour port's sessions: held, half-open, up but unverified, and those
+        # closed to make room by why (meshd.adapters.quic).
+        "sessions": transport.status() if transport is not None else None,
+    }
 
 
 def gateway_status(node: Node) -> dict[str, Any]:

@@ -37,6 +37,14 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Verified:
+    """The session with ``node_id`` showed a certificate that verifies: the transport
+    counts it with the verified ones from now on (meshd.adapters.quic)."""
+
+    node_id: str
+
+
+@dataclass(frozen=True)
 class Dial:
     address: Address
     node_id: str  # the node expected there: another key closes the session
@@ -127,6 +135,7 @@ class SaveDefinition:
 Effect = (
     Send
     | Close
+    | Verified
     | Dial
     | Probe
     | EnsureLink

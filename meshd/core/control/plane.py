@@ -385,6 +385,7 @@ class ControlPlane:
         peer.member, peer.credential = member, credential
         peer.verified_once = True
         peer.advance(SessionInput.CERTIFIED)
+        self.effects.append(fx.Verified(peer.node_id))
         self.routes.learn(member)  # its addresses are its own from now on
         self.router.revalidate(now)
         self._send_directory(self.trust.add_to_directory(credential))

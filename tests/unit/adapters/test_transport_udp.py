@@ -489,3 +489,124 @@ def test_a_dial_refused_for_its_version_reaches_the_owner_as_the_node_dialled() 
                 await node.transport.close()
 
     run(scenario)
+
+
+# -- unverified sessions: a handshake proves a key, not membership ----------------------
+
+
+@asynccontextmanager
+async def guarded(seed: int) -> AsyncIterator[Node]:
+    """A node whose transport ``verifies``: sessions up are unverified until it says."""
+    node = Node(credentials(seed))
+    node.transport = await QuicTransport.listen(
+        credentials=node.creds,
+        authorize=node.authorize,
+        on_event=node.on_event,
+        host=LOOPBACK,
+        port=0,
+        settings=SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
+        verifies=True,
+    )
+    try:
+        yield node
+    finally:
+        await node.transport.close()
+
+
+@asynccontextmanager
+async def clients(hosts: list[str], first_seed: int = 100) -> AsyncIterator[list[Node]]:
+    """A real client with a fresh key on each of ``hosts`` (a host may repeat)."""
+    made: list[Node] = []
+    try:
+        for k, host in enumerate(hosts):
+            node = Node(credentials(first_seed + k))
+            node.transport = await QuicTransport.listen(
+                credentials=node.creds,
+                authorize=node.authorize,
+                on_event=node.on_event,
+                host=host,
+                port=0,
+                settings=SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
+            )
+            made.append(node)
+        yield made
+    finally:
+        for node in made:
+            await node.transport.close()
+
+
+async def come_up(server: Node, client: Node) -> None:
+    client.transport.dial(server.transport.local_address, server.creds.node_id)
+    await server.wait_for(lambda: client.creds.node_id in server.transport.peers())
+
+
+def run_long(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        async with asyncio.timeout(20.0):
+            await test()
+
+    asyncio.run(bounded())
+
+
+def test_one_host_holds_at_most_its_share_of_unverified_sessions() -> None:
+    cap = udp.MAX_UNVERIFIED_PER_HOST
+
+    async def scenario() -> None:
+        async with guarded(2) as b, nodes(1) as (a,):
+            await come_up(b, a)
+            b.transport.verified(a.creds.node_id)
+            assert b.transport.unverified_count == 0
+            flood_hosts = ["127.0.0.11"] * (cap + 3)
+            async with clients([*flood_hosts, "127.0.0.12"]) as flood:
+                for client in flood:
+                    await come_up(b, client)
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 3)
+                evicted = closes(b, "evicted")
+                # The flood's oldest, each once up: the others, a and 127.0.0.12 stay.
+                assert [e.peer_node_id for e in evicted] == [c.creds.node_id for c in flood[:3]]
+                assert all(e.was_up for e in evicted)
+                assert b.transport.unverified_count == cap + 1
+                peers = b.transport.peers()
+                assert a.creds.node_id in peers and flood[-1].creds.node_id in peers
+                assert b.transport.status()["evicted"] == {"unverified_per_host": 3}
+                for client in flood[:3]:  # the evicted heard why
+                    await client.wait_for(lambda c=client: bool(closes(c, "evicted")))
+            a.transport.send_message(b.creds.node_id, b"still here")
+            await b.wait_for(lambda: bool(b.of(MessageReceived)))
+
+    run_long(scenario)
+
+
+def test_a_full_unverified_table_closes_the_oldest_of_the_busiest_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(udp, "MAX_UNVERIFIED", 4)
+    monkeypatch.setattr(udp, "MAX_UNVERIFIED_PER_HOST", 3)
+
+    async def scenario() -> None:
+        async with guarded(2) as b, nodes(1) as (a,):
+            hosts = ["127.0.0.13", "127.0.0.11", "127.0.0.11", "127.0.0.11", "127.0.0.14"]
+            async with clients(hosts) as (newcomer, f1, f2, f3, f4):
+                await come_up(b, newcomer)  # the oldest of all, alone on its host
+                for client in (f1, f2, f3):
+                    await come_up(b, client)
+                assert closes(b, "evicted") == []
+                await come_up(b, f4)  # one too many: 127.0.0.11 holds the most
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 1)
+                assert closes(b, "evicted")[0].peer_node_id == f1.creds.node_id
+                # A neighbour is unverified from its session up to its certificate: it
+                # takes the busiest host's oldest slot, then no longer counts.
+                await come_up(b, a)
+                await b.wait_for(lambda: len(closes(b, "evicted")) == 2)
+                assert closes(b, "evicted")[1].peer_node_id == f2.creds.node_id
+                b.transport.verified(a.creds.node_id)
+                assert b.transport.unverified_count == 3
+                async with clients(["127.0.0.15"], first_seed=200) as (f5,):
+                    await come_up(b, f5)
+                    assert b.transport.unverified_count == 4
+                    assert len(closes(b, "evicted")) == 2  # the verified one is not counted
+                    peers = b.transport.peers()
+                    assert newcomer.creds.node_id in peers and a.creds.node_id in peers
+                    assert b.transport.status()["evicted"] == {"unverified": 2}
+
+    run_long(scenario)

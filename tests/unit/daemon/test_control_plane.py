@@ -49,6 +49,10 @@ class FakeTransport:
         self.sent: list[tuple[str, bytes]] = []
         self.closed: list[tuple[str, str]] = []
         self.dialled: list[tuple[tuple[str, int], str | None]] = []
+        self.verified_ids: list[str] = []
+
+    def verified(self, node_id: str) -> None:
+        self.verified_ids.append(node_id)
 
     def send_message(self, node_id: str, data: bytes) -> None:
         self.sent.append((node_id, data))
