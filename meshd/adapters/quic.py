@@ -29,16 +29,29 @@ pushes out its own sessions: a newcomer (an invitee's join-only session is unver
 its whole life) is closed only once ``MAX_UNVERIFIED`` other hosts hold one each.
 What was evicted is counted (``status``).
 
+Stateless Retry (RFC 9000 8.1.2; aioquic has it only in its asyncio server, so it is done
+here): once unverified sessions reach half their cap, or half-open ones half the table,
+an INITIAL without a token gets a Retry packet carrying one (sealed with a key of this
+process: the client's address and port, the cid it chose, the Retry's cid, the time) and
+opens nothing; only an INITIAL that returns a valid token from the same address opens a
+session. A source must then prove it receives at its address before it costs a session,
+so forged addresses cannot fill the table nor make us send a first flight to a victim.
+An INITIAL whose token does not validate is dropped then without an answer. Counted in
+``status`` (``retry``: ``sent``, ``bad_token``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
+
+from aioquic.quic.packet import encode_quic_retry
+from aioquic.quic.retry import QuicRetryTokenHandler
 
 from meshd.core.endpoints import Address
 from meshd.core.transport.certs import NodeCredentials
@@ -58,7 +71,7 @@ from meshd.core.transport.session import (
     SessionNotUp,
     SessionSettings,
     destination_cid,
-    initial_packet_cid,
+    initial_header,
 )
 
 log = logging.getLogger("meshd.core.transport")
@@ -75,6 +88,10 @@ MAX_HALF_OPEN_PER_HOST = 16
 # verifies within a round trip of coming up, a joining node is unverified until it leaves.
 MAX_UNVERIFIED = 64
 MAX_UNVERIFIED_PER_HOST = 4
+# From this many unverified or half-open sessions on, a new source must return a Retry
+# token first: half of their caps.
+RETRY_UNVERIFIED = MAX_UNVERIFIED // 2
+RETRY_HALF_OPEN = MAX_SESSIONS // 2
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,9 @@ class QuicTransport(asyncio.DatagramProtocol):
         self._up_seq = 0
         # Sessions closed to make room, by why (``status``).
         self.evicted: dict[str, int] = {}
+        # Stateless Retry under pressure: tokens sealed with a key of this process.
+        self._retry_tokens = QuicRetryTokenHandler()
+        self.retry: dict[str, int] = {}
         self._closed = asyncio.Event()
 
     @classmethod
@@ -251,7 +271,14 @@ class QuicTransport(asyncio.DatagramProtocol):
             "half_open": len(self._half_open),
             "unverified": len(self._unverified),
             "evicted": dict(self.evicted),
+            "retrying": self.retrying,
+            "retry": dict(self.retry),
         }
+
+    @property
+    def retrying(self) -> bool:
+        """Whether a new source must return a Retry token before it opens a session."""
+        return len(self._unverified) >= RETRY_UNVERIFIED or len(self._half_open) >= RETRY_HALF_OPEN
 
     def send_message(self, node_id: str, data: bytes) -> None:
         entry = self._up(node_id)
@@ -303,16 +330,34 @@ class QuicTransport(asyncio.DatagramProtocol):
 
     def _accept(self, data: bytes, addr: Address) -> None:
         """A datagram to no session we know: an INITIAL may open one."""
-        original_cid = initial_packet_cid(data)
-        if original_cid is None:
+        header = initial_header(data)
+        if header is None:
             return
         if len(self._entries) >= MAX_SESSIONS and not self._half_open:
             return  # every slot holds a session that came up or one we dialled
+        original_cid, retry_cid = header.destination_cid, None
+        if header.token:
+            try:
+                original_cid = self._retry_tokens.validate_token(
+                    address=addr,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=self._loop.time(),
+                )
+                retry_cid = header.destination_cid
+            except ValueError:
+                if self.retrying:
+                    self._count_retry("bad_token")
+                    return  # no answer: the address may be anyone's
+        if retry_cid is None and self.retrying:
+            self._send_retry(header.version, header.destination_cid, header.source_cid, addr)
+            return
         session = Session.accept(
             credentials=self.credentials,
             authorize=self._authorize,
             original_destination_connection_id=original_cid,
             settings=self.settings,
+            retry_source_connection_id=retry_cid,
         )
         session.receive_datagram(data, addr, now=self._loop.time())
         if not session.heard_from_peer:
@@ -327,8 +372,34 @@ class QuicTransport(asyncio.DatagramProtocol):
         entry = self._add(session, addr)
         self._half_open[entry] = None
         self._half_open_by_host.setdefault(entry.source_host, {})[entry] = None
-        self._route(entry, original_cid)
+        self._route(entry, header.destination_cid)
         self._service(entry)
+
+    def _send_retry(
+        self, version: int | None, original_cid: bytes, client_cid: bytes, addr: Address
+    ) -> None:
+        """RFC 9000 17.2.5: a Retry, as aioquic's asyncio server builds it."""
+        if self._transport is None or self._transport.is_closing() or version is None:
+            return
+        retry_cid = os.urandom(8)
+        token = self._retry_tokens.create_token(
+            address=addr,
+            original_destination_connection_id=original_cid,
+            retry_source_connection_id=retry_cid,
+            now=self._loop.time(),
+        )
+        packet = encode_quic_retry(
+            version=version,
+            source_cid=retry_cid,
+            destination_cid=client_cid,
+            original_destination_cid=original_cid,
+            retry_token=token,
+        )
+        self._transport.sendto(packet, addr)
+        self._count_retry("sent")
+
+    def _count_retry(self, what: str) -> None:
+        self.retry[what] = self.retry.get(what, 0) + 1
 
     def _evict(self, entry: _Entry, why: str = "half_open") -> None:
         """Make room: the owner hears SessionClosed(evicted); a half-open session's client

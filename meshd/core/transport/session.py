@@ -37,6 +37,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicErrorCode
 from aioquic.quic.packet import (
     QuicFrameType,
+    QuicHeader,
     QuicPacketType,
     QuicProtocolVersion,
     pull_quic_header,
@@ -169,8 +170,9 @@ def destination_cid(data: bytes, host_cid_length: int = CONNECTION_ID_LENGTH) ->
     return header.destination_cid
 
 
-def initial_packet_cid(data: bytes) -> bytes | None:
-    """For a datagram that may open a session: the client's chosen destination cid.
+def initial_header(data: bytes) -> QuicHeader | None:
+    """For a datagram that may open a session: its first packet's header (the client's
+    chosen destination cid, its own cid, and the token a Retry gave it, if any).
 
     None unless it is a QUIC v1 INITIAL in a datagram of at least 1200 bytes (RFC 9000
     14.1: smaller ones must be dropped; this also limits amplification).
@@ -186,7 +188,7 @@ def initial_packet_cid(data: bytes) -> bytes | None:
         or header.version != QuicProtocolVersion.VERSION_1
     ):
         return None
-    return header.destination_cid
+    return header
 
 
 class Session:
@@ -201,6 +203,7 @@ class Session:
         settings: SessionSettings | None = None,
         expected_node_id: str | None = None,
         original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
     ) -> None:
         self.settings = settings or SessionSettings()
         self.is_client = is_client
@@ -223,6 +226,7 @@ class Session:
         self._quic = private.RequestClientCertificateConnection(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
         )
         self._events: deque[SessionEvent] = deque()
         self._decoder = FrameDecoder(self.settings.max_frame_size)
@@ -268,11 +272,17 @@ class Session:
         authorize: Authorize,
         original_destination_connection_id: bytes,
         settings: SessionSettings | None = None,
+        retry_source_connection_id: bytes | None = None,
     ) -> Session:
-        """A server session for a client's first INITIAL (see ``initial_packet_cid``).
+        """A server session for a client's first INITIAL (see ``initial_header``).
 
-        Feed it that datagram next. The owner routes datagrams addressed to
-        ``original_destination_connection_id`` here too, until the client switches to ours.
+        Feed it that datagram next. The owner routes datagrams addressed to that INITIAL's
+        destination cid here too, until the client switches to ours. After a Retry (RFC
+        9000 8.1.2, done by the owner: aioquic has it only in its asyncio server), the
+        INITIAL that carries a valid token opens the session with the cid the client first
+        chose (from the token) as ``original_destination_connection_id`` and the Retry's
+        source cid (the INITIAL's destination cid) as ``retry_source_connection_id``: both
+        go into our transport parameters, which the client checks (RFC 9000 7.3).
         """
         return cls(
             credentials=credentials,
@@ -280,6 +290,7 @@ class Session:
             is_client=False,
             settings=settings,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
         )
 
     # -- input -------------------------------------------------------------------------

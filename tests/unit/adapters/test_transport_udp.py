@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
+from aioquic.buffer import Buffer
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from nacl.signing import SigningKey
 
 from meshd.adapters import quic as udp
@@ -610,3 +612,89 @@ def test_a_full_unverified_table_closes_the_oldest_of_the_busiest_host(
                     assert b.transport.status()["evicted"] == {"unverified": 2}
 
     run_long(scenario)
+
+
+# -- stateless Retry once unverified sessions reach half their cap ------------------------
+
+
+def packet_types(dialer: HalfOpenDialer) -> list[tuple[QuicPacketType, bytes]]:
+    """The type and token of each datagram the dialer received since the last call."""
+    out = []
+    while True:
+        try:
+            data = dialer.sock.recv(65_536)
+        except BlockingIOError:
+            return out
+        header = pull_quic_header(Buffer(data=data), host_cid_length=8)
+        out.append((header.packet_type, header.token))
+
+
+def test_a_retry_answers_new_sources_once_half_the_unverified_slots_are_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(udp, "RETRY_UNVERIFIED", 2)
+
+    async def scenario() -> None:
+        async with guarded(2) as b, nodes(1) as (a,):
+            to = b.transport.local_address
+            with dialers("127.0.0.13", "127.0.0.14") as (probe, forger):
+                probe.send_initials(to)
+                await b.wait_for(lambda: b.transport.half_open_count == 1)
+                assert packet_types(probe)[0][0] == QuicPacketType.INITIAL  # no pressure yet
+                async with clients(["127.0.0.11", "127.0.0.12"]) as held:
+                    for client in held:
+                        await come_up(b, client)
+                    assert b.transport.unverified_count == 2 and b.transport.retrying
+                    # Now a new source gets a Retry with a token, and opens nothing.
+                    before = b.transport.session_count
+                    probe.send_initials(to)
+                    await asyncio.sleep(0.1)
+                    ((kind, token),) = packet_types(probe)
+                    assert kind == QuicPacketType.RETRY and token
+                    assert b.transport.session_count == before
+                    assert b.transport.status()["retry"] == {"sent": 1}
+                    # That token from another address opens nothing and gets no answer.
+                    client = Session.dial(
+                        credentials=STRANGER, authorize=lambda _: None, addr=to, now=0.0
+                    )
+                    client._quic._peer_token = token  # aioquic's client sends it as is
+                    for data, _ in client.datagrams_to_send(0.0):
+                        forger.sock.sendto(data, to)
+                    await asyncio.sleep(0.1)
+                    assert forger.received() == 0
+                    assert b.transport.status()["retry"] == {"sent": 1, "bad_token": 1}
+                    assert b.transport.session_count == before
+                    # A real client completes through the Retry (aioquic's client answers
+                    # it with the token), and comes up.
+                    await come_up(b, a)
+                    assert b.transport.status()["retry"] == {"sent": 2, "bad_token": 1}
+                    assert b.creds.node_id in a.transport.peers()
+                    for client_node in (a, *held):
+                        b.transport.verified(client_node.creds.node_id)
+                    assert not b.transport.retrying
+                    probe.send_initials(to)
+                    await b.wait_for(lambda: b.transport.half_open_count >= 1)
+                    await asyncio.sleep(0.05)
+                    assert [k for k, _ in packet_types(probe)][0] == QuicPacketType.INITIAL
+
+    run_long(scenario)
+
+
+def test_half_open_sessions_past_half_the_table_make_new_sources_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(udp, "RETRY_HALF_OPEN", 3)
+
+    async def scenario() -> None:
+        async with nodes(1, 2) as (a, b):
+            with dialers("127.0.0.11") as (flood,):
+                flood.send_initials(b.transport.local_address, count=8)
+                await b.wait_for(lambda: b.transport.status()["retry"] == {"sent": 5})
+                assert b.transport.half_open_count == 3  # forged sources open no more
+                kinds = [k for k, _ in packet_types(flood)]
+                assert kinds.count(QuicPacketType.RETRY) == 5
+                a.transport.dial(b.transport.local_address, b.creds.node_id)
+                await a.wait_for(lambda: bool(a.transport.peers()))  # through a Retry
+                assert b.transport.status()["retry"] == {"sent": 6}
+
+    run(scenario)
