@@ -3,12 +3,14 @@ told of by a neighbour), dialled with backoff, probed once its tunnel carries pa
 and forgotten after ``forget_after_s`` of silence.
 
 A beacon proves a key, not membership, and its source address is not signed: nodes only
-heard of (``Peer.candidate``: from beacons or ENDPOINTS, never verified, no session) live
-in a budget of their own, ``MAX_CANDIDATES``, apart from ``MAX_PEERS``, which only
-neighbours and sessions count: a flood of fresh keys can neither fill the peer table nor
-make the node refuse a newcomer ``too_many_peers``. Candidates are dialled at most
-``CANDIDATE_TRIES`` times each and, all together, at ``CANDIDATE_DIALS_PER_S`` (a burst of
-``CANDIDATE_DIAL_BURST``), then forgotten until heard again: whoever sends beacons in
+heard of (``Peer.candidate``: from beacons or ENDPOINTS, never verified, no session, and
+not a member our certificate directory holds) live in budgets of their own,
+``MAX_CANDIDATES`` for those heard in beacons and as many for those verified neighbours
+told us of, apart from ``MAX_PEERS``, which only neighbours and sessions count: a flood of
+fresh keys can neither fill the peer table nor make the node refuse a newcomer
+``too_many_peers``, nor keep out the members a neighbour tells us of. Candidates are dialled at most
+``CANDIDATE_TRIES`` times each and, all together (per budget), at ``CANDIDATE_DIALS_PER_S``
+(a burst of ``CANDIDATE_DIAL_BURST``), then forgotten until heard again: whoever sends beacons in
 other nodes' names makes the node send handshakes at that rate at most. What does not fit
 is counted (``refusals``: ``candidates_full``, ``peers_full``).
 
@@ -49,6 +51,12 @@ CANDIDATE_DIAL_BURST = 4.0
 PROBE_PARAMS = LinkQualityParams(hello_interval_s=16.0)
 
 
+def _budget(peer: Peer) -> Source:
+    """Which candidates' budget a peer is in: BEACON, or SHARED (told of by a neighbour)."""
+    first = next((c.source for c in peer.addresses.values()), Source.BEACON)
+    return Source.BEACON if first is Source.BEACON else Source.SHARED
+
+
 def shareable(host: str) -> bool:
     """An address worth telling another node about: routable beyond one link."""
     try:
@@ -68,12 +76,14 @@ class Neighbours:
         revoked: Callable[[str], bool],
         flush: Callable[[], None],
         *,
+        member: Callable[[str], bool] = lambda node_id: False,
         interface_prefix: str = "mw",
         forget_after_s: float = 600.0,
         rng: random.Random | None = None,
     ) -> None:
         self.node_id, self.router, self.effects, self.journal = node_id, router, effects, journal
         self.revoked = revoked
+        self.member = member  # its certificate is in our directory: no stranger
         self.flush = flush  # the plane's: Babel's output and route changes, now
         self.interface_prefix = interface_prefix
         self.forget_after_s = forget_after_s
@@ -86,17 +96,26 @@ class Neighbours:
         # Set by the shell once it can: dial (the transport is up), probe (the probe socket).
         self.dialling = False
         self.probing = False
-        # The candidates' dial budget (a token bucket), and what did not fit, by reason.
-        self._dial_tokens = CANDIDATE_DIAL_BURST
-        self._dial_tokens_at: float | None = None
+        # The candidates' dial budgets (token buckets: tokens, when counted), one for those
+        # heard in beacons and one for those a neighbour told us of; what did not fit.
+        self._dial_tokens: dict[Source, tuple[float, float | None]] = {}
         self.refusals: dict[str, int] = {}
+
+    def is_candidate(self, peer: Peer) -> bool:
+        """Only heard of, and no member we know of (meshd.core.control.peer)."""
+        return peer.candidate and not self.member(peer.node_id)
 
     def established(self) -> set[str]:
         """The node ids that count against ``MAX_PEERS``: every known node but candidates."""
-        return {node_id for node_id, peer in self.peers.items() if not peer.candidate}
+        return {node_id for node_id, peer in self.peers.items() if not self.is_candidate(peer)}
 
-    def candidates(self) -> int:
-        return sum(1 for peer in self.peers.values() if peer.candidate)
+    def candidates(self, source: Source | None = None) -> int:
+        """How many candidates there are (first heard of from ``source``: any when None)."""
+        return sum(
+            1
+            for peer in self.peers.values()
+            if self.is_candidate(peer) and (source is None or _budget(peer) is source)
+        )
 
     def _refused(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
@@ -156,11 +175,14 @@ class Neighbours:
         if node_id == self.node_id or self.revoked(node_id):
             return
         if node_id not in self.peers:
-            # A node we do not know is a candidate: in its own budget, never the peers'.
-            if self.candidates() >= MAX_CANDIDATES:
+            # A node we do not know is a candidate, in a budget of its own by where we heard
+            # of it (a flood of beacons does not keep out what a neighbour tells us), never
+            # the peers'; a member our directory holds is none.
+            kind = Source.BEACON if source is Source.BEACON else Source.SHARED
+            if not self.member(node_id) and self.candidates(kind) >= MAX_CANDIDATES:
                 self._refused("candidates_full")
                 return
-            if len(self.peers) >= MAX_PEERS + MAX_CANDIDATES:
+            if len(self.peers) >= MAX_PEERS + 2 * MAX_CANDIDATES:
                 self._refused("peers_full")
                 return
         if any(p.session_up and p.session_addr == address for p in self.peers.values()):
@@ -184,7 +206,7 @@ class Neighbours:
                 peer.next_dial = min(peer.next_dial, now)
         elif known.source is Source.SHARED and source is not Source.SHARED:
             known.source = source  # heard directly now: no longer rationed (but a candidate)
-            if not peer.candidate:
+            if not self.is_candidate(peer):
                 known.dials = 0
 
     # ---- link quality ----------------------------------------------------------------
@@ -282,14 +304,15 @@ class Neighbours:
         for address, candidate in list(peer.addresses.items()):
             if candidate.source is Source.SHARED and candidate.dials >= SHARED_TRIES:
                 del peer.addresses[address]
-        if peer.candidate and sum(c.dials for c in peer.addresses.values()) >= CANDIDATE_TRIES:
+        stranger = self.is_candidate(peer)
+        if stranger and sum(c.dials for c in peer.addresses.values()) >= CANDIDATE_TRIES:
             peer.addresses.clear()  # it never verified: forgotten until heard again
         if not peer.addresses:
             if not peer.bootstrap and peer.link is None:
                 self.drop(peer)
             return
-        if peer.candidate and not self._dial_token(now):
-            peer.next_dial = now + (1.0 - self._dial_tokens) / CANDIDATE_DIALS_PER_S
+        if stranger and (wait := self._dial_token(_budget(peer), now)) > 0:
+            peer.next_dial = now + wait
             return
         address, candidate = min(peer.addresses.items(), key=lambda item: item[1].dials)
         candidate.dials += 1
@@ -297,18 +320,17 @@ class Neighbours:
         peer.next_dial = now + min(backoff, REDIAL_MAX_S)
         self.effects.append(fx.Dial(address, peer.node_id))
 
-    def _dial_token(self, now: float) -> bool:
-        """Take one dial from the candidates' budget, if there is one now."""
-        if self._dial_tokens_at is not None:
-            elapsed = max(0.0, now - self._dial_tokens_at)
-            self._dial_tokens = min(
-                CANDIDATE_DIAL_BURST, self._dial_tokens + elapsed * CANDIDATE_DIALS_PER_S
-            )
-        self._dial_tokens_at = now
-        if self._dial_tokens < 1.0:
-            return False
-        self._dial_tokens -= 1.0
-        return True
+    def _dial_token(self, budget: Source, now: float) -> float:
+        """Take one dial from a candidates' budget: 0 if there was one, else how long until
+        there is."""
+        tokens, at = self._dial_tokens.get(budget, (CANDIDATE_DIAL_BURST, None))
+        if at is not None:
+            tokens = min(CANDIDATE_DIAL_BURST, tokens + max(0.0, now - at) * CANDIDATE_DIALS_PER_S)
+        if tokens < 1.0:
+            self._dial_tokens[budget] = (tokens, now)
+            return (1.0 - tokens) / CANDIDATE_DIALS_PER_S
+        self._dial_tokens[budget] = (tokens - 1.0, now)
+        return 0.0
 
     def idle(self, peer: Peer, now: float) -> None:
         """A tick for a neighbour: seen while a session or link is up; else forgotten

@@ -165,6 +165,7 @@ class ControlPlane:
             journal,
             self.trust.revoked,
             self.flush,
+            member=lambda node_id: node_id in self.trust.directory,
             interface_prefix=interface_prefix,
             forget_after_s=forget_after_s,
             rng=rng,

@@ -5,10 +5,12 @@ are dialled at a rationed rate, a few times each, then forgotten."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
+from meshd.adapters import identity
 from meshd.core.control import effects as fx
 from meshd.core.control.neighbours import (
     CANDIDATE_DIAL_BURST,
@@ -19,7 +21,8 @@ from meshd.core.control.neighbours import (
 )
 from meshd.core.control.peer import Source
 from meshd.core.keys import node_id_from_public
-from tests.unit.core.control.test_control_core import ADDR, Mesh
+from meshd.core.proto import session
+from tests.unit.core.control.test_control_core import ADDR, Mesh, cert
 
 
 def fresh_ids(count: int, start: int = 0) -> list[str]:
@@ -110,3 +113,32 @@ def test_a_verified_neighbour_heard_by_beacon_is_no_candidate(tmp_path: Path) ->
                     dial.node_id, dial.address, "handshake_timeout", False, False, second
                 )
     assert dialled > CANDIDATE_TRIES
+
+
+def test_members_and_what_a_neighbour_tells_us_of_are_not_kept_out_by_a_beacon_flood(
+    tmp_path: Path,
+) -> None:
+    world = Mesh(tmp_path)
+    world.core.neighbours.dialling = True
+    world.verified()
+    other = identity.generate(tmp_path / "other")  # a member: its certificate is known
+    _, credential = world.core.trust.check(
+        other.node_id, None, session.Membership(cert(other, "10.77.0.3")), (1.0, 1)
+    )
+    world.core.trust.add_to_directory(credential)
+    flood(world, 600)
+    world.core.drain()
+    world.core.neighbours.discovered(other.node_id, ("100.127.0.3", 6697), Source.BEACON, 2.0)
+    assert other.node_id in world.core.peers
+    assert not world.core.neighbours.is_candidate(world.core.peers[other.node_id])
+    # Endpoints a verified neighbour shares have a budget of their own.
+    (told,) = fresh_ids(1, start=7000)
+    world.core.neighbours.set_subnets([ipaddress.IPv4Network("100.127.0.0/24")])
+    world.receive(
+        session.Endpoints((session.Endpoint(told, "100.127.0.4", 6697),)),
+        now=2.0,
+    )
+    assert told in world.core.peers
+    world.core.tick(2.0)
+    dialled = {d.node_id for d in dials(world.core.drain())}
+    assert {other.node_id, told} <= dialled
