@@ -284,3 +284,44 @@ def test_teardown_leaves_nothing(world) -> None:  # type: ignore[no-untyped-def]
     assert netlink.routes(PROTO, table=TABLE) == []
     assert netlink.rules(TABLE) == []
     assert netlink.addrs["lo"] == set()
+
+
+def _link(ifname: str, local: str) -> dict[str, object]:
+    return {
+        "ifindex": 2,
+        "ifname": ifname,
+        "flags": ["BROADCAST", "UP", "LOWER_UP"],
+        "addr_info": [{"family": "inet", "local": local, "prefixlen": 24}],
+    }
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_beacons_never_go_on_the_household_lan(
+    world,
+    tmp_path: Path,
+    named: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    """The household LAN is no segment of the mesh: no beacons there, none read there,
+    even where ``[discovery] beacon_interfaces`` names it."""
+    me, _, _, backend, netlink, _ = world
+    extra = '[discovery]\nbeacon_interfaces = ["s0", "lan0"]\n' if named else ""
+    cfg = config.parse(
+        f"""
+[node]
+name = "a"
+state_dir = "{tmp_path / "a"}"
+mesh_ipv4 = "10.77.0.1"
+[mesh]
+admin_keys = ["{ADMIN}"]
+[lan]
+interfaces = ["lan0"]
+{extra}""",
+        "a.toml",
+    )
+    links = [_link("s0", "100.127.0.1"), _link("lan0", "172.20.1.1"), _link("upl", "198.51.100.11")]
+    netlink.underlay = lambda: (links, {"upl"})
+    node = Node(cfg, me, backend, netlink, tmp_path / "sys")
+    underlays, subnets = node.underlay()
+    assert [u.ifname for u in underlays] == ["s0"]
+    assert subnets == [ipaddress.IPv4Network("100.127.0.0/24")]
+    assert underlays[0].subnet == ipaddress.IPv4Network("100.127.0.0/24")
