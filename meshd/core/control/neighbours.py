@@ -8,11 +8,12 @@ not a member our certificate directory holds) live in budgets of their own,
 ``MAX_CANDIDATES`` for those heard in beacons and as many for those verified neighbours
 told us of, apart from ``MAX_PEERS``, which only neighbours and sessions count: a flood of
 fresh keys can neither fill the peer table nor make the node refuse a newcomer
-``too_many_peers``, nor keep out the members a neighbour tells us of. Candidates are dialled at most
-``CANDIDATE_TRIES`` times each and, all together (per budget), at ``CANDIDATE_DIALS_PER_S``
-(a burst of ``CANDIDATE_DIAL_BURST``), then forgotten until heard again: whoever sends beacons in
-other nodes' names makes the node send handshakes at that rate at most. What does not fit
-is counted (``refusals``: ``candidates_full``, ``peers_full``).
+``too_many_peers``, nor keep out the members a neighbour tells us of. Candidates are
+dialled at most ``CANDIDATE_TRIES`` times each and, all of a budget together, at
+``CANDIDATE_DIALS_PER_S`` (a burst of ``CANDIDATE_DIAL_BURST``), then forgotten until
+heard again: whoever sends beacons in other nodes' names makes the node send handshakes
+at that rate at most. What does not fit is counted (``refusals``: ``candidates_full``,
+``peers_full``).
 
 A neighbour is a Babel link only while its certificate verifies *and* a session is up
 *and* its WireGuard tunnel carries packets (the liveness signal), so a tunnel that stops
