@@ -281,16 +281,19 @@ class BeaconState:
 
     def in_subnet(self, source_ip: str, ifname: str) -> bool:
         """Whether ``source_ip`` is a host of ``ifname``'s subnet (not its network or
-        broadcast address): the only places a beacon heard there may send us to."""
+        broadcast address, but on a /31): the only places a beacon heard there may send
+        us to."""
         subnet = self._subnets.get(ifname)
         try:
             ip = ipaddress.IPv4Address(source_ip)
         except ValueError:
             return False
-        return (
-            subnet is not None
-            and ip in subnet
-            and ip not in (subnet.network_address, subnet.broadcast_address)
+        if subnet is None or ip not in subnet:
+            return False
+        # A /31 (RFC 3021, a point-to-point link) has no network or broadcast address.
+        return subnet.prefixlen >= 31 or ip not in (
+            subnet.network_address,
+            subnet.broadcast_address,
         )
 
     def _receive(

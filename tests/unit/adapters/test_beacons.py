@@ -374,6 +374,16 @@ def test_only_beacons_from_inside_the_interfaces_subnet_are_read() -> None:
     assert me.refusals == {"off_subnet": 7, "bad_magic": 1}
 
 
+def test_both_ends_of_a_point_to_point_slash_31_are_hosts() -> None:
+    """RFC 3021: a /31 has no network or broadcast address; its other end beacons too."""
+    import ipaddress
+
+    me = state(1)
+    me.set_interfaces({"p2p0": ipaddress.IPv4Network("10.9.0.0/31")}, 0.0)
+    assert me.in_subnet("10.9.0.0", "p2p0") and me.in_subnet("10.9.0.1", "p2p0")
+    assert not me.in_subnet("10.9.0.2", "p2p0")
+
+
 def test_one_beacon_heard_on_two_interfaces_counts_on_both() -> None:
     me = state(1)
     me.set_interfaces({"eth0": ETH0, "wlan0": WLAN0}, 0.0)
