@@ -10,6 +10,11 @@ address would win on that one's metric), issued no later than the clock's tolera
 ahead of the mesh's time (a future one would never expire), and only while the table
 holds fewer than ``MAX_GATEWAYS`` gateways (updates of held ones always). What is refused
 is counted in the sending neighbour's refusals (``gateway_<reason>``) and not passed on.
+An advert of a gateway whose certificate is not here yet (a new member's advert may
+outrun its certificate's way through the directory) is held, neither used, passed on nor
+counted against the honest relay, and taken once the certificate arrives (``resolved``,
+each tick); held ones are bounded (``MAX_GATEWAYS``, the oldest goes) and go when they
+expire, so a key no admin certified gets no further.
 """
 
 from __future__ import annotations
@@ -30,24 +35,24 @@ MAX_GATEWAYS = 256  # gateways held: a community has a few; a flood of members c
 
 class Gateways:
     def __init__(
-        self, node_id: str, mesh_id: bytes, journal: Journal, tolerance_s: float = 300
+        self,
+        node_id: str,
+        mesh_id: bytes,
+        journal: Journal,
+        member: Callable[[str], VerifiedMember | None],
+        tolerance_s: float = 300,
     ) -> None:
         self.node_id, self.mesh_id, self.journal = node_id, mesh_id, journal
-        self.tolerance_s = tolerance_s
+        self.member, self.tolerance_s = member, tolerance_s
+        # Adverts of gateways whose certificate is not here yet, by gateway, oldest first.
+        self.held: dict[str, GatewayAdvert] = {}
         self.table = GatewayTable()
         self.choice = Choice(None, (), False)
         self.own_advert: GatewayAdvert | None = None  # ours, while we share (or withdrew)
         # Gateways that refused us an exit: (their reason, until when it is believed).
         self.refusals: dict[str, tuple[str, float]] = {}
 
-    def heard(
-        self,
-        data: bytes,
-        sender: str,
-        wall: float,
-        revoked: Callable[[str], bool],
-        member: Callable[[str], VerifiedMember | None],
-    ) -> tuple[bool, str | None]:
+    def heard(self, data: bytes, sender: str, wall: float) -> tuple[bool, str | None]:
         """A flooded advert from the neighbour named ``sender``: (whether it is a gateway's
         newest, to be passed on to the other neighbours; why it was refused, or None).
         Relayed, so a refusal is not necessarily the sender's fault: its session stays."""
@@ -55,15 +60,36 @@ class Gateways:
             advert = decode_advert(data)
         except GatewayError as exc:
             return False, self._refused(sender, str(exc.reason), "?")
-        if advert.mesh_id != self.mesh_id or revoked(advert.node_id):
+        if advert.mesh_id != self.mesh_id or advert.node_id == self.node_id:
             return False, None
-        if advert.node_id == self.node_id:
+        if self.member(advert.node_id) is None:  # not (yet) a member we know of
+            held = self.held.get(advert.node_id)
+            if advert.expires_at > wall and (held is None or advert.seqno > held.seqno):
+                self.held.pop(advert.node_id, None)
+                self.held[advert.node_id] = advert
+                while len(self.held) > MAX_GATEWAYS:
+                    del self.held[next(iter(self.held))]
             return False, None
-        known = member(advert.node_id)
+        return self._take(advert, sender, wall)
+
+    def resolved(self, wall: float) -> list[GatewayAdvert]:
+        """Held adverts whose gateway's certificate arrived since, taken now (to be passed
+        on); expired ones are dropped."""
+        taken = []
+        for node_id, advert in list(self.held.items()):
+            if advert.expires_at <= wall:
+                del self.held[node_id]
+            elif self.member(node_id) is not None:
+                del self.held[node_id]
+                if self._take(advert, "held", wall)[0]:
+                    taken.append(advert)
+        return taken
+
+    def _take(self, advert: GatewayAdvert, sender: str, wall: float) -> tuple[bool, str | None]:
+        known = self.member(advert.node_id)
+        assert known is not None
         reason = None
-        if known is None:
-            reason = "not_a_member"
-        elif known.mesh_ipv4 != advert.mesh_ipv4:
+        if known.mesh_ipv4 != advert.mesh_ipv4:
             reason = "not_its_address"
         elif advert.issued_at > wall + self.tolerance_s:
             reason = "from_the_future"

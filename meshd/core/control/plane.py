@@ -156,7 +156,9 @@ class ControlPlane:
         for member in self.trust.directory.members():
             if member.node_id != node_id:
                 self.routes.learn(member)
-        self.gateways = Gateways(node_id, own.trust.mesh_id, journal, clock.consensus.tolerance_s)
+        self.gateways = Gateways(
+            node_id, own.trust.mesh_id, journal, self.trust.member, clock.consensus.tolerance_s
+        )
         # Every node we know of (meshd.core.control.neighbours).
         self.neighbours = Neighbours(
             node_id,
@@ -302,9 +304,7 @@ class ControlPlane:
                 peer.count_refusal("bad_name")
                 self.journal("peer.bad_name", logging.WARNING, peer=peer.name)
         elif isinstance(msg, messages.Gateway):
-            fresh, refused = self.gateways.heard(
-                msg.advert, peer.name, self.clock.now(), self.trust.revoked, self.trust.member
-            )
+            fresh, refused = self.gateways.heard(msg.advert, peer.name, self.clock.now())
             if refused is not None:
                 peer.count_refusal(f"gateway_{refused}")
             if fresh:
@@ -477,8 +477,12 @@ class ControlPlane:
         self._send_verified(messages.encode(messages.Gateway(advert.encode())), but=None)
 
     def choose_gateway(self, now: float) -> None:
-        """The exit, chosen again (each tick, and when a gateway refused us)."""
-        self.gateways.choose(self.router.selected(), self.clock.now(), now)
+        """The exit, chosen again (each tick, and when a gateway refused us), after the
+        held adverts whose gateway's certificate arrived meanwhile are taken and flooded."""
+        wall = self.clock.now()
+        for advert in self.gateways.resolved(wall):
+            self._send_verified(messages.encode(messages.Gateway(advert.encode())), but=None)
+        self.gateways.choose(self.router.selected(), wall, now)
 
     # ---- mesh definitions (admin rotation) -------------------------------------------
 

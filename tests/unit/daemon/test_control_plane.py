@@ -551,10 +551,12 @@ def test_gateway_adverts_are_flooded_once_and_shown_with_a_reason(
 def test_an_advert_is_taken_only_from_a_member_for_its_own_address_and_time(
     world: World, tmp_path: Path
 ) -> None:
-    """A key proves no membership: a fake gateway (a key no admin certified), a member
-    advertising another's address (that one's metric would win it users) or one issued in
-    the future (it would never expire) is refused, counted in the sending neighbour's
-    refusals and not passed on; the session stays."""
+    """A key proves no membership: a member advertising another's address (that one's
+    metric would win it users) or one issued in the future (it would never expire) is
+    refused, counted in the sending neighbour's refusals and not passed on; the session
+    stays. An advert of a key whose certificate is not here (a key no admin certified, or
+    a new member's advert that outran its certificate) is held, neither used, passed on
+    nor counted, and taken with the next tick once its certificate arrives."""
     from meshd.core.proto.gateway import make_advert
 
     third = identity.generate(tmp_path / "third")
@@ -563,7 +565,7 @@ def test_an_advert_is_taken_only_from_a_member_for_its_own_address_and_time(
     world.receive(membership_of(world, world.cert(third, "10.77.0.3")), who=third)
     member = identity.generate(tmp_path / "member")
     world.cp.core.trust.add_to_directory((world.cert(member, "10.77.0.9"), ()))
-    stranger = identity.generate(tmp_path / "stranger")
+    newcomer = identity.generate(tmp_path / "newcomer")
     now = int(time.time())
 
     def advert(key: SigningKey, address: str, issued_at: int = now) -> bytes:
@@ -577,18 +579,28 @@ def test_an_advert_is_taken_only_from_a_member_for_its_own_address_and_time(
             lifetime_s=90,
         ).encode()
 
+    def passed_on() -> list[session.Gateway]:
+        return [m for m in world.sent_to(third.node_id) if isinstance(m, session.Gateway)]
+
     lies = {
-        "gateway_not_a_member": advert(stranger.signing_key, "10.77.0.9"),
         "gateway_not_its_address": advert(member.signing_key, "10.77.0.3"),
         "gateway_from_the_future": advert(member.signing_key, "10.77.0.9", now + 86400),
     }
     for data in lies.values():
         world.receive(session.encode(session.Gateway(data)))
+    early = advert(newcomer.signing_key, "10.77.0.8")
+    world.receive(session.encode(session.Gateway(early)))
     assert world.peer_state().refusals == dict.fromkeys(lies, 1)
-    assert not [m for m in world.sent_to(third.node_id) if isinstance(m, session.Gateway)]
-    assert world.cp.core.gateways.table.adverts == {} and world.transport.closed == []
+    assert passed_on() == [] and world.transport.closed == []
+    assert world.cp.core.gateways.table.adverts == {}
     world.receive(session.encode(session.Gateway(advert(member.signing_key, "10.77.0.9"))))
     assert list(world.cp.core.gateways.table.adverts) == [member.node_id]  # the control
+    # The newcomer's certificate arrives: its held advert is taken and passed on.
+    world.cp.core.trust.add_to_directory((world.cert(newcomer, "10.77.0.8"), ()))
+    world.cp.tick(time.monotonic())
+    assert newcomer.node_id in world.cp.core.gateways.table.adverts
+    assert session.Gateway(early) in passed_on()
+    assert world.cp.core.gateways.held == {}
 
 
 def test_a_next_hop_whose_traffic_gets_no_answer_is_kept_out_and_shown(tmp_path: Path) -> None:
