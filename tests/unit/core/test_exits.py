@@ -189,10 +189,10 @@ def test_the_uplink_is_checked_one_at_a_time_and_announced_once_known(tmp_path: 
     assert not withdrawn.advert.available and world.exits.needs_exit
 
 
-def test_a_user_dials_the_chosen_gateway_asks_and_uses_the_grant(tmp_path: Path) -> None:
-    world = World(tmp_path, None, share=False)  # no uplink of our own: needs an exit
+def choose_the_peer(world: World) -> None:
+    """The peer advertises its exit, and the control plane chose it."""
     gateway = world.peer.node_id
-    advert = make_advert(
+    world.core.gateways.table.adverts[gateway] = make_advert(
         world.peer.signing_key,
         mesh_id=world.core.own.trust.mesh_id,
         mesh_ipv4=PEER_IP,
@@ -200,12 +200,14 @@ def test_a_user_dials_the_chosen_gateway_asks_and_uses_the_grant(tmp_path: Path)
         seqno=1,
         issued_at=int(WALL),
         lifetime_s=300,
-        available=True,
-        accepts_new=True,
-        rate_cap_kbit=0,
     )
-    world.core.gateways.table.adverts[gateway] = advert
     world.core.gateways.choice = Choice(gateway, (), True)
+
+
+def test_a_user_dials_the_chosen_gateway_asks_and_uses_the_grant(tmp_path: Path) -> None:
+    world = World(tmp_path, None, share=False)  # no uplink of our own: needs an exit
+    gateway = world.peer.node_id
+    choose_the_peer(world)
     world.exits.tick(1.0, ())
     assert fx.Dial((str(PEER_IP), 6698), gateway) in world.exits.drain()
     world.exits.tick(1.5, (gateway,))
@@ -229,16 +231,7 @@ def test_a_gateway_that_gives_no_session_counts_as_refusing_us(tmp_path: Path) -
     after EXIT_DIAL_TRIES the plane keeps a refusal and chooses again, as for a refusal."""
     world = World(tmp_path, None, share=False)
     gateway = world.peer.node_id
-    world.core.gateways.table.adverts[gateway] = make_advert(
-        world.peer.signing_key,
-        mesh_id=world.core.own.trust.mesh_id,
-        mesh_ipv4=PEER_IP,
-        exit_port=52821,
-        seqno=1,
-        issued_at=int(WALL),
-        lifetime_s=300,
-    )
-    world.core.gateways.choice = Choice(gateway, (), True)
+    choose_the_peer(world)
     dials = []
     for second in range(1, 20):
         world.exits.tick(float(second), ())  # each dial failed: no session with it

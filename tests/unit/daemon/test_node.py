@@ -47,7 +47,7 @@ def sysctl_root(tmp_path: Path) -> Path:
 ADMIN = "A" * 43
 
 
-def make_config(tmp_path: Path) -> config.Config:
+def make_config(tmp_path: Path, more: str = "") -> config.Config:
     text = f"""
 [node]
 name = "a"
@@ -55,7 +55,7 @@ state_dir = "{tmp_path / "a"}"
 mesh_ipv4 = "10.77.0.1"
 [mesh]
 admin_keys = ["{ADMIN}"]
-"""
+{more}"""
     return config.parse(text, "a.toml")
 
 
@@ -305,19 +305,7 @@ def test_beacons_never_go_on_the_household_lan(
     even where ``[discovery] beacon_interfaces`` names it."""
     me, _, _, backend, netlink, _ = world
     extra = '[discovery]\nbeacon_interfaces = ["s0", "lan0"]\n' if named else ""
-    cfg = config.parse(
-        f"""
-[node]
-name = "a"
-state_dir = "{tmp_path / "a"}"
-mesh_ipv4 = "10.77.0.1"
-[mesh]
-admin_keys = ["{ADMIN}"]
-[lan]
-interfaces = ["lan0"]
-{extra}""",
-        "a.toml",
-    )
+    cfg = make_config(tmp_path, f'[lan]\ninterfaces = ["lan0"]\n{extra}')
     links = [_link("s0", "100.127.0.1"), _link("lan0", "172.20.1.1"), _link("upl", "198.51.100.11")]
     netlink.underlay = lambda: (links, {"upl"})
     node = Node(cfg, me, backend, netlink, tmp_path / "sys")
