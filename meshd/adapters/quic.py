@@ -123,6 +123,44 @@ class _Entry:
         self.up_seq = 0  # the order sessions came up in: the oldest unverified goes first
 
 
+class _ByHost:
+    """Sessions of one kind (half-open, unverified), oldest first, and the same per source
+    host: what the caps count and evict from."""
+
+    def __init__(self) -> None:
+        self.entries: dict[_Entry, None] = {}
+        self.hosts: dict[str, dict[_Entry, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, entry: object) -> bool:
+        return entry in self.entries
+
+    def oldest(self) -> _Entry:
+        return next(iter(self.entries))
+
+    def of(self, host: str) -> dict[_Entry, None]:
+        """The host's, oldest first (empty for a host holding none)."""
+        return self.hosts.get(host, {})
+
+    def add(self, entry: _Entry) -> dict[_Entry, None]:
+        """Count ``entry``; its host's, oldest first, with it."""
+        self.entries[entry] = None
+        same_host = self.hosts.setdefault(entry.source_host, {})
+        same_host[entry] = None
+        return same_host
+
+    def discard(self, entry: _Entry) -> None:
+        if entry not in self.entries:
+            return
+        del self.entries[entry]
+        same_host = self.hosts[entry.source_host]
+        del same_host[entry]
+        if not same_host:
+            del self.hosts[entry.source_host]
+
+
 class QuicTransport(asyncio.DatagramProtocol):
     """All of a node's neighbour sessions on one UDP socket."""
 
@@ -148,11 +186,9 @@ class QuicTransport(asyncio.DatagramProtocol):
         self._active: dict[str, _Entry] = {}  # peer node id -> its one session that is up
         # Accepted sessions that never came up, oldest first (dicts keep insertion order):
         # the ones a new INITIAL may evict. Our own dials are never evicted.
-        self._half_open: dict[_Entry, None] = {}
-        self._half_open_by_host: dict[str, dict[_Entry, None]] = {}
+        self._half_open = _ByHost()
         # Sessions up, certificate not verified, oldest first (``verifies`` only).
-        self._unverified: dict[_Entry, None] = {}
-        self._unverified_by_host: dict[str, dict[_Entry, None]] = {}
+        self._unverified = _ByHost()
         self._up_seq = 0
         # Sessions closed to make room, by why (``status``).
         self.evicted: dict[str, int] = {}
@@ -262,7 +298,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         one from now on (nothing if no session with it is up)."""
         entry = self._active.get(node_id)
         if entry is not None:
-            self._no_longer_unverified(entry)
+            self._unverified.discard(entry)
 
     def status(self) -> dict[str, object]:
         """What strangers' handshakes hold and what was closed to make room."""
@@ -362,16 +398,15 @@ class QuicTransport(asyncio.DatagramProtocol):
         session.receive_datagram(data, addr, now=self._loop.time())
         if not session.heard_from_peer:
             return  # garbage shaped like an INITIAL: it takes no slot and evicts no one
-        same_host = self._half_open_by_host.get(addr[0], {})
+        same_host = self._half_open.of(addr[0])
         if len(same_host) >= MAX_HALF_OPEN_PER_HOST:
             self._evict(next(iter(same_host)))
         while len(self._entries) >= MAX_SESSIONS and self._half_open:
-            self._evict(next(iter(self._half_open)))
+            self._evict(self._half_open.oldest())
         if len(self._entries) >= MAX_SESSIONS:
             return  # the owner dialled while hearing of an eviction: no room left
         entry = self._add(session, addr)
-        self._half_open[entry] = None
-        self._half_open_by_host.setdefault(entry.source_host, {})[entry] = None
+        self._half_open.add(entry)
         self._route(entry, header.destination_cid)
         self._service(entry)
 
@@ -417,38 +452,18 @@ class QuicTransport(asyncio.DatagramProtocol):
         the oldest of its host, or else of the host holding the most."""
         self._up_seq += 1
         entry.up_seq = self._up_seq
-        self._unverified[entry] = None
-        same_host = self._unverified_by_host.setdefault(entry.source_host, {})
-        same_host[entry] = None
+        same_host = self._unverified.add(entry)
         if len(same_host) > MAX_UNVERIFIED_PER_HOST:
             self._evict(next(iter(same_host)), "unverified_per_host")
         while len(self._unverified) > MAX_UNVERIFIED:
-            hosts = self._unverified_by_host.values()
+            hosts = self._unverified.hosts.values()
             busiest = max(hosts, key=lambda held: (len(held), -next(iter(held)).up_seq))
             self._evict(next(iter(busiest)), "unverified")
-
-    def _no_longer_unverified(self, entry: _Entry) -> None:
-        if entry not in self._unverified:
-            return
-        del self._unverified[entry]
-        same_host = self._unverified_by_host[entry.source_host]
-        del same_host[entry]
-        if not same_host:
-            del self._unverified_by_host[entry.source_host]
 
     def _add(self, session: Session, addr: Address) -> _Entry:
         entry = _Entry(session, addr)
         self._entries.add(entry)
         return entry
-
-    def _no_longer_half_open(self, entry: _Entry) -> None:
-        if entry not in self._half_open:
-            return
-        del self._half_open[entry]
-        same_host = self._half_open_by_host[entry.source_host]
-        del same_host[entry]
-        if not same_host:
-            del self._half_open_by_host[entry.source_host]
 
     def _route(self, entry: _Entry, cid: bytes) -> None:
         entry.cids.add(cid)
@@ -463,8 +478,8 @@ class QuicTransport(asyncio.DatagramProtocol):
                 del self._by_cid[cid]
         entry.cids.clear()
         self._entries.discard(entry)
-        self._no_longer_half_open(entry)
-        self._no_longer_unverified(entry)
+        self._half_open.discard(entry)
+        self._unverified.discard(entry)
         node_id = entry.session.peer_node_id
         if node_id is not None and self._active.get(node_id) is entry:
             del self._active[node_id]
@@ -511,7 +526,7 @@ class QuicTransport(asyncio.DatagramProtocol):
             if node_id is not None and self._active.get(node_id) is entry:
                 self._on_event(PeerEvent(node_id, entry.addr, event))
         elif isinstance(event, SessionClosed):
-            self._no_longer_unverified(entry)
+            self._unverified.discard(entry)
             if node_id is not None and self._active.get(node_id) is entry:
                 del self._active[node_id]
                 self._on_event(PeerEvent(node_id, entry.addr, event))
@@ -522,7 +537,7 @@ class QuicTransport(asyncio.DatagramProtocol):
     def _on_up(self, entry: _Entry, event: SessionUp) -> None:
         now = self._loop.time()
         entry.up_at = now
-        self._no_longer_half_open(entry)
+        self._half_open.discard(entry)
         node_id = event.peer_node_id
         current = self._active.get(node_id)
         if current is None:

@@ -54,6 +54,25 @@ class Node:
                     await asyncio.wait_for(self.changed.wait(), 0.01)
 
 
+async def listening(
+    node: Node,
+    host: str = LOOPBACK,
+    settings: SessionSettings | None = None,
+    verifies: bool = False,
+) -> Node:
+    """``node`` with its transport listening on ``host`` (a free port)."""
+    node.transport = await QuicTransport.listen(
+        credentials=node.creds,
+        authorize=node.authorize,
+        on_event=node.on_event,
+        host=host,
+        port=0,
+        settings=settings or SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
+        verifies=verifies,
+    )
+    return node
+
+
 @asynccontextmanager
 async def nodes(
     *seeds: int, settings: SessionSettings | None = None, **kwargs: dict[str, str]
@@ -62,15 +81,7 @@ async def nodes(
     try:
         for seed in seeds:
             node = Node(credentials(seed), kwargs.get(f"refuse{seed}"))
-            node.transport = await QuicTransport.listen(
-                credentials=node.creds,
-                authorize=node.authorize,
-                on_event=node.on_event,
-                host=LOOPBACK,
-                port=0,
-                settings=settings or SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
-            )
-            made.append(node)
+            made.append(await listening(node, settings=settings))
         yield made
     finally:
         for node in made:
@@ -428,15 +439,7 @@ def test_a_dial_over_ipv6_comes_up() -> None:
         made = []
         try:
             for seed in (1, 2):
-                node = Node(credentials(seed))
-                node.transport = await QuicTransport.listen(
-                    credentials=node.creds,
-                    authorize=node.authorize,
-                    on_event=node.on_event,
-                    host="::1",
-                    port=0,
-                )
-                made.append(node)
+                made.append(await listening(Node(credentials(seed)), "::1", SessionSettings()))
             a, b = made
             a.transport.dial(b.transport.local_address, expected_node_id=b.creds.node_id)
             await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
@@ -466,16 +469,10 @@ def test_a_dial_refused_for_its_version_reaches_the_owner_as_the_node_dialled() 
     async def scenario() -> None:
         old, new = Node(credentials(1)), Node(credentials(2))
         for node, protocols in ((old, ("meshd/1",)), (new, ("meshd/2",))):
-            node.transport = await QuicTransport.listen(
-                credentials=node.creds,
-                authorize=node.authorize,
-                on_event=node.on_event,
-                host=LOOPBACK,
-                port=0,
-                settings=SessionSettings(
-                    alpn_protocols=protocols, idle_timeout=5.0, keepalive_interval=1.0
-                ),
+            settings = SessionSettings(
+                alpn_protocols=protocols, idle_timeout=5.0, keepalive_interval=1.0
             )
+            await listening(node, settings=settings)
         try:
             old.transport.dial(new.transport.local_address, expected_node_id=new.creds.node_id)
             await old.wait_for(lambda: bool(closes(old, "version_unsupported")))
@@ -499,16 +496,7 @@ def test_a_dial_refused_for_its_version_reaches_the_owner_as_the_node_dialled() 
 @asynccontextmanager
 async def guarded(seed: int) -> AsyncIterator[Node]:
     """A node whose transport ``verifies``: sessions up are unverified until it says."""
-    node = Node(credentials(seed))
-    node.transport = await QuicTransport.listen(
-        credentials=node.creds,
-        authorize=node.authorize,
-        on_event=node.on_event,
-        host=LOOPBACK,
-        port=0,
-        settings=SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
-        verifies=True,
-    )
+    node = await listening(Node(credentials(seed)), verifies=True)
     try:
         yield node
     finally:
@@ -521,16 +509,7 @@ async def clients(hosts: list[str], first_seed: int = 100) -> AsyncIterator[list
     made: list[Node] = []
     try:
         for k, host in enumerate(hosts):
-            node = Node(credentials(first_seed + k))
-            node.transport = await QuicTransport.listen(
-                credentials=node.creds,
-                authorize=node.authorize,
-                on_event=node.on_event,
-                host=host,
-                port=0,
-                settings=SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
-            )
-            made.append(node)
+            made.append(await listening(Node(credentials(first_seed + k)), host))
         yield made
     finally:
         for node in made:
