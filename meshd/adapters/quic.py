@@ -38,6 +38,12 @@ session. A source must then prove it receives at its address before it costs a s
 so forged addresses cannot fill the table nor make us send a first flight to a victim.
 An INITIAL whose token does not validate is dropped then without an answer. Counted in
 ``status`` (``retry``: ``sent``, ``bad_token``).
+
+What a session may receive at all is bounded too, before anything is decrypted: a token
+bucket of octets per session (the settings' ``receive_burst`` and ``receive_rate``; what
+each message kind may cost once decoded is meshd.core.proto.session.budget's). A datagram
+beyond it is dropped as lost (an honest sender's congestion control slows down; a flood
+costs a dictionary lookup a datagram), counted in ``status`` (``over_budget``: by peer).
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ from typing import cast
 from aioquic.quic.packet import encode_quic_retry
 from aioquic.quic.retry import QuicRetryTokenHandler
 
-from meshd.core.endpoints import Address
+from meshd.core.control.rates import TokenBucket
+from meshd.core.endpoints import Address, format_endpoint
 from meshd.core.transport.certs import NodeCredentials
 from meshd.core.transport.events import (
     ConnectionIdIssued,
@@ -112,9 +119,11 @@ class PeerEvent:
 class _Entry:
     """A session, its address, its timer, and the connection ids routed to it."""
 
-    def __init__(self, session: Session, addr: Address) -> None:
+    def __init__(self, session: Session, addr: Address, settings: SessionSettings) -> None:
         self.session = session
         self.addr = addr
+        self.received = TokenBucket(settings.receive_burst, settings.receive_rate)
+        self.dropped = 0  # datagrams beyond that budget
         self.source_host = addr[0]  # where its first datagram came from (addr may move)
         self.cids: set[bytes] = set()
         self.timer: asyncio.TimerHandle | None = None
@@ -238,8 +247,12 @@ class QuicTransport(asyncio.DatagramProtocol):
         if entry is None:
             self._accept(data, addr)
             return
+        now = self._loop.time()
+        if not entry.received.take(len(data), now):
+            entry.dropped += 1  # beyond its receive budget: not even decrypted
+            return
         entry.addr = addr
-        entry.session.receive_datagram(data, addr, now=self._loop.time())
+        entry.session.receive_datagram(data, addr, now=now)
         self._service(entry)
 
     # -- commands ------------------------------------------------------------------------
@@ -309,6 +322,11 @@ class QuicTransport(asyncio.DatagramProtocol):
             "evicted": dict(self.evicted),
             "retrying": self.retrying,
             "retry": dict(self.retry),
+            "over_budget": {
+                e.session.peer_node_id or format_endpoint(e.addr): e.dropped
+                for e in self._entries
+                if e.dropped
+            },
         }
 
     @property
@@ -461,7 +479,7 @@ class QuicTransport(asyncio.DatagramProtocol):
             self._evict(next(iter(busiest)), "unverified")
 
     def _add(self, session: Session, addr: Address) -> _Entry:
-        entry = _Entry(session, addr)
+        entry = _Entry(session, addr, self.settings)
         self._entries.add(entry)
         return entry
 

@@ -12,7 +12,10 @@
         HOST:PORT expecting NODE_ID with meshd's own QUIC transport, as the identity in
         ``state_dir`` (or a fresh key that no admin signed when it is null), send
         ``messages`` (hex, each one framed control message) once the session is up, and
-        report how the session ended within ``linger`` seconds. It offers ``protocols``
+        report how the session ended within ``linger`` seconds; with ``flood`` (hex
+        messages), ``per_second`` and ``seconds``, it then sends those, in turn, at that rate
+        for that long (``flooded``: how many; ``cpu_of``: the share of a core process
+        ``cpu_of`` used meanwhile). It offers ``protocols``
         (default ["meshd/1"]: its messages are meshd/1's, which need no CAPABILITIES first).
 
 Plain UDP sockets, no scapy: scapy is not a dependency of this project (not in the venv),
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import socket
 import sys
@@ -216,6 +220,8 @@ async def attempt(host: str, port: int, expected: str, command: dict[str, Any]) 
                 except SessionNotUp:
                     break  # closed under us: the close event says why
                 result["sent"] += 1
+            if command.get("flood"):
+                await flood(transport, expected, command, result, until)
             await until(
                 loop.time() + float(command.get("linger", 5.0)),
                 lambda ev: isinstance(ev.event, SessionClosed) and ev.was_up,
@@ -223,6 +229,46 @@ async def attempt(host: str, port: int, expected: str, command: dict[str, Any]) 
     finally:
         await transport.close("done")
     return result
+
+
+async def flood(
+    transport: Any,
+    expected: str,
+    command: dict[str, Any],
+    result: dict[str, Any],
+    until: Callable[[float, Callable[[Any], bool]], Any],
+) -> None:
+    """Send ``flood`` (hex messages, in turn) at ``per_second`` for ``seconds``, in steps
+    of 10 ms (aioquic queues whatever it is given: pacing keeps the sender's memory flat),
+    or until the session closes; ``flooded``: how many went."""
+    from meshd.core.transport.session import SessionNotUp
+
+    messages = [bytes.fromhex(h) for h in command["flood"]]
+    rate, seconds = float(command["per_second"]), float(command["seconds"])
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    result["flooded"] = 0
+    pid = command.get("cpu_of")
+    cpu = cpu_seconds(pid) if pid else 0.0
+    while (elapsed := loop.time() - start) < seconds and result["closed"] is None:
+        due = int(elapsed * rate) + 1
+        try:
+            while result["flooded"] < due:
+                message = messages[result["flooded"] % len(messages)]
+                transport.send_message(expected, message)
+                result["flooded"] += 1
+        except SessionNotUp:
+            break
+        await until(loop.time() + 0.01, lambda ev: False)
+    if pid:
+        result["cpu_of"] = (cpu_seconds(pid) - cpu) / (loop.time() - start)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time of process ``pid`` so far (proc(5): stat's fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def serve(host: str, port: int, expected: str) -> None:

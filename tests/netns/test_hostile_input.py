@@ -57,6 +57,7 @@ class HostilePeer:
         self._proc.stdin.write(json.dumps(command) + "\n")
         self._proc.stdin.flush()
         within = command.get("handshake_timeout", 10.0) + command.get("linger", 5.0) + 15
+        within += command.get("seconds", 0.0)  # a flood's
         ready, _, _ = select.select([self._proc.stdout], [], [], within)
         line = self._proc.stdout.readline() if ready else ""
         if not line:

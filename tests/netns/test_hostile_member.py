@@ -21,11 +21,17 @@ Gateway adverts. a floods b adverts for a gateway at c's address (b routes to it
 before this issue b chose it and dialled c for a gateway that is not there, every 2 s):
 one signed by a key no admin certified, one by a's own key. b takes neither (the first
 is held until a certificate for its key arrives, which none will; the second is counted
-in a's refusals) and chooses no gateway."""
+in a's refusals) and chooses no gateway.
+
+Message rates. a's keys flood b with each costly kind in turn, far beyond its budget; b's
+meshd stays under a quarter of a core, its link to c never goes down, each kind is
+counted; a forged admin signature closes a's session."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +40,7 @@ from typing import Any
 import pytest
 
 from tests.netns import meshbed
-from tests.netns.test_hostile_input import Bed, membership_message
+from tests.netns.test_hostile_input import Bed, assert_b_still_routes_for_c, membership_message
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
 DAY = 86400
@@ -57,14 +63,17 @@ between = ["b", "r"]
 """
 
 
-def session_as(peer: Any, state_dir: Path, messages: list[bytes], linger: float = 3.0) -> Any:
-    """One session with b as the node of ``state_dir``, sending ``messages`` once it is up.
-    Retried while b takes no session: for 5 s after that node's last session came up, b
-    may take a new one for the other half of a simultaneous dial and keep the old one."""
+def session_as(
+    peer: Any, state_dir: Path, messages: list[bytes], linger: float = 3.0, **more: Any
+) -> Any:
+    """One session with b as the node of ``state_dir``, sending ``messages`` once it is up
+    (``more``: the rest of hostile_peer.py's command). Retried while b takes no session:
+    for 5 s after that node's last session came up, b may take a new one for the other
+    half of a simultaneous dial and keep the old one."""
     deadline = time.monotonic() + 20
     while True:
         result = peer.attempt(
-            state_dir=str(state_dir), messages=[m.hex() for m in messages], linger=linger
+            state_dir=str(state_dir), messages=[m.hex() for m in messages], linger=linger, **more
         )
         if result["up"] or time.monotonic() > deadline:
             return result
@@ -75,7 +84,7 @@ def session_as(peer: Any, state_dir: Path, messages: list[bytes], linger: float 
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     topology = tmp_path_factory.mktemp("clock") / "topology.toml"
     topology.write_text(TOPOLOGY)
-    b = Bed("hmem")
+    b = Bed(f"hm{os.getpid() % 10000}")  # other runs of this test may be up at once
     b.run("down", check=False)
     try:
         b.run("up", str(topology), "--wait")
@@ -183,3 +192,128 @@ def test_a_fake_gateway_gets_no_user(bed: Bed, tmp_path: Path) -> None:
     assert "gateway_not_a_member" not in refusals  # held until a certificate comes: none will
     gateway = after["gateway"]
     assert gateway["selected"] is None and gateway["candidates"] == [], gateway
+
+
+# -- message rates (item 5) ---------------------------------------------------------------
+
+FLOOD_S = 8.0  # each kind's flood: long enough that a full bucket is not most of it
+MAX_CPU = 0.25  # of one core, b's meshd, during any flood
+
+
+def floods(bed: Bed, tmp_path: Path) -> dict[str, tuple[list[bytes], float]]:
+    """Each costly kind's flood from a: its messages (sent in turn) and how many a second."""
+    from meshd.adapters import identity
+    from meshd.core.membership import (
+        MembershipCertificate,
+        MeshDefinition,
+        Revocation,
+        RevocationTarget,
+    )
+    from meshd.core.membership.issue import _signed
+    from meshd.core.proto import session
+    from meshd.core.proto.babel import AE_IPV4, RouterId, Update, encode_packet
+    from meshd.core.proto.gateway import make_advert
+
+    mesh_bytes = (bed.state("b") / "mesh.cert").read_bytes()
+    mesh = MeshDefinition.decode(mesh_bytes)
+    a = identity.load(bed.state("a"))
+    a_cert = (bed.state("a") / "membership.cert").read_bytes()
+    a_ipv4 = MembershipCertificate.decode(a_cert).mesh_ipv4
+    now = int(time.time())
+    near = ipaddress.IPv4Address(bed.underlay_address("b", towards="a"))
+    strangers = [identity.generate(tmp_path / f"s{k}").node_id for k in range(8)]
+    revocations = tuple(
+        _signed(
+            Revocation,
+            a.signing_key,  # a member's, not an admin's: refused, never verified
+            mesh_id=mesh.mesh_id,
+            target=RevocationTarget.node(strangers[k % 8]),
+            revoked_at=now - k,
+        ).encode()
+        for k in range(300)  # a frame holds 64 KiB
+    )
+    endpoints = tuple(
+        session.Endpoint(strangers[k % 8], str(near + 1 + k % 200), 6697) for k in range(256)
+    )
+    updates = [RouterId(router_id=bytes(8))] + [
+        Update(ae=AE_IPV4, prefix=ipaddress.ip_network(f"10.{k // 250}.{k % 250}.9/32"),
+               interval=400, seqno=k, metric=96)
+        for k in range(1000)
+    ]  # fmt: skip
+    adverts = [
+        make_advert(a.signing_key, mesh_id=mesh.mesh_id, mesh_ipv4=a_ipv4, exit_port=52820,
+                    seqno=k + 1, issued_at=now, lifetime_s=600)
+        for k in range(64)
+    ]  # fmt: skip
+    entry = struct.pack("!H", len(a_cert)) + a_cert + struct.pack("!H", 0)  # no delegation
+    entries = session.DirectoryEntries((entry,) * 80)
+    return {
+        "link": ([session.encode(session.Link(52000 + k)) for k in range(16)], 200),
+        "endpoints": ([session.encode(session.Endpoints(endpoints))], 100),
+        "revocations": ([session.encode(session.Revocations(revocations))], 30),
+        "gateway": ([session.encode(session.Gateway(ad.encode())) for ad in adverts], 300),
+        "name": ([session.encode(session.Name(bytes(16), "mallory"))], 300),
+        "definition": ([session.encode(session.MeshDefinitionMessage(mesh_bytes))], 300),
+        "membership": ([membership_message(a_cert)], 300),
+        "babel": ([session.encode(session.BabelPacket(encode_packet(updates)))], 100),
+        "directory": ([session.encode(entries)], 30),
+    }
+
+
+def test_a_member_flooding_costly_messages_costs_little_and_disturbs_no_one(
+    bed: Bed, tmp_path: Path
+) -> None:
+    """a's keys flood b with each costly kind in turn, far beyond its budget
+    (meshd.core.proto.session.budget). b's meshd stays under a quarter of a core, its link
+    and route to c never go down, and each kind beyond its budget is counted in a's
+    refusals as ``rate_<kind>``. Then one forged admin signature closes a's session."""
+    from meshd.adapters import identity
+    from meshd.core.membership import MeshDefinition, RevocationTarget, revoke
+    from meshd.core.proto import session
+
+    bed.run("kill", "a", check=False)
+    b_id, pid = bed.status("b")["node_id"], bed.pid("b")
+    assert pid is not None
+    a_cert = (bed.state("a") / "membership.cert").read_bytes()
+    start = [session.encode(session.Capabilities(session.FEATURES)), membership_message(a_cert)]
+    offset = bed.log_size("b")
+    used: dict[str, float] = {}
+    with bed.hostile_peer("a", bed.underlay_address("b", towards="a"), b_id) as flooder:
+        for kind, (messages, rate) in floods(bed, tmp_path).items():
+            result = session_as(
+                flooder,
+                bed.state("a"),
+                start,
+                linger=0.5,
+                protocols=["meshd/2"],
+                flood=[m.hex() for m in messages],
+                per_second=rate,
+                seconds=FLOOD_S,
+                cpu_of=pid,
+            )
+            used[kind] = result["cpu_of"]
+            assert result["up"] and result["closed"] is None, (kind, result)
+            print(f"{kind}: {result['flooded']} messages in {FLOOD_S} s, b used {used[kind]:.2f}")
+            assert result["flooded"] >= rate * FLOOD_S * 0.8, (kind, result)
+            time.sleep(1)  # b closes a's session when it lingers; the next is a new one
+        admin = identity.load(bed.dir / "admin")
+        mesh = MeshDefinition.decode((bed.state("b") / "mesh.cert").read_bytes())
+        target = RevocationTarget.node(identity.generate(tmp_path / "nobody").node_id)
+        forged = bytearray(
+            revoke(admin.signing_key, mesh=mesh, target=target, revoked_at=0).encode()
+        )
+        forged[-1] ^= 1
+        result = session_as(
+            flooder,
+            bed.state("a"),
+            [membership_message(a_cert), session.encode(session.Revocations((bytes(forged),)))],
+        )
+        assert result["closed"] is not None, result
+        assert result["closed"]["reason"] == "forged_revocation", result
+    refusals = next(n for n in bed.status("b")["neighbours"] if n["name"] == "a")["refusals"]
+    print(f"a's refusals at b: {refusals}")
+    for kind in used:
+        assert refusals.get(f"rate_{kind}", 0) > 0, (kind, refusals)
+    assert refusals.get("forged_revocation") == 1, refusals
+    assert max(used.values()) < MAX_CPU, used
+    assert_b_still_routes_for_c(bed, pid, bed.log_since("b", offset))

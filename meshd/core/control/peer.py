@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from meshd.core.control.rates import Rates
 from meshd.core.endpoints import Address, format_endpoint
 from meshd.core.membership import VerifiedMember
 from meshd.core.membership.names import NameOpening
@@ -75,6 +76,7 @@ class Peer:
     # What it sent that we refused, by reason code: sessions closed and route updates
     # dropped (``meshd status`` neighbours' ``refusals``; DESIGN.md, trust).
     refusals: dict[str, int] = field(default_factory=dict)
+    rates: Rates = field(default_factory=Rates)  # this session's budgets, full at its start
     clock_offset: float | None = None  # its CLOCK minus our uncorrected clock, this session
     protocol: str | None = None  # the version its session up speaks (its ALPN id)
     # What it announced in CAPABILITIES that this build knows (meshd/2 on; empty before).
@@ -103,9 +105,9 @@ class Peer:
             return "up"
         return "connecting" if self.session_up or not self.last_refusal else "down"
 
-    def count_refusal(self, reason: str) -> int:
-        """One more thing it sent refused for ``reason``; how many so far."""
-        self.refusals[reason] = count = self.refusals.get(reason, 0) + 1
+    def count_refusal(self, reason: str, things: int = 1) -> int:
+        """``things`` more it sent refused for ``reason``; how many so far."""
+        self.refusals[reason] = count = self.refusals.get(reason, 0) + things
         return count
 
     def named(self, salt: bytes, name: str) -> bool:

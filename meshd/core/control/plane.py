@@ -35,6 +35,10 @@ Renewal (meshd.daemon.joins and .renewal ask and issue): RENEW_* go out as ``Ren
 second MEMBERSHIP on a verified session is the neighbour's renewed certificate, checked like
 the first; ``renewed`` shows our own to every verified neighbour at once.
 
+Every costly kind a neighbour sends draws on its session's budget for that kind, charged
+before it is decoded (meshd.core.proto.session.budget, ``Peer.rates``); a message beyond it
+is not acted on, counted ``rate_<kind>`` in the neighbour's refusals.
+
 A session starts CLOCK, MESH_DEFINITION (once the admins rotated), then MEMBERSHIP, so a
 neighbour learns a new admin before it judges a certificate it signed. Versions
 (meshd.core.proto.session): the session's protocol is negotiated in its handshake
@@ -59,6 +63,7 @@ from meshd.core.control import effects as fx
 from meshd.core.control.gateways import Gateways
 from meshd.core.control.neighbours import MAX_PEERS, Neighbours, shareable
 from meshd.core.control.peer import Candidate, LinkSpec, Peer, Source
+from meshd.core.control.rates import Rates
 from meshd.core.control.routes import Routes
 from meshd.core.control.trust import Trust
 from meshd.core.endpoints import Address, format_endpoint
@@ -68,6 +73,7 @@ from meshd.core.membership import (
     MembershipError,
     MeshDefinition,
     OwnMembership,
+    Reason,
     Revocation,
 )
 from meshd.core.membership.clock import MeshClock
@@ -80,6 +86,7 @@ from meshd.core.proto.babel import (
     decode_packet_detail,
 )
 from meshd.core.proto.gateway import GatewayAdvert
+from meshd.core.proto.session import budget
 from meshd.core.routing.babel import BabelRouter
 from meshd.core.routing.progress import FlowSample
 from meshd.core.session_policy import (
@@ -216,6 +223,7 @@ class ControlPlane:
         given = coming_up(protocol)
         peer.advance(given)
         peer.clock_offset = None
+        peer.rates = Rates()
         peer.session_addr = addr
         peer.session_since = now
         peer.last_seen = now
@@ -259,6 +267,10 @@ class ControlPlane:
             self.neighbours.drop(peer)  # a stranger that never verified: nothing to remember
 
     def _on_message(self, peer: Peer, data: bytes, now: float) -> None:
+        verified = peer.session_state is SessionState.VERIFIED
+        charged = budget.charge(data, verified)
+        if charged is not None and not self._within_budget(peer, *charged, now):
+            return
         try:
             msg = messages.decode(data)
             policy.check(SessionKind.NEIGHBOUR, peer.session_state, msg, peer.features)
@@ -274,7 +286,7 @@ class ControlPlane:
         elif isinstance(msg, messages.MeshDefinitionMessage):
             self._on_definition(peer, msg.definition, now)
         elif isinstance(msg, messages.Membership):
-            if peer.session_state is SessionState.VERIFIED:
+            if verified:
                 self._on_renewed_membership(peer, msg, now)
             else:
                 self._on_membership(peer, msg, now)
@@ -460,6 +472,22 @@ class ControlPlane:
             peer.link = spec
             self.effects.append(fx.EnsureLink(spec))
 
+    def _within_budget(self, peer: Peer, kind: str, tokens: int, now: float) -> bool:
+        """Whether ``peer`` may still send ``tokens`` of ``kind`` on this session
+        (meshd.core.proto.session.budget). A message beyond its budget is not acted on:
+        counted (its TLVs or records, as the routes and revocations refused are counted;
+        otherwise once), logged at the first and about every 1,000th; the session stays up."""
+        if peer.rates.take(kind, tokens, now):
+            return True
+        things = tokens if budget.BUDGETS[kind].unit in ("tlv", "record") else 1
+        before = peer.refusals.get(f"rate_{kind}", 0)
+        count = peer.count_refusal(f"rate_{kind}", things)
+        if before // 1000 != count // 1000 or not before:
+            self.journal(
+                "session.over_budget", logging.WARNING, peer=peer.name, kind=kind, count=count
+            )
+        return False
+
     def _refuse(self, peer: Peer, reason: str, detail: str) -> None:
         """Bad input from a peer closes that session only, with the reason logged."""
         self.journal(
@@ -521,9 +549,15 @@ class ControlPlane:
         return {"added": len(fresh), "known": given - len(fresh)}
 
     def _on_revocations(self, peer: Peer, records: tuple[bytes, ...], now: float) -> None:
-        fresh = self.trust.hear_revocations(records, peer.name)
+        """Each refused record is counted in the sender's refusals; one with a forged
+        admin signature closes its session (what verified before it is still taken)."""
+        fresh, refused = self.trust.hear_revocations(records, peer.name)
+        for error in refused:
+            peer.count_refusal(f"revocation_{error.reason}")
         if fresh:
             self.add_revocations(fresh, now, learned_from=peer.node_id)
+        if refused and refused[-1].reason is Reason.BAD_SIGNATURE:
+            self._refuse(peer, "forged_revocation", str(refused[-1]))
 
     def add_revocations(
         self, fresh: list[Revocation], now: float, learned_from: str | None = None

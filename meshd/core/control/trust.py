@@ -23,6 +23,7 @@ from meshd.core.membership import (
     MembershipError,
     MeshDefinition,
     OwnMembership,
+    Reason,
     Revocation,
     RevocationTarget,
     VerifiedMember,
@@ -156,17 +157,33 @@ class Trust:
             parsed.append(revocation)
         return [r for r in parsed if self.own.trust.revocations.add(r)], len(parsed)
 
-    def hear_revocations(self, records: tuple[bytes, ...], sender: str) -> list[Revocation]:
-        """Revocations a neighbour (named ``sender``) relays: the new ones."""
+    def hear_revocations(
+        self, records: tuple[bytes, ...], sender: str
+    ) -> tuple[list[Revocation], list[MembershipError]]:
+        """Revocations a neighbour (named ``sender``) relays: the new ones, and why each
+        refused one was (logged once for the message: a thousand refused records are one
+        warning line). A forged admin signature stops the reading at once: nothing honest
+        relays one (every node checked what it passes on), so the caller closes the session."""
         fresh: list[Revocation] = []
+        refused: list[MembershipError] = []
         for record in records:
             try:
                 revocation = Revocation.decode(record)
                 if self.own.trust.revocations.add(revocation):
                     fresh.append(revocation)
             except MembershipError as exc:
-                self.journal("revocation.rejected", logging.WARNING, peer=sender, reason=str(exc))
-        return fresh
+                refused.append(exc)
+                if exc.reason is Reason.BAD_SIGNATURE:
+                    break
+        if refused:
+            self.journal(
+                "revocation.rejected",
+                logging.WARNING,
+                peer=sender,
+                refused=len(refused),
+                reason=str(refused[0]),
+            )
+        return fresh, refused
 
     def learned(self, fresh: list[Revocation]) -> bytes:
         """Revocations new to us: stored; the message that spreads them."""

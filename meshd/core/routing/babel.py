@@ -28,7 +28,10 @@ Choices (see the RFC sections cited in place):
   feasibility condition against the distance we advertised.
 - A seqno request for our own router-id with a newer seqno sets our seqno to the requested
   one (not +1): a node that lost its seqno is then feasible again after one round trip
-  instead of being shunned until the sources are collected.
+  instead of being shunned until the sources are collected. At most once a
+  ``SEQNO_RAISE_S``: each new seqno is signed and persisted, so a neighbour flooding seqno
+  requests for us raises it once a second (the highest asked for waits, ``tick``), not as
+  often as it sends them.
 - Unfeasible updates are stored (never selected): they give seqno requests a target and
   become usable when a newer seqno arrives. An unfeasible update of the selected route is
   not ignored, though 3.5.3 allows it: the route is deselected. Ignoring it looped in the
@@ -89,6 +92,8 @@ from meshd.core.routing.babel_tables import (
     SelectedRoute,
     SeqnoCheck,
 )
+
+SEQNO_RAISE_S = 1.0  # the least time between two raises of our seqno that others asked for
 
 __all__ = [
     "BabelParams",
@@ -191,10 +196,23 @@ class BabelRouter(RouterState):
                 self._on_seqno_request(neighbour, tlv, now)
             # Hello, IHU, Ack are the link layer's; Next Hop is implied on p2p links.
 
+    def _raise_seqno(self, now: float) -> None:
+        """Take the highest seqno asked for since the last raise, if that was
+        ``SEQNO_RAISE_S`` ago (else ``tick`` does, then)."""
+        if self._raise_to is None or now < self._raised_at + SEQNO_RAISE_S:
+            return
+        if seqno_less(self._seqno, self._raise_to):
+            self._seqno = self._raise_to
+            self._raised_at = now
+            for own in self._own:
+                self._trigger(own, urgent=False)
+        self._raise_to = None
+
     def tick(self, now: float) -> None:
         """Run the timers that are due: periodic updates, second sends of urgent updates,
-        route expiry, request resends, source collection."""
+        route expiry, request resends, source collection, a seqno raise held back."""
         self._advance(now)
+        self._raise_seqno(now)
         p = self.params
         for neighbour, due in list(self._periodic.items()):
             if due <= now:
@@ -313,6 +331,8 @@ class BabelRouter(RouterState):
         deadlines = list(self._periodic.values())
         deadlines += self._resend.values()
         deadlines += self._penalized.values()
+        if self._raise_to is not None:
+            deadlines.append(self._raised_at + SEQNO_RAISE_S)
         request_deadline = self._requests.deadline()
         if request_deadline is not None:
             deadlines.append(request_deadline)
@@ -452,9 +472,10 @@ class BabelRouter(RouterState):
         if prefix in self._own:
             if tlv.router_id == self.router_id and seqno_less(self._seqno, tlv.seqno):
                 # RFC 8966 3.8.1.2: the source increases its seqno and sends an update.
-                self._seqno = tlv.seqno
-                for own in self._own:
-                    self._trigger(own, urgent=False)
+                pending = self._raise_to
+                if pending is None or seqno_less(pending, tlv.seqno):
+                    self._raise_to = tlv.seqno
+                self._raise_seqno(now)
             else:
                 self._queued.setdefault(neighbour, {})[prefix] = True
             return

@@ -43,6 +43,8 @@ class RouterState:
         self.router_id = router_id
         self.params = params or BabelParams()
         self._seqno = seqno
+        self._raise_to: int | None = None  # the highest seqno asked for, held back
+        self._raised_at = float("-inf")  # when a request last raised our seqno
         self._now = now
         self._own: dict[IPNetwork, None] = {}
         self._links: dict[NeighbourId, int] = {}  # neighbour -> link cost

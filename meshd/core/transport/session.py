@@ -117,6 +117,21 @@ class SessionSettings:
     max_udp_payload: int = field(
         default=1200, metadata={"help": "largest UDP payload we send (QUIC minimum 1200)"}
     )
+    receive_burst: int = field(
+        default=4 * 1024 * 1024,
+        metadata={
+            "help": "octets of datagrams a session may receive at once: more than a full"
+            " route table and certificate directory"
+        },
+    )
+    receive_rate: int = field(
+        default=512 * 1024,
+        metadata={
+            "help": "octets a second a session may receive after that; beyond, its"
+            " datagrams are dropped before they are decrypted (the sender's congestion"
+            " control slows it down)"
+        },
+    )
     handshake_timeout: float = field(
         default=5.0,
         metadata={

@@ -25,9 +25,11 @@ from meshd.core.membership import (
     DEFAULT_SKEW_S,
     MeshTrust,
     OwnMembership,
+    Revocation,
     RevocationSet,
     RevocationTarget,
     create_mesh,
+    issue,
     issue_membership,
     revoke,
     verify_membership,
@@ -416,6 +418,62 @@ def test_revocations_spread_and_cut_the_revoked_node_off(world: World, tmp_path:
     world.cp.on_event(PeerEvent(late.node_id, ("100.64.8.2", 6697), SessionUp(late.node_id)))
     world.receive(membership_of(world, world.cert(late, "10.77.0.4")), who=late)
     assert session.Revocations((record,)) in world.sent_to(late.node_id)
+
+
+def test_a_flood_of_one_kind_is_counted_and_the_rest_still_served(world: World) -> None:
+    world.verified()
+    budget = session.budget.BUDGETS["link"]
+    for k in range(50):  # each a new port: each would reconfigure the link
+        world.receive(session.encode(session.Link(52000 + k)))
+    # The burst is taken (a fraction of a token more may have come back meanwhile).
+    assert len(world.links.ensured) == budget.burst
+    peer = world.peer_state()
+    assert peer.refusals == {"rate_link": 50 - budget.burst}
+    assert peer.session_up and world.transport.closed == []
+    # Other kinds draw on their own budgets: a revocation still spreads and is enforced.
+    record = revoke_node(world, world.me).encode()
+    world.receive(session.encode(session.Revocations((record,))))
+    assert (world.cp.state_dir / "revocations").exists()
+    # A new session starts with full budgets.
+    world.verified()
+    world.receive(session.encode(session.Link(53000)))
+    assert world.links.ensured[-1].endpoint == (ADDR[0], 53000)
+
+
+def test_a_forged_admin_signature_closes_the_session(world: World, tmp_path: Path) -> None:
+    stranger = SigningKey(bytes([9]) * 32)
+    not_admin = [
+        issue._signed(
+            Revocation,
+            stranger,
+            mesh_id=world.mesh.mesh_id,
+            target=RevocationTarget.node(identity.generate(tmp_path / f"n{k}").node_id),
+            revoked_at=NOW - 1,
+        ).encode()
+        for k in range(3)
+    ]
+    world.verified()
+    heard: list[tuple[str, dict[str, Any]]] = []
+
+    def journal(name: str, /, level: int = 0, **fields: Any) -> None:
+        heard.append((name, fields))
+
+    world.cp.core.trust.journal = journal
+    world.receive(session.encode(session.Revocations(tuple(not_admin))))
+    # Signed by no admin: refused, counted one by one, one warning line; the session stays.
+    assert world.peer_state().refusals == {"revocation_unknown_issuer": 3}
+    assert [(name, fields["refused"]) for name, fields in heard] == [("revocation.rejected", 3)]
+    assert world.transport.closed == []
+    good = revoke_node(world, identity.generate(tmp_path / "x")).encode()
+    forged = bytearray(revoke_node(world, identity.generate(tmp_path / "y")).encode())
+    forged[-1] ^= 1  # the admin's signature, spoiled
+    after = revoke_node(world, identity.generate(tmp_path / "z")).encode()
+    world.receive(session.encode(session.Revocations((good, bytes(forged), after))))
+    # What verified before the forgery is taken; nothing after it is read.
+    assert world.transport.closed == [(world.peer.node_id, "forged_revocation")]
+    held = {r.encode() for r in world.cp.core.own.trust.revocations}
+    assert good in held and after not in held
+    assert world.peer_state().refusals["revocation_bad_signature"] == 1
 
 
 def test_a_neighbour_gone_for_long_loses_its_link(world: World, tmp_path: Path) -> None:

@@ -58,7 +58,9 @@ relay sessions between a bootstrap node and the issuer (meshd.daemon.joins). The
 travel on verified neighbour sessions and, forwarded, on those relay sessions; a second
 MEMBERSHIP on a verified session replaces the sender's certificate (a renewed one). CLOCK
 goes first on every session, before MEMBERSHIP: its peer checks certificates against the
-mesh's time, not only its own clock (meshd.core.membership.clock).
+mesh's time, not only its own clock (meshd.core.membership.clock). What a neighbour may
+send of each costly kind, and what one token is, is written down beside these kinds in
+``budget``.
 
 Versions. A session's protocol version is its QUIC ALPN id, negotiated in the TLS handshake:
 each node offers and accepts ``PROTOCOLS`` (newest first) and the accepting side picks the

@@ -32,6 +32,7 @@ from meshd.core.proto.babel import (
     UnknownSubTLV,
     Update,
     compress_prefixes,
+    count_tlvs,
     decode_packet,
     decode_packet_detail,
     encode_packet,
@@ -187,12 +188,20 @@ def test_decoder_state_is_the_fold_of_the_tlvs(tlvs: list[TLV]) -> None:
 
 @FAST
 @given(tlv_lists)
+def test_tlvs_are_counted_from_their_headers_alone(tlvs: list[TLV]) -> None:
+    detail = decode_packet_detail(encode_packet(tlvs))
+    assert count_tlvs(encode_packet(tlvs)) == len(detail.tlvs) + len(detail.skipped)
+
+
+@FAST
+@given(tlv_lists)
 def test_json_form_round_trips(tlvs: list[TLV]) -> None:
     as_json = json.loads(json.dumps([tlv_to_json(t) for t in tlvs]))
     assert [tlv_from_json(obj) for obj in as_json] == tlvs
 
 
 def decodes_or_raises_babel_error(data: bytes) -> None:
+    assert count_tlvs(data) <= len(data)  # never raises either
     try:
         decode_packet_detail(data)
     except BabelDecodeError as exc:

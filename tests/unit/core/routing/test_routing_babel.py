@@ -459,6 +459,25 @@ def test_request_for_own_prefix_with_newer_seqno_bumps_ours() -> None:
     assert set(updates) == {"a", "b"} and updates["a"].seqno == 500
 
 
+def test_a_flood_of_requests_for_our_seqno_raises_it_once_a_second() -> None:
+    router = router_with(("a", 96), ("b", 96))
+    router.receive("a", seqno_request(OWN, 101, ME), 1.0)
+    assert router.seqno == 101  # at once: the first in a second
+    raises = [router.seqno]
+    for k in range(1, 400):  # 200 requests a second, each asking one more, for 2 s
+        now = 1.0 + k / 200
+        router.tick(now)
+        router.receive("a", seqno_request(OWN, 101 + k, ME), now)
+        if router.seqno != raises[-1]:
+            raises.append(router.seqno)
+    assert router.next_deadline() == 3.0  # the highest asked for waits for its second
+    router.tick(3.0)
+    raises.append(router.seqno)
+    # At 1.0 s, at 2.0 s (the highest asked for until then), at 3.0 s (the last one asked).
+    assert raises == [101, 300, 500]
+    assert updates_for(router, OWN)["b"].seqno == 500
+
+
 def test_request_for_own_prefix_with_older_seqno_only_answers() -> None:
     router = router_with(("a", 96), ("b", 96))
     router.receive("a", seqno_request(OWN, 90, ME), 1.0)
