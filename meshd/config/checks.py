@@ -181,3 +181,5 @@ def _check_receipts(cfg: Config) -> None:
             raise ConfigError(p, f"receipts.{key}", "expected 0 or more")
     if r.claim_interval_s <= 0:
         raise ConfigError(p, "receipts.claim_interval_s", "expected a positive number")
+    if r.epoch_interval_s < 0:
+        raise ConfigError(p, "receipts.epoch_interval_s", "expected 0 or more")

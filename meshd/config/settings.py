@@ -306,7 +306,14 @@ class ReceiptsSettings:
         "sign a neighbour's claim up to this share above our own count (the two ends count at "
         "different moments, and a lossy link drops what the sender counted)",
     )
-    tolerance_kb: int = _opt(256, "... plus this many kilobytes (KiB) per epoch")
+    tolerance_kb: int = _opt(
+        256, "... plus this many kilobytes (KiB), once over the pair's whole history"
+    )
+    epoch_interval_s: float = _opt(
+        3600.0,
+        "take a neighbour's new epoch (it restarted its counting) at most this often; "
+        "sooner, its claims are refused",
+    )
     claim_interval_s: float = _opt(10.0, "seconds between claims to a neighbour we relay for")
     claim_mb: int = _opt(16, "claim at once when this many MiB were relayed since the last claim")
     credit_mb: int = _opt(

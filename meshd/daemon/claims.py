@@ -196,7 +196,8 @@ class ClaimService:
         self, provider: str, claim: Claim, own: Pair, wall: float
     ) -> ReceiptMessage | None:
         """Judge a claim against ``own`` (our sent and received totals for the provider,
-        read just now), sign and store the receipt; what to answer (None: nothing)."""
+        read just now), sign and store the receipt; what to answer (None: nothing).
+        ClaimRefused for a claim not judged (a new epoch too soon after the last)."""
         if claim.throttled:
             if self.throttled_by.get(provider) != claim.throttled:
                 event("receipts.throttled_by", logging.WARNING, provider=provider,
@@ -207,9 +208,11 @@ class ClaimService:
         if not self.settings.sign:
             return None
         claimed = (claim.relayed_for_bytes, claim.relayed_to_bytes)
+        # ClaimRefused (a new epoch too soon) goes to the caller, which counts it.
         verdict = judge(
-            self.consumer.get(provider), claim.epoch, claim.seq, claimed, own, self.tolerance
-        )
+            self.consumer.get(provider), claim.epoch, claim.seq, claimed, own, self.tolerance,
+            wall, self.settings.epoch_interval_s,
+        )  # fmt: skip
         if verdict is None:  # already signed past it: our latest answers
             latest = self.ledger.latest_receipt(provider, self.node_id)
             return ReceiptMessage(latest.encode()) if latest else None
@@ -283,6 +286,7 @@ class ClaimService:
         return {
             "tolerance_percent": self.tolerance.percent,
             "tolerance_bytes": self.tolerance.bytes,
+            "epoch_interval_s": self.settings.epoch_interval_s,
             "credit_bytes": self.credit.base_bytes,
             "signing": self.settings.sign,
         }

@@ -16,7 +16,12 @@ never go backwards (meshd.core.receipts.counting).
   within ``Tolerance`` (a share plus a fixed allowance) is signed as it is; beyond it C signs
   its own figure (never less than it signed before, never more than claimed) and both ends
   record a dispute with the reason. The comparison is over the whole epoch, so an allowance
-  is not granted again with every claim.
+  is not granted again with every claim, and over the pair's whole history too: what C
+  signed in the earlier epochs is carried into the next (``ConsumerChain.before``), so a
+  provider that starts a new epoch gets no fresh allowance either. C takes a new epoch
+  only when its id is newer and ``min_epoch_s`` has passed since the last one reached it
+  (a provider restarts its counting only when its ledger is lost): sooner is refused
+  (``ClaimRefused``, ``epoch_too_soon``).
 - **Credit.** What P claimed and C has not answered is on credit (bytes not claimed yet
   are not: C cannot sign what it was not asked to). ``Credit`` allows a small amount that
   grows with what C has signed for; beyond it P throttles C (never cuts it off) and says
@@ -36,6 +41,8 @@ OVER_TOLERANCE = "over_tolerance"  # the claim is above our own count beyond the
 CLAIM_DECREASED = "claim_decreased"  # below what we signed before in the epoch
 SIGNED_LESS = "signed_less"  # the provider's word when the consumer gave no reason
 NO_RECEIPTS = "no_receipts"  # why a provider throttles: unanswered claims beyond the credit
+# Claims the consumer does not judge (counted in the provider's refusals).
+EPOCH_TOO_SOON = "epoch_too_soon"  # a new epoch within min_epoch_s of the one before
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,9 @@ class Tolerance:
     percent: float = 2.0
     bytes: int = 256 * 1024
 
-    def allows(self, claimed: int, own: int) -> bool:
-        return claimed <= own * (1 + self.percent / 100) + self.bytes
+    def most(self, own: int) -> int:
+        """The most we sign for ``own`` bytes of our own count."""
+        return int(own * (1 + self.percent / 100)) + self.bytes
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class ConsumerChain:
     seq: int  # of the latest receipt we signed in the epoch; 0: none yet
     signed: Pair  # its totals
     own: Pair  # our own totals when we judged the latest claim (a next epoch starts here)
+    before: Pair = ZERO  # what we signed in the pair's earlier epochs, summed
+    since: float = 0.0  # when the epoch first reached us (Unix time; 0: unknown)
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,10 @@ class Verdict:
     chain: ConsumerChain
 
 
+class ClaimRefused(BadInput):
+    """A claim the consumer does not judge; the reason is counted for the provider."""
+
+
 def judge(
     chain: ConsumerChain | None,
     epoch: int,
@@ -92,28 +106,49 @@ def judge(
     claimed: Pair,
     own: Pair,
     tolerance: Tolerance,
+    now: float = 0.0,
+    min_epoch_s: float = 0.0,
 ) -> Verdict | None:
-    """What to sign for a claim, given our own totals now; None for a claim that is not
-    news (a seq or epoch we have already signed past): answer it with the latest receipt."""
+    """What to sign for a claim, given our own totals now (``own``: since the pair's first
+    epoch) at ``now``; None for a claim that is not news (a seq or epoch we have already
+    signed past): answer it with the latest receipt. ClaimRefused for a new epoch within
+    ``min_epoch_s`` of the one before."""
     if chain is not None and (epoch < chain.epoch or (epoch == chain.epoch and seq <= chain.seq)):
         return None
-    if chain is None or epoch != chain.epoch:
-        base = chain.own if chain is not None else ZERO
-        chain = ConsumerChain(epoch, base, 0, ZERO, base)
+    if chain is None:
+        chain = ConsumerChain(epoch, ZERO, 0, ZERO, ZERO, ZERO, now)
+    elif epoch != chain.epoch:
+        if now < chain.since + min_epoch_s:
+            raise ClaimRefused(
+                EPOCH_TOO_SOON, f"epoch {epoch} {now - chain.since:.0f} s after {chain.epoch}"
+            )
+        before = (chain.before[0] + chain.signed[0], chain.before[1] + chain.signed[1])
+        chain = ConsumerChain(epoch, chain.own, 0, ZERO, chain.own, before, now)
     in_epoch = minus(own, chain.base)
     signed = []
     dispute = ""
-    for claimed_i, own_i, before in zip(claimed, in_epoch, chain.signed, strict=True):
-        if claimed_i < before:
-            signed.append(before)
+    for claimed_i, own_i, in_epoch_i, before_i, earlier_i in zip(
+        claimed, own, in_epoch, chain.signed, chain.before, strict=True
+    ):
+        if claimed_i < before_i:
+            signed.append(before_i)
             dispute = dispute or CLAIM_DECREASED
-        elif tolerance.allows(claimed_i, own_i):
+        elif claimed_i <= limit(tolerance, in_epoch_i, own_i, earlier_i):
             signed.append(claimed_i)
         else:
-            signed.append(max(before, own_i))
+            signed.append(max(before_i, in_epoch_i))
             dispute = OVER_TOLERANCE
     totals = (signed[0], signed[1])
-    return Verdict(totals, dispute, ConsumerChain(epoch, chain.base, seq, totals, own))
+    after = ConsumerChain(epoch, chain.base, seq, totals, own, chain.before, chain.since)
+    return Verdict(totals, dispute, after)
+
+
+def limit(tolerance: Tolerance, in_epoch: int, own: int, earlier: int) -> int:
+    """The most we sign in an epoch, one way: our own count in it, plus the tolerance on
+    it, but no more than the tolerance left over the pair's history (``own``: our count
+    since its first epoch; ``earlier``: what we signed in the epochs before this one), so
+    that over all epochs we sign at most our own count plus one tolerance."""
+    return max(in_epoch, min(tolerance.most(in_epoch), tolerance.most(own) - earlier))
 
 
 # ---- the provider's side -----------------------------------------------------------------
@@ -185,3 +220,43 @@ def accept(chain: ProviderChain, seq: int, totals: Pair, claimed: Pair | None) -
     answered = claimed if claimed is not None else totals
     answered = (max(answered[0], chain.answered[0]), max(answered[1], chain.answered[1]))
     return ProviderChain(chain.epoch, chain.claimed_seq, seq, totals, answered)
+
+
+# ---- which claims the consumer judges ----------------------------------------------------
+
+CLAIM_RATE = "claim_rate"  # beyond the gate's rate: dropped unjudged
+CLAIM_PENDING = "claim_pending"  # replaced, unjudged, by a newer one while one was judged
+
+
+class ClaimGate:
+    """Which of a provider's claims a consumer judges. Judging costs a reading of the
+    kernel's counters, a signature and a synchronous write; an honest provider claims at
+    most once per reading of its counters (every 5 s), so a claim is taken at most every
+    ``every_s`` (a token bucket of ``burst``), and while one is judged the newest one
+    after it waits (the one it replaces is dropped: the next claim carries its totals
+    too). The provider claims again what goes unanswered."""
+
+    def __init__(self, every_s: float = 2.5, burst: float = 4.0) -> None:
+        self.every_s, self.burst = every_s, burst
+        self._tokens: dict[str, tuple[float, float]] = {}  # provider -> (tokens, at)
+        self._busy: set[str] = set()
+
+    def admit(self, provider: str, now: float) -> str:
+        """Empty to take a claim from ``provider`` now, or the reason it is dropped."""
+        have, at = self._tokens.get(provider, (self.burst, now))
+        have = min(self.burst, have + max(0.0, now - at) / self.every_s)
+        if have < 1:
+            self._tokens[provider] = (have, now)
+            return CLAIM_RATE
+        self._tokens[provider] = (have - 1, now)
+        return ""
+
+    def start(self, provider: str) -> bool:
+        """Whether a claim may be judged now (False: one is under way; wait for it)."""
+        if provider in self._busy:
+            return False
+        self._busy.add(provider)
+        return True
+
+    def done(self, provider: str) -> None:
+        self._busy.discard(provider)

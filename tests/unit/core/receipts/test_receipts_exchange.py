@@ -9,8 +9,12 @@ from hypothesis import strategies as st
 
 from meshd.core.receipts.exchange import (
     CLAIM_DECREASED,
+    CLAIM_RATE,
+    EPOCH_TOO_SOON,
     OVER_TOLERANCE,
     ZERO,
+    ClaimGate,
+    ClaimRefused,
     ConsumerChain,
     Credit,
     ProviderChain,
@@ -156,3 +160,96 @@ def test_credit_starts_small_and_grows_with_what_was_signed() -> None:
     assert credit.allowance(0) == 8 << 20
     assert credit.allowance(100 << 20) == 18 << 20
     assert credit.allowance(1 << 40) == 1 << 30
+
+
+# ---- a provider that starts a new epoch with every claim (issue 28, item 2) ---------------
+
+
+def test_a_thousand_new_epochs_give_no_more_than_one_tolerance_over_our_own_count() -> None:
+    """Every claim in a new epoch, far above what we counted: before, each epoch had a
+    fresh allowance (the treasurer adds epochs up); now the pair's history carries it."""
+    chain: ConsumerChain | None = None
+    own = ZERO
+    figures: dict[int, tuple[int, int]] = {}  # epoch -> its latest signed totals
+    for k in range(1000):
+        own = (own[0] + 10_000, own[1] + 20_000)  # we relay a little between claims
+        epoch = 1_000 + k
+        verdict = judge(chain, epoch, 1, (10**12, 10**12), own, TOL, now=float(k))
+        assert verdict is not None
+        figures[epoch] = verdict.signed
+        chain = verdict.chain
+    signed = (sum(f[0] for f in figures.values()), sum(f[1] for f in figures.values()))
+    assert signed[0] <= TOL.most(own[0]) and signed[1] <= TOL.most(own[1]), (signed, own)
+    # ... and no less than our own count: an honest figure is still signed in full.
+    assert signed[0] >= own[0] - 10_000 and signed[1] >= own[1] - 20_000
+
+
+def test_a_new_epoch_gets_what_is_left_of_the_tolerance_not_a_fresh_one() -> None:
+    first = judge(None, 7, 1, (0, 1_000), (0, 0), TOL, now=0.0)  # the whole allowance
+    assert first is not None and first.signed == (0, 1_000) and first.dispute == ""
+    again = judge(first.chain, 8, 1, (0, 1_000), (0, 0), TOL, now=10.0)
+    assert again is not None and again.signed == (0, 0) and again.dispute == OVER_TOLERANCE
+    assert again.chain.before == (0, 1_000) and again.chain.base == ZERO
+    # Our own count in the new epoch is always signed, and its share of the tolerance.
+    later = judge(again.chain, 8, 2, (0, 51_000), (0, 50_000), TOL, now=20.0)
+    assert later is not None and later.signed == (0, 51_000) and later.dispute == ""
+
+
+def test_a_new_epoch_too_soon_after_the_last_is_refused() -> None:
+    first = judge(None, 7, 1, (100, 100), (100, 100), TOL, now=1_000.0, min_epoch_s=3600)
+    assert first is not None and first.chain.since == 1_000.0
+    with pytest.raises(ClaimRefused) as refused:
+        judge(first.chain, 8, 1, (200, 200), (200, 200), TOL, now=4_000.0, min_epoch_s=3600)
+    assert refused.value.reason == EPOCH_TOO_SOON
+    # The epoch's own claims go on; a new one is taken once the interval has passed.
+    same = judge(first.chain, 7, 2, (200, 200), (200, 200), TOL, now=4_000.0, min_epoch_s=3600)
+    assert same is not None and same.chain.since == 1_000.0
+    new = judge(same.chain, 8, 1, (50, 50), (250, 250), TOL, now=4_600.0, min_epoch_s=3600)
+    assert new is not None and new.chain.since == 4_600.0 and new.chain.before == (200, 200)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),  # a new epoch
+            st.integers(0, 10**9),
+            st.integers(0, 10**9),
+            st.integers(0, 10**7),
+            st.integers(0, 10**7),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_over_all_epochs_we_sign_at_most_our_own_count_plus_one_tolerance(
+    steps: list[tuple[bool, int, int, int, int]],
+) -> None:
+    chain: ConsumerChain | None = None
+    own = ZERO
+    epoch, seq = 1, 0
+    figures: dict[int, tuple[int, int]] = {}
+    for new_epoch_now, claim_for, claim_to, grow_for, grow_to in steps:
+        own = (own[0] + grow_for, own[1] + grow_to)
+        if new_epoch_now:
+            epoch, seq = epoch + 1, 0
+        seq += 1
+        verdict = judge(chain, epoch, seq, (claim_for, claim_to), own, TOL)
+        assert verdict is not None
+        figures[epoch] = verdict.signed
+        chain = verdict.chain
+    for way in (0, 1):
+        assert sum(f[way] for f in figures.values()) <= TOL.most(own[way])
+
+
+def test_the_gate_takes_a_claim_every_few_seconds_and_one_at_a_time() -> None:
+    gate = ClaimGate(every_s=2.5, burst=4)
+    taken = [gate.admit("p", 0.0) for _ in range(1000)]
+    assert taken.count("") == 4 and taken.count(CLAIM_RATE) == 996
+    assert gate.admit("q", 0.0) == ""  # each provider its own bucket
+    assert gate.admit("p", 2.4) == CLAIM_RATE and gate.admit("p", 5.0) == ""
+    # An honest provider (a claim per 5 s reading, give or take) is never dropped.
+    honest = ClaimGate(every_s=2.5, burst=4)
+    assert all(honest.admit("p", 5.0 * k + (2.0 if k % 2 else 0.0)) == "" for k in range(100))
+    assert gate.start("p") and not gate.start("p") and gate.start("q")
+    gate.done("p")
+    assert gate.start("p")
