@@ -2,8 +2,18 @@
 imports sqlite. It holds each neighbour's link byte totals with the kernel reading they
 were taken from (meshd.core.receipts.counting); each neighbour's exit bytes per calendar month,
 which a gateway's monthly quotas are checked against; and the receipts exchange
-(meshd.core.receipts.exchange): both sides' chains, every receipt signed by us or for us, the
+(meshd.core.receipts.exchange): both sides' chains, the receipts signed by us or for us, the
 disputes, and the signers' certificates that an export carries.
+
+Receipts are compacted as they are stored: the latest of an epoch supersedes the earlier
+ones (docs/receipts.md), so a chain (provider, consumer, epoch) keeps only its latest, which
+is all that export, verification and the treasurer's summary count; a day's last totals of
+each chain are kept in ``receipt_days`` for the history. Disputes likewise: one row per
+neighbour and epoch, the latest, with how many of the epoch's claims were disputed. So the
+ledger grows with epochs and days, not with claims.
+
+The schema's version is SQLite's ``user_version``; an older ledger is brought up to date
+when it is opened (``_upgrade``), in one transaction.
 
 Counter snapshots are written with ``synchronous=NORMAL`` (a power cut may lose the last
 ones; the kernel's counters and the rebase make up for it). Receipts and chains are written
@@ -38,6 +48,8 @@ CONSUMER_CHAINS = "consumer_chains"
 RECEIPTS = "receipts"
 DISPUTES = "disputes"
 SIGNERS = "signers"
+RECEIPT_DAYS = "receipt_days"
+SCHEMA_VERSION = 1  # 1: receipts and disputes compacted, receipt_days, carried tolerance
 _COUNTS = ("relayed_for", "relayed_to", "sent", "received")
 _PROVIDER = (
     "epoch",
@@ -57,6 +69,8 @@ _CONSUMER = (
     "signed_to",
     "own_sent",
     "own_received",
+    "before_for",
+    "before_to",
 )
 _RECEIPT = (
     "provider",
@@ -100,6 +114,11 @@ class Dispute:
         }
 
 
+def day_of(wall: float) -> str:
+    """The calendar day (UTC) of the receipts' daily totals, such as ``2026-11-05``."""
+    return time.strftime("%Y-%m-%d", time.gmtime(wall))
+
+
 def month_of(wall: float) -> str:
     """The calendar month (UTC) that quotas count in, such as ``2026-11``."""
     return time.strftime("%Y-%m", time.gmtime(wall))
@@ -124,7 +143,9 @@ class Ledger:
             {"consumer": str, **dict.fromkeys(_PROVIDER, int)}, pk="consumer", if_not_exists=True
         )
         self.db.table(CONSUMER_CHAINS).create(
-            {"provider": str, **dict.fromkeys(_CONSUMER, int)}, pk="provider", if_not_exists=True
+            {"provider": str, **dict.fromkeys(_CONSUMER, int), "since": float},
+            pk="provider",
+            if_not_exists=True,
         )
         receipt: dict[str, type] = {name: int for name in _RECEIPT}
         receipt.update(provider=str, consumer=str, mesh_id=str, signature=str)
@@ -149,6 +170,7 @@ class Ledger:
                 "claimed_to": int,
                 "signed_for": int,
                 "signed_to": int,
+                "claims": int,
             },
             pk="id",
             if_not_exists=True,
@@ -158,6 +180,73 @@ class Ledger:
             pk="node_id",
             if_not_exists=True,
         )
+        self.db.table(RECEIPT_DAYS).create(
+            {
+                "day": str,
+                "provider": str,
+                "consumer": str,
+                "epoch": int,
+                "seq": int,
+                "relayed_for_bytes": int,
+                "relayed_to_bytes": int,
+            },
+            pk=("day", "provider", "consumer", "epoch"),
+            if_not_exists=True,
+        )
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """An older ledger brought to SCHEMA_VERSION, in one transaction: the columns it
+        lacks added, each chain's earlier epochs summed into its consumer chain, the daily
+        totals taken from its receipts, then its receipts and disputes compacted."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
+            return
+        added: dict[str, dict[str, type]] = {
+            CONSUMER_CHAINS: {"before_for": int, "before_to": int, "since": float},
+            DISPUTES: {"claims": int},
+        }
+        try:
+            with self.db.conn:
+                for name, columns in added.items():
+                    table = self.db.table(name)
+                    for column, kind in columns.items():
+                        if column not in table.columns_dict:
+                            table.add_column(column, kind, not_null_default=0)
+                self.db.execute(f"UPDATE {DISPUTES} SET claims = 1 WHERE claims = 0")
+                # Before compacting: each epoch's latest receipt is its figure.
+                latest = (
+                    f"SELECT provider, consumer, epoch, max(seq) AS seq FROM {RECEIPTS} "
+                    "GROUP BY provider, consumer, epoch"
+                )
+                for way in ("for", "to"):
+                    self.db.execute(
+                        f"UPDATE {CONSUMER_CHAINS} SET before_{way} = (SELECT "
+                        f"coalesce(sum(r.relayed_{way}_bytes), 0) FROM {RECEIPTS} r JOIN "
+                        f"({latest}) l USING (provider, consumer, epoch, seq) WHERE r.provider "
+                        f"= {CONSUMER_CHAINS}.provider AND r.epoch < {CONSUMER_CHAINS}.epoch)"
+                    )
+                self.db.execute(
+                    f"INSERT OR REPLACE INTO {RECEIPT_DAYS} SELECT date(stored_at, 'unixepoch') "
+                    "AS day, provider, consumer, epoch, seq, relayed_for_bytes, relayed_to_bytes "
+                    f"FROM {RECEIPTS} ORDER BY seq"
+                )
+                self.db.execute(
+                    f"DELETE FROM {RECEIPTS} WHERE (provider, consumer, epoch, seq) NOT IN "
+                    f"(SELECT provider, consumer, epoch, seq FROM ({latest}))"
+                )
+                self.db.execute(
+                    f"UPDATE {DISPUTES} SET claims = (SELECT count(*) FROM {DISPUTES} d WHERE "
+                    f"d.role = {DISPUTES}.role AND d.neighbour = {DISPUTES}.neighbour AND "
+                    f"d.epoch = {DISPUTES}.epoch)"
+                )
+                self.db.execute(
+                    f"DELETE FROM {DISPUTES} WHERE id NOT IN (SELECT max(id) FROM {DISPUTES} "
+                    "GROUP BY role, neighbour, epoch)"
+                )
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise OSError(f"ledger {LEDGER_FILE}: upgrading it: {exc}") from exc
 
     def link_counters(self) -> dict[str, Snapshot]:
         out = {}
@@ -242,6 +331,8 @@ class Ledger:
                 row["seq"],
                 (row["signed_for"], row["signed_to"]),
                 (row["own_sent"], row["own_received"]),
+                (row["before_for"], row["before_to"]),
+                row["since"],
             )
             for row in self.db.table(CONSUMER_CHAINS).rows
         }
@@ -274,32 +365,46 @@ class Ledger:
         its dispute, and the signer's certificate and delegation: one durable
         transaction, done before the receipt is sent or acknowledged."""
         row: dict[str, Any] = receipt.to_json()
-        row.update(dispute=dispute.reason if dispute else "", stored_at=time.time(), acked=0)
+        now = time.time()
+        row.update(dispute=dispute.reason if dispute else "", stored_at=now, acked=0)
+        chain_key = [receipt.provider, receipt.consumer, receipt.epoch]
         with self._durable():
             self.db.table(RECEIPTS).insert(row, alter=False)
+            # The latest of an epoch supersedes the earlier ones.
+            self.db.execute(
+                f"DELETE FROM {RECEIPTS} WHERE provider = ? AND consumer = ? AND epoch = ? "
+                "AND seq < ?",
+                [*chain_key, receipt.seq],
+            )
+            self.db.table(RECEIPT_DAYS).upsert(
+                {
+                    "day": day_of(now),
+                    "provider": receipt.provider,
+                    "consumer": receipt.consumer,
+                    "epoch": receipt.epoch,
+                    "seq": receipt.seq,
+                    "relayed_for_bytes": receipt.relayed_for_bytes,
+                    "relayed_to_bytes": receipt.relayed_to_bytes,
+                },
+                pk=("day", "provider", "consumer", "epoch"),
+            )
             if isinstance(chain, ProviderChain):
                 self._provider_row(receipt.consumer, chain)
             else:
-                values = (chain.epoch, *chain.base, chain.seq, *chain.signed, *chain.own)
+                values = (
+                    chain.epoch, *chain.base, chain.seq, *chain.signed, *chain.own,
+                    *chain.before,
+                )  # fmt: skip
                 self.db.table(CONSUMER_CHAINS).upsert(
-                    {"provider": receipt.provider, **dict(zip(_CONSUMER, values, strict=True))},
+                    {
+                        "provider": receipt.provider,
+                        **dict(zip(_CONSUMER, values, strict=True)),
+                        "since": chain.since,
+                    },
                     pk="provider",
                 )
             if dispute is not None:
-                self.db.table(DISPUTES).insert(
-                    {
-                        "at": dispute.at,
-                        "role": dispute.role,
-                        "neighbour": dispute.neighbour,
-                        "epoch": dispute.epoch,
-                        "seq": dispute.seq,
-                        "reason": dispute.reason,
-                        "claimed_for": dispute.claimed[0],
-                        "claimed_to": dispute.claimed[1],
-                        "signed_for": dispute.signed[0],
-                        "signed_to": dispute.signed[1],
-                    }
-                )
+                self._dispute_row(dispute)
             if signer is not None:
                 certificate, delegation = signer
                 self.db.table(SIGNERS).upsert(
@@ -310,6 +415,30 @@ class Ledger:
                     },
                     pk="node_id",
                 )
+
+    def _dispute_row(self, dispute: Dispute) -> None:
+        """The epoch's latest dispute with the neighbour replaces the one before (a new
+        row, so that paging by id sees it), counting the claims disputed."""
+        where = "role = ? AND neighbour = ? AND epoch = ?"
+        key = [dispute.role, dispute.neighbour, dispute.epoch]
+        found = self.db.execute(f"SELECT sum(claims) FROM {DISPUTES} WHERE {where}", key)
+        claims = int(found.fetchone()[0] or 0) + 1
+        self.db.execute(f"DELETE FROM {DISPUTES} WHERE {where}", key)
+        self.db.table(DISPUTES).insert(
+            {
+                "at": dispute.at,
+                "role": dispute.role,
+                "neighbour": dispute.neighbour,
+                "epoch": dispute.epoch,
+                "seq": dispute.seq,
+                "reason": dispute.reason,
+                "claimed_for": dispute.claimed[0],
+                "claimed_to": dispute.claimed[1],
+                "signed_for": dispute.signed[0],
+                "signed_to": dispute.signed[1],
+                "claims": claims,
+            }
+        )
 
     def mark_acked(self, provider: str, consumer: str, epoch: int, seq: int) -> bool:
         """The provider acknowledged our receipt; False when we hold no such receipt."""
@@ -360,8 +489,25 @@ class Ledger:
 
     def dispute_counts(self) -> dict[tuple[str, str], int]:
         """(role, neighbour) -> disputes recorded."""
-        rows = self.db.execute(f"SELECT role, neighbour, count(*) FROM {DISPUTES} GROUP BY 1, 2")
+        rows = self.db.execute(f"SELECT role, neighbour, sum(claims) FROM {DISPUTES} GROUP BY 1, 2")
         return {(role, neighbour): int(n) for role, neighbour, n in rows}
+
+    def receipt_days(self, since: str = "") -> list[dict[str, Any]]:
+        """Each day's last totals of each chain (day, provider, consumer, epoch, seq,
+        relayed_for_bytes, relayed_to_bytes) from ``since`` (``YYYY-MM-DD``, UTC) on, in
+        order: a pair's bytes on a day are its totals then minus those the day before."""
+        rows = self.db.execute(
+            f"SELECT * FROM {RECEIPT_DAYS} WHERE day >= ? ORDER BY day, provider, consumer, epoch",
+            [since],
+        )
+        names = [d[0] for d in rows.description]
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def rows(self) -> dict[str, int]:
+        """Rows per table of the receipts exchange (what the ledger holds; for tests and
+        the operator)."""
+        tables = (RECEIPTS, DISPUTES, RECEIPT_DAYS, CONSUMER_CHAINS, PROVIDER_CHAINS, SIGNERS)
+        return {t: int(self.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
 
     def signers(self) -> dict[str, tuple[bytes, bytes]]:
         """node id -> (membership certificate, delegation or b""), as last seen."""

@@ -1,6 +1,7 @@
 """`meshd receipts export` from a node's files (a real ledger in a scratch state
-directory): the JSON Lines verify offline with the admin key, CSV has one row per receipt,
---since filters, and a node with no ledger gets a clear error."""
+directory): the JSON Lines verify offline with the admin key, CSV has one row per receipt
+(the latest of each epoch: the ledger keeps no superseded one), --since filters, and a node
+with no ledger gets a clear error."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def node_files(tmp: Path, name: str, cert: bytes) -> Path:
 
 @pytest.fixture
 def provider_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A provider that holds three receipts of its consumer, the second disputed."""
+    """A provider that stored three receipts of its consumer in one epoch, the second
+    disputed: it holds the third (the latest supersedes the others) and the dispute."""
     monkeypatch.setattr(command, "run_ok", lambda *cmd: True)
     config = node_files(tmp_path, "p", PROVIDER_CERT.encode())
     node_files(tmp_path, "cc", CONSUMER_CERT.encode())
@@ -89,9 +91,10 @@ def test_the_export_verifies_offline_with_the_admin_key(
     lines = out.splitlines()
     types = [json.loads(line)["type"] for line in lines]
     assert types[0] == "mesh_definition" and types.count("membership_certificate") == 2
-    assert types.count("receipt") == 3 and types[-1] == "dispute"
+    assert types.count("receipt") == 1 and types[-1] == "dispute"
     report = verify_export(lines, [nid(ADMIN)])
-    assert report.ok and report.membership_checked and len(report.receipts) == 3
+    assert report.ok and report.membership_checked and len(report.receipts) == 1
+    assert report.receipts[0][1].seq == 3
     [dispute] = report.disputes
     assert (dispute.recorded_by, dispute.consumer, dispute.seq) == (
         nid(PROVIDER),
@@ -112,8 +115,8 @@ def test_csv_has_a_row_per_receipt_with_its_dispute(
     assert code == 0
     header, *rows = out.splitlines()
     assert header.split(",")[-1] == "dispute" and header.startswith("mesh_id,provider,consumer")
-    assert [row.split(",")[-1] for row in rows] == ["", "over_tolerance", ""]
-    assert [int(row.split(",")[4]) for row in rows] == [1, 2, 3]
+    assert [row.split(",")[-1] for row in rows] == [""]
+    assert [int(row.split(",")[4]) for row in rows] == [3]
 
 
 def test_since_leaves_out_what_was_stored_before(
@@ -122,7 +125,7 @@ def test_since_leaves_out_what_was_stored_before(
     code, out, _ = run(capsys, "export", "--config", str(provider_config), "--since", "2999-01-01")
     assert code == 0 and '"type":"receipt"' not in out
     code, out, _ = run(capsys, "export", "--config", str(provider_config), "--since", "2000-01-01")
-    assert out.count('"type":"receipt"') == 3
+    assert out.count('"type":"receipt"') == 1
     code, _, err = run(capsys, "export", "--config", str(provider_config), "--since", "soon")
     assert code == 2 and "expected YYYY-MM-DD" in err
 
@@ -161,6 +164,6 @@ def test_root_reads_the_ledger_as_its_owner_and_leaves_it_nothing_of_roots(
         config.write_text(provider_config.read_text().replace(str(tmp_path / "p"), str(state)))
         code, out, err = run(capsys, "export", "--config", str(config))
         assert code == 0, err
-        assert out.count('"type":"receipt"') == 3
+        assert out.count('"type":"receipt"') == 1
         assert all(p.stat().st_uid == NOBODY for p in state.iterdir())
         assert (os.geteuid(), os.getegid()) == (0, 0)
