@@ -5,7 +5,14 @@ relayed and own traffic) are read into per-neighbour totals (meshd.core.receipts
 the kernel thread and saved in the ledger every SAVE_COUNTS_S; a crash loses nothing, the
 kernel's table is adopted at the next start. Every METER_S the claims due go to the
 verified neighbours, and what they send (claims, receipts, acknowledgements) is answered
-by meshd.daemon.claims, each answer stored durably on the kernel thread before it leaves."""
+by meshd.daemon.claims, each answer stored durably on the kernel thread before it leaves.
+
+Judging a claim costs the kernel thread (which also reads the links' liveness) a reading of
+the counters, a signature and a synchronous write, so a neighbour's claims pass a gate
+first, in the event loop (meshd.core.receipts.exchange.ClaimGate): at most one every 2.5 s
+(a burst of 4), one at a time, the newest waiting; what it drops, and a new epoch refused
+as too soon, is counted in the neighbour's ``refusals`` (``claim_rate``, ``claim_pending``,
+``claim_epoch_too_soon``)."""
 
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from meshd.core.control.effects import MeteringMessage
 from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.session import Claim, ReceiptMessage
 from meshd.core.receipts.counting import Snapshot, advance
-from meshd.core.receipts.exchange import ZERO
+from meshd.core.receipts.exchange import CLAIM_PENDING, ZERO, ClaimGate, ClaimRefused
 from meshd.daemon.claims import ClaimService, Signer
 from meshd.daemon.control import ControlService
 from meshd.daemon.links import KernelLinks
@@ -46,6 +53,8 @@ class Metering:
         self.claims: ClaimService | None = None  # once running (kernel thread, with the ledger)
         self.control: ControlService | None = None  # where claims and answers go
         self.tasks = Tasks("metering")
+        self.gate = ClaimGate()  # which claims are judged (event loop)
+        self.waiting: dict[str, Claim] = {}  # provider -> its newest claim, while one is judged
 
     # ---- on the kernel thread --------------------------------------------------------
 
@@ -114,8 +123,40 @@ class Metering:
 
     def on_message(self, node_id: str, msg: MeteringMessage) -> None:
         """A neighbour's claim, receipt or acknowledgement (the control plane's
-        ``Metering`` effect): answered in a task of its own."""
-        self.tasks.spawn(self._answer(node_id, msg))
+        ``Metering`` effect): answered in a task of its own; a claim only through the
+        gate."""
+        if not isinstance(msg, Claim):
+            self.tasks.spawn(self._answer(node_id, msg))
+            return
+        dropped = self.gate.admit(node_id, time.monotonic())
+        if dropped:
+            self._refused(node_id, dropped)
+        elif self.gate.start(node_id):
+            self.tasks.spawn(self._claims(node_id, msg))
+        else:
+            if node_id in self.waiting:
+                self._refused(node_id, CLAIM_PENDING)
+            self.waiting[node_id] = msg
+
+    async def _claims(self, node_id: str, claim: Claim) -> None:
+        """Judge this claim, then the newest that came meanwhile, one at a time."""
+        try:
+            next_claim: Claim | None = claim
+            while next_claim is not None:
+                await self._answer(node_id, next_claim)
+                next_claim = self.waiting.pop(node_id, None)
+        finally:
+            self.gate.done(node_id)
+
+    def _refused(self, node_id: str, reason: str) -> None:
+        """A claim not judged, counted in the neighbour's refusals; logged at the first of
+        each reason and every 100th after it."""
+        control = self.control
+        peer = control.core.peers.get(node_id) if control is not None else None
+        count = peer.count_refusal(reason) if peer is not None else 1
+        if count == 1 or count % 100 == 0:
+            event("receipts.claim_refused", logging.WARNING, provider=node_id, reason=reason,
+                  count=count)  # fmt: skip
 
     async def _answer(self, node_id: str, msg: MeteringMessage) -> None:
         """Answer a claim with a receipt, a receipt with an acknowledgement; each one
@@ -137,6 +178,9 @@ class Metering:
                 reply = await self.kernel(claims.on_receipt, node_id, msg, signer, self.clock.now())
             else:
                 await self.kernel(claims.on_ack, node_id, msg)
+        except ClaimRefused as exc:
+            self._refused(node_id, f"claim_{exc.reason}")
+            return
         except OSError as exc:
             event("receipts.failed", logging.WARNING, peer=node_id, error=str(exc))
             return
