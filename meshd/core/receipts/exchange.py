@@ -127,16 +127,18 @@ def judge(
     in_epoch = minus(own, chain.base)
     signed = []
     dispute = ""
-    for claimed_i, own_i, in_epoch_i, before_i, earlier_i in zip(
+    # One way at a time: (for, sent) and (to, received). ``signed_i``: what we signed
+    # before in this epoch; ``earlier_i``: in the epochs before it.
+    for claimed_i, own_i, in_epoch_i, signed_i, earlier_i in zip(
         claimed, own, in_epoch, chain.signed, chain.before, strict=True
     ):
-        if claimed_i < before_i:
-            signed.append(before_i)
+        if claimed_i < signed_i:
+            signed.append(signed_i)
             dispute = dispute or CLAIM_DECREASED
         elif claimed_i <= limit(tolerance, in_epoch_i, own_i, earlier_i):
             signed.append(claimed_i)
         else:
-            signed.append(max(before_i, in_epoch_i))
+            signed.append(max(signed_i, in_epoch_i))
             dispute = OVER_TOLERANCE
     totals = (signed[0], signed[1])
     after = ConsumerChain(epoch, chain.base, seq, totals, own, chain.before, chain.since)
