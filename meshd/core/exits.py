@@ -25,11 +25,13 @@ from meshd.core.control.plane import ControlPlane
 from meshd.core.errors import BadInput
 from meshd.core.journal import Journal, unheard
 from meshd.core.membership import VerifiedMember
+from meshd.core.membership.directory import ADDRESS_IN_USE
 from meshd.core.membership.names import shown
 from meshd.core.proto import session as messages
 from meshd.core.proto.gateway import GatewayAdvert, make_advert
 from meshd.core.routing.uplink_health import Health, UplinkHealth
 from meshd.core.session_policy import (
+    Credential,
     SessionInput,
     SessionKind,
     SessionState,
@@ -137,6 +139,7 @@ class ExitPeer:
     node_id: str
     since: float
     member: VerifiedMember | None = None
+    credential: Credential | None = None
     admitted: bool = False  # gateway side: its key is a peer of our exit interface
     session_state: SessionState = SessionState.DOWN  # moves only by ``advance``
 
@@ -253,7 +256,20 @@ class Exits:
             return "quota_reached"
         if not self.terms.accepts_new and not peer.admitted:
             return "not_taking_new_users"
-        return None
+        return self._address_refusal(peer)
+
+    def _address_refusal(self, peer: ExitPeer) -> str | None:
+        """``address_in_use`` when another member holds ``peer``'s address: one admitted
+        here (its WireGuard peer has that allowed-ip: WireGuard would move it to the
+        newcomer's, and the user's traffic with it), or one certified first (the
+        certificate directory: meshd.core.membership.directory)."""
+        assert peer.member is not None and peer.credential is not None
+        holder = self.user_of.get(peer.member.mesh_ipv4)
+        other = self.peers.get(holder) if holder is not None else None
+        if holder != peer.node_id and other is not None and other.admitted:
+            return ADDRESS_IN_USE
+        conflict = self.plane.trust.conflict(peer.credential)
+        return None if conflict is None else conflict.reason
 
     def _on_request(self, peer: ExitPeer) -> None:
         assert peer.member is not None
@@ -402,7 +418,7 @@ class Exits:
             if isinstance(msg, messages.Capabilities):
                 peer.advance(SessionInput.CAPABILITIES)
             elif isinstance(msg, messages.Membership):
-                peer.member, _ = check_membership(
+                peer.member, peer.credential = check_membership(
                     msg, self.plane.own, peer.node_id, self.plane.clock.now()
                 )
                 peer.advance(SessionInput.CERTIFIED)

@@ -77,7 +77,7 @@ from meshd.core.membership import (
     Revocation,
 )
 from meshd.core.membership.clock import MeshClock
-from meshd.core.membership.directory import DirectoryError
+from meshd.core.membership.directory import ADDRESS_IN_USE, POOL_OVERLAP, DirectoryError
 from meshd.core.membership.directory_sync import DirectoryMessage
 from meshd.core.membership.names import NameOpening, shown
 from meshd.core.proto import session as messages
@@ -578,6 +578,8 @@ class ControlPlane:
             if reason is None:
                 continue
             self.journal("peer.dropped", logging.WARNING, peer=peer.name, reason=reason)
+            if reason in (ADDRESS_IN_USE, POOL_OVERLAP):  # a member certified first came
+                peer.count_refusal(reason)
             if reason == "revoked":
                 self.routes.forget(peer.node_id)
             if peer.session_up:

@@ -54,15 +54,17 @@ class Trust:
         self.clock, self.effects, self.journal = clock, effects, journal
         self.renewed(own)
         self.directory = Directory(own.trust)
+        self.directory.pinned = own.certificate.node_id  # our addresses stay ours
         self.sync = DirectorySync(self.directory)
         self._directory_saved = b""  # the digest of what the file holds (none: write it)
+        # Ours first: a stored entry that would take our address is refused, not ours.
+        self.add_to_directory((own.certificate, own.chain))
         refused: list[DirectoryError] = []
         try:
             if directory is not None:  # what no longer verifies is left out
                 refused = self.directory.load(directory, clock.now())
         except DirectoryError as exc:
             journal("directory.unreadable", logging.WARNING, error=str(exc))
-        self.add_to_directory((own.certificate, own.chain))
         journal("directory.loaded", members=len(self.directory), left_out=len(refused))
         self.raise_clock_floor()
 
@@ -102,10 +104,23 @@ class Trust:
             except MembershipError:
                 raise exc from None
             self.clock.report(node_id, clock_offset, *at)
-            return check_membership(msg, own, node_id, self.clock.now())
-        if clock_offset is not None:
-            self.clock.report(node_id, clock_offset, *at)
+            checked = check_membership(msg, own, node_id, self.clock.now())
+        else:
+            if clock_offset is not None:
+                self.clock.report(node_id, clock_offset, *at)
+        if (conflict := self.conflict(checked[1])) is not None:
+            raise Refusal(conflict.reason, conflict.message)
         return checked
+
+    def conflict(self, credential: Credential) -> DirectoryError | None:
+        """Why a verified certificate may not hold its addresses here (another member's,
+        certified first, or ours: ``address_in_use``; a pool another delegate holds:
+        ``pool_overlap``), or None (meshd.core.membership.directory)."""
+        try:
+            self.directory.contest(*credential, self.clock.now())
+        except DirectoryError as exc:
+            return exc
+        return None
 
     def raise_clock_floor(self) -> None:
         """The newest time the node knows has come (meshd.core.membership.clock): its own
@@ -130,6 +145,8 @@ class Trust:
                 verify_membership(*credential, self.own.trust, self.clock.now())
             except MembershipError as exc:
                 return str(exc.reason)
+            if (conflict := self.conflict(credential)) is not None:
+                return conflict.reason  # a member certified first came to the directory
         return None
 
     # ---- mesh definitions and revocations --------------------------------------------

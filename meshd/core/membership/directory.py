@@ -17,17 +17,34 @@ so a restart does not start blind.
 Privacy: the directory tells every member the name each member was certified with; by
 default that is only a commitment to the household's name (meshd.core.membership.names), which
 the node shows its neighbours alone; docs/threat-model.md says so.
+
+Addresses and pools (issue 28): the directory knows who holds what, so it is where a mesh
+address has one holder and a delegation's pool one delegate. Two certificates in force
+for different nodes with a mesh address (IPv4 or IPv6) in common conflict, and so do two
+delegations of different delegates whose IPv4 pools overlap; which one stays is decided
+from the records alone, so that every node that holds both decides alike (``_first``):
+
+- certificates: one an admin signed before one a delegate signed (a delegate answers for
+  its pool only), then the earlier ``not_before``, then the lower key;
+- delegations: the earlier ``not_before``, then the lower (issuer key, serial).
+
+The other one is refused (``address_in_use``, ``pool_overlap``: every certificate that
+delegation issued), and if the directory held it, it goes (``prune`` returns it). The
+node's own certificate (``pinned``) never goes: a certificate that would take its address
+is refused here whatever the order says (the rest of the mesh refuses ours then).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from meshd.core.errors import BadInput
+from meshd.core.keys import public_from_node_id
 from meshd.core.membership.errors import MembershipError
 from meshd.core.membership.messages import DelegationCertificate, MembershipCertificate
 from meshd.core.membership.revocations import RevocationTarget
@@ -43,6 +60,10 @@ from meshd.core.proto.session import FINGERPRINT_LENGTH
 MAX_ENTRIES = 10_000
 FILE_MAGIC = b"meshd-directory-v1\n"
 _LENGTH = struct.Struct("!H")
+ADDRESS_IN_USE = "address_in_use"
+POOL_OVERLAP = "pool_overlap"
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+DelegationName = tuple[str, int]  # (issuer, serial): what names it in revocations too
 
 
 class Added(StrEnum):
@@ -53,7 +74,26 @@ class Added(StrEnum):
 
 class DirectoryError(BadInput):
     """An entry refused: ``reason`` is a reason code (a MembershipError's, or
-    ``directory_full``, ``malformed``)."""
+    ``directory_full``, ``malformed``, ``address_in_use``, ``pool_overlap``)."""
+
+
+def _certificate_order(cert: MembershipCertificate, admins: Sequence[str]) -> tuple[object, ...]:
+    """Which of two certificates for one address keeps it: the lower (module docstring)."""
+    return (cert.issuer not in admins, cert.not_before, public_from_node_id(cert.node_id))
+
+
+def _delegation_order(delegation: DelegationCertificate) -> tuple[object, ...]:
+    """Which of two overlapping delegations keeps its pool: the lower."""
+    return (
+        delegation.not_before,
+        public_from_node_id(delegation.issuer),
+        delegation.serial,
+        public_from_node_id(delegation.delegate),
+    )
+
+
+def addresses_of(cert: MembershipCertificate) -> tuple[Address, Address]:
+    return cert.mesh_ipv4, cert.mesh_ipv6
 
 
 @dataclass(frozen=True)
@@ -129,6 +169,12 @@ class Directory:
         self._entries: dict[str, Entry] = {}
         self._members: dict[str, VerifiedMember] = {}
         self._digest: bytes | None = None  # cached until the set changes
+        # Who holds what: each address's holder, and each delegation behind an entry with
+        # the node ids it certified (a handful of delegations, checked one by one).
+        self._holders: dict[Address, str] = {}
+        self._pools: dict[DelegationName, tuple[DelegationCertificate, set[str]]] = {}
+        self.pinned: str | None = None  # our own node id: its entry never goes
+        self._displaced: list[str] = []  # taken out by an entry that came first
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -148,10 +194,80 @@ class Directory:
             member = verify_membership(entry.certificate, entry.chain, self.trust, now, self.skew_s)
         except MembershipError as exc:
             raise DirectoryError(str(exc.reason), str(exc)) from None
+        for loser in self.contest(entry.certificate, entry.chain, now):
+            self._remove(loser)
+            self._displaced.append(loser)
+        if held is not None:
+            self._remove(entry.node_id)
         self._entries[entry.node_id] = entry
         self._members[entry.node_id] = member
+        for address in addresses_of(entry.certificate):
+            self._holders[address] = entry.node_id
+        for delegation in entry.chain:
+            name = (delegation.issuer, delegation.serial)
+            self._pools.setdefault(name, (delegation, set()))[1].add(entry.node_id)
         self._digest = None
         return (Added.NEW if held is None else Added.RENEWED), member
+
+    def contest(
+        self,
+        cert: MembershipCertificate,
+        chain: Sequence[DelegationCertificate],
+        now: float,
+    ) -> list[str]:
+        """The members (in force at ``now``) that ``cert`` would take an address or a pool
+        from: it comes first (module docstring). DirectoryError ``address_in_use`` or
+        ``pool_overlap`` when one of them comes first, or is our own (``pinned``)."""
+        admins = self.trust.admins
+        losers: list[str] = []
+        for address in addresses_of(cert):
+            holder = self._holders.get(address)
+            if holder is None or holder == cert.node_id or holder in losers:
+                continue
+            member = self._members[holder]
+            if not self._in_force(member, now):
+                continue  # expired or revoked, not pruned yet
+            mine = _certificate_order(cert, admins)
+            theirs = _certificate_order(member.certificate, admins)
+            if cert.node_id != self.pinned and (holder == self.pinned or theirs < mine):
+                raise DirectoryError(
+                    ADDRESS_IN_USE, f"{address} is held by {holder} (certified first)"
+                )
+            losers.append(holder)
+        for delegation in chain:
+            for other, users in list(self._pools.values()):
+                if other.delegate == delegation.delegate or not other.ipv4_pool.overlaps(
+                    delegation.ipv4_pool
+                ):
+                    continue
+                held = [
+                    u for u in users if u != cert.node_id and self._in_force(self._members[u], now)
+                ]
+                if not held:
+                    continue
+                first = _delegation_order(other) < _delegation_order(delegation)
+                if cert.node_id != self.pinned and (self.pinned in held or first):
+                    raise DirectoryError(
+                        POOL_OVERLAP,
+                        f"the pool {delegation.ipv4_pool} of {delegation.delegate} overlaps "
+                        f"{other.ipv4_pool}, delegated first to {other.delegate}",
+                    )
+                losers += [u for u in held if u not in losers]
+        return losers
+
+    def _remove(self, node_id: str) -> None:
+        entry = self._entries.pop(node_id)
+        del self._members[node_id]
+        for address in addresses_of(entry.certificate):
+            if self._holders.get(address) == node_id:
+                del self._holders[address]
+        for delegation in entry.chain:
+            name = (delegation.issuer, delegation.serial)
+            _, users = self._pools[name]
+            users.discard(node_id)
+            if not users:
+                del self._pools[name]
+        self._digest = None
 
     def prune(self, now: float) -> list[str]:
         """Drop the entries that expired or were revoked (the node, its certificate, or the
@@ -160,9 +276,9 @@ class Directory:
         a changed admin set is judged at the next start, when ``load`` verifies it all."""
         gone = [n for n, member in self._members.items() if not self._in_force(member, now)]
         for node_id in gone:
-            del self._entries[node_id], self._members[node_id]
-        if gone:
-            self._digest = None
+            self._remove(node_id)
+        gone += self._displaced  # since the last prune: another entry came first
+        self._displaced = []
         return gone
 
     def _in_force(self, member: VerifiedMember, now: float) -> bool:

@@ -17,7 +17,7 @@ from meshd.core.proto import session
 from meshd.core.proto.gateway import make_advert
 from meshd.core.routing.gateways import Choice
 from meshd.core.routing.uplink_health import UplinkHealth
-from tests.unit.core.control.test_control_core import WALL, Mesh, cert
+from tests.unit.core.control.test_control_core import ADMIN, WALL, Mesh, cert
 
 PEER_IP = ipaddress.IPv4Address("10.77.0.2")
 
@@ -242,3 +242,47 @@ def test_a_gateway_that_gives_no_session_counts_as_refusing_us(tmp_path: Path) -
     assert len(dials) == exits.EXIT_DIAL_TRIES
     reason, until = world.core.gateways.refusals[gateway]
     assert reason == "no_exit_session" and until == second + exits.REFUSED_RETRY_S
+
+
+def test_a_second_member_with_a_users_address_never_takes_its_allowed_ip(
+    tmp_path: Path,
+) -> None:
+    """Issue 28, item 4: WireGuard moves an allowed-ip to the peer that was given it last,
+    so admitting a second member certified with an admitted user's address would take the
+    user's traffic. The gateway refuses it (``address_in_use``); the user stays admitted.
+    A member that another certified first holds the address of in the directory is refused
+    even when that one is no user here."""
+    from meshd.adapters import identity
+    from meshd.core.membership import MembershipCertificate
+    from meshd.core.membership.directory import Entry
+
+    world = World(tmp_path, up_health())
+    world.exit_verified()
+    world.message(session.ExitRequest())
+    second = identity.generate(tmp_path / "second")
+    world.exits.session_up(second.node_id, session.MESHD_2, 2.0)
+    for message in (
+        session.Capabilities(session.FEATURES),
+        session.Membership(cert(second, str(PEER_IP))),
+        session.ExitRequest(),
+    ):
+        world.exits.message(second.node_id, session.encode(message), 2.0)
+    effects = world.exits.drain()
+    assert not [e for e in effects if isinstance(e, exits.Admit)]
+    assert sent(effects)[-1] == session.ExitRefused("address_in_use")
+    assert world.exits.user_of == {PEER_IP: world.peer.node_id}
+    assert world.exits.peers[world.peer.node_id].admitted
+    # The directory's holder, certified first, is no user here: still refused.
+    third = identity.generate(tmp_path / "third")
+    holder = MembershipCertificate.decode(cert(third, "10.77.0.7"))
+    holder = dataclasses.replace(holder, not_before=holder.not_before - 600)
+    world.core.trust.directory.add(Entry(holder.sign(ADMIN)), WALL)
+    fourth = identity.generate(tmp_path / "fourth")
+    world.exits.session_up(fourth.node_id, session.MESHD_2, 3.0)
+    for message in (
+        session.Capabilities(session.FEATURES),
+        session.Membership(cert(fourth, "10.77.0.7")),
+        session.ExitRequest(),
+    ):
+        world.exits.message(fourth.node_id, session.encode(message), 3.0)
+    assert sent(world.exits.drain())[-1] == session.ExitRefused("address_in_use")
