@@ -80,6 +80,8 @@ def check(cfg: Config) -> None:
         raise ConfigError(
             p, "wireguard.listen_port_max", "expected 1 <= listen_port_min <= listen_port_max"
         )
+    if not 0 < wg.issuer_link_share <= 1:
+        raise ConfigError(p, "wireguard.issuer_link_share", "expected a share above 0, at most 1")
     if not cfg.mesh.admin_keys:
         raise ConfigError(p, "mesh.admin_keys", "missing; expected the mesh's admin node ids")
     ms = cfg.membership

@@ -156,6 +156,17 @@ class WireGuardSettings:
     mtu: int = _opt(1420, "MTU of the link interfaces")
     listen_port_min: int = _opt(51820, "lowest UDP port of a link interface (one port per link)")
     listen_port_max: int = _opt(52819, "highest UDP port of a link interface")
+    issuer_link_share: float = _opt(
+        0.25,
+        "share of the link port range the links of one delegate's members may hold here"
+        " (beyond it they are refused, issuer_link_limit; an admin's members are not bounded)",
+    )
+
+    @property
+    def issuer_link_limit(self) -> int:
+        """How many links one delegate's members may hold here (at least one)."""
+        ports = self.listen_port_max - self.listen_port_min + 1
+        return max(1, int(ports * self.issuer_link_share))
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,9 @@ SESSION_SETTINGS = SessionSettings(
 class Links(Protocol):
     """The node's side: WireGuard links made from what the sessions say."""
 
-    def link_port(self, node_id: str) -> int:
-        """Our WireGuard port for the link to ``node_id`` (kept while its interface lives)."""
+    def link_port(self, node_id: str) -> int | None:
+        """Our WireGuard port for the link to ``node_id`` (kept while its interface lives);
+        None when the range has none free."""
         ...
 
     def ensure_link(self, spec: LinkSpec) -> None: ...
@@ -411,6 +412,7 @@ def build_control(
         clock,
         links.link_port,
         interface_prefix=cfg.wireguard.interface_prefix,
+        issuer_link_limit=cfg.wireguard.issuer_link_limit,
         bootstrap=bootstrap_peers(cfg, invited, joined_via),
         share_endpoints=cfg.discovery.share_endpoints,
         forget_after_s=cfg.discovery.forget_after_s,

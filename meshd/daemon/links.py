@@ -156,9 +156,10 @@ class KernelLinks:
 
     # ---- asked by the control plane's shell, in the event loop -----------------------
 
-    def link_port(self, node_id: str) -> int:
+    def link_port(self, node_id: str) -> int | None:
         """Our port for the link to ``node_id``: the one its interface has, else the lowest
-        free one of the configured range."""
+        free one of the configured range; None when none is free (the control plane
+        refuses that neighbour, ``no_free_port``: a session's handler never raises)."""
         ifname = self._ifname(node_id)
         if ifname not in self._ports:
             used = set(self._ports.values())
@@ -166,7 +167,7 @@ class KernelLinks:
             free = (p for p in range(wg.listen_port_min, wg.listen_port_max + 1) if p not in used)
             port = next(free, None)
             if port is None:
-                raise RuntimeError("no free WireGuard port left in the configured range")
+                return None
             self._ports[ifname] = port
         return self._ports[ifname]
 

@@ -285,8 +285,9 @@ class Neighbours:
         self.flush()
 
     def forget(self, peer: Peer) -> None:
-        """Remove the peer's link; a bootstrap peer stays known (and dialled)."""
-        if peer.link is not None:
+        """Remove the peer's link, and give back its port (held from its verification on,
+        whether or not a LINK followed); a bootstrap peer stays known (and dialled)."""
+        if peer.link is not None or peer.own_port is not None:
             self.effects.append(fx.RemoveLink(peer.node_id))
             peer.link = None
         peer.own_port = peer.peer_port = None

@@ -65,6 +65,9 @@ class Peer:
     wireguard_up: bool = False
     routing: bool = False  # a Babel link now
     own_port: int | None = None
+    # Who certified it, when a delegate did: a delegate's members hold at most
+    # ``issuer_link_limit`` of our ports (meshd.core.control.plane).
+    port_issuer: str | None = None
     peer_port: int | None = None
     link: LinkSpec | None = None  # what the node was asked to build
     quality: LinkQuality | None = None  # RTT and loss over the tunnel, once it exists

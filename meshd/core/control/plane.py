@@ -75,6 +75,7 @@ from meshd.core.membership import (
     OwnMembership,
     Reason,
     Revocation,
+    VerifiedMember,
 )
 from meshd.core.membership.clock import MeshClock
 from meshd.core.membership.directory import ADDRESS_IN_USE, POOL_OVERLAP, DirectoryError
@@ -104,6 +105,11 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 # updates (a neighbour's full table, a cold start) leaves as one packet per neighbour and one
 # batch of route changes, not one per update received (babeld buffers for about 10 ms too).
 FLUSH_DELAY_S = 0.02
+# A verified newcomer refused for what this node can hold (counted in discovery's refusals
+# too, since a newcomer refused is forgotten with its own counts).
+ISSUER_LINK_LIMIT = "issuer_link_limit"
+NO_FREE_PORT = "no_free_port"
+CAPACITY_REASONS = frozenset({ISSUER_LINK_LIMIT, NO_FREE_PORT})
 
 
 class ControlPlane:
@@ -113,9 +119,10 @@ class ControlPlane:
         own: OwnMembership,
         router: BabelRouter,
         clock: MeshClock,
-        link_port: Callable[[str], int],
+        link_port: Callable[[str], int | None],
         *,
         interface_prefix: str = "mw",
+        issuer_link_limit: int | None = None,
         bootstrap: tuple[tuple[str, Address, str], ...] = (),
         share_endpoints: bool = True,
         forget_after_s: float = 600.0,
@@ -131,8 +138,10 @@ class ControlPlane:
     ) -> None:
         self.node_id, self.router, self.clock = node_id, router, clock
         # Our WireGuard port for the link to a node (the node keeps it while its interface
-        # lives): the one question the plane asks its shell.
+        # lives; None: the range has none free): the one question the plane asks its shell.
         self.link_port = link_port
+        # How many of our ports one delegate's members may hold (None: unbounded).
+        self.issuer_link_limit = issuer_link_limit
         self.journal = journal
         self.share_endpoints = share_endpoints
         # What the shell does: ``drain`` takes it (meshd.core.control.effects), and the one
@@ -392,8 +401,13 @@ class ControlPlane:
             member, credential = self.trust.check(
                 peer.node_id, peer.clock_offset, msg, self._clock_time(now)
             )
+            port = self._claim_port(peer, member)
         except Refusal as exc:
             self._refuse(peer, exc.reason, exc.message)
+            if exc.reason in CAPACITY_REASONS and not peer.verified_once:
+                self.neighbours.refusals[exc.reason] = (
+                    self.neighbours.refusals.get(exc.reason, 0) + 1
+                )
             return
         peer.member, peer.credential = member, credential
         peer.verified_once = True
@@ -419,8 +433,8 @@ class ControlPlane:
             issuer=member.issuer,
             valid_until=member.valid_until,
         )
-        peer.own_port = self.link_port(peer.node_id)
-        self._send(peer.node_id, messages.Link(peer.own_port))
+        peer.own_port = port
+        self._send(peer.node_id, messages.Link(port))
         if (revocations := self.trust.revocations_message()) is not None:
             self._send(peer.node_id, revocations)
         for advert in self.gateways.known():  # the newcomer learns the exits
@@ -429,6 +443,30 @@ class ControlPlane:
             self._share_endpoints(peer)
         self._update_link(peer)
         self.neighbours.reevaluate(peer, now)
+
+    def _claim_port(self, peer: Peer, member: VerifiedMember) -> int:
+        """Our WireGuard port for the link to a neighbour whose certificate verified (the
+        one it holds already, if any). Refusal when one delegate's members hold
+        ``issuer_link_limit`` of our ports already (``issuer_link_limit``: each identity a
+        delegate mints would cost us an interface and a port), or none is free
+        (``no_free_port``): the newcomer is refused, never the handler raising."""
+        issuer = member.issuer if member.delegation is not None else None
+        limit = self.issuer_link_limit
+        if peer.own_port is None and issuer is not None and limit is not None:
+            held = sum(
+                1
+                for p in self.peers.values()
+                if p is not peer and p.own_port is not None and p.port_issuer == issuer
+            )
+            if held >= limit:
+                raise Refusal(
+                    ISSUER_LINK_LIMIT, f"{held} links here are of members certified by {issuer}"
+                )
+        port = self.link_port(peer.node_id)
+        if port is None:
+            raise Refusal(NO_FREE_PORT, "no WireGuard port left in the configured range")
+        peer.port_issuer = issuer
+        return port
 
     def _share_endpoints(self, newcomer: Peer) -> None:
         """Tell the newcomer where our other neighbours are, and them where it is."""

@@ -42,6 +42,7 @@ def test_good_config_parses_with_defaults() -> None:
     assert cfg.wireguard.backend == "userspace"
     assert cfg.wireguard.keepalive_s == 1
     assert (cfg.wireguard.listen_port_min, cfg.wireguard.listen_port_max) == (51820, 52819)
+    assert cfg.wireguard.issuer_link_limit == 250  # a quarter of the range, for one delegate
     assert (cfg.liveness.probe_after_s, cfg.liveness.dead_after_s) == (1.1, 1.5)
     assert cfg.discovery.beacons and cfg.discovery.beacon_port == 6698
     assert cfg.bootstrap[0].node_id == NODE_B
@@ -72,6 +73,12 @@ def test_good_config_parses_with_defaults() -> None:
             "listen_port_min = 60000\nlisten_port_max = 50000",
             "wireguard.listen_port_max",
             "listen_port_min <= listen_port_max",
+        ),
+        (
+            'backend = "userspace"',
+            "issuer_link_share = 1.5",
+            "wireguard.issuer_link_share",
+            "at most 1",
         ),
         ("[wireguard]", "[wirguard]", "wirguard", "unknown section"),
     ],

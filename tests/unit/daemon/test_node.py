@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 
@@ -170,6 +171,17 @@ def test_ports_stay_with_their_link_and_are_reused_after_removal(world) -> None:
     node._kernel.shutdown(wait=True)  # the removal ran on the kernel thread
     assert not backend.exists(ifname(me, peers[0]))
     assert node.links.link_port(peers[0].node_id) == 51820  # free again
+
+
+def test_no_free_port_is_an_answer_not_an_exception(world) -> None:  # type: ignore[no-untyped-def]
+    """The control plane refuses the newcomer (``no_free_port``); nothing raises inside
+    the session's handler (issue 28, item 4)."""
+    me, peers, cfg, backend, netlink, new_node = world
+    node = linked(new_node, me, peers)
+    node.links.wg_settings = dataclasses.replace(node.links.wg_settings, listen_port_max=51821)
+    assert [node.links.link_port(p.node_id) for p in peers] == [51820, 51821]
+    assert node.links.link_port("x" * 43) is None
+    assert node.links.link_port(peers[1].node_id) == 51821  # held ports still answer
 
 
 def test_liveness_follows_the_receive_counter(world) -> None:  # type: ignore[no-untyped-def]

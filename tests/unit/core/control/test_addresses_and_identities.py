@@ -1,7 +1,9 @@
 """Addresses and identities at the control plane (issue 28, item 4), on the pure core: a
 neighbour certified with a mesh address another member holds is refused
 (``address_in_use``) and counted, as a MEMBERSHIP and as a directory entry; a neighbour
-whose address a member certified first turns up in the directory is dropped."""
+whose address a member certified first turns up in the directory is dropped; a
+delegate's members hold at most ``issuer_link_limit`` of our ports; and when the port
+range is used up the newcomer is refused (``no_free_port``), never the handler raising."""
 
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def certificate(
 class Node:
     """Our node at 10.77.0.1, with ``ports`` WireGuard ports for its links."""
 
-    def __init__(self, tmp: Path, ports: int = 100) -> None:
+    def __init__(self, tmp: Path, ports: int = 100, issuer_link_limit: int | None = None) -> None:
         self.tmp = tmp
         me = identity.generate(tmp / "me")
         mine = certificate(me, "10.77.0.1", age_s=3600)
@@ -79,13 +81,16 @@ class Node:
             BabelRouter(b"\x01" * 8, 1, 0.0),
             MeshClock(lambda: WALL, 300),
             self.link_port,
+            issuer_link_limit=issuer_link_limit,
             accept_unsigned=True,
         )
         self.core.drain()
         self.count = 0
 
-    def link_port(self, node_id: str) -> int:
+    def link_port(self, node_id: str) -> int | None:
         if node_id not in self.ports:
+            if not self.free:
+                return None
             self.ports[node_id] = self.free.pop(0)
         return self.ports[node_id]
 
@@ -165,3 +170,58 @@ def test_a_neighbour_whose_address_was_certified_first_to_another_is_dropped(
     assert peer is None or peer.member is None
     assert node.core.trust.directory.member(earlier.node_id) is not None
     assert later.node_id not in node.core.trust.directory
+
+
+def test_one_delegates_members_hold_at_most_the_limit_of_links(tmp_path: Path) -> None:
+    node = Node(tmp_path, ports=10, issuer_link_limit=2)
+    minted = [node.identity() for _ in range(4)]
+    refused = []
+    for k, who in enumerate(minted):
+        cert = certificate(who, f"10.77.16.{k + 1}", by=DELEGATION)
+        refused += node.closed(node.shows(who, cert))
+    assert refused == [(m.node_id, "issuer_link_limit") for m in minted[2:]]
+    assert node.core.neighbours.refusals == {"issuer_link_limit": 2}  # they are forgotten
+    assert len(node.ports) == 2  # no port for the refused
+    # An admin's member is not bounded by the delegate's share.
+    admins = node.identity()
+    assert node.closed(node.shows(admins, certificate(admins, "10.77.0.5"))) == []
+    # A delegate's member that holds its port already comes back (a new session).
+    assert (
+        node.closed(node.shows(minted[0], certificate(minted[0], "10.77.16.1", by=DELEGATION)))
+        == []
+    )
+
+
+def test_no_free_port_refuses_the_newcomer_and_serves_the_rest(tmp_path: Path) -> None:
+    node = Node(tmp_path, ports=2)
+    a, b, c = node.identity(), node.identity(), node.identity()
+    for k, who in enumerate((a, b)):
+        effects = node.shows(who, certificate(who, f"10.77.0.{k + 2}"))
+        links = [session.decode(e.data) for e in effects if isinstance(e, fx.Send)]
+        assert session.Link(51820 + k) in links
+    effects = node.shows(c, certificate(c, "10.77.0.4"))  # no exception
+    assert node.closed(effects) == [(c.node_id, "no_free_port")]
+    assert node.core.peers[c.node_id].refusals == {"no_free_port": 1}
+    assert node.core.neighbours.refusals == {"no_free_port": 1}
+    assert node.core.peers[a.node_id].member is not None
+    assert node.core.peers[b.node_id].member is not None
+    # a forgotten neighbour frees its port for the next one
+    node.core.neighbours.forget(node.core.peers[a.node_id])
+    node.free.append(node.ports.pop(a.node_id))
+    node.core.session_closed(c.node_id, ADDR, "no_free_port", False, True, 2.0)
+    assert node.closed(node.shows(c, certificate(c, "10.77.0.4"), now=3.0)) == []
+
+
+def test_a_neighbour_forgotten_before_its_link_was_built_gives_its_port_back(
+    tmp_path: Path,
+) -> None:
+    """A member that verifies and never sends LINK holds one of our ports: forgotten, it
+    gives it back (else every such identity would hold one for good)."""
+    node = Node(tmp_path)
+    who = node.identity()
+    node.shows(who, certificate(who, "10.77.0.2"))
+    peer = node.core.peers[who.node_id]
+    assert peer.own_port is not None and peer.link is None
+    node.core.neighbours.forget(peer)
+    assert fx.RemoveLink(who.node_id) in node.core.drain()
+    assert peer.own_port is None
