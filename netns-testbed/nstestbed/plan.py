@@ -167,6 +167,7 @@ class NodePlan:
     control: Settings = ()  # added to its [control] section
     routing: Settings = ()  # its [routing] section
     cert_age_s: int = 0  # its certificate was issued this long ago
+    wireguard: Settings = ()  # its [wireguard] section
 
     @property
     def config_path(self) -> Path:
@@ -344,6 +345,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             cert_age_s=spec.cert_age_s,
             control=spec.control,
             routing=spec.routing,
+            wireguard=spec.wireguard,
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -446,6 +448,7 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
         ("receipts", node.receipts),
         ("membership", node.membership),
         ("routing", node.routing),
+        ("wireguard", node.wireguard),
     ):
         if settings:
             lines += ["", f"[{section}]"]

@@ -9,6 +9,7 @@
     receipts = { sign = false }  # optional, written as the node's [receipts] (meshd's keys)
     membership = { renew_margin_s = 20 }  # optional, written as the node's [membership]
     routing = { unsigned_routes = "accept" }  # optional, written as the node's [routing]
+    wireguard = { listen_port_max = 51821 }  # optional, written as the node's [wireguard]
     control = { protocols = ["meshd/1"] }  # optional, added to the node's [control] (not
                             # socket: the testbed's); here it plays a node of an older version
     admin = true            # optional, the node's key is one of the mesh's admins too
@@ -116,6 +117,7 @@ class NodeSpec:
     control: Settings = ()  # added to its [control] section
     routing: Settings = ()  # its [routing] section
     cert_age_s: int = 0  # its certificate was issued this long ago
+    wireguard: Settings = ()  # its [wireguard] section
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "cert_age_s",
                 "control",
                 "routing",
+                "wireguard",
             },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
@@ -265,9 +268,9 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "expected 0 or more (MB)")
         if quota and not share:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "needs share = true")
-        settings, membership, control, routing = (
+        settings, membership, control, routing, wireguard = (
             _settings(path, where, body, key)
-            for key in ("receipts", "membership", "control", "routing")
+            for key in ("receipts", "membership", "control", "routing", "wireguard")
         )
         invited = _bool(path, f"{where}.invited", body.get("invited", False))
         admin = _bool(path, f"{where}.admin", body.get("admin", False))
@@ -280,6 +283,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             ("admin", admin),
             ("control", control),
             ("routing", routing),
+            ("wireguard", wireguard),
         ):
             if invited and given:
                 raise TopologyError(path, f"{where}.{key}", "an invited node's config is its own")
@@ -306,6 +310,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 control,
                 routing,
                 age,
+                wireguard,
             )
         )
     return tuple(nodes)

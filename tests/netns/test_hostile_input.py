@@ -40,11 +40,19 @@ NOT_A_REFUSAL = {"handshake_timeout", "idle_timeout", "duplicate", "done"}
 class HostilePeer:
     """``hostile_peer.py peer`` in a node's namespace: one session per ``attempt``."""
 
-    def __init__(self, bed: Bed, node: str, host: str, node_id: str, stderr: IO[bytes]) -> None:
+    def __init__(
+        self,
+        bed: Bed,
+        node: str,
+        host: str,
+        node_id: str,
+        stderr: IO[bytes],
+        port: int = QUIC_PORT,
+    ) -> None:
         self._stderr = stderr
         self._proc = subprocess.Popen(
             [str(meshbed.TESTBED), "exec", node, "--", sys.executable, str(HOSTILE_PEER)]
-            + ["peer", host, str(QUIC_PORT), node_id],
+            + ["peer", host, str(port), node_id],
             env=bed.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -101,9 +109,13 @@ class Bed(meshbed.Bed):
         }
 
     @contextmanager
-    def hostile_peer(self, node: str, host: str, node_id: str) -> Iterator[HostilePeer]:
+    def hostile_peer(
+        self, node: str, host: str, node_id: str, port: int = QUIC_PORT
+    ) -> Iterator[HostilePeer]:
+        """``hostile_peer.py peer`` in ``node``'s namespace, dialling ``host``:``port``
+        (the neighbour port; the exit port on a mesh address for a gateway)."""
         with tempfile.TemporaryFile() as stderr:
-            peer = HostilePeer(self, node, host, node_id, stderr)
+            peer = HostilePeer(self, node, host, node_id, stderr, port)
             try:
                 yield peer
             finally:

@@ -494,6 +494,19 @@ def test_a_node_plays_an_older_version_through_its_control_section(tmp_path: Pat
         assert cfg.control.socket == p.node(name).socket  # the testbed's, still
 
 
+def test_a_node_gets_a_small_port_range_through_its_wireguard_section(tmp_path: Path) -> None:
+    """How the netns tests exhaust a node's link ports quickly (issue 28, item 4)."""
+    text = "[nodes.a]\nwireguard = { listen_port_max = 51821, issuer_link_share = 1.0 }\n"
+    p = plan.make_plan(topology.parse(text), "mwg", tmp_path)
+    path = tmp_path / "a.toml"
+    path.write_text(plan.render_config(p, p.node("a"), fake_keys(p), ADMIN))
+    cfg = config.load(path)
+    assert (cfg.wireguard.listen_port_min, cfg.wireguard.listen_port_max) == (51820, 51821)
+    assert cfg.wireguard.issuer_link_limit == 2
+    with pytest.raises(topology.TopologyError, match="an invited node's config is its own"):
+        topology.parse("[nodes.a]\n[nodes.b]\ninvited = true\nwireguard = { mtu = 1400 }\n")
+
+
 def test_a_node_s_certificate_may_be_given_a_past() -> None:
     topo = topology.parse("[nodes.a]\ncert_age_s = 86400\n[nodes.b]\n")
     assert topo.node("a").cert_age_s == 86400 and topo.node("b").cert_age_s == 0
