@@ -205,6 +205,8 @@ class Exits:
         for peer in self.peers.values():
             if peer.member is None and now - peer.since > VERIFY_S:
                 self.effects.append(fx.Close(peer.node_id, "not_verified"))
+            elif peer.admitted:
+                self._lost_address(peer)
 
     def uplink_check_lost(self) -> None:
         """The check asked for ended without a verdict (cancelled, or it failed to run):
@@ -259,17 +261,29 @@ class Exits:
         return self._address_refusal(peer)
 
     def _address_refusal(self, peer: ExitPeer) -> str | None:
-        """``address_in_use`` when another member holds ``peer``'s address: one admitted
-        here (its WireGuard peer has that allowed-ip: WireGuard would move it to the
-        newcomer's, and the user's traffic with it), or one certified first (the
-        certificate directory: meshd.core.membership.directory)."""
+        """``address_in_use`` when another member holds ``peer``'s address: one certified
+        first (the certificate directory: meshd.core.membership.directory), or one
+        admitted here (its WireGuard peer has that allowed-ip: WireGuard would move it to
+        the newcomer's, and the user's traffic with it) that still holds it; one that no
+        longer does (a member certified first came since) is released first."""
         assert peer.member is not None and peer.credential is not None
+        conflict = self.plane.trust.conflict(peer.credential)
+        if conflict is not None:
+            return conflict.reason
         holder = self.user_of.get(peer.member.mesh_ipv4)
         other = self.peers.get(holder) if holder is not None else None
-        if holder != peer.node_id and other is not None and other.admitted:
-            return ADDRESS_IN_USE
-        conflict = self.plane.trust.conflict(peer.credential)
-        return None if conflict is None else conflict.reason
+        if holder == peer.node_id or other is None or not other.admitted:
+            return None
+        return None if self._lost_address(other) else ADDRESS_IN_USE
+
+    def _lost_address(self, peer: ExitPeer) -> bool:
+        """An admitted user whose address a member certified first holds (it came to the
+        directory after the user was admitted) is released and its session closed."""
+        if peer.credential is None or (c := self.plane.trust.conflict(peer.credential)) is None:
+            return False
+        self._release(peer, c.reason)
+        self.effects.append(fx.Close(peer.node_id, c.reason))
+        return True
 
     def _on_request(self, peer: ExitPeer) -> None:
         assert peer.member is not None

@@ -286,3 +286,43 @@ def test_a_second_member_with_a_users_address_never_takes_its_allowed_ip(
     ):
         world.exits.message(fourth.node_id, session.encode(message), 3.0)
     assert sent(world.exits.drain())[-1] == session.ExitRefused("address_in_use")
+
+
+def test_a_user_whose_address_a_member_certified_first_holds_is_released(
+    tmp_path: Path,
+) -> None:
+    """The user got in before the certificate of the address's first holder reached us:
+    once it does, the user is released (at the next tick, or when the first holder asks),
+    and the first holder is admitted in its place."""
+    from meshd.adapters import identity
+    from meshd.core.membership import MembershipCertificate
+    from meshd.core.membership.directory import Entry
+
+    world = World(tmp_path, up_health())
+    world.exit_verified()
+    world.message(session.ExitRequest())
+    first = identity.generate(tmp_path / "first")
+    earlier = MembershipCertificate.decode(cert(first, str(PEER_IP)))
+    earlier = dataclasses.replace(earlier, not_before=earlier.not_before - 600).sign(ADMIN)
+    world.core.trust.directory.add(Entry(earlier), WALL)
+    world.exits.session_up(first.node_id, session.MESHD_2, 2.0)
+    for message in (
+        session.Capabilities(session.FEATURES),
+        session.Membership(earlier.encode()),
+        session.ExitRequest(),
+    ):
+        world.exits.message(first.node_id, session.encode(message), 2.0)
+    effects = world.exits.drain()
+    released = effects.index(exits.Release(world.peer.wireguard_public))
+    assert effects.index(exits.Admit(first.wireguard_public, PEER_IP)) > released
+    assert fx.Close(world.peer.node_id, "address_in_use") in effects
+    assert world.exits.user_of == {PEER_IP: first.node_id}
+    # Without a request, the tick finds it.
+    world = World(tmp_path / "w2", up_health())
+    world.exit_verified()
+    world.message(session.ExitRequest())
+    world.core.trust.directory.add(Entry(earlier), WALL)
+    world.exits.tick(3.0, ())
+    effects = world.exits.drain()
+    assert exits.Release(world.peer.wireguard_public) in effects
+    assert fx.Close(world.peer.node_id, "address_in_use") in effects
