@@ -146,17 +146,26 @@ def _issue(
     own_ipv4: ipaddress.IPv4Address,
     now: int,
     lifetime_s: int,
+    directory: bytes = b"",
 ) -> InviteToken:
-    """The invite, recorded in ``store`` before its token is out: always redeemable."""
+    """The invite, recorded in ``store`` before its token is out: always redeemable. Its
+    address is none that a member holds by the node's certificate directory
+    (``directory``, its file) either, and an admin's is in no delegate's pool: the mesh
+    would refuse that member (``address_in_use``)."""
     from meshd.core.invites import allocate_ipv4, issue_invite
+    from meshd.core.membership.directory import held_in
 
-    taken = store.taken_ipv4() | {own_ipv4}
+    held, pools = held_in(directory)
+    taken = store.taken_ipv4() | {own_ipv4} | held
     if args.mesh_ipv4 in taken:
-        raise ValueError(f"{args.mesh_ipv4} is taken (this node's, or in one of its invites)")
+        raise ValueError(
+            f"{args.mesh_ipv4} is taken (this node's, a member's, or in one of its invites)"
+        )
+    avoid = pools if issuer.delegation is None else set()
     token = issue_invite(
         issuer,
         name=args.name,
-        mesh_ipv4=args.mesh_ipv4 or allocate_ipv4(issuer.pool, taken),
+        mesh_ipv4=args.mesh_ipv4 or allocate_ipv4(issuer.pool, taken, avoid),
         bootstrap=endpoints,
         issued_at=now,
         expires_at=now + lifetime_s,
@@ -187,7 +196,8 @@ def main(args: argparse.Namespace) -> int:
             store = SqliteInviteStore.open(state_dir)
             try:
                 ipv4 = own.member.mesh_ipv4
-                token = _issue(args, store, issuer, endpoints, ipv4, now, lifetime_s)
+                directory = _read_directory(state_dir)
+                token = _issue(args, store, issuer, endpoints, ipv4, now, lifetime_s, directory)
             finally:
                 store.close()
     except (
@@ -209,6 +219,16 @@ def main(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _read_directory(state_dir: Path) -> bytes:
+    """The daemon's certificate directory file (empty if there is none yet)."""
+    from meshd.daemon.control import DIRECTORY_FILE
+
+    try:
+        return (state_dir / DIRECTORY_FILE).read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _print(text: str) -> None:

@@ -58,11 +58,14 @@ class Issuer:
 
 
 def allocate_ipv4(
-    pool: ipaddress.IPv4Network, taken: Collection[ipaddress.IPv4Address]
+    pool: ipaddress.IPv4Network,
+    taken: Collection[ipaddress.IPv4Address],
+    avoid: Collection[ipaddress.IPv4Network] = (),
 ) -> ipaddress.IPv4Address:
-    """The lowest host address of ``pool`` not in ``taken``; ValueError when none is left."""
+    """The lowest host address of ``pool`` not in ``taken`` nor in one of ``avoid`` (the
+    pools of delegates, when an admin allocates); ValueError when none is left."""
     for address in pool.hosts():
-        if address not in taken:
+        if address not in taken and not any(address in other for other in avoid):
             return address
     raise ValueError(f"no free address left in {pool}")
 

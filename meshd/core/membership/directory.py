@@ -347,6 +347,26 @@ class Directory:
         return refused
 
 
+def held_in(data: bytes) -> tuple[set[ipaddress.IPv4Address], set[ipaddress.IPv4Network]]:
+    """What a directory file (``encode``) says is held: its members' IPv4 addresses and
+    the pools of the delegations behind them. Read, not verified: an issuer that avoids
+    them gives out no address the mesh would refuse as ``address_in_use``, and an admin
+    none inside a delegate's pool. What does not parse ends the reading."""
+    addresses: set[ipaddress.IPv4Address] = set()
+    pools: set[ipaddress.IPv4Network] = set()
+    if not data.startswith(FILE_MAGIC):
+        return addresses, pools
+    data = data[len(FILE_MAGIC) :]
+    while data:
+        try:
+            entry, data = Entry.read(data)
+        except DirectoryError:
+            break
+        addresses.add(entry.certificate.mesh_ipv4)
+        pools.update(d.ipv4_pool for d in entry.chain)
+    return addresses, pools
+
+
 def entries_of(records: Sequence[bytes]) -> list[Entry]:
     """Entries from their encodings (a DIRECTORY_ENTRIES message); DirectoryError on the
     first that does not parse."""

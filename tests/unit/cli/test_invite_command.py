@@ -110,6 +110,54 @@ def test_a_delegate_gives_addresses_from_its_pool_and_carries_its_delegation(
     verify_invite(token.invite, int(time.time()), admins=(PEER,))
 
 
+def test_an_admin_gives_no_address_a_member_holds_nor_one_in_a_delegates_pool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The node's certificate directory says who holds what (issue 28, item 4): the mesh
+    would refuse a second holder of an address (address_in_use)."""
+    from meshd.core.membership import MeshDefinition
+    from meshd.core.membership.directory import FILE_MAGIC, Entry
+
+    config = _node(tmp_path, admin=True)
+    state = tmp_path / "state"
+    admin = identity.load(state).signing_key
+    mesh = MeshDefinition.decode((state / trust.MESH_FILE).read_bytes())
+    delegate = identity.generate(tmp_path / "delegate")
+    pool = issue_delegation(
+        admin,
+        mesh=mesh,
+        delegate=delegate.node_id,
+        scope=SCOPE_ALL,
+        ipv4_pool=ipaddress.IPv4Network("10.77.0.0/28"),
+        not_before=NOW - 60,
+        expires_at=NOW + 86400,
+        serial=7,
+    )
+    entries = []
+    for k, (signer, ip, chain) in enumerate(
+        [(admin, "10.77.0.2", None), (delegate.signing_key, "10.77.0.9", pool)]
+    ):
+        member = identity.generate(tmp_path / f"m{k}")
+        cert = issue_membership(
+            signer,
+            mesh=mesh,
+            node_id=member.node_id,
+            name="m",
+            wireguard_public=member.wireguard_public,
+            mesh_ipv4=ipaddress.IPv4Address(ip),
+            not_before=NOW - 60,
+            expires_at=NOW + 86400,
+            serial=10 + k,
+            delegation=chain,
+        )
+        entries.append(Entry(cert, (chain,) if chain else ()).encoded)
+    (state / "directory").write_bytes(FILE_MAGIC + b"".join(entries))
+    token = parse_token(_invite(config, capsys, "--endpoint", "192.0.2.1:6697")[0])
+    assert token.invite.mesh_ipv4 == ipaddress.IPv4Address("10.77.0.16")  # past the pool
+    code = meshd(["invite", "--name", "x", "--config", str(config), "--mesh-ipv4", "10.77.0.2"])
+    assert code == 1 and "10.77.0.2 is taken" in capsys.readouterr().err
+
+
 def test_a_plain_member_cannot_invite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _node(tmp_path, admin=False)
     assert meshd(["invite", "--name", "x", "--config", str(config)]) == 1
