@@ -13,9 +13,11 @@ minted with the testbed's admin key or d's delegation, speak for it
   c's (WireGuard gives an allowed-ip to the peer it was set for last: before this issue
   the newcomer took c's traffic).
 - Identities and ports: d's delegation mints two identities; b takes the first (its port
-  is the fourth) and refuses the second (``issuer_link_limit``). The admin's fresh
-  identities take the last port and are then refused ``no_free_port``; before this issue
-  ``link_port`` raised inside the session's handler. b keeps serving a and c throughout.
+  is the fourth) and refuses the second (``issuer_link_limit``). A delegation the admin
+  gives another key later for half of d's pool mints one: refused (``pool_overlap``).
+  The admin's fresh identities take the last port and are then refused
+  ``no_free_port``; before this issue ``link_port`` raised inside the session's handler.
+  b keeps serving a and c throughout.
 """
 
 from __future__ import annotations
@@ -70,10 +72,17 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
 
 
 def mint(
-    bed: Bed, where: Path, ipv4: str, *, by_delegate: str | None = None, node_id: str | None = None
+    bed: Bed,
+    where: Path,
+    ipv4: str,
+    *,
+    by_delegate: str | None = None,
+    node_id: str | None = None,
+    delegated: tuple[Any, Any] | None = None,
 ) -> Any:
     """A certificate for a fresh identity in ``where`` (or for ``node_id`` with its
-    WireGuard key), signed by the testbed's admin or by ``by_delegate``'s delegation."""
+    WireGuard key), signed by the testbed's admin, by ``by_delegate``'s delegation, or by
+    the key of a ``delegated`` (key, delegation)."""
     from meshd.adapters import identity
     from meshd.core.membership import (
         DelegationCertificate,
@@ -96,6 +105,8 @@ def mint(
             (bed.state(by_delegate) / "delegation.cert").read_bytes()
         )
         signer = identity.load(bed.state(by_delegate)).signing_key
+    if delegated is not None:
+        signer, delegation = delegated
     now = int(time.time())
     cert = issue_membership(
         signer,
@@ -210,12 +221,22 @@ def test_identities_cost_at_most_their_issuers_share_and_exhaustion_refuses(
     pool = mint_pool(bed)
     host = bed.underlay_address("b", towards="d")
     outcomes: list[tuple[str, Any]] = []
+    overlapping = overlapping_delegation(bed, tmp_path / "delegate")
     with bed.hostile_peer("d", host, b["node_id"]) as peer:
         for k, (by, address) in enumerate(
-            [("d", pool[10]), ("d", pool[11]), (None, "10.77.0.50"), (None, "10.77.0.51")]
+            [
+                ("d", pool[10]),
+                ("d", pool[11]),
+                ("overlap", pool[-1]),
+                (None, "10.77.0.50"),
+                (None, "10.77.0.51"),
+            ]
         ):
             where = tmp_path / f"id{k}"
-            cert, delegation = mint(bed, where, address, by_delegate=by)
+            if by == "overlap":
+                cert, delegation = mint(bed, where, address, delegated=overlapping)
+            else:
+                cert, delegation = mint(bed, where, address, by_delegate=by)
             chain = delegation.encode() if delegation is not None else b""
             message = membership_message(cert.encode(), chain)
             result = session_as(peer, where, [message], linger=2.0)
@@ -225,6 +246,7 @@ def test_identities_cost_at_most_their_issuers_share_and_exhaustion_refuses(
     assert [reason for _, reason in outcomes] == [
         None,  # d's first: the fourth port
         "issuer_link_limit",  # d's second: one delegate's share is 1 of 5
+        "pool_overlap",  # a delegation given later, for half of d's pool
         None,  # the admin's: the last port
         "no_free_port",
     ], outcomes
@@ -234,6 +256,35 @@ def test_identities_cost_at_most_their_issuers_share_and_exhaustion_refuses(
     log = bed.log_since("b", offset)
     assert "reason=no_free_port" in log and "reason=issuer_link_limit" in log, log
     assert_b_serves_a_and_c(bed, b_pid, offset)
+
+
+def overlapping_delegation(bed: Bed, where: Path) -> tuple[Any, Any]:
+    """A fresh delegate's key and a delegation the admin gives it now for the upper half
+    of d's pool (d's was given at the testbed's start: it comes first)."""
+    from meshd.adapters import identity
+    from meshd.core.membership import (
+        SCOPE_ALL,
+        DelegationCertificate,
+        MeshDefinition,
+        issue_delegation,
+    )
+
+    mesh = MeshDefinition.decode((bed.state("b") / "mesh.cert").read_bytes())
+    d_pool = DelegationCertificate.decode((bed.state("d") / "delegation.cert").read_bytes())
+    upper = list(d_pool.ipv4_pool.subnets())[1]
+    delegate = identity.generate(where)
+    now = int(time.time())
+    delegation = issue_delegation(
+        identity.load(bed.dir / "admin").signing_key,
+        mesh=mesh,
+        delegate=delegate.node_id,
+        scope=SCOPE_ALL,
+        ipv4_pool=upper,
+        not_before=now - 10,
+        expires_at=now + 3600,
+        serial=9000,
+    )
+    return delegate.signing_key, delegation
 
 
 def mint_pool(bed: Bed) -> list[str]:
