@@ -80,6 +80,44 @@ ROUTE_REFUSALS = {
     "stale_signature": "origin signatures too old or from the future",
 }
 
+# What a neighbour sent that no honest meshd of this version sends (docs/threat-model.md):
+# refusals with these reasons tell a hostile box from a broken one (a malformed message,
+# an expired certificate, a clock off, an older version), and are worth a `meshd block`.
+HOSTILE = {
+    "prefix_not_host": "routes for a default or wider prefix",
+    "prefix_outside_mesh": "routes for addresses outside the mesh",
+    "wrong_origin": "routes for another member's address",
+    "not_its_address": "routes for addresses its certificate does not hold",
+    "unsigned": "newer seqnos without their origin's signature",
+    "bad_signature": "seqnos or records whose signature does not verify",
+    "forged_revocation": "a revocation with a forged admin signature",
+    "revocation_bad_signature": "a revocation with a forged admin signature",
+    "gateway_not_its_address": "gateway adverts for another member's address",
+    "bad_name": "a name its certificate does not commit to",
+    "address_in_use": "a certificate for another member's address",
+    "claim_rate": "claims faster than an honest provider makes them",
+    "claim_pending": "claims faster than an honest provider makes them",
+    "claim_epoch_too_soon": "a new metering epoch with claim after claim",
+}
+RATE_PREFIX = "rate_"  # rate_<kind>: messages beyond their kind's budget
+
+
+def hostile(n: Neighbour) -> dict[str, int]:
+    """Its refusals that no honest meshd causes, by reason code."""
+    return {
+        reason: count
+        for reason, count in (n.get("refusals") or {}).items()
+        if reason in HOSTILE or reason.startswith(RATE_PREFIX)
+    }
+
+
+def refused_thing(code: str) -> str:
+    """What a refusal reason says it sent, in words."""
+    if code.startswith(RATE_PREFIX):
+        return f"{code[len(RATE_PREFIX) :].replace('_', ' ')} messages beyond their budget"
+    return HOSTILE.get(code) or ROUTE_REFUSALS.get(code) or refusal(code)
+
+
 # Why receipts are throttled or disputed (meshd.core.receipts.exchange).
 _RECEIPT_REASONS = {
     "no_receipts": "claims left unsigned beyond the credit allowance",
@@ -111,6 +149,14 @@ def neighbour(n: Neighbour) -> Why:
                 Level.BAD,
                 f"up, but traffic to {len(holes)} destination(s) got no answer through it: "
                 "kept out of those routes",
+            )
+        bad = hostile(n)
+        if bad:
+            worst = max(bad, key=lambda r: bad[r])
+            return Why(
+                Level.BAD,
+                f"up, but it sends what no honest meshd does ({refused_thing(worst)}): "
+                "meshd block it?",
             )
         routes = {r: c for r, c in (n.get("refusals") or {}).items() if r in ROUTE_REFUSALS}
         if routes:

@@ -15,6 +15,7 @@ from tui.model import HISTORY, LinkRates, Live
 from tui.tables import Cell, LiveTable
 
 RATE_WIDTH = 9  # fmt.rate
+REFUSALS_SHOWN = 4  # reasons in a neighbour's detail, the most counted first
 
 
 class Neighbours(Vertical):
@@ -98,4 +99,12 @@ def describe(n: Neighbour) -> Text:
         )
     else:
         text.append(f"tunnel   {n['interface']}: no WireGuard link yet")
+    refusals = n.get("refusals") or {}
+    if refusals:
+        top = sorted(refusals.items(), key=lambda item: -item[1])
+        shown = " · ".join(f"{count} {code}" for code, count in top[:REFUSALS_SHOWN])
+        more = f" · {len(top) - REFUSALS_SHOWN} more" if len(top) > REFUSALS_SHOWN else ""
+        text.append(f"\nrefused  {shown}{more}")
+        if explain.hostile(n):
+            text.append(f"\nhostile? meshd block {n['node_id']}", style="bold red")
     return text

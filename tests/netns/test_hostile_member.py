@@ -270,6 +270,7 @@ def test_a_member_flooding_costly_messages_costs_little_and_disturbs_no_one(
     from meshd.adapters import identity
     from meshd.core.membership import MeshDefinition, RevocationTarget, revoke
     from meshd.core.proto import session
+    from tui.neighbours import describe
 
     bed.run("kill", "a", check=False)
     b_id, pid = bed.status("b")["node_id"], bed.pid("b")
@@ -310,8 +311,14 @@ def test_a_member_flooding_costly_messages_costs_little_and_disturbs_no_one(
         )
         assert result["closed"] is not None, result
         assert result["closed"]["reason"] == "forged_revocation", result
-    refusals = next(n for n in bed.status("b")["neighbours"] if n["name"] == "a")["refusals"]
+    a_seen = next(n for n in bed.status("b")["neighbours"] if n["name"] == "a")
+    refusals = a_seen["refusals"]
     print(f"a's refusals at b: {refusals}")
+    # The operator sees it: `meshd status` counts them on a's row, the dashboard's detail of
+    # a says which and how to block it (tui.neighbours.describe of b's status).
+    row = next(line for line in bed.sh("b", "meshd", "status").splitlines() if line[:2] == "a ")
+    assert f"{sum(refusals.values())} (" in row, row
+    assert f"hostile? meshd block {a_seen['node_id']}" in describe(a_seen).plain
     for kind in used:
         assert refusals.get(f"rate_{kind}", 0) > 0, (kind, refusals)
     assert refusals.get("forged_revocation") == 1, refusals

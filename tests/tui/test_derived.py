@@ -13,6 +13,7 @@ from tests.tui.fakes import status
 from tui import explain, fmt
 from tui.explain import Level
 from tui.model import Live
+from tui.neighbours import describe
 
 TERMS: Any = {"tolerance_percent": 2.0, "tolerance_bytes": 1000, "credit_bytes": 10_000}
 
@@ -69,14 +70,21 @@ def neighbour(**changes: Any) -> Neighbour:
         (neighbour(), Level.OK, "up (found by bootstrap)"),
         (neighbour(loss=0.12), Level.WARN, "up, but 12% of its probes are lost"),
         (
-            neighbour(refusals={"wrong_origin": 2, "prefix_not_host": 5, "malformed": 1}),
+            neighbour(refusals={"unknown_origin": 2, "route_limit": 5, "malformed": 1}),
             Level.WARN,
-            "up, but 7 of its routes refused (mostly a default or wider prefix)",
+            "up, but 7 of its routes refused (mostly more routes than a neighbour may send)",
         ),
         (
-            neighbour(refusals={"bad_signature": 3, "unsigned": 1}),
-            Level.WARN,
-            "up, but 4 of its routes refused (mostly seqnos their origin did not sign)",
+            neighbour(refusals={"wrong_origin": 2, "prefix_not_host": 5, "unknown_origin": 1}),
+            Level.BAD,
+            "up, but it sends what no honest meshd does (routes for a default or wider "
+            "prefix): meshd block it?",
+        ),
+        (
+            neighbour(refusals={"rate_link": 300, "unsigned": 1}),
+            Level.BAD,
+            "up, but it sends what no honest meshd does (link messages beyond their "
+            "budget): meshd block it?",
         ),
         (
             neighbour(black_holes=["10.77.0.5/32"], refusals={"unsigned": 1}),
@@ -134,6 +142,19 @@ def neighbour(**changes: Any) -> Neighbour:
 )
 def test_why_a_neighbour_is_in_its_state(n: Neighbour, level: Level, why: str) -> None:
     assert explain.neighbour(n) == explain.Why(level, why)
+
+
+def test_a_neighbours_detail_lists_its_refusals_and_says_when_to_block_it() -> None:
+    honest = describe(neighbour(refusals={"unknown_origin": 2})).plain
+    assert "refused  2 unknown_origin" in honest and "meshd block" not in honest
+    counts = {"rate_babel": 20, "unknown_origin": 1, "wrong_origin": 7, "rate_link": 3,
+              "malformed": 2}  # fmt: skip
+    n = neighbour(refusals=counts)
+    shown = describe(n).plain.splitlines()
+    assert shown[-2:] == [
+        "refused  20 rate_babel · 7 wrong_origin · 3 rate_link · 2 malformed · 1 more",
+        f"hostile? meshd block {n['node_id']}",
+    ]
 
 
 def test_why_traffic_leaves_as_it_does() -> None:

@@ -40,6 +40,7 @@ STATUS: dict[str, Any] = {
             "last_handshake": 1700000000.25,
             "rx_bytes": 2048,
             "tx_bytes": 10,
+            "refusals": {"wrong_origin": 2, "rate_link": 3},
             "control": {
                 "session": "up",
                 "address": "100.64.0.2:6697",

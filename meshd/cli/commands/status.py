@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from meshd.cli.commands import add_socket_argument
 
 if TYPE_CHECKING:
-    from meshd.api.schema import Status, Usage
+    from meshd.api.schema import Neighbour, Status, Usage
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,7 +58,8 @@ def render(s: Status) -> str:
         f"backend  {s['backend']}",
         "",
         table(
-            ["NEIGHBOUR", "INTERFACE", "STATE", "RTT ms", "LOSS", "SILENT s", "RX", "TX"],
+            ["NEIGHBOUR", "INTERFACE", "STATE", "RTT ms", "LOSS", "SILENT s", "RX", "TX"]
+            + ["REFUSED"],
             [
                 [
                     n["name"],
@@ -70,6 +71,7 @@ def render(s: Status) -> str:
                     n.get("silent_s"),
                     n.get("rx_bytes"),
                     n.get("tx_bytes"),
+                    refused(n),
                 ]
                 for n in s["neighbours"]
             ],
@@ -102,6 +104,17 @@ def render(s: Status) -> str:
             ),
         ]
     return "\n".join(parts)
+
+
+def refused(n: Neighbour) -> str | None:
+    """How many things it sent were refused, and the most counted reason (every reason:
+    ``--json``, or the dashboard's neighbour detail)."""
+    counts = n.get("refusals") or {}
+    if not counts:
+        return None
+    top = max(counts, key=lambda code: counts[code])
+    more = ", ..." if len(counts) > 1 else ""
+    return f"{sum(counts.values())} ({top} {counts[top]}{more})"
 
 
 def receipts(u: Usage) -> str:

@@ -17,9 +17,9 @@ node     a  {NODE_A}
 mesh     10.77.0.1  fd6d::1
 backend  kernel
 
-NEIGHBOUR  INTERFACE       STATE       RTT ms  LOSS  SILENT s  RX    TX
-b          mwabcdef123456  up          1.25    0     0.5       2048  10
-c          mw0123456789ab  connecting  -       -     -         -     -
+NEIGHBOUR  INTERFACE       STATE       RTT ms  LOSS  SILENT s  RX    TX  REFUSED
+b          mwabcdef123456  up          1.25    0     0.5       2048  10  5 (rate_link 3, ...)
+c          mw0123456789ab  connecting  -       -     -         -     -   -
 
 ROUTE         VIA  INTERFACE       METRIC
 10.77.0.2/32  b    mwabcdef123456  96
