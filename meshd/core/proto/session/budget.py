@@ -15,8 +15,8 @@ a cost too): the counts are read from its headers.
 
 The kinds every session starts with and that cost nothing to take (CAPABILITIES, CLOCK, the
 first MEMBERSHIP: once a session) and JOIN_REQUEST (join-only sessions, closed after one)
-draw on no bucket. The metering kinds have their own limits besides
-(meshd.daemon.claims: one claim a neighbour at a time).
+draw on no bucket. Claims have their own gate besides
+(meshd.daemon.metering: one a neighbour at a time, every 2.5 s).
 """
 
 from __future__ import annotations
