@@ -89,7 +89,8 @@ def test_the_receipts_are_saved_before_anything_is_removed(
     code, out = _leave(root, "--yes", "--export", str(export))
     assert code == 0, capsys.readouterr().err
     assert export.read_text() == expected
-    assert sum(json.loads(line)["type"] == "receipt" for line in expected.splitlines()) == 3
+    # The fixture's three receipts are of one epoch: the ledger keeps the latest.
+    assert sum(json.loads(line)["type"] == "receipt" for line in expected.splitlines()) == 1
     assert f"meshd receipts verify {export}" in out
     assert not (root / STATE).exists()
 
