@@ -263,15 +263,16 @@ class Exits:
         others = [
             c for c in self.plane.gateways.choice.candidates if c.usable and c.node_id != gateway
         ]
+        strikes = self.strikes[gateway] = self.strikes.get(gateway, 0) + 1
         if not others:
             # Nowhere else to go: a gateway that may work beats none (the check's target
-            # may be what is down). Counted, and checked again.
+            # may be what is down). Counted, checked again, logged once until one passes.
             check.failed_in_a_row = 0
-            self.journal(
-                "exit.no_internet", logging.WARNING, gateway=gateway[:8], detail=detail, kept=True
-            )
+            if strikes == 1:
+                self.journal(
+                    "exit.no_internet", logging.WARNING, gateway=gateway[:8], detail=detail
+                )
             return
-        strikes = self.strikes[gateway] = self.strikes.get(gateway, 0) + 1
         believed = min(REFUSED_RETRY_S * 2 ** (strikes - 1), NO_INTERNET_MAX_S)
         self.plane.gateways.refusals[gateway] = (NO_INTERNET, now + believed)
         self.exit_check = None
