@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from nacl.signing import SigningKey
 
 from meshd.core.control import effects as fx
+from meshd.core.control.gateways import NO_INTERNET
 from meshd.core.control.plane import ControlPlane
 from meshd.core.errors import BadInput
 from meshd.core.journal import Journal, unheard
@@ -56,7 +57,6 @@ REFUSED_RETRY_S = 30.0
 # costs them a failover now and then, not every 30 s); a check through it that passes
 # starts again at REFUSED_RETRY_S.
 NO_INTERNET_MAX_S = 480.0
-NO_INTERNET = "exit_no_internet"
 VERIFY_S = 10.0
 MAX_SESSIONS = 256
 
@@ -257,6 +257,9 @@ class Exits:
         failing = check.result(ok, detail)
         if ok:
             self.strikes.pop(gateway, None)
+            # Chosen as the last resort, it works again: no longer refused.
+            if self.plane.gateways.refusals.get(gateway, ("",))[0] == NO_INTERNET:
+                del self.plane.gateways.refusals[gateway]
         if not failing:
             return
         self.no_internet[gateway] = self.no_internet.get(gateway, 0) + 1

@@ -444,3 +444,50 @@ def test_a_new_exit_starts_its_checks_afresh(tmp_path: Path) -> None:
     world.message(session.ExitGrant(52821), now=4.0)
     check = world.exits.exit_check
     assert check is not None and check.failed_in_a_row == 0 and check.next_at == 4.5
+
+
+def test_a_gateway_that_failed_our_checks_is_the_last_resort(tmp_path: Path) -> None:
+    """Refused ``exit_no_internet`` while another can be used; chosen again when none can
+    (it may have been a gateway whose uplink went down and came back: the failover
+    benchmark takes one uplink down after the other), and no longer refused once a check
+    through it passes."""
+    from meshd.adapters import identity
+    from meshd.core.routing.babel import SelectedRoute
+
+    world = checked_world(tmp_path)
+    gateways = world.core.gateways
+    x = world.peer.node_id
+    other = identity.generate(tmp_path / "other")
+    other_ip = ipaddress.IPv4Address("10.77.0.9")
+    adverts = {
+        x: gateways.table.adverts[x],
+        other.node_id: make_advert(
+            other.signing_key,
+            mesh_id=world.core.own.trust.mesh_id,
+            mesh_ipv4=other_ip,
+            exit_port=52821,
+            seqno=1,
+            issued_at=int(WALL),
+            lifetime_s=300,
+        ),
+    }
+    gateways.table.adverts = adverts
+    routes = {
+        ipaddress.ip_network(f"{a}/32"): SelectedRoute(
+            ipaddress.ip_network(f"{a}/32"), "n", b"r", 1, 96
+        )
+        for a in (PEER_IP, other_ip)
+    }
+    gateways.refusals[x] = (exits.NO_INTERNET, 100.0)
+    gateways.choose(routes, WALL, 50.0)
+    assert gateways.choice.selected == other.node_id  # refused while another is usable
+    withdrawn = dataclasses.replace(adverts[other.node_id], available=False)
+    gateways.table.adverts[other.node_id] = withdrawn
+    gateways.choose(routes, WALL, 51.0)
+    assert gateways.choice.selected == x and gateways.choice.changed  # the last resort
+    gateways.refusals[other.node_id] = ("quota_reached", 100.0)
+    gateways.table.adverts[other.node_id] = adverts[other.node_id]
+    gateways.choose(routes, WALL, 52.0)
+    assert gateways.choice.selected == x and not gateways.choice.changed  # a hard refusal
+    world.exits.exit_checked(x, True, "connected", 52.5)
+    assert x not in gateways.refusals
