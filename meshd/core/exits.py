@@ -243,6 +243,11 @@ class Exits:
         if self.health.result(ok, now, detail):
             self._health_changed(now, sessions)
 
+    def exit_applied(self, gateway: str, now: float) -> None:
+        """The kernel pointed the exit tunnel at ``gateway`` (a UseExit done)."""
+        if self.exit_check is not None and self.exit_check.gateway == gateway:
+            self.exit_check.applied(now)
+
     def exit_check_lost(self, gateway: str) -> None:
         """A check through ``gateway``'s exit ended without a verdict."""
         if self.exit_check is not None and self.exit_check.gateway == gateway:
@@ -464,7 +469,9 @@ class Exits:
             peer.node_id, peer.member.wireguard_public, (str(advert.mesh_ipv4), port)
         )
         self.ungranted_dials = 0
-        if self.checks_exit and (self.exit_check is None or target != self.granted):
+        if self.checks_exit and target != self.granted:
+            self.exit_check = ExitCheck.pending(peer.node_id)  # until exit_applied
+        elif self.checks_exit and self.exit_check is None:
             self.exit_check = ExitCheck.granted(peer.node_id, now)
         if target != self.granted:
             self.granted = target

@@ -207,6 +207,10 @@ class ExitService:
         self.core.exit_checked(gateway, ok, detail, time.monotonic())
         self._run()
 
+    def _exit_applied(self, gateway: str) -> None:
+        self.core.exit_applied(gateway, time.monotonic())
+        self._run()
+
     async def _meter_loop(self) -> None:
         while True:
             await asyncio.sleep(METER_S)
@@ -251,6 +255,11 @@ class ExitService:
             self.submit(self.tunnels.release, effect.wireguard_public)
         elif isinstance(effect, core.UseExit):
             self.submit(self.tunnels.use, effect.target, self.mesh_ipv4)
+            if effect.target is not None:
+                # Next on the kernel thread, so once the tunnel points there (the thread
+                # may be busy for seconds): its checks start.
+                loop = asyncio.get_running_loop()
+                self.submit(loop.call_soon_threadsafe, self._exit_applied, effect.target.node_id)
         elif isinstance(effect, core.Announce):
             self.control.originate_gateway(effect.advert)
         elif isinstance(effect, core.CheckUplink):

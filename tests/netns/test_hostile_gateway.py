@@ -167,8 +167,8 @@ def test_a_gateway_that_drops_its_users_traffic_loses_them_within_the_target(bed
         assert bed.reasons("e")[first] == "refused us: exit_no_internet"
         check = bed.exit_check("e")
         print(f"e's checks through {other}: {check}")
-        # Only first's count: checks through the new gateway have been seen failing for a
-        # few seconds after the switch on a loaded machine (kept there: the last resort).
+        # Only first's count: checks through the new gateway were seen failing for a few
+        # seconds after the switch on a loaded machine (docs/threat-model.md).
         assert isinstance(check["no_internet"], dict) and check["no_internet"][first_id] == 1
         assert bed.name_of(str(check["gateway"])) == other
         # The household itself is online again too.

@@ -7,8 +7,9 @@ by a gateway it makes its own check, the same kind as a gateway's: one TCP conne
 ``[exit] check_target`` made through the exit tunnel only (a socket bound to the tunnel's
 interface: meshd.adapters.net.uplink_probe), a refused one counting as an answer.
 
-A check starts every ``interval_s`` (the first one ``interval_s`` after the grant, once
-the tunnel had its handshake), each given ``timeout_s``, so they overlap; the gateway
+A check starts every ``interval_s`` (the first one ``interval_s`` after the tunnel points
+at the gateway: the kernel applied it, and the handshake had time), each given
+``timeout_s``, so they overlap; the gateway
 fails us at ``failures`` failed in a row, about ``timeout_s + (failures - 1) *
 interval_s`` after everything stops passing: 1.5 s, well inside the failover target (3 s,
 netns-testbed/benchmarks/failover.py) with a new gateway's session and handshake on top.
@@ -19,6 +20,7 @@ nor for a blip shorter than ``interval_s`` (it can cost only one check).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 EXIT_CHECK_INTERVAL_S = 0.5
@@ -43,7 +45,18 @@ class ExitCheck:
 
     @classmethod
     def granted(cls, gateway: str, now: float) -> ExitCheck:
+        """Checks of an exit the tunnel points at already."""
         return cls(gateway, now + EXIT_CHECK_INTERVAL_S)
+
+    @classmethod
+    def pending(cls, gateway: str) -> ExitCheck:
+        """Checks of an exit the tunnel does not point at yet: none until ``applied``
+        (one before would go through the previous gateway, and count against this one)."""
+        return cls(gateway, math.inf)
+
+    def applied(self, now: float) -> None:
+        """The tunnel points at the gateway now."""
+        self.next_at = min(self.next_at, now + self.interval_s)
 
     def due(self, now: float) -> bool:
         """Time to start a check (the caller starts it and reports it to ``result``)."""

@@ -345,6 +345,7 @@ def checked_world(tmp_path: Path, *, other_usable: bool = True) -> World:
     world.exits.drain()
     world.exit_verified()
     world.message(session.ExitGrant(52821), now=1.0)
+    world.exits.exit_applied(gateway, 1.0)  # the kernel pointed the tunnel at it
     return world
 
 
@@ -443,7 +444,15 @@ def test_a_new_exit_starts_its_checks_afresh(tmp_path: Path) -> None:
     world.exits.tick(4.0, ())
     world.message(session.ExitGrant(52821), now=4.0)
     check = world.exits.exit_check
-    assert check is not None and check.failed_in_a_row == 0 and check.next_at == 4.5
+    assert check is not None and check.failed_in_a_row == 0
+    # None before the kernel points the tunnel at it (they would go through the old one,
+    # and count against this one), however long that takes.
+    assert not checks_started(world, 10.0)
+    world.exits.exit_applied("another", 10.0)
+    assert not checks_started(world, 11.0)
+    world.exits.exit_applied(world.peer.node_id, 11.0)
+    assert not checks_started(world, 11.25)
+    assert checks_started(world, 11.5) == [exits.CheckExit(world.peer.node_id)]
 
 
 def test_a_gateway_that_failed_our_checks_is_the_last_resort(tmp_path: Path) -> None:
