@@ -65,8 +65,10 @@ B = TypeVar("B", bound=Bed)
 
 
 @contextmanager
-def testbed(topology: str, prefix: str, kind: type[B]) -> Iterator[B]:
-    """``topology`` (a file in netns-testbed/topologies) up and converged, then down."""
+def testbed(topology: str | Path, prefix: str, kind: type[B]) -> Iterator[B]:
+    """``topology`` (a file in netns-testbed/topologies, or a path) up and converged, then
+    down; the bed's name is ``prefix`` and this process's id, so that other runs of the
+    same test can be up at once."""
     bed = kind(f"{prefix}{os.getpid() % 10000}")
     bed.run("down", check=False)
     try:

@@ -19,7 +19,6 @@ epoch; its link to c never goes down."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -51,14 +50,8 @@ between = ["b", "c"]
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     topology = tmp_path_factory.mktemp("claims") / "topology.toml"
     topology.write_text(TOPOLOGY)
-    b = Bed(f"hcl{os.getpid() % 10000}")
-    b.run("down", check=False)
-    try:
-        b.run("up", str(topology), "--wait")
-        b.run("wait-converged", "--timeout", "30")
+    with meshbed.testbed(topology, "hcl", Bed) as b:
         yield b
-    finally:
-        b.run("down", check=False)
 
 
 def ledger_rows(bed: Bed, provider: str) -> dict[str, int]:

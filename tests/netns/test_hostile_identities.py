@@ -59,17 +59,11 @@ between = ["b", "d"]
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     topology = tmp_path_factory.mktemp("identities") / "topology.toml"
     topology.write_text(TOPOLOGY)
-    b = Bed("hid")
-    b.run("down", check=False)
-    try:
-        b.run("up", str(topology), "--wait")
-        b.run("wait-converged", "--timeout", "30")
+    with meshbed.testbed(topology, "hid", Bed) as b:
         b_id = b.status("b")["node_id"]
         b.wait("c leaves by b", lambda: b.status("c")["gateway"]["exit_gateway"] == b_id, 20)
         b.run("kill", "d")
         yield b
-    finally:
-        b.run("down", check=False)
 
 
 def mint(

@@ -30,7 +30,6 @@ counted; a forged admin signature closes a's session."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import struct
 import time
 from collections.abc import Iterator
@@ -84,14 +83,8 @@ def session_as(
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     topology = tmp_path_factory.mktemp("clock") / "topology.toml"
     topology.write_text(TOPOLOGY)
-    b = Bed(f"hm{os.getpid() % 10000}")  # other runs of this test may be up at once
-    b.run("down", check=False)
-    try:
-        b.run("up", str(topology), "--wait")
-        b.run("wait-converged", "--timeout", "30")
+    with meshbed.testbed(topology, "hm", Bed) as b:
         yield b
-    finally:
-        b.run("down", check=False)
 
 
 def test_a_member_lying_about_the_time_moves_no_clock_and_a_revoked_node_stays_out(
