@@ -85,6 +85,18 @@ class Admit:
 
 
 @dataclass(frozen=True)
+class Grant:
+    """Send ``data`` (an EXIT_GRANT) to ``node_id`` once the kernel changes asked before it
+    are made. A user points its tunnel at us on the grant; its handshake, sent before its
+    key is a peer of our exit interface, is dropped, and WireGuard sends the next one only
+    5 s later (REKEY_TIMEOUT, the WireGuard paper 6.1): an outage of seconds, whenever our
+    kernel thread is busy (creating links, applying routes) as a user fails over to us."""
+
+    node_id: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Release:
     wireguard_public: bytes
 
@@ -123,6 +135,7 @@ Effect = (
     | fx.Close
     | fx.Dial
     | Admit
+    | Grant
     | Release
     | UseExit
     | Announce
@@ -302,7 +315,8 @@ class Exits:
                 user=shown(peer.member.name, peer.node_id),
                 address=str(peer.member.mesh_ipv4),
             )
-        self._send(peer.node_id, messages.ExitGrant(self.terms.exit_port))
+        grant = messages.encode(messages.ExitGrant(self.terms.exit_port))
+        self.effects.append(Grant(peer.node_id, grant))
 
     def _release(self, peer: ExitPeer, reason: str) -> None:
         if peer.admitted and peer.member is not None:

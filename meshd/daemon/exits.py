@@ -14,8 +14,9 @@ is meshd.adapters.net.exit_tunnel, on the kernel thread (``submit``).
   address on ``[exit] quic_port`` (a transport of its own, bound to our mesh address, so
   these sessions never mix with the neighbour sessions), shows its certificate and asks
   (EXIT_REQUEST). The gateway checks the certificate and its terms, adds the user's
-  WireGuard key (from the certificate) as a peer of its exit interface and answers with
-  its exit port (EXIT_GRANT), or refuses with a reason (EXIT_REFUSED). The user then
+  WireGuard key (from the certificate) as a peer of its exit interface and, once the
+  kernel has it, answers with its exit port (EXIT_GRANT), or refuses with a reason
+  (EXIT_REFUSED). The user then
   points its exit tunnel at the gateway. A user is released when its session ends.
 - **Quotas.** Every few seconds the gateway reads each user's exit bytes from the kernel
   (meshd.adapters.net.exit_meter) into this month's totals in the ledger; a user at its monthly
@@ -217,6 +218,10 @@ class ExitService:
                 transport.dial(effect.address, effect.node_id)
         elif isinstance(effect, core.Admit):
             self.submit(self.tunnels.admit, effect.wireguard_public, effect.mesh_ipv4)
+        elif isinstance(effect, core.Grant):
+            # Behind the admissions on the kernel thread, then back on the loop to go.
+            send = fx.Send(effect.node_id, effect.data)
+            self.submit(asyncio.get_running_loop().call_soon_threadsafe, self._do, send)
         elif isinstance(effect, core.Release):
             self.submit(self.tunnels.release, effect.wireguard_public)
         elif isinstance(effect, core.UseExit):

@@ -59,7 +59,7 @@ def up_health() -> UplinkHealth:
 
 
 def sent(effects: list[exits.Effect]) -> list[session.SessionMessage]:
-    return [session.decode(e.data) for e in effects if isinstance(e, fx.Send)]
+    return [session.decode(e.data) for e in effects if isinstance(e, fx.Send | exits.Grant)]
 
 
 def test_a_session_shows_capabilities_then_our_certificate(tmp_path: Path) -> None:
@@ -75,7 +75,10 @@ def test_a_verified_member_that_asks_is_admitted_and_granted(tmp_path: Path) -> 
     world = World(tmp_path, up_health())
     assert world.exit_verified() == []  # we are not its gateway-to-be: nothing to ask
     effects = world.message(session.ExitRequest())
-    assert exits.Admit(world.peer.wireguard_public, PEER_IP) in effects
+    admit = effects.index(exits.Admit(world.peer.wireguard_public, PEER_IP))
+    # The grant goes once the kernel has the peer (behind the Admit), not as a plain Send.
+    (grant,) = [i for i, e in enumerate(effects) if isinstance(e, exits.Grant)]
+    assert admit < grant and not [e for e in effects if isinstance(e, fx.Send)]
     assert sent(effects) == [session.ExitGrant(52820)]
     assert world.exits.user_of == {PEER_IP: world.peer.node_id}
     # Asking again is granted again, not admitted twice.
