@@ -55,6 +55,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="what a TCP connection through the uplink must reach while it works "
         "(default 1.1.1.1:443)",
     )
+    p.add_argument(
+        "--check-target",
+        metavar="HOST:PORT",
+        help="what a TCP connection through the exit tunnel must reach while the household "
+        "leaves by a gateway (default: the health target, else 1.1.1.1:443)",
+    )
     p.add_argument("--lan", action="append", default=[], metavar="IFACE", help="the household LAN")
     p.add_argument(
         "--underlay",

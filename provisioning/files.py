@@ -24,6 +24,7 @@ class Household:
     share: bool = False
     rate_cap: str | None = None
     health_target: str = DEFAULT_HEALTH_TARGET
+    check_target: str = DEFAULT_HEALTH_TARGET  # through the exit tunnel
     lan: tuple[str, ...] = ()
     underlay: tuple[str, ...] = ()
 
@@ -63,6 +64,9 @@ def render_config(invite: Invite, household: Household, name: str) -> str:
         ]
         if household.rate_cap:
             lines.append(f"rate_cap = {_s(household.rate_cap)}")
+    # Every household may leave by a gateway (one with an uplink, while it is down): it
+    # checks the internet through the exit tunnel (docs/threat-model.md, Gateway adverts).
+    lines += ["", "[exit]", f"check_target = {_s(household.check_target)}"]
     if household.lan:
         lines += ["", "[lan]", f"interfaces = {_list(household.lan)}"]
     if household.underlay:

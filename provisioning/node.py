@@ -80,6 +80,7 @@ def _household(args: argparse.Namespace) -> files.Household:
         share=args.share,
         rate_cap=args.rate_cap,
         health_target=args.health_target or files.DEFAULT_HEALTH_TARGET,
+        check_target=args.check_target or args.health_target or files.DEFAULT_HEALTH_TARGET,
         lan=tuple(args.lan),
         underlay=tuple(args.underlay),
     )

@@ -107,6 +107,18 @@ class Sharing(TypedDict):
     exit_bytes: dict[str, int]
 
 
+class ExitCheck(TypedDict):
+    """The checks through the exit tunnel (meshd.core.routing.exit_check)."""
+
+    target: str
+    gateway: str | None  # whose exit is checked; None: no exit in use
+    checks: int
+    failed: int
+    failed_in_a_row: int
+    last: str | None
+    no_internet: dict[str, int]  # gateway -> times it failed two checks in a row
+
+
 class _GatewayRequired(TypedDict):
     selected: str | None
     candidates: list[GatewayCandidate]
@@ -116,6 +128,7 @@ class Gateway(_GatewayRequired, total=False):
     uplink: Uplink | None
     using: str  # own_uplink, exit, none
     exit_gateway: str | None
+    exit_check: ExitCheck | None
     sharing: Sharing | None
 
 

@@ -286,6 +286,12 @@ class ExitSettings:
     )
     fwmark: int = _opt(0x4D58, "mark of the exit tunnel's own packets (kept out of the tunnel)")
     mtu: int = _opt(1340, "MTU of the exit tunnel (inside a mesh link)")
+    check_target: Address | None = _opt(
+        None,
+        "HOST:PORT that a TCP connection through the exit tunnel must reach while we leave "
+        "by a gateway (else it counts as refusing us); empty: uplink.health_target; "
+        "neither: the exit is not checked",
+    )
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ The gateway side admits a verified member that asks (EXIT_REQUEST) unless its te
 no (``admission``), meters its users' bytes into this month's totals and releases one that
 reached its quota. The user side follows the control plane's choice of gateway while it
 needs an exit (no uplink, or one that is down), dials it, asks once the gateway's
-certificate verified, and points its exit tunnel where the grant says. Both run over the
-one session policy (meshd.core.session_policy, kind EXIT): the certificate first, then
-only the EXIT kinds.
+certificate verified, points its exit tunnel where the grant says, and checks that the
+internet answers through it (meshd.core.routing.exit_check): a gateway that fails the
+checks counts as refusing us (``exit_no_internet``). Both run over the one session
+policy (meshd.core.session_policy, kind EXIT): the certificate first, then only the EXIT
+kinds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from nacl.signing import SigningKey
 
 from meshd.core.control import effects as fx
+from meshd.core.control.gateways import NO_INTERNET
 from meshd.core.control.plane import ControlPlane
 from meshd.core.errors import BadInput
 from meshd.core.journal import Journal, unheard
@@ -29,6 +32,7 @@ from meshd.core.membership.directory import ADDRESS_IN_USE
 from meshd.core.membership.names import shown
 from meshd.core.proto import session as messages
 from meshd.core.proto.gateway import GatewayAdvert, make_advert
+from meshd.core.routing.exit_check import ExitCheck
 from meshd.core.routing.uplink_health import Health, UplinkHealth
 from meshd.core.session_policy import (
     Credential,
@@ -48,6 +52,11 @@ REDIAL_S = 2.0
 # that advertises and answers nothing, or drops its sessions): another is chosen.
 EXIT_DIAL_TRIES = 3
 REFUSED_RETRY_S = 30.0
+# A gateway whose exit fails our checks again after its refusal ran out is believed for
+# twice as long each time, up to this (a gateway that drops its users' traffic for good
+# costs them a failover now and then, not every 30 s); a check through it that passes
+# starts again at REFUSED_RETRY_S.
+NO_INTERNET_MAX_S = 480.0
 VERIFY_S = 10.0
 MAX_SESSIONS = 256
 
@@ -119,6 +128,13 @@ class CheckUplink:
 
 
 @dataclass(frozen=True)
+class CheckExit:
+    """Run one check through the exit tunnel and give its outcome to ``exit_checked``."""
+
+    gateway: str  # whose exit the tunnel points at: the outcome is that gateway's
+
+
+@dataclass(frozen=True)
 class SaveBlocked:
     """The node ids blocked at run time (not the config's), to keep across restarts."""
 
@@ -140,6 +156,7 @@ Effect = (
     | UseExit
     | Announce
     | CheckUplink
+    | CheckExit
     | SaveBlocked
     | ChooseGateway
 )
@@ -169,9 +186,10 @@ class Exits:
         health: UplinkHealth | None,  # None: no uplink of our own
         blocked: Collection[str] = (),  # at run time, from the last SaveBlocked
         journal: Journal = unheard,
+        checks_exit: bool = False,  # an [exit] check_target: the exit in use is checked
     ) -> None:
         self.plane, self.signing_key, self.terms, self.health = plane, signing_key, terms, health
-        self.journal = journal
+        self.journal, self.checks_exit = journal, checks_exit
         self.effects: list[Effect] = []
         self.peers: dict[str, ExitPeer] = {}
         self.blocked = set(terms.blocked) | set(blocked)
@@ -188,6 +206,9 @@ class Exits:
         self.granted: ExitTarget | None = None
         self.next_dial = 0.0
         self.ungranted_dials = 0  # of the gateway we want, since its last grant
+        self.exit_check: ExitCheck | None = None  # while the exit in use is checked
+        self.no_internet: dict[str, int] = {}  # gateways that failed our checks: how often
+        self.strikes: dict[str, int] = {}  # the same, since a check through it last passed
 
     def drain(self) -> list[Effect]:
         out, self.effects = self.effects, []
@@ -215,6 +236,9 @@ class Exits:
             if known and (available != self.announced or now >= self.next_advert):
                 self.announce(available, now)
         self._use_exit(now, sessions)
+        check = self.exit_check
+        if check is not None and check.due(now):
+            self.effects.append(CheckExit(check.gateway))
         for peer in self.peers.values():
             if peer.member is None and now - peer.since > VERIFY_S:
                 self.effects.append(fx.Close(peer.node_id, "not_verified"))
@@ -231,6 +255,57 @@ class Exits:
         self.checking = False
         if self.health.result(ok, now, detail):
             self._health_changed(now, sessions)
+
+    def exit_applied(self, gateway: str, now: float) -> None:
+        """The kernel pointed the exit tunnel at ``gateway`` (a UseExit done)."""
+        if self.exit_check is not None and self.exit_check.gateway == gateway:
+            self.exit_check.applied(now)
+
+    def exit_check_lost(self, gateway: str) -> None:
+        """A check through ``gateway``'s exit ended without a verdict."""
+        if self.exit_check is not None and self.exit_check.gateway == gateway:
+            self.exit_check.lost()
+
+    def exit_checked(self, gateway: str, ok: bool, detail: str, now: float) -> None:
+        """A check through ``gateway``'s exit answered (one for an exit we left since is
+        not counted)."""
+        check = self.exit_check
+        if check is None or check.gateway != gateway:
+            return
+        failing = check.result(ok, detail)
+        if ok:
+            self.strikes.pop(gateway, None)
+            # Chosen as the last resort, it works again: no longer refused.
+            if self.plane.gateways.refusals.get(gateway, ("",))[0] == NO_INTERNET:
+                del self.plane.gateways.refusals[gateway]
+        if not failing:
+            return
+        self.no_internet[gateway] = self.no_internet.get(gateway, 0) + 1
+        others = [
+            c for c in self.plane.gateways.choice.candidates if c.usable and c.node_id != gateway
+        ]
+        strikes = self.strikes[gateway] = self.strikes.get(gateway, 0) + 1
+        if not others:
+            # Nowhere else to go: a gateway that may work beats none (the check's target
+            # may be what is down). Counted, checked again, logged once until one passes.
+            check.failed_in_a_row = 0
+            if strikes == 1:
+                self.journal(
+                    "exit.no_internet", logging.WARNING, gateway=gateway[:8], detail=detail
+                )
+            return
+        believed = min(REFUSED_RETRY_S * 2 ** (strikes - 1), NO_INTERNET_MAX_S)
+        self.plane.gateways.refusals[gateway] = (NO_INTERNET, now + believed)
+        self.exit_check = None
+        self.effects.append(ChooseGateway())  # another gateway, now
+        self.journal(
+            "exit.refused",
+            logging.WARNING,
+            gateway=gateway[:8],
+            reason=NO_INTERNET,
+            detail=detail,
+            believed_s=believed,
+        )
 
     def _health_changed(self, now: float, sessions: Collection[str]) -> None:
         assert self.health is not None
@@ -380,6 +455,7 @@ class Exits:
                 self.effects.append(fx.Close(self.gateway, "switching"))
             self.journal("exit.gateway", gateway=(want or "none")[:8], needs_exit=self.needs_exit)
             self.gateway, self.next_dial, self.ungranted_dials = want, now, 0
+            self.exit_check = None  # the next grant starts the checks of the next exit
             if want is None and self.granted is not None:
                 self.granted = None
                 self.effects.append(UseExit(None))
@@ -399,7 +475,7 @@ class Exits:
         self.next_dial = now + REDIAL_S
         self.effects.append(fx.Dial((str(advert.mesh_ipv4), self.terms.quic_port), want))
 
-    def _on_grant(self, peer: ExitPeer, port: int) -> None:
+    def _on_grant(self, peer: ExitPeer, port: int, now: float) -> None:
         advert = self.plane.gateways.table.adverts.get(peer.node_id)
         if peer.node_id != self.gateway or peer.member is None or advert is None:
             return  # not (or no longer) the gateway we asked
@@ -407,6 +483,10 @@ class Exits:
             peer.node_id, peer.member.wireguard_public, (str(advert.mesh_ipv4), port)
         )
         self.ungranted_dials = 0
+        if self.checks_exit and target != self.granted:
+            self.exit_check = ExitCheck.pending(peer.node_id)  # until exit_applied
+        elif self.checks_exit and self.exit_check is None:
+            self.exit_check = ExitCheck.granted(peer.node_id, now)
         if target != self.granted:
             self.granted = target
             self.effects.append(UseExit(target))
@@ -455,7 +535,7 @@ class Exits:
             elif isinstance(msg, messages.ExitRequest):
                 self._on_request(peer)
             elif isinstance(msg, messages.ExitGrant):
-                self._on_grant(peer, msg.wireguard_port)
+                self._on_grant(peer, msg.wireguard_port, now)
             elif isinstance(msg, messages.ExitRefused):
                 assert peer.member is not None
                 self.plane.gateways.refusals[peer.node_id] = (msg.reason, now + REFUSED_RETRY_S)

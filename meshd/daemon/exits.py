@@ -18,6 +18,11 @@ is meshd.adapters.net.exit_tunnel, on the kernel thread (``submit``).
   kernel has it, answers with its exit port (EXIT_GRANT), or refuses with a reason
   (EXIT_REFUSED). The user then
   points its exit tunnel at the gateway. A user is released when its session ends.
+- **Exit checks.** While it leaves by a gateway, a household with a check target
+  (``[exit] check_target``, else ``[uplink] health_target``) makes the uplink's kind of
+  check through the exit tunnel's interface only, twice a second
+  (meshd.core.routing.exit_check); a gateway that fails two in a row counts as refusing
+  it (``exit_no_internet``) and another is chosen at once.
 - **Quotas.** Every few seconds the gateway reads each user's exit bytes from the kernel
   (meshd.adapters.net.exit_meter) into this month's totals in the ledger; a user at its monthly
   quota is released and refused (``quota_reached``) until the month ends, also across
@@ -44,8 +49,10 @@ from meshd.adapters.trust import write_atomically
 from meshd.config import ExitSettings, UplinkSettings
 from meshd.core import exits as core
 from meshd.core.control import effects as fx
+from meshd.core.endpoints import Address
 from meshd.core.keys import public_from_node_id
 from meshd.core.membership.names import shown
+from meshd.core.routing.exit_check import EXIT_CHECK_TIMEOUT_S
 from meshd.core.routing.uplink_health import UplinkHealth
 from meshd.core.transport.certs import NodeCredentials
 from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
@@ -95,8 +102,16 @@ class ExitService:
             else None
         )
         self.blocked_file = state_dir / BLOCKED_FILE
+        # Beyond the exit tunnel: the uplink's target, as the gateways check theirs.
+        self.check_target: Address | None = settings.check_target or uplink.health_target
         self.core = core.Exits(
-            control.core, signing_key, terms, health, _load_blocked(self.blocked_file), event
+            control.core,
+            signing_key,
+            terms,
+            health,
+            _load_blocked(self.blocked_file),
+            event,
+            checks_exit=self.check_target is not None,
         )
         self.tasks = Tasks("exits")
         self.transport: QuicTransport | None = None
@@ -178,6 +193,25 @@ class ExitService:
         self.core.uplink_checked(ok, detail, time.monotonic(), self._sessions())
         self._run()
 
+    async def _check_exit(self, gateway: str) -> None:
+        """One TCP connection to the check target through the exit tunnel's interface only
+        (SO_BINDTODEVICE): it cannot succeed by any other way out."""
+        assert self.check_target is not None
+        host, port = self.check_target
+        try:
+            ok, detail = await uplink_probe.check(
+                self.tunnels.user_if, host, port, EXIT_CHECK_TIMEOUT_S
+            )
+        except BaseException:
+            self.core.exit_check_lost(gateway)
+            raise
+        self.core.exit_checked(gateway, ok, detail, time.monotonic())
+        self._run()
+
+    def _exit_applied(self, gateway: str) -> None:
+        self.core.exit_applied(gateway, time.monotonic())
+        self._run()
+
     async def _meter_loop(self) -> None:
         while True:
             await asyncio.sleep(METER_S)
@@ -226,10 +260,17 @@ class ExitService:
             self.submit(self.tunnels.release, effect.wireguard_public)
         elif isinstance(effect, core.UseExit):
             self.submit(self.tunnels.use, effect.target, self.mesh_ipv4)
+            if effect.target is not None:
+                # Next on the kernel thread, so once the tunnel points there (the thread
+                # may be busy for seconds): its checks start.
+                loop = asyncio.get_running_loop()
+                self.submit(loop.call_soon_threadsafe, self._exit_applied, effect.target.node_id)
         elif isinstance(effect, core.Announce):
             self.control.originate_gateway(effect.advert)
         elif isinstance(effect, core.CheckUplink):
             self.tasks.spawn(self._check())
+        elif isinstance(effect, core.CheckExit):
+            self.tasks.spawn(self._check_exit(effect.gateway))
         elif isinstance(effect, core.SaveBlocked):
             blocked = "".join(f"{n}\n" for n in effect.node_ids)
             write_atomically(self.blocked_file, blocked.encode())
@@ -256,6 +297,17 @@ class ExitService:
             },
             "using": using,
             "exit_gateway": c.granted.node_id if c.granted else None,
+            "exit_check": None
+            if self.check_target is None
+            else {
+                "target": f"{self.check_target[0]}:{self.check_target[1]}",
+                "gateway": c.exit_check.gateway if c.exit_check else None,
+                "checks": c.exit_check.checks if c.exit_check else 0,
+                "failed": c.exit_check.failed if c.exit_check else 0,
+                "failed_in_a_row": c.exit_check.failed_in_a_row if c.exit_check else 0,
+                "last": c.exit_check.last if c.exit_check else None,
+                "no_internet": dict(sorted(c.no_internet.items())),
+            },
             "sharing": None
             if not self.uplink.share
             else {

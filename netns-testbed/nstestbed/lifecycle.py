@@ -217,6 +217,8 @@ def provision_invited(node: NodePlan, token: str) -> str:
     underlay = sorted({adj.local.ifname for adj in node.adjacencies})
     if underlay:
         argv += ["--underlay", *underlay]
+    # Through the exit tunnel, as through the uplink: the testbed internet's server.
+    argv += ["--check-target", f"{SERVER_ADDRESS}:{HTTP_PORT}"]
     if node.uplink:
         argv += ["--uplink", node.uplink.ifname, "--health-target", f"{SERVER_ADDRESS}:{HTTP_PORT}"]
         if node.share:

@@ -428,6 +428,9 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
         "[isolation]",
         f"open_tcp_ports = [{_toml_str(MESH_IPERF_PORTS)}]",
         f"open_udp_ports = [{_toml_str(MESH_IPERF_PORTS)}]",
+        "",
+        "[exit]",  # checked through the exit tunnel: the testbed internet's server
+        f"check_target = {_toml_str(f'{SERVER_ADDRESS}:{HTTP_PORT}')}",
     ]
     if node.uplink:
         lines += [

@@ -257,6 +257,24 @@ def test_half_a_key_pair_is_not_overwritten(
     assert sorted(p.name for p in state.iterdir()) == ["identity.key"]
 
 
+def test_every_household_checks_the_internet_through_its_exit_tunnel(tmp_path: Path) -> None:
+    """docs/threat-model.md, Gateway adverts: a household with no uplink of its own checks
+    through its exit tunnel too (1.1.1.1:443 unless it says)."""
+
+    def check_target(root: Path, *args: str) -> str:
+        assert _run(root, *args)[0] == 0
+        text = (root / "etc/meshd/meshd.toml").read_text()
+        exit_section = text.split("[exit]\n", 1)[1]
+        return exit_section.split("\n", 1)[0]
+
+    assert check_target(tmp_path / "a") == 'check_target = "1.1.1.1:443"'
+    assert check_target(tmp_path / "b", "--check-target", "192.0.2.80:443") == (
+        'check_target = "192.0.2.80:443"'
+    )
+    given = ("--uplink", "eth1", "--health-target", "192.0.2.7:80")  # the uplink's target
+    assert check_target(tmp_path / "c", *given) == 'check_target = "192.0.2.7:80"'
+
+
 def test_share_without_an_uplink_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as excinfo:
         _run(tmp_path / "root", "--share")

@@ -94,6 +94,15 @@ STATUS: dict[str, Any] = {
         "uplink": {"interface": "eth1", "state": "up", "reason": "checks succeed", "since_s": 3.0},
         "using": "own_uplink",
         "exit_gateway": None,
+        "exit_check": {
+            "target": "203.0.113.1:80",
+            "gateway": None,
+            "checks": 0,
+            "failed": 0,
+            "failed_in_a_row": 0,
+            "last": None,
+            "no_internet": {NODE_B: 1},
+        },
         "sharing": {
             "announced": True,
             "rate_cap_kbit": 20000,

@@ -19,6 +19,7 @@ expire, so a key no admin certified gets no further.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Callable
@@ -31,6 +32,11 @@ from meshd.core.routing.babel import SelectedRoute
 from meshd.core.routing.gateways import Choice, GatewayTable
 
 MAX_GATEWAYS = 256  # gateways held: a community has a few; a flood of members cannot grow it
+# A gateway whose exit failed our checks (meshd.core.exits): refused while another can be
+# used, and still the last resort. It may have been a gateway whose uplink went down
+# (honest; it withdrew and is back) or one whose path blipped, and a gateway that may
+# work beats none.
+NO_INTERNET = "exit_no_internet"
 
 
 class Gateways:
@@ -145,7 +151,13 @@ class Gateways:
                 metrics[node_id] = route.metric
         refused = {g: r for g, (r, until) in self.refusals.items() if now < until}
         self.refusals = {g: self.refusals[g] for g in refused}
+        previous = self.table.selected
         self.choice = self.table.choose(metrics, wall, refused)
+        if self.choice.selected is None and NO_INTERNET in refused.values():
+            hard = {g: r for g, r in refused.items() if r != NO_INTERNET}
+            last_resort = self.table.choose(metrics, wall, hard)
+            changed = last_resort.selected != previous
+            self.choice = dataclasses.replace(last_resort, changed=changed)
         if self.choice.changed:
             self.journal("gateway.selected", gateway=(self.choice.selected or "none")[:8])
 

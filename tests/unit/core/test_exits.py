@@ -15,7 +15,7 @@ from meshd.core import exits
 from meshd.core.control import effects as fx
 from meshd.core.proto import session
 from meshd.core.proto.gateway import make_advert
-from meshd.core.routing.gateways import Choice
+from meshd.core.routing.gateways import Candidate, Choice
 from meshd.core.routing.uplink_health import UplinkHealth
 from tests.unit.core.control.test_control_core import ADMIN, WALL, Mesh, cert
 
@@ -329,3 +329,177 @@ def test_a_user_whose_address_a_member_certified_first_holds_is_released(
     effects = world.exits.drain()
     assert exits.Release(world.peer.wireguard_public) in effects
     assert fx.Close(world.peer.node_id, "address_in_use") in effects
+
+
+def checked_world(tmp_path: Path, *, other_usable: bool = True) -> World:
+    """A household without an uplink that checks its exit, granted the peer's exit (and,
+    with ``other_usable``, another usable gateway among the candidates)."""
+    world = World(tmp_path, None, share=False)
+    world.exits = exits.Exits(
+        world.core, world.me.signing_key, world.exits.terms, None, checks_exit=True
+    )
+    gateway = world.peer.node_id
+    choose_the_peer(world)
+    candidates = [Candidate(gateway, 192, True, "selected")]
+    if other_usable:
+        candidates.append(Candidate("other", 192, True, "same metric"))
+    world.core.gateways.choice = Choice(gateway, tuple(candidates), True)
+    world.exits.tick(1.0, ())
+    world.exits.drain()
+    world.exit_verified()
+    world.message(session.ExitGrant(52821), now=1.0)
+    world.exits.exit_applied(gateway, 1.0)  # the kernel pointed the tunnel at it
+    return world
+
+
+def checks_started(world: World, now: float) -> list[exits.Effect]:
+    world.exits.tick(now, (world.peer.node_id,))
+    return [e for e in world.exits.drain() if isinstance(e, exits.CheckExit)]
+
+
+def test_no_exit_check_runs_without_an_exit_in_use(tmp_path: Path) -> None:
+    world = World(tmp_path, None, share=False)
+    world.exits = exits.Exits(
+        world.core, world.me.signing_key, world.exits.terms, None, checks_exit=True
+    )
+    choose_the_peer(world)
+    for second in range(1, 6):  # dialling, never granted
+        assert not checks_started(world, float(second))
+    world.core.gateways.choice = Choice(None, (), True)
+    assert not checks_started(world, 10.0)
+    # Granted, but the household does not check (no target): none either.
+    plain = World(tmp_path / "plain", None, share=False)
+    choose_the_peer(plain)
+    plain.exit_verified()
+    plain.message(session.ExitGrant(52821))
+    assert not checks_started(plain, 5.0)
+
+
+def test_an_exit_that_fails_two_checks_in_a_row_counts_as_refusing_us(tmp_path: Path) -> None:
+    """Issue 28, item 3: a gateway that grants and then drops its users' traffic passes
+    its own uplink check; the household's checks through its exit find it, and it is
+    refused (``exit_no_internet``) and another chosen at once."""
+    world = checked_world(tmp_path)
+    gateway = world.peer.node_id
+    assert not checks_started(world, 1.25)  # the tunnel's handshake first
+    assert checks_started(world, 1.5) == [exits.CheckExit(gateway)]
+    assert not checks_started(world, 1.75)
+    assert checks_started(world, 2.0) == [exits.CheckExit(gateway)]
+    world.exits.exit_checked(gateway, False, "no answer", 2.5)  # one lost: kept
+    world.exits.exit_checked(gateway, True, "connected", 2.6)
+    world.exits.exit_checked(gateway, False, "no answer", 3.0)
+    assert world.exits.drain() == [] and gateway not in world.core.gateways.refusals
+    world.exits.exit_checked("another", False, "no answer", 3.1)  # not the exit we use
+    assert world.exits.drain() == []
+    world.exits.exit_checked(gateway, False, "no answer", 3.5)
+    assert world.exits.drain() == [exits.ChooseGateway()]
+    assert world.core.gateways.refusals[gateway] == (
+        exits.NO_INTERNET,
+        3.5 + exits.REFUSED_RETRY_S,
+    )
+    assert world.exits.no_internet == {gateway: 1} and world.exits.exit_check is None
+    assert not checks_started(world, 4.0)  # no more checks through it
+
+
+def test_a_gateway_that_fails_again_is_believed_longer_until_a_check_passes(
+    tmp_path: Path,
+) -> None:
+    world = checked_world(tmp_path)
+    gateway = world.peer.node_id
+    believed = []
+    for round_ in range(6):
+        now = 100.0 * (round_ + 1)
+        world.message(session.ExitGrant(52821), now=now)  # chosen and granted again
+        world.exits.exit_check = exits.ExitCheck.granted(gateway, now)
+        world.exits.exit_checked(gateway, False, "", now)
+        world.exits.exit_checked(gateway, False, "", now)
+        believed.append(world.core.gateways.refusals[gateway][1] - now)
+    assert believed == [30.0, 60.0, 120.0, 240.0, 480.0, 480.0]
+    world.exits.exit_check = exits.ExitCheck.granted(gateway, 900.0)
+    world.exits.exit_checked(gateway, True, "connected", 900.0)
+    world.exits.exit_checked(gateway, False, "", 901.0)
+    world.exits.exit_checked(gateway, False, "", 901.5)
+    assert world.core.gateways.refusals[gateway][1] == 901.5 + exits.REFUSED_RETRY_S
+    assert world.exits.no_internet == {gateway: 7}
+
+
+def test_the_only_usable_gateway_is_kept_when_its_checks_fail(tmp_path: Path) -> None:
+    """Nowhere else to go (or the check's target is what is down): counted, not refused,
+    and checked again."""
+    world = checked_world(tmp_path, other_usable=False)
+    gateway = world.peer.node_id
+    for now in (2.0, 2.5, 3.0, 3.5):
+        world.exits.exit_checked(gateway, False, "no answer", now)
+    assert world.exits.drain() == []
+    assert gateway not in world.core.gateways.refusals
+    assert world.exits.no_internet == {gateway: 2}
+    assert world.exits.exit_check is not None
+
+
+def test_a_new_exit_starts_its_checks_afresh(tmp_path: Path) -> None:
+    world = checked_world(tmp_path)
+    gateway = world.peer.node_id
+    world.exits.exit_checked(gateway, False, "no answer", 2.0)
+    world.core.gateways.choice = Choice(None, (), True)  # no gateway: checks stop
+    world.exits.tick(3.0, ())
+    assert world.exits.exit_check is None
+    choose_the_peer(world)
+    world.exits.tick(4.0, ())
+    world.message(session.ExitGrant(52821), now=4.0)
+    check = world.exits.exit_check
+    assert check is not None and check.failed_in_a_row == 0
+    # None before the kernel points the tunnel at it (they would go through the old one,
+    # and count against this one), however long that takes.
+    assert not checks_started(world, 10.0)
+    world.exits.exit_applied("another", 10.0)
+    assert not checks_started(world, 11.0)
+    world.exits.exit_applied(world.peer.node_id, 11.0)
+    assert not checks_started(world, 11.25)
+    assert checks_started(world, 11.5) == [exits.CheckExit(world.peer.node_id)]
+
+
+def test_a_gateway_that_failed_our_checks_is_the_last_resort(tmp_path: Path) -> None:
+    """Refused ``exit_no_internet`` while another can be used; chosen again when none can
+    (it may have been a gateway whose uplink went down and came back: the failover
+    benchmark takes one uplink down after the other), and no longer refused once a check
+    through it passes."""
+    from meshd.adapters import identity
+    from meshd.core.routing.babel import SelectedRoute
+
+    world = checked_world(tmp_path)
+    gateways = world.core.gateways
+    x = world.peer.node_id
+    other = identity.generate(tmp_path / "other")
+    other_ip = ipaddress.IPv4Address("10.77.0.9")
+    adverts = {
+        x: gateways.table.adverts[x],
+        other.node_id: make_advert(
+            other.signing_key,
+            mesh_id=world.core.own.trust.mesh_id,
+            mesh_ipv4=other_ip,
+            exit_port=52821,
+            seqno=1,
+            issued_at=int(WALL),
+            lifetime_s=300,
+        ),
+    }
+    gateways.table.adverts = adverts
+    routes = {
+        ipaddress.ip_network(f"{a}/32"): SelectedRoute(
+            ipaddress.ip_network(f"{a}/32"), "n", b"r", 1, 96
+        )
+        for a in (PEER_IP, other_ip)
+    }
+    gateways.refusals[x] = (exits.NO_INTERNET, 100.0)
+    gateways.choose(routes, WALL, 50.0)
+    assert gateways.choice.selected == other.node_id  # refused while another is usable
+    withdrawn = dataclasses.replace(adverts[other.node_id], available=False)
+    gateways.table.adverts[other.node_id] = withdrawn
+    gateways.choose(routes, WALL, 51.0)
+    assert gateways.choice.selected == x and gateways.choice.changed  # the last resort
+    gateways.refusals[other.node_id] = ("quota_reached", 100.0)
+    gateways.table.adverts[other.node_id] = adverts[other.node_id]
+    gateways.choose(routes, WALL, 52.0)
+    assert gateways.choice.selected == x and not gateways.choice.changed  # a hard refusal
+    world.exits.exit_checked(x, True, "connected", 52.5)
+    assert x not in gateways.refusals
