@@ -87,9 +87,7 @@ def figures(
     ]
 
 
-def _client(
-    ns: str, server: str, port: int, seconds: float, reverse: bool
-) -> subprocess.Popen[str]:
+def client(ns: str, server: str, port: int, seconds: float, reverse: bool) -> subprocess.Popen[str]:
     cmd = ["ip", "netns", "exec", ns, "iperf3", "-c", server, "-p", str(port)]
     cmd += ["-t", f"{seconds:g}", "-O", str(OMIT_S), "-J"]
     if reverse:
@@ -97,7 +95,7 @@ def _client(
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _result(proc: subprocess.Popen[str], seconds: float, what: str) -> float:
+def result(proc: subprocess.Popen[str], seconds: float, what: str) -> float:
     out, _ = proc.communicate(timeout=seconds + OMIT_S + 30)
     try:
         return received_bps(out)
@@ -105,7 +103,7 @@ def _result(proc: subprocess.Popen[str], seconds: float, what: str) -> float:
         raise RuntimeError(f"{what}: {exc}") from None
 
 
-def _wait_exits(tb: Testbed) -> None:
+def wait_exits(tb: Testbed) -> None:
     """Until b and c leave by a's exit tunnel (a sharing, announced)."""
     gateway_id = tb.meshd_status(GATEWAY)["node_id"]
     deadline = time.monotonic() + EXIT_WAIT_S
@@ -140,7 +138,7 @@ def owner_first(quick: bool) -> list[Result]:
             n: str(status["nodes"][n].get("lan_namespace") or status["nodes"][n]["namespace"])
             for n in NEIGHBOURS
         }
-        _wait_exits(tb)
+        wait_exits(tb)
         for direction, reverse in (("upload", False), ("download", True)):
             alone: list[float] = []
             loaded: list[float] = []
@@ -148,19 +146,19 @@ def owner_first(quick: bool) -> list[Result]:
             for _ in range(reps):
                 started: list[subprocess.Popen[str]] = []
                 try:
-                    started.append(_client(owner_ns, server, OWNER_PORT, seconds, reverse))
-                    alone.append(_result(started[-1], seconds, f"{direction}: owner alone"))
+                    started.append(client(owner_ns, server, OWNER_PORT, seconds, reverse))
+                    alone.append(result(started[-1], seconds, f"{direction}: owner alone"))
                     loads = {
-                        n: _client(load_ns[n], server, LOAD_PORTS[n], load_s, reverse)
+                        n: client(load_ns[n], server, LOAD_PORTS[n], load_s, reverse)
                         for n in NEIGHBOURS
                     }
                     started += loads.values()
                     time.sleep(LEAD_S)
-                    started.append(_client(owner_ns, server, OWNER_PORT, seconds, reverse))
-                    loaded.append(_result(started[-1], seconds, f"{direction}: owner under load"))
+                    started.append(client(owner_ns, server, OWNER_PORT, seconds, reverse))
+                    loaded.append(result(started[-1], seconds, f"{direction}: owner under load"))
                     mesh.append(
                         sum(
-                            _result(p, load_s, f"{direction}: load from {n}")
+                            result(p, load_s, f"{direction}: load from {n}")
                             for n, p in loads.items()
                         )
                     )

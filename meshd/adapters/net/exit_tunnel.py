@@ -68,6 +68,7 @@ class ExitTunnels:
         self.table, self.fwmark, self.mtu, self.exit_port = table, fwmark, mtu, exit_port
         self.users: dict[bytes, ipaddress.IPv4Address] = {}  # admitted: key -> mesh address
         self.meter = ExitMeter()
+        self.fair = shaping.FairShare()
         self.target: ExitTarget | None = None
         self._applied = ""
         self._shaped = ""  # the uplink we put a qdisc on
@@ -80,6 +81,7 @@ class ExitTunnels:
             event("exit.stale_removed", interface=ifname)
         self._remove_rules()
         self.meter.close()
+        self.fair.close()
         self.apply_firewall()
 
     def teardown(self) -> None:
@@ -87,6 +89,7 @@ class ExitTunnels:
         self._remove_rules()
         firewall.remove()
         self.meter.close()
+        self.fair.close()
         if self._shaped:
             shaping.remove(self._shaped)
 
@@ -131,12 +134,18 @@ class ExitTunnels:
         _delete_rules(GATEWAY_RULE_PREF)
         _ip("rule", "add", "pref", str(GATEWAY_RULE_PREF), "iif", uplink, "lookup", str(self.table))
         shaped = bool(rate_kbit or cap_kbit)
+        fair: dict[str, int] = {}  # interface -> the mesh's rate there: a class per user
         if shaped:
             shaping.apply(shaping.uplink_commands(uplink, rate_kbit, cap_kbit))
             self._shaped = uplink
+            fair[uplink] = shaping.mesh_cap_kbit(rate_kbit, cap_kbit)
             event("exit.shaping", uplink=uplink, rate_kbit=rate_kbit, cap_kbit=cap_kbit)
         if cap_kbit:
             shaping.apply(shaping.exit_commands(self.gateway_if, cap_kbit))
+            fair[self.gateway_if] = cap_kbit
+        self.fair.open(self.gateway_if, fair)
+        for address in self.users.values():
+            self.fair.add(address)
         self.spec = dataclasses.replace(
             self.spec,
             gateway_interface=self.gateway_if,
@@ -175,6 +184,7 @@ class ExitTunnels:
         _ip("route", "replace", f"{address}/32", "dev", self.gateway_if, "table", str(self.table))
         self.users[wireguard_public] = address
         self.meter.add(address)
+        self.fair.add(address)
 
     def release(self, wireguard_public: bytes) -> None:
         address = self.users.pop(wireguard_public, None)
@@ -183,6 +193,7 @@ class ExitTunnels:
         if address is not None and address not in self.users.values():
             _ip_ok("route", "del", f"{address}/32", "table", str(self.table))
             self.meter.remove(address)
+            self.fair.remove(address)
 
     def usage(self) -> dict[ipaddress.IPv4Address, int]:
         """Exit bytes (both ways) per user address since the last call."""

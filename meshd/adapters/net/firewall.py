@@ -47,7 +47,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from meshd.adapters.net import command
-from meshd.adapters.net.shaping import MESH_CLASS
+from meshd.adapters.net.shaping import MESH_OTHER
 
 TABLE = "meshd"
 FLOW_MARK = 0x0100_0000  # a ct mark bit: a flow to a mesh address over a mesh link
@@ -178,7 +178,7 @@ def render(spec: FirewallSpec) -> str:
             )
         if spec.mesh_class:
             forward.append(
-                f'iifname "{gw}" oifname "{up}" meta priority set {MESH_CLASS} '
+                f'iifname "{gw}" oifname "{up}" meta priority set {MESH_OTHER} '
                 'comment "owner first: the mesh\'s class"'
             )
         forward.append(f'iifname "{gw}" accept')
