@@ -132,6 +132,7 @@ class CheckExit:
     """Run one check through the exit tunnel and give its outcome to ``exit_checked``."""
 
     gateway: str  # whose exit the tunnel points at: the outcome is that gateway's
+    number: int  # the check's, since the grant (ExitCheck.started)
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ class Exits:
         self._use_exit(now, sessions)
         check = self.exit_check
         if check is not None and check.due(now):
-            self.effects.append(CheckExit(check.gateway))
+            self.effects.append(CheckExit(check.gateway, check.started))
         for peer in self.peers.values():
             if peer.member is None and now - peer.since > VERIFY_S:
                 self.effects.append(fx.Close(peer.node_id, "not_verified"))
@@ -261,18 +262,26 @@ class Exits:
         if self.exit_check is not None and self.exit_check.gateway == gateway:
             self.exit_check.applied(now)
 
+    def exit_traffic(self, sent: int, heard: int, now: float) -> None:
+        """The exit tunnel's packet counters (out, in), read at ``now``: traffic that goes
+        unanswered puts the exit in use in doubt (meshd.core.routing.exit_check)."""
+        if self.exit_check is not None:
+            self.exit_check.traffic(sent, heard, now)
+
     def exit_check_lost(self, gateway: str) -> None:
         """A check through ``gateway``'s exit ended without a verdict."""
         if self.exit_check is not None and self.exit_check.gateway == gateway:
             self.exit_check.lost()
 
-    def exit_checked(self, gateway: str, ok: bool, detail: str, now: float) -> None:
-        """A check through ``gateway``'s exit answered (one for an exit we left since is
-        not counted)."""
+    def exit_checked(
+        self, gateway: str, ok: bool, detail: str, now: float, number: int | None = None
+    ) -> None:
+        """Check ``number`` through ``gateway``'s exit answered (one for an exit we left
+        since is not counted)."""
         check = self.exit_check
         if check is None or check.gateway != gateway:
             return
-        failing = check.result(ok, detail)
+        failing = check.result(ok, detail, number)
         if ok:
             self.strikes.pop(gateway, None)
             # Chosen as the last resort, it works again: no longer refused.

@@ -16,12 +16,13 @@ is meshd.adapters.net.exit_tunnel, on the kernel thread (``submit``).
   (EXIT_REQUEST). The gateway checks the certificate and its terms, adds the user's
   WireGuard key (from the certificate) as a peer of its exit interface and, once the
   kernel has it, answers with its exit port (EXIT_GRANT), or refuses with a reason
-  (EXIT_REFUSED). The user then
-  points its exit tunnel at the gateway. A user is released when its session ends.
+  (EXIT_REFUSED). The user then points its exit tunnel at the gateway. A user is
+  released when its session ends.
 - **Exit checks.** While it leaves by a gateway, a household with a check target
   (``[exit] check_target``, else ``[uplink] health_target``) makes the uplink's kind of
-  check through the exit tunnel's interface only, twice a second
-  (meshd.core.routing.exit_check); a gateway that fails two in a row counts as refusing
+  check through the exit tunnel's interface only, once after each grant and twice a
+  second while what the tunnel sends goes unanswered (its packet counters, read each
+  tick: meshd.core.routing.exit_check); a gateway that fails two in a row counts as refusing
   it (``exit_no_internet``) and another is chosen at once.
 - **Quotas.** Every few seconds the gateway reads each user's exit bytes from the kernel
   (meshd.adapters.net.exit_meter) into this month's totals in the ledger; a user at its monthly
@@ -42,7 +43,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from meshd.adapters.ledger import Ledger, month_of
-from meshd.adapters.net import uplink_probe
+from meshd.adapters.net import exit_tunnel, uplink_probe
 from meshd.adapters.net.exit_tunnel import ExitTunnels
 from meshd.adapters.quic import PeerEvent, QuicTransport
 from meshd.adapters.trust import write_atomically
@@ -158,6 +159,10 @@ class ExitService:
     # ---- inputs ----------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        if self.core.exit_check is not None:
+            counted = exit_tunnel.packets(self.tunnels.user_if)
+            if counted is not None:
+                self.core.exit_traffic(*counted, now)
         self.core.tick(now, self._sessions())
         self._run()
 
@@ -193,7 +198,7 @@ class ExitService:
         self.core.uplink_checked(ok, detail, time.monotonic(), self._sessions())
         self._run()
 
-    async def _check_exit(self, gateway: str) -> None:
+    async def _check_exit(self, gateway: str, number: int) -> None:
         """One TCP connection to the check target through the exit tunnel's interface only
         (SO_BINDTODEVICE): it cannot succeed by any other way out."""
         assert self.check_target is not None
@@ -205,7 +210,7 @@ class ExitService:
         except BaseException:
             self.core.exit_check_lost(gateway)
             raise
-        self.core.exit_checked(gateway, ok, detail, time.monotonic())
+        self.core.exit_checked(gateway, ok, detail, time.monotonic(), number)
         self._run()
 
     def _exit_applied(self, gateway: str) -> None:
@@ -270,7 +275,7 @@ class ExitService:
         elif isinstance(effect, core.CheckUplink):
             self.tasks.spawn(self._check())
         elif isinstance(effect, core.CheckExit):
-            self.tasks.spawn(self._check_exit(effect.gateway))
+            self.tasks.spawn(self._check_exit(effect.gateway, effect.number))
         elif isinstance(effect, core.SaveBlocked):
             blocked = "".join(f"{n}\n" for n in effect.node_ids)
             write_atomically(self.blocked_file, blocked.encode())

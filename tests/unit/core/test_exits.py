@@ -382,9 +382,9 @@ def test_an_exit_that_fails_two_checks_in_a_row_counts_as_refusing_us(tmp_path: 
     world = checked_world(tmp_path)
     gateway = world.peer.node_id
     assert not checks_started(world, 1.25)  # the tunnel's handshake first
-    assert checks_started(world, 1.5) == [exits.CheckExit(gateway)]
+    assert checks_started(world, 1.5) == [exits.CheckExit(gateway, 1)]
     assert not checks_started(world, 1.75)
-    assert checks_started(world, 2.0) == [exits.CheckExit(gateway)]
+    assert checks_started(world, 2.0) == [exits.CheckExit(gateway, 2)]
     world.exits.exit_checked(gateway, False, "no answer", 2.5)  # one lost: kept
     world.exits.exit_checked(gateway, True, "connected", 2.6)
     world.exits.exit_checked(gateway, False, "no answer", 3.0)
@@ -455,7 +455,7 @@ def test_a_new_exit_starts_its_checks_afresh(tmp_path: Path) -> None:
     assert not checks_started(world, 11.0)
     world.exits.exit_applied(world.peer.node_id, 11.0)
     assert not checks_started(world, 11.25)
-    assert checks_started(world, 11.5) == [exits.CheckExit(world.peer.node_id)]
+    assert checks_started(world, 11.5) == [exits.CheckExit(world.peer.node_id, 1)]
 
 
 def test_a_gateway_that_failed_our_checks_is_the_last_resort(tmp_path: Path) -> None:
