@@ -103,6 +103,20 @@ def result(proc: subprocess.Popen[str], seconds: float, what: str) -> float:
         raise RuntimeError(f"{what}: {exc}") from None
 
 
+def user_namespaces(status: dict[str, Any]) -> dict[str, str]:
+    """Where each neighbour's load runs: its LAN host, else the node itself."""
+    nodes = status["nodes"]
+    return {n: str(nodes[n].get("lan_namespace") or nodes[n]["namespace"]) for n in NEIGHBOURS}
+
+
+def stop(started: list[subprocess.Popen[str]]) -> None:
+    """Every run ends on its own (-t); what did not is killed."""
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def wait_exits(tb: Testbed) -> None:
     """Until b and c leave by a's exit tunnel (a sharing, announced)."""
     gateway_id = tb.meshd_status(GATEWAY)["node_id"]
@@ -134,10 +148,7 @@ def owner_first(quick: bool) -> list[Result]:
         status = tb.status()
         server = str(status["internet"]["address"])
         owner_ns = str(status["nodes"][GATEWAY]["lan_namespace"])
-        load_ns = {
-            n: str(status["nodes"][n].get("lan_namespace") or status["nodes"][n]["namespace"])
-            for n in NEIGHBOURS
-        }
+        load_ns = user_namespaces(status)
         wait_exits(tb)
         for direction, reverse in (("upload", False), ("download", True)):
             alone: list[float] = []
@@ -162,10 +173,7 @@ def owner_first(quick: bool) -> list[Result]:
                             for n, p in loads.items()
                         )
                     )
-                finally:  # every run ends on its own (-t); what did not is killed
-                    for p in started:
-                        if p.poll() is None:
-                            p.kill()
-                            p.wait()
+                finally:
+                    stop(started)
             results += figures(direction, alone, loaded, mesh, line_mbit, cap_mbit)
     return results

@@ -10,11 +10,12 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from nacl.signing import SigningKey
 
 from meshd.core import exits
 from meshd.core.control import effects as fx
 from meshd.core.proto import session
-from meshd.core.proto.gateway import make_advert
+from meshd.core.proto.gateway import GatewayAdvert, make_advert
 from meshd.core.routing.gateways import Candidate, Choice
 from meshd.core.routing.uplink_health import UplinkHealth
 from tests.unit.core.control.test_control_core import ADMIN, WALL, Mesh, cert
@@ -192,18 +193,23 @@ def test_the_uplink_is_checked_one_at_a_time_and_announced_once_known(tmp_path: 
     assert not withdrawn.advert.available and world.exits.needs_exit
 
 
-def choose_the_peer(world: World) -> None:
-    """The peer advertises its exit, and the control plane chose it."""
-    gateway = world.peer.node_id
-    world.core.gateways.table.adverts[gateway] = make_advert(
-        world.peer.signing_key,
+def advert(world: World, key: SigningKey, mesh_ipv4: ipaddress.IPv4Address) -> GatewayAdvert:
+    """An available gateway's advert, signed by ``key``, issued now."""
+    return make_advert(
+        key,
         mesh_id=world.core.own.trust.mesh_id,
-        mesh_ipv4=PEER_IP,
+        mesh_ipv4=mesh_ipv4,
         exit_port=52821,
         seqno=1,
         issued_at=int(WALL),
         lifetime_s=300,
     )
+
+
+def choose_the_peer(world: World) -> None:
+    """The peer advertises its exit, and the control plane chose it."""
+    gateway = world.peer.node_id
+    world.core.gateways.table.adverts[gateway] = advert(world, world.peer.signing_key, PEER_IP)
     world.core.gateways.choice = Choice(gateway, (), True)
 
 
@@ -473,15 +479,7 @@ def test_a_gateway_that_failed_our_checks_is_the_last_resort(tmp_path: Path) -> 
     other_ip = ipaddress.IPv4Address("10.77.0.9")
     adverts = {
         x: gateways.table.adverts[x],
-        other.node_id: make_advert(
-            other.signing_key,
-            mesh_id=world.core.own.trust.mesh_id,
-            mesh_ipv4=other_ip,
-            exit_port=52821,
-            seqno=1,
-            issued_at=int(WALL),
-            lifetime_s=300,
-        ),
+        other.node_id: advert(world, other.signing_key, other_ip),
     }
     gateways.table.adverts = adverts
     routes = {
