@@ -171,7 +171,12 @@ class WireGuardSettings:
 
 @dataclass(frozen=True)
 class LivenessSettings:
-    poll_interval_s: float = _opt(0.25, "how often each link's receive counter is read")
+    poll_interval_s: float = _opt(0.25, "how often each link's counters are read")
+    answer_within_s: float = _opt(
+        0.5,
+        "a link we sent data into that has received nothing back for this long is down"
+        " (asked with echoes through the tunnel first; at least two polls)",
+    )
     probe_after_s: float = _opt(
         1.1, "a link silent this long gets one echo through the tunnel (a late keepalive?)"
     )

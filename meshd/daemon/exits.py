@@ -43,7 +43,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from meshd.adapters.ledger import Ledger, month_of
-from meshd.adapters.net import exit_tunnel, uplink_probe
+from meshd.adapters.net import if_stats, uplink_probe
 from meshd.adapters.net.exit_tunnel import ExitTunnels
 from meshd.adapters.quic import PeerEvent, QuicTransport
 from meshd.adapters.trust import write_atomically
@@ -160,7 +160,7 @@ class ExitService:
 
     def tick(self, now: float) -> None:
         if self.core.exit_check is not None:
-            counted = exit_tunnel.packets(self.tunnels.user_if)
+            counted = if_stats.packets(self.tunnels.user_if)
             if counted is not None:
                 self.core.exit_traffic(*counted, now)
         self.core.tick(now, self._sessions())

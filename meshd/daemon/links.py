@@ -3,7 +3,8 @@ liveness, and Babel's routes over it.
 
 Each link is one interface with one peer (allowed-ips everything, so the kernel routing
 table picks the next hop), built from what the sessions say (``LinkSpec``). Its receive
-counter is its liveness (meshd.core.routing.liveness), read every poll. What a crashed
+counter, beside the data it sent, is its liveness (meshd.core.routing.liveness), read
+every poll. What a crashed
 predecessor left is adopted: an interface keeps its port and peer when its neighbour comes
 back (``ADOPT_GRACE_S``), and its routes stay while Babel learns them again
 (``ROUTE_GRACE_S``).
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from meshd.adapters.identity import Identity
-from meshd.adapters.net import sysctl
+from meshd.adapters.net import if_stats, sysctl
 from meshd.adapters.net.echo import EchoProbe
 from meshd.adapters.net.exit_tunnel import exit_interface_names
 from meshd.adapters.net.link_meter import LinkMeter
@@ -45,6 +46,7 @@ RETRY_SETUP_S = 2.0
 # it (keeping its port, peer and counters) before it is removed as stale.
 ADOPT_GRACE_S = 60.0
 ROUTE_GRACE_S = 10.0  # for Babel to install a crashed meshd's routes again
+ECHOES_PER_PROBE = 3  # on a lossy link one lost echo, or two, call nothing down
 
 
 @dataclass
@@ -186,8 +188,7 @@ class KernelLinks:
     def _ensure_link(self, spec: LinkSpec, now: float) -> None:
         link = self.by_ifname.get(spec.ifname)
         if link is None:
-            live = self.liveness
-            link = KernelLink(spec, Liveness(live.dead_after_s, probe_after_s=live.probe_after_s))
+            link = KernelLink(spec, self._new_liveness())
             self.by_ifname[spec.ifname] = link
             self._by_node[spec.node_id] = link
             if self.adoptable.pop(spec.ifname, None) is not None:
@@ -195,6 +196,16 @@ class KernelLinks:
         else:
             link.spec = spec
         self._setup_link(link, now)
+
+    def _new_liveness(self) -> Liveness:
+        live = self.liveness
+        return Liveness(
+            live.dead_after_s,
+            probe_after_s=live.probe_after_s,
+            answer_within_s=live.answer_within_s,
+            # A send seen one poll after the last thing heard may be its reply (an ACK).
+            suspect_after_s=1.5 * live.poll_interval_s,
+        )
 
     def _remove_link(self, node_id: str) -> None:
         link = self._by_node.pop(node_id, None)
@@ -341,10 +352,12 @@ class KernelLinks:
                 continue
             link.rx_bytes, link.tx_bytes = peer.rx_bytes, peer.tx_bytes
             link.last_handshake = peer.last_handshake
-            note(link, link.liveness.observe(peer.rx_bytes, read_at))
+            sent = if_stats.sent_bytes(link.ifname)
+            note(link, link.liveness.observe(peer.rx_bytes, read_at, sent))
             # Asked even without an echo socket: the down decision waits for the probe.
             if link.liveness.wants_probe(read_at) and self.echo is not None:
-                self.echo.send(str(addressing.link_local(link.node_id)), link.ifname)
+                for _ in range(ECHOES_PER_PROBE):
+                    self.echo.send(str(addressing.link_local(link.node_id)), link.ifname)
         return changes
 
     def apply_routes(self, changes: list[RouteChange]) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-from pathlib import Path
 
 from meshd.adapters.net import command, firewall, shaping, sysctl
 from meshd.adapters.net.exit_meter import ExitMeter
@@ -253,21 +252,6 @@ class ExitTunnels:
                 "lookup", user_table,
             )  # fmt: skip
         self.target = target
-
-
-def packets(ifname: str) -> tuple[int, int] | None:
-    """(sent, received) packets of ``ifname`` from sysfs, None when it is gone (any
-    thread: two small file reads, no netlink). WireGuard counts only data packets there
-    (wireguard-go's TUN sees no keepalive; the kernel's counts them, a gateway sends one
-    only after 10 s of silence)."""
-    stats = Path("/sys/class/net") / ifname / "statistics"
-    try:
-        return (
-            int((stats / "tx_packets").read_text()),
-            int((stats / "rx_packets").read_text()),
-        )
-    except (OSError, ValueError):
-        return None
 
 
 def _delete_rules(*prefs: int) -> None:

@@ -43,7 +43,8 @@ def test_good_config_parses_with_defaults() -> None:
     assert cfg.wireguard.keepalive_s == 1
     assert (cfg.wireguard.listen_port_min, cfg.wireguard.listen_port_max) == (51820, 52819)
     assert cfg.wireguard.issuer_link_limit == 250  # a quarter of the range, for one delegate
-    assert (cfg.liveness.probe_after_s, cfg.liveness.dead_after_s) == (1.1, 1.5)
+    live = cfg.liveness
+    assert (live.answer_within_s, live.probe_after_s, live.dead_after_s) == (0.5, 1.1, 1.5)
     assert cfg.discovery.beacons and cfg.discovery.beacon_port == 6698
     assert cfg.bootstrap[0].node_id == NODE_B
     assert cfg.bootstrap[0].address == ("100.64.0.2", 6697)  # parsed once, at load
@@ -92,6 +93,13 @@ def test_errors_name_the_key_and_the_expectation(
     assert info.value.key == key
     assert expected in info.value.problem
     assert str(info.value).startswith(f"a.toml: {key}: ")
+
+
+def test_answer_within_needs_two_polls_for_its_probe() -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(GOOD + "\n[liveness]\nanswer_within_s = 0.4\n", "a.toml")
+    assert info.value.key == "liveness.answer_within_s"
+    assert "two poll_interval_s" in info.value.problem
 
 
 def test_protocols_default_to_every_version_newest_first() -> None:

@@ -18,7 +18,7 @@ from meshd.core import addressing
 from meshd.core.control.peer import LinkSpec
 from meshd.core.routing.babel import RouteAction, RouteChange
 from meshd.core.routing.liveness import LinkState
-from meshd.daemon.links import ADOPT_GRACE_S, ROUTE_GRACE_S
+from meshd.daemon.links import ADOPT_GRACE_S, ECHOES_PER_PROBE, ROUTE_GRACE_S
 from meshd.daemon.node import Node
 from meshd.daemon.status import kernel_status
 from tests.unit.fake_netlink import FakeNetlink
@@ -198,10 +198,10 @@ def test_liveness_follows_the_receive_counter(world) -> None:  # type: ignore[no
     assert kernel_status(node)["links"][peers[0].node_id]["liveness"] == "up"
     node.links.poll(1.0)
     assert sent == []
-    node.links.poll(1.4)  # silent for longer than a keepalive: one echo through the tunnel
-    assert sent == [(str(addressing.link_local(peers[0].node_id)), name)]
+    node.links.poll(1.4)  # silent for longer than a keepalive: echoes through the tunnel
+    assert sent == [(str(addressing.link_local(peers[0].node_id)), name)] * ECHOES_PER_PROBE
     node.links.poll(1.7)
-    assert link.liveness.state is LinkState.UP and len(sent) == 1
+    assert link.liveness.state is LinkState.UP and len(sent) == ECHOES_PER_PROBE
     assert node.links.poll(1.8) == [(link, LinkState.DOWN)]
     assert node.links.by_ifname[ifname(me, peers[1])].liveness.state is LinkState.CONNECTING
 
