@@ -152,7 +152,11 @@ class WireGuardSettings:
         "auto", "kernel, userspace (wireguard-go) or auto", choices=("auto", "kernel", "userspace")
     )
     interface_prefix: str = _opt("mw", "first characters of every link interface (<= 3)")
-    keepalive_s: int = _opt(1, "persistent keepalive on every link, seconds (liveness signal)")
+    keepalive_s: int = _opt(
+        25,
+        "persistent keepalive on every link, seconds: an idle link's sign of life and what"
+        " holds a NAT mapping (a link in use is watched by what comes back, [liveness])",
+    )
     mtu: int = _opt(1420, "MTU of the link interfaces")
     listen_port_min: int = _opt(51820, "lowest UDP port of a link interface (one port per link)")
     listen_port_max: int = _opt(52819, "highest UDP port of a link interface")
@@ -178,10 +182,10 @@ class LivenessSettings:
         " (asked with echoes through the tunnel first; at least two polls)",
     )
     probe_after_s: float = _opt(
-        1.1, "a link silent this long gets one echo through the tunnel (a late keepalive?)"
+        26.0, "an idle link silent this long gets one echo through the tunnel (> keepalive_s)"
     )
     dead_after_s: float = _opt(
-        1.5, "a link with no packet received for this long is down (> keepalive_s)"
+        27.0, "an idle link with no packet received for this long is down (> probe_after_s)"
     )
 
 

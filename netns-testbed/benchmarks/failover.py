@@ -11,6 +11,10 @@ target whatever the median is, with a line on stderr saying which.
 - failover.link_cut.median_s: across the mesh, the link on its path cut silently (`testbed
   cut`: packets dropped, interfaces up). Target: at most 2 s (babeld with default timers
   needs 11-17 s to notice a silent tunnel failure).
+- failover.idle_cut.median_s: the same link cut while idle (liveness does not ask idle
+  links every second): cut, IDLE_S later a ping starts across it; its outage is the time
+  until replies flow by the other path. Target: at most 1 s. A repetition in which the
+  cut was noticed before the ping began fails the figure (it would measure nothing).
 - failover.gateway.median_s: from a household LAN host with no uplink of its own (e on the
   demo neighbourhood) to the internet server, the uplink of the gateway it leaves by taken
   down (`testbed uplink X down`: silent). Target: at most 3 s.
@@ -33,6 +37,8 @@ from benchmarks.results import Result, at_most
 from benchmarks.testbed import HERE, Testbed
 
 TARGET_S = 2.0
+IDLE_TARGET_S = 1.0
+IDLE_S = 3.0  # a link cut this long ago, and carrying nothing since
 GATEWAY_TARGET_S = 3.0
 INTERVAL_S = 0.05
 BEFORE_S = 1.5  # probes before the fault: the path worked
@@ -66,16 +72,18 @@ def outage(ping_output: str) -> Outage:
     return Outage(max(gaps) * interval, restored)
 
 
-def ping_through(namespace: str, address: str, fault: Callable[[], object]) -> Outage:
-    """Ping ``address`` from ``namespace`` every 50 ms, ``fault()`` after BEFORE_S, and stop
-    WINDOW_S after the fault is in place (SIGINT: ping prints its summary)."""
+def ping_through(
+    namespace: str, address: str, fault: Callable[[], object], before_s: float = BEFORE_S
+) -> Outage:
+    """Ping ``address`` from ``namespace`` every 50 ms, ``fault()`` after ``before_s``, and
+    stop WINDOW_S after the fault is in place (SIGINT: ping prints its summary)."""
     ping = subprocess.Popen(
         ["ip", "netns", "exec", namespace, "ping", "-n", "-i", str(INTERVAL_S), address],
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     try:
-        time.sleep(BEFORE_S)
+        time.sleep(before_s)
         fault()
         time.sleep(WINDOW_S)
         ping.send_signal(signal.SIGINT)  # `ip netns exec` execs ping: this pid is ping
@@ -125,6 +133,36 @@ def link_cut(quick: bool) -> list[Result]:
     ]
 
 
+def idle_cut(quick: bool) -> list[Result]:
+    reps = 3 if quick else 10
+    tb = Testbed("mbi")
+    outages, noticed_early = [], 0
+    with tb.up(HERE / "topologies" / "ring5.toml"):
+        ns = tb.namespace("a")
+        target = tb.meshd_status("c")["mesh_ipv4"]
+        for _ in range(reps):
+            via = _next_hop(tb, target)
+            time.sleep(IDLE_S)  # nothing through the link since the last repetition
+            tb.cli("cut", "a", via)
+            try:
+                time.sleep(IDLE_S)
+                noticed_early += _next_hop(tb, target) != via
+                outages.append(ping_through(ns, target, lambda: None, before_s=0))
+            finally:
+                tb.cli("heal", "a", via)
+            tb.cli("wait-converged", "--timeout", "60")
+            deadline = time.monotonic() + 30
+            while _next_hop(tb, target) != via and time.monotonic() < deadline:
+                time.sleep(0.2)
+    if noticed_early:
+        print(f"bench: idle_cut: {noticed_early} cut(s) seen before any flow", file=sys.stderr)
+    figure = median_figure("failover.idle_cut.median_s", outages, IDLE_TARGET_S)
+    return [
+        replace(figure, passed=figure.passed and not noticed_early),
+        Result("failover.idle_cut.max_s", round(max(o.seconds for o in outages), 2), "s"),
+    ]
+
+
 def gateway(quick: bool) -> list[Result]:
     reps = 3 if quick else 10
     tb = Testbed("mbg")
@@ -166,8 +204,8 @@ def _announced(tb: Testbed, node: str) -> bool:
 
 
 def both(quick: bool) -> list[Result]:
-    """Link cut and gateway; --quick (the CI subset) runs the link cut alone."""
-    return link_cut(quick) if quick else link_cut(quick) + gateway(quick)
+    """Link cut, idle cut and gateway; --quick (the CI subset) runs the link cut alone."""
+    return link_cut(quick) if quick else link_cut(quick) + idle_cut(quick) + gateway(quick)
 
 
 def _next_hop(tb: Testbed, target: str) -> str:

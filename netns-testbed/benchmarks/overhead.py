@@ -4,7 +4,8 @@
 
 - overhead.control_bytes_per_link_s: the bytes every node sends on its underlay links
   (WireGuard keepalives, QUIC keep-alives and acknowledgements, Babel updates), summed over
-  both ends and divided by links and seconds. Target: at most 200 B/s per link.
+  both ends and divided by links and seconds. Target: at most 60 B/s per link (issue 18;
+  it was 200 while keepalives went every second).
 - cost.pss_mb.max (and .median): each meshd's proportional set size, from
   /proc/PID/smaps_rollup at the end of the window (wireguard-go, a process of its own, is
   not counted). Target: under 80 MB for every meshd.
@@ -24,7 +25,7 @@ from benchmarks.community import write_topology
 from benchmarks.results import Result, at_most
 from benchmarks.testbed import HERE, Testbed
 
-TARGET_B_S = 200.0
+TARGET_B_S = 60.0
 PSS_TARGET_MB = 80.0
 CPU_TARGET = 0.02
 SETTLE_S = 10.0

@@ -51,6 +51,23 @@ class Bed:
     def route(self, node: str, prefix: str) -> dict[str, Any] | None:
         return next((r for r in self.status(node)["routes"] if r["prefix"] == prefix), None)
 
+    @contextmanager
+    def pinging(self, node: str, address: str, deadline_s: int = 30) -> Iterator[None]:
+        """``node`` pings ``address`` ten times a second while the block runs (a flow into
+        the links on the way: what a link's liveness watches), at most ``deadline_s``."""
+        ping = subprocess.Popen(
+            [str(TESTBED), "exec", node, "--", "ping", "-q", "-i", "0.1", "-w", str(deadline_s)]
+            + [address],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield
+        finally:
+            ping.terminate()
+            ping.wait(timeout=10)
+
     def wait(self, what: str, predicate: Callable[[], bool], within: float) -> float:
         """Poll until ``predicate``; return how long it took, fail after ``within`` s."""
         start = time.monotonic()

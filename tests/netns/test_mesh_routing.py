@@ -65,11 +65,12 @@ def test_a_cut_link_is_routed_around_and_back(bed: Bed) -> None:
     b_id = bed.status("b")["node_id"]
     bed.run("cut", "a", "b")
     try:
-        bed.wait(
-            "a routes to b through e",
-            lambda: (bed.route("a", f"{b_addr}/32") or {}).get("via") == e_id,
-            within=10,
-        )
+        with bed.pinging("a", b_addr):  # a flow into the cut link: it is noticed
+            bed.wait(
+                "a routes to b through e",
+                lambda: (bed.route("a", f"{b_addr}/32") or {}).get("via") == e_id,
+                within=5,
+            )
         assert meshbed.metric_is_hops(bed.route("a", f"{b_addr}/32")["metric"], 4)  # type: ignore[index]
         bed.sh("a", "ping", "-c", "3", "-i", "0.2", "-W", "2", b_addr)  # the long way round
     finally:

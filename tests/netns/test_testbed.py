@@ -85,13 +85,20 @@ class Bed:
         assert m, res.stdout + res.stderr
         return float(m.group(1))
 
-    def neighbour_states(self, node: str) -> dict[str, str]:
+    def meshd_status(self, node: str) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(2)
             s.connect(str(self.dir / "nodes" / node / "meshd.sock"))
             s.sendall(b'{"v": 1, "call": "status"}\n')
-            reply = json.loads(s.makefile().readline())
-        return {n["name"]: n["state"] for n in reply["result"]["neighbours"]}
+            return dict(json.loads(s.makefile().readline())["result"])
+
+    def neighbour_states(self, node: str) -> dict[str, str]:
+        return {n["name"]: n["state"] for n in self.meshd_status(node)["neighbours"]}
+
+    def flow(self, node: str, address: str) -> None:
+        """Two seconds of pings from ``node`` to a neighbour's mesh ``address``: a flow
+        into the link between them, what its liveness watches (an idle link is not asked)."""
+        self.sh(node, "ping", "-q", "-c", "20", "-i", "0.1", "-W", "1", address, check=False)
 
 
 def namespaces() -> set[str]:
@@ -255,6 +262,7 @@ def test_cut_drops_silently_both_ways_and_heal_restores(bed: Bed) -> None:
         assert bed.ping_loss("b", A_B) == 100
         assert "state UP" in bed.sh("a", "ip", "link", "show", "u-b").stdout
         assert bed.ping_loss("b", "100.64.1.2") == 0  # b's other link untouched
+        bed.flow("a", bed.meshd_status("b")["mesh_ipv4"])
         assert wait_for(lambda: bed.neighbour_states("a")["b"] == "down", 5)
         assert "cut a-b" in bed.run("status").stdout
     finally:
@@ -331,6 +339,7 @@ def test_wait_converged_names_what_is_missing(bed: Bed) -> None:
     # Freeze node c whole (meshd and its wireguard-go daemons): running as far as the
     # testbed knows, but not answering and its tunnels silent.
     ns = bed.status()["nodes"]["c"]["namespace"]
+    c_address = bed.meshd_status("c")["mesh_ipv4"]
     pids = [
         int(p)
         for p in subprocess.run(
@@ -340,6 +349,7 @@ def test_wait_converged_names_what_is_missing(bed: Bed) -> None:
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
+        bed.flow("b", c_address)
         assert wait_for(lambda: bed.neighbour_states("b")["c"] == "down", 5)
         res = bed.run("wait-converged", "--timeout", "1.5", check=False)
     finally:

@@ -40,7 +40,7 @@ from meshd.log import event
 DNS_RULE_PREF = 999  # before the gateway's: no other rule applies to an exit user's DNS
 GATEWAY_RULE_PREF = 1000
 USER_RULE_PREF = 1100  # and the next one
-USER_KEEPALIVE_S = 5  # keeps the gateway's NAT and the tunnel's session warm
+USER_KEEPALIVE_S = 25  # keeps the tunnel's session warm (issue 18: <= 10 B/s per link idle)
 
 
 def exit_interface_names(own_prefix: str) -> tuple[str, str]:

@@ -17,9 +17,12 @@ Two rules, both fed by counters the adapter polls a few times a second:
   and a periodic message costs no echo. A flow that only goes one way gets nothing back
   but echoes: each doubt an echo answers doubles the silence the next one needs, up to
   ``MAX_SUSPECT_S``, until something comes back unasked.
-- **Idle**: WireGuard's persistent keepalive makes a live peer send at least once per
-  keepalive interval. A receive counter silent for ``probe_after_s`` gets one echo, and a
-  link still silent at ``dead_after_s`` is down: what notices a link that carries nothing.
+- **Idle**: a link that carries nothing need not prove itself every second (idle links
+  nearly silent): WireGuard's persistent keepalive makes a live peer send at least once
+  per keepalive interval (25 s by default, what holds a NAT mapping). A receive counter
+  silent for ``probe_after_s`` gets one echo, and a link still silent at ``dead_after_s``
+  is down. A link that died while idle is found by the busy rule as soon as something
+  is sent into it, and by this one at the latest.
 
 A link is only called down at a reading after the one that sent its probe, so a late
 reading (a starved poller) that finds a long silence asks first rather than calling a live
@@ -34,6 +37,7 @@ from enum import StrEnum
 STREAM_READINGS = 3  # something received at this many readings in a row: a stream
 FLOW_WINDOW_S = 2.0  # two sending readings this close, nothing heard between: a flow
 MAX_SUSPECT_S = 2.0  # the longest silence a one-way flow's doubts back off to
+DOWN_PROBE_S = 1.0  # a down link is asked this often whether it is back
 
 
 class LinkState(StrEnum):
@@ -60,11 +64,14 @@ class Liveness:
     doubt_since: float | None = None  # the first reading of a silence that saw a send
 
     def wants_probe(self, now: float) -> bool:
-        """True at every reading of a doubt (data sent, nothing back), and once per
-        silence of ``probe_after_s`` on an idle link."""
-        if self.state is not LinkState.UP or self.last_heard is None:
+        """True at every reading of a doubt (data sent, nothing back), once per silence of
+        ``probe_after_s`` on an idle link, and every ``DOWN_PROBE_S`` on a down one (its
+        peer, idle too, may send nothing for a keepalive interval once it is back)."""
+        if self.state is LinkState.DOWN:
+            due = self.probed_at is None or now - self.probed_at >= DOWN_PROBE_S
+        elif self.state is not LinkState.UP or self.last_heard is None:
             return False
-        if self.doubt_since is not None:
+        elif self.doubt_since is not None:
             due = self.doubt_since < now and (self.probed_at is None or self.probed_at < now)
         else:
             due = (

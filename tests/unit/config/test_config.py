@@ -40,11 +40,11 @@ def test_good_config_parses_with_defaults() -> None:
     assert cfg.node.name == "a"
     assert cfg.node.mesh_ipv4 == ipaddress.IPv4Address("10.77.0.1")
     assert cfg.wireguard.backend == "userspace"
-    assert cfg.wireguard.keepalive_s == 1
+    assert cfg.wireguard.keepalive_s == 25
     assert (cfg.wireguard.listen_port_min, cfg.wireguard.listen_port_max) == (51820, 52819)
     assert cfg.wireguard.issuer_link_limit == 250  # a quarter of the range, for one delegate
     live = cfg.liveness
-    assert (live.answer_within_s, live.probe_after_s, live.dead_after_s) == (0.5, 1.1, 1.5)
+    assert (live.answer_within_s, live.probe_after_s, live.dead_after_s) == (0.5, 26.0, 27.0)
     assert cfg.discovery.beacons and cfg.discovery.beacon_port == 6698
     assert cfg.bootstrap[0].node_id == NODE_B
     assert cfg.bootstrap[0].address == ("100.64.0.2", 6697)  # parsed once, at load

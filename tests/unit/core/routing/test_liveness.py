@@ -61,7 +61,8 @@ def test_a_silent_link_is_probed_once_per_silence() -> None:
     assert not live.wants_probe(2.0)
     assert live.wants_probe(2.6)  # a new silence
     assert live.observe(120, 3.0) is LinkState.DOWN
-    assert not live.wants_probe(3.5)  # down: nothing to confirm
+    assert not live.wants_probe(3.5)  # down: asked whether it is back, every DOWN_PROBE_S
+    assert live.wants_probe(3.75) and not live.wants_probe(4.5) and live.wants_probe(4.75)
     assert not Liveness(dead_after_s=1.5).wants_probe(9.0)
 
 
