@@ -53,7 +53,7 @@ from meshd.core.control import effects as fx
 from meshd.core.endpoints import Address
 from meshd.core.keys import public_from_node_id
 from meshd.core.membership.names import shown
-from meshd.core.routing.exit_check import EXIT_CHECK_TIMEOUT_S
+from meshd.core.routing.exit_check import EXIT_CHECK_TIMEOUT_S, NO_CHECKS
 from meshd.core.routing.uplink_health import UplinkHealth
 from meshd.core.transport.certs import NodeCredentials
 from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
@@ -306,11 +306,7 @@ class ExitService:
             if self.check_target is None
             else {
                 "target": f"{self.check_target[0]}:{self.check_target[1]}",
-                "gateway": c.exit_check.gateway if c.exit_check else None,
-                "checks": c.exit_check.checks if c.exit_check else 0,
-                "failed": c.exit_check.failed if c.exit_check else 0,
-                "failed_in_a_row": c.exit_check.failed_in_a_row if c.exit_check else 0,
-                "last": c.exit_check.last if c.exit_check else None,
+                **(c.exit_check.status() if c.exit_check else NO_CHECKS),
                 "no_internet": dict(sorted(c.no_internet.items())),
             },
             "sharing": None

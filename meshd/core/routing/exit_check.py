@@ -37,6 +37,10 @@ SILENT_S = 0.2  # sent through the tunnel and heard nothing back this long: in d
 MAX_OUT = 4  # checks running at once: a slow shell does not pile them up
 
 
+# What ``meshd status`` shows before the first grant: no gateway checked yet.
+NO_CHECKS = {"gateway": None, "checks": 0, "failed": 0, "failed_in_a_row": 0, "last": None}
+
+
 @dataclass
 class ExitCheck:
     """The checks through one gateway's exit (a new one for each grant)."""
@@ -67,6 +71,16 @@ class ExitCheck:
         """Checks of an exit the tunnel does not point at yet: none until ``applied``
         (one before would go through the previous gateway, and count against this one)."""
         return cls(gateway, math.inf)
+
+    def status(self) -> dict[str, object]:
+        """What ``meshd status`` shows of these checks."""
+        return {
+            "gateway": self.gateway,
+            "checks": self.checks,
+            "failed": self.failed,
+            "failed_in_a_row": self.failed_in_a_row,
+            "last": self.last,
+        }
 
     def applied(self, now: float) -> None:
         """The tunnel points at the gateway now."""

@@ -10,6 +10,7 @@ from meshd.core.routing.exit_check import (
     EXIT_CHECK_FAILURES,
     EXIT_CHECK_INTERVAL_S,
     MAX_OUT,
+    NO_CHECKS,
     SILENT_S,
     ExitCheck,
 )
@@ -118,3 +119,9 @@ def test_a_check_that_fails_after_a_later_one_passed_starts_no_streak() -> None:
     assert not check.result(False, "no answer", 3)
     assert check.due(6.25)
     assert check.result(False, "no answer", 4)
+
+
+def test_status_has_the_same_keys_before_and_after_a_grant() -> None:
+    shown = ExitCheck.granted("g", 0.0).status()
+    assert shown.keys() == NO_CHECKS.keys()
+    assert shown["gateway"] == "g" and shown["checks"] == 0
