@@ -60,16 +60,22 @@ def test_a_reply_that_comes_back_another_way_arrives(bed: Bed) -> None:
 
 
 def test_a_cut_link_is_routed_around_and_back(bed: Bed) -> None:
-    b_addr = bed.status("b")["mesh_ipv4"]
-    e_id = bed.status("e")["node_id"]
-    b_id = bed.status("b")["node_id"]
+    a_addr, b_addr = bed.status("a")["mesh_ipv4"], bed.status("b")["mesh_ipv4"]
+    b_id, c_id, e_id = (bed.status(n)["node_id"] for n in "bce")
     bed.run("cut", "a", "b")
     try:
-        with bed.pinging("a", b_addr):  # a flow into the cut link: it is noticed
+        # A flow into the cut link from each end, so that each end notices it: an idle link
+        # is not asked, and b would send its replies to a's first pings into it.
+        with bed.pinging("a", b_addr), bed.pinging("b", a_addr):
             bed.wait(
                 "a routes to b through e",
                 lambda: (bed.route("a", f"{b_addr}/32") or {}).get("via") == e_id,
-                within=5,
+                within=10,
+            )
+            bed.wait(
+                "b routes to a through c",
+                lambda: (bed.route("b", f"{a_addr}/32") or {}).get("via") == c_id,
+                within=10,
             )
         assert meshbed.metric_is_hops(bed.route("a", f"{b_addr}/32")["metric"], 4)  # type: ignore[index]
         bed.sh("a", "ping", "-c", "3", "-i", "0.2", "-W", "2", b_addr)  # the long way round
