@@ -356,7 +356,9 @@ class KernelLinks:
             note(link, link.liveness.observe(peer.rx_bytes, read_at, sent))
             # Asked even without an echo socket: the down decision waits for the probe.
             if link.liveness.wants_probe(read_at) and self.echo is not None:
-                for _ in range(ECHOES_PER_PROBE):
+                # One asks a down link whether it is back: any answer will do.
+                up = link.liveness.state is LinkState.UP
+                for _ in range(ECHOES_PER_PROBE if up else 1):
                     self.echo.send(str(addressing.link_local(link.node_id)), link.ifname)
         return changes
 
