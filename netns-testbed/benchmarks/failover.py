@@ -122,11 +122,7 @@ def link_cut(quick: bool) -> list[Result]:
                 outages.append(ping_through(ns, target, partial(tb.cli, "cut", "a", via)))
             finally:
                 tb.cli("heal", "a", via)
-            tb.cli("wait-converged", "--timeout", "60")
-            # Back on the first path before the next cut.
-            deadline = time.monotonic() + 30
-            while _next_hop(tb, target) != via and time.monotonic() < deadline:
-                time.sleep(0.2)
+            _back_on(tb, via, target)
     return [
         median_figure("failover.link_cut.median_s", outages, TARGET_S),
         Result("failover.link_cut.max_s", round(max(o.seconds for o in outages), 2), "s"),
@@ -150,10 +146,7 @@ def idle_cut(quick: bool) -> list[Result]:
                 outages.append(ping_through(ns, target, lambda: None, before_s=0))
             finally:
                 tb.cli("heal", "a", via)
-            tb.cli("wait-converged", "--timeout", "60")
-            deadline = time.monotonic() + 30
-            while _next_hop(tb, target) != via and time.monotonic() < deadline:
-                time.sleep(0.2)
+            _back_on(tb, via, target)
     if noticed_early:
         print(f"bench: idle_cut: {noticed_early} cut(s) seen before any flow", file=sys.stderr)
     figure = median_figure("failover.idle_cut.median_s", outages, IDLE_TARGET_S)
@@ -206,6 +199,14 @@ def _announced(tb: Testbed, node: str) -> bool:
 def both(quick: bool) -> list[Result]:
     """Link cut, idle cut and gateway; --quick (the CI subset) runs the link cut alone."""
     return link_cut(quick) if quick else link_cut(quick) + idle_cut(quick) + gateway(quick)
+
+
+def _back_on(tb: Testbed, via: str, target: str) -> None:
+    """Converged again, and a back on its first path to ``target`` before the next cut."""
+    tb.cli("wait-converged", "--timeout", "60")
+    deadline = time.monotonic() + 30
+    while _next_hop(tb, target) != via and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _next_hop(tb: Testbed, target: str) -> str:
