@@ -37,7 +37,7 @@ from enum import StrEnum
 STREAM_READINGS = 3  # something received at this many readings in a row: a stream
 FLOW_WINDOW_S = 2.0  # two sending readings this close, nothing heard between: a flow
 MAX_SUSPECT_S = 2.0  # the longest silence a one-way flow's doubts back off to
-DOWN_PROBE_S = 1.0  # a down link is asked this often whether it is back
+DOWN_PROBE_S = 1.0  # a down or connecting link is asked this often whether it is there
 
 
 class LinkState(StrEnum):
@@ -65,12 +65,12 @@ class Liveness:
 
     def wants_probe(self, now: float) -> bool:
         """True at every reading of a doubt (data sent, nothing back), once per silence of
-        ``probe_after_s`` on an idle link, and every ``DOWN_PROBE_S`` on a down one (its
-        peer, idle too, may send nothing for a keepalive interval once it is back)."""
-        if self.state is LinkState.DOWN:
+        ``probe_after_s`` on an idle link, and every ``DOWN_PROBE_S`` on a down or
+        never-heard one (its peer, idle too, may send nothing for a keepalive interval)."""
+        if self.state is not LinkState.UP or self.last_heard is None:
+            # Down, or not heard since we started watching (a restart: the peer's tunnel
+            # may stay quiet for a keepalive interval): asked whether it is there.
             due = self.probed_at is None or now - self.probed_at >= DOWN_PROBE_S
-        elif self.state is not LinkState.UP or self.last_heard is None:
-            return False
         elif self.doubt_since is not None:
             due = self.doubt_since < now and (self.probed_at is None or self.probed_at < now)
         else:

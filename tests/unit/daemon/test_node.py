@@ -191,25 +191,33 @@ def test_liveness_follows_the_receive_counter(world) -> None:  # type: ignore[no
     link = node.links.by_ifname[name]
     node.links.poll(0.0)
     assert link.liveness.state is LinkState.CONNECTING
-    sent: list[tuple[str, str]] = []
-    node.links.echo = type("Echo", (), {"send": lambda self, a, i: sent.append((a, i)) or True})()
+    every: list[tuple[str, str]] = []
+    node.links.echo = type("Echo", (), {"send": lambda self, a, i: every.append((a, i)) or True})()
+
+    def sent(to: str = name) -> list[tuple[str, str]]:
+        return [e for e in every if e[1] == to]
+
     backend.set_peer_stats(name, key, rx_bytes=92)
     assert node.links.poll(0.25) == [(link, LinkState.UP)]
     assert kernel_status(node)["links"][peers[0].node_id]["liveness"] == "up"
     node.links.poll(10.0)
-    assert sent == []
+    assert sent() == []
     node.links.poll(26.4)  # idle, silent longer than a keepalive: echoes through the tunnel
     echoes = [(str(addressing.link_local(peers[0].node_id)), name)] * ECHOES_PER_PROBE
-    assert sent == echoes
+    assert sent() == echoes
     node.links.poll(26.7)
-    assert link.liveness.state is LinkState.UP and sent == echoes
+    assert link.liveness.state is LinkState.UP and sent() == echoes
     assert node.links.poll(27.3) == [(link, LinkState.DOWN)]
     node.links.poll(27.6)
-    assert sent == [*echoes, echoes[0]]  # down: asked every second, once, whether it is back
+    assert sent() == [*echoes, echoes[0]]  # down: asked every second, once, whether it is back
     node.links.poll(28.0)
-    assert len(sent) == ECHOES_PER_PROBE + 1
+    assert len(sent()) == ECHOES_PER_PROBE + 1
     backend.set_peer_stats(name, key, rx_bytes=184)
     assert node.links.poll(28.4) == [(link, LinkState.UP)]
+    # Never heard (a restart, a peer whose tunnel stays quiet): asked once a second too.
+    other = ifname(me, peers[1])
+    assert sent(other) == [(str(addressing.link_local(peers[1].node_id)), other)] * 3  # at
+    # 10.0, 26.4 and 27.6 (one a second at most; the one at 0.0 went before the socket)
     assert node.links.by_ifname[ifname(me, peers[1])].liveness.state is LinkState.CONNECTING
 
 

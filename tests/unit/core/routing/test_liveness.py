@@ -63,7 +63,8 @@ def test_a_silent_link_is_probed_once_per_silence() -> None:
     assert live.observe(120, 3.0) is LinkState.DOWN
     assert not live.wants_probe(3.5)  # down: asked whether it is back, every DOWN_PROBE_S
     assert live.wants_probe(3.75) and not live.wants_probe(4.5) and live.wants_probe(4.75)
-    assert not Liveness(dead_after_s=1.5).wants_probe(9.0)
+    never_heard = Liveness(dead_after_s=1.5)  # a restart: is the peer there?
+    assert never_heard.wants_probe(9.0) and not never_heard.wants_probe(9.5)
 
 
 def test_a_late_reading_waits_for_its_probe() -> None:
