@@ -4,10 +4,9 @@ liveness, and Babel's routes over it.
 Each link is one interface with one peer (allowed-ips everything, so the kernel routing
 table picks the next hop), built from what the sessions say (``LinkSpec``). Its receive
 counter, beside the data it sent, is its liveness (meshd.core.routing.liveness), read
-every poll. What a crashed
-predecessor left is adopted: an interface keeps its port and peer when its neighbour comes
-back (``ADOPT_GRACE_S``), and its routes stay while Babel learns them again
-(``ROUTE_GRACE_S``).
+every poll. What a crashed predecessor left is adopted: an interface keeps its port and
+peer when its neighbour comes back (``ADOPT_GRACE_S``), and its routes stay while Babel
+learns them again (``ROUTE_GRACE_S``).
 
 Everything here runs on the node's kernel thread but the four calls the control plane's
 shell makes in the event loop (``link_port``, ``ensure_link``, ``remove_link``,
@@ -46,7 +45,6 @@ RETRY_SETUP_S = 2.0
 # it (keeping its port, peer and counters) before it is removed as stale.
 ADOPT_GRACE_S = 60.0
 ROUTE_GRACE_S = 10.0  # for Babel to install a crashed meshd's routes again
-ECHOES_PER_PROBE = 3  # on a lossy link one lost echo, or two, call nothing down
 
 
 @dataclass
@@ -356,9 +354,7 @@ class KernelLinks:
             note(link, link.liveness.observe(peer.rx_bytes, read_at, sent))
             # Asked even without an echo socket: the down decision waits for the probe.
             if link.liveness.wants_probe(read_at) and self.echo is not None:
-                # One asks a down link whether it is back: any answer will do.
-                up = link.liveness.state is LinkState.UP
-                for _ in range(ECHOES_PER_PROBE if up else 1):
+                for _ in range(link.liveness.echoes()):
                     self.echo.send(str(addressing.link_local(link.node_id)), link.ifname)
         return changes
 

@@ -37,6 +37,7 @@ from enum import StrEnum
 STREAM_READINGS = 3  # something received at this many readings in a row: a stream
 FLOW_WINDOW_S = 2.0  # two sending readings this close, nothing heard between: a flow
 MAX_SUSPECT_S = 2.0  # the longest silence a one-way flow's doubts back off to
+ECHOES_PER_PROBE = 3  # on a lossy link one lost echo, or two, call nothing down
 DOWN_PROBE_S = 1.0  # a down or connecting link is asked this often whether it is there
 
 
@@ -82,6 +83,11 @@ class Liveness:
         if due:
             self.probed_at = now
         return due
+
+    def echoes(self) -> int:
+        """How many echoes a probe sends: an up link's may decide it is down, so a lost
+        echo must not; a down or never-heard link is only asked whether it is there."""
+        return ECHOES_PER_PROBE if self.state is LinkState.UP else 1
 
     def observe(self, rx_bytes: int, now: float, sent: int | None = None) -> LinkState | None:
         """Feed one reading (bytes received; ``sent``: the tunnel's data sent, None when

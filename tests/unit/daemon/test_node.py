@@ -17,8 +17,8 @@ from meshd.adapters.wg.model import PeerUpdate
 from meshd.core import addressing
 from meshd.core.control.peer import LinkSpec
 from meshd.core.routing.babel import RouteAction, RouteChange
-from meshd.core.routing.liveness import LinkState
-from meshd.daemon.links import ADOPT_GRACE_S, ECHOES_PER_PROBE, ROUTE_GRACE_S
+from meshd.core.routing.liveness import ECHOES_PER_PROBE, LinkState
+from meshd.daemon.links import ADOPT_GRACE_S, ROUTE_GRACE_S
 from meshd.daemon.node import Node
 from meshd.daemon.status import kernel_status
 from tests.unit.fake_netlink import FakeNetlink
