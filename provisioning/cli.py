@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TextIO
 
 from meshd import __version__
-from provisioning import host
+from provisioning import bundle, host
 from provisioning.layout import VENV
 from provisioning.steps import Refused, Runner, StepError
 
@@ -70,6 +72,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="IFACE",
         help="interfaces the neighbours are on (default: every other up interface)",
     )
+    p.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="install packages and meshd from DIR (made by `provision bundle DIR` on a "
+        "connected machine), with no network",
+    )
     p.add_argument("--dry-run", action="store_true", help="say every action, do none")
     p.add_argument(
         "--root",
@@ -82,7 +90,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def parse_bundle_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="provision bundle",
+        description="Write what provision --bundle installs offline (packages, wheels, this "
+        "checkout) for this machine's Debian architecture and Python.",
+    )
+    p.add_argument("out", metavar="OUT", help="a new or empty directory (a USB stick's)")
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the Python whose version the wheels are for (default: this one)",
+    )
+    return p.parse_args(argv)
+
+
+def bundle_main(argv: list[str], out: TextIO) -> int:
+    args = parse_bundle_args(argv)
+    try:
+        made = bundle.make(Path(args.out), REPO, PACKAGES + ["wireguard-go"], args.python)
+    except bundle.BundleError as exc:
+        print(f"provision bundle: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"provision bundle: {args.out}: meshd {made.meshd} for {made.arch}, Python "
+        f"{made.python}; on the target: sudo {args.out}/source/provisioning/provision "
+        f"--bundle {args.out} --invite-file TOKEN",
+        file=out,
+    )
+    return 0
+
+
 def main(argv: list[str], out: TextIO = sys.stdout) -> int:
+    if argv[:1] == ["bundle"]:
+        return bundle_main(argv[1:], out)
     args = parse_args(argv)
     root = Path(args.root).resolve() if args.root else Path("/")
     real = root == Path("/")
@@ -90,7 +131,7 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     try:
         if real and not args.dry_run and not host.is_root():
             raise Refused("run it as root (or with --dry-run, or into --root DIR)")
-        wireguard = _system_stage(runner, real)
+        wireguard = _system_stage(runner, real, Path(args.bundle) if args.bundle else None)
         if importlib.util.find_spec("nacl") is None:
             return _continue_in_venv(runner, argv, real)
         from provisioning import node  # needs meshd's dependencies
@@ -99,7 +140,7 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     except Refused as exc:
         print(f"provision: {exc}", file=sys.stderr)
         return 1
-    except StepError as exc:
+    except (StepError, bundle.BundleError) as exc:
         print(f"provision: failed: {exc}", file=sys.stderr)
         return 1
     if args.dry_run:
@@ -111,37 +152,67 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def _system_stage(runner: Runner, real: bool) -> str:
-    """The OS and the kernel's WireGuard; on a real run, the packages and the virtualenv.
-    Returns how the kernel does WireGuard (host.kernel_wireguard)."""
+def _system_stage(runner: Runner, real: bool, offline: Path | None) -> str:
+    """The OS and the kernel's WireGuard; on a real run, the packages and the virtualenv
+    (from the bundle ``offline`` when given). Returns how the kernel does WireGuard
+    (host.kernel_wireguard)."""
     info = host.read_os_release(runner.root)
     print(f"= os: {info.describe() if info else 'unknown (no os-release)'}", file=runner.out)
     if real and (info is None or not info.supported):
         raise Refused("only Debian and its derivatives (Raspberry Pi OS, Ubuntu) are supported")
+    if offline is not None:
+        _check_bundle(runner, offline)
     wireguard = host.kernel_wireguard(probe_link=real and not runner.dry_run)
     where = "" if real else " (this machine's kernel)"
     print(f"= kernel WireGuard: {wireguard}{where}", file=runner.out)
     if real:
-        _packages(runner, wireguard)
-        _virtualenv(runner)
+        _packages(runner, wireguard, offline)
+        _virtualenv(runner, offline)
     return wireguard
 
 
-def _packages(runner: Runner, wireguard: str) -> None:
+def _check_bundle(runner: Runner, offline: Path) -> None:
+    """The bundle is one, and for this machine: refused before anything is installed."""
+    manifest = bundle.read_manifest(offline)
+    arch = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    python = "{}.{}".format(*sys.version_info[:2])
+    try:
+        bundle.check_fits(manifest, arch, python)
+    except bundle.BundleError as exc:
+        raise Refused(f"{offline}: {exc}") from None
+    print(f"= bundle: meshd {manifest.meshd} for {arch}, Python {python}", file=runner.out)
+
+
+def _packages(runner: Runner, wireguard: str, offline: Path | None) -> None:
     wanted = PACKAGES + (["wireguard-go"] if wireguard == "none" else [])
     missing = host.missing_packages(wanted)
     if not missing:
         runner.unchanged(f"packages: {' '.join(wanted)}")
         return
     apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
-    runner.run([*apt, "update", "-qq"], "apt-get update")
-    runner.run(
-        [*apt, "install", "-y", "-qq", "--no-install-recommends", *missing],
-        f"install {' '.join(missing)}",
-    )
+    if offline is None:
+        runner.run([*apt, "update", "-qq"], "apt-get update")
+        runner.run(
+            [*apt, "install", "-y", "-qq", "--no-install-recommends", *missing],
+            f"install {' '.join(missing)}",
+        )
+        return
+    # The bundle's repository only, with package lists of its own (the system's are kept).
+    scratch = Path(tempfile.mkdtemp(prefix="provision-bundle-"))
+    try:
+        apt += bundle.apt_options(offline, scratch)
+        runner.run([*apt, "update", "-qq"], f"apt-get update from {offline}")
+        runner.run(
+            [*apt, "install", "-y", "-qq", "--no-install-recommends", *missing],
+            f"install {' '.join(missing)} from {offline}",
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _virtualenv(runner: Runner) -> None:
+def _virtualenv(runner: Runner, offline: Path | None) -> None:
     python = f"{VENV}/bin/python"
     if not Path(python).exists():
         runner.run(["python3", "-m", "venv", VENV], f"create the virtualenv {VENV}")
@@ -153,6 +224,23 @@ def _virtualenv(runner: Runner) -> None:
         installed = ""
     if installed == f"meshd {__version__}":
         runner.unchanged(f"{installed} in {VENV}")
+        return
+    if offline is not None:
+        wheels = offline / "wheels"
+        runner.run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--find-links",
+                str(wheels),
+                "meshd",
+            ],
+            f"install meshd {__version__} from {wheels} into {VENV}",
+        )
         return
     runner.run(
         [python, "-m", "pip", "install", "-q", str(REPO)],

@@ -133,5 +133,10 @@ SYSCTL = "".join(
     + [f"{key.replace('/', '.')} = {value}\n" for key, value in ROUTER_SYSCTLS.items()]
 )
 
-# Loaded at boot, as root: meshd itself may not load modules (ProtectKernelModules).
-MODULES = "wireguard\n"
+
+# Loaded at boot, as root, before systemd-sysctl: meshd itself may not load modules
+# (ProtectKernelModules). nf_conntrack before the sysctl file's nf_conntrack_acct, which
+# exists only once it is loaded (found by the first provisioning in a VM guest); wireguard
+# where the kernel has it as a module.
+def modules(wireguard: str) -> str:
+    return "nf_conntrack\n" + ("wireguard\n" if wireguard in ("loaded", "module") else "")

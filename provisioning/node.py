@@ -179,13 +179,14 @@ def node_stage(args: argparse.Namespace, runner: Runner, real: bool, wireguard: 
         "tmpfiles": runner.file(TMPFILES_FILE, files.TMPFILES.encode(), 0o644),
         "unit": runner.file(UNIT_FILE, files.UNIT.encode(), 0o644),
     }
-    if wireguard in ("loaded", "module"):
-        changed["modules"] = runner.file(MODULES_FILE, files.MODULES.encode(), 0o644)
+    changed["modules"] = runner.file(MODULES_FILE, files.modules(wireguard).encode(), 0o644)
     if real:
         _service(runner, changed, wireguard)
 
 
 def _service(runner: Runner, changed: dict[str, bool], wireguard: str) -> None:
+    if not Path("/proc/sys/net/netfilter/nf_conntrack_acct").exists():
+        runner.run(["modprobe", "nf_conntrack"], "load the nf_conntrack module")
     if wireguard == "module":
         runner.run(["modprobe", "wireguard"], "load the wireguard module")
     if changed["sysctl"]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 NETNS_TIER = Path(__file__).resolve().parent / "netns"
+VM_TIER = Path(__file__).resolve().parent / "vm"  # its tests carry the netns mark too
 NETNS_MARK = "netns"
 
 
@@ -37,7 +38,7 @@ class NetnsSkipsFail:
         """A netns module that skipped itself whole: it has no tests left to carry the mark."""
         if report.skipped and report.fspath:
             path = (self.rootpath / report.fspath).resolve()
-            if path.is_relative_to(NETNS_TIER):
+            if path.is_relative_to(NETNS_TIER) or path.is_relative_to(VM_TIER):
                 self.skipped.append((report.nodeid, skip_reason(report)))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

@@ -117,6 +117,9 @@ def test_files_modes_and_a_config_meshd_accepts(
     ):
         assert f"{line}\n" in sysctls, line  # fmt: skip
     assert "d /run/wireguard 0750 meshd meshd" in (root / "etc/tmpfiles.d/meshd.conf").read_text()
+    # nf_conntrack loads at boot before systemd-sysctl sets nf_conntrack_acct, which only
+    # exists once it is loaded (wireguard too where this kernel has it as a module).
+    assert (root / "etc/modules-load.d/meshd.conf").read_text().startswith("nf_conntrack\n")
 
     config = root / "etc/meshd/meshd.toml"
     capsys.readouterr()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import socket
 
 from meshd.adapters.net import command, firewall, shaping, sysctl
 from meshd.adapters.net.exit_meter import ExitMeter
@@ -245,7 +246,9 @@ class ExitTunnels:
                 "not", "fwmark", str(self.fwmark), "lookup", user_table,
             )  # fmt: skip
         _delete_rules(DNS_RULE_PREF)
-        for proto in ("udp", "tcp"):
+        # By number: ip resolves names through /etc/protocols, which a minimal Debian
+        # (netbase not installed) lacks: "udp" was refused in the VM tier's first guest.
+        for proto in (str(socket.IPPROTO_UDP), str(socket.IPPROTO_TCP)):
             _ip(
                 "rule", "add", "pref", str(DNS_RULE_PREF), "to", f"{target.endpoint[0]}/32",
                 "ipproto", proto, "dport", "53", "fwmark", f"0/{self.fwmark:#x}",

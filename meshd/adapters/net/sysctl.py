@@ -25,12 +25,25 @@ ROUTER_SYSCTLS: dict[str, str] = {
 }
 
 
+class SysctlMissing(OSError):
+    """A key this kernel does not have (yet): its module is not loaded."""
+
+
+# What makes a key exist, for the error (meshd may not load modules itself).
+MODULE_OF = {"net/netfilter/": "nf_conntrack"}
+
+
 def apply(values: dict[str, str], root: Path = Path("/proc/sys")) -> dict[str, str]:
     """Write each value; return what was there before (to log what changed)."""
     before: dict[str, str] = {}
     for key, value in values.items():
         path = root / key
-        before[key] = path.read_text().strip()
+        try:
+            before[key] = path.read_text().strip()
+        except FileNotFoundError:
+            module = next((m for p, m in MODULE_OF.items() if key.startswith(p)), None)
+            hint = f": load the {module} module first (modprobe {module})" if module else ""
+            raise SysctlMissing(f"sysctl {key.replace('/', '.')} does not exist{hint}") from None
         if before[key] != value:
             path.write_text(value + "\n")
     return before

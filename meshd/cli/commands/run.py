@@ -16,6 +16,7 @@ def main(args: argparse.Namespace) -> int:
     from meshd import config, log
     from meshd.adapters import identity, trust
     from meshd.adapters.net.netlink import Netlink, NetlinkError
+    from meshd.adapters.net.sysctl import SysctlMissing
     from meshd.adapters.wg.model import WireGuardError
     from meshd.adapters.wg.select import select_backend
     from meshd.daemon.joining import EXIT_REFUSED, JoinError
@@ -39,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
         trust.TrustError,
         WireGuardError,
         NetlinkError,
+        SysctlMissing,
         RuntimeError,
         PermissionError,
     ) as exc:

@@ -1,0 +1,3 @@
+from vmbed.cli import main
+
+raise SystemExit(main())
