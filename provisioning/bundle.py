@@ -25,6 +25,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,15 +77,28 @@ def check_fits(manifest: Manifest, arch: str, python: str) -> None:
         raise BundleError(f"the bundle's wheels are for Python {manifest.python}, this is {python}")
 
 
-def make(out: Path, repo: Path, packages: list[str], python: str = sys.executable) -> Manifest:
-    """Write a bundle for this machine's architecture and ``python``'s version into ``out``."""
+def make(
+    out: Path, repo: Path, packages: list[str], python: str = sys.executable, arch: str = ""
+) -> Manifest:
+    """Write a bundle into ``out`` for ``arch`` (default: this machine's Debian architecture)
+    and ``python``'s version. Another architecture's packages come from this machine's apt
+    sources with lists of their own (the system's apt state is not touched); its wheels are
+    the binary ones PyPI has for it (``pip download --platform``)."""
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out}: exists and is not empty")
+    native = _output(["dpkg", "--print-architecture"]).strip()
+    arch = arch or native
+    if arch not in PLATFORMS:
+        raise BundleError(f"no bundle for {arch!r}: one of {', '.join(PLATFORMS)}")
     out.mkdir(parents=True, exist_ok=True)
-    arch = _output(["dpkg", "--print-architecture"]).strip()
     version = _output([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).strip()
-    _debs(out / "debs", packages)
-    _wheels(out / "wheels", repo, python)
+    if arch == native:
+        _debs(out / "debs", packages, [])
+        _wheels(out / "wheels", repo, python)
+    else:
+        with tempfile.TemporaryDirectory(prefix="provision-bundle-") as scratch:
+            _debs(out / "debs", packages, _foreign_apt(arch, Path(scratch)))
+        _foreign_wheels(out / "wheels", repo, python, arch, version)
     _source(out / "source", repo)
     meshd = _output([python, "-c", "import meshd; print(meshd.__version__)"], cwd=repo).strip()
     manifest = Manifest(meshd, arch, version, tuple(packages))
@@ -92,11 +106,57 @@ def make(out: Path, repo: Path, packages: list[str], python: str = sys.executabl
     return manifest
 
 
-def closure(packages: list[str]) -> list[str]:
+# Debian architecture -> the wheels' platform tags (Debian bookworm has glibc 2.36).
+PLATFORMS = {
+    "amd64": [f"manylinux_2_{v}_x86_64" for v in (17, 28, 34)] + ["manylinux2014_x86_64"],
+    "arm64": [f"manylinux_2_{v}_aarch64" for v in (17, 28, 34)] + ["manylinux2014_aarch64"],
+}
+
+
+def _foreign_apt(arch: str, scratch: Path) -> list[str]:
+    """apt options for ``arch`` alone, with this machine's sources and a state of its own
+    in ``scratch`` (lists fetched now; nothing counted as installed)."""
+    (scratch / "lists" / "partial").mkdir(parents=True)
+    (scratch / "cache" / "archives" / "partial").mkdir(parents=True)
+    (scratch / "status").write_text("")
+    options = [
+        "-o",
+        f"APT::Architecture={arch}",
+        "-o",
+        f"APT::Architectures={arch}",
+        "-o",
+        f"Dir::State::Lists={scratch / 'lists'}",
+        "-o",
+        f"Dir::State::status={scratch / 'status'}",
+        "-o",
+        f"Dir::Cache={scratch / 'cache'}",
+    ]
+    _output(["apt-get", "-q", *options, "update"])
+    return options
+
+
+def _foreign_wheels(directory: Path, repo: Path, python: str, arch: str, version: str) -> None:
+    directory.mkdir()
+    _output([python, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(directory), str(repo)])
+    (own,) = directory.glob("meshd-*.whl")
+    major, minor = version.split(".")
+    platforms = [arg for tag in PLATFORMS[arch] for arg in ("--platform", tag)]
+    _output(
+        [
+            python, "-m", "pip", "download", "-q", "--only-binary=:all:", *platforms,
+            "--python-version", version, "--implementation", "cp",
+            "--abi", f"cp{major}{minor}", "--abi", "abi3", "--abi", "none",
+            "-d", str(directory), str(own),
+        ]
+    )  # fmt: skip
+
+
+def closure(packages: list[str], apt: list[str] | None = None) -> list[str]:
     """The packages and everything they depend on (no recommends), as apt resolves them."""
     text = _output(
         [
             "apt-cache",
+            *(apt or []),
             "depends",
             "--recurse",
             "--no-recommends",
@@ -114,10 +174,18 @@ def closure(packages: list[str]) -> list[str]:
     return sorted(n for n in names if not n.startswith("<"))
 
 
-def _debs(directory: Path, packages: list[str]) -> None:
+def _debs(directory: Path, packages: list[str], apt: list[str]) -> None:
     directory.mkdir()
     _output(
-        ["apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", *closure(packages)],
+        [
+            "apt-get",
+            "-q",
+            *apt,
+            "-o",
+            "APT::Sandbox::User=root",
+            "download",
+            *closure(packages, apt),
+        ],
         cwd=directory,
     )
     (directory / "Packages").write_text(packages_index(directory))

@@ -98,9 +98,15 @@ def parse_bundle_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("out", metavar="OUT", help="a new or empty directory (a USB stick's)")
     p.add_argument(
+        "--arch",
+        default="",
+        help="the target's Debian architecture, amd64 or arm64 (default: this machine's)",
+    )
+    p.add_argument(
         "--python",
         default=sys.executable,
-        help="the Python whose version the wheels are for (default: this one)",
+        help="the Python whose version the wheels are for (default: this one; the target's "
+        "Debian release must have the same major.minor)",
     )
     return p.parse_args(argv)
 
@@ -108,7 +114,9 @@ def parse_bundle_args(argv: list[str]) -> argparse.Namespace:
 def bundle_main(argv: list[str], out: TextIO) -> int:
     args = parse_bundle_args(argv)
     try:
-        made = bundle.make(Path(args.out), REPO, PACKAGES + ["wireguard-go"], args.python)
+        made = bundle.make(
+            Path(args.out), REPO, PACKAGES + ["wireguard-go"], args.python, args.arch
+        )
     except bundle.BundleError as exc:
         print(f"provision bundle: {exc}", file=sys.stderr)
         return 1

@@ -217,9 +217,13 @@ class QuicTransport(asyncio.DatagramProtocol):
         port: int,
         settings: SessionSettings | None = None,
         verifies: bool = False,
+        mark: int | None = None,
     ) -> QuicTransport:
+        """A transport on ``host:port``; with ``mark``, its packets carry that firewall
+        mark (SO_MARK, CAP_NET_ADMIN), which the exit's policy rules keep out of the exit
+        tunnel (meshd.adapters.net.exit_tunnel)."""
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_datagram_endpoint(
+        transport, protocol = await loop.create_datagram_endpoint(
             lambda: cls(
                 credentials=credentials,
                 authorize=authorize,
@@ -229,6 +233,13 @@ class QuicTransport(asyncio.DatagramProtocol):
             ),
             local_addr=(host, port),
         )
+        if mark is not None:
+            sock = transport.get_extra_info("socket")
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            except OSError:
+                transport.close()
+                raise
         return protocol
 
     # -- asyncio.DatagramProtocol --------------------------------------------------------

@@ -149,7 +149,13 @@ class ControlService:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, mark: int | None = None) -> None:
+        """Sessions on the underlay at ``host:port``. ``mark``: the exit tunnel's own mark,
+        so that a dial to an address that is not on a shared segment or link (a bootstrap
+        endpoint of the invite, an address a neighbour told of) never leaves by the exit
+        tunnel, whose default route would carry it into the mesh and out of a gateway's
+        uplink (seen in the VM tier: a household without an uplink sent about 5 kB/s of
+        QUIC handshakes to its invite's other endpoints that way)."""
         self.transport = await QuicTransport.listen(
             credentials=self.credentials,
             authorize=self.core.authorize,
@@ -158,6 +164,7 @@ class ControlService:
             port=port,
             settings=self.session_settings,
             verifies=True,  # strangers reach this port: until a certificate verifies, capped
+            mark=mark,
         )
         event("control.listening", port=port)
         self.hellos = await HelloSocket.open(self.on_hello)

@@ -392,7 +392,7 @@ class Node:
         server = None
         try:
             await self.kernel(self.setup, time.monotonic())
-            await self.control.start("0.0.0.0", self.cfg.control.quic_port)
+            await self.control.start("0.0.0.0", self.cfg.control.quic_port, self.cfg.exit.fwmark)
             if self.cfg.discovery.beacons:
                 await self.control.start_beacons(
                     self.identity.signing_key,

@@ -4,6 +4,9 @@
     vm attach NODE [--payload DIR]         a guest takes invited NODE's place and boots
     vm exec NODE -- CMD...                 run CMD in the guest (bash -c), as root
     vm stop NODE [--kill]                  power off (or cut the power)
+    vm tier [--arch A] [--record FILE]     the VM tier's tests (tests/vm) for one
+                                           architecture, its transcript and timings
+                                           written to FILE (markdown)
 
 The testbed is the one ``MESHD_TESTBED_DIR`` / ``MESHD_TESTBED_ID`` name, as for
 ``testbed``; ``testbed down`` removes guests with everything else. Exit status: 0 done, 1
@@ -14,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from vmbed import guest as vmguest
@@ -48,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("stop", help="power the guest off")
     st.add_argument("node")
     st.add_argument("--kill", action="store_true", help="cut the power instead")
+    tier = sub.add_parser("tier", help="run tests/vm for one architecture")
+    tier.add_argument("--arch", default=None, help="amd64 or arm64 (default: this machine's)")
+    tier.add_argument("--record", help="write the transcript and timings here (markdown)")
     args = p.parse_args(argv)
+    if args.command == "tier":
+        return _tier(args.arch or vmimage.host_arch(), args.record)
     try:
         if args.command == "image":
             built = vmimage.build(args.arch or vmimage.host_arch())
@@ -70,6 +80,75 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vm: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tier(arch: str, record: str | None) -> int:
+    """Build (or find) the image, then run tests/vm with MESHD_VM_ARCH=arch; say what it
+    took. The guests' tests print their figures as ``vm.NAME=VALUE`` lines."""
+    started = time.monotonic()
+    cached = vmimage.cached(arch) is not None
+    try:
+        built = vmimage.build(arch)
+    except vmimage.ImageError as exc:
+        print(f"vm: {exc}", file=sys.stderr)
+        return 1
+    image_s = time.monotonic() - started
+    env = {**os.environ, "MESHD_VM_ARCH": arch}
+    argv = [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", "tests/vm"]
+    lines: list[str] = []
+    tests_started = time.monotonic()
+    with subprocess.Popen(
+        argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            lines.append(line.rstrip("\n"))
+    tests_s = time.monotonic() - tests_started
+    if record:
+        Path(record).write_text(
+            _transcript(arch, built, cached, image_s, tests_s, proc.returncode, lines)
+        )
+        print(f"vm: transcript in {record}")
+    return proc.returncode
+
+
+def _transcript(
+    arch: str,
+    built: vmimage.Image,
+    cached: bool,
+    image_s: float,
+    tests_s: float,
+    rc: int,
+    lines: list[str],
+) -> str:
+    machine = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
+    cores = os.cpu_count()
+    figures = [ln.strip() for ln in lines if re.match(r"\s*vm\.\w+=", ln)]
+    summary = next((ln for ln in reversed(lines) if re.search(r"passed|failed|error", ln)), "")
+    image = "from the cache" if cached else f"built in {image_s:.0f} s"
+    return "\n".join(
+        [
+            f"# VM tier, {arch}: {time.strftime('%Y-%m-%d')}",
+            "",
+            f"`netns-testbed/vm tier --arch {arch}` on {machine}, {cores} cores, guests under"
+            f" TCG. Exit status {rc}: {summary.strip('= ')}.",
+            "",
+            f"- image: {built.directory.name} ({image})",
+            f"- tests/vm: {tests_s:.0f} s",
+            *(f"- {f}" for f in figures),
+            "",
+            "## Transcript",
+            "",
+            "```",
+            *lines,
+            "```",
+            "",
+        ]
+    )
 
 
 def _attach(node: str, payload: str | None) -> int:

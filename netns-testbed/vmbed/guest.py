@@ -34,6 +34,7 @@ MACHINE = {
 }
 CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
 BOOT_TIMEOUT_S = 180.0
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"  # a new one every boot
 
 
 class GuestError(Exception):
@@ -220,12 +221,32 @@ class Guest:
             )
         return res.out
 
+    def boot_id(self) -> str:
+        return self.check(BOOT_ID, timeout=30).strip()
+
+    def reboot(self, timeout: float = BOOT_TIMEOUT_S) -> float:
+        """``systemctl reboot`` in the guest; the seconds until its agent answers from the
+        new boot. The reboot is put off by a second, so that the agent's reply to the
+        command that asks for it is out before systemd stops the agent."""
+        before = self.boot_id()
+        self.check("systemd-run --quiet --on-active=1 systemctl reboot", timeout=30)
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(GuestError):
+                now = self.run(BOOT_ID, timeout=5).out.strip()
+                if now and now != before:
+                    return time.monotonic() - started
+            self._close()
+            time.sleep(1)
+        raise GuestError(f"{self.name}: not back from a reboot in {timeout:.0f} s")
+
     def stop(self, grace: float = 30.0) -> None:
         """Power off cleanly (the agent asks systemd), then kill what is left."""
         pid = self.pid()
         if pid is not None:
             with contextlib.suppress(GuestError):
-                self.run("systemctl --no-block poweroff", timeout=10)
+                self.run("systemd-run --quiet --on-active=1 systemctl poweroff", timeout=10)
             _wait_gone(pid, grace)
         self.kill()
 

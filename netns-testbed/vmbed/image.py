@@ -167,7 +167,31 @@ def build(arch: str, log: Path | None = None) -> Image:
     return Image(arch, final)
 
 
+QEMU_USER = {"arm64": "aarch64", "amd64": "x86_64"}
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+def _foreign_ready(arch: str) -> None:
+    """Another architecture's root is built through qemu-user: binfmt_misc mounted and
+    qemu's interpreter registered (a container may have neither until asked)."""
+    interpreter = BINFMT / f"qemu-{QEMU_USER[arch]}"
+    if interpreter.exists():
+        return
+    if not (BINFMT / "register").exists():
+        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
+    if shutil.which("update-binfmts") is None:
+        raise ImageError(
+            f"an {arch} image needs qemu-user-static and binfmt-support: "
+            "apt-get install qemu-user-static binfmt-support"
+        )
+    _run(["update-binfmts", "--enable", f"qemu-{QEMU_USER[arch]}"])
+    if not interpreter.exists():
+        raise ImageError(f"{interpreter}: not registered after update-binfmts")
+
+
 def _mmdebstrap(arch: str, root: Path, log: Path) -> None:
+    if arch != host_arch():
+        _foreign_ready(arch)
     hooks: list[str] = [
         f"--customize-hook=copy-in {AGENT} /usr/local/sbin",
         '--customize-hook=mv "$1/usr/local/sbin/agent.py" "$1/usr/local/sbin/vm-agent"',

@@ -8,6 +8,7 @@ and powers it off afterwards; ``testbed down`` removes whatever is left.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -26,13 +27,18 @@ from vmbed import image as vmimage  # noqa: E402
 from vmbed import wiring  # noqa: E402
 
 PROVISION = meshbed.REPO / "provisioning" / "provision"
+# The guests' architecture: this machine's, or arm64 (a Pi's) for `vm tier --arch arm64`.
+ARCH = os.environ.get("MESHD_VM_ARCH") or vmimage.host_arch()
+# Under TCG Python runs about 5x (amd64) to 7x (arm64) slower than here: waits scale.
+NATIVE = vmimage.host_arch()
+SLOWER = 1.0 if ARCH == NATIVE else 2.0
 PAYLOAD = vmimage.PAYLOAD_MOUNT
 Guest = vmguest.Guest
 GuestError = vmguest.GuestError
 
 NEEDS_ROOT_AND_QEMU = [
     *meshbed.NEEDS_ROOT_AND_WIREGUARD,
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu"),
+    pytest.mark.skipif(shutil.which(vmguest.QEMU[ARCH]) is None, reason="needs qemu"),
     pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="needs mmdebstrap"),
 ]
 
@@ -40,7 +46,7 @@ NEEDS_ROOT_AND_QEMU = [
 def bundle(out: Path) -> Path:
     """`provision bundle OUT`, as a household's helper runs it on a connected machine."""
     subprocess.run(
-        [sys.executable, str(PROVISION), "bundle", str(out)],
+        [sys.executable, str(PROVISION), "bundle", "--arch", ARCH, str(out)],
         check=True,
         capture_output=True,
         text=True,
@@ -51,7 +57,7 @@ def bundle(out: Path) -> Path:
 
 @contextmanager
 def guest_in(bed: meshbed.Bed, node: str, payload_dir: Path) -> Iterator[vmguest.Guest]:
-    image = vmimage.build(vmimage.host_arch())
+    image = vmimage.build(ARCH)
     directory = bed.dir / "vms" / node
     directory.mkdir(parents=True, exist_ok=True)
     payload = directory / "payload.img"
@@ -59,7 +65,7 @@ def guest_in(bed: meshbed.Bed, node: str, payload_dir: Path) -> Iterator[vmguest
     namespace = f"{bed.env['MESHD_TESTBED_ID']}-{node}"
     wires = wiring.take_over(namespace)
     guest = vmguest.Guest(node, image, directory, namespace, wires.nics, payload)
-    guest.start()
+    guest.start(timeout=vmguest.BOOT_TIMEOUT_S * SLOWER)
     try:
         guest.check(wiring.guest_setup(wires))
         yield guest

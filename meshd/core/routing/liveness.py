@@ -4,8 +4,9 @@ Two rules, both fed by counters the adapter polls a few times a second:
 
 - **Busy**: a flow into a live tunnel gets something back (ACKs, replies, at least an
   echo), and a peer that sent at every reading (a stream: ``STREAM_READINGS``) does not
-  stop for nothing. When the tunnel's data sent (its interface's tx counter: WireGuard
-  keepalives are not in it) grows at a second reading within ``FLOW_WINDOW_S`` with
+  stop for nothing. When the tunnel's data sent (its interface's tx counter: no keepalive
+  in it under wireguard-go; under the kernel a keepalive is in it, as a lone send,
+  meshd.adapters.net.if_stats) grows at a second reading within ``FLOW_WINDOW_S`` with
   nothing received since the first (one send alone, a periodic probe or a flow's last ACK,
   may have no answer), or a stream stops, and nothing was received for
   ``suspect_after_s`` (longer than one poll: a reply we send to what just came in is no

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -669,3 +670,29 @@ def test_half_open_sessions_past_half_the_table_make_new_sources_retry(
                 assert b.transport.status()["retry"] == {"sent": 6}
 
     run(scenario)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SO_MARK needs CAP_NET_ADMIN")
+def test_a_marked_transport_marks_its_socket() -> None:
+    """The underlay sessions' socket carries the exit tunnel's mark, which keeps a dial to
+    an address no shared link reaches out of the exit tunnel (meshd.daemon.control)."""
+
+    async def body() -> None:
+        node = Node(credentials(1))
+        node.transport = await QuicTransport.listen(
+            credentials=node.creds,
+            authorize=node.authorize,
+            on_event=node.on_event,
+            host=LOOPBACK,
+            port=0,
+            mark=0x4D58,
+        )
+        try:
+            transport = node.transport._transport
+            assert transport is not None
+            sock = transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK) == 0x4D58
+        finally:
+            await node.transport.close()
+
+    run(body)
