@@ -99,7 +99,9 @@ def write(state: State) -> None:
     os.replace(tmp, path)
 
 
-OWN_ENTRIES = (STATE_FILE, TOPOLOGY_FILE, "state.tmp", "nodes", "inet", "admin")
+# "vms": the VM tier's guests (netns-testbed/vmbed): overlays, payloads, consoles; their
+# QEMU processes run in the node's namespace and are stopped with it before this.
+OWN_ENTRIES = (STATE_FILE, TOPOLOGY_FILE, "state.tmp", "nodes", "inet", "admin", "vms")
 
 
 def remove(state_dir: Path, keep_dir: bool = False) -> list[Path]:

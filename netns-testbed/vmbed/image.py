@@ -164,6 +164,9 @@ def build(arch: str, log: Path | None = None) -> Image:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    for older in final.parent.glob(f"{arch}-*"):  # images of inputs that changed since
+        if older != final and not older.name.endswith(".building"):
+            shutil.rmtree(older, ignore_errors=True)
     return Image(arch, final)
 
 
