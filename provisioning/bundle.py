@@ -70,6 +70,11 @@ def read_manifest(bundle: Path) -> Manifest:
         raise BundleError(f"{path}: not a provision bundle ({exc})") from None
 
 
+def debian_arch() -> str:
+    """This machine's Debian architecture (amd64, arm64, ...)."""
+    return _output(["dpkg", "--print-architecture"]).strip()
+
+
 def check_fits(manifest: Manifest, arch: str, python: str) -> None:
     if manifest.arch != arch:
         raise BundleError(f"the bundle is for {manifest.arch}, this machine is {arch}")
@@ -86,7 +91,7 @@ def make(
     the binary ones PyPI has for it (``pip download --platform``)."""
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"{out}: exists and is not empty")
-    native = _output(["dpkg", "--print-architecture"]).strip()
+    native = debian_arch()
     arch = arch or native
     if arch not in PLATFORMS:
         raise BundleError(f"no bundle for {arch!r}: one of {', '.join(PLATFORMS)}")

@@ -182,9 +182,7 @@ def _system_stage(runner: Runner, real: bool, offline: Path | None) -> str:
 def _check_bundle(runner: Runner, offline: Path) -> None:
     """The bundle is one, and for this machine: refused before anything is installed."""
     manifest = bundle.read_manifest(offline)
-    arch = subprocess.run(
-        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    arch = bundle.debian_arch()
     python = "{}.{}".format(*sys.version_info[:2])
     try:
         bundle.check_fits(manifest, arch, python)

@@ -33,10 +33,12 @@ class BuildError(Exception):
     """A command failed: which one and what it said."""
 
 
-def run(argv: Sequence[str], input: str | None = None, check: bool = True) -> str:
+def run(
+    argv: Sequence[str], input: str | None = None, check: bool = True, timeout: float = 30
+) -> str:
     try:
         proc = subprocess.run(
-            list(argv), input=input, capture_output=True, text=True, check=False, timeout=30
+            list(argv), input=input, capture_output=True, text=True, check=False, timeout=timeout
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BuildError(f"{' '.join(argv)}: {exc}") from None

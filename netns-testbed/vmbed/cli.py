@@ -23,9 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+from nstestbed.build import BuildError
+
 from vmbed import guest as vmguest
 from vmbed import image as vmimage
 from vmbed import wiring
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _testbed() -> tuple[Path, str]:
@@ -33,9 +37,11 @@ def _testbed() -> tuple[Path, str]:
     return Path(os.environ.get("MESHD_TESTBED_DIR", "/run/meshd-testbed")), ident
 
 
-def _guest(node: str, image: vmimage.Image | None = None) -> vmguest.Guest:
+def _guest(node: str, booting: bool = False) -> vmguest.Guest:
+    """NODE's guest; its image is built (or found) only for a guest about to boot."""
     directory, ident = _testbed()
-    image = image or vmimage.build(vmimage.host_arch())
+    arch = vmimage.host_arch()
+    image = vmimage.build(arch) if booting else vmimage.location(arch)
     return vmguest.Guest(node, image, directory / "vms" / node, f"{ident}-{node}")
 
 
@@ -76,13 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stop":
             g = _guest(args.node)
             g.kill() if args.kill else g.stop()
-    except (vmimage.ImageError, vmguest.GuestError) as exc:
+    except (vmimage.ImageError, vmguest.GuestError, BuildError) as exc:
         print(f"vm: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _tier(arch: str, record: str | None) -> int:
@@ -92,7 +95,7 @@ def _tier(arch: str, record: str | None) -> int:
     cached = vmimage.cached(arch) is not None
     try:
         built = vmimage.build(arch)
-    except vmimage.ImageError as exc:
+    except (vmimage.ImageError, BuildError) as exc:
         print(f"vm: {exc}", file=sys.stderr)
         return 1
     image_s = time.monotonic() - started
@@ -152,7 +155,7 @@ def _transcript(
 
 
 def _attach(node: str, payload: str | None) -> int:
-    g = _guest(node)
+    g = _guest(node, booting=True)
     if g.pid() is not None:
         print(f"vm: {node} has a guest already", file=sys.stderr)
         return 1

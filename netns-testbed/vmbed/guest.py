@@ -19,11 +19,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nstestbed import build as testbed
 
 from vmbed.image import AGENT_PORT_NAME, Image
 
@@ -136,7 +137,7 @@ class Guest:
         self.directory.mkdir(parents=True, exist_ok=True)
         if fresh or not self.overlay.exists():
             self.overlay.unlink(missing_ok=True)
-            _run(
+            testbed.run(
                 [
                     "qemu-img",
                     "create",
@@ -153,7 +154,7 @@ class Guest:
         self.console.unlink(missing_ok=True)
         self.agent_socket.unlink(missing_ok=True)
         started = time.monotonic()
-        _run(["ip", "netns", "exec", self.namespace, *self.argv()])
+        testbed.run(["ip", "netns", "exec", self.namespace, *self.argv()])
         self.wait_agent(timeout)
         return time.monotonic() - started
 
@@ -289,19 +290,16 @@ class Guest:
 def make_payload(source: Path, image: Path, size: str = "200M") -> None:
     """An ext4 image of ``source`` (labelled ``payload``), without a loop device."""
     image.unlink(missing_ok=True)
-    _run(["mke2fs", "-q", "-t", "ext4", "-L", "payload", "-d", str(source), str(image), size])
+    testbed.run(
+        ["mke2fs", "-q", "-t", "ext4", "-L", "payload", "-d", str(source), str(image), size],
+        timeout=300,
+    )
 
 
 def payload_size(directory: Path) -> str:
     """Room for ``directory``'s files twice over (ext4's own), at least 64 MiB."""
     used = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
     return f"{max(64, used * 2 // 2**20 + 32)}M"
-
-
-def _run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
-    if proc.returncode != 0:
-        raise GuestError(f"{' '.join(argv)}: {(proc.stderr or proc.stdout).strip()}")
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

@@ -22,6 +22,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from nstestbed.build import run
+
 SUITE = "bookworm"
 MIRRORS = (
     f"deb http://deb.debian.org/debian {SUITE} main",
@@ -119,8 +121,13 @@ def key(arch: str) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def location(arch: str) -> Image:
+    """Where the image of ``arch`` with today's inputs is (or will be) in the cache."""
+    return Image(arch, cache_dir() / f"{arch}-{key(arch)}")
+
+
 def cached(arch: str) -> Image | None:
-    image = Image(arch, cache_dir() / f"{arch}-{key(arch)}")
+    image = location(arch)
     return image if image.root.exists() else None
 
 
@@ -131,14 +138,14 @@ def build(arch: str, log: Path | None = None) -> Image:
     found = cached(arch)
     if found:
         return found
-    final = cache_dir() / f"{arch}-{key(arch)}"
+    final = location(arch).directory
     work = final.with_name(final.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     root = work / "root"
     work.mkdir(parents=True)
     try:
         _mmdebstrap(arch, root, log or work / "build.log")
-        _run(
+        run(
             [
                 "mke2fs",
                 "-q",
@@ -150,7 +157,8 @@ def build(arch: str, log: Path | None = None) -> Image:
                 str(root),
                 str(work / "root.img"),
                 ROOT_SIZE,
-            ]
+            ],
+            timeout=600,
         )
         boot = root / "boot"
         kernels = sorted(boot.glob("vmlinuz-*"))
@@ -181,13 +189,13 @@ def _foreign_ready(arch: str) -> None:
     if interpreter.exists():
         return
     if not (BINFMT / "register").exists():
-        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
     if shutil.which("update-binfmts") is None:
         raise ImageError(
             f"an {arch} image needs qemu-user-static and binfmt-support: "
             "apt-get install qemu-user-static binfmt-support"
         )
-    _run(["update-binfmts", "--enable", f"qemu-{QEMU_USER[arch]}"])
+    run(["update-binfmts", "--enable", f"qemu-{QEMU_USER[arch]}"])
     if not interpreter.exists():
         raise ImageError(f"{interpreter}: not registered after update-binfmts")
 
@@ -223,12 +231,6 @@ def _mmdebstrap(arch: str, root: Path, log: Path) -> None:
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
         raise ImageError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail}")
-
-
-def _run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ImageError(f"{' '.join(argv)}: {(proc.stderr or proc.stdout).strip()}")
 
 
 def _shell_quote(text: str) -> str:

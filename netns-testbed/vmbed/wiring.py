@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-import subprocess
 from dataclasses import dataclass
 
-from vmbed.guest import GuestError, Nic
+from nstestbed.build import ipn, sysctl
+
+from vmbed.guest import Nic
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,6 @@ class Port:
 
 @dataclass(frozen=True)
 class Wiring:
-    namespace: str
     ports: tuple[Port, ...]
     routes: tuple[dict[str, str], ...]  # dst, gateway, dev: what the node had by hand
 
@@ -43,26 +43,14 @@ class Wiring:
         return [Nic(p.tap, p.mac) for p in self.ports]
 
 
-def _ip(namespace: str, *args: str) -> str:
-    argv = ["ip", "-n", namespace, *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-    if proc.returncode != 0:
-        raise GuestError(f"{' '.join(argv)}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
 def take_over(namespace: str) -> Wiring:
-    links = json.loads(_ip(namespace, "-j", "addr", "show"))
+    links = json.loads(ipn(namespace, "-j", "addr", "show"))
     routes = [
         {k: r[k] for k in ("dst", "gateway", "dev") if k in r}
-        for r in json.loads(_ip(namespace, "-j", "-4", "route", "show"))
+        for r in json.loads(ipn(namespace, "-j", "-4", "route", "show"))
         if r.get("protocol") != "kernel"
     ]
-    subprocess.run(
-        ["ip", "netns", "exec", namespace, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-        check=True,
-        capture_output=True,
-    )
+    sysctl(namespace, {"net.ipv6.conf.all.disable_ipv6": "1"})
     ports: list[Port] = []
     for link in links:
         name = link["ifname"]
@@ -80,15 +68,15 @@ def take_over(namespace: str) -> Wiring:
             tap=f"vt{i}",
         )
         bridge = f"vb{i}"
-        _ip(namespace, "addr", "flush", "dev", name)
-        _ip(namespace, "link", "set", name, "address", _local_mac())
-        _ip(namespace, "link", "add", bridge, "type", "bridge")
-        _ip(namespace, "tuntap", "add", "dev", port.tap, "mode", "tap")
+        ipn(namespace, "addr", "flush", "dev", name)
+        ipn(namespace, "link", "set", name, "address", _local_mac())
+        ipn(namespace, "link", "add", bridge, "type", "bridge")
+        ipn(namespace, "tuntap", "add", "dev", port.tap, "mode", "tap")
         for member in (name, port.tap):
-            _ip(namespace, "link", "set", member, "master", bridge, "up")
-        _ip(namespace, "link", "set", bridge, "up")
+            ipn(namespace, "link", "set", member, "master", bridge, "up")
+        ipn(namespace, "link", "set", bridge, "up")
         ports.append(port)
-    return Wiring(namespace, tuple(ports), tuple(routes))
+    return Wiring(tuple(ports), tuple(routes))
 
 
 NET_SCRIPT = "/etc/vm-net.sh"

@@ -60,6 +60,7 @@ async def listening(
     host: str = LOOPBACK,
     settings: SessionSettings | None = None,
     verifies: bool = False,
+    mark: int | None = None,
 ) -> Node:
     """``node`` with its transport listening on ``host`` (a free port)."""
     node.transport = await QuicTransport.listen(
@@ -70,6 +71,7 @@ async def listening(
         port=0,
         settings=settings or SessionSettings(idle_timeout=5.0, keepalive_interval=1.0),
         verifies=verifies,
+        mark=mark,
     )
     return node
 
@@ -678,15 +680,7 @@ def test_a_marked_transport_marks_its_socket() -> None:
     an address no shared link reaches out of the exit tunnel (meshd.daemon.control)."""
 
     async def body() -> None:
-        node = Node(credentials(1))
-        node.transport = await QuicTransport.listen(
-            credentials=node.creds,
-            authorize=node.authorize,
-            on_event=node.on_event,
-            host=LOOPBACK,
-            port=0,
-            mark=0x4D58,
-        )
+        node = await listening(Node(credentials(1)), mark=0x4D58)
         try:
             transport = node.transport._transport
             assert transport is not None

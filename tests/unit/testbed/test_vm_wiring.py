@@ -16,7 +16,6 @@ sys.path[:0] = [p for p in (str(REPO), str(TESTBED_DIR)) if p not in sys.path]
 from vmbed import image, wiring  # noqa: E402
 
 WIRES = wiring.Wiring(
-    namespace="t-g",
     ports=(
         wiring.Port("u-a", "02:00:00:00:00:01", ("100.64.1.2/24",), "vt0"),
         wiring.Port("upl", "02:00:00:00:00:02", ("198.51.100.12/24",), "vt1"),
