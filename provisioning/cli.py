@@ -35,7 +35,8 @@ PACKAGES = ["wireguard-tools", "nftables", "iproute2", "python3", "python3-venv"
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="provision",
-        description="Make this Debian / Raspberry Pi OS machine a meshd node, from an invite.",
+        description="Make this Debian / Raspberry Pi OS machine a meshd node, from an invite "
+        "(or from its backup).",
     )
     invite = p.add_mutually_exclusive_group(required=True)
     invite.add_argument(
@@ -46,6 +47,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     invite.add_argument(
         "--invite-file", metavar="PATH", help="read the token from PATH (its first line)"
+    )
+    invite.add_argument(
+        "--restore",
+        metavar="FILE",
+        help="instead of an invite: this node again, from its backup (meshd backup --out "
+        "FILE on the old card): its keys, certificates, config and ledger",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="with --restore: the backup's passphrase, the first line of FILE (default: ask)",
     )
     p.add_argument("--name", help="the node's name; must be the invite's (default: the invite's)")
     p.add_argument("--uplink", metavar="IFACE", help="this household's internet interface")
@@ -87,6 +99,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.uplink and (args.share or args.rate_cap or args.health_target):
         p.error("--share, --rate-cap and --health-target need --uplink")
+    household = ("name", "uplink", "check_target", "lan", "underlay")
+    if args.restore and any(getattr(args, name) for name in household):
+        p.error("--restore takes the node's config from its backup: no --name, --uplink, "
+                "--check-target, --lan or --underlay")  # fmt: skip
+    if args.passphrase_file and not args.restore:
+        p.error("--passphrase-file goes with --restore")
     return args
 
 

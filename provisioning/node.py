@@ -5,6 +5,11 @@ half a key pair) is checked before the first file is written. The invite token g
 the state directory for meshd to redeem when it starts; it is written once and then left
 alone (meshd keeps it after redeeming it), so a second run with the same invite changes
 nothing and one with another invite is refused.
+
+With ``--restore FILE`` the node is one that existed before (a new SD card): its backup
+(``meshd backup``, meshd.adapters.node_backup) is opened with its passphrase and its config
+parsed before anything is written, and its state files and config take the place of the
+invite, the new keys and the rendered config.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from meshd import config
-from meshd.adapters import identity, trust
+from meshd.adapters import identity, node_backup, trust
 from meshd.core.invites import TOKEN_FILE, InviteError, InviteToken, parse_token, verify_invite
 from provisioning import files, host
 from provisioning.layout import (
@@ -158,6 +163,23 @@ def _keys(runner: Runner) -> None:
 
 
 def node_stage(args: argparse.Namespace, runner: Runner, real: bool, wireguard: str) -> None:
+    before = runner.changes
+    if args.restore:
+        _restored_node(args, runner, real)
+    else:
+        _invited_node(args, runner, real)
+    changed = {
+        "node": runner.changes > before,  # its user, keys, state files, config
+        "sysctl": runner.file(SYSCTL_FILE, files.SYSCTL.encode(), 0o644),
+        "tmpfiles": runner.file(TMPFILES_FILE, files.TMPFILES.encode(), 0o644),
+        "unit": runner.file(UNIT_FILE, files.UNIT.encode(), 0o644),
+        "modules": runner.file(MODULES_FILE, files.modules(wireguard).encode(), 0o644),
+    }
+    if real:
+        _service(runner, changed, wireguard)
+
+
+def _invited_node(args: argparse.Namespace, runner: Runner, real: bool) -> None:
     token = _token(args)
     invite = token.invite
     config_text = files.render_config(invite, _household(args), token.node_name)
@@ -172,16 +194,55 @@ def node_stage(args: argparse.Namespace, runner: Runner, real: bool, wireguard: 
     runner.directory(CONFIG_DIR, 0o755)
     runner.directory(STATE_DIR, 0o700, owned=True)
     _keys(runner)
-    changed = {
-        "config": runner.file(CONFIG_FILE, config_text.encode(), 0o644),
-        "token": runner.file(TOKEN_PATH, f"{token.text()}\n".encode(), 0o600, owned=True),
-        "sysctl": runner.file(SYSCTL_FILE, files.SYSCTL.encode(), 0o644),
-        "tmpfiles": runner.file(TMPFILES_FILE, files.TMPFILES.encode(), 0o644),
-        "unit": runner.file(UNIT_FILE, files.UNIT.encode(), 0o644),
-    }
-    changed["modules"] = runner.file(MODULES_FILE, files.modules(wireguard).encode(), 0o644)
-    if real:
-        _service(runner, changed, wireguard)
+    runner.file(CONFIG_FILE, config_text.encode(), 0o644)
+    runner.file(TOKEN_PATH, f"{token.text()}\n".encode(), 0o600, owned=True)
+
+
+def _backup(args: argparse.Namespace, out: TextIO) -> node_backup.Backup:
+    """The backup of ``--restore``, opened and checked before anything is written."""
+    from meshd.cli.commands import read_passphrase
+
+    try:
+        data = Path(args.restore).read_bytes()
+        clear = node_backup.describe(data)
+        print(f"= backup {args.restore}: node {clear['node']}", file=out)
+        passphrase = read_passphrase(args.passphrase_file, node_backup.WHAT, confirm=False)
+        backup = node_backup.unseal(data, passphrase)
+        cfg = config.parse(backup.config.decode(), CONFIG_FILE)
+    except (OSError, ValueError) as exc:  # SealError and ConfigError are ValueErrors
+        raise Refused(f"--restore {args.restore}: {exc}") from None
+    if cfg.node.state_dir != Path(STATE_DIR):
+        raise Refused(
+            f"the backup's config keeps its state in {cfg.node.state_dir}, not {STATE_DIR} "
+            "(where the unit lets meshd write): restore it with meshd restore instead"
+        )
+    return backup
+
+
+def _restored_node(args: argparse.Namespace, runner: Runner, real: bool) -> None:
+    """The node of a backup: its state files and config, into a state directory that holds
+    no identity key yet; one holding this node's key is left as it is (its ledger is newer
+    than the backup's), another node's is refused."""
+    backup = _backup(args, runner.out)
+    try:
+        there = node_backup.present(runner.path(STATE_DIR))
+    except identity.KeyFileError as exc:
+        raise Refused(str(exc)) from None
+    if there is not None and there != backup.node:
+        raise Refused(f"{STATE_DIR} holds another node's keys ({there}): not replacing them")
+    made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(backup.created))
+    print(f"= node {backup.node} ({backup.name!r}), backed up {made}", file=runner.out)
+    _user(runner, real)
+    runner.directory(CONFIG_DIR, 0o755)
+    runner.directory(STATE_DIR, 0o700, owned=True)
+    if there == backup.node:
+        runner.unchanged(f"node {there} in {STATE_DIR} (restored before; its files are newer)")
+        if runner.read(CONFIG_FILE) is None:
+            runner.file(CONFIG_FILE, backup.config, 0o644)
+        return
+    for name, (mode, data) in backup.files.items():
+        runner.file(f"{STATE_DIR}/{name}", data, mode, owned=True)
+    runner.file(CONFIG_FILE, backup.config, 0o644)
 
 
 def _service(runner: Runner, changed: dict[str, bool], wireguard: str) -> None:

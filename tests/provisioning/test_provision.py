@@ -379,3 +379,65 @@ def test_one_way_to_give_the_token(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as excinfo:
         provision(["--root", str(tmp_path / "root")])
     assert excinfo.value.code == 2
+
+
+def _backup_of(root: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The node provisioned under ``root``, backed up as ``meshd backup`` does; the backup
+    file and its passphrase file."""
+    from meshd.adapters import identity, node_backup
+
+    state = root / "var/lib/meshd"
+    node = identity.load(state).node_id
+    made = node_backup.collect(root / "etc/meshd/meshd.toml", state, node, "haus")
+    backup, secret = tmp_path / "haus.backup", tmp_path / "passphrase"
+    backup.write_bytes(node_backup.seal(made, b"a household secret", secrets.token_bytes(16)))
+    secret.write_text("a household secret\n")
+    return backup, secret
+
+
+def test_a_node_restored_from_its_backup_onto_a_new_card(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old-card"
+    assert _run(old, *HOUSEHOLD)[0] == 0
+    backup, secret = _backup_of(old, tmp_path)
+    new = tmp_path / "new-card"
+
+    def restore(root: Path, *extra: str) -> tuple[int, str]:
+        out = io.StringIO()
+        argv = ["--restore", str(backup), "--root", str(root), *extra]
+        return provision([*argv, "--passphrase-file", str(secret)], out=out), out.getvalue()
+
+    code, out = restore(new)
+    assert code == 0, capsys.readouterr().err
+    assert "+ write /var/lib/meshd/identity.key" in out and "generate keys" not in out
+    kept = ("etc/meshd/meshd.toml", "var/lib/meshd")
+    for path, (data, mode, *_) in _snapshot(old).items():
+        if path.startswith(kept) and (old / path).is_file():
+            assert _snapshot(new)[path][:2] == (data, mode), path
+    assert (new / "etc/systemd/system/meshd.service").is_file()
+    before = _snapshot(new)
+    code, out = restore(new)
+    assert code == 0 and "this node is provisioned already" in out
+    assert "restored before; its files are newer" in out and _snapshot(new) == before
+
+    other = tmp_path / "other"
+    assert _run(other)[0] == 0
+    before = _snapshot(other)
+    assert restore(other)[0] == 1
+    assert "holds another node's keys" in capsys.readouterr().err and _snapshot(other) == before
+    secret.write_text("not the passphrase\n")
+    assert restore(tmp_path / "third")[0] == 1
+    assert "wrong passphrase" in capsys.readouterr().err
+    assert not (tmp_path / "third").exists()
+
+
+def test_restore_takes_no_household_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        provision(["--restore", "x", "--uplink", "eth1", "--root", str(tmp_path)])
+    assert "--restore takes the node's config from its backup" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        provision(["--invite", TOKEN, "--passphrase-file", "x", "--root", str(tmp_path)])
+    assert "--passphrase-file goes with --restore" in capsys.readouterr().err

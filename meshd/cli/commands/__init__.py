@@ -73,3 +73,20 @@ def load_admin_key(state_dir: Path, own: Identity, admins: Collection[str]) -> S
         "not an admin's): a delegation lets a node invite, not revoke; run this on the "
         "node that holds the admin key (meshd admin-key restore puts a backup there)"
     )
+
+
+def read_passphrase(file: str | None, what: str, confirm: bool) -> bytes:
+    """A passphrase: the first line of ``file`` (``--passphrase-file``), else asked on the
+    terminal (twice when ``confirm``: it seals something). ValueError without either."""
+    import getpass
+    import sys
+
+    if file:
+        lines = Path(file).read_text().splitlines()
+        return (lines[0] if lines else "").encode()
+    if not sys.stdin.isatty():
+        raise ValueError("no terminal to ask for the passphrase: give --passphrase-file")
+    text = getpass.getpass(f"{what} passphrase: ")
+    if confirm and getpass.getpass("the same again: ") != text:
+        raise ValueError("the two passphrases differ")
+    return text.encode()

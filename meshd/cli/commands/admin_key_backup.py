@@ -9,118 +9,48 @@ argon2id's salt and limits, and the key's 32-byte seed in a SecretBox (XSalsa20-
 under the key argon2id derives from the passphrase. Its MAC catches a wrong passphrase
 and an altered file alike; the node id in clear must be the decrypted key's.
 
-The first half (``seal``, ``unseal``) is pure: bytes and passphrase in, bytes or a key out.
+The first half (``seal``, ``unseal``) is pure: bytes and passphrase in, bytes or a key out;
+the sealing itself is meshd.core.sealed's, shared with ``meshd backup``.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import getpass
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import nacl.exceptions
-import nacl.pwhash
-import nacl.secret
 import nacl.utils
 from nacl.signing import SigningKey
 
 from meshd.adapters.identity import node_id_from_public
-from meshd.cli.commands import add_config_argument
+from meshd.cli.commands import add_config_argument, read_passphrase
+from meshd.core import sealed
 
-FORMAT = "meshd-admin-key-backup"
-VERSION = 1
-# argon2id: 64 MiB and 3 passes, about 0.4 s here and a few seconds on a Pi (MODERATE's
-# 256 MiB took 7.6 s on this machine; a Pi 3 has 1 GiB in all).
-OPSLIMIT = 3
-MEMLIMIT = 64 * 1024 * 1024
-# What a file may ask for: argon2id's floor up to what a Pi can give (an altered file must
-# not make restore allocate gigabytes).
-OPS_RANGE = (nacl.pwhash.argon2id.OPSLIMIT_MIN, 16)
-MEM_RANGE = (8 * 1024, 1024 * 1024 * 1024)
-MIN_PASSPHRASE = 8
-
-
-class BackupError(ValueError):
-    """A backup that cannot be read or opened; the message says why in words."""
-
-
-def _derive(passphrase: bytes, salt: bytes, opslimit: int, memlimit: int) -> bytes:
-    return nacl.pwhash.argon2id.kdf(
-        nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=opslimit, memlimit=memlimit
-    )
+KIND = ("meshd-admin-key-backup", 1)
+WHAT = "admin key backup"
+BackupError = sealed.SealError
 
 
 def seal(
     key: SigningKey,
     passphrase: bytes,
     salt: bytes,
-    opslimit: int = OPSLIMIT,
-    memlimit: int = MEMLIMIT,
+    opslimit: int = sealed.OPSLIMIT,
+    memlimit: int = sealed.MEMLIMIT,
 ) -> bytes:
     """The backup file's bytes for ``key``; ``salt`` is argon2id's (16 random bytes)."""
-    if len(passphrase) < MIN_PASSPHRASE:
-        raise BackupError(f"the passphrase is too short: at least {MIN_PASSPHRASE} characters")
-    box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
-    document = {
-        "format": FORMAT,
-        "version": VERSION,
-        "admin": node_id_from_public(bytes(key.verify_key)),
-        "kdf": "argon2id",
-        "opslimit": opslimit,
-        "memlimit": memlimit,
-        "salt": base64.b64encode(salt).decode(),
-        "box": base64.b64encode(box.encrypt(bytes(key))).decode(),
-    }
-    return (json.dumps(document, indent=1) + "\n").encode()
-
-
-def _field(document: dict[str, Any], name: str, kind: type) -> Any:
-    value = document.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise BackupError(f"not a valid admin key backup: {name!r} is missing or not a {kind}")
-    return value
-
-
-def _bytes(document: dict[str, Any], name: str) -> bytes:
-    try:
-        return base64.b64decode(_field(document, name, str), validate=True)
-    except binascii.Error:
-        raise BackupError(f"not a valid admin key backup: {name!r} is not base64") from None
+    admin = node_id_from_public(bytes(key.verify_key))
+    return sealed.seal(bytes(key), passphrase, salt, KIND, {"admin": admin}, opslimit, memlimit)
 
 
 def unseal(data: bytes, passphrase: bytes) -> SigningKey:
     """The admin key in a backup; BackupError for a file that is not one, a wrong
     passphrase or an altered file."""
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BackupError("not a meshd admin key backup (not JSON)") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise BackupError("not a meshd admin key backup (no format field of ours)")
-    if document.get("version") != VERSION or document.get("kdf") != "argon2id":
-        raise BackupError(
-            f"backup version {document.get('version')!r} / kdf {document.get('kdf')!r}: "
-            f"this meshd reads version {VERSION} with argon2id"
-        )
-    admin = _field(document, "admin", str)
-    opslimit, memlimit = _field(document, "opslimit", int), _field(document, "memlimit", int)
-    if not (OPS_RANGE[0] <= opslimit <= OPS_RANGE[1] and MEM_RANGE[0] <= memlimit <= MEM_RANGE[1]):
-        raise BackupError(f"argon2id limits {opslimit}/{memlimit} out of range: altered file")
-    salt = _bytes(document, "salt")
-    if len(salt) != nacl.pwhash.argon2id.SALTBYTES:
-        raise BackupError(f"the salt is {len(salt)} bytes, not {nacl.pwhash.argon2id.SALTBYTES}")
-    box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
-    try:
-        seed = box.decrypt(_bytes(document, "box"))
-    except nacl.exceptions.CryptoError:
-        raise BackupError("cannot decrypt: wrong passphrase, or the file was altered") from None
+    admin = sealed.field(sealed.read(data, KIND, WHAT), "admin", str, WHAT)
+    _, seed = sealed.unseal(data, passphrase, KIND, WHAT)
     if len(seed) != 32:
         raise BackupError(f"the decrypted key is {len(seed)} bytes, not 32")
     key = SigningKey(seed)
@@ -169,18 +99,6 @@ def add_restore_arguments(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _passphrase(args: argparse.Namespace, confirm: bool) -> bytes:
-    if args.passphrase_file:
-        lines = Path(args.passphrase_file).read_text().splitlines()
-        return (lines[0] if lines else "").encode()
-    if not sys.stdin.isatty():
-        raise ValueError("no terminal to ask for the passphrase: give --passphrase-file")
-    text = getpass.getpass("admin key backup passphrase: ")
-    if confirm and getpass.getpass("the same again: ") != text:
-        raise ValueError("the two passphrases differ")
-    return text.encode()
-
-
 def backup(args: argparse.Namespace) -> int:
     from meshd import config
     from meshd.adapters import identity, trust
@@ -189,7 +107,9 @@ def backup(args: argparse.Namespace) -> int:
     try:
         cfg, ident, own = load_node(args.config, time.time())
         key = load_admin_key(cfg.node.state_dir, ident, own.trust.admins)
-        data = seal(key, _passphrase(args, confirm=True), nacl.utils.random(16))
+        data = seal(
+            key, read_passphrase(args.passphrase_file, WHAT, confirm=True), nacl.utils.random(16)
+        )
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -212,7 +132,9 @@ def restore(args: argparse.Namespace) -> int:
     from meshd.cli.commands import ADMIN_KEY, load_node
 
     try:
-        key = unseal(Path(args.file).read_bytes(), _passphrase(args, confirm=False))
+        key = unseal(
+            Path(args.file).read_bytes(), read_passphrase(args.passphrase_file, WHAT, confirm=False)
+        )
         admin = node_id_from_public(bytes(key.verify_key))
         cfg, ident, own = load_node(args.config, time.time())
         if admin not in own.trust.admins:
