@@ -25,9 +25,9 @@ is meshd.adapters.net.exit_tunnel, on the kernel thread (``submit``).
   tick: meshd.core.routing.exit_check); a gateway that fails two in a row counts as refusing
   it (``exit_no_internet``) and another is chosen at once.
 - **Quotas.** Every few seconds the gateway reads each user's exit bytes from the kernel
-  (meshd.adapters.net.exit_meter) into this month's totals in the ledger; a user at its monthly
-  quota is released and refused (``quota_reached``) until the month ends, also across
-  restarts.
+  (meshd.adapters.net.exit_meter) into this month's totals, saved in the ledger once a
+  minute (SD cards) and at stop; a user at its monthly quota is released and refused
+  (``quota_reached``) until the month ends, also across restarts.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ from meshd.log import event
 
 BLOCKED_FILE = "blocked"
 METER_S = 5.0  # between readings of the exit users' byte counters
+# Between saves of what they read: a commit every reading, while anyone left by this
+# gateway, was 12 an hour in the ledger's WAL for nothing an SD card could keep better. A
+# crash loses at most this much of the month's counts, as the links' totals (metering.py),
+# never those of a user at its quota (saved at once: the refusal must outlive a crash).
+SAVE_USAGE_S = 60.0
 MB = 1_000_000
 
 Submit = Callable[..., None]
@@ -117,6 +122,8 @@ class ExitService:
         self.tasks = Tasks("exits")
         self.transport: QuicTransport | None = None
         self._metering: asyncio.Task[None] | None = None
+        self._unsaved: dict[str, int] = {}  # this month's bytes per user, counted, not saved
+        self._usage_saved = time.monotonic()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -150,7 +157,7 @@ class ExitService:
         await self.tasks.cancel()  # the health check and the meter loop
         if self._metering is not None:
             try:
-                await self._meter()  # the last bytes, before the tunnels go
+                await self._meter(save=True)  # the last bytes, before the tunnels go
             except (OSError, ValueError) as exc:
                 event("exit.meter_failed", logging.WARNING, error=str(exc))
         if self.transport is not None:
@@ -225,18 +232,38 @@ class ExitService:
             except (OSError, ValueError) as exc:  # nft failed or the ledger: next time
                 event("exit.meter_failed", logging.WARNING, error=str(exc))
 
-    async def _meter(self) -> None:
-        """Read the kernel's counts into this month's totals; the core cuts off who reached
-        its quota."""
+    async def _meter(self, save: bool = False) -> None:
+        """Read the kernel's counts into this month's totals (saved every SAVE_USAGE_S, at
+        once for a user at its quota, at a month's end and at close); the core cuts off who
+        reached its quota."""
         await self.kernel(self.tunnels.watch_uplink)
         deltas = await self.kernel(self.tunnels.usage)
-        self.core.month_is(month_of(time.time()))
+        month = month_of(time.time())
+        if month != self.core.month:
+            await self._save_usage()  # the old month's last counts are the old month's
+        self.core.month_is(month)
         by_user = self.core.by_user(deltas)
-        if by_user:
-            self.core.metered(
-                await self.kernel(self.ledger.add_exit_usage, self.core.month, by_user)
-            )
+        usage = dict(self.core.usage)
+        for node_id, count in by_user.items():
+            usage[node_id] = usage.get(node_id, 0) + count
+            self._unsaved[node_id] = self._unsaved.get(node_id, 0) + count
+        quota = self.core.terms.quota_bytes
+        over = quota and any(usage.get(node_id, 0) >= quota for node_id in self._unsaved)
+        if save or over or time.monotonic() - self._usage_saved >= SAVE_USAGE_S:
+            await self._save_usage()  # a refusal for the quota is on disk before it is made
+        elif by_user:
+            self.core.metered(usage)
         self._run()
+
+    async def _save_usage(self) -> None:
+        """What was counted since the last save, added to the month's row in one commit
+        (kept to try again when the ledger cannot take it)."""
+        self._usage_saved = time.monotonic()
+        if self._unsaved:
+            unsaved = self._unsaved
+            stored = await self.kernel(self.ledger.add_exit_usage, self.core.month, unsaved)
+            self._unsaved = {}
+            self.core.metered(stored)
 
     # ---- effects ---------------------------------------------------------------------
 
