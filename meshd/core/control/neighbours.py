@@ -137,22 +137,27 @@ class Neighbours:
         """A session with ``node_id`` (empty: a dial that never learned who answered) closed
         before it was up: a dial or handshake failed, or it was refused."""
         peer = self.peers.get(node_id)
-        # A neighbour not there yet, or a half-open session pushed out by newer ones
-        # (a flood would otherwise log at its own rate): nothing to warn about.
-        silent = reason in ("handshake_timeout", "evicted")
-        self.journal(
-            "session.timeout" if silent else "session.refused",
-            logging.INFO if silent else logging.WARNING,
-            peer=peer.name if peer else node_id or "?",
-            address=format_endpoint(addr),
-            reason=reason,
-            by_peer=by_peer,
-        )
         if peer is not None:
             peer.last_refusal = reason
             peer.failed_dials += 1
             if reason == messages.VERSION_UNSUPPORTED:  # refused before it was up
                 peer.count_refusal(reason)
+        # A neighbour not there yet, or a half-open session pushed out by newer ones
+        # (a flood would otherwise log at its own rate): nothing to warn about. A neighbour
+        # that stays away is told of at its 1st, 2nd, 4th, 8th... failure in a row, not at
+        # every redial (an SD card keeps the journal; `meshd status` has the last reason).
+        silent = reason in ("handshake_timeout", "evicted")
+        failed = peer.failed_dials if peer is not None else 1
+        if failed & (failed - 1) == 0:
+            self.journal(
+                "session.timeout" if silent else "session.refused",
+                logging.INFO if silent else logging.WARNING,
+                peer=peer.name if peer else node_id or "?",
+                address=format_endpoint(addr),
+                reason=reason,
+                by_peer=by_peer,
+                failures=failed,
+            )
 
     def add(self, node_id: str, now: float, name: str = "") -> Peer:
         peer = self.peers.get(node_id)

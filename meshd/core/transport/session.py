@@ -456,7 +456,7 @@ class Session:
             raise RuntimeError("a session that is up is closed, not dropped")
         if self.state is SessionState.HANDSHAKE:
             self._events.append(
-                SessionClosed(reason=reason[:_MAX_REASON], peer_node_id=self.peer_node_id)
+                SessionClosed(reason=reason[:_MAX_REASON], peer_node_id=self._named())
             )
         self.state = SessionState.TERMINATED
 
@@ -485,9 +485,17 @@ class Session:
         if self.state in (SessionState.HANDSHAKE, SessionState.UP):
             self.state = SessionState.CLOSED
             self._events.append(
-                SessionClosed(reason=reason, error_code=error_code, peer_node_id=self.peer_node_id)
+                SessionClosed(reason=reason, error_code=error_code, peer_node_id=self._named())
             )
         self._quic.close(error_code=error_code, reason_phrase=reason)
+
+    def _named(self) -> str | None:
+        """Whom a session's end concerns: the peer it verified, else, for a dial that never
+        saw a certificate, the node it meant to reach (whose redials then back off: a dial
+        nobody answers would otherwise be tried again every REDIAL_S for ever)."""
+        if self.peer_node_id is None and self.is_client:
+            return self.expected_node_id
+        return self.peer_node_id
 
     def _process(self, now: float) -> None:
         while (event := self._quic.next_event()) is not None:
@@ -608,14 +616,13 @@ class Session:
         if not was_open:
             return  # we closed it and already said why
         by_peer = False
-        peer_node_id = self.peer_node_id
+        peer_node_id = self._named()
         if event.error_code == _NO_COMMON_ALPN:
             # The accepting end found no version of the dialler's it speaks: its alert
             # reaches the dialler (a transport close in an INITIAL keeps its code). Neither
             # has seen a certificate yet, so the dialler names the node it meant to reach.
             reason = VERSION_UNSUPPORTED
             by_peer = self.is_client
-            peer_node_id = peer_node_id or self.expected_node_id
         elif (
             event.error_code == QuicErrorCode.INTERNAL_ERROR
             and event.frame_type == QuicFrameType.PADDING
