@@ -171,9 +171,8 @@ def _attach(node: str, payload: str | None) -> int:
         g.payload = g.directory / "payload.img"
         vmguest.make_payload(Path(payload), g.payload, vmguest.payload_size(Path(payload)))
     wires = wiring.take_over(g.namespace)
-    g.nics = wires.nics
+    g.nics, g.setup = wires.nics, wiring.guest_setup(wires)
     seconds = g.start()
-    g.check(wiring.guest_setup(wires))
     names = ", ".join(f"{p.name} ({' '.join(p.addresses) or 'no address'})" for p in wires.ports)
     print(f"vm: {node} booted in {seconds:.1f} s on {names}; console {g.console}")
     return 0

@@ -63,6 +63,7 @@ class Guest:
     namespace: str
     nics: Sequence[Nic] = ()
     payload: Path | None = None  # an ext4 image labelled "payload", mounted ro at /payload
+    setup: str = ""  # run once in a fresh root after it booted (wiring.guest_setup's script)
     memory_mb: int = 1024
     cpus: int = 2
     _sock: socket.socket | None = field(default=None, repr=False)
@@ -133,9 +134,12 @@ class Guest:
         return argv
 
     def start(self, fresh: bool = True, timeout: float = BOOT_TIMEOUT_S) -> float:
-        """Boot the guest; return the seconds until its agent answered."""
+        """Boot the guest, on a fresh overlay of the image (a new SD card) unless ``fresh``
+        is False and it has one; return the seconds until its agent answered (and a fresh
+        root was set up)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        if fresh or not self.overlay.exists():
+        fresh = fresh or not self.overlay.exists()
+        if fresh:
             self.overlay.unlink(missing_ok=True)
             testbed.run(
                 [
@@ -156,6 +160,8 @@ class Guest:
         started = time.monotonic()
         testbed.run(["ip", "netns", "exec", self.namespace, *self.argv()])
         self.wait_agent(timeout)
+        if fresh and self.setup:
+            self.check(self.setup)
         return time.monotonic() - started
 
     def pid(self) -> int | None:

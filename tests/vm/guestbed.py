@@ -64,10 +64,10 @@ def guest_in(bed: meshbed.Bed, node: str, payload_dir: Path) -> Iterator[vmguest
     vmguest.make_payload(payload_dir, payload, vmguest.payload_size(payload_dir))
     namespace = f"{bed.env['MESHD_TESTBED_ID']}-{node}"
     wires = wiring.take_over(namespace)
-    guest = vmguest.Guest(node, image, directory, namespace, wires.nics, payload)
+    setup = wiring.guest_setup(wires)
+    guest = vmguest.Guest(node, image, directory, namespace, wires.nics, payload, setup=setup)
     guest.start(timeout=vmguest.BOOT_TIMEOUT_S * SLOWER)
     try:
-        guest.check(wiring.guest_setup(wires))
         yield guest
     finally:
         guest.stop()

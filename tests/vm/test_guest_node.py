@@ -8,11 +8,13 @@ the checkout), from an invite made on a. Then: meshd runs as the hardened system
 user meshd with only CAP_NET_ADMIN and CAP_NET_RAW, on the kernel's WireGuard, meshed with
 the userspace nodes both ways; logs reach journald; a meshd killed with SIGKILL is
 restarted by systemd and adopts its kernel links; a power cut during traffic loses no
-acknowledged receipt; a reboot brings the node back with its identity; `meshd leave`
-stops the service and leaves nothing (meshd goes with it).
+acknowledged receipt; a reboot brings the node back with its identity; a new SD card
+restored from `meshd backup` is the same node with its ledger; `meshd leave` stops the
+service and leaves nothing (meshd goes with it).
 
 Figures (printed, `-s` shows them): provision start to full reachability, reboot to full
-reachability, the unit's `systemd-analyze security` exposure.
+reachability, a new card's boot to full reachability, the unit's `systemd-analyze
+security` exposure.
 """
 
 from __future__ import annotations
@@ -220,6 +222,54 @@ def echoes_sent(listing: str) -> int:
     )
 
 
+@dataclass(frozen=True)
+class Writes:
+    """What reached the guest's disk (its SD card) and what meshd and journald wrote, at
+    one moment: /sys/block/vda/stat (write requests, 512-byte sectors, flushes) and their
+    /proc/PID/io (bytes sent to storage, write calls). Taken after a `sync`, so that a
+    window does not pay for what was written before it."""
+
+    requests: int
+    sectors: int
+    flushes: int
+    meshd: tuple[int, int]  # bytes, calls
+    journald: tuple[int, int]
+
+    @classmethod
+    def read(cls, guest: guestbed.Guest, meshd: str | None) -> Writes:
+        guest.check("sync")
+        disk = [int(n) for n in guest.check("cat /sys/block/vda/stat").split()]
+        journald = guest.check("systemctl show -p MainPID --value systemd-journald").strip()
+
+        def io(pid: str | None) -> tuple[int, int]:
+            if not pid:
+                return (0, 0)
+            lines = guest.check(f"cat /proc/{pid}/io").splitlines()
+            fields = dict(line.split(": ") for line in lines)
+            return int(fields["write_bytes"]), int(fields["syscw"])
+
+        # Fields 5, 7 and 16 of the block layer's stat: write requests, sectors, flushes.
+        return cls(disk[4], disk[6], disk[15], io(meshd), io(journald))
+
+    def hourly(self, since: Writes, seconds: float) -> str:
+        per_h = 3600 / seconds
+        mine, journal = self.meshd[0] - since.meshd[0], self.journald[0] - since.journald[0]
+        return (
+            f"disk {(self.sectors - since.sectors) * 512 * per_h / 1024:.0f} KiB/h in "
+            f"{(self.requests - since.requests) * per_h:.0f} writes, "
+            f"{(self.flushes - since.flushes) * per_h:.0f} flushes; meshd's own "
+            f"{mine * per_h / 1024:.0f} KiB/h in "
+            f"{(self.meshd[1] - since.meshd[1]) * per_h:.0f} write calls; journald "
+            f"{journal * per_h / 1024:.0f} KiB/h"
+        )
+
+
+# meshd's own writes to storage in a quiet minute: the links' totals once a minute (a few
+# WAL pages) and what the mesh's own traffic makes it sign. A save every reading (4 a
+# second) or every exit reading (every 5 s) would be far above.
+QUIET_MINUTE_MESHD_KIB = 128
+
+
 def up_links(status: dict[str, Any]) -> list[str]:
     return [n["interface"] for n in status["neighbours"] if n["state"] == "up"]
 
@@ -236,8 +286,11 @@ def test_kernel_links_are_not_probed_more_than_userspace_ones(
     nft_a = ["ip", "netns", "exec", f"{bed.env['MESHD_TESTBED_ID']}-a", "nft"]
     guest.check("nft -f -", input=echo_counters(mine))
     subprocess.run([*nft_a, "-f", "-"], input=echo_counters(theirs), text=True, check=True)
+    pid = guest.check("systemctl show -p MainPID --value meshd").strip()
     try:
+        writes = Writes.read(guest, pid)
         time.sleep(QUIET_MINUTE_S)
+        written = Writes.read(guest, pid)
         in_guest = echoes_sent(guest.check("nft -j list table inet vmcount"))
         listing = [*nft_a, "-j", "list", "table", "inet", "vmcount"]
         in_a = echoes_sent(subprocess.run(listing, capture_output=True, text=True).stdout)
@@ -247,6 +300,10 @@ def test_kernel_links_are_not_probed_more_than_userspace_ones(
     per_kernel, per_userspace = in_guest / len(mine), in_a / len(theirs)
     print(f"\nvm.echoes_per_link_minute kernel={per_kernel:.1f} userspace={per_userspace:.1f}")
     assert per_kernel <= per_userspace + ECHO_SLACK, (in_guest, mine, in_a, theirs)
+    # The same quiet minute on the SD card (the machine's baseline is measured after leave).
+    print(f"\nvm.sd_card_with_meshd={written.hourly(writes, QUIET_MINUTE_S)}")
+    meshd_kib = (written.meshd[0] - writes.meshd[0]) / 1024
+    assert meshd_kib <= QUIET_MINUTE_MESHD_KIB, written.hourly(writes, QUIET_MINUTE_S)
 
 
 def test_a_killed_meshd_is_restarted_and_adopts_its_kernel_links(
@@ -322,11 +379,70 @@ def test_a_reboot_brings_the_node_back_with_its_identity(
     guest.reboot(REACH_WITHIN_S)
     seconds = wait_reachable(bed, guest, started)
     print(f"\nvm.reboot_to_reachable_s={seconds:.1f}")
+    # Where that time went, on the guest's clock since its kernel started.
+    boot = guest.check("systemd-analyze time --no-pager").splitlines()[0]
+    journal = guest.check("journalctl -b -o short-monotonic --no-pager -u meshd").splitlines()
+    marks = [line.split("]")[0].strip("[ ") for line in journal if "Started meshd" in line]
+    marks += [line.split("]")[0].strip("[ ") for line in journal if "node.started" in line]
+    print(f"\nvm.reboot_timeline={boot}; meshd unit started, node.started at {marks} s")
     after = status(guest)
     for key in ("node_id", "name", "mesh_ipv4", "mesh_ipv6"):
         assert after[key] == before[key], key
     assert int(guest.check("stat -c %s /var/lib/meshd/ledger.sqlite")) >= int(ledger)
     assert guest.check("systemctl is-enabled meshd").strip() == "enabled"
+
+
+PASSPHRASE = "the household's own words"
+
+
+def test_a_new_card_restored_from_the_backup_is_the_same_node(
+    bed: Bed, guest: guestbed.Guest, provisioned: Provisioned
+) -> None:
+    """The household's SD card dies. Its backup was taken on the old card while meshd ran
+    (`meshd backup`), with no traffic since; on a new card (a fresh root from the image)
+    `provision --bundle --restore` brings the same node back, offline: its id, addresses,
+    certificates and ledger, into the mesh, and a's claims are signed where they left off."""
+    before = status(guest)
+    a_id = bed.status("a")["node_id"]
+    guest.check("umask 077; cat > /root/passphrase", input=PASSPHRASE + "\n")
+    made = guest.check(f"{MESHD} backup --out /root/g.backup --passphrase-file /root/passphrase")
+    assert "holds the node's private keys" in made, made
+    kept = guest.check("base64 -w0 /root/g.backup")  # taken off the card, as on a USB stick
+    signed = usage_of(before, a_id).get("consumer") or {}
+    held = receipted_by_g(bed, before["node_id"])
+    print(f"\nvm.backup_bytes={len(kept) * 3 // 4}")
+
+    guest.kill()  # the card is dead
+    started = time.monotonic()
+    guest.start(fresh=True, timeout=REACH_WITHIN_S)
+    assert guest.run("test -e /var/lib/meshd || test -e /opt/meshd").rc != 0  # a new card
+    guest.check("umask 077; base64 -d > /root/g.backup", input=kept)
+    guest.check("umask 077; cat > /root/passphrase", input=PASSPHRASE + "\n")
+    out = guest.check(
+        f"{guestbed.PAYLOAD}/source/provisioning/provision --bundle {guestbed.PAYLOAD} "
+        "--restore /root/g.backup --passphrase-file /root/passphrase",
+        timeout=900,
+    )
+    assert "+ write /var/lib/meshd/identity.key" in out and "generate keys" not in out, out
+    seconds = wait_reachable(bed, guest, started)
+    print(f"\nvm.new_card_to_reachable_s={seconds:.1f} (boot, offline install, restore, rejoin)")
+    after = status(guest)
+    for key in ("node_id", "name", "mesh_ipv4", "mesh_ipv6"):
+        assert after[key] == before[key], key
+    consumer = usage_of(after, a_id).get("consumer") or {}
+    assert consumer.get("epoch") == signed.get("epoch"), (consumer, signed)
+    for key in ("signed_for_bytes", "signed_to_bytes"):  # the ledger's, not a new one's
+        assert consumer.get(key, 0) >= signed.get(key, 0) > 0, (key, consumer, signed)
+    load = f"timeout 300 ping -q -s 1200 -i 0.05 {bed.status('c')['mesh_ipv4']}"
+    guest.check(f"systemd-run --quiet --unit=vmload3 {load}")
+    bed.wait(
+        "g signs a's claims again",
+        lambda: receipted_by_g(bed, after["node_id"]) > held,
+        REACH_WITHIN_S,
+    )
+    provider = usage_of(bed.status("a"), after["node_id"])["provider"]
+    assert provider["disputes"] == 0 and provider["state"] == "ok", provider
+    guest.run("systemctl stop vmload3")
 
 
 def test_leave_stops_the_service_and_leaves_nothing(
@@ -346,3 +462,7 @@ def test_leave_stops_the_service_and_leaves_nothing(
     assert guest.run("test -s /root/receipts.jsonl").rc == 0
     # meshd went with its virtualenv: a second `meshd leave` has nothing to run.
     assert guest.run(f"{MESHD} leave --yes").rc == 127
+    # The SD card of the machine without meshd, for the quiet minute's figure with it.
+    idle = Writes.read(guest, None)
+    time.sleep(QUIET_MINUTE_S)
+    print(f"\nvm.sd_card_without_meshd={Writes.read(guest, None).hourly(idle, QUIET_MINUTE_S)}")
