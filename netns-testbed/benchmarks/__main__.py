@@ -20,6 +20,7 @@ from benchmarks import (
     failover,
     fair,
     false_downs,
+    guests,
     join,
     overhead,
     owner_first,
@@ -41,6 +42,7 @@ class Options:
 BENCHMARKS: dict[str, Callable[[Options], list[Result]]] = {
     "core": lambda o: core_scale.core_scale(o.quick),
     "dataplane": lambda o: dataplane.dataplane(o.quick),
+    "guests": lambda o: guests.kernel_dataplane(o.quick),
     "failover": lambda o: failover.both(o.quick),
     "false_downs": lambda o: false_downs.false_downs(o.quick),
     "join": lambda o: join.join_seconds(o.quick),
