@@ -26,7 +26,7 @@ from pathlib import Path
 
 from nstestbed import build as testbed
 
-from vmbed.image import AGENT_PORT_NAME, Image
+from vmbed.image import AGENT_PORT_NAME, PAYLOAD_MOUNT, Image
 
 QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
 MACHINE = {
@@ -160,6 +160,9 @@ class Guest:
         started = time.monotonic()
         testbed.run(["ip", "netns", "exec", self.namespace, *self.argv()])
         self.wait_agent(timeout)
+        if self.payload:  # fstab waits 5 s for its disk: not enough for arm64 under TCG
+            mount = f"mkdir -p {PAYLOAD_MOUNT} && mount {PAYLOAD_MOUNT}"
+            self.check(f"udevadm settle; mountpoint -q {PAYLOAD_MOUNT} || {{ {mount}; }}")
         if fresh and self.setup:
             self.check(self.setup)
         return time.monotonic() - started
