@@ -90,3 +90,15 @@ def read_passphrase(file: str | None, what: str, confirm: bool) -> bytes:
     if confirm and getpass.getpass("the same again: ") != text:
         raise ValueError("the two passphrases differ")
     return text.encode()
+
+
+def write_new(path: str, data: bytes) -> None:
+    """A new file (0600) holding ``data``, synced: FileExistsError when anything is there
+    (a backup is never written over another)."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())

@@ -16,7 +16,6 @@ the sealing itself is meshd.core.sealed's, shared with ``meshd backup``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import nacl.utils
 from nacl.signing import SigningKey
 
 from meshd.adapters.identity import node_id_from_public
-from meshd.cli.commands import add_config_argument, read_passphrase
+from meshd.cli.commands import add_config_argument, read_passphrase, write_new
 from meshd.core import sealed
 
 KIND = ("meshd-admin-key-backup", 1)
@@ -110,11 +109,7 @@ def backup(args: argparse.Namespace) -> int:
         data = seal(
             key, read_passphrase(args.passphrase_file, WHAT, confirm=True), nacl.utils.random(16)
         )
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+        write_new(args.out, data)
     except FileExistsError:
         print(f"meshd admin-key backup: {args.out} exists: not overwriting it", file=sys.stderr)
         return 1

@@ -7,12 +7,11 @@ the daemon runs: the databases are copied with SQLite's online backup."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from meshd.cli.commands import add_config_argument, read_passphrase
+from meshd.cli.commands import add_config_argument, read_passphrase, write_new
 
 
 def add_passphrase_argument(p: argparse.ArgumentParser) -> None:
@@ -43,11 +42,7 @@ def main(args: argparse.Namespace) -> int:
         made = node_backup.collect(path, state_dir, ident.node_id, cfg.node.name)
         passphrase = read_passphrase(args.passphrase_file, node_backup.WHAT, confirm=True)
         data = node_backup.seal(made, passphrase, nacl.utils.random(16))
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+        write_new(args.out, data)
     except FileExistsError:
         print(f"meshd backup: {args.out} exists: not overwriting it", file=sys.stderr)
         return 1
