@@ -75,6 +75,15 @@ def load_admin_key(state_dir: Path, own: Identity, admins: Collection[str]) -> S
     )
 
 
+def add_passphrase_argument(p: argparse.ArgumentParser) -> None:
+    """``--passphrase-file`` for the commands that seal or open a backup (``read_passphrase``)."""
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="read the passphrase from the first line of FILE (default: ask for it)",
+    )
+
+
 def read_passphrase(file: str | None, what: str, confirm: bool) -> bytes:
     """A passphrase: the first line of ``file`` (``--passphrase-file``), else asked on the
     terminal (twice when ``confirm``: it seals something). ValueError without either."""

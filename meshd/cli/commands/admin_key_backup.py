@@ -25,7 +25,12 @@ import nacl.utils
 from nacl.signing import SigningKey
 
 from meshd.adapters.identity import node_id_from_public
-from meshd.cli.commands import add_config_argument, read_passphrase, write_new
+from meshd.cli.commands import (
+    add_config_argument,
+    add_passphrase_argument,
+    read_passphrase,
+    write_new,
+)
 from meshd.core import sealed
 
 KIND = ("meshd-admin-key-backup", 1)
@@ -62,11 +67,7 @@ def unseal(data: bytes, passphrase: bytes) -> SigningKey:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--passphrase-file",
-        metavar="FILE",
-        help="read the passphrase from the first line of FILE (default: ask for it)",
-    )
+    add_passphrase_argument(p)
     add_config_argument(p)
 
 

@@ -11,15 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from meshd.cli.commands import add_config_argument, read_passphrase, write_new
-
-
-def add_passphrase_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--passphrase-file",
-        metavar="FILE",
-        help="read the passphrase from the first line of FILE (default: ask for it)",
-    )
+from meshd.cli.commands import (
+    add_config_argument,
+    add_passphrase_argument,
+    read_passphrase,
+    write_new,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

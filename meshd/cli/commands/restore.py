@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from meshd.cli.commands import read_passphrase
-from meshd.cli.commands.backup import add_passphrase_argument
+from meshd.cli.commands import add_passphrase_argument, read_passphrase
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
