@@ -200,15 +200,10 @@ def _invited_node(args: argparse.Namespace, runner: Runner, real: bool) -> None:
 
 def _backup(args: argparse.Namespace, out: TextIO) -> node_backup.Backup:
     """The backup of ``--restore``, opened and checked before anything is written."""
-    from meshd.cli.commands import read_passphrase
+    from meshd.cli.commands.restore import open_backup
 
     try:
-        data = Path(args.restore).read_bytes()
-        clear = node_backup.describe(data)
-        print(f"= backup {args.restore}: node {clear['node']}", file=out)
-        passphrase = read_passphrase(args.passphrase_file, node_backup.WHAT, confirm=False)
-        backup = node_backup.unseal(data, passphrase)
-        cfg = config.parse(backup.config.decode(), CONFIG_FILE)
+        backup, cfg = open_backup(args.restore, args.passphrase_file, Path(CONFIG_FILE), out, "= ")
     except (OSError, ValueError) as exc:  # SealError and ConfigError are ValueErrors
         raise Refused(f"--restore {args.restore}: {exc}") from None
     if cfg.node.state_dir != Path(STATE_DIR):

@@ -12,8 +12,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from meshd.cli.commands import add_passphrase_argument, read_passphrase
+
+if TYPE_CHECKING:
+    from meshd.adapters.node_backup import Backup
+    from meshd.config import Config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,18 +30,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def open_backup(
+    file: str, passphrase_file: str | None, config_path: Path, out: TextIO, prefix: str
+) -> tuple[Backup, Config]:
+    """The backup in ``file`` and its config (parsed as ``config_path``), opened with the
+    passphrase; which node it holds is said on ``out`` first, before the passphrase is
+    asked. OSError or ValueError (SealError, ConfigError) saying what is wrong. Also
+    provision --restore's."""
+    from meshd import config
+    from meshd.adapters import node_backup
+
+    data = Path(file).read_bytes()
+    clear = node_backup.describe(data)
+    print(f"{prefix}{file}: node {clear['node']} ({clear['name'] or 'unnamed'})", file=out)
+    passphrase = read_passphrase(passphrase_file, node_backup.WHAT, confirm=False)
+    backup = node_backup.unseal(data, passphrase)
+    return backup, config.parse(backup.config.decode(), config_path)
+
+
 def main(args: argparse.Namespace) -> int:
     from meshd import config
     from meshd.adapters import identity, node_backup
 
     try:
-        data = Path(args.file).read_bytes()
-        clear = node_backup.describe(data)
-        print(f"{args.file}: node {clear['node']} ({clear['name'] or 'unnamed'})")
-        passphrase = read_passphrase(args.passphrase_file, node_backup.WHAT, confirm=False)
-        backup = node_backup.unseal(data, passphrase)
         path = config.config_path(args.config)
-        cfg = config.parse(backup.config.decode(), path)
+        backup, cfg = open_backup(args.file, args.passphrase_file, path, sys.stdout, "")
         state_dir = Path(cfg.node.state_dir)
         there = node_backup.present(state_dir)
         if there == backup.node:
