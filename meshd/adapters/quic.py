@@ -204,6 +204,8 @@ class QuicTransport(asyncio.DatagramProtocol):
         # Stateless Retry under pressure: tokens sealed with a key of this process.
         self._retry_tokens = QuicRetryTokenHandler()
         self.retry: dict[str, int] = {}
+        # UDP payload bytes of the port, every datagram (``status``: the control traffic).
+        self.bytes = {"sent": 0, "received": 0}
         self._closed = asyncio.Event()
 
     @classmethod
@@ -251,6 +253,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         self._closed.set()
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.bytes["received"] += len(data)
         cid = destination_cid(data)
         if cid is None:
             return
@@ -333,6 +336,7 @@ class QuicTransport(asyncio.DatagramProtocol):
             "evicted": dict(self.evicted),
             "retrying": self.retrying,
             "retry": dict(self.retry),
+            "bytes": dict(self.bytes),
             "over_budget": {
                 e.session.peer_node_id or format_endpoint(e.addr): e.dropped
                 for e in self._entries
@@ -459,7 +463,7 @@ class QuicTransport(asyncio.DatagramProtocol):
             original_destination_cid=original_cid,
             retry_token=token,
         )
-        self._transport.sendto(packet, addr)
+        self._send(packet, addr)
         self._count_retry("sent")
 
     def _count_retry(self, what: str) -> None:
@@ -513,6 +517,11 @@ class QuicTransport(asyncio.DatagramProtocol):
         if node_id is not None and self._active.get(node_id) is entry:
             del self._active[node_id]
 
+    def _send(self, data: bytes, addr: Address) -> None:
+        assert self._transport is not None
+        self.bytes["sent"] += len(data)
+        self._transport.sendto(data, addr)
+
     def _service(self, entry: _Entry) -> None:
         """Handle events, send what is due, re-arm the timer (aioquic's ``transmit``)."""
         session = entry.session
@@ -522,7 +531,7 @@ class QuicTransport(asyncio.DatagramProtocol):
                 self._handle(entry, event)
             if self._transport is not None and not self._transport.is_closing():
                 for data, addr in session.datagrams_to_send(now):
-                    self._transport.sendto(data, addr)
+                    self._send(data, addr)
         if session.is_terminated:
             self._forget(entry)
             return

@@ -104,6 +104,7 @@ def check(cfg: Config) -> None:
     _check_uplink(cfg)
     _check_routing_table(cfg)
     _check_receipts(cfg)
+    _check_metrics(cfg)
     seen_ids: set[str] = set()
     for i, b in enumerate(cfg.bootstrap):
         where = f"bootstrap[{i}]"
@@ -189,3 +190,25 @@ def _check_receipts(cfg: Config) -> None:
         raise ConfigError(p, "receipts.claim_interval_s", "expected a positive number")
     if r.epoch_interval_s < 0:
         raise ConfigError(p, "receipts.epoch_interval_s", "expected 0 or more")
+
+
+def _check_metrics(cfg: Config) -> None:
+    p, m = cfg.path, cfg.metrics
+    for i, entry in enumerate(m.allow):
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            try:
+                public_from_node_id(entry)
+            except ValueError:
+                raise ConfigError(
+                    p, f"metrics.allow[{i}]", f"expected a node id or an address, got {entry!r}"
+                ) from None
+    everywhere = m.listen is not None and ipaddress.ip_address(m.listen[0]).is_unspecified
+    if everywhere and not m.on_uplink:
+        raise ConfigError(
+            p,
+            "metrics.listen",
+            "every address includes the uplink's: name one (127.0.0.1, the mesh address) "
+            "or set metrics.on_uplink = true",
+        )

@@ -352,6 +352,25 @@ class ReceiptsSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    listen: Address | None = _opt(
+        None,
+        "HOST:PORT to serve Prometheus metrics on: 127.0.0.1:9478 for this host only, this "
+        "node's mesh_ipv4 for the nodes of `allow`; empty: off",
+    )
+    allow: tuple[str, ...] = _opt(
+        (),
+        "node ids or addresses that may scrape the metrics over the mesh (a node id: its "
+        "mesh addresses, while its certificate holds)",
+    )
+    on_uplink: bool = _opt(
+        False,
+        "allow `listen` on every address (0.0.0.0, ::) or one of the uplink's, where the "
+        "uplink's side reaches it",
+    )
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     node_id: str = _opt("", "the peer's node id (43 characters)", required=True)
     address: Address = _opt(
@@ -376,6 +395,7 @@ class Config:
     lan: LanSettings = field(default_factory=LanSettings)
     isolation: IsolationSettings = field(default_factory=IsolationSettings)
     receipts: ReceiptsSettings = field(default_factory=ReceiptsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     bootstrap: tuple[Bootstrap, ...] = ()
 
 
@@ -393,4 +413,5 @@ SECTIONS: dict[str, type] = {
     "lan": LanSettings,
     "isolation": IsolationSettings,
     "receipts": ReceiptsSettings,
+    "metrics": MetricsSettings,
 }

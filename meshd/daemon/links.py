@@ -35,6 +35,7 @@ from meshd.config import LivenessSettings, RoutingSettings, WireGuardSettings
 from meshd.core import addressing
 from meshd.core.control.peer import LinkSpec
 from meshd.core.endpoints import format_endpoint
+from meshd.core.keys import encode_key
 from meshd.core.routing.babel import RouteAction, RouteChange
 from meshd.core.routing.liveness import LinkState, Liveness
 from meshd.log import event
@@ -143,6 +144,7 @@ class KernelLinks:
         return {
             link.node_id: {
                 "interface": link.ifname,
+                "public_key": encode_key(link.spec.wireguard_public),
                 "liveness": link.liveness.state.value,
                 "endpoint": format_endpoint(link.spec.endpoint),
                 "listen_port": link.spec.listen_port,

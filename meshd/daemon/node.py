@@ -27,6 +27,7 @@ from meshd import api
 from meshd.adapters.beacon_socket import Underlay, candidate_interfaces
 from meshd.adapters.identity import Identity
 from meshd.adapters.ledger import Ledger
+from meshd.adapters.metrics import MetricsServer
 from meshd.adapters.net import firewall, sysctl
 from meshd.adapters.net.conntrack import FlowReader
 from meshd.adapters.net.echo import EchoProbe
@@ -50,6 +51,7 @@ from meshd.core.membership import (
 from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.babel import BABEL_PORT
 from meshd.core.routing.liveness import LinkState
+from meshd.daemon import metrics
 from meshd.daemon.claims import ClaimService
 from meshd.daemon.control import ControlService, build_control
 from meshd.daemon.exits import ExitService
@@ -107,6 +109,9 @@ class Node:
         self.stopping = asyncio.Event()
         self.started = time.time()
         self.api_refused: Counter[str] = Counter()  # control API callers refused, by reason
+        # [metrics]: the server once listening, or why it does not.
+        self.metrics: MetricsServer | None = None
+        self.metrics_refused: str | None = None
         # The one wall clock of certificates, revocations and receipts.
         self.clock = MeshClock(
             time.time,
@@ -248,6 +253,7 @@ class Node:
                 if now >= next_underlay:
                     next_underlay = now + UNDERLAY_EVERY_S
                     await self.control.set_underlay(*await self.kernel(self.underlay))
+                    self._allow_metrics()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
 
@@ -264,6 +270,31 @@ class Node:
             return False
         self.control.observe_progress(flows, now)
         return bool(flows)
+
+    def _allow_metrics(self) -> None:
+        """Tell the firewall again who may scrape: members come, go and are revoked."""
+        assert self.control is not None
+        allow = metrics.allowed(self.cfg.metrics.allow, self.control.core.trust.member)
+        if self.cfg.metrics.listen is not None and allow != self.tunnels.spec.metrics_allow:
+            event("metrics.allow", addresses=[str(a) for a in allow])
+            self.submit(self.tunnels.allow_metrics, allow)
+
+    async def _start_metrics(self) -> None:
+        uplink = self.cfg.uplink.interface
+        try:
+            found = await self.kernel(self.netlink.addresses, uplink) if uplink else set()
+        except NetlinkError:
+            found = set()  # no uplink now: nothing of it to keep the metrics off
+        try:
+            self.metrics = metrics.start(
+                self.cfg.metrics,
+                {address for address, _ in found},
+                asyncio.get_running_loop(),
+                lambda: status(self, kernel_routes=False),
+            )
+        except metrics.MetricsRefused as exc:
+            self.metrics_refused = str(exc)
+            event("metrics.refused", logging.ERROR, reason=str(exc))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run a kernel change on the kernel thread, in order; failures are logged."""
@@ -439,6 +470,8 @@ class Node:
             )
             await self.joins.start()
             server = await api.serve(path, self.handle)
+            if self.cfg.metrics.listen is not None:
+                await self._start_metrics()
             event(
                 "node.started",
                 node_id=self.node_id,
@@ -452,6 +485,8 @@ class Node:
             if server is not None:
                 server.close()
                 path.unlink(missing_ok=True)
+            if self.metrics is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.metrics.close)
             if self.exits is not None:
                 await self.exits.close()  # withdraws our advert while sessions still run
             if self.joins is not None:
@@ -480,6 +515,7 @@ def firewall_spec(
     mesh (QUIC sessions, probes, exit sessions, the exit's WireGuard), then the operator's."""
     own = (cfg.control.quic_port, BABEL_PORT, cfg.exit.quic_port, cfg.uplink.exit_port)
     iso = cfg.isolation
+    listen = cfg.metrics.listen
     return firewall.FirewallSpec(
         mesh_ipv4,
         tunnel_prefix=tunnel_prefix,
@@ -491,4 +527,6 @@ def firewall_spec(
         resolver=(cfg.uplink.resolver or system_resolver()) if cfg.uplink.share else "",
         block_smtp=cfg.uplink.block_smtp,
         lan=cfg.lan.interfaces,
+        metrics_port=listen[1] if listen else 0,
+        metrics_allow=metrics.allowed(cfg.metrics.allow, lambda _: None),  # members: later
     )

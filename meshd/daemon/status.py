@@ -6,14 +6,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from meshd.core.endpoints import format_endpoint
 from meshd.daemon.links import round2
 
 if TYPE_CHECKING:
     from meshd.daemon.node import Node
 
 
-def kernel_status(node: Node) -> dict[str, Any]:
-    """What the kernel says (on the kernel thread): links and installed routes."""
+def kernel_status(node: Node, routes: bool = True) -> dict[str, Any]:
+    """What the kernel thread knows of the links (from their last poll), and the routes
+    installed (a dump of the kernel's table: several milliseconds with pyroute2; only
+    when ``routes``)."""
     metering = node.metering
     return {
         "links": node.links.status(),
@@ -31,15 +34,20 @@ def kernel_status(node: Node) -> dict[str, Any]:
             for r in node.netlink.routes(
                 node.cfg.routing.route_protocol, table=node.cfg.routing.table
             )
-        ],
+        ]
+        if routes
+        else [],
     }
 
 
-async def status(node: Node) -> dict[str, Any]:
-    """The status call's answer (docs/control-api.md)."""
-    kernel = await node.kernel(kernel_status, node)
+async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
+    """The status call's answer (docs/control-api.md). Without ``kernel_routes`` (a
+    Prometheus scrape: only what the daemon holds), ``routes`` are Babel's selected
+    ones, without their interface, instead of a read of the kernel's table."""
+    kernel = await node.kernel(kernel_status, node, kernel_routes)
     assert node.control is not None
-    metrics = {p: sel.metric for p, sel in node.control.core.router.selected().items()}
+    selected = node.control.core.router.selected()
+    metrics = {p: sel.metric for p, sel in selected.items()}
     neighbours = []
     for peer in node.control.core.peers.values():
         if not peer.is_neighbour:
@@ -103,6 +111,12 @@ async def status(node: Node) -> dict[str, Any]:
                 "metric": metrics.get(r.dst, r.metric),
             }
             for r, via in kernel["routes"]
+        ]
+        if kernel_routes
+        else [
+            {"prefix": str(p), "via": sel.next_hop, "interface": None, "metric": sel.metric}
+            for p, sel in selected.items()
+            if sel.next_hop is not None
         ],
         "gateway": gateway_status(node),
         "usage": [
@@ -119,6 +133,21 @@ async def status(node: Node) -> dict[str, Any]:
         "receipts": kernel["receipts_summary"],
         # Control API callers refused a call that changes the node (meshd.api.calls).
         "api": {"refused": dict(node.api_refused)},
+        "metrics": metrics_status(node),
+    }
+
+
+def metrics_status(node: Node) -> dict[str, Any] | None:
+    """Where the Prometheus metrics are served, who may scrape them over the mesh now,
+    or why they are not served; None when ``[metrics] listen`` is off."""
+    listen = node.cfg.metrics.listen
+    if listen is None:
+        return None
+    return {
+        "listen": format_endpoint(listen),
+        "serving": node.metrics is not None,
+        "refused": node.metrics_refused,
+        "allowed": [str(a) for a in node.tunnels.spec.metrics_allow],
     }
 
 

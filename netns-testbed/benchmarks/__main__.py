@@ -26,6 +26,7 @@ from benchmarks import (
     owner_first,
     receipts,
     scale,
+    scrape,
     soak,
     tui,
 )
@@ -54,6 +55,7 @@ BENCHMARKS: dict[str, Callable[[Options], list[Result]]] = {
     "tui": lambda o: tui.dashboard(o.quick),
     "scale": lambda o: scale.scale(o.quick, o.nodes),
     "soak": lambda o: soak.soak(o.quick, o.soak_s),
+    "metrics": lambda o: scrape.scrape_cost(o.quick),
 }
 QUICK = ("dataplane", "failover", "verify")  # DESIGN.md's CI subset
 

@@ -61,6 +61,7 @@ SMTP_PORT = 25  # a TCP listener (iperf3) standing in for a mail server: exit po
 DNS_PORT = 53  # dnsmasq on the uplinks' router (the households' resolver) and the server
 DNS_SUFFIX = "test"  # every name under it resolves to SERVER_ADDRESS
 MESH_IPERF_PORTS = "5301-5310"  # benchmarks' iperf3 servers on nodes' mesh addresses
+METRICS_PORT = 9478  # a topology's `metrics`: [metrics] listen on the mesh address
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 UPLINK_IF = "upl"
 LAN_NODE_IF = "lan0"
@@ -168,6 +169,7 @@ class NodePlan:
     routing: Settings = ()  # its [routing] section
     cert_age_s: int = 0  # its certificate was issued this long ago
     wireguard: Settings = ()  # its [wireguard] section
+    metrics: tuple[str, ...] | None = None  # serves Prometheus metrics to these nodes
 
     @property
     def config_path(self) -> Path:
@@ -346,6 +348,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             control=spec.control,
             routing=spec.routing,
             wireguard=spec.wireguard,
+            metrics=spec.metrics,
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -456,6 +459,14 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
         if settings:
             lines += ["", f"[{section}]"]
             lines += [f"{key} = {_toml_value(value)}" for key, value in settings]
+    if node.metrics is not None:
+        allowed = (_toml_str(keys[n].node_id) for n in node.metrics if n in keys)
+        lines += [
+            "",
+            "[metrics]",
+            f"listen = {_toml_str(f'{node.mesh_ipv4}:{METRICS_PORT}')}",
+            f"allow = [{', '.join(allowed)}]",
+        ]
     if node.lan:
         lines += ["", "[lan]", f"interfaces = [{_toml_str(node.lan.node_ifname)}]"]
     for adj in node.adjacencies:

@@ -17,6 +17,8 @@
     cert_age_s = 86400      # optional, its certificate (and the mesh's definition) issued this
                             # long ago (default 0): a mesh with a past, for the clock's tests
     lan = true              # a household LAN host namespace behind the node
+    metrics = ["b"]         # optional: Prometheus metrics on its mesh address, port 9478,
+                            # for these nodes ([metrics] allow; [] for none but itself)
     invited = true          # a fresh box: namespace and links only, no keys, certificate or
                             # config; `testbed join NODE --invite TOKEN` provisions and starts it
     [[links]]               # point-to-point underlay link
@@ -118,6 +120,7 @@ class NodeSpec:
     routing: Settings = ()  # its [routing] section
     cert_age_s: int = 0  # its certificate was issued this long ago
     wireguard: Settings = ()  # its [wireguard] section
+    metrics: tuple[str, ...] | None = None  # serves metrics to these nodes; None: off
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "control",
                 "routing",
                 "wireguard",
+                "metrics",
             },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
@@ -287,6 +291,14 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
         ):
             if invited and given:
                 raise TopologyError(path, f"{where}.{key}", "an invited node's config is its own")
+        metrics = None
+        if "metrics" in body:
+            metrics = body["metrics"]
+            if not isinstance(metrics, list) or not set(metrics) <= set(table):
+                raise TopologyError(path, f"{where}.metrics", "expected a list of node names")
+            if invited:
+                raise TopologyError(path, f"{where}.metrics", "an invited node's config is its own")
+            metrics = tuple(metrics)
         age = body.get("cert_age_s", 0)
         if isinstance(age, bool) or not isinstance(age, int) or age < 0:
             raise TopologyError(path, f"{where}.cert_age_s", "expected 0 or more seconds")
@@ -311,6 +323,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 routing,
                 age,
                 wireguard,
+                metrics,
             )
         )
     return tuple(nodes)

@@ -29,6 +29,12 @@ PLAIN = FirewallSpec(
 SHAPES = {
     "plain": PLAIN,
     "open ports": dataclasses.replace(PLAIN, open_tcp=((22, 22), (5201, 5210))),
+    "metrics": dataclasses.replace(
+        PLAIN,
+        metrics_port=9478,
+        metrics_allow=(ipaddress.ip_address("10.77.0.9"), ipaddress.ip_address("fd6d::9")),
+    ),
+    "metrics for nobody": dataclasses.replace(PLAIN, metrics_port=9478),
     "gateway": dataclasses.replace(
         PLAIN,
         uplink="upl",

@@ -112,6 +112,11 @@ class ExitTunnels:
             firewall.apply(ruleset)
             self._applied = ruleset
 
+    def allow_metrics(self, addresses: tuple[firewall.IPAddress, ...]) -> None:
+        """Who may scrape the metrics over the mesh now (meshd.daemon.metrics)."""
+        self.spec = dataclasses.replace(self.spec, metrics_allow=addresses)
+        self.apply_firewall()
+
     def _remove_rules(self) -> None:
         _delete_rules(DNS_RULE_PREF, GATEWAY_RULE_PREF, USER_RULE_PREF, USER_RULE_PREF + 1)
         for table in (self.table, self.table + 1):

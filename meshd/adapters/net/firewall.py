@@ -33,6 +33,9 @@
   interface (``…xg``), which the tunnels' wildcard also matches.
 - Owner first: on a shaped uplink, exit users' packets go in the mesh's class
   (meshd.adapters.net.shaping).
+- Metrics: the port of ``[metrics] listen`` answers, from the mesh, only the nodes and
+  addresses of ``[metrics] allow`` (a node id stands for its mesh addresses while its
+  certificate holds), whatever ports the operator opened.
 - MSS clamping on forwarded TCP SYNs into every tunnel, so that an MTU smaller than the
   sender's path does not hang large transfers.
 - Flows from this node or its household to mesh addresses get bit FLOW_MARK of their
@@ -56,6 +59,7 @@ DNS_MARK = 0x0200_0000  # a ct mark bit: an exit user's query this gateway passe
 
 PortRange = tuple[int, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # What exit users never reach through a gateway: everything but the public internet.
 NOT_PUBLIC_IPV4 = (
@@ -89,6 +93,8 @@ class FirewallSpec:
     mesh_class: bool = False  # the uplink is shaped: exit users' packets go in its mesh class
     mesh_prefix6: ipaddress.IPv6Network | None = None  # the mesh's IPv6 addresses
     uplink_subnets: tuple[Network, ...] = ()  # sharing: the uplink's own, as its addresses say
+    metrics_port: int = 0  # [metrics] listen's port: from the mesh, only for metrics_allow
+    metrics_allow: tuple[IPAddress, ...] = ()
 
 
 def _ports(ranges: tuple[PortRange, ...]) -> str:
@@ -103,6 +109,20 @@ def _names(names: tuple[str, ...]) -> str:
 def _chain(name: str, kind: str, hook: str, priority: str, rules: list[str]) -> list[str]:
     head = f"type {kind} hook {hook} priority {priority}; policy accept;"
     return [f"\tchain {name} {{", f"\t\t{head}", *(f"\t\t{r}" for r in rules), "\t}"]
+
+
+def _metrics(port: int, allow: tuple[IPAddress, ...]) -> list[str]:
+    """The metrics port from the mesh: only for the addresses allowed (per-neighbour
+    usage is nobody else's business), whatever ports the operator opened."""
+    rules = []
+    for family, version in (("ip", 4), ("ip6", 6)):
+        if sources := sorted({str(a) for a in allow if a.version == version}):
+            rules.append(
+                f"tcp dport {port} {family} saddr {{ {', '.join(sources)} }} accept "
+                'comment "metrics: [metrics] allow"'
+            )
+    rules.append(f'tcp dport {port} reject with tcp reset comment "metrics: not for the mesh"')
+    return rules
 
 
 def render(spec: FirewallSpec) -> str:
@@ -131,6 +151,8 @@ def render(spec: FirewallSpec) -> str:
         "icmpv6 type { echo-request, destination-unreachable, packet-too-big, time-exceeded, "
         "parameter-problem } accept",
     ]
+    if spec.metrics_port:
+        inbound += _metrics(spec.metrics_port, spec.metrics_allow)
     if spec.open_udp:
         inbound.append(f"udp dport {_ports(spec.open_udp)} accept")
     if spec.open_tcp:

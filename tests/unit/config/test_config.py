@@ -311,3 +311,34 @@ def test_the_rule_preferences_checked_are_the_exit_tunnels() -> None:
 
     assert config.EXIT_GATEWAY_RULE_PREF == exit_tunnel.GATEWAY_RULE_PREF
     assert config.EXIT_USER_RULE_PREF == exit_tunnel.USER_RULE_PREF
+
+
+def test_metrics_are_off_by_default_and_listen_where_named() -> None:
+    assert config.parse(GOOD, "a.toml").metrics.listen is None
+    text = GOOD + f'\n[metrics]\nlisten = "10.77.0.1:9478"\nallow = ["{NODE_B}", "fd00::9"]\n'
+    metrics = config.parse(text, "a.toml").metrics
+    assert metrics.listen == ("10.77.0.1", 9478)
+    assert metrics.allow == (NODE_B, "fd00::9")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "expected"),
+    [
+        ('listen = "0.0.0.0:9478"', "metrics.listen", "on_uplink = true"),
+        ('listen = "[::]:9478"', "metrics.listen", "on_uplink = true"),
+        ('allow = ["prometheus"]', "metrics.allow[0]", "expected a node id or an address"),
+        ('listen = "localhost:9478"', "metrics.listen", "HOST:PORT"),
+    ],
+)
+def test_metrics_refuse_every_address_and_what_is_no_node(
+    section: str, key: str, expected: str
+) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(GOOD + f"\n[metrics]\n{section}\n", "a.toml")
+    assert info.value.key == key
+    assert expected in info.value.problem
+
+
+def test_metrics_on_every_address_when_the_operator_says_so() -> None:
+    text = GOOD + '\n[metrics]\nlisten = "0.0.0.0:9478"\non_uplink = true\n'
+    assert config.parse(text, "a.toml").metrics.listen == ("0.0.0.0", 9478)

@@ -507,6 +507,24 @@ def test_a_node_gets_a_small_port_range_through_its_wireguard_section(tmp_path: 
         topology.parse("[nodes.a]\n[nodes.b]\ninvited = true\nwireguard = { mtu = 1400 }\n")
 
 
+def test_a_node_serves_metrics_on_its_mesh_address_to_the_nodes_named(tmp_path: Path) -> None:
+    text = '[nodes.a]\nmetrics = ["b"]\n[nodes.b]\nmetrics = []\n[nodes.c]\n'
+    p = plan.make_plan(topology.parse(text), "mpm", tmp_path)
+    keys = fake_keys(p)
+    for name, allow in (("a", (keys["b"].node_id,)), ("b", ())):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(plan.render_config(p, p.node(name), keys, ADMIN))
+        cfg = config.load(path)
+        assert cfg.metrics.listen == (str(p.node(name).mesh_ipv4), plan.METRICS_PORT)
+        assert cfg.metrics.allow == allow
+    path = tmp_path / "c.toml"
+    path.write_text(plan.render_config(p, p.node("c"), keys, ADMIN))
+    assert config.load(path).metrics.listen is None
+    for bad in ('["x"]', '"b"', "true"):
+        with pytest.raises(topology.TopologyError, match="expected a list of node names"):
+            topology.parse(f"[nodes.a]\nmetrics = {bad}\n[nodes.b]\n")
+
+
 def test_a_node_s_certificate_may_be_given_a_past() -> None:
     topo = topology.parse("[nodes.a]\ncert_age_s = 86400\n[nodes.b]\n")
     assert topo.node("a").cert_age_s == 86400 and topo.node("b").cert_age_s == 0

@@ -162,3 +162,23 @@ def test_a_node_leaving_by_an_exit_asks_that_gateway_for_names() -> None:
     assert chain(text, "output") == [dns]
     assert chain(text, "prerouting") == [f'iifname {{ "lan0", "wlan1" }} {dns}']
     assert chain(render(dataclasses.replace(spec, exit_dns="", user_interface="")), "output") == []
+
+
+def test_the_metrics_port_answers_the_mesh_only_for_those_allowed() -> None:
+    allow = (ipaddress.ip_address("10.77.0.9"), ipaddress.ip_address("fd00::9"))
+    spec = dataclasses.replace(
+        PLAIN, open_tcp=((9000, 9999),), metrics_port=9478, metrics_allow=allow
+    )
+    rules = chain(render(spec), "input")
+    ours = [i for i, r in enumerate(rules) if r.startswith("tcp dport 9478")]
+    assert [rules[i].split(" comment")[0] for i in ours] == [
+        "tcp dport 9478 ip saddr { 10.77.0.9 } accept",
+        "tcp dport 9478 ip6 saddr { fd00::9 } accept",
+        "tcp dport 9478 reject with tcp reset",
+    ]
+    # before the operator's open ports, which would let the rest of the mesh in
+    assert ours[-1] < rules.index("tcp dport { 9000-9999 } accept")
+    nobody = chain(render(dataclasses.replace(spec, metrics_allow=())), "input")
+    assert [r.split(" comment")[0] for r in nobody if "9478" in r] == [
+        "tcp dport 9478 reject with tcp reset"
+    ]

@@ -1,0 +1,205 @@
+"""Prometheus metrics on a live mesh (netns-testbed/topologies/metrics.toml): a real
+Prometheus (Debian's) in b scrapes a, b and c on their mesh addresses; the relayed bytes
+it stores grow with a transfer by what the receipts show; promtool accepts the exposition;
+the nodes [metrics] allow does not name get a reset, members or not; and a node allowed
+by its id loses that with its certificate when it is revoked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshd.adapters import identity
+from meshd.core.membership import MeshDefinition, RevocationTarget, revoke
+from tests.netns import meshbed
+
+pytestmark = [
+    *meshbed.NEEDS_ROOT_AND_WIREGUARD,
+    pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs prometheus"),
+]
+METRICS = 9478
+PROMETHEUS = "127.0.0.1:9090"  # in b's namespace
+IPERF = "5301"  # opened to the mesh by the testbed's [isolation]
+SCRAPED = "abc"
+
+
+class Bed(meshbed.Bed):
+    ids: dict[str, str]
+    ips: dict[str, str]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Prometheus's instant query ``promql``: its result vector."""
+        url = f"http://{PROMETHEUS}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        answer = json.loads(self.sh("b", "curl", "-sf", url))
+        assert answer["status"] == "success", answer
+        return list(answer["data"]["result"])
+
+    def scrape(self, src: str, dst: str) -> subprocess.CompletedProcess[str]:
+        url = f"http://{self.ips[dst]}:{METRICS}/metrics"
+        return subprocess.run(
+            [str(meshbed.TESTBED), "exec", src, "--", "curl", "-sS", "-m", "5", url],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+
+    def relayed_for(self, of: str) -> tuple[int, dict[str, Any]]:
+        """b's relayed_for bytes of ``of`` and its provider view (receipts)."""
+        use = next(u for u in self.status("b")["usage"] if u["node_id"] == self.ids[of])
+        return use["relayed_for_bytes"], dict(use.get("provider") or {})
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Bed]:
+    with meshbed.testbed("metrics.toml", "pm", Bed) as b:
+        statuses = {n: b.status(n) for n in "abcde"}
+        b.ids = {n: s["node_id"] for n, s in statuses.items()}
+        b.ips = {n: s["mesh_ipv4"] for n, s in statuses.items()}
+        home = b.dir / "prometheus"
+        home.mkdir()
+        targets = [{"targets": [f"{b.ips[n]}:{METRICS}"], "labels": {"node": n}} for n in SCRAPED]
+        scrape = {"job_name": "meshd", "scrape_interval": "1s", "static_configs": targets}
+        (home / "prometheus.yml").write_text(json.dumps({"scrape_configs": [scrape]}))
+        prometheus = subprocess.Popen(
+            [str(meshbed.TESTBED), "exec", "b", "--", "prometheus"]
+            + [f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}"]
+            + [f"--web.listen-address={PROMETHEUS}", "--log.level=warn"],
+            env=b.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield b
+        finally:
+            prometheus.terminate()
+            prometheus.wait(timeout=30)
+
+
+def test_prometheus_scrapes_every_node_that_allows_it(bed: Bed) -> None:
+    def all_up() -> bool:
+        try:
+            up = bed.query("up")
+        except AssertionError:
+            return False  # Prometheus is not answering yet
+        return sorted((r["metric"]["node"], r["value"][1]) for r in up) == [
+            (n, "1") for n in SCRAPED
+        ]
+
+    bed.wait("up == 1 for a, b and c", all_up, within=60)
+    for n in SCRAPED:
+        found = bed.query(f'meshd_node{{node="{n}"}}')
+        assert [r["metric"]["node_id"] for r in found] == [bed.ids[n]]
+    # b's neighbours, as WireGuard exporters name them: a, c and d.
+    peers = bed.query('wireguard_peer_receive_bytes_total{node="b"}')
+    assert sorted(r["metric"]["node_id"] for r in peers) == sorted(bed.ids[n] for n in "acd")
+    assert all(float(r["value"][1]) > 0 for r in peers)
+
+
+def test_relayed_bytes_grow_in_prometheus_by_what_the_receipts_show(bed: Bed) -> None:
+    series = f'meshd_relayed_for_bytes_total{{node="b",node_id="{bed.ids["a"]}"}}'
+
+    def settled(at_least: int = 0) -> tuple[int, int]:
+        """b's count of what it relayed for a, once it is ``at_least``, a signed all of it
+        and Prometheus holds that same count: (the count, the receipted bytes)."""
+        seen: dict[str, Any] = {}
+
+        def done() -> bool:
+            counted, provider = bed.relayed_for("a")
+            stored = bed.query(series)
+            seen.update(counted=counted, provider=provider, stored=stored)
+            return (
+                counted >= at_least
+                and provider.get("receipted_for_bytes") == counted
+                and provider.get("unreceipted_bytes") == 0
+                and [float(r["value"][1]) for r in stored] == [counted]
+            )
+
+        try:
+            bed.wait("b's count receipted and in Prometheus", done, within=60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {seen}") from None
+        return seen["counted"], seen["provider"]["receipted_for_bytes"]
+
+    bed.wait("a reaches c", lambda: _pings(bed, "a", "c"), within=30)
+    before, receipted_before = settled()
+    server = subprocess.Popen(
+        [str(meshbed.TESTBED), "exec", "c", "--", "iperf3", "-s", "-1", "-p", IPERF],
+        env=bed.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        udp = ("-u", "-b", "10M", "-n", "4M", "-l", "1200")
+        report = json.loads(bed.sh("a", "iperf3", "-c", bed.ips["c"], "-p", IPERF, "-J", *udp))
+    finally:
+        server.kill()
+        server.wait()
+    payload = report["end"]["sum"]["bytes"]
+    assert payload >= 4 << 20, report.get("error")
+    after, receipted_after = settled(before + payload)
+    grown = after - before
+    print(f"Prometheus: +{grown} B relayed for a; receipts: +{receipted_after - receipted_before}")
+    assert grown == receipted_after - receipted_before
+    assert payload <= grown < payload * 1.03  # the payload and its headers, through b
+
+
+def _pings(bed: Bed, src: str, dst: str) -> bool:
+    done = bed.sh(src, "ping", "-c", "1", "-W", "1", bed.ips[dst], check=False)
+    return " 0% packet loss" in done
+
+
+def test_promtool_accepts_the_exposition(bed: Bed) -> None:
+    scraped = bed.scrape("b", "a")
+    assert scraped.returncode == 0, scraped.stderr
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=scraped.stdout, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "wireguard_peer_last_handshake_seconds{" in scraped.stdout
+
+
+def test_nodes_not_allowed_get_a_reset_members_or_not(bed: Bed) -> None:
+    for src, dst in (("d", "a"), ("d", "b"), ("c", "a"), ("a", "c"), ("d", "c")):
+        refused = bed.scrape(src, dst)
+        # curl's "couldn't connect": the firewall's reset (each listens: b scrapes them)
+        assert refused.returncode == 7, (src, dst, refused.stdout[:200])
+    assert bed.scrape("b", "c").returncode == 0  # the one allowed
+    assert bed.scrape("e", "a").returncode == 0  # a lets e in too
+    status = bed.status("a")["metrics"]
+    assert status["serving"] and status["refused"] is None
+    b, e = bed.status("b"), bed.status("e")  # their addresses, from their certificates
+    mesh = [b["mesh_ipv4"], e["mesh_ipv4"], b["mesh_ipv6"], e["mesh_ipv6"]]
+    assert status["allowed"] == sorted(mesh[:2]) + sorted(mesh[2:])
+
+
+def test_a_revoked_node_is_let_in_no_more(bed: Bed, tmp_path: Path) -> None:
+    """Last in the module: e stays revoked."""
+    admin = identity.load(bed.dir / "admin")
+    mesh = MeshDefinition.decode((bed.dir / "nodes" / "a" / "state" / "mesh.cert").read_bytes())
+    record = revoke(
+        admin.signing_key,
+        mesh=mesh,
+        target=RevocationTarget.node(bed.ids["e"]),
+        revoked_at=int(time.time()) - 1,
+    )
+    path = tmp_path / "revoke-e.hex"
+    path.write_text(record.encode().hex() + "\n")
+    assert "1 new" in bed.sh("a", "meshd", "revocations", "add", str(path))
+    b = bed.status("b")
+    took = bed.wait(
+        "a's firewall lets b alone scrape",
+        lambda: bed.status("a")["metrics"]["allowed"] == [b["mesh_ipv4"], b["mesh_ipv6"]],
+        within=15,
+    )
+    print(f"e's addresses left a's metrics allow list {took:.1f} s after its revocation")
+    assert bed.scrape("e", "a").returncode != 0
+    assert bed.scrape("b", "a").returncode == 0
