@@ -211,6 +211,18 @@ def _gateway(gateway: Mapping[str, Any], names: Mapping[str, str]) -> Iterator[M
         )
         up.add_metric([uplink["interface"], uplink["state"]], 1 if uplink["state"] == "up" else 0)
         yield up
+        for key, way, did in (
+            ("rx_bytes", "receive", "received"),
+            ("tx_bytes", "transmit", "sent"),
+        ):
+            if uplink.get(key) is not None:
+                counted = CounterMetricFamily(
+                    f"meshd_uplink_{way}_bytes",
+                    f"bytes the own uplink's interface {did} (the household's traffic too)",
+                    labels=["interface"],
+                )
+                counted.add_metric([uplink["interface"]], uplink[key])
+                yield counted
     sharing = gateway.get("sharing")
     if sharing is not None:
         users = GaugeMetricFamily("meshd_exit_users", "neighbours leaving by our uplink")

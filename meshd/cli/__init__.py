@@ -12,6 +12,7 @@ from meshd import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "run the daemon"),
     "status": ("status", "show this node's links, routes and usage"),
+    "doctor": ("doctor", "check what new operators get wrong, and say what to do"),
     "check-config": ("check_config", "check a config file and explain every error"),
     "keygen": ("keygen", "create a node's identity and WireGuard keys"),
     "tui": ("tui", "the operator's terminal dashboard"),

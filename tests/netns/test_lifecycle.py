@@ -181,3 +181,7 @@ def test_a_node_with_a_stale_clock_joins_and_routes(tmp_path: Path) -> None:
         a = bed.status("a")
         out = bed.sh("c", "ping", "-c", "3", "-i", "0.2", "-W", "2", a["mesh_ipv4"])
         assert " 0% packet loss" in out, out
+        # Its operator is told, and how to mend it.
+        out = bed.sh("c", "sh", "-c", "meshd doctor 2>&1; echo rc=$?", check=False)
+        assert "FAIL  clock       -180.0 days from the median" in out and "NTP" in out, out
+        assert out.rstrip().endswith("rc=1"), out

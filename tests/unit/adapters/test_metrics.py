@@ -1,6 +1,6 @@
 """The status document as Prometheus metrics (meshd.adapters.metrics): every figure where
 the exposition puts it, labels with bounds only, and prometheus-client's server answering
-a real HTTP request. tests/netns/test_metrics.py has a real Prometheus scrape nodes."""
+a real HTTP request. tests/netns/test_operations.py has a real Prometheus scrape nodes."""
 
 from __future__ import annotations
 
@@ -38,6 +38,14 @@ def status() -> dict[str, Any]:
         },
     }
     doc["api"] = {"refused": {"not_root": 1}}
+    doc["gateway"]["uplink"] = {
+        "interface": "upl",
+        "state": "up",
+        "reason": "",
+        "since_s": 3.0,
+        "rx_bytes": 7000,
+        "tx_bytes": 5000,
+    }
     return doc
 
 
@@ -99,6 +107,9 @@ def test_every_neighbour_link_and_usage_figure_is_where_exporters_put_it() -> No
     assert value(samples, "meshd_api_refusals_total", reason="not_root") == 1
     assert value(samples, "meshd_gateway_selected", node_id=doc["gateway"]["selected"]) == 1
     assert value(samples, "meshd_build_info", version=__version__) == 1
+    assert value(samples, "meshd_uplink_up", interface="upl", state="up") == 1
+    assert value(samples, "meshd_uplink_receive_bytes_total", interface="upl") == 7000
+    assert value(samples, "meshd_uplink_transmit_bytes_total", interface="upl") == 5000
     assert sum("provider" in u for u in doc["usage"]) >= 1
     routes = sum(v for (name, _), v in samples.items() if name == "meshd_routes")
     assert routes == len(doc["routes"])

@@ -1,12 +1,18 @@
-"""Prometheus metrics on a live mesh (netns-testbed/topologies/metrics.toml): a real
+"""An operator's tools on a live mesh (netns-testbed/topologies/operations.toml).
+
+Prometheus metrics: a real
 Prometheus (Debian's) in b scrapes a, b and c on their mesh addresses; the relayed bytes
 it stores grow with a transfer by what the receipts show; promtool accepts the exposition;
 the nodes [metrics] allow does not name get a reset, members or not; and a node allowed
-by its id loses that with its certificate when it is revoked."""
+by its id loses that with its certificate when it is revoked.
+
+meshd doctor: every check passes on b, and once d is gone, b's doctor fails naming d and
+the port to look at."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -59,7 +65,7 @@ class Bed(meshbed.Bed):
 
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
-    with meshbed.testbed("metrics.toml", "pm", Bed) as b:
+    with meshbed.testbed("operations.toml", "pm", Bed) as b:
         statuses = {n: b.status(n) for n in "abcde"}
         b.ids = {n: s["node_id"] for n, s in statuses.items()}
         b.ips = {n: s["mesh_ipv4"] for n, s in statuses.items()}
@@ -179,6 +185,44 @@ def test_nodes_not_allowed_get_a_reset_members_or_not(bed: Bed) -> None:
     b, e = bed.status("b"), bed.status("e")  # their addresses, from their certificates
     mesh = [b["mesh_ipv4"], e["mesh_ipv4"], b["mesh_ipv6"], e["mesh_ipv6"]]
     assert status["allowed"] == sorted(mesh[:2]) + sorted(mesh[2:])
+
+
+# The session still up over a dead link, or closed since: either way, what to look at.
+NAMES_D = (
+    r"FAIL  neighbours  (d's session is up but .* reachable \(UDP\)|no session with d.*UDP 6697)"
+)
+
+
+def doctor(bed: Bed, node: str) -> tuple[int, str]:
+    out = bed.sh(node, "sh", "-c", "meshd doctor 2>&1; echo rc=$?", check=False)
+    text, _, rc = out.rstrip().rpartition("rc=")
+    return int(rc), text
+
+
+def test_doctor_passes_a_healthy_node_and_names_a_neighbour_gone(bed: Bed) -> None:
+    rc, text = doctor(bed, "b")
+    verdicts = {line.split()[1]: line.split()[0] for line in text.splitlines() if line}
+    assert rc == 0, text
+    for check in ("config", "wireguard", "nftables", "disk", "daemon", "clock", "neighbours"):
+        assert verdicts[check] == "OK", text
+    assert verdicts["uplink"] == "OK" and verdicts["certificate"] == "OK", text
+    bed.run("cut", "b", "d")  # the cable between them
+    try:
+        seen: list[str] = []
+
+        def names_d() -> bool:
+            rc, text = doctor(bed, "b")
+            seen[:] = [text]
+            return rc == 1 and re.search(NAMES_D, text) is not None
+
+        try:
+            took = bed.wait("b's doctor names d", names_d, within=60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {seen}") from None
+        print(f"b's doctor named d {took:.1f} s after the cut:\n{seen[0]}")
+        assert "OK    clock" in seen[0]  # the rest still passes
+    finally:
+        bed.run("heal", "b", "d")
 
 
 def test_a_revoked_node_is_let_in_no_more(bed: Bed, tmp_path: Path) -> None:
