@@ -30,10 +30,11 @@ from tui.model import Live
 from tui.neighbours import Neighbours
 from tui.overview import Overview, attention
 from tui.routes import Routes
+from tui.traffic import TrafficView
 from tui.usage import UsageView
 
 # The views a status document redraws; events come one by one instead.
-View = Overview | Neighbours | Routes | Gateways | UsageView
+View = Overview | Neighbours | Routes | Gateways | UsageView | TrafficView
 VIEWS = (
     ("overview", "1 Overview"),
     ("neighbours", "2 Neighbours"),
@@ -41,6 +42,7 @@ VIEWS = (
     ("gateways", "4 Gateways"),
     ("usage", "5 Usage"),
     ("events", "6 Events"),
+    ("traffic", "7 Traffic"),
 )
 
 
@@ -87,6 +89,7 @@ class Dashboard(App[None]):
             "routes": Routes(id="routes-view"),
             "gateways": Gateways(id="gateways-view"),
             "usage": UsageView(id="usage-view"),
+            "traffic": TrafficView(id="traffic-view"),
         }
 
     def compose(self) -> ComposeResult:

@@ -55,14 +55,24 @@ def percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{fraction * 100:.0f}%"
 
 
-def sparkline(values: Sequence[float], width: int) -> str:
-    """The last ``width`` values as bars scaled to their largest, right-aligned; a value
-    of zero is a blank, so an idle link reads as empty, not as a low bar."""
+def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:
+    """The last ``width`` values as bars scaled to their largest (or to ``top``, a scale
+    shared with other plots), right-aligned; a value of zero is a blank, so an idle link
+    reads as empty, not as a low bar."""
     shown = list(values)[-width:]
-    top = max(shown, default=0.0)
+    top = max(shown, default=0.0) if top is None else max(top, *shown, 0.0)
     # A bar k eighths high for a value above (k - 1) / 8 of the largest, up to k / 8.
     bars = [" " if v <= 0 else _BARS[math.ceil(v / top * len(_BARS)) - 1] for v in shown]
     return "".join(bars).rjust(width)
+
+
+def buckets(values: Sequence[float], width: int, per: int) -> list[float]:
+    """The last ``width * per`` values as up to ``width`` means of ``per`` each, the
+    newest last (the oldest bucket may hold fewer): a plot of minutes in a few columns."""
+    shown = list(values)[-width * per :]
+    first = len(shown) % per or per
+    groups = [shown[:first]] + [shown[i : i + per] for i in range(first, len(shown), per)]
+    return [sum(g) / len(g) for g in groups if g]
 
 
 def short_id(node_id: str) -> str:

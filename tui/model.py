@@ -1,5 +1,6 @@
 """What the dashboard derives from successive status documents: each link's receive and
-send rates (for the sparklines) and the routes withdrawn since, with why. Pure: status
+send rates, and the uplink's (for the sparklines and plots), and the routes withdrawn
+since, with why. Pure: status
 documents in, figures out.
 
 Time is the daemon's own ``uptime_s`` from each document, not this process's clock: rates
@@ -16,14 +17,15 @@ from dataclasses import dataclass, field
 from meshd.api.schema import Neighbour, Route, Status
 from tui import explain, fmt
 
-HISTORY = 8  # rate samples per link: the sparkline's width
+HISTORY = 8  # rate samples in a neighbour's row of the neighbours view
+PLOT_SAMPLES = 120  # rate samples kept per link and the uplink: the traffic view's plots
 WITHDRAWN_KEEP_S = 120.0  # how long a withdrawn route stays listed
 
 
 @dataclass
 class LinkRates:
-    rx: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
-    tx: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    rx: deque[float] = field(default_factory=lambda: deque(maxlen=PLOT_SAMPLES))
+    tx: deque[float] = field(default_factory=lambda: deque(maxlen=PLOT_SAMPLES))
     sample: tuple[float, int, int] | None = None  # uptime_s, rx_bytes, tx_bytes
 
     def add(self, uptime: float, rx_bytes: int, tx_bytes: int) -> None:
@@ -59,7 +61,9 @@ class Live:
 
     def __init__(self) -> None:
         self.status: Status | None = None
+        self.uptimes: deque[float] = deque(maxlen=PLOT_SAMPLES + 1)  # the plots' documents
         self.rates: dict[str, LinkRates] = {}
+        self.uplink = LinkRates()  # the own uplink's interface, where there is one
         self.withdrawn: dict[str, Withdrawn] = {}
         self.updates = 0
 
@@ -72,15 +76,25 @@ class Live:
         uptime = status.get("uptime_s", 0.0)
         if previous is not None and uptime < self.uptime:
             self.rates.clear()
+            self.uplink = LinkRates()
+            self.uptimes.clear()
             self.withdrawn.clear()
             previous = None
         self.status = status
         self.updates += 1
+        if not self.uptimes or uptime > self.uptimes[-1]:
+            self.uptimes.append(uptime)
         for n in status["neighbours"]:
             if "rx_bytes" in n and "tx_bytes" in n:
                 self.rates.setdefault(n["node_id"], LinkRates()).add(
                     uptime, n["rx_bytes"], n["tx_bytes"]
                 )
+        gateway = status.get("gateway")
+        uplink = gateway.get("uplink") if gateway else None
+        if uplink is not None:
+            rx, tx = uplink.get("rx_bytes"), uplink.get("tx_bytes")
+            if rx is not None and tx is not None:
+                self.uplink.add(uptime, rx, tx)
         current = {r["prefix"] for r in status["routes"]}
         if previous is not None:
             for r in previous["routes"]:
@@ -91,6 +105,13 @@ class Live:
             for prefix, w in self.withdrawn.items()
             if prefix not in current and uptime - w.at <= WITHDRAWN_KEEP_S
         }
+
+    @property
+    def spacing(self) -> float | None:
+        """Seconds between the documents the plots come from, as their uptimes say."""
+        if len(self.uptimes) < 2:
+            return None
+        return (self.uptimes[-1] - self.uptimes[0]) / (len(self.uptimes) - 1)
 
     def names(self) -> dict[str, str]:
         """Node id -> what to call it: a neighbour's name (the status names only those),

@@ -14,9 +14,10 @@ from meshd.api.schema import ReceiptTerms, Usage
 from tui import explain, fmt
 from tui.explain import Level, styled
 from tui.model import Live
-from tui.tables import LiveTable
+from tui.tables import Cell, LiveTable
 
 NO_RECEIPTS = "no receipts yet"
+DAY_COLUMNS = 14  # the daemon's usage_days (meshd.daemon.metering.HISTORY_DAYS)
 
 
 class UsageView(VerticalScroll):
@@ -45,6 +46,15 @@ class UsageView(VerticalScroll):
             id="consumer-table",
         )
         yield Static("", id="usage-why")
+        yield Static("", id="days-title")
+        yield LiveTable(
+            [
+                ("name", "NEIGHBOUR", 9),
+                ("gave", "WE RELAYED FOR IT", DAY_COLUMNS + 10),
+                ("took", "IT RELAYED FOR US", DAY_COLUMNS + 10),
+            ],
+            id="days-table",
+        )
 
     def show(self, live: Live) -> None:
         s = live.status
@@ -76,6 +86,32 @@ class UsageView(VerticalScroll):
             if whys
             else ("no neighbour has been metered yet" if not usage else "")
         )
+        self._days(live)
+
+    def _days(self, live: Live) -> None:
+        """Receipts signed for, day by day: what this household gave and took."""
+        days = live.status.get("usage_days") if live.status else None
+        title = self.query_one("#days-title", Static)
+        if not days:
+            title.update("[b]by day[/b]: this daemon has read no receipts history yet")
+            self.query_one("#days-table", LiveTable).show({})
+            return
+        title.update(
+            f"[b]by day[/b], signed in receipts: {days['days'][0]} .. {days['days'][-1]} (UTC)"
+        )
+        rows: dict[str, list[Cell]] = {}
+        for node_id in sorted({*days["gave"], *days["took"]}, key=live.name):
+            rows[node_id] = [
+                live.name(node_id),
+                *(_by_day(days[way].get(node_id)) for way in ("gave", "took")),
+            ]
+        self.query_one("#days-table", LiveTable).show(rows)
+
+
+def _by_day(values: list[int] | None) -> str:
+    if not values:
+        return "-"
+    return f"{fmt.sparkline(values, DAY_COLUMNS)} {fmt.size(sum(values)):>9}"
 
 
 def _provider_row(u: Usage, name: str, terms: ReceiptTerms | None) -> list[str | Text]:

@@ -89,11 +89,25 @@ class GatewayCandidate(_CandidateRequired, total=False):
     rate_cap_kbit: int | None
 
 
-class Uplink(TypedDict):
+class _UplinkRequired(TypedDict):
     interface: str
     state: str  # unknown, up, down
     reason: str
     since_s: float | None
+
+
+class Uplink(_UplinkRequired, total=False):
+    rx_bytes: int | None  # the interface's counters (null while it is gone)
+    tx_bytes: int | None
+
+
+class UsageDays(TypedDict):
+    """Receipts signed for, day by day (UTC, oldest first), per neighbour node id: what
+    we relayed for it (``gave``) and it for us (``took``)."""
+
+    days: list[str]
+    gave: dict[str, list[int]]
+    took: dict[str, list[int]]
 
 
 class Sharing(TypedDict):
@@ -207,6 +221,8 @@ class Status(_StatusRequired, total=False):
     directory: dict[str, Any]  # members (certificates held) and digest
     api: dict[str, Any]  # refused: control API callers refused a changing call, by reason
     discovery: dict[str, Any]  # candidates held, beacons and candidates refused by reason
+    usage_days: UsageDays | None  # null until the receipts service read its ledger
+    metrics: dict[str, Any] | None  # the Prometheus endpoint; null while off
 
 
 class Page(TypedDict):

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
-from meshd.adapters.ledger import Ledger
+from meshd.adapters.ledger import Ledger, day_of
 from meshd.adapters.net.link_meter import LinkMeter
 from meshd.adapters.net.throttle import Throttle
 from meshd.core.control.effects import MeteringMessage
 from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.session import Claim, ReceiptMessage
 from meshd.core.receipts.counting import Snapshot, advance
+from meshd.core.receipts.days import daily, last_days
 from meshd.core.receipts.exchange import CLAIM_PENDING, ZERO, ClaimGate, ClaimRefused
 from meshd.daemon.claims import ClaimService, Signer
 from meshd.daemon.control import ControlService
@@ -34,6 +36,8 @@ from meshd.daemon.tasks import Kernel, Tasks
 from meshd.log import event
 
 SAVE_COUNTS_S = 60.0  # how often the totals are saved (SD cards: few writes)
+HISTORY_DAYS = 14  # the status's usage_days: what receipts were signed for, day by day
+HISTORY_EVERY_S = 60.0  # ... read from the ledger this often
 
 
 class Metering:
@@ -50,6 +54,9 @@ class Metering:
         self.ledger: Ledger | None = None  # the kernel thread's, once open
         self.link_counts: dict[str, Snapshot] = {}  # by neighbour node id; replaced whole
         self._counts_saved = 0.0
+        # The status's ``usage_days`` (meshd.core.receipts.days), replaced whole.
+        self.days: dict[str, Any] | None = None
+        self._days_read = -HISTORY_EVERY_S
         self.claims: ClaimService | None = None  # once running (kernel thread, with the ledger)
         self.control: ControlService | None = None  # where claims and answers go
         self.tasks = Tasks("metering")
@@ -93,8 +100,19 @@ class Metering:
         self.meter(now)
         if self.claims is None:
             return []
+        if now - self._days_read >= HISTORY_EVERY_S:
+            self._days_read = now
+            self.read_history()
         ifnames = {link.node_id: link.ifname for link in self.links.by_ifname.values()}
         return self.claims.round(self.link_counts, ifnames, reachable, now, self.clock.now())
+
+    def read_history(self) -> None:
+        """The last HISTORY_DAYS of receipts signed, per neighbour and way, from the
+        ledger's daily totals."""
+        assert self.ledger is not None and self.claims is not None
+        days = last_days(day_of(time.time()), HISTORY_DAYS)  # the ledger's days: stored_at
+        found = daily(self.ledger.receipt_history(days[0]), self.claims.node_id, days)
+        self.days = {"days": days, **found}
 
     def judge_claim(self, node_id: str, claim: Claim) -> ReceiptMessage | None:
         """A neighbour's claim against our own count, read now (after it read its own)."""

@@ -131,6 +131,8 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
             for node_id, snap in sorted(node.metering.link_counts.items())
         ],
         "receipts": kernel["receipts_summary"],
+        # Receipts signed for, day by day (meshd.core.receipts.days), read every minute.
+        "usage_days": node.metering.days,
         # Control API callers refused a call that changes the node (meshd.api.calls).
         "api": {"refused": dict(node.api_refused)},
         "metrics": metrics_status(node),

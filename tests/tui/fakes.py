@@ -32,6 +32,12 @@ def updates(*names: str) -> list[StreamItem]:
     return [StatusUpdate(status(name)) for name in names]
 
 
+def series(name: str) -> list[StreamItem]:
+    """A recorded run of documents, one per line of NAME.jsonl (``record --series``)."""
+    lines = (SNAPSHOTS / f"{name}.jsonl").read_text().splitlines()
+    return [StatusUpdate(parse_status(json.loads(line))) for line in lines]
+
+
 def events(name: str) -> list[LoggedEvent]:
     records: list[dict[str, Any]] = json.loads((SNAPSHOTS / f"{name}.json").read_text())
     return [LoggedEvent(r["id"], r["time"], r["level"], r["name"], r["fields"]) for r in records]

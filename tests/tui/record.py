@@ -11,6 +11,11 @@ successive documents). The dashboard's tests replay them; the hand-edited varian
 
 turns the node's log (``meshd.log`` in the testbed's directory) into NAME.json, the events
 as the ``subscribe`` stream carries them (field values as the log line shows them).
+
+    ... .venv/bin/python -m tests.tui.record --series NODE NAME COUNT INTERVAL_S
+
+writes the COUNT documents into one file, NAME.jsonl, a line each (the traffic view's
+plots need minutes of them).
 """
 
 from __future__ import annotations
@@ -29,18 +34,31 @@ REPO = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
-def record(node: str, name: str, count: int, interval: float) -> None:
+def documents(node: str, count: int, interval: float) -> list[str]:
+    out = []
     for i in range(1, count + 1):
-        out = subprocess.run(
+        doc = subprocess.run(
             [str(REPO / "netns-testbed/testbed"), "exec", node, "--", "meshd", "status", "--json"],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
-        parse_status(json.loads(out))  # a document the client refuses is no snapshot
-        (SNAPSHOTS / f"{name}-{i}.json").write_text(out)
+        parse_status(json.loads(doc))  # a document the client refuses is no snapshot
+        out.append(doc)
         if i < count:
             time.sleep(interval)
+    return out
+
+
+def record(node: str, name: str, count: int, interval: float) -> None:
+    for i, doc in enumerate(documents(node, count, interval), 1):
+        (SNAPSHOTS / f"{name}-{i}.json").write_text(doc)
+
+
+def record_series(node: str, name: str, count: int, interval: float) -> None:
+    docs = documents(node, count, interval)
+    lines = [json.dumps(json.loads(doc), separators=(",", ":")) for doc in docs]
+    (SNAPSHOTS / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def record_events(node: str, name: str) -> None:
@@ -66,6 +84,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     if args[0] == "--events":
         record_events(args[1], args[2])
+    elif args[0] == "--series":
+        record_series(args[1], args[2], int(args[3]), float(args[4]))
     else:
         record(
             args[0],

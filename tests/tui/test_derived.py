@@ -250,6 +250,25 @@ def test_rates_come_from_the_daemons_uptime() -> None:
     assert len(b.rx) == 2
 
 
+def test_plots_take_the_mean_of_each_column_the_oldest_may_be_short() -> None:
+    assert fmt.buckets([1, 2, 3, 4, 5, 6, 7], 3, 2) == [2.5, 4.5, 6.5]  # the last six
+    assert fmt.buckets([1, 2, 3, 4, 5, 6, 7], 4, 2) == [1.0, 2.5, 4.5, 6.5]
+    assert fmt.buckets([1, 2, 3, 4, 5, 6, 7], 2, 2) == [4.5, 6.5]  # the last four only
+    assert fmt.buckets([], 4, 5) == []
+
+
+def test_the_uplink_has_rates_of_its_own_once_its_counters_come() -> None:
+    live = Live()
+    for i, uptime in enumerate((10.0, 12.0)):
+        doc: Status = copy.deepcopy(status("demo-a-1"))
+        doc["uptime_s"] = uptime
+        gateway = doc["gateway"]
+        assert gateway["uplink"] is not None
+        gateway["uplink"].update(rx_bytes=1000 + 4000 * i, tx_bytes=500 + 1000 * i)
+        live.update(doc)
+    assert (list(live.uplink.rx), list(live.uplink.tx)) == ([2000.0], [500.0])
+
+
 def test_a_counter_that_went_back_gives_no_rate() -> None:
     live = Live()
     first, second = status("demo-a-1"), copy.deepcopy(status("demo-a-2"))

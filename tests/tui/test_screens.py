@@ -19,7 +19,16 @@ import pytest
 from textual.widgets import Input
 
 from meshd.api.client import DaemonUnreachable
-from tests.tui.fakes import Connection, FakeClient, dashboard, events, screen_text, until, updates
+from tests.tui.fakes import (
+    Connection,
+    FakeClient,
+    dashboard,
+    events,
+    screen_text,
+    series,
+    until,
+    updates,
+)
 
 SCREENS = Path(__file__).parent / "screens"
 UPDATE = os.environ.get("MESHD_TUI_SCREENS") == "update"
@@ -40,6 +49,8 @@ CASES: dict[str, tuple[list[Connection], str, int]] = {
     "usage-trouble": ([updates("trouble-b-1", "trouble-b-2")], "5", 2),
     "events": ([[*events("events-b"), *updates("demo-b-1")]], "6", 1),
     "daemon-lost": ([[*updates("demo-b-1"), LOST], LOST], "", 1),
+    "traffic": ([series("traffic-gw")], "7", 41),
+    "usage-days": ([updates("days-b-1", "days-b-2")], "5", 2),
 }
 
 

@@ -35,3 +35,10 @@ def sent_bytes(ifname: str) -> int | None:
     """Bytes ``ifname`` sent (into its tunnel, for WireGuard), None when it is gone."""
     counted = _read(ifname, "tx_bytes")
     return None if counted is None else counted[0]
+
+
+def transferred(ifname: str) -> tuple[int, int] | None:
+    """(received, sent) bytes of ``ifname`` (the uplink's, for the dashboard), None when
+    it is gone."""
+    counted = _read(ifname, "rx_bytes", "tx_bytes")
+    return None if counted is None else (counted[0], counted[1])

@@ -115,3 +115,23 @@ def test_a_ledger_of_the_schema_before_is_upgraded_when_opened(tmp_path: Path) -
     assert len(disputes) == 2 and ledger.dispute_counts() == {("consumer", provider): 2}
     ledger.close()
     assert Ledger.open(state).rows()["receipts"] == 2  # opened again: nothing more to do
+
+
+def test_the_receipt_history_starts_from_each_chains_last_day_before_the_window(
+    tmp_path: Path,
+) -> None:
+    from meshd.adapters.ledger import RECEIPT_DAYS, Ledger
+
+    ledger = Ledger.open(tmp_path)
+    try:
+        rows = [
+            ("2026-11-01", "p", "c", 1, 1, 10, 0),
+            ("2026-11-20", "p", "c", 1, 2, 30, 0),  # the base of chain (p, c, 1)
+            ("2026-12-02", "p", "c", 1, 3, 45, 5),
+            ("2026-11-25", "q", "c", 4, 9, 7, 7),  # another chain's base
+        ]
+        ledger.db.conn.executemany(f"INSERT INTO {RECEIPT_DAYS} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        found = [(r["day"], r["provider"], r["seq"]) for r in ledger.receipt_history("2026-12-01")]
+        assert found == [("2026-11-20", "p", 2), ("2026-11-25", "q", 9), ("2026-12-02", "p", 3)]
+    finally:
+        ledger.close()
