@@ -251,8 +251,10 @@ class Netlink:
         return self._route_oifs[ifname]
 
     def routes(self, proto: int, *, table: int) -> list[Route]:
-        """Every route (IPv4 and IPv6) of routing ``table`` carrying ``proto``."""
-        names = {link["index"]: link.get("IFLA_IFNAME") for link in self.ipr.get_links()}
+        """Every route (IPv4 and IPv6) of routing ``table`` carrying ``proto``. Their
+        interfaces are named from the indexes our own routes went out by, else asked one
+        by one: a dump of every link costs more than the routes (``meshd status``)."""
+        names: dict[int | None, str] = {i: name for name, i in self._route_oifs.items()}
         found: list[Route] = []
         for r in self.ipr.route("dump", proto=proto, table=table):
             # The header holds 8 bits of the table (252 beyond 255): RTA_TABLE holds it all.
@@ -265,12 +267,24 @@ class Netlink:
             found.append(
                 Route(
                     dst=dst,
-                    ifname=str(names.get(r.get("RTA_OIF"), "")),
+                    ifname=self._name_of(r.get("RTA_OIF"), names),
                     src=ipaddress.ip_address(src) if src else None,
                     metric=int(r.get("RTA_PRIORITY") or 0),
                 )
             )
         return found
+
+    def _name_of(self, index: int | None, names: dict[int | None, str]) -> str:
+        """The name of interface ``index`` ("" when it is gone), remembered in ``names``."""
+        from pyroute2.netlink.exceptions import NetlinkError as PyrouteError
+
+        if index not in names:
+            try:
+                links = self.ipr.get_links(index) if index else []
+            except PyrouteError:
+                links = []
+            names[index] = str(links[0].get("IFLA_IFNAME") or "") if links else ""
+        return names[index]
 
     # ---- policy rules ----------------------------------------------------------------
 
