@@ -496,27 +496,28 @@ class Ledger:
         """Each day's last totals of each chain (day, provider, consumer, epoch, seq,
         relayed_for_bytes, relayed_to_bytes) from ``since`` (``YYYY-MM-DD``, UTC) on, in
         order: a pair's bytes on a day are its totals then minus those the day before."""
-        rows = self.db.execute(
-            f"SELECT * FROM {RECEIPT_DAYS} WHERE day >= ? ORDER BY day, provider, consumer, epoch",
-            [since],
+        return _dicts(
+            self.db.execute(
+                f"SELECT * FROM {RECEIPT_DAYS} WHERE day >= ? "
+                "ORDER BY day, provider, consumer, epoch",
+                [since],
+            )
         )
-        names = [d[0] for d in rows.description]
-        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def receipt_history(self, first_day: str) -> list[dict[str, Any]]:
         """``receipt_days`` from ``first_day`` on, after each chain's last row before it
         (the base its first day in the window grew from), in day order
         (meshd.core.receipts.days)."""
         # SQLite: with max(), the bare columns come from the row holding the maximum.
-        bases = self.db.execute(
-            f"SELECT max(day) AS day, provider, consumer, epoch, seq, relayed_for_bytes, "
-            f"relayed_to_bytes FROM {RECEIPT_DAYS} WHERE day < ? "
-            "GROUP BY provider, consumer, epoch",
-            [first_day],
+        bases = _dicts(
+            self.db.execute(
+                f"SELECT max(day) AS day, provider, consumer, epoch, seq, relayed_for_bytes, "
+                f"relayed_to_bytes FROM {RECEIPT_DAYS} WHERE day < ? "
+                "GROUP BY provider, consumer, epoch",
+                [first_day],
+            )
         )
-        names = [d[0] for d in bases.description]
-        found = [dict(zip(names, row, strict=True)) for row in bases]
-        return sorted(found, key=lambda r: r["day"]) + self.receipt_days(first_day)
+        return sorted(bases, key=lambda r: r["day"]) + self.receipt_days(first_day)
 
     def rows(self) -> dict[str, int]:
         """Rows per table of the receipts exchange (what the ledger holds; for tests and
@@ -533,6 +534,12 @@ class Ledger:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _dicts(rows: Any) -> list[dict[str, Any]]:
+    """A query's rows as dicts by column name."""
+    names = [d[0] for d in rows.description]
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def _receipt(row: Any) -> Receipt:

@@ -46,7 +46,7 @@ def families(doc: Mapping[str, Any]) -> Iterator[Metric]:
     yield from _neighbours(doc["neighbours"])
     yield from _routes(doc, names)
     yield from _usage(doc.get("usage") or [], names)
-    yield from _gateway(doc.get("gateway") or {}, names)
+    yield from _gateway(doc.get("gateway") or {})
     yield from _membership(doc)
     yield from _discovery(doc.get("discovery") or {})
     api = CounterMetricFamily(
@@ -190,7 +190,7 @@ def _usage(usage: list[Mapping[str, Any]], names: Mapping[str, str]) -> Iterator
     yield from (*kernel.values(), receipted, signed, unreceipted, disputes, throttled)
 
 
-def _gateway(gateway: Mapping[str, Any], names: Mapping[str, str]) -> Iterator[Metric]:
+def _gateway(gateway: Mapping[str, Any]) -> Iterator[Metric]:
     selected = GaugeMetricFamily(
         "meshd_gateway_selected", "1 for the gateway this node leaves by", labels=["node_id"]
     )

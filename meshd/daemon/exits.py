@@ -318,6 +318,7 @@ class ExitService:
     def status(self, now: float) -> dict[str, Any]:
         health, c = self.core.health, self.core
         counted = if_stats.transferred(self.uplink.interface) if health is not None else None
+        rx, tx = counted or (None, None)
         using = "exit" if c.granted else ("own_uplink" if not c.needs_exit else "none")
         return {
             "uplink": None
@@ -328,7 +329,8 @@ class ExitService:
                 "reason": health.reason,
                 "since_s": round(now - health.since, 1) if health.since else None,
                 # Its interface's byte counters (sysfs): the dashboard's uplink rates.
-                **dict(zip(("rx_bytes", "tx_bytes"), counted or (None, None), strict=True)),
+                "rx_bytes": rx,
+                "tx_bytes": tx,
             },
             "using": using,
             "exit_gateway": c.granted.node_id if c.granted else None,

@@ -274,8 +274,10 @@ class Node:
     def _allow_metrics(self) -> None:
         """Tell the firewall again who may scrape: members come, go and are revoked."""
         assert self.control is not None
+        if self.cfg.metrics.listen is None:
+            return
         allow = metrics.allowed(self.cfg.metrics.allow, self.control.core.trust.member)
-        if self.cfg.metrics.listen is not None and allow != self.tunnels.spec.metrics_allow:
+        if allow != self.tunnels.spec.metrics_allow:
             event("metrics.allow", addresses=[str(a) for a in allow])
             self.submit(self.tunnels.allow_metrics, allow)
 

@@ -71,7 +71,7 @@ def examine(config_flag: str | None, socket_flag: str | None) -> list[Finding]:
         findings.append(doctor.daemon(exc.message))
         return findings
     findings.append(doctor.daemon(None))
-    quic_port = cfg.control.quic_port if cfg else 6697
+    quic_port = (cfg.control if cfg else config.ControlSettings()).quic_port
     target = cfg.uplink.health_target if cfg else None
     health = format_endpoint(target) if target else "unset"
     findings += [doctor.clock(status), *doctor.neighbours(status, quic_port)]
