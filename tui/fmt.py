@@ -19,8 +19,11 @@ def size(n: float) -> str:
     raise AssertionError("unreachable: the last unit returns")
 
 
+RATE_WIDTH = 9  # what ``rate`` writes at most
+
+
 def rate(bytes_per_s: float | None) -> str:
-    """``107110.4`` -> ``104.6K/s`` (bytes, binary prefixes): at most 9 characters."""
+    """``107110.4`` -> ``104.6K/s`` (bytes, binary prefixes): at most RATE_WIDTH characters."""
     if bytes_per_s is None:
         return "-"
     n = bytes_per_s

@@ -1,7 +1,6 @@
 """What the dashboard derives from successive status documents: each link's receive and
 send rates, and the uplink's (for the sparklines and plots), and the routes withdrawn
-since, with why. Pure: status
-documents in, figures out.
+since, with why. Pure: status documents in, figures out.
 
 Time is the daemon's own ``uptime_s`` from each document, not this process's clock: rates
 stay right when updates arrive late or in a burst, and recorded snapshots replay exactly.
@@ -40,13 +39,13 @@ class LinkRates:
             # else the interface was made again and its counters restarted: no rate
         self.sample = (uptime, rx_bytes, tx_bytes)
 
-    @property
-    def rx_rate(self) -> float | None:
-        return self.rx[-1] if self.rx else None
+    def history(self, way: str) -> deque[float]:
+        """The receive (``rx``) or send (``tx``) rates, oldest first."""
+        return self.rx if way == "rx" else self.tx
 
-    @property
-    def tx_rate(self) -> float | None:
-        return self.tx[-1] if self.tx else None
+    def latest(self, way: str) -> float | None:
+        history = self.history(way)
+        return history[-1] if history else None
 
 
 @dataclass(frozen=True)

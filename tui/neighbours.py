@@ -14,7 +14,6 @@ from tui.explain import styled
 from tui.model import HISTORY, LinkRates, Live
 from tui.tables import Cell, LiveTable
 
-RATE_WIDTH = 9  # fmt.rate
 REFUSALS_SHOWN = 4  # reasons in a neighbour's detail, the most counted first
 
 
@@ -30,8 +29,8 @@ class Neighbours(Vertical):
                 ("state", "STATE", 10),
                 ("rtt", "RTT ms", 6),
                 ("loss", "LOSS", 4),
-                ("rx", "RECEIVE", RATE_WIDTH + HISTORY + 1),
-                ("tx", "SEND", RATE_WIDTH + HISTORY + 1),
+                ("rx", "RECEIVE", fmt.RATE_WIDTH + HISTORY + 1),
+                ("tx", "SEND", fmt.RATE_WIDTH + HISTORY + 1),
             ],
             id="neighbours-table",
         )
@@ -73,9 +72,8 @@ class Neighbours(Vertical):
 def _rate(rates: LinkRates | None, which: str) -> str:
     if rates is None:
         return "no link yet"
-    history = rates.rx if which == "rx" else rates.tx
-    latest = rates.rx_rate if which == "rx" else rates.tx_rate
-    return f"{fmt.rate(latest):>{RATE_WIDTH}} {fmt.sparkline(history, HISTORY)}"
+    latest = fmt.rate(rates.latest(which))
+    return f"{latest:>{fmt.RATE_WIDTH}} {fmt.sparkline(rates.history(which), HISTORY)}"
 
 
 def describe(n: Neighbour) -> Text:

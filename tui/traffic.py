@@ -13,7 +13,6 @@ from tui import fmt
 from tui.model import PLOT_SAMPLES, LinkRates, Live
 from tui.tables import Cell, LiveTable
 
-RATE_WIDTH = 9  # fmt.rate
 COLUMNS = 20  # two plots and their rates fit 80 columns
 PER_COLUMN = PLOT_SAMPLES // COLUMNS
 
@@ -24,8 +23,8 @@ class TrafficView(VerticalScroll):
         yield LiveTable(
             [
                 ("name", "WHO", 10),
-                ("rx", "RECEIVE", RATE_WIDTH + COLUMNS + 1),
-                ("tx", "SEND", RATE_WIDTH + COLUMNS + 1),
+                ("rx", "RECEIVE", fmt.RATE_WIDTH + COLUMNS + 1),
+                ("tx", "SEND", fmt.RATE_WIDTH + COLUMNS + 1),
             ],
             id="traffic-table",
         )
@@ -42,7 +41,7 @@ class TrafficView(VerticalScroll):
         for n in s["neighbours"]:
             plotted[n["node_id"]] = (n["name"], live.rates.get(n["node_id"]))
         columns = {
-            (key, way): fmt.buckets(rates.rx if way == "rx" else rates.tx, COLUMNS, PER_COLUMN)
+            (key, way): fmt.buckets(rates.history(way), COLUMNS, PER_COLUMN)
             for key, (_, rates) in plotted.items()
             if rates is not None
             for way in ("rx", "tx")
@@ -65,5 +64,5 @@ class TrafficView(VerticalScroll):
 
 
 def _plot(rates: LinkRates, way: str, columns: list[float], top: float) -> str:
-    latest = rates.rx_rate if way == "rx" else rates.tx_rate
-    return f"{fmt.rate(latest):>{RATE_WIDTH}} {fmt.sparkline(columns, COLUMNS, top)}"
+    latest = fmt.rate(rates.latest(way))
+    return f"{latest:>{fmt.RATE_WIDTH}} {fmt.sparkline(columns, COLUMNS, top)}"
