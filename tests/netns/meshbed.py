@@ -29,6 +29,14 @@ class Bed:
     def __init__(self, ident: str) -> None:
         self.dir = Path(f"/run/meshd-testbed-{ident}")
         self.env = {**os.environ, "MESHD_TESTBED_ID": ident, "MESHD_TESTBED_DIR": str(self.dir)}
+        self.ids: dict[str, str] = {}  # node id by node name, once ``learn``ed
+        self.ips: dict[str, str] = {}  # mesh IPv4 address by node name
+
+    def learn(self, names: str) -> None:
+        """The node ids and mesh addresses of the nodes ``names`` (one letter each)."""
+        statuses = {n: self.status(n) for n in names}
+        self.ids.update({n: s["node_id"] for n, s in statuses.items()})
+        self.ips.update({n: s["mesh_ipv4"] for n, s in statuses.items()})
 
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         res = subprocess.run(

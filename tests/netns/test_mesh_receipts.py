@@ -28,9 +28,6 @@ MIB = 1 << 20
 
 
 class Bed(meshbed.Bed):
-    ids: dict[str, str]
-    ips: dict[str, str]
-
     def usage(self, node: str, of: str) -> dict[str, Any]:
         found = [u for u in self.status(node)["usage"] if u["node_id"] == self.ids[of]]
         return dict(found[0]) if found else {}
@@ -74,9 +71,7 @@ class Bed(meshbed.Bed):
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     with meshbed.testbed("relay.toml", "rc", Bed) as b:
-        statuses = {n: b.status(n) for n in "abcd"}
-        b.ids = {n: s["node_id"] for n, s in statuses.items()}
-        b.ips = {n: s["mesh_ipv4"] for n, s in statuses.items()}
+        b.learn("abcd")
         yield b
 
 

@@ -38,9 +38,6 @@ SCRAPED = "abc"
 
 
 class Bed(meshbed.Bed):
-    ids: dict[str, str]
-    ips: dict[str, str]
-
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Prometheus's instant query ``promql``: its result vector."""
         url = f"http://{PROMETHEUS}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
@@ -64,13 +61,10 @@ class Bed(meshbed.Bed):
 
 
 @pytest.fixture(scope="module")
-def bed() -> Iterator[Bed]:
-    with meshbed.testbed("operations.toml", "pm", Bed) as b:
-        statuses = {n: b.status(n) for n in "abcde"}
-        b.ids = {n: s["node_id"] for n, s in statuses.items()}
-        b.ips = {n: s["mesh_ipv4"] for n, s in statuses.items()}
-        home = b.dir / "prometheus"
-        home.mkdir()
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    home = tmp_path_factory.mktemp("prometheus")  # not in the testbed's directory: down
+    with meshbed.testbed("operations.toml", "pm", Bed) as b:  # removes only its own files
+        b.learn("abcde")
         targets = [{"targets": [f"{b.ips[n]}:{METRICS}"], "labels": {"node": n}} for n in SCRAPED]
         scrape = {"job_name": "meshd", "scrape_interval": "1s", "static_configs": targets}
         (home / "prometheus.yml").write_text(json.dumps({"scrape_configs": [scrape]}))
