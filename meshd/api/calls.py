@@ -12,8 +12,9 @@ or a slice of it per call), readers of its ledger's pages (without a reader, ``r
 and ``disputes`` answer an empty last page: there are none to show, which is true, not an
 error), the event ring (``events``, and ``subscribe``, which streams events and status
 updates). The calls that change the node (``add_revocations``, ``mesh_definition``,
-``block``) and ``revocations`` go to ``node`` (a ``Changes``: meshd.daemon.node.Node);
-bad arguments and refused input answer ``bad_args`` or the refusal's reason.
+``block``), ``revocations`` and ``map`` go to ``node`` (a ``Changes``:
+meshd.daemon.node.Node); bad arguments and refused input answer ``bad_args`` or the
+refusal's reason.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Changes(Protocol):
     def adopt_definitions(self, records: list[bytes]) -> dict[str, Any]: ...
 
     def block(self, node_id: str, blocked: bool) -> None: ...
+
+    def map_documents(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,10 @@ async def _block(sources: Sources, args: dict[str, Any]) -> Any:
     return {"node_id": node_id, "blocked": blocked}
 
 
+async def _map(sources: Sources, args: dict[str, Any]) -> Any:
+    return _node(sources).map_documents()
+
+
 Answer = Callable[[Sources, dict[str, Any]], Awaitable[Any]]
 
 
@@ -197,6 +204,7 @@ CALLS: dict[str, Call] = {
     "events": Call(_events_call),
     "subscribe": Call(_subscribe_call),
     "revocations": Call(_revocations),
+    "map": Call(_map),
     "add_revocations": Call(_add_revocations, changes=True),
     "mesh_definition": Call(_mesh_definition, changes=True),
     "block": Call(_block, changes=True),

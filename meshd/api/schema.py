@@ -223,6 +223,7 @@ class Status(_StatusRequired, total=False):
     discovery: dict[str, Any]  # candidates held, beacons and candidates refused by reason
     usage_days: UsageDays | None  # null until the receipts service read its ledger
     metrics: dict[str, Any] | None  # the Prometheus endpoint; null while off
+    map: dict[str, Any]  # the community map's records kept, and where its files go
 
 
 class Page(TypedDict):

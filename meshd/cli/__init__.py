@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tui": ("tui", "the operator's terminal dashboard"),
     "decode": ("decode", "print any control message (Babel, membership, receipt, ...) as JSON"),
     "revocations": ("revocations", "add admin-signed revocations (spread mesh-wide), or list"),
+    "map": ("map", "write the community map's files (meshviewer.json, nodelist.json) to DIR"),
     "block": ("block", "stop (or --undo: allow) one neighbour's traffic through this gateway"),
     "receipts": ("receipts", "verify receipts exports offline, or add them up (summary)"),
     "invite": ("invite", "issue a one-time invite for a new household node (token and QR)"),

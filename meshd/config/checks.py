@@ -13,6 +13,15 @@ from meshd.config.settings import (
     Config,
     ConfigError,
 )
+from meshd.core.control.community_map import LIFETIMES
+from meshd.core.membership.canonical import check_text
+from meshd.core.proto.map_record import (
+    CONTACT_MAX_BYTES,
+    MAX_LIFETIME_S,
+    MIN_LIFETIME_S,
+    NAME_MAX_BYTES,
+    Location,
+)
 from meshd.core.proto.session import PROTOCOLS
 
 
@@ -105,6 +114,7 @@ def check(cfg: Config) -> None:
     _check_routing_table(cfg)
     _check_receipts(cfg)
     _check_metrics(cfg)
+    _check_map(cfg)
     seen_ids: set[str] = set()
     for i, b in enumerate(cfg.bootstrap):
         where = f"bootstrap[{i}]"
@@ -190,6 +200,28 @@ def _check_receipts(cfg: Config) -> None:
         raise ConfigError(p, "receipts.claim_interval_s", "expected a positive number")
     if r.epoch_interval_s < 0:
         raise ConfigError(p, "receipts.epoch_interval_s", "expected 0 or more")
+
+
+def _check_map(cfg: Config) -> None:
+    p, m = cfg.path, cfg.map
+    for key, most in (("name", NAME_MAX_BYTES), ("contact", CONTACT_MAX_BYTES)):
+        try:
+            check_text(getattr(m, key), 0, most)
+        except ValueError as exc:
+            raise ConfigError(p, f"map.{key}", str(exc)) from None
+    if m.location:
+        try:
+            Location.parse(m.location)
+        except ValueError as exc:
+            raise ConfigError(p, "map.location", str(exc)) from None
+    if not MIN_LIFETIME_S / LIFETIMES <= m.refresh_s <= MAX_LIFETIME_S / LIFETIMES:
+        raise ConfigError(
+            p,
+            "map.refresh_s",
+            f"expected {MIN_LIFETIME_S / LIFETIMES:.0f}..{MAX_LIFETIME_S / LIFETIMES:.0f} seconds",
+        )
+    if m.export_interval_s < 1:
+        raise ConfigError(p, "map.export_interval_s", "expected at least 1 second")
 
 
 def _check_metrics(cfg: Config) -> None:

@@ -371,6 +371,29 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class MapSettings:
+    publish: bool = _opt(
+        True,
+        "show this node on the community map: its id, whether it is online and a gateway, "
+        "and its links with their quality; nothing about its traffic",
+    )
+    name: str = _opt("", "the name shown on the map; empty: none (a short form of the id)")
+    contact: str = _opt("", "how to reach this node's operator, shown on the map; empty: none")
+    location: str = _opt(
+        "", "LATITUDE,LONGITUDE in degrees (53.0793,8.8017), shown on the map; empty: none"
+    )
+    refresh_s: float = _opt(
+        300.0, "how often this node's map record is sent again (it is shown offline after 3)"
+    )
+    export_dir: str = _opt(
+        "",
+        "write meshviewer.json and nodelist.json here every export_interval_s, for a web "
+        "server to serve; empty: only `meshd map export DIR` writes them",
+    )
+    export_interval_s: float = _opt(60.0, "how often export_dir's files are written")
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     node_id: str = _opt("", "the peer's node id (43 characters)", required=True)
     address: Address = _opt(
@@ -396,6 +419,7 @@ class Config:
     isolation: IsolationSettings = field(default_factory=IsolationSettings)
     receipts: ReceiptsSettings = field(default_factory=ReceiptsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    map: MapSettings = field(default_factory=MapSettings)
     bootstrap: tuple[Bootstrap, ...] = ()
 
 
@@ -414,4 +438,5 @@ SECTIONS: dict[str, type] = {
     "isolation": IsolationSettings,
     "receipts": ReceiptsSettings,
     "metrics": MetricsSettings,
+    "map": MapSettings,
 }

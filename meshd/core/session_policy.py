@@ -138,6 +138,7 @@ TABLE: dict[SessionKind, dict[type, Rule]] = {
             feature=m.Feature.DIRECTORY,
         ),
         **_verified(m.Name, feature=m.Feature.PRIVATE_NAMES),
+        **_verified(m.MapMessage, feature=m.Feature.MAP),
     },
     SessionKind.EXIT: {
         m.Membership: Rule(_CERTIFYING),

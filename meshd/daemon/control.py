@@ -60,6 +60,7 @@ from meshd.core.routing.progress import FlowSample
 from meshd.core.transport.certs import NodeCredentials, node_certificate
 from meshd.core.transport.events import MessageReceived, SessionClosed, SessionUp
 from meshd.core.transport.session import SessionSettings
+from meshd.daemon import community_map
 from meshd.daemon.links import KernelLinks
 from meshd.log import event
 
@@ -431,6 +432,7 @@ def build_control(
         forge_seqnos=cfg.routing.test_forge_seqnos,
         understate_metrics=cfg.routing.test_understate_metrics,
         name_opening=trust.name_opening(state_dir, cfg.node.name, own.certificate.name),
+        publishing=community_map.publishing(cfg),
         directory=load_directory(state_dir),
         journal=event,
         now=now,

@@ -51,7 +51,7 @@ from meshd.core.membership import (
 from meshd.core.membership.clock import MeshClock
 from meshd.core.proto.babel import BABEL_PORT
 from meshd.core.routing.liveness import LinkState
-from meshd.daemon import metrics
+from meshd.daemon import community_map, metrics
 from meshd.daemon.claims import ClaimService
 from meshd.daemon.control import ControlService, build_control
 from meshd.daemon.exits import ExitService
@@ -112,6 +112,9 @@ class Node:
         # [metrics]: the server once listening, or why it does not.
         self.metrics: MetricsServer | None = None
         self.metrics_refused: str | None = None
+        # The community map's records kept across restarts and its files (meshd.daemon.
+        # community_map).
+        self.map = community_map.MapKeeper(cfg, self.state_dir)
         # The one wall clock of certificates, revocations and receipts.
         self.clock = MeshClock(
             time.time,
@@ -250,6 +253,8 @@ class Node:
                     self.exits.tick(now)
                 if self.joins is not None:
                     self.joins.tick(now)
+                if writes := self.map.due(self.control.core, now):
+                    self.submit(community_map.write, writes)
                 if now >= next_underlay:
                     next_underlay = now + UNDERLAY_EVERY_S
                     await self.control.set_underlay(*await self.kernel(self.underlay))
@@ -375,6 +380,10 @@ class Node:
         assert self.exits is not None
         self.exits.block(node_id, blocked)
 
+    def map_documents(self) -> dict[str, Any]:
+        assert self.control is not None
+        return community_map.documents(self.control.core)
+
     def ledger_page(self, kind: str, after: str | None, limit: int) -> calls.Page:
         """A page of the ledger's receipts or disputes in the order stored (kernel thread,
         which owns the ledger); the cursor is the last row's id."""
@@ -419,6 +428,7 @@ class Node:
             bootstrap_endpoints(self.state_dir),
             self.joined_via,
         )
+        self.map.load(self.control.core)
         echo = EchoProbe()
         if echo.open():
             self.links.echo = echo
@@ -493,6 +503,8 @@ class Node:
                 await self.exits.close()  # withdraws our advert while sessions still run
             if self.joins is not None:
                 await self.joins.close()
+            if writes := self.map.due(self.control.core, time.monotonic(), final=True):
+                await self.kernel(community_map.write, writes)
             await self.metering.stop()
             await self.control.close()
             await self.kernel(self.teardown)

@@ -136,6 +136,8 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
         # Control API callers refused a call that changes the node (meshd.api.calls).
         "api": {"refused": dict(node.api_refused)},
         "metrics": metrics_status(node),
+        # The community map's records kept (meshd.core.control.community_map).
+        "map": node.map.status(node.control.core),
     }
 
 

@@ -170,6 +170,7 @@ class NodePlan:
     cert_age_s: int = 0  # its certificate was issued this long ago
     wireguard: Settings = ()  # its [wireguard] section
     metrics: tuple[str, ...] | None = None  # serves Prometheus metrics to these nodes
+    map: Settings = ()  # its [map] section
 
     @property
     def config_path(self) -> Path:
@@ -349,6 +350,12 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             routing=spec.routing,
             wireguard=spec.wireguard,
             metrics=spec.metrics,
+            map=tuple(
+                (key, str(state_dir / "nodes" / spec.name / value))
+                if key == "export_dir" and isinstance(value, str) and not value.startswith("/")
+                else (key, value)
+                for key, value in spec.map
+            ),
         )
         if len(str(node.socket).encode()) > UNIX_PATH_MAX:
             raise PlanError(
@@ -455,6 +462,7 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
         ("membership", node.membership),
         ("routing", node.routing),
         ("wireguard", node.wireguard),
+        ("map", node.map),
     ):
         if settings:
             lines += ["", f"[{section}]"]

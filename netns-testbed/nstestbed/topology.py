@@ -10,6 +10,8 @@
     membership = { renew_margin_s = 20 }  # optional, written as the node's [membership]
     routing = { unsigned_routes = "accept" }  # optional, written as the node's [routing]
     wireguard = { listen_port_max = 51821 }  # optional, written as the node's [wireguard]
+    map = { name = "Bakery" }  # optional, written as the node's [map] (the community map;
+                            # a relative export_dir is in the node's testbed directory)
     control = { protocols = ["meshd/1"] }  # optional, added to the node's [control] (not
                             # socket: the testbed's); here it plays a node of an older version
     admin = true            # optional, the node's key is one of the mesh's admins too
@@ -121,6 +123,7 @@ class NodeSpec:
     cert_age_s: int = 0  # its certificate was issued this long ago
     wireguard: Settings = ()  # its [wireguard] section
     metrics: tuple[str, ...] | None = None  # serves metrics to these nodes; None: off
+    map: Settings = ()  # its [map] section
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "routing",
                 "wireguard",
                 "metrics",
+                "map",
             },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
@@ -272,9 +276,9 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "expected 0 or more (MB)")
         if quota and not share:
             raise TopologyError(path, f"{where}.monthly_quota_mb", "needs share = true")
-        settings, membership, control, routing, wireguard = (
+        settings, membership, control, routing, wireguard, map_settings = (
             _settings(path, where, body, key)
-            for key in ("receipts", "membership", "control", "routing", "wireguard")
+            for key in ("receipts", "membership", "control", "routing", "wireguard", "map")
         )
         invited = _bool(path, f"{where}.invited", body.get("invited", False))
         admin = _bool(path, f"{where}.admin", body.get("admin", False))
@@ -288,6 +292,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             ("control", control),
             ("routing", routing),
             ("wireguard", wireguard),
+            ("map", map_settings),
         ):
             if invited and given:
                 raise TopologyError(path, f"{where}.{key}", "an invited node's config is its own")
@@ -324,6 +329,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 age,
                 wireguard,
                 metrics,
+                map_settings,
             )
         )
     return tuple(nodes)

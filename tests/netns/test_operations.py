@@ -6,6 +6,12 @@ it stores grow with a transfer by what the receipts show; promtool accepts the e
 the nodes [metrics] allow does not name get a reset, members or not; and a node allowed
 by its id loses that with its certificate when it is revoked.
 
+The community map: the files `meshd map export` writes on d and b's daemon writes on its
+timer validate against docs/map's schemas (yanic's); a shows its name, place and contact and
+is the gateway, d and e their ids, roles, state and links only, c (which publishes nothing)
+is not there; links are the tunnels both ends list; d cut off shows offline and e revoked
+leaves the map.
+
 meshd doctor: every check passes on b, and once d is gone, b's doctor fails naming d and
 the port to look at."""
 
@@ -187,6 +193,87 @@ NAMES_D = (
 )
 
 
+MAP_SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "map"
+
+
+def map_files(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """meshviewer.json and nodelist.json from ``directory``, each checked against its schema."""
+    import jsonschema
+
+    docs = []
+    for name in ("meshviewer", "nodelist"):
+        doc = json.loads((directory / f"{name}.json").read_text())
+        schema = json.loads((MAP_SCHEMAS / f"{name}.schema.json").read_text())
+        jsonschema.validate(doc, schema)
+        docs.append(doc)
+    return docs[0], docs[1]
+
+
+def drawn(bed: Bed, meshviewer: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The map's nodes by testbed name, and its links as "ab" pairs of names."""
+    names = {node_id: name for name, node_id in bed.ids.items()}
+    nodes = {names[n["node_id"]]: n for n in meshviewer["nodes"]}
+    links = {"".join(sorted(names[x["source"]] + names[x["target"]])) for x in meshviewer["links"]}
+    return nodes, links
+
+
+def test_the_community_map_shows_what_each_node_agreed_to(bed: Bed, tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    def complete() -> bool:
+        bed.sh("d", "meshd", "map", "export", str(tmp_path))
+        meshviewer, nodelist = map_files(tmp_path)
+        nodes, links = drawn(bed, meshviewer)
+        seen[:] = [nodes, links, nodelist]
+        return (
+            set(nodes) == set("abde")
+            and links == {"ab", "bd", "ae"}
+            and all(n["is_online"] for n in nodes.values())
+            and nodes["a"]["is_gateway"]
+        )
+
+    took = bed.wait("d's map holds a, b, d and e and their links", complete, within=90)
+    print(f"d's map was complete {took:.1f} s into the test")
+    nodes, links, nodelist = seen
+    a = nodes["a"]
+    assert a["hostname"] == "Bakery" and a["owner"] == "bakery@example.org"
+    assert a["location"] == {"latitude": 53.0793, "longitude": 8.8017}
+    for name in "bde":  # the defaults: nothing but the id, role, state and links
+        shown = nodes[name]
+        assert shown["hostname"] == f"node-{bed.ids[name][:8]}", shown
+        assert "owner" not in shown and "location" not in shown and not shown["is_gateway"]
+    listed = {n["id"]: n for n in nodelist["nodes"]}
+    assert listed[bed.ids["a"]]["position"] == {"lat": 53.0793, "long": 8.8017}
+    assert bed.ids["c"] not in listed  # it publishes nothing
+    # The quality is the links' (255: a perfect link); nothing about traffic is written.
+    meshviewer, _ = map_files(tmp_path)
+    assert all(0 < x["source_tq"] <= 1 and 0 < x["target_tq"] <= 1 for x in meshviewer["links"])
+    assert all(n["clients"] == 0 for n in meshviewer["nodes"])
+    # b's daemon writes the same files on its timer, for a web server.
+    www = bed.dir / "nodes" / "b" / "www"
+    bed.wait("b wrote its map files", lambda: (www / "nodelist.json").exists(), within=10)
+    assert set(drawn(bed, map_files(www)[0])[0]) == set("abde")
+    status = bed.status("b")["map"]
+    assert status["nodes"] == 4 and status["export_dir"] == str(www), status
+
+
+def test_the_map_shows_a_node_cut_off_offline_and_back(bed: Bed) -> None:
+    www = bed.dir / "nodes" / "b" / "www"
+
+    def d_online() -> bool:
+        nodes, links = drawn(bed, map_files(www)[0])
+        return bool(nodes["d"]["is_online"]) and "bd" in links
+
+    bed.run("cut", "b", "d")
+    try:
+        took = bed.wait("b's map shows d offline", lambda: not d_online(), within=60)
+        print(f"b's map showed d offline {took:.1f} s after the cut")
+    finally:
+        bed.run("heal", "b", "d")
+    took = bed.wait("b's map shows d online again", d_online, within=90)
+    print(f"and online {took:.1f} s after the cable was back")
+
+
 def doctor(bed: Bed, node: str) -> tuple[int, str]:
     out = bed.sh(node, "sh", "-c", "meshd doctor 2>&1; echo rc=$?", check=False)
     text, _, rc = out.rstrip().rpartition("rc=")
@@ -241,3 +328,8 @@ def test_a_revoked_node_is_let_in_no_more(bed: Bed, tmp_path: Path) -> None:
     print(f"e's addresses left a's metrics allow list {took:.1f} s after its revocation")
     assert bed.scrape("e", "a").returncode != 0
     assert bed.scrape("b", "a").returncode == 0
+    www = bed.dir / "nodes" / "b" / "www"
+    took = bed.wait(
+        "e leaves b's map", lambda: "e" not in drawn(bed, map_files(www)[0])[0], within=30
+    )
+    print(f"e left b's map {took:.1f} s after its revocation")

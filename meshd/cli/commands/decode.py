@@ -1,8 +1,8 @@
 """meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
 packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
-revocation), an invite or a join request, a receipt (as a receipts export line), a message
-of a neighbour session (which may wrap those: joins, renewals, the sender's clock and
-capabilities) or a discovery beacon."""
+revocation), an invite or a join request, a map record, a receipt (as a receipts export
+line), a message of a neighbour session (which may wrap those: joins, renewals, the
+sender's clock and capabilities) or a discovery beacon."""
 
 from __future__ import annotations
 
@@ -97,9 +97,10 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
         from meshd.core.membership.canonical import MessageType
         from meshd.core.proto import session as session_kinds
 
-        # Membership records start with their type (1-6), receipts with theirs (0x11),
-        # session messages with their kind (1-25, RENEW_GRANTED is 0x11 too), beacons with
-        # MSHB; anything else is read as Babel, whose errors say what is wrong (bad_magic).
+        # Membership records start with their type (1-6), receipts with theirs (0x11), map
+        # records with theirs (0x20), session messages with their kind (1-26, RENEW_GRANTED
+        # is 0x11 too), beacons with MSHB; anything else is read as Babel, whose errors say
+        # what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
             kind = "beacon"
@@ -111,12 +112,14 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                     return _session(data, with_state)
                 except DecodeFailure:
                     raise not_receipt from None
+        elif data[:1] == bytes((MessageType.MAP_RECORD,)):  # no session kind is 0x20
+            kind = "membership"
         elif data[:1] and 1 <= data[0] <= 6:
             try:
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= session_kinds.NAME:  # only session messages
+        elif data[:1] and 7 <= data[0] <= session_kinds.MAP:  # only session messages
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -155,17 +158,20 @@ def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
 
 
 def _membership(data: bytes) -> list[dict[str, object]]:
-    """A membership record, an invite or a join request (canonical, by its type tag)."""
+    """A membership record, an invite, a join request or a map record (canonical, by its
+    type tag)."""
     from meshd.core.invites import Invite, JoinRequest
     from meshd.core.membership import MembershipError, decode_message
     from meshd.core.membership.canonical import MessageType
+    from meshd.core.proto.map_record import MapRecord
 
-    invites: dict[int, type[Invite] | type[JoinRequest]] = {
+    others: dict[int, type[Invite] | type[JoinRequest] | type[MapRecord]] = {
         MessageType.INVITE: Invite,
         MessageType.JOIN_REQUEST: JoinRequest,
+        MessageType.MAP_RECORD: MapRecord,
     }
     try:
-        kind = invites.get(data[0]) if data[:1] else None
+        kind = others.get(data[0]) if data[:1] else None
         return [(kind.decode(data) if kind else decode_message(data)).to_json()]
     except MembershipError as exc:
         raise DecodeFailure(str(exc.reason), exc.message) from None
@@ -261,6 +267,8 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
             out.append(_membership(entry.certificate.encode())[0])
             out += (_membership(d.encode())[0] for d in entry.chain)
         return out
+    if isinstance(msg, session.MapMessage):
+        return [{"type": "session", "kind": "map"}, *_membership(msg.record)]
     if isinstance(msg, session.Name):  # the salt too: it is what a neighbour was shown
         return [{"type": "session", "kind": "name", "name": msg.name, "salt": msg.salt.hex()}]
     if isinstance(msg, session.RenewRefused):

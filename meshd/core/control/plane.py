@@ -60,6 +60,7 @@ from nacl.signing import SigningKey
 
 from meshd.core import session_policy as policy
 from meshd.core.control import effects as fx
+from meshd.core.control.community_map import CommunityMap, Publishing
 from meshd.core.control.gateways import Gateways
 from meshd.core.control.neighbours import MAX_PEERS, Neighbours, shareable
 from meshd.core.control.peer import Candidate, LinkSpec, Peer, Source
@@ -69,6 +70,7 @@ from meshd.core.control.trust import Trust
 from meshd.core.endpoints import Address, format_endpoint
 from meshd.core.errors import BadInput
 from meshd.core.journal import Journal, unheard
+from meshd.core.map_export import MapNode
 from meshd.core.membership import (
     MembershipError,
     MeshDefinition,
@@ -87,6 +89,7 @@ from meshd.core.proto.babel import (
     decode_packet_detail,
 )
 from meshd.core.proto.gateway import GatewayAdvert
+from meshd.core.proto.map_record import link_quality
 from meshd.core.proto.session import budget
 from meshd.core.routing.babel import BabelRouter
 from meshd.core.routing.progress import FlowSample
@@ -131,6 +134,7 @@ class ControlPlane:
         forge_seqnos: int = 0,
         understate_metrics: bool = False,
         name_opening: NameOpening | None = None,
+        publishing: Publishing | None = None,
         directory: bytes | None = None,
         journal: Journal = unheard,
         rng: random.Random | None = None,
@@ -174,6 +178,16 @@ class ControlPlane:
                 self.routes.learn(member)
         self.gateways = Gateways(
             node_id, own.trust.mesh_id, journal, self.trust.member, clock.consensus.tolerance_s
+        )
+        # What every member shows on the community map (meshd.core.control.community_map).
+        self.community_map = CommunityMap(
+            node_id,
+            own.trust.mesh_id,
+            journal,
+            self.trust.member,
+            clock.consensus.tolerance_s,
+            publishing or Publishing(),
+            signing_key,
         )
         # Every node we know of (meshd.core.control.neighbours).
         self.neighbours = Neighbours(
@@ -330,6 +344,13 @@ class ControlPlane:
                 peer.count_refusal(f"gateway_{refused}")
             if fresh:
                 self._send_verified(messages.encode(msg), but=peer.node_id)
+        elif isinstance(msg, messages.MapMessage):
+            taken, refused = self.community_map.heard(msg.record, self.clock.now(), now)
+            if refused is not None:
+                peer.count_refusal(f"map_{refused}")
+                self.journal("map.refused", logging.WARNING, peer=peer.name, reason=refused)
+            if taken is not None:
+                self._send_map(taken, but=peer.node_id)
         elif isinstance(msg, fx.MeteringMessage):
             self.effects.append(fx.Metering(peer.node_id, msg))
         elif isinstance(msg, fx.RenewalMessage):
@@ -439,6 +460,9 @@ class ControlPlane:
             self._send(peer.node_id, revocations)
         for advert in self.gateways.known():  # the newcomer learns the exits
             self._send(peer.node_id, messages.Gateway(advert.encode()))
+        if self.peer_supports(peer, messages.Feature.MAP):  # and the map
+            for record in self.community_map.known():
+                self._send(peer.node_id, messages.MapMessage(record))
         if self.share_endpoints:
             self._share_endpoints(peer)
         self._update_link(peer)
@@ -659,6 +683,7 @@ class ControlPlane:
         self.choose_gateway(now)
         self._send_directory(self.trust.sync.tick(now))
         self.trust.save_directory()
+        self._map_tick(now)
 
     def probe(self, now: float) -> None:
         """Probes due through the tunnels: called with the time they leave at (a Hello's
@@ -713,6 +738,55 @@ class ControlPlane:
         for node_id, message in outgoing:
             if self.peer_supports(node_id, messages.Feature.DIRECTORY):
                 self._send(node_id, message)
+
+    # ---- the community map ------------------------------------------------------------
+
+    def _map_tick(self, now: float) -> None:
+        """Map records whose wait is over passed on, and ours published when due."""
+        wall = self.clock.now()
+        for record in self.community_map.due(wall, now):
+            self._send_map(record, but=None)
+        links = {
+            p.node_id: link_quality(p.quality.reported_cost)
+            for p in self.peers.values()
+            if p.routing and p.quality is not None
+        }
+        if (own := self.community_map.publish(links, wall, now)) is not None:
+            self._send_map(own, but=None)
+
+    def _send_map(self, record: bytes, but: str | None) -> None:
+        data = messages.encode(messages.MapMessage(record))
+        for p in self.peers.values():
+            if p.node_id != but and p.member is not None and messages.Feature.MAP in p.features:
+                self._send_raw(p.node_id, data)
+
+    def map_nodes(self) -> list[MapNode]:
+        """The map as this node sees it: every record it keeps, with whether the node is
+        online (its record lives and we have a route to it) and a gateway (it has a signed
+        advert out that says its uplink is available)."""
+        wall = self.clock.now()
+        routed = {
+            str(p.network_address) for p in self.router.selected() if p.prefixlen in (32, 128)
+        }
+        gateways = {g for g, a in self.gateways.table.adverts.items() if a.available}
+        own = self.gateways.own_advert
+        if own is not None and own.available:
+            gateways.add(self.node_id)
+        nodes = []
+        for issuer, entry in self.community_map.entries.items():
+            member = self.trust.member(issuer) if issuer != self.node_id else None
+            reached = issuer == self.node_id or (
+                member is not None and str(member.mesh_ipv4) in routed
+            )
+            nodes.append(
+                MapNode(
+                    entry.record,
+                    entry.first_seen,
+                    online=reached and entry.record.expires_at > wall,
+                    gateway=issuer in gateways,
+                )
+            )
+        return nodes
 
     def observe_progress(self, flows: list[FlowSample], now: float) -> None:
         """A reading of the flows to mesh addresses (meshd.core.control.routes)."""

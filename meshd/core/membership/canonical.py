@@ -17,6 +17,7 @@ Value encodings (the length is fixed where the kind has a fixed size):
 
     u8 / u64        1 / 8 bytes, unsigned big-endian
     fixed(n)        exactly n bytes (keys: 32, mesh id: 16, signature: 64)
+    blob            min..max bytes, their meaning the field's (a map record's location)
     text            UTF-8, NFC, printable (no control characters), min..max bytes
     ipv4 / ipv6     4 / 16 bytes
     ipv4net         5 bytes: network address, prefix length; host bits must be zero
@@ -54,6 +55,8 @@ class MessageType(enum.IntEnum):
     JOIN_REQUEST = 0x06  # meshd.core.invites: the joining node's keys, proving the secret
     # 0x10..0x1f are for metering (claims travel as session messages, meshd.core.proto.session).
     RECEIPT = 0x11  # meshd.core.receipts: a consumer's signed cumulative byte counts
+    # 0x20..0x2f are for the community map.
+    MAP_RECORD = 0x20  # meshd.core.proto.map_record: what a node shows on the map
 
 
 class DecodeError(Exception):
@@ -110,6 +113,9 @@ class Writer:
 
     def text(self, value: str, min_bytes: int, max_bytes: int) -> None:
         self._field(check_text(value, min_bytes, max_bytes))
+
+    def blob(self, value: bytes) -> None:
+        self._field(bytes(value))
 
     def ipv4(self, value: ipaddress.IPv4Address) -> None:
         self._field(value.packed)
@@ -191,6 +197,9 @@ class Reader:
         except ValueError as exc:  # UnicodeDecodeError is a ValueError
             raise DecodeError(f"{name}: {exc}") from None
         return value
+
+    def blob(self, name: str, min_length: int, max_length: int) -> bytes:
+        return self._field(name, min_length, max_length)
 
     def ipv4(self, name: str) -> ipaddress.IPv4Address:
         return ipaddress.IPv4Address(self._field(name, 4, 4))

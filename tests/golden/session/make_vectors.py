@@ -1,9 +1,10 @@
 """Write the golden vectors of the session messages added for discovery (LINK, ENDPOINTS,
 REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK), joining
 (JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK), admin rotation (MESH_DEFINITION),
-versions (CAPABILITIES, meshd/2), the certificate directory (DIRECTORY_*) and private
-names (NAME): hex and the JSON lines `meshd decode` prints. Run from the repo root:
-``python -m tests.golden.session.make_vectors``; the tests check both directions."""
+versions (CAPABILITIES, meshd/2), the certificate directory (DIRECTORY_*), private
+names (NAME) and the community map (MAP): hex and the JSON lines `meshd decode` prints.
+Run from the repo root: ``python -m tests.golden.session.make_vectors``; the tests check
+both directions."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from meshd.core.membership.rotation import rotate_mesh
 from meshd.core.proto import session
 from tests.golden.gateway.make_vectors import advert as gateway_advert
 from tests.golden.invites import make_vectors as INVITES
+from tests.golden.map.make_vectors import record as map_record
 from tests.golden.membership import make_vectors as MEMBERSHIP_RECORDS
 from tests.golden.receipts import make_vectors as RECEIPTS
 
@@ -72,6 +74,7 @@ def vectors() -> dict[str, bytes]:
             session.Capabilities(frozenset({"capabilities", "directory", "from_meshd_9"}))
         ),
         **directory_vectors(),
+        "map": session.encode(session.MapMessage(map_record(shown=True).encode())),
     }
 
 

@@ -342,3 +342,29 @@ def test_metrics_refuse_every_address_and_what_is_no_node(
 def test_metrics_on_every_address_when_the_operator_says_so() -> None:
     text = GOOD + '\n[metrics]\nlisten = "0.0.0.0:9478"\non_uplink = true\n'
     assert config.parse(text, "a.toml").metrics.listen == ("0.0.0.0", 9478)
+
+
+def test_the_map_shows_the_id_and_links_unless_the_operator_sets_more() -> None:
+    default = config.parse(GOOD, "a.toml").map
+    assert default.publish and (default.name, default.contact, default.location) == ("", "", "")
+    text = GOOD + '\n[map]\nname = "Bäckerei"\nlocation = "53.0793,8.8017"\nexport_dir = "/srv"\n'
+    shown = config.parse(text, "a.toml").map
+    assert (shown.name, shown.location, shown.export_dir) == ("Bäckerei", "53.0793,8.8017", "/srv")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "expected"),
+    [
+        ('name = "' + "x" * 65 + '"', "map.name", "0 to 64 UTF-8 bytes"),
+        ('contact = "a\\u0007b"', "map.contact", "control"),
+        ('location = "north"', "map.location", "LATITUDE,LONGITUDE"),
+        ('location = "95,8"', "map.location", "-90..90"),
+        ("refresh_s = 5", "map.refresh_s", "seconds"),
+        ("export_interval_s = 0", "map.export_interval_s", "at least 1 second"),
+    ],
+)
+def test_the_map_refuses_what_no_record_could_hold(section: str, key: str, expected: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(GOOD + f"\n[map]\n{section}\n", "a.toml")
+    assert info.value.key == key
+    assert expected in info.value.problem

@@ -525,6 +525,20 @@ def test_a_node_serves_metrics_on_its_mesh_address_to_the_nodes_named(tmp_path: 
             topology.parse(f"[nodes.a]\nmetrics = {bad}\n[nodes.b]\n")
 
 
+def test_a_node_s_map_section_with_its_export_dir_in_its_testbed_directory(
+    tmp_path: Path,
+) -> None:
+    text = '[nodes.a]\nmap = { name = "Bakery", export_dir = "www" }\n[nodes.b]\n'
+    p = plan.make_plan(topology.parse(text), "mpm", tmp_path)
+    path = tmp_path / "a.toml"
+    path.write_text(plan.render_config(p, p.node("a"), fake_keys(p), ADMIN))
+    shown = config.load(path).map
+    assert shown.name == "Bakery"
+    assert shown.export_dir == str(tmp_path / "nodes" / "a" / "www")
+    with pytest.raises(topology.TopologyError, match="an invited node's config is its own"):
+        topology.parse('[nodes.a]\n[nodes.b]\ninvited = true\nmap = { name = "x" }\n')
+
+
 def test_a_node_s_certificate_may_be_given_a_past() -> None:
     topo = topology.parse("[nodes.a]\ncert_age_s = 86400\n[nodes.b]\n")
     assert topo.node("a").cert_age_s == 86400 and topo.node("b").cert_age_s == 0

@@ -44,6 +44,8 @@
                      commitment its certificate holds in place of a private name
                      (meshd.core.membership.names), sent to verified neighbours only, feature
                      "private_names"
+    MAP (26):        one canonical map record (meshd.core.proto.map_record): what a node
+                     shows on the community map, flooded like GATEWAY, feature "map"
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.core.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -96,6 +98,7 @@ from meshd.core.proto.session.messages import (
     JOIN_REFUSED,
     JOIN_REQUEST,
     LINK,
+    MAP,
     MAX_DIRECTORY_ENTRIES,
     MAX_ENDPOINTS,
     MAX_FEATURE_NAME,
@@ -139,6 +142,7 @@ from meshd.core.proto.session.messages import (
     JoinRefused,
     JoinRequestMessage,
     Link,
+    MapMessage,
     Membership,
     MeshDefinitionMessage,
     Name,
@@ -192,6 +196,8 @@ __all__ = [
     "JoinRequestMessage",
     "LINK",
     "Link",
+    "MAP",
+    "MapMessage",
     "MAX_DIRECTORY_ENTRIES",
     "MAX_ENDPOINTS",
     "MAX_FEATURES",

@@ -51,6 +51,10 @@ BUDGETS: dict[str, Budget] = {
     "endpoints": Budget(2 * m.MAX_ENDPOINTS, 4, "record"),
     # Every advert it holds (256 at most, meshd.core.control.gateways), then re-adverts.
     "gateway": Budget(512, 8, "message"),
+    # Map records (about 250 octets and 33 a link): every one the sender holds to a new
+    # neighbour (1,000 members are about 500 KiB), then each member's every few minutes,
+    # each passed on once (meshd.core.control.community_map takes one a member per 30 s).
+    "map": Budget(2048 * KIB, 16 * KIB, "octet"),
     # Each reconfigures the WireGuard link: once a session, again when its port changes.
     "link": Budget(4, 0.1, "message"),
     # Once a session; each costs a verification or a commitment check.
@@ -71,6 +75,7 @@ _KINDS: dict[int, str] = {
     m.REVOCATIONS: "revocations",
     m.ENDPOINTS: "endpoints",
     m.GATEWAY: "gateway",
+    m.MAP: "map",
     m.LINK: "link",
     m.NAME: "name",
     m.MESH_DEFINITION: "definition",

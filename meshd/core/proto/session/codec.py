@@ -25,6 +25,7 @@ from meshd.core.proto.session.messages import (
     JOIN_REFUSED,
     JOIN_REQUEST,
     LINK,
+    MAP,
     MAX_DIRECTORY_ENTRIES,
     MAX_ENDPOINTS,
     MAX_FEATURES,
@@ -60,6 +61,7 @@ from meshd.core.proto.session.messages import (
     JoinRefused,
     JoinRequestMessage,
     Link,
+    MapMessage,
     Membership,
     MeshDefinitionMessage,
     Name,
@@ -146,6 +148,8 @@ def encode(message: SessionMessage) -> bytes:
         return bytes([LINK]) + struct.pack("!H", message.wireguard_port)
     if isinstance(message, Gateway):
         return bytes([GATEWAY]) + message.advert
+    if isinstance(message, MapMessage):
+        return bytes([MAP]) + message.record
     if isinstance(message, ExitRequest):
         return bytes([EXIT_REQUEST])
     if isinstance(message, ExitGrant):
@@ -223,6 +227,10 @@ def decode(data: bytes) -> SessionMessage:
         return _decode_revocations(body)
     if kind == GATEWAY:
         return Gateway(body)
+    if kind == MAP:
+        if not body:
+            raise SessionMessageError("truncated", "MAP without a record")
+        return MapMessage(body)
     if kind == EXIT_REQUEST:
         if body:
             raise SessionMessageError("bad_length", "EXIT_REQUEST with a body")

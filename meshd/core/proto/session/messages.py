@@ -34,6 +34,7 @@ DIRECTORY_DIGEST = 22
 DIRECTORY_FINGERPRINTS = 23
 DIRECTORY_ENTRIES = 24
 NAME = 25
+MAP = 26
 NAME_SALT_LENGTH = 16  # meshd.core.membership.names.SALT_LENGTH
 MAX_NAME = 64  # octets, as a certificate's name
 RECEIPT_LENGTH = 224  # meshd.core.receipts.receipt; checked again when the receipt is decoded
@@ -65,6 +66,7 @@ class Feature(StrEnum):
     DIRECTORY = "directory"  # the DIRECTORY_* kinds: every member's certificate
     SIGNED_ROUTES = "signed_routes"  # Babel Updates carry OriginSignature sub-TLVs
     PRIVATE_NAMES = "private_names"  # NAME: a private name shown to a neighbour
+    MAP = "map"  # MAP: the community map's records (meshd.core.proto.map_record), flooded
 
 
 FEATURES: frozenset[Feature] = frozenset(Feature)  # what this build supports
@@ -114,6 +116,11 @@ class Revocations:
 @dataclass(frozen=True)
 class Gateway:
     advert: bytes  # checked (signature, mesh) by whoever acts on it
+
+
+@dataclass(frozen=True)
+class MapMessage:
+    record: bytes  # a canonical map record, checked by whoever acts on it
 
 
 @dataclass(frozen=True)
@@ -345,6 +352,7 @@ SessionMessage = (
     | Endpoints
     | Revocations
     | Gateway
+    | MapMessage
     | ExitRequest
     | ExitGrant
     | ExitRefused

@@ -129,6 +129,10 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
 
         fields = {k: v for k, v in rest[0].items() if k != "type"}
         return session.Gateway(GatewayAdvert.from_json(fields).encode())
+    if head["kind"] == "map":
+        from meshd.core.proto.map_record import MapRecord
+
+        return session.MapMessage(MapRecord.from_json(rest[0]).encode())
     if head["kind"] == "endpoints":
         return session.Endpoints(
             tuple(session.Endpoint(str(e["node_id"]), str(e["host"]), int(e["port"])) for e in rest)  # type: ignore[call-overload]
@@ -165,6 +169,7 @@ def test_session_messages_match_their_golden_vectors_both_ways() -> None:
         "directory_fingerprints",
         "directory_entries",
         "name",
+        "map",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])
@@ -189,3 +194,13 @@ def test_an_invite_and_a_join_request_decode_to_their_golden_json() -> None:
         res = _decode(vector["hex"])
         assert res.returncode == 0, (name, res.stderr)
         assert json.loads(res.stdout) == vector["json"], name
+
+
+def test_a_map_record_decodes_to_its_golden_json_and_a_tampered_one_is_refused() -> None:
+    for name in ("record", "record_private"):
+        vector = json.loads((GOLDEN.parent / "map" / f"{name}.json").read_text())
+        res = _decode(vector["hex"])
+        assert res.returncode == 0, (name, res.stderr)
+        assert json.loads(res.stdout) == vector["json"], name
+    bad = _decode(vector["hex"] + "00")
+    assert bad.returncode == 1 and bad.stderr.startswith("meshd decode: malformed: ")
