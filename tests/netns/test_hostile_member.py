@@ -23,6 +23,10 @@ one signed by a key no admin certified, one by a's own key. b takes neither (the
 is held until a certificate for its key arrives, which none will; the second is counted
 in a's refusals) and chooses no gateway.
 
+The map. a's keys send b map records that lie (another mesh's, from the future, c's
+changed) and then a hundred of its own at once: each lie is counted, and c, which hears a's
+records through b alone, sees only the first and, 30 s on, the newest.
+
 Message rates. a's keys flood b with each costly kind in turn, far beyond its budget; b's
 meshd stays under a quarter of a core, its link to c never goes down, each kind is
 counted; a forged admin signature closes a's session."""
@@ -30,6 +34,7 @@ counted; a forged admin signature closes a's session."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import struct
 import time
 from collections.abc import Iterator
@@ -187,6 +192,81 @@ def test_a_fake_gateway_gets_no_user(bed: Bed, tmp_path: Path) -> None:
     assert gateway["selected"] is None and gateway["candidates"] == [], gateway
 
 
+def map_record(key: Any, mesh_id: bytes, seqno: int, **fields: Any) -> Any:
+    from meshd.core.keys import node_id_from_public
+    from meshd.core.membership.messages import NO_SIGNATURE
+    from meshd.core.proto.map_record import MapRecord
+
+    base: dict[str, Any] = {
+        "mesh_id": mesh_id,
+        "issuer": node_id_from_public(bytes(key.verify_key)),
+        "seqno": seqno,
+        "issued_at": int(time.time()),
+        "lifetime_s": 900,
+        "name": "",
+        "contact": "",
+        "location": None,
+        "links": (),
+        "signature": NO_SIGNATURE,
+    }
+    return MapRecord(**{**base, **fields}).sign(key)
+
+
+def test_a_member_lying_on_the_map_is_refused_and_passed_on_once_per_interval(
+    bed: Bed, tmp_path: Path
+) -> None:
+    """a's keys send b a map record for another mesh, one from the future, c's record
+    changed on the way, then 100 records of its own as fast as it can (names "flood 0" ..
+    "flood 99"). b counts each lie in a's refusals and takes a's records at most once per
+    30 s: c, which hears a's records only through b, never sees one between the first and
+    the newest."""
+    from dataclasses import replace
+
+    from meshd.adapters import identity
+    from meshd.core.membership import MeshDefinition
+    from meshd.core.proto import session
+
+    bed.run("kill", "a", check=False)
+    mesh_id = MeshDefinition.decode((bed.state("b") / "mesh.cert").read_bytes()).mesh_id
+    a, c = identity.load(bed.state("a")), identity.load(bed.state("c"))
+    base = int(time.time() * 1000) + 10_000  # newer than any record a's meshd made
+    lies = [
+        map_record(a.signing_key, bytes(16), base),  # another mesh's
+        map_record(a.signing_key, mesh_id, base, issued_at=int(time.time()) + 3600),
+        replace(map_record(c.signing_key, mesh_id, base), name="not c's"),  # not what c signed
+    ]
+    flood = [map_record(a.signing_key, mesh_id, base + k, name=f"flood {k}") for k in range(100)]
+    a_cert = (bed.state("a") / "membership.cert").read_bytes()
+    start = [session.encode(session.Capabilities(session.FEATURES)), membership_message(a_cert)]
+    messages = start + [session.encode(session.MapMessage(r.encode())) for r in lies + flood]
+    deferred = bed.status("b")["map"]["deferred"]
+
+    def a_on_cs_map() -> str:
+        bed.sh("c", "meshd", "map", "export", str(tmp_path))
+        nodes = json.loads((tmp_path / "meshviewer.json").read_text())["nodes"]
+        return str(next(n["hostname"] for n in nodes if n["node_id"] == a.node_id))
+
+    b_id = bed.status("b")["node_id"]
+    with bed.hostile_peer("a", bed.underlay_address("b", towards="a"), b_id) as liar:
+        result = session_as(liar, bed.state("a"), messages, protocols=["meshd/2"])
+    assert result["up"] and result["sent"] == len(messages), result
+    a_seen = next(n for n in bed.status("b")["neighbours"] if n["name"] == "a")
+    for reason in ("map_wrong_mesh", "map_from_the_future", "map_bad_signature"):
+        assert a_seen["refusals"].get(reason) == 1, a_seen["refusals"]
+    assert bed.status("b")["map"]["deferred"] - deferred >= 99
+    seen: list[str] = []
+    start_s = time.monotonic()
+    while time.monotonic() - start_s < 45 and seen[-1:] != ["flood 99"]:
+        seen.append(a_on_cs_map())
+        time.sleep(1)
+    print(f"a's names on c's map, once a second: {seen}")
+    assert seen[-1] == "flood 99", seen
+    assert {name for name in seen if name.startswith("flood")} <= {"flood 0", "flood 99"}, seen
+    assert "not c's" not in {
+        n["hostname"] for n in json.loads((tmp_path / "meshviewer.json").read_text())["nodes"]
+    }
+
+
 # -- message rates (item 5) ---------------------------------------------------------------
 
 FLOOD_S = 8.0  # each kind's flood: long enough that a full bucket is not most of it
@@ -238,6 +318,14 @@ def floods(bed: Bed, tmp_path: Path) -> dict[str, tuple[list[bytes], float]]:
                     seqno=k + 1, issued_at=now, lifetime_s=600)
         for k in range(64)
     ]  # fmt: skip
+    from meshd.core.proto.map_record import MAX_LINKS, sorted_links
+
+    linked = [identity.generate(tmp_path / f"l{k}").node_id for k in range(MAX_LINKS)]
+    records = [  # the largest a record may be: 64 links (about 2.4 KiB)
+        map_record(a.signing_key, mesh.mesh_id, now * 1000 + 10_000 + k,
+                   links=sorted_links(dict.fromkeys(linked, 255)))
+        for k in range(64)
+    ]  # fmt: skip
     entry = struct.pack("!H", len(a_cert)) + a_cert + struct.pack("!H", 0)  # no delegation
     entries = session.DirectoryEntries((entry,) * 80)
     return {
@@ -250,6 +338,7 @@ def floods(bed: Bed, tmp_path: Path) -> dict[str, tuple[list[bytes], float]]:
         "membership": ([membership_message(a_cert)], 300),
         "babel": ([session.encode(session.BabelPacket(encode_packet(updates)))], 100),
         "directory": ([session.encode(entries)], 30),
+        "map": ([session.encode(session.MapMessage(r.encode())) for r in records], 300),
     }
 
 
