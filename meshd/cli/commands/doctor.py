@@ -1,13 +1,17 @@
-"""meshd doctor [--config FILE] [--socket PATH]
+"""meshd doctor [--config FILE] [--socket PATH] [--json]
 
 What a new operator gets wrong, one line each with what to do (meshd.core.doctor): the
 config, WireGuard (kernel module or wireguard-go), nftables, the daemon, the clock, the
 neighbours' ports, the uplink's health target, the certificate's expiry and the disk
-under the state directory. Exits 1 when a check fails."""
+under the state directory. Exits 1 when a check fails. ``--json``: one object instead,
+``{"ok": ..., "findings": [{"check", "verdict", "says"}, ...]}``, for scripts and
+monitoring."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -28,13 +32,18 @@ MIB = 1 << 20
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
     add_socket_argument(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
 
 
 def main(args: argparse.Namespace) -> int:
     findings = examine(args.config, args.socket)
+    failed = [f for f in findings if f.verdict == "fail"]
+    if args.json:
+        found = [dataclasses.asdict(f) for f in findings]
+        print(json.dumps({"ok": not failed, "findings": found}))
+        return 1 if failed else 0
     for finding in findings:
         print(finding.line())
-    failed = [f for f in findings if f.verdict == "fail"]
     if failed:
         print(f"meshd doctor: {len(failed)} check(s) failed", file=sys.stderr)
     return 1 if failed else 0
