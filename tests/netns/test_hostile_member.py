@@ -193,23 +193,10 @@ def test_a_fake_gateway_gets_no_user(bed: Bed, tmp_path: Path) -> None:
 
 
 def map_record(key: Any, mesh_id: bytes, seqno: int, **fields: Any) -> Any:
-    from meshd.core.keys import node_id_from_public
-    from meshd.core.membership.messages import NO_SIGNATURE
-    from meshd.core.proto.map_record import MapRecord
+    """``key``'s map record, issued now."""
+    from tests.golden.map.make_vectors import signed
 
-    base: dict[str, Any] = {
-        "mesh_id": mesh_id,
-        "issuer": node_id_from_public(bytes(key.verify_key)),
-        "seqno": seqno,
-        "issued_at": int(time.time()),
-        "lifetime_s": 900,
-        "name": "",
-        "contact": "",
-        "location": None,
-        "links": (),
-        "signature": NO_SIGNATURE,
-    }
-    return MapRecord(**{**base, **fields}).sign(key)
+    return signed(key, mesh_id, seqno, int(time.time()), **fields)
 
 
 def test_a_member_lying_on_the_map_is_refused_and_passed_on_once_per_interval(
@@ -225,6 +212,7 @@ def test_a_member_lying_on_the_map_is_refused_and_passed_on_once_per_interval(
     from meshd.adapters import identity
     from meshd.core.membership import MeshDefinition
     from meshd.core.proto import session
+    from tests.golden.map.make_vectors import signed
 
     bed.run("kill", "a", check=False)
     mesh_id = MeshDefinition.decode((bed.state("b") / "mesh.cert").read_bytes()).mesh_id
@@ -232,7 +220,7 @@ def test_a_member_lying_on_the_map_is_refused_and_passed_on_once_per_interval(
     base = int(time.time() * 1000) + 10_000  # newer than any record a's meshd made
     lies = [
         map_record(a.signing_key, bytes(16), base),  # another mesh's
-        map_record(a.signing_key, mesh_id, base, issued_at=int(time.time()) + 3600),
+        signed(a.signing_key, mesh_id, base, int(time.time()) + 3600),  # online for ever
         replace(map_record(c.signing_key, mesh_id, base), name="not c's"),  # not what c signed
     ]
     flood = [map_record(a.signing_key, mesh_id, base + k, name=f"flood {k}") for k in range(100)]

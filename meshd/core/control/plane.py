@@ -756,9 +756,7 @@ class ControlPlane:
 
     def _send_map(self, record: bytes, but: str | None) -> None:
         data = messages.encode(messages.MapMessage(record))
-        for p in self.peers.values():
-            if p.node_id != but and p.member is not None and messages.Feature.MAP in p.features:
-                self._send_raw(p.node_id, data)
+        self._send_verified(data, but, messages.Feature.MAP)
 
     def map_nodes(self) -> list[MapNode]:
         """The map as this node sees it: every record it keeps, with whether the node is
@@ -800,11 +798,17 @@ class ControlPlane:
     def black_hole_status(self, now: float) -> list[dict[str, Any]]:
         return self.routes.black_hole_status(now, self._name_of)
 
-    def _send_verified(self, data: bytes, but: str | None) -> None:
+    def _send_verified(
+        self, data: bytes, but: str | None, feature: messages.Feature | None = None
+    ) -> None:
         """To every neighbour whose certificate verified, except ``but`` (the one a flooded
-        message came from)."""
+        message came from), and that announced ``feature`` when one is named."""
         for p in self.peers.values():
-            if p.node_id != but and p.member is not None:
+            if (
+                p.node_id != but
+                and p.member is not None
+                and (feature is None or feature in p.features)
+            ):
                 self._send_raw(p.node_id, data)
 
     def send_to_member(self, node_id: str, message: messages.SessionMessage) -> bool:

@@ -5,6 +5,7 @@ root: python -m tests.golden.map.make_vectors"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -19,19 +20,33 @@ NEIGHBOURS = [node_id_from_public(bytes(SigningKey(bytes([i]) * 32).verify_key))
 MESH_ID = bytes.fromhex("a2e8efa88f9a2fc610601fc30b9f0e1d")
 
 
-def record(shown: bool) -> MapRecord:
+def signed(key: SigningKey, mesh_id: bytes, seqno: int, issued_at: int, **shown: Any) -> MapRecord:
+    """``key``'s record: 15 minutes' lifetime, nothing shown but what ``shown`` sets (name,
+    contact, location, links), for the vectors and the tests."""
+    defaults: dict[str, Any] = {"name": "", "contact": "", "location": None, "links": ()}
     return MapRecord(
-        mesh_id=MESH_ID,
-        issuer=node_id_from_public(bytes(KEY.verify_key)),
-        seqno=1767225600123,
-        issued_at=1767225600,
+        mesh_id=mesh_id,
+        issuer=node_id_from_public(bytes(key.verify_key)),
+        seqno=seqno,
+        issued_at=issued_at,
         lifetime_s=900,
-        name="Bäckerei Elm Street" if shown else "",
-        contact="mesh@example.org" if shown else "",
-        location=Location.parse("53.0793,-8.8017") if shown else None,
-        links=sorted_links({NEIGHBOURS[0]: 255, NEIGHBOURS[1]: 87}),
+        **{**defaults, **shown},
         signature=NO_SIGNATURE,
-    ).sign(KEY)
+    ).sign(key)
+
+
+def record(shown: bool) -> MapRecord:
+    fields: dict[str, Any] = (
+        {
+            "name": "Bäckerei Elm Street",
+            "contact": "mesh@example.org",
+            "location": Location.parse("53.0793,-8.8017"),
+        }
+        if shown
+        else {}
+    )
+    links = sorted_links({NEIGHBOURS[0]: 255, NEIGHBOURS[1]: 87})
+    return signed(KEY, MESH_ID, 1767225600123, 1767225600, links=links, **fields)
 
 
 def main() -> None:

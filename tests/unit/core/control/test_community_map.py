@@ -20,9 +20,9 @@ from meshd.core.control.community_map import (
     Publishing,
 )
 from meshd.core.keys import node_id_from_public
-from meshd.core.membership.messages import NO_SIGNATURE
 from meshd.core.proto import session
 from meshd.core.proto.map_record import MapRecord, sorted_links
+from tests.golden.map.make_vectors import signed
 from tests.unit.core.control.test_control_core import Mesh, sent
 
 WALL = 1_800_000_000.0
@@ -36,20 +36,10 @@ def nid(key: SigningKey) -> str:
     return node_id_from_public(bytes(key.verify_key))
 
 
-def make(key: SigningKey, seqno: int = 1, issued_at: float = WALL, **fields: Any) -> bytes:
-    base: dict[str, Any] = {
-        "mesh_id": MESH_ID,
-        "issuer": nid(key),
-        "seqno": seqno,
-        "issued_at": int(issued_at),
-        "lifetime_s": 900,
-        "name": "",
-        "contact": "",
-        "location": None,
-        "links": (),
-        "signature": NO_SIGNATURE,
-    }
-    return MapRecord(**{**base, **fields}).sign(key).encode()
+def make(
+    key: SigningKey, seqno: int = 1, issued_at: float = WALL, mesh_id: bytes = MESH_ID
+) -> bytes:
+    return signed(key, mesh_id, seqno, int(issued_at)).encode()
 
 
 class Members:
@@ -178,18 +168,7 @@ def test_the_plane_sends_the_map_to_a_new_neighbour_that_speaks_it(tmp_path: Pat
     effects = world.verified()
     assert session.MapMessage not in sent(effects)  # we hold no record
     other = world.peer
-    record = MapRecord(
-        mesh_id=world.core.own.trust.mesh_id,
-        issuer=other.node_id,
-        seqno=1,
-        issued_at=int(world.wall),
-        lifetime_s=900,
-        name="",
-        contact="",
-        location=None,
-        links=(),
-        signature=NO_SIGNATURE,
-    ).sign(other.signing_key)
+    record = signed(other.signing_key, world.core.own.trust.mesh_id, 1, int(world.wall))
     effects = world.receive(session.MapMessage(record.encode()))
     assert world.core.community_map.known() == [record.encode()]
     peer = world.core.peers[other.node_id]
@@ -203,7 +182,7 @@ def test_map_nodes_are_online_while_routed_and_in_date(tmp_path: Path) -> None:
     world.core.community_map.signing_key = world.me.signing_key
     world.verified()
     other = world.peer
-    record = make(other.signing_key, issuer=other.node_id, mesh_id=world.core.own.trust.mesh_id)
+    record = make(other.signing_key, mesh_id=world.core.own.trust.mesh_id)
     world.receive(session.MapMessage(record))
     world.core.tick(5.0)  # publishes ours, to the neighbour that speaks the feature
     ours = [
