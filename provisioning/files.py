@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from meshd.adapters.net.sysctl import ROUTER_SYSCTLS
+from meshd.config.settings import CONFIG_VERSION
 from meshd.core.invites import Invite
 from provisioning.layout import CONFIG_FILE, STATE_DIR, USER, VENV
 
@@ -43,6 +44,7 @@ def render_config(invite: Invite, household: Household, name: str) -> str:
         f"# meshd config, written by provisioning/provision from invite {invite.invite_id.hex()}",
         f"# issued by {invite.issuer}.",
         f"# After editing it: meshd check-config {CONFIG_FILE}",
+        f"version = {CONFIG_VERSION}",
         "",
         "[node]",
         f"name = {_s(name)}",

@@ -15,20 +15,23 @@ from pathlib import Path
 
 import sqlite_utils
 
-from meshd.adapters import safe_files
+from meshd.adapters import safe_files, sqlite_schema
+from meshd.adapters.sqlite_schema import SchemaError
 from meshd.core.invites.invite import Invite
 from meshd.core.invites.redeem import IssuedInvite
 
 STORE_FILE = "invites.sqlite"
 TABLE = "invites"
+SCHEMA_VERSION = 1  # 1: the first release's table, stamped (sqlite_schema)
 
 
 class SqliteInviteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, upgrade: bool = False) -> None:
         """``meshd invite`` (root) opens it within ``safe_files.as_owner_of`` the state
         directory, as SQLite follows links. Root making it otherwise makes it empty first,
         new and given to the directory's owner on its descriptor: the daemon, as that
-        owner, must be able to record redemptions in it."""
+        owner, must be able to record redemptions in it. ``upgrade``: bring a store of an
+        older schema up to date (meshd.adapters.state_dir); otherwise one is refused."""
         if safe_files.lstat(path) is None:  # UnsafeFile (an OSError): a link planted there
             owner = safe_files.directory_owner(path.parent)
             if owner is not None:
@@ -36,6 +39,7 @@ class SqliteInviteStore:
         self.path = path
         self.db = sqlite_utils.Database(path)
         try:
+            older = sqlite_schema.pending(self.db, path, SCHEMA_VERSION, upgrade)
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.table(TABLE).create(
                 {
@@ -52,12 +56,18 @@ class SqliteInviteStore:
                 not_null=("name", "mesh_ipv4", "issued_at", "expires_at"),
                 if_not_exists=True,
             )
+            if older is not None:  # 0: the same table
+                sqlite_schema.stamp(self.db, SCHEMA_VERSION)
+        except SchemaError:
+            self.db.close()
+            raise
         except sqlite3.Error as exc:
+            self.db.close()
             raise OSError(f"{path}: {exc}") from exc
 
     @classmethod
-    def open(cls, state_dir: Path) -> SqliteInviteStore:
-        return cls(state_dir / STORE_FILE)
+    def open(cls, state_dir: Path, upgrade: bool = False) -> SqliteInviteStore:
+        return cls(state_dir / STORE_FILE, upgrade)
 
     def close(self) -> None:
         self.db.close()

@@ -12,8 +12,9 @@ each chain are kept in ``receipt_days`` for the history. Disputes likewise: one 
 neighbour and epoch, the latest, with how many of the epoch's claims were disputed. So the
 ledger grows with epochs and days, not with claims.
 
-The schema's version is SQLite's ``user_version``; an older ledger is brought up to date
-when it is opened (``_upgrade``), in one transaction.
+The schema's version is SQLite's ``user_version`` (meshd.adapters.sqlite_schema): a newer
+one is refused; an older one is brought up to date in one transaction (``_upgrade``) when
+meshd.adapters.state_dir upgrades the state directory, and refused otherwise.
 
 Counter snapshots are written with ``synchronous=NORMAL`` (a power cut may lose the last
 ones; the kernel's counters and the rebase make up for it). Receipts and chains are written
@@ -36,6 +37,8 @@ from typing import Any
 
 import sqlite_utils
 
+from meshd.adapters import sqlite_schema
+from meshd.adapters.sqlite_schema import SchemaError
 from meshd.core.receipts.counting import Counts, Snapshot
 from meshd.core.receipts.exchange import ConsumerChain, ProviderChain
 from meshd.core.receipts.receipt import Receipt
@@ -125,8 +128,15 @@ def month_of(wall: float) -> str:
 
 
 class Ledger:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, upgrade: bool = False) -> None:
+        """``upgrade``: bring a ledger of an older schema up to date (meshd.adapters.
+        state_dir, after copying it); otherwise one is refused (sqlite_schema)."""
         self.db = sqlite_utils.Database(path)
+        try:
+            older = sqlite_schema.pending(self.db, path, SCHEMA_VERSION, upgrade)
+        except (SchemaError, sqlite3.Error):
+            self.db.close()
+            raise
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last
         self.db.table(EXIT_USAGE).create(
@@ -193,15 +203,14 @@ class Ledger:
             pk=("day", "provider", "consumer", "epoch"),
             if_not_exists=True,
         )
-        self._upgrade()
+        if older is not None:
+            self._upgrade()
 
     def _upgrade(self) -> None:
-        """An older ledger brought to SCHEMA_VERSION, in one transaction: the columns it
-        lacks added, each chain's earlier epochs summed into its consumer chain, the daily
-        totals taken from its receipts, then its receipts and disputes compacted."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version >= SCHEMA_VERSION:
-            return
+        """A ledger of schema 0 (the first release's) brought to SCHEMA_VERSION, in one
+        transaction: the columns it lacks added, each chain's earlier epochs summed into
+        its consumer chain, the daily totals taken from its receipts, then its receipts and
+        disputes compacted."""
         added: dict[str, dict[str, type]] = {
             CONSUMER_CHAINS: {"before_for": int, "before_to": int, "since": float},
             DISPUTES: {"claims": int},
@@ -244,7 +253,7 @@ class Ledger:
                     f"DELETE FROM {DISPUTES} WHERE id NOT IN (SELECT max(id) FROM {DISPUTES} "
                     "GROUP BY role, neighbour, epoch)"
                 )
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                sqlite_schema.stamp(self.db, SCHEMA_VERSION)
         except sqlite3.Error as exc:
             raise OSError(f"ledger {LEDGER_FILE}: upgrading it: {exc}") from exc
 
@@ -273,8 +282,8 @@ class Ledger:
             raise OSError(f"ledger {LEDGER_FILE}: {exc}") from exc
 
     @classmethod
-    def open(cls, state_dir: Path) -> Ledger:
-        return cls(state_dir / LEDGER_FILE)
+    def open(cls, state_dir: Path, upgrade: bool = False) -> Ledger:
+        return cls(state_dir / LEDGER_FILE, upgrade)
 
     def exit_usage(self, month: str) -> dict[str, int]:
         rows = self.db.execute(

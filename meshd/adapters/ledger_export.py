@@ -20,6 +20,7 @@ from pathlib import Path
 
 from meshd.adapters import safe_files
 from meshd.adapters.ledger import LEDGER_FILE, Dispute, Ledger
+from meshd.adapters.sqlite_schema import SchemaError
 from meshd.adapters.trust import DELEGATION_FILE, MEMBERSHIP_FILE, MESH_FILE, load_revocations
 from meshd.core.membership import (
     DelegationCertificate,
@@ -53,6 +54,8 @@ def open_ledger(state_dir: Path) -> Iterator[Ledger]:
     with safe_files.as_owner_of(state_dir):
         try:
             ledger = Ledger.open(state_dir)
+        except SchemaError as exc:  # names the file already
+            raise ExportError(str(exc)) from None
         except sqlite3.Error as exc:
             raise ExportError(f"{path}: {exc}") from None
         try:

@@ -72,7 +72,7 @@ def state_files(state_dir: Path) -> list[str]:
     return names
 
 
-def _snapshot(path: Path) -> bytes:
+def snapshot(path: Path) -> bytes:
     """An SQLite database's bytes as of one moment, through SQLite's online backup (the
     daemon may be writing it; its WAL is folded in)."""
     owner = safe_files.directory_owner(path.parent)
@@ -100,7 +100,7 @@ def collect(config_path: Path, state_dir: Path, node: str, name: str) -> Backup:
         with os.fdopen(fd, "rb") as f:
             mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
             head = f.read(len(SQLITE_MAGIC))
-            data = _snapshot(path) if head == SQLITE_MAGIC else head + f.read()
+            data = snapshot(path) if head == SQLITE_MAGIC else head + f.read()
         files[entry] = (mode, data)
     if identity.IDENTITY_KEY not in files:
         raise OSError(f"{state_dir / identity.IDENTITY_KEY}: missing: nothing to back up")

@@ -15,8 +15,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from meshd import __version__
 from meshd.config.checks import check
 from meshd.config.settings import (
+    CONFIG_VERSION,
     DEFAULT_CONFIG,
     DEFAULT_SOCKET,
     EXIT_GATEWAY_RULE_PREF,
@@ -46,6 +48,10 @@ from meshd.config.settings import (
     parse_rate_kbit,
 )
 from meshd.core.endpoints import parse_endpoint
+
+# version -> what turns a document of that version into the next, in memory (the file
+# stays as it was written, so the meshd before still reads it): none yet (CONFIG_VERSION).
+CONFIG_STEPS: dict[int, Callable[[dict[str, Any]], None]] = {}
 
 
 def _converter(annotation: str) -> tuple[Callable[[Any], Any], str]:
@@ -173,7 +179,10 @@ def parse(text: str, path: Path | str = "<config>") -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-    values: dict[str, Any] = {}
+    version = _version(doc.pop("version", 1), path)
+    for older in range(version, CONFIG_VERSION):
+        CONFIG_STEPS[older](doc)
+    values: dict[str, Any] = {"version": version}
     for key, raw in doc.items():
         if key in SECTIONS:
             values[key] = _build(SECTIONS[key], raw, path, key)
@@ -184,11 +193,25 @@ def parse(text: str, path: Path | str = "<config>") -> Config:
                 _build(Bootstrap, item, path, f"bootstrap[{i}]") for i, item in enumerate(raw)
             )
         else:
-            known = ", ".join([*SECTIONS, "bootstrap"])
+            known = ", ".join(["version", *SECTIONS, "bootstrap"])
             raise ConfigError(path, key, f"unknown section (known: {known})")
     cfg = Config(path=path, **values)
     check(cfg)
     return cfg
+
+
+def _version(value: Any, path: Path) -> int:
+    """The file's ``version``: ConfigError for one this meshd cannot read."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(path, "version", f"expected an integer from 1 to {CONFIG_VERSION}")
+    if value > CONFIG_VERSION:
+        raise ConfigError(
+            path,
+            "version",
+            f"{value}: written for a newer meshd; this meshd ({__version__}) reads config "
+            f"versions up to {CONFIG_VERSION}: upgrade meshd, or write the file for this one",
+        )
+    return value
 
 
 def load(path: Path | str) -> Config:
@@ -228,7 +251,11 @@ def _toml_value(value: Any) -> str:
 
 def explain() -> str:
     """Every option with its default and help, as TOML comments."""
-    lines: list[str] = []
+    lines = [
+        f"# version = {CONFIG_VERSION}  -- the config format this file is written for (top of "
+        "the file; absent: 1, the first release's)",
+        "",
+    ]
     for section, cls in [*SECTIONS.items(), ("[bootstrap]", Bootstrap)]:
         lines.append(f"[{section}]")
         for f in fields(cls):
@@ -240,6 +267,8 @@ def explain() -> str:
 
 __all__ = [
     "Bootstrap",
+    "CONFIG_STEPS",
+    "CONFIG_VERSION",
     "Config",
     "ConfigError",
     "ControlSettings",

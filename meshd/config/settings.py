@@ -14,6 +14,10 @@ from typing import Any
 from meshd.core.endpoints import Address
 from meshd.core.proto.session import PROTOCOLS
 
+# The config's format, as a file's top-level ``version = N`` says (absent: 1, the first
+# release's). Since the first release keys were only added, so version 1 still reads as it
+# was written; a rename bumps it and adds its step to meshd.config.CONFIG_STEPS.
+CONFIG_VERSION = 1
 DEFAULT_SOCKET = "/run/meshd/meshd.sock"
 DEFAULT_CONFIG = "/etc/meshd/meshd.toml"
 # The exit tunnels' rule preferences (meshd.adapters.net.exit_tunnel; a unit test keeps them equal):
@@ -405,6 +409,7 @@ class Bootstrap:
 @dataclass(frozen=True)
 class Config:
     path: Path
+    version: int = CONFIG_VERSION  # the version the file was written for
     node: NodeSettings = field(default_factory=NodeSettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)
     membership: MembershipSettings = field(default_factory=MembershipSettings)

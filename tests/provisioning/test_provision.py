@@ -124,7 +124,7 @@ def test_files_modes_and_a_config_meshd_accepts(
     config = root / "etc/meshd/meshd.toml"
     capsys.readouterr()
     assert meshd(["check-config", str(config)]) == 0, capsys.readouterr().err
-    assert "ok (2 bootstrap peers)" in capsys.readouterr().out
+    assert "ok (config version 1, 2 bootstrap peers)" in capsys.readouterr().out
     text = config.read_text()
     for line in (
         'mesh_ipv4 = "10.77.0.9"',

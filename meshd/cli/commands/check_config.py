@@ -33,5 +33,5 @@ def main(args: argparse.Namespace) -> int:
         except identity.KeyFileError as exc:
             print(f"meshd: {exc}", file=sys.stderr)
             return 1
-    print(f"{args.file}: ok ({len(cfg.bootstrap)} bootstrap peers)")
+    print(f"{args.file}: ok (config version {cfg.version}, {len(cfg.bootstrap)} bootstrap peers)")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from meshd import config, log
-    from meshd.adapters import identity, trust
+    from meshd.adapters import identity, state_dir, trust
     from meshd.adapters.net.netlink import Netlink, NetlinkError
     from meshd.adapters.net.sysctl import SysctlMissing
     from meshd.adapters.wg.model import WireGuardError
@@ -26,6 +27,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.config)
         ident = identity.load_or_generate(cfg.node.state_dir)
+        upgraded = state_dir.upgrade(cfg.node.state_dir, time.time())
+        if upgraded is not None:
+            log.event(
+                "state.upgraded",
+                schema=upgraded.schema,
+                to=upgraded.to,
+                stores=",".join(f"{n}:{v}" for n, v in upgraded.stores.items()) or "-",
+                copy=str(upgraded.copy),
+            )
         backend = select_backend(cfg.wireguard.backend)
         node = Node(cfg, ident, backend, Netlink())
         asyncio.run(node.run())
@@ -37,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
     except (
         config.ConfigError,
         identity.KeyFileError,
+        state_dir.StateError,
         trust.TrustError,
         WireGuardError,
         NetlinkError,

@@ -1,7 +1,8 @@
 """The ledger's receipts, in a real SQLite file: a chain keeps only its epoch's latest
 receipt, a day's last totals and one dispute per epoch (counting the claims disputed), so
-a thousand claims do not grow it; a ledger of the schema before (version 0) is brought up
-to date when opened, its totals, disputes and export unchanged in what they count."""
+a thousand claims do not grow it; a ledger of the schema before (version 0) is refused when
+opened as it is and brought up to date by the state directory's upgrade (a copy kept), its
+totals, disputes and export unchanged in what they count."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from meshd.adapters import state_dir
 from meshd.adapters.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger, day_of
 from meshd.adapters.net import command
 from meshd.adapters.net.throttle import Throttle
@@ -85,7 +87,9 @@ def test_each_epoch_keeps_its_latest_receipt_and_each_day_its_last_totals(
     assert c.ledger.receipt_days(since="2999-01-01") == []
 
 
-def test_a_ledger_of_the_schema_before_is_upgraded_when_opened(tmp_path: Path) -> None:
+def test_a_ledger_of_the_schema_before_is_upgraded_with_the_state_directory(
+    tmp_path: Path,
+) -> None:
     state = tmp_path / "c"
     state.mkdir()
     with sqlite3.connect(state / LEDGER_FILE) as db:
@@ -97,6 +101,11 @@ def test_a_ledger_of_the_schema_before_is_upgraded_when_opened(tmp_path: Path) -
             "SELECT epoch, max(seq), relayed_for_bytes, relayed_to_bytes FROM receipts "
             "GROUP BY epoch ORDER BY epoch"
         ).fetchall()
+    with pytest.raises(OSError, match="schema 0, older than this meshd's 1"):
+        Ledger.open(state)
+    upgraded = state_dir.upgrade(state, WALL)
+    assert upgraded is not None and upgraded.stores == {LEDGER_FILE: 0}
+    assert state_dir.store_schema(upgraded.copy / LEDGER_FILE) == 0  # the copy, as it was
     ledger = Ledger.open(state)
     assert ledger.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     receipts = [r for _, r, _ in ledger.receipts()]
