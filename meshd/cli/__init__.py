@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "invite": ("invite", "issue a one-time invite for a new household node (token and QR)"),
     "revoke": ("revoke", "cut a node off the mesh for good (on the node holding the admin key)"),
     "admin-key": ("admin_key", "the mesh's admin key: back it up, restore it, rotate it"),
+    "release": ("release", "sign a release manifest for a new meshd (admin), or check one"),
     "state": ("state", "the state directory's schema: status, upgrade, rollback to the copy"),
     "backup": ("backup", "this node (config, keys, ledger) in one file sealed with a passphrase"),
     "restore": ("restore", "put a node back from its backup (a new SD card, a new box)"),

@@ -1,8 +1,8 @@
 """meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
 packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
-revocation), an invite or a join request, a map record, a receipt (as a receipts export
-line), a message of a neighbour session (which may wrap those: joins, renewals, the
-sender's clock and capabilities) or a discovery beacon."""
+revocation), an invite or a join request, a map record, a release manifest, a receipt (as
+a receipts export line), a message of a neighbour session (which may wrap those: joins,
+renewals, the sender's clock and capabilities) or a discovery beacon."""
 
 from __future__ import annotations
 
@@ -98,9 +98,9 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
         from meshd.core.proto import session as session_kinds
 
         # Membership records start with their type (1-6), receipts with theirs (0x11), map
-        # records with theirs (0x20), session messages with their kind (1-26, RENEW_GRANTED
-        # is 0x11 too), beacons with MSHB; anything else is read as Babel, whose errors say
-        # what is wrong (bad_magic).
+        # records and release manifests with theirs (0x20, 0x30), session messages with
+        # their kind (1-26, RENEW_GRANTED is 0x11 too), beacons with MSHB; anything else is
+        # read as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
             kind = "beacon"
@@ -112,8 +112,8 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                     return _session(data, with_state)
                 except DecodeFailure:
                     raise not_receipt from None
-        elif data[:1] == bytes((MessageType.MAP_RECORD,)):  # no session kind is 0x20
-            kind = "membership"
+        elif data[:1] in (bytes((MessageType.MAP_RECORD,)), bytes((MessageType.RELEASE_MANIFEST,))):
+            kind = "membership"  # no session kind is 0x20 or 0x30
         elif data[:1] and 1 <= data[0] <= 6:
             try:
                 return _membership(data)
@@ -158,17 +158,19 @@ def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
 
 
 def _membership(data: bytes) -> list[dict[str, object]]:
-    """A membership record, an invite, a join request or a map record (canonical, by its
-    type tag)."""
+    """A membership record, an invite, a join request, a map record or a release manifest
+    (canonical, by its type tag)."""
     from meshd.core.invites import Invite, JoinRequest
     from meshd.core.membership import MembershipError, decode_message
     from meshd.core.membership.canonical import MessageType
     from meshd.core.proto.map_record import MapRecord
+    from meshd.core.proto.release import ReleaseManifest
 
-    others: dict[int, type[Invite] | type[JoinRequest] | type[MapRecord]] = {
+    others: dict[int, type[Invite | JoinRequest | MapRecord | ReleaseManifest]] = {
         MessageType.INVITE: Invite,
         MessageType.JOIN_REQUEST: JoinRequest,
         MessageType.MAP_RECORD: MapRecord,
+        MessageType.RELEASE_MANIFEST: ReleaseManifest,
     }
     try:
         kind = others.get(data[0]) if data[:1] else None

@@ -57,6 +57,8 @@ class MessageType(enum.IntEnum):
     RECEIPT = 0x11  # meshd.core.receipts: a consumer's signed cumulative byte counts
     # 0x20..0x2f are for the community map.
     MAP_RECORD = 0x20  # meshd.core.proto.map_record: what a node shows on the map
+    # 0x30..0x3f are for releases (updates over the mesh).
+    RELEASE_MANIFEST = 0x30  # meshd.core.proto.release: a new meshd, signed by an admin
 
 
 class DecodeError(Exception):

@@ -225,6 +225,8 @@ class SignedMessage:
         )
         if [name for name, _ in cls.FIELDS][-1:] != ["signature"]:
             raise TypeError(f"{cls.__name__}: the last field must be the signature")
+        if {"type", "version"} & {name for name, _ in cls.FIELDS}:
+            raise TypeError(f"{cls.__name__}: type and version name the record's in JSON")
         cls.JSON_KEYS = tuple(name for name, _ in cls.FIELDS[:-1])
 
     def __post_init__(self) -> None:

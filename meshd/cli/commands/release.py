@@ -1,0 +1,139 @@
+"""meshd release make|check: a release manifest for a new meshd, signed with the mesh's admin
+key on the node that holds it (meshd.core.proto.release), and its check on any node:
+signed by a current admin of this node's mesh, and the artifact the one it names."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from meshd.cli.commands import add_config_argument, load_admin_key, load_node, write_new
+
+if TYPE_CHECKING:
+    from meshd.core.proto.release import ReleaseManifest
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from meshd.core.proto import release
+
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    make = sub.add_parser(
+        "make",
+        help="sign a manifest for ARTIFACT (on the node holding the admin key)",
+        description="Sign a release manifest naming ARTIFACT (a wheel or a provisioning "
+        "bundle as one file) by its size and SHA-256, with the mesh's admin key.",
+    )
+    make.add_argument("artifact", metavar="ARTIFACT", help="the release's file")
+    make.add_argument("--version", required=True, help="the meshd version inside (0.2.0)")
+    make.add_argument(
+        "--serial", type=int, required=True, help="above every earlier release of this mesh"
+    )
+    make.add_argument("--out", required=True, metavar="FILE", help="the manifest (new file)")
+    make.add_argument(
+        "--stage-interval-s",
+        type=int,
+        default=86_400,
+        help="seconds from the early stage's start to the normal's, and the normal's to "
+        f"the late's (0..{release.MAX_STAGE_INTERVAL_S}; default a day)",
+    )
+    make.add_argument(
+        "--health-window-s",
+        type=int,
+        default=600,
+        help="a node rolls back unless the new version is healthy within this "
+        f"({release.MIN_HEALTH_WINDOW_S}..{release.MAX_HEALTH_WINDOW_S}; default 600)",
+    )
+    check = sub.add_parser(
+        "check",
+        help="check a manifest (and its artifact) against this node's mesh",
+        description="Check that MANIFEST is signed by a current admin key of this node's "
+        "mesh and, with --artifact, that the file is the one it names; print when each "
+        "stage may take it.",
+    )
+    check.add_argument("manifest", metavar="MANIFEST")
+    check.add_argument("--artifact", metavar="FILE", help="the release's file, to check too")
+    for q in (make, check):
+        add_config_argument(q)
+
+
+def _named(manifest: ReleaseManifest) -> str:
+    return f"release {manifest.serial} (meshd {manifest.meshd_version}, {manifest.artifact_name}"
+
+
+def _stages(manifest: ReleaseManifest) -> str:
+    from meshd.core.proto.release import STAGES
+
+    parts = []
+    for stage in STAGES:
+        start = manifest.stage_start(stage)
+        when = (
+            "when applied"
+            if start is None
+            else time.strftime("from %Y-%m-%d %H:%M UTC", time.gmtime(start))
+        )
+        parts.append(f"{stage} {when}")
+    return "; ".join(parts)
+
+
+def main(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from meshd import config
+    from meshd.adapters import identity, trust
+    from meshd.core.membership import MembershipError
+    from meshd.core.membership.messages import NO_SIGNATURE
+    from meshd.core.proto.release import ReleaseError, ReleaseManifest, check_for_mesh
+
+    now = int(time.time())
+    try:
+        cfg, ident, own = load_node(args.config, now)
+        mesh_id = own.trust.definition.mesh_id
+        if args.action == "make":
+            key = load_admin_key(cfg.node.state_dir, ident, own.trust.admins)
+            data = Path(args.artifact).read_bytes()
+            manifest = ReleaseManifest(
+                mesh_id=mesh_id,
+                issuer=identity.node_id_from_public(bytes(key.verify_key)),
+                serial=args.serial,
+                issued_at=now,
+                meshd_version=args.version,
+                artifact_name=Path(args.artifact).name,
+                artifact_size=len(data),
+                artifact_sha256=hashlib.sha256(data).digest(),
+                stage_interval_s=args.stage_interval_s,
+                health_window_s=args.health_window_s,
+                signature=NO_SIGNATURE,
+            ).sign(key)
+            write_new(args.out, manifest.encode())
+            print(
+                f"{_named(manifest)}, {manifest.artifact_size} bytes) signed into {args.out}: "
+                + _stages(manifest)
+            )
+            return 0
+        manifest = ReleaseManifest.decode(Path(args.manifest).read_bytes())
+        check_for_mesh(manifest, mesh_id, own.trust.admins, taken_serial=0)
+        if args.artifact:
+            manifest.check_artifact(Path(args.artifact).read_bytes())
+        artifact = "artifact checked" if args.artifact else "artifact not checked (--artifact)"
+        print(
+            f"{_named(manifest)}): signed by admin {manifest.issuer} for this mesh, {artifact}; "
+            + _stages(manifest)
+        )
+    except FileExistsError:
+        print(f"meshd release: {args.out} exists: not overwriting it", file=sys.stderr)
+        return 1
+    except (
+        config.ConfigError,
+        identity.KeyFileError,
+        trust.TrustError,
+        MembershipError,
+        ReleaseError,
+        OSError,
+        ValueError,
+    ) as exc:
+        print(f"meshd release {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
