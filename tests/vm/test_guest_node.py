@@ -96,7 +96,15 @@ def wait_reachable(bed: Bed, guest: guestbed.Guest, started: float) -> float:
         if reachable(bed, guest):
             return time.monotonic() - started
         time.sleep(1)
-    raise AssertionError(f"g and the mesh do not reach each other within {REACH_WITHIN_S} s")
+    # Why: meshd's last words, and whether it routes (its uptime says when it started).
+    said = guest.run(
+        f"journalctl -u meshd --no-pager | tail -n 20; {MESHD} status --json | head -c 300; "
+        "ip route show table all | grep 10.77"
+    )
+    raise AssertionError(
+        f"g and the mesh do not reach each other within {REACH_WITHIN_S} s of provision's "
+        f"start:\n{said.out}"
+    )
 
 
 @pytest.fixture(scope="module")
