@@ -168,6 +168,30 @@ def _ip(
     return Codec(lambda what, value: _check_type(what, value, kind), write, read, str, from_json)
 
 
+def hex_bytes(length: int) -> Codec[bytes]:
+    """Exactly ``length`` bytes, hex in JSON (a mesh id, a signature, a digest)."""
+    return _hex(length)
+
+
+def text(min_bytes: int, max_bytes: int) -> Codec[str]:
+    """UTF-8 text of ``min_bytes``..``max_bytes`` octets (check_text's rules)."""
+
+    def check(what: str, value: Any) -> str:
+        try:
+            check_text(value, min_bytes, max_bytes)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}") from None
+        return str(value)
+
+    return Codec(
+        check,
+        lambda writer, value: writer.text(value, min_bytes, max_bytes),
+        lambda reader, name: reader.text(name, min_bytes, max_bytes),
+        _same,
+        JsonFields.string,
+    )
+
+
 U64 = Codec(_check_u64, Writer.u64, Reader.u64, _same, JsonFields.integer)
 MESH_ID = _hex(MESH_ID_LENGTH)
 SIGNATURE = _hex(SIGNATURE_LENGTH)

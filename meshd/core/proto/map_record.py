@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
 from meshd.core.keys import node_id_from_public, public_from_node_id
 from meshd.core.membership._json import JsonFields
-from meshd.core.membership.canonical import MessageType, Reader, check_text
+from meshd.core.membership.canonical import MessageType, Reader
 from meshd.core.membership.messages import (
     KEY_LENGTH,
     MESH_ID,
@@ -48,6 +48,7 @@ from meshd.core.membership.messages import (
     U64,
     Codec,
     SignedMessage,
+    text,
 )
 
 MAX_LINKS = 64  # a node's links on the map; more are the best MAX_LINKS
@@ -196,23 +197,6 @@ LINKS = Codec(
 )
 
 
-def _text(max_bytes: int) -> Codec[str]:
-    def check(what: str, value: Any) -> str:
-        try:
-            check_text(value, 0, max_bytes)
-        except ValueError as exc:
-            raise ValueError(f"{what}: {exc}") from None
-        return str(value)
-
-    return Codec(
-        check,
-        lambda writer, value: writer.text(value, 0, max_bytes),
-        lambda reader, name: reader.text(name, 0, max_bytes),
-        lambda value: value,
-        JsonFields.string,
-    )
-
-
 @dataclass(frozen=True)
 class MapRecord(SignedMessage):
     """One node's entry on the map, signed by that node (``issuer``)."""
@@ -226,8 +210,8 @@ class MapRecord(SignedMessage):
     seqno: Annotated[int, U64]
     issued_at: Annotated[int, U64]
     lifetime_s: Annotated[int, U64]
-    name: Annotated[str, _text(NAME_MAX_BYTES)]
-    contact: Annotated[str, _text(CONTACT_MAX_BYTES)]
+    name: Annotated[str, text(0, NAME_MAX_BYTES)]
+    contact: Annotated[str, text(0, CONTACT_MAX_BYTES)]
     location: Annotated[Location | None, LOCATION]
     links: Annotated[tuple[MapLink, ...], LINKS]
     signature: Annotated[bytes, SIGNATURE]

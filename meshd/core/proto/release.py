@@ -30,12 +30,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 
-from meshd.core.membership._json import JsonFields
-from meshd.core.membership.canonical import MessageType, check_text
+from meshd.core.membership.canonical import MessageType
 from meshd.core.membership.errors import MembershipError
-from meshd.core.membership.messages import MESH_ID, NODE_ID, SIGNATURE, U64, Codec, SignedMessage
+from meshd.core.membership.messages import (
+    MESH_ID,
+    NODE_ID,
+    SIGNATURE,
+    U64,
+    SignedMessage,
+    hex_bytes,
+    text,
+)
 
 STAGES = ("early", "normal", "late", "manual")
 MAX_ARTIFACT_BYTES = 256 * 1024 * 1024
@@ -44,40 +51,11 @@ MIN_HEALTH_WINDOW_S = 60
 MAX_HEALTH_WINDOW_S = 3600
 VERSION_MAX_BYTES = 32
 NAME_MAX_BYTES = 128
-SHA256: Codec[bytes] = Codec(
-    lambda what, value: _sha256(what, value),
-    lambda writer, value: writer.fixed(value, 32),
-    lambda reader, name: reader.fixed(name, 32),
-    bytes.hex,
-    lambda fields, key: fields.hex(key, 32),
-)
-
-
-def _sha256(what: str, value: Any) -> bytes:
-    if not isinstance(value, bytes) or len(value) != 32:
-        raise ValueError(f"{what} must be 32 bytes")
-    return value
+SHA256 = hex_bytes(32)
 
 
 class ReleaseError(ValueError):
     """An artifact that is not the one a manifest names, or a manifest a node must not take."""
-
-
-def _text(max_bytes: int) -> Codec[str]:
-    def check(what: str, value: Any) -> str:
-        try:
-            check_text(value, 1, max_bytes)
-        except ValueError as exc:
-            raise ValueError(f"{what}: {exc}") from None
-        return str(value)
-
-    return Codec(
-        check,
-        lambda writer, value: writer.text(value, 1, max_bytes),
-        lambda reader, name: reader.text(name, 1, max_bytes),
-        lambda value: value,
-        JsonFields.string,
-    )
 
 
 @dataclass(frozen=True)
@@ -92,8 +70,8 @@ class ReleaseManifest(SignedMessage):
     issuer: Annotated[str, NODE_ID]
     serial: Annotated[int, U64]
     issued_at: Annotated[int, U64]
-    meshd_version: Annotated[str, _text(VERSION_MAX_BYTES)]
-    artifact_name: Annotated[str, _text(NAME_MAX_BYTES)]
+    meshd_version: Annotated[str, text(1, VERSION_MAX_BYTES)]
+    artifact_name: Annotated[str, text(1, NAME_MAX_BYTES)]
     artifact_size: Annotated[int, U64]
     artifact_sha256: Annotated[bytes, SHA256]
     stage_interval_s: Annotated[int, U64]
