@@ -44,6 +44,9 @@ bucket of octets per session (the settings' ``receive_burst`` and ``receive_rate
 each message kind may cost once decoded is meshd.core.proto.session.budget's). A datagram
 beyond it is dropped as lost (an honest sender's congestion control slows down; a flood
 costs a dictionary lookup a datagram), counted in ``status`` (``over_budget``: by peer).
+A verified peer's bucket is kept by its node id, and its next sessions take it over as it
+is: closing and dialling again does not refill it (the last ``MAX_SESSIONS`` peers' are
+kept).
 """
 
 from __future__ import annotations
@@ -198,6 +201,8 @@ class QuicTransport(asyncio.DatagramProtocol):
         self._half_open = _ByHost()
         # Sessions up, certificate not verified, oldest first (``verifies`` only).
         self._unverified = _ByHost()
+        # Each peer's receive bucket, kept across its sessions, least recently up first.
+        self._receive_budgets: dict[str, TokenBucket] = {}
         self._up_seq = 0
         # Sessions closed to make room, by why (``status``).
         self.evicted: dict[str, int] = {}
@@ -326,6 +331,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         entry = self._active.get(node_id)
         if entry is not None:
             self._unverified.discard(entry)
+            self._keep_receive_budget(node_id, entry)
 
     def status(self) -> dict[str, object]:
         """What strangers' handshakes hold and what was closed to make room."""
@@ -577,6 +583,11 @@ class QuicTransport(asyncio.DatagramProtocol):
         entry.up_at = now
         self._half_open.discard(entry)
         node_id = event.peer_node_id
+        kept = self._receive_budgets.get(node_id)
+        if kept is not None:  # its last session's, as that one left it
+            entry.received = kept
+        if not self.verifies:
+            self._keep_receive_budget(node_id, entry)
         current = self._active.get(node_id)
         if current is None:
             self._active[node_id] = entry
@@ -601,6 +612,15 @@ class QuicTransport(asyncio.DatagramProtocol):
             self._on_event(PeerEvent(node_id, entry.addr, event))
             if self.verifies and entry.session.is_up:
                 self._hold_unverified(entry)  # until its certificate verifies again
+
+    def _keep_receive_budget(self, node_id: str, entry: _Entry) -> None:
+        """Keep the bucket of ``node_id``'s session for its next ones (on a transport that
+        ``verifies``, once the owner said it verified: a stranger's fresh keys cannot push
+        a member's bucket out)."""
+        self._receive_budgets.pop(node_id, None)
+        self._receive_budgets[node_id] = entry.received
+        while len(self._receive_budgets) > MAX_SESSIONS:
+            del self._receive_budgets[next(iter(self._receive_budgets))]
 
     def _tie_break(self, current: _Entry, new: _Entry, now: float) -> tuple[_Entry, _Entry]:
         """Which of two sessions with one peer to keep; both ends must pick the same one."""

@@ -261,6 +261,22 @@ FLOOD_S = 8.0  # each kind's flood: long enough that a full bucket is not most o
 MAX_CPU = 0.25  # of one core, b's meshd, during any flood
 
 
+def refill_s(kind: str) -> float:
+    """How long to wait before flooding ``kind`` so that it can overdraw its own budget.
+    What b receives from a at all is one bucket of octets (SessionSettings: receive_burst,
+    receive_rate; meshd.adapters.quic), kept across a's sessions and drained by the floods
+    before: a kind whose burst is octets (the directory, map records) gets through beyond
+    it only once that bucket refilled enough (from empty: the wait)."""
+    from meshd.core.proto.session.budget import BUDGETS
+    from meshd.core.transport.session import SessionSettings
+
+    budget, receive = BUDGETS[kind], SessionSettings()
+    if budget.unit != "octet":
+        return 0.0
+    beyond = budget.burst + (budget.per_s - receive.receive_rate) * FLOOD_S
+    return max(0.0, beyond / receive.receive_rate) + 2.0
+
+
 def floods(bed: Bed, tmp_path: Path) -> dict[str, tuple[list[bytes], float]]:
     """Each costly kind's flood from a: its messages (sent in turn) and how many a second."""
     from meshd.adapters import identity
@@ -351,6 +367,7 @@ def test_a_member_flooding_costly_messages_costs_little_and_disturbs_no_one(
     used: dict[str, float] = {}
     with bed.hostile_peer("a", bed.underlay_address("b", towards="a"), b_id) as flooder:
         for kind, (messages, rate) in floods(bed, tmp_path).items():
+            time.sleep(refill_s(kind))
             result = session_as(
                 flooder,
                 bed.state("a"),

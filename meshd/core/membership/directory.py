@@ -167,6 +167,7 @@ class Directory:
             raise ValueError("max_entries must be >= 1")
         self.trust, self.max_entries, self.skew_s = trust, max_entries, skew_s
         self._entries: dict[str, Entry] = {}
+        self._fingerprints: set[bytes] = set()  # of the entries held
         self._members: dict[str, VerifiedMember] = {}
         self._digest: bytes | None = None  # cached until the set changes
         # Who holds what: each address's holder, and each delegation behind an entry with
@@ -200,6 +201,7 @@ class Directory:
         if held is not None:
             self._remove(entry.node_id)
         self._entries[entry.node_id] = entry
+        self._fingerprints.add(entry.fingerprint)
         self._members[entry.node_id] = member
         for address in addresses_of(entry.certificate):
             self._holders[address] = entry.node_id
@@ -257,6 +259,7 @@ class Directory:
 
     def _remove(self, node_id: str) -> None:
         entry = self._entries.pop(node_id)
+        self._fingerprints.discard(entry.fingerprint)
         del self._members[node_id]
         for address in addresses_of(entry.certificate):
             if self._holders.get(address) == node_id:
@@ -313,6 +316,11 @@ class Directory:
         if self._digest is None:
             self._digest = hashlib.sha256(b"".join(self.fingerprints())).digest()
         return self._digest
+
+    def holds(self, encoded: bytes) -> bool:
+        """Whether ``encoded`` is an entry held as it is (``Entry.encoded``): a sync that
+        sends it again costs a hash, not a decoding."""
+        return hashlib.sha256(encoded).digest()[:FINGERPRINT_LENGTH] in self._fingerprints
 
     def fingerprints(self) -> list[bytes]:
         return sorted(entry.fingerprint for entry in self._entries.values())

@@ -141,6 +141,8 @@ class DirectorySync:
         learned: list[VerifiedMember] = []
         refused: list[DirectoryError] = []
         for record in msg.entries:
+            if self.directory.holds(record):
+                continue
             try:
                 added, member = self.directory.add(Entry.decode(record), wall_now)
             except DirectoryError as exc:

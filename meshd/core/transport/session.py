@@ -125,7 +125,7 @@ class SessionSettings:
         },
     )
     receive_rate: int = field(
-        default=512 * 1024,
+        default=128 * 1024,
         metadata={
             "help": "octets a second a session may receive after that; beyond, its"
             " datagrams are dropped before they are decrypted (the sender's congestion"

@@ -497,9 +497,9 @@ def test_a_dial_refused_for_its_version_reaches_the_owner_as_the_node_dialled() 
 
 
 @asynccontextmanager
-async def guarded(seed: int) -> AsyncIterator[Node]:
+async def guarded(seed: int, settings: SessionSettings | None = None) -> AsyncIterator[Node]:
     """A node whose transport ``verifies``: sessions up are unverified until it says."""
-    node = await listening(Node(credentials(seed)), verifies=True)
+    node = await listening(Node(credentials(seed)), settings=settings, verifies=True)
     try:
         yield node
     finally:
@@ -690,3 +690,35 @@ def test_a_marked_transport_marks_its_socket() -> None:
             await node.transport.close()
 
     run(body)
+
+
+def test_a_verified_peers_receive_budget_is_kept_across_its_sessions() -> None:
+    """What a session may receive at all is one bucket of octets. A verified peer that
+    drained it and dials again gets no new one: its next session takes the bucket over as
+    it is; another peer's is its own."""
+    settings = SessionSettings(
+        idle_timeout=5.0, keepalive_interval=1.0, receive_burst=30_000, receive_rate=1
+    )
+
+    async def scenario() -> None:
+        async with guarded(2, settings) as b, nodes(1, 3, settings=settings) as (a, c):
+            a_id = a.creds.node_id
+            await come_up(b, a)
+            b.transport.verified(a_id)
+            a.transport.send_message(b.creds.node_id, b"x" * 60_000)  # beyond the bucket
+            await b.wait_for(lambda: b.transport.status()["over_budget"].get(a_id, 0) > 0)
+            first = b.transport._active[a_id]
+            a.transport.close_peer(b.creds.node_id, "again")  # b hears nothing: dropped
+            await come_up(b, a)
+            await b.wait_for(lambda: b.transport._active[a_id] is not first)
+            second = b.transport._active[a_id]
+            assert second.received is first.received
+            # More than a datagram: what the first left (less than one) cannot hold it.
+            a.transport.send_message(b.creds.node_id, b"y" * 5000)
+            await b.wait_for(lambda: second.dropped > 0)
+            await come_up(b, c)
+            c.transport.send_message(b.creds.node_id, b"hello")
+            await b.wait_for(lambda: bool(b.of(MessageReceived)))
+            assert [e.peer_node_id for e in b.of(MessageReceived)] == [c.creds.node_id]
+
+    run(scenario, within=10.0)

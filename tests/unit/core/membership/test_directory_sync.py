@@ -129,3 +129,24 @@ def test_a_neighbour_asking_too_often_gets_one_answer_per_round() -> None:
         m for _, m in a.tick(10.0 + 1.25 * round_s) if isinstance(m, session.DirectoryFingerprints)
     ]
     assert len(later) == 1 and later[0].total == 3
+
+
+def test_an_entry_held_as_it_is_is_skipped_before_it_is_decoded(monkeypatch) -> None:
+    """A neighbour sending what we hold again (an honest resend, or a flood of it) costs a
+    hash: the held entry is not decoded again; a renewed one still is."""
+    sync = node(*ENTRIES[:2])
+    again = session.DirectoryEntries(tuple(e.encoded for e in ENTRIES[:2]) * 40)
+    decoded: list[bytes] = []
+    real = Entry.decode.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Entry], data: bytes) -> Entry:
+        decoded.append(data)
+        return real(cls, data)
+
+    monkeypatch.setattr(Entry, "decode", classmethod(counting))
+    assert sync.on_entries("b", again, NOW) == ([], [])
+    assert decoded == []
+    learned, refused = sync.on_entries("b", session.DirectoryEntries((ENTRIES[2].encoded,)), NOW)
+    assert [m.node_id for m in learned] == [ENTRIES[2].node_id] and refused == []
+    assert decoded == [ENTRIES[2].encoded]
+    assert sync.directory.holds(ENTRIES[2].encoded)
