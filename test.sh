@@ -9,4 +9,5 @@ ruff format --check .
 mypy meshd
 # -rs: every skip with its reason. Under CI=true a skipped netns test fails the run
 # (tests/conftest.py): CI runs as root, so the skip means something is missing.
-python -m pytest -q -rs -p no:cacheprovider tests "$@"
+# --durations: the slowest, to keep the whole run within CI's time.
+python -m pytest -q -rs --durations=30 -p no:cacheprovider tests "$@"
