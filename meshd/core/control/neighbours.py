@@ -31,7 +31,6 @@ from collections.abc import Callable, Collection
 from meshd.core import addressing
 from meshd.core.control import effects as fx
 from meshd.core.control.peer import Candidate, Peer, Source
-from meshd.core.control.rates import Rates
 from meshd.core.endpoints import Address, format_endpoint
 from meshd.core.journal import Journal
 from meshd.core.proto import session as messages
@@ -92,9 +91,6 @@ class Neighbours:
         self.rng = rng or random.Random()
         self.peers: dict[str, Peer] = {}
         self._by_ifname: dict[str, Peer] = {}
-        # The budgets of peers dropped lately: a neighbour that closes and dials again
-        # finds its buckets as it left them (the last MAX_PEERS are kept).
-        self._rates: dict[str, Rates] = {}
         # Our underlay subnets: a shared endpoint elsewhere (beyond the uplink, or on a
         # link of the neighbour's we are not on) would only cost handshakes to nowhere.
         self.local_subnets: list[ipaddress.IPv4Network] = []
@@ -168,7 +164,6 @@ class Neighbours:
         if peer is None:
             ifname = addressing.link_interface_name(self.interface_prefix, self.node_id, node_id)
             peer = Peer(node_id, name or node_id[:8], ifname, last_seen=now)
-            peer.rates = self._rates.pop(node_id, peer.rates)
             self.peers[node_id] = peer
             self._by_ifname[ifname] = peer
         return peer
@@ -308,10 +303,6 @@ class Neighbours:
     def drop(self, peer: Peer) -> None:
         del self.peers[peer.node_id]
         self._by_ifname.pop(peer.ifname, None)
-        if peer.rates.used:  # a verified session's (candidates and strangers use none)
-            self._rates[peer.node_id] = peer.rates
-        while len(self._rates) > MAX_PEERS:
-            del self._rates[next(iter(self._rates))]
 
     def dial(self, peer: Peer, now: float) -> None:
         """Both ends dial while they have no session (a restarted node cannot wait for its

@@ -79,7 +79,7 @@ class Peer:
     # What it sent that we refused, by reason code: sessions closed and route updates
     # dropped (``meshd status`` neighbours' ``refusals``; DESIGN.md, trust).
     refusals: dict[str, int] = field(default_factory=dict)
-    rates: Rates = field(default_factory=Rates)  # its budgets, kept across its sessions
+    rates: Rates = field(default_factory=Rates)  # this session's budgets, full at its start
     clock_offset: float | None = None  # its CLOCK minus our uncorrected clock, this session
     protocol: str | None = None  # the version its session up speaks (its ALPN id)
     # What it announced in CAPABILITIES that this build knows (meshd/2 on; empty before).

@@ -35,10 +35,9 @@ Renewal (meshd.daemon.joins and .renewal ask and issue): RENEW_* go out as ``Ren
 second MEMBERSHIP on a verified session is the neighbour's renewed certificate, checked like
 the first; ``renewed`` shows our own to every verified neighbour at once.
 
-Every costly kind a neighbour sends draws on its budget for that kind, charged before it
-is decoded (meshd.core.proto.session.budget, ``Peer.rates``, kept across its sessions: a
-new session does not refill it); a message beyond it is not acted on, counted
-``rate_<kind>`` in the neighbour's refusals.
+Every costly kind a neighbour sends draws on its session's budget for that kind, charged
+before it is decoded (meshd.core.proto.session.budget, ``Peer.rates``); a message beyond it
+is not acted on, counted ``rate_<kind>`` in the neighbour's refusals.
 
 A session starts CLOCK, MESH_DEFINITION (once the admins rotated), then MEMBERSHIP, so a
 neighbour learns a new admin before it judges a certificate it signed. Versions
@@ -65,6 +64,7 @@ from meshd.core.control.community_map import CommunityMap, Publishing
 from meshd.core.control.gateways import Gateways
 from meshd.core.control.neighbours import MAX_PEERS, Neighbours, shareable
 from meshd.core.control.peer import Candidate, LinkSpec, Peer, Source
+from meshd.core.control.rates import Rates
 from meshd.core.control.routes import Routes
 from meshd.core.control.trust import Trust
 from meshd.core.endpoints import Address, format_endpoint
@@ -246,6 +246,7 @@ class ControlPlane:
         given = coming_up(protocol)
         peer.advance(given)
         peer.clock_offset = None
+        peer.rates = Rates()
         peer.session_addr = addr
         peer.session_since = now
         peer.last_seen = now

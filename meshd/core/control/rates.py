@@ -33,7 +33,7 @@ class TokenBucket:
 
 @dataclass
 class Rates:
-    """A neighbour's buckets, one a kind, each full at its first use."""
+    """A session's buckets, one a kind, each full when the session comes up."""
 
     budgets: dict[str, Budget] = field(default_factory=lambda: BUDGETS)
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
@@ -44,8 +44,3 @@ class Rates:
             budget = self.budgets[kind]
             bucket = self._buckets[kind] = TokenBucket(budget.burst, budget.per_s)
         return bucket.take(tokens, now)
-
-    @property
-    def used(self) -> bool:
-        """Whether anything was taken (or refused) yet."""
-        return bool(self._buckets)

@@ -1,11 +1,12 @@
 """What a neighbour may send of each costly kind (pure): the budget beside the message kinds.
 
-Each verified neighbour holds one token bucket per kind below (meshd.core.control.rates),
-kept across its sessions: closing and dialling again does not refill it. A bucket holds
-``burst`` tokens, what an honest neighbour sends at once: a full route table to a new
-neighbour, the certificate directory's sync, every revocation and gateway advert the
-sender holds; it regains ``per_s`` a second, what an honest neighbour sends for as long as
-it likes. A message that would overdraw its bucket is not acted on: it is counted in the
+Each verified session holds one token bucket per kind below (meshd.core.control.rates),
+full when it comes up: a neighbour that dials again gets new ones, but not new octets
+(the transport's receive bucket, meshd.adapters.quic, is kept across its sessions). A
+bucket holds ``burst`` tokens, what an honest neighbour sends at once: a full route table to a
+new neighbour, the certificate directory's sync, every revocation and gateway advert the
+sender holds; it regains ``per_s`` a second, what an honest neighbour sends for as long as it
+likes. A message that would overdraw its bucket is not acted on: it is counted in the
 sender's refusals as ``rate_<kind>`` and the session stays up (Babel, revocations, adverts
 and the directory repeat what matters; a lost LINK or NAME is sent again by the next
 session). What one token is (``unit``) is what the message costs the receiver: a TLV of
