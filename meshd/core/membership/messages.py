@@ -82,14 +82,6 @@ def _check_node_id(what: str, value: Any) -> str:
     return cast(str, value)
 
 
-def _check_name(what: str, value: Any) -> str:
-    try:
-        check_text(value, 1, NAME_MAX_BYTES)
-    except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
-    return cast(str, value)
-
-
 def _check_type(what: str, value: object, kind: type[T]) -> T:
     if not isinstance(value, kind):
         raise ValueError(f"{what} must be {kind.__name__}, got {type(value).__name__}")
@@ -155,7 +147,8 @@ def _fixed(
     )
 
 
-def _hex(length: int) -> Codec[bytes]:
+def hex_bytes(length: int) -> Codec[bytes]:
+    """Exactly ``length`` bytes, hex in JSON (a mesh id, a signature, a digest)."""
     return _fixed(length, bytes.hex, lambda fields, key: fields.hex(key, length))
 
 
@@ -166,11 +159,6 @@ def _ip(
     from_json: Callable[[JsonFields, str], T],
 ) -> Codec[T]:
     return Codec(lambda what, value: _check_type(what, value, kind), write, read, str, from_json)
-
-
-def hex_bytes(length: int) -> Codec[bytes]:
-    """Exactly ``length`` bytes, hex in JSON (a mesh id, a signature, a digest)."""
-    return _hex(length)
 
 
 def text(min_bytes: int, max_bytes: int) -> Codec[str]:
@@ -193,8 +181,8 @@ def text(min_bytes: int, max_bytes: int) -> Codec[str]:
 
 
 U64 = Codec(_check_u64, Writer.u64, Reader.u64, _same, JsonFields.integer)
-MESH_ID = _hex(MESH_ID_LENGTH)
-SIGNATURE = _hex(SIGNATURE_LENGTH)
+MESH_ID = hex_bytes(MESH_ID_LENGTH)
+SIGNATURE = hex_bytes(SIGNATURE_LENGTH)
 WIREGUARD_KEY = _fixed(KEY_LENGTH, encode_key, JsonFields.wireguard_key)
 NODE_ID = Codec(
     _check_node_id,
@@ -203,13 +191,7 @@ NODE_ID = Codec(
     _same,
     JsonFields.node_id,
 )
-NAME = Codec(
-    _check_name,
-    lambda writer, value: writer.text(value, 1, NAME_MAX_BYTES),
-    lambda reader, name: reader.text(name, 1, NAME_MAX_BYTES),
-    _same,
-    JsonFields.string,
-)
+NAME = text(1, NAME_MAX_BYTES)
 ADMINS = Codec(
     _check_admins,
     lambda writer, value: writer.fixed_list([_key(admin) for admin in value], KEY_LENGTH),

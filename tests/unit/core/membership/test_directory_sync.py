@@ -5,6 +5,8 @@ it, and a neighbour asking too often is answered at most once per round."""
 
 from __future__ import annotations
 
+import pytest
+
 from meshd.core.membership import MeshTrust
 from meshd.core.membership.directory import Directory, Entry
 from meshd.core.membership.directory_sync import (
@@ -131,7 +133,9 @@ def test_a_neighbour_asking_too_often_gets_one_answer_per_round() -> None:
     assert len(later) == 1 and later[0].total == 3
 
 
-def test_an_entry_held_as_it_is_is_skipped_before_it_is_decoded(monkeypatch) -> None:
+def test_an_entry_held_as_it_is_is_skipped_before_it_is_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A neighbour sending what we hold again (an honest resend, or a flood of it) costs a
     hash: the held entry is not decoded again; a renewed one still is."""
     sync = node(*ENTRIES[:2])
