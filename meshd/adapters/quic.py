@@ -47,6 +47,9 @@ costs a dictionary lookup a datagram), counted in ``status`` (``over_budget``: b
 A verified peer's bucket is kept by its node id, and its next sessions take it over as it
 is: closing and dialling again does not refill it (the last ``MAX_SESSIONS`` peers' are
 kept).
+The socket is read in batches (up to ``READ_BATCH`` datagrams a wakeup, where asyncio's
+datagram transport reads one): each session is serviced (events, sends, its timer) once
+a batch, so a burst of datagrams costs one round of acknowledgements, not one each.
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ MAX_UNVERIFIED_PER_HOST = 4
 # token first: half of their caps.
 RETRY_UNVERIFIED = MAX_UNVERIFIED // 2
 RETRY_HALF_OPEN = MAX_SESSIONS // 2
+READ_BATCH = 64  # datagrams read a wakeup before their sessions are serviced
+_MAX_DATAGRAM = 65_535
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,7 @@ class _ByHost:
             del self.hosts[entry.source_host]
 
 
-class QuicTransport(asyncio.DatagramProtocol):
+class QuicTransport:
     """All of a node's neighbour sessions on one UDP socket."""
 
     def __init__(
@@ -192,7 +197,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         self._authorize = authorize
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._by_cid: dict[bytes, _Entry] = {}
         self._entries: set[_Entry] = set()
         self._active: dict[str, _Entry] = {}  # peer node id -> its one session that is up
@@ -211,7 +216,9 @@ class QuicTransport(asyncio.DatagramProtocol):
         self.retry: dict[str, int] = {}
         # UDP payload bytes of the port, every datagram (``status``: the control traffic).
         self.bytes = {"sent": 0, "received": 0}
-        self._closed = asyncio.Event()
+        # Datagrams the kernel would not take (its send buffer full, or no route): lost,
+        # as QUIC expects of UDP; its loss recovery sends them again.
+        self.send_errors = 0
 
     @classmethod
     async def listen(
@@ -230,56 +237,79 @@ class QuicTransport(asyncio.DatagramProtocol):
         mark (SO_MARK, CAP_NET_ADMIN), which the exit's policy rules keep out of the exit
         tunnel (meshd.adapters.net.exit_tunnel)."""
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: cls(
-                credentials=credentials,
-                authorize=authorize,
-                on_event=on_event,
-                settings=settings,
-                verifies=verifies,
-            ),
-            local_addr=(host, port),
-        )
-        if mark is not None:
-            sock = transport.get_extra_info("socket")
-            try:
+        family, kind, proto, _, sockaddr = (
+            await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(sockaddr)
+            if mark is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
-            except OSError:
-                transport.close()
-                raise
-        return protocol
+        except OSError:
+            sock.close()
+            raise
+        transport = cls(
+            credentials=credentials,
+            authorize=authorize,
+            on_event=on_event,
+            settings=settings,
+            verifies=verifies,
+        )
+        transport._sock = sock
+        loop.add_reader(sock.fileno(), transport._read_ready)
+        return transport
 
-    # -- asyncio.DatagramProtocol --------------------------------------------------------
+    # -- the socket ----------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
+    def _read_ready(self) -> None:
+        """Read what the socket holds (``READ_BATCH`` at most), then service each session
+        that received once."""
+        assert self._sock is not None
+        received: dict[_Entry, None] = {}
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = self._sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # an ICMP error queued on the socket: nothing to read
+                log.debug("socket.error %s", exc)
+                break
+            entry = self._received(data, addr)
+            if entry is not None:
+                received[entry] = None
+        for entry in received:
+            if entry in self._entries:  # servicing another may have closed it
+                self._service(entry)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed.set()
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
+    def _received(self, data: bytes, addr: Address) -> _Entry | None:
+        """Feed one datagram to its session (not serviced yet), or accept a new one."""
         self.bytes["received"] += len(data)
         cid = destination_cid(data)
         if cid is None:
-            return
+            return None
         entry = self._by_cid.get(cid)
         if entry is None:
             self._accept(data, addr)
-            return
+            return None
         now = self._loop.time()
         if not entry.received.take(len(data), now):
             entry.dropped += 1  # beyond its receive budget: not even decrypted
-            return
+            return None
         entry.addr = addr
         entry.session.receive_datagram(data, addr, now=now)
-        self._service(entry)
+        return entry
+
+    @property
+    def _open(self) -> bool:
+        return self._sock is not None
 
     # -- commands ------------------------------------------------------------------------
 
     @property
     def local_address(self) -> Address:
-        assert self._transport is not None
-        host, port = self._transport.get_extra_info("sockname")[:2]
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
         return (host, port)
 
     def dial(self, addr: Address, expected_node_id: str | None = None) -> None:
@@ -301,8 +331,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         """``addr`` as this socket reports its peers: an IPv6 socket gives (host, port,
         flowinfo, scope_id), and aioquic knows a datagram's path by that tuple's equality
         (its own client dials so too): a 2-tuple dial would never hear its answers."""
-        family = self._transport.get_extra_info("socket").family if self._transport else None
-        if family == socket.AF_INET6 and len(addr) == 2:
+        if self._sock is not None and self._sock.family == socket.AF_INET6 and len(addr) == 2:
             return cast(Address, (addr[0], addr[1], 0, 0))
         return addr
 
@@ -343,6 +372,7 @@ class QuicTransport(asyncio.DatagramProtocol):
             "retrying": self.retrying,
             "retry": dict(self.retry),
             "bytes": dict(self.bytes),
+            "send_errors": self.send_errors,
             "over_budget": {
                 e.session.peer_node_id or format_endpoint(e.addr): e.dropped
                 for e in self._entries
@@ -391,9 +421,10 @@ class QuicTransport(asyncio.DatagramProtocol):
         await asyncio.sleep(linger)  # let the CONNECTION_CLOSE datagrams leave
         for entry in list(self._entries):
             self._forget(entry)
-        if self._transport is not None:
-            self._transport.close()
-            await self._closed.wait()
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
 
     # -- internals -----------------------------------------------------------------------
 
@@ -453,7 +484,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         self, version: int | None, original_cid: bytes, client_cid: bytes, addr: Address
     ) -> None:
         """RFC 9000 17.2.5: a Retry, as aioquic's asyncio server builds it."""
-        if self._transport is None or self._transport.is_closing() or version is None:
+        if not self._open or version is None:
             return
         retry_cid = os.urandom(8)
         token = self._retry_tokens.create_token(
@@ -524,9 +555,13 @@ class QuicTransport(asyncio.DatagramProtocol):
             del self._active[node_id]
 
     def _send(self, data: bytes, addr: Address) -> None:
-        assert self._transport is not None
+        assert self._sock is not None
         self.bytes["sent"] += len(data)
-        self._transport.sendto(data, addr)
+        try:
+            self._sock.sendto(data, addr)
+        except OSError as exc:  # EAGAIN, ENETUNREACH...: the datagram is lost
+            self.send_errors += 1
+            log.debug("socket.send_error address=%s %s", format_endpoint(addr), exc)
 
     def _service(self, entry: _Entry) -> None:
         """Handle events, send what is due, re-arm the timer (aioquic's ``transmit``)."""
@@ -535,7 +570,7 @@ class QuicTransport(asyncio.DatagramProtocol):
         for _ in range(2):  # events can queue data (and sending can produce events)
             while (event := session.next_event()) is not None:
                 self._handle(entry, event)
-            if self._transport is not None and not self._transport.is_closing():
+            if self._open:
                 for data, addr in session.datagrams_to_send(now):
                     self._send(data, addr)
         if session.is_terminated:

@@ -642,7 +642,7 @@ def test_a_retry_answers_new_sources_once_half_the_unverified_slots_are_taken(
                     # it with the token), and comes up.
                     await come_up(b, a)
                     assert b.transport.status()["retry"] == {"sent": 2, "bad_token": 1}
-                    assert b.creds.node_id in a.transport.peers()
+                    await a.wait_for(lambda: b.creds.node_id in a.transport.peers())
                     for client_node in (a, *held):
                         b.transport.verified(client_node.creds.node_id)
                     assert not b.transport.retrying
@@ -682,9 +682,8 @@ def test_a_marked_transport_marks_its_socket() -> None:
     async def body() -> None:
         node = await listening(Node(credentials(1)), mark=0x4D58)
         try:
-            transport = node.transport._transport
-            assert transport is not None
-            sock = transport.get_extra_info("socket")
+            sock = node.transport._sock
+            assert sock is not None
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK) == 0x4D58
         finally:
             await node.transport.close()
