@@ -169,16 +169,22 @@ def decode_packet_detail(data: bytes) -> DecodedPacket:
     decoded: list[DecodedTLV] = []
     skipped: list[SkippedTLV] = []
     body = Reader(data, HEADER_LENGTH, end, "truncated", "packet body")
-    while body.remaining():
+    while body.pos < end:
         offset = body.pos
-        tlv_type = body.u8()
+        tlv_type = data[offset]
         if tlv_type == PAD1:
+            body.pos += 1
             decoded.append(DecodedTLV(Pad1(), state, offset))
             continue
-        body.where = f"TLV type {tlv_type} at offset {offset}"
-        length = body.u8()
-        start = body.pos
-        body.take(length)
+        # Type and length read in place; the Reader only says what ran out, if one did.
+        length = data[offset + 1] if offset + 1 < end else 0
+        start = offset + 2
+        if start + length > end:
+            body.where = (tlv_type, offset)
+            body.pos = offset + 1
+            body.u8()
+            body.take(length)
+        body.pos = start + length
         if tlv_type not in KNOWN_TYPES:
             skipped.append(SkippedTLV(tlv_type, offset, "unknown_tlv"))
             continue

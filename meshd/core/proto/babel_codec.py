@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 from meshd.core.proto.babel_subtlv import decode_subtlvs, encode_subtlvs
@@ -143,13 +144,12 @@ def decode_tlv(
 
     Returns the TLV and whether it must be ignored for an unknown mandatory sub-TLV.
     """
-    where = f"TLV type {tlv_type} at offset {start - 2}"
+    r = Reader(data, start, end, "bad_length", (tlv_type, start - 2))
     if end - start < MIN_BODY[tlv_type]:
         raise BabelDecodeError(
             "bad_length",
-            f"{where}: length {end - start} is below its minimum {MIN_BODY[tlv_type]}",
+            f"{r.where}: length {end - start} is below its minimum {MIN_BODY[tlv_type]}",
         )
-    r = Reader(data, start, end, "bad_length", where)
     if tlv_type == PADN:
         return PadN(length=end - start), False
     if tlv_type == ACK_REQUEST:
@@ -184,11 +184,11 @@ def decode_tlv(
         r.u8()  # reserved
         address = decode_address(ae, r)
         if address is None:
-            raise BabelDecodeError("bad_ae", f"{where}: a Next Hop MUST NOT use AE 0")
+            raise BabelDecodeError("bad_ae", f"{r.where}: a Next Hop MUST NOT use AE 0")
         subs, ignore = decode_subtlvs(r, tlv_type)
         return NextHop(ae=ae, address=address, sub_tlvs=subs), ignore
     if tlv_type == UPDATE:
-        return _decode_update(r, state, where)
+        return _decode_update(r, state)
     if tlv_type == ROUTE_REQUEST:
         ae, plen = r.u8(), r.u8()
         prefix = decode_prefix(ae, plen, 0, r, None)
@@ -200,7 +200,7 @@ def decode_tlv(
         r.u8()  # reserved
         router_id = r.take(8)
         if ae == AE_WILDCARD:
-            raise BabelDecodeError("bad_ae", f"{where}: a Seqno Request MUST NOT use AE 0")
+            raise BabelDecodeError("bad_ae", f"{r.where}: a Seqno Request MUST NOT use AE 0")
         prefix = decode_prefix(ae, plen, 0, r, None)
         assert prefix is not None  # AE 0 refused above
         subs, ignore = decode_subtlvs(r, tlv_type)
@@ -216,13 +216,17 @@ def decode_tlv(
     raise AssertionError(f"decode_tlv called for unknown TLV type {tlv_type}")
 
 
-def _decode_update(r: Reader, state: ParserState, where: str) -> tuple[TLV, bool]:
-    ae, flags, plen, omitted = r.u8(), r.u8(), r.u8(), r.u8()
-    interval, seqno, metric = r.u16(), r.u16(), r.u16()
+_UPDATE_HEAD: Final = struct.Struct("!BBBBHHH")
+
+
+def _decode_update(r: Reader, state: ParserState) -> tuple[TLV, bool]:
+    # MIN_BODY[UPDATE] octets, checked by the caller
+    ae, flags, plen, omitted, interval, seqno, metric = _UPDATE_HEAD.unpack_from(r.data, r.pos)
+    r.pos += _UPDATE_HEAD.size
     prefix = decode_prefix(ae, plen, omitted, r, state.default_prefix(ae))
     sets_router_id = bool(flags & UPDATE_ROUTER_ID_FLAG)
     if sets_router_id and ae == AE_WILDCARD:
-        raise BabelDecodeError("bad_flags", f"{where}: Router-Id flag on an AE 0 Update")
+        raise BabelDecodeError("bad_flags", f"{r.where}: Router-Id flag on an AE 0 Update")
     subs, ignore = decode_subtlvs(r, UPDATE)
     update = Update(
         ae=ae,

@@ -34,12 +34,26 @@ LINK_LOCAL_NET: Final = ipaddress.IPv6Network("fe80::/64")
 class Reader:
     """A cursor over ``data[start:end]`` that raises BabelDecodeError instead of running off."""
 
-    def __init__(self, data: bytes, start: int, end: int, reason: str, where: str) -> None:
+    def __init__(
+        self, data: bytes, start: int, end: int, reason: str, where: str | tuple[int, int]
+    ) -> None:
         self.data = data
         self.pos = start
         self.end = end
         self.reason = reason  # what running out means here: "truncated" or "bad_length"
-        self.where = where
+        self._where = where
+
+    @property
+    def where(self) -> str:
+        """Where in the packet, for an error: a TLV's (type, offset) is spelled out only
+        when one is raised (a packet holds hundreds of TLVs, most decode)."""
+        if isinstance(self._where, tuple):
+            return "TLV type {} at offset {}".format(*self._where)
+        return self._where
+
+    @where.setter
+    def where(self, where: str | tuple[int, int]) -> None:
+        self._where = where
 
     def remaining(self) -> int:
         return self.end - self.pos
@@ -191,32 +205,31 @@ def encode_prefix(ae: int, prefix: IPNetwork | None, omitted: int, default: byte
 def decode_prefix(
     ae: int, plen: int, omitted: int, reader: Reader, default: bytes | None
 ) -> IPNetwork | None:
-    where = reader.where
     if ae == AE_WILDCARD:
         if plen != 0:
-            raise BabelDecodeError("bad_prefix_length", f"{where}: AE 0 with plen {plen}")
+            raise BabelDecodeError("bad_prefix_length", f"{reader.where}: AE 0 with plen {plen}")
         if omitted != 0:
-            raise BabelDecodeError("bad_omitted", f"{where}: AE 0 with omitted {omitted}")
+            raise BabelDecodeError("bad_omitted", f"{reader.where}: AE 0 with omitted {omitted}")
         return None
     if ae not in ADDRESS_ENCODINGS:
-        raise BabelDecodeError("bad_ae", f"{where}: unknown address encoding {ae}")
+        raise BabelDecodeError("bad_ae", f"{reader.where}: unknown address encoding {ae}")
     size = address_family_size(ae)
     if plen > 8 * size:
-        raise BabelDecodeError("bad_prefix_length", f"{where}: plen {plen} for AE {ae}")
+        raise BabelDecodeError("bad_prefix_length", f"{reader.where}: plen {plen} for AE {ae}")
     octets = prefix_octets(plen)
     if ae == AE_LINK_LOCAL:
         # RFC 8966 4.6.9: "If AE is 3 (link-local IPv6), the Omitted field MUST be 0."
         if omitted != 0:
-            raise BabelDecodeError("bad_omitted", f"{where}: AE 3 with omitted {omitted}")
+            raise BabelDecodeError("bad_omitted", f"{reader.where}: AE 3 with omitted {omitted}")
         return _network(ae, LINK_LOCAL_HIGH + reader.take(max(0, octets - 8)), plen)
     if omitted > size:
-        raise BabelDecodeError("bad_omitted", f"{where}: omitted {omitted} for AE {ae}")
+        raise BabelDecodeError("bad_omitted", f"{reader.where}: omitted {omitted} for AE {ae}")
     head = b""
     if omitted:
         if default is None:
             raise BabelDecodeError(
                 "no_default_prefix",
-                f"{where}: omits {omitted} octets but no default prefix for AE {ae} is set",
+                f"{reader.where}: omits {omitted} octets but no default prefix for AE {ae} is set",
             )
         head = default[:omitted]
     return _network(ae, head + reader.take(max(0, octets - omitted)), plen)

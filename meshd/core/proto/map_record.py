@@ -34,7 +34,7 @@ falls as loss and delay grow. In JSON, keys are node ids, ``tq`` the byte, the l
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, ClassVar
 
 from meshd.core.keys import node_id_from_public, public_from_node_id
@@ -152,14 +152,27 @@ class MapLink:
 
     node_id: str
     tq: int
+    # The key's bytes, read once (sorting, encoding and signing use them, not the id).
+    key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        public_from_node_id(self.node_id)  # ValueError if not a node id
+        # ValueError if not a node id
+        object.__setattr__(self, "key", public_from_node_id(self.node_id))
         if isinstance(self.tq, bool) or not isinstance(self.tq, int) or not 0 <= self.tq <= 255:
             raise ValueError(f"a link's tq is 0..255, got {self.tq!r}")
 
+    @classmethod
+    def read(cls, packed: bytes) -> MapLink:
+        """A link as a record carries it (key, then tq): any 32 octets are a key, so only
+        its id is spelled out, not checked again."""
+        link = object.__new__(cls)
+        object.__setattr__(link, "node_id", node_id_from_public(packed[:KEY_LENGTH]))
+        object.__setattr__(link, "tq", packed[KEY_LENGTH])
+        object.__setattr__(link, "key", packed[:KEY_LENGTH])
+        return link
+
     def packed(self) -> bytes:
-        return public_from_node_id(self.node_id) + bytes((self.tq,))
+        return self.key + bytes((self.tq,))
 
 
 def _check_links(what: str, value: object) -> tuple[MapLink, ...]:
@@ -167,7 +180,7 @@ def _check_links(what: str, value: object) -> tuple[MapLink, ...]:
         raise ValueError(f"{what} must be a tuple of MapLink")
     if len(value) > MAX_LINKS:
         raise ValueError(f"{what}: {len(value)} links, at most {MAX_LINKS}")
-    keys = [public_from_node_id(link.node_id) for link in value]
+    keys = [link.key for link in value]
     if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
         raise ValueError(f"{what} must be sorted by key bytes, each neighbour once")
     return value
@@ -175,9 +188,7 @@ def _check_links(what: str, value: object) -> tuple[MapLink, ...]:
 
 def _read_links(reader: Reader, name: str) -> tuple[MapLink, ...]:
     items = reader.fixed_list(name, _LINK_LENGTH, 0, MAX_LINKS)
-    return tuple(
-        MapLink(node_id_from_public(item[:KEY_LENGTH]), item[KEY_LENGTH]) for item in items
-    )
+    return tuple(MapLink.read(item) for item in items)
 
 
 def _links_from_json(fields: JsonFields, key: str) -> tuple[MapLink, ...]:
