@@ -64,6 +64,8 @@ class Changes(Protocol):
 
     def map_documents(self) -> dict[str, Any]: ...
 
+    def publish_release(self, manifest: bytes) -> dict[str, Any]: ...
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -182,6 +184,17 @@ async def _map(sources: Sources, args: dict[str, Any]) -> Any:
     return _node(sources).map_documents()
 
 
+async def _publish_release(sources: Sources, args: dict[str, Any]) -> Any:
+    manifest = args.get("manifest")
+    try:
+        data = bytes.fromhex(manifest) if isinstance(manifest, str) else None
+    except ValueError:
+        data = None
+    if not data:
+        raise CallError("bad_args", "expected manifest (hex)")
+    return _node(sources).publish_release(data)
+
+
 Answer = Callable[[Sources, dict[str, Any]], Awaitable[Any]]
 
 
@@ -205,9 +218,11 @@ CALLS: dict[str, Call] = {
     "subscribe": Call(_subscribe_call),
     "revocations": Call(_revocations),
     "map": Call(_map),
+    "releases": Call(_slice("releases")),
     "add_revocations": Call(_add_revocations, changes=True),
     "mesh_definition": Call(_mesh_definition, changes=True),
     "block": Call(_block, changes=True),
+    "publish_release": Call(_publish_release, changes=True),
 }
 
 

@@ -132,6 +132,19 @@ class ControlClient:
         result = self.call("block", node_id=node_id, blocked=blocked)
         return _dataclass(BlockResult, result, "block")
 
+    def releases(self) -> dict[str, Any] | None:
+        """The release held and served, and the one being fetched (null: none yet)."""
+        result = self.call("releases")
+        if result is not None and not isinstance(result, dict):
+            raise ControlError("bad_answer", "releases: expected an object or null")
+        return result
+
+    def publish_release(self, manifest: bytes) -> dict[str, Any]:
+        result = self.call("publish_release", manifest=manifest.hex())
+        if not isinstance(result, dict):
+            raise ControlError("bad_answer", "publish_release: expected an object")
+        return result
+
     def neighbours(self) -> list[Neighbour]:
         return _checked(self.call("neighbours"), list[Neighbour], "neighbours")
 

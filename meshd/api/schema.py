@@ -224,6 +224,7 @@ class Status(_StatusRequired, total=False):
     usage_days: UsageDays | None  # null until the receipts service read its ledger
     metrics: dict[str, Any] | None  # the Prometheus endpoint; null while off
     map: dict[str, Any]  # the community map's records kept, and where its files go
+    releases: dict[str, Any]  # the release held and served, the one being fetched
 
 
 class Page(TypedDict):

@@ -22,6 +22,7 @@ from meshd.core.proto.map_record import (
     NAME_MAX_BYTES,
     Location,
 )
+from meshd.core.proto.release import STAGES
 from meshd.core.proto.session import PROTOCOLS
 
 
@@ -115,6 +116,8 @@ def check(cfg: Config) -> None:
     _check_receipts(cfg)
     _check_metrics(cfg)
     _check_map(cfg)
+    if cfg.update.stage not in STAGES:
+        raise ConfigError(cfg.path, "update.stage", f"expected one of {', '.join(STAGES)}")
     seen_ids: set[str] = set()
     for i, b in enumerate(cfg.bootstrap):
         where = f"bootstrap[{i}]"

@@ -398,6 +398,16 @@ class MapSettings:
 
 
 @dataclass(frozen=True)
+class UpdateSettings:
+    stage: str = _opt(
+        "normal",
+        "when this node takes a new release its neighbours pass on (signed by the mesh's "
+        "admins): early, normal or late (each a release's stage interval after the one "
+        "before), or manual (only by `meshd update apply`); it fetches it in any case",
+    )
+
+
+@dataclass(frozen=True)
 class Bootstrap:
     node_id: str = _opt("", "the peer's node id (43 characters)", required=True)
     address: Address = _opt(
@@ -425,6 +435,7 @@ class Config:
     receipts: ReceiptsSettings = field(default_factory=ReceiptsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     map: MapSettings = field(default_factory=MapSettings)
+    update: UpdateSettings = field(default_factory=UpdateSettings)
     bootstrap: tuple[Bootstrap, ...] = ()
 
 
@@ -444,4 +455,5 @@ SECTIONS: dict[str, type] = {
     "receipts": ReceiptsSettings,
     "metrics": MetricsSettings,
     "map": MapSettings,
+    "update": UpdateSettings,
 }

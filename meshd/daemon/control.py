@@ -90,6 +90,7 @@ class Links(Protocol):
 MeteringHandler = Callable[[str, fx.MeteringMessage], None]
 JoinHandler = Callable[[str, messages.JoinRequestMessage], None]
 RenewalHandler = Callable[[str, fx.RenewalMessage], None]
+ReleaseHandler = Callable[[str, fx.ReleaseMessage], None]
 
 
 class ControlService:
@@ -111,6 +112,7 @@ class ControlService:
         self.on_metering = on_metering  # claims and receipts (meshd.daemon.claims), from members
         self._on_join: JoinHandler | None = None
         self._on_renewal: RenewalHandler | None = None
+        self.on_release: ReleaseHandler | None = None  # meshd.daemon.releases
         self._transport: QuicTransport | None = None
         self.hellos: HelloSocket | None = None
         self.beacons: BeaconService | None = None
@@ -278,6 +280,10 @@ class ControlService:
         self._run()
         return sent
 
+    def offer_release(self, manifest: bytes) -> None:
+        self.core.offer_release(manifest)
+        self._run()
+
     def answer_join(
         self, node_id: str, answer: messages.JoinGranted | messages.JoinRefused
     ) -> bool:
@@ -345,6 +351,9 @@ class ControlService:
         elif isinstance(effect, fx.Metering):
             if self.on_metering is not None:
                 self.on_metering(effect.node_id, effect.message)
+        elif isinstance(effect, fx.Release):
+            if self.on_release is not None:
+                self.on_release(effect.node_id, effect.message)
         elif isinstance(effect, fx.JoinRequest):
             if self.on_join is not None:
                 self.on_join(effect.node_id, effect.message)

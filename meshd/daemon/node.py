@@ -59,6 +59,7 @@ from meshd.daemon.joining import JoinError, bootstrap_endpoints, join_mesh, need
 from meshd.daemon.joins import JoinService
 from meshd.daemon.links import KernelLinks
 from meshd.daemon.metering import Metering
+from meshd.daemon.releases import PublishError, ReleaseService
 from meshd.daemon.status import status
 from meshd.log import event
 
@@ -91,6 +92,7 @@ class Node:
         self.control: ControlService | None = None
         self.exits: ExitService | None = None
         self.joins: JoinService | None = None  # joins through us and for our invites
+        self.releases: ReleaseService | None = None  # new meshd from neighbours
         self.joined_via: BootstrapEndpoint | None = None  # the bootstrap that let us in now
         self.tunnels = ExitTunnels(
             backend,
@@ -253,6 +255,8 @@ class Node:
                     self.exits.tick(now)
                 if self.joins is not None:
                     self.joins.tick(now)
+                if self.releases is not None:
+                    self.releases.tick(now)
                 if writes := self.map.due(self.control.core, now):
                     self.submit(community_map.write, writes)
                 if now >= next_underlay:
@@ -380,6 +384,13 @@ class Node:
         assert self.exits is not None
         self.exits.block(node_id, blocked)
 
+    def publish_release(self, manifest: bytes) -> dict[str, Any]:
+        assert self.releases is not None
+        try:
+            return self.releases.publish(manifest)
+        except PublishError as exc:
+            raise api.CallError(exc.code, str(exc)) from None
+
     def map_documents(self) -> dict[str, Any]:
         assert self.control is not None
         return community_map.documents(self.control.core)
@@ -429,6 +440,9 @@ class Node:
             self.joined_via,
         )
         self.map.load(self.control.core)
+        self.releases = ReleaseService(self.control, self.state_dir, self.cfg.update.stage)
+        self.control.on_release = self.releases.on_message
+        self.releases.load()
         echo = EchoProbe()
         if echo.open():
             self.links.echo = echo
@@ -506,6 +520,8 @@ class Node:
             if writes := self.map.due(self.control.core, time.monotonic(), final=True):
                 await self.kernel(community_map.write, writes)
             await self.metering.stop()
+            if self.releases is not None:
+                await self.releases.stop()
             await self.control.close()
             await self.kernel(self.teardown)
             self._kernel.shutdown()

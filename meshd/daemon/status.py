@@ -138,6 +138,8 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
         "metrics": metrics_status(node),
         # The community map's records kept (meshd.core.control.community_map).
         "map": node.map.status(node.control.core),
+        # New meshd over the mesh (meshd.daemon.releases).
+        "releases": node.releases.status() if node.releases is not None else None,
     }
 
 

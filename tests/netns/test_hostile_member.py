@@ -255,6 +255,45 @@ def test_a_member_lying_on_the_map_is_refused_and_passed_on_once_per_interval(
     }
 
 
+def test_a_member_offering_a_release_no_admin_signed_gets_nothing_stored_or_served(
+    bed: Bed, tmp_path: Path
+) -> None:
+    """a's keys offer b a new meshd signed by a's own key, and one the admin signed for
+    another mesh; send it a part of an artifact it never asked for, and ask it for a release
+    it does not hold. b counts each in a's refusals, fetches nothing, stores nothing and
+    serves nothing (the honest path: tests/netns/test_releases.py)."""
+    from meshd.adapters import identity
+    from meshd.core.membership import MeshDefinition
+    from meshd.core.proto import session
+    from tests.golden.release.make_vectors import ARTIFACT, signed
+
+    bed.run("kill", "a", check=False)
+    mesh_id = MeshDefinition.decode((bed.state("b") / "mesh.cert").read_bytes()).mesh_id
+    a, admin = identity.load(bed.state("a")), identity.load(bed.dir / "admin")
+    a_cert = (bed.state("a") / "membership.cert").read_bytes()
+    lies = [
+        session.Release(signed(a.signing_key, mesh_id, 9, ARTIFACT).encode()),
+        session.Release(signed(admin.signing_key, bytes(16), 9, ARTIFACT).encode()),
+        session.ReleasePart(9, 0, ARTIFACT),
+        session.ReleaseFetch(9, 0, 1024),
+    ]
+    start = [session.encode(session.Capabilities(session.FEATURES)), membership_message(a_cert)]
+    messages = start + [session.encode(m) for m in lies]
+    b_id = bed.status("b")["node_id"]
+    with bed.hostile_peer("a", bed.underlay_address("b", towards="a"), b_id) as liar:
+        result = session_as(liar, bed.state("a"), messages, protocols=["meshd/2"])
+    assert result["up"] and result["sent"] == len(messages), result
+    assert result["closed"] is None or not result["closed"]["by_peer"], result
+    assert session.RELEASE_PART not in result["received_kinds"], result  # nothing served
+    a_seen = next(n for n in bed.status("b")["neighbours"] if n["name"] == "a")
+    for reason in ("release_not_admin", "release_other_mesh", "release_unasked"):
+        assert a_seen["refusals"].get(reason) == 1, a_seen["refusals"]
+    assert a_seen["refusals"].get("release_not_held") == 1, a_seen["refusals"]
+    releases = bed.status("b")["releases"]
+    assert releases["held"] is None and releases["fetching"] is None, releases
+    assert list((bed.state("b") / "releases").iterdir()) == []
+
+
 # -- message rates (item 5) ---------------------------------------------------------------
 
 FLOOD_S = 8.0  # each kind's flood: long enough that a full bucket is not most of it

@@ -99,7 +99,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
 
         # Membership records start with their type (1-6), receipts with theirs (0x11), map
         # records and release manifests with theirs (0x20, 0x30), session messages with
-        # their kind (1-26, RENEW_GRANTED is 0x11 too), beacons with MSHB; anything else is
+        # their kind (1-29, RENEW_GRANTED is 0x11 too), beacons with MSHB; anything else is
         # read as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
@@ -119,7 +119,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= session_kinds.MAP:  # only session messages
+        elif data[:1] and 7 <= data[0] <= session_kinds.RELEASE_PART:  # only session ones
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -271,6 +271,14 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
         return out
     if isinstance(msg, session.MapMessage):
         return [{"type": "session", "kind": "map"}, *_membership(msg.record)]
+    if isinstance(msg, session.Release):
+        return [{"type": "session", "kind": "release"}, *_membership(msg.manifest)]
+    if isinstance(msg, session.ReleaseFetch):
+        head = {"type": "session", "kind": "release_fetch", "serial": msg.serial}
+        return [{**head, "offset": msg.offset, "length": msg.length}]
+    if isinstance(msg, session.ReleasePart):
+        head = {"type": "session", "kind": "release_part", "serial": msg.serial}
+        return [{**head, "offset": msg.offset, "data": msg.data.hex()}]
     if isinstance(msg, session.Name):  # the salt too: it is what a neighbour was shown
         return [{"type": "session", "kind": "name", "name": msg.name, "salt": msg.salt.hex()}]
     if isinstance(msg, session.RenewRefused):

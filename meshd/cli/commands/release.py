@@ -1,16 +1,25 @@
-"""meshd release make|check: a release manifest for a new meshd, signed with the mesh's admin
-key on the node that holds it (meshd.core.proto.release), and its check on any node:
-signed by a current admin of this node's mesh, and the artifact the one it names."""
+"""meshd release make|check|publish: a release manifest for a new meshd, signed with the
+mesh's admin key on the node that holds it (meshd.core.proto.release); its check on any
+node: signed by a current admin of this node's mesh, and the artifact the one it names;
+and its publishing on any node (meshd.daemon.releases), from which every node of the mesh
+fetches it."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meshd.cli.commands import add_config_argument, load_admin_key, load_node, write_new
+from meshd.cli.commands import (
+    add_config_argument,
+    add_socket_argument,
+    load_admin_key,
+    load_node,
+    write_new,
+)
 
 if TYPE_CHECKING:
     from meshd.core.proto.release import ReleaseManifest
@@ -55,7 +64,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     check.add_argument("manifest", metavar="MANIFEST")
     check.add_argument("--artifact", metavar="FILE", help="the release's file, to check too")
-    for q in (make, check):
+    publish = sub.add_parser(
+        "publish",
+        help="hand MANIFEST and its ARTIFACT to the running daemon, which serves them",
+        description="Hand a release to this node's daemon: its neighbours fetch the "
+        "artifact from it and pass it on, until every node of the mesh holds it. The "
+        "artifact is copied into the state directory first.",
+    )
+    publish.add_argument("manifest", metavar="MANIFEST")
+    publish.add_argument("artifact", metavar="ARTIFACT")
+    add_socket_argument(publish)
+    for q in (make, check, publish):
         add_config_argument(q)
 
 
@@ -76,6 +95,35 @@ def _stages(manifest: ReleaseManifest) -> str:
         )
         parts.append(f"{stage} {when}")
     return "; ".join(parts)
+
+
+def _publish(args: argparse.Namespace, state_dir: Path, manifest: ReleaseManifest) -> int:
+    """Copy the artifact where the daemon reads it (its owner's), then hand it the manifest."""
+    import shutil
+
+    from meshd.adapters import safe_files
+    from meshd.api.client import ControlClient, ControlError, locate_socket
+    from meshd.daemon.releases import RELEASES_DIR
+
+    releases = state_dir / RELEASES_DIR
+    part = releases / f"{manifest.serial}.part"
+    owner = safe_files.directory_owner(state_dir)
+    if not releases.exists():
+        releases.mkdir(mode=0o700)
+        if owner is not None:
+            os.chown(releases, *owner)
+    part.unlink(missing_ok=True)
+    safe_files.create(part, 0o600, owner)
+    fd = safe_files.open_regular(part, os.O_WRONLY)
+    with open(args.artifact, "rb") as src, os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(src, out)
+    try:
+        ControlClient(locate_socket(args.socket)).publish_release(manifest.encode())
+    except ControlError as exc:
+        print(f"meshd release publish: {exc}", file=sys.stderr)
+        return 1
+    print(f"{_named(manifest)}): published; the neighbours fetch it from this node")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
@@ -115,6 +163,8 @@ def main(args: argparse.Namespace) -> int:
             return 0
         manifest = ReleaseManifest.decode(Path(args.manifest).read_bytes())
         check_for_mesh(manifest, mesh_id, own.trust.admins, taken_serial=0)
+        if args.action == "publish":
+            return _publish(args, cfg.node.state_dir, manifest)
         if args.artifact:
             manifest.check_artifact(Path(args.artifact).read_bytes())
         artifact = "artifact checked" if args.artifact else "artifact not checked (--artifact)"

@@ -18,6 +18,7 @@ from meshd.core.routing.babel import RouteChange
 
 MeteringMessage = messages.Claim | messages.ReceiptMessage | messages.ReceiptAck
 RenewalMessage = messages.RenewRequest | messages.RenewGranted | messages.RenewRefused
+ReleaseMessage = messages.Release | messages.ReleaseFetch | messages.ReleasePart
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,14 @@ class Metering:
 
 
 @dataclass(frozen=True)
+class Release:
+    """A verified neighbour's RELEASE, RELEASE_FETCH or RELEASE_PART (meshd.daemon.releases)."""
+
+    node_id: str
+    message: ReleaseMessage
+
+
+@dataclass(frozen=True)
 class JoinRequest:
     """A node without a certificate asks to join, on a join-only session (meshd.daemon.joins)."""
 
@@ -142,6 +151,7 @@ Effect = (
     | RemoveLink
     | ApplyRoutes
     | Metering
+    | Release
     | JoinRequest
     | Renewal
     | SaveSeqno

@@ -157,6 +157,9 @@ class ControlPlane:
         # Our private name and its salt, shown to verified neighbours (NAME); None: our
         # certificate holds the name itself (meshd.core.membership.names).
         self.name_opening = name_opening
+        # The release whose whole artifact this node holds and serves (its manifest's
+        # bytes; meshd.daemon.releases): offered to each neighbour that verifies.
+        self.release_offer = b""
         self._saved_seqno = router.seqno
         self._next_enforce = now + ENFORCE_EVERY_S
         # Our membership and what we know of everyone's (meshd.core.control.trust).
@@ -353,6 +356,8 @@ class ControlPlane:
                 self._send_map(taken, but=peer.node_id)
         elif isinstance(msg, fx.MeteringMessage):
             self.effects.append(fx.Metering(peer.node_id, msg))
+        elif isinstance(msg, fx.ReleaseMessage):
+            self.effects.append(fx.Release(peer.node_id, msg))
         elif isinstance(msg, fx.RenewalMessage):
             if not self.takes_renewals:
                 self._refuse(peer, "renewal_unavailable", "this node takes no renewals")
@@ -463,6 +468,8 @@ class ControlPlane:
         if self.peer_supports(peer, messages.Feature.MAP):  # and the map
             for record in self.community_map.known():
                 self._send(peer.node_id, messages.MapMessage(record))
+        if self.release_offer and self.peer_supports(peer, messages.Feature.RELEASES):
+            self._send(peer.node_id, messages.Release(self.release_offer))
         if self.share_endpoints:
             self._share_endpoints(peer)
         self._update_link(peer)
@@ -810,6 +817,21 @@ class ControlPlane:
                 and (feature is None or feature in p.features)
             ):
                 self._send_raw(p.node_id, data)
+
+    def offer_release(self, manifest: bytes) -> None:
+        """Serve a release from now on (meshd.daemon.releases): its manifest goes to every
+        verified neighbour that takes releases now, and to each that verifies later."""
+        self.release_offer = manifest
+        data = messages.encode(messages.Release(manifest))
+        self._send_verified(data, None, messages.Feature.RELEASES)
+
+    def release_peers(self) -> set[str]:
+        """The verified neighbours whose sessions are up and carry releases."""
+        return {
+            p.node_id
+            for p in self.peers.values()
+            if p.member is not None and p.session_up and messages.Feature.RELEASES in p.features
+        }
 
     def send_to_member(self, node_id: str, message: messages.SessionMessage) -> bool:
         """Send to a neighbour whose certificate verified (on its current session, or on

@@ -2,7 +2,8 @@
 REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK), joining
 (JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK), admin rotation (MESH_DEFINITION),
 versions (CAPABILITIES, meshd/2), the certificate directory (DIRECTORY_*), private
-names (NAME) and the community map (MAP): hex and the JSON lines `meshd decode` prints.
+names (NAME), the community map (MAP) and releases (RELEASE, RELEASE_FETCH,
+RELEASE_PART): hex and the JSON lines `meshd decode` prints.
 Run from the repo root: ``python -m tests.golden.session.make_vectors``; the tests check
 both directions."""
 
@@ -24,11 +25,13 @@ from meshd.core.membership.directory import Entry
 from meshd.core.membership.renewal import RenewalIssuer, renew
 from meshd.core.membership.rotation import rotate_mesh
 from meshd.core.proto import session
+from meshd.core.proto.release import ReleaseManifest
 from tests.golden.gateway.make_vectors import advert as gateway_advert
 from tests.golden.invites import make_vectors as INVITES
 from tests.golden.map.make_vectors import record as map_record
 from tests.golden.membership import make_vectors as MEMBERSHIP_RECORDS
 from tests.golden.receipts import make_vectors as RECEIPTS
+from tests.golden.release import make_vectors as RELEASE
 
 HERE = Path(__file__).resolve().parent
 MEMBERSHIP = HERE.parent / "membership"
@@ -75,7 +78,15 @@ def vectors() -> dict[str, bytes]:
         ),
         **directory_vectors(),
         "map": session.encode(session.MapMessage(map_record(shown=True).encode())),
+        "release": session.encode(session.Release(release_manifest().encode())),
+        "release_fetch": session.encode(session.ReleaseFetch(7, 32_768, 32_768)),
+        "release_part": session.encode(session.ReleasePart(7, 32_768, RELEASE.ARTIFACT[:16])),
     }
+
+
+def release_manifest() -> ReleaseManifest:
+    """Release 7 of the release vectors' mesh, signed by their admin key."""
+    return RELEASE.signed(RELEASE.ADMIN, RELEASE.MESH_ID, 7, RELEASE.ARTIFACT)
 
 
 def directory_vectors() -> dict[str, bytes]:

@@ -245,6 +245,12 @@ class Node:
     def adopt_definitions(self, records: list[bytes]) -> dict[str, Any]:
         return {"adopted": 0, "definition": {}}
 
+    def publish_release(self, manifest: bytes) -> dict[str, Any]:
+        return {"held": {"manifest": manifest.hex()}}
+
+    def map_documents(self) -> dict[str, Any]:
+        return {}
+
     def block(self, node_id: str, blocked: bool) -> None:
         if not blocked and node_id == NODE_C:
             raise ValueError("blocked by the config file ([uplink] blocked)")
@@ -264,6 +270,14 @@ def test_block_checks_the_node_id_and_what_the_config_blocks() -> None:
             _call("block", node, **bad)
         assert info.value.code == "bad_args"
     assert node.blocked == [(NODE_B, True)]
+
+
+def test_publish_release_takes_a_manifest_in_hex_only() -> None:
+    assert _call("publish_release", Node(), manifest="30ab") == {"held": {"manifest": "30ab"}}
+    for bad in ({"manifest": "zz"}, {"manifest": ""}, {"manifest": 48}, {}):
+        with pytest.raises(api.CallError) as info:
+            _call("publish_release", Node(), **bad)
+        assert info.value.code == "bad_args", bad
 
 
 def test_a_record_that_does_not_decode_answers_its_reason() -> None:

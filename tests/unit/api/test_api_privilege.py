@@ -29,6 +29,7 @@ CHANGING: dict[str, dict[str, Any]] = {
     "add_revocations": {"records": []},
     "mesh_definition": {"records": []},
     "block": {"node_id": NODE_B, "blocked": True},
+    "publish_release": {"manifest": "30"},
 }
 
 

@@ -150,3 +150,43 @@ def test_revocations_errors_are_one_line(
         assert capsys.readouterr().err.startswith("meshd revocations: [Errno 2]")
         assert cli.main(["revocations", "add", *socket_args]) == 2
         assert capsys.readouterr().err == "meshd revocations add: give at least one FILE\n"
+
+
+RELEASE = {
+    "serial": 3,
+    "meshd_version": "0.2.0",
+    "artifact": "meshd-0.2.0-py3-none-any.whl",
+    "size": 400_000,
+    "sha256": "00" * 32,
+    "issuer": NODE_A,
+    "issued_at": 1_767_225_600,
+    "takes_from": 4_102_444_800,
+}
+
+
+def test_update_status_says_what_is_held_fetched_and_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    releases = {
+        "running": "0.1.0",
+        "stage": "normal",
+        "held": RELEASE,
+        "fetching": {
+            **RELEASE,
+            "serial": 4,
+            "takes_from": None,
+            "received": 65_536,
+            "holders": [NODE_B],
+        },  # fmt: skip
+        "refused": {"release_not_admin": 2},
+    }
+    with serving(tmp_path / "s.sock", FakeDaemon({"releases": releases}).handle) as path:
+        assert cli.main(["update", "status", "--socket", str(path)]) == 0
+    assert capsys.readouterr().out == (
+        "running: meshd 0.1.0, stage normal\n"
+        "holds and serves: release 3 (meshd 0.2.0, meshd-0.2.0-py3-none-any.whl, 400000 bytes); "
+        "its stage takes it from 2100-01-01 00:00 UTC\n"
+        "fetching: release 4 (meshd 0.2.0, meshd-0.2.0-py3-none-any.whl, 400000 bytes); takes "
+        "it only by hand (stage manual); 65536 of 400000 bytes; 1 neighbour holds it\n"
+        "refused from neighbours: release_not_admin 2\n"
+    )

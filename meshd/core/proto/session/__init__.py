@@ -46,6 +46,11 @@
                      "private_names"
     MAP (26):        one canonical map record (meshd.core.proto.map_record): what a node
                      shows on the community map, flooded like GATEWAY, feature "map"
+    RELEASE (27):    one canonical release manifest (meshd.core.proto.release): a release
+                     whose whole artifact the sender holds and serves, feature "releases"
+    RELEASE_FETCH (28): u64 serial | u64 offset | u32 length (1..32 KiB): asks a neighbour
+                     that sent RELEASE for that release's artifact, from offset on
+    RELEASE_PART (29): u64 serial | u64 offset | 1..32 KiB of the artifact: the answer
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.core.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -107,6 +112,7 @@ from meshd.core.proto.session.messages import (
     MAX_JOIN_DETAIL,
     MAX_NAME,
     MAX_REASON,
+    MAX_RELEASE_PART,
     MAX_REVOCATIONS,
     MEMBERSHIP,
     MESH_DEFINITION,
@@ -118,6 +124,9 @@ from meshd.core.proto.session.messages import (
     RECEIPT,
     RECEIPT_ACK,
     RECEIPT_LENGTH,
+    RELEASE,
+    RELEASE_FETCH,
+    RELEASE_PART,
     RENEW_GRANTED,
     RENEW_REFUSED,
     RENEW_REQUEST,
@@ -148,6 +157,9 @@ from meshd.core.proto.session.messages import (
     Name,
     ReceiptAck,
     ReceiptMessage,
+    Release,
+    ReleaseFetch,
+    ReleasePart,
     RenewGranted,
     RenewRefused,
     RenewRequest,
@@ -206,6 +218,7 @@ __all__ = [
     "MAX_JOIN_DETAIL",
     "MAX_NAME",
     "MAX_REASON",
+    "MAX_RELEASE_PART",
     "MAX_REVOCATIONS",
     "MEMBERSHIP",
     "MESHD_1",
@@ -220,12 +233,18 @@ __all__ = [
     "RECEIPT",
     "RECEIPT_ACK",
     "RECEIPT_LENGTH",
+    "RELEASE",
+    "RELEASE_FETCH",
+    "RELEASE_PART",
     "RENEW_GRANTED",
     "RENEW_REFUSED",
     "RENEW_REQUEST",
     "REVOCATIONS",
     "ReceiptAck",
     "ReceiptMessage",
+    "Release",
+    "ReleaseFetch",
+    "ReleasePart",
     "RenewGranted",
     "RenewRefused",
     "RenewRequest",

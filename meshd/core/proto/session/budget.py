@@ -66,6 +66,15 @@ BUDGETS: dict[str, Budget] = {
     "renewal": Budget(8, 0.1, "message"),
     # CLAIM, RECEIPT, RECEIPT_ACK: a claim every few seconds, or every few MiB it relays.
     "metering": Budget(64, 8, "message"),
+    # RELEASE: the newest release the sender holds, on each session and once when it has
+    # fetched one (admins publish a few a year). Each costs a signature's check.
+    "release": Budget(8, 1 / 60, "message"),
+    # RELEASE_FETCH: a fetching neighbour asks one part at a time, two a second at most
+    # (meshd.core.releases.ASK_EVERY_S); each costs a file read of 32 KiB and its sending.
+    "release_fetch": Budget(16, 4, "message"),
+    # RELEASE_PART: only what this node asked for is taken (anything else is refused as
+    # ``release_unasked``), two parts a second.
+    "release_part": Budget(256 * KIB, 96 * KIB, "octet"),
 }
 
 
@@ -87,6 +96,9 @@ _KINDS: dict[int, str] = {
     m.CLAIM: "metering",
     m.RECEIPT: "metering",
     m.RECEIPT_ACK: "metering",
+    m.RELEASE: "release",
+    m.RELEASE_FETCH: "release_fetch",
+    m.RELEASE_PART: "release_part",
 }
 
 

@@ -32,6 +32,7 @@ from meshd.core.proto.session.messages import (
     MAX_FINGERPRINTS,
     MAX_JOIN_DETAIL,
     MAX_NAME,
+    MAX_RELEASE_PART,
     MAX_REVOCATIONS,
     MEMBERSHIP,
     MESH_DEFINITION,
@@ -40,6 +41,9 @@ from meshd.core.proto.session.messages import (
     RECEIPT,
     RECEIPT_ACK,
     RECEIPT_LENGTH,
+    RELEASE,
+    RELEASE_FETCH,
+    RELEASE_PART,
     RENEW_GRANTED,
     RENEW_REFUSED,
     RENEW_REQUEST,
@@ -67,6 +71,9 @@ from meshd.core.proto.session.messages import (
     Name,
     ReceiptAck,
     ReceiptMessage,
+    Release,
+    ReleaseFetch,
+    ReleasePart,
     RenewGranted,
     RenewRefused,
     RenewRequest,
@@ -84,6 +91,8 @@ _ACK = struct.Struct("!QQ")
 _CLOCK = struct.Struct("!Q")
 _DIGEST = struct.Struct("!I32s")
 _TOTAL = struct.Struct("!I")
+_FETCH = struct.Struct("!QQI")
+_PART = struct.Struct("!QQ")
 
 
 def _host_bytes(host: str) -> bytes:
@@ -150,6 +159,12 @@ def encode(message: SessionMessage) -> bytes:
         return bytes([GATEWAY]) + message.advert
     if isinstance(message, MapMessage):
         return bytes([MAP]) + message.record
+    if isinstance(message, Release):
+        return bytes([RELEASE]) + message.manifest
+    if isinstance(message, ReleaseFetch):
+        return bytes([RELEASE_FETCH]) + _FETCH.pack(message.serial, message.offset, message.length)
+    if isinstance(message, ReleasePart):
+        return bytes([RELEASE_PART]) + _PART.pack(message.serial, message.offset) + message.data
     if isinstance(message, ExitRequest):
         return bytes([EXIT_REQUEST])
     if isinstance(message, ExitGrant):
@@ -231,6 +246,8 @@ def decode(data: bytes) -> SessionMessage:
         if not body:
             raise SessionMessageError("truncated", "MAP without a record")
         return MapMessage(body)
+    if kind in (RELEASE, RELEASE_FETCH, RELEASE_PART):
+        return _decode_release(kind, body)
     if kind == EXIT_REQUEST:
         if body:
             raise SessionMessageError("bad_length", "EXIT_REQUEST with a body")
@@ -299,6 +316,25 @@ def decode(data: bytes) -> SessionMessage:
     if not certificate:
         raise SessionMessageError("no_certificate", "a message without its certificate")
     return by_kind[kind](certificate, delegation)
+
+
+def _decode_release(kind: int, body: bytes) -> SessionMessage:
+    if kind == RELEASE:
+        if not body:
+            raise SessionMessageError("truncated", "RELEASE without a manifest")
+        return Release(body)
+    if kind == RELEASE_FETCH:
+        if len(body) != _FETCH.size:
+            raise SessionMessageError("bad_length", f"RELEASE_FETCH of {len(body)} octets")
+        serial, offset, length = _FETCH.unpack(body)
+        if not 1 <= length <= MAX_RELEASE_PART:
+            raise SessionMessageError("bad_length", f"RELEASE_FETCH of {length} octets")
+        return ReleaseFetch(serial, offset, length)
+    data = body[_PART.size :]
+    if len(body) <= _PART.size or len(data) > MAX_RELEASE_PART:
+        raise SessionMessageError("bad_length", f"RELEASE_PART of {len(body)} octets")
+    serial, offset = _PART.unpack(body[: _PART.size])
+    return ReleasePart(serial, offset, data)
 
 
 def _records(body: bytes, names: tuple[str, ...]) -> list[bytes]:

@@ -35,6 +35,9 @@ DIRECTORY_FINGERPRINTS = 23
 DIRECTORY_ENTRIES = 24
 NAME = 25
 MAP = 26
+RELEASE = 27
+RELEASE_FETCH = 28
+RELEASE_PART = 29
 NAME_SALT_LENGTH = 16  # meshd.core.membership.names.SALT_LENGTH
 MAX_NAME = 64  # octets, as a certificate's name
 RECEIPT_LENGTH = 224  # meshd.core.receipts.receipt; checked again when the receipt is decoded
@@ -47,6 +50,7 @@ MAX_FEATURE_NAME = 32  # octets of one name
 MAX_FINGERPRINTS = 4096  # in one DIRECTORY_FINGERPRINTS part
 MAX_DIRECTORY_ENTRIES = 1024  # in one DIRECTORY_ENTRIES
 FINGERPRINT_LENGTH = 8
+MAX_RELEASE_PART = 32 * 1024  # octets of an artifact in one RELEASE_PART
 DIGEST_LENGTH = 32
 
 # Protocol versions: the QUIC ALPN ids of neighbour (and exit) sessions, newest first.
@@ -67,6 +71,7 @@ class Feature(StrEnum):
     SIGNED_ROUTES = "signed_routes"  # Babel Updates carry OriginSignature sub-TLVs
     PRIVATE_NAMES = "private_names"  # NAME: a private name shown to a neighbour
     MAP = "map"  # MAP: the community map's records (meshd.core.proto.map_record), flooded
+    RELEASES = "releases"  # RELEASE, RELEASE_FETCH, RELEASE_PART: new meshd from neighbours
 
 
 FEATURES: frozenset[Feature] = frozenset(Feature)  # what this build supports
@@ -322,6 +327,45 @@ class DirectoryEntries:
             raise ValueError(f"more than {MAX_DIRECTORY_ENTRIES} entries")
 
 
+@dataclass(frozen=True)
+class Release:
+    manifest: bytes  # a canonical release manifest (meshd.core.proto.release), unchecked here
+
+    def __post_init__(self) -> None:
+        if not self.manifest:
+            raise ValueError("an empty release manifest")
+
+
+@dataclass(frozen=True)
+class ReleaseFetch:
+    """Asks for ``length`` octets of release ``serial``'s artifact from ``offset`` on."""
+
+    serial: int
+    offset: int
+    length: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.serial < 1 << 64 and 0 <= self.offset < 1 << 64):
+            raise ValueError("serial and offset are u64")
+        if not 1 <= self.length <= MAX_RELEASE_PART:
+            raise ValueError(f"a part is 1..{MAX_RELEASE_PART} octets")
+
+
+@dataclass(frozen=True)
+class ReleasePart:
+    """Octets of release ``serial``'s artifact from ``offset`` on: what a fetch asked for."""
+
+    serial: int
+    offset: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.serial < 1 << 64 and 0 <= self.offset < 1 << 64):
+            raise ValueError("serial and offset are u64")
+        if not 1 <= len(self.data) <= MAX_RELEASE_PART:
+            raise ValueError(f"a part is 1..{MAX_RELEASE_PART} octets")
+
+
 def is_feature_name(text: object) -> bool:
     """1..MAX_FEATURE_NAME lowercase ASCII letters, digits and "_"."""
     return (
@@ -372,6 +416,9 @@ SessionMessage = (
     | DirectoryFingerprints
     | DirectoryEntries
     | Name
+    | Release
+    | ReleaseFetch
+    | ReleasePart
 )
 
 

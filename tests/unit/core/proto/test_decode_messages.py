@@ -133,6 +133,15 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
         from meshd.core.proto.map_record import MapRecord
 
         return session.MapMessage(MapRecord.from_json(rest[0]).encode())
+    if head["kind"] == "release":
+        from meshd.core.proto.release import ReleaseManifest
+
+        return session.Release(ReleaseManifest.from_json(rest[0]).encode())
+    if head["kind"] == "release_fetch":
+        return session.ReleaseFetch(int(head["serial"]), int(head["offset"]), int(head["length"]))  # type: ignore[call-overload]
+    if head["kind"] == "release_part":
+        data = bytes.fromhex(str(head["data"]))
+        return session.ReleasePart(int(head["serial"]), int(head["offset"]), data)  # type: ignore[call-overload]
     if head["kind"] == "endpoints":
         return session.Endpoints(
             tuple(session.Endpoint(str(e["node_id"]), str(e["host"]), int(e["port"])) for e in rest)  # type: ignore[call-overload]
@@ -170,6 +179,9 @@ def test_session_messages_match_their_golden_vectors_both_ways() -> None:
         "directory_entries",
         "name",
         "map",
+        "release",
+        "release_fetch",
+        "release_part",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])

@@ -168,3 +168,29 @@ def test_capabilities_refuse_our_own_misuse(features: object) -> None:
 def test_any_capabilities_round_trip(features: frozenset[str]) -> None:
     msg = session.Capabilities(features)
     assert session.decode(session.encode(msg)) == msg
+
+
+def test_release_kinds_round_trip_as_documented() -> None:
+    fetch = session.ReleaseFetch(7, 65_536, 32_768)
+    part = session.ReleasePart(7, 65_536, b"wheel")
+    assert session.encode(fetch).hex() == "1c" + f"{7:016x}" + f"{65_536:016x}" + f"{32_768:08x}"
+    assert session.encode(part) == b"\x1d" + bytes(7) + b"\x07" + bytes(5) + b"\x01\x00\x00wheel"
+    for msg in (session.Release(b"\x30manifest"), fetch, part):
+        assert session.decode(session.encode(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x1b", "truncated"),
+        (b"\x1c" + bytes(19), "bad_length"),
+        (b"\x1c" + bytes(20), "bad_length"),  # a fetch of nothing
+        (b"\x1c" + bytes(16) + (32_769).to_bytes(4, "big"), "bad_length"),
+        (b"\x1d" + bytes(16), "bad_length"),  # a part of nothing
+        (b"\x1d" + bytes(16) + bytes(32_769), "bad_length"),
+    ],
+)
+def test_malformed_release_kinds(data: bytes, reason: str) -> None:
+    with pytest.raises(session.SessionMessageError) as info:
+        session.decode(data)
+    assert info.value.reason == reason

@@ -1,0 +1,183 @@
+"""Releases learned from neighbours, and their artifacts fetched from them (pure: no files,
+no clocks; issue 20, updates over the mesh).
+
+A node holds at most one release whole (the newest it fetched, or one published on it:
+``held``), and offers it to every neighbour that announced the ``releases`` feature: a
+neighbour that sends RELEASE holds that release's whole artifact and serves it. A newer
+release heard of is fetched (``fetching``), whatever this node's stage: the stage decides
+when it is installed, not when it is fetched, so a late node still passes it on.
+
+What a neighbour says is checked against what it is entitled to:
+
+- a manifest is taken only for this mesh, signed by one of its current admin keys (the
+  signature good), and newer than what the node holds or fetches; an older one is ignored
+  (a neighbour that has not fetched the newest yet), anything else refused with its reason
+  (``release_other_mesh``, ``release_not_admin``, ``release_bad_signature``,
+  ``release_malformed``, ``release_conflict``: another manifest with a serial already held);
+- a part is taken only as the answer to the one fetch outstanding, from the neighbour it
+  was asked of, exactly as long as asked (``release_unasked`` otherwise), so the artifact
+  grows from its start and a neighbour cannot make the node store what it never asked for;
+- a fetch is answered only for the release held (``release_not_held``), clipped to its size.
+
+One part is asked at a time, of one neighbour that holds the release, at most every
+``ASK_EVERY_S``: 64 KiB/s, half of what a session may receive at all (SessionSettings.
+receive_rate), the rest left to routing and everything else. A part not answered within
+``ANSWER_WITHIN_S`` is asked of the next neighbour holding it. Once every octet is in, the
+shell checks the artifact's size and SHA-256 against the manifest (``fetched``); one that
+does not match is dropped and fetched again from the start, from the next neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from meshd.core.membership import MembershipError
+from meshd.core.proto.release import ReleaseManifest
+from meshd.core.proto.session import MAX_RELEASE_PART, ReleaseFetch, ReleasePart
+
+ASK_EVERY_S = 0.5
+ANSWER_WITHIN_S = 10.0
+
+
+@dataclass
+class Fetching:
+    """A newer release than the one held, and how much of its artifact is in."""
+
+    manifest: ReleaseManifest
+    encoded: bytes
+    received: int = 0  # octets from the artifact's start
+    sources: dict[str, None] = field(default_factory=dict)  # holders, in the order heard
+    asked: tuple[str, int, int, float] | None = None  # node id, offset, length, when
+    next_at: float = float("-inf")  # monotonic: the next part's ask, not before
+
+    @property
+    def complete(self) -> bool:
+        return self.received >= self.manifest.artifact_size
+
+
+@dataclass
+class Releases:
+    mesh_id: bytes
+    admins: Callable[[], Collection[str]]  # the current admin keys (they rotate)
+    held: ReleaseManifest | None = None
+    held_encoded: bytes = b""
+    fetching: Fetching | None = None
+
+    @property
+    def newest_serial(self) -> int:
+        serials = [0]
+        if self.held is not None:
+            serials.append(self.held.serial)
+        if self.fetching is not None:
+            serials.append(self.fetching.manifest.serial)
+        return max(serials)
+
+    def hold(self, manifest: ReleaseManifest) -> None:
+        """``manifest``'s whole artifact is here (fetched and checked, or published here)."""
+        self.held, self.held_encoded = manifest, manifest.encode()
+        if self.fetching is not None and self.fetching.manifest.serial <= manifest.serial:
+            self.fetching = None
+
+    def check(self, data: bytes) -> ReleaseManifest:
+        """The manifest in ``data`` if this mesh's admins signed it; ValueError(reason)
+        (a refusal's code) if not."""
+        try:
+            manifest = ReleaseManifest.decode(data)
+        except MembershipError:
+            raise ValueError("release_malformed") from None
+        if manifest.mesh_id != self.mesh_id:
+            raise ValueError("release_other_mesh")
+        if manifest.issuer not in self.admins():
+            raise ValueError("release_not_admin")
+        try:
+            manifest.verify_signature()
+        except MembershipError:
+            raise ValueError("release_bad_signature") from None
+        return manifest
+
+    def heard(self, node_id: str, data: bytes) -> tuple[str | None, bool]:
+        """A neighbour's RELEASE: (why it is refused, or None; whether a fetch started)."""
+        try:
+            manifest = self.check(data)
+        except ValueError as exc:
+            return str(exc), False
+        fetching = self.fetching
+        for known, encoded in (
+            (self.held, self.held_encoded),
+            (fetching.manifest if fetching else None, fetching.encoded if fetching else b""),
+        ):
+            if known is not None and manifest.serial == known.serial:
+                if data != encoded:
+                    return "release_conflict", False
+                if fetching is not None and known is fetching.manifest:
+                    fetching.sources.setdefault(node_id, None)
+                return None, False
+        if manifest.serial < self.newest_serial:
+            return None, False  # a neighbour that has not fetched the newest yet
+        self.fetching = Fetching(manifest, data, sources={node_id: None})
+        return None, True
+
+    def ask(self, now: float, up: Collection[str]) -> tuple[str, ReleaseFetch] | None:
+        """The next part to ask for and of whom, if one is due: ``up`` are the neighbours
+        whose sessions carry the feature now."""
+        fetching = self.fetching
+        if fetching is None or fetching.complete or now < fetching.next_at:
+            return None
+        if fetching.asked is not None:
+            late, _, _, at = fetching.asked
+            if now < at + ANSWER_WITHIN_S and late in up:
+                return None
+            fetching.sources.pop(late, None)  # slow or gone: the next one, and it last
+            fetching.sources[late] = None
+            fetching.asked = None
+        holder = next((h for h in fetching.sources if h in up), None)
+        if holder is None:
+            return None
+        size = fetching.manifest.artifact_size
+        length = min(MAX_RELEASE_PART, size - fetching.received)
+        fetching.asked = (holder, fetching.received, length, now)
+        fetching.next_at = now + ASK_EVERY_S
+        return holder, ReleaseFetch(fetching.manifest.serial, fetching.received, length)
+
+    def part(self, node_id: str, msg: ReleasePart) -> str | None:
+        """A neighbour's RELEASE_PART: None when it is the answer to the fetch outstanding
+        (then its octets go at ``msg.offset`` of the artifact), else the refusal's code."""
+        fetching = self.fetching
+        if fetching is None or fetching.asked is None:
+            return "release_unasked"
+        holder, offset, length, _ = fetching.asked
+        if (node_id, msg.serial, msg.offset, len(msg.data)) != (
+            holder,
+            fetching.manifest.serial,
+            offset,
+            length,
+        ):
+            return "release_unasked"
+        fetching.received += length
+        fetching.asked = None
+        return None
+
+    def fetched(self, matches: bool) -> ReleaseManifest | None:
+        """Every octet is in and the shell checked it against the manifest: the release now
+        held if it ``matches``; else it is fetched again from the start, first from
+        another neighbour."""
+        fetching = self.fetching
+        assert fetching is not None and fetching.complete
+        if matches:
+            self.hold(fetching.manifest)
+            return fetching.manifest
+        first = next(iter(fetching.sources), None)
+        if first is not None:
+            fetching.sources.pop(first)
+            fetching.sources[first] = None
+        fetching.received = 0
+        return None
+
+    def serve(self, msg: ReleaseFetch) -> tuple[int, int] | str:
+        """A neighbour's RELEASE_FETCH: the (offset, length) of the held artifact to send,
+        or the refusal's code."""
+        held = self.held
+        if held is None or msg.serial != held.serial or msg.offset >= held.artifact_size:
+            return "release_not_held"
+        return msg.offset, min(msg.length, held.artifact_size - msg.offset)
