@@ -49,6 +49,7 @@ class Fetching:
     received: int = 0  # octets from the artifact's start
     sources: dict[str, None] = field(default_factory=dict)  # holders, in the order heard
     asked: tuple[str, int, int, float] | None = None  # node id, offset, length, when
+    served_by: set[str] = field(default_factory=set)  # who answered this round's parts
     next_at: float = float("-inf")  # monotonic: the next part's ask, not before
 
     @property
@@ -156,6 +157,7 @@ class Releases:
             return "release_unasked"
         fetching.received += length
         fetching.asked = None
+        fetching.served_by.add(node_id)
         return None
 
     def fetched(self, matches: bool) -> ReleaseManifest | None:
@@ -172,6 +174,7 @@ class Releases:
             fetching.sources.pop(first)
             fetching.sources[first] = None
         fetching.received = 0
+        fetching.served_by = set()
         return None
 
     def serve(self, msg: ReleaseFetch) -> tuple[int, int] | str:

@@ -133,8 +133,8 @@ class ReleaseService:
         peer = self.control.core.peers.get(node_id)
         count = peer.count_refusal(reason) if peer is not None else self.refused[reason]
         if count == 1 or count % 100 == 0:
-            event("release.refused", logging.WARNING, peer=node_id[:8], reason=reason,
-                  count=count)  # fmt: skip
+            event("release.refused", logging.WARNING, peer=node_id[:8] or "several",
+                  reason=reason, count=count)  # fmt: skip
 
     def _start_fetch(self, manifest: ReleaseManifest, node_id: str) -> None:
         self._prune()  # an older fetch's part goes
@@ -184,8 +184,9 @@ class ReleaseService:
         if fetching is None or fetching.manifest.serial != manifest.serial:
             return  # a newer one came meanwhile
         if not matches:
-            holder = next(iter(fetching.sources), "?")
-            self._refuse(holder, "release_bad_artifact")
+            # Counted against the neighbour that served it, when one served it all.
+            (culprit,) = fetching.served_by if len(fetching.served_by) == 1 else ("",)
+            self._refuse(culprit, "release_bad_artifact")
             self.core.fetched(False)
             with contextlib.suppress(OSError):
                 os.truncate(part, 0)

@@ -100,8 +100,9 @@ def test_a_silent_holder_is_passed_over_and_a_bad_artifact_fetched_again_elsewhe
     assert asked is not None and asked[0] == B and asked[1].offset == 0
     core.part(B, ReleasePart(7, 0, ARTIFACT[:MAX_RELEASE_PART]))
     fetch_all(core, {B}, ANSWER_WITHIN_S + 1)
+    assert core.fetching is not None and core.fetching.served_by == {B}
     assert core.fetched(matches=False) is None  # B's artifact does not match
-    assert core.fetching is not None and core.fetching.received == 0
+    assert core.fetching.received == 0 and not core.fetching.served_by
     asked = core.ask(100.0, {A, B})
     assert asked is not None and asked[0] == A  # from the start, of A first now
     assert core.ask(200.0, set()) is None  # no holder up: nothing asked
