@@ -169,12 +169,9 @@ class Metering:
     def _refused(self, node_id: str, reason: str) -> None:
         """A claim not judged, counted in the neighbour's refusals; logged at the first of
         each reason and every 100th after it."""
-        control = self.control
-        peer = control.core.peers.get(node_id) if control is not None else None
-        count = peer.count_refusal(reason) if peer is not None else 1
-        if count == 1 or count % 100 == 0:
-            event("receipts.claim_refused", logging.WARNING, provider=node_id, reason=reason,
-                  count=count)  # fmt: skip
+        if self.control is not None:
+            self.control.count_refusal(node_id, reason, "receipts.claim_refused",
+                                       provider=node_id)  # fmt: skip
 
     async def _answer(self, node_id: str, msg: MeteringMessage) -> None:
         """Answer a claim with a receipt, a receipt with an acknowledgement; each one

@@ -130,11 +130,8 @@ class ReleaseService:
 
     def _refuse(self, node_id: str, reason: str) -> None:
         self.refused[reason] += 1
-        peer = self.control.core.peers.get(node_id)
-        count = peer.count_refusal(reason) if peer is not None else self.refused[reason]
-        if count == 1 or count % 100 == 0:
-            event("release.refused", logging.WARNING, peer=node_id[:8] or "several",
-                  reason=reason, count=count)  # fmt: skip
+        self.control.count_refusal(node_id, reason, "release.refused",
+                                   peer=node_id[:8] or "several")  # fmt: skip
 
     def _start_fetch(self, manifest: ReleaseManifest, node_id: str) -> None:
         self._prune()  # an older fetch's part goes
@@ -207,6 +204,8 @@ class ReleaseService:
 
     def tick(self, now: float) -> None:
         """Ask the next part of the release being fetched, if one is due."""
+        if self.core.fetching is None:
+            return
         asked = self.core.ask(now, self.control.core.release_peers())
         if asked is not None:
             self.control.send_to_member(*asked)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 from meshd.core.proto.session import Claim, ReceiptMessage
 from meshd.core.receipts.exchange import EPOCH_TOO_SOON, ClaimRefused
+from meshd.daemon.control import ControlService
 from meshd.daemon.metering import Metering
 
 
@@ -32,10 +34,11 @@ def metering(judge: Callable[[str, Claim], ReceiptMessage | None]) -> tuple[Mete
             r.update({reason: r.get(reason, 0) + 1}) or r[reason]
         )
     sent: list[tuple[str, object]] = []
-    m.control = SimpleNamespace(  # type: ignore[assignment]
+    m.control = control = SimpleNamespace(  # type: ignore[assignment]
         core=SimpleNamespace(peers=peers),
         send_to_member=lambda node_id, msg: sent.append((node_id, msg)),
     )
+    control.count_refusal = partial(ControlService.count_refusal, control)  # the real one
     m.claims = object()  # type: ignore[assignment]
     m.judge_claim = judge  # type: ignore[method-assign]
     return m, SimpleNamespace(peers=peers, sent=sent, in_flight=in_flight)
