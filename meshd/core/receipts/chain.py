@@ -47,13 +47,18 @@ class ChainChecker:
                 f"seq {receipt.seq} after seq {latest.seq} of epoch {receipt.epoch} "
                 "(an old receipt replayed, or receipts out of order)",
             )
-        for name in ("relayed_for_bytes", "relayed_to_bytes"):
-            before, now = getattr(latest, name), getattr(receipt, name)
-            if now < before:
-                raise ReceiptError(
-                    ReceiptReason.TOTALS_DECREASED,
-                    f"{name} {now} at seq {receipt.seq}, down from {before} at seq {latest.seq}",
-                )
+        if (
+            receipt.relayed_for_bytes < latest.relayed_for_bytes
+            or receipt.relayed_to_bytes < latest.relayed_to_bytes
+        ):
+            for name in ("relayed_for_bytes", "relayed_to_bytes"):  # which, in the message
+                before, now = getattr(latest, name), getattr(receipt, name)
+                if now < before:
+                    raise ReceiptError(
+                        ReceiptReason.TOTALS_DECREASED,
+                        f"{name} {now} at seq {receipt.seq}, down from {before} at seq "
+                        f"{latest.seq}",
+                    )
         self._latest[key] = receipt
         return Outcome.ACCEPTED
 

@@ -110,7 +110,13 @@ def _canonical_receipt_line() -> re.Pattern[str]:
 _RECEIPT_LINE = _canonical_receipt_line()
 
 
-def _receipt_from_canonical(match: re.Match[str]) -> Receipt:
+def canonical_receipt(line: str) -> Receipt | None:
+    """The receipt on a line exactly as format_line writes it (most lines of an export:
+    read without the JSON decoder), or None for any other line (parse_line reads those);
+    ReceiptError(malformed) for a well-spelled receipt that cannot be."""
+    match = _RECEIPT_LINE.fullmatch(line)
+    if match is None:
+        return None
     try:
         return Receipt.from_spelled_fields(match.groups())
     except ValueError as exc:  # well spelled, impossible (a node id that is not a key)
@@ -125,9 +131,9 @@ def parse_line(line: str | bytes) -> ExportRecord | None:
             line = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _malformed(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    canonical = _RECEIPT_LINE.fullmatch(line)
-    if canonical is not None:  # most lines of an export: read without the JSON decoder
-        return _receipt_from_canonical(canonical)
+    receipt = canonical_receipt(line)
+    if receipt is not None:
+        return receipt
     if not line.strip():
         return None
     try:

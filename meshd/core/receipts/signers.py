@@ -29,6 +29,7 @@ from meshd.core.membership import (
 from meshd.core.receipts.errors import ReceiptError, ReceiptReason
 
 Chain = tuple[DelegationCertificate, ...]
+_BEFORE_ALL, _AFTER_ALL = -(2**64), 2**64  # receipts' times are u64
 
 
 class _Candidate:
@@ -64,6 +65,14 @@ class _Candidate:
                 self._answers[stretch] = exc
         return self._answers[stretch]
 
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """The times [start, end) of the stretches that hold ``first`` and ``last`` and of
+        every one between: where the certificate passes throughout if it passes at both."""
+        boundaries = self._boundaries
+        i, j = bisect_right(boundaries, first), bisect_right(boundaries, last)
+        start = boundaries[i - 1] if i else _BEFORE_ALL
+        return start, boundaries[j] if j < len(boundaries) else _AFTER_ALL
+
 
 class SignerMembership:
     """The certificates of an export, indexed by node. Build it after every revocation of
@@ -89,9 +98,15 @@ class SignerMembership:
             for chain in chains:
                 candidate = _Candidate(cert, chain, trust, skew_s)
                 self._by_node.setdefault(cert.node_id, []).append(candidate)
+        # Per node, times [start, end) one of its certificates passes throughout: most of
+        # an export's windows fall in the last one found, and need no more than a look.
+        self._passes: dict[str, tuple[int, int]] = {}
 
     def check(self, node_id: str, not_before: int, not_after: int) -> None:
         """ReceiptError unless one certificate of ``node_id`` verifies over the window."""
+        passes = self._passes.get(node_id)
+        if passes is not None and passes[0] <= not_before and not_after < passes[1]:
+            return
         candidates = self._by_node.get(node_id)
         if not candidates:
             raise ReceiptError(
@@ -102,6 +117,7 @@ class SignerMembership:
         for candidate in candidates:
             error = candidate.error_at(not_before) or candidate.error_at(not_after)
             if error is None:
+                self._passes[node_id] = candidate.span(not_before, not_after)
                 return
             first_error = first_error or error
         raise ReceiptError(
