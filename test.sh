@@ -10,4 +10,24 @@ mypy meshd
 # -rs: every skip with its reason. Under CI=true a skipped netns test fails the run
 # (tests/conftest.py): CI runs as root, so the skip means something is missing.
 # --durations: the slowest, to keep the whole run within CI's time.
-python -m pytest -q -rs --durations=30 -p no:cacheprovider tests "$@"
+pytest=(python -m pytest -q -rs -p no:cacheprovider)
+if [ $# -gt 0 ]; then
+    exec "${pytest[@]}" --durations=30 "$@"
+fi
+# The tiers that time nothing (unit, dashboard, provisioning) on every core; then the netns
+# and VM tiers one test at a time, since several of them measure time and CPU.
+failed=0
+# The VM tier's image (built once, then cached) is made meanwhile where guests can boot;
+# the netns tier starts only once it is done. A failed build is the VM tier's to report.
+image=""
+if [ "$(id -u)" = 0 ] && command -v mmdebstrap >/dev/null; then
+    netns-testbed/vm image >.venv/vm-image.log 2>&1 &
+    image=$!
+fi
+"${pytest[@]}" --durations=10 -n auto tests/unit tests/tui tests/provisioning || failed=1
+if [ -n "$image" ] && ! wait "$image"; then
+    echo "test.sh: building the VM image failed (.venv/vm-image.log):" >&2
+    tail -n 20 .venv/vm-image.log >&2
+fi
+"${pytest[@]}" --durations=30 tests/netns tests/vm || failed=1
+exit "$failed"

@@ -3,7 +3,7 @@
 ``guest_in(bed, node, payload)`` builds (or takes from the cache) the host architecture's
 image, wires a guest into ``node``'s namespace (netns-testbed/vmbed/wiring.py), boots it
 with ``payload`` as its read-only second disk, names and addresses its NICs as the node's,
-and powers it off afterwards; ``testbed down`` removes whatever is left.
+and pulls its plug afterwards; ``testbed down`` removes whatever is left.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def guest_in(bed: meshbed.Bed, node: str, payload_dir: Path) -> Iterator[vmguest
     try:
         yield guest
     finally:
-        guest.stop()
+        guest.kill()  # its card (the overlay) is thrown away: nothing to shut down for
 
 
 def pings(bed: meshbed.Bed, node: str, address: str) -> bool:
