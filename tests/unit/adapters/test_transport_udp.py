@@ -524,6 +524,13 @@ async def come_up(server: Node, client: Node) -> None:
     await server.wait_for(lambda: client.creds.node_id in server.transport.peers())
 
 
+async def both_up(server: Node, client: Node) -> None:
+    """come_up, and the dialler's side up too (it comes up after HANDSHAKE_DONE, after the
+    acceptor's): before then it has no session to send on."""
+    await come_up(server, client)
+    await client.wait_for(lambda: server.creds.node_id in client.transport.peers())
+
+
 def test_one_host_holds_at_most_its_share_of_unverified_sessions() -> None:
     cap = udp.MAX_UNVERIFIED_PER_HOST
 
@@ -701,22 +708,22 @@ def test_a_verified_peers_receive_budget_is_kept_across_its_sessions() -> None:
 
     async def scenario() -> None:
         async with guarded(2, settings) as b, nodes(1, 3, settings=settings) as (a, c):
-            a_id = a.creds.node_id
-            await come_up(b, a)
+            a_id, b_id = a.creds.node_id, b.creds.node_id
+            await both_up(b, a)
             b.transport.verified(a_id)
-            a.transport.send_message(b.creds.node_id, b"x" * 60_000)  # beyond the bucket
+            a.transport.send_message(b_id, b"x" * 60_000)  # beyond the bucket
             await b.wait_for(lambda: b.transport.status()["over_budget"].get(a_id, 0) > 0)
             first = b.transport._active[a_id]
-            a.transport.close_peer(b.creds.node_id, "again")  # b hears nothing: dropped
-            await come_up(b, a)
+            a.transport.close_peer(b_id, "again")  # b hears nothing: dropped
+            await both_up(b, a)
             await b.wait_for(lambda: b.transport._active[a_id] is not first)
             second = b.transport._active[a_id]
             assert second.received is first.received
             # More than a datagram: what the first left (less than one) cannot hold it.
-            a.transport.send_message(b.creds.node_id, b"y" * 5000)
+            a.transport.send_message(b_id, b"y" * 5000)
             await b.wait_for(lambda: second.dropped > 0)
-            await come_up(b, c)
-            c.transport.send_message(b.creds.node_id, b"hello")
+            await both_up(b, c)
+            c.transport.send_message(b_id, b"hello")
             await b.wait_for(lambda: bool(b.of(MessageReceived)))
             assert [e.peer_node_id for e in b.of(MessageReceived)] == [c.creds.node_id]
 
