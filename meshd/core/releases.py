@@ -25,6 +25,7 @@ receive_rate), the rest left to routing and everything else. A part not answered
 ``ANSWER_WITHIN_S`` is asked of the next neighbour holding it. Once every octet is in, the
 shell checks the artifact's size and SHA-256 against the manifest (``fetched``); one that
 does not match is dropped and fetched again from the start, from the next neighbour.
+After a restart a fetch goes on from where its artifact had come (``resume``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from meshd.core.proto.session import MAX_RELEASE_PART, ReleaseFetch, ReleasePart
 
 ASK_EVERY_S = 0.5
 ANSWER_WITHIN_S = 10.0
+BEFORE_RESTART = ""  # in served_by: parts fetched before a restart, from whoever it was
 
 
 @dataclass
@@ -118,6 +120,25 @@ class Releases:
             return None, False  # a neighbour that has not fetched the newest yet
         self.fetching = Fetching(manifest, data, sources={node_id: None})
         return None, True
+
+    def resume(self, data: bytes, on_disk: int) -> ReleaseManifest | None:
+        """A fetch under way before a restart, taken again: ``data`` its manifest,
+        ``on_disk`` the octets of its artifact the shell found. It goes on from the last
+        whole part before the artifact's end (what followed may not have reached the disk,
+        and the last part is asked again so that the whole is checked), once neighbours
+        offer the release again; who served the parts before is not known, so a bad
+        artifact is then blamed on no one. None when the manifest no longer checks (an
+        admin key rotated away) or is not newer than the release held."""
+        try:
+            manifest = self.check(data)
+        except ValueError:
+            return None
+        if manifest.serial <= self.newest_serial:
+            return None
+        last = max(0, min(on_disk, manifest.artifact_size - 1))
+        received = last // MAX_RELEASE_PART * MAX_RELEASE_PART
+        self.fetching = Fetching(manifest, data, received, served_by={BEFORE_RESTART})
+        return manifest
 
     def ask(self, now: float, up: Collection[str]) -> tuple[str, ReleaseFetch] | None:
         """The next part to ask for and of whom, if one is due: ``up`` are the neighbours

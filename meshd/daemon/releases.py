@@ -7,10 +7,12 @@ keeps their files in ``releases/`` of the state directory:
 - ``<serial>.manifest`` and ``<serial>.artifact``: the release held, served to neighbours;
 - ``<serial>.part``: the artifact of a newer one, as far as it came (each part written
   where it goes, then the whole checked against the manifest's size and SHA-256 before it
-  is renamed ``.artifact``), or, from ``meshd release publish``, the artifact handed in.
+  is renamed ``.artifact``), or, from ``meshd release publish``, the artifact handed in;
+- ``<serial>.fetching``: that newer one's manifest.
 
-At start the newest release whose artifact still matches its manifest is held again; any
-other file there goes (a fetch under way starts again when a neighbour offers it). Every
+At start the newest release whose artifact still matches its manifest is held again, and a
+fetch under way goes on from where its part had come once a neighbour offers it again
+(meshd.core.releases.Releases.resume); any other file there goes. Every
 refusal is counted in the sending neighbour's refusals (``meshd status``), and in
 ``status()``.
 """
@@ -87,7 +89,24 @@ class ReleaseService:
             if artifact_matches(self._path(manifest.serial, "artifact"), manifest):
                 self._hold(manifest)
                 break
+        self._resume()
         self._prune()
+
+    def _resume(self) -> None:
+        """The newest fetch under way before the restart, if it is still wanted."""
+        for path in sorted(self.dir.glob("*.fetching"), key=_serial, reverse=True):
+            try:
+                data = safe_files.read_bytes(path)
+                on_disk = self._path(_serial(path), "part").stat().st_size
+            except OSError:
+                continue
+            manifest = self.core.resume(data, on_disk)
+            if manifest is not None:
+                fetching = self.core.fetching
+                assert fetching is not None
+                event("release.resumed", serial=manifest.serial, received=fetching.received,
+                      size=manifest.artifact_size)  # fmt: skip
+            return
 
     def _hold(self, manifest: ReleaseManifest) -> None:
         self.core.hold(manifest)
@@ -99,7 +118,7 @@ class ReleaseService:
         if (held := self.core.held) is not None:
             keep |= {f"{held.serial}.manifest", f"{held.serial}.artifact"}
         if (fetching := self.core.fetching) is not None:
-            keep.add(f"{fetching.manifest.serial}.part")
+            keep |= {f"{fetching.manifest.serial}.part", f"{fetching.manifest.serial}.fetching"}
         for path in self.dir.iterdir():
             if path.name not in keep:
                 with contextlib.suppress(OSError):
@@ -115,7 +134,7 @@ class ReleaseService:
             if started:
                 fetching = self.core.fetching
                 assert fetching is not None
-                self._start_fetch(fetching.manifest, node_id)
+                self._start_fetch(fetching.manifest, fetching.encoded, node_id)
         elif isinstance(msg, messages.ReleaseFetch):
             served = self.core.serve(msg)
             reason = served if isinstance(served, str) else None
@@ -133,12 +152,14 @@ class ReleaseService:
         self.control.count_refusal(node_id, reason, "release.refused",
                                    peer=node_id[:8] or "several")  # fmt: skip
 
-    def _start_fetch(self, manifest: ReleaseManifest, node_id: str) -> None:
+    def _start_fetch(self, manifest: ReleaseManifest, encoded: bytes, node_id: str) -> None:
         self._prune()  # an older fetch's part goes
         part = self._path(manifest.serial, "part")
         try:
             part.unlink(missing_ok=True)
             safe_files.create(part, 0o600)
+            safe_files.write_atomically(self._path(manifest.serial, "fetching"),
+                                        encoded, 0o600)  # fmt: skip
         except OSError as exc:  # each part's write fails too, and the check at the end
             event("release.file_failed", logging.WARNING, serial=manifest.serial, error=str(exc))
         event("release.heard", serial=manifest.serial, version=manifest.meshd_version,

@@ -1,13 +1,15 @@
 """Releases over the mesh (issue 20), on a - b - c (netns-testbed/topologies/line3.toml): a
 wheel of this build, signed by the mesh's admin key and published on a, reaches c through b
 with no uplink involved, each node fetching it from its neighbour part by part and holding
-it byte for byte; a restarted c still holds and serves it; a manifest no admin signed is
+it byte for byte; a restarted c still holds and serves it, and a fetch a restart cut goes
+on from where it had come; a manifest no admin signed is
 refused by the daemon it is handed to. (What a member lying about a release over a session
 gets: tests/netns/test_hostile_member.py.)"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from meshd.api.client import ControlClient, ControlError
 from meshd.core.membership import MeshDefinition
 from meshd.core.membership.messages import NO_SIGNATURE
 from meshd.core.proto.release import ReleaseManifest
+from meshd.core.proto.session import MAX_RELEASE_PART
 from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
@@ -116,6 +119,45 @@ def test_a_release_published_on_a_reaches_c_through_b_byte_for_byte(
         "c answers", lambda: bed.sh("c", "meshd", "status", check=False).startswith("node"), 60
     )
     assert bed.releases("c")["held"]["sha256"] == manifest.artifact_sha256.hex()
+
+
+def test_a_fetch_cut_by_a_restart_goes_on_from_where_it_had_come(bed: Bed, tmp_path: Path) -> None:
+    """c killed in the middle of fetching release 2 from b: started again, it keeps the
+    parts it had written (up to the last whole one) and asks b only for the rest."""
+    artifact = tmp_path / "release-2.bin"
+    artifact.write_bytes(os.urandom(12 * MAX_RELEASE_PART))  # about 6 s a hop
+    manifest = manifest_for(bed, artifact, serial=2)
+    (tmp_path / "2.manifest").write_bytes(manifest.encode())
+    bed.sh("a", "meshd", "release", "publish", str(tmp_path / "2.manifest"), str(artifact))
+
+    def received_at_c() -> int:
+        fetching = bed.releases("c").get("fetching") or {}
+        return int(fetching.get("received", 0)) if fetching.get("serial") == 2 else 0
+
+    bed.wait("c has fetched 3 parts of 12", lambda: received_at_c() >= 3 * MAX_RELEASE_PART,
+             FETCHED_WITHIN_S)  # fmt: skip
+    bed.run("kill", "c")
+    on_disk = (bed.state("c") / "releases" / "2.part").stat().st_size
+    bed.run("start", "c")
+    bed.wait(
+        "c answers", lambda: bed.sh("c", "meshd", "status", check=False).startswith("node"), 60
+    )
+    goes_on_at = received_at_c()
+    kept = min(on_disk, 11 * MAX_RELEASE_PART) // MAX_RELEASE_PART * MAX_RELEASE_PART
+    assert goes_on_at >= kept >= 3 * MAX_RELEASE_PART, (goes_on_at, on_disk)
+    log = (bed.dir / "nodes" / "c" / "meshd.log").read_text()
+    assert f"release.resumed serial=2 received={kept} " in log, (kept, on_disk)
+    print(f"\nreleases.resumed_at={goes_on_at} of {manifest.artifact_size} ({on_disk} on disk)")
+    bed.wait(
+        "c holds release 2",
+        lambda: (bed.releases("c").get("held") or {}).get("serial") == 2,
+        FETCHED_WITHIN_S,
+    )
+    assert (bed.state("c") / "releases" / "2.artifact").read_bytes() == artifact.read_bytes()
+    assert sorted(p.name for p in (bed.state("c") / "releases").iterdir()) == [
+        "2.artifact",
+        "2.manifest",
+    ]
 
 
 def test_a_manifest_no_admin_signed_is_refused_where_it_is_handed_in(

@@ -115,3 +115,39 @@ def test_a_release_published_here_is_held_and_ends_an_older_fetch() -> None:
     core.hold(newer)
     assert core.held == newer and core.fetching is None and core.newest_serial == 8
     assert hashlib.sha256(ARTIFACT + b"!").digest() == newer.artifact_sha256
+
+
+def test_a_fetch_goes_on_after_a_restart_from_its_last_whole_part() -> None:
+    """What was on disk is kept up to the last whole part before it; the rest, and at
+    least the artifact's last part, is asked again once a neighbour offers the release."""
+    manifest = signed(ADMIN, MESH_ID, 7, ARTIFACT)
+    for on_disk, goes_on_at in (
+        (0, 0),
+        (MAX_RELEASE_PART + 100, MAX_RELEASE_PART),  # a part half written
+        (2 * MAX_RELEASE_PART, 2 * MAX_RELEASE_PART),
+        (len(ARTIFACT), 2 * MAX_RELEASE_PART),  # all in, not checked: the last part again
+        (10 * len(ARTIFACT), 2 * MAX_RELEASE_PART),
+    ):
+        core = releases()
+        assert core.resume(manifest.encode(), on_disk) == manifest
+        assert core.fetching is not None and core.fetching.received == goes_on_at
+        assert core.ask(0.0, {A}) is None  # no holder known yet
+        assert core.heard(A, manifest.encode()) == (None, False)  # the same release
+        asked = core.ask(0.0, {A})
+        assert asked is not None and asked[1].offset == goes_on_at
+        part = ARTIFACT[goes_on_at : goes_on_at + asked[1].length]
+        assert core.part(A, ReleasePart(7, goes_on_at, part)) is None
+        fetch_all(core, {A}, ASK_EVERY_S)
+        assert core.fetching.complete and core.fetching.served_by == {"", A}
+
+
+def test_a_fetch_is_not_taken_again_when_no_longer_wanted() -> None:
+    manifest = signed(ADMIN, MESH_ID, 7, ARTIFACT)
+    core = releases()
+    core.hold(manifest)
+    assert core.resume(manifest.encode(), 100) is None  # held already
+    assert core.resume(signed(ADMIN, MESH_ID, 6, ARTIFACT).encode(), 100) is None  # older
+    other = signed(SigningKey(bytes(32)), MESH_ID, 8, ARTIFACT)
+    assert core.resume(other.encode(), 100) is None  # no admin of this mesh signed it
+    assert core.resume(b"\x30garbage", 100) is None
+    assert core.fetching is None
