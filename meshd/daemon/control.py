@@ -280,15 +280,14 @@ class ControlService:
         self._run()
         return sent
 
-    def count_refusal(self, node_id: str, reason: str, name: str, **fields: Any) -> int:
+    def count_refusal(self, node_id: str, reason: str, name: str, **fields: Any) -> None:
         """One of ``node_id``'s messages refused for ``reason``, its session kept: counted
-        in its refusals (1 for a node with no session), logged as ``name`` at the first of
-        each reason and every 100th after it. The count so far."""
+        in its refusals, logged as ``name`` at the first of each reason and every 100th
+        after it (every one from a node with no session)."""
         peer = self.core.peers.get(node_id)
         count = peer.count_refusal(reason) if peer is not None else 1
         if count == 1 or count % 100 == 0:
             event(name, logging.WARNING, reason=reason, count=count, **fields)
-        return count
 
     def offer_release(self, manifest: bytes) -> None:
         self.core.offer_release(manifest)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshd.adapters.metrics import MetricsServer
 from meshd.adapters.net.firewall import IPAddress
 from meshd.config import MetricsSettings
 from meshd.core.membership.verify import VerifiedMember
 from meshd.log import event
+
+if TYPE_CHECKING:  # prometheus_client is imported only by a node that serves metrics
+    from meshd.adapters.metrics import MetricsServer
 
 SCRAPE_TIMEOUT_S = 5.0  # a scrape waits this long for the event loop's answer
 
@@ -52,6 +54,8 @@ def start(
 ) -> MetricsServer:
     """Serve the metrics where ``settings.listen`` says; MetricsRefused when that is
     the uplink's (unless allowed) or cannot be bound."""
+    from meshd.adapters.metrics import MetricsServer  # here: most nodes serve none
+
     assert settings.listen is not None
     host, port = settings.listen
     if ipaddress.ip_address(host) in uplink_addresses and not settings.on_uplink:

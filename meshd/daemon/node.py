@@ -21,13 +21,12 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshd import api
 from meshd.adapters.beacon_socket import Underlay, candidate_interfaces
 from meshd.adapters.identity import Identity
 from meshd.adapters.ledger import Ledger
-from meshd.adapters.metrics import MetricsServer
 from meshd.adapters.net import firewall, sysctl
 from meshd.adapters.net.conntrack import FlowReader
 from meshd.adapters.net.echo import EchoProbe
@@ -62,6 +61,9 @@ from meshd.daemon.metering import Metering
 from meshd.daemon.releases import PublishError, ReleaseService
 from meshd.daemon.status import status
 from meshd.log import event
+
+if TYPE_CHECKING:  # prometheus_client only where metrics are served
+    from meshd.adapters.metrics import MetricsServer
 
 T = TypeVar("T")
 METER_S = 5.0  # how often the links' byte counters are read
