@@ -66,6 +66,14 @@ class Changes(Protocol):
 
     def publish_release(self, manifest: bytes) -> dict[str, Any]: ...
 
+    async def add_device(
+        self, name: str, endpoint: str | None, everything: bool
+    ) -> dict[str, Any]: ...
+
+    async def remove_device(self, name: str) -> dict[str, Any]: ...
+
+    async def device_list(self) -> list[dict[str, Any]]: ...
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -195,6 +203,28 @@ async def _publish_release(sources: Sources, args: dict[str, Any]) -> Any:
     return _node(sources).publish_release(data)
 
 
+async def _devices(sources: Sources, args: dict[str, Any]) -> Any:
+    return await _node(sources).device_list()
+
+
+async def _device_add(sources: Sources, args: dict[str, Any]) -> Any:
+    name, endpoint, everything = args.get("name"), args.get("endpoint"), args.get("all", False)
+    if (
+        not isinstance(name, str)
+        or not (endpoint is None or isinstance(endpoint, str))
+        or not isinstance(everything, bool)
+    ):
+        raise CallError("bad_args", "expected name (a string), endpoint (a string or null), all")
+    return await _node(sources).add_device(name, endpoint, everything)
+
+
+async def _device_remove(sources: Sources, args: dict[str, Any]) -> Any:
+    name = args.get("name")
+    if not isinstance(name, str):
+        raise CallError("bad_args", "expected name (a string)")
+    return await _node(sources).remove_device(name)
+
+
 Answer = Callable[[Sources, dict[str, Any]], Awaitable[Any]]
 
 
@@ -223,6 +253,10 @@ CALLS: dict[str, Call] = {
     "mesh_definition": Call(_mesh_definition, changes=True),
     "block": Call(_block, changes=True),
     "publish_release": Call(_publish_release, changes=True),
+    "devices": Call(_devices),
+    # A new device's answer holds its private key: root only, like every change.
+    "device_add": Call(_device_add, changes=True),
+    "device_remove": Call(_device_remove, changes=True),
 }
 
 

@@ -132,6 +132,25 @@ class ControlClient:
         result = self.call("block", node_id=node_id, blocked=blocked)
         return _dataclass(BlockResult, result, "block")
 
+    def devices(self) -> list[dict[str, Any]]:
+        """The household's roaming devices, each with its last handshake and bytes."""
+        result = self.call("devices")
+        _check(result, list[dict[str, Any]], "devices")
+        return cast(list[dict[str, Any]], result)
+
+    def device_add(
+        self, name: str, endpoint: str | None = None, everything: bool = False
+    ) -> dict[str, Any]:
+        """A new device; the answer's ``config`` is its wg-quick file (its private key)."""
+        result = self.call("device_add", name=name, endpoint=endpoint, all=everything)
+        _check(result, dict[str, Any], "device_add")
+        return cast(dict[str, Any], result)
+
+    def device_remove(self, name: str) -> dict[str, Any]:
+        result = self.call("device_remove", name=name)
+        _check(result, dict[str, Any], "device_remove")
+        return cast(dict[str, Any], result)
+
     def releases(self) -> dict[str, Any] | None:
         """The release held and served, and the one being fetched (null: none yet)."""
         result = self.call("releases")

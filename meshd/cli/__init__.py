@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "revocations": ("revocations", "add admin-signed revocations (spread mesh-wide), or list"),
     "map": ("map", "write the community map's files (meshviewer.json, nodelist.json) to DIR"),
     "block": ("block", "stop (or --undo: allow) one neighbour's traffic through this gateway"),
+    "device": ("device", "the household's phones and laptops: a WireGuard config each"),
     "receipts": ("receipts", "verify receipts exports offline, or add them up (summary)"),
     "invite": ("invite", "issue a one-time invite for a new household node (token and QR)"),
     "revoke": ("revoke", "cut a node off the mesh for good (on the node holding the admin key)"),

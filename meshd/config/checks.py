@@ -13,6 +13,7 @@ from meshd.config.settings import (
     Config,
     ConfigError,
 )
+from meshd.core import devices
 from meshd.core.control.community_map import LIFETIMES
 from meshd.core.membership.canonical import check_text
 from meshd.core.proto.map_record import (
@@ -112,6 +113,7 @@ def check(cfg: Config) -> None:
     if d.forget_after_s < 60:
         raise ConfigError(p, "discovery.forget_after_s", "expected at least 60 seconds")
     _check_uplink(cfg)
+    _check_devices(cfg)
     _check_routing_table(cfg)
     _check_receipts(cfg)
     _check_metrics(cfg)
@@ -168,6 +170,33 @@ def _check_uplink(cfg: Config) -> None:
         raise ConfigError(p, "exit.fwmark", "expected a non-zero 32-bit mark")
     if not 1280 <= ex.mtu <= w.mtu - 80:
         raise ConfigError(p, "exit.mtu", f"expected 1280..{w.mtu - 80} (inside a mesh link)")
+
+
+def _check_devices(cfg: Config) -> None:
+    p, dv, w = cfg.path, cfg.devices, cfg.wireguard
+    try:
+        devices.check_pool(dv.pool)
+    except devices.DeviceError as exc:
+        raise ConfigError(p, "devices.pool", str(exc)) from None
+    if dv.pool.overlaps(cfg.mesh.ipv4_prefix):
+        raise ConfigError(
+            p, "devices.pool", f"expected a pool outside the mesh's {cfg.mesh.ipv4_prefix}"
+        )
+    taken = {cfg.uplink.exit_port: "uplink.exit_port", cfg.control.quic_port: "control.quic_port"}
+    if not 1 <= dv.listen_port <= 65535 or dv.listen_port in taken:
+        raise ConfigError(p, "devices.listen_port", "expected 1..65535, a port of its own")
+    if w.listen_port_min <= dv.listen_port <= w.listen_port_max:
+        raise ConfigError(p, "devices.listen_port", "expected a port outside the link port range")
+    if dv.endpoint:
+        try:
+            devices.check_endpoint(dv.endpoint)
+        except devices.DeviceError as exc:
+            raise ConfigError(p, "devices.endpoint", str(exc)) from None
+    for i, server in enumerate(dv.dns):
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise ConfigError(p, f"devices.dns[{i}]", "expected an IP address") from None
 
 
 def _check_routing_table(cfg: Config) -> None:

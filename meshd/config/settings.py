@@ -327,6 +327,22 @@ class LanSettings:
 
 
 @dataclass(frozen=True)
+class DevicesSettings:
+    pool: ipaddress.IPv4Network = _opt(
+        ipaddress.IPv4Network("10.254.0.0/24"),
+        "addresses of the household's roaming devices (meshd device add); the node holds the "
+        "first; must not overlap the LAN or the mesh",
+    )
+    listen_port: int = _opt(52821, "UDP port the devices' WireGuard interface listens on")
+    endpoint: str = _opt(
+        "",
+        "HOST:PORT devices are told to reach this node at (a public name or address, a "
+        "forwarded port); empty: the uplink's address and listen_port",
+    )
+    dns: tuple[str, ...] = _opt((), "DNS servers written into the devices' configs")
+
+
+@dataclass(frozen=True)
 class ReceiptsSettings:
     sign: bool = _opt(
         True, "sign receipts for what neighbours relay for us (a node that does not is throttled)"
@@ -431,6 +447,7 @@ class Config:
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     exit: ExitSettings = field(default_factory=ExitSettings)
     lan: LanSettings = field(default_factory=LanSettings)
+    devices: DevicesSettings = field(default_factory=DevicesSettings)
     isolation: IsolationSettings = field(default_factory=IsolationSettings)
     receipts: ReceiptsSettings = field(default_factory=ReceiptsSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -451,6 +468,7 @@ SECTIONS: dict[str, type] = {
     "uplink": UplinkSettings,
     "exit": ExitSettings,
     "lan": LanSettings,
+    "devices": DevicesSettings,
     "isolation": IsolationSettings,
     "receipts": ReceiptsSettings,
     "metrics": MetricsSettings,

@@ -41,7 +41,7 @@ from meshd.adapters.wg.model import WireGuardError
 from meshd.api import calls
 from meshd.api.client import ControlClient, ControlError
 from meshd.config import Config, socket_path
-from meshd.core import addressing
+from meshd.core import addressing, devices
 from meshd.core.endpoints import Address
 from meshd.core.invites import BootstrapEndpoint
 from meshd.core.membership import (
@@ -53,6 +53,7 @@ from meshd.core.routing.liveness import LinkState
 from meshd.daemon import community_map, metrics
 from meshd.daemon.claims import ClaimService
 from meshd.daemon.control import ControlService, build_control
+from meshd.daemon.devices import DeviceService
 from meshd.daemon.exits import ExitService
 from meshd.daemon.joining import JoinError, bootstrap_endpoints, join_mesh, needs_join
 from meshd.daemon.joins import JoinService
@@ -100,7 +101,7 @@ class Node:
             backend,
             netlink,
             identity.wireguard_private,
-            firewall_spec(cfg, self.mesh_ipv4, self.prefix),
+            firewall_spec(cfg, self.mesh_ipv4, self.prefix, devices.interface_name(self.node_id)),
             table=cfg.exit.table,
             fwmark=cfg.exit.fwmark,
             mtu=cfg.exit.mtu,
@@ -144,6 +145,18 @@ class Node:
             mesh_addresses=(self.mesh_ipv4, self.mesh_ipv6),
             sysctl_root=sysctl_root,
         )
+        # The household's roaming devices (meshd device add).
+        self.devices = DeviceService(
+            identity,
+            backend,
+            netlink,
+            self.kernel,
+            cfg.devices,
+            cfg.uplink,
+            (cfg.mesh.ipv4_prefix, cfg.mesh.ipv6_prefix),
+            cfg.wireguard.mtu,
+            self.state_dir,
+        )
         # Counters, claims and receipts (meshd.daemon.metering).
         self.metering = Metering(
             self.link_meter, self.links, self.throttle, self.clock, self.kernel
@@ -185,6 +198,7 @@ class Node:
             event("rule.removed_stale", prefix=str(rule.dst), table=rule.table, pref=rule.pref)
 
         self.tunnels.setup()  # the exits start afresh (their users ask again)
+        self.devices.load()
         self.metering.open(Ledger.open(self.cfg.node.state_dir))
         self.links.adopt(now)
         # Those a meshd from before the mesh's own table left in the main one.
@@ -202,6 +216,7 @@ class Node:
         for address, plen in self._lo_addresses():
             self.netlink.remove_address("lo", address, plen)
         self.tunnels.teardown()
+        self.devices.remove_interface()
         self.flows.close()
         if self.metering.ledger is not None:
             self.metering.ledger.close()
@@ -386,6 +401,15 @@ class Node:
         assert self.exits is not None
         self.exits.block(node_id, blocked)
 
+    async def add_device(self, name: str, endpoint: str | None, everything: bool) -> dict[str, Any]:
+        return await self.devices.add(name, endpoint, everything)
+
+    async def remove_device(self, name: str) -> dict[str, Any]:
+        return await self.devices.remove(name)
+
+    async def device_list(self) -> list[dict[str, Any]]:
+        return await self.devices.listing()
+
     def publish_release(self, manifest: bytes) -> dict[str, Any]:
         assert self.releases is not None
         try:
@@ -541,7 +565,7 @@ def _answers(path: Any) -> bool:
 
 
 def firewall_spec(
-    cfg: Config, mesh_ipv4: ipaddress.IPv4Address, tunnel_prefix: str
+    cfg: Config, mesh_ipv4: ipaddress.IPv4Address, tunnel_prefix: str, device_interface: str
 ) -> firewall.FirewallSpec:
     """What the firewall needs from the config: meshd's own ports are always open to the
     mesh (QUIC sessions, probes, exit sessions, the exit's WireGuard), then the operator's."""
@@ -561,4 +585,6 @@ def firewall_spec(
         lan=cfg.lan.interfaces,
         metrics_port=listen[1] if listen else 0,
         metrics_allow=metrics.allowed(cfg.metrics.allow, lambda _: None),  # members: later
+        device_interface=device_interface,
+        device_pool=cfg.devices.pool,
     )

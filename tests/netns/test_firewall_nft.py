@@ -45,6 +45,14 @@ SHAPES = {
     "exit user with a LAN": dataclasses.replace(
         PLAIN, user_interface="mwab12xu", exit_dns="10.77.2.1", lan=("lan0",)
     ),
+    "roaming devices": dataclasses.replace(
+        PLAIN,
+        uplink="upl",
+        user_interface="mwab12xu",
+        exit_dns="10.77.2.1",
+        device_interface="dv-ab12",
+        device_pool=ipaddress.IPv4Network("10.254.0.0/24"),
+    ),
 }
 
 

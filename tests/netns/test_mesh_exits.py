@@ -6,8 +6,10 @@ segment gets none of it (issue 22)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -371,3 +373,85 @@ def test_a_new_address_on_the_uplink_joins_what_exit_users_never_reach(bed: Bed)
     finally:
         bed.sh("a", "ip", "addr", "del", extra, "dev", "upl", check=False)
     bed.wait("and forgets it once the address goes", lambda: not refused(), within=15)
+
+
+@contextlib.contextmanager
+def _phone_on_the_internet(bed: Bed, address: str) -> Iterator[str]:
+    """A namespace playing a phone away from home: one port on the testbed internet's
+    bridge, nothing else."""
+    inet = json.loads(bed.run("status", "--json"))["internet"]["namespace"]
+    ns, port = f"{inet[:-5]}-phone", f"ph{os.getpid() % 10000}"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    try:
+        for cmd in (
+            ["ip", "netns", "add", ns],
+            ["ip", "-n", inet, "link", "add", port, "type", "veth", "peer", "eth0", "netns", ns],
+            ["ip", "-n", inet, "link", "set", port, "master", "inet0", "up"],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0"],
+            ["ip", "-n", ns, "link", "set", "eth0", "up"],
+            ["ip", "-n", ns, "route", "add", "default", "via", "198.51.100.1"],
+        ):
+            subprocess.run(cmd, check=True, capture_output=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_a_roaming_phone_with_a_stock_client_reaches_the_mesh_and_the_internet(bed: Bed) -> None:
+    """Issue 25: `meshd device add` on a writes a wg-quick file; `wg-quick up` with it, in a
+    namespace on the testbed internet, reaches e's mesh address (two hops from a) and the
+    testbed internet through a's uplink (the bytes come through a's device interface);
+    `meshd device remove` cuts it off at once."""
+    bed.learn("ae")
+    iface = f"ph{os.getpid() % 10000}"  # wg-quick names the interface after the file
+    conf = bed.dir / "phone" / f"{iface}.conf"
+    conf.parent.mkdir(exist_ok=True)
+    for bad in (["add", "Bad Name"], ["remove", "nobody"]):
+        res = subprocess.run(
+            [str(meshbed.TESTBED), "exec", "a", "--", "meshd", "device", *bad],
+            env=bed.env,
+            capture_output=True,
+            text=True,
+        )
+        assert res.returncode == 1 and "bad_args" in res.stderr, res.stderr
+    said = bed.sh("a", "meshd", "device", "add", "phone", "--all", "--out", str(conf))
+    assert f"its config is in {conf}" in said and conf.stat().st_mode & 0o777 == 0o600
+    text = conf.read_text()
+    assert "Address = 10.254.0.2/32" in text and "AllowedIPs = 0.0.0.0/0" in text, text
+    with _phone_on_the_internet(bed, "198.51.100.250") as ns:
+        up = subprocess.run(
+            ["ip", "netns", "exec", ns, "wg-quick", "up", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert up.returncode == 0, up.stderr
+        try:
+            ping = ["ip", "netns", "exec", ns, "ping", "-n", "-c", "1", "-W", "2", bed.ips["e"]]
+            bed.wait(
+                "the phone reaches e's mesh address through a",
+                lambda: subprocess.run(ping, capture_output=True).returncode == 0,
+                within=20,
+            )
+            expected = (bed.dir / "inet" / "www" / "big.bin.sha256").read_text().split()[0]
+            got = subprocess.run(
+                ["ip", "netns", "exec", ns, "curl", "-sS", "-m", "30", f"http://{SERVER}/big.bin"],
+                capture_output=True,
+                timeout=60,
+            )
+            assert got.returncode == 0, got.stderr
+            assert _sha256_of_big(got.stdout) == expected
+            (phone,) = json.loads(bed.sh("a", "meshd", "device", "list", "--json"))
+            print(f"the phone as a lists it: {phone}")
+            assert phone["name"] == "phone" and phone["last_handshake"] is not None, phone
+            assert phone["tx_bytes"] > len(got.stdout), phone  # it came through a
+            removed = bed.sh("a", "meshd", "device", "remove", "phone")
+            assert "cut off now" in removed
+            cut = subprocess.run(ping[:-2] + ["1", bed.ips["e"]], capture_output=True, text=True)
+            assert cut.returncode != 0, cut.stdout
+            assert json.loads(bed.sh("a", "meshd", "device", "list", "--json")) == []
+        finally:
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "wg-quick", "down", str(conf)], capture_output=True
+            )

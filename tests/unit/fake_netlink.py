@@ -43,6 +43,11 @@ class FakeNetlink:
         self.addrs[ifname].add((address, prefixlen))
         return True
 
+    def addresses(self, ifname: str) -> set[tuple[IPAddress, int]]:
+        if ifname not in self.addrs:
+            raise NetlinkError(f"no interface {ifname}", errno.ENODEV)
+        return set(self.addrs[ifname])
+
     def remove_address(self, ifname: str, address: IPAddress, prefixlen: int) -> None:
         self.addrs.get(ifname, set()).discard((address, prefixlen))
 

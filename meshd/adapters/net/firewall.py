@@ -14,6 +14,9 @@
   say) is not meshd's to judge.
 - NAT: whatever this node or its household sends into the mesh leaves from the mesh
   address; a gateway masquerades its exit users' traffic out of its uplink.
+- Roaming devices (meshd.core.devices) are household: their interface is one of the LAN's
+  here, and what they send out of the uplink is masqueraded (their pool is the node's
+  own, which no router behind the uplink knows).
 - DNS: a node leaving by an exit sends its own and its LAN's queries to that gateway's
   mesh address (its usual resolver may sit behind the uplink that is down), and the
   exit tunnel carries them there (a policy rule of meshd.adapters.net.exit_tunnel): no
@@ -95,6 +98,13 @@ class FirewallSpec:
     uplink_subnets: tuple[Network, ...] = ()  # sharing: the uplink's own, as its addresses say
     metrics_port: int = 0  # [metrics] listen's port: from the mesh, only for metrics_allow
     metrics_allow: tuple[IPAddress, ...] = ()
+    device_interface: str = ""  # the household's roaming devices arrive here
+    device_pool: ipaddress.IPv4Network | None = None
+
+    @property
+    def household(self) -> tuple[str, ...]:
+        """The interfaces of the household: its LAN's and its devices'."""
+        return (*self.lan, self.device_interface) if self.device_interface else self.lan
 
 
 def _ports(ranges: tuple[PortRange, ...]) -> str:
@@ -133,7 +143,7 @@ def render(spec: FirewallSpec) -> str:
     # Input: from the tunnels, meshd's own ports, the operator's open ports, ICMP echo and
     # errors, and replies; the rest is refused (a reset or an ICMP error: a clear answer).
     # Beside the tunnels, only this node and its LAN reach the mesh's addresses here.
-    stranger = f"iifname != {tunnels} iifname != {_names(('lo', *spec.lan))}"
+    stranger = f"iifname != {tunnels} iifname != {_names(('lo', *spec.household))}"
     inbound = [
         f"{stranger} ip daddr {spec.mesh_prefix} ct state != {{ established, related }} drop "
         'comment "the mesh\'s addresses: not from the underlay"',
@@ -213,6 +223,11 @@ def render(spec: FirewallSpec) -> str:
         postrouting.append(
             f'iifname {tunnels} oifname "{up}" masquerade comment "exit users and their DNS"'
         )
+    if spec.device_interface and spec.device_pool is not None and spec.uplink:
+        postrouting.append(
+            f'iifname "{spec.device_interface}" oifname "{spec.uplink}" '
+            f'ip saddr {spec.device_pool} masquerade comment "roaming devices, out of the uplink"'
+        )
     forward.append(
         f"iifname {tunnels} oifname != {tunnels} ct state != {{ established, related }} drop "
         'comment "from the mesh, only the mesh: the LAN, the underlay and the uplink get replies"'
@@ -222,9 +237,8 @@ def render(spec: FirewallSpec) -> str:
         keep = f"{{ 127.0.0.0/8, {spec.mesh_prefix} }}"
         rule = f'ip daddr != {keep} {dns} dnat ip to {spec.exit_dns} comment "DNS by our exit"'
         output.append(rule)
-        if spec.lan:
-            lans = ", ".join(f'"{i}"' for i in spec.lan)
-            prerouting.append(f"iifname {{ {lans} }} {rule}")
+        if spec.household:
+            prerouting.append(f"iifname {_names(spec.household)} {rule}")
     lines = [
         f"table inet {TABLE} {{}}",
         f"delete table inet {TABLE}",

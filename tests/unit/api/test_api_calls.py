@@ -231,6 +231,7 @@ class Node:
 
     def __init__(self) -> None:
         self.blocked: list[tuple[str, bool]] = []
+        self.devices: list[str] = []
 
     def revocations(self) -> list[dict[str, Any]]:
         return []
@@ -251,6 +252,17 @@ class Node:
     def map_documents(self) -> dict[str, Any]:
         return {}
 
+    async def add_device(self, name: str, endpoint: str | None, everything: bool) -> dict[str, Any]:
+        self.devices.append(name)
+        return {"name": name, "endpoint": endpoint, "all": everything}
+
+    async def remove_device(self, name: str) -> dict[str, Any]:
+        self.devices.remove(name)
+        return {"name": name}
+
+    async def device_list(self) -> list[dict[str, Any]]:
+        return [{"name": name} for name in self.devices]
+
     def block(self, node_id: str, blocked: bool) -> None:
         if not blocked and node_id == NODE_C:
             raise ValueError("blocked by the config file ([uplink] blocked)")
@@ -259,6 +271,26 @@ class Node:
 
 def _call(call: str, node: Node | None = None, **args: Any) -> Any:
     return asyncio.run(calls.handle(call, args, ROOT, Daemon().status, node=node))
+
+
+def test_device_calls_check_their_arguments() -> None:
+    node = Node()
+    assert _call("device_add", node, name="phone", all=True) == {
+        "name": "phone",
+        "endpoint": None,
+        "all": True,
+    }
+    assert _call("devices", node) == [{"name": "phone"}]
+    assert _call("device_remove", node, name="phone") == {"name": "phone"}
+    for call, bad in (
+        ("device_add", {}),
+        ("device_add", {"name": "x", "all": "yes"}),
+        ("device_add", {"name": "x", "endpoint": 7}),
+        ("device_remove", {"name": None}),
+    ):
+        with pytest.raises(api.CallError) as info:
+            _call(call, node, **bad)
+        assert info.value.code == "bad_args", (call, bad)
 
 
 def test_block_checks_the_node_id_and_what_the_config_blocks() -> None:

@@ -30,6 +30,8 @@ CHANGING: dict[str, dict[str, Any]] = {
     "mesh_definition": {"records": []},
     "block": {"node_id": NODE_B, "blocked": True},
     "publish_release": {"manifest": "30"},
+    "device_add": {"name": "phone"},
+    "device_remove": {"name": "phone"},
 }
 
 

@@ -190,3 +190,50 @@ def test_update_status_says_what_is_held_fetched_and_refused(
         "it only by hand (stage manual); 65536 of 400000 bytes; 1 neighbour holds it\n"
         "refused from neighbours: release_not_admin 2\n"
     )
+
+
+DEVICE = {
+    "name": "phone",
+    "public_key": "F/6s6738o3tyGcC+dtUfKTuiZJ+0F4EtkuDCdhr4c3E=",
+    "address": "10.254.0.2",
+    "added_at": 1_796_633_785,
+}
+
+
+def test_device_add_prints_only_the_config_on_standard_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    added = {**DEVICE, "endpoint": "198.51.100.11:52821", "config": "[Interface]\n...\n"}
+    daemon = FakeDaemon({"device_add": added})
+    with serving(tmp_path / "s.sock", daemon.handle) as path:
+        assert cli.main(["device", "add", "phone", "--all", "--socket", str(path)]) == 0
+        out = tmp_path / "phone.conf"
+        assert cli.main(["device", "add", "phone", "--out", str(out), "--socket", str(path)]) == 0
+    note = "phone: 10.254.0.2, reaching this node at 198.51.100.11:52821"
+    # Without --out: the config alone on standard output, the note beside it on stderr.
+    assert capsys.readouterr() == (
+        f"[Interface]\n...\n{note}; its config is in {out}\n",
+        f"{note}\n",
+    )
+    assert out.read_text() == "[Interface]\n...\n" and out.stat().st_mode & 0o777 == 0o600
+    assert [args for _, args in daemon.calls] == [
+        {"name": "phone", "endpoint": None, "all": True},
+        {"name": "phone", "endpoint": None, "all": False},
+    ]
+
+
+def test_device_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listed = [{**DEVICE, "endpoint": None, "last_handshake": None, "rx_bytes": 0, "tx_bytes": 0}]
+    daemon = FakeDaemon({"devices": listed, "device_remove": DEVICE})
+    with serving(tmp_path / "s.sock", daemon.handle) as path:
+        assert cli.main(["device", "list", "--socket", str(path)]) == 0
+        assert cli.main(["device", "remove", "phone", "--socket", str(path)]) == 0
+        refused = FakeDaemon({"device_remove": api.CallError("bad_args", "no device named 'x'")})
+        with serving(tmp_path / "r.sock", refused.handle) as other:
+            assert cli.main(["device", "remove", "x", "--socket", str(other)]) == 1
+    out, err = capsys.readouterr()
+    assert out == (
+        "phone            10.254.0.2      handshake never; received 0 B, sent 0 B\n"
+        "phone (10.254.0.2) removed: cut off now\n"
+    )
+    assert err == "meshd device remove: bad_args: no device named 'x'\n"

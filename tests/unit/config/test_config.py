@@ -368,3 +368,27 @@ def test_the_map_refuses_what_no_record_could_hold(section: str, key: str, expec
         config.parse(GOOD + f"\n[map]\n{section}\n", "a.toml")
     assert info.value.key == key
     assert expected in info.value.problem
+
+
+@pytest.mark.parametrize(
+    ("devices", "key", "expected"),
+    [
+        ('pool = "10.77.200.0/24"', "devices.pool", "outside the mesh's 10.77.0.0/16"),
+        ('pool = "10.254.0.0/31"', "devices.pool", "/16 to /30"),
+        ("listen_port = 51900", "devices.listen_port", "outside the link port range"),
+        ("listen_port = 52820", "devices.listen_port", "a port of its own"),
+        ('endpoint = "home.example.org"', "devices.endpoint", "HOST:PORT"),
+        ('dns = ["resolver"]', "devices.dns[0]", "an IP address"),
+    ],
+)
+def test_device_settings_are_checked(devices: str, key: str, expected: str) -> None:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(f"{GOOD}\n[devices]\n{devices}\n", "a.toml")
+    assert info.value.key == key
+    assert expected in info.value.problem
+
+
+def test_device_settings_have_defaults_and_take_a_name_as_endpoint() -> None:
+    cfg = config.parse(f'{GOOD}\n[devices]\nendpoint = "home.example.org:52821"\n', "a.toml")
+    assert str(cfg.devices.pool) == "10.254.0.0/24" and cfg.devices.listen_port == 52821
+    assert cfg.devices.endpoint == "home.example.org:52821"

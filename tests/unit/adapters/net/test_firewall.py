@@ -182,3 +182,30 @@ def test_the_metrics_port_answers_the_mesh_only_for_those_allowed() -> None:
     assert [r.split(" comment")[0] for r in nobody if "9478" in r] == [
         "tcp dport 9478 reject with tcp reset"
     ]
+
+
+def test_roaming_devices_are_household_and_leave_the_uplink_masqueraded() -> None:
+    spec = dataclasses.replace(
+        GATEWAY,
+        lan=("lan0",),
+        device_interface="dv-abcdef",
+        device_pool=ipaddress.IPv4Network("10.254.0.0/24"),
+        user_interface="mwabcdefxu",
+        exit_dns="10.77.9.9",
+    )
+    text = render(spec)
+    stranger = 'iifname != "mwabcdef*" iifname != { "lo", "lan0", "dv-abcdef" }'
+    assert chain(text, "forward")[0].startswith(f'{stranger} oifname "mwabcdef*"')
+    assert chain(text, "prerouting")[-1].startswith('iifname { "lan0", "dv-abcdef" } ip daddr')
+    masquerade = (
+        'iifname "dv-abcdef" oifname "upl" ip saddr 10.254.0.0/24 masquerade '
+        'comment "roaming devices, out of the uplink"'
+    )
+    assert masquerade in chain(text, "postrouting")
+    # The mesh reaches them as it reaches the LAN: with replies only.
+    assert (
+        'iifname "mwabcdef*" oifname != "mwabcdef*" ct state != { established, related } drop'
+        in text
+    )
+    # Without an uplink there is nothing to masquerade out of.
+    assert "masquerade" not in render(dataclasses.replace(spec, uplink="", gateway_interface=""))
