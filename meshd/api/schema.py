@@ -225,6 +225,7 @@ class Status(_StatusRequired, total=False):
     metrics: dict[str, Any] | None  # the Prometheus endpoint; null while off
     map: dict[str, Any]  # the community map's records kept, and where its files go
     releases: dict[str, Any]  # the release held and served, the one being fetched
+    devices: dict[str, Any]  # the household's roaming devices, and their interface
 
 
 class Page(TypedDict):

@@ -132,17 +132,36 @@ class DeviceService:
             "HOST:PORT (a public name or address of this node) or set devices.endpoint"
         )
 
-    def _peers(self) -> dict[bytes, dict[str, Any]]:
-        if not self.backend.exists(self.ifname):
-            return {}
+    def entries(self) -> list[dict[str, Any]]:
+        """Each device with what its WireGuard peer shows: where it was last seen, its last
+        handshake and its bytes (none while the book cannot be read)."""
+        if self.book is None:
+            return []
+        peers = {}
+        if self.backend.exists(self.ifname):
+            peers = {p.public_key: p for p in self.backend.show(self.ifname).peers}
+        out = []
+        for device in self.book:
+            peer = peers.get(device.public_key)
+            out.append(
+                {
+                    **device.to_json(),
+                    "endpoint": format_endpoint(peer.endpoint) if peer and peer.endpoint else None,
+                    "last_handshake": peer.last_handshake if peer else None,
+                    "rx_bytes": peer.rx_bytes if peer else 0,
+                    "tx_bytes": peer.tx_bytes if peer else 0,
+                }
+            )
+        return out
+
+    def status(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """The status document's ``devices`` (``entries`` read on the kernel thread)."""
         return {
-            p.public_key: {
-                "endpoint": format_endpoint(p.endpoint) if p.endpoint else None,
-                "last_handshake": p.last_handshake,
-                "rx_bytes": p.rx_bytes,
-                "tx_bytes": p.tx_bytes,
-            }
-            for p in self.backend.show(self.ifname).peers
+            "interface": self.ifname,
+            "pool": str(self.settings.pool),
+            "listen_port": self.settings.listen_port,
+            "unreadable": self.unreadable or None,
+            "items": entries,
         }
 
     # ---- the control API's calls (event loop) ------------------------------------------
@@ -206,7 +225,6 @@ class DeviceService:
         return device.to_json()
 
     async def listing(self) -> list[dict[str, Any]]:
-        book = self._book()
-        peers = await self.kernel(self._peers)
-        none = {"endpoint": None, "last_handshake": None, "rx_bytes": 0, "tx_bytes": 0}
-        return [{**d.to_json(), **peers.get(d.public_key, none)} for d in book]
+        self._book()
+        entries: list[dict[str, Any]] = await self.kernel(self.entries)
+        return entries

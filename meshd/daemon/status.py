@@ -29,6 +29,7 @@ def kernel_status(node: Node, routes: bool = True) -> dict[str, Any]:
             else {}
         ),
         "receipts_summary": metering.claims.summary() if metering.claims is not None else None,
+        "devices": node.devices.entries(),
         "routes": [
             (r, link.node_id if (link := node.links.by_ifname.get(r.ifname)) else None)
             for r in node.netlink.routes(
@@ -140,6 +141,8 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
         "map": node.map.status(node.control.core),
         # New meshd over the mesh (meshd.daemon.releases).
         "releases": node.releases.status() if node.releases is not None else None,
+        # The household's roaming devices (meshd.daemon.devices).
+        "devices": node.devices.status(kernel["devices"]),
     }
 
 

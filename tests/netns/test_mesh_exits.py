@@ -446,6 +446,8 @@ def test_a_roaming_phone_with_a_stock_client_reaches_the_mesh_and_the_internet(b
             print(f"the phone as a lists it: {phone}")
             assert phone["name"] == "phone" and phone["last_handshake"] is not None, phone
             assert phone["tx_bytes"] > len(got.stdout), phone  # it came through a
+            (shown,) = bed.status("a")["devices"]["items"]
+            assert shown["name"] == "phone" and shown["tx_bytes"] >= phone["tx_bytes"], shown
             removed = bed.sh("a", "meshd", "device", "remove", "phone")
             assert "cut off now" in removed
             cut = subprocess.run(ping[:-2] + ["1", bed.ips["e"]], capture_output=True, text=True)

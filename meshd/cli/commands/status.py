@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from meshd.cli.commands import add_socket_argument
@@ -100,6 +101,27 @@ def render(s: Status) -> str:
                         receipts(u),
                     ]
                     for u in s["usage"]
+                ],
+            ),
+        ]
+    devices = s.get("devices") or {}
+    if devices.get("unreadable"):
+        parts += ["", f"devices: {devices['unreadable']}"]
+    if devices.get("items"):
+        now = time.time()
+        parts += [
+            "",
+            table(
+                ["DEVICE", "ADDRESS", "HANDSHAKE s AGO", "RX", "TX"],
+                [
+                    [
+                        d["name"],
+                        d["address"],
+                        round(now - d["last_handshake"]) if d["last_handshake"] else None,
+                        d["rx_bytes"],
+                        d["tx_bytes"],
+                    ]
+                    for d in devices["items"]
                 ],
             ),
         ]

@@ -237,3 +237,24 @@ def test_device_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "phone (10.254.0.2) removed: cut off now\n"
     )
     assert err == "meshd device remove: bad_args: no device named 'x'\n"
+
+
+def test_status_lists_the_devices_and_says_when_their_book_is_unreadable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = {**DEVICE, "endpoint": "198.51.100.250:50983", "rx_bytes": 151300, "tx_bytes": 4453052}
+    devices = {"interface": "dv-abcdef", "pool": "10.254.0.0/24", "listen_port": 52821}
+    with_devices = {
+        **copy.deepcopy(STATUS),
+        "devices": {**devices, "unreadable": None, "items": [{**seen, "last_handshake": None}]},
+    }
+    broken = {**copy.deepcopy(STATUS), "devices": {**devices, "unreadable": "bad", "items": []}}
+    for doc in (with_devices, broken):
+        with serving(tmp_path / "s.sock", FakeDaemon({"status": doc}).handle) as path:
+            assert cli.main(["status", "--socket", str(path)]) == 0
+    first, second = capsys.readouterr().out.split(STATUS_TEXT)[1:]
+    assert first == (
+        "\n\nDEVICE  ADDRESS     HANDSHAKE s AGO  RX      TX\n"
+        "phone   10.254.0.2  -                151300  4453052\n"
+    )
+    assert second == "\n\ndevices: bad\n"
