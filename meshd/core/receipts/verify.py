@@ -27,7 +27,7 @@ from meshd.core.membership import (
 from meshd.core.receipts.chain import ChainChecker, Outcome
 from meshd.core.receipts.dispute import DisputeRecord
 from meshd.core.receipts.errors import ReceiptError, ReceiptReason, Rejection
-from meshd.core.receipts.export import ExportRecord, canonical_receipt, parse_line
+from meshd.core.receipts.export import parse_line
 from meshd.core.receipts.receipt import Receipt
 from meshd.core.receipts.signers import SignerMembership
 
@@ -82,10 +82,7 @@ class _Lines:
         receipts = out.receipts
         for number, line in enumerate(lines, start=1):
             try:
-                # Most lines: a receipt as the exporter writes it, read at once.
-                record: ExportRecord | None = (
-                    canonical_receipt(line) if type(line) is str else None
-                ) or parse_line(line)
+                record = parse_line(line)  # a receipt as the exporter writes it at once
             except ReceiptError as exc:
                 out.rejections.append(Rejection(number, exc.reason, exc.message))
                 continue
