@@ -3,6 +3,8 @@ its state, and every red or yellow thing anywhere with why."""
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -86,7 +88,20 @@ def _way(s: Status, live: Live) -> Text:
         lines.append(
             f"\nsharing  {'offered' if sharing['announced'] else 'withdrawn'} · exit users: {users}"
         )
+    if seen := devices(s):
+        lines.append(f"\ndevices  {seen}")
     return lines
+
+
+def devices(s: Status) -> str:
+    """The household's roaming devices on one line: each one's last handshake and bytes."""
+    items = (s.get("devices") or {}).get("items") or []
+    said = []
+    for d in items:
+        seen = d.get("last_handshake")
+        ago = f"{fmt.duration(time.time() - seen)} ago" if seen else "never seen"
+        said.append(f"{d['name']} ({ago}, {fmt.size(d['rx_bytes'] + d['tx_bytes'])})")
+    return ", ".join(said)
 
 
 def _totals(s: Status) -> str:
@@ -122,4 +137,6 @@ def attention(live: Live) -> list[Why]:
         found += [w for w in (up, out) if w is not None and w.level is not Level.OK]
     for u in s.get("usage", []):
         found += explain.usage(u, live.name(u["node_id"]), s.get("receipts"))
+    if unreadable := (s.get("devices") or {}).get("unreadable"):
+        found.append(Why(Level.BAD, f"devices: {unreadable}"))
     return [w for w in found if w.level is not Level.OK]

@@ -14,10 +14,18 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from nstestbed.plan import INTERNET_ADDRESS, INTERNET_BRIDGE, INTERNET_NET, SERVER_ADDRESS, Plan
+from nstestbed.plan import (
+    INTERNET_ADDRESS,
+    INTERNET_BRIDGE,
+    INTERNET_NET,
+    SERVER_ADDRESS,
+    NatPlan,
+    Plan,
+)
 from nstestbed.rules import (
     Impairments,
     internet_ruleset,
+    nat_ruleset,
     node_ruleset,
     redirect_args,
     shaped_interfaces,
@@ -215,11 +223,14 @@ def build(plan: Plan, imp: Impairments) -> None:
     for node in plan.nodes:
         if node.uplink:
             up = node.uplink
-            veth(node.namespace, up.ifname, inet, up.internet_port)
+            if up.nat is None:
+                veth(node.namespace, up.ifname, inet, up.internet_port)
+            else:
+                _home_router(node.namespace, up.ifname, up.nat, up.address, inet, up.internet_port)
             ipn(inet, "link", "set", up.internet_port, "master", INTERNET_BRIDGE, "up")
-            ipn(node.namespace, "addr", "add", str(up.address), "dev", up.ifname)
+            ipn(node.namespace, "addr", "add", str(up.node_address), "dev", up.ifname)
             ipn(node.namespace, "link", "set", up.ifname, "up")
-            ipn(node.namespace, "route", "add", "default", "via", str(INTERNET_ADDRESS))
+            ipn(node.namespace, "route", "add", "default", "via", str(up.gateway))
         if node.lan:
             lan = node.lan
             veth(node.namespace, lan.node_ifname, lan.namespace, lan.host_ifname)
@@ -240,6 +251,29 @@ def build(plan: Plan, imp: Impairments) -> None:
     apply_rules(plan, imp)
     apply_shaping(plan, imp)
     _checkpoint("rules")
+
+
+def _home_router(
+    node_ns: str,
+    node_if: str,
+    nat: NatPlan,
+    public: ipaddress.IPv4Interface,
+    inet: str,
+    bridge_port: str,
+) -> None:
+    """The household's router: the node's uplink inside, the internet outside, and what
+    the inside sends masqueraded to the public address (plain ``masquerade``: a mapping
+    keeps the inner port where it is free). From the outside only replies come in."""
+    ns = nat.namespace
+    veth(node_ns, node_if, ns, nat.inside_ifname)
+    veth(ns, nat.wan_ifname, inet, bridge_port)
+    ipn(ns, "addr", "add", str(nat.inside_address), "dev", nat.inside_ifname)
+    ipn(ns, "link", "set", nat.inside_ifname, "up")
+    ipn(ns, "addr", "add", str(public), "dev", nat.wan_ifname)
+    ipn(ns, "link", "set", nat.wan_ifname, "up")
+    ipn(ns, "route", "add", "default", "via", str(INTERNET_ADDRESS))
+    sysctl(ns, {"net.ipv4.ip_forward": "1"})
+    nft(ns, nat_ruleset(nat))
 
 
 def apply_rules(plan: Plan, imp: Impairments, nodes: Iterable[str] | None = None) -> None:

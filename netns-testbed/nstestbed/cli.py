@@ -307,6 +307,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         uplink = "-"
         if node.uplink:
             uplink = str(node.uplink.address.ip)
+            if node.uplink.nat:
+                uplink = f"{node.uplink.node_address.ip} {node.uplink.nat.kind} {uplink}"
             uplink += f" {node.uplink.rate.text}" if node.uplink.rate else ""
             uplink += " shared" if node.share else ""
             uplink += " DOWN" if node.name in imp.uplink_down else ""

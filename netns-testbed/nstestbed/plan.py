@@ -14,6 +14,10 @@ Plan (all addresses live inside the testbed's namespaces, never in the host's):
   203.0.113.1 (on its ``lo``, one hop beyond the uplinks' router); node i with an uplink
   gets ``upl`` with 198.51.100.<10+i>/24 (default route via .1), bridge port ``n-<node>``,
   and, with an ``uplink_rate``, ``ifb-<node>`` in ``<id>-inet`` shaping what it sends;
+  behind a NAT (``nat``), that address is its home router's instead: namespace
+  ``<id>-<node>-nat`` with ``wan0`` on the bridge and ``in0`` 192.168.<i>.1/24, the node's
+  ``upl`` 192.168.<i>.2/24 (default via .1); its ``bootstrap`` nodes are dialled at their
+  uplink's address;
 - LAN of node i: 172.20.<i>.0/24, node .1 on ``lan0``, host .2 on ``eth0`` (default via .1);
 - mesh IPv4 of node i: 10.77.0.<i+1> in 10.77.0.0/16;
 - meshd's QUIC port: 6697 on every node; a node's bootstrap peers are its neighbours across
@@ -65,6 +69,9 @@ MESH_IPERF_PORTS = "5301-5310"  # benchmarks' iperf3 servers on nodes' mesh addr
 METRICS_PORT = 9478  # a topology's `metrics`: [metrics] listen on the mesh address
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 UPLINK_IF = "upl"
+NAT_INSIDE_IF = "in0"
+NAT_WAN_IF = "wan0"
+NAT_INSIDE_BASE = ipaddress.IPv4Address("192.168.0.0")  # node i's home network: .<i>.0/24
 LAN_NODE_IF = "lan0"
 LAN_HOST_IF = "eth0"
 INTERNET_BRIDGE = "inet0"
@@ -112,12 +119,35 @@ class SegmentPlan:
 
 
 @dataclass(frozen=True)
+class NatPlan:
+    """A household's home router between its node's uplink and the internet."""
+
+    namespace: str
+    kind: str  # topology.NAT_KINDS
+    inside_ifname: str  # facing the node's uplink
+    inside_address: ipaddress.IPv4Interface
+    wan_ifname: str  # on the internet bridge, with the uplink's public address
+
+
+@dataclass(frozen=True)
 class UplinkPlan:
     ifname: str
-    address: ipaddress.IPv4Interface
+    address: ipaddress.IPv4Interface  # the internet's address: the NAT's, behind one
     internet_port: str  # the veth end enslaved to the internet bridge
     rate: Rate | None
     ifb: str  # in the internet namespace: shapes what the node sends (only with a rate)
+    nat: NatPlan | None = None
+
+    @property
+    def node_address(self) -> ipaddress.IPv4Interface:
+        """The address on the node's own uplink interface."""
+        if self.nat is None:
+            return self.address
+        return ipaddress.IPv4Interface(f"{self.nat.inside_address.ip + 1}/24")
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return INTERNET_ADDRESS if self.nat is None else self.nat.inside_address.ip
 
 
 @dataclass(frozen=True)
@@ -172,6 +202,7 @@ class NodePlan:
     wireguard: Settings = ()  # its [wireguard] section
     metrics: tuple[str, ...] | None = None  # serves Prometheus metrics to these nodes
     map: Settings = ()  # its [map] section
+    bootstrap: tuple[str, ...] = ()  # nodes it dials over the internet
 
     @property
     def config_path(self) -> Path:
@@ -234,6 +265,7 @@ class Plan:
         """Every namespace of this testbed, nodes first (the order ``down`` deletes them)."""
         names = [n.namespace for n in self.nodes]
         names += [n.lan.namespace for n in self.nodes if n.lan]
+        names += [n.uplink.nat.namespace for n in self.nodes if n.uplink and n.uplink.nat]
         names.append(self.internet_namespace)
         if self.switch_namespace:
             names.append(self.switch_namespace)
@@ -312,12 +344,22 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
         namespace = f"{testbed_id}-{spec.name}"
         uplink = None
         if spec.uplink:
+            nat = None
+            if spec.nat:
+                nat = NatPlan(
+                    f"{namespace}-nat",
+                    spec.nat,
+                    NAT_INSIDE_IF,
+                    ipaddress.IPv4Interface(f"{NAT_INSIDE_BASE + 256 * i + 1}/24"),
+                    NAT_WAN_IF,
+                )
             uplink = UplinkPlan(
                 UPLINK_IF,
                 ipaddress.IPv4Interface(f"{INTERNET_NET[UPLINK_HOST_BASE + i]}/24"),
                 f"n-{spec.name}",
                 spec.uplink_rate,
                 f"ifb-{spec.name}",
+                nat,
             )
         lan = None
         if spec.lan:
@@ -351,6 +393,7 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
             routing=spec.routing,
             wireguard=spec.wireguard,
             metrics=spec.metrics,
+            bootstrap=spec.bootstrap,
             map=tuple(
                 (key, str(state_dir / "nodes" / spec.name / value))
                 if key == "export_dir" and isinstance(value, str) and not value.startswith("/")
@@ -489,5 +532,17 @@ def render_config(plan: Plan, node: NodePlan, keys: dict[str, NodeKeys], admin_k
             f"name = {_toml_str(adj.peer)}",
             f"node_id = {_toml_str(keys[adj.peer].node_id)}",
             f"address = {_toml_str(f'{adj.remote.address.ip}:{QUIC_PORT}')}",
+        ]
+    for name in node.bootstrap:
+        peer = plan.node(name)
+        if peer.uplink is None or name not in keys:
+            continue
+        lines += [
+            "",
+            f"# over the internet: {peer.uplink.address.ip}",
+            "[[bootstrap]]",
+            f"name = {_toml_str(name)}",
+            f"node_id = {_toml_str(keys[name].node_id)}",
+            f"address = {_toml_str(f'{peer.uplink.address.ip}:{QUIC_PORT}')}",
         ]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from nstestbed.plan import Adjacency, NodePlan, Plan, pair_key
+from nstestbed.plan import Adjacency, NatPlan, NodePlan, Plan, pair_key
 from nstestbed.topology import Rate, parse_rate
 
 TABLE = "testbed"
@@ -136,6 +136,27 @@ def node_ruleset(node: NodePlan, imp: Impairments) -> str:
         ]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def nat_ruleset(nat: NatPlan) -> str:
+    """A home router's table: what the inside sends leaves masqueraded; from the outside,
+    only replies (and nothing of a kind this testbed does not have: ``masquerade`` only)."""
+    assert nat.kind == "masquerade"
+    inside, wan = nat.inside_ifname, nat.wan_ifname
+    return f"""table inet {TABLE} {{}}
+delete table inet {TABLE}
+table inet {TABLE} {{
+	chain forward {{
+		type filter hook forward priority filter; policy drop;
+		iifname "{inside}" oifname "{wan}" accept
+		iifname "{wan}" oifname "{inside}" ct state {{ established, related }} accept
+	}}
+	chain postrouting {{
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "{wan}" masquerade
+	}}
+}}
+"""
 
 
 def internet_ruleset(plan: Plan, imp: Impairments) -> str:

@@ -3,6 +3,11 @@
     [nodes.a]
     uplink = true           # wired to the testbed's "internet" namespace
     uplink_rate = "50mbit"  # optional, tbf both ways, on the internet side of the uplink
+    nat = "masquerade"      # optional: the uplink sits behind a home router (its own
+                            # namespace) that masquerades; nothing from the internet reaches
+                            # the node but replies
+    bootstrap = ["a"]       # optional: nodes it dials over the internet, at their uplink's
+                            # address (each with an uplink and no NAT): islands joined
     share = true            # offers that uplink to the mesh (read by meshd, not the testbed)
     rate_cap = "20mbit"     # optional, the most the mesh gets of it (read by meshd)
     monthly_quota_mb = 100  # optional, each neighbour's exit bytes a month (read by meshd)
@@ -124,6 +129,11 @@ class NodeSpec:
     wireguard: Settings = ()  # its [wireguard] section
     metrics: tuple[str, ...] | None = None  # serves metrics to these nodes; None: off
     map: Settings = ()  # its [map] section
+    nat: str = ""  # its uplink is behind a NAT of this kind; "": none
+    bootstrap: tuple[str, ...] = ()  # nodes it dials over the internet
+
+
+NAT_KINDS = ("masquerade",)
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,8 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "wireguard",
                 "metrics",
                 "map",
+                "nat",
+                "bootstrap",
             },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
@@ -310,6 +322,18 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
         if invited and (validity or age):
             key = "cert_validity_s" if validity else "cert_age_s"
             raise TopologyError(path, f"{where}.{key}", "its issuer decides")
+        nat = body.get("nat", "")
+        if nat and nat not in NAT_KINDS:
+            raise TopologyError(path, f"{where}.nat", f"expected one of: {', '.join(NAT_KINDS)}")
+        if nat and not uplink:
+            raise TopologyError(path, f"{where}.nat", "needs uplink = true (what is behind it)")
+        dials = body.get("bootstrap", [])
+        if not isinstance(dials, list) or not set(dials) <= set(table) - {name}:
+            raise TopologyError(path, f"{where}.bootstrap", "expected a list of other nodes' names")
+        if dials and not uplink:
+            raise TopologyError(path, f"{where}.bootstrap", "needs uplink = true (its way there)")
+        if dials and invited:
+            raise TopologyError(path, f"{where}.bootstrap", "an invited node's config is its own")
         nodes.append(
             NodeSpec(
                 name,
@@ -330,8 +354,19 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 wireguard,
                 metrics,
                 map_settings,
+                nat,
+                tuple(dials),
             )
         )
+    for node in nodes:
+        for i, target in enumerate(node.bootstrap):
+            peer = next(n for n in nodes if n.name == target)
+            if not peer.uplink or peer.nat:
+                raise TopologyError(
+                    path,
+                    f"nodes.{node.name}.bootstrap[{i}]",
+                    f"{target} has no uplink the internet reaches (uplink = true, no nat)",
+                )
     return tuple(nodes)
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -398,15 +399,16 @@ def _phone_on_the_internet(bed: Bed, address: str) -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def test_a_roaming_phone_with_a_stock_client_reaches_the_mesh_and_the_internet(bed: Bed) -> None:
+def test_a_roaming_phone_with_a_stock_client_reaches_the_mesh_and_the_internet(
+    bed: Bed, tmp_path: Path
+) -> None:
     """Issue 25: `meshd device add` on a writes a wg-quick file; `wg-quick up` with it, in a
     namespace on the testbed internet, reaches e's mesh address (two hops from a) and the
     testbed internet through a's uplink (the bytes come through a's device interface);
     `meshd device remove` cuts it off at once."""
     bed.learn("ae")
     iface = f"ph{os.getpid() % 10000}"  # wg-quick names the interface after the file
-    conf = bed.dir / "phone" / f"{iface}.conf"
-    conf.parent.mkdir(exist_ok=True)
+    conf = tmp_path / f"{iface}.conf"
     for bad in (["add", "Bad Name"], ["remove", "nobody"]):
         res = subprocess.run(
             [str(meshbed.TESTBED), "exec", "a", "--", "meshd", "device", *bad],

@@ -309,3 +309,21 @@ def test_a_withdrawn_route_says_its_link_went_down_and_is_forgotten_later() -> N
     later["uptime_s"] = after["uptime_s"] + 121
     live.update(later)
     assert not live.withdrawn
+
+
+def test_the_households_devices_show_on_one_line_and_a_bad_book_needs_attention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tui import overview
+
+    monkeypatch.setattr(overview.time, "time", lambda: 1_000_100.0)
+    phone = {"name": "phone", "last_handshake": 1_000_088.0, "rx_bytes": 1024, "tx_bytes": 512}
+    laptop = {"name": "laptop", "last_handshake": None, "rx_bytes": 0, "tx_bytes": 0}
+    s: Any = {**status("demo-a-3"), "devices": {"unreadable": None, "items": [phone, laptop]}}
+    assert (
+        overview.devices(s) == f"phone ({fmt.duration(12)} ago, 1.5 KiB), laptop (never seen, 0 B)"
+    )
+    assert overview.devices(status("demo-a-3")) == ""  # an older daemon: no devices
+    live = Live()
+    live.update({**s, "devices": {"unreadable": "devices.json: bad", "items": []}})
+    assert explain.Why(Level.BAD, "devices: devices.json: bad") in overview.attention(live)

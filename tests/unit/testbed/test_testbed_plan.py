@@ -158,6 +158,16 @@ BAD = [
     ('[nodes.a]\ncontrol = { socket = "/x" }\n', "nodes.a.control.socket", "by the testbed"),
     ("[nodes.a]\ncontrol = { protocols = [1] }\n", "nodes.a.control.protocols", "list of"),
     ("[nodes.a]\ninvited = true\ncontrol = { quic_port = 7 }\n", "nodes.a.control", "its own"),
+    ('[nodes.a]\nuplink = true\nnat = "cone"\n', "nodes.a.nat", "masquerade"),
+    ('[nodes.a]\nnat = "masquerade"\n', "nodes.a.nat", "needs uplink = true"),
+    ('[nodes.a]\nuplink = true\nbootstrap = ["a"]\n', "nodes.a.bootstrap", "other nodes"),
+    ('[nodes.a]\nbootstrap = ["b"]\n[nodes.b]\nuplink = true\n', "nodes.a.bootstrap", "uplink"),
+    (
+        '[nodes.a]\nuplink = true\nbootstrap = ["b"]\n'
+        '[nodes.b]\nuplink = true\nnat = "masquerade"\n',
+        "nodes.a.bootstrap[0]",
+        "b has no uplink the internet reaches",
+    ),
 ]
 
 
@@ -469,6 +479,27 @@ def test_convergence_without_routes_in_status_checks_links_only() -> None:
     assert converge.missing(p, rules.Impairments(), statuses, ids, {}) == {
         "b": ["neighbour c: not listed"]
     }
+
+
+def test_islands_behind_a_nat_dial_each_other_over_the_internet(tmp_path: Path) -> None:
+    p = plan.make_plan(topology.load(TOPOLOGIES / "islands.toml"), "mti", tmp_path)
+    a, c = p.node("a"), p.node("c")
+    assert a.uplink and a.uplink.nat is None
+    assert str(a.uplink.node_address) == "198.51.100.10/24"
+    assert str(a.uplink.gateway) == "198.51.100.1"
+    assert c.uplink and c.uplink.nat and c.uplink.nat.namespace == "mti-c-nat"
+    assert str(c.uplink.address) == "198.51.100.12/24"  # the router's, on the internet
+    assert str(c.uplink.node_address) == "192.168.2.2/24"
+    assert str(c.uplink.gateway) == "192.168.2.1"
+    assert "mti-c-nat" in p.namespaces()
+    keys = fake_keys(p)
+    path = tmp_path / "c.toml"
+    path.write_text(plan.render_config(p, c, keys, ADMIN))
+    by_name = {b.name: b.address for b in config.load(path).bootstrap}
+    assert by_name == {"d": ("100.64.1.2", 6697), "a": ("198.51.100.10", 6697)}
+    ruleset = rules.nat_ruleset(c.uplink.nat)
+    assert 'oifname "wan0" masquerade' in ruleset
+    assert 'iifname "wan0" oifname "in0" ct state { established, related } accept' in ruleset
 
 
 def test_a_gateways_quota_reaches_its_config(tmp_path: Path) -> None:

@@ -1,0 +1,103 @@
+"""Two islands joined over the internet (netns-testbed/topologies/islands.toml, issue 25):
+a (public uplink) and b share a cable; c, behind its household's masquerading router, and
+d share another. c dials a over the internet; nothing else joins the islands, so b and d
+reach each other only through a and c (relayed by routing), over a link opened through
+the NAT from inside."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.netns import meshbed
+
+pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+A_PUBLIC, C_PUBLIC = "198.51.100.10", "198.51.100.12"  # c's: its router's
+
+
+class Bed(meshbed.Bed):
+    def neighbour(self, node: str, peer: str) -> dict[str, Any]:
+        found = [n for n in self.status(node)["neighbours"] if n["name"] == peer]
+        assert found, f"{node} has no neighbour {peer}"
+        return dict(found[0])
+
+    def reaches(self, node: str, address: str) -> bool:
+        out = self.sh(node, "ping", "-n", "-c", "1", "-W", "1", address, check=False)
+        return " 1 received" in out
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Bed]:
+    with meshbed.testbed("islands.toml", "i", Bed) as b:
+        b.learn("abcd")
+        yield b
+
+
+def test_a_node_behind_nat_links_to_a_public_one_over_the_internet(bed: Bed) -> None:
+    c = bed.neighbour("a", "c")
+    assert c["state"] == "up", c
+    # a sees c's session and tunnel come from c's router, at the port its mapping kept.
+    assert c["control"]["address"].startswith(f"{C_PUBLIC}:"), c
+    assert c["endpoint"].startswith(f"{C_PUBLIC}:"), c
+    a = bed.neighbour("c", "a")
+    assert a["state"] == "up" and "bootstrap" in a["control"]["found_by"], a
+    assert a["endpoint"].startswith(f"{A_PUBLIC}:"), a
+    # Nothing from the internet reaches c but replies: c's router has no way in.
+    inet = json.loads(bed.run("status", "--json"))["internet"]["namespace"]
+    probe = subprocess.run(
+        ["ip", "netns", "exec", inet, "ping", "-n", "-c", "1", "-W", "1", "192.168.2.2"],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode != 0, probe.stdout
+
+
+def test_the_islands_reach_each_other_through_the_link_across_the_nat(bed: Bed) -> None:
+    """b and d share no medium and no uplink: Babel routes them over a and c."""
+    route = bed.route("b", f"{bed.ips['d']}/32")
+    assert route is not None and route["via"] == bed.ids["a"], route
+    assert meshbed.metric_is_hops(route["metric"], 3), route
+    assert bed.reaches("b", bed.ips["d"]) and bed.reaches("d", bed.ips["b"])
+
+
+def test_a_mapping_the_nat_forgets_comes_back_on_its_own(bed: Bed) -> None:
+    """c's router forgets every mapping (its conntrack table flushed: as a short UDP
+    timeout or a router's restart does); what a sends to c is dropped until c sends
+    again, which its next keepalive or liveness probe does. Measured: how long b cannot
+    reach d."""
+    nat = json.loads(bed.run("status", "--json"))["nodes"]["c"]["namespace"] + "-nat"
+    flush = "from pyroute2 import Conntrack\nConntrack().flush()\n"
+    assert bed.reaches("b", bed.ips["d"])
+    subprocess.run(["ip", "netns", "exec", nat, sys.executable, "-c", flush], check=True)
+    start = time.monotonic()
+    took = bed.wait("b reaches d again", lambda: bed.reaches("b", bed.ips["d"]), within=60)
+    print(f"after the NAT forgot its mappings, b reached d again in {took:.1f} s")
+    assert time.monotonic() - start < 60
+
+
+def test_a_new_public_address_of_the_nat_heals_on_its_own(bed: Bed) -> None:
+    """c's router gets a new public address (a dynamic IP that changed; its old mappings
+    go with it): a hears c from the new one and the islands reach each other again.
+    Measured: how long b cannot reach d."""
+    nat = json.loads(bed.run("status", "--json"))["nodes"]["c"]["namespace"] + "-nat"
+    new = "198.51.100.112"
+    flush = "from pyroute2 import Conntrack\nConntrack().flush()\n"
+    assert bed.reaches("b", bed.ips["d"])
+    for cmd in (
+        ["ip", "-n", nat, "addr", "del", f"{C_PUBLIC}/24", "dev", "wan0"],
+        ["ip", "-n", nat, "addr", "add", f"{new}/24", "dev", "wan0"],
+        ["ip", "-n", nat, "route", "replace", "default", "via", "198.51.100.1"],
+        ["ip", "netns", "exec", nat, sys.executable, "-c", flush],
+    ):
+        subprocess.run(cmd, check=True, capture_output=True)
+    took = bed.wait("b reaches d again", lambda: bed.reaches("b", bed.ips["d"]), within=90)
+    print(f"after c's router changed its public address, b reached d again in {took:.1f} s")
+    # WireGuard on a follows c to the new address (its QUIC session migrated with it).
+    ifname = bed.neighbour("a", "c")["interface"]
+    assert f"\t{new}:" in bed.sh("a", "wg", "show", ifname, "endpoints")
