@@ -187,11 +187,12 @@ class ControlService:
         event("beacons.listening", port=port)
 
     async def set_underlay(
-        self, underlays: list[Underlay], subnets: list[ipaddress.IPv4Network]
+        self, underlays: list[Underlay], subnets: list[ipaddress.IPv4Network], internet: bool
     ) -> None:
-        """The segments to beacon on and their subnets (the node reads them from the kernel
-        now and then): endpoints a neighbour shares are only tried on these subnets."""
-        self.core.neighbours.set_subnets(subnets)
+        """The segments to beacon on, their subnets and whether we have an uplink (the
+        node reads them from the kernel now and then): endpoints a neighbour shares are
+        only tried on these subnets, and on the internet with an uplink."""
+        self.core.neighbours.set_subnets(subnets, internet)
         if self.beacons is not None:
             before = self.beacons.sockets.interfaces
             opened = await self.beacons.set_interfaces(underlays)

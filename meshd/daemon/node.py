@@ -221,16 +221,16 @@ class Node:
         if self.metering.ledger is not None:
             self.metering.ledger.close()
 
-    def underlay(self) -> tuple[list[Underlay], list[ipaddress.IPv4Network]]:
-        """The segments to beacon on, and the subnets they are on: every up interface with
-        an IPv4 broadcast address but ours, the uplink (the interface of a default
-        route: the internet is not a segment of the mesh) and the household LAN, or those
-        the config names (but the LAN)."""
+    def underlay(self) -> tuple[list[Underlay], list[ipaddress.IPv4Network], bool]:
+        """The segments to beacon on, the subnets they are on, and whether an uplink (the
+        interface of a default route: the internet is not a segment of the mesh) reaches
+        the internet: every up interface with an IPv4 broadcast address but ours, the
+        uplink and the household LAN, or those the config names (but the LAN)."""
         try:
             addrs, uplinks = self.netlink.underlay()
         except NetlinkError as exc:
             event("underlay.unreadable", logging.WARNING, error=str(exc))
-            return [], []
+            return [], [], False
         wanted = self.cfg.discovery.beacon_interfaces
         # Never the household's LAN ([lan] interfaces), even where the config names it: it
         # is no segment of the mesh, and whoever is on it is no neighbour.
@@ -250,7 +250,7 @@ class Node:
             for a in link.get("addr_info") or []
             if a.get("family") == "inet"
         ]
-        return found, subnets
+        return found, subnets, bool(uplinks)
 
     async def watch(self) -> None:
         interval = self.cfg.liveness.poll_interval_s

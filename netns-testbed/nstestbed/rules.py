@@ -139,13 +139,23 @@ def node_ruleset(node: NodePlan, imp: Impairments) -> str:
 
 
 def nat_ruleset(nat: NatPlan) -> str:
-    """A home router's table: what the inside sends leaves masqueraded; from the outside,
-    only replies (and nothing of a kind this testbed does not have: ``masquerade`` only)."""
-    assert nat.kind == "masquerade"
+    """A home router's table: what the inside sends leaves masqueraded (``masquerade``:
+    keeping its port where free, so one inner port has one outer port whatever the
+    destination; ``random``: a random port per connection, as a hard NAT has); from the
+    outside, only replies. What the outside sends unasked is dropped in the filter hooks,
+    before its conntrack entry is confirmed, as a home router's firewall does: an entry
+    for it would take the port a punched mapping needs (its replies would leave from
+    another one)."""
+    how = {"masquerade": "masquerade", "random": "masquerade random,fully-random"}[nat.kind]
     inside, wan = nat.inside_ifname, nat.wan_ifname
     return f"""table inet {TABLE} {{}}
 delete table inet {TABLE}
 table inet {TABLE} {{
+	chain input {{
+		type filter hook input priority filter; policy drop;
+		iifname {{ "lo", "{inside}" }} accept
+		ct state {{ established, related }} accept
+	}}
 	chain forward {{
 		type filter hook forward priority filter; policy drop;
 		iifname "{inside}" oifname "{wan}" accept
@@ -153,7 +163,7 @@ table inet {TABLE} {{
 	}}
 	chain postrouting {{
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname "{wan}" masquerade
+		oifname "{wan}" {how}
 	}}
 }}
 """

@@ -4,8 +4,10 @@
     uplink = true           # wired to the testbed's "internet" namespace
     uplink_rate = "50mbit"  # optional, tbf both ways, on the internet side of the uplink
     nat = "masquerade"      # optional: the uplink sits behind a home router (its own
-                            # namespace) that masquerades; nothing from the internet reaches
-                            # the node but replies
+                            # namespace) that masquerades (keeping ports where it can;
+                            # "random": a new random port per destination, as a hard
+                            # NAT does); nothing from the internet reaches the node but
+                            # replies
     bootstrap = ["a"]       # optional: nodes it dials over the internet, at their uplink's
                             # address (each with an uplink and no NAT): islands joined
     share = true            # offers that uplink to the mesh (read by meshd, not the testbed)
@@ -133,7 +135,7 @@ class NodeSpec:
     bootstrap: tuple[str, ...] = ()  # nodes it dials over the internet
 
 
-NAT_KINDS = ("masquerade",)
+NAT_KINDS = ("masquerade", "random")
 
 
 @dataclass(frozen=True)

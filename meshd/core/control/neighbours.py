@@ -58,6 +58,36 @@ def _budget(peer: Peer) -> Source:
     return Source.BEACON if first is Source.BEACON else Source.SHARED
 
 
+# What is not the internet: a shared endpoint in these is tried only on our own segments.
+NOT_INTERNET_IPV4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # CGNAT, and the testbed's links
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+)
+
+
+def internet_address(host: str) -> bool:
+    """An address on the internet (where a node with an uplink may reach it, through NATs
+    on both sides when both dial at once): not private, CGNAT, link-local, loopback,
+    multicast or reserved; IPv6: global."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if ip.version == 6:
+        return ip.is_global
+    return not any(ip in net for net in NOT_INTERNET_IPV4)
+
+
 def shareable(host: str) -> bool:
     """An address worth telling another node about: routable beyond one link."""
     try:
@@ -94,6 +124,7 @@ class Neighbours:
         # Our underlay subnets: a shared endpoint elsewhere (beyond the uplink, or on a
         # link of the neighbour's we are not on) would only cost handshakes to nowhere.
         self.local_subnets: list[ipaddress.IPv4Network] = []
+        self.internet = False  # we have an uplink: shared internet addresses are tried too
         # Set by the shell once it can: dial (the transport is up), probe (the probe socket).
         self.dialling = False
         self.probing = False
@@ -168,10 +199,11 @@ class Neighbours:
             self._by_ifname[ifname] = peer
         return peer
 
-    def set_subnets(self, subnets: list[ipaddress.IPv4Network]) -> None:
-        """Our underlay subnets (the node reads them from the kernel now and then):
-        endpoints a neighbour shares are only tried on these."""
-        self.local_subnets = subnets
+    def set_subnets(self, subnets: list[ipaddress.IPv4Network], internet: bool = False) -> None:
+        """Our underlay subnets, and whether we have an uplink (the node reads them from
+        the kernel now and then): endpoints a neighbour shares are only tried on these
+        subnets, and on the internet when we have an uplink to reach it by."""
+        self.local_subnets, self.internet = subnets, internet
 
     # ---- finding neighbours ----------------------------------------------------------
 
@@ -250,11 +282,16 @@ class Neighbours:
             address = addressing.link_local(peer.node_id)
             self.effects.append(fx.Probe(packet, address, peer.ifname))
 
-    def on_our_segments(self, host: str) -> bool:
+    def reachable(self, host: str) -> bool:
+        """A shared endpoint worth dialling: on one of our segments, or on the internet
+        while we have an uplink (both ends behind NATs: the other end, told of us at the
+        same moment, dials too, and the NATs let each other's packets in)."""
         if not shareable(host):
             return False
         ip = ipaddress.ip_address(host)
-        return any(ip in subnet for subnet in self.local_subnets)
+        if any(ip in subnet for subnet in self.local_subnets):
+            return True
+        return self.internet and internet_address(host)
 
     # ---- links -----------------------------------------------------------------------
 

@@ -329,7 +329,7 @@ class ControlPlane:
             self._update_link(peer)
         elif isinstance(msg, messages.Endpoints):
             for ep in msg.endpoints:
-                if self.neighbours.on_our_segments(ep.host):
+                if self.neighbours.reachable(ep.host):
                     self.neighbours.discovered(ep.node_id, (ep.host, ep.port), Source.SHARED, now)
         elif isinstance(msg, messages.Revocations):
             self._on_revocations(peer, msg.revocations, now)

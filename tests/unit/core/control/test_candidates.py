@@ -142,3 +142,29 @@ def test_members_and_what_a_neighbour_tells_us_of_are_not_kept_out_by_a_beacon_f
     world.core.tick(2.0)
     dialled = {d.node_id for d in dials(world.core.drain())}
     assert {other.node_id, told} <= dialled
+
+
+def test_shared_internet_endpoints_are_tried_only_with_an_uplink(tmp_path: Path) -> None:
+    """Two nodes behind NATs meet through a neighbour that tells each where the other's
+    session comes from: a node with an uplink dials such an internet address (the other,
+    told at the same moment, dials too: a punched pair), never a private one beyond its
+    segments, and without an uplink none."""
+    world = Mesh(tmp_path)
+    world.core.neighbours.dialling = True
+    world.verified()
+    public, private, cgnat = fresh_ids(3, start=8000)
+    endpoints = session.Endpoints(
+        (
+            session.Endpoint(public, "198.51.100.12", 6697),
+            session.Endpoint(private, "192.168.7.2", 6697),
+            session.Endpoint(cgnat, "100.64.3.2", 6697),
+        )
+    )
+    world.core.neighbours.set_subnets([ipaddress.IPv4Network("100.127.0.0/24")], internet=False)
+    world.receive(endpoints, now=2.0)
+    world.core.tick(2.0)
+    assert not dials(world.core.drain())
+    world.core.neighbours.set_subnets([ipaddress.IPv4Network("100.127.0.0/24")], internet=True)
+    world.receive(endpoints, now=3.0)
+    world.core.tick(3.0)
+    assert {d.node_id for d in dials(world.core.drain())} == {public}

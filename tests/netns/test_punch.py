@@ -1,0 +1,91 @@
+"""Households that meet only over the internet, each behind its own NAT
+(netns-testbed/topologies/punch.toml, issue 25): a has a public uplink; c and e sit behind
+routers that keep ports, f behind one that picks a random port per destination. All dial
+a; a tells each where the others' sessions come from, and two told at once dial each other
+at once, so that each NAT has seen its own side's packets before the other's arrive."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.netns import meshbed
+
+pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+PUBLIC = {"a": "198.51.100.10", "c": "198.51.100.11", "e": "198.51.100.12", "f": "198.51.100.13"}
+
+
+class Bed(meshbed.Bed):
+    def neighbours(self, node: str) -> dict[str, dict[str, Any]]:
+        return {n["name"]: n for n in self.status(node)["neighbours"]}
+
+    def name_of(self, node_id: str) -> str:
+        return next(name for name, known in self.ids.items() if known == node_id)
+
+    def verified_at(self, node: str, peer: str) -> float:
+        """When ``node``'s log first says ``peer`` verified (Unix seconds)."""
+        log = (self.dir / "nodes" / node / "meshd.log").read_text()
+        found = re.search(rf"^(\S+ \S+) INFO peer\.verified peer={peer} ", log, re.M)
+        assert found, f"{node} never verified {peer}"
+        return datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Bed]:
+    with meshbed.testbed("punch.toml", "p", Bed) as b:
+        b.learn("acef")
+        yield b
+
+
+def test_two_nodes_behind_port_keeping_nats_punch_a_direct_link(bed: Bed) -> None:
+    bed.wait(
+        "c and e hold a link of their own",
+        lambda: bed.neighbours("c").get("e", {}).get("state") == "up",
+        within=30,
+    )
+    e = bed.neighbours("c")["e"]
+    assert e["control"]["address"] == f"{PUBLIC['e']}:6697", e  # e's router, its port kept
+    assert "shared" in e["control"]["found_by"] and "bootstrap" not in e["control"]["found_by"]
+    route = bed.route("c", f"{bed.ips['e']}/32")
+    assert route is not None and route["via"] == bed.ids["e"], route  # direct: not via a
+    assert meshbed.metric_is_hops(route["metric"], 1), route
+    # Both were in the mesh (their sessions with a verified) before they met.
+    both_in = max(bed.verified_at("c", "a"), bed.verified_at("e", "a"))
+    met = min(bed.verified_at("c", "e"), bed.verified_at("e", "c"))
+    print(f"c and e verified each other {met - both_in:.2f} s after both were in the mesh")
+    assert met >= both_in
+
+
+def test_a_node_behind_a_port_randomising_nat_is_reached_through_a(bed: Bed) -> None:
+    """f's router gives each destination a new port: what a saw of f is no use to c or
+    e, so no direct link comes; every pair still reaches every other, f through a."""
+    time.sleep(5)  # what c and e try towards f has had its time
+    for node in "ce":
+        assert "f" not in {
+            name for name, n in bed.neighbours(node).items() if n["state"] == "up"
+        }, node
+        route = bed.route(node, f"{bed.ips['f']}/32")
+        assert route is not None and route["via"] == bed.ids["a"], route
+    for one in "acef":
+        for two in "acef":
+            if one != two:
+                out = bed.sh(one, "ping", "-n", "-c", "1", "-W", "2", bed.ips[two], check=False)
+                assert " 1 received" in out, (one, two, out)
+
+
+def test_the_results_as_a_table(bed: Bed) -> None:
+    """Which pairs punched and which are relayed, as the issue asks to see them."""
+    rows = ["PAIR  NATS                   LINK"]
+    kinds = {"a": "public", "c": "masquerade", "e": "masquerade", "f": "random"}
+    for one, two in (("a", "c"), ("a", "f"), ("c", "e"), ("c", "f"), ("e", "f")):
+        direct = bed.neighbours(one).get(two, {}).get("state") == "up"
+        route = bed.route(one, f"{bed.ips[two]}/32")
+        via = "direct" if direct else f"relayed via {bed.name_of(route['via']) if route else '?'}"
+        rows.append(f"{one}-{two}   {kinds[one]:>10}/{kinds[two]:<10} {via}")
+    print("\n" + "\n".join(rows))
+    assert rows[3].endswith("direct") and rows[4].endswith("relayed via a")
