@@ -49,10 +49,12 @@ class DeviceService:
         mesh_prefixes: tuple[ipaddress.IPv4Network, ipaddress.IPv6Network],
         mtu: int,
         state_dir: Path,
+        fwmark: int = 0,
     ) -> None:
         self.identity, self.backend, self.netlink, self.kernel = identity, backend, netlink, kernel
         self.settings, self.uplink = settings, uplink
         self.mesh_prefixes, self.mtu = mesh_prefixes, mtu
+        self.fwmark = fwmark  # the exit's: replies to a device leave by the uplink, as links do
         self.path = state_dir / BOOK_FILE
         self.ifname = devices.interface_name(identity.node_id)
         self.book: DeviceBook | None = None
@@ -98,6 +100,7 @@ class DeviceService:
             DeviceUpdate(
                 private_key=self.identity.wireguard_private,
                 listen_port=self.settings.listen_port,
+                fwmark=self.fwmark or None,
                 peers=tuple(peers),
                 replace_peers=replace or fresh,
             ),

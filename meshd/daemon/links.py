@@ -81,6 +81,7 @@ class KernelLinks:
         liveness: LivenessSettings,
         ipv6_prefix: ipaddress.IPv6Network,
         mesh_addresses: tuple[ipaddress.IPv4Address, ipaddress.IPv6Address],
+        fwmark: int = 0,
         sysctl_root: Path = Path("/proc/sys"),
     ) -> None:
         self.identity, self.node_id = identity, identity.node_id
@@ -88,6 +89,11 @@ class KernelLinks:
         self.wg_settings, self.routing, self.liveness = wireguard, routing, liveness
         self.ipv6_prefix, self.sysctl_root = ipv6_prefix, sysctl_root
         self.mesh_ipv4, self.mesh_ipv6 = mesh_addresses
+        # The links' own packets carry the exit tunnel's mark: a link to a neighbour across
+        # the internet keeps leaving by the uplink while the node leaves by an exit (the
+        # exit's default route, looked up for unmarked packets, would carry the link into
+        # a tunnel that runs over the link itself).
+        self.fwmark = fwmark
         self.prefix = addressing.own_interface_prefix(wireguard.interface_prefix, self.node_id)
         # Kernel thread only: the links and their index by neighbour.
         self.by_ifname: dict[str, KernelLink] = {}
@@ -283,7 +289,8 @@ class KernelLinks:
         peers = (*stale, wanted)
         if current is not None and not stale and _peer_matches(current, wanted):
             peers = ()
-        return DeviceUpdate(private_key=private, listen_port=port, peers=peers)
+        fwmark = self.fwmark if current is None or current.fwmark != self.fwmark else None
+        return DeviceUpdate(private_key=private, listen_port=port, fwmark=fwmark, peers=peers)
 
     def _neighbour_addresses(
         self, spec: LinkSpec

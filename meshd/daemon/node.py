@@ -143,6 +143,7 @@ class Node:
             liveness=cfg.liveness,
             ipv6_prefix=cfg.mesh.ipv6_prefix,
             mesh_addresses=(self.mesh_ipv4, self.mesh_ipv6),
+            fwmark=cfg.exit.fwmark,
             sysctl_root=sysctl_root,
         )
         # The household's roaming devices (meshd device add).
@@ -156,6 +157,7 @@ class Node:
             (cfg.mesh.ipv4_prefix, cfg.mesh.ipv6_prefix),
             cfg.wireguard.mtu,
             self.state_dir,
+            fwmark=cfg.exit.fwmark,
         )
         # Counters, claims and receipts (meshd.daemon.metering).
         self.metering = Metering(

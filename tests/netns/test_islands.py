@@ -19,6 +19,8 @@ from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
 A_PUBLIC, C_PUBLIC = "198.51.100.10", "198.51.100.12"  # c's: its router's
+SERVER = "203.0.113.1"
+MARK = "0x4d58"  # [exit] fwmark, the default
 
 
 class Bed(meshbed.Bed):
@@ -40,8 +42,8 @@ def bed() -> Iterator[Bed]:
 
 
 def test_a_node_behind_nat_links_to_a_public_one_over_the_internet(bed: Bed) -> None:
+    bed.wait("a's link to c is up", lambda: bed.neighbour("a", "c")["state"] == "up", 15)
     c = bed.neighbour("a", "c")
-    assert c["state"] == "up", c
     # a sees c's session and tunnel come from c's router, at the port its mapping kept.
     assert c["control"]["address"].startswith(f"{C_PUBLIC}:"), c
     assert c["endpoint"].startswith(f"{C_PUBLIC}:"), c
@@ -64,6 +66,53 @@ def test_the_islands_reach_each_other_through_the_link_across_the_nat(bed: Bed) 
     assert route is not None and route["via"] == bed.ids["a"], route
     assert meshbed.metric_is_hops(route["metric"], 3), route
     assert bed.reaches("b", bed.ips["d"]) and bed.reaches("d", bed.ips["b"])
+
+
+def test_a_node_leaving_by_an_exit_keeps_its_internet_link_out_of_the_tunnel(
+    bed: Bed,
+) -> None:
+    """c's router stops reaching the testbed's server (c's uplink fails its health check)
+    while a stays reachable: c leaves by a's exit, whose tunnel runs over the link c
+    opened to a across the internet. That link's own packets carry the exit's mark and
+    keep leaving by the uplink (the exit's default route would take them into the
+    tunnel that runs over them); d, across c's island, leaves by a's exit throughout."""
+    nat = json.loads(bed.run("status", "--json"))["nodes"]["c"]["namespace"] + "-nat"
+    curl = ("curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}")
+    curl += (f"http://{SERVER}/hello.txt",)
+    bed.wait("d leaves by a's exit", lambda: bed.status("d")["gateway"]["using"] == "exit", 20)
+    assert bed.sh("d", *curl, check=False) == "200"
+    lose = (
+        "table inet lost {\n\tchain forward {\n"
+        "\t\ttype filter hook forward priority -10; policy accept;\n"
+        f"\t\tip daddr {SERVER} drop\n\t}}\n}}\n"
+    )
+    nft = ["ip", "netns", "exec", nat, "nft"]
+    subprocess.run([*nft, "-f", "-"], input=lose, text=True, check=True)
+    try:
+        took = bed.wait(
+            "c leaves by a's exit",
+            lambda: bed.status("c")["gateway"]["using"] == "exit",
+            within=30,
+        )
+        print(f"c left by a's exit {took:.1f} s after its router lost the server")
+        assert bed.sh("c", *curl, check=False) == "200"  # through the tunnel, out of a
+        # The link's packets are marked, and marked packets to a leave by the uplink
+        # (unmarked, the exit's default route would take them). wireguard-go's sticky
+        # sockets keep a link's replies on the interface they came in by anyway; the mark
+        # holds for a link's first packet too, and under the kernel's WireGuard.
+        link = bed.neighbour("c", "a")["interface"]
+        assert f"fwmark: {MARK}" in bed.sh("c", "wg", "show", link)
+        route = bed.sh("c", "ip", "route", "get", A_PUBLIC, "mark", MARK)
+        assert " dev upl " in route, route
+        assert " dev upl " not in bed.sh("c", "ip", "route", "get", A_PUBLIC)  # the exit's
+        time.sleep(5)  # long enough for a link carried into its own tunnel to die
+        assert bed.neighbour("c", "a")["state"] == "up"
+        assert bed.reaches("b", bed.ips["d"]) and bed.sh("d", *curl, check=False) == "200"
+    finally:
+        subprocess.run([*nft, "delete", "table", "inet", "lost"], check=True)
+    bed.wait(
+        "c back on its own uplink", lambda: bed.status("c")["gateway"]["using"] == "own_uplink", 30
+    )
 
 
 def test_a_mapping_the_nat_forgets_comes_back_on_its_own(bed: Bed) -> None:

@@ -40,6 +40,7 @@ class _Peer:
 class _Device:
     private_key: bytes | None = None
     listen_port: int = 0
+    fwmark: int = 0
     peers: dict[bytes, _Peer] = field(default_factory=dict)  # insertion order, as shown
 
 
@@ -75,6 +76,8 @@ class FakeBackend:
             device.private_key = None if update.private_key == bytes(32) else update.private_key
         if update.listen_port is not None:
             device.listen_port = update.listen_port
+        if update.fwmark is not None:
+            device.fwmark = update.fwmark
         if update.replace_peers:
             device.peers.clear()
         for peer in update.peers:
@@ -89,6 +92,7 @@ class FakeBackend:
             if device.private_key is None
             else public_key_from_private(device.private_key),
             listen_port=device.listen_port,
+            fwmark=device.fwmark,
             peers=tuple(
                 PeerStatus(
                     public_key=key,

@@ -117,6 +117,7 @@ def device_status_from_info(ifname: str, messages: Sequence[Any]) -> DeviceStatu
             public_key=None if public_key is None else _key(public_key),
             listen_port=first.get_attr("WGDEVICE_A_LISTEN_PORT") or 0,
             peers=tuple(peers),
+            fwmark=first.get_attr("WGDEVICE_A_FWMARK") or 0,
         )
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise WireGuardError(f"{ifname}: malformed WireGuard dump: {exc!r}", errno.EPROTO) from exc

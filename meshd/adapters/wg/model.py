@@ -53,6 +53,7 @@ class DeviceStatus:
     public_key: bytes | None
     listen_port: int
     peers: tuple[PeerStatus, ...]
+    fwmark: int = 0  # the mark of the interface's own UDP packets; 0: none
 
 
 class WireGuardError(Exception):

@@ -125,11 +125,11 @@ def parse_get(text: str, ifname: str) -> DeviceStatus:
     """The device described by the answer to ``get=1``.
 
     WireGuardError carries the UAPI's errno when it is not 0, and EPROTO when the answer is
-    malformed. Keys this parser does not know (fwmark, preshared_key, forks' extras) are
+    malformed. Keys this parser does not know (preshared_key, forks' extras) are
     skipped, so that a newer wireguard-go still parses.
     """
     private_key: bytes | None = None
-    listen_port = 0
+    listen_port = fwmark = 0
     peers: list[PeerStatus] = []
     peer: _PeerFields | None = None
     for line in _answer_lines(text, ifname, "get"):
@@ -145,6 +145,8 @@ def parse_get(text: str, ifname: str) -> DeviceStatus:
                 private_key = _parse_key(value)
             elif key == "listen_port":
                 listen_port = _parse_uint(value, key)
+            elif key == "fwmark":
+                fwmark = _parse_uint(value, key)
         elif key == "endpoint":
             peer.endpoint = _parse_endpoint(value)
         elif key == "allowed_ip":
@@ -169,6 +171,7 @@ def parse_get(text: str, ifname: str) -> DeviceStatus:
         public_key=None if private_key is None else public_key_from_private(private_key),
         listen_port=listen_port,
         peers=tuple(peers),
+        fwmark=fwmark,
     )
 
 

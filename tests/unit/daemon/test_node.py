@@ -225,6 +225,9 @@ def test_restart_adopts_without_duplicates_or_resetting_peers(world) -> None:  #
     me, peers, cfg, backend, netlink, new_node = world
     old = linked(new_node, me, peers)
     name, key = ifname(me, peers[0]), peers[0].wireguard_public
+    # A link's own packets carry the exit's mark: they leave by the uplink even while the
+    # node leaves by an exit (whose default route takes unmarked packets only).
+    assert backend.show(name).fwmark == cfg.exit.fwmark != 0
     backend.set_peer_stats(name, key, rx_bytes=5000, tx_bytes=7000, last_handshake=1.0)
     kept = Route(ipaddress.ip_network("10.77.9.9/32"), name, None, 100)
     netlink.replace_route(kept, PROTO, table=TABLE)

@@ -158,9 +158,10 @@ def test_parse_get_of_a_fresh_device() -> None:
     assert parse_get("errno=0\n\n", IFNAME).listen_port == 0  # omitted when 0
 
 
-def test_parse_get_skips_unknown_keys() -> None:
+def test_parse_get_skips_unknown_keys_and_reads_the_mark() -> None:
     text = "fwmark=5\njc=3\npublic_key=" + "11" * 32 + "\nfuture_key=x\nerrno=0\n\n"
-    assert parse_get(text, IFNAME).peers[0].public_key == K1
+    status = parse_get(text, IFNAME)
+    assert status.peers[0].public_key == K1 and status.fwmark == 5
 
 
 # --- errors -------------------------------------------------------------------------------
