@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 from meshd.adapters.net import command
 from meshd.adapters.net.shaping import MESH_OTHER
+from meshd.core.addressing import NOT_PUBLIC_IPV4, NOT_PUBLIC_IPV6
 
 TABLE = "meshd"
 FLOW_MARK = 0x0100_0000  # a ct mark bit: a flow to a mesh address over a mesh link
@@ -63,20 +64,6 @@ DNS_MARK = 0x0200_0000  # a ct mark bit: an exit user's query this gateway passe
 PortRange = tuple[int, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# What exit users never reach through a gateway: everything but the public internet.
-NOT_PUBLIC_IPV4 = (
-    "0.0.0.0/8",  # "this network"
-    "10.0.0.0/8",  # RFC 1918
-    "100.64.0.0/10",  # CGNAT (RFC 6598)
-    "127.0.0.0/8",
-    "169.254.0.0/16",  # link-local
-    "172.16.0.0/12",  # RFC 1918
-    "192.168.0.0/16",  # RFC 1918
-    "224.0.0.0/4",  # multicast
-    "240.0.0.0/4",  # reserved, and the broadcast address
-)
-NOT_PUBLIC_IPV6 = ("::1/128", "fc00::/7", "fe80::/10", "ff00::/8")  # loopback, ULA, link, multicast
 
 
 @dataclass(frozen=True)

@@ -58,36 +58,6 @@ def _budget(peer: Peer) -> Source:
     return Source.BEACON if first is Source.BEACON else Source.SHARED
 
 
-# What is not the internet: a shared endpoint in these is tried only on our own segments.
-NOT_INTERNET_IPV4 = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",  # CGNAT, and the testbed's links
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-    )
-)
-
-
-def internet_address(host: str) -> bool:
-    """An address on the internet (where a node with an uplink may reach it, through NATs
-    on both sides when both dial at once): not private, CGNAT, link-local, loopback,
-    multicast or reserved; IPv6: global."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if ip.version == 6:
-        return ip.is_global
-    return not any(ip in net for net in NOT_INTERNET_IPV4)
-
-
 def shareable(host: str) -> bool:
     """An address worth telling another node about: routable beyond one link."""
     try:
@@ -291,7 +261,7 @@ class Neighbours:
         ip = ipaddress.ip_address(host)
         if any(ip in subnet for subnet in self.local_subnets):
             return True
-        return self.internet and internet_address(host)
+        return self.internet and addressing.internet_address(host)
 
     # ---- links -----------------------------------------------------------------------
 

@@ -168,3 +168,13 @@ def test_shared_internet_endpoints_are_tried_only_with_an_uplink(tmp_path: Path)
     world.receive(endpoints, now=3.0)
     world.core.tick(3.0)
     assert {d.node_id for d in dials(world.core.drain())} == {public}
+
+
+def test_internet_addresses_are_the_public_ones() -> None:
+    from meshd.core.addressing import internet_address
+
+    for public in ("198.51.100.12", "8.8.8.8", "2001:db8::1", "2a01:4f8::1"):
+        assert internet_address(public), public
+    for other in ("10.1.2.3", "100.64.0.1", "192.168.1.2", "172.20.0.1", "127.0.0.1",
+                  "169.254.1.1", "224.0.0.1", "fd00::1", "fe80::1", "::1", "nope"):  # fmt: skip
+        assert not internet_address(other), other
