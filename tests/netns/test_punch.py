@@ -27,6 +27,10 @@ class Bed(meshbed.Bed):
     def name_of(self, node_id: str) -> str:
         return next(name for name, known in self.ids.items() if known == node_id)
 
+    def verified_count(self, node: str, peer: str) -> int:
+        log = (self.dir / "nodes" / node / "meshd.log").read_text()
+        return len(re.findall(rf"^\S+ \S+ INFO peer\.verified peer={peer} ", log, re.M))
+
     def verified_at(self, node: str, peer: str) -> float:
         """When ``node``'s log first says ``peer`` verified (Unix seconds)."""
         log = (self.dir / "nodes" / node / "meshd.log").read_text()
@@ -76,6 +80,22 @@ def test_a_node_behind_a_port_randomising_nat_is_reached_through_a(bed: Bed) -> 
             if one != two:
                 out = bed.sh(one, "ping", "-n", "-c", "1", "-W", "2", bed.ips[two], check=False)
                 assert " 1 received" in out, (one, two, out)
+
+
+def test_a_restarted_node_punches_its_direct_link_again(bed: Bed) -> None:
+    """c's meshd is killed and started again: a tells c and e of each other once more as
+    c's session with a verifies, and the two punch a new session through their NATs
+    (the link's interfaces outlive a kill -9 and are adopted)."""
+    before = bed.verified_count("e", "c")
+    bed.run("kill", "c")
+    bed.run("start", "c")
+    took = bed.wait(
+        "e verifies c's new session", lambda: bed.verified_count("e", "c") > before, within=30
+    )
+    print(f"e verified c's new session {took:.1f} s after c's meshd was killed and started")
+    bed.wait("c's link to e is up", lambda: bed.neighbours("c")["e"]["state"] == "up", 15)
+    route = bed.route("e", f"{bed.ips['c']}/32")
+    assert route is not None and route["via"] == bed.ids["c"], route
 
 
 def test_the_results_as_a_table(bed: Bed) -> None:
