@@ -15,7 +15,8 @@ if [ $# -gt 0 ]; then
     exec "${pytest[@]}" --durations=30 "$@"
 fi
 # The tiers that time nothing (unit, dashboard, provisioning) on every core; then the netns
-# and VM tiers one test at a time, since several of them measure time and CPU.
+# and VM tiers on two workers, a module each (the VM tier, the longest, first); then the
+# modules marked timed (they measure time, CPU or rates, or the host's own state) alone.
 failed=0
 # The VM tier's image (built once, then cached) is made meanwhile where guests can boot;
 # the netns tier starts only once it is done. A failed build is the VM tier's to report.
@@ -31,5 +32,8 @@ if [ -n "$image" ] && ! wait "$image"; then
     tail -n 20 .venv/vm-image.log >&2
 fi
 # Everything else under tests/ (the netns and VM tiers, and any tier added later).
-"${pytest[@]}" --durations=30 tests "${parallel[@]/#/--ignore=}" || failed=1
+rest=(tests "${parallel[@]/#/--ignore=}")
+"${pytest[@]}" --durations=30 -m "not timed" -n 2 --dist loadfile --no-loadscope-reorder \
+    tests/vm "${rest[@]}" || failed=1
+"${pytest[@]}" --durations=30 -m timed "${rest[@]}" || failed=1
 exit "$failed"

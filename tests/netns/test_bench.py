@@ -24,6 +24,7 @@ from benchmarks.testbed import HERE, Testbed  # noqa: E402
 
 pytestmark = [
     pytest.mark.netns,
+    pytest.mark.timed,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
     pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3"),
 ]

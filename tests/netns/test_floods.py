@@ -29,7 +29,7 @@ import pytest
 from tests.netns import meshbed
 from tests.netns.test_join import JOIN_TARGET_S
 
-pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+pytestmark = [*meshbed.NEEDS_ROOT_AND_WIREGUARD, pytest.mark.timed]
 Bed = meshbed.Bed
 
 FLOOD = Path(__file__).with_name("flood_stranger.py")

@@ -30,7 +30,7 @@ from tests.netns import meshbed
 from tests.netns.test_hostile_input import Bed, disturbances, membership_message
 from tests.netns.test_hostile_member import session_as
 
-pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+pytestmark = [*meshbed.NEEDS_ROOT_AND_WIREGUARD, pytest.mark.timed]
 CLAIMS = 1000
 FLOOD_S = 25.0  # 40 claims a second
 EPOCH_INTERVAL_S = 10

@@ -31,7 +31,7 @@ from tests.netns import meshbed
 from tests.netns.test_mesh_exits import GATEWAYS, SERVER
 from tests.netns.test_mesh_exits import Bed as ExitsBed
 
-pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+pytestmark = [*meshbed.NEEDS_ROOT_AND_WIREGUARD, pytest.mark.timed]
 TARGET_S = 3.0  # failover.gateway.median_s's target
 HOSTILE = "hostile"
 BLIPS = 5  # the nftables table standing in for the gateway's modified code

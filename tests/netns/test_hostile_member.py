@@ -46,7 +46,7 @@ import pytest
 from tests.netns import meshbed
 from tests.netns.test_hostile_input import Bed, assert_b_still_routes_for_c, membership_message
 
-pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+pytestmark = [*meshbed.NEEDS_ROOT_AND_WIREGUARD, pytest.mark.timed]
 DAY = 86400
 LIE_S = 36 * 3600  # how far back the liar says the time is
 TOPOLOGY = f"""

@@ -26,7 +26,7 @@ import pytest
 
 from tests.netns import meshbed
 
-pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+pytestmark = [*meshbed.NEEDS_ROOT_AND_WIREGUARD, pytest.mark.timed]
 Bed = meshbed.Bed
 
 PROBE = Path(__file__).with_name("join_probe.py")

@@ -22,7 +22,7 @@ from tests.netns import meshbed
 
 PROTO = "176"
 
-pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+pytestmark = [*meshbed.NEEDS_ROOT_AND_WIREGUARD, pytest.mark.timed]
 
 
 class Bed(meshbed.Bed):

@@ -22,6 +22,7 @@ TESTBED = REPO / "netns-testbed" / "testbed"
 
 pytestmark = [
     pytest.mark.netns,
+    pytest.mark.timed,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces"),
 ]
 
