@@ -183,8 +183,12 @@ def _check_devices(cfg: Config) -> None:
             p, "devices.pool", f"expected a pool outside the mesh's {cfg.mesh.ipv4_prefix}"
         )
     taken = {cfg.uplink.exit_port: "uplink.exit_port", cfg.control.quic_port: "control.quic_port"}
-    if not 1 <= dv.listen_port <= 65535 or dv.listen_port in taken:
-        raise ConfigError(p, "devices.listen_port", "expected 1..65535, a port of its own")
+    if not 1 <= dv.listen_port <= 65535:
+        raise ConfigError(p, "devices.listen_port", "expected 1..65535")
+    if dv.listen_port in taken:
+        raise ConfigError(
+            p, "devices.listen_port", f"expected a port of its own, not {taken[dv.listen_port]}'s"
+        )
     if w.listen_port_min <= dv.listen_port <= w.listen_port_max:
         raise ConfigError(p, "devices.listen_port", "expected a port outside the link port range")
     if dv.endpoint:

@@ -50,9 +50,10 @@ class DeviceService:
         mtu: int,
         state_dir: Path,
         fwmark: int = 0,
+        lan: tuple[str, ...] = (),
     ) -> None:
         self.identity, self.backend, self.netlink, self.kernel = identity, backend, netlink, kernel
-        self.settings, self.uplink = settings, uplink
+        self.settings, self.uplink, self.lan = settings, uplink, lan
         self.mesh_prefixes, self.mtu = mesh_prefixes, mtu
         self.fwmark = fwmark  # the exit's: replies to a device leave by the uplink, as links do
         self.path = state_dir / BOOK_FILE
@@ -75,6 +76,9 @@ class DeviceService:
                 self.book = DeviceBook.from_json(json.loads(raw), self.settings.pool)
             except (ValueError, DeviceError) as exc:
                 self._refuse(str(exc))
+        clash = self.pool_clash() if self.book else ""
+        if clash:  # the devices keep their addresses; the operator is told where it hurts
+            event("devices.pool_overlaps", logging.ERROR, pool=str(self.settings.pool), net=clash)
         try:
             self._apply(replace=True)
         except (WireGuardError, NetlinkError, OSError) as exc:  # the node runs on without
@@ -135,10 +139,25 @@ class DeviceService:
             "HOST:PORT (a public name or address of this node) or set devices.endpoint"
         )
 
+    def pool_clash(self) -> str:
+        """The LAN's or the uplink's network the pool overlaps ("" none): a device's address
+        there would be routed to the device and away from the household's own machines."""
+        pool = self.settings.pool
+        for ifname in (*self.lan, self.uplink.interface):
+            try:
+                found = self.netlink.addresses(ifname) if ifname else set()
+            except NetlinkError:
+                continue
+            for address, length in sorted(found, key=lambda a: (a[0].version, a[0])):
+                network = ipaddress.ip_interface(f"{address}/{length}").network
+                if network.version == 4 and network.overlaps(pool):
+                    return f"{ifname}'s {network}"
+        return ""
+
     def entries(self) -> list[dict[str, Any]]:
         """Each device with what its WireGuard peer shows: where it was last seen, its last
-        handshake and its bytes (none while the book cannot be read)."""
-        if self.book is None:
+        handshake and its bytes (none while the book cannot be read or holds none)."""
+        if not self.book:
             return []
         peers = {}
         if self.backend.exists(self.ifname):
@@ -177,6 +196,13 @@ class DeviceService:
     async def add(self, name: str, endpoint: str | None, everything: bool) -> dict[str, Any]:
         """A new device: its wg-quick config (with its private key, kept nowhere else)."""
         book = self._book()
+        clash = await self.kernel(self.pool_clash)
+        if clash:
+            raise CallError(
+                "bad_args",
+                f"devices.pool {self.settings.pool} overlaps {clash}: set [devices] pool to "
+                "addresses the household does not use",
+            )
         try:
             given = endpoint or self.settings.endpoint
             if given:

@@ -158,6 +158,7 @@ class Node:
             cfg.wireguard.mtu,
             self.state_dir,
             fwmark=cfg.exit.fwmark,
+            lan=cfg.lan.interfaces,
         )
         # Counters, claims and receipts (meshd.daemon.metering).
         self.metering = Metering(

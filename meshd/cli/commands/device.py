@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from meshd.cli.commands import add_socket_argument
+from meshd.cli.commands.status import device_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,15 +58,6 @@ def _qr(text: str, out: Any) -> None:
     segno.make(text, error="l").terminal(out=out, compact=True)
 
 
-def describe(device: dict[str, Any], now: float) -> str:
-    seen = device.get("last_handshake")
-    when = "never" if not seen else f"{round(now - seen)} s ago"
-    return (
-        f"{device['name']:<16} {device['address']:<15} handshake {when}; "
-        f"received {device.get('rx_bytes', 0)} B, sent {device.get('tx_bytes', 0)} B"
-    )
-
-
 def main(args: argparse.Namespace) -> int:
     from meshd.api.client import ControlClient, ControlError, locate_socket
 
@@ -103,6 +95,5 @@ def main(args: argparse.Namespace) -> int:
     elif args.json:
         print(json.dumps(found, indent=1))
     else:
-        now = time.time()
-        print("\n".join(describe(d, now) for d in found) if found else "no devices")
+        print(device_table(found, time.time()) if found else "no devices")
     return 0

@@ -108,24 +108,27 @@ def render(s: Status) -> str:
     if devices.get("unreadable"):
         parts += ["", f"devices: {devices['unreadable']}"]
     if devices.get("items"):
-        now = time.time()
-        parts += [
-            "",
-            table(
-                ["DEVICE", "ADDRESS", "HANDSHAKE s AGO", "RX", "TX"],
-                [
-                    [
-                        d["name"],
-                        d["address"],
-                        round(now - d["last_handshake"]) if d["last_handshake"] else None,
-                        d["rx_bytes"],
-                        d["tx_bytes"],
-                    ]
-                    for d in devices["items"]
-                ],
-            ),
-        ]
+        parts += ["", device_table(devices["items"], time.time())]
     return "\n".join(parts)
+
+
+def device_table(items: list[dict[str, Any]], now: float) -> str:
+    """The roaming devices (``meshd device list`` and ``meshd status``): where each was
+    last seen, how long since its last handshake and its bytes."""
+    return table(
+        ["DEVICE", "ADDRESS", "SEEN AT", "HANDSHAKE s AGO", "RX", "TX"],
+        [
+            [
+                d["name"],
+                d["address"],
+                d.get("endpoint"),
+                round(now - d["last_handshake"]) if d.get("last_handshake") else None,
+                d.get("rx_bytes", 0),
+                d.get("tx_bytes", 0),
+            ]
+            for d in items
+        ],
+    )
 
 
 def refused(n: Neighbour) -> str | None:

@@ -233,7 +233,8 @@ def test_device_list_and_remove(tmp_path: Path, capsys: pytest.CaptureFixture[st
             assert cli.main(["device", "remove", "x", "--socket", str(other)]) == 1
     out, err = capsys.readouterr()
     assert out == (
-        "phone            10.254.0.2      handshake never; received 0 B, sent 0 B\n"
+        "DEVICE  ADDRESS     SEEN AT  HANDSHAKE s AGO  RX  TX\n"
+        "phone   10.254.0.2  -        -                0   0\n"
         "phone (10.254.0.2) removed: cut off now\n"
     )
     assert err == "meshd device remove: bad_args: no device named 'x'\n"
@@ -254,7 +255,7 @@ def test_status_lists_the_devices_and_says_when_their_book_is_unreadable(
             assert cli.main(["status", "--socket", str(path)]) == 0
     first, second = capsys.readouterr().out.split(STATUS_TEXT)[1:]
     assert first == (
-        "\n\nDEVICE  ADDRESS     HANDSHAKE s AGO  RX      TX\n"
-        "phone   10.254.0.2  -                151300  4453052\n"
+        "\n\nDEVICE  ADDRESS     SEEN AT               HANDSHAKE s AGO  RX      TX\n"
+        "phone   10.254.0.2  198.51.100.250:50983  -                151300  4453052\n"
     )
     assert second == "\n\ndevices: bad\n"

@@ -37,6 +37,7 @@ def service(
     netlink: FakeNetlink,
     uplink: str = "",
     endpoint: str = "",
+    lan: tuple[str, ...] = (),
 ) -> DeviceService:
     return DeviceService(
         IDENTITY,
@@ -48,6 +49,7 @@ def service(
         MESH,
         1420,
         state,
+        lan=lan,
     )
 
 
@@ -102,6 +104,21 @@ def test_without_an_endpoint_to_give_a_device_is_refused_saying_what_to_do(
     added = asyncio.run(devices.add("phone", "home.example.org:52821", False))
     assert "Endpoint = home.example.org:52821" in added["config"]
     assert "AllowedIPs = 10.77.0.0/16" in added["config"]
+
+
+def test_a_pool_overlapping_the_lan_gives_no_device(tmp_path: Path) -> None:
+    netlink = FakeNetlink()
+    netlink.add_link("lan0")
+    netlink.ensure_address("lan0", ipaddress.IPv4Address("10.254.0.77"), 16)
+    devices = service(tmp_path, FakeBackend(), netlink, endpoint="192.0.2.1:52821", lan=("lan0",))
+    devices.load()
+    with pytest.raises(CallError) as info:
+        asyncio.run(devices.add("phone", None, False))
+    assert info.value.code == "bad_args" and "lan0's 10.254.0.0/16" in str(info.value)
+    assert not (tmp_path / BOOK_FILE).exists()
+    netlink.ensure_address("lan0", ipaddress.IPv4Address("192.168.1.1"), 24)
+    netlink.remove_address("lan0", ipaddress.IPv4Address("10.254.0.77"), 16)
+    assert asyncio.run(devices.add("phone", None, False))["address"] == "10.254.0.2"
 
 
 def test_a_book_that_cannot_be_read_is_left_as_it_is_and_said(tmp_path: Path) -> None:
