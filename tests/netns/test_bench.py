@@ -36,6 +36,8 @@ QUICK_FIGURES = {
     "failover.link_cut.median_s",
     "failover.link_cut.max_s",
     "receipts.verify.ratio",
+    "receipts.verify.ratio.one_thread",
+    "receipts.verify.threads",
     "receipts.verify.per_s",
     "receipts.verify.raw_per_s",
     "receipts.ledger.inserts_per_s",
@@ -76,7 +78,9 @@ def test_quick_runs_the_ci_subset_and_writes_results(tmp_path: Path) -> None:
     outage = by_name["failover.link_cut.median_s"]
     assert outage["target"] == "<= 2.0", outage
     assert 0 < outage["value"] <= by_name["failover.link_cut.max_s"]["value"], doc["results"]
-    assert by_name["receipts.verify.ratio"]["value"] > 0
+    for name in ("receipts.verify.ratio", "receipts.verify.ratio.one_thread"):
+        assert by_name[name]["value"] > 0, by_name[name]
+    assert by_name["receipts.verify.threads"]["value"] >= 1
     for name in ("receipts.verify.per_s", "receipts.verify.raw_per_s"):
         assert by_name[name]["value"] > 0, by_name[name]
     assert by_name["receipts.ledger.inserts_per_s"]["value"] > 0

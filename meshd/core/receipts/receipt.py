@@ -247,15 +247,21 @@ class Receipt:
         signature = bytes(signing_key.sign(self.signed_bytes()).signature)
         return replace(self, signature=signature)
 
-    def verify_signature(self) -> None:
-        """ReceiptError(bad_signature) unless the consumer named inside signed exactly
-        these fields. Whether the consumer is a member is the verifiers' business."""
+    def signature_holds(self) -> bool:
+        """Whether the consumer named inside signed exactly these fields. Several threads
+        may check receipts at once: libsodium runs without the GIL."""
         # libsodium's crypto_sign_open, as nacl.bindings.crypto_sign_open calls it (and
         # VerifyKey.verify through it), without reading back the opened copy (NULL length:
         # libsodium's own option), and with the key's 32 bytes cached.
         signed = self.signature + self.signed_bytes()
         opened = ffi.new("unsigned char[]", _SIGNED_MESSAGE_LENGTH)
-        if lib.crypto_sign_open(opened, ffi.NULL, signed, len(signed), _public_key(self.consumer)):
+        consumer = _public_key(self.consumer)
+        return lib.crypto_sign_open(opened, ffi.NULL, signed, len(signed), consumer) == 0
+
+    def verify_signature(self) -> None:
+        """ReceiptError(bad_signature) unless the consumer named inside signed exactly
+        these fields. Whether the consumer is a member is the verifiers' business."""
+        if not self.signature_holds():
             raise ReceiptError(
                 ReceiptReason.BAD_SIGNATURE, f"not signed by the consumer {self.consumer}"
             )
