@@ -43,6 +43,14 @@ def styled(why: Why, text: str | None = None) -> Text:
 
 LOSSY = 0.05  # a link losing more of its probes than this is worth a look
 
+# How a neighbour's session reaches it (status: control.reached).
+REACHED = {
+    "segment": "on a shared segment",
+    "bootstrap": "at its bootstrap address",
+    "punched": "punched through NAT",
+    "internet": "over the internet",
+}
+
 # The reason codes a session is refused or closed with (meshd.core.control, meshd.core.membership).
 _REFUSALS = {
     "idle_timeout": "it stopped answering (idle timeout)",
@@ -169,6 +177,9 @@ def neighbour(n: Neighbour) -> Why:
         loss = n["loss"]
         if loss is not None and loss > LOSSY:
             return Why(Level.WARN, f"up, but {fmt.percent(loss)} of its probes are lost")
+        reached = control.get("reached") if control else None
+        if reached in REACHED:
+            return Why(Level.OK, f"up ({REACHED[reached]})")
         how = ", ".join(control["found_by"]) if control and control["found_by"] else None
         return Why(Level.OK, f"up (found by {how})" if how else "up")
     if control is None:

@@ -86,7 +86,9 @@ def describe(n: Neighbour) -> Text:
     if control is not None:
         found = ", ".join(control["found_by"]) or "not found yet"
         session = control["session"] + (f" at {control['address']}" if control["address"] else "")
-        text.append(f"reached  {found} · session {session}")
+        reached = control.get("reached")
+        how = f"{reached} (found by {found})" if reached else found
+        text.append(f"reached  {how} · session {session}")
         text.append(f" · {'verified' if control['verified'] else 'not verified'}\n")
     if "liveness" in n:
         text.append(

@@ -40,6 +40,7 @@ class NeighbourControl(_NeighbourControlRequired, total=False):
 
     protocol: str | None  # the session's version (ALPN id, e.g. meshd/2); null when down
     features: list[str]  # what it announced (CAPABILITIES) that we know; [] on meshd/1
+    reached: str | None  # segment, bootstrap, punched, internet; null without a session
 
 
 class _NeighbourRequired(TypedDict):

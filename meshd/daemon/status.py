@@ -50,6 +50,7 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
     selected = node.control.core.router.selected()
     metrics = {p: sel.metric for p, sel in selected.items()}
     neighbours = []
+    reached = node.control.core.neighbours.reached
     for peer in node.control.core.peers.values():
         if not peer.is_neighbour:
             continue
@@ -67,7 +68,7 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
                 "loss": round2(quality.loss) if quality else None,
                 "cost": quality.cost if quality else None,
                 **(link or {"endpoint": None}),
-                "control": peer.status(),
+                "control": {**peer.status(), "reached": reached(peer)},
                 # What it sent that we refused, by reason (DESIGN.md contract).
                 "refusals": dict(peer.refusals),
                 # Destinations it is kept out of the routes to: their traffic got no

@@ -47,8 +47,10 @@ def test_a_node_behind_nat_links_to_a_public_one_over_the_internet(bed: Bed) -> 
     # a sees c's session and tunnel come from c's router, at the port its mapping kept.
     assert c["control"]["address"].startswith(f"{C_PUBLIC}:"), c
     assert c["endpoint"].startswith(f"{C_PUBLIC}:"), c
+    assert c["control"]["reached"] == "internet", c  # c dialled a
     a = bed.neighbour("c", "a")
     assert a["state"] == "up" and "bootstrap" in a["control"]["found_by"], a
+    assert a["control"]["reached"] == "bootstrap", a
     assert a["endpoint"].startswith(f"{A_PUBLIC}:"), a
     # Nothing from the internet reaches c but replies: c's router has no way in.
     inet = json.loads(bed.run("status", "--json"))["internet"]["namespace"]

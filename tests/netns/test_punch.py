@@ -55,6 +55,8 @@ def test_two_nodes_behind_port_keeping_nats_punch_a_direct_link(bed: Bed) -> Non
     e = bed.neighbours("c")["e"]
     assert e["control"]["address"] == f"{PUBLIC['e']}:6697", e  # e's router, its port kept
     assert "shared" in e["control"]["found_by"] and "bootstrap" not in e["control"]["found_by"]
+    assert e["control"]["reached"] == "punched", e
+    assert bed.neighbours("c")["a"]["control"]["reached"] == "bootstrap"
     route = bed.route("c", f"{bed.ips['e']}/32")
     assert route is not None and route["via"] == bed.ids["e"], route  # direct: not via a
     assert meshbed.metric_is_hops(route["metric"], 1), route

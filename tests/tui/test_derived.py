@@ -68,6 +68,7 @@ def neighbour(**changes: Any) -> Neighbour:
     ("n", "level", "why"),
     [
         (neighbour(), Level.OK, "up (found by bootstrap)"),
+        (neighbour(control={"reached": "punched"}), Level.OK, "up (punched through NAT)"),
         (neighbour(loss=0.12), Level.WARN, "up, but 12% of its probes are lost"),
         (
             neighbour(refusals={"unknown_origin": 2, "route_limit": 5, "malformed": 1}),

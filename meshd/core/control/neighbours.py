@@ -263,6 +263,27 @@ class Neighbours:
             return True
         return self.internet and addressing.internet_address(host)
 
+    def reached(self, peer: Peer) -> str | None:
+        """How its session reaches it: ``segment`` (an address on one of our segments),
+        ``bootstrap`` (the address the config gives), ``punched`` (an internet address a
+        neighbour shared: both ends dialled, through their NATs), ``internet`` (another
+        address off our segments: it dialled us); None without a session."""
+        address = peer.session_addr
+        if not peer.session_up or address is None:
+            return None
+        try:
+            ip = ipaddress.ip_address(address[0])
+        except ValueError:
+            return None
+        if any(ip in subnet for subnet in self.local_subnets):
+            return "segment"
+        known = peer.addresses.get(address)
+        if known is not None and known.source is Source.BOOTSTRAP:
+            return "bootstrap"
+        if known is not None and known.source is Source.SHARED:
+            return "punched"
+        return "internet"
+
     # ---- links -----------------------------------------------------------------------
 
     def wireguard_state(self, node_id: str, up: bool, now: float) -> None:

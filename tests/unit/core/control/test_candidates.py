@@ -178,3 +178,23 @@ def test_internet_addresses_are_the_public_ones() -> None:
     for other in ("10.1.2.3", "100.64.0.1", "192.168.1.2", "172.20.0.1", "127.0.0.1",
                   "169.254.1.1", "224.0.0.1", "fd00::1", "fe80::1", "::1", "nope"):  # fmt: skip
         assert not internet_address(other), other
+
+
+def test_a_neighbour_says_how_its_session_reaches_it(tmp_path: Path) -> None:
+    """segment (our subnets), bootstrap (the config's address), punched (an internet
+    address a neighbour shared), internet (any other: it dialled us); nothing without a
+    session."""
+    world = Mesh(tmp_path)
+    world.verified()  # its session comes from ADDR, 100.64.0.2:6697
+    neighbours = world.core.neighbours
+    peer = world.core.peers[world.peer.node_id]
+    assert neighbours.reached(peer) == "internet"
+    neighbours.set_subnets([ipaddress.IPv4Network("100.64.0.0/24")])
+    assert neighbours.reached(peer) == "segment"
+    neighbours.set_subnets([ipaddress.IPv4Network("100.127.0.0/24")], internet=True)
+    peer.addresses[ADDR].source = Source.BOOTSTRAP
+    assert neighbours.reached(peer) == "bootstrap"
+    peer.addresses[ADDR].source = Source.SHARED
+    assert neighbours.reached(peer) == "punched"
+    world.core.session_closed(world.peer.node_id, ADDR, "idle_timeout", False, True, 2.0)
+    assert neighbours.reached(peer) is None
