@@ -19,6 +19,13 @@ VM_TIER = Path(__file__).resolve().parent / "vm"  # its tests carry the netns ma
 NETNS_MARK = "netns"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The VM tier's tests first, in their order: test.sh runs them on one worker beside
+    the netns tier on the other, and they take longest (pytest itself collects
+    tests/netns before tests/vm, whatever order the paths are given in)."""
+    items.sort(key=lambda item: not item.path.is_relative_to(VM_TIER))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("CI") == "true":
         config.pluginmanager.register(NetnsSkipsFail(config.rootpath), "netns-skips-fail")
