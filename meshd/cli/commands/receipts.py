@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from meshd.adapters import signatures
 from meshd.cli.commands import add_config_argument
 from meshd.core.receipts import ExportReport, Summary, summarize, verify_export
 
@@ -157,7 +158,7 @@ def _membership_note(checked: bool, admin_keys: list[str]) -> str:
 
 def _verify(name: str, admin_keys: list[str]) -> int:
     with _opened(name) as f:
-        report: ExportReport = verify_export(f, admin_keys)
+        report: ExportReport = verify_export(f, admin_keys, signatures=signatures.on_threads())
     for rejection in report.rejections:
         print(rejection.describe(name))
     print(

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -34,7 +32,9 @@ from meshd.core.receipts.receipt import Receipt
 from meshd.core.receipts.signers import SignerMembership
 
 _M = TypeVar("_M", MembershipCertificate, DelegationCertificate, Revocation)
-SHARED_FROM = 256  # receipts: fewer have their signatures checked by the calling thread
+# Whether each receipt's signature holds, in order (one by one here; on every core:
+# meshd.adapters.signatures).
+SignatureCheck = Callable[[Sequence[Receipt]], list[bool]]
 
 
 def verify_receipt(receipt: Receipt, mesh_id: bytes | None) -> None:
@@ -169,34 +169,19 @@ def verify_export(
     admin_keys: Sequence[str] = (),
     expected_mesh_id: bytes | None = None,
     skew_s: int = DEFAULT_SKEW_S,
-    threads: int | None = None,
+    signatures: SignatureCheck | None = None,
 ) -> ExportReport:
     """Check every line of an export. ``admin_keys`` (node ids) pin the mesh definition;
     without them signatures, mesh and order are checked but not membership.
     ``expected_mesh_id`` makes an export of another mesh wrong (summaries of many files).
-    The signatures are checked on ``threads`` threads (None: one per core this process
-    may use), the rest in order on the calling thread."""
+    ``signatures`` checks the receipts' signatures (None: one by one); everything else
+    is checked in order after."""
     with _no_cycle_collection():
-        return _verify_export(lines, admin_keys, expected_mesh_id, skew_s, threads)
+        return _verify_export(lines, admin_keys, expected_mesh_id, skew_s, signatures or one_by_one)
 
 
-def _signatures(receipts: list[tuple[int, Receipt]], threads: int | None) -> list[bool]:
-    """Whether each receipt's signature holds. A long export's are shared among threads
-    (libsodium checks a signature without the GIL, and the Python around each check is a
-    tenth of it), in runs of consecutive receipts, a few per thread so that none waits
-    long for the slowest."""
-    threads = threads or len(os.sched_getaffinity(0))
-    if threads <= 1 or len(receipts) < SHARED_FROM:
-        return [receipt.signature_holds() for _, receipt in receipts]
-    size = -(-len(receipts) // (threads * 4))
-    runs = [receipts[i : i + size] for i in range(0, len(receipts), size)]
-    with ThreadPoolExecutor(threads, thread_name_prefix="verify") as pool:
-        held = pool.map(_holds, runs)
-        return [ok for run in held for ok in run]
-
-
-def _holds(run: list[tuple[int, Receipt]]) -> list[bool]:
-    return [receipt.signature_holds() for _, receipt in run]
+def one_by_one(receipts: Sequence[Receipt]) -> list[bool]:
+    return [receipt.signature_holds() for receipt in receipts]
 
 
 @contextlib.contextmanager
@@ -218,7 +203,7 @@ def _verify_export(
     admin_keys: Sequence[str],
     expected_mesh_id: bytes | None,
     skew_s: int,
-    threads: int | None,
+    signatures: SignatureCheck,
 ) -> ExportReport:
     read = _Lines.read(lines)
     definition = _the_mesh(read, expected_mesh_id)
@@ -240,7 +225,7 @@ def _verify_export(
     checker = ChainChecker()
     accepted: list[tuple[int, Receipt]] = []
     duplicates = 0
-    signed = _signatures(read.receipts, threads)
+    signed = signatures([receipt for _, receipt in read.receipts])
     for (line, receipt), holds in zip(read.receipts, signed, strict=True):
         try:
             if receipt.mesh_id != mesh_id or receipt.not_before > receipt.not_after:

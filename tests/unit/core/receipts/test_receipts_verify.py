@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshd.adapters.signatures import SHARED_FROM, on_threads
 from meshd.core.membership import (
     MembershipError,
     MeshTrust,
@@ -22,7 +23,6 @@ from meshd.core.receipts import (
     SignerMembership,
     verify_export,
 )
-from meshd.core.receipts.verify import SHARED_FROM
 from tests.unit.receipt_fixtures import (
     ADMIN,
     CERT_DAYS,
@@ -96,8 +96,8 @@ def test_a_receipt_of_another_mesh_is_refused() -> None:
 
 
 def test_a_long_export_checked_on_several_threads_says_the_same_as_on_one() -> None:
-    """Past SHARED_FROM receipts the signatures are shared among threads: every verdict,
-    and the order of what is kept, is the one thread's."""
+    """Past SHARED_FROM receipts meshd.adapters.signatures shares the signatures among
+    threads: every verdict, and the order of what is kept, is the one thread's."""
     chain = [receipt(seq, seq * 10, seq) for seq in range(1, SHARED_FROM * 2)]
     lines = export(chain)
     for seq in (1, 77, SHARED_FROM, SHARED_FROM * 2 - 1):  # first, middle, runs' edges, last
@@ -105,7 +105,7 @@ def test_a_long_export_checked_on_several_threads_says_the_same_as_on_one() -> N
         obj["relayed_to_bytes"] += 1
         lines[HEADER + seq - 1] = json.dumps(obj)
     lines[HEADER + 100] = export([receipt(101, 1010, 101, mesh_id=OTHER_MESH.mesh_id)])[-1]
-    one = verify_export(lines, ADMIN_KEYS, threads=1)
+    one = verify_export(lines, ADMIN_KEYS)
     assert [(r.line, str(r.reason)) for r in one.rejections] == [
         (HEADER + 1, "bad_signature"),
         (HEADER + 77, "bad_signature"),
@@ -115,7 +115,7 @@ def test_a_long_export_checked_on_several_threads_says_the_same_as_on_one() -> N
     ]
     assert len(one.receipts) == len(chain) - 5
     for threads in (2, 3, 8):
-        assert verify_export(lines, ADMIN_KEYS, threads=threads) == one
+        assert verify_export(lines, ADMIN_KEYS, signatures=on_threads(threads)) == one
 
 
 def test_a_receipt_signed_by_a_non_member_is_refused() -> None:
