@@ -46,9 +46,17 @@ def check(cfg: Config) -> None:
         raise ConfigError(p, "wireguard.mtu", "expected 1280..9000")
     if cfg.liveness.poll_interval_s <= 0:
         raise ConfigError(p, "liveness.poll_interval_s", "expected a positive number")
-    if cfg.liveness.answer_within_s < 2 * cfg.liveness.poll_interval_s:
+    if not 0 < cfg.liveness.busy_poll_interval_s <= cfg.liveness.poll_interval_s:
         raise ConfigError(
-            p, "liveness.answer_within_s", "expected at least two poll_interval_s (a probe's)"
+            p,
+            "liveness.busy_poll_interval_s",
+            "expected a positive number, at most poll_interval_s",
+        )
+    if cfg.liveness.answer_within_s < 2 * cfg.liveness.busy_poll_interval_s:
+        raise ConfigError(
+            p,
+            "liveness.answer_within_s",
+            "expected at least two busy_poll_interval_s (a probe's)",
         )
     if not 0 < cfg.liveness.probe_after_s < cfg.liveness.dead_after_s:
         raise ConfigError(

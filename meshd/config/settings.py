@@ -180,10 +180,13 @@ class WireGuardSettings:
 @dataclass(frozen=True)
 class LivenessSettings:
     poll_interval_s: float = _opt(0.25, "how often each link's counters are read")
+    busy_poll_interval_s: float = _opt(
+        0.1, "how often they are read while a link carries traffic or is in doubt"
+    )
     answer_within_s: float = _opt(
-        0.5,
+        0.2,
         "a link we sent data into that has received nothing back for this long is down"
-        " (asked with echoes through the tunnel first; at least two polls)",
+        " (asked with echoes through the tunnel first; at least two busy polls)",
     )
     probe_after_s: float = _opt(
         26.0, "an idle link silent this long gets one echo through the tunnel (> keepalive_s)"

@@ -106,6 +106,9 @@ class KernelLinks:
         # Event loop only: the WireGuard port of each neighbour's link (by interface name).
         self._ports: dict[str, int] = {}
         self.echo: EchoProbe | None = None  # liveness probes, once running
+        # A link carried traffic at the last poll, or is in doubt: the next is due after
+        # busy_poll_interval_s, not poll_interval_s (set by each poll, read by the loop).
+        self.busy = False
 
     def adopt(self, now: float) -> None:
         """What a crashed meshd left: its link interfaces wait for their neighbours, and
@@ -209,8 +212,9 @@ class KernelLinks:
             live.dead_after_s,
             probe_after_s=live.probe_after_s,
             answer_within_s=live.answer_within_s,
-            # A send seen one poll after the last thing heard may be its reply (an ACK).
-            suspect_after_s=1.5 * live.poll_interval_s,
+            # A send seen one poll after the last thing heard may be its reply (an ACK);
+            # a link sending is read every busy poll.
+            suspect_after_s=1.5 * live.busy_poll_interval_s,
         )
 
     def _remove_link(self, node_id: str) -> None:
@@ -365,6 +369,7 @@ class KernelLinks:
             if link.liveness.wants_probe(read_at) and self.echo is not None:
                 for _ in range(link.liveness.echoes()):
                     self.echo.send(str(addressing.link_local(link.node_id)), link.ifname)
+        self.busy = any(link.ready and link.liveness.busy for link in self.by_ifname.values())
         return changes
 
     def apply_routes(self, changes: list[RouteChange]) -> None:

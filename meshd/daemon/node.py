@@ -256,7 +256,7 @@ class Node:
         return found, subnets, bool(uplinks)
 
     async def watch(self) -> None:
-        interval = self.cfg.liveness.poll_interval_s
+        live = self.cfg.liveness
         next_underlay = next_meter = next_progress = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
@@ -283,6 +283,7 @@ class Node:
                     next_underlay = now + UNDERLAY_EVERY_S
                     await self.control.set_underlay(*await self.kernel(self.underlay))
                     self._allow_metrics()
+            interval = live.busy_poll_interval_s if self.links.busy else live.poll_interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
 

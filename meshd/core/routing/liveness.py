@@ -14,8 +14,9 @@ Two rules, both fed by counters the adapter polls a few times a second:
   something. From the next reading on it is asked with echoes through the tunnel, which a
   live peer's kernel answers at once (``wants_probe``); still nothing ``answer_within_s``
   after the doubt began, it is down. A flow into a link that died, busy or idle, is
-  noticed within about half a second at both ends (the far end by its stream stopping),
-  and a periodic message costs no echo. A flow that only goes one way gets nothing back
+  noticed within about half a second at both ends (the far end by its stream stopping;
+  the daemon reads a ``busy`` link's counters every 0.1 s), and a periodic message costs
+  no echo. A flow that only goes one way gets nothing back
   but echoes: each doubt an echo answers doubles the silence the next one needs, up to
   ``MAX_SUSPECT_S``, until something comes back unasked.
 - **Idle**: a link that carries nothing need not prove itself every second (idle links
@@ -64,6 +65,7 @@ class Liveness:
     heard_in_a_row: int = 0  # readings in a row, up to the last heard, that found something
     suspect_s: float | None = None  # backed off from suspect_after_s by answered doubts
     doubt_since: float | None = None  # the first reading of a silence that saw a send
+    busy: bool = False  # the last reading saw a send, a stream or a doubt: read often
 
     def wants_probe(self, now: float) -> bool:
         """True at every reading of a doubt (data sent, nothing back), once per silence of
@@ -108,6 +110,7 @@ class Liveness:
                 min(2 * self._suspect_s(), MAX_SUSPECT_S) if self.doubt_since is not None else None
             )
             self.last_heard, self.doubt_since, self.unanswered_at = now, None, None
+            self.busy = sent_more or self.heard_in_a_row >= STREAM_READINGS
             return self._set(LinkState.UP)
         stream = self.heard_in_a_row >= STREAM_READINGS
         if (sent_more or stream) and self.state is LinkState.UP:
@@ -121,6 +124,7 @@ class Liveness:
                 before = self.unanswered_at is not None and self.unanswered_at == previous_reading
                 self.doubt_since = self.unanswered_at if before else now
             self.unanswered_at = now
+        self.busy = sent_more or stream or self.doubt_since is not None
         probing = self.probe_after_s is not None or self.answer_within_s is not None
         return self._expire(now, probing=probing)
 

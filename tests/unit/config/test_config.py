@@ -44,7 +44,8 @@ def test_good_config_parses_with_defaults() -> None:
     assert (cfg.wireguard.listen_port_min, cfg.wireguard.listen_port_max) == (51820, 52819)
     assert cfg.wireguard.issuer_link_limit == 250  # a quarter of the range, for one delegate
     live = cfg.liveness
-    assert (live.answer_within_s, live.probe_after_s, live.dead_after_s) == (0.5, 26.0, 27.0)
+    assert (live.answer_within_s, live.probe_after_s, live.dead_after_s) == (0.2, 26.0, 27.0)
+    assert (live.poll_interval_s, live.busy_poll_interval_s) == (0.25, 0.1)
     assert cfg.discovery.beacons and cfg.discovery.beacon_port == 6698
     assert cfg.bootstrap[0].node_id == NODE_B
     assert cfg.bootstrap[0].address == ("100.64.0.2", 6697)  # parsed once, at load
@@ -97,9 +98,9 @@ def test_errors_name_the_key_and_the_expectation(
 
 def test_answer_within_needs_two_polls_for_its_probe() -> None:
     with pytest.raises(config.ConfigError) as info:
-        config.parse(GOOD + "\n[liveness]\nanswer_within_s = 0.4\n", "a.toml")
+        config.parse(GOOD + "\n[liveness]\nanswer_within_s = 0.15\n", "a.toml")
     assert info.value.key == "liveness.answer_within_s"
-    assert "two poll_interval_s" in info.value.problem
+    assert "two busy_poll_interval_s" in info.value.problem
 
 
 def test_protocols_default_to_every_version_newest_first() -> None:

@@ -103,6 +103,39 @@ def test_a_flow_into_a_link_that_died_idle_is_down_half_a_second_after_it_began(
     assert not live.wants_probe(11.0)
 
 
+def test_a_link_is_busy_while_it_sends_streams_or_is_in_doubt_and_only_then() -> None:
+    """What the daemon reads every busy poll (0.1 s) rather than every 0.25 s: a link that
+    sent at its last reading, receives a stream, or is in doubt; an idle one that hears
+    a keepalive is not."""
+    live = Liveness(27.0, probe_after_s=26.0, answer_within_s=0.25, suspect_after_s=0.15)
+    live.observe(0, 0.0, sent=0)
+    live.observe(60, 0.25, sent=0)
+    assert not live.busy  # up, nothing sent: a keepalive
+    live.observe(60, 5.0, sent=0)
+    assert not live.busy
+    live.observe(60, 5.1, sent=500)  # a flow starts
+    assert live.busy
+    live.observe(900, 5.2, sent=900)  # answered, sending on
+    assert live.busy
+    live.observe(900, 5.3, sent=1300)
+    live.observe(900, 5.4, sent=1700)  # silent 0.2 s: in doubt
+    assert live.doubt_since is not None and live.busy
+    assert live.observe(900, 5.5, sent=1700) is None and live.busy  # nothing sent: doubt
+    assert live.wants_probe(5.5)
+    assert live.observe(900, 5.6, sent=1700) is LinkState.DOWN  # 0.25 s after 5.3
+    for t in (6.0, 6.1, 6.2, 6.3):  # another end's stream into a fresh link
+        live.observe(int(t * 1000), t, sent=1700)
+    assert live.state is LinkState.UP and live.busy
+    live.observe(6300, 6.4, sent=1700)  # the stream stops
+    assert live.doubt_since is None and live.busy  # one poll of silence: maybe a gap
+    live.observe(6300, 6.5, sent=1700)
+    assert live.doubt_since == 6.4 and live.busy  # in doubt since it stopped, asked
+    live.observe(6400, 6.6, sent=1700)  # the echoes' answer: no stream now, no doubt
+    assert live.doubt_since is None and not live.busy
+    live.observe(6400, 9.0, sent=1700)
+    assert not live.busy  # nothing sent, nothing streaming, no doubt
+
+
 def test_periodic_sends_cost_no_echo_answered_or_not() -> None:
     """A Hello through the tunnel every 16 s, answered by nothing but the peer's own 2 s
     later: no doubt, no echo, nothing down."""
