@@ -23,6 +23,7 @@ from meshd.adapters.ledger import LEDGER_FILE, Dispute, Ledger
 from meshd.adapters.sqlite_schema import SchemaError
 from meshd.adapters.trust import DELEGATION_FILE, MEMBERSHIP_FILE, MESH_FILE, load_revocations
 from meshd.core.membership import (
+    Cosigned,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -67,7 +68,8 @@ def open_ledger(state_dir: Path) -> Iterator[Ledger]:
 def jsonl(state_dir: Path, admin_keys: tuple[str, ...], since: float = 0.0) -> Iterator[str]:
     """The export's lines, membership first."""
     try:
-        definition = MeshDefinition.decode((state_dir / MESH_FILE).read_bytes())
+        stored = (state_dir / MESH_FILE).read_bytes()
+        definition = Cosigned.decode(stored, MeshDefinition).record
         trust = MeshTrust.from_definition(definition, admin_keys)
         own = MembershipCertificate.decode((state_dir / MEMBERSHIP_FILE).read_bytes())
         delegations: dict[bytes, DelegationCertificate] = {}

@@ -1,6 +1,7 @@
 """The node's membership files (an adapter: reads them from the state directory).
 
-``mesh.cert`` is the admin-signed mesh definition, ``membership.cert`` this node's
+``mesh.cert`` is the admin-signed mesh definition (with other admins' signatures, where
+the mesh's threshold needed them: meshd.core.membership.cosigned), ``membership.cert`` this node's
 certificate and ``delegation.cert`` (optional) the delegation that issued it or that lets
 this node issue invites. All are canonical bytes as `meshd decode` reads them. They are
 public material; the config pins the admin keys that must have signed the definition.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from meshd.adapters import safe_files
 from meshd.core.membership import (
+    Cosigned,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -56,8 +58,8 @@ def _read(path: Path) -> bytes:
 def load(state_dir: Path, admin_keys: tuple[str, ...], node_id: str, now: float) -> OwnMembership:
     """Load and check the node's own membership; raise TrustError naming file and reason."""
     try:
-        definition = MeshDefinition.decode(_read(state_dir / MESH_FILE))
-        trust = MeshTrust.from_definition(definition, admin_keys)
+        signed = Cosigned.decode(_read(state_dir / MESH_FILE), MeshDefinition)
+        trust = MeshTrust.from_definition(signed.record, admin_keys, cosignatures=signed.signatures)
     except MembershipError as exc:
         raise TrustError(f"{state_dir / MESH_FILE}: {exc}") from None
     load_revocations(state_dir, trust.revocations)
@@ -127,7 +129,7 @@ def save_clock_floor(state_dir: Path, floor: float) -> None:
 CHAIN_FILE = "mesh.chain"  # every mesh definition adopted (u16 length, canonical bytes)
 
 
-def load_chain(state_dir: Path) -> list[MeshDefinition]:
+def load_chain(state_dir: Path) -> list[Cosigned[MeshDefinition]]:
     """The mesh definitions this node adopted (admin key rotation), oldest first; a record
     that does not parse ends the chain there (``chain_anchors`` checks the links)."""
     try:
@@ -138,7 +140,7 @@ def load_chain(state_dir: Path) -> list[MeshDefinition]:
     while len(data) >= 2:
         (length,) = struct.unpack("!H", data[:2])
         try:
-            chain.append(MeshDefinition.decode(data[2 : 2 + length]))
+            chain.append(Cosigned.decode(data[2 : 2 + length], MeshDefinition))
         except MembershipError as exc:
             event("mesh.chain_rejected", logging.WARNING, reason=str(exc))
             break
@@ -146,7 +148,7 @@ def load_chain(state_dir: Path) -> list[MeshDefinition]:
     return chain
 
 
-def save_chain(state_dir: Path, chain: list[MeshDefinition]) -> None:
+def save_chain(state_dir: Path, chain: list[Cosigned[MeshDefinition]]) -> None:
     write_atomically(
         state_dir / CHAIN_FILE,
         b"".join(struct.pack("!H", len(d.encode())) + d.encode() for d in chain),
@@ -161,7 +163,7 @@ def admin_keys(state_dir: Path, pinned: tuple[str, ...]) -> tuple[str, ...]:
 
 def save_joined(
     state_dir: Path,
-    definition: MeshDefinition,
+    definition: Cosigned[MeshDefinition],
     certificate: MembershipCertificate,
     delegation: DelegationCertificate | None,
     opening: NameOpening | None = None,

@@ -46,6 +46,7 @@ from meshd.core.discovery.beacons import BeaconSettings, BeaconState, Discovered
 from meshd.core.endpoints import Address
 from meshd.core.invites import BootstrapEndpoint
 from meshd.core.membership import (
+    Cosigned,
     MembershipCertificate,
     MembershipError,
     MeshDefinition,
@@ -301,7 +302,7 @@ class ControlService:
         self._run()
         return sent
 
-    def adopt_definition(self, newer: MeshDefinition) -> bool:
+    def adopt_definition(self, newer: Cosigned[MeshDefinition]) -> bool:
         """A mesh definition handed in (``meshd admin-key rotate``): see the plane's."""
         try:
             return self.core.adopt_definition(newer, time.monotonic())

@@ -286,7 +286,7 @@ class JoinService:
             mesh_ipv4=str(invite.mesh_ipv4),
         )
         return messages.JoinGranted(
-            own.trust.definition.encode(),
+            own.trust.signed_definition.encode(),
             result.encode(),
             issuer.delegation.encode() if issuer.delegation is not None else b"",
         )

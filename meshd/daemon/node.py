@@ -45,6 +45,7 @@ from meshd.core import addressing, devices
 from meshd.core.endpoints import Address
 from meshd.core.invites import BootstrapEndpoint
 from meshd.core.membership import (
+    Cosigned,
     MeshDefinition,
 )
 from meshd.core.membership.clock import MeshClock
@@ -397,7 +398,9 @@ class Node:
 
     def adopt_definitions(self, records: list[bytes]) -> dict[str, Any]:
         assert self.control is not None
-        adopted = [self.control.adopt_definition(MeshDefinition.decode(r)) for r in records]
+        adopted = [
+            self.control.adopt_definition(Cosigned.decode(r, MeshDefinition)) for r in records
+        ]
         definition = self.control.core.own.trust.definition
         return {"adopted": sum(adopted), "definition": definition.to_json()}
 

@@ -153,7 +153,7 @@ class OwnRenewal:
         delegation = chain[0] if chain else None
         try:
             await self.kernel(
-                trust.save_joined, self.state_dir, own.trust.definition, cert, delegation
+                trust.save_joined, self.state_dir, own.trust.signed_definition, cert, delegation
             )
         except OSError as exc:
             state.last_refusal, state.state = f"not_stored: {exc}", "refused"

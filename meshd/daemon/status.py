@@ -94,6 +94,7 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
         "mesh": {
             "serial": node.control.core.own.trust.definition.serial,
             "admins": list(node.control.core.own.trust.admins),
+            "threshold": node.control.core.own.trust.definition.threshold,
         },
         "neighbours": neighbours,
         # Every member's certificate this node holds (meshd.core.membership.directory).

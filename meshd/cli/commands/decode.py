@@ -1,8 +1,9 @@
 """meshd decode HEX | - | --file PATH: print any control message as JSON lines: a Babel
 packet (one line per TLV), a membership record (mesh definition, certificate, delegation,
-revocation), an invite or a join request, a map record, a release manifest, a receipt (as
-a receipts export line), a message of a neighbour session (which may wrap those: joins,
-renewals, the sender's clock and capabilities) or a discovery beacon."""
+revocation; a definition with other admins' signatures), an invite or a join request, a
+map record, a release manifest, a receipt (as a receipts export line), a message of a
+neighbour session (which may wrap those: joins, renewals, the sender's clock and
+capabilities) or a discovery beacon."""
 
 from __future__ import annotations
 
@@ -112,8 +113,12 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
                     return _session(data, with_state)
                 except DecodeFailure:
                     raise not_receipt from None
-        elif data[:1] in (bytes((MessageType.MAP_RECORD,)), bytes((MessageType.RELEASE_MANIFEST,))):
-            kind = "membership"  # no session kind is 0x20 or 0x30
+        elif data[:1] and data[0] in (
+            MessageType.MAP_RECORD,
+            MessageType.RELEASE_MANIFEST,
+            MessageType.COSIGNED,
+        ):
+            kind = "membership"  # no session kind is 0x20, 0x30 or 0x40
         elif data[:1] and 1 <= data[0] <= 6:
             try:
                 return _membership(data)
@@ -158,10 +163,11 @@ def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
 
 
 def _membership(data: bytes) -> list[dict[str, object]]:
-    """A membership record, an invite, a join request, a map record or a release manifest
-    (canonical, by its type tag)."""
+    """A membership record (a mesh definition with other admins' signatures too), an
+    invite, a join request, a map record or a release manifest (canonical, by its type
+    tag)."""
     from meshd.core.invites import Invite, JoinRequest
-    from meshd.core.membership import MembershipError, decode_message
+    from meshd.core.membership import Cosigned, MembershipError, MeshDefinition, decode_message
     from meshd.core.membership.canonical import MessageType
     from meshd.core.proto.map_record import MapRecord
     from meshd.core.proto.release import ReleaseManifest
@@ -173,6 +179,8 @@ def _membership(data: bytes) -> list[dict[str, object]]:
         MessageType.RELEASE_MANIFEST: ReleaseManifest,
     }
     try:
+        if data[:1] == bytes((MessageType.COSIGNED,)):
+            return [Cosigned.decode(data, MeshDefinition).to_json()]
         kind = others.get(data[0]) if data[:1] else None
         return [(kind.decode(data) if kind else decode_message(data)).to_json()]
     except MembershipError as exc:

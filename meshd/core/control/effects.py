@@ -12,7 +12,12 @@ from dataclasses import dataclass
 
 from meshd.core.control.peer import LinkSpec
 from meshd.core.endpoints import Address
-from meshd.core.membership import MembershipCertificate, MeshDefinition, RevocationSet
+from meshd.core.membership import (
+    Cosigned,
+    MembershipCertificate,
+    MeshDefinition,
+    RevocationSet,
+)
 from meshd.core.proto import session as messages
 from meshd.core.routing.babel import RouteChange
 
@@ -136,8 +141,8 @@ class SaveDefinition:
     """A mesh definition adopted: appended to the stored chain (which starts at
     ``previous`` when none is stored) and stored as ours, with our certificate."""
 
-    definition: MeshDefinition
-    previous: MeshDefinition
+    definition: Cosigned[MeshDefinition]
+    previous: Cosigned[MeshDefinition]
     certificate: MembershipCertificate
 
 

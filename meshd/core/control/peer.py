@@ -16,7 +16,7 @@ from typing import Any
 
 from meshd.core.control.rates import Rates
 from meshd.core.endpoints import Address, format_endpoint
-from meshd.core.membership import VerifiedMember
+from meshd.core.membership import Cosigned, MeshDefinition, VerifiedMember
 from meshd.core.membership.names import NameOpening
 from meshd.core.routing.link_quality import LinkQuality
 from meshd.core.session_policy import Credential, SessionInput, SessionState, advance
@@ -81,6 +81,9 @@ class Peer:
     refusals: dict[str, int] = field(default_factory=dict)
     rates: Rates = field(default_factory=Rates)  # this session's budgets, full at its start
     clock_offset: float | None = None  # its CLOCK minus our uncorrected clock, this session
+    # A newer mesh definition it sent before its certificate verified: adopted only once
+    # that certificate verifies, under ours or under this one (it may add the issuer).
+    held_definition: Cosigned[MeshDefinition] | None = None
     protocol: str | None = None  # the version its session up speaks (its ALPN id)
     # What it announced in CAPABILITIES that this build knows (meshd/2 on; empty before).
     features: frozenset[str] = field(default_factory=frozenset)

@@ -72,6 +72,7 @@ from meshd.core.errors import BadInput
 from meshd.core.journal import Journal, unheard
 from meshd.core.map_export import MapNode
 from meshd.core.membership import (
+    Cosigned,
     MembershipError,
     MeshDefinition,
     OwnMembership,
@@ -248,7 +249,7 @@ class ControlPlane:
         peer = self.neighbours.add(node_id, now)
         given = coming_up(protocol)
         peer.advance(given)
-        peer.clock_offset = None
+        peer.clock_offset, peer.held_definition = None, None
         peer.rates = Rates()
         peer.session_addr = addr
         peer.session_since = now
@@ -259,7 +260,7 @@ class ControlPlane:
             self._send(peer.node_id, messages.Capabilities(messages.FEATURES))
         self._send(peer.node_id, messages.Clock(self.clock.unix_ms()))
         if self.own.trust.definition.serial > 1:
-            definition = self.own.trust.definition.encode()
+            definition = self.own.trust.signed_definition.encode()
             self._send(peer.node_id, messages.MeshDefinitionMessage(definition))
         self._send_raw(peer.node_id, self.membership_message)
 
@@ -423,6 +424,15 @@ class ControlPlane:
         self._update_link(peer)
 
     def _on_membership(self, peer: Peer, msg: messages.Membership, now: float) -> None:
+        held, peer.held_definition = peer.held_definition, None
+        if held is not None:
+            try:
+                if self.trust.vouched(peer.node_id, held, msg):
+                    self.adopt_definition(held, now, learned_from=peer.node_id)
+                else:
+                    peer.count_refusal("definition_from_stranger")
+            except MembershipError as exc:
+                self._definition_refused(peer, exc)
         try:
             member, credential = self.trust.check(
                 peer.node_id, peer.clock_offset, msg, self._clock_time(now)
@@ -584,23 +594,33 @@ class ControlPlane:
     # ---- mesh definitions (admin rotation) -------------------------------------------
 
     def _on_definition(self, peer: Peer, data: bytes, now: float) -> None:
+        """A verified member's newer definition is adopted at once; one from a neighbour
+        not verified yet is held until its certificate verifies (``_on_membership``): a
+        stranger cannot hand us a definition, even one an admin key signed."""
         try:
-            self.adopt_definition(MeshDefinition.decode(data), now, learned_from=peer.node_id)
+            signed = Cosigned.decode(data, MeshDefinition)
+            if peer.session_state is SessionState.VERIFIED:
+                self.adopt_definition(signed, now, learned_from=peer.node_id)
+            elif self.trust.follows(signed):
+                peer.held_definition = signed
         except MembershipError as exc:
-            # Relayed like revocations: not necessarily the sender's fault; keep the session.
-            self.journal(
-                "mesh.definition_rejected", logging.WARNING, peer=peer.name, reason=str(exc)
-            )
+            self._definition_refused(peer, exc)
+
+    def _definition_refused(self, peer: Peer, exc: MembershipError) -> None:
+        # Relayed like revocations: not necessarily the sender's fault; keep the session.
+        peer.count_refusal(f"definition_{exc.reason}")
+        self.journal("mesh.definition_rejected", logging.WARNING, peer=peer.name, reason=str(exc))
 
     def adopt_definition(
-        self, newer: MeshDefinition, now: float, learned_from: str | None = None
+        self, signed: Cosigned[MeshDefinition], now: float, learned_from: str | None = None
     ) -> bool:
         """A mesh definition gossiped or handed in (``meshd admin-key rotate``): True when
         it was newer and is now ours (stored, spread, every neighbour checked again under
-        it); False when we hold it already; MembershipError when it may not follow ours."""
-        if not self.trust.adopt(newer):
+        it); False when we hold it already; MembershipError when it may not follow ours
+        (short of its quorum, say)."""
+        if not self.trust.adopt(signed):
             return False
-        message = messages.encode(messages.MeshDefinitionMessage(newer.encode()))
+        message = messages.encode(messages.MeshDefinitionMessage(signed.encode()))
         for peer in self.peers.values():
             if peer.session_up and peer.node_id != learned_from:
                 self._send_raw(peer.node_id, message)

@@ -20,6 +20,7 @@ from typing import Any
 from meshd.core.control import effects as fx
 from meshd.core.journal import Journal
 from meshd.core.membership import (
+    Cosigned,
     MembershipError,
     MeshDefinition,
     OwnMembership,
@@ -34,7 +35,7 @@ from meshd.core.membership.directory import Added, Directory, DirectoryError, En
 from meshd.core.membership.directory_sync import DirectoryMessage, DirectorySync
 from meshd.core.membership.rotation import adopt as adopt_successor
 from meshd.core.proto import session as messages
-from meshd.core.session_policy import Credential, Refusal, check_membership
+from meshd.core.session_policy import Credential, Refusal, check_membership, decode_credential
 
 # Failures that only say "not now by our clock": worth a look with the peer's clock.
 TIME_REASONS = frozenset({"not_yet_valid", "expired", "delegation_not_yet_valid"})
@@ -151,14 +152,37 @@ class Trust:
 
     # ---- mesh definitions and revocations --------------------------------------------
 
-    def adopt(self, newer: MeshDefinition) -> bool:
-        """True when ``newer`` follows ours and is now ours (stored); False when we hold it
+    def follows(self, signed: Cosigned[MeshDefinition]) -> bool:
+        """Whether ``signed`` is newer than ours and may follow it; MembershipError when it
+        is newer and may not (the adopting is ``adopt``'s)."""
+        return adopt_successor(self.own.trust, signed) is not None
+
+    def vouched(
+        self, node_id: str, signed: Cosigned[MeshDefinition], msg: messages.Membership
+    ) -> bool:
+        """Whether ``node_id``'s certificate (``msg``) makes it a member by our definition
+        or by ``signed``, the newer one it sent first (which may add the admin that signed
+        the certificate): a definition is taken only from a member. MembershipError when
+        ``signed`` may not follow ours or the certificate does not parse."""
+        newer = adopt_successor(self.own.trust, signed)
+        cert, chain = decode_credential(msg)
+        for trust in (self.own.trust, *((newer,) if newer is not None else ())):
+            try:
+                member = verify_membership(cert, chain, trust, self.clock.now())
+            except MembershipError:
+                continue
+            if member.node_id == node_id:  # certificates are public: it must be its own
+                return True
+        return False
+
+    def adopt(self, signed: Cosigned[MeshDefinition]) -> bool:
+        """True when ``signed`` follows ours and is now ours (stored); False when we hold it
         already; MembershipError when it may not follow ours."""
-        trust = adopt_successor(self.own.trust, newer)
+        trust = adopt_successor(self.own.trust, signed)
         if trust is None:
             return False
-        own = self.own
-        self.effects.append(fx.SaveDefinition(newer, own.trust.definition, own.certificate))
+        own, newer = self.own, signed.record
+        self.effects.append(fx.SaveDefinition(signed, own.trust.signed_definition, own.certificate))
         self.own = OwnMembership(trust, own.certificate, own.chain, own.delegation, own.member)
         self.effects.append(fx.SaveRevocations(trust.revocations))
         self.journal("mesh.definition_adopted", serial=newer.serial, admins=len(newer.admins))

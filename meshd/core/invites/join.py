@@ -23,6 +23,7 @@ from meshd.core.invites.request import JoinRequest, decode_join_request
 from meshd.core.invites.token import InviteToken, decode_invite, verify_invite
 from meshd.core.membership import (
     DEFAULT_SKEW_S,
+    Cosigned,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -72,7 +73,7 @@ def check_forwardable(
 class Joined:
     """A grant that passed ``accept_grant``: what the node stores to be a member."""
 
-    definition: MeshDefinition
+    definition: Cosigned[MeshDefinition]  # with other admins' signatures, as the issuer had it
     certificate: MembershipCertificate
     delegation: DelegationCertificate | None  # the issuer's, when a delegate issued it
     member: VerifiedMember
@@ -96,7 +97,8 @@ def accept_grant(
     the node pins; InviteError(bad_answer) naming the first thing that does not fit."""
     invite = token.invite
     try:
-        definition = MeshDefinition.decode(definition_bytes)
+        signed = Cosigned.decode(definition_bytes, MeshDefinition)
+        definition = signed.record
         trust = MeshTrust.from_definition(definition, admin_keys)
         certificate = MembershipCertificate.decode(certificate_bytes)
         delegation = DelegationCertificate.decode(delegation_bytes) if delegation_bytes else None
@@ -134,4 +136,4 @@ def accept_grant(
     ):
         if want != have:
             raise _bad(f"the certificate's {what} is {have!r}, expected {want!r}")
-    return Joined(definition, certificate, delegation if chain else None, member)
+    return Joined(signed, certificate, delegation if chain else None, member)

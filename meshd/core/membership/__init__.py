@@ -7,6 +7,7 @@ No I/O and no clock: ``now`` is passed in as Unix seconds.
 """
 
 from meshd.core.membership.canonical import DecodeError, MessageType
+from meshd.core.membership.cosigned import Cosigned
 from meshd.core.membership.errors import MembershipError, Reason
 from meshd.core.membership.issue import create_mesh, issue_delegation, issue_membership, revoke
 from meshd.core.membership.messages import (
@@ -35,6 +36,7 @@ from meshd.core.membership.verify import (
 __all__ = [
     "DEFAULT_SKEW_S",
     "SCOPE_ALL",
+    "Cosigned",
     "DecodeError",
     "DelegationCertificate",
     "MembershipCertificate",

@@ -7,7 +7,9 @@ of message can never verify as another.
 Layout::
 
     offset 0   type tag   u8    which message (MessageType below)
-    offset 1   version    u8    ENCODING_VERSION; anything else is refused
+    offset 1   version    u8    ENCODING_VERSION, or a later one the message declares
+                                (a field added later, present only when not its default);
+                                anything else is refused
     offset 2   fields, each present exactly once, in the schema's fixed order:
                  tag     u8          the field's position, 1, 2, 3, ... (never skipped)
                  length  u16 BE      number of value bytes
@@ -59,6 +61,8 @@ class MessageType(enum.IntEnum):
     MAP_RECORD = 0x20  # meshd.core.proto.map_record: what a node shows on the map
     # 0x30..0x3f are for releases (updates over the mesh).
     RELEASE_MANIFEST = 0x30  # meshd.core.proto.release: a new meshd, signed by an admin
+    # 0x40..0x4f are for governance.
+    COSIGNED = 0x40  # meshd.core.membership.messages: a record and more admins' signatures
 
 
 class DecodeError(Exception):
@@ -86,8 +90,8 @@ def check_text(value: str, min_bytes: int, max_bytes: int) -> bytes:
 class Writer:
     """Builds one message field by field; the caller writes fields in schema order."""
 
-    def __init__(self, message_type: MessageType) -> None:
-        self._parts: list[bytes] = [bytes((message_type, ENCODING_VERSION))]
+    def __init__(self, message_type: MessageType, version: int = ENCODING_VERSION) -> None:
+        self._parts: list[bytes] = [bytes((message_type, version))]
         self._next_tag = 1
 
     def _field(self, value: bytes) -> None:
@@ -145,15 +149,18 @@ class Writer:
 class Reader:
     """Reads one message field by field, refusing anything but the canonical bytes."""
 
-    def __init__(self, data: bytes, message_type: MessageType) -> None:
+    def __init__(
+        self, data: bytes, message_type: MessageType, versions: Sequence[int] = (ENCODING_VERSION,)
+    ) -> None:
         if not isinstance(data, bytes):
             raise DecodeError(f"expected bytes, got {type(data).__name__}")
         if len(data) < HEADER_LENGTH:
             raise DecodeError(f"{len(data)} bytes is shorter than the header")
         if data[0] != message_type:
             raise DecodeError(f"type tag 0x{data[0]:02x}, expected 0x{message_type:02x}")
-        if data[1] != ENCODING_VERSION:
+        if data[1] not in versions:
             raise DecodeError(f"unknown encoding version {data[1]}")
+        self.version = data[1]
         self._data = data
         self._offset = HEADER_LENGTH
         self._next_tag = 1

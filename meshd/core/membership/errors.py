@@ -20,6 +20,7 @@ class Reason(enum.StrEnum):
     DELEGATION_EXPIRED = "delegation_expired"
     DELEGATION_NOT_YET_VALID = "delegation_not_yet_valid"
     DELEGATION_SCOPE = "delegation_scope"
+    SHORT_OF_QUORUM = "short_of_quorum"  # fewer admins signed than the definition requires
 
 
 class MembershipError(BadInput):

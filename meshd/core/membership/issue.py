@@ -53,9 +53,11 @@ def create_mesh(
     issued_at: int,
     other_admins: Iterable[str] = (),
     serial: int = 1,
+    threshold: int = 1,
 ) -> MeshDefinition:
     """A mesh definition signed by ``signing_key``, which becomes one of its admins.
-    ``mesh_id`` is 16 random bytes the caller draws once (``secrets.token_bytes(16)``)."""
+    ``mesh_id`` is 16 random bytes the caller draws once (``secrets.token_bytes(16)``);
+    ``threshold``: how many admins must sign the definition that follows this one."""
     return _signed(
         MeshDefinition,
         signing_key,
@@ -66,6 +68,7 @@ def create_mesh(
         admins=admin_order([_signer(signing_key), *other_admins]),
         serial=serial,
         issued_at=issued_at,
+        threshold=threshold,
     )
 
 

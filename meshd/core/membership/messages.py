@@ -1,7 +1,8 @@
 """The signed membership records, their canonical bytes and their JSON form (pure).
 
 - MeshDefinition: what a mesh is. An explicit random 16-byte mesh id, the IPv4 and IPv6
-  prefixes, the admin keys; signed by one of those admins.
+  prefixes, the admin keys, how many of them must sign the next definition; signed by one
+  of those admins (others' signatures: meshd.core.membership.cosigned).
 - MembershipCertificate: one node's membership, signed by an admin or by a delegate.
 - DelegationCertificate: an admin lets another node issue invites and/or certificates.
 - Revocation: an admin withdraws a node, a membership certificate or a delegation.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import (
     Annotated,
     Any,
@@ -39,6 +40,7 @@ from nacl.signing import SigningKey, VerifyKey
 from meshd.core.keys import encode_key, node_id_from_public, public_from_node_id
 from meshd.core.membership._json import JSON_VERSION, JsonFields
 from meshd.core.membership.canonical import (
+    ENCODING_VERSION,
     U64_MAX,
     DecodeError,
     MessageType,
@@ -65,6 +67,12 @@ T = TypeVar("T")
 def _check_u64(what: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
         raise ValueError(f"{what} must be an integer in 0..2**64-1, got {value!r}")
+    return value
+
+
+def _check_u8(what: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFF:
+        raise ValueError(f"{what} must be an integer in 0..255")
     return value
 
 
@@ -181,6 +189,7 @@ def text(min_bytes: int, max_bytes: int) -> Codec[str]:
 
 
 U64 = Codec(_check_u64, Writer.u64, Reader.u64, _same, JsonFields.integer)
+U8 = Codec(_check_u8, Writer.u8, Reader.u8, _same, JsonFields.integer)
 MESH_ID = hex_bytes(MESH_ID_LENGTH)
 SIGNATURE = hex_bytes(SIGNATURE_LENGTH)
 WIREGUARD_KEY = _fixed(KEY_LENGTH, encode_key, JsonFields.wireguard_key)
@@ -209,6 +218,10 @@ IPV6_NET = _ip(ipaddress.IPv6Network, Writer.ipv6net, Reader.ipv6net, JsonFields
 Field = tuple[str, Codec[Any]]
 
 
+def _since(cls: type[SignedMessage], name: str) -> int:
+    return cls.SINCE[name][0] if name in cls.SINCE else ENCODING_VERSION
+
+
 class SignedMessage:
     """Checking, encoding, decoding, JSON, signing and signature checking for every record,
     driven by FIELDS: (name, Codec) from the subclass's annotations, the signature last."""
@@ -218,6 +231,12 @@ class SignedMessage:
     JSON_TYPE: ClassVar[str]
     FIELDS: ClassVar[tuple[Field, ...]]
     JSON_KEYS: ClassVar[tuple[str, ...]]  # in field order, without type, version, signature
+    # Fields added after the first encoding: name -> (the encoding version that brought it,
+    # its default). Such a field is written, and the record takes that version, only when
+    # its value is not the default, so records that do not use it keep their bytes (and
+    # older nodes still read them); JSON leaves it out at its default too.
+    SINCE: ClassVar[Mapping[str, tuple[int, object]]] = {}
+    VERSIONS: ClassVar[tuple[int, ...]]
     issuer: str
     signature: bytes
 
@@ -234,6 +253,9 @@ class SignedMessage:
         if {"type", "version"} & {name for name, _ in cls.FIELDS}:
             raise TypeError(f"{cls.__name__}: type and version name the record's in JSON")
         cls.JSON_KEYS = tuple(name for name, _ in cls.FIELDS[:-1])
+        cls.VERSIONS = tuple(
+            range(ENCODING_VERSION, max(_since(cls, n) for n in cls.JSON_KEYS) + 1)
+        )
 
     def __post_init__(self) -> None:
         for name, codec in self.FIELDS:
@@ -243,30 +265,51 @@ class SignedMessage:
     def _check(self) -> None:
         """Rules across fields, after each field's own check; for subclasses to extend."""
 
+    @property
+    def encoding_version(self) -> int:
+        """The encoding version: the latest that brought a field this record uses."""
+        return max(
+            (
+                since
+                for name, (since, default) in self.SINCE.items()
+                if getattr(self, name) != default
+            ),
+            default=ENCODING_VERSION,
+        )
+
+    @classmethod
+    def _fields(cls, version: int) -> tuple[Field, ...]:
+        return tuple(f for f in cls.FIELDS if _since(cls, f[0]) <= version)
+
     def _canonical(self, fields: tuple[Field, ...]) -> bytes:
-        writer = Writer(self.TYPE)
+        writer = Writer(self.TYPE, self.encoding_version)
         for name, codec in fields:
             codec.write(writer, getattr(self, name))
         return writer.getvalue()
 
     def body_bytes(self) -> bytes:
-        return self._canonical(self.FIELDS[:-1])
+        return self._canonical(self._fields(self.encoding_version)[:-1])
 
     def signed_bytes(self) -> bytes:
         """What the signature is over: the domain, then the encoding up to the signature."""
         return self.DOMAIN + self.body_bytes()
 
     def encode(self) -> bytes:
-        return self._canonical(self.FIELDS)
+        return self._canonical(self._fields(self.encoding_version))
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
         """Parse canonical bytes; MembershipError(malformed) for anything else. The
         signature is not checked here (verify_signature, or the verify functions)."""
         try:
-            reader = Reader(data, cls.TYPE)
-            message = cls(**{name: codec.read(reader, name) for name, codec in cls.FIELDS})
+            reader = Reader(data, cls.TYPE, cls.VERSIONS)
+            fields = cls._fields(reader.version)
+            message = cls(**{name: codec.read(reader, name) for name, codec in fields})
             reader.end()
+            if message.encoding_version != reader.version:  # a later version spelling only defaults
+                raise DecodeError(
+                    f"version {reader.version} for a version {message.encoding_version} record"
+                )
         except (DecodeError, ValueError) as exc:  # ValueError: well framed, impossible record
             raise MembershipError(Reason.MALFORMED, f"{cls.JSON_TYPE}: {exc}") from None
         return message
@@ -294,27 +337,47 @@ class SignedMessage:
         return {
             "type": self.JSON_TYPE,
             "version": JSON_VERSION,
-            **{name: codec.to_json(getattr(self, name)) for name, codec in self.FIELDS},
+            **{
+                name: codec.to_json(getattr(self, name))
+                for name, codec in self._fields(self.encoding_version)
+            },
         }
 
     @classmethod
     def from_json(cls, obj: object) -> Self:
-        fields = JsonFields(obj, cls.JSON_TYPE, ("type", "version", *cls.JSON_KEYS, "signature"))
+        later = [name for name in cls.SINCE if isinstance(obj, Mapping) and name in obj]
+        present = tuple(n for n in cls.JSON_KEYS if n not in cls.SINCE or n in later)
+        fields = JsonFields(obj, cls.JSON_TYPE, ("type", "version", *present, "signature"))
         fields.constant("type", cls.JSON_TYPE)
         fields.constant("version", JSON_VERSION)
         try:
-            return cls(**{name: codec.from_json(fields, name) for name, codec in cls.FIELDS})
+            message = cls(
+                **{
+                    name: codec.from_json(fields, name)
+                    for name, codec in cls.FIELDS
+                    if name in present or name == "signature"
+                }
+            )
+            if any(getattr(message, n) == cls.SINCE[n][1] for n in later):
+                raise ValueError(f"{', '.join(later)}: give it only when not the default")
+            return message
         except ValueError as exc:
             raise MembershipError(Reason.MALFORMED, f"{cls.JSON_TYPE}: {exc}") from None
 
 
 @dataclass(frozen=True)
 class MeshDefinition(SignedMessage):
-    """What a mesh is; signed by one of its own admins (the verifier pins that key)."""
+    """What a mesh is; signed by one of its own admins (the verifier pins that key).
+
+    ``threshold`` (encoding version 2; absent, version 1, when 1) is how many of its admins
+    must sign the definition that follows it (meshd.core.membership.rotation): the issuer
+    and others' ``Cosigned`` signatures. A mesh whose definition says 1 is governed as
+    before: any one admin changes it."""
 
     TYPE: ClassVar[MessageType] = MessageType.MESH_DEFINITION
     DOMAIN: ClassVar[bytes] = b"meshd-mesh-v1\0"
     JSON_TYPE: ClassVar[str] = "mesh_definition"
+    SINCE: ClassVar[Mapping[str, tuple[int, object]]] = {"threshold": (2, 1)}
 
     mesh_id: Annotated[bytes, MESH_ID]
     name: Annotated[str, NAME]
@@ -323,6 +386,7 @@ class MeshDefinition(SignedMessage):
     admins: Annotated[tuple[str, ...], ADMINS]  # node ids, sorted by key bytes, no duplicates
     serial: Annotated[int, U64]  # a newer definition of the same mesh has a higher serial
     issued_at: Annotated[int, U64]
+    threshold: Annotated[int, U8] = field(default=1, kw_only=True)
     issuer: Annotated[str, NODE_ID]
     signature: Annotated[bytes, SIGNATURE]
 
@@ -333,6 +397,8 @@ class MeshDefinition(SignedMessage):
             raise ValueError(f"ipv6_prefix must be /{IPV6_PREFIX_MAX_LENGTH} or shorter")
         if self.issuer not in self.admins:
             raise ValueError("a mesh definition is signed by one of its admins")
+        if not 1 <= self.threshold <= len(self.admins):
+            raise ValueError(f"threshold {self.threshold} is not 1 to {len(self.admins)} admins")
 
 
 @dataclass(frozen=True)

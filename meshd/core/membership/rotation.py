@@ -1,12 +1,17 @@
-"""Admin key rotation (pure): a newer mesh definition, and which one a node adopts.
+"""Admin key rotation and the admin quorum (pure): a newer mesh definition, and which one a
+node adopts.
 
 Rotation is two definitions. First an admin signs one with ``serial + 1`` that adds the new
 key; nodes adopt it (gossiped like revocations) and certificates signed by either key
 verify. Once every certificate and delegation has been issued again under the new key
 (renewal does it), the new key signs one without the old key. A node adopts a definition
-of its own mesh (same id, name and prefixes) with a higher serial, signed by an admin of
-the definition it holds: each step is vouched for by the one before, so a node that
+of its own mesh (same id, name and prefixes) with a higher serial, signed by as many admins
+of the definition it holds as that one's ``threshold`` says (the issuer and others'
+``Cosigned`` signatures): each step is vouched for by the one before, so a node that
 pinned only the first admin key follows the whole chain (``chain_anchors``).
+
+Only the admins of the definition a node holds count, so an admin key once removed signs
+nothing that counts again, and putting it back takes the quorum without it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from nacl.signing import SigningKey
 
 from meshd.core.keys import node_id_from_public
+from meshd.core.membership.cosigned import Cosigned
 from meshd.core.membership.errors import MembershipError, Reason
 from meshd.core.membership.issue import create_mesh
 from meshd.core.membership.messages import MeshDefinition
@@ -29,17 +35,24 @@ def rotate_mesh(
     *,
     add: Iterable[str] = (),
     remove: Iterable[str] = (),
+    threshold: int | None = None,
     issued_at: int,
 ) -> MeshDefinition:
-    """``current`` with admins added and removed, serial + 1, signed by ``signing_key``,
-    which must be an admin of ``current`` and stay one (ValueError otherwise: our misuse)."""
+    """``current`` with admins added and removed and the threshold changed (None: kept,
+    or lowered to the admins left), serial + 1, signed by ``signing_key``, which must be an
+    admin of ``current`` and stay one (ValueError otherwise: our misuse). Where
+    ``current.threshold`` is above 1 it takes effect once enough admins co-signed it."""
     signer = node_id_from_public(bytes(signing_key.verify_key))
     if signer not in current.admins:
         raise ValueError(f"{signer} is not an admin of the current mesh definition")
     removed = set(remove)
     if signer in removed:
         raise ValueError("an admin cannot sign its own removal: the new key signs that step")
-    admins = [a for a in (*current.admins, *add) if a not in removed]
+    admins = [a for a in dict.fromkeys((*current.admins, *add)) if a not in removed]
+    if threshold is None:
+        threshold = min(current.threshold, len(admins))
+    if not 1 <= threshold <= len(admins):
+        raise ValueError(f"a threshold of {threshold} with {len(admins)} admin(s)")
     return create_mesh(
         signing_key,
         mesh_id=current.mesh_id,
@@ -49,12 +62,15 @@ def rotate_mesh(
         issued_at=issued_at,
         other_admins=[a for a in admins if a != signer],
         serial=current.serial + 1,
+        threshold=threshold,
     )
 
 
-def check_successor(current: MeshDefinition, newer: MeshDefinition) -> None:
-    """MembershipError unless ``newer`` may follow ``current``: the same mesh, a higher
-    serial, signed by one of ``current``'s admins, the signature good."""
+def check_successor(current: MeshDefinition, signed: Cosigned[MeshDefinition]) -> None:
+    """MembershipError unless ``signed`` may follow ``current``: the same mesh, a higher
+    serial, issued by one of ``current``'s admins and signed (good signatures) by as many
+    of them as ``current.threshold`` says."""
+    newer = signed.record
     if newer.mesh_id != current.mesh_id:
         raise MembershipError(Reason.WRONG_MESH, f"a definition of mesh {newer.mesh_id.hex()}")
     if (newer.name, newer.ipv4_prefix, newer.ipv6_prefix) != (
@@ -72,38 +88,48 @@ def check_successor(current: MeshDefinition, newer: MeshDefinition) -> None:
             Reason.UNKNOWN_ISSUER,
             f"signed by {newer.issuer}, not an admin of serial {current.serial}",
         )
-    newer.verify_signature()
+    signers = signed.signers(current.admins)
+    if len(signers) < current.threshold:
+        raise MembershipError(
+            Reason.SHORT_OF_QUORUM,
+            f"serial {newer.serial} carries {len(signers)} of the {current.threshold} "
+            f"admin signatures serial {current.serial} requires",
+        )
 
 
-def adopt(trust: MeshTrust, newer: MeshDefinition) -> MeshTrust | None:
+def adopt(trust: MeshTrust, signed: Cosigned[MeshDefinition]) -> MeshTrust | None:
     """The trust ``newer`` gives, or None when it is not newer than ours (gossip repeats).
     MembershipError when it is newer but may not follow ours. Revocations signed by an
     admin that ``newer`` removes are dropped: ``meshd admin-key rotate`` signs them again
     with the new key before it removes the old one."""
+    newer = signed.record
     if newer.mesh_id == trust.mesh_id and newer.serial <= trust.definition.serial:
         return None
-    check_successor(trust.definition, newer)
+    check_successor(trust.definition, signed)
     revocations = RevocationSet(newer.mesh_id, newer.admins)
     for revocation in trust.revocations:
         if revocation.issuer in revocations.admins:
             revocations.add(revocation)
-    return MeshTrust(newer, revocations)
+    return MeshTrust(newer, revocations, signed.signatures)
 
 
-def chain_anchors(chain: Sequence[MeshDefinition], pinned: Iterable[str]) -> frozenset[str]:
+def chain_anchors(
+    chain: Sequence[Cosigned[MeshDefinition]], pinned: Iterable[str]
+) -> frozenset[str]:
     """The admin keys a node may trust: the ones it pinned, and every admin of each stored
     definition that follows (``check_successor``) from one signed by a pinned key. Links
     that do not follow are skipped (MembershipError is the caller's to log, not here)."""
     anchors = set(pinned)
     held: MeshDefinition | None = None
-    for definition in sorted(chain, key=lambda d: d.serial):
+    for signed in sorted(chain, key=lambda d: d.record.serial):
+        definition = signed.record
         try:
             if held is None:
                 if definition.issuer not in anchors:
                     continue
                 definition.verify_signature()
             else:
-                check_successor(held, definition)
+                check_successor(held, signed)
         except MembershipError:
             continue
         held = definition

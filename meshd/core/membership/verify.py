@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from meshd.core.addressing import mesh_ipv6
+from meshd.core.membership.cosigned import Cosigned
 from meshd.core.membership.errors import MembershipError, Reason
 from meshd.core.membership.messages import (
     DelegationCertificate,
@@ -41,6 +42,9 @@ class MeshTrust:
 
     definition: MeshDefinition
     revocations: RevocationSet
+    # Other admins' signatures on the definition, as adopted (a threshold above 1 needs
+    # them): what this node passes on with it (``signed_definition``).
+    cosignatures: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         if self.revocations.mesh_id != self.definition.mesh_id or self.revocations.admins != (
@@ -54,9 +58,11 @@ class MeshTrust:
         definition: MeshDefinition,
         anchors: Iterable[str],
         revocations: RevocationSet | None = None,
+        cosignatures: tuple[tuple[str, bytes], ...] = (),
     ) -> MeshTrust:
         """Trust ``definition`` if it is signed by one of ``anchors`` (pinned admin node
-        ids) and the signature verifies."""
+        ids) and the signature verifies. ``cosignatures`` (other admins', as stored with
+        it) are kept to pass on, not judged: the pinned key vouches for the definition."""
         anchors = frozenset(anchors)
         if definition.issuer not in anchors:
             raise MembershipError(
@@ -66,11 +72,15 @@ class MeshTrust:
         definition.verify_signature()
         if revocations is None:
             revocations = RevocationSet(definition.mesh_id, definition.admins)
-        return cls(definition, revocations)
+        return cls(definition, revocations, cosignatures)
 
     @property
     def mesh_id(self) -> bytes:
         return self.definition.mesh_id
+
+    @property
+    def signed_definition(self) -> Cosigned[MeshDefinition]:
+        return Cosigned(self.definition, self.cosignatures)
 
     @property
     def admins(self) -> tuple[str, ...]:

@@ -22,6 +22,8 @@ sys.path.insert(0, str(HERE.parents[2]))  # run as a script from anywhere
 from meshd.adapters.identity import node_id_from_public  # noqa: E402
 from meshd.core.membership import (  # noqa: E402
     SCOPE_ALL,
+    Cosigned,
+    MeshDefinition,
     Message,
     RevocationTarget,
     create_mesh,
@@ -29,6 +31,7 @@ from meshd.core.membership import (  # noqa: E402
     issue_membership,
     revoke,
 )
+from meshd.core.membership.rotation import rotate_mesh  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 
 
@@ -55,7 +58,7 @@ def node_id(key: SigningKey) -> str:
     return node_id_from_public(bytes(key.verify_key))
 
 
-def build() -> dict[str, tuple[str, Message]]:
+def build() -> dict[str, tuple[str, Message | Cosigned[MeshDefinition]]]:
     """File stem -> (description, message)."""
     mesh = create_mesh(
         ADMIN,
@@ -99,10 +102,22 @@ def build() -> dict[str, tuple[str, Message]]:
         serial=1,
         delegation=delegation,
     )
+    quorum = rotate_mesh(ADMIN, mesh, threshold=2, issued_at=T0 + 86400)
+    with_node = rotate_mesh(ADMIN, quorum, add=[node_id(NODE)], issued_at=T0 + 2 * 86400)
     return {
         "mesh_definition": (
             "mesh definition with two admins, signed by the first test admin",
             mesh,
+        ),
+        "mesh_definition_quorum": (
+            "serial 2 of the mesh: both admins must sign the next change (threshold 2, "
+            "encoding version 2)",
+            quorum,
+        ),
+        "cosigned_definition": (
+            "serial 3 (the test node an admin too), issued by the first test admin and "
+            "co-signed by the second, as serial 2 requires",
+            Cosigned(with_node).cosign(ADMIN_2),
         ),
         "membership_admin": (
             "membership certificate issued directly by the test admin (UTF-8 name)",
@@ -147,7 +162,7 @@ def build() -> dict[str, tuple[str, Message]]:
     }
 
 
-def render(description: str, message: Message) -> str:
+def render(description: str, message: Message | Cosigned[MeshDefinition]) -> str:
     return vectors.render(description, message.encode().hex(), message.to_json())
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from meshd.core.membership import (
+    Cosigned,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -18,11 +19,13 @@ from meshd.core.membership import (
     message_from_json,
     verify_membership,
 )
+from meshd.core.membership.rotation import check_successor
 from tests.golden import vectors
 from tests.golden.membership import make_vectors as GEN
 
 GOLDEN = Path(__file__).resolve().parents[3] / "golden" / "membership"
 FILES = sorted(p.name for p in GOLDEN.glob("*.json"))
+RECORDS = [name for name in FILES if not name.startswith("cosigned")]  # one signature each
 _vector = vectors.reader(GOLDEN)
 
 
@@ -39,7 +42,7 @@ def test_fixed_keys_come_from_fixed_strings() -> None:
     assert GEN.MESH_ID.hex() == "a2e8efa88f9a2fc610601fc30b9f0e1d"
 
 
-@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("name", RECORDS)
 def test_vector_both_directions_and_signature(name: str) -> None:
     vector = _vector(name)
     assert set(vector) == {"description", "hex", "json"}
@@ -86,3 +89,24 @@ def test_vectors_verify_as_a_chain_and_revocations_apply() -> None:
     with pytest.raises(MembershipError) as excinfo:
         verify_membership(delegated, [delegation], trust, t0 + 2 * day)
     assert excinfo.value.reason is Reason.REVOKED
+
+
+def test_the_quorum_vectors_follow_each_other_with_their_signatures() -> None:
+    mesh = MeshDefinition.decode(bytes.fromhex(_vector("mesh_definition.json")["hex"]))
+    quorum_data = bytes.fromhex(_vector("mesh_definition_quorum.json")["hex"])
+    assert quorum_data[:2] == bytes((0x01, 0x02))  # a threshold: encoding version 2
+    quorum = MeshDefinition.decode(quorum_data)
+    assert (
+        quorum.threshold == 2 and _vector("mesh_definition_quorum.json")["json"]["threshold"] == 2
+    )
+    vector = _vector("cosigned_definition.json")
+    data = bytes.fromhex(vector["hex"])
+    assert data[:2] == bytes((0x40, 0x01))  # type: cosigned, version 1
+    signed = Cosigned.decode(data, MeshDefinition)
+    assert signed.to_json() == vector["json"] and signed.encode() == data
+    check_successor(mesh, Cosigned(quorum))
+    check_successor(quorum, signed)
+    assert signed.signers(quorum.admins) == {GEN.node_id(GEN.ADMIN), GEN.node_id(GEN.ADMIN_2)}
+    with pytest.raises(MembershipError) as alone:
+        check_successor(quorum, Cosigned(signed.record))
+    assert alone.value.reason is Reason.SHORT_OF_QUORUM

@@ -14,6 +14,7 @@ from nacl.signing import SigningKey
 from meshd.adapters import trust
 from meshd.adapters.identity import node_id_from_public
 from meshd.core.membership import (
+    Cosigned,
     MembershipError,
     MeshDefinition,
     MeshTrust,
@@ -29,6 +30,7 @@ from meshd.core.transport.events import SessionUp
 from tests.unit.daemon.test_control_plane import NOW, World
 
 OLD, NEW, OTHER = (SigningKey(bytes([n]) * 32) for n in (21, 22, 23))
+C = Cosigned  # a definition as it travels: with other admins' signatures, if any
 
 
 def nid(key: SigningKey) -> str:
@@ -59,17 +61,17 @@ def test_rotation_is_two_steps_each_signed_by_a_current_admin() -> None:
 
 def test_a_node_adopts_only_a_successor_of_what_it_holds() -> None:
     held = MeshTrust.from_definition(FIRST, [nid(OLD)])
-    assert adopt(held, FIRST) is None  # gossip repeats
-    both = adopt(held, BOTH)
+    assert adopt(held, C(FIRST)) is None  # gossip repeats
+    both = adopt(held, C(BOTH))
     assert both is not None and both.definition == BOTH
-    assert adopt(both, BOTH) is None
+    assert adopt(both, C(BOTH)) is None
     # Skipping a step: serial 3 is signed by NEW, which serial 1 does not know.
     with pytest.raises(MembershipError) as skipped:
-        adopt(held, ONLY_NEW)
+        adopt(held, C(ONLY_NEW))
     assert skipped.value.reason is Reason.UNKNOWN_ISSUER
     forged = replace(BOTH, signature=bytes(64))
     with pytest.raises(MembershipError) as bad:
-        adopt(held, forged)
+        adopt(held, C(forged))
     assert bad.value.reason is Reason.BAD_SIGNATURE
     moved = create_mesh(
         OLD,
@@ -81,25 +83,26 @@ def test_a_node_adopts_only_a_successor_of_what_it_holds() -> None:
         serial=2,
     )
     with pytest.raises(MembershipError, match="prefixes"):
-        check_successor(FIRST, moved)
+        check_successor(FIRST, C(moved))
 
 
 def test_revocations_of_a_removed_admin_are_kept_only_when_signed_again() -> None:
-    held = adopt(MeshTrust.from_definition(FIRST, [nid(OLD)]), BOTH)
+    held = adopt(MeshTrust.from_definition(FIRST, [nid(OLD)]), C(BOTH))
     assert held is not None
     by_old = revoke(OLD, mesh=FIRST, target=RevocationTarget.node(nid(OTHER)), revoked_at=NOW)
     resigned = revoke(NEW, mesh=BOTH, target=RevocationTarget.node(nid(OTHER)), revoked_at=NOW - 1)
     held.revocations.add(by_old)
     held.revocations.add(resigned)  # a second earlier: it is the one kept
-    after = adopt(held, ONLY_NEW)
+    after = adopt(held, C(ONLY_NEW))
     assert after is not None and list(after.revocations) == [resigned]
 
 
 def test_a_restarted_node_follows_the_chain_from_the_key_it_pinned() -> None:
-    assert chain_anchors([ONLY_NEW, FIRST, BOTH], [nid(OLD)]) >= {nid(NEW)}
-    assert chain_anchors([FIRST, ONLY_NEW], [nid(OLD)]) == {nid(OLD)}  # a missing link
-    assert chain_anchors([BOTH, ONLY_NEW], [nid(OTHER)]) == {nid(OTHER)}  # not from a pin
-    MeshTrust.from_definition(ONLY_NEW, chain_anchors([FIRST, BOTH, ONLY_NEW], [nid(OLD)]))
+    first, both, only_new = C(FIRST), C(BOTH), C(ONLY_NEW)
+    assert chain_anchors([only_new, first, both], [nid(OLD)]) >= {nid(NEW)}
+    assert chain_anchors([first, only_new], [nid(OLD)]) == {nid(OLD)}  # a missing link
+    assert chain_anchors([both, only_new], [nid(OTHER)]) == {nid(OTHER)}  # not from a pin
+    MeshTrust.from_definition(ONLY_NEW, chain_anchors([first, both, only_new], [nid(OLD)]))
 
 
 # ---- the control plane -----------------------------------------------------------------
@@ -110,14 +113,14 @@ def test_a_definition_from_a_session_is_adopted_stored_spread_and_enforced(
 ) -> None:
     world = World(tmp_path)
     admin_id = nid(world.admin)
-    trust.save_joined(tmp_path / "me", world.mesh, world.cp.core.own.certificate, None)
+    trust.save_joined(tmp_path / "me", C(world.mesh), world.cp.core.own.certificate, None)
     second = rotate_mesh(world.admin, world.mesh, add=[nid(NEW)], issued_at=NOW + 1)
     world.verified()
     world.transport.sent.clear()
     world.receive(session.encode(session.MeshDefinitionMessage(second.encode())))
     assert world.cp.core.own.trust.definition == second
     assert MeshDefinition.decode((tmp_path / "me" / trust.MESH_FILE).read_bytes()) == second
-    assert [d.serial for d in trust.load_chain(tmp_path / "me")] == [1, 2]
+    assert [d.record.serial for d in trust.load_chain(tmp_path / "me")] == [1, 2]
     assert world.transport.sent == []  # not back to where it came from
     # A new session hears it before our certificate; a certificate by the new key verifies.
     other = World(tmp_path / "x").peer

@@ -15,6 +15,7 @@ from meshd.adapters.identity import node_id_from_public
 from meshd.core.addressing import mesh_ipv6
 from meshd.core.membership import (
     SCOPE_ALL,
+    Cosigned,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -33,6 +34,7 @@ from meshd.core.membership import (
     verify_membership,
 )
 from meshd.core.membership.messages import NO_SIGNATURE
+from meshd.core.membership.rotation import check_successor, rotate_mesh
 
 
 def _key(label: str) -> SigningKey:
@@ -366,6 +368,14 @@ CASES: list[tuple[Reason, str, Case]] = [
         "membership-only delegation used for invites",
         lambda w: verify_delegation(
             _delegation(scope=Scope.MEMBERSHIP), w.trust, NOW, Scope.INVITE
+        ),
+    ),
+    (
+        Reason.SHORT_OF_QUORUM,
+        "one admin's signature where the definition wants two",
+        lambda w: check_successor(
+            replace(MESH, threshold=2).sign(ADMIN),
+            Cosigned(rotate_mesh(ADMIN, replace(MESH, threshold=2), issued_at=T0 + 1)),
         ),
     ),
 ]

@@ -26,6 +26,17 @@ def test_a_membership_certificate_decodes_to_its_golden_json() -> None:
     assert json.loads(res.stdout) == vector["json"]
 
 
+def test_a_cosigned_definition_decodes_alone_and_in_its_session_message() -> None:
+    vector = json.loads((GOLDEN / "cosigned_definition.json").read_text())
+    res = _decode(vector["hex"])
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == vector["json"]
+    msg = session.encode(session.MeshDefinitionMessage(bytes.fromhex(vector["hex"])))
+    res = _decode(msg.hex())
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert lines == [{"type": "session", "kind": "mesh_definition"}, vector["json"]]
+
+
 def test_a_session_membership_message_shows_both_records() -> None:
     cert = json.loads((GOLDEN / "membership_delegated.json").read_text())
     delegation = json.loads((GOLDEN / "delegation.json").read_text())

@@ -1,0 +1,127 @@
+"""A record and more admins' signatures over it (pure): how a quorum of admins signs.
+
+Where the mesh definition sets a threshold above 1, the record's own signature (its
+issuer's) is not enough: other admins add theirs, each over the very bytes the issuer
+signed (``record.signed_bytes()``, which begin with the record's own domain, so a signature
+made for one kind of record never counts for another). Canonical bytes (type tag COSIGNED,
+version 1)::
+
+    1  record      blob            the canonical bytes of the signed record
+    2  signatures  fixed list of 96-byte items, 1..MAX_ADMINS, strictly ascending: an
+                   admin's key (32 bytes), then its signature (64)
+
+A record nobody else signed is written as it is, unwrapped (``encode``), so a mesh whose
+threshold is 1 keeps the bytes it always had. Whose signatures count is the verifier's
+business (``signers``): only the admins it names, each once, the issuer's included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from nacl.exceptions import CryptoError
+from nacl.signing import SigningKey, VerifyKey
+
+from meshd.core.keys import node_id_from_public, public_from_node_id
+from meshd.core.membership.canonical import DecodeError, MessageType, Reader, Writer
+from meshd.core.membership.errors import MembershipError, Reason
+from meshd.core.membership.messages import (
+    KEY_LENGTH,
+    MAX_ADMINS,
+    SIGNATURE_LENGTH,
+    SignedMessage,
+)
+
+R = TypeVar("R", bound=SignedMessage)
+ITEM_LENGTH = KEY_LENGTH + SIGNATURE_LENGTH
+JSON_TYPE = "cosigned"
+
+
+@dataclass(frozen=True)
+class Cosigned(Generic[R]):
+    """``record`` and the signatures of admins other than its issuer, ascending by key."""
+
+    record: R
+    signatures: tuple[tuple[str, bytes], ...] = ()  # (node id, signature)
+
+    def __post_init__(self) -> None:
+        keys = [public_from_node_id(signer) for signer, _ in self.signatures]
+        if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+            raise ValueError("co-signatures must be ascending by key, one per admin")
+        if len(keys) > MAX_ADMINS:
+            raise ValueError(f"more than {MAX_ADMINS} co-signatures")
+        if any(signer == self.record.issuer for signer, _ in self.signatures):
+            raise ValueError("the issuer's signature is the record's own")
+        if any(len(signature) != SIGNATURE_LENGTH for _, signature in self.signatures):
+            raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
+
+    @property
+    def signed_by(self) -> tuple[str, ...]:
+        """Who signed, the issuer first (whether they count is ``signers``' to say)."""
+        return (self.record.issuer, *(signer for signer, _ in self.signatures))
+
+    def encode(self) -> bytes:
+        if not self.signatures:
+            return self.record.encode()
+        writer = Writer(MessageType.COSIGNED)
+        writer.blob(self.record.encode())
+        items = [public_from_node_id(s) + signature for s, signature in self.signatures]
+        writer.fixed_list(items, ITEM_LENGTH)
+        return writer.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes, kind: type[R]) -> Cosigned[R]:
+        """A ``kind`` record, bare or with co-signatures; MembershipError(malformed) for
+        anything else. No signature is checked here (``signers``)."""
+        if data[:1] != bytes((MessageType.COSIGNED,)):
+            return cls(kind.decode(data))
+        try:
+            reader = Reader(data, MessageType.COSIGNED)
+            record = kind.decode(reader.blob("record", 1, 0xFFFF))
+            items = reader.fixed_list("signatures", ITEM_LENGTH, 1, MAX_ADMINS)
+            reader.end()
+            signatures = tuple((node_id_from_public(i[:KEY_LENGTH]), i[KEY_LENGTH:]) for i in items)
+            return cls(record, signatures)
+        except (DecodeError, ValueError) as exc:
+            raise MembershipError(Reason.MALFORMED, f"{JSON_TYPE}: {exc}") from None
+
+    def cosign(self, signing_key: SigningKey) -> Cosigned[R]:
+        """The same with ``signing_key``'s signature added (or made again)."""
+        signer = node_id_from_public(bytes(signing_key.verify_key))
+        if signer == self.record.issuer:
+            return self
+        signature = bytes(signing_key.sign(self.record.signed_bytes()).signature)
+        others = [(s, sig) for s, sig in self.signatures if s != signer]
+        ordered = sorted([*others, (signer, signature)], key=lambda i: public_from_node_id(i[0]))
+        return Cosigned(self.record, tuple(ordered))
+
+    def signers(self, admins: Iterable[str]) -> frozenset[str]:
+        """The admins among ``admins`` whose signature is here and good. A bad signature of
+        one of them is MembershipError(bad_signature): nothing honest passes on a forged
+        one. The signatures of others (a removed admin's, say) count for nothing."""
+        admins = frozenset(admins)
+        counted = set()
+        if self.record.issuer in admins:
+            self.record.verify_signature()
+            counted.add(self.record.issuer)
+        signed = self.record.signed_bytes()
+        for signer, signature in self.signatures:
+            if signer not in admins:
+                continue
+            try:
+                VerifyKey(public_from_node_id(signer)).verify(signed, signature)
+            except CryptoError:
+                raise MembershipError(
+                    Reason.BAD_SIGNATURE, f"{JSON_TYPE}: {signer}'s signature does not verify"
+                ) from None
+            counted.add(signer)
+        return frozenset(counted)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "type": JSON_TYPE,
+            "record": self.record.to_json(),
+            "signatures": [{"signer": s, "signature": sig.hex()} for s, sig in self.signatures],
+        }
