@@ -82,7 +82,8 @@ MEMBERSHIP_DAYS = 30
 def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
     """The testbed is the mesh's admin: a mesh definition, and for every node a membership
     certificate and a delegation to issue invites (and memberships from a pool of its own).
-    Nodes with ``admin = true`` are admins too (listed in the definition the testbed signs);
+    Nodes with ``admin = true`` are admins too (listed in the definition the testbed signs,
+    with the topology's ``threshold``);
     ``cert_validity_s`` makes a node's certificate short-lived (renewal tests), and
     ``cert_age_s`` gives it (and the mesh's definition, as old as the oldest) a past."""
     import ipaddress
@@ -99,6 +100,7 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
         ipv6_prefix=ipaddress.IPv6Network(MESH_IPV6_PREFIX),
         issued_at=now - max((n.cert_age_s for n in plan.nodes), default=0),
         other_admins=[idents[n.name].node_id for n in plan.nodes if n.admin],
+        threshold=plan.topology.threshold,
     )
     for i, node in enumerate(plan.nodes):
         if node.name not in idents:  # invited: it joins with an invite from a member

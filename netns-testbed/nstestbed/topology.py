@@ -30,6 +30,9 @@
                             # for these nodes ([metrics] allow; [] for none but itself)
     invited = true          # a fresh box: namespace and links only, no keys, certificate or
                             # config; `testbed join NODE --invite TOKEN` provisions and starts it
+    threshold = 2           # optional, top level: how many of the mesh's admins (the
+                            # testbed's key and every node with admin = true) must sign a
+                            # change of the mesh definition (default 1)
     [[links]]               # point-to-point underlay link
     between = ["a", "b"]
     rate = "100mbit"        # optional, tbf on both ends
@@ -160,6 +163,7 @@ class Topology:
     nodes: tuple[NodeSpec, ...]  # in the file's order: that order numbers addresses
     links: tuple[LinkSpec, ...] = ()
     segments: tuple[SegmentSpec, ...] = ()
+    threshold: int = 1  # admins that must sign a change of the mesh definition
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -185,13 +189,19 @@ def parse(text: str, path: Path | str = "<topology>") -> Topology:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(path, "", f"not valid TOML: {exc}") from None
-    _known_keys(path, "", doc, {"nodes", "links", "segments"})
+    _known_keys(path, "", doc, {"nodes", "links", "segments", "threshold"})
     nodes = _nodes(path, doc.get("nodes"))
     names = {n.name for n in nodes}
     links = _links(path, doc.get("links", []), names)
     segments = _segments(path, doc.get("segments", []), names)
     _check_pairs(path, links, segments)
-    return Topology(str(path), nodes, links, segments)
+    threshold = doc.get("threshold", 1)
+    admins = 1 + sum(n.admin for n in nodes)  # the testbed's key and the admin nodes'
+    if not isinstance(threshold, int) or isinstance(threshold, bool):
+        raise TopologyError(path, "threshold", "must be an integer")
+    if not 1 <= threshold <= admins:
+        raise TopologyError(path, "threshold", f"must be 1 to {admins} (the mesh's admins)")
+    return Topology(str(path), nodes, links, segments, threshold)
 
 
 def _known_keys(path: Path | str, where: str, table: dict[str, Any], known: set[str]) -> None:

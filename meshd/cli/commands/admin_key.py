@@ -1,8 +1,14 @@
-"""meshd admin-key backup | restore | rotate: the mesh's admin key. ``backup`` and
-``restore`` are meshd.cli.commands.admin_key_backup's. ``rotate --add NODE_ID | --remove
-NODE_ID [--force] [--config FILE] [--socket PATH]``, on the node holding an admin key, signs
-the next mesh definition (serial + 1) with admins added or removed and hands it to the
-running daemon, which adopts it and spreads it to every node (meshd.core.membership.rotation).
+"""meshd admin-key backup | restore | rotate | approve: the mesh's admin keys. ``backup``
+and ``restore`` are meshd.cli.commands.admin_key_backup's. ``rotate [--add NODE_ID]
+[--remove NODE_ID] [--threshold K] [--out FILE] [--force] [--config FILE] [--socket PATH]``,
+on a node holding an admin key, signs the next mesh definition (serial + 1) with admins
+added or removed (and the threshold changed) and hands it to the running daemon, which
+adopts it and spreads it to every node (meshd.core.membership.rotation).
+
+Where the mesh's definition sets a threshold above 1, one admin's signature is not enough:
+``rotate --out FILE`` writes the signed proposal instead, and each other admin runs
+``approve FILE`` on their own node, which adds their signature (``meshd decode --file FILE``
+shows who signed) and, once the proposal carries the threshold, hands it to the daemon.
 
 A rotation is two runs. ``--add NEW`` with the old key: both keys are admins, every
 certificate verifies. Then, once certificates and delegations were issued again under the
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from meshd.cli.commands import add_config_argument, add_socket_argument
@@ -27,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from meshd.cli.commands.admin_key_backup import add_backup_arguments, add_restore_arguments
 
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for add in (add_backup_arguments, add_restore_arguments, add_rotate_arguments):
+    adders = (add_backup_arguments, add_restore_arguments, add_rotate_arguments, add_approve)
+    for add in adders:
         add(sub)
 
 
@@ -44,6 +52,18 @@ def add_rotate_arguments(subparsers: Any) -> argparse.ArgumentParser:
         "--remove", action="append", default=[], metavar="NODE_ID", help="an admin to drop"
     )
     p.add_argument(
+        "--threshold",
+        type=int,
+        metavar="K",
+        help="how many admins must sign the change after this one (default: as now)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the signed proposal here for the other admins to approve (where the "
+        "mesh needs more than one admin's signature)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="remove a key even though this node's own certificate still depends on it",
@@ -51,6 +71,23 @@ def add_rotate_arguments(subparsers: Any) -> argparse.ArgumentParser:
     add_config_argument(p)
     add_socket_argument(p)
     p.set_defaults(admin_key_run=rotate)
+    return p
+
+
+def add_approve(subparsers: Any) -> argparse.ArgumentParser:
+    """``approve`` under ``meshd admin-key``'s subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "approve",
+        help="add this node's admin signature to a proposed mesh definition",
+        description="Sign a proposal written by `meshd admin-key rotate --out FILE` with the "
+        "admin key this node holds. Once it carries as many admin signatures as the mesh "
+        "requires it goes to the daemon, which spreads it; until then FILE is rewritten "
+        "with the signature added, for the next admin.",
+    )
+    p.add_argument("file", metavar="FILE", help="the proposal")
+    add_config_argument(p)
+    add_socket_argument(p)
+    p.set_defaults(admin_key_run=approve)
     return p
 
 
@@ -64,13 +101,19 @@ def rotate(args: argparse.Namespace) -> int:
     from meshd.adapters.identity import public_from_node_id
     from meshd.api.client import ControlClient, ControlError, locate_socket
     from meshd.cli.commands import load_admin_key
-    from meshd.core.membership import MembershipError, MeshDefinition, Revocation, revoke
+    from meshd.core.membership import (
+        Cosigned,
+        MembershipError,
+        MeshDefinition,
+        Revocation,
+        revoke,
+    )
     from meshd.core.membership.rotation import rotate_mesh
 
     now = int(time.time())
     try:
-        if not args.add and not args.remove:
-            raise ValueError("nothing to do: give --add NODE_ID or --remove NODE_ID")
+        if not args.add and not args.remove and args.threshold is None:
+            raise ValueError("nothing to do: give --add NODE_ID, --remove NODE_ID or --threshold")
         for node_id in (*args.add, *args.remove):
             public_from_node_id(node_id)
         cfg = config.load(config.config_path(args.config))
@@ -81,7 +124,19 @@ def rotate(args: argparse.Namespace) -> int:
         if unknown:
             raise ValueError(f"not an admin of the mesh: {', '.join(unknown)}")
         key = load_admin_key(cfg.node.state_dir, ident, current.admins)
-        newer = rotate_mesh(key, current, add=args.add, remove=args.remove, issued_at=now)
+        newer = rotate_mesh(
+            key,
+            current,
+            add=args.add,
+            remove=args.remove,
+            threshold=args.threshold,
+            issued_at=now,
+        )
+        if current.threshold > 1 and not args.out:
+            raise ValueError(
+                f"the mesh needs {current.threshold} admins' signatures for this: give --out "
+                "FILE, then `meshd admin-key approve FILE` on other admins' nodes"
+            )
         own = client.status().get("membership") or {}
         if own.get("issuer") in args.remove and not args.force:
             raise ValueError(
@@ -95,6 +150,14 @@ def rotate(args: argparse.Namespace) -> int:
         ]
         if resigned:  # a second earlier: these are kept over the old key's (the least wins)
             client.add_revocations([r.encode() for r in resigned])
+        if current.threshold > 1:
+            _write_proposal(args.out, Cosigned(newer))
+            print(
+                f"proposal serial {newer.serial} written to {args.out}, signed by 1 of the "
+                f"{current.threshold} admins it needs: run `meshd admin-key approve "
+                f"{args.out}` on another admin's node"
+            )
+            return 0
         result = client.mesh_definition([newer.encode()])
     except (
         config.ConfigError,
@@ -110,5 +173,59 @@ def rotate(args: argparse.Namespace) -> int:
     print(
         f"mesh definition serial {newer.serial} adopted and spreading: admins {admins}"
         + (f"; {len(resigned)} revocation(s) signed again with the new key" if resigned else "")
+    )
+    return 0
+
+
+def _write_proposal(path: str, proposal: Any) -> None:
+    from meshd.adapters.safe_files import write_atomically
+
+    write_atomically(Path(path), proposal.encode(), 0o644)
+
+
+def approve(args: argparse.Namespace) -> int:
+    from meshd import config
+    from meshd.adapters import identity
+    from meshd.api.client import ControlClient, ControlError, locate_socket
+    from meshd.cli.commands import load_admin_key
+    from meshd.cli.commands.decode import bytes_of
+    from meshd.core.membership import Cosigned, MembershipError, MeshDefinition
+
+    try:
+        proposal = Cosigned.decode(bytes_of(Path(args.file).read_bytes()), MeshDefinition)
+        cfg = config.load(config.config_path(args.config))
+        ident = identity.load(cfg.node.state_dir)
+        client = ControlClient(locate_socket(args.socket, cfg))
+        current = MeshDefinition.from_json(client.mesh_definition().definition)
+        if proposal.record.serial <= current.serial:
+            raise ValueError(
+                f"the proposal is serial {proposal.record.serial}; the mesh is at "
+                f"{current.serial} already"
+            )
+        key = load_admin_key(cfg.node.state_dir, ident, current.admins)
+        signed = proposal.cosign(key)
+        have = len(signed.signers(current.admins))
+        if have < current.threshold:
+            _write_proposal(args.file, signed)
+            print(
+                f"signed: {have} of the {current.threshold} admin signatures serial "
+                f"{proposal.record.serial} needs; {args.file} rewritten for the next admin"
+            )
+            return 0
+        result = client.mesh_definition([signed.encode()])
+    except (
+        config.ConfigError,
+        identity.KeyFileError,
+        ControlError,
+        MembershipError,
+        OSError,
+        ValueError,
+    ) as exc:
+        print(f"meshd admin-key approve: {exc}", file=sys.stderr)
+        return 1
+    admins = ", ".join(result.definition["admins"])
+    print(
+        f"mesh definition serial {proposal.record.serial} adopted and spreading, signed by "
+        f"{have} admins: admins {admins}, threshold {result.definition.get('threshold', 1)}"
     )
     return 0

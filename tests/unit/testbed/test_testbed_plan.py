@@ -168,6 +168,9 @@ BAD = [
         "nodes.a.bootstrap[0]",
         "b has no uplink the internet reaches",
     ),
+    ("threshold = 2\n[nodes.a]\n", "threshold", "1 to 1 (the mesh's admins)"),
+    ("threshold = 0\n[nodes.a]\nadmin = true\n", "threshold", "1 to 2"),
+    ('threshold = "2"\n[nodes.a]\n', "threshold", "an integer"),
 ]
 
 

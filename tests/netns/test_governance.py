@@ -1,0 +1,130 @@
+"""A mesh governed by two of three admins (issue 27), on real namespaces.
+
+a - b - c; the admins are the testbed's key, a and b, and the mesh's definition wants two
+of them to sign a change (the topology's ``threshold``). One admin alone changes nothing:
+``meshd admin-key rotate`` says so, and its proposal, handed to every node's daemon, is
+refused there (``short_of_quorum``). With ``meshd admin-key approve`` by a second admin,
+the change takes effect mesh-wide. An admin removed that way counts for nothing: a
+definition it co-signs with one admin in force is refused everywhere, and it can no
+longer approve. A restarted node comes back under the definition in force."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshd.adapters import identity
+from meshd.api.client import ControlClient, ControlError
+from meshd.core.membership import Cosigned, MeshDefinition
+from meshd.core.membership.rotation import rotate_mesh
+from tests.netns import meshbed
+
+pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
+Bed = meshbed.Bed
+
+QUORUM = """
+threshold = 2
+[nodes.a]
+admin = true
+[nodes.b]
+admin = true
+[nodes.c]
+[[links]]
+between = ["a", "b"]
+[[links]]
+between = ["b", "c"]
+"""
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    topology = tmp_path_factory.mktemp("quorum") / "quorum.toml"
+    topology.write_text(QUORUM)
+    with meshbed.testbed(topology, "gov", Bed) as bed:
+        bed.learn("abc")
+        yield bed
+
+
+def client(bed: Bed, node: str) -> ControlClient:
+    return ControlClient(bed.dir / "nodes" / node / "meshd.sock")
+
+
+def mesh_everywhere(bed: Bed) -> set[tuple[int, frozenset[str], int]]:
+    """The (serial, admins, threshold) each node holds."""
+    return {
+        (m["serial"], frozenset(m["admins"]), m["threshold"])
+        for m in (bed.status(n)["mesh"] for n in "abc")
+    }
+
+
+def hand_in(bed: Bed, node: str, signed: bytes) -> str:
+    """``signed`` handed to ``node``'s daemon: its refusal's reason code ("" if taken)."""
+    try:
+        client(bed, node).mesh_definition([signed])
+    except ControlError as exc:
+        return exc.code
+    return ""
+
+
+def test_one_admin_alone_changes_nothing(bed: Bed, tmp_path: Path) -> None:
+    a, b = bed.ids["a"], bed.ids["b"]
+    (first,) = mesh_everywhere(bed)
+    assert first[0] == 1 and first[2] == 2 and {a, b} < first[1] and len(first[1]) == 3
+    alone = f"meshd admin-key rotate --remove {b} --threshold 1 2>&1; echo rc=$?"
+    refused = bed.sh("a", "sh", "-c", alone, check=False)
+    assert "needs 2 admins' signatures" in refused and "rc=1" in refused, refused
+    coup = tmp_path / "coup.def"
+    out = bed.sh(
+        "a", "meshd", "admin-key", "rotate", "--remove", b, "--threshold", "1", "--out", str(coup)
+    )
+    assert "signed by 1 of the 2" in out, out
+    for node in "abc":
+        assert hand_in(bed, node, coup.read_bytes()) == "short_of_quorum"
+    assert mesh_everywhere(bed) == {first}
+
+
+def test_two_admins_change_it_and_a_removed_one_counts_for_nothing(
+    bed: Bed, tmp_path: Path
+) -> None:
+    a, b, c = bed.ids["a"], bed.ids["b"], bed.ids["c"]
+    (first,) = mesh_everywhere(bed)
+    testbed_admin = next(iter(first[1] - {a, b}))
+    # a proposes c as an admin, b approves: in force everywhere.
+    proposal = tmp_path / "add-c.def"
+    bed.sh("a", "meshd", "admin-key", "rotate", "--add", c, "--out", str(proposal))
+    out = bed.sh("b", "meshd", "admin-key", "approve", str(proposal))
+    assert "serial 2 adopted" in out and "signed by 2 admins" in out, out
+    second = (2, first[1] | {c}, 2)
+    took = bed.wait("serial 2 everywhere", lambda: mesh_everywhere(bed) == {second}, within=10)
+    print(f"serial 2 (2 of 3 signatures) in force everywhere in {took:.1f} s")
+    # a and c remove b.
+    bed.sh("a", "meshd", "admin-key", "rotate", "--remove", b, "--out", str(proposal))
+    out = bed.sh("c", "meshd", "admin-key", "approve", str(proposal))
+    assert "serial 3 adopted" in out, out
+    third = (3, second[1] - {b}, 2)
+    bed.wait("serial 3 everywhere", lambda: mesh_everywhere(bed) == {third}, within=10)
+    # b, removed, and the testbed's key (still an admin) sign a coup: one signature counts.
+    key_of_b = identity.load(bed.dir / "nodes" / "b" / "state").signing_key
+    key_of_testbed = identity.load(bed.dir / "admin").signing_key
+    held = MeshDefinition.from_json(client(bed, "a").mesh_definition().definition)
+    assert held.serial == 3 and testbed_admin in held.admins
+    coup = rotate_mesh(
+        key_of_testbed, held, remove=[a, c], add=[b], threshold=1, issued_at=held.issued_at + 1
+    )
+    forked = Cosigned(coup).cosign(key_of_b).encode()
+    for node in "abc":
+        assert hand_in(bed, node, forked) == "short_of_quorum"
+    later = tmp_path / "later.def"
+    bed.sh("a", "meshd", "admin-key", "rotate", "--threshold", "1", "--out", str(later))
+    not_admin = bed.sh(
+        "b", "sh", "-c", f"meshd admin-key approve {later} 2>&1; echo rc=$?", check=False
+    )
+    assert "holds no admin key" in not_admin and "rc=1" in not_admin, not_admin
+    assert mesh_everywhere(bed) == {third}
+    # A restarted node comes back under the definition in force.
+    bed.run("kill", "c")
+    bed.run("start", "c", "--wait")
+    bed.wait("c back", lambda: bed.status("c")["neighbours"][0]["state"] == "up", within=30)
+    assert mesh_everywhere(bed) == {third}
