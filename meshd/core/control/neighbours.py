@@ -42,6 +42,9 @@ LINK_COST = 96  # RFC 8966 A.2.1 wired/tunnel cost, before the link is measured
 REDIAL_S = 2.0  # first redial; doubling up to REDIAL_MAX_S while the neighbour is silent
 REDIAL_MAX_S = 30.0
 SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop it
+# Addresses of one node that neighbours told us about, held at once: a member cannot make
+# us dial (and so send packets to) any number of addresses in its name or another's.
+MAX_SHARED_ADDRESSES = 4
 MAX_PEERS = 512  # neighbours and sessions (candidates apart): a flood cannot exhaust memory
 MAX_CANDIDATES = 32  # nodes only heard of, never verified
 CANDIDATE_TRIES = 3  # dials of a candidate before it is forgotten (until heard again)
@@ -119,8 +122,9 @@ class Neighbours:
             if self.is_candidate(peer) and (source is None or _budget(peer) is source)
         )
 
-    def _refused(self, reason: str) -> None:
+    def _refused(self, reason: str) -> str:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
+        return reason
 
     def admits(self, node_id: str, sessions: Collection[str], limit: int) -> str | None:
         """Why ``node_id`` may not open a session beside ``sessions`` (at most ``limit``),
@@ -177,31 +181,32 @@ class Neighbours:
 
     # ---- finding neighbours ----------------------------------------------------------
 
-    def discovered(self, node_id: str, address: Address, source: Source, now: float) -> None:
+    def discovered(self, node_id: str, address: Address, source: Source, now: float) -> str | None:
         """A node is at ``address`` (a beacon, or a neighbour said so): dial it if we have
-        no session with it."""
+        no session with it. Why it was not taken (counted in ``refusals``), or None."""
         if node_id == self.node_id or self.revoked(node_id):
-            return
+            return None
         if node_id not in self.peers:
             # A node we do not know is a candidate, in a budget of its own by where we heard
             # of it (a flood of beacons does not keep out what a neighbour tells us), never
             # the peers'; a member our directory holds is none.
             kind = Source.BEACON if source is Source.BEACON else Source.SHARED
             if not self.member(node_id) and self.candidates(kind) >= MAX_CANDIDATES:
-                self._refused("candidates_full")
-                return
+                return self._refused("candidates_full")
             if len(self.peers) >= MAX_PEERS + 2 * MAX_CANDIDATES:
-                self._refused("peers_full")
-                return
+                return self._refused("peers_full")
         if any(p.session_up and p.session_addr == address for p in self.peers.values()):
             # A verified neighbour is there (or one we are talking to): a beacon's source
             # address is not signed, and dialling it for another node id would make that
             # neighbour take our dial for a restart and drop the session it has with us.
-            return
+            return None
         peer = self.add(node_id, now)
         if source is Source.BEACON:
             peer.last_seen = now  # heard directly: it is there
         known = peer.addresses.get(address)
+        shared = sum(c.source is Source.SHARED for c in peer.addresses.values())
+        if known is None and source is Source.SHARED and shared >= MAX_SHARED_ADDRESSES:
+            return self._refused("addresses_full")
         if known is None:
             peer.addresses[address] = Candidate(source)
             self.journal(
@@ -216,6 +221,7 @@ class Neighbours:
             known.source = source  # heard directly now: no longer rationed (but a candidate)
             if not self.is_candidate(peer):
                 known.dials = 0
+        return None
 
     # ---- link quality ----------------------------------------------------------------
 

@@ -331,7 +331,10 @@ class ControlPlane:
         elif isinstance(msg, messages.Endpoints):
             for ep in msg.endpoints:
                 if self.neighbours.reachable(ep.host):
-                    self.neighbours.discovered(ep.node_id, (ep.host, ep.port), Source.SHARED, now)
+                    address = (ep.host, ep.port)
+                    why = self.neighbours.discovered(ep.node_id, address, Source.SHARED, now)
+                    if why is not None:  # the budgets' counts, and this neighbour's
+                        peer.count_refusal(f"endpoint_{why}")
         elif isinstance(msg, messages.Revocations):
             self._on_revocations(peer, msg.revocations, now)
         elif isinstance(msg, DirectoryMessage):

@@ -394,6 +394,27 @@ def test_a_shared_endpoint_is_tried_a_few_times_then_dropped(world: World, tmp_p
     assert far.node_id not in world.cp.core.peers
 
 
+def test_a_neighbour_cannot_make_us_dial_more_than_a_few_addresses_of_a_node(
+    world: World, tmp_path: Path
+) -> None:
+    far = identity.generate(tmp_path / "far")
+    world.verified()
+    world.cp.core.neighbours.local_subnets = [ipaddress.IPv4Network("100.64.0.0/16")]
+    many = [session.Endpoint(far.node_id, f"100.64.7.{n}", 6697) for n in range(1, 101)]
+    world.receive(session.encode(session.Endpoints(tuple(many))))
+    held = set(world.cp.core.peers[far.node_id].addresses)
+    assert len(held) == neighbours.MAX_SHARED_ADDRESSES
+    refused = 100 - neighbours.MAX_SHARED_ADDRESSES
+    assert world.peer_state().refusals.get("endpoint_addresses_full") == refused
+    assert world.cp.core.neighbours.refusals.get("addresses_full") == refused
+    for step in range(400):
+        world.cp.tick(step * 0.25)
+        if world.transport.dialled and world.transport.dialled[-1][1] == far.node_id:
+            world.event(SessionClosed("handshake_timeout", False, 0, far.node_id), False, far)
+    tries = [a for a, n in world.transport.dialled if n == far.node_id]
+    assert tries and set(tries) <= held  # a few dials of those, then it is forgotten
+
+
 def test_revocations_spread_and_cut_the_revoked_node_off(world: World, tmp_path: Path) -> None:
     third = identity.generate(tmp_path / "third")
     world.verified()
