@@ -102,7 +102,7 @@ def jsonl(state_dir: Path, admin_keys: tuple[str, ...], since: float = 0.0) -> I
         definition,
         certificates.values(),
         delegations.values(),
-        trust.revocations,
+        trust.revocations.all_signed(),
         receipts,
         disputes,
     )

@@ -255,6 +255,19 @@ def _membership(doc: Mapping[str, Any]) -> Iterator[Metric]:
         serial = GaugeMetricFamily("meshd_mesh_serial", "the mesh definition in force")
         serial.add_metric([], mesh["serial"])
         yield serial
+        admins = GaugeMetricFamily("meshd_mesh_admins", "admins the definition names")
+        admins.add_metric([], len(mesh["admins"]))
+        yield admins
+        threshold = GaugeMetricFamily(
+            "meshd_mesh_threshold", "admins that must sign the next definition"
+        )
+        threshold.add_metric([], mesh.get("threshold", 1))
+        yield threshold
+        emergency = GaugeMetricFamily(
+            "meshd_mesh_emergency_revocations", "revocations in force on the emergency threshold"
+        )
+        emergency.add_metric([], mesh.get("emergency_revocations", 0))
+        yield emergency
 
 
 def _discovery(discovery: Mapping[str, Any]) -> Iterator[Metric]:

@@ -99,7 +99,7 @@ def load_revocations(state_dir: Path, into: RevocationSet) -> None:
         (length,) = struct.unpack("!H", data[:2])
         record, data = data[2 : 2 + length], data[2 + length :]
         try:
-            into.add(Revocation.decode(record))
+            into.add(Cosigned.decode(record, Revocation))
         except MembershipError as exc:
             event("revocation.stored_rejected", logging.WARNING, file=str(path), reason=str(exc))
 
@@ -203,7 +203,7 @@ def name_opening(state_dir: Path, name: str, certified: str) -> NameOpening | No
 
 
 def save_revocations(state_dir: Path, revocations: RevocationSet) -> None:
-    records = [revocation.encode() for revocation in revocations]
+    records = [signed.encode() for signed in revocations.all_signed()]
     write_atomically(
         state_dir / REVOCATIONS_FILE,
         b"".join(struct.pack("!H", len(record)) + record for record in records),

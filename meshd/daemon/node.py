@@ -390,7 +390,7 @@ class Node:
 
     def revocations(self) -> list[dict[str, Any]]:
         assert self.control is not None
-        return [r.to_json() for r in self.control.core.own.trust.revocations]
+        return [s.to_json() for s in self.control.core.own.trust.revocations.all_signed()]
 
     def add_revocations(self, records: list[bytes]) -> dict[str, int]:
         assert self.control is not None

@@ -95,6 +95,11 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
             "serial": node.control.core.own.trust.definition.serial,
             "admins": list(node.control.core.own.trust.admins),
             "threshold": node.control.core.own.trust.definition.threshold,
+            "emergency_threshold": node.control.core.own.trust.definition.emergency_threshold,
+            # Revocations in force that took only the emergency threshold: everyone sees them.
+            "emergency_revocations": sum(
+                r.emergency for r in node.control.core.own.trust.revocations
+            ),
         },
         "neighbours": neighbours,
         # Every member's certificate this node holds (meshd.core.membership.directory).

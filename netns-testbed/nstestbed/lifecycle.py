@@ -101,6 +101,7 @@ def write_memberships(plan: Plan, admin: Any, idents: dict[str, Any]) -> None:
         issued_at=now - max((n.cert_age_s for n in plan.nodes), default=0),
         other_admins=[idents[n.name].node_id for n in plan.nodes if n.admin],
         threshold=plan.topology.threshold,
+        emergency_threshold=plan.topology.emergency_threshold,
     )
     for i, node in enumerate(plan.nodes):
         if node.name not in idents:  # invited: it joins with an invite from a member

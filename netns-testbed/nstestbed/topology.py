@@ -32,7 +32,9 @@
                             # config; `testbed join NODE --invite TOKEN` provisions and starts it
     threshold = 2           # optional, top level: how many of the mesh's admins (the
                             # testbed's key and every node with admin = true) must sign a
-                            # change of the mesh definition (default 1)
+                            # change of the mesh definition or a revocation (default 1)
+    emergency_threshold = 1 # optional, top level: how many suffice for an emergency
+                            # revocation of a node (default 0: none)
     [[links]]               # point-to-point underlay link
     between = ["a", "b"]
     rate = "100mbit"        # optional, tbf on both ends
@@ -164,6 +166,7 @@ class Topology:
     links: tuple[LinkSpec, ...] = ()
     segments: tuple[SegmentSpec, ...] = ()
     threshold: int = 1  # admins that must sign a change of the mesh definition
+    emergency_threshold: int = 0  # admins that suffice for an emergency revocation (0: none)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -189,7 +192,7 @@ def parse(text: str, path: Path | str = "<topology>") -> Topology:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(path, "", f"not valid TOML: {exc}") from None
-    _known_keys(path, "", doc, {"nodes", "links", "segments", "threshold"})
+    _known_keys(path, "", doc, {"nodes", "links", "segments", "threshold", "emergency_threshold"})
     nodes = _nodes(path, doc.get("nodes"))
     names = {n.name for n in nodes}
     links = _links(path, doc.get("links", []), names)
@@ -201,7 +204,12 @@ def parse(text: str, path: Path | str = "<topology>") -> Topology:
         raise TopologyError(path, "threshold", "must be an integer")
     if not 1 <= threshold <= admins:
         raise TopologyError(path, "threshold", f"must be 1 to {admins} (the mesh's admins)")
-    return Topology(str(path), nodes, links, segments, threshold)
+    emergency = doc.get("emergency_threshold", 0)
+    if not isinstance(emergency, int) or isinstance(emergency, bool):
+        raise TopologyError(path, "emergency_threshold", "must be an integer")
+    if not 0 <= emergency <= threshold:
+        raise TopologyError(path, "emergency_threshold", f"must be 0 to {threshold} (threshold)")
+    return Topology(str(path), nodes, links, segments, threshold, emergency)
 
 
 def _known_keys(path: Path | str, where: str, table: dict[str, Any], known: set[str]) -> None:

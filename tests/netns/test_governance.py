@@ -1,12 +1,15 @@
 """A mesh governed by two of three admins (issue 27), on real namespaces.
 
-a - b - c; the admins are the testbed's key, a and b, and the mesh's definition wants two
-of them to sign a change (the topology's ``threshold``). One admin alone changes nothing:
-``meshd admin-key rotate`` says so, and its proposal, handed to every node's daemon, is
-refused there (``short_of_quorum``). With ``meshd admin-key approve`` by a second admin,
-the change takes effect mesh-wide. An admin removed that way counts for nothing: a
-definition it co-signs with one admin in force is refused everywhere, and it can no
-longer approve. A restarted node comes back under the definition in force."""
+d - a - b - c; the admins are the testbed's key, a and b, and the mesh's definition wants
+two of them to sign a change or a revocation (the topology's ``threshold``). One admin
+alone changes nothing: ``meshd admin-key rotate`` and ``meshd revoke`` say so, and what it
+signed, handed to every node's daemon, is refused there (``short_of_quorum``). With
+``meshd admin-key approve`` by a second admin, a change of admins takes effect mesh-wide.
+An admin removed that way counts for nothing: a definition or a revocation it co-signs
+with one admin in force is refused everywhere, and it can no longer approve. A restarted
+node comes back under the definition in force, and a revocation two admins signed cuts a
+node off everywhere. The definition's emergency threshold is 1: one admin alone may
+revoke e as an emergency, which every node counts in its status."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import pytest
 
 from meshd.adapters import identity
 from meshd.api.client import ControlClient, ControlError
-from meshd.core.membership import Cosigned, MeshDefinition
+from meshd.core.membership import Cosigned, MeshDefinition, Revocation
 from meshd.core.membership.rotation import rotate_mesh
 from tests.netns import meshbed
 
@@ -26,15 +29,22 @@ Bed = meshbed.Bed
 
 QUORUM = """
 threshold = 2
+emergency_threshold = 1
 [nodes.a]
 admin = true
 [nodes.b]
 admin = true
 [nodes.c]
+[nodes.d]
+[nodes.e]
 [[links]]
 between = ["a", "b"]
 [[links]]
 between = ["b", "c"]
+[[links]]
+between = ["d", "a"]
+[[links]]
+between = ["e", "a"]
 """
 
 
@@ -43,7 +53,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     topology = tmp_path_factory.mktemp("quorum") / "quorum.toml"
     topology.write_text(QUORUM)
     with meshbed.testbed(topology, "gov", Bed) as bed:
-        bed.learn("abc")
+        bed.learn("abcde")
         yield bed
 
 
@@ -55,7 +65,7 @@ def mesh_everywhere(bed: Bed) -> set[tuple[int, frozenset[str], int]]:
     """The (serial, admins, threshold) each node holds."""
     return {
         (m["serial"], frozenset(m["admins"]), m["threshold"])
-        for m in (bed.status(n)["mesh"] for n in "abc")
+        for m in (bed.status(n)["mesh"] for n in "abcde")
     }
 
 
@@ -80,8 +90,19 @@ def test_one_admin_alone_changes_nothing(bed: Bed, tmp_path: Path) -> None:
         "a", "meshd", "admin-key", "rotate", "--remove", b, "--threshold", "1", "--out", str(coup)
     )
     assert "signed by 1 of the 2" in out, out
-    for node in "abc":
+    for node in "abcde":
         assert hand_in(bed, node, coup.read_bytes()) == "short_of_quorum"
+    # Nor can it revoke: d is cut off by no one's word alone.
+    alone = "meshd revoke d 2>&1; echo rc=$?"
+    refused = bed.sh("a", "sh", "-c", alone, check=False)
+    assert "needs 2 admins' signatures to revoke" in refused and "rc=1" in refused, refused
+    revocation = tmp_path / "revoke-d.rev"
+    bed.sh("a", "meshd", "revoke", "d", "--out", str(revocation))
+    for node in "abcde":
+        added = f"meshd revocations add {revocation} 2>&1; echo rc=$?"
+        out = bed.sh(node, "sh", "-c", added, check=False)
+        assert "short_of_quorum" in out and "rc=1" in out, out
+        assert client(bed, node).revocations() == []
     assert mesh_everywhere(bed) == {first}
 
 
@@ -95,14 +116,14 @@ def test_two_admins_change_it_and_a_removed_one_counts_for_nothing(
     proposal = tmp_path / "add-c.def"
     bed.sh("a", "meshd", "admin-key", "rotate", "--add", c, "--out", str(proposal))
     out = bed.sh("b", "meshd", "admin-key", "approve", str(proposal))
-    assert "serial 2 adopted" in out and "signed by 2 admins" in out, out
+    assert "serial 2 in force, signed by 2 admins" in out, out
     second = (2, first[1] | {c}, 2)
     took = bed.wait("serial 2 everywhere", lambda: mesh_everywhere(bed) == {second}, within=10)
     print(f"serial 2 (2 of 3 signatures) in force everywhere in {took:.1f} s")
     # a and c remove b.
     bed.sh("a", "meshd", "admin-key", "rotate", "--remove", b, "--out", str(proposal))
     out = bed.sh("c", "meshd", "admin-key", "approve", str(proposal))
-    assert "serial 3 adopted" in out, out
+    assert "serial 3 in force" in out, out
     third = (3, second[1] - {b}, 2)
     bed.wait("serial 3 everywhere", lambda: mesh_everywhere(bed) == {third}, within=10)
     # b, removed, and the testbed's key (still an admin) sign a coup: one signature counts.
@@ -114,7 +135,7 @@ def test_two_admins_change_it_and_a_removed_one_counts_for_nothing(
         key_of_testbed, held, remove=[a, c], add=[b], threshold=1, issued_at=held.issued_at + 1
     )
     forked = Cosigned(coup).cosign(key_of_b).encode()
-    for node in "abc":
+    for node in "abcde":
         assert hand_in(bed, node, forked) == "short_of_quorum"
     later = tmp_path / "later.def"
     bed.sh("a", "meshd", "admin-key", "rotate", "--threshold", "1", "--out", str(later))
@@ -128,3 +149,46 @@ def test_two_admins_change_it_and_a_removed_one_counts_for_nothing(
     bed.run("start", "c", "--wait")
     bed.wait("c back", lambda: bed.status("c")["neighbours"][0]["state"] == "up", within=30)
     assert mesh_everywhere(bed) == {third}
+
+
+def test_two_admins_revoke_and_a_removed_one_cannot_help(bed: Bed, tmp_path: Path) -> None:
+    (held,) = mesh_everywhere(bed)
+    assert held[0] == 3 and bed.ids["b"] not in held[1]  # after the changes above
+    revocation = tmp_path / "revoke-d.rev"
+    bed.sh("a", "meshd", "revoke", "d", "--out", str(revocation))
+    with_b = tmp_path / "with-b.rev"
+    key_of_b = identity.load(bed.dir / "nodes" / "b" / "state").signing_key
+    with_b.write_bytes(
+        Cosigned.decode(revocation.read_bytes(), Revocation).cosign(key_of_b).encode()
+    )
+    for node in "abcde":
+        added = f"meshd revocations add {with_b} 2>&1; echo rc=$?"
+        assert "short_of_quorum" in bed.sh(node, "sh", "-c", added, check=False)
+    out = bed.sh("c", "meshd", "admin-key", "approve", str(revocation))
+    assert "revocation of" in out and "signed by 2 admins" in out, out
+
+    def revoked_everywhere() -> bool:
+        for node in "abc":
+            held = [r.get("record", r) for r in client(bed, node).revocations()]
+            if [r["target"].get("node_id") for r in held] != [bed.ids["d"]]:
+                return False
+        return all(n["node_id"] != bed.ids["d"] for n in bed.status("a")["neighbours"])
+
+    took = bed.wait("d revoked on a, b and c, and cut off", revoked_everywhere, within=15)
+    print(f"a revocation by 2 of 3 admins in force on every node in {took:.1f} s")
+
+
+def test_one_admin_cuts_a_node_off_in_an_emergency_and_everyone_sees_it(bed: Bed) -> None:
+    out = bed.sh("a", "meshd", "revoke", "e", "--emergency")
+    assert out.startswith("emergency: revoked e "), out
+
+    def cut_off() -> bool:
+        meshes = [bed.status(n)["mesh"] for n in "abc"]
+        return all(m["emergency_revocations"] == 1 for m in meshes) and all(
+            n["node_id"] != bed.ids["e"] for n in bed.status("a")["neighbours"]
+        )
+
+    took = bed.wait("e's emergency revocation on a, b and c", cut_off, within=15)
+    print(f"an emergency revocation by 1 admin in force on every node in {took:.1f} s")
+    flagged = [r.get("record", r) for r in client(bed, "c").revocations()]
+    assert [r["target"]["node_id"] for r in flagged if r.get("emergency")] == [bed.ids["e"]]

@@ -1,6 +1,7 @@
 """meshd admin-key backup | restore | rotate | approve: the mesh's admin keys. ``backup``
 and ``restore`` are meshd.cli.commands.admin_key_backup's. ``rotate [--add NODE_ID]
-[--remove NODE_ID] [--threshold K] [--out FILE] [--force] [--config FILE] [--socket PATH]``,
+[--remove NODE_ID] [--threshold K] [--emergency-threshold K] [--out FILE] [--force]
+[--config FILE] [--socket PATH]``,
 on a node holding an admin key, signs the next mesh definition (serial + 1) with admins
 added or removed (and the threshold changed) and hands it to the running daemon, which
 adopts it and spreads it to every node (meshd.core.membership.rotation).
@@ -15,8 +16,10 @@ certificate verifies. Then, once certificates and delegations were issued again 
 new key (renewal does it), ``--remove OLD`` with the new key (``meshd admin-key restore``
 or ``state_dir/admin.key`` puts it on a node). The second run signs again, with the new
 key, every revocation the old key signed, before the definition goes out: a revocation
-must outlive the key that made it. It refuses while this node's own certificate is
-signed by a key it removes (``--force`` to do it anyway).
+must outlive the key that made it (under a threshold above 1 one key cannot: it refuses
+while a revocation would be left with too few signatures of the admins that stay). It
+refuses while this node's own certificate is signed by a key it removes (``--force`` to do
+it anyway).
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ def add_rotate_arguments(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         metavar="K",
         help="how many admins must sign the change after this one (default: as now)",
+    )
+    p.add_argument(
+        "--emergency-threshold",
+        type=int,
+        metavar="K",
+        help="how many admins an emergency revocation of a node takes (0: none; default: as now)",
     )
     p.add_argument(
         "--out",
@@ -99,11 +108,10 @@ def rotate(args: argparse.Namespace) -> int:
     from meshd import config
     from meshd.adapters import identity
     from meshd.adapters.identity import public_from_node_id
-    from meshd.api.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, locate_socket
     from meshd.cli.commands import load_admin_key
     from meshd.core.membership import (
         Cosigned,
-        MembershipError,
         MeshDefinition,
         Revocation,
         revoke,
@@ -112,8 +120,11 @@ def rotate(args: argparse.Namespace) -> int:
 
     now = int(time.time())
     try:
-        if not args.add and not args.remove and args.threshold is None:
-            raise ValueError("nothing to do: give --add NODE_ID, --remove NODE_ID or --threshold")
+        changes = (args.add, args.remove, args.threshold, args.emergency_threshold)
+        if changes == ([], [], None, None):
+            raise ValueError(
+                "nothing to do: give --add, --remove, --threshold or --emergency-threshold"
+            )
         for node_id in (*args.add, *args.remove):
             public_from_node_id(node_id)
         cfg = config.load(config.config_path(args.config))
@@ -130,6 +141,7 @@ def rotate(args: argparse.Namespace) -> int:
             add=args.add,
             remove=args.remove,
             threshold=args.threshold,
+            emergency_threshold=args.emergency_threshold,
             issued_at=now,
         )
         if current.threshold > 1 and not args.out:
@@ -143,11 +155,25 @@ def rotate(args: argparse.Namespace) -> int:
                 f"this node's certificate is signed by {own['issuer']}, which this removes: "
                 "wait until it is renewed under the new key, or give --force"
             )
-        resigned = [
-            revoke(key, mesh=current, target=r.target, revoked_at=max(0, r.revoked_at - 1))
-            for r in map(Revocation.from_json, client.revocations())
-            if r.issuer in args.remove
-        ]
+        held = [Cosigned.from_json(j, Revocation) for j in client.revocations()]
+        if current.threshold > 1:
+            # One key cannot sign them again: those the change would leave short lapse.
+            lapsing = [
+                s for s in held if len(set(s.signed_by) & set(newer.admins)) < newer.threshold
+            ]
+            if lapsing and not args.force:
+                raise ValueError(
+                    f"{len(lapsing)} revocation(s) would lapse: the admins left signed too "
+                    "few of them; run `meshd revoke NODE` for those nodes on the nodes of "
+                    "admins that stay (each adds its signature) first, or give --force"
+                )
+            resigned = []
+        else:
+            resigned = [
+                revoke(key, mesh=current, target=r.target, revoked_at=max(0, r.revoked_at - 1))
+                for r in (s.record for s in held)
+                if r.issuer in args.remove
+            ]
         if resigned:  # a second earlier: these are kept over the old key's (the least wins)
             client.add_revocations([r.encode() for r in resigned])
         if current.threshold > 1:
@@ -159,14 +185,7 @@ def rotate(args: argparse.Namespace) -> int:
             )
             return 0
         result = client.mesh_definition([newer.encode()])
-    except (
-        config.ConfigError,
-        identity.KeyFileError,
-        ControlError,  # "code: message"
-        MembershipError,
-        OSError,
-        ValueError,
-    ) as exc:
+    except _errors() as exc:  # ControlError: "code: message"
         print(f"meshd admin-key rotate: {exc}", file=sys.stderr)
         return 1
     admins = ", ".join(result.definition["admins"])
@@ -175,6 +194,23 @@ def rotate(args: argparse.Namespace) -> int:
         + (f"; {len(resigned)} revocation(s) signed again with the new key" if resigned else "")
     )
     return 0
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    """What a rotation or an approval may fail with, each said in one line."""
+    from meshd import config
+    from meshd.adapters import identity
+    from meshd.api.client import ControlError
+    from meshd.core.membership import MembershipError
+
+    return (
+        config.ConfigError,
+        identity.KeyFileError,
+        ControlError,
+        MembershipError,
+        OSError,
+        ValueError,
+    )
 
 
 def _write_proposal(path: str, proposal: Any) -> None:
@@ -186,46 +222,56 @@ def _write_proposal(path: str, proposal: Any) -> None:
 def approve(args: argparse.Namespace) -> int:
     from meshd import config
     from meshd.adapters import identity
-    from meshd.api.client import ControlClient, ControlError, locate_socket
+    from meshd.api.client import ControlClient, locate_socket
     from meshd.cli.commands import load_admin_key
     from meshd.cli.commands.decode import bytes_of
-    from meshd.core.membership import Cosigned, MembershipError, MeshDefinition
+    from meshd.core.membership import MeshDefinition
+    from meshd.core.membership.cosigned import decode_proposal
 
     try:
-        proposal = Cosigned.decode(bytes_of(Path(args.file).read_bytes()), MeshDefinition)
+        proposal = decode_proposal(bytes_of(Path(args.file).read_bytes()))
         cfg = config.load(config.config_path(args.config))
         ident = identity.load(cfg.node.state_dir)
         client = ControlClient(locate_socket(args.socket, cfg))
         current = MeshDefinition.from_json(client.mesh_definition().definition)
-        if proposal.record.serial <= current.serial:
-            raise ValueError(
-                f"the proposal is serial {proposal.record.serial}; the mesh is at "
-                f"{current.serial} already"
-            )
+        what = _proposed(proposal, current)
         key = load_admin_key(cfg.node.state_dir, ident, current.admins)
         signed = proposal.cosign(key)
         have = len(signed.signers(current.admins))
-        if have < current.threshold:
+        emergency = getattr(signed.record, "emergency", False)
+        needed = current.emergency_threshold if emergency else current.threshold
+        if have < needed:
             _write_proposal(args.file, signed)
             print(
-                f"signed: {have} of the {current.threshold} admin signatures serial "
-                f"{proposal.record.serial} needs; {args.file} rewritten for the next admin"
+                f"signed: {have} of the {needed} admin signatures {what} needs; "
+                f"{args.file} rewritten for the next admin"
             )
             return 0
-        result = client.mesh_definition([signed.encode()])
-    except (
-        config.ConfigError,
-        identity.KeyFileError,
-        ControlError,
-        MembershipError,
-        OSError,
-        ValueError,
-    ) as exc:
+        if isinstance(signed.record, MeshDefinition):
+            result = client.mesh_definition([signed.encode()])
+            done = f"admins {', '.join(result.definition['admins'])}"
+            done += f", threshold {result.definition.get('threshold', 1)}"
+        else:
+            client.add_revocations([signed.encode()])
+            done = "every node drops it as the revocation spreads"
+    except _errors() as exc:  # ControlError: "code: message"
         print(f"meshd admin-key approve: {exc}", file=sys.stderr)
         return 1
-    admins = ", ".join(result.definition["admins"])
-    print(
-        f"mesh definition serial {proposal.record.serial} adopted and spreading, signed by "
-        f"{have} admins: admins {admins}, threshold {result.definition.get('threshold', 1)}"
-    )
+    print(f"{what} in force, signed by {have} admins: {done}")
     return 0
+
+
+def _proposed(proposal: Any, current: Any) -> str:
+    """What ``proposal`` is, in words; ValueError when it is late or of another mesh."""
+    from meshd.core.membership import MeshDefinition
+
+    record = proposal.record
+    if record.mesh_id != current.mesh_id:
+        raise ValueError("the proposal is for another mesh")
+    if not isinstance(record, MeshDefinition):
+        return f"the revocation of {record.target.describe()}"
+    if record.serial <= current.serial:
+        raise ValueError(
+            f"the proposal is serial {record.serial}; the mesh is at {current.serial} already"
+        )
+    return f"mesh definition serial {record.serial}"

@@ -167,8 +167,9 @@ def _membership(data: bytes) -> list[dict[str, object]]:
     invite, a join request, a map record or a release manifest (canonical, by its type
     tag)."""
     from meshd.core.invites import Invite, JoinRequest
-    from meshd.core.membership import Cosigned, MembershipError, MeshDefinition, decode_message
+    from meshd.core.membership import MembershipError, decode_message
     from meshd.core.membership.canonical import MessageType
+    from meshd.core.membership.cosigned import decode_proposal
     from meshd.core.proto.map_record import MapRecord
     from meshd.core.proto.release import ReleaseManifest
 
@@ -180,7 +181,7 @@ def _membership(data: bytes) -> list[dict[str, object]]:
     }
     try:
         if data[:1] == bytes((MessageType.COSIGNED,)):
-            return [Cosigned.decode(data, MeshDefinition).to_json()]
+            return [decode_proposal(data).to_json()]
         kind = others.get(data[0]) if data[:1] else None
         return [(kind.decode(data) if kind else decode_message(data)).to_json()]
     except MembershipError as exc:

@@ -1,12 +1,17 @@
-"""meshd revoke NODE [--unseen] [--config FILE] [--socket PATH]: on the node holding the
-mesh's admin key, sign a revocation of NODE (a node id, or a neighbour's name as `meshd
-status` shows it) and hand it to the running daemon, as `meshd revocations add` does; the
-daemon keeps it and spreads it to every node, which drops the revoked node's sessions,
-links and routes, and refuses it from then on.
+"""meshd revoke NODE [--unseen] [--emergency] [--out FILE] [--config FILE] [--socket PATH]:
+on the node holding the mesh's admin key, sign a revocation of NODE (a node id, or a
+neighbour's name as `meshd status` shows it) and hand it to the running daemon, as `meshd
+revocations add` does; the daemon keeps it and spreads it to every node, which drops the
+revoked node's sessions, links and routes, and refuses it from then on.
 
 NODE must be one this node has seen (a neighbour, a gateway) so that a typo revokes no
 one; ``--unseen`` takes a full node id of a node out of sight (one that went dark). A
-delegate cannot revoke: revocations never expire, so only an admin key signs them.
+delegate cannot revoke: revocations never expire, so only an admin key signs them. Where
+the mesh's definition sets a threshold above 1, ``--out FILE`` writes the signed revocation
+for the other admins (``meshd admin-key approve FILE``) instead of handing it in;
+``--emergency`` makes one that takes the definition's emergency threshold instead (one
+admin, if it says 1); revoking a node revoked already adds this admin's signature to the
+revocation in force (so that it outlives the removal of an admin who signed it).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshd.cli.commands import add_config_argument, add_socket_argument, load_admin_key, load_node
@@ -28,6 +34,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--unseen",
         action="store_true",
         help="NODE is the full id of a node this one has not seen (out of sight, gone dark)",
+    )
+    p.add_argument(
+        "--emergency",
+        action="store_true",
+        help="an emergency revocation (a node that attacks): it takes the definition's "
+        "emergency threshold of admin signatures, and every node shows it as one",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the signed revocation here for the other admins to approve (where the "
+        "mesh needs more than one admin's signature)",
     )
     add_config_argument(p)
     add_socket_argument(p)
@@ -76,7 +94,14 @@ def main(args: argparse.Namespace) -> int:
     from meshd import config
     from meshd.adapters import identity, trust
     from meshd.api.client import ControlClient, ControlError, locate_socket
-    from meshd.core.membership import RevocationTarget, revoke
+    from meshd.core.membership import (
+        Cosigned,
+        MembershipError,
+        Revocation,
+        RevocationKind,
+        RevocationTarget,
+        revoke,
+    )
 
     now = int(time.time())
     try:
@@ -84,28 +109,54 @@ def main(args: argparse.Namespace) -> int:
         admin_key = load_admin_key(cfg.node.state_dir, ident, own.trust.admins)
         client = ControlClient(locate_socket(args.socket, cfg))
         status = client.status()
+        held = [Cosigned.from_json(r, Revocation) for r in client.revocations()]
         revoked = {
-            r["target"]["node_id"]
-            for r in client.revocations()
-            if r.get("target", {}).get("kind") == "node"
+            s.record.target.key: s for s in held if s.record.target.kind is RevocationKind.NODE
         }
-        node_id = resolve(args.node, status, revoked, args.unseen)
-        if node_id in revoked:
+        node_id = resolve(args.node, status, set(revoked), args.unseen)
+        if node_id in revoked and own.trust.definition.threshold == 1:
             print(f"meshd revoke: {node_id} is revoked already: nothing to do")
+            return 0
+        if node_id in revoked:  # under a quorum: this admin's signature on it too
+            signed = revoked[node_id].cosign(admin_key)
+            client.add_revocations([signed.encode()])
+            print(
+                f"meshd revoke: {node_id} is revoked already; this admin's signature is on "
+                f"it now too ({len(signed.signed_by)} in all)"
+            )
             return 0
         if node_id in own.trust.admins:
             raise ValueError(f"{node_id} is an admin key of the mesh: rotate it instead")
+        definition = own.trust.definition
+        if args.emergency and not definition.emergency_threshold:
+            raise ValueError("the mesh's definition sets no emergency threshold")
         record = revoke(
             admin_key,
-            mesh=own.trust.definition,
+            mesh=definition,
             target=RevocationTarget.node(node_id),
             revoked_at=now,
+            emergency=args.emergency,
         )
+        needed = definition.emergency_threshold if args.emergency else definition.threshold
+        if needed > 1:
+            if not args.out:
+                raise ValueError(
+                    f"the mesh needs {needed} admins' signatures to revoke: give --out "
+                    "FILE, then `meshd admin-key approve FILE` on other admins' nodes"
+                )
+            trust.write_atomically(Path(args.out), record.encode())
+            print(
+                f"revocation of {node_id} written to {args.out}, signed by 1 of the "
+                f"{needed} admins it needs: run `meshd admin-key approve {args.out}` on "
+                "another admin's node"
+            )
+            return 0
         client.add_revocations([record.encode()])
     except (
         config.ConfigError,
         identity.KeyFileError,
         trust.TrustError,
+        MembershipError,
         ControlError,  # "code: message"
         OSError,
         ValueError,
@@ -114,7 +165,8 @@ def main(args: argparse.Namespace) -> int:
         return 1
     name = known_nodes(status).get(node_id)
     print(
-        f"revoked {f'{name} ' if name else ''}{node_id} from "
+        f"{'emergency: ' if args.emergency else ''}revoked {f'{name} ' if name else ''}"
+        f"{node_id} from "
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(now))}: every node drops it "
         "as the revocation spreads, and refuses it from now on"
     )

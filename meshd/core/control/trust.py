@@ -193,10 +193,11 @@ class Trust:
         that does not raises MembershipError. The new ones, and how many were given."""
         parsed = []
         for record in records:
-            revocation = Revocation.decode(record)
-            self.own.trust.revocations.check(revocation)
-            parsed.append(revocation)
-        return [r for r in parsed if self.own.trust.revocations.add(r)], len(parsed)
+            signed = Cosigned.decode(record, Revocation)
+            self.own.trust.revocations.check(signed)
+            parsed.append(signed)
+        fresh = [s.record for s in parsed if self.own.trust.revocations.add(s)]
+        return fresh, len(parsed)
 
     def hear_revocations(
         self, records: tuple[bytes, ...], sender: str
@@ -209,9 +210,9 @@ class Trust:
         refused: list[MembershipError] = []
         for record in records:
             try:
-                revocation = Revocation.decode(record)
-                if self.own.trust.revocations.add(revocation):
-                    fresh.append(revocation)
+                signed = Cosigned.decode(record, Revocation)
+                if self.own.trust.revocations.add(signed):
+                    fresh.append(signed.record)
             except MembershipError as exc:
                 refused.append(exc)
                 if exc.reason is Reason.BAD_SIGNATURE:
@@ -227,16 +228,28 @@ class Trust:
         return fresh, refused
 
     def learned(self, fresh: list[Revocation]) -> bytes:
-        """Revocations new to us: stored; the message that spreads them."""
-        self.effects.append(fx.SaveRevocations(self.own.trust.revocations))
+        """Revocations new to us (or new co-signatures on one): stored; the message that
+        spreads them, with every co-signature held."""
+        revocations = self.own.trust.revocations
+        self.effects.append(fx.SaveRevocations(revocations))
         for revocation in fresh:
-            self.journal("revocation.learned", target=revocation.target.describe())
-        return messages.encode(messages.Revocations(tuple(r.encode() for r in fresh)))
+            if revocation.emergency:  # on one admin's word, or a few: said loudly
+                self.journal(
+                    "revocation.emergency",
+                    logging.WARNING,
+                    target=revocation.target.describe(),
+                    issuer=revocation.issuer,
+                )
+            else:
+                self.journal("revocation.learned", target=revocation.target.describe())
+        held = tuple(revocations.signed(r.target).encode() for r in fresh)
+        return messages.encode(messages.Revocations(held))
 
     def revocations_message(self) -> messages.Revocations | None:
         """Every revocation we hold, for a newly verified neighbour (None: none)."""
         revocations = self.own.trust.revocations
-        return messages.Revocations(tuple(r.encode() for r in revocations)) if revocations else None
+        held = tuple(s.encode() for s in revocations.all_signed())
+        return messages.Revocations(held) if held else None
 
     # ---- the directory ---------------------------------------------------------------
 

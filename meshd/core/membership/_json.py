@@ -53,6 +53,11 @@ class JsonFields:
         assert isinstance(value, int)
         return value
 
+    def boolean(self, key: str) -> bool:
+        value = self._get(key, bool)
+        assert isinstance(value, bool)
+        return value
+
     def string(self, key: str) -> str:
         value = self._get(key, str)
         assert isinstance(value, str)

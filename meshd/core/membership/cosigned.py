@@ -31,6 +31,8 @@ from meshd.core.membership.messages import (
     KEY_LENGTH,
     MAX_ADMINS,
     SIGNATURE_LENGTH,
+    MeshDefinition,
+    Revocation,
     SignedMessage,
 )
 
@@ -119,9 +121,57 @@ class Cosigned(Generic[R]):
             counted.add(signer)
         return frozenset(counted)
 
+    def counted(self, signers: Iterable[str]) -> Cosigned[R]:
+        """The same with only the co-signatures of ``signers`` (those that counted)."""
+        keep = frozenset(signers)
+        return Cosigned(self.record, tuple(i for i in self.signatures if i[0] in keep))
+
+    def merged(self, other: Cosigned[R]) -> Cosigned[R]:
+        """The same record with the co-signatures of both (each signer once)."""
+        if other.record != self.record:
+            raise ValueError("co-signatures of another record")
+        signatures = dict(self.signatures) | dict(other.signatures)
+        ordered = sorted(signatures.items(), key=lambda i: public_from_node_id(i[0]))
+        return Cosigned(self.record, tuple(ordered))
+
     def to_json(self) -> dict[str, object]:
+        """A record nobody else signed is its own JSON; otherwise ``cosigned``."""
+        if not self.signatures:
+            return self.record.to_json()
         return {
             "type": JSON_TYPE,
             "record": self.record.to_json(),
             "signatures": [{"signer": s, "signature": sig.hex()} for s, sig in self.signatures],
         }
+
+    @classmethod
+    def from_json(cls, obj: object, kind: type[R]) -> Cosigned[R]:
+        """``to_json``'s form back; MembershipError(malformed) for anything else."""
+        if not isinstance(obj, dict) or obj.get("type") != JSON_TYPE:
+            return cls(kind.from_json(obj))
+        try:
+            if set(obj) != {"type", "record", "signatures"}:
+                raise ValueError(f"keys {sorted(obj)}")
+            items = obj["signatures"]
+            if not isinstance(items, list) or not items:
+                raise ValueError("signatures: a non-empty list")
+            signatures = []
+            for item in items:
+                if not isinstance(item, dict) or set(item) != {"signer", "signature"}:
+                    raise ValueError("a signature is {signer, signature}")
+                signature = bytes.fromhex(item["signature"])
+                if item["signature"] != signature.hex():
+                    raise ValueError("a signature is lower-case hex")
+                signatures.append((item["signer"], signature))
+            return cls(kind.from_json(obj["record"]), tuple(signatures))
+        except (TypeError, ValueError) as exc:
+            raise MembershipError(Reason.MALFORMED, f"{JSON_TYPE}: {exc}") from None
+
+
+def decode_proposal(data: bytes) -> Cosigned[MeshDefinition] | Cosigned[Revocation]:
+    """A mesh definition or a revocation, bare or co-signed: what admins sign together;
+    MembershipError(malformed) for anything else."""
+    try:
+        return Cosigned.decode(data, MeshDefinition)
+    except MembershipError:
+        return Cosigned.decode(data, Revocation)

@@ -54,10 +54,12 @@ def create_mesh(
     other_admins: Iterable[str] = (),
     serial: int = 1,
     threshold: int = 1,
+    emergency_threshold: int = 0,
 ) -> MeshDefinition:
     """A mesh definition signed by ``signing_key``, which becomes one of its admins.
     ``mesh_id`` is 16 random bytes the caller draws once (``secrets.token_bytes(16)``);
-    ``threshold``: how many admins must sign the definition that follows this one."""
+    ``threshold``: how many admins must sign the definition that follows this one (and a
+    revocation); ``emergency_threshold``: how many an emergency revocation needs (0: none)."""
     return _signed(
         MeshDefinition,
         signing_key,
@@ -69,6 +71,7 @@ def create_mesh(
         serial=serial,
         issued_at=issued_at,
         threshold=threshold,
+        emergency_threshold=emergency_threshold,
     )
 
 
@@ -154,10 +157,17 @@ def revoke(
     mesh: MeshDefinition,
     target: RevocationTarget,
     revoked_at: int,
+    emergency: bool = False,
 ) -> Revocation:
     """An admin's revocation of ``target`` (RevocationTarget.node(...) or .certificate(...))
-    in force from ``revoked_at``; backdate it to when a key may have leaked."""
+    in force from ``revoked_at``; backdate it to when a key may have leaked. ``emergency``:
+    one that takes the definition's emergency threshold of signatures (a node's only)."""
     _require_admin(signing_key, mesh, "revoke")
     return _signed(
-        Revocation, signing_key, mesh_id=mesh.mesh_id, target=target, revoked_at=revoked_at
+        Revocation,
+        signing_key,
+        mesh_id=mesh.mesh_id,
+        target=target,
+        revoked_at=revoked_at,
+        emergency=emergency,
     )

@@ -76,6 +76,12 @@ def _check_u8(what: str, value: object) -> int:
     return value
 
 
+def _bool(raw: int) -> bool:
+    if raw > 1:
+        raise DecodeError(f"a flag is 0 or 1, got {raw}")
+    return bool(raw)
+
+
 def _check_bytes(what: str, value: object, length: int) -> bytes:
     if not isinstance(value, bytes) or len(value) != length:
         raise ValueError(f"{what} must be {length} bytes")
@@ -190,6 +196,13 @@ def text(min_bytes: int, max_bytes: int) -> Codec[str]:
 
 U64 = Codec(_check_u64, Writer.u64, Reader.u64, _same, JsonFields.integer)
 U8 = Codec(_check_u8, Writer.u8, Reader.u8, _same, JsonFields.integer)
+BOOL = Codec(
+    lambda what, value: _check_type(what, value, bool),
+    lambda writer, value: writer.u8(int(value)),
+    lambda reader, name: _bool(reader.u8(name)),
+    _same,
+    JsonFields.boolean,
+)
 MESH_ID = hex_bytes(MESH_ID_LENGTH)
 SIGNATURE = hex_bytes(SIGNATURE_LENGTH)
 WIREGUARD_KEY = _fixed(KEY_LENGTH, encode_key, JsonFields.wireguard_key)
@@ -232,9 +245,9 @@ class SignedMessage:
     FIELDS: ClassVar[tuple[Field, ...]]
     JSON_KEYS: ClassVar[tuple[str, ...]]  # in field order, without type, version, signature
     # Fields added after the first encoding: name -> (the encoding version that brought it,
-    # its default). Such a field is written, and the record takes that version, only when
-    # its value is not the default, so records that do not use it keep their bytes (and
-    # older nodes still read them); JSON leaves it out at its default too.
+    # its default). A record takes the latest version whose fields it uses (a value not the
+    # default) and is written with that version's fields, so records that use none keep
+    # their bytes (and older nodes still read them); JSON has the same fields.
     SINCE: ClassVar[Mapping[str, tuple[int, object]]] = {}
     VERSIONS: ClassVar[tuple[int, ...]]
     issuer: str
@@ -358,8 +371,12 @@ class SignedMessage:
                     if name in present or name == "signature"
                 }
             )
-            if any(getattr(message, n) == cls.SINCE[n][1] for n in later):
-                raise ValueError(f"{', '.join(later)}: give it only when not the default")
+            wanted = [n for n, _ in cls._fields(message.encoding_version) if n in cls.SINCE]
+            if sorted(later) != sorted(wanted):  # one JSON form per record, as in bytes
+                raise ValueError(
+                    f"encoding version {message.encoding_version} has {wanted or 'none'} of "
+                    f"{sorted(cls.SINCE)}, not {later}"
+                )
             return message
         except ValueError as exc:
             raise MembershipError(Reason.MALFORMED, f"{cls.JSON_TYPE}: {exc}") from None
@@ -370,14 +387,19 @@ class MeshDefinition(SignedMessage):
     """What a mesh is; signed by one of its own admins (the verifier pins that key).
 
     ``threshold`` (encoding version 2; absent, version 1, when 1) is how many of its admins
-    must sign the definition that follows it (meshd.core.membership.rotation): the issuer
-    and others' ``Cosigned`` signatures. A mesh whose definition says 1 is governed as
-    before: any one admin changes it."""
+    must sign the definition that follows it (meshd.core.membership.rotation) and each
+    revocation (meshd.core.membership.revocations): the issuer and others' ``Cosigned``
+    signatures. A mesh whose definition says 1 is governed as before: any one admin
+    changes it. ``emergency_threshold`` (version 2; 0, absent: none) is how many suffice
+    for an emergency revocation of a node (``Revocation.emergency``), shown as such."""
 
     TYPE: ClassVar[MessageType] = MessageType.MESH_DEFINITION
     DOMAIN: ClassVar[bytes] = b"meshd-mesh-v1\0"
     JSON_TYPE: ClassVar[str] = "mesh_definition"
-    SINCE: ClassVar[Mapping[str, tuple[int, object]]] = {"threshold": (2, 1)}
+    SINCE: ClassVar[Mapping[str, tuple[int, object]]] = {
+        "threshold": (2, 1),
+        "emergency_threshold": (2, 0),
+    }
 
     mesh_id: Annotated[bytes, MESH_ID]
     name: Annotated[str, NAME]
@@ -387,6 +409,7 @@ class MeshDefinition(SignedMessage):
     serial: Annotated[int, U64]  # a newer definition of the same mesh has a higher serial
     issued_at: Annotated[int, U64]
     threshold: Annotated[int, U8] = field(default=1, kw_only=True)
+    emergency_threshold: Annotated[int, U8] = field(default=0, kw_only=True)
     issuer: Annotated[str, NODE_ID]
     signature: Annotated[bytes, SIGNATURE]
 
@@ -399,6 +422,8 @@ class MeshDefinition(SignedMessage):
             raise ValueError("a mesh definition is signed by one of its admins")
         if not 1 <= self.threshold <= len(self.admins):
             raise ValueError(f"threshold {self.threshold} is not 1 to {len(self.admins)} admins")
+        if self.emergency_threshold > self.threshold:
+            raise ValueError("the emergency threshold is above the threshold")
 
 
 @dataclass(frozen=True)
@@ -598,17 +623,25 @@ TARGET = Codec(
 @dataclass(frozen=True)
 class Revocation(SignedMessage):
     """An admin withdraws ``target`` from ``revoked_at`` on (Unix seconds, no skew: a
-    revocation is never applied late). Only admins may revoke (see verify.py)."""
+    revocation is never applied late). Only admins may revoke (see revocations.py).
+    ``emergency`` (encoding version 2, present only when true): a node's revocation that
+    takes the definition's ``emergency_threshold`` of signatures, not its ``threshold``."""
 
     TYPE: ClassVar[MessageType] = MessageType.REVOCATION
     DOMAIN: ClassVar[bytes] = b"meshd-revocation-v1\0"
     JSON_TYPE: ClassVar[str] = "revocation"
+    SINCE: ClassVar[Mapping[str, tuple[int, object]]] = {"emergency": (2, False)}
 
     mesh_id: Annotated[bytes, MESH_ID]
     target: Annotated[RevocationTarget, TARGET]
     revoked_at: Annotated[int, U64]
+    emergency: Annotated[bool, BOOL] = field(default=False, kw_only=True)
     issuer: Annotated[str, NODE_ID]
     signature: Annotated[bytes, SIGNATURE]
+
+    def _check(self) -> None:
+        if self.emergency and self.target.kind is not RevocationKind.NODE:
+            raise ValueError("only a node's revocation may be an emergency")
 
 
 Message = MeshDefinition | MembershipCertificate | DelegationCertificate | Revocation

@@ -16,6 +16,7 @@ nothing that counts again, and putting it back takes the quorum without it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 
 from nacl.signing import SigningKey
@@ -36,6 +37,7 @@ def rotate_mesh(
     add: Iterable[str] = (),
     remove: Iterable[str] = (),
     threshold: int | None = None,
+    emergency_threshold: int | None = None,
     issued_at: int,
 ) -> MeshDefinition:
     """``current`` with admins added and removed and the threshold changed (None: kept,
@@ -53,6 +55,10 @@ def rotate_mesh(
         threshold = min(current.threshold, len(admins))
     if not 1 <= threshold <= len(admins):
         raise ValueError(f"a threshold of {threshold} with {len(admins)} admin(s)")
+    if emergency_threshold is None:
+        emergency_threshold = min(current.emergency_threshold, threshold)
+    if not 0 <= emergency_threshold <= threshold:
+        raise ValueError(f"an emergency threshold of {emergency_threshold} above {threshold}")
     return create_mesh(
         signing_key,
         mesh_id=current.mesh_id,
@@ -63,6 +69,7 @@ def rotate_mesh(
         other_admins=[a for a in admins if a != signer],
         serial=current.serial + 1,
         threshold=threshold,
+        emergency_threshold=emergency_threshold,
     )
 
 
@@ -99,16 +106,17 @@ def check_successor(current: MeshDefinition, signed: Cosigned[MeshDefinition]) -
 
 def adopt(trust: MeshTrust, signed: Cosigned[MeshDefinition]) -> MeshTrust | None:
     """The trust ``newer`` gives, or None when it is not newer than ours (gossip repeats).
-    MembershipError when it is newer but may not follow ours. Revocations signed by an
-    admin that ``newer`` removes are dropped: ``meshd admin-key rotate`` signs them again
+    MembershipError when it is newer but may not follow ours. Revocations are judged again
+    by ``newer``: one whose signers among its admins are too few now (one an admin it
+    removes signed alone, say) is dropped; ``meshd admin-key rotate`` signs them again
     with the new key before it removes the old one."""
     newer = signed.record
     if newer.mesh_id == trust.mesh_id and newer.serial <= trust.definition.serial:
         return None
     check_successor(trust.definition, signed)
-    revocations = RevocationSet(newer.mesh_id, newer.admins)
-    for revocation in trust.revocations:
-        if revocation.issuer in revocations.admins:
+    revocations = RevocationSet.of(newer)
+    for revocation in trust.revocations.all_signed():
+        with contextlib.suppress(MembershipError):  # too few of its signers are admins now
             revocations.add(revocation)
     return MeshTrust(newer, revocations, signed.signatures)
 

@@ -47,9 +47,9 @@ class MeshTrust:
     cosignatures: tuple[tuple[str, bytes], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.revocations.mesh_id != self.definition.mesh_id or self.revocations.admins != (
-            frozenset(self.definition.admins)
-        ):
+        d, r = self.definition, self.revocations
+        judged = (r.mesh_id, r.admins, r.threshold, r.emergency)
+        if judged != (d.mesh_id, frozenset(d.admins), d.threshold, d.emergency_threshold):
             raise ValueError("the revocation set belongs to another mesh definition")
 
     @classmethod
@@ -71,7 +71,7 @@ class MeshTrust:
             )
         definition.verify_signature()
         if revocations is None:
-            revocations = RevocationSet(definition.mesh_id, definition.admins)
+            revocations = RevocationSet.of(definition)
         return cls(definition, revocations, cosignatures)
 
     @property

@@ -7,6 +7,8 @@ Every line is one JSON object whose ``type`` says what it is, in the same form t
   fields (Receipt.to_json; DESIGN.md receipts export contract);
 - ``mesh_definition``, ``membership_certificate``, ``delegation_certificate``,
   ``revocation``: the membership JSON form, unchanged (it has its own type and version);
+  ``cosigned``: a revocation other admins co-signed (a mesh whose threshold is above 1),
+  the record and their signatures (meshd.core.membership.cosigned);
 - ``dispute``: a claim the consumer did not sign as it was (meshd.core.receipts.dispute): the
   exporting node's word, unsigned, for the treasurer.
 
@@ -24,6 +26,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from meshd.core.membership import (
+    Cosigned,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -32,6 +35,7 @@ from meshd.core.membership import (
     Revocation,
     message_from_json,
 )
+from meshd.core.membership.cosigned import JSON_TYPE as COSIGNED_TYPE
 from meshd.core.receipts.dispute import DISPUTE_TYPE, DisputeRecord
 from meshd.core.receipts.errors import ReceiptError, ReceiptReason
 from meshd.core.receipts.receipt import JSON_KEYS as RECEIPT_KEYS
@@ -40,7 +44,7 @@ from meshd.core.receipts.receipt import Receipt
 RECEIPT_TYPE = "receipt"
 RECEIPT_JSON_VERSION = 1
 
-ExportRecord = Receipt | DisputeRecord | Message
+ExportRecord = Receipt | DisputeRecord | Message | Cosigned[Revocation]
 
 
 def record_to_json(record: ExportRecord) -> dict[str, object]:
@@ -59,7 +63,7 @@ def export_lines(
     definition: MeshDefinition,
     certificates: Iterable[MembershipCertificate] = (),
     delegations: Iterable[DelegationCertificate] = (),
-    revocations: Iterable[Revocation] = (),
+    revocations: Iterable[Revocation | Cosigned[Revocation]] = (),
     receipts: Iterable[Receipt] = (),
     disputes: Iterable[DisputeRecord] = (),
 ) -> Iterator[str]:
@@ -153,6 +157,8 @@ def parse_line(line: str | bytes) -> ExportRecord | None:
     if obj.get("type") == DISPUTE_TYPE:
         return DisputeRecord.from_json(obj)
     try:
+        if obj.get("type") == COSIGNED_TYPE:  # a revocation other admins co-signed
+            return Cosigned.from_json(obj, Revocation)
         return message_from_json(obj)
     except MembershipError as exc:
         raise _malformed(exc.message) from None

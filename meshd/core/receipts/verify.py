@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from meshd.core.membership import (
     DEFAULT_SKEW_S,
+    Cosigned,
     DelegationCertificate,
     MembershipCertificate,
     MembershipError,
@@ -78,10 +79,11 @@ class _Lines:
     revocations: list[tuple[int, Revocation]]
     disputes: list[DisputeRecord]
     rejections: list[Rejection]
+    cosignatures: dict[int, tuple[tuple[str, bytes], ...]]  # by line: a revocation's
 
     @classmethod
     def read(cls, lines: Iterable[str | bytes]) -> _Lines:
-        out = cls([], [], [], [], [], [], [])
+        out = cls([], [], [], [], [], [], [], {})
         receipts = out.receipts
         for number, line in enumerate(lines, start=1):
             try:
@@ -99,6 +101,9 @@ class _Lines:
                 out.delegations.append((number, record))
             elif isinstance(record, Revocation):
                 out.revocations.append((number, record))
+            elif isinstance(record, Cosigned):
+                out.revocations.append((number, record.record))
+                out.cosignatures[number] = record.signatures
             elif isinstance(record, DisputeRecord):
                 out.disputes.append(record)
         return out
@@ -143,7 +148,7 @@ def _trust(read: _Lines, definition: MeshDefinition, admin_keys: Sequence[str]) 
         return None
     for line, revocation in read.revocations:
         try:
-            trust.revocations.add(revocation)
+            trust.revocations.add(Cosigned(revocation, read.cosignatures.get(line, ())))
         except MembershipError as exc:
             read.reject(line, ReceiptReason.INVALID_REVOCATION, str(exc))
     return trust

@@ -102,7 +102,7 @@ def build() -> dict[str, tuple[str, Message | Cosigned[MeshDefinition]]]:
         serial=1,
         delegation=delegation,
     )
-    quorum = rotate_mesh(ADMIN, mesh, threshold=2, issued_at=T0 + 86400)
+    quorum = rotate_mesh(ADMIN, mesh, threshold=2, emergency_threshold=1, issued_at=T0 + 86400)
     with_node = rotate_mesh(ADMIN, quorum, add=[node_id(NODE)], issued_at=T0 + 2 * 86400)
     return {
         "mesh_definition": (
@@ -110,8 +110,9 @@ def build() -> dict[str, tuple[str, Message | Cosigned[MeshDefinition]]]:
             mesh,
         ),
         "mesh_definition_quorum": (
-            "serial 2 of the mesh: both admins must sign the next change (threshold 2, "
-            "encoding version 2)",
+            "serial 2 of the mesh: both admins must sign the next change or a revocation "
+            "(threshold 2), one an emergency revocation (emergency_threshold 1); encoding "
+            "version 2",
             quorum,
         ),
         "cosigned_definition": (
@@ -148,6 +149,17 @@ def build() -> dict[str, tuple[str, Message | Cosigned[MeshDefinition]]]:
                 mesh=mesh,
                 target=RevocationTarget.certificate(delegated),
                 revoked_at=T0 + 2 * 86400,
+            ),
+        ),
+        "revocation_emergency": (
+            "under serial 2, one admin's emergency revocation of the test node (encoding "
+            "version 2)",
+            revoke(
+                ADMIN_2,
+                mesh=quorum,
+                target=RevocationTarget.node(node_id(NODE)),
+                revoked_at=T0 + 4 * 86400,
+                emergency=True,
             ),
         ),
         "revocation_delegation": (

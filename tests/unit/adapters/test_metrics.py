@@ -38,6 +38,12 @@ def status() -> dict[str, Any]:
         },
     }
     doc["api"] = {"refused": {"not_root": 1}}
+    doc["mesh"] = {
+        "serial": 3,
+        "admins": ["A" * 43, "B" * 43, "C" * 43],
+        "threshold": 2,
+        "emergency_revocations": 1,
+    }
     doc["gateway"]["uplink"] = {
         "interface": "upl",
         "state": "up",
@@ -107,6 +113,9 @@ def test_every_neighbour_link_and_usage_figure_is_where_exporters_put_it() -> No
     assert value(samples, "meshd_api_refusals_total", reason="not_root") == 1
     assert value(samples, "meshd_gateway_selected", node_id=doc["gateway"]["selected"]) == 1
     assert value(samples, "meshd_build_info", version=__version__) == 1
+    assert value(samples, "meshd_mesh_serial") == 3 and value(samples, "meshd_mesh_admins") == 3
+    assert value(samples, "meshd_mesh_threshold") == 2
+    assert value(samples, "meshd_mesh_emergency_revocations") == 1
     assert value(samples, "meshd_uplink_up", interface="upl", state="up") == 1
     assert value(samples, "meshd_uplink_receive_bytes_total", interface="upl") == 7000
     assert value(samples, "meshd_uplink_transmit_bytes_total", interface="upl") == 5000

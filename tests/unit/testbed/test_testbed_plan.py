@@ -171,6 +171,7 @@ BAD = [
     ("threshold = 2\n[nodes.a]\n", "threshold", "1 to 1 (the mesh's admins)"),
     ("threshold = 0\n[nodes.a]\nadmin = true\n", "threshold", "1 to 2"),
     ('threshold = "2"\n[nodes.a]\n', "threshold", "an integer"),
+    ("emergency_threshold = 2\n[nodes.a]\nadmin = true\n", "emergency_threshold", "0 to 1"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,10 @@ def test_the_quorum_vectors_follow_each_other_with_their_signatures() -> None:
     with pytest.raises(MembershipError) as alone:
         check_successor(quorum, Cosigned(signed.record))
     assert alone.value.reason is Reason.SHORT_OF_QUORUM
+    emergency = Revocation.decode(bytes.fromhex(_vector("revocation_emergency.json")["hex"]))
+    assert emergency.emergency and emergency.encode()[:2] == bytes((0x04, 0x02))
+    held = MeshTrust.from_definition(quorum, quorum.admins)
+    assert held.revocations.add(emergency)  # one signature: the emergency threshold
+    with pytest.raises(MembershipError) as short:
+        held.revocations.add(replace(emergency, emergency=False).sign(GEN.ADMIN_2))
+    assert short.value.reason is Reason.SHORT_OF_QUORUM

@@ -1,10 +1,13 @@
 """The admin quorum (issue 27): a definition that sets a threshold, the signatures other
-admins add to the next one, which count, and a definition a neighbour sends before its
-certificate verifies (held, then adopted only from a member)."""
+admins add to the next one, which count, a definition a neighbour sends before its
+certificate verifies (held, then adopted only from a member), and revocations, which take
+the same quorum (co-signatures merged as they spread, judged again when the admins
+change, and verified offline in a receipts export)."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,12 +21,19 @@ from meshd.core.membership import (
     MeshDefinition,
     MeshTrust,
     Reason,
+    RevocationKind,
+    RevocationSet,
+    RevocationTarget,
     create_mesh,
     issue_membership,
+    revoke,
 )
 from meshd.core.membership.canonical import MessageType
 from meshd.core.membership.rotation import adopt, chain_anchors, rotate_mesh
 from meshd.core.proto import session
+from meshd.core.receipts.errors import ReceiptReason
+from meshd.core.receipts.export import export_lines
+from meshd.core.receipts.verify import verify_export
 from meshd.core.transport.events import SessionUp
 from tests.unit.daemon.test_control_plane import NOW, World
 
@@ -63,7 +73,7 @@ def test_a_threshold_of_one_keeps_the_first_encoding_and_two_takes_version_two()
     as_v2[as_v2.index(bytes((8, 0, 1, 2))) + 3] = 1
     with pytest.raises(MembershipError, match="version 2 for a version 1"):
         MeshDefinition.decode(bytes(as_v2))
-    with pytest.raises(MembershipError, match="only when not the default"):
+    with pytest.raises(MembershipError, match="encoding version 1 has none"):
         MeshDefinition.from_json({**one.to_json(), "threshold": 1})
     with pytest.raises(ValueError, match="threshold of 4 with 3"):
         rotate_mesh(A, FIRST, threshold=4, issued_at=NOW)
@@ -155,3 +165,66 @@ def test_a_stranger_cannot_hand_over_a_definition(tmp_path: Path) -> None:
     assert world.cp.core.own.trust.definition == world.mesh
     refusals = world.cp.core.peers[stranger.node_id].refusals
     assert refusals.get("definition_from_stranger") == 1
+
+
+# ---- revocations under the quorum ------------------------------------------------------
+
+
+def test_a_revocation_takes_the_quorum_and_its_cosignatures_merge() -> None:
+    held = RevocationSet.of(FIRST)
+    target = RevocationTarget.node(nid(D))
+    alone = revoke(A, mesh=FIRST, target=target, revoked_at=NOW)
+    with pytest.raises(MembershipError) as short:
+        held.add(alone)
+    assert short.value.reason is Reason.SHORT_OF_QUORUM and held.get(target) is None
+    with pytest.raises(MembershipError) as stranger:
+        held.add(replace(alone, issuer=nid(D)).sign(D))
+    assert stranger.value.reason is Reason.UNKNOWN_ISSUER
+    assert held.add(Cosigned(alone).cosign(B).cosign(D))  # D's is no admin's: not kept
+    assert held.signed(target).signatures == Cosigned(alone).cosign(B).signatures
+    assert not held.add(Cosigned(alone).cosign(B))  # a repeat
+    assert held.add(Cosigned(alone).cosign(C))  # C's signature too now
+    by_key = sorted((B, C), key=lambda k: bytes(k.verify_key))
+    assert [s for s, _ in held.signed(target).signatures] == [nid(k) for k in by_key]
+    # A definition that removes B keeps it: A and C still sign it.
+    trust = MeshTrust(FIRST, held)
+    without_b = Cosigned(rotate_mesh(A, FIRST, remove=[nid(B)], issued_at=NOW + 1)).cosign(C)
+    after = adopt(trust, without_b)
+    assert after is not None and after.revocations.get(target) == alone
+    # One signed by A and B only is dropped when B is removed: A alone is short.
+    other = RevocationTarget.node(nid(C))
+    held.add(Cosigned(revoke(A, mesh=FIRST, target=other, revoked_at=NOW)).cosign(B))
+    after = adopt(MeshTrust(FIRST, held), without_b)
+    assert after is not None and after.revocations.get(other) is None
+
+
+def test_a_cosigned_revocation_in_an_export_verifies_offline() -> None:
+    target = RevocationTarget.node(nid(D))
+    signed = Cosigned(revoke(A, mesh=FIRST, target=target, revoked_at=NOW)).cosign(B)
+    lines = list(export_lines(FIRST, revocations=[signed]))
+    assert json.loads(lines[1])["type"] == "cosigned"
+    report = verify_export(lines, admin_keys=[nid(A)])
+    assert report.ok and report.membership_checked, report.rejections
+    short = list(export_lines(FIRST, revocations=[signed.record]))
+    assert [r.reason for r in verify_export(short, admin_keys=[nid(A)]).rejections] == [
+        ReceiptReason.INVALID_REVOCATION
+    ]
+
+
+def test_an_emergency_revocation_takes_the_lower_threshold_only_where_one_is_set() -> None:
+    target = RevocationTarget.node(nid(D))
+    emergency = revoke(A, mesh=FIRST, target=target, revoked_at=NOW, emergency=True)
+    with pytest.raises(MembershipError, match="no emergency revocations"):
+        RevocationSet.of(FIRST).add(emergency)  # FIRST sets none
+    with_path = Cosigned(rotate_mesh(A, FIRST, emergency_threshold=1, issued_at=NOW + 1))
+    after = adopt(MeshTrust.from_definition(FIRST, [nid(A)]), with_path.cosign(B))
+    assert after is not None and after.definition.emergency_threshold == 1
+    assert after.revocations.add(emergency) and after.revocations.get(target) == emergency
+    # Lowering the threshold takes the emergency one down with it; a certificate's
+    # revocation is never an emergency.
+    assert rotate_mesh(A, with_path.record, threshold=1, issued_at=NOW).emergency_threshold == 1
+    with pytest.raises(ValueError, match="emergency threshold of 3 above 2"):
+        rotate_mesh(A, FIRST, emergency_threshold=3, issued_at=NOW)
+    certificate = RevocationTarget(RevocationKind.MEMBERSHIP, nid(A), 7)
+    with pytest.raises(ValueError, match="only a node's"):
+        revoke(A, mesh=FIRST, target=certificate, revoked_at=NOW, emergency=True)

@@ -37,6 +37,19 @@ def test_a_cosigned_definition_decodes_alone_and_in_its_session_message() -> Non
     assert lines == [{"type": "session", "kind": "mesh_definition"}, vector["json"]]
 
 
+def test_a_cosigned_revocation_decodes_with_its_signatures() -> None:
+    from meshd.core.membership import Cosigned, Revocation
+    from tests.golden.membership import make_vectors as gen
+
+    vector = json.loads((GOLDEN / "revocation_emergency.json").read_text())
+    signed = Cosigned(Revocation.decode(bytes.fromhex(vector["hex"]))).cosign(gen.ADMIN)
+    res = _decode(signed.encode().hex())
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)
+    assert shown["record"] == vector["json"] and shown["record"]["emergency"] is True
+    assert [s["signer"] for s in shown["signatures"]] == [gen.node_id(gen.ADMIN)]
+
+
 def test_a_session_membership_message_shows_both_records() -> None:
     cert = json.loads((GOLDEN / "membership_delegated.json").read_text())
     delegation = json.loads((GOLDEN / "delegation.json").read_text())
