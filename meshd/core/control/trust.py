@@ -34,6 +34,7 @@ from meshd.core.membership.clock import MeshClock
 from meshd.core.membership.directory import Added, Directory, DirectoryError, Entry
 from meshd.core.membership.directory_sync import DirectoryMessage, DirectorySync
 from meshd.core.membership.rotation import adopt as adopt_successor
+from meshd.core.membership.rotation import check_successor
 from meshd.core.proto import session as messages
 from meshd.core.session_policy import Credential, Refusal, check_membership, decode_credential
 
@@ -154,8 +155,13 @@ class Trust:
 
     def follows(self, signed: Cosigned[MeshDefinition]) -> bool:
         """Whether ``signed`` is newer than ours and may follow it; MembershipError when it
-        is newer and may not (the adopting is ``adopt``'s)."""
-        return adopt_successor(self.own.trust, signed) is not None
+        is newer and may not. Its signatures only: the revocations are judged again under
+        it when it is adopted (``adopt``), not for every copy a stranger sends."""
+        current, newer = self.own.trust.definition, signed.record
+        if newer.mesh_id == current.mesh_id and newer.serial <= current.serial:
+            return False
+        check_successor(current, signed)
+        return True
 
     def vouched(
         self, node_id: str, signed: Cosigned[MeshDefinition], msg: messages.Membership
