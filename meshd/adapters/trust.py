@@ -1,9 +1,9 @@
 """The node's membership files (an adapter: reads them from the state directory).
 
 ``mesh.cert`` is the admin-signed mesh definition (with other admins' signatures, where
-the mesh's threshold needed them: meshd.core.membership.cosigned), ``membership.cert`` this node's
-certificate and ``delegation.cert`` (optional) the delegation that issued it or that lets
-this node issue invites. All are canonical bytes as `meshd decode` reads them. They are
+the mesh's threshold needed them: meshd.core.membership.cosigned), ``membership.cert``
+this node's certificate and ``delegation.cert`` (optional) the delegation that issued it
+or that lets this node issue invites. All are canonical bytes as `meshd decode` reads them. They are
 public material; the config pins the admin keys that must have signed the definition.
 ``revocations`` holds the revocations the node has learned (u16 length, then the canonical
 record, repeated), rewritten atomically whenever one is added. ``name.salt`` (16 octets,

@@ -10,6 +10,7 @@ from meshd.core.endpoints import format_endpoint
 from meshd.daemon.links import round2
 
 if TYPE_CHECKING:
+    from meshd.core.membership import MeshTrust
     from meshd.daemon.node import Node
 
 
@@ -38,6 +39,19 @@ def kernel_status(node: Node, routes: bool = True) -> dict[str, Any]:
         ]
         if routes
         else [],
+    }
+
+
+def mesh_status(trust: MeshTrust) -> dict[str, Any]:
+    """The mesh definition in force, and how many revocations took only its emergency
+    threshold (every node shows them)."""
+    definition = trust.definition
+    return {
+        "serial": definition.serial,
+        "admins": list(definition.admins),
+        "threshold": definition.threshold,
+        "emergency_threshold": definition.emergency_threshold,
+        "emergency_revocations": sum(r.emergency for r in trust.revocations),
     }
 
 
@@ -91,16 +105,7 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
         # Our certificate's window and renewal, and the mesh's time as we keep it.
         "membership": node.joins.own_renewal.status() if node.joins is not None else None,
         "clock": node.clock.status(),
-        "mesh": {
-            "serial": node.control.core.own.trust.definition.serial,
-            "admins": list(node.control.core.own.trust.admins),
-            "threshold": node.control.core.own.trust.definition.threshold,
-            "emergency_threshold": node.control.core.own.trust.definition.emergency_threshold,
-            # Revocations in force that took only the emergency threshold: everyone sees them.
-            "emergency_revocations": sum(
-                r.emergency for r in node.control.core.own.trust.revocations
-            ),
-        },
+        "mesh": mesh_status(node.control.core.own.trust),
         "neighbours": neighbours,
         # Every member's certificate this node holds (meshd.core.membership.directory).
         "directory": node.control.core.trust.directory_status(),

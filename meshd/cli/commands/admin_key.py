@@ -112,8 +112,10 @@ def rotate(args: argparse.Namespace) -> int:
     from meshd.cli.commands import load_admin_key
     from meshd.core.membership import (
         Cosigned,
+        MembershipError,
         MeshDefinition,
         Revocation,
+        RevocationSet,
         revoke,
     )
     from meshd.core.membership.rotation import rotate_mesh
@@ -157,10 +159,14 @@ def rotate(args: argparse.Namespace) -> int:
             )
         held = [Cosigned.from_json(j, Revocation) for j in client.revocations()]
         if current.threshold > 1:
-            # One key cannot sign them again: those the change would leave short lapse.
-            lapsing = [
-                s for s in held if len(set(s.signed_by) & set(newer.admins)) < newer.threshold
-            ]
+            # One key cannot sign them again: those the new definition would refuse lapse.
+            judged = RevocationSet.of(newer)
+            lapsing = []
+            for signed in held:
+                try:
+                    judged.check(signed)
+                except MembershipError:
+                    lapsing.append(signed)
             if lapsing and not args.force:
                 raise ValueError(
                     f"{len(lapsing)} revocation(s) would lapse: the admins left signed too "

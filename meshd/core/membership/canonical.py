@@ -8,8 +8,9 @@ Layout::
 
     offset 0   type tag   u8    which message (MessageType below)
     offset 1   version    u8    ENCODING_VERSION, or a later one the message declares
-                                (a field added later, present only when not its default);
-                                anything else is refused
+                                (for fields added later: a record that uses one takes
+                                its version and that version's fields); anything else is
+                                refused
     offset 2   fields, each present exactly once, in the schema's fixed order:
                  tag     u8          the field's position, 1, 2, 3, ... (never skipped)
                  length  u16 BE      number of value bytes
@@ -62,7 +63,7 @@ class MessageType(enum.IntEnum):
     # 0x30..0x3f are for releases (updates over the mesh).
     RELEASE_MANIFEST = 0x30  # meshd.core.proto.release: a new meshd, signed by an admin
     # 0x40..0x4f are for governance.
-    COSIGNED = 0x40  # meshd.core.membership.messages: a record and more admins' signatures
+    COSIGNED = 0x40  # meshd.core.membership.cosigned: a record and more admins' signatures
 
 
 class DecodeError(Exception):

@@ -95,9 +95,7 @@ class Cosigned(Generic[R]):
         if signer == self.record.issuer:
             return self
         signature = bytes(signing_key.sign(self.record.signed_bytes()).signature)
-        others = [(s, sig) for s, sig in self.signatures if s != signer]
-        ordered = sorted([*others, (signer, signature)], key=lambda i: public_from_node_id(i[0]))
-        return Cosigned(self.record, tuple(ordered))
+        return self.merged(Cosigned(self.record, ((signer, signature),)))
 
     def signers(self, admins: Iterable[str]) -> frozenset[str]:
         """The admins among ``admins`` whose signature is here and good. A bad signature of
@@ -127,7 +125,8 @@ class Cosigned(Generic[R]):
         return Cosigned(self.record, tuple(i for i in self.signatures if i[0] in keep))
 
     def merged(self, other: Cosigned[R]) -> Cosigned[R]:
-        """The same record with the co-signatures of both (each signer once)."""
+        """The same record with the co-signatures of both (each signer once; ``other``'s
+        where both have one)."""
         if other.record != self.record:
             raise ValueError("co-signatures of another record")
         signatures = dict(self.signatures) | dict(other.signatures)

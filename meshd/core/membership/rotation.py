@@ -108,8 +108,8 @@ def adopt(trust: MeshTrust, signed: Cosigned[MeshDefinition]) -> MeshTrust | Non
     """The trust ``newer`` gives, or None when it is not newer than ours (gossip repeats).
     MembershipError when it is newer but may not follow ours. Revocations are judged again
     by ``newer``: one whose signers among its admins are too few now (one an admin it
-    removes signed alone, say) is dropped; ``meshd admin-key rotate`` signs them again
-    with the new key before it removes the old one."""
+    removes signed alone, say) is dropped; under a threshold of 1 ``meshd admin-key
+    rotate`` signs them again with the new key before it removes the old one."""
     newer = signed.record
     if newer.mesh_id == trust.mesh_id and newer.serial <= trust.definition.serial:
         return None
