@@ -482,6 +482,9 @@ class Node:
         server = None
         try:
             await self.kernel(self.setup, time.monotonic())
+            # Our segments and uplink before the first session: a neighbour tells us where
+            # the others are as soon as ours verifies, and what is not on them is not tried.
+            await self.control.set_underlay(*await self.kernel(self.underlay))
             await self.control.start("0.0.0.0", self.cfg.control.quic_port, self.cfg.exit.fwmark)
             if self.cfg.discovery.beacons:
                 await self.control.start_beacons(
