@@ -46,6 +46,7 @@ class Overview(VerticalScroll):
                 f"mesh     {s['mesh_ipv4']}  {s['mesh_ipv6']}\n"
                 f"backend  {s['backend']} · routing {s.get('routing', '-')}"
                 f" · up {fmt.duration(s.get('uptime_s'))}",
+                governance(s),
             )
         )
         self.query_one("#way", Static).update(_way(s, live))
@@ -93,6 +94,18 @@ def _way(s: Status, live: Live) -> Text:
     return lines
 
 
+def governance(s: Status) -> str:
+    """Who governs the mesh, on a line of its own (none from a daemon that does not say):
+    how many admins, how many of them sign a change, and an emergency revocation's."""
+    mesh = s.get("mesh")
+    if not mesh:
+        return ""
+    said = f"\nadmins   {len(mesh['admins'])} · {mesh.get('threshold', 1)} sign a change"
+    if emergency := mesh.get("emergency_threshold"):
+        said += f" · {emergency} revoke in an emergency"
+    return said + f" · definition {mesh['serial']}"
+
+
 def devices(s: Status) -> str:
     """The household's roaming devices on one line: each one's last handshake and bytes."""
     items = (s.get("devices") or {}).get("items") or []
@@ -137,6 +150,16 @@ def attention(live: Live) -> list[Why]:
         found += [w for w in (up, out) if w is not None and w.level is not Level.OK]
     for u in s.get("usage", []):
         found += explain.usage(u, live.name(u["node_id"]), s.get("receipts"))
+    mesh = s.get("mesh") or {}
+    found += [
+        Why(
+            Level.WARN,
+            f"{live.name(node_id)}: revoked in an emergency by {mesh.get('emergency_threshold')}"
+            f" of {len(mesh['admins'])} admins, fewer than the {mesh.get('threshold')} a"
+            " revocation takes",
+        )
+        for node_id in mesh.get("emergency_revoked", ())
+    ]
     if unreadable := (s.get("devices") or {}).get("unreadable"):
         found.append(Why(Level.BAD, f"devices: {unreadable}"))
     return [w for w in found if w.level is not Level.OK]

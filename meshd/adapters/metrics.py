@@ -266,7 +266,7 @@ def _membership(doc: Mapping[str, Any]) -> Iterator[Metric]:
         emergency = GaugeMetricFamily(
             "meshd_mesh_emergency_revocations", "revocations in force on the emergency threshold"
         )
-        emergency.add_metric([], mesh.get("emergency_revocations", 0))
+        emergency.add_metric([], len(mesh.get("emergency_revoked", ())))
         yield emergency
 
 

@@ -43,15 +43,15 @@ def kernel_status(node: Node, routes: bool = True) -> dict[str, Any]:
 
 
 def mesh_status(trust: MeshTrust) -> dict[str, Any]:
-    """The mesh definition in force, and how many revocations took only its emergency
-    threshold (every node shows them)."""
+    """The mesh definition in force, and the nodes revoked on its emergency threshold
+    alone (every node shows them)."""
     definition = trust.definition
     return {
         "serial": definition.serial,
         "admins": list(definition.admins),
         "threshold": definition.threshold,
         "emergency_threshold": definition.emergency_threshold,
-        "emergency_revocations": sum(r.emergency for r in trust.revocations),
+        "emergency_revoked": [r.target.key for r in trust.revocations if r.emergency],
     }
 
 

@@ -184,7 +184,7 @@ def test_one_admin_cuts_a_node_off_in_an_emergency_and_everyone_sees_it(bed: Bed
 
     def cut_off() -> bool:
         meshes = [bed.status(n)["mesh"] for n in "abc"]
-        return all(m["emergency_revocations"] == 1 for m in meshes) and all(
+        return all(m["emergency_revoked"] == [bed.ids["e"]] for m in meshes) and all(
             n["node_id"] != bed.ids["e"] for n in bed.status("a")["neighbours"]
         )
 

@@ -328,3 +328,25 @@ def test_the_households_devices_show_on_one_line_and_a_bad_book_needs_attention(
     live = Live()
     live.update({**s, "devices": {"unreadable": "devices.json: bad", "items": []}})
     assert explain.Why(Level.BAD, "devices: devices.json: bad") in overview.attention(live)
+
+
+def test_who_governs_the_mesh_shows_and_an_emergency_revocation_needs_attention() -> None:
+    from tui import overview
+
+    a = status("demo-a-3")
+    b = a["neighbours"][0]
+    mesh = {"serial": 4, "admins": ["A", "B", "C"], "threshold": 2, "emergency_threshold": 1}
+    s: Any = {**a, "mesh": {**mesh, "emergency_revoked": [b["node_id"]]}}
+    assert overview.governance(s) == (
+        "\nadmins   3 · 2 sign a change · 1 revoke in an emergency · definition 4"
+    )
+    assert overview.governance(status("demo-a-3")) == ""  # an older daemon: no line
+    live = Live()
+    live.update(s)
+    assert explain.Why(
+        Level.WARN,
+        f"{b['name']}: revoked in an emergency by 1 of 3 admins, fewer than the 2 a"
+        " revocation takes",
+    ) in overview.attention(live)
+    live.update({**s, "mesh": {**mesh, "emergency_revoked": []}})
+    assert not [w for w in overview.attention(live) if "emergency" in w.text]

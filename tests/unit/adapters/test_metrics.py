@@ -42,7 +42,7 @@ def status() -> dict[str, Any]:
         "serial": 3,
         "admins": ["A" * 43, "B" * 43, "C" * 43],
         "threshold": 2,
-        "emergency_revocations": 1,
+        "emergency_revoked": ["x" * 43],
     }
     doc["gateway"]["uplink"] = {
         "interface": "upl",
