@@ -610,6 +610,20 @@ def packet_types(dialer: HalfOpenDialer) -> list[tuple[QuicPacketType, bytes]]:
         out.append((header.packet_type, header.token))
 
 
+async def answered(
+    dialer: HalfOpenDialer, kind: QuicPacketType | None = None, within: float = 5.0
+) -> list[tuple[QuicPacketType, bytes]]:
+    """What came back to the dialer, waiting until something (of ``kind``) did: a loaded
+    machine answers later than a fixed sleep."""
+    deadline = asyncio.get_running_loop().time() + within
+    got: list[tuple[QuicPacketType, bytes]] = []
+    while not any(kind in (None, k) for k, _ in got):
+        assert asyncio.get_running_loop().time() < deadline, f"no {kind or 'answer'} came"
+        await asyncio.sleep(0.01)
+        got += packet_types(dialer)
+    return got
+
+
 def test_a_retry_answers_new_sources_once_half_the_unverified_slots_are_taken(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -621,7 +635,7 @@ def test_a_retry_answers_new_sources_once_half_the_unverified_slots_are_taken(
             with dialers("127.0.0.13", "127.0.0.14") as (probe, forger):
                 probe.send_initials(to)
                 await b.wait_for(lambda: b.transport.half_open_count == 1)
-                assert packet_types(probe)[0][0] == QuicPacketType.INITIAL  # no pressure yet
+                assert (await answered(probe))[0][0] == QuicPacketType.INITIAL  # no pressure
                 async with clients(["127.0.0.11", "127.0.0.12"]) as held:
                     for client in held:
                         await come_up(b, client)
@@ -629,9 +643,10 @@ def test_a_retry_answers_new_sources_once_half_the_unverified_slots_are_taken(
                     # Now a new source gets a Retry with a token, and opens nothing.
                     before = b.transport.session_count
                     probe.send_initials(to)
-                    await asyncio.sleep(0.1)
-                    ((kind, token),) = packet_types(probe)
-                    assert kind == QuicPacketType.RETRY and token
+                    # (the first probe's half-open session may resend its Initial meanwhile)
+                    got = await answered(probe, QuicPacketType.RETRY)
+                    (token,) = [t for k, t in got if k == QuicPacketType.RETRY]
+                    assert token
                     assert b.transport.session_count == before
                     assert b.transport.status()["retry"] == {"sent": 1}
                     # That token from another address opens nothing and gets no answer.
@@ -655,8 +670,7 @@ def test_a_retry_answers_new_sources_once_half_the_unverified_slots_are_taken(
                     assert not b.transport.retrying
                     probe.send_initials(to)
                     await b.wait_for(lambda: b.transport.half_open_count >= 1)
-                    await asyncio.sleep(0.05)
-                    assert [k for k, _ in packet_types(probe)][0] == QuicPacketType.INITIAL
+                    assert [k for k, _ in await answered(probe)][0] == QuicPacketType.INITIAL
 
     run(scenario, within=20.0)
 
