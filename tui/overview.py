@@ -160,6 +160,15 @@ def attention(live: Live) -> list[Why]:
         )
         for node_id in mesh.get("emergency_revoked", ())
     ]
+    found += [
+        Why(
+            Level.WARN,
+            f"proposal {p['id']}: {p['what']}, signed by {len(p['signed_by'])} of the"
+            f" {p['needed']} admins it needs (`meshd proposals`)",
+        )
+        for p in s.get("proposals", ())
+        if not p.get("withdrawn")
+    ]
     if unreadable := (s.get("devices") or {}).get("unreadable"):
         found.append(Why(Level.BAD, f"devices: {unreadable}"))
     return [w for w in found if w.level is not Level.OK]

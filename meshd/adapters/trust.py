@@ -39,6 +39,7 @@ MESH_FILE = "mesh.cert"
 MEMBERSHIP_FILE = "membership.cert"
 DELEGATION_FILE = "delegation.cert"
 REVOCATIONS_FILE = "revocations"
+PROPOSALS_FILE = "proposals"  # what admins proposed, until carried, lapsed or withdrawn
 NAME_SALT_FILE = "name.salt"
 
 
@@ -82,6 +83,30 @@ def load(state_dir: Path, admin_keys: tuple[str, ...], node_id: str, now: float)
     if member.node_id != node_id:
         raise TrustError(f"{state_dir / MEMBERSHIP_FILE}: certifies {member.node_id}, not us")
     return OwnMembership(trust, cert, chain, delegation, member)
+
+
+def save_proposals(state_dir: Path, proposals: tuple[bytes, ...]) -> None:
+    write_atomically(
+        state_dir / PROPOSALS_FILE,
+        b"".join(struct.pack("!H", len(record)) + record for record in proposals),
+    )
+
+
+def load_proposals(state_dir: Path) -> list[bytes]:
+    """The stored proposals' bytes (each is checked again as it is heard: the plane's)."""
+    path = state_dir / PROPOSALS_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    records = []
+    while len(data) >= 2 and len(data) >= 2 + struct.unpack("!H", data[:2])[0]:
+        (length,) = struct.unpack("!H", data[:2])
+        records.append(data[2 : 2 + length])
+        data = data[2 + length :]
+    if data:
+        event("proposal.stored_truncated", logging.WARNING, file=str(path), left=len(data))
+    return records
 
 
 def load_revocations(state_dir: Path, into: RevocationSet) -> None:

@@ -60,6 +60,10 @@ class Changes(Protocol):
 
     def adopt_definitions(self, records: list[bytes]) -> dict[str, Any]: ...
 
+    def proposals(self) -> list[dict[str, Any]]: ...
+
+    def propose(self, records: list[bytes]) -> list[dict[str, Any]]: ...
+
     def block(self, node_id: str, blocked: bool) -> None: ...
 
     def map_documents(self) -> dict[str, Any]: ...
@@ -176,6 +180,14 @@ async def _mesh_definition(sources: Sources, args: dict[str, Any]) -> Any:
     return _node(sources).adopt_definitions(_hex_list(args.get("records")))
 
 
+async def _proposals(sources: Sources, args: dict[str, Any]) -> Any:
+    return _node(sources).proposals()
+
+
+async def _propose(sources: Sources, args: dict[str, Any]) -> Any:
+    return _node(sources).propose(_hex_list(args.get("records")))
+
+
 async def _block(sources: Sources, args: dict[str, Any]) -> Any:
     node_id, blocked = args.get("node_id"), args.get("blocked", True)
     if not isinstance(node_id, str) or not isinstance(blocked, bool):
@@ -251,6 +263,8 @@ CALLS: dict[str, Call] = {
     "releases": Call(_slice("releases")),
     "add_revocations": Call(_add_revocations, changes=True),
     "mesh_definition": Call(_mesh_definition, changes=True),
+    "proposals": Call(_proposals),
+    "propose": Call(_propose, changes=True),
     "block": Call(_block, changes=True),
     "publish_release": Call(_publish_release, changes=True),
     "devices": Call(_devices),

@@ -128,6 +128,17 @@ class ControlClient:
         result = self.call("mesh_definition", records=[r.hex() for r in records])
         return _dataclass(DefinitionAdopted, result, "mesh_definition")
 
+    def proposals(self) -> list[dict[str, Any]]:
+        """What admins proposed and the daemon holds, short of its quorum."""
+        result = _checked(self.call("proposals"), list[dict[str, Any]], "proposals")
+        return cast(list[dict[str, Any]], result)
+
+    def propose(self, records: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Hand over proposals (new, signed or withdrawn from): what each did (``outcome``:
+        new, grew, same, carried), or ``CallRefused`` naming why one was refused."""
+        result = self.call("propose", records=[r.hex() for r in records])
+        return cast(list[dict[str, Any]], _checked(result, list[dict[str, Any]], "propose"))
+
     def block(self, node_id: str, blocked: bool = True) -> BlockResult:
         result = self.call("block", node_id=node_id, blocked=blocked)
         return _dataclass(BlockResult, result, "block")

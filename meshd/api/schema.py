@@ -219,6 +219,7 @@ class Status(_StatusRequired, total=False):
     membership: dict[str, Any] | None  # our certificate's window and its renewal
     clock: dict[str, Any]  # the mesh's time as this node keeps it
     mesh: dict[str, Any]  # the mesh definition's serial, admins and threshold
+    proposals: list[dict[str, Any]]  # what admins proposed, short of its quorum yet
     directory: dict[str, Any]  # members (certificates held) and digest
     api: dict[str, Any]  # refused: control API callers refused a changing call, by reason
     discovery: dict[str, Any]  # candidates held, beacons and candidates refused by reason

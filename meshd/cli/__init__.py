@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "invite": ("invite", "issue a one-time invite for a new household node (token and QR)"),
     "revoke": ("revoke", "cut a node off the mesh for good (on the node holding the admin key)"),
     "admin-key": ("admin_key", "the mesh's admin key: back it up, restore it, rotate it"),
+    "proposals": ("proposals", "what the admins proposed: list, show, sign or withdraw one"),
     "release": ("release", "sign a release manifest (admin), check one, or publish it"),
     "update": ("update", "the release this node holds and serves, and the one it fetches"),
     "state": ("state", "the state directory's schema: status, upgrade, rollback to the copy"),

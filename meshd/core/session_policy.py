@@ -139,6 +139,7 @@ TABLE: dict[SessionKind, dict[type, Rule]] = {
         ),
         **_verified(m.Name, feature=m.Feature.PRIVATE_NAMES),
         **_verified(m.MapMessage, feature=m.Feature.MAP),
+        **_verified(m.ProposalMessage, feature=m.Feature.PROPOSALS),
         **_verified(m.Release, m.ReleaseFetch, m.ReleasePart, feature=m.Feature.RELEASES),
     },
     SessionKind.EXIT: {

@@ -33,6 +33,7 @@ from meshd.adapters.trust import (
     save_chain,
     save_clock_floor,
     save_joined,
+    save_proposals,
     save_revocations,
     write_atomically,
 )
@@ -44,6 +45,7 @@ from meshd.core.control.plane import ControlPlane
 from meshd.core.control.routes import router_id
 from meshd.core.discovery.beacons import BeaconSettings, BeaconState, Discovered, Rejected
 from meshd.core.endpoints import Address
+from meshd.core.errors import BadInput
 from meshd.core.invites import BootstrapEndpoint
 from meshd.core.membership import (
     Cosigned,
@@ -53,6 +55,7 @@ from meshd.core.membership import (
     OwnMembership,
 )
 from meshd.core.membership.clock import MeshClock
+from meshd.core.membership.proposals import Proposal
 from meshd.core.proto import session as messages
 from meshd.core.proto.gateway import GatewayAdvert
 from meshd.core.proto.session import MESHD_2
@@ -309,6 +312,24 @@ class ControlService:
         finally:
             self._run()
 
+    def hear_proposals(self, records: list[bytes]) -> list[dict[str, Any]]:
+        """Proposals handed in (``meshd proposals``): what each did; the first refused one
+        raises BadInput (those before it were taken)."""
+        try:
+            heard = [self.core.hear_proposal(Proposal.decode(r), time.monotonic()) for r in records]
+        finally:
+            self._run()
+        trust = self.core.own.trust
+        return [
+            {
+                "id": h.proposal.id,
+                "outcome": h.outcome,
+                "signed": len(h.proposal.signed.signers(trust.definition.admins)),
+                "needed": self.core.proposals.needed(h.proposal, trust),
+            }
+            for h in heard
+        ]
+
     def add_revocation_records(self, records: list[bytes]) -> dict[str, int]:
         try:
             return self.core.add_revocation_records(records, time.monotonic())
@@ -381,6 +402,8 @@ class ControlService:
             write_atomically(self.state_dir / DIRECTORY_FILE, effect.data)
         elif isinstance(effect, fx.SaveRevocations):
             save_revocations(self.state_dir, effect.revocations)
+        elif isinstance(effect, fx.SaveProposals):
+            save_proposals(self.state_dir, effect.proposals)
         elif isinstance(effect, fx.SaveClockFloor):
             save_clock_floor(self.state_dir, effect.floor)
         elif isinstance(effect, fx.SaveDefinition):
@@ -457,6 +480,11 @@ def build_control(
         journal=event,
         now=now,
     )
+    for record in trust.load_proposals(state_dir):  # checked again: some may have lapsed
+        try:
+            core.hear_proposal(Proposal.decode(record), now)
+        except BadInput as exc:
+            event("proposal.stored_rejected", logging.INFO, reason=str(exc))
     return ControlService(
         core,
         node_certificate(identity.signing_key),

@@ -61,7 +61,7 @@ from meshd.daemon.joins import JoinService
 from meshd.daemon.links import KernelLinks
 from meshd.daemon.metering import Metering
 from meshd.daemon.releases import PublishError, ReleaseService
-from meshd.daemon.status import status
+from meshd.daemon.status import proposals_status, status
 from meshd.log import event
 
 if TYPE_CHECKING:  # prometheus_client only where metrics are served
@@ -403,6 +403,14 @@ class Node:
         ]
         definition = self.control.core.own.trust.definition
         return {"adopted": sum(adopted), "definition": definition.to_json()}
+
+    def proposals(self) -> list[dict[str, Any]]:
+        assert self.control is not None
+        return proposals_status(self.control.core)
+
+    def propose(self, records: list[bytes]) -> list[dict[str, Any]]:
+        assert self.control is not None
+        return self.control.hear_proposals(records)
 
     def block(self, node_id: str, blocked: bool) -> None:
         assert self.exits is not None

@@ -7,9 +7,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from meshd.core.endpoints import format_endpoint
+from meshd.core.membership import MeshDefinition
+from meshd.core.membership.proposals import TTL_S
 from meshd.daemon.links import round2
 
 if TYPE_CHECKING:
+    from meshd.core.control.plane import ControlPlane
     from meshd.core.membership import MeshTrust
     from meshd.daemon.node import Node
 
@@ -53,6 +56,37 @@ def mesh_status(trust: MeshTrust) -> dict[str, Any]:
         "emergency_threshold": definition.emergency_threshold,
         "emergency_revoked": [r.target.key for r in trust.revocations if r.emergency],
     }
+
+
+def proposals_status(core: ControlPlane) -> list[dict[str, Any]]:
+    """The proposals held, each with who signed it (the admins whose signatures count),
+    who withdrew, how many it needs and when it lapses; ``proposal``: its bytes, hex, for
+    an admin to sign or withdraw from."""
+    trust, out = core.own.trust, []
+    for p in core.proposals:
+        record = p.record
+        if isinstance(record, MeshDefinition):
+            what = f"mesh definition serial {record.serial}"
+        else:
+            what = f"revocation of {record.target.describe()}"
+            if record.emergency:
+                what = f"emergency {what}"
+        out.append(
+            {
+                "id": p.id,
+                "what": what,
+                "issuer": record.issuer,
+                "signed_by": sorted(p.signed.signers(trust.definition.admins)),
+                "withdrawn_by": sorted(p.withdrawn_by),
+                "withdrawn": p.dropped,
+                "needed": core.proposals.needed(p, trust),
+                "issued_at": p.issued_at,
+                "lapses_at": p.issued_at + TTL_S,
+                "record": record.to_json(),
+                "proposal": p.encode().hex(),
+            }
+        )
+    return out
 
 
 async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
@@ -106,6 +140,10 @@ async def status(node: Node, kernel_routes: bool = True) -> dict[str, Any]:
         "membership": node.joins.own_renewal.status() if node.joins is not None else None,
         "clock": node.clock.status(),
         "mesh": mesh_status(node.control.core.own.trust),
+        "proposals": [
+            {k: v for k, v in p.items() if k not in ("record", "proposal")}
+            for p in proposals_status(node.control.core)
+        ],
         "neighbours": neighbours,
         # Every member's certificate this node holds (meshd.core.membership.directory).
         "directory": node.control.core.trust.directory_status(),

@@ -2,9 +2,12 @@
 
 d - a - b - c; the admins are the testbed's key, a and b, and the mesh's definition wants
 two of them to sign a change or a revocation (the topology's ``threshold``). One admin
-alone changes nothing: ``meshd admin-key rotate`` and ``meshd revoke`` say so, and what it
-signed, handed to every node's daemon, is refused there (``short_of_quorum``). With
-``meshd admin-key approve`` by a second admin, a change of admins takes effect mesh-wide.
+alone changes nothing: ``meshd admin-key rotate`` and ``meshd revoke`` make a proposal,
+which every node holds (``meshd proposals``) and none enforces, and what it signed, handed
+to every node's daemon, is refused there (``short_of_quorum``); a proposal its admin
+withdrew can no longer be carried. With ``meshd admin-key approve`` by a second admin (a
+proposal passed by hand) or ``meshd proposals sign`` (one spread over the mesh), a change
+takes effect mesh-wide.
 An admin removed that way counts for nothing: a definition or a revocation it co-signs
 with one admin in force is refused everywhere, and it can no longer approve. A restarted
 node comes back under the definition in force, and a revocation two admins signed cuts a
@@ -13,6 +16,7 @@ revoke e as an emergency, which every node counts in its status."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,13 +82,41 @@ def hand_in(bed: Bed, node: str, signed: bytes) -> str:
     return ""
 
 
+def proposal_id(out: str) -> str:
+    found = re.search(r"^proposal (\w+): ", out, re.M)
+    assert found, out
+    return found[1]
+
+
+def held_everywhere(bed: Bed, pid: str, signed: int, withdrawn: bool = False) -> bool:
+    """Whether every node holds proposal ``pid`` with ``signed`` admins' signatures."""
+    for node in "abcde":
+        held = {p["id"]: p for p in client(bed, node).proposals()}
+        if pid not in held or held[pid]["withdrawn"] != withdrawn:
+            return False
+        if not withdrawn and len(held[pid]["signed_by"]) != signed:
+            return False
+    return True
+
+
 def test_one_admin_alone_changes_nothing(bed: Bed, tmp_path: Path) -> None:
     a, b = bed.ids["a"], bed.ids["b"]
     (first,) = mesh_everywhere(bed)
     assert first[0] == 1 and first[2] == 2 and {a, b} < first[1] and len(first[1]) == 3
-    alone = f"meshd admin-key rotate --remove {b} --threshold 1 2>&1; echo rc=$?"
-    refused = bed.sh("a", "sh", "-c", alone, check=False)
-    assert "needs 2 admins' signatures" in refused and "rc=1" in refused, refused
+    # Alone, a proposes to drop b and the quorum: every node holds it, none enforces it.
+    out = bed.sh("a", "meshd", "admin-key", "rotate", "--remove", b, "--threshold", "1")
+    assert "signed by 1 of the 2" in out and "meshd proposals sign" in out, out
+    pid = proposal_id(out)
+    took = bed.wait("the proposal on every node", lambda: held_everywhere(bed, pid, 1), 10)
+    print(f"a proposal on every node in {took:.1f} s")
+    listed = bed.sh("e", "meshd", "proposals")
+    assert pid in listed and "1 of 2" in listed and "serial 2" in listed, listed
+    # a takes it back: withdrawn everywhere, and no second signature can carry it now.
+    out = bed.sh("a", "meshd", "proposals", "withdraw", pid)
+    assert "withdrawn" in out, out
+    bed.wait("withdrawn everywhere", lambda: held_everywhere(bed, pid, 0, withdrawn=True), 10)
+    late = bed.sh("b", "sh", "-c", f"meshd proposals sign {pid} 2>&1; echo rc=$?", check=False)
+    assert "withdrawn" in late and "rc=1" in late, late
     coup = tmp_path / "coup.def"
     out = bed.sh(
         "a", "meshd", "admin-key", "rotate", "--remove", b, "--threshold", "1", "--out", str(coup)
@@ -92,10 +124,11 @@ def test_one_admin_alone_changes_nothing(bed: Bed, tmp_path: Path) -> None:
     assert "signed by 1 of the 2" in out, out
     for node in "abcde":
         assert hand_in(bed, node, coup.read_bytes()) == "short_of_quorum"
-    # Nor can it revoke: d is cut off by no one's word alone.
-    alone = "meshd revoke d 2>&1; echo rc=$?"
-    refused = bed.sh("a", "sh", "-c", alone, check=False)
-    assert "needs 2 admins' signatures to revoke" in refused and "rc=1" in refused, refused
+    # Nor can it revoke: d is cut off by no one's word alone (the proposal stays held).
+    out = bed.sh("a", "meshd", "revoke", "d")
+    assert "signed by 1 of the 2" in out, out
+    pid = proposal_id(out)
+    bed.wait("the revocation proposed everywhere", lambda: held_everywhere(bed, pid, 1), 10)
     revocation = tmp_path / "revoke-d.rev"
     bed.sh("a", "meshd", "revoke", "d", "--out", str(revocation))
     for node in "abcde":
@@ -154,6 +187,9 @@ def test_two_admins_change_it_and_a_removed_one_counts_for_nothing(
 def test_two_admins_revoke_and_a_removed_one_cannot_help(bed: Bed, tmp_path: Path) -> None:
     (held,) = mesh_everywhere(bed)
     assert held[0] == 3 and bed.ids["b"] not in held[1]  # after the changes above
+    # a's proposal to revoke d (the first test's) is still held, signed by a alone.
+    (proposed,) = [p for p in client(bed, "c").proposals() if "revocation" in p["what"]]
+    pid = proposed["id"]
     revocation = tmp_path / "revoke-d.rev"
     bed.sh("a", "meshd", "revoke", "d", "--out", str(revocation))
     with_b = tmp_path / "with-b.rev"
@@ -164,8 +200,11 @@ def test_two_admins_revoke_and_a_removed_one_cannot_help(bed: Bed, tmp_path: Pat
     for node in "abcde":
         added = f"meshd revocations add {with_b} 2>&1; echo rc=$?"
         assert "short_of_quorum" in bed.sh(node, "sh", "-c", added, check=False)
-    out = bed.sh("c", "meshd", "admin-key", "approve", str(revocation))
-    assert "revocation of" in out and "signed by 2 admins" in out, out
+    # b, removed, has no admin key to sign a proposal with; c has, and carries it.
+    not_admin = bed.sh("b", "sh", "-c", f"meshd proposals sign {pid} 2>&1; echo rc=$?", check=False)
+    assert "holds no admin key" in not_admin and "rc=1" in not_admin, not_admin
+    out = bed.sh("c", "meshd", "proposals", "sign", pid)
+    assert "carries its quorum" in out, out
 
     def revoked_everywhere() -> bool:
         for node in "abc":
@@ -175,7 +214,12 @@ def test_two_admins_revoke_and_a_removed_one_cannot_help(bed: Bed, tmp_path: Pat
         return all(n["node_id"] != bed.ids["d"] for n in bed.status("a")["neighbours"])
 
     took = bed.wait("d revoked on a, b and c, and cut off", revoked_everywhere, within=15)
-    print(f"a revocation by 2 of 3 admins in force on every node in {took:.1f} s")
+    print(f"a proposal's second signature in force on every node in {took:.1f} s")
+    bed.wait(
+        "the carried proposal forgotten",
+        lambda: all(not client(bed, n).proposals() for n in "abce"),
+        within=10,
+    )
 
 
 def test_one_admin_cuts_a_node_off_in_an_emergency_and_everyone_sees_it(bed: Bed) -> None:

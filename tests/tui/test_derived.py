@@ -350,3 +350,10 @@ def test_who_governs_the_mesh_shows_and_an_emergency_revocation_needs_attention(
     ) in overview.attention(live)
     live.update({**s, "mesh": {**mesh, "emergency_revoked": []}})
     assert not [w for w in overview.attention(live) if "emergency" in w.text]
+    pending = {"id": "a3eb9439cf9f", "what": "revocation of node x", "signed_by": ["A"]}
+    withdrawn = {**pending, "id": "000000000000", "withdrawn": True}
+    live.update({**s, "proposals": [{**pending, "needed": 2, "withdrawn": False}, withdrawn]})
+    assert [w.text for w in overview.attention(live) if "proposal" in w.text] == [
+        "proposal a3eb9439cf9f: revocation of node x, signed by 1 of the 2 admins it needs"
+        " (`meshd proposals`)"
+    ]

@@ -7,9 +7,11 @@ added or removed (and the threshold changed) and hands it to the running daemon,
 adopts it and spreads it to every node (meshd.core.membership.rotation).
 
 Where the mesh's definition sets a threshold above 1, one admin's signature is not enough:
-``rotate --out FILE`` writes the signed proposal instead, and each other admin runs
-``approve FILE`` on their own node, which adds their signature (``meshd decode --file FILE``
-shows who signed) and, once the proposal carries the threshold, hands it to the daemon.
+``rotate`` hands the daemon a proposal, which spreads to every node for the other admins
+to sign (``meshd proposals sign ID``). By hand instead: ``rotate --out FILE`` writes the
+signed proposal, and each other admin runs ``approve FILE`` on their own node, which adds
+their signature (``meshd decode --file FILE`` shows who signed) and, once the proposal
+carries the threshold, hands it to the daemon.
 
 A rotation is two runs. ``--add NEW`` with the old key: both keys are admins, every
 certificate verifies. Then, once certificates and delegations were issued again under the
@@ -69,8 +71,8 @@ def add_rotate_arguments(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         metavar="FILE",
-        help="write the signed proposal here for the other admins to approve (where the "
-        "mesh needs more than one admin's signature)",
+        help="where the mesh needs more than one admin's signature: write the signed "
+        "proposal here for the other admins to approve, instead of proposing it over the mesh",
     )
     p.add_argument(
         "--force",
@@ -118,6 +120,7 @@ def rotate(args: argparse.Namespace) -> int:
         RevocationSet,
         revoke,
     )
+    from meshd.core.membership.proposals import Proposal
     from meshd.core.membership.rotation import rotate_mesh
 
     now = int(time.time())
@@ -146,11 +149,6 @@ def rotate(args: argparse.Namespace) -> int:
             emergency_threshold=args.emergency_threshold,
             issued_at=now,
         )
-        if current.threshold > 1 and not args.out:
-            raise ValueError(
-                f"the mesh needs {current.threshold} admins' signatures for this: give --out "
-                "FILE, then `meshd admin-key approve FILE` on other admins' nodes"
-            )
         own = client.status().get("membership") or {}
         if own.get("issuer") in args.remove and not args.force:
             raise ValueError(
@@ -182,6 +180,14 @@ def rotate(args: argparse.Namespace) -> int:
             ]
         if resigned:  # a second earlier: these are kept over the old key's (the least wins)
             client.add_revocations([r.encode() for r in resigned])
+        if current.threshold > 1 and not args.out:
+            (heard,) = client.propose([Proposal(Cosigned(newer)).encode()])
+            print(
+                f"proposal {heard['id']}: mesh definition serial {newer.serial}, signed by 1 "
+                f"of the {current.threshold} admins it needs; it spreads to every node: run "
+                f"`meshd proposals sign {heard['id']}` on another admin's node"
+            )
+            return 0
         if current.threshold > 1:
             _write_proposal(args.out, Cosigned(newer))
             print(

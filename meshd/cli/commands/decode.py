@@ -100,7 +100,7 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
 
         # Membership records start with their type (1-6), receipts with theirs (0x11), map
         # records and release manifests with theirs (0x20, 0x30), session messages with
-        # their kind (1-29, RENEW_GRANTED is 0x11 too), beacons with MSHB; anything else is
+        # their kind (1-30, RENEW_GRANTED is 0x11 too), beacons with MSHB; anything else is
         # read as Babel, whose errors say what is wrong (bad_magic).
         kind = "babel"
         if data.startswith(b"MSHB"):
@@ -117,14 +117,15 @@ def decode(data: bytes, kind: str, with_state: bool = False) -> list[dict[str, o
             MessageType.MAP_RECORD,
             MessageType.RELEASE_MANIFEST,
             MessageType.COSIGNED,
+            MessageType.PROPOSAL,
         ):
-            kind = "membership"  # no session kind is 0x20, 0x30 or 0x40
+            kind = "membership"  # no session kind is 0x20, 0x30, 0x40 or 0x41
         elif data[:1] and 1 <= data[0] <= 6:
             try:
                 return _membership(data)
             except DecodeFailure:
                 kind = "session"
-        elif data[:1] and 7 <= data[0] <= session_kinds.RELEASE_PART:  # only session ones
+        elif data[:1] and 7 <= data[0] <= session_kinds.PROPOSAL:  # only session ones
             kind = "session"
     if kind == "babel":
         return _babel(data, with_state)
@@ -170,14 +171,16 @@ def _membership(data: bytes) -> list[dict[str, object]]:
     from meshd.core.membership import MembershipError, decode_message
     from meshd.core.membership.canonical import MessageType
     from meshd.core.membership.cosigned import decode_proposal
+    from meshd.core.membership.proposals import Proposal
     from meshd.core.proto.map_record import MapRecord
     from meshd.core.proto.release import ReleaseManifest
 
-    others: dict[int, type[Invite | JoinRequest | MapRecord | ReleaseManifest]] = {
+    others: dict[int, type[Invite | JoinRequest | MapRecord | ReleaseManifest | Proposal]] = {
         MessageType.INVITE: Invite,
         MessageType.JOIN_REQUEST: JoinRequest,
         MessageType.MAP_RECORD: MapRecord,
         MessageType.RELEASE_MANIFEST: ReleaseManifest,
+        MessageType.PROPOSAL: Proposal,
     }
     try:
         if data[:1] == bytes((MessageType.COSIGNED,)):
@@ -282,6 +285,8 @@ def _session(data: bytes, with_state: bool) -> list[dict[str, object]]:
         return [{"type": "session", "kind": "map"}, *_membership(msg.record)]
     if isinstance(msg, session.Release):
         return [{"type": "session", "kind": "release"}, *_membership(msg.manifest)]
+    if isinstance(msg, session.ProposalMessage):
+        return [{"type": "session", "kind": "proposal"}, *_membership(msg.proposal)]
     if isinstance(msg, session.ReleaseFetch):
         head = {"type": "session", "kind": "release_fetch", "serial": msg.serial}
         return [{**head, "offset": msg.offset, "length": msg.length}]

@@ -7,8 +7,9 @@ revoked node's sessions, links and routes, and refuses it from then on.
 NODE must be one this node has seen (a neighbour, a gateway) so that a typo revokes no
 one; ``--unseen`` takes a full node id of a node out of sight (one that went dark). A
 delegate cannot revoke: revocations never expire, so only an admin key signs them. Where
-the mesh's definition sets a threshold above 1, ``--out FILE`` writes the signed revocation
-for the other admins (``meshd admin-key approve FILE``) instead of handing it in;
+the mesh's definition sets a threshold above 1, the daemon takes it as a proposal that
+spreads to every node, for the other admins to sign (``meshd proposals sign ID``), or
+``--out FILE`` writes it for them to approve by hand (``meshd admin-key approve FILE``);
 ``--emergency`` makes one that takes the definition's emergency threshold instead (one
 admin, if it says 1); revoking a node revoked already adds this admin's signature to the
 revocation in force (so that it outlives the removal of an admin who signed it).
@@ -44,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         metavar="FILE",
-        help="write the signed revocation here for the other admins to approve (where the "
-        "mesh needs more than one admin's signature)",
+        help="where the mesh needs more than one admin's signature: write the signed "
+        "revocation here for the other admins to approve, instead of proposing it over the mesh",
     )
     add_config_argument(p)
     add_socket_argument(p)
@@ -102,6 +103,7 @@ def main(args: argparse.Namespace) -> int:
         RevocationTarget,
         revoke,
     )
+    from meshd.core.membership.proposals import Proposal
 
     now = int(time.time())
     try:
@@ -138,12 +140,15 @@ def main(args: argparse.Namespace) -> int:
             emergency=args.emergency,
         )
         needed = definition.emergency_threshold if args.emergency else definition.threshold
+        if needed > 1 and not args.out:
+            (heard,) = client.propose([Proposal(Cosigned(record)).encode()])
+            print(
+                f"proposal {heard['id']}: the revocation of {node_id}, signed by 1 of the "
+                f"{needed} admins it needs; it spreads to every node: run `meshd proposals "
+                f"sign {heard['id']}` on another admin's node"
+            )
+            return 0
         if needed > 1:
-            if not args.out:
-                raise ValueError(
-                    f"the mesh needs {needed} admins' signatures to revoke: give --out "
-                    "FILE, then `meshd admin-key approve FILE` on other admins' nodes"
-                )
             trust.write_atomically(Path(args.out), record.encode())
             print(
                 f"revocation of {node_id} written to {args.out}, signed by 1 of the "

@@ -132,6 +132,11 @@ class SaveRevocations:
 
 
 @dataclass(frozen=True)
+class SaveProposals:
+    proposals: tuple[bytes, ...]  # every proposal held (meshd.core.membership.proposals)
+
+
+@dataclass(frozen=True)
 class SaveClockFloor:
     floor: float  # Unix seconds the mesh clock never reads below (meshd.core.membership.clock)
 
@@ -162,6 +167,7 @@ Effect = (
     | SaveSeqno
     | SaveDirectory
     | SaveRevocations
+    | SaveProposals
     | SaveClockFloor
     | SaveDefinition
 )

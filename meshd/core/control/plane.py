@@ -84,6 +84,7 @@ from meshd.core.membership.clock import MeshClock
 from meshd.core.membership.directory import ADDRESS_IN_USE, POOL_OVERLAP, DirectoryError
 from meshd.core.membership.directory_sync import DirectoryMessage
 from meshd.core.membership.names import NameOpening, shown
+from meshd.core.membership.proposals import Heard, Proposal, Proposals
 from meshd.core.proto import session as messages
 from meshd.core.proto.babel import (
     BabelDecodeError,
@@ -165,6 +166,9 @@ class ControlPlane:
         self._next_enforce = now + ENFORCE_EVERY_S
         # Our membership and what we know of everyone's (meshd.core.control.trust).
         self.trust = Trust(own, clock, self.effects, journal, directory)
+        # What admins propose and sign together, held and passed on by every node until
+        # it carries the quorum (meshd.core.membership.proposals; the shell loads them).
+        self.proposals = Proposals()
         # Route origins and black holes (meshd.core.control.routes); the stored directory
         # gives the origin check far members' addresses too.
         self.routes = Routes(
@@ -337,6 +341,8 @@ class ControlPlane:
                         peer.count_refusal(f"endpoint_{why}")
         elif isinstance(msg, messages.Revocations):
             self._on_revocations(peer, msg.revocations, now)
+        elif isinstance(msg, messages.ProposalMessage):
+            self._on_proposal(peer, msg.proposal, now)
         elif isinstance(msg, DirectoryMessage):
             self._on_directory(peer, msg, now)
         elif isinstance(msg, messages.Name):
@@ -483,6 +489,9 @@ class ControlPlane:
                 self._send(peer.node_id, messages.MapMessage(record))
         if self.release_offer and self.peer_supports(peer, messages.Feature.RELEASES):
             self._send(peer.node_id, messages.Release(self.release_offer))
+        if self.peer_supports(peer, messages.Feature.PROPOSALS):
+            for proposal in self.proposals:
+                self._send(peer.node_id, messages.ProposalMessage(proposal.encode()))
         if self.share_endpoints:
             self._share_endpoints(peer)
         self._update_link(peer)
@@ -630,6 +639,46 @@ class ControlPlane:
         self.enforce_membership(now)
         return True
 
+    # ---- proposals -------------------------------------------------------------------
+
+    def _on_proposal(self, peer: Peer, data: bytes, now: float) -> None:
+        """A refused proposal is counted in the sender's refusals (``proposal_<reason>``)
+        and the session stays: a proposal is relayed, not necessarily its sender's."""
+        try:
+            self.hear_proposal(Proposal.decode(data), now, learned_from=peer.node_id)
+        except BadInput as exc:
+            peer.count_refusal(f"proposal_{exc.reason}")
+            self.journal("proposal.refused", logging.WARNING, peer=peer.name, reason=str(exc))
+
+    def hear_proposal(
+        self, proposal: Proposal, now: float, learned_from: str | None = None
+    ) -> Heard:
+        """A proposal from a neighbour, or handed in (``meshd proposals``): held, stored
+        and passed on while it grows; taken as if handed in once it carries the quorum
+        (adopted, or revoked). BadInput (Refused, MembershipError) when it is refused."""
+        heard = self.proposals.heard(proposal, self.own.trust, self.clock.now())
+        held = heard.proposal
+        if heard.outcome == "same":
+            return heard
+        self.effects.append(fx.SaveProposals(tuple(p.encode() for p in self.proposals)))
+        signers = held.signed.signers(self.own.trust.definition.admins)
+        if heard.signed is None:
+            self.journal(
+                "proposal.withdrawn" if held.dropped else "proposal.held",
+                id=held.id,
+                signed=len(signers),
+                needed=self.proposals.needed(held, self.own.trust),
+            )
+            data = messages.encode(messages.ProposalMessage(held.encode()))
+            self._send_verified(data, but=learned_from, feature=messages.Feature.PROPOSALS)
+            return heard
+        self.journal("proposal.carried", id=held.id, signed=len(signers))
+        if isinstance(heard.signed.record, MeshDefinition):
+            self.adopt_definition(heard.signed, now)
+        else:
+            self.add_revocation_records([heard.signed.encode()], now)
+        return heard
+
     # ---- revocations -----------------------------------------------------------------
 
     def add_revocation_records(self, records: list[bytes], now: float) -> dict[str, int]:
@@ -684,6 +733,8 @@ class ControlPlane:
         for node_id in self.trust.prune():  # expired or revoked
             if node_id != self.node_id:
                 self.routes.forget(node_id)
+        if self.proposals.prune(self.own.trust, self.clock.now()):  # lapsed, or overtaken
+            self.effects.append(fx.SaveProposals(tuple(p.encode() for p in self.proposals)))
         self.router.revalidate(now)
         self._next_enforce = now + ENFORCE_EVERY_S
 

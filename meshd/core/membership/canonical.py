@@ -64,6 +64,7 @@ class MessageType(enum.IntEnum):
     RELEASE_MANIFEST = 0x30  # meshd.core.proto.release: a new meshd, signed by an admin
     # 0x40..0x4f are for governance.
     COSIGNED = 0x40  # meshd.core.membership.cosigned: a record and more admins' signatures
+    PROPOSAL = 0x41  # meshd.core.membership.proposals: one, and the withdrawals from it
 
 
 class DecodeError(Exception):

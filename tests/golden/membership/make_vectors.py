@@ -31,6 +31,7 @@ from meshd.core.membership import (  # noqa: E402
     issue_membership,
     revoke,
 )
+from meshd.core.membership.proposals import Proposal  # noqa: E402
 from meshd.core.membership.rotation import rotate_mesh  # noqa: E402
 from tests.golden import vectors  # noqa: E402
 
@@ -162,6 +163,20 @@ def build() -> dict[str, tuple[str, Message | Cosigned[MeshDefinition]]]:
                 emergency=True,
             ),
         ),
+        "proposal_revocation": (
+            "under serial 2, the first test admin's proposal to revoke the test node, which "
+            "the second withdrew from (one withdrawal signature)",
+            Proposal(
+                Cosigned(
+                    revoke(
+                        ADMIN,
+                        mesh=quorum,
+                        target=RevocationTarget.node(node_id(NODE)),
+                        revoked_at=T0 + 5 * 86400,
+                    )
+                )
+            ).withdraw(ADMIN_2),
+        ),
         "revocation_delegation": (
             "admin revokes the delegation by (issuer, serial)",
             revoke(
@@ -174,7 +189,7 @@ def build() -> dict[str, tuple[str, Message | Cosigned[MeshDefinition]]]:
     }
 
 
-def render(description: str, message: Message | Cosigned[MeshDefinition]) -> str:
+def render(description: str, message: Message | Cosigned[MeshDefinition] | Proposal) -> str:
     return vectors.render(description, message.encode().hex(), message.to_json())
 
 

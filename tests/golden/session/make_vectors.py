@@ -2,8 +2,8 @@
 REVOCATIONS), gateways (GATEWAY, EXIT_*), metering (CLAIM, RECEIPT, RECEIPT_ACK), joining
 (JOIN_*), renewal (RENEW_*), the mesh's time (CLOCK), admin rotation (MESH_DEFINITION),
 versions (CAPABILITIES, meshd/2), the certificate directory (DIRECTORY_*), private
-names (NAME), the community map (MAP) and releases (RELEASE, RELEASE_FETCH,
-RELEASE_PART): hex and the JSON lines `meshd decode` prints.
+names (NAME), the community map (MAP), releases (RELEASE, RELEASE_FETCH,
+RELEASE_PART) and proposals (PROPOSAL): hex and the JSON lines `meshd decode` prints.
 Run from the repo root: ``python -m tests.golden.session.make_vectors``; the tests check
 both directions."""
 
@@ -81,6 +81,13 @@ def vectors() -> dict[str, bytes]:
         "release": session.encode(session.Release(release_manifest().encode())),
         "release_fetch": session.encode(session.ReleaseFetch(7, 32_768, 32_768)),
         "release_part": session.encode(session.ReleasePart(7, 32_768, RELEASE.ARTIFACT[:16])),
+        "proposal": session.encode(
+            session.ProposalMessage(
+                bytes.fromhex(
+                    json.loads((MEMBERSHIP / "proposal_revocation.json").read_text())["hex"]
+                )
+            )
+        ),
     }
 
 

@@ -246,6 +246,14 @@ class Node:
     def adopt_definitions(self, records: list[bytes]) -> dict[str, Any]:
         return {"adopted": 0, "definition": {}}
 
+    def proposals(self) -> list[dict[str, Any]]:
+        return []
+
+    def propose(self, records: list[bytes]) -> list[dict[str, Any]]:
+        from meshd.core.membership.proposals import Proposal
+
+        return [{"id": Proposal.decode(r).id, "outcome": "new"} for r in records]
+
     def publish_release(self, manifest: bytes) -> dict[str, Any]:
         return {"held": {"manifest": manifest.hex()}}
 

@@ -28,6 +28,7 @@ from tests.unit.control_fakes import STATUS, serving
 CHANGING: dict[str, dict[str, Any]] = {
     "add_revocations": {"records": []},
     "mesh_definition": {"records": []},
+    "propose": {"records": []},
     "block": {"node_id": NODE_B, "blocked": True},
     "publish_release": {"manifest": "30"},
     "device_add": {"name": "phone"},

@@ -26,7 +26,7 @@ from meshd.core.session_policy import (
 NEIGHBOUR, EXIT, RELAY = SessionKind.NEIGHBOUR, SessionKind.EXIT, SessionKind.JOIN_RELAY
 OPENING, UNVERIFIED = SessionState.OPENING, SessionState.UNVERIFIED
 JOINING, VERIFIED = SessionState.JOINING, SessionState.VERIFIED
-ALL = (m.Feature.DIRECTORY, m.Feature.PRIVATE_NAMES, m.Feature.MAP, m.Feature.RELEASES)
+ALL = tuple(m.FEATURES)
 
 CLOCK = m.Clock(1)
 MEMBERSHIP = m.Membership(b"c")
@@ -86,7 +86,14 @@ def test_a_neighbour_session() -> None:
 
 
 def test_a_kind_tied_to_a_feature_needs_the_peer_to_have_announced_it() -> None:
-    for msg in (NAME, DIGEST, m.MapMessage(b"r"), m.Release(b"\x30"), m.ReleaseFetch(1, 0, 1)):
+    for msg in (
+        NAME,
+        DIGEST,
+        m.MapMessage(b"r"),
+        m.Release(b"\x30"),
+        m.ReleaseFetch(1, 0, 1),
+        m.ProposalMessage(b"\x41"),
+    ):
         assert reason(NEIGHBOUR, VERIFIED, msg) == "ok"
         assert reason(NEIGHBOUR, VERIFIED, msg, features=()) == "unexpected_kind"
         assert reason(NEIGHBOUR, UNVERIFIED, msg) == "not_verified"

@@ -51,6 +51,9 @@
     RELEASE_FETCH (28): u64 serial | u64 offset | u32 length (1..32 KiB): asks a neighbour
                      that sent RELEASE for that release's artifact, from offset on
     RELEASE_PART (29): u64 serial | u64 offset | 1..32 KiB of the artifact: the answer
+    PROPOSAL (30):   one canonical proposal (meshd.core.membership.proposals): a change
+                     admins sign together, held and flooded until it carries the quorum,
+                     feature "proposals"
 
 Integers are big-endian. The certificate, delegation and revocations are the canonical bytes
 of meshd.core.membership; the first message each side sends is its MEMBERSHIP, and nothing else
@@ -120,6 +123,7 @@ from meshd.core.proto.session.messages import (
     MESHD_2,
     NAME,
     NAME_SALT_LENGTH,
+    PROPOSAL,
     PROTOCOLS,
     RECEIPT,
     RECEIPT_ACK,
@@ -155,6 +159,7 @@ from meshd.core.proto.session.messages import (
     Membership,
     MeshDefinitionMessage,
     Name,
+    ProposalMessage,
     ReceiptAck,
     ReceiptMessage,
     Release,
@@ -210,6 +215,8 @@ __all__ = [
     "Link",
     "MAP",
     "MapMessage",
+    "PROPOSAL",
+    "ProposalMessage",
     "MAX_DIRECTORY_ENTRIES",
     "MAX_ENDPOINTS",
     "MAX_FEATURES",

@@ -69,6 +69,9 @@ BUDGETS: dict[str, Budget] = {
     # RELEASE: the newest release the sender holds, on each session and once when it has
     # fetched one (admins publish a few a year). Each costs a signature's check.
     "release": Budget(8, 1 / 60, "message"),
+    # PROPOSAL: every proposal held, on each session, then one per signature or withdrawal
+    # an admin adds (a few a month). Each costs a signature's check per admin on it.
+    "proposal": Budget(40, 1 / 10, "message"),
     # RELEASE_FETCH: a fetching neighbour asks one part at a time, two a second at most
     # (meshd.core.releases.ASK_EVERY_S); each costs a file read of 32 KiB and its sending.
     "release_fetch": Budget(16, 4, "message"),
@@ -87,6 +90,7 @@ _KINDS: dict[int, str] = {
     m.ENDPOINTS: "endpoints",
     m.GATEWAY: "gateway",
     m.MAP: "map",
+    m.PROPOSAL: "proposal",
     m.LINK: "link",
     m.NAME: "name",
     m.MESH_DEFINITION: "definition",

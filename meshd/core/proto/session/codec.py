@@ -38,6 +38,7 @@ from meshd.core.proto.session.messages import (
     MESH_DEFINITION,
     NAME,
     NAME_SALT_LENGTH,
+    PROPOSAL,
     RECEIPT,
     RECEIPT_ACK,
     RECEIPT_LENGTH,
@@ -69,6 +70,7 @@ from meshd.core.proto.session.messages import (
     Membership,
     MeshDefinitionMessage,
     Name,
+    ProposalMessage,
     ReceiptAck,
     ReceiptMessage,
     Release,
@@ -159,6 +161,8 @@ def encode(message: SessionMessage) -> bytes:
         return bytes([GATEWAY]) + message.advert
     if isinstance(message, MapMessage):
         return bytes([MAP]) + message.record
+    if isinstance(message, ProposalMessage):
+        return bytes([PROPOSAL]) + message.proposal
     if isinstance(message, Release):
         return bytes([RELEASE]) + message.manifest
     if isinstance(message, ReleaseFetch):
@@ -246,6 +250,10 @@ def decode(data: bytes) -> SessionMessage:
         if not body:
             raise SessionMessageError("truncated", "MAP without a record")
         return MapMessage(body)
+    if kind == PROPOSAL:
+        if not body:
+            raise SessionMessageError("truncated", "PROPOSAL without a proposal")
+        return ProposalMessage(body)
     if kind in (RELEASE, RELEASE_FETCH, RELEASE_PART):
         return _decode_release(kind, body)
     if kind == EXIT_REQUEST:

@@ -38,6 +38,7 @@ MAP = 26
 RELEASE = 27
 RELEASE_FETCH = 28
 RELEASE_PART = 29
+PROPOSAL = 30
 NAME_SALT_LENGTH = 16  # meshd.core.membership.names.SALT_LENGTH
 MAX_NAME = 64  # octets, as a certificate's name
 RECEIPT_LENGTH = 224  # meshd.core.receipts.receipt; checked again when the receipt is decoded
@@ -72,6 +73,7 @@ class Feature(StrEnum):
     PRIVATE_NAMES = "private_names"  # NAME: a private name shown to a neighbour
     MAP = "map"  # MAP: the community map's records (meshd.core.proto.map_record), flooded
     RELEASES = "releases"  # RELEASE, RELEASE_FETCH, RELEASE_PART: new meshd from neighbours
+    PROPOSALS = "proposals"  # PROPOSAL: what admins sign together (issue 27), flooded
 
 
 FEATURES: frozenset[Feature] = frozenset(Feature)  # what this build supports
@@ -126,6 +128,11 @@ class Gateway:
 @dataclass(frozen=True)
 class MapMessage:
     record: bytes  # a canonical map record, checked by whoever acts on it
+
+
+@dataclass(frozen=True)
+class ProposalMessage:
+    proposal: bytes  # a canonical proposal (meshd.core.membership.proposals), checked on use
 
 
 @dataclass(frozen=True)
@@ -397,6 +404,7 @@ SessionMessage = (
     | Revocations
     | Gateway
     | MapMessage
+    | ProposalMessage
     | ExitRequest
     | ExitGrant
     | ExitRefused

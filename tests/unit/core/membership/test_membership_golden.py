@@ -26,7 +26,8 @@ from tests.golden.membership import make_vectors as GEN
 
 GOLDEN = Path(__file__).resolve().parents[3] / "golden" / "membership"
 FILES = sorted(p.name for p in GOLDEN.glob("*.json"))
-RECORDS = [name for name in FILES if not name.startswith("cosigned")]  # one signature each
+# One signature each (co-signed ones and proposals have tests of their own).
+RECORDS = [name for name in FILES if not name.startswith(("cosigned", "proposal"))]
 _vector = vectors.reader(GOLDEN)
 
 
@@ -118,3 +119,18 @@ def test_the_quorum_vectors_follow_each_other_with_their_signatures() -> None:
     with pytest.raises(MembershipError) as short:
         held.revocations.add(replace(emergency, emergency=False).sign(GEN.ADMIN_2))
     assert short.value.reason is Reason.SHORT_OF_QUORUM
+
+
+def test_the_proposal_vector_decodes_and_its_withdrawal_counts() -> None:
+    from meshd.core.membership.proposals import Proposal, Proposals
+
+    vector = _vector("proposal_revocation.json")
+    data = bytes.fromhex(vector["hex"])
+    assert data[:2] == bytes((0x41, 0x01))  # type: proposal, version 1
+    proposal = Proposal.decode(data)
+    assert proposal.to_json() == vector["json"] and proposal.encode() == data
+    assert Proposal.from_json(vector["json"]) == proposal
+    quorum = MeshDefinition.from_json(_vector("mesh_definition_quorum.json")["json"])
+    trust = MeshTrust.from_definition(quorum, quorum.admins)
+    heard = Proposals().heard(proposal, trust, GEN.T0 + 5 * 86400)
+    assert heard.outcome == "new" and heard.proposal.withdrawn_by == {GEN.node_id(GEN.ADMIN_2)}

@@ -99,6 +99,10 @@ def _session_from_lines(lines: list[dict[str, object]]) -> session.SessionMessag
         return kind(*records)
     if head["kind"] == "renew_refused":
         return session.RenewRefused(str(head["node_id"]), str(head["reason"]), str(head["detail"]))
+    if head["kind"] == "proposal":
+        from meshd.core.membership.proposals import Proposal
+
+        return session.ProposalMessage(Proposal.from_json(rest[0]).encode())
     if head["kind"] == "mesh_definition":
         return session.MeshDefinitionMessage(message_from_json(rest[0]).encode())
     if head["kind"] == "name":
@@ -206,6 +210,7 @@ def test_session_messages_match_their_golden_vectors_both_ways() -> None:
         "release",
         "release_fetch",
         "release_part",
+        "proposal",
     }
     for name, vector in vectors.items():
         res = _decode(vector["hex"])
