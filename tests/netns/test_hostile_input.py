@@ -52,7 +52,8 @@ class HostilePeer:
         self._stderr = stderr
         self._proc = subprocess.Popen(
             [str(meshbed.TESTBED), "exec", node, "--", sys.executable, str(HOSTILE_PEER)]
-            + ["peer", host, str(port), node_id],
+            # "--": a node id begins with "-" once in 64, and argparse takes it for an option
+            + ["peer", "--", host, str(port), node_id],
             env=bed.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
