@@ -268,6 +268,11 @@ def _membership(doc: Mapping[str, Any]) -> Iterator[Metric]:
         )
         emergency.add_metric([], len(mesh.get("emergency_revoked", ())))
         yield emergency
+        proposals = GaugeMetricFamily(
+            "meshd_mesh_proposals", "admins' proposals held short of their quorum"
+        )
+        proposals.add_metric([], sum(not p["withdrawn"] for p in doc.get("proposals", ())))
+        yield proposals
 
 
 def _discovery(discovery: Mapping[str, Any]) -> Iterator[Metric]:

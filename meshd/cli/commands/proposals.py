@@ -98,7 +98,9 @@ def _sign(client: Any, cfg: Any, found: dict[str, Any], withdraw: bool) -> int:
     changed = proposal.withdraw(key) if withdraw else proposal.cosign(key)
     (heard,) = client.propose([changed.encode()])
     what, outcome = found["what"], heard["outcome"]
-    if withdraw:
+    if withdraw and changed.dropped:
+        print(f"{found['id']}: the {what} is withdrawn by the admin who proposed it, for good")
+    elif withdraw:
         print(f"{found['id']}: this admin's signature on the {what} is withdrawn, for good")
     elif outcome == "carried":
         print(f"{found['id']}: the {what} carries its quorum: in force, and spreading")

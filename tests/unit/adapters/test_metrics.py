@@ -44,6 +44,7 @@ def status() -> dict[str, Any]:
         "threshold": 2,
         "emergency_revoked": ["x" * 43],
     }
+    doc["proposals"] = [{"id": "a", "withdrawn": False}, {"id": "b", "withdrawn": True}]
     doc["gateway"]["uplink"] = {
         "interface": "upl",
         "state": "up",
@@ -116,6 +117,7 @@ def test_every_neighbour_link_and_usage_figure_is_where_exporters_put_it() -> No
     assert value(samples, "meshd_mesh_serial") == 3 and value(samples, "meshd_mesh_admins") == 3
     assert value(samples, "meshd_mesh_threshold") == 2
     assert value(samples, "meshd_mesh_emergency_revocations") == 1
+    assert value(samples, "meshd_mesh_proposals") == 1
     assert value(samples, "meshd_uplink_up", interface="upl", state="up") == 1
     assert value(samples, "meshd_uplink_receive_bytes_total", interface="upl") == 7000
     assert value(samples, "meshd_uplink_transmit_bytes_total", interface="upl") == 5000
