@@ -259,3 +259,16 @@ def test_status_lists_the_devices_and_says_when_their_book_is_unreadable(
         "phone   10.254.0.2  198.51.100.250:50983  -                151300  4453052\n"
     )
     assert second == "\n\ndevices: bad\n"
+
+
+def test_status_names_the_proposals_short_of_their_quorum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pending = {"id": "a3eb9439cf9f", "what": "revocation of node x", "withdrawn": False}
+    gone = {**pending, "id": "000000000000", "withdrawn": True}
+    doc = {**copy.deepcopy(STATUS), "proposals": [pending, gone]}
+    with serving(tmp_path / "s.sock", FakeDaemon({"status": doc}).handle) as path:
+        assert cli.main(["status", "--socket", str(path)]) == 0
+    assert capsys.readouterr().out.split(STATUS_TEXT)[1] == (
+        "\n\nproposals short of their quorum (meshd proposals): a3eb9439cf9f revocation of node x\n"
+    )
