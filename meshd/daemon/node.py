@@ -189,6 +189,9 @@ class Node:
         changed = [
             f"{k}={before[k]}->{v}" for k, v in sysctl.ROUTER_SYSCTLS.items() if before[k] != v
         ]
+        uplink = self.cfg.uplink.interface
+        if uplink and (ra := sysctl.keep_router_advertisements(uplink, self.sysctl_root)):
+            changed.append(ra)
         if changed:
             event("sysctl.set", changed=",".join(changed))
         self.netlink.set_up("lo")

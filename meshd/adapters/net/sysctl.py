@@ -49,6 +49,23 @@ def apply(values: dict[str, str], root: Path = Path("/proc/sys")) -> dict[str, s
     return before
 
 
+def keep_router_advertisements(ifname: str, root: Path = Path("/proc/sys")) -> str | None:
+    """With IPv6 forwarding on, the kernel ignores router advertisements on an interface
+    whose ``accept_ra`` is 1 (its default): an uplink that gets its IPv6 address and
+    default route by SLAAC would lose them when they lapse. Its ``accept_ra`` becomes 2
+    (taken while forwarding); 0 (an operator's choice) is left alone, and so is an
+    interface without IPv6. What changed (``key=old->new``), or None."""
+    path = root / f"net/ipv6/conf/{ifname}/accept_ra"
+    try:
+        before = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    if before != "1":
+        return None
+    path.write_text("2\n")
+    return f"net/ipv6/conf/{ifname}/accept_ra={before}->2"
+
+
 def interface_rp_filter(ifname: str) -> dict[str, str]:
     """No reverse-path filter on one WireGuard link (see above): its peer is authenticated
     and allowed every source."""

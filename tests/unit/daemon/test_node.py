@@ -10,10 +10,11 @@ import pytest
 
 from meshd import config
 from meshd.adapters import identity
-from meshd.adapters.net import command
+from meshd.adapters.net import command, sysctl
 from meshd.adapters.net.netlink import MAIN_TABLE, Route, Rule
 from meshd.adapters.wg.fake import FakeBackend
 from meshd.adapters.wg.model import PeerUpdate
+from meshd.config.settings import UplinkSettings
 from meshd.core import addressing
 from meshd.core.control.peer import LinkSpec
 from meshd.core.routing.babel import RouteAction, RouteChange
@@ -127,6 +128,24 @@ def test_setup_holds_the_mesh_addresses(world, sysctl_root: Path) -> None:  # ty
     assert (sysctl_root / "net/ipv4/conf/all/rp_filter").read_text().strip() == "0"
     assert backend.list_interfaces("mw") == []
     assert netlink.rules(TABLE) == MESH_RULES
+
+
+@pytest.mark.parametrize(("before", "after"), [("1", "2"), ("0", "0"), ("2", "2")])
+def test_the_uplink_keeps_taking_router_advertisements_with_forwarding_on(
+    tmp_path: Path, sysctl_root: Path, before: str, after: str
+) -> None:
+    """IPv6 forwarding on makes the kernel ignore RAs where accept_ra is 1: the uplink's
+    SLAAC address and default route would lapse (issue 24); an operator's 0 stays."""
+    ra = sysctl_root / "net/ipv6/conf/upl/accept_ra"
+    ra.parent.mkdir(parents=True)
+    ra.write_text(before + "\n")
+    cfg = dataclasses.replace(make_config(tmp_path), uplink=UplinkSettings(interface="upl"))
+    me = identity.generate(tmp_path / "a")
+    node = Node(cfg, me, FakeBackend(), FakeNetlink(sysctl_root), sysctl_root)  # type: ignore[arg-type]
+    node.setup(0.0)
+    assert (sysctl_root / "net/ipv6/conf/all/forwarding").read_text().strip() == "1"
+    assert ra.read_text().strip() == after
+    assert sysctl.keep_router_advertisements("gone", sysctl_root) is None  # no IPv6 there
 
 
 def test_routes_go_into_the_mesh_table_only(world) -> None:  # type: ignore[no-untyped-def]
