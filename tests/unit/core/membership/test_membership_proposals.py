@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
+from meshd.adapters.trust import load_proposals
 from meshd.core.errors import BadInput
 from meshd.core.membership import (
     Cosigned,
@@ -176,6 +177,7 @@ def test_a_neighbours_proposal_is_held_passed_on_shown_to_newcomers_and_carried(
     world.receive(session.encode(session.ProposalMessage(proposal.encode())))
     assert [p.id for p in world.cp.core.proposals] == [proposal.id]
     assert world.cp.core.own.trust.revocations.get(record.target) is None  # 1 of 2
+    assert load_proposals(world.cp.state_dir) == [proposal.encode()]  # a restart keeps it
     passed = [m for m in world.sent_to(other.node_id) if isinstance(m, session.ProposalMessage)]
     assert passed == [session.ProposalMessage(proposal.encode())]
     assert not world.sent_to(world.peer.node_id)  # not back to where it came from
@@ -196,4 +198,4 @@ def test_a_neighbours_proposal_is_held_passed_on_shown_to_newcomers_and_carried(
     # B's signature carries it: revoked here, and the proposal is forgotten.
     world.receive(session.encode(session.ProposalMessage(proposal.cosign(B).encode())))
     assert world.cp.core.own.trust.revocations.get(record.target) == record
-    assert not list(world.cp.core.proposals)
+    assert not list(world.cp.core.proposals) and load_proposals(world.cp.state_dir) == []
