@@ -146,11 +146,18 @@ WantedBy=multi-user.target
 # wireguard-go (where the kernel has no WireGuard) puts its sockets here, as meshd's user.
 TMPFILES = f"d /run/wireguard 0750 {USER} {USER} -\n"
 
-# The same values meshd sets at start (meshd.adapters.net.sysctl), kept across reboots.
-SYSCTL = "".join(
-    ["# meshd: a mesh router forwards (meshd/adapters/net/sysctl.py says why rp_filter is 0)\n"]
-    + [f"{key.replace('/', '.')} = {value}\n" for key, value in ROUTER_SYSCTLS.items()]
-)
+
+# The same values meshd sets at start (meshd.adapters.net.sysctl), kept across reboots:
+# from boot on, before meshd runs, so that the uplink takes the router advertisements of
+# its first minutes too (with forwarding on, the kernel ignores them where accept_ra is 1).
+def sysctl(uplink: str | None) -> str:
+    lines = [
+        "# meshd: a mesh router forwards (meshd/adapters/net/sysctl.py says why rp_filter is 0)\n"
+    ]
+    lines += [f"{key.replace('/', '.')} = {value}\n" for key, value in ROUTER_SYSCTLS.items()]
+    if uplink:  # slashes: an interface name may hold a dot (eth0.7), which sysctl.d keeps
+        lines.append(f"net/ipv6/conf/{uplink}/accept_ra = 2\n")
+    return "".join(lines)
 
 
 # Loaded at boot, as root, before systemd-sysctl: meshd itself may not load modules

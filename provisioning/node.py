@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import TextIO
 
@@ -162,6 +163,17 @@ def _keys(runner: Runner) -> None:
     print(f"  node id {node_id}", file=runner.out)
 
 
+def _uplink(runner: Runner) -> str | None:
+    """The uplink interface the node's config (written, or restored) names, if any."""
+    data = runner.read(CONFIG_FILE)
+    try:
+        uplink = tomllib.loads(data.decode()).get("uplink", {}) if data else {}
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # meshd's own parser says what is wrong with it
+    interface = uplink.get("interface") if isinstance(uplink, dict) else None
+    return interface if isinstance(interface, str) and interface else None
+
+
 def node_stage(args: argparse.Namespace, runner: Runner, real: bool, wireguard: str) -> None:
     before = runner.changes
     if args.restore:
@@ -170,7 +182,7 @@ def node_stage(args: argparse.Namespace, runner: Runner, real: bool, wireguard: 
         _invited_node(args, runner, real)
     changed = {
         "node": runner.changes > before,  # its user, keys, state files, config
-        "sysctl": runner.file(SYSCTL_FILE, files.SYSCTL.encode(), 0o644),
+        "sysctl": runner.file(SYSCTL_FILE, files.sysctl(_uplink(runner)).encode(), 0o644),
         "tmpfiles": runner.file(TMPFILES_FILE, files.TMPFILES.encode(), 0o644),
         "unit": runner.file(UNIT_FILE, files.UNIT.encode(), 0o644),
         "modules": runner.file(MODULES_FILE, files.modules(wireguard).encode(), 0o644),

@@ -114,6 +114,7 @@ def test_files_modes_and_a_config_meshd_accepts(
         "net.ipv6.conf.all.forwarding = 1",
         "net.ipv4.conf.all.rp_filter = 0",
         "net.netfilter.nf_conntrack_acct = 1",
+        "net/ipv6/conf/eth1/accept_ra = 2",  # the uplink's RAs, with forwarding on
     ):
         assert f"{line}\n" in sysctls, line  # fmt: skip
     assert "d /run/wireguard 0750 meshd meshd" in (root / "etc/tmpfiles.d/meshd.conf").read_text()
