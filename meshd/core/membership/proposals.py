@@ -5,12 +5,12 @@ A proposal is a next mesh definition or a revocation (what ``meshd admin-key rot
 ``meshd revoke`` sign) with the signatures of the admins who support it so far
 (meshd.core.membership.cosigned) and the withdrawals of those who took theirs back. Every
 node checks it as it would check the record itself, but for the quorum: a proposal is
-refused unless one admin in force signed it, and a forged signature of an admin refuses
-it whole. Once its signatures (but the withdrawn ones) reach the quorum it is *carried*:
-the node takes the record as if handed in (adopted, or added to its revocations) and
-forgets the proposal. A proposal lapses ``TTL_S`` after it was signed; one whose issuer
-withdrew is kept (counting nothing) until then, so that copies still travelling do not
-bring it back.
+refused unless one admin in force signed it, and a copy with a forged signature (or
+withdrawal) of an admin is refused without touching what the node holds of it. Once its
+signatures (but the withdrawn ones) reach the quorum it is *carried*: the node takes the
+record as if handed in (adopted, or added to its revocations) and forgets the proposal.
+A proposal lapses ``TTL_S`` after it was signed; one whose issuer withdrew is kept
+(counting nothing) until then, so that copies still travelling do not bring it back.
 
 A withdrawal is an admin's signature over ``WITHDRAW_DOMAIN`` then the record's signed
 bytes: it can never pass for a signature of the record. It is final: that admin's
