@@ -58,6 +58,7 @@ UPLINK_HOST_BASE = 10
 LAN_BASE = ipaddress.IPv4Address("172.20.0.0")
 MESH_PREFIX = ipaddress.IPv4Network("10.77.0.0/16")
 QUIC_PORT = 6697  # meshd's default control.quic_port
+LINK_PORTS = (51820, 52819)  # meshd's default [wireguard] listen_port_min and _max
 MESH_IPV6_PREFIX = "fd6d:6573:6864::/48"  # meshd's default ULA prefix
 LISTEN_PORT_BASE = 51000
 HTTP_PORT = 80

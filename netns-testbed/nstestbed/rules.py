@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from nstestbed.plan import Adjacency, NatPlan, NodePlan, Plan, pair_key
+from nstestbed.plan import LINK_PORTS, QUIC_PORT, Adjacency, NatPlan, NodePlan, Plan, pair_key
 from nstestbed.topology import Rate, parse_rate
 
 TABLE = "testbed"
@@ -142,12 +142,29 @@ def nat_ruleset(nat: NatPlan) -> str:
     """A home router's table: what the inside sends leaves masqueraded (``masquerade``:
     keeping its port where free, so one inner port has one outer port whatever the
     destination; ``random``: a random port per connection, as a hard NAT has); from the
-    outside, only replies. What the outside sends unasked is dropped in the filter hooks,
+    outside, only replies, but where meshd's ports are forwarded to the node
+    (``forwarded``). What the outside sends unasked is dropped in the filter hooks,
     before its conntrack entry is confirmed, as a home router's firewall does: an entry
     for it would take the port a punched mapping needs (its replies would leave from
     another one)."""
-    how = {"masquerade": "masquerade", "random": "masquerade random,fully-random"}[nat.kind]
+    how = {
+        "masquerade": "masquerade",
+        "forwarded": "masquerade",
+        "random": "masquerade random,fully-random",
+    }[nat.kind]
     inside, wan = nat.inside_ifname, nat.wan_ifname
+    forwarded = prerouting = ""
+    if nat.kind == "forwarded":
+        # The household forwarded meshd's ports to its node, as a router's port forwarding
+        # does: its QUIC port and its WireGuard links' range reach it from anywhere.
+        node = nat.inside_address.ip + 1
+        ports = f"{{ {QUIC_PORT}, {LINK_PORTS[0]}-{LINK_PORTS[1]} }}"
+        prerouting = f"""
+	chain prerouting {{
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "{wan}" udp dport {ports} dnat ip to {node}
+	}}"""
+        forwarded = f'\n\t\tiifname "{wan}" oifname "{inside}" ct status dnat accept'
     return f"""table inet {TABLE} {{}}
 delete table inet {TABLE}
 table inet {TABLE} {{
@@ -159,8 +176,8 @@ table inet {TABLE} {{
 	chain forward {{
 		type filter hook forward priority filter; policy drop;
 		iifname "{inside}" oifname "{wan}" accept
-		iifname "{wan}" oifname "{inside}" ct state {{ established, related }} accept
-	}}
+		iifname "{wan}" oifname "{inside}" ct state {{ established, related }} accept{forwarded}
+	}}{prerouting}
 	chain postrouting {{
 		type nat hook postrouting priority srcnat; policy accept;
 		oifname "{wan}" {how}

@@ -6,8 +6,9 @@
     nat = "masquerade"      # optional: the uplink sits behind a home router (its own
                             # namespace) that masquerades (keeping ports where it can;
                             # "random": a new random port per destination, as a hard
-                            # NAT does); nothing from the internet reaches the node but
-                            # replies
+                            # NAT does; "forwarded": as masquerade, with meshd's ports
+                            # forwarded to the node); nothing else from the internet
+                            # reaches the node but replies
     bootstrap = ["a"]       # optional: nodes it dials over the internet, at their uplink's
                             # address (each with an uplink and no NAT): islands joined
     share = true            # offers that uplink to the mesh (read by meshd, not the testbed)
@@ -140,7 +141,7 @@ class NodeSpec:
     bootstrap: tuple[str, ...] = ()  # nodes it dials over the internet
 
 
-NAT_KINDS = ("masquerade", "random")
+NAT_KINDS = ("masquerade", "random", "forwarded")
 
 
 @dataclass(frozen=True)

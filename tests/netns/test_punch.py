@@ -1,8 +1,9 @@
 """Households that meet only over the internet, each behind its own NAT
 (netns-testbed/topologies/punch.toml, issue 25): a has a public uplink; c and e sit behind
-routers that keep ports, f behind one that picks a random port per destination. All dial
-a; a tells each where the others' sessions come from, and two told at once dial each other
-at once, so that each NAT has seen its own side's packets before the other's arrive."""
+routers that keep ports, f behind one that picks a random port per destination, g behind
+one that forwards meshd's ports to it. All dial a; a tells each where the others' sessions
+come from, and two told at once dial each other at once, so that each NAT has seen its own
+side's packets before the other's arrive; g's router lets every dial in."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
 PUBLIC = {"a": "198.51.100.10", "c": "198.51.100.11", "e": "198.51.100.12", "f": "198.51.100.13"}
+NODES = "acefg"
 
 
 class Bed(meshbed.Bed):
@@ -42,7 +44,7 @@ class Bed(meshbed.Bed):
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     with meshbed.testbed("punch.toml", "p", Bed) as b:
-        b.learn("acef")
+        b.learn(NODES)
         yield b
 
 
@@ -77,11 +79,26 @@ def test_a_node_behind_a_port_randomising_nat_is_reached_through_a(bed: Bed) -> 
         }, node
         route = bed.route(node, f"{bed.ips['f']}/32")
         assert route is not None and route["via"] == bed.ids["a"], route
-    for one in "acef":
-        for two in "acef":
+    for one in NODES:
+        for two in NODES:
             if one != two:
                 out = bed.sh(one, "ping", "-n", "-c", "1", "-W", "2", bed.ips[two], check=False)
                 assert " 1 received" in out, (one, two, out)
+
+
+def test_every_node_reaches_a_port_forwarded_node_directly(bed: Bed) -> None:
+    """g's router forwards meshd's ports to it: every node's dial reaches g, f's from
+    behind its hard NAT too (f's router lets g's answers in, and g's WireGuard follows
+    f's packets to the port f's router gave them)."""
+    for node in "acef":
+
+        def linked(node: str = node) -> bool:
+            return bed.neighbours(node).get("g", {}).get("state") == "up"
+
+        took = bed.wait(f"{node} holds a link of its own with g", linked, within=30)
+        route = bed.route(node, f"{bed.ips['g']}/32")
+        assert route is not None and route["via"] == bed.ids["g"], (node, route)
+        print(f"{node}-g direct {took:.1f} s into the wait")
 
 
 def test_a_restarted_node_punches_its_direct_link_again(bed: Bed) -> None:
@@ -103,11 +120,14 @@ def test_a_restarted_node_punches_its_direct_link_again(bed: Bed) -> None:
 def test_the_results_as_a_table(bed: Bed) -> None:
     """Which pairs punched and which are relayed, as the issue asks to see them."""
     rows = ["PAIR  NATS                   LINK"]
-    kinds = {"a": "public", "c": "masquerade", "e": "masquerade", "f": "random"}
-    for one, two in (("a", "c"), ("a", "f"), ("c", "e"), ("c", "f"), ("e", "f")):
+    kinds = {"a": "public", "c": "masquerade", "e": "masquerade", "f": "random", "g": "forwarded"}
+    pairs = [(one, two) for i, one in enumerate(NODES) for two in NODES[i + 1 :]]
+    for one, two in pairs:
         direct = bed.neighbours(one).get(two, {}).get("state") == "up"
         route = bed.route(one, f"{bed.ips[two]}/32")
         via = "direct" if direct else f"relayed via {bed.name_of(route['via']) if route else '?'}"
         rows.append(f"{one}-{two}   {kinds[one]:>10}/{kinds[two]:<10} {via}")
     print("\n" + "\n".join(rows))
-    assert rows[3].endswith("direct") and rows[4].endswith("relayed via a")
+    table = dict(zip(pairs, rows[1:], strict=True))
+    assert table[("c", "e")].endswith("direct") and table[("c", "f")].endswith("relayed via a")
+    assert all(table[(one, "g")].endswith("direct") for one in "acef")

@@ -617,3 +617,15 @@ def test_convergence_takes_an_invited_node_s_address_from_its_status() -> None:
     statuses["c"] = status(p, "c", {"b": "up"}, host_routes(p, "a", "b"))
     problems = converge.missing(p, rules.Impairments(), statuses, ids, {}, mesh_ipv4=v4)
     assert problems == {"c": ["no route to n (10.77.1.1/32)"]}
+
+
+def test_a_forwarded_nat_lets_meshds_ports_in_to_its_node(tmp_path: Path) -> None:
+    p = plan.make_plan(topology.load(TOPOLOGIES / "punch.toml"), "mtp", tmp_path)
+    g = p.node("g")
+    assert g.uplink and g.uplink.nat and g.uplink.nat.kind == "forwarded"
+    ruleset = rules.nat_ruleset(g.uplink.nat)
+    node = g.uplink.node_address.ip
+    assert f'iifname "wan0" udp dport {{ 6697, 51820-52819 }} dnat ip to {node}' in ruleset
+    assert 'iifname "wan0" oifname "in0" ct status dnat accept' in ruleset
+    assert 'oifname "wan0" masquerade' in ruleset
+    assert "dnat" not in rules.nat_ruleset(p.node("c").uplink.nat)  # type: ignore[union-attr]
