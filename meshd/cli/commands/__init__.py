@@ -75,6 +75,25 @@ def load_admin_key(state_dir: Path, own: Identity, admins: Collection[str]) -> S
     )
 
 
+def admin_errors() -> tuple[type[Exception], ...]:
+    """What an admin's command (revoke, rotate, approve, a proposal) may fail with, each
+    said in one line (a ControlError as "code: message")."""
+    from meshd import config
+    from meshd.adapters import identity, trust
+    from meshd.api.client import ControlError
+    from meshd.core.membership import MembershipError
+
+    return (
+        config.ConfigError,
+        identity.KeyFileError,
+        trust.TrustError,
+        ControlError,
+        MembershipError,
+        OSError,
+        ValueError,
+    )
+
+
 def add_passphrase_argument(p: argparse.ArgumentParser) -> None:
     """``--passphrase-file`` for the commands that seal or open a backup (``read_passphrase``)."""
     p.add_argument(

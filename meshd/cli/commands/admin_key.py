@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from meshd.cli.commands import add_config_argument, add_socket_argument
+from meshd.cli.commands import add_config_argument, add_socket_argument, admin_errors
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,6 +112,7 @@ def rotate(args: argparse.Namespace) -> int:
     from meshd.adapters.identity import public_from_node_id
     from meshd.api.client import ControlClient, locate_socket
     from meshd.cli.commands import load_admin_key
+    from meshd.cli.commands.proposals import propose
     from meshd.core.membership import (
         Cosigned,
         MembershipError,
@@ -120,7 +121,6 @@ def rotate(args: argparse.Namespace) -> int:
         RevocationSet,
         revoke,
     )
-    from meshd.core.membership.proposals import Proposal
     from meshd.core.membership.rotation import rotate_mesh
 
     now = int(time.time())
@@ -181,12 +181,8 @@ def rotate(args: argparse.Namespace) -> int:
         if resigned:  # a second earlier: these are kept over the old key's (the least wins)
             client.add_revocations([r.encode() for r in resigned])
         if current.threshold > 1 and not args.out:
-            (heard,) = client.propose([Proposal(Cosigned(newer)).encode()])
-            print(
-                f"proposal {heard['id']}: mesh definition serial {newer.serial}, signed by 1 "
-                f"of the {current.threshold} admins it needs; it spreads to every node: run "
-                f"`meshd proposals sign {heard['id']}` on another admin's node"
-            )
+            what = f"mesh definition serial {newer.serial}"
+            propose(client, Cosigned(newer), what, current.threshold)
             return 0
         if current.threshold > 1:
             _write_proposal(args.out, Cosigned(newer))
@@ -197,7 +193,7 @@ def rotate(args: argparse.Namespace) -> int:
             )
             return 0
         result = client.mesh_definition([newer.encode()])
-    except _errors() as exc:  # ControlError: "code: message"
+    except admin_errors() as exc:  # ControlError: "code: message"
         print(f"meshd admin-key rotate: {exc}", file=sys.stderr)
         return 1
     admins = ", ".join(result.definition["admins"])
@@ -206,23 +202,6 @@ def rotate(args: argparse.Namespace) -> int:
         + (f"; {len(resigned)} revocation(s) signed again with the new key" if resigned else "")
     )
     return 0
-
-
-def _errors() -> tuple[type[Exception], ...]:
-    """What a rotation or an approval may fail with, each said in one line."""
-    from meshd import config
-    from meshd.adapters import identity
-    from meshd.api.client import ControlError
-    from meshd.core.membership import MembershipError
-
-    return (
-        config.ConfigError,
-        identity.KeyFileError,
-        ControlError,
-        MembershipError,
-        OSError,
-        ValueError,
-    )
 
 
 def _write_proposal(path: str, proposal: Any) -> None:
@@ -266,7 +245,7 @@ def approve(args: argparse.Namespace) -> int:
         else:
             client.add_revocations([signed.encode()])
             done = "every node drops it as the revocation spreads"
-    except _errors() as exc:  # ControlError: "code: message"
+    except admin_errors() as exc:  # ControlError: "code: message"
         print(f"meshd admin-key approve: {exc}", file=sys.stderr)
         return 1
     print(f"{what} in force, signed by {have} admins: {done}")

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from meshd.cli.commands import add_config_argument, add_socket_argument
+from meshd.cli.commands import add_config_argument, add_socket_argument, admin_errors
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,9 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from meshd import config
-    from meshd.adapters import identity, trust
-    from meshd.api.client import ControlClient, ControlError, locate_socket
-    from meshd.core.membership import MembershipError
+    from meshd.api.client import ControlClient, locate_socket
 
     try:
         if args.action != "list" and not args.id:
@@ -58,17 +56,22 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps({k: v for k, v in found[0].items() if k != "proposal"}, indent=2))
             return 0
         return _sign(client, cfg, found[0], withdraw=args.action == "withdraw")
-    except (
-        config.ConfigError,
-        identity.KeyFileError,
-        trust.TrustError,
-        MembershipError,
-        ControlError,  # "code: message"
-        OSError,
-        ValueError,
-    ) as exc:
+    except admin_errors() as exc:
         print(f"meshd proposals: {exc}", file=sys.stderr)
         return 1
+
+
+def propose(client: Any, signed: Any, what: str, needed: int) -> None:
+    """Hand ``signed`` (a Cosigned record this admin signed) to the daemon as a proposal,
+    which spreads it to every node, and say what the other admins do next."""
+    from meshd.core.membership.proposals import Proposal
+
+    (heard,) = client.propose([Proposal(signed).encode()])
+    print(
+        f"proposal {heard['id']}: {what}, signed by 1 of the {needed} admins it needs; it "
+        f"spreads to every node: run `meshd proposals sign {heard['id']}` on another "
+        "admin's node"
+    )
 
 
 def _list(held: list[dict[str, Any]], as_json: bool) -> None:

@@ -23,7 +23,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from meshd.cli.commands import add_config_argument, add_socket_argument, load_admin_key, load_node
+from meshd.cli.commands import (
+    add_config_argument,
+    add_socket_argument,
+    admin_errors,
+    load_admin_key,
+    load_node,
+)
 
 if TYPE_CHECKING:
     from meshd.api.schema import Status
@@ -92,18 +98,16 @@ def resolve(text: str, status: Status, revoked: set[str], unseen: bool) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from meshd import config
-    from meshd.adapters import identity, trust
-    from meshd.api.client import ControlClient, ControlError, locate_socket
+    from meshd.adapters import trust
+    from meshd.api.client import ControlClient, locate_socket
+    from meshd.cli.commands.proposals import propose
     from meshd.core.membership import (
         Cosigned,
-        MembershipError,
         Revocation,
         RevocationKind,
         RevocationTarget,
         revoke,
     )
-    from meshd.core.membership.proposals import Proposal
 
     now = int(time.time())
     try:
@@ -141,12 +145,7 @@ def main(args: argparse.Namespace) -> int:
         )
         needed = definition.emergency_threshold if args.emergency else definition.threshold
         if needed > 1 and not args.out:
-            (heard,) = client.propose([Proposal(Cosigned(record)).encode()])
-            print(
-                f"proposal {heard['id']}: the revocation of {node_id}, signed by 1 of the "
-                f"{needed} admins it needs; it spreads to every node: run `meshd proposals "
-                f"sign {heard['id']}` on another admin's node"
-            )
+            propose(client, Cosigned(record), f"the revocation of {node_id}", needed)
             return 0
         if needed > 1:
             trust.write_atomically(Path(args.out), record.encode())
@@ -157,15 +156,7 @@ def main(args: argparse.Namespace) -> int:
             )
             return 0
         client.add_revocations([record.encode()])
-    except (
-        config.ConfigError,
-        identity.KeyFileError,
-        trust.TrustError,
-        MembershipError,
-        ControlError,  # "code: message"
-        OSError,
-        ValueError,
-    ) as exc:
+    except admin_errors() as exc:
         print(f"meshd revoke: {exc}", file=sys.stderr)
         return 1
     name = known_nodes(status).get(node_id)

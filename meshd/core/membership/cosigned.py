@@ -49,15 +49,9 @@ class Cosigned(Generic[R]):
     signatures: tuple[tuple[str, bytes], ...] = ()  # (node id, signature)
 
     def __post_init__(self) -> None:
-        keys = [public_from_node_id(signer) for signer, _ in self.signatures]
-        if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
-            raise ValueError("co-signatures must be ascending by key, one per admin")
-        if len(keys) > MAX_ADMINS:
-            raise ValueError(f"more than {MAX_ADMINS} co-signatures")
+        check_items(self.signatures, "co-signatures")
         if any(signer == self.record.issuer for signer, _ in self.signatures):
             raise ValueError("the issuer's signature is the record's own")
-        if any(len(signature) != SIGNATURE_LENGTH for _, signature in self.signatures):
-            raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
 
     @property
     def signed_by(self) -> tuple[str, ...]:
@@ -69,8 +63,7 @@ class Cosigned(Generic[R]):
             return self.record.encode()
         writer = Writer(MessageType.COSIGNED)
         writer.blob(self.record.encode())
-        items = [public_from_node_id(s) + signature for s, signature in self.signatures]
-        writer.fixed_list(items, ITEM_LENGTH)
+        writer.fixed_list(item_bytes(self.signatures), ITEM_LENGTH)
         return writer.getvalue()
 
     @classmethod
@@ -82,9 +75,8 @@ class Cosigned(Generic[R]):
         try:
             reader = Reader(data, MessageType.COSIGNED)
             record = kind.decode(reader.blob("record", 1, 0xFFFF))
-            items = reader.fixed_list("signatures", ITEM_LENGTH, 1, MAX_ADMINS)
+            signatures = read_items(reader, "signatures", 1)
             reader.end()
-            signatures = tuple((node_id_from_public(i[:KEY_LENGTH]), i[KEY_LENGTH:]) for i in items)
             return cls(record, signatures)
         except (DecodeError, ValueError) as exc:
             raise MembershipError(Reason.MALFORMED, f"{JSON_TYPE}: {exc}") from None
@@ -129,9 +121,7 @@ class Cosigned(Generic[R]):
         where both have one)."""
         if other.record != self.record:
             raise ValueError("co-signatures of another record")
-        signatures = dict(self.signatures) | dict(other.signatures)
-        ordered = sorted(signatures.items(), key=lambda i: public_from_node_id(i[0]))
-        return Cosigned(self.record, tuple(ordered))
+        return Cosigned(self.record, by_key(dict(self.signatures) | dict(other.signatures)))
 
     def to_json(self) -> dict[str, object]:
         """A record nobody else signed is its own JSON; otherwise ``cosigned``."""
@@ -165,6 +155,34 @@ class Cosigned(Generic[R]):
             return cls(kind.from_json(obj["record"]), tuple(signatures))
         except (TypeError, ValueError) as exc:
             raise MembershipError(Reason.MALFORMED, f"{JSON_TYPE}: {exc}") from None
+
+
+def check_items(items: tuple[tuple[str, bytes], ...], what: str) -> None:
+    """ValueError unless ``items`` (admin node id, signature) are as the wire has them:
+    strictly ascending by key (one per admin), at most MAX_ADMINS, signatures of 64 bytes."""
+    keys = [public_from_node_id(admin) for admin, _ in items]
+    if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+        raise ValueError(f"{what} must be ascending by key, one per admin")
+    if len(keys) > MAX_ADMINS:
+        raise ValueError(f"more than {MAX_ADMINS} {what}")
+    if any(len(signature) != SIGNATURE_LENGTH for _, signature in items):
+        raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
+
+
+def item_bytes(items: tuple[tuple[str, bytes], ...]) -> list[bytes]:
+    """(admin node id, signature) items as the wire has them: the key, then the signature."""
+    return [public_from_node_id(admin) + signature for admin, signature in items]
+
+
+def read_items(reader: Reader, name: str, min_items: int) -> tuple[tuple[str, bytes], ...]:
+    """``item_bytes``' field back, as (admin node id, signature) items."""
+    items = reader.fixed_list(name, ITEM_LENGTH, min_items, MAX_ADMINS)
+    return tuple((node_id_from_public(i[:KEY_LENGTH]), i[KEY_LENGTH:]) for i in items)
+
+
+def by_key(items: dict[str, bytes]) -> tuple[tuple[str, bytes], ...]:
+    """(admin node id, signature) items in the wire's order: ascending by key."""
+    return tuple(sorted(items.items(), key=lambda i: public_from_node_id(i[0])))
 
 
 def decode_proposal(data: bytes) -> Cosigned[MeshDefinition] | Cosigned[Revocation]:

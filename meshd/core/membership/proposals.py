@@ -36,9 +36,17 @@ from nacl.signing import SigningKey, VerifyKey
 from meshd.core.errors import BadInput
 from meshd.core.keys import node_id_from_public, public_from_node_id
 from meshd.core.membership.canonical import DecodeError, MessageType, Reader, Writer
-from meshd.core.membership.cosigned import ITEM_LENGTH, Cosigned, decode_proposal
+from meshd.core.membership.cosigned import (
+    ITEM_LENGTH,
+    Cosigned,
+    by_key,
+    check_items,
+    decode_proposal,
+    item_bytes,
+    read_items,
+)
 from meshd.core.membership.errors import MembershipError, Reason
-from meshd.core.membership.messages import KEY_LENGTH, MAX_ADMINS, MeshDefinition, Revocation
+from meshd.core.membership.messages import MeshDefinition, Revocation
 from meshd.core.membership.rotation import check_successor
 from meshd.core.membership.verify import DEFAULT_SKEW_S, MeshTrust
 
@@ -60,11 +68,7 @@ class Proposal:
     withdrawn: tuple[tuple[str, bytes], ...] = ()  # (admin node id, withdrawal signature)
 
     def __post_init__(self) -> None:
-        keys = [public_from_node_id(admin) for admin, _ in self.withdrawn]
-        if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
-            raise ValueError("withdrawals must be ascending by key, one per admin")
-        if len(keys) > MAX_ADMINS:
-            raise ValueError(f"more than {MAX_ADMINS} withdrawals")
+        check_items(self.withdrawn, "withdrawals")
 
     @property
     def record(self) -> MeshDefinition | Revocation:
@@ -92,7 +96,7 @@ class Proposal:
     def encode(self) -> bytes:
         writer = Writer(MessageType.PROPOSAL)
         writer.blob(self.signed.encode())
-        writer.fixed_list([public_from_node_id(a) + s for a, s in self.withdrawn], ITEM_LENGTH)
+        writer.fixed_list(item_bytes(self.withdrawn), ITEM_LENGTH)
         return writer.getvalue()
 
     @classmethod
@@ -102,9 +106,8 @@ class Proposal:
         try:
             reader = Reader(data, MessageType.PROPOSAL)
             signed = decode_proposal(reader.blob("signed", 1, 0xFFFF))
-            items = reader.fixed_list("withdrawn", ITEM_LENGTH, 0, MAX_ADMINS)
+            withdrawn = read_items(reader, "withdrawn", 0)
             reader.end()
-            withdrawn = tuple((node_id_from_public(i[:KEY_LENGTH]), i[KEY_LENGTH:]) for i in items)
             return cls(signed, withdrawn)
         except (DecodeError, ValueError) as exc:
             raise MembershipError(Reason.MALFORMED, f"{JSON_TYPE}: {exc}") from None
@@ -123,8 +126,7 @@ class Proposal:
         signed = self.signed.merged(other.signed)
         withdrawn = dict(self.withdrawn) | dict(other.withdrawn)
         keep = tuple(i for i in signed.signatures if i[0] not in withdrawn)
-        ordered = sorted(withdrawn.items(), key=lambda i: public_from_node_id(i[0]))
-        return Proposal(Cosigned(signed.record, keep), tuple(ordered))
+        return Proposal(Cosigned(signed.record, keep), by_key(withdrawn))
 
     def to_json(self) -> dict[str, object]:
         return {
