@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "admin-key": ("admin_key", "the mesh's admin key: back it up, restore it, rotate it"),
     "proposals": ("proposals", "what the admins proposed: list, show, sign or withdraw one"),
     "release": ("release", "sign a release manifest (admin), check one, or publish it"),
-    "update": ("update", "the release this node holds and serves, and the one it fetches"),
+    "update": ("update", "releases: what is held and fetched; take one, or roll it back (root)"),
     "state": ("state", "the state directory's schema: status, upgrade, rollback to the copy"),
     "backup": ("backup", "this node (config, keys, ledger) in one file sealed with a passphrase"),
     "restore": ("restore", "put a node back from its backup (a new SD card, a new box)"),

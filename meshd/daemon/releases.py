@@ -81,7 +81,7 @@ class ReleaseService:
     def load(self) -> None:
         """Hold the newest release whose artifact matches its manifest again; remove the rest."""
         self.dir.mkdir(mode=0o700, exist_ok=True)
-        for path in sorted(self.dir.glob("*.manifest"), key=_serial, reverse=True):
+        for path in sorted(self.dir.glob("*.manifest"), key=serial_of, reverse=True):
             try:
                 manifest = self.core.check(safe_files.read_bytes(path))
             except (OSError, ValueError):
@@ -94,10 +94,10 @@ class ReleaseService:
 
     def _resume(self) -> None:
         """The newest fetch under way before the restart, if it is still wanted."""
-        for path in sorted(self.dir.glob("*.fetching"), key=_serial, reverse=True):
+        for path in sorted(self.dir.glob("*.fetching"), key=serial_of, reverse=True):
             try:
                 data = safe_files.read_bytes(path)
-                on_disk = self._path(_serial(path), "part").stat().st_size
+                on_disk = self._path(serial_of(path), "part").stat().st_size
             except OSError:
                 continue
             manifest = self.core.resume(data, on_disk)
@@ -285,7 +285,8 @@ class ReleaseService:
         await self.tasks.cancel()
 
 
-def _serial(path: Path) -> int:
+def serial_of(path: Path) -> int:
+    """The release serial a file of ``releases/`` is named by (-1: none)."""
     try:
         return int(path.name.split(".")[0])
     except ValueError:

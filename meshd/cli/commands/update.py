@@ -1,23 +1,63 @@
-"""meshd update status: the meshd running, this node's stage, the release it holds and serves
-to its neighbours and the one it fetches (meshd.daemon.releases), with when its stage takes
-each. Installing a release and rolling it back are not built yet (issue 20)."""
+"""meshd update status|apply|auto|rollback: the meshd running, this node's stage, the
+release it holds and serves to its neighbours and the one it fetches (meshd.daemon.releases),
+with when its stage takes each; and, as root, taking the held release into a virtual
+environment of its own, restarting into it and giving it back unless it comes up healthy
+(meshd.core.updates, meshd.adapters.installs)."""
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from meshd.cli.commands import add_socket_argument
+from meshd.cli.commands import add_config_argument, add_socket_argument
+
+if TYPE_CHECKING:
+    from meshd.adapters.installs import Installs
+    from meshd.config import Config
+    from meshd.core.membership import OwnMembership
+    from meshd.core.proto.release import ReleaseManifest
+    from meshd.core.updates import Health, Record
+
+SERVICE = "meshd.service"
+LOCK = "update.lock"  # in the installs' root: one apply, auto or rollback at a time
+POLL_S = 2.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from meshd.adapters.installs import ROOT
+
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    status = sub.add_parser("status", help="the releases this node holds and fetches")
+    status = sub.add_parser("status", help="the releases this node holds, fetches and took")
     status.add_argument("--json", action="store_true", help="the daemon's answer as JSON")
+    status.add_argument("--root", default=str(ROOT), help=f"meshd's installs (default {ROOT})")
     add_socket_argument(status)
+    apply = sub.add_parser(
+        "apply",
+        help="take the release this node holds now, whatever its stage (as root)",
+        description="Install the release this node holds into a virtual environment of "
+        "its own, restart meshd into it and watch it for the manifest's health window: "
+        "confirmed once it is as healthy as the old meshd was, else rolled back.",
+    )
+    auto = sub.add_parser(
+        "auto",
+        help="what the update timer runs: finish a trial, take a release its stage takes",
+    )
+    rollback = sub.add_parser(
+        "rollback", help="go back to the meshd that ran before the last update (as root)"
+    )
+    for action in (apply, auto, rollback):
+        add_config_argument(action)
+        add_socket_argument(action)
+        action.add_argument("--root", default=str(ROOT), help=f"meshd's installs ({ROOT})")
+        action.add_argument("--service", default=SERVICE, help=f"the unit ({SERVICE})")
 
 
 def _when(start: int | None) -> str:
@@ -50,7 +90,24 @@ def describe(releases: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(args: argparse.Namespace) -> int:
+def describe_record(record: Record) -> list[str]:
+    lines = []
+    if record.taken:
+        lines.append(f"took: release {record.taken} ({record.current})")
+    if record.trial is not None:
+        t = record.trial
+        left = t.deadline - time.time()
+        lines.append(
+            f"on trial: release {t.serial} (meshd {t.version}), rolled back unless "
+            f"healthy within {max(left, 0):.0f} s"
+        )
+    for serial, why in sorted(record.refused.items()):
+        lines.append(f"rolled back: release {serial}: {why}")
+    return lines
+
+
+def _status(args: argparse.Namespace) -> int:
+    from meshd.adapters.installs import InstallError, Installs
     from meshd.api.client import ControlClient, ControlError, locate_socket
 
     try:
@@ -58,11 +115,193 @@ def main(args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"meshd update status: {exc}", file=sys.stderr)
         return 1
+    try:
+        record = Installs(Path(args.root)).load()
+    except (InstallError, OSError):
+        record = None
     if args.json:
-        print(json.dumps(releases, indent=2, sort_keys=True))
+        took = record.to_json() if record is not None else None
+        print(json.dumps({**(releases or {}), "installs": took}, indent=2, sort_keys=True))
         return 0
     if releases is None:
         print("meshd update status: the daemon holds no release service yet", file=sys.stderr)
         return 1
-    print("\n".join(describe(releases)))
+    print("\n".join(describe(releases) + (describe_record(record) if record else [])))
     return 0
+
+
+class Updater:
+    """One run of apply, auto or rollback: the node's files, its daemon and its unit."""
+
+    def __init__(self, args: argparse.Namespace, installs: Installs) -> None:
+        from meshd.api.client import ControlClient, locate_socket
+        from meshd.cli.commands import load_node
+
+        self.args, self.installs = args, installs
+        self.cfg: Config
+        self.own: OwnMembership
+        self.cfg, _, self.own = load_node(args.config, time.time())
+        self.client = ControlClient(locate_socket(args.socket, self.cfg), timeout=5.0)
+
+    def say(self, line: str) -> None:
+        print(f"meshd update {self.args.action}: {line}", flush=True)
+
+    def health(self) -> Health:
+        from meshd.api.client import ControlError
+        from meshd.core.updates import Health
+
+        try:
+            return Health.of(self.client.call("status"))
+        except (ControlError, OSError):
+            return Health(answered=False)
+
+    def restart(self) -> None:
+        import subprocess
+
+        subprocess.run(["systemctl", "restart", self.args.service], check=True, timeout=120)
+
+    def watch(self, record: Record) -> int:
+        """Confirm the trial once healthy, roll it back at its deadline."""
+        from meshd.core.updates import judge
+
+        trial = record.trial
+        assert trial is not None
+        why = "not judged"
+        while True:
+            health = self.health()
+            why = judge(trial.before, health, trial.version) or ""
+            if not why:
+                self.installs.save(record.confirmed())
+                self.installs.prune({Path(trial.directory), Path(trial.previous)})
+                self.say(f"release {trial.serial} confirmed: {health.describe()}")
+                return 0
+            if time.time() >= trial.deadline:
+                break
+            time.sleep(POLL_S)
+        self.installs.switch(Path(trial.previous))
+        self.installs.save(record.rolled_back(why))
+        self.say(f"release {trial.serial} rolled back: {why}")
+        self.restart()
+        return 1
+
+    def held(self, work: Path, record: Record) -> tuple[ReleaseManifest, Path] | None:
+        """The release this node holds (the daemon's files), its artifact copied to
+        ``work`` and checked there: (manifest, artifact), or None."""
+        from meshd.adapters import safe_files
+        from meshd.core.proto.release import ReleaseManifest, check_for_mesh
+        from meshd.daemon.releases import RELEASES_DIR, artifact_matches, serial_of
+
+        own = self.own
+        directory = Path(self.cfg.node.state_dir) / RELEASES_DIR
+        manifests = sorted(directory.glob("*.manifest"), key=serial_of, reverse=True)
+        for path in manifests:
+            try:
+                manifest = ReleaseManifest.decode(safe_files.read_bytes(path))
+                check_for_mesh(manifest, own.trust.mesh_id, own.trust.admins, record.taken)
+            except (OSError, ValueError) as exc:
+                self.say(f"{path.name}: {exc}")
+                continue
+            artifact = work / manifest.artifact_name
+            try:
+                shutil.copyfile(path.with_suffix(".artifact"), artifact)
+            except OSError:
+                continue  # still being fetched
+            if artifact_matches(artifact, manifest):
+                return manifest, artifact
+            self.say(f"release {manifest.serial}: its artifact is not the manifest's")
+        return None
+
+    def apply(self, by_hand: bool) -> int:
+        from meshd import __version__
+        from meshd.adapters.installs import InstallError
+        from meshd.core.updates import Trial, not_due
+
+        record = self.installs.load()
+        if record.trial is not None:
+            self.say(f"release {record.trial.serial} is on trial: watching it")
+            return self.watch(record)
+        with tempfile.TemporaryDirectory(prefix="meshd-update-") as work:
+            found = self.held(Path(work), record)
+            if found is None:
+                self.say("this node holds no release it may take")
+                return 0 if not by_hand else 1
+            manifest, artifact = found
+            running = self.health().version or __version__
+            stage = self.cfg.update.stage
+            why = not_due(manifest, record, stage, running, time.time(), by_hand)
+            if why:
+                self.say(why)
+                return 0 if not by_hand else 1
+            self.installs.adopt()
+            previous = self.installs.running()
+            name = f"{manifest.meshd_version}-{manifest.serial}"
+            self.say(f"installing release {manifest.serial} (meshd {manifest.meshd_version})")
+            try:
+                target = self.installs.install(artifact, name)
+            except InstallError as exc:
+                self.installs.save(record.refuse(manifest.serial, f"does not install: {exc}"))
+                self.say(f"release {manifest.serial} does not install: {exc}")
+                return 1
+        before = self.health()
+        trial = Trial(
+            serial=manifest.serial,
+            version=manifest.meshd_version,
+            directory=str(target),
+            previous=str(previous),
+            deadline=time.time() + manifest.health_window_s,
+            before=before,
+        )
+        record = record.start(trial)
+        self.installs.save(record)
+        self.installs.switch(target)
+        self.say(
+            f"restarting into meshd {trial.version}; rolled back unless healthy within "
+            f"{manifest.health_window_s} s (before: {before.describe()})"
+        )
+        self.restart()
+        return self.watch(record)
+
+    def rollback(self) -> int:
+        record = self.installs.load()
+        if record.trial is not None:
+            trial = record.trial
+            self.installs.switch(Path(trial.previous))
+            self.installs.save(record.rolled_back("rolled back by hand"))
+            self.say(f"release {trial.serial} rolled back (it was on trial)")
+        elif record.previous is not None:
+            self.installs.switch(Path(record.previous))
+            self.installs.save(record.given_back("rolled back by hand"))
+            self.say(f"release {record.taken} rolled back: {record.previous} runs again")
+        else:
+            self.say("no update to roll back")
+            return 1
+        self.restart()
+        return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        return _status(args)
+    from meshd.adapters.installs import InstallError, Installs
+    from meshd.cli.commands import admin_errors
+
+    errors: tuple[type[Exception], ...] = (InstallError, *admin_errors())
+    root = Path(args.root)
+    if not os.access(root, os.W_OK):
+        print(f"meshd update {args.action}: {root} is not writable: run it as root",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    try:
+        with open(root / LOCK, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"meshd update {args.action}: another update runs", file=sys.stderr)
+                return 1
+            updater = Updater(args, Installs(root))
+            if args.action == "rollback":
+                return updater.rollback()
+            return updater.apply(by_hand=args.action == "apply")
+    except errors as exc:
+        print(f"meshd update {args.action}: {exc}", file=sys.stderr)
+        return 1
