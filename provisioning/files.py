@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from meshd.adapters.net.sysctl import ROUTER_SYSCTLS
 from meshd.config.settings import CONFIG_VERSION
 from meshd.core.invites import Invite
-from provisioning.layout import CONFIG_FILE, STATE_DIR, USER, VENV
+from provisioning.layout import CONFIG_FILE, SERVICE, STATE_DIR, USER, VENV
 
 DEFAULT_HEALTH_TARGET = "1.1.1.1:443"
 
@@ -166,3 +166,36 @@ def sysctl(uplink: str | None) -> str:
 # where the kernel has it as a module.
 def modules(wireguard: str) -> str:
     return "nf_conntrack\n" + ("wireguard\n" if wireguard in ("loaded", "module") else "")
+
+
+# Root's, not meshd's: it writes /opt/meshd (a virtual environment per release) and
+# restarts meshd.service into a release, or back out of it (meshd.core.updates).
+UPDATE_SERVICE = f"""\
+# meshd's updates over the mesh, installed by provisioning/provision.
+[Unit]
+Description=meshd: take the release this node's stage takes, or finish a trial
+After={SERVICE}
+
+[Service]
+Type=oneshot
+ExecStart={VENV}/bin/meshd update auto --config {CONFIG_FILE}
+ProtectHome=yes
+PrivateTmp=yes
+NoNewPrivileges=yes
+"""
+
+# Soon after a boot (a trial a reboot cut short is judged then), and every hour: a
+# release's stages are a day apart by default.
+UPDATE_TIMER = """\
+# meshd's updates over the mesh, installed by provisioning/provision.
+[Unit]
+Description=meshd: look for a release this node's stage takes
+
+[Timer]
+OnBootSec=5min
+OnUnitActiveSec=1h
+RandomizedDelaySec=10min
+
+[Install]
+WantedBy=timers.target
+"""

@@ -42,6 +42,10 @@ from provisioning.layout import (
     SYSCTL_FILE,
     TMPFILES_FILE,
     UNIT_FILE,
+    UPDATE_SERVICE_FILE,
+    UPDATE_TIMER,
+    UPDATE_TIMER_FILE,
+    UPDATES,
     USER,
     VENV,
 )
@@ -107,12 +111,15 @@ def _files(state_dir: str) -> list[str]:
     venv_parent = str(PurePosixPath(VENV).parent)
     return [
         UNIT_FILE,
+        UPDATE_SERVICE_FILE,
+        UPDATE_TIMER_FILE,
         SYSCTL_FILE,
         TMPFILES_FILE,
         MODULES_FILE,
         CONFIG_DIR,
         state_dir,
         VENV,
+        *UPDATES,
         venv_parent,
     ]
 
@@ -333,6 +340,9 @@ def _remove_files(runner: Runner, found: Found, real: bool) -> None:
     enabled = real and host.succeeds(["systemctl", "is-enabled", "--quiet", SERVICE])
     if enabled and runner.path(UNIT_FILE).exists():
         runner.run(["systemctl", "disable", SERVICE], f"disable {SERVICE}")
+    timer = real and host.succeeds(["systemctl", "is-enabled", "--quiet", UPDATE_TIMER])
+    if timer and runner.path(UPDATE_TIMER_FILE).exists():
+        runner.run(["systemctl", "disable", "--now", UPDATE_TIMER], f"disable {UPDATE_TIMER}")
     unit_removed = False
     for target in _files(found.state_dir):
         if target == str(PurePosixPath(VENV).parent):
@@ -341,7 +351,7 @@ def _remove_files(runner: Runner, found: Found, real: bool) -> None:
                 runner.remove(target)  # ours alone: provision made it for the virtualenv
             continue
         removed = runner.remove(target)
-        unit_removed = unit_removed or (removed and target == UNIT_FILE)
+        unit_removed = unit_removed or (removed and target.startswith("/etc/systemd/"))
     if real and unit_removed:
         runner.run(["systemctl", "daemon-reload"], "reload systemd's units")
     if real and host.lookup_owner(runner.root, USER) is not None:

@@ -36,6 +36,9 @@ from provisioning.layout import (
     SYSCTL_FILE,
     TMPFILES_FILE,
     UNIT_FILE,
+    UPDATE_SERVICE_FILE,
+    UPDATE_TIMER,
+    UPDATE_TIMER_FILE,
     USER,
     VENV,
 )
@@ -185,6 +188,8 @@ def node_stage(args: argparse.Namespace, runner: Runner, real: bool, wireguard: 
         "sysctl": runner.file(SYSCTL_FILE, files.sysctl(_uplink(runner)).encode(), 0o644),
         "tmpfiles": runner.file(TMPFILES_FILE, files.TMPFILES.encode(), 0o644),
         "unit": runner.file(UNIT_FILE, files.UNIT.encode(), 0o644),
+        "updates": runner.file(UPDATE_SERVICE_FILE, files.UPDATE_SERVICE.encode(), 0o644)
+        | runner.file(UPDATE_TIMER_FILE, files.UPDATE_TIMER.encode(), 0o644),
         "modules": runner.file(MODULES_FILE, files.modules(wireguard).encode(), 0o644),
     }
     if real:
@@ -261,13 +266,15 @@ def _service(runner: Runner, changed: dict[str, bool], wireguard: str) -> None:
         runner.run(["sysctl", "--quiet", "--load", SYSCTL_FILE], f"apply {SYSCTL_FILE}")
     if changed["tmpfiles"]:
         runner.run(["systemd-tmpfiles", "--create", TMPFILES_FILE], "create /run/wireguard")
-    if changed["unit"]:
+    if changed["unit"] or changed["updates"]:
         runner.run(["systemctl", "daemon-reload"], "reload systemd's units")
+    if not host.succeeds(["systemctl", "is-enabled", "--quiet", UPDATE_TIMER]):
+        runner.run(["systemctl", "enable", "--now", UPDATE_TIMER], f"enable {UPDATE_TIMER}")
     if not host.succeeds(["systemctl", "is-enabled", "--quiet", SERVICE]):
         runner.run(["systemctl", "enable", SERVICE], f"enable {SERVICE} at boot")
     if not host.succeeds(["systemctl", "is-active", "--quiet", SERVICE]):
         runner.run(["systemctl", "start", SERVICE], f"start {SERVICE}")
-    elif any(changed.values()):
+    elif any(v for k, v in changed.items() if k != "updates"):
         runner.run(["systemctl", "restart", SERVICE], f"restart {SERVICE}")
     else:
         runner.unchanged(f"{SERVICE} running")

@@ -156,14 +156,18 @@ def test_files_modes_and_a_config_meshd_accepts(
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_the_unit_file_verifies(tmp_path: Path) -> None:
     assert _run(tmp_path / "root")[0] == 0
-    unit = (tmp_path / "root/etc/systemd/system/meshd.service").read_text()
-    # Its ExecStart is the target's virtualenv; point it at this one, which exists here.
-    here = tmp_path / "meshd.service"
-    here.write_text(unit.replace(f"{files.VENV}/", f"{Path(sys.executable).parent.parent}/"))
-    done = subprocess.run(
-        ["systemd-analyze", "verify", str(here)], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0 and here.name not in done.stderr, done.stderr
+    units = tmp_path / "root/etc/systemd/system"
+    # Their ExecStart is the target's virtualenv; point it at this one, which exists here.
+    for name in ("meshd.service", "meshd-update.service", "meshd-update.timer"):
+        here = tmp_path / name
+        unit = (units / name).read_text()
+        here.write_text(unit.replace(f"{files.VENV}/", f"{Path(sys.executable).parent.parent}/"))
+    for name in ("meshd.service", "meshd-update.timer"):
+        here = tmp_path / name
+        done = subprocess.run(
+            ["systemd-analyze", "verify", str(here)], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0 and here.name not in done.stderr, done.stderr
 
 
 def test_a_second_run_changes_nothing_and_says_so(tmp_path: Path) -> None:
