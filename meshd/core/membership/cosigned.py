@@ -99,17 +99,8 @@ class Cosigned(Generic[R]):
             self.record.verify_signature()
             counted.add(self.record.issuer)
         signed = self.record.signed_bytes()
-        for signer, signature in self.signatures:
-            if signer not in admins:
-                continue
-            try:
-                VerifyKey(public_from_node_id(signer)).verify(signed, signature)
-            except CryptoError:
-                raise MembershipError(
-                    Reason.BAD_SIGNATURE, f"{JSON_TYPE}: {signer}'s signature does not verify"
-                ) from None
-            counted.add(signer)
-        return frozenset(counted)
+        kept = verify_items(self.signatures, signed, admins, f"{JSON_TYPE}: {{}}'s signature")
+        return frozenset(counted | {signer for signer, _ in kept})
 
     def counted(self, signers: Iterable[str]) -> Cosigned[R]:
         """The same with only the co-signatures of ``signers`` (those that counted)."""
@@ -167,6 +158,24 @@ def check_items(items: tuple[tuple[str, bytes], ...], what: str) -> None:
         raise ValueError(f"more than {MAX_ADMINS} {what}")
     if any(len(signature) != SIGNATURE_LENGTH for _, signature in items):
         raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
+
+
+def verify_items(
+    items: tuple[tuple[str, bytes], ...], message: bytes, admins: Iterable[str], what: str
+) -> tuple[tuple[str, bytes], ...]:
+    """The (admin node id, signature over ``message``) items of ``admins``: the others'
+    count for nothing. MembershipError(bad_signature) for one of theirs that does not
+    verify, ``what`` (with ``{}`` for the admin) saying whose."""
+    admins = frozenset(admins)
+    kept = tuple(item for item in items if item[0] in admins)
+    for admin, signature in kept:
+        try:
+            VerifyKey(public_from_node_id(admin)).verify(message, signature)
+        except CryptoError:
+            raise MembershipError(
+                Reason.BAD_SIGNATURE, f"{what.format(admin)} does not verify"
+            ) from None
+    return kept
 
 
 def item_bytes(items: tuple[tuple[str, bytes], ...]) -> list[bytes]:

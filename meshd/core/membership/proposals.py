@@ -30,11 +30,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from nacl.exceptions import CryptoError
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from meshd.core.errors import BadInput
-from meshd.core.keys import node_id_from_public, public_from_node_id
+from meshd.core.keys import node_id_from_public
 from meshd.core.membership.canonical import DecodeError, MessageType, Reader, Writer
 from meshd.core.membership.cosigned import (
     ITEM_LENGTH,
@@ -44,6 +43,7 @@ from meshd.core.membership.cosigned import (
     decode_proposal,
     item_bytes,
     read_items,
+    verify_items,
 )
 from meshd.core.membership.errors import MembershipError, Reason
 from meshd.core.membership.messages import MeshDefinition, Revocation
@@ -291,12 +291,5 @@ def _admins_withdrawals(proposal: Proposal, admins: tuple[str, ...]) -> Proposal
     """``proposal`` with only its admins' withdrawals (the others count for nothing, as
     their signatures do); MembershipError(bad_signature) for one that does not verify."""
     signed = WITHDRAW_DOMAIN + proposal.record.signed_bytes()
-    kept = tuple(w for w in proposal.withdrawn if w[0] in admins)
-    for admin, signature in kept:
-        try:
-            VerifyKey(public_from_node_id(admin)).verify(signed, signature)
-        except CryptoError:
-            raise MembershipError(
-                Reason.BAD_SIGNATURE, f"{JSON_TYPE}: {admin}'s withdrawal does not verify"
-            ) from None
-    return replace(proposal, withdrawn=kept)
+    what = f"{JSON_TYPE}: {{}}'s withdrawal"
+    return replace(proposal, withdrawn=verify_items(proposal.withdrawn, signed, admins, what))
