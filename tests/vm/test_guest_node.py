@@ -19,17 +19,26 @@ security` exposure.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meshd import __version__
+from meshd.adapters import identity
+from meshd.core.membership import MeshDefinition
+from meshd.core.membership.messages import NO_SIGNATURE
+from meshd.core.proto.release import MIN_HEALTH_WINDOW_S, ReleaseManifest
 from tests.netns import meshbed
 from tests.vm import guestbed
 
@@ -457,6 +466,118 @@ def test_a_new_card_restored_from_the_backup_is_the_same_node(
     guest.run("systemctl stop vmload3")
 
 
+def release_wheel(out: Path, version: str, broken: bool = False) -> Path:
+    """A wheel of this checkout as meshd ``version``; ``broken``: one whose daemon exits
+    at once (a deliberately broken build), what a release that cannot start looks like."""
+    src = out / f"src-{version}"
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=meshbed.REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (meshbed.REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(meshbed.REPO / name, src / name)
+    for name, key in (("pyproject.toml", "version"), ("meshd/__init__.py", "__version__")):
+        path = src / name
+        text = re.sub(f'^{key} = ".*"', f'{key} = "{version}"', path.read_text(), flags=re.M)
+        path.write_text(text)
+    if broken:
+        with (src / "meshd/cli/commands/run.py").open("a") as f:
+            f.write("\n\ndef main(args: object) -> int:  # noqa: F811\n    raise SystemExit(1)\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (found,) = out.glob(f"meshd-{version}-*.whl")
+    return found
+
+
+def publish(bed: Bed, wheel: Path, version: str, serial: int, stages_apart_s: int) -> None:
+    """``wheel`` as release ``serial``, signed with the mesh's admin key and published on a,
+    whose neighbours pass it on: g holds it once fetched. ``stages_apart_s`` 0: every
+    stage takes it at once."""
+    signer = identity.load(bed.dir / "admin")
+    state = bed.dir / "nodes" / "a" / "state"
+    mesh = MeshDefinition.decode((state / "mesh.cert").read_bytes())
+    data = wheel.read_bytes()
+    manifest = ReleaseManifest(
+        mesh_id=mesh.mesh_id,
+        issuer=signer.node_id,
+        serial=serial,
+        issued_at=int(time.time()),
+        meshd_version=version,
+        artifact_name=wheel.name,
+        artifact_size=len(data),
+        artifact_sha256=hashlib.sha256(data).digest(),
+        stage_interval_s=stages_apart_s,
+        health_window_s=MIN_HEALTH_WINDOW_S,
+        signature=NO_SIGNATURE,
+    ).sign(signer.signing_key)
+    path = wheel.with_suffix(".manifest")
+    path.write_bytes(manifest.encode())
+    bed.sh("a", "meshd", "release", "publish", str(path), str(wheel))
+
+
+def update_status(guest: guestbed.Guest) -> dict[str, Any]:
+    return json.loads(guest.check(f"{MESHD} update status --json", timeout=60))
+
+
+def wait_held(bed: Bed, guest: guestbed.Guest, serial: int) -> None:
+    def held() -> bool:
+        return (update_status(guest).get("held") or {}).get("serial") == serial
+
+    bed.wait(f"g holds release {serial}", held, REACH_WITHIN_S)
+
+
+def test_a_release_over_the_mesh_is_taken_and_a_broken_one_rolls_back_by_itself(
+    bed: Bed,
+    guest: guestbed.Guest,
+    provisioned: Provisioned,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A release published on a reaches g over the mesh; the update timer's unit (as
+    provisioning installed it: root, `meshd update auto`) takes it since g's stage does,
+    installs it into a virtual environment beside the running one, restarts meshd into it
+    and confirms it once g routes again. A release whose daemon cannot start, taken by hand
+    (`meshd update apply`, the stage not yet come), is rolled back by itself at the end of
+    its health window: the version before runs again, g meshes again, and the release is
+    refused on g for good."""
+    assert guest.check("systemctl is-enabled meshd-update.timer").strip() == "enabled"
+    out = tmp_path_factory.mktemp("releases")
+    good = f"{__version__}.post1"
+    broken = f"{__version__}.post2"
+    publish(bed, release_wheel(out, good), good, serial=1, stages_apart_s=0)
+    wait_held(bed, guest, 1)
+    started = time.monotonic()
+    guest.check("systemctl start meshd-update.service", timeout=900)
+    said = guest.check("journalctl -u meshd-update --no-pager -o cat")
+    assert "release 1 confirmed" in said, said
+    assert guest.check(f"{MESHD} --version").strip() == f"meshd {good}"
+    assert guest.check("readlink /opt/meshd/venv").strip() == f"versions/{good}-1"
+    seconds = wait_reachable(bed, guest, started)
+    print(f"\nvm.update_apply_to_reachable_s={seconds:.1f}")
+
+    publish(bed, release_wheel(out, broken, broken=True), broken, serial=2, stages_apart_s=3600)
+    wait_held(bed, guest, 2)
+    auto = guest.check(f"{MESHD} update auto")
+    assert "stage normal takes release 2 from" in auto, auto
+    started = time.monotonic()
+    run = guest.run(f"{MESHD} update apply", timeout=900)
+    assert run.rc == 1 and "release 2 rolled back" in run.out, run
+    assert guest.check(f"{MESHD} --version").strip() == f"meshd {good}"
+    seconds = wait_reachable(bed, guest, started)
+    print(f"\nvm.update_rollback_to_reachable_s={seconds:.1f}")
+    installs = update_status(guest)["installs"]
+    assert installs["taken"] == 1 and "2" in installs["refused"], installs
+    again = guest.run(f"{MESHD} update apply", timeout=300)
+    assert again.rc == 1 and "release 2 was rolled back here" in again.out, again
+
+
 def test_leave_stops_the_service_and_leaves_nothing(
     bed: Bed, guest: guestbed.Guest, provisioned: Provisioned
 ) -> None:
@@ -465,7 +586,7 @@ def test_leave_stops_the_service_and_leaves_nothing(
     out = guest.check(f"{MESHD} leave --yes --export /root/receipts.jsonl", timeout=300)
     assert guest.run("systemctl is-active meshd").out.strip() in ("inactive", "unknown"), out
     left = guest.run(
-        "ls -d /etc/meshd /var/lib/meshd /opt/meshd/venv /etc/systemd/system/meshd.service "
+        "ls -d /etc/meshd /var/lib/meshd /opt/meshd /etc/systemd/system/meshd*.* "
         "/etc/sysctl.d/90-meshd.conf /etc/modules-load.d/meshd.conf 2>/dev/null; "
         "ip -br link show type wireguard; nft list tables; id meshd 2>/dev/null"
     )
