@@ -9,10 +9,11 @@ when it is installed, not when it is fetched, so a late node still passes it on.
 
 What a neighbour says is checked against what it is entitled to:
 
-- a manifest is taken only for this mesh, signed by one of its current admin keys (the
-  signature good), and newer than what the node holds or fetches; an older one is ignored
-  (a neighbour that has not fetched the newest yet), anything else refused with its reason
-  (``release_other_mesh``, ``release_not_admin``, ``release_bad_signature``,
+- a manifest is taken only for this mesh, signed by one of its current admin keys and by
+  as many as the mesh definition's threshold (every signature of theirs good), and newer
+  than what the node holds or fetches; an older one is ignored (a neighbour that has not
+  fetched the newest yet), anything else refused with its reason (``release_other_mesh``,
+  ``release_not_admin``, ``release_bad_signature``, ``release_short_of_quorum``,
   ``release_malformed``, ``release_conflict``: another manifest with a serial already held);
 - a part is taken only as the answer to the one fetch outstanding, from the neighbour it
   was asked of, exactly as long as asked (``release_unasked`` otherwise), so the artifact
@@ -34,7 +35,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from meshd.core.membership import MembershipError
-from meshd.core.proto.release import ReleaseManifest
+from meshd.core.proto.release import ReleaseManifest, decode_signed
 from meshd.core.proto.session import MAX_RELEASE_PART, ReleaseFetch, ReleasePart
 
 ASK_EVERY_S = 0.5
@@ -63,6 +64,7 @@ class Fetching:
 class Releases:
     mesh_id: bytes
     admins: Callable[[], Collection[str]]  # the current admin keys (they rotate)
+    threshold: Callable[[], int] = lambda: 1  # how many of them must sign a release
     held: ReleaseManifest | None = None
     held_encoded: bytes = b""
     fetching: Fetching | None = None
@@ -76,27 +78,32 @@ class Releases:
             serials.append(self.fetching.manifest.serial)
         return max(serials)
 
-    def hold(self, manifest: ReleaseManifest) -> None:
-        """``manifest``'s whole artifact is here (fetched and checked, or published here)."""
-        self.held, self.held_encoded = manifest, manifest.encode()
+    def hold(self, manifest: ReleaseManifest, encoded: bytes) -> None:
+        """``manifest``'s whole artifact is here (fetched and checked, or published here);
+        ``encoded``: the manifest as it came, with its signatures (``check``)."""
+        self.held, self.held_encoded = manifest, encoded
         if self.fetching is not None and self.fetching.manifest.serial <= manifest.serial:
             self.fetching = None
 
     def check(self, data: bytes) -> ReleaseManifest:
-        """The manifest in ``data`` if this mesh's admins signed it; ValueError(reason)
-        (a refusal's code) if not."""
+        """The manifest in ``data`` if this mesh's admins signed it, as many as its
+        threshold; ValueError(reason) (a refusal's code) if not."""
         try:
-            manifest = ReleaseManifest.decode(data)
+            signed = decode_signed(data)
         except MembershipError:
             raise ValueError("release_malformed") from None
+        manifest = signed.record
         if manifest.mesh_id != self.mesh_id:
             raise ValueError("release_other_mesh")
-        if manifest.issuer not in self.admins():
+        admins = self.admins()
+        if manifest.issuer not in admins:
             raise ValueError("release_not_admin")
         try:
-            manifest.verify_signature()
+            signers = signed.signers(admins)
         except MembershipError:
             raise ValueError("release_bad_signature") from None
+        if len(signers) < self.threshold():
+            raise ValueError("release_short_of_quorum")
         return manifest
 
     def heard(self, node_id: str, data: bytes) -> tuple[str | None, bool]:
@@ -106,12 +113,9 @@ class Releases:
         except ValueError as exc:
             return str(exc), False
         fetching = self.fetching
-        for known, encoded in (
-            (self.held, self.held_encoded),
-            (fetching.manifest if fetching else None, fetching.encoded if fetching else b""),
-        ):
+        for known in (self.held, fetching.manifest if fetching else None):
             if known is not None and manifest.serial == known.serial:
-                if data != encoded:
+                if manifest != known:  # the same with other admins' signatures is no news
                     return "release_conflict", False
                 if fetching is not None and known is fetching.manifest:
                     fetching.sources.setdefault(node_id, None)
@@ -188,7 +192,7 @@ class Releases:
         fetching = self.fetching
         assert fetching is not None and fetching.complete
         if matches:
-            self.hold(fetching.manifest)
+            self.hold(fetching.manifest, fetching.encoded)
             return fetching.manifest
         first = next(iter(fetching.sources), None)
         if first is not None:

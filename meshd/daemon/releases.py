@@ -31,6 +31,7 @@ from typing import Any
 from meshd import __version__
 from meshd.adapters import safe_files
 from meshd.core.control import effects as fx
+from meshd.core.membership import MeshTrust
 from meshd.core.proto import session as messages
 from meshd.core.proto.release import ReleaseManifest
 from meshd.core.releases import Releases
@@ -70,7 +71,13 @@ class ReleaseService:
         self.control, self.stage = control, stage
         self.dir = state_dir / RELEASES_DIR
         definition = control.core.own.trust.definition
-        self.core = Releases(definition.mesh_id, lambda: control.core.own.trust.admins)
+
+        def trust() -> MeshTrust:  # the one in force: admins rotate, thresholds change
+            return control.core.own.trust
+
+        self.core = Releases(
+            definition.mesh_id, lambda: trust().admins, lambda: trust().definition.threshold
+        )
         self.refused: Counter[str] = Counter()
         self.tasks = Tasks("releases")
         self._checking = False  # a fetched artifact's SHA-256 is being computed
@@ -83,11 +90,12 @@ class ReleaseService:
         self.dir.mkdir(mode=0o700, exist_ok=True)
         for path in sorted(self.dir.glob("*.manifest"), key=serial_of, reverse=True):
             try:
-                manifest = self.core.check(safe_files.read_bytes(path))
+                data = safe_files.read_bytes(path)
+                manifest = self.core.check(data)
             except (OSError, ValueError):
                 continue
             if artifact_matches(self._path(manifest.serial, "artifact"), manifest):
-                self._hold(manifest)
+                self._hold(manifest, data)
                 break
         self._resume()
         self._prune()
@@ -108,8 +116,8 @@ class ReleaseService:
                       size=manifest.artifact_size)  # fmt: skip
             return
 
-    def _hold(self, manifest: ReleaseManifest) -> None:
-        self.core.hold(manifest)
+    def _hold(self, manifest: ReleaseManifest, encoded: bytes) -> None:
+        self.core.hold(manifest, encoded)
         self.control.offer_release(self.core.held_encoded)
 
     def _prune(self) -> None:
@@ -209,16 +217,16 @@ class ReleaseService:
             with contextlib.suppress(OSError):
                 os.truncate(part, 0)
             return
-        self._adopt(manifest, part)
+        self._adopt(manifest, fetching.encoded, part)
         event("release.fetched", serial=manifest.serial, version=manifest.meshd_version,
               size=manifest.artifact_size)  # fmt: skip
 
-    def _adopt(self, manifest: ReleaseManifest, artifact: Path) -> None:
-        """``artifact`` (checked) becomes the release held and served."""
-        safe_files.write_atomically(self._path(manifest.serial, "manifest"), manifest.encode(),
-                                    0o644)  # fmt: skip
+    def _adopt(self, manifest: ReleaseManifest, encoded: bytes, artifact: Path) -> None:
+        """``artifact`` (checked) becomes the release held and served; ``encoded``: its
+        manifest with the signatures it came with."""
+        safe_files.write_atomically(self._path(manifest.serial, "manifest"), encoded, 0o644)
         os.replace(artifact, self._path(manifest.serial, "artifact"))
-        self._hold(manifest)
+        self._hold(manifest, encoded)
         self._prune()
 
     # ---- the node's own ------------------------------------------------------------------
@@ -247,7 +255,7 @@ class ReleaseService:
             raise PublishError(
                 "release_bad_artifact", f"{part} is not the artifact the manifest names"
             )
-        self._adopt(manifest, part)
+        self._adopt(manifest, manifest_bytes, part)
         event("release.published", serial=manifest.serial, version=manifest.meshd_version)
         return self.status()
 

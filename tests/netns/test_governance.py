@@ -7,7 +7,8 @@ which every node holds (``meshd proposals``) and none enforces, and what it sign
 to every node's daemon, is refused there (``short_of_quorum``); a proposal its admin
 withdrew can no longer be carried. With ``meshd admin-key approve`` by a second admin (a
 proposal passed by hand) or ``meshd proposals sign`` (one spread over the mesh), a change
-takes effect mesh-wide.
+takes effect mesh-wide. A release, too, needs two admins' signatures (`meshd release
+sign`) before any node takes it.
 An admin removed that way counts for nothing: a definition or a revocation it co-signs
 with one admin in force is refused everywhere, and it can no longer approve. A restarted
 node comes back under the definition in force, and a revocation two admins signed cuts a
@@ -16,6 +17,7 @@ revoke e as an emergency, which every node counts in its status."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +139,34 @@ def test_one_admin_alone_changes_nothing(bed: Bed, tmp_path: Path) -> None:
         assert "short_of_quorum" in out and "rc=1" in out, out
         assert client(bed, node).revocations() == []
     assert mesh_everywhere(bed) == {first}
+
+
+def test_a_release_needs_two_admins_signatures(bed: Bed, tmp_path: Path) -> None:
+    """`meshd release make` on a signs a release alone: no node's daemon takes it. Once b
+    co-signs it (`meshd release sign`), published on a it reaches every node."""
+    artifact = tmp_path / "meshd-9.9.9-py3-none-any.whl"
+    artifact.write_bytes(os.urandom(100_000))
+    manifest = tmp_path / "release.manifest"
+    make = ["release", "make", str(artifact), "--version", "9.9.9", "--serial", "1"]
+    out = bed.sh("a", "meshd", *make, "--out", str(manifest))
+    assert "1 more with `meshd release sign" in out, out
+    for node in "abcde":
+        with pytest.raises(ControlError) as refused:
+            client(bed, node).publish_release(manifest.read_bytes())
+        assert refused.value.code == "release_short_of_quorum", refused.value
+    publish = f"meshd release publish {manifest} {artifact} 2>&1; echo rc=$?"
+    out = bed.sh("a", "sh", "-c", publish, check=False)
+    assert "signed by 1 admin(s), the mesh asks for 2" in out and "rc=1" in out, out
+    out = bed.sh("b", "meshd", "release", "sign", str(manifest))
+    assert "signed for this mesh by 2 of its admins (2 needed)" in out, out
+    out = bed.sh("a", "meshd", "release", "publish", str(manifest), str(artifact))
+    assert "published" in out, out
+
+    def everywhere() -> bool:
+        return all((bed.status(n)["releases"]["held"] or {}).get("serial") == 1 for n in "bcde")
+
+    took = bed.wait("the release on every node", everywhere, 60)
+    print(f"a release two admins signed on every node in {took:.1f} s")
 
 
 def test_two_admins_change_it_and_a_removed_one_counts_for_nothing(

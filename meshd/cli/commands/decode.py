@@ -164,13 +164,14 @@ def _babel(data: bytes, with_state: bool) -> list[dict[str, object]]:
 
 
 def _membership(data: bytes) -> list[dict[str, object]]:
-    """A membership record (a mesh definition with other admins' signatures too), an
+    """A membership record (a mesh definition, a revocation or a release manifest with other
+    admins' signatures too), an
     invite, a join request, a map record or a release manifest (canonical, by its type
     tag)."""
     from meshd.core.invites import Invite, JoinRequest
     from meshd.core.membership import MembershipError, decode_message
     from meshd.core.membership.canonical import MessageType
-    from meshd.core.membership.cosigned import decode_proposal
+    from meshd.core.membership.cosigned import Cosigned, decode_proposal
     from meshd.core.membership.proposals import Proposal
     from meshd.core.proto.map_record import MapRecord
     from meshd.core.proto.release import ReleaseManifest
@@ -184,7 +185,10 @@ def _membership(data: bytes) -> list[dict[str, object]]:
     }
     try:
         if data[:1] == bytes((MessageType.COSIGNED,)):
-            return [decode_proposal(data).to_json()]
+            try:
+                return [decode_proposal(data).to_json()]
+            except MembershipError:
+                return [Cosigned.decode(data, ReleaseManifest).to_json()]
         kind = others.get(data[0]) if data[:1] else None
         return [(kind.decode(data) if kind else decode_message(data)).to_json()]
     except MembershipError as exc:

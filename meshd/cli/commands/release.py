@@ -1,8 +1,9 @@
-"""meshd release make|check|publish: a release manifest for a new meshd, signed with the
-mesh's admin key on the node that holds it (meshd.core.proto.release); its check on any
-node: signed by a current admin of this node's mesh, and the artifact the one it names;
-and its publishing on any node (meshd.daemon.releases), from which every node of the mesh
-fetches it."""
+"""meshd release make|sign|check|publish: a release manifest for a new meshd, signed with
+the mesh's admin key on the node that holds it (meshd.core.proto.release), and co-signed by
+more admins where the mesh's threshold asks for them; its check on any node: signed by as
+many current admins of this node's mesh, and the artifact the one it names; and its
+publishing on any node (meshd.daemon.releases), from which every node of the mesh fetches
+it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from meshd.cli.commands import (
 )
 
 if TYPE_CHECKING:
+    from meshd.core.membership.cosigned import Cosigned
     from meshd.core.proto.release import ReleaseManifest
 
 
@@ -64,6 +66,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     check.add_argument("manifest", metavar="MANIFEST")
     check.add_argument("--artifact", metavar="FILE", help="the release's file, to check too")
+    sign = sub.add_parser(
+        "sign",
+        help="add this node's admin signature to MANIFEST (where the mesh asks for more)",
+        description="Co-sign a release manifest another admin made, in place, with the "
+        "admin key this node holds: where the mesh definition's threshold is above 1, a "
+        "release is taken only with that many admins' signatures.",
+    )
+    sign.add_argument("manifest", metavar="MANIFEST")
     publish = sub.add_parser(
         "publish",
         help="hand MANIFEST and its ARTIFACT to the running daemon, which serves them",
@@ -74,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     publish.add_argument("manifest", metavar="MANIFEST")
     publish.add_argument("artifact", metavar="ARTIFACT")
     add_socket_argument(publish)
-    for q in (make, check, publish):
+    for q in (make, check, sign, publish):
         add_config_argument(q)
 
 
@@ -97,7 +107,14 @@ def _stages(manifest: ReleaseManifest) -> str:
     return "; ".join(parts)
 
 
-def _publish(args: argparse.Namespace, state_dir: Path, manifest: ReleaseManifest) -> int:
+def _signers(signed: Cosigned[ReleaseManifest], admins: tuple[str, ...], threshold: int) -> str:
+    signers = signed.signers(admins)
+    return f"signed for this mesh by {len(signers)} of its admins ({threshold} needed)"
+
+
+def _publish(
+    args: argparse.Namespace, state_dir: Path, manifest: ReleaseManifest, signed: bytes
+) -> int:
     """Copy the artifact where the daemon reads it (its owner's), then hand it the manifest."""
     import shutil
 
@@ -118,7 +135,7 @@ def _publish(args: argparse.Namespace, state_dir: Path, manifest: ReleaseManifes
     with open(args.artifact, "rb") as src, os.fdopen(fd, "wb") as out:
         shutil.copyfileobj(src, out)
     try:
-        ControlClient(locate_socket(args.socket)).publish_release(manifest.encode())
+        ControlClient(locate_socket(args.socket)).publish_release(signed)
     except ControlError as exc:
         print(f"meshd release publish: {exc}", file=sys.stderr)
         return 1
@@ -130,10 +147,15 @@ def main(args: argparse.Namespace) -> int:
     import hashlib
 
     from meshd import config
-    from meshd.adapters import identity, trust
+    from meshd.adapters import identity, safe_files, trust
     from meshd.core.membership import MembershipError
     from meshd.core.membership.messages import NO_SIGNATURE
-    from meshd.core.proto.release import ReleaseError, ReleaseManifest, check_for_mesh
+    from meshd.core.proto.release import (
+        ReleaseError,
+        ReleaseManifest,
+        check_for_mesh,
+        decode_signed,
+    )
 
     now = int(time.time())
     try:
@@ -160,16 +182,30 @@ def main(args: argparse.Namespace) -> int:
                 f"{_named(manifest)}, {manifest.artifact_size} bytes) signed into {args.out}: "
                 + _stages(manifest)
             )
+            threshold = own.trust.definition.threshold
+            if threshold > 1:
+                print(
+                    f"the mesh asks for {threshold} admins' signatures: {threshold - 1} more "
+                    f"with `meshd release sign {args.out}` on their nodes"
+                )
             return 0
-        manifest = ReleaseManifest.decode(Path(args.manifest).read_bytes())
-        check_for_mesh(manifest, mesh_id, own.trust.admins, taken_serial=0)
+        signed = decode_signed(Path(args.manifest).read_bytes())
+        admins, threshold = own.trust.admins, own.trust.definition.threshold
+        if args.action == "sign":
+            check_for_mesh(signed, mesh_id, admins, 1, taken_serial=0)
+            key = load_admin_key(cfg.node.state_dir, ident, admins)
+            signed = signed.cosign(key)
+            safe_files.write_atomically(Path(args.manifest), signed.encode(), 0o644)
+            print(f"{_named(signed.record)}): {_signers(signed, admins, threshold)}")
+            return 0
+        manifest = check_for_mesh(signed, mesh_id, admins, threshold, taken_serial=0)
         if args.action == "publish":
-            return _publish(args, cfg.node.state_dir, manifest)
+            return _publish(args, cfg.node.state_dir, manifest, signed.encode())
         if args.artifact:
             manifest.check_artifact(Path(args.artifact).read_bytes())
         artifact = "artifact checked" if args.artifact else "artifact not checked (--artifact)"
         print(
-            f"{_named(manifest)}): signed by admin {manifest.issuer} for this mesh, {artifact}; "
+            f"{_named(manifest)}): {_signers(signed, admins, threshold)}, {artifact}; "
             + _stages(manifest)
         )
     except FileExistsError:

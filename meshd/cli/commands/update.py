@@ -188,7 +188,7 @@ class Updater:
         """The release this node holds (the daemon's files), its artifact copied to
         ``work`` and checked there: (manifest, artifact), or None."""
         from meshd.adapters import safe_files
-        from meshd.core.proto.release import ReleaseManifest, check_for_mesh
+        from meshd.core.proto.release import check_for_mesh, decode_signed
         from meshd.daemon.releases import RELEASES_DIR, artifact_matches, serial_of
 
         own = self.own
@@ -196,8 +196,10 @@ class Updater:
         manifests = sorted(directory.glob("*.manifest"), key=serial_of, reverse=True)
         for path in manifests:
             try:
-                manifest = ReleaseManifest.decode(safe_files.read_bytes(path))
-                check_for_mesh(manifest, own.trust.mesh_id, own.trust.admins, record.taken)
+                signed = decode_signed(safe_files.read_bytes(path))
+                trust = own.trust
+                manifest = check_for_mesh(signed, trust.mesh_id, trust.admins,
+                                          trust.definition.threshold, record.taken)  # fmt: skip
             except (OSError, ValueError) as exc:
                 self.say(f"{path.name}: {exc}")
                 continue

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
 from meshd.core.membership.canonical import MessageType
+from meshd.core.membership.cosigned import Cosigned
 from meshd.core.membership.errors import MembershipError
 from meshd.core.membership.messages import (
     MESH_ID,
@@ -113,21 +114,39 @@ class ReleaseManifest(SignedMessage):
             )
 
 
+def decode_signed(data: bytes) -> Cosigned[ReleaseManifest]:
+    """A manifest, bare or with more admins' signatures (meshd.core.membership.cosigned:
+    where the mesh asks for a quorum); MembershipError(malformed) for anything else."""
+    return Cosigned.decode(data, ReleaseManifest)
+
+
 def check_for_mesh(
-    manifest: ReleaseManifest, mesh_id: bytes, admins: tuple[str, ...], taken_serial: int
-) -> None:
-    """ReleaseError unless a node of mesh ``mesh_id`` whose admin keys are ``admins`` and
-    which took releases up to ``taken_serial`` may take ``manifest``: for this mesh, signed
-    (and the signature good) by a current admin, newer than what it has."""
+    signed: Cosigned[ReleaseManifest],
+    mesh_id: bytes,
+    admins: tuple[str, ...],
+    threshold: int,
+    taken_serial: int,
+) -> ReleaseManifest:
+    """The manifest, unless (ReleaseError) a node of mesh ``mesh_id`` whose admin keys are
+    ``admins``, ``threshold`` of them needed, and which took releases up to
+    ``taken_serial`` may not take it: for this mesh, signed by a current admin and by as
+    many as the threshold (every signature of theirs good), newer than what it has."""
+    manifest = signed.record
     if manifest.mesh_id != mesh_id:
         raise ReleaseError(f"release {manifest.serial}: for another mesh")
     if manifest.issuer not in admins:
         raise ReleaseError(f"release {manifest.serial}: signed by {manifest.issuer}, no admin")
     try:
-        manifest.verify_signature()
+        signers = signed.signers(admins)
     except MembershipError as exc:
         raise ReleaseError(f"release {manifest.serial}: {exc.message}") from None
+    if len(signers) < threshold:
+        raise ReleaseError(
+            f"release {manifest.serial}: signed by {len(signers)} admin(s), the mesh asks "
+            f"for {threshold} (meshd release sign FILE on another admin's node)"
+        )
     if manifest.serial <= taken_serial:
         raise ReleaseError(
             f"release {manifest.serial}: not newer than release {taken_serial}, taken already"
         )
+    return manifest

@@ -1,5 +1,6 @@
-"""Write the release manifest's golden vector, signed with a fixed test key standing for the
-mesh's admin. From the repo root: python -m tests.golden.release.make_vectors"""
+"""Write the release manifest's golden vectors, signed with a fixed test key standing for the
+mesh's admin, and co-signed by a second (a mesh whose threshold is 2). From the repo root:
+python -m tests.golden.release.make_vectors"""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from meshd.core.keys import node_id_from_public
+from meshd.core.membership.cosigned import Cosigned
 from meshd.core.membership.messages import NO_SIGNATURE
 from meshd.core.proto.release import ReleaseManifest
 from tests.golden import vectors
 
 HERE = Path(__file__).resolve().parent
 ADMIN = SigningKey(bytes(range(32)))  # a fixed test key
+SECOND = SigningKey(bytes(range(1, 33)))  # another admin's
 MESH_ID = bytes.fromhex("a2e8efa88f9a2fc610601fc30b9f0e1d")
 ARTIFACT = b"meshd 0.2.0, as a wheel would hold it\n"
 
@@ -40,7 +43,15 @@ def signed(key: SigningKey, mesh_id: bytes, serial: int, artifact: bytes) -> Rel
 def main() -> None:
     m = signed(ADMIN, MESH_ID, 7, ARTIFACT)
     what = "a release manifest: meshd 0.2.0 as a wheel, a day between stages"
-    vectors.write(HERE, {"manifest.json": vectors.render(what, m.encode().hex(), m.to_json())})
+    both = Cosigned(m).cosign(SECOND)
+    what2 = "the same release co-signed by a second admin (a mesh whose threshold is 2)"
+    vectors.write(
+        HERE,
+        {
+            "manifest.json": vectors.render(what, m.encode().hex(), m.to_json()),
+            "manifest_cosigned.json": vectors.render(what2, both.encode().hex(), both.to_json()),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from dataclasses import replace
 from nacl.signing import SigningKey
 
 from meshd.core.keys import node_id_from_public
+from meshd.core.membership.cosigned import Cosigned
 from meshd.core.proto.session import MAX_RELEASE_PART, ReleaseFetch, ReleasePart
 from meshd.core.releases import ANSWER_WITHIN_S, ASK_EVERY_S, Releases
 from tests.golden.release.make_vectors import ADMIN, MESH_ID, signed
@@ -72,6 +73,22 @@ def test_what_no_admin_signed_or_another_mesh_made_is_refused_by_reason() -> Non
     assert core.heard(B, older.encode()) == (None, False)  # not fetched, not refused
 
 
+def test_where_the_mesh_asks_for_two_admins_a_release_needs_both() -> None:
+    other = SigningKey(bytes(range(1, 33)))
+    admins = tuple(node_id_from_public(bytes(k.verify_key)) for k in (ADMIN, other))
+    core = Releases(MESH_ID, lambda: admins, lambda: 2)
+    alone = Cosigned(signed(ADMIN, MESH_ID, 7, ARTIFACT))
+    assert core.heard(A, alone.encode()) == ("release_short_of_quorum", False)
+    forged = Cosigned(alone.record, ((admins[1], bytes(64)),))
+    assert core.heard(A, forged.encode()) == ("release_bad_signature", False)
+    both = alone.cosign(other)
+    assert core.heard(A, both.encode()) == (None, True)
+    assert core.fetching is not None and core.fetching.encoded == both.encode()
+    fetch_all(core, {A})
+    core.fetched(matches=True)
+    assert core.held_encoded == both.encode()  # passed on with its signatures
+
+
 def test_only_the_part_asked_for_from_whom_it_was_asked_is_taken() -> None:
     core = releases()
     assert core.part(A, ReleasePart(7, 0, b"x")) == "release_unasked"
@@ -112,7 +129,7 @@ def test_a_release_published_here_is_held_and_ends_an_older_fetch() -> None:
     core = releases()
     core.heard(A, signed(ADMIN, MESH_ID, 7, ARTIFACT).encode())
     newer = signed(ADMIN, MESH_ID, 8, ARTIFACT + b"!")
-    core.hold(newer)
+    core.hold(newer, newer.encode())
     assert core.held == newer and core.fetching is None and core.newest_serial == 8
     assert hashlib.sha256(ARTIFACT + b"!").digest() == newer.artifact_sha256
 
@@ -144,7 +161,7 @@ def test_a_fetch_goes_on_after_a_restart_from_its_last_whole_part() -> None:
 def test_a_fetch_is_not_taken_again_when_no_longer_wanted() -> None:
     manifest = signed(ADMIN, MESH_ID, 7, ARTIFACT)
     core = releases()
-    core.hold(manifest)
+    core.hold(manifest, manifest.encode())
     assert core.resume(manifest.encode(), 100) is None  # held already
     assert core.resume(signed(ADMIN, MESH_ID, 6, ARTIFACT).encode(), 100) is None  # older
     other = signed(SigningKey(bytes(32)), MESH_ID, 8, ARTIFACT)

@@ -4,6 +4,8 @@ the artifact it names, and who a node takes one from."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,8 +14,9 @@ from nacl.signing import SigningKey
 
 from meshd.core.keys import node_id_from_public
 from meshd.core.membership import MembershipError
-from meshd.core.proto.release import ReleaseError, ReleaseManifest, check_for_mesh
-from tests.golden.release.make_vectors import ADMIN, ARTIFACT, MESH_ID, signed
+from meshd.core.membership.cosigned import Cosigned
+from meshd.core.proto.release import ReleaseError, ReleaseManifest, check_for_mesh, decode_signed
+from tests.golden.release.make_vectors import ADMIN, ARTIFACT, MESH_ID, SECOND, signed
 
 GOLDEN = Path(__file__).resolve().parents[3] / "golden" / "release" / "manifest.json"
 ADMINS = (node_id_from_public(bytes(ADMIN.verify_key)),)
@@ -26,6 +29,20 @@ def test_the_golden_vector_decodes_verifies_and_encodes_back() -> None:
     assert decoded.to_json() == vector["json"]
     assert decoded == signed(ADMIN, MESH_ID, 7, ARTIFACT)
     assert ReleaseManifest.from_json(vector["json"]).encode().hex() == vector["hex"]
+
+
+def test_the_cosigned_golden_vector_decodes_and_both_signatures_count() -> None:
+    vector = json.loads((GOLDEN.parent / "manifest_cosigned.json").read_text())
+    both = decode_signed(bytes.fromhex(vector["hex"]))
+    assert both.to_json() == vector["json"]
+    assert both.record == signed(ADMIN, MESH_ID, 7, ARTIFACT)
+    admins = (*ADMINS, node_id_from_public(bytes(SECOND.verify_key)))
+    assert both.signers(admins) == frozenset(admins)
+    assert Cosigned.from_json(vector["json"], ReleaseManifest).encode().hex() == vector["hex"]
+    decoded = subprocess.run(
+        [sys.executable, "-m", "meshd", "decode", vector["hex"]], capture_output=True, text=True
+    )
+    assert decoded.returncode == 0 and json.loads(decoded.stdout) == vector["json"]
 
 
 def test_each_stage_starts_one_interval_after_the_one_before() -> None:
@@ -47,7 +64,7 @@ def test_only_the_artifact_named_passes() -> None:
 
 def test_a_node_takes_a_newer_release_of_its_mesh_from_a_current_admin_only() -> None:
     m = signed(ADMIN, MESH_ID, 7, ARTIFACT)
-    check_for_mesh(m, MESH_ID, ADMINS, taken_serial=6)
+    assert check_for_mesh(Cosigned(m), MESH_ID, ADMINS, 1, taken_serial=6) == m
     refused = [
         (m, bytes(16), ADMINS, 0, "for another mesh"),
         (m, MESH_ID, ("A" * 43,), 0, "no admin"),
@@ -58,7 +75,24 @@ def test_a_node_takes_a_newer_release_of_its_mesh_from_a_current_admin_only() ->
     refused.append((stranger, MESH_ID, ADMINS, 0, "signed by .*, no admin"))
     for manifest, mesh, admins, taken, why in refused:
         with pytest.raises(ReleaseError, match=why):
-            check_for_mesh(manifest, mesh, admins, taken)
+            check_for_mesh(Cosigned(manifest), mesh, admins, 1, taken)
+
+
+def test_where_the_mesh_asks_for_two_admins_one_signature_is_not_a_release() -> None:
+    other = SigningKey(bytes(range(1, 33)))
+    stranger = SigningKey(bytes(32))
+    admins = (*ADMINS, node_id_from_public(bytes(other.verify_key)))
+    alone = Cosigned(signed(ADMIN, MESH_ID, 7, ARTIFACT))
+    with pytest.raises(ReleaseError, match="signed by 1 admin\\(s\\), the mesh asks for 2"):
+        check_for_mesh(alone, MESH_ID, admins, 2, taken_serial=0)
+    with pytest.raises(ReleaseError, match="signed by 1 admin"):  # a stranger counts nothing
+        check_for_mesh(alone.cosign(stranger), MESH_ID, admins, 2, taken_serial=0)
+    both = alone.cosign(other)
+    assert decode_signed(both.encode()) == both
+    assert check_for_mesh(both, MESH_ID, admins, 2, taken_serial=0) == alone.record
+    forged = Cosigned(alone.record, ((admins[1], bytes(64)),))
+    with pytest.raises(ReleaseError, match="signature does not verify"):
+        check_for_mesh(forged, MESH_ID, admins, 2, taken_serial=0)
 
 
 @pytest.mark.parametrize(
