@@ -160,6 +160,8 @@ def attention(live: Live) -> list[Why]:
         )
         for node_id in mesh.get("emergency_revoked", ())
     ]
+    installs = (s.get("releases") or {}).get("installs") or {}
+    found += [Why(Level.WARN, f"update: {c}") for c in installs.get("concerns", ())]
     found += [
         Why(
             Level.WARN,

@@ -121,6 +121,19 @@ class Record:
             refused={int(k): str(v) for k, v in obj["refused"].items()},
         )
 
+    def concerns(self, now: float) -> list[str]:
+        """What an operator should know (``meshd status``, the dashboard): a trial under
+        way, and a release rolled back here since the last one taken."""
+        said = []
+        if (t := self.trial) is not None:
+            left = max(0, round(t.deadline - now))
+            said.append(f"meshd {t.version} (release {t.serial}) on trial: rolled back "
+                        f"unless healthy within {left} s")  # fmt: skip
+        newest = max(self.refused, default=0)
+        if newest > self.taken:
+            said.append(f"release {newest} rolled back here: {self.refused[newest]}")
+        return said
+
     def start(self, trial: Trial) -> Record:
         return replace(self, trial=trial)
 

@@ -24,12 +24,14 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from meshd import __version__
 from meshd.adapters import safe_files
+from meshd.adapters.installs import InstallError, Installs
 from meshd.core.control import effects as fx
 from meshd.core.membership import MeshTrust
 from meshd.core.proto import session as messages
@@ -67,8 +69,11 @@ def artifact_matches(path: Path, manifest: ReleaseManifest) -> bool:
 
 
 class ReleaseService:
-    def __init__(self, control: ControlService, state_dir: Path, stage: str) -> None:
+    def __init__(
+        self, control: ControlService, state_dir: Path, stage: str, installs: Installs | None = None
+    ) -> None:
         self.control, self.stage = control, stage
+        self.installs = installs or Installs()
         self.dir = state_dir / RELEASES_DIR
         definition = control.core.own.trust.definition
 
@@ -287,7 +292,18 @@ class ReleaseService:
                 "holders": list(fetching.sources),
             },
             "refused": dict(self.refused),
+            # What `meshd update` did on this node (meshd.adapters.installs), if anything.
+            "installs": self._installs(),
         }
+
+    def _installs(self) -> dict[str, Any] | None:
+        if not self.installs.record_path.exists():
+            return None
+        try:
+            record = self.installs.load()
+        except (InstallError, OSError) as exc:
+            return {"unreadable": str(exc)}
+        return {**record.to_json(), "concerns": record.concerns(time.time())}
 
     async def stop(self) -> None:
         await self.tasks.cancel()

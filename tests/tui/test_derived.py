@@ -357,3 +357,16 @@ def test_who_governs_the_mesh_shows_and_an_emergency_revocation_needs_attention(
         "proposal a3eb9439cf9f: revocation of node x, signed by 1 of the 2 admins it needs"
         " (`meshd proposals`)"
     ]
+
+
+def test_an_update_on_trial_or_rolled_back_needs_attention() -> None:
+    from tui import overview
+
+    a = status("demo-a-3")
+    live = Live()
+    live.update(a)
+    assert not [w for w in overview.attention(live) if w.text.startswith("update:")]
+    concerns = ["release 4 rolled back here: no routes (5 before the update)"]
+    releases = {**(a.get("releases") or {}), "installs": {"concerns": concerns}}
+    live.update({**a, "releases": releases})
+    assert explain.Why(Level.WARN, f"update: {concerns[0]}") in overview.attention(live)

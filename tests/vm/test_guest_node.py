@@ -572,8 +572,11 @@ def test_a_release_over_the_mesh_is_taken_and_a_broken_one_rolls_back_by_itself(
     assert guest.check(f"{MESHD} --version").strip() == f"meshd {good}"
     seconds = wait_reachable(bed, guest, started)
     print(f"\nvm.update_rollback_to_reachable_s={seconds:.1f}")
-    installs = update_status(guest)["installs"]
+    installs = update_status(guest)["installs"]  # as the daemon (user meshd) reads it
     assert installs["taken"] == 1 and "2" in installs["refused"], installs
+    (concern,) = installs["concerns"]
+    assert concern.startswith("release 2 rolled back here: "), concern
+    assert f"update: {concern}" in guest.check(f"{MESHD} status")
     again = guest.run(f"{MESHD} update apply", timeout=300)
     assert again.rc == 1 and "release 2 was rolled back here" in again.out, again
 

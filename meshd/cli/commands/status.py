@@ -109,6 +109,9 @@ def render(s: Status) -> str:
         parts += ["", f"devices: {devices['unreadable']}"]
     if devices.get("items"):
         parts += ["", device_table(devices["items"], time.time())]
+    installs = (s.get("releases") or {}).get("installs") or {}
+    for concern in installs.get("concerns", ()):
+        parts += ["", f"update: {concern} (meshd update status)"]
     if pending := [p for p in s.get("proposals", ()) if not p.get("withdrawn")]:
         what = "; ".join(f"{p['id']} {p['what']}" for p in pending)
         parts += ["", f"proposals short of their quorum (meshd proposals): {what}"]

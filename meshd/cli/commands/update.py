@@ -37,7 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     status = sub.add_parser("status", help="the releases this node holds, fetches and took")
     status.add_argument("--json", action="store_true", help="the daemon's answer as JSON")
-    status.add_argument("--root", default=str(ROOT), help=f"meshd's installs (default {ROOT})")
     add_socket_argument(status)
     apply = sub.add_parser(
         "apply",
@@ -90,24 +89,23 @@ def describe(releases: dict[str, Any]) -> list[str]:
     return lines
 
 
-def describe_record(record: Record) -> list[str]:
+def describe_installs(installs: dict[str, Any]) -> list[str]:
+    """What `meshd update` did here, as the daemon read it (``releases.installs``)."""
+    if "unreadable" in installs:
+        return [f"updates: {installs['unreadable']}"]
     lines = []
-    if record.taken:
-        lines.append(f"took: release {record.taken} ({record.current})")
-    if record.trial is not None:
-        t = record.trial
-        left = t.deadline - time.time()
-        lines.append(
-            f"on trial: release {t.serial} (meshd {t.version}), rolled back unless "
-            f"healthy within {max(left, 0):.0f} s"
-        )
-    for serial, why in sorted(record.refused.items()):
-        lines.append(f"rolled back: release {serial}: {why}")
+    if installs["taken"]:
+        lines.append(f"took: release {installs['taken']} ({installs['current']})")
+    lines += installs["concerns"]  # a trial, the newest release rolled back since
+    refused = {int(k): v for k, v in installs["refused"].items()}
+    newest = max(refused, default=0)
+    for serial, why in sorted(refused.items()):
+        if serial != newest or newest <= installs["taken"]:
+            lines.append(f"rolled back before: release {serial}: {why}")
     return lines
 
 
 def _status(args: argparse.Namespace) -> int:
-    from meshd.adapters.installs import InstallError, Installs
     from meshd.api.client import ControlClient, ControlError, locate_socket
 
     try:
@@ -115,18 +113,14 @@ def _status(args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"meshd update status: {exc}", file=sys.stderr)
         return 1
-    try:
-        record = Installs(Path(args.root)).load()
-    except (InstallError, OSError):
-        record = None
     if args.json:
-        took = record.to_json() if record is not None else None
-        print(json.dumps({**(releases or {}), "installs": took}, indent=2, sort_keys=True))
+        print(json.dumps(releases, indent=2, sort_keys=True))
         return 0
     if releases is None:
         print("meshd update status: the daemon holds no release service yet", file=sys.stderr)
         return 1
-    print("\n".join(describe(releases) + (describe_record(record) if record else [])))
+    installs = releases.get("installs")
+    print("\n".join(describe(releases) + (describe_installs(installs) if installs else [])))
     return 0
 
 

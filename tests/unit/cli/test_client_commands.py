@@ -195,23 +195,22 @@ def test_update_status_says_what_is_held_fetched_and_refused(
 def test_update_status_says_what_was_taken_and_rolled_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from meshd.adapters.installs import Installs
     from meshd.core.updates import Record
 
-    record = Record(taken=3, current="/opt/meshd/versions/0.2.0-3", refused={4: "no routes"})
-    Installs(tmp_path).save(record)
-    releases = {"running": "0.2.0", "stage": "early", "held": None, "fetching": None}
+    record = Record(taken=3, current="/opt/meshd/versions/0.2.0-3", refused={2: "x", 4: "y"})
+    installs = {**record.to_json(), "concerns": record.concerns(0)}
+    assert installs["concerns"] == ["release 4 rolled back here: y"]
+    releases = {"running": "0.2.0", "stage": "early", "held": None, "fetching": None,
+                "installs": installs}  # fmt: skip
     with serving(tmp_path / "s.sock", FakeDaemon({"releases": releases}).handle) as path:
-        args = ["update", "status", "--socket", str(path), "--root", str(tmp_path)]
-        assert cli.main(args) == 0
-        assert capsys.readouterr().out == (
-            "running: meshd 0.2.0, stage early\n"
-            "holds no release\n"
-            "took: release 3 (/opt/meshd/versions/0.2.0-3)\n"
-            "rolled back: release 4: no routes\n"
-        )
-        assert cli.main([*args, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["installs"] == record.to_json()
+        assert cli.main(["update", "status", "--socket", str(path)]) == 0
+    assert capsys.readouterr().out == (
+        "running: meshd 0.2.0, stage early\n"
+        "holds no release\n"
+        "took: release 3 (/opt/meshd/versions/0.2.0-3)\n"
+        "release 4 rolled back here: y\n"
+        "rolled back before: release 2: x\n"
+    )
     assert cli.main(["update", "apply", "--root", str(tmp_path / "absent")]) == 1
     assert "is not writable: run it as root" in capsys.readouterr().err
 

@@ -120,3 +120,15 @@ def test_a_trial_is_confirmed_or_rolled_back_and_the_record_keeps_it() -> None:
 def test_a_record_that_is_not_one_is_refused() -> None:
     with pytest.raises((ValueError, KeyError, TypeError)):
         Record.from_json({"taken": 1})
+
+
+def test_an_operator_hears_of_a_trial_and_of_a_release_rolled_back_since_the_last_taken() -> None:
+    assert Record().concerns(NOW) == []
+    on_trial = Record(taken=2, refused={1: "no routes"}).start(trial())
+    assert on_trial.concerns(NOW + 100) == [
+        "meshd 0.2.0 (release 3) on trial: rolled back unless healthy within 500 s"
+    ]
+    assert on_trial.rolled_back("no routes").concerns(NOW) == [
+        "release 3 rolled back here: no routes"
+    ]
+    assert on_trial.confirmed().concerns(NOW) == []  # release 1 was before release 3
