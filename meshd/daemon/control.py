@@ -118,6 +118,7 @@ class ControlService:
         self._on_renewal: RenewalHandler | None = None
         self.on_release: ReleaseHandler | None = None  # meshd.daemon.releases
         self._transport: QuicTransport | None = None
+        self.port: int | None = None  # where our sessions listen, once they do
         self.hellos: HelloSocket | None = None
         self.beacons: BeaconService | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -173,6 +174,7 @@ class ControlService:
             verifies=True,  # strangers reach this port: until a certificate verifies, capped
             mark=mark,
         )
+        self.port = port
         event("control.listening", port=port)
         self.hellos = await HelloSocket.open(self.on_hello)
         self.core.neighbours.probing = True
@@ -191,12 +193,18 @@ class ControlService:
         event("beacons.listening", port=port)
 
     async def set_underlay(
-        self, underlays: list[Underlay], subnets: list[ipaddress.IPv4Network], internet: bool
+        self,
+        underlays: list[Underlay],
+        subnets: list[ipaddress.IPv4Network],
+        internet: bool,
+        home: list[ipaddress.IPv4Interface],
     ) -> None:
-        """The segments to beacon on, their subnets and whether we have an uplink (the
-        node reads them from the kernel now and then): endpoints a neighbour shares are
-        only tried on these subnets, and on the internet with an uplink."""
-        self.core.neighbours.set_subnets(subnets, internet)
+        """The segments to beacon on, their subnets, whether we have an uplink and our
+        addresses on it (the node reads them from the kernel now and then): endpoints a
+        neighbour shares are only tried on these subnets and the uplink's own networks,
+        and on the internet with an uplink; where we are on the uplink's network, when it
+        is no internet address, is what we tell neighbours besides (meshd.core.control)."""
+        self.core.neighbours.set_subnets(subnets, internet, home, self.port)
         if self.beacons is not None:
             before = self.beacons.sockets.interfaces
             opened = await self.beacons.set_interfaces(underlays)

@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -228,16 +228,19 @@ class Node:
         if self.metering.ledger is not None:
             self.metering.ledger.close()
 
-    def underlay(self) -> tuple[list[Underlay], list[ipaddress.IPv4Network], bool]:
-        """The segments to beacon on, the subnets they are on, and whether an uplink (the
+    def underlay(
+        self,
+    ) -> tuple[list[Underlay], list[ipaddress.IPv4Network], bool, list[ipaddress.IPv4Interface]]:
+        """The segments to beacon on, the subnets they are on, whether an uplink (the
         interface of a default route: the internet is not a segment of the mesh) reaches
-        the internet: every up interface with an IPv4 broadcast address but ours, the
-        uplink and the household LAN, or those the config names (but the LAN)."""
+        the internet, and our addresses on the uplinks (where another node behind the same
+        home router finds us): every up interface with an IPv4 broadcast address but
+        ours, the uplink and the household LAN, or those the config names (but the LAN)."""
         try:
             addrs, uplinks = self.netlink.underlay()
         except NetlinkError as exc:
             event("underlay.unreadable", logging.WARNING, error=str(exc))
-            return [], [], False
+            return [], [], False, []
         wanted = self.cfg.discovery.beacon_interfaces
         # Never the household's LAN ([lan] interfaces), even where the config names it: it
         # is no segment of the mesh, and whoever is on it is no neighbour.
@@ -249,15 +252,8 @@ class Node:
         found = [
             u for u in candidates if (u.ifname in wanted if wanted else u.ifname not in uplinks)
         ]
-        names = {u.ifname for u in found}
-        subnets = [
-            ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}").network
-            for link in addrs
-            if link.get("ifname") in names
-            for a in link.get("addr_info") or []
-            if a.get("family") == "inet"
-        ]
-        return found, subnets, bool(uplinks)
+        subnets = [a.network for a in _ipv4_of(addrs, {u.ifname for u in found})]
+        return found, subnets, bool(uplinks), _ipv4_of(addrs, uplinks)
 
     async def watch(self) -> None:
         live = self.cfg.liveness
@@ -609,3 +605,15 @@ def firewall_spec(
         device_interface=device_interface,
         device_pool=cfg.devices.pool,
     )
+
+
+def _ipv4_of(addrs: list[dict[str, Any]], names: Collection[str]) -> list[ipaddress.IPv4Interface]:
+    """The IPv4 addresses (with their prefixes) of the interfaces named, from an address
+    dump as NetlinkPort.underlay gives it."""
+    return [
+        ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}")
+        for link in addrs
+        if link.get("ifname") in names
+        for a in link.get("addr_info") or []
+        if a.get("family") == "inet"
+    ]

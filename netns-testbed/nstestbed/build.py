@@ -18,12 +18,15 @@ from nstestbed.plan import (
     INTERNET_ADDRESS,
     INTERNET_BRIDGE,
     INTERNET_NET,
+    NAT_INSIDE_IF,
     SERVER_ADDRESS,
     NatPlan,
     Plan,
+    home_port,
 )
 from nstestbed.rules import (
     Impairments,
+    carrier_ruleset,
     internet_ruleset,
     nat_ruleset,
     node_ruleset,
@@ -225,9 +228,13 @@ def build(plan: Plan, imp: Impairments) -> None:
             up = node.uplink
             if up.nat is None:
                 veth(node.namespace, up.ifname, inet, up.internet_port)
+                ipn(inet, "link", "set", up.internet_port, "master", INTERNET_BRIDGE, "up")
             else:
-                _home_router(node.namespace, up.ifname, up.nat, up.address, inet, up.internet_port)
-            ipn(inet, "link", "set", up.internet_port, "master", INTERNET_BRIDGE, "up")
+                if not up.behind:
+                    _home_router(up.nat, up.address, inet, up.internet_port)
+                port = home_port(node.name)
+                veth(node.namespace, up.ifname, up.nat.namespace, port)
+                ipn(up.nat.namespace, "link", "set", port, "master", up.nat.inside_ifname, "up")
             ipn(node.namespace, "addr", "add", str(up.node_address), "dev", up.ifname)
             ipn(node.namespace, "link", "set", up.ifname, "up")
             ipn(node.namespace, "route", "add", "default", "via", str(up.gateway))
@@ -254,25 +261,40 @@ def build(plan: Plan, imp: Impairments) -> None:
 
 
 def _home_router(
-    node_ns: str,
-    node_if: str,
-    nat: NatPlan,
-    public: ipaddress.IPv4Interface,
-    inet: str,
-    bridge_port: str,
+    nat: NatPlan, public: ipaddress.IPv4Interface, inet: str, bridge_port: str
 ) -> None:
-    """The household's router: the node's uplink inside, the internet outside, and what
-    the inside sends masqueraded to the public address (plain ``masquerade``: a mapping
-    keeps the inner port where it is free). From the outside only replies come in."""
+    """The household's router: its home network (a bridge: each node behind it has a port)
+    inside, the internet outside, and what the inside sends masqueraded to the public
+    address (plain ``masquerade``: a mapping keeps the inner port where it is free). From
+    the outside only replies come in. With a carrier's NAT (``cgnat``) the router's outside
+    is the carrier's inside, and the carrier masquerades once more to the public address."""
     ns = nat.namespace
-    veth(node_ns, node_if, ns, nat.inside_ifname)
-    veth(ns, nat.wan_ifname, inet, bridge_port)
+    ipn(ns, "link", "add", nat.inside_ifname, "type", "bridge")
     ipn(ns, "addr", "add", str(nat.inside_address), "dev", nat.inside_ifname)
     ipn(ns, "link", "set", nat.inside_ifname, "up")
-    ipn(ns, "addr", "add", str(public), "dev", nat.wan_ifname)
+    # Frames between two nodes on the home network are bridged, not routed: they stay out
+    # of the router's filter (the kernel's br_netfilter would hand them to it).
+    sysctl(ns, {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "0"})
+    outside, gateway = public, INTERNET_ADDRESS
+    carrier = nat.carrier
+    if carrier is not None:
+        cgn = carrier.namespace
+        veth(ns, nat.wan_ifname, cgn, NAT_INSIDE_IF)
+        ipn(cgn, "addr", "add", str(carrier.inside_address), "dev", NAT_INSIDE_IF)
+        ipn(cgn, "link", "set", NAT_INSIDE_IF, "up")
+        veth(cgn, carrier.wan_ifname, inet, bridge_port)
+        ipn(cgn, "addr", "add", str(public), "dev", carrier.wan_ifname)
+        ipn(cgn, "link", "set", carrier.wan_ifname, "up")
+        ipn(cgn, "route", "add", "default", "via", str(INTERNET_ADDRESS))
+        sysctl(cgn, {"net.ipv4.ip_forward": "1"})
+        nft(cgn, carrier_ruleset(carrier))
+        outside, gateway = carrier.router_address, carrier.inside_address.ip
+    else:
+        veth(ns, nat.wan_ifname, inet, bridge_port)
+    ipn(inet, "link", "set", bridge_port, "master", INTERNET_BRIDGE, "up")
+    ipn(ns, "addr", "add", str(outside), "dev", nat.wan_ifname)
     ipn(ns, "link", "set", nat.wan_ifname, "up")
-    ipn(ns, "route", "add", "default", "via", str(INTERNET_ADDRESS))
-    sysctl(ns, {"net.ipv4.ip_forward": "1"})
+    ipn(ns, "route", "add", "default", "via", str(gateway))
     nft(ns, nat_ruleset(nat))
 
 

@@ -15,9 +15,12 @@ Plan (all addresses live inside the testbed's namespaces, never in the host's):
   gets ``upl`` with 198.51.100.<10+i>/24 (default route via .1), bridge port ``n-<node>``,
   and, with an ``uplink_rate``, ``ifb-<node>`` in ``<id>-inet`` shaping what it sends;
   behind a NAT (``nat``), that address is its home router's instead: namespace
-  ``<id>-<node>-nat`` with ``wan0`` on the bridge and ``in0`` 192.168.<i>.1/24, the node's
-  ``upl`` 192.168.<i>.2/24 (default via .1); its ``bootstrap`` nodes are dialled at their
-  uplink's address;
+  ``<id>-<node>-nat`` with ``wan0`` on the bridge and the bridge ``in0`` 192.168.<i>.1/24
+  (its home network; each node's port ``in-<node>``), the node's ``upl`` 192.168.<i>.2/24
+  (default via .1), a node ``behind`` it .3, .4, ... in file order; with ``cgnat`` the
+  router's ``wan0`` is 100.96.<i>.2/24 instead, towards the carrier's NAT (namespace
+  ``<id>-<node>-cgn``: ``in0`` 100.96.<i>.1/24, ``wan0`` on the bridge with the public
+  address); its ``bootstrap`` nodes are dialled at their uplink's address;
 - LAN of node i: 172.20.<i>.0/24, node .1 on ``lan0``, host .2 on ``eth0`` (default via .1);
 - mesh IPv4 of node i: 10.77.0.<i+1> in 10.77.0.0/16;
 - meshd's QUIC port: 6697 on every node; a node's bootstrap peers are its neighbours across
@@ -36,7 +39,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from meshd.config.settings import CONFIG_VERSION
@@ -73,6 +76,7 @@ UPLINK_IF = "upl"
 NAT_INSIDE_IF = "in0"
 NAT_WAN_IF = "wan0"
 NAT_INSIDE_BASE = ipaddress.IPv4Address("192.168.0.0")  # node i's home network: .<i>.0/24
+CARRIER_BASE = ipaddress.IPv4Address("100.96.0.0")  # node i's carrier NAT: .<i>.0/24
 LAN_NODE_IF = "lan0"
 LAN_HOST_IF = "eth0"
 INTERNET_BRIDGE = "inet0"
@@ -120,14 +124,33 @@ class SegmentPlan:
 
 
 @dataclass(frozen=True)
+class CarrierPlan:
+    """A carrier's NAT (CGNAT) between a household's router and the internet."""
+
+    namespace: str
+    inside_address: ipaddress.IPv4Interface  # on NAT_INSIDE_IF; the router's wan has .2
+    wan_ifname: str  # on the internet bridge, with the household's public address
+
+    @property
+    def router_address(self) -> ipaddress.IPv4Interface:
+        return ipaddress.IPv4Interface(f"{self.inside_address.ip + 1}/24")
+
+
+@dataclass(frozen=True)
 class NatPlan:
-    """A household's home router between its node's uplink and the internet."""
+    """A household's home router between its home network and the internet."""
 
     namespace: str
     kind: str  # topology.NAT_KINDS
-    inside_ifname: str  # facing the node's uplink
+    inside_ifname: str  # the home network's bridge: each node behind it has a port
     inside_address: ipaddress.IPv4Interface
-    wan_ifname: str  # on the internet bridge, with the uplink's public address
+    wan_ifname: str  # on the internet bridge with the public address (or the carrier's)
+    carrier: CarrierPlan | None = None  # kind ``cgnat``
+
+
+def home_port(node: str) -> str:
+    """The home router's end of a node's uplink, a port of its ``in0`` bridge."""
+    return f"in-{node}"
 
 
 @dataclass(frozen=True)
@@ -138,13 +161,15 @@ class UplinkPlan:
     rate: Rate | None
     ifb: str  # in the internet namespace: shapes what the node sends (only with a rate)
     nat: NatPlan | None = None
+    behind: str = ""  # the node whose home router (``nat``) it shares; "": its own
+    host: int = 1  # its place on the home network: the router is .1, the node .1 + host
 
     @property
     def node_address(self) -> ipaddress.IPv4Interface:
         """The address on the node's own uplink interface."""
         if self.nat is None:
             return self.address
-        return ipaddress.IPv4Interface(f"{self.nat.inside_address.ip + 1}/24")
+        return ipaddress.IPv4Interface(f"{self.nat.inside_address.ip + self.host}/24")
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
@@ -266,7 +291,9 @@ class Plan:
         """Every namespace of this testbed, nodes first (the order ``down`` deletes them)."""
         names = [n.namespace for n in self.nodes]
         names += [n.lan.namespace for n in self.nodes if n.lan]
-        names += [n.uplink.nat.namespace for n in self.nodes if n.uplink and n.uplink.nat]
+        routers = [n.uplink.nat for n in self.nodes if n.uplink and n.uplink.nat]
+        names += list(dict.fromkeys(nat.namespace for nat in routers))
+        names += list(dict.fromkeys(nat.carrier.namespace for nat in routers if nat.carrier))
         names.append(self.internet_namespace)
         if self.switch_namespace:
             names.append(self.switch_namespace)
@@ -340,19 +367,32 @@ def make_plan(topology: Topology, testbed_id: str, state_dir: Path) -> Plan:
                 )
             )
 
-    nodes = []
+    nodes: list[NodePlan] = []
     for i, spec in enumerate(topology.nodes):
         namespace = f"{testbed_id}-{spec.name}"
         uplink = None
-        if spec.uplink:
+        if spec.uplink and spec.behind:
+            owner = next(n.uplink for n in nodes if n.name == spec.behind)
+            assert owner is not None  # the topology checked: it has a home router
+            placed = [n for n in topology.nodes[:i] if n.behind == spec.behind]
+            uplink = replace(owner, behind=spec.behind, host=2 + len(placed), rate=None)
+        elif spec.uplink:
             nat = None
             if spec.nat:
+                carrier = None
+                if spec.nat == "cgnat":
+                    carrier = CarrierPlan(
+                        f"{namespace}-cgn",
+                        ipaddress.IPv4Interface(f"{CARRIER_BASE + 256 * i + 1}/24"),
+                        NAT_WAN_IF,
+                    )
                 nat = NatPlan(
                     f"{namespace}-nat",
                     spec.nat,
                     NAT_INSIDE_IF,
                     ipaddress.IPv4Interface(f"{NAT_INSIDE_BASE + 256 * i + 1}/24"),
                     NAT_WAN_IF,
+                    carrier,
                 )
             uplink = UplinkPlan(
                 UPLINK_IF,

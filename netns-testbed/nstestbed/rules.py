@@ -20,7 +20,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from nstestbed.plan import LINK_PORTS, QUIC_PORT, Adjacency, NatPlan, NodePlan, Plan, pair_key
+from nstestbed.plan import (
+    LINK_PORTS,
+    NAT_INSIDE_IF,
+    QUIC_PORT,
+    Adjacency,
+    CarrierPlan,
+    NatPlan,
+    NodePlan,
+    Plan,
+    pair_key,
+)
 from nstestbed.topology import Rate, parse_rate
 
 TABLE = "testbed"
@@ -150,6 +160,7 @@ def nat_ruleset(nat: NatPlan) -> str:
     how = {
         "masquerade": "masquerade",
         "forwarded": "masquerade",
+        "cgnat": "masquerade",
         "random": "masquerade random,fully-random",
     }[nat.kind]
     inside, wan = nat.inside_ifname, nat.wan_ifname
@@ -165,6 +176,10 @@ def nat_ruleset(nat: NatPlan) -> str:
 		iifname "{wan}" udp dport {ports} dnat ip to {node}
 	}}"""
         forwarded = f'\n\t\tiifname "{wan}" oifname "{inside}" ct status dnat accept'
+    return _masquerading(inside, wan, how, forwarded, prerouting)
+
+
+def _masquerading(inside: str, wan: str, how: str, forwarded: str, prerouting: str) -> str:
     return f"""table inet {TABLE} {{}}
 delete table inet {TABLE}
 table inet {TABLE} {{
@@ -184,6 +199,12 @@ table inet {TABLE} {{
 	}}
 }}
 """
+
+
+def carrier_ruleset(carrier: CarrierPlan) -> str:
+    """A carrier's NAT (CGNAT): what its customer's router sends leaves masqueraded again
+    (keeping ports where free, as the router does); from the outside only replies."""
+    return _masquerading(NAT_INSIDE_IF, carrier.wan_ifname, "masquerade", "", "")
 
 
 def internet_ruleset(plan: Plan, imp: Impairments) -> str:

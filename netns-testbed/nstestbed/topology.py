@@ -7,8 +7,12 @@
                             # namespace) that masquerades (keeping ports where it can;
                             # "random": a new random port per destination, as a hard
                             # NAT does; "forwarded": as masquerade, with meshd's ports
-                            # forwarded to the node); nothing else from the internet
-                            # reaches the node but replies
+                            # forwarded to the node; "cgnat": as masquerade, behind a
+                            # carrier's NAT that masquerades again, through 100.96.<i>/24
+                            # of 100.64.0.0/10); nothing else from the internet reaches
+                            # the node but replies
+    behind = "c"            # optional: the uplink sits on c's home network, behind c's
+                            # router (c has a nat), beside c (no hairpin NAT there)
     bootstrap = ["a"]       # optional: nodes it dials over the internet, at their uplink's
                             # address (each with an uplink and no NAT): islands joined
     share = true            # offers that uplink to the mesh (read by meshd, not the testbed)
@@ -139,9 +143,10 @@ class NodeSpec:
     map: Settings = ()  # its [map] section
     nat: str = ""  # its uplink is behind a NAT of this kind; "": none
     bootstrap: tuple[str, ...] = ()  # nodes it dials over the internet
+    behind: str = ""  # its uplink is on this node's home network, behind its router
 
 
-NAT_KINDS = ("masquerade", "random", "forwarded")
+NAT_KINDS = ("masquerade", "random", "forwarded", "cgnat")
 
 
 @dataclass(frozen=True)
@@ -287,6 +292,7 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 "map",
                 "nat",
                 "bootstrap",
+                "behind",
             },
         )
         uplink = _bool(path, f"{where}.uplink", body.get("uplink", False))
@@ -348,6 +354,13 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
             raise TopologyError(path, f"{where}.nat", f"expected one of: {', '.join(NAT_KINDS)}")
         if nat and not uplink:
             raise TopologyError(path, f"{where}.nat", "needs uplink = true (what is behind it)")
+        behind = body.get("behind", "")
+        if behind and (not isinstance(behind, str) or behind not in set(table) - {name}):
+            raise TopologyError(path, f"{where}.behind", "expected another node's name")
+        if behind and (not uplink or nat or rate):
+            raise TopologyError(
+                path, f"{where}.behind", "needs uplink = true, and no nat or uplink_rate of its own"
+            )
         dials = body.get("bootstrap", [])
         if not isinstance(dials, list) or not set(dials) <= set(table) - {name}:
             raise TopologyError(path, f"{where}.bootstrap", "expected a list of other nodes' names")
@@ -377,12 +390,18 @@ def _nodes(path: Path | str, raw: Any) -> tuple[NodeSpec, ...]:
                 map_settings,
                 nat,
                 tuple(dials),
+                behind,
             )
         )
     for node in nodes:
+        owner = next((n for n in nodes if n.name == node.behind), None)
+        if owner is not None and (not owner.nat or owner.behind):
+            raise TopologyError(
+                path, f"nodes.{node.name}.behind", f"{owner.name} has no home router (a nat)"
+            )
         for i, target in enumerate(node.bootstrap):
             peer = next(n for n in nodes if n.name == target)
-            if not peer.uplink or peer.nat:
+            if not peer.uplink or peer.nat or peer.behind:
                 raise TopologyError(
                     path,
                     f"nodes.{node.name}.bootstrap[{i}]",

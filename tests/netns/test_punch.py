@@ -1,9 +1,11 @@
 """Households that meet only over the internet, each behind its own NAT
 (netns-testbed/topologies/punch.toml, issue 25): a has a public uplink; c and e sit behind
 routers that keep ports, f behind one that picks a random port per destination, g behind
-one that forwards meshd's ports to it. All dial a; a tells each where the others' sessions
-come from, and two told at once dial each other at once, so that each NAT has seen its own
-side's packets before the other's arrive; g's router lets every dial in."""
+one that forwards meshd's ports to it, h behind a router and a carrier's NAT (CGNAT), d
+beside c behind c's router (which does not hairpin). All dial a; a tells each where the
+others' sessions come from (and where each says it is on its home network), and two told
+at once dial each other at once, so that each NAT has seen its own side's packets before
+the other's arrive; g's router lets every dial in; c and d meet on their home network."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
 PUBLIC = {"a": "198.51.100.10", "c": "198.51.100.11", "e": "198.51.100.12", "f": "198.51.100.13"}
-NODES = "acefg"
+NODES = "acdefgh"
 
 
 class Bed(meshbed.Bed):
@@ -93,7 +95,7 @@ def test_every_node_reaches_a_port_forwarded_node_directly(bed: Bed) -> None:
     """g's router forwards meshd's ports to it: every node's dial reaches g, f's from
     behind its hard NAT too (f's router lets g's answers in, and g's WireGuard follows
     f's packets to the port f's router gave them)."""
-    for node in "acef":
+    for node in "acdefh":
 
         def linked(node: str = node) -> bool:
             return bed.neighbours(node).get("g", {}).get("state") == "up"
@@ -102,6 +104,46 @@ def test_every_node_reaches_a_port_forwarded_node_directly(bed: Bed) -> None:
         route = bed.route(node, f"{bed.ips['g']}/32")
         assert route is not None and route["via"] == bed.ids["g"], (node, route)
         print(f"{node}-g direct {took:.1f} s into the wait")
+
+
+def test_two_nodes_behind_one_router_link_over_their_home_network(bed: Bed) -> None:
+    """c's router does not send back what c sends to its public address, so d's session
+    as a sees it (that address, another port) is no use to c: each says where it is on
+    its home network, a passes it on, and the two link there."""
+    bed.wait(
+        "c and d hold a link of their own",
+        lambda: bed.neighbours("c").get("d", {}).get("state") == "up",
+        within=30,
+    )
+    d = bed.neighbours("c")["d"]
+    assert d["control"]["address"] == "192.168.1.3:6697", d  # d's own address, at home
+    assert d["control"]["reached"] == "home_network", d
+    assert bed.neighbours("d")["c"]["control"]["reached"] == "home_network"
+    route = bed.route("c", f"{bed.ips['d']}/32")
+    assert route is not None and route["via"] == bed.ids["d"], route
+    assert meshbed.metric_is_hops(route["metric"], 1), route
+    both_in = max(bed.verified_at("c", "a"), bed.verified_at("d", "a"))
+    met = min(bed.verified_at("c", "d"), bed.verified_at("d", "c"))
+    print(f"c and d verified each other {met - both_in:.2f} s after both were in the mesh")
+
+
+def test_a_node_behind_a_carriers_nat_punches_as_one_behind_a_home_router(bed: Bed) -> None:
+    """h's packets cross its router and its carrier's NAT, both keeping ports: c and e
+    punch a direct link with it as they do with each other."""
+    for node in "ce":
+
+        def linked(node: str = node) -> bool:
+            return bed.neighbours(node).get("h", {}).get("state") == "up"
+
+        bed.wait(f"{node} and h hold a link of their own", linked, within=30)
+        h = bed.neighbours(node)["h"]
+        assert h["control"]["address"] == "198.51.100.16:6697", h  # the carrier's address
+        assert h["control"]["reached"] == "punched", h
+        route = bed.route(node, f"{bed.ips['h']}/32")
+        assert route is not None and route["via"] == bed.ids["h"], route
+        both_in = max(bed.verified_at(node, "a"), bed.verified_at("h", "a"))
+        met = min(bed.verified_at(node, "h"), bed.verified_at("h", node))
+        print(f"{node} and h verified each other {met - both_in:.2f} s after both were in")
 
 
 def test_a_restarted_node_punches_its_direct_link_again(bed: Bed) -> None:
@@ -121,16 +163,39 @@ def test_a_restarted_node_punches_its_direct_link_again(bed: Bed) -> None:
 
 
 def test_the_results_as_a_table(bed: Bed) -> None:
-    """Which pairs punched and which are relayed, as the issue asks to see them."""
-    rows = ["PAIR  NATS                   LINK"]
-    kinds = {"a": "public", "c": "masquerade", "e": "masquerade", "f": "random", "g": "forwarded"}
-    pairs = [(one, two) for i, one in enumerate(NODES) for two in NODES[i + 1 :]]
-    for one, two in pairs:
-        direct = bed.neighbours(one).get(two, {}).get("state") == "up"
-        route = bed.route(one, f"{bed.ips[two]}/32")
-        via = "direct" if direct else f"relayed via {bed.name_of(route['via']) if route else '?'}"
-        rows.append(f"{one}-{two}   {kinds[one]:>10}/{kinds[two]:<10} {via}")
+    """Each pair: how one reaches the other (its session's kind, or the relay its route
+    goes by), as a table; every pair reaches every other, directly but where a NAT that
+    picks a new port per destination (f's) meets one that is no public node's."""
+    relayed = {frozenset(("f", n)) for n in "cdeh"}
+    kinds = dict(zip(NODES, ("public", "masquerade", "behind c", "masquerade", "random",
+                             "forwarded", "cgnat"), strict=True))  # fmt: skip
+    pairs = [(one, two) for one in NODES for two in NODES if one != two]
+
+    def linked() -> bool:  # c's restart just before: its links are back within seconds
+        up = {n: bed.neighbours(n) for n in NODES}
+        return all(
+            up[one].get(two, {}).get("state") == "up"
+            for one, two in pairs
+            if frozenset((one, two)) not in relayed
+        )
+
+    bed.wait("every pair that can link holds its link", linked, within=30)
+    rows = [" " * 14 + "".join(f"{n:>14}" for n in NODES)]
+    for one in NODES:
+        neighbours = bed.neighbours(one)
+        cells = []
+        for two in NODES:
+            if one == two:
+                cells.append("-")
+                continue
+            direct = neighbours.get(two, {})
+            if direct.get("state") == "up":
+                cells.append(direct["control"]["reached"])
+                assert frozenset((one, two)) not in relayed, (one, two)
+                continue
+            route = bed.route(one, f"{bed.ips[two]}/32")
+            assert route is not None, (one, two)
+            cells.append(f"via {bed.name_of(route['via'])}")
+            assert frozenset((one, two)) in relayed, (one, two, direct)
+        rows.append(f"{one} {kinds[one]:<12}" + "".join(f"{c:>14}" for c in cells))
     print("\n" + "\n".join(rows))
-    table = dict(zip(pairs, rows[1:], strict=True))
-    assert table[("c", "e")].endswith("direct") and table[("c", "f")].endswith("relayed via a")
-    assert all(table[(one, "g")].endswith("direct") for one in "acef")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from meshd.core import addressing
 from meshd.core.control import effects as fx
@@ -45,6 +45,8 @@ SHARED_TRIES = 3  # dials of an address a neighbour told us about before we drop
 # Addresses of one node that neighbours told us about, held at once: a member cannot make
 # us dial (and so send packets to) any number of addresses in its name or another's.
 MAX_SHARED_ADDRESSES = 4
+# Addresses a neighbour says it has on its home network (meshd.core.control.plane), held.
+MAX_HOME_ADDRESSES = 2
 MAX_PEERS = 512  # neighbours and sessions (candidates apart): a flood cannot exhaust memory
 MAX_CANDIDATES = 32  # nodes only heard of, never verified
 CANDIDATE_TRIES = 3  # dials of a candidate before it is forgotten (until heard again)
@@ -98,6 +100,12 @@ class Neighbours:
         # link of the neighbour's we are not on) would only cost handshakes to nowhere.
         self.local_subnets: list[ipaddress.IPv4Network] = []
         self.internet = False  # we have an uplink: shared internet addresses are tried too
+        # The networks our uplinks are on (a household's home network, behind its router),
+        # and where our sessions are on them, when that is no internet address: another
+        # node behind the same router reaches us there, not at the router's public address
+        # (home routers seldom send back what their inside sends to that address).
+        self.home_networks: list[ipaddress.IPv4Network] = []
+        self.home_endpoints: tuple[Address, ...] = ()
         # Set by the shell once it can: dial (the transport is up), probe (the probe socket).
         self.dialling = False
         self.probing = False
@@ -173,11 +181,26 @@ class Neighbours:
             self._by_ifname[ifname] = peer
         return peer
 
-    def set_subnets(self, subnets: list[ipaddress.IPv4Network], internet: bool = False) -> None:
-        """Our underlay subnets, and whether we have an uplink (the node reads them from
-        the kernel now and then): endpoints a neighbour shares are only tried on these
-        subnets, and on the internet when we have an uplink to reach it by."""
+    def set_subnets(
+        self,
+        subnets: list[ipaddress.IPv4Network],
+        internet: bool = False,
+        home: Sequence[ipaddress.IPv4Interface] = (),
+        port: int | None = None,
+    ) -> None:
+        """Our underlay subnets, whether we have an uplink, and our addresses on the
+        uplinks (the node reads them from the kernel now and then): endpoints a neighbour
+        shares are only tried on these subnets and our home networks (an uplink's own
+        network where our address on it is no internet address: behind a home router),
+        and on the internet when we have an uplink to reach it by. With our sessions'
+        ``port``, our addresses there are where we tell neighbours we are too
+        (``home_endpoints``)."""
         self.local_subnets, self.internet = subnets, internet
+        behind = [a for a in home if not addressing.internet_address(str(a.ip))]
+        self.home_networks = [address.network for address in behind]
+        self.home_endpoints = ()
+        if port is not None:
+            self.home_endpoints = tuple((str(address.ip), port) for address in behind)
 
     # ---- finding neighbours ----------------------------------------------------------
 
@@ -265,15 +288,16 @@ class Neighbours:
         if not shareable(host):
             return False
         ip = ipaddress.ip_address(host)
-        if any(ip in subnet for subnet in self.local_subnets):
+        if any(ip in subnet for subnet in (*self.local_subnets, *self.home_networks)):
             return True
         return self.internet and addressing.internet_address(host)
 
     def reached(self, peer: Peer) -> str | None:
         """How its session reaches it: ``segment`` (an address on one of our segments),
-        ``bootstrap`` (the address the config gives), ``punched`` (an internet address a
-        neighbour shared: both ends dialled, through their NATs), ``internet`` (another
-        address off our segments: it dialled us); None without a session."""
+        ``home_network`` (an address on our uplink's own network: behind the same home
+        router), ``bootstrap`` (the address the config gives), ``punched`` (an internet
+        address a neighbour shared: both ends dialled, through their NATs), ``internet``
+        (another address off our segments: it dialled us); None without a session."""
         address = peer.session_addr
         if not peer.session_up or address is None:
             return None
@@ -283,6 +307,8 @@ class Neighbours:
             return None
         if any(ip in subnet for subnet in self.local_subnets):
             return "segment"
+        if any(ip in network for network in self.home_networks):
+            return "home_network"
         known = peer.addresses.get(address)
         if known is not None and known.source is Source.BOOTSTRAP:
             return "bootstrap"

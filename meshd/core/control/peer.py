@@ -59,6 +59,9 @@ class Peer:
     addresses: dict[Address, Candidate] = field(default_factory=dict)
     session_state: SessionState = SessionState.DOWN  # moves only by ``advance``
     session_addr: Address | None = None
+    # Where it says its sessions are on its uplink's own network (behind a home router):
+    # passed on, so that another node behind the same router finds it there.
+    home: tuple[Address, ...] = ()
     member: VerifiedMember | None = None  # outlives a replaced session until it verifies
     verified_once: bool = False  # its certificate verified on some session: a neighbour
     credential: Credential | None = None

@@ -62,7 +62,7 @@ from meshd.core import session_policy as policy
 from meshd.core.control import effects as fx
 from meshd.core.control.community_map import CommunityMap, Publishing
 from meshd.core.control.gateways import Gateways
-from meshd.core.control.neighbours import MAX_PEERS, Neighbours, shareable
+from meshd.core.control.neighbours import MAX_HOME_ADDRESSES, MAX_PEERS, Neighbours, shareable
 from meshd.core.control.peer import Candidate, LinkSpec, Peer, Source
 from meshd.core.control.rates import Rates
 from meshd.core.control.routes import Routes
@@ -334,7 +334,9 @@ class ControlPlane:
             self._update_link(peer)
         elif isinstance(msg, messages.Endpoints):
             for ep in msg.endpoints:
-                if self.neighbours.reachable(ep.host):
+                if ep.node_id == peer.node_id:
+                    self._heard_home(peer, (ep.host, ep.port))
+                elif self.neighbours.reachable(ep.host):
                     address = (ep.host, ep.port)
                     why = self.neighbours.discovered(ep.node_id, address, Source.SHARED, now)
                     if why is not None:  # the budgets' counts, and this neighbour's
@@ -472,6 +474,7 @@ class ControlPlane:
             candidate.dials = 0
         peer.last_refusal = None
         peer.failed_dials = 0
+        peer.home = ()  # it says again, on this session
         self.journal(
             "peer.verified",
             peer=peer.name,
@@ -522,17 +525,21 @@ class ControlPlane:
         return port
 
     def _share_endpoints(self, newcomer: Peer) -> None:
-        """Tell the newcomer where our other neighbours are, and them where it is."""
+        """Tell the newcomer where our other neighbours are (their sessions come from,
+        and where they say they are on their home networks), and them where it is; and
+        it where we are on ours."""
         known = [
-            messages.Endpoint(p.node_id, p.session_addr[0], p.session_addr[1])
+            messages.Endpoint(p.node_id, *address)
             for p in self.peers.values()
-            if p is not newcomer
-            and p.member is not None
-            and p.session_addr is not None
-            and shareable(p.session_addr[0])
+            if p is not newcomer and p.member is not None and p.session_addr is not None
+            for address in (p.session_addr, *p.home)
+            if shareable(address[0])
         ][: messages.MAX_ENDPOINTS]
         if known:
             self._send(newcomer.node_id, messages.Endpoints(tuple(known)))
+        if home := self.neighbours.home_endpoints:
+            own = tuple(messages.Endpoint(self.node_id, *address) for address in home)
+            self._send(newcomer.node_id, messages.Endpoints(own))
         if newcomer.session_addr is None or not shareable(newcomer.session_addr[0]):
             return
         host, port = newcomer.session_addr
@@ -540,6 +547,23 @@ class ControlPlane:
             messages.Endpoints((messages.Endpoint(newcomer.node_id, host, port),))
         )
         self._send_verified(news, but=newcomer.node_id)
+
+    def _heard_home(self, peer: Peer, address: Address) -> None:
+        """``peer`` says its sessions are at ``address`` on its home network too: held
+        (a few) and passed on to our other neighbours, as where it is seen from is. One
+        that is no use to anyone, or one too many, is counted in its refusals."""
+        if address in peer.home or address == peer.session_addr:
+            return
+        if not shareable(address[0]):
+            peer.count_refusal("endpoint_unshareable")
+            return
+        if len(peer.home) >= MAX_HOME_ADDRESSES:
+            peer.count_refusal("endpoint_addresses_full")
+            return
+        peer.home += (address,)
+        if self.share_endpoints:
+            news = messages.Endpoints((messages.Endpoint(peer.node_id, *address),))
+            self._send_verified(messages.encode(news), but=peer.node_id)
 
     def _update_link(self, peer: Peer) -> None:
         """Build (or change) the WireGuard link once both ports and the key are known."""

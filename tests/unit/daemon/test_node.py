@@ -358,7 +358,8 @@ def test_beacons_never_go_on_the_household_lan(
     links = [_link("s0", "100.127.0.1"), _link("lan0", "172.20.1.1"), _link("upl", "198.51.100.11")]
     netlink.underlay = lambda: (links, {"upl"})
     node = Node(cfg, me, backend, netlink, tmp_path / "sys")
-    underlays, subnets, internet = node.underlay()
+    underlays, subnets, internet, home = node.underlay()
     assert [u.ifname for u in underlays] == ["s0"] and internet  # upl holds a default route
+    assert home == [ipaddress.IPv4Interface("198.51.100.11/24")]  # where upl is
     assert subnets == [ipaddress.IPv4Network("100.127.0.0/24")]
     assert underlays[0].subnet == ipaddress.IPv4Network("100.127.0.0/24")

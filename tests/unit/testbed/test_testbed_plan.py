@@ -506,6 +506,43 @@ def test_islands_behind_a_nat_dial_each_other_over_the_internet(tmp_path: Path) 
     assert 'iifname "wan0" oifname "in0" ct state { established, related } accept' in ruleset
 
 
+def test_two_nodes_behind_one_router_and_one_behind_a_carriers_nat(tmp_path: Path) -> None:
+    p = plan.make_plan(topology.load(TOPOLOGIES / "punch.toml"), "mtp", tmp_path)
+    c, d, h = p.node("c"), p.node("d"), p.node("h")
+    assert c.uplink and c.uplink.nat and d.uplink and h.uplink and h.uplink.nat
+    assert d.uplink.nat == c.uplink.nat and d.uplink.behind == "c"
+    assert d.uplink.address == c.uplink.address  # the router's public address
+    assert (str(c.uplink.node_address), str(d.uplink.node_address)) == (
+        "192.168.1.2/24",
+        "192.168.1.3/24",
+    )
+    carrier = h.uplink.nat.carrier
+    assert carrier is not None and carrier.namespace == "mtp-h-cgn"
+    assert (str(carrier.inside_address), str(carrier.router_address)) == (
+        "100.96.6.1/24",
+        "100.96.6.2/24",
+    )
+    names = p.namespaces()
+    assert names.count("mtp-c-nat") == 1 and "mtp-d-nat" not in names and "mtp-h-cgn" in names
+    assert 'iifname "in0" oifname "wan0" accept' in rules.carrier_ruleset(carrier)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "says"),
+    [
+        ('[nodes.a]\nuplink = true\n[nodes.b]\nuplink = true\nbehind = "a"\n', "behind", "no home"),
+        (
+            '[nodes.a]\nuplink = true\nnat = "masquerade"\n[nodes.b]\nbehind = "a"\n',
+            "behind",
+            "uplink",
+        ),
+    ],
+)
+def test_behind_needs_a_home_router_and_an_uplink(text: str, where: str, says: str) -> None:
+    with pytest.raises(topology.TopologyError, match=f"nodes.b.{where}.*{says}"):
+        topology.parse(text)
+
+
 def test_a_gateways_quota_reaches_its_config(tmp_path: Path) -> None:
     text = (REPO / "netns-testbed/topologies/quota.toml").read_text()
     p = plan.make_plan(topology.parse(text), "mtq", tmp_path)

@@ -170,6 +170,49 @@ def test_shared_internet_endpoints_are_tried_only_with_an_uplink(tmp_path: Path)
     assert {d.node_id for d in dials(world.core.drain())} == {public}
 
 
+def test_two_nodes_behind_one_router_find_each_other_on_its_home_network(
+    tmp_path: Path,
+) -> None:
+    """A home router seldom sends back what its inside sends to its public address, so
+    two nodes behind it never meet there: each tells its neighbours where it is on its
+    home network, they pass that on, and a node on the same network dials it there. An
+    address on another household's network, or one said too often, is not taken."""
+    world = Mesh(tmp_path)
+    world.core.neighbours.dialling = True
+    home = [ipaddress.IPv4Interface("192.168.7.2/24")]
+    world.core.neighbours.set_subnets([], internet=True, home=home, port=6697)
+    assert world.core.neighbours.home_endpoints == (("192.168.7.2", 6697),)
+    told = [
+        session.decode(e.data)
+        for e in world.verified()
+        if isinstance(e, fx.Send) and e.node_id == world.peer.node_id
+    ]
+    own = session.Endpoints((session.Endpoint(world.me.node_id, "192.168.7.2", 6697),))
+    assert own in told  # where we are, to the newcomer
+    beside, elsewhere = fresh_ids(2, start=9000)
+    world.receive(
+        session.Endpoints(
+            (
+                session.Endpoint(beside, "192.168.7.3", 6697),
+                session.Endpoint(elsewhere, "192.168.8.3", 6697),
+            )
+        ),
+        now=2.0,
+    )
+    world.core.tick(2.0)
+    assert {d.node_id for d in dials(world.core.drain())} == {beside}
+    # The neighbour says where it is at home: held (two at most) and passed on.
+    peer = world.core.peers[world.peer.node_id]
+    for host in ("192.168.9.2", "192.168.9.3", "192.168.9.4", "127.0.0.1"):
+        world.receive(session.Endpoints((session.Endpoint(peer.node_id, host, 6697),)), 3.0)
+    assert peer.home == (("192.168.9.2", 6697), ("192.168.9.3", 6697))
+    assert peer.refusals["endpoint_addresses_full"] == 1
+    assert peer.refusals["endpoint_unshareable"] == 1
+    assert world.core.neighbours.reached(peer) == "internet"
+    world.core.neighbours.set_subnets([], True, [ipaddress.IPv4Interface("100.64.0.9/24")], 1)
+    assert world.core.neighbours.reached(peer) == "home_network"  # its session is on it
+
+
 def test_internet_addresses_are_the_public_ones() -> None:
     from meshd.core.addressing import internet_address
 
