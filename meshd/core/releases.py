@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from meshd.core.membership import MembershipError
-from meshd.core.proto.release import ReleaseManifest, decode_signed
+from meshd.core.proto.release import ReleaseError, ReleaseManifest, check_for_mesh, decode_signed
 from meshd.core.proto.session import MAX_RELEASE_PART, ReleaseFetch, ReleasePart
 
 ASK_EVERY_S = 0.5
@@ -87,31 +87,21 @@ class Releases:
 
     def check(self, data: bytes) -> ReleaseManifest:
         """The manifest in ``data`` if this mesh's admins signed it, as many as its
-        threshold; ValueError(reason) (a refusal's code) if not."""
+        threshold (whatever its serial); ReleaseError (its ``code`` a refusal's) if not."""
         try:
             signed = decode_signed(data)
-        except MembershipError:
-            raise ValueError("release_malformed") from None
-        manifest = signed.record
-        if manifest.mesh_id != self.mesh_id:
-            raise ValueError("release_other_mesh")
-        admins = self.admins()
-        if manifest.issuer not in admins:
-            raise ValueError("release_not_admin")
-        try:
-            signers = signed.signers(admins)
-        except MembershipError:
-            raise ValueError("release_bad_signature") from None
-        if len(signers) < self.threshold():
-            raise ValueError("release_short_of_quorum")
-        return manifest
+        except MembershipError as exc:
+            raise ReleaseError("release_malformed", str(exc)) from None
+        return check_for_mesh(
+            signed, self.mesh_id, self.admins(), self.threshold(), taken_serial=-1
+        )
 
     def heard(self, node_id: str, data: bytes) -> tuple[str | None, bool]:
         """A neighbour's RELEASE: (why it is refused, or None; whether a fetch started)."""
         try:
             manifest = self.check(data)
-        except ValueError as exc:
-            return str(exc), False
+        except ReleaseError as exc:
+            return exc.code, False
         fetching = self.fetching
         for known in (self.held, fetching.manifest if fetching else None):
             if known is not None and manifest.serial == known.serial:
@@ -135,7 +125,7 @@ class Releases:
         admin key rotated away) or is not newer than the release held."""
         try:
             manifest = self.check(data)
-        except ValueError:
+        except ReleaseError:
             return None
         if manifest.serial <= self.newest_serial:
             return None

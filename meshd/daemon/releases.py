@@ -35,8 +35,9 @@ from meshd.adapters.installs import InstallError, Installs
 from meshd.core.control import effects as fx
 from meshd.core.membership import MeshTrust
 from meshd.core.proto import session as messages
-from meshd.core.proto.release import ReleaseManifest
+from meshd.core.proto.release import ReleaseError, ReleaseManifest
 from meshd.core.releases import Releases
+from meshd.core.updates import Record
 from meshd.daemon.control import ControlService
 from meshd.daemon.tasks import Tasks
 from meshd.log import event
@@ -86,6 +87,7 @@ class ReleaseService:
         self.refused: Counter[str] = Counter()
         self.tasks = Tasks("releases")
         self._checking = False  # a fetched artifact's SHA-256 is being computed
+        self._record: tuple[tuple[int, int], Record] | None = None  # update.json, by mtime, size
 
     def _path(self, serial: int, suffix: str) -> Path:
         return self.dir / f"{serial}.{suffix}"
@@ -250,8 +252,8 @@ class ReleaseService:
         admins signed it, it is newer than the one held and the artifact is the one named."""
         try:
             manifest = self.core.check(manifest_bytes)
-        except ValueError as exc:
-            raise PublishError(str(exc), f"the manifest is refused: {exc}") from None
+        except ReleaseError as exc:
+            raise PublishError(exc.code, f"the manifest is refused: {exc}") from None
         held = self.core.held
         if held is not None and manifest.serial <= held.serial:
             raise PublishError("release_not_newer", f"release {held.serial} is held here already")
@@ -297,10 +299,15 @@ class ReleaseService:
         }
 
     def _installs(self) -> dict[str, Any] | None:
-        if not self.installs.record_path.exists():
-            return None
+        """The update record, parsed again only when its file changed (every status asks)."""
         try:
-            record = self.installs.load()
+            stat = self.installs.record_path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+            if self._record is None or self._record[0] != key:
+                self._record = (key, self.installs.load())
+            record = self._record[1]
+        except FileNotFoundError:
+            return None
         except (InstallError, OSError) as exc:
             return {"unreadable": str(exc)}
         return {**record.to_json(), "concerns": record.concerns(time.time())}

@@ -31,6 +31,10 @@ LOCK = "update.lock"  # in the installs' root: one apply, auto or rollback at a 
 POLL_S = 2.0
 
 
+class RestartError(Exception):
+    """``systemctl restart`` failed, saying why in one line."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from meshd.adapters.installs import ROOT
 
@@ -150,9 +154,20 @@ class Updater:
             return Health(answered=False)
 
     def restart(self) -> None:
+        """RestartError when systemctl does not restart the unit."""
         import subprocess
 
-        subprocess.run(["systemctl", "restart", self.args.service], check=True, timeout=120)
+        argv = ["systemctl", "restart", self.args.service]
+        cmd = " ".join(argv)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+        except subprocess.TimeoutExpired:
+            raise RestartError(f"{cmd}: no answer within 120 s") from None
+        except OSError as exc:  # no systemctl
+            raise RestartError(f"{cmd}: {exc}") from None
+        if done.returncode != 0:
+            said = " / ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise RestartError(f"{cmd} exited {done.returncode}" + (f": {said}" if said else ""))
 
     def watch(self, record: Record) -> int:
         """Confirm the trial once healthy, roll it back at its deadline."""
@@ -160,18 +175,23 @@ class Updater:
 
         trial = record.trial
         assert trial is not None
-        why = "not judged"
         while True:
             health = self.health()
-            why = judge(trial.before, health, trial.version) or ""
-            if not why:
+            why = judge(trial.before, health, trial.version)
+            if why is None:
                 self.installs.save(record.confirmed())
                 self.installs.prune({Path(trial.directory), Path(trial.previous)})
                 self.say(f"release {trial.serial} confirmed: {health.describe()}")
                 return 0
             if time.time() >= trial.deadline:
-                break
+                return self.roll_back(record, why)
             time.sleep(POLL_S)
+
+    def roll_back(self, record: Record, why: str) -> int:
+        """Give the trial up for ``why``: the link back, the release refused here, the old
+        meshd restarted (RestartError, for ``main`` to say, when it does not restart)."""
+        trial = record.trial
+        assert trial is not None
         self.installs.switch(Path(trial.previous))
         self.installs.save(record.rolled_back(why))
         self.say(f"release {trial.serial} rolled back: {why}")
@@ -254,7 +274,10 @@ class Updater:
             f"restarting into meshd {trial.version}; rolled back unless healthy within "
             f"{manifest.health_window_s} s (before: {before.describe()})"
         )
-        self.restart()
+        try:
+            self.restart()
+        except RestartError as exc:
+            return self.roll_back(record, str(exc))
         return self.watch(record)
 
     def rollback(self) -> int:
@@ -281,7 +304,7 @@ def main(args: argparse.Namespace) -> int:
     from meshd.adapters.installs import InstallError, Installs
     from meshd.cli.commands import admin_errors
 
-    errors: tuple[type[Exception], ...] = (InstallError, *admin_errors())
+    errors: tuple[type[Exception], ...] = (InstallError, RestartError, *admin_errors())
     root = Path(args.root)
     if not os.access(root, os.W_OK):
         print(f"meshd update {args.action}: {root} is not writable: run it as root",

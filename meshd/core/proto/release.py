@@ -29,6 +29,7 @@ Canonical bytes (meshd.core.membership.canonical, type tag RELEASE_MANIFEST, ver
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
@@ -56,7 +57,13 @@ SHA256 = hex_bytes(32)
 
 
 class ReleaseError(ValueError):
-    """An artifact that is not the one a manifest names, or a manifest a node must not take."""
+    """An artifact that is not the one a manifest names, or a manifest a node must not take:
+    ``code`` is the refusal's code (a neighbour's is counted under it: meshd.core.releases),
+    ``str()`` the reason in words."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -104,13 +111,15 @@ class ReleaseManifest(SignedMessage):
         """ReleaseError unless ``data`` is exactly the artifact this manifest names."""
         if len(data) != self.artifact_size:
             raise ReleaseError(
-                f"{self.artifact_name}: {len(data)} bytes, the manifest says {self.artifact_size}"
+                "release_bad_artifact",
+                f"{self.artifact_name}: {len(data)} bytes, the manifest says {self.artifact_size}",
             )
         digest = hashlib.sha256(data).digest()
         if digest != self.artifact_sha256:
             raise ReleaseError(
+                "release_bad_artifact",
                 f"{self.artifact_name}: SHA-256 {digest.hex()}, the manifest says "
-                f"{self.artifact_sha256.hex()}"
+                f"{self.artifact_sha256.hex()}",
             )
 
 
@@ -123,7 +132,7 @@ def decode_signed(data: bytes) -> Cosigned[ReleaseManifest]:
 def check_for_mesh(
     signed: Cosigned[ReleaseManifest],
     mesh_id: bytes,
-    admins: tuple[str, ...],
+    admins: Collection[str],
     threshold: int,
     taken_serial: int,
 ) -> ReleaseManifest:
@@ -132,21 +141,23 @@ def check_for_mesh(
     ``taken_serial`` may not take it: for this mesh, signed by a current admin and by as
     many as the threshold (every signature of theirs good), newer than what it has."""
     manifest = signed.record
+    said = f"release {manifest.serial}"
     if manifest.mesh_id != mesh_id:
-        raise ReleaseError(f"release {manifest.serial}: for another mesh")
+        raise ReleaseError("release_other_mesh", f"{said}: for another mesh")
     if manifest.issuer not in admins:
-        raise ReleaseError(f"release {manifest.serial}: signed by {manifest.issuer}, no admin")
+        raise ReleaseError("release_not_admin", f"{said}: signed by {manifest.issuer}, no admin")
     try:
         signers = signed.signers(admins)
     except MembershipError as exc:
-        raise ReleaseError(f"release {manifest.serial}: {exc.message}") from None
+        raise ReleaseError("release_bad_signature", f"{said}: {exc.message}") from None
     if len(signers) < threshold:
         raise ReleaseError(
-            f"release {manifest.serial}: signed by {len(signers)} admin(s), the mesh asks "
-            f"for {threshold} (meshd release sign FILE on another admin's node)"
+            "release_short_of_quorum",
+            f"{said}: signed by {len(signers)} admin(s), the mesh asks "
+            f"for {threshold} (meshd release sign FILE on another admin's node)",
         )
     if manifest.serial <= taken_serial:
         raise ReleaseError(
-            f"release {manifest.serial}: not newer than release {taken_serial}, taken already"
+            "release_not_newer", f"{said}: not newer than release {taken_serial}, taken already"
         )
     return manifest

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from meshd import api, cli
+from meshd.adapters.installs import Installs
+from tests.unit.cli.test_invite_command import _node
 from tests.unit.control_fakes import NODE_A, NODE_B, STATUS, FakeDaemon, serving
 
 STATUS_TEXT = f"""\
@@ -164,6 +168,15 @@ RELEASE = {
 }
 
 
+def update_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], releases: dict[str, Any]
+) -> str:
+    """What `meshd update status` prints when the daemon answers ``releases``."""
+    with serving(tmp_path / "s.sock", FakeDaemon({"releases": releases}).handle) as path:
+        assert cli.main(["update", "status", "--socket", str(path)]) == 0
+    return capsys.readouterr().out
+
+
 def test_update_status_says_what_is_held_fetched_and_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -180,9 +193,7 @@ def test_update_status_says_what_is_held_fetched_and_refused(
         },  # fmt: skip
         "refused": {"release_not_admin": 2},
     }
-    with serving(tmp_path / "s.sock", FakeDaemon({"releases": releases}).handle) as path:
-        assert cli.main(["update", "status", "--socket", str(path)]) == 0
-    assert capsys.readouterr().out == (
+    assert update_status(tmp_path, capsys, releases) == (
         "running: meshd 0.1.0, stage normal\n"
         "holds and serves: release 3 (meshd 0.2.0, meshd-0.2.0-py3-none-any.whl, 400000 bytes); "
         "its stage takes it from 2100-01-01 00:00 UTC\n"
@@ -202,9 +213,7 @@ def test_update_status_says_what_was_taken_and_rolled_back(
     assert installs["concerns"] == ["release 4 rolled back here: y"]
     releases = {"running": "0.2.0", "stage": "early", "held": None, "fetching": None,
                 "installs": installs}  # fmt: skip
-    with serving(tmp_path / "s.sock", FakeDaemon({"releases": releases}).handle) as path:
-        assert cli.main(["update", "status", "--socket", str(path)]) == 0
-    assert capsys.readouterr().out == (
+    assert update_status(tmp_path, capsys, releases) == (
         "running: meshd 0.2.0, stage early\n"
         "holds no release\n"
         "took: release 3 (/opt/meshd/versions/0.2.0-3)\n"
@@ -213,6 +222,78 @@ def test_update_status_says_what_was_taken_and_rolled_back(
     )
     assert cli.main(["update", "apply", "--root", str(tmp_path / "absent")]) == 1
     assert "is not writable: run it as root" in capsys.readouterr().err
+
+
+FAILED = "Job for meshd.service failed.\nSee 'systemctl status meshd.service' for details.\n"
+WHY = (
+    "systemctl restart meshd.service exited 1: Job for meshd.service failed. / "
+    "See 'systemctl status meshd.service' for details."
+)
+
+
+def updating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restarts: list[int]
+) -> tuple[list[str], Installs, list[str]]:
+    """A node whose meshd runs versions/old, holding release 4 (meshd 0.2.0), which installs
+    into versions/new (no pip); each systemctl restart exits with the next of ``restarts``.
+    The version the link names at each restart, the installs, and the options to pass."""
+    from meshd.cli.commands.update import Updater
+    from meshd.core.updates import Health
+    from tests.golden.release.make_vectors import ADMIN, ARTIFACT, MESH_ID, signed
+
+    config = _node(tmp_path / "node", admin=True)
+    installs = Installs(tmp_path / "opt")
+    for name in ("old", "new"):
+        (installs.versions / name).mkdir(parents=True)
+    installs.link.symlink_to("versions/old")
+    held = (signed(ADMIN, MESH_ID, 4, ARTIFACT), tmp_path / "release.whl")
+    monkeypatch.setattr(Updater, "held", lambda self, work, record: held)
+    monkeypatch.setattr(Updater, "health", lambda self: Health(True, "0.1.0"))
+    monkeypatch.setattr(Installs, "install", lambda self, wheel, name: self.versions / "new")
+    linked: list[str] = []
+
+    def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        assert argv == ["systemctl", "restart", "meshd.service"]
+        linked.append(installs.link.resolve().name)
+        code = restarts.pop(0)
+        return subprocess.CompletedProcess(argv, code, "", FAILED if code else "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    options = ["--root", str(installs.root), "--config", str(config), "--socket", "s.sock"]
+    return linked, installs, options
+
+
+def test_a_trial_whose_restart_fails_is_rolled_back_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    linked, installs, options = updating(tmp_path, monkeypatch, [1, 0])
+    assert cli.main(["update", "apply", *options]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == f"meshd update apply: release 4 rolled back: {WHY}"
+    assert err == ""
+    assert linked == ["new", "old"]  # the old meshd restarted once the link was back
+    record = installs.load()
+    assert record.trial is None and record.refused == {4: WHY}
+
+
+def test_a_rollback_whose_restart_fails_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from meshd.core.updates import Health, Record, Trial
+
+    restarts = [1, 1]
+    linked, installs, options = updating(tmp_path, monkeypatch, restarts)
+    assert cli.main(["update", "apply", *options]) == 1
+    assert capsys.readouterr().err == f"meshd update apply: {WHY}\n"
+    assert linked == ["new", "old"] and installs.load().refused == {4: WHY}
+    # By hand: a trial given back, the old meshd's restart failing too.
+    new, old = (str(installs.versions / name) for name in ("new", "old"))
+    installs.save(Record(trial=Trial(5, "0.3.0", new, old, 0.0, Health(True, "0.1.0"))))
+    installs.switch(Path(new))
+    restarts.append(1)
+    assert cli.main(["update", "rollback", *options]) == 1
+    assert capsys.readouterr().err == f"meshd update rollback: {WHY}\n"
+    assert linked == ["new", "old", "old"] and installs.load().refused == {5: "rolled back by hand"}
 
 
 DEVICE = {

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
+import pytest
 from nacl.signing import SigningKey
 
 from meshd.core.keys import node_id_from_public
 from meshd.core.membership.cosigned import Cosigned
+from meshd.core.proto.release import ReleaseError
 from meshd.core.proto.session import MAX_RELEASE_PART, ReleaseFetch, ReleasePart
 from meshd.core.releases import ANSWER_WITHIN_S, ASK_EVERY_S, Releases
 from tests.golden.release.make_vectors import ADMIN, MESH_ID, signed
@@ -71,6 +73,20 @@ def test_what_no_admin_signed_or_another_mesh_made_is_refused_by_reason() -> Non
     assert core.heard(B, conflicting.encode()) == ("release_conflict", False)
     older = signed(ADMIN, MESH_ID, 6, ARTIFACT)
     assert core.heard(B, older.encode()) == (None, False)  # not fetched, not refused
+
+
+def test_a_refusal_says_why_in_words_and_a_release_of_serial_0_is_taken() -> None:
+    core = releases()
+    stranger = signed(SigningKey(bytes(32)), MESH_ID, 8, ARTIFACT)
+    with pytest.raises(ReleaseError, match="release 8: signed by .*, no admin") as refused:
+        core.check(stranger.encode())
+    assert refused.value.code == "release_not_admin"
+    with pytest.raises(ReleaseError, match="malformed") as refused:
+        core.check(b"\x30nonsense")
+    assert refused.value.code == "release_malformed"
+    first = signed(ADMIN, MESH_ID, 0, ARTIFACT)
+    assert core.check(first.encode()) == first
+    assert core.heard(A, first.encode()) == (None, True)
 
 
 def test_where_the_mesh_asks_for_two_admins_a_release_needs_both() -> None:

@@ -78,6 +78,25 @@ def test_a_node_takes_a_newer_release_of_its_mesh_from_a_current_admin_only() ->
             check_for_mesh(Cosigned(manifest), mesh, admins, 1, taken)
 
 
+def test_each_refusal_carries_its_code() -> None:
+    m = signed(ADMIN, MESH_ID, 7, ARTIFACT)
+    stranger = signed(SigningKey(bytes(32)), MESH_ID, 9, ARTIFACT)
+    cases = [
+        (m, bytes(16), 1, 0, "release_other_mesh"),
+        (stranger, MESH_ID, 1, 0, "release_not_admin"),
+        (replace(m, serial=8), MESH_ID, 1, 0, "release_bad_signature"),
+        (m, MESH_ID, 2, 0, "release_short_of_quorum"),
+        (m, MESH_ID, 1, 7, "release_not_newer"),
+    ]
+    for manifest, mesh, threshold, taken, code in cases:
+        with pytest.raises(ReleaseError) as refused:
+            check_for_mesh(Cosigned(manifest), mesh, ADMINS, threshold, taken)
+        assert refused.value.code == code
+    with pytest.raises(ReleaseError) as refused:
+        m.check_artifact(ARTIFACT[:-1])
+    assert refused.value.code == "release_bad_artifact"
+
+
 def test_where_the_mesh_asks_for_two_admins_one_signature_is_not_a_release() -> None:
     other = SigningKey(bytes(range(1, 33)))
     stranger = SigningKey(bytes(32))
