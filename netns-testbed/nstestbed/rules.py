@@ -148,10 +148,15 @@ def node_ruleset(node: NodePlan, imp: Impairments) -> str:
     return "\n".join(lines) + "\n"
 
 
+RANGE_SHIFT = 10000  # a ``ranged`` NAT's outer port for meshd's inner port p: p + 10000
+_MESHD_PORTS = (QUIC_PORT, *range(LINK_PORTS[0], LINK_PORTS[1] + 1))
+
+
 def nat_ruleset(nat: NatPlan) -> str:
     """A home router's table: what the inside sends leaves masqueraded (``masquerade``:
     keeping its port where free, so one inner port has one outer port whatever the
-    destination; ``random``: a random port per connection, as a hard NAT has); from the
+    destination; ``ranged``: the same, but meshd's ports into another range; ``random``: a
+    random port per connection, as a hard NAT has); from the
     outside, only replies, but where meshd's ports are forwarded to the node
     (``forwarded``). What the outside sends unasked is dropped in the filter hooks,
     before its conntrack entry is confirmed, as a home router's firewall does: an entry
@@ -162,8 +167,17 @@ def nat_ruleset(nat: NatPlan) -> str:
         "forwarded": "masquerade",
         "cgnat": "masquerade",
         "random": "masquerade random,fully-random",
+        "ranged": "",  # below
     }[nat.kind]
     inside, wan = nat.inside_ifname, nat.wan_ifname
+    if nat.kind == "ranged":
+        # One outer port per inner port whatever the destination (an endpoint-independent
+        # mapping), but not the same port: meshd's come out RANGE_SHIFT higher, so a peer
+        # that takes the port a node says it listens on (a link's) misses it.
+        pairs = ", ".join(f"{p} : {p + RANGE_SHIFT}" for p in _MESHD_PORTS)
+        ports = f"{{ {QUIC_PORT}, {LINK_PORTS[0]}-{LINK_PORTS[1]} }}"
+        how = f"udp sport {ports} masquerade to :udp sport map {{ {pairs} }}"
+        how += f'\n\t\toifname "{wan}" masquerade'
     forwarded = prerouting = ""
     if nat.kind == "forwarded":
         # The household forwarded meshd's ports to its node, as a router's port forwarding

@@ -6,11 +6,12 @@
     nat = "masquerade"      # optional: the uplink sits behind a home router (its own
                             # namespace) that masquerades (keeping ports where it can;
                             # "random": a new random port per destination, as a hard
-                            # NAT does; "forwarded": as masquerade, with meshd's ports
-                            # forwarded to the node; "cgnat": as masquerade, behind a
-                            # carrier's NAT that masquerades again, through 100.96.<i>/24
-                            # of 100.64.0.0/10); nothing else from the internet reaches
-                            # the node but replies
+                            # NAT does; "ranged": one outer port per inner port, but
+                            # meshd's 10000 higher; "forwarded": as masquerade, with
+                            # meshd's ports forwarded to the node; "cgnat": as
+                            # masquerade, behind a carrier's NAT that masquerades again,
+                            # through 100.96.<i>/24 of 100.64.0.0/10); nothing else from
+                            # the internet reaches the node but replies
     behind = "c"            # optional: the uplink sits on c's home network, behind c's
                             # router (c has a nat), beside c (no hairpin NAT there)
     bootstrap = ["a"]       # optional: nodes it dials over the internet, at their uplink's
@@ -146,7 +147,7 @@ class NodeSpec:
     behind: str = ""  # its uplink is on this node's home network, behind its router
 
 
-NAT_KINDS = ("masquerade", "random", "forwarded", "cgnat")
+NAT_KINDS = ("masquerade", "random", "forwarded", "cgnat", "ranged")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 (netns-testbed/topologies/punch.toml, issue 25): a has a public uplink; c and e sit behind
 routers that keep ports, f behind one that picks a random port per destination, g behind
 one that forwards meshd's ports to it, h behind a router and a carrier's NAT (CGNAT), d
-beside c behind c's router (which does not hairpin). All dial a; a tells each where the
+beside c behind c's router (which does not hairpin), b behind one that maps each inner
+port to one outer port, but meshd's into another range. All dial a; a tells each where the
 others' sessions come from (and where each says it is on its home network), and two told
 at once dial each other at once, so that each NAT has seen its own side's packets before
 the other's arrive; g's router lets every dial in; c and d meet on their home network."""
@@ -21,7 +22,7 @@ from tests.netns import meshbed
 
 pytestmark = meshbed.NEEDS_ROOT_AND_WIREGUARD
 PUBLIC = {"a": "198.51.100.10", "c": "198.51.100.11", "e": "198.51.100.12", "f": "198.51.100.13"}
-NODES = "acdefgh"
+NODES = "acdefghb"
 
 
 class Bed(meshbed.Bed):
@@ -95,7 +96,7 @@ def test_every_node_reaches_a_port_forwarded_node_directly(bed: Bed) -> None:
     """g's router forwards meshd's ports to it: every node's dial reaches g, f's from
     behind its hard NAT too (f's router lets g's answers in, and g's WireGuard follows
     f's packets to the port f's router gave them)."""
-    for node in "acdefh":
+    for node in "abcdefh":
 
         def linked(node: str = node) -> bool:
             return bed.neighbours(node).get("g", {}).get("state") == "up"
@@ -164,11 +165,15 @@ def test_a_restarted_node_punches_its_direct_link_again(bed: Bed) -> None:
 
 def test_the_results_as_a_table(bed: Bed) -> None:
     """Each pair: how one reaches the other (its session's kind, or the relay its route
-    goes by), as a table; every pair reaches every other, directly but where a NAT that
-    picks a new port per destination (f's) meets one that is no public node's."""
-    relayed = {frozenset(("f", n)) for n in "cdeh"}
+    goes by), as a table; every pair reaches every other, directly but where f's NAT (a
+    new port per destination) or b's (meshd's ports into another range: its link's port
+    is not the one b says) meets another that lets in only replies. b's sessions punch
+    (a saw their port), its links do not: they stay "connecting" and its routes go by a
+    relay; with a and g, whose ends are open, WireGuard follows b's packets to the port
+    its router gave them."""
+    relayed = {frozenset((nat, n)) for nat in "fb" for n in "cdeh"} | {frozenset("bf")}
     kinds = dict(zip(NODES, ("public", "masquerade", "behind c", "masquerade", "random",
-                             "forwarded", "cgnat"), strict=True))  # fmt: skip
+                             "forwarded", "cgnat", "ranged"), strict=True))  # fmt: skip
     pairs = [(one, two) for one in NODES for two in NODES if one != two]
 
     def linked() -> bool:  # c's restart just before: its links are back within seconds

@@ -525,6 +525,11 @@ def test_two_nodes_behind_one_router_and_one_behind_a_carriers_nat(tmp_path: Pat
     names = p.namespaces()
     assert names.count("mtp-c-nat") == 1 and "mtp-d-nat" not in names and "mtp-h-cgn" in names
     assert 'iifname "in0" oifname "wan0" accept' in rules.carrier_ruleset(carrier)
+    b = p.node("b")
+    assert b.uplink and b.uplink.nat and b.uplink.nat.kind == "ranged"
+    ranged = rules.nat_ruleset(b.uplink.nat)
+    assert "masquerade to :udp sport map { 6697 : 16697, 51820 : 61820," in ranged
+    assert ranged.rstrip().endswith('oifname "wan0" masquerade\n\t}\n}')
 
 
 @pytest.mark.parametrize(
