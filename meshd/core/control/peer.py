@@ -62,6 +62,12 @@ class Peer:
     # Where it says its sessions are on its uplink's own network (behind a home router):
     # passed on, so that another node behind the same router finds it there.
     home: tuple[Address, ...] = ()
+    # Its link has not carried packets yet on this session: its port is tried as it says
+    # and, every LINK_GUESS_S, shifted as its NAT shifts its session's port (plane).
+    link_came_up: bool = False
+    link_shifted: bool = False
+    link_tried_at: float | None = None
+    link_guesses: int = 0
     member: VerifiedMember | None = None  # outlives a replaced session until it verifies
     verified_once: bool = False  # its certificate verified on some session: a neighbour
     credential: Credential | None = None

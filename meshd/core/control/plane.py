@@ -110,6 +110,10 @@ ENFORCE_EVERY_S = 10.0  # how often live neighbours' certificates are checked ag
 # updates (a neighbour's full table, a cold start) leaves as one packet per neighbour and one
 # batch of route changes, not one per update received (babeld buffers for about 10 ms too).
 FLUSH_DELAY_S = 0.02
+# A link that has not come up tries its neighbour's port as said, then as its NAT shifts
+# its session's port, in turn, each for this long (meshd.core.control.plane._guess_port).
+LINK_GUESS_S = 3.0
+LINK_GUESSES = 10  # then, never up, it stays on the port as said (this session)
 # A verified newcomer refused for what this node can hold (counted in discovery's refusals
 # too, since a newcomer refused is forgotten with its own counts).
 ISSUER_LINK_LIMIT = "issuer_link_limit"
@@ -475,6 +479,8 @@ class ControlPlane:
         peer.last_refusal = None
         peer.failed_dials = 0
         peer.home = ()  # it says again, on this session
+        peer.link_came_up, peer.link_shifted, peer.link_tried_at = False, False, None
+        peer.link_guesses = 0
         self.journal(
             "peer.verified",
             peer=peer.name,
@@ -548,6 +554,27 @@ class ControlPlane:
         )
         self._send_verified(news, but=newcomer.node_id)
 
+    def _guess_port(self, peer: Peer, now: float) -> None:
+        """A neighbour behind a NAT that gives its session another port than the one it
+        listens on (what it says of its home address) may give its link's port another
+        too: an endpoint-independent NAT that maps into another range shifts every port
+        alike. Until its link first carries packets, its port is tried as it says, then
+        shifted so, in turn (the other end's WireGuard follows what gets through)."""
+        if peer.wireguard_up:
+            peer.link_came_up = True
+        if peer.link is None or peer.link_came_up or not _port_shift(peer):
+            peer.link_tried_at = None
+            return
+        if peer.link_tried_at is None:
+            peer.link_tried_at = now
+        elif now - peer.link_tried_at >= LINK_GUESS_S and peer.link_guesses < LINK_GUESSES:
+            peer.link_guesses += 1
+            peer.link_shifted = not peer.link_shifted and peer.link_guesses < LINK_GUESSES
+            peer.link_tried_at = now
+            self._update_link(peer)
+            endpoint = format_endpoint(peer.link.endpoint)
+            self.journal("link.port_guess", logging.DEBUG, peer=peer.name, endpoint=endpoint)
+
     def _heard_home(self, peer: Peer, address: Address) -> None:
         """``peer`` says its sessions are at ``address`` on its home network too: held
         (a few) and passed on to our other neighbours, as where it is seen from is. One
@@ -574,12 +601,13 @@ class ControlPlane:
             or peer.session_addr is None
         ):
             return
+        port = peer.peer_port + (_port_shift(peer) if peer.link_shifted else 0)
         spec = LinkSpec(
             node_id=peer.node_id,
             name=peer.name,
             ifname=peer.ifname,
             wireguard_public=peer.member.wireguard_public,
-            endpoint=(peer.session_addr[0], peer.peer_port),
+            endpoint=(peer.session_addr[0], port),
             listen_port=peer.own_port,
             mesh_ipv4=peer.member.mesh_ipv4,
         )
@@ -783,6 +811,7 @@ class ControlPlane:
             ):
                 self._refuse(peer, "not_verified", f"no valid certificate within {VERIFY_S:.0f} s")
             self.neighbours.idle(peer, now)
+            self._guess_port(peer, now)
         self.router.tick(now)
         self.flush()
         self.choose_gateway(now)
@@ -945,3 +974,12 @@ class ControlPlane:
 
     def _send_raw(self, node_id: str, data: bytes) -> None:
         self.effects.append(fx.Send(node_id, data))
+
+
+def _port_shift(peer: Peer) -> int:
+    """How far its NAT moved its session's port from the one it listens on (0: not at
+    all, or nothing known), where the link's port moved as far is still a port."""
+    if peer.session_addr is None or not peer.home or peer.peer_port is None:
+        return 0
+    shift = peer.session_addr[1] - peer.home[0][1]
+    return shift if 0 < peer.peer_port + shift <= 0xFFFF else 0

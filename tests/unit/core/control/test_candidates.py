@@ -213,6 +213,35 @@ def test_two_nodes_behind_one_router_find_each_other_on_its_home_network(
     assert world.core.neighbours.reached(peer) == "home_network"  # its session is on it
 
 
+def test_a_link_behind_a_nat_that_shifts_ports_tries_the_shifted_port_in_turn(
+    tmp_path: Path,
+) -> None:
+    """Its session comes from port 6697 and it says it listens on 5697 at home: its NAT
+    shifts ports by 1000, maybe its link's too. Until the link first carries packets, its
+    port is tried as it says and shifted, in turn; ten turns at most; once up, it stays."""
+    world = Mesh(tmp_path)
+    world.verified()
+    world.receive(session.Link(51820))
+    world.receive(session.Endpoints((session.Endpoint(world.peer.node_id, "192.168.9.2", 5697),)))
+
+    def ports(now: float) -> list[int]:
+        world.core.tick(now)
+        return [e.spec.endpoint[1] for e in world.core.drain() if isinstance(e, fx.EnsureLink)]
+
+    assert ports(2.0) == []  # the first turn starts
+    assert ports(5.0) == [52820]
+    assert ports(6.0) == []
+    assert ports(8.0) == [51820]
+    turns = [ports(8.0 + 3 * k) for k in range(1, 12)]
+    assert turns[:8] == [[52820], [51820]] * 4 and turns[8:] == [[], [], []], turns
+    # A link that came up keeps its port; a new session starts the turns again.
+    world.verified()
+    world.receive(session.Link(51820))
+    world.receive(session.Endpoints((session.Endpoint(world.peer.node_id, "192.168.9.2", 5697),)))
+    world.core.neighbours.wireguard_state(world.peer.node_id, True, 50.0)
+    assert ports(50.0) == [] and ports(60.0) == []
+
+
 def test_internet_addresses_are_the_public_ones() -> None:
     from meshd.core.addressing import internet_address
 
