@@ -118,7 +118,6 @@ class ControlService:
         self._on_renewal: RenewalHandler | None = None
         self.on_release: ReleaseHandler | None = None  # meshd.daemon.releases
         self._transport: QuicTransport | None = None
-        self.port: int | None = None  # where our sessions listen, once they do
         self.hellos: HelloSocket | None = None
         self.beacons: BeaconService | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -174,7 +173,7 @@ class ControlService:
             verifies=True,  # strangers reach this port: until a certificate verifies, capped
             mark=mark,
         )
-        self.port = port
+        self.core.neighbours.session_port = port
         event("control.listening", port=port)
         self.hellos = await HelloSocket.open(self.on_hello)
         self.core.neighbours.probing = True
@@ -204,7 +203,7 @@ class ControlService:
         neighbour shares are only tried on these subnets and the uplink's own networks,
         and on the internet with an uplink; where we are on the uplink's network, when it
         is no internet address, is what we tell neighbours besides (meshd.core.control)."""
-        self.core.neighbours.set_subnets(subnets, internet, home, self.port)
+        self.core.neighbours.set_subnets(subnets, internet, home)
         if self.beacons is not None:
             before = self.beacons.sockets.interfaces
             opened = await self.beacons.set_interfaces(underlays)

@@ -257,7 +257,8 @@ class Node:
 
     async def watch(self) -> None:
         live = self.cfg.liveness
-        next_underlay = next_meter = next_progress = 0.0
+        next_meter = next_progress = 0.0
+        next_underlay = time.monotonic() + UNDERLAY_EVERY_S  # start read it just now
         while not self.stopping.is_set():
             now = time.monotonic()
             changes = await self.kernel(self.links.poll)

@@ -104,8 +104,8 @@ class Neighbours:
         # and where our sessions are on them, when that is no internet address: another
         # node behind the same router reaches us there, not at the router's public address
         # (home routers seldom send back what their inside sends to that address).
-        self.home_networks: list[ipaddress.IPv4Network] = []
-        self.home_endpoints: tuple[Address, ...] = ()
+        self.home: list[ipaddress.IPv4Interface] = []
+        self.session_port: int | None = None  # where our sessions listen, once they do
         # Set by the shell once it can: dial (the transport is up), probe (the probe socket).
         self.dialling = False
         self.probing = False
@@ -186,21 +186,25 @@ class Neighbours:
         subnets: list[ipaddress.IPv4Network],
         internet: bool = False,
         home: Sequence[ipaddress.IPv4Interface] = (),
-        port: int | None = None,
     ) -> None:
         """Our underlay subnets, whether we have an uplink, and our addresses on the
         uplinks (the node reads them from the kernel now and then): endpoints a neighbour
         shares are only tried on these subnets and our home networks (an uplink's own
         network where our address on it is no internet address: behind a home router),
-        and on the internet when we have an uplink to reach it by. With our sessions'
-        ``port``, our addresses there are where we tell neighbours we are too
-        (``home_endpoints``)."""
+        and on the internet when we have an uplink to reach it by."""
         self.local_subnets, self.internet = subnets, internet
-        behind = [a for a in home if not addressing.internet_address(str(a.ip))]
-        self.home_networks = [address.network for address in behind]
-        self.home_endpoints = ()
-        if port is not None:
-            self.home_endpoints = tuple((str(address.ip), port) for address in behind)
+        self.home = [a for a in home if not addressing.internet_address(str(a.ip))]
+
+    @property
+    def home_networks(self) -> list[ipaddress.IPv4Network]:
+        return [address.network for address in self.home]
+
+    @property
+    def home_endpoints(self) -> tuple[Address, ...]:
+        """Where our sessions are on our home networks: what we tell neighbours besides."""
+        if self.session_port is None:
+            return ()
+        return tuple((str(address.ip), self.session_port) for address in self.home)
 
     # ---- finding neighbours ----------------------------------------------------------
 

@@ -702,6 +702,12 @@ class ControlPlane:
             peer.count_refusal(f"proposal_{exc.reason}")
             self.journal("proposal.refused", logging.WARNING, peer=peer.name, reason=str(exc))
 
+    def _save_proposals(self) -> None:
+        """Store what we hold: one write for a run of changes (a start loads them one by
+        one), since each save carries them all."""
+        self.effects[:] = [e for e in self.effects if not isinstance(e, fx.SaveProposals)]
+        self.effects.append(fx.SaveProposals(tuple(p.encode() for p in self.proposals)))
+
     def hear_proposal(
         self, proposal: Proposal, now: float, learned_from: str | None = None
     ) -> Heard:
@@ -712,7 +718,7 @@ class ControlPlane:
         held = heard.proposal
         if heard.outcome == "same":
             return heard
-        self.effects.append(fx.SaveProposals(tuple(p.encode() for p in self.proposals)))
+        self._save_proposals()
         signers = held.signed.signers(self.own.trust.definition.admins)
         if heard.signed is None:
             self.journal(
@@ -786,7 +792,7 @@ class ControlPlane:
             if node_id != self.node_id:
                 self.routes.forget(node_id)
         if self.proposals.prune(self.own.trust, self.clock.now()):  # lapsed, or overtaken
-            self.effects.append(fx.SaveProposals(tuple(p.encode() for p in self.proposals)))
+            self._save_proposals()
         self.router.revalidate(now)
         self._next_enforce = now + ENFORCE_EVERY_S
 

@@ -21,8 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from nacl.exceptions import CryptoError
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
 from meshd.core.keys import node_id_from_public, public_from_node_id
 from meshd.core.membership.canonical import DecodeError, MessageType, Reader, Writer
@@ -34,6 +33,7 @@ from meshd.core.membership.messages import (
     MeshDefinition,
     Revocation,
     SignedMessage,
+    signature_good,
 )
 
 R = TypeVar("R", bound=SignedMessage)
@@ -169,12 +169,8 @@ def verify_items(
     admins = frozenset(admins)
     kept = tuple(item for item in items if item[0] in admins)
     for admin, signature in kept:
-        try:
-            VerifyKey(public_from_node_id(admin)).verify(message, signature)
-        except CryptoError:
-            raise MembershipError(
-                Reason.BAD_SIGNATURE, f"{what.format(admin)} does not verify"
-            ) from None
+        if not signature_good(public_from_node_id(admin), message, signature):
+            raise MembershipError(Reason.BAD_SIGNATURE, f"{what.format(admin)} does not verify")
     return kept
 
 

@@ -19,6 +19,7 @@ standard base64 (as ``wg`` prints it), other byte strings are lower-case hex.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -231,6 +232,18 @@ IPV6_NET = _ip(ipaddress.IPv6Network, Writer.ipv6net, Reader.ipv6net, JsonFields
 Field = tuple[str, Codec[Any]]
 
 
+@functools.lru_cache(maxsize=4096)
+def signature_good(public: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` over ``message`` is ``public``'s (Ed25519). Remembered for the
+    last 4,096 asked: a record held is judged again and again (a proposal as it grows and
+    on every status, a definition as each neighbour sends it), the same bytes each time."""
+    try:
+        VerifyKey(public).verify(message, signature)
+    except CryptoError:
+        return False
+    return True
+
+
 def _since(cls: type[SignedMessage], name: str) -> int:
     return cls.SINCE[name][0] if name in cls.SINCE else ENCODING_VERSION
 
@@ -338,13 +351,11 @@ class SignedMessage:
     def verify_signature(self) -> None:
         """Check the signature against the issuer named inside; MembershipError if bad.
         Whether that issuer is trusted is the verify functions' business."""
-        key = VerifyKey(public_from_node_id(self.issuer))
-        try:
-            key.verify(self.signed_bytes(), self.signature)
-        except CryptoError:
+        public = public_from_node_id(self.issuer)
+        if not signature_good(public, self.signed_bytes(), self.signature):
             raise MembershipError(
                 Reason.BAD_SIGNATURE, f"{self.JSON_TYPE}: signature does not verify"
-            ) from None
+            )
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -180,7 +180,9 @@ def test_two_nodes_behind_one_router_find_each_other_on_its_home_network(
     world = Mesh(tmp_path)
     world.core.neighbours.dialling = True
     home = [ipaddress.IPv4Interface("192.168.7.2/24")]
-    world.core.neighbours.set_subnets([], internet=True, home=home, port=6697)
+    world.core.neighbours.set_subnets([], internet=True, home=home)
+    assert world.core.neighbours.home_endpoints == ()  # until our sessions listen
+    world.core.neighbours.session_port = 6697
     assert world.core.neighbours.home_endpoints == (("192.168.7.2", 6697),)
     told = [
         session.decode(e.data)
@@ -209,7 +211,7 @@ def test_two_nodes_behind_one_router_find_each_other_on_its_home_network(
     assert peer.refusals["endpoint_addresses_full"] == 1
     assert peer.refusals["endpoint_unshareable"] == 1
     assert world.core.neighbours.reached(peer) == "internet"
-    world.core.neighbours.set_subnets([], True, [ipaddress.IPv4Interface("100.64.0.9/24")], 1)
+    world.core.neighbours.set_subnets([], True, [ipaddress.IPv4Interface("100.64.0.9/24")])
     assert world.core.neighbours.reached(peer) == "home_network"  # its session is on it
 
 

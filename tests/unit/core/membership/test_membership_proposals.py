@@ -11,6 +11,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from meshd.adapters.trust import load_proposals
+from meshd.core.control import effects as fx
 from meshd.core.errors import BadInput
 from meshd.core.membership import (
     Cosigned,
@@ -19,6 +20,7 @@ from meshd.core.membership import (
     RevocationTarget,
     revoke,
 )
+from meshd.core.membership.messages import signature_good
 from meshd.core.membership.proposals import TTL_S, Proposal, Proposals, Refused
 from meshd.core.membership.rotation import adopt, rotate_mesh
 from meshd.core.proto import session
@@ -149,6 +151,20 @@ def test_a_new_definition_voids_what_a_removed_admin_proposed() -> None:
     assert [p.record.issuer for p in held.prune(after, NOW)] == [nid(C), nid(A)]
 
 
+def test_a_proposal_heard_again_and_again_verifies_each_signature_once() -> None:
+    """Gossip repeats a proposal, and it is judged at every step of hearing it: each
+    signature is verified once, then remembered by its very bytes."""
+    held, three = Proposals(), all_three()
+    p = revoking(nid(D)).cosign(B)
+    signature_good.cache_clear()
+    for _ in range(3):
+        held.heard(Proposal.decode(p.encode()), three, NOW)
+    info = signature_good.cache_info()
+    assert (info.misses, info.hits > 0) == (2, True), info
+    forged = Proposal(Cosigned(p.record, ((nid(B), bytes(64)),)))
+    assert reasons(held, forged, three) == "bad_signature"  # other bytes: verified, refused
+
+
 def test_anything_but_a_proposal_is_malformed() -> None:
     p = revoking(nid(D))
     for data in (b"", p.signed.encode(), p.encode()[:-1], p.encode() + b"\0"):
@@ -199,3 +215,17 @@ def test_a_neighbours_proposal_is_held_passed_on_shown_to_newcomers_and_carried(
     world.receive(session.encode(session.ProposalMessage(proposal.cosign(B).encode())))
     assert world.cp.core.own.trust.revocations.get(record.target) == record
     assert not list(world.cp.core.proposals) and load_proposals(world.cp.state_dir) == []
+
+
+def test_proposals_loaded_one_by_one_are_stored_once(tmp_path: Path) -> None:
+    """A start hears the stored proposals one by one: one write stores them all."""
+    world = World(tmp_path)
+    two = rotate_mesh(world.admin, world.mesh, add=[nid(B)], threshold=2, issued_at=NOW + 1)
+    assert world.cp.adopt_definition(Cosigned(two))
+    core = world.cp.core
+    core.drain()
+    for target in (nid(C), nid(D)):
+        record = revoke(world.admin, mesh=two, target=RevocationTarget.node(target), revoked_at=NOW)
+        core.hear_proposal(Proposal(Cosigned(record)), 1.0)
+    saves = [e for e in core.drain() if isinstance(e, fx.SaveProposals)]
+    assert len(saves) == 1 and len(saves[0].proposals) == 2
