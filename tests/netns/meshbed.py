@@ -53,6 +53,14 @@ class Bed:
         """The node's `meshd status --json`."""
         return json.loads(self.sh(node, "meshd", "status", "--json"))
 
+    def neighbours(self, node: str) -> dict[str, dict[str, Any]]:
+        """The node's neighbours in its status, by name."""
+        return {n["name"]: n for n in self.status(node)["neighbours"]}
+
+    def name_of(self, node_id: str) -> str:
+        """The name of a node ``learn``ed."""
+        return next(name for name, known in self.ids.items() if known == node_id)
+
     def pid(self, node: str) -> int | None:
         return json.loads(self.run("status", "--json"))["nodes"][node]["pid"]
 

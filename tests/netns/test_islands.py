@@ -25,9 +25,9 @@ MARK = "0x4d58"  # [exit] fwmark, the default
 
 class Bed(meshbed.Bed):
     def neighbour(self, node: str, peer: str) -> dict[str, Any]:
-        found = [n for n in self.status(node)["neighbours"] if n["name"] == peer]
-        assert found, f"{node} has no neighbour {peer}"
-        return dict(found[0])
+        found = self.neighbours(node)
+        assert peer in found, f"{node} has no neighbour {peer}"
+        return found[peer]
 
     def reaches(self, node: str, address: str) -> bool:
         out = self.sh(node, "ping", "-n", "-c", "1", "-W", "1", address, check=False)

@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 import pytest
 
@@ -26,12 +25,6 @@ NODES = "acdefghb"
 
 
 class Bed(meshbed.Bed):
-    def neighbours(self, node: str) -> dict[str, dict[str, Any]]:
-        return {n["name"]: n for n in self.status(node)["neighbours"]}
-
-    def name_of(self, node_id: str) -> str:
-        return next(name for name, known in self.ids.items() if known == node_id)
-
     def verified_count(self, node: str, peer: str) -> int:
         log = (self.dir / "nodes" / node / "meshd.log").read_text()
         return len(re.findall(rf"^\S+ \S+ INFO peer\.verified peer={peer} ", log, re.M))
