@@ -6,10 +6,11 @@ cd "$(dirname "$0")"
 
 # tshark: the tests check our Babel bytes against Wireshark's dissector; curl: the exit and
 # quota tests fetch through the mesh with it; qemu, mmdebstrap and e2fsprogs: the VM tier's
-# guests (netns-testbed/vmbed); prometheus: a real one scrapes nodes' [metrics] in the tests.
+# guests (netns-testbed/vmbed); prometheus: a real one scrapes nodes' [metrics] in the tests;
+# babeld: `bench peers` runs it beside meshd.
 packages=(wireguard-tools wireguard-go iproute2 nftables iperf3 dnsmasq-base iputils-ping procps
           curl python3 python3-venv python3-pip tshark
-          qemu-system-x86 qemu-utils mmdebstrap e2fsprogs prometheus)
+          qemu-system-x86 qemu-utils mmdebstrap e2fsprogs prometheus babeld)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

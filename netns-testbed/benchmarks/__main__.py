@@ -24,6 +24,7 @@ from benchmarks import (
     join,
     overhead,
     owner_first,
+    peers,
     receipts,
     scale,
     scrape,
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, Callable[[Options], list[Result]]] = {
     "tui": lambda o: tui.dashboard(o.quick),
     "scale": lambda o: scale.scale(o.quick, o.nodes),
     "soak": lambda o: soak.soak(o.quick, o.soak_s),
+    "peers": lambda o: peers.peers(o.quick),
     "metrics": lambda o: scrape.scrape_cost(o.quick),
 }
 QUICK = ("dataplane", "failover", "verify")  # DESIGN.md's CI subset

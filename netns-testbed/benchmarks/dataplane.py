@@ -127,9 +127,14 @@ def routed(namespaces: list[str], hops: list[Hop]) -> Iterator[None]:
 
 
 @contextmanager
-def hand_configured_wg(namespaces: list[str], hops: list[Hop]) -> Iterator[tuple[str, str]]:
+def hand_configured_wg(
+    namespaces: list[str], hops: list[Hop], keepalive: int = 1, route: bool = True
+) -> Iterator[tuple[str, str]]:
     """wireguard-go + `wg` by hand on every link of the path, as an operator would, beside
-    meshd's own links; yields the tunnel addresses of the path's two ends."""
+    meshd's own links (each end with an IPv6 link-local address too, fe80::<k+1>:<1 or 2>,
+    as a routing daemon wants one); yields the tunnel addresses of the path's two ends.
+    ``keepalive``: WireGuard's persistent keepalive in seconds (0: off); ``route``: host
+    routes between the path's ends and forwarding in its middle (``routed``)."""
     tag = secrets.token_hex(3)
     # Per hop k: one end in namespaces[k], the other in namespaces[k + 1].
     ends = [
@@ -166,10 +171,15 @@ def hand_configured_wg(namespaces: list[str], hops: list[Hop]) -> Iterator[tuple
             _ns(ns, "wg", "set", name, "private-key", "/dev/stdin", "listen-port", str(port),
                 input=keys[i])  # fmt: skip
             _ns(ns, "wg", "set", name, "peer", pubs[i ^ 1], "endpoint", f"{peer_ip}:{peer_port}",
-                "allowed-ips", "0.0.0.0/0,::/0", "persistent-keepalive", "1")  # fmt: skip
+                "allowed-ips", "0.0.0.0/0,::/0",
+                "persistent-keepalive", str(keepalive) if keepalive else "off")  # fmt: skip
             _ns(ns, "ip", "link", "set", name, "mtu", "1420", "up")
             _ns(ns, "ip", "addr", "add", f"{local}/32", "peer", f"{remote}/32", "dev", name)
+            _ns(ns, "ip", "-6", "addr", "add", f"fe80::{i // 2 + 1}:{i % 2 + 1}/64", "dev", name)
         tunnels = [(f"{BASE_NET}.{k}.1", f"{BASE_NET}.{k}.2") for k in range(len(hops))]
+        if not route:
+            yield tunnels[0][0], tunnels[-1][1]
+            return
         with routed(namespaces, tunnels):
             yield tunnels[0][0], tunnels[-1][1]
     finally:
