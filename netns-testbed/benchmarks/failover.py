@@ -109,20 +109,27 @@ def median_figure(name: str, outages: list[Outage], target_s: float) -> Result:
     return replace(figure, passed=figure.passed and not unrestored)
 
 
+def cut_outages(tb: Testbed, reps: int) -> list[Outage]:
+    """On ring5 up in ``tb``: a pings c (two hops: a-b-c, or a-e-d-c) while a's link on
+    the path is cut silently, ``reps`` times, each healed and a back on its first path."""
+    ns = tb.namespace("a")
+    target = tb.meshd_status("c")["mesh_ipv4"]
+    outages = []
+    for _ in range(reps):
+        via = _next_hop(tb, target)
+        try:
+            outages.append(ping_through(ns, target, partial(tb.cli, "cut", "a", via)))
+        finally:
+            tb.cli("heal", "a", via)
+        _back_on(tb, via, target)
+    return outages
+
+
 def link_cut(quick: bool) -> list[Result]:
     reps = 3 if quick else 10
     tb = Testbed("mbf")
-    outages = []
     with tb.up(HERE / "topologies" / "ring5.toml"):
-        ns = tb.namespace("a")
-        target = tb.meshd_status("c")["mesh_ipv4"]  # two hops: a-b-c, or a-e-d-c
-        for _ in range(reps):
-            via = _next_hop(tb, target)
-            try:
-                outages.append(ping_through(ns, target, partial(tb.cli, "cut", "a", via)))
-            finally:
-                tb.cli("heal", "a", via)
-            _back_on(tb, via, target)
+        outages = cut_outages(tb, reps)
     return [
         median_figure("failover.link_cut.median_s", outages, TARGET_S),
         Result("failover.link_cut.max_s", round(max(o.seconds for o in outages), 2), "s"),

@@ -34,8 +34,8 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from benchmarks.dataplane import BASE_NET, BASE_PORT, hand_configured_wg, path_hops
-from benchmarks.failover import Outage, _back_on, _next_hop, ping_through
+from benchmarks.dataplane import BASE_NET, BASE_PORT, _ns, hand_configured_wg, path_hops
+from benchmarks.failover import Outage, cut_outages, ping_through
 from benchmarks.results import Result
 from benchmarks.testbed import HERE, Testbed
 
@@ -48,12 +48,6 @@ MESHD_PORTS = "6697, 51820-52819"  # its sessions and its links' range (the defa
 HAND_PORTS = f"{BASE_PORT}-{BASE_PORT + 2 * len(RING) - 1}"  # the tunnels babeld runs over
 TABLE = "peersbench"
 BABELD_PORT = 16696  # meshd's probes hold Babel's own 6696 in each node
-
-
-def _ns(ns: str, *cmd: str, input: str | None = None) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True, text=True, input=input
-    ).stdout
 
 
 def _tunnels(ns: str) -> list[str]:
@@ -173,19 +167,6 @@ def _babeld_outages(tb: Testbed, ns: str, by_dev: dict[str, str], reps: int) -> 
     return outages
 
 
-def _meshd_outages(tb: Testbed, ns: str, reps: int) -> list[Outage]:
-    target = tb.meshd_status("c")["mesh_ipv4"]
-    outages = []
-    for _ in range(reps):
-        via = _next_hop(tb, target)
-        try:
-            outages.append(ping_through(ns, target, partial(tb.cli, "cut", "a", via)))
-        finally:
-            tb.cli("heal", "a", via)
-        _back_on(tb, via, target)
-    return outages
-
-
 def peers(quick: bool) -> list[Result]:
     reps = 3 if quick else 5
     idle_s = 10.0 if quick else IDLE_S
@@ -225,7 +206,7 @@ def peers(quick: bool) -> list[Result]:
                 results.append(Result(f"peers.failover.{who}.median_s", figure, "s"))
                 if not all(o.restored for o in outages):
                     raise RuntimeError(f"peers: a path of {who} was not restored in its window")
-            outages = _meshd_outages(tb, ns_a, reps)
+            outages = cut_outages(tb, reps)
             medians["meshd"] = statistics.median(o.seconds for o in outages)
             if not all(o.restored for o in outages):
                 raise RuntimeError("peers: a path of meshd was not restored in its window")
